@@ -1,0 +1,10 @@
+"""mlx-entropix: entropy-aware sampling on MLX.
+
+Importing the package preloads an optimized BLAS (Linux) before anything imports ``mlx.core``.
+"""
+
+from . import blas as _blas
+
+_blas.preload()
+
+__version__ = "0.1.0"

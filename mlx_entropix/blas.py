@@ -1,0 +1,88 @@
+"""Preload an optimized CBLAS for MLX's CPU backend (Linux), before ``mlx.core`` is imported.
+
+The ``mlx-cpu`` wheel links the netlib reference BLAS (~8 GFLOP/s on a 2-core x86 box).
+Loading MKL or OpenBLAS into the global symbol namespace first makes MLX's ``cblas_*`` calls
+resolve to it instead (~200+ GFLOP/s): prefill ~20x and decode ~2.5x faster on the CPU.
+
+``MLX_ENTROPIX_BLAS`` chooses: ``auto`` (default: MKL from this environment, then a system
+OpenBLAS), ``mkl``, ``openblas``, ``none``, or an explicit path to a shared library.
+This module must not import mlx.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV_VAR = "MLX_ENTROPIX_BLAS"
+
+
+@dataclass(frozen=True)
+class BlasChoice:
+    name: str  # "mkl", "openblas", "custom", or "bundled" (the wheel's reference BLAS / Accelerate)
+    path: str | None
+    note: str
+
+
+_choice: BlasChoice | None = None
+
+
+def _mkl_candidates() -> list[str]:
+    prefixes = {sys.prefix, sys.base_prefix, os.environ.get("CONDA_PREFIX", "")}
+    found = []
+    for prefix in filter(None, prefixes):
+        found += sorted(glob.glob(os.path.join(prefix, "lib", "libmkl_rt.so*")), reverse=True)
+    return found
+
+
+def _openblas_candidates() -> list[str]:
+    dirs = ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib"]
+    names = ["openblas-pthread/libopenblas.so.0", "openblas-openmp/libopenblas.so.0",
+             "libopenblas.so.0", "libopenblas.so"]
+    return [str(Path(d) / n) for d in dirs for n in names if (Path(d) / n).exists()]
+
+
+def _try_load(path: str) -> bool:
+    try:
+        lib = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+        return hasattr(lib, "cblas_sgemm")
+    except OSError:
+        return False
+
+
+def preload() -> BlasChoice:
+    """Load the chosen BLAS once. Safe to call many times; a no-op off Linux."""
+    global _choice
+    if _choice is not None:
+        return _choice
+    want = os.environ.get(ENV_VAR, "auto").strip() or "auto"
+    if sys.platform != "linux":
+        _choice = BlasChoice("bundled", None, "macOS: MLX uses Accelerate/Metal")
+        return _choice
+    if "mlx.core" in sys.modules:
+        _choice = BlasChoice("bundled", None, "mlx.core was imported before the BLAS preload")
+        return _choice
+    if want == "none":
+        _choice = BlasChoice("bundled", None, f"{ENV_VAR}=none: reference BLAS (slow)")
+        return _choice
+
+    if want in ("auto", "mkl", "openblas"):
+        order = {"auto": ("mkl", "openblas"), "mkl": ("mkl",), "openblas": ("openblas",)}[want]
+        for name in order:
+            paths = _mkl_candidates() if name == "mkl" else _openblas_candidates()
+            for path in paths:
+                if _try_load(path):
+                    _choice = BlasChoice(name, path, "preloaded")
+                    return _choice
+        note = f"no {'optimized BLAS' if want == 'auto' else want} found: reference BLAS (slow)"
+    else:  # an explicit library path
+        if _try_load(want):
+            _choice = BlasChoice("custom", want, "preloaded")
+            return _choice
+        note = f"{ENV_VAR}={want} could not be loaded: reference BLAS (slow)"
+    _choice = BlasChoice("bundled", None, note)
+    return _choice

@@ -1,0 +1,85 @@
+"""Sampler configuration: one object, documented defaults, loadable from JSON or TOML.
+
+Defaults are those of the original entropix (xjdr-alt/entropix @eaaddb2, ``SamplerConfig``),
+which were tuned for Llama-3.2-1B. Smaller models sit on another scale: ``calibrate.py``
+proposes thresholds per model, and ``configs/`` ships a calibrated file for the embedded model.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Mode = Literal["entropix", "normal", "greedy"]
+
+
+class SamplerConfig(BaseModel):
+    """Every knob of the sampler. Field names follow the original entropix config."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # Base sampling parameters (also what ``normal`` mode uses, fixed for the whole generation).
+    temperature: float = Field(0.666, ge=0.0, le=10.0, description="Base temperature T0.")
+    top_p: float = Field(0.90, gt=0.0, le=1.0, description="Nucleus mass kept (descending order).")
+    top_k: int = Field(27, ge=0, le=1_000_000, description="Tokens kept by top-k; 0 disables.")
+    min_p: float = Field(0.03, ge=0.0, le=1.0, description="Min prob relative to the top token.")
+
+    # Quadrant thresholds on logits entropy / varentropy (bits, bits^2).
+    low_ent: float = Field(0.1, description="Below: low entropy.")
+    low_vent: float = Field(0.1, description="Below: low varentropy.")
+    med_ent: float = Field(3.0, description="Above (with high varentropy): lost in the mist.")
+    high_ent: float = Field(5.0, description="Above: high entropy.")
+    high_vent: float = Field(5.0, description="Above: high varentropy.")
+
+    # High entropy, low varentropy ("treading carefully").
+    helv_attn_ent_offset: float = 1.3
+    helv_attn_ent_coef: float = 0.2
+    # Low entropy, high varentropy ("fork in the path").
+    lehv_interaction_strength_offset: float = 1.2
+    lehv_interaction_strength_coef: float = 0.3
+    # High entropy, high varentropy ("lost in the mist").
+    hehv_attn_ent_coef: float = 0.2
+    hehv_attn_vent_offset: float = 2.0
+    hehv_attn_vent_coef: float = 0.5
+
+    # Adaptive (the middle ground): best of n candidates with metric-scaled parameters.
+    n_adaptive_samples: int = Field(5, ge=1, le=64)
+    ada_temp_logits: float = 0.3
+    ada_temp_attn: float = 0.2
+    ada_temp_agree: float = 0.2
+    ada_top_p: float = 0.1
+    ada_top_k_int: float = 0.3
+    ada_top_k_agree: float = 0.2
+    ada_min_p: float = 0.5
+    ada_score_logits_ent: float = 0.1
+    ada_score_attn_ent: float = 0.2
+    ada_score_logits_vent: float = 0.3
+    ada_score_attn_vent: float = 0.4
+    ada_score_agree: float = 0.5
+    ada_score_int: float = 0.6
+
+    # The "pause to think" token inserted once when treading carefully, looked up by its text.
+    clarifying_token: str | None = Field(
+        " ...", description="Text of the token inserted once per generation; null disables."
+    )
+
+    def merged(self, overrides: dict[str, Any] | None) -> SamplerConfig:
+        """A copy with ``overrides`` applied and validated (per-request overrides)."""
+        if not overrides:
+            return self
+        return SamplerConfig.model_validate({**self.model_dump(), **overrides})
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> SamplerConfig:
+        """Load from ``.json`` or ``.toml``; unknown keys are an error."""
+        path = Path(path)
+        text = path.read_text()
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        return cls.model_validate(data.get("sampler", data))
+
+    def to_file(self, path: str | Path) -> None:
+        Path(path).write_text(self.model_dump_json(indent=2) + "\n")

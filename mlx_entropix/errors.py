@@ -1,0 +1,17 @@
+"""User-facing errors: each carries one clear line; front ends print it without a traceback."""
+
+
+class EntropixError(Exception):
+    """Base class: ``str(err)`` is a complete, user-readable one-line message."""
+
+
+class ModelLoadError(EntropixError):
+    """Weights path missing, unreadable, corrupt, or of an unknown format."""
+
+
+class PromptTooLongError(EntropixError):
+    """The prompt (plus at least one generated token) does not fit the model's context."""
+
+
+class InvalidRequestError(EntropixError):
+    """A request or argument that cannot be served as given (empty prompt, bad range...)."""

