@@ -41,8 +41,12 @@ def _mkl_candidates() -> list[str]:
 
 def _openblas_candidates() -> list[str]:
     dirs = ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib"]
-    names = ["openblas-pthread/libopenblas.so.0", "openblas-openmp/libopenblas.so.0",
-             "libopenblas.so.0", "libopenblas.so"]
+    names = [
+        "openblas-pthread/libopenblas.so.0",
+        "openblas-openmp/libopenblas.so.0",
+        "libopenblas.so.0",
+        "libopenblas.so",
+    ]
     return [str(Path(d) / n) for d in dirs for n in names if (Path(d) / n).exists()]
 
 

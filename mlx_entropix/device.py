@@ -24,7 +24,7 @@ ENV_DTYPE = "MLX_ENTROPIX_DTYPE"  # "float32", "float16", "bfloat16" or "quantiz
 
 
 def backend() -> str:
-    """"metal", "cuda" or "cpu": what the default device really is."""
+    """ "metal", "cuda" or "cpu": what the default device really is."""
     if mx.default_device() == mx.cpu:
         return "cpu"
     if mx.metal.is_available():

@@ -17,6 +17,42 @@ from .config import Mode
 State = Literal["flowing", "treading", "exploring", "resampling", "adaptive"]
 STATES: tuple[State, ...] = ("flowing", "treading", "exploring", "resampling", "adaptive")
 
+
+class StateInfo(BaseModel):
+    label: str
+    colour: str = Field(description="Okabe-Ito colour-blind-safe hex colour.")
+    description: str
+
+
+# One palette and wording for the terminal, the plots and the UI (served by /api/config).
+STATE_INFO: dict[State, StateInfo] = {
+    "flowing": StateInfo(
+        label="Confident",
+        colour="#0072B2",
+        description="Low entropy, low varentropy: the model is sure; take the argmax.",
+    ),
+    "treading": StateInfo(
+        label="Treading carefully",
+        colour="#009E73",
+        description="High entropy, low varentropy: unsure in a uniform way; pause or warm up.",
+    ),
+    "exploring": StateInfo(
+        label="Fork in the path",
+        colour="#E69F00",
+        description="Low entropy, high varentropy: a few distinct options; explore among them.",
+    ),
+    "resampling": StateInfo(
+        label="Lost in the mist",
+        colour="#D55E00",
+        description="High entropy, high varentropy: very unsure; sample hot with a tight nucleus.",
+    ),
+    "adaptive": StateInfo(
+        label="In between (adaptive)",
+        colour="#CC79A7",
+        description="Middle ground: parameters scaled by the metrics, best of n draws.",
+    ),
+}
+
 # What the sampler did to pick the token.
 Action = Literal["argmax", "clarify", "sample", "best_of_n"]
 FinishReason = Literal["stop", "length", "stop_string", "cancelled", "error"]

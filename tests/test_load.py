@@ -1,4 +1,4 @@
-"""The three checkpoint formats load into the same model and match mlx-lm; bad paths fail clearly."""
+"""The three checkpoint formats load into the same model and match mlx-lm; bad paths fail."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mlx_entropix.errors import ModelLoadError
+from mlx_entropix.load import load, resolve
+
 import mlx.core as mx
 import numpy as np
 import pytest
 from mlx_lm.convert import convert
 from mlx_lm.utils import load as mlx_lm_load
 
-from mlx_entropix.errors import ModelLoadError
-from mlx_entropix.load import load, resolve
 from tests.test_model import PROMPT, assert_same_logits
 
 TINY = {
@@ -52,8 +53,11 @@ def write_tiny_hf(path: Path, tokenizer, seed: int = 0) -> Path:
     def w(*shape):
         return mx.array(rng.normal(0, 0.05, shape).astype(np.float32))
 
-    weights = {"model.embed_tokens.weight": w(vocab, d), "model.norm.weight": 1 + w(d),
-               "lm_head.weight": w(vocab, d)}
+    weights = {
+        "model.embed_tokens.weight": w(vocab, d),
+        "model.norm.weight": 1 + w(d),
+        "lm_head.weight": w(vocab, d),
+    }
     for i in range(TINY["num_hidden_layers"]):
         p = f"model.layers.{i}."
         weights |= {
@@ -130,11 +134,15 @@ def test_embedded_quantized_path_agrees_with_fp32(embedded):
     [
         (lambda p: p / "nope", "model path not found"),
         (lambda p: (p / "x.bin").write_bytes(b"junk") and p / "x.bin", "unknown model format"),
-        (lambda p: (p / "bad.gguf").write_bytes(b"GGUF\x03junk" * 10) and p / "bad.gguf",
-         "cannot read GGUF"),
+        (
+            lambda p: (p / "bad.gguf").write_bytes(b"GGUF\x03junk" * 10) and p / "bad.gguf",
+            "cannot read GGUF",
+        ),
         (lambda p: (p / "empty").mkdir() or p / "empty", "unknown model format"),
-        (lambda p: ((p / "c").mkdir(), (p / "c" / "config.json").write_text("{"))[0] or p / "c",
-         "cannot read"),
+        (
+            lambda p: ((p / "c").mkdir(), (p / "c" / "config.json").write_text("{"))[0] or p / "c",
+            "cannot read",
+        ),
     ],
 )
 def test_bad_paths_raise_one_clear_line(tmp_path, make, message):
@@ -159,17 +167,30 @@ def test_truncated_gguf_is_caught_before_mlx_reads_it(tmp_path):
 def test_blas_is_reported_and_can_be_disabled():
     code = "from mlx_entropix.device import runtime_info; print(runtime_info().blas)"
     env_none = {"MLX_ENTROPIX_BLAS": "none", "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-c", code], env=env_none, capture_output=True,
-                         text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env_none, capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "bundled"
     bogus = {"MLX_ENTROPIX_BLAS": "/no/such/libblas.so", "PATH": "/usr/bin:/bin"}
     proc = subprocess.run(
-        [sys.executable, "-c", "from mlx_entropix.device import runtime_info as r; "
-         "i = r(); print(i.blas, '|', i.blas_note)"],
-        env=bogus, capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-c",
+            "from mlx_entropix.device import runtime_info as r; "
+            "i = r(); print(i.blas, '|', i.blas_note)",
+        ],
+        env=bogus,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert proc.stdout.startswith("bundled |") and "could not be loaded" in proc.stdout
     if sys.platform == "linux":
-        auto = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              check=True, env={"PATH": "/usr/bin:/bin"}).stdout.strip()
+        auto = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PATH": "/usr/bin:/bin"},
+        ).stdout.strip()
         assert auto in {"mkl", "openblas", "bundled"}

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from mlx_entropix.load import to_mlx_lm
+
 import mlx.core as mx
 import numpy as np
 import pytest
 from mlx_lm.models.cache import make_prompt_cache
-
-from mlx_entropix.load import to_mlx_lm
 
 PROMPT = (
     "The quick brown fox jumps over the lazy dog. Entropy measures how uncertain the model is "
