@@ -83,3 +83,24 @@ class SamplerConfig(BaseModel):
 
     def to_file(self, path: str | Path) -> None:
         Path(path).write_text(self.model_dump_json(indent=2) + "\n")
+
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+def _key(name: str) -> str:
+    return "".join(c for c in name.lower() if c.isalnum())
+
+
+def calibrated_config_path(model_name: str) -> Path | None:
+    """The shipped calibrated config whose file stem starts ``model_name`` (case, punctuation
+    ignored), e.g. ``SmolLM2-135M-Instruct.Q4_1.gguf`` -> ``smollm2-135m-instruct.json``."""
+    key = _key(model_name)
+    matches = [p for p in CONFIG_DIR.glob("*.json") if key.startswith(_key(p.stem))]
+    return max(matches, key=lambda p: len(p.stem)) if matches else None
+
+
+def default_config_for(model_name: str) -> SamplerConfig:
+    """The calibrated config shipped for this model, else the original entropix defaults."""
+    path = calibrated_config_path(model_name)
+    return SamplerConfig.from_file(path) if path else SamplerConfig()

@@ -10,7 +10,7 @@ import glob
 import importlib.metadata
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from . import device
+from .config import SamplerConfig, default_config_for
 from .errors import ModelLoadError
 from .model import Model, ModelArgs
 from .tokenizer import Tokenizer
@@ -51,6 +52,8 @@ class LoadedModel:
     model: Model
     tokenizer: Tokenizer
     info: ModelInfo
+    # The sampler config used when a request gives none: calibrated for this model if shipped.
+    default_config: SamplerConfig = field(default_factory=SamplerConfig)
 
 
 def embedded_model_path() -> Path:
@@ -256,7 +259,9 @@ def load(path_or_id: str | None = None, dtype: str | None = None) -> LoadedModel
         vocab_size=args.vocab_size,
         load_s=time.perf_counter() - start,
     )
-    return LoadedModel(model=model, tokenizer=tokenizer, info=info)
+    return LoadedModel(
+        model=model, tokenizer=tokenizer, info=info, default_config=default_config_for(path.name)
+    )
 
 
 def to_mlx_lm(lm: LoadedModel) -> nn.Module:

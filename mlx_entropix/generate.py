@@ -1,0 +1,267 @@
+"""The generation engine: one typed event per token, then a summary.
+
+Per step, on the device: the forward pass (logits + last-layer attention scores) and the six
+metrics, evaluated together in one host sync. On the host: the sampler decision (a pure
+function of the metrics) and a draw from a handful of candidates. The next forward pass is
+queued (``mx.async_eval``) before the event is built and handed to the caller, so the device
+works while the CLI prints or the server streams.
+
+The same loop serves every mode (entropix, normal, greedy): comparisons share everything but
+the policy, and metrics are reported in all of them.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+
+from .config import Mode, SamplerConfig
+from .errors import InvalidRequestError, PromptTooLongError
+from .events import STATES, DoneEvent, FinishReason, Metrics, TokenEvent, TopLogprob
+from .load import LoadedModel
+from .metrics import compute_metrics
+from .sampler import StepMetrics, decide, draw, filter_distribution, step_rng
+
+Prompt = str | list[dict[str, Any]] | list[int]
+PREFILL_CHUNK = 512  # bounds the prefill's peak memory on long prompts
+MODES: tuple[Mode, ...] = ("entropix", "normal", "greedy")
+MAX_TOP_LOGPROBS = 20
+
+
+def prepare_prompt(
+    lm: LoadedModel, prompt: Prompt, system: str | None = None, max_tokens: int = 256
+) -> list[int]:
+    """The prompt's token ids, or a clear error before anything is generated.
+
+    ``str``: one user message in the model's chat template (with ``system`` if given);
+    ``list[dict]``: chat messages; ``list[int]``: ids as they are.
+    """
+    if max_tokens < 1:
+        raise InvalidRequestError(f"max_tokens must be at least 1 (got {max_tokens})")
+    tok = lm.tokenizer
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise InvalidRequestError("the prompt is empty")
+        messages = [{"role": "user", "content": prompt}]
+        if system:
+            messages.insert(0, {"role": "system", "content": system})
+        ids = tok.apply_chat_template(messages)
+    elif prompt and all(isinstance(m, dict) for m in prompt):
+        messages = [dict(m) for m in prompt]  # type: ignore[arg-type]
+        for m in messages:
+            if m.get("role") not in ("system", "user", "assistant") or not isinstance(
+                m.get("content"), str
+            ):
+                raise InvalidRequestError(
+                    "each message needs a role (system, user or assistant) and a text content"
+                )
+        if not any(m["content"].strip() for m in messages):
+            raise InvalidRequestError("the prompt is empty")
+        if system and messages[0]["role"] != "system":
+            messages.insert(0, {"role": "system", "content": system})
+        ids = tok.apply_chat_template(messages)
+    elif prompt and all(isinstance(t, int) for t in prompt):
+        ids = list(prompt)  # type: ignore[arg-type]
+        if min(ids) < 0 or max(ids) >= lm.info.vocab_size:
+            raise InvalidRequestError(f"token ids must lie in [0, {lm.info.vocab_size})")
+    else:
+        raise InvalidRequestError("the prompt is empty or of an unknown type")
+    limit = lm.info.context_length
+    if len(ids) + 1 > limit:
+        raise PromptTooLongError(
+            f"the prompt is {len(ids)} tokens; the model's context is {limit} tokens "
+            "(prompt plus at least one generated token)"
+        )
+    return ids
+
+
+def _forward(lm: LoadedModel, tokens: list[int], cache: list) -> tuple[mx.array, mx.array]:
+    """Run ``tokens`` through the model; (last logits (V,), metrics (6,)), not yet evaluated."""
+    chunks = [tokens[i : i + PREFILL_CHUNK] for i in range(0, len(tokens), PREFILL_CHUNK)]
+    for chunk in chunks[:-1]:
+        lm.model(mx.array(chunk)[None], cache)
+        mx.eval([c.state for c in cache])
+    logits, scores = lm.model(mx.array(chunks[-1])[None], cache)
+    last = logits[0, -1].astype(mx.float32)
+    return last, compute_metrics(last[None], scores)[0]
+
+
+class _StopMatcher:
+    """Holds back text that may be the start of a stop string; finds the first full match."""
+
+    def __init__(self, stops: Sequence[str]):
+        self.stops = [s for s in stops if s]
+
+    def find(self, text: str) -> int:
+        """Index where the first stop string starts, or -1."""
+        hits = [i for i in (text.find(s) for s in self.stops) if i >= 0]
+        return min(hits) if hits else -1
+
+    def safe_end(self, text: str) -> int:
+        """How much of ``text`` can be released: none of its tail may start a stop string."""
+        end = len(text)
+        for s in self.stops:
+            for n in range(min(len(s) - 1, len(text)), 0, -1):
+                if text.endswith(s[:n]):
+                    end = min(end, len(text) - n)
+                    break
+        return end
+
+
+def generate(
+    lm: LoadedModel,
+    prompt: Prompt,
+    *,
+    mode: Mode = "entropix",
+    config: SamplerConfig | None = None,
+    max_tokens: int = 256,
+    seed: int | None = None,
+    stop: Sequence[str] = (),
+    system: str | None = None,
+    top_logprobs: int = 5,
+    should_stop: Callable[[], bool] | None = None,
+) -> Iterator[TokenEvent | DoneEvent]:
+    """Yield a ``TokenEvent`` per generated token, then one ``DoneEvent``.
+
+    Raises ``InvalidRequestError`` / ``PromptTooLongError`` before the first event.
+    """
+    if mode not in MODES:
+        raise InvalidRequestError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
+    if not 0 <= top_logprobs <= MAX_TOP_LOGPROBS:
+        raise InvalidRequestError(f"top_logprobs must lie in [0, {MAX_TOP_LOGPROBS}]")
+    ids = prepare_prompt(lm, prompt, system, max_tokens)
+    cfg = config or lm.default_config
+    seed = secrets.randbelow(2**31) if seed is None else int(seed)
+    tok = lm.tokenizer
+    clarify_id = tok.token_id(cfg.clarifying_token) if cfg.clarifying_token else None
+    budget = min(max_tokens, lm.info.context_length - len(ids))
+    return _run(lm, ids, mode, cfg, budget, seed, stop, top_logprobs, should_stop, clarify_id)
+
+
+def _run(
+    lm: LoadedModel,
+    ids: list[int],
+    mode: Mode,
+    cfg: SamplerConfig,
+    budget: int,
+    seed: int,
+    stop: Sequence[str],
+    top_logprobs: int,
+    should_stop: Callable[[], bool] | None,
+    clarify_id: int | None,
+) -> Iterator[TokenEvent | DoneEvent]:
+    tok = lm.tokenizer
+    detok = tok.detokenizer()
+    stops = _StopMatcher(stop)
+    eos = tok.eos_token_ids
+    states: Counter[str] = Counter()
+    actions: Counter[str] = Counter()
+    text, emitted = "", 0  # full decoded text, and how much of it the events carried
+    finish: FinishReason = "length"
+    clarified = False
+    held: TokenEvent | None = None
+    n = 0
+    t_start = time.perf_counter()
+    t_prefill = t_first = t_start
+
+    cache = lm.model.make_cache()
+    pending = _forward(lm, ids, cache)
+    mx.async_eval(*pending)
+    for step in range(budget):
+        if should_stop is not None and should_stop():
+            finish = "cancelled"
+            break
+        last, metrics = pending
+        logits = np.array(last)  # the one host sync of this step
+        m = StepMetrics(*metrics.tolist())
+        if step == 0:
+            t_prefill = time.perf_counter()
+
+        decision = decide(m, cfg, mode, can_clarify=clarify_id is not None and not clarified)
+        logz = float(np.log(np.sum(np.exp(logits - logits.max())))) + float(logits.max())
+        if decision.action == "clarify":
+            token, clarified = int(clarify_id), True  # type: ignore[arg-type]
+        elif decision.action == "argmax":
+            token = int(np.argmax(logits))
+        else:
+            cand_ids, probs = filter_distribution(logits, decision.params)
+            cands = draw(cand_ids, probs, step_rng(seed, step), decision.params.n_samples)
+            # Best of n by log-probability (+ the step's confidence bonus, equal for all).
+            token = int(cands[np.argmax(logits[cands])])
+
+        if token in eos:
+            finish = "stop"
+            break
+        if step + 1 < budget:  # queue the next forward pass before the host-side work
+            pending = _forward(lm, [token], cache)
+            mx.async_eval(*pending)
+
+        text += detok.add_token(token)
+        cut = stops.find(text)
+        if cut >= 0:
+            text, finish = text[:cut], "stop_string"
+        release = len(text) if cut >= 0 else stops.safe_end(text)
+        piece, emitted = text[emitted:release], max(emitted, release)
+        top: list[TopLogprob] = []
+        if top_logprobs:
+            alt = np.argpartition(-logits, top_logprobs - 1)[:top_logprobs]
+            alt = alt[np.argsort(-logits[alt], kind="stable")]
+            top = [
+                TopLogprob(id=int(a), text=tok.id_to_text(int(a)), logprob=float(logits[a] - logz))
+                for a in alt
+            ]
+        now = time.perf_counter()
+        if n == 0:
+            t_first = now
+        states[decision.state] += 1
+        actions[decision.action] += 1
+        event = TokenEvent(
+            mode=mode,
+            index=n,
+            id=token,
+            text=piece,
+            state=decision.state,
+            action=decision.action,
+            metrics=Metrics(**m._asdict()),
+            params=decision.params,
+            logprob=float(logits[token] - logz),
+            top=top,
+            elapsed_s=now - t_start,
+        )
+        n += 1
+        if not stops.stops:
+            yield event
+        else:  # one event late, so text held back for a possible stop string can join it
+            if held is not None:
+                yield held
+            held = event
+        if finish == "stop_string":
+            break
+
+    if held is not None:
+        held.text += text[emitted:]
+        emitted = len(text)
+        yield held
+    text = text[:emitted]
+    t_end = time.perf_counter()
+    prefill_s = max(t_prefill - t_start, 1e-9)
+    yield DoneEvent(
+        mode=mode,
+        text=text,
+        finish_reason=finish,
+        prompt_tokens=len(ids),
+        generated_tokens=n,
+        ttft_s=(t_first - t_start) if n else 0.0,
+        total_s=t_end - t_start,
+        prefill_tok_s=len(ids) / prefill_s,
+        decode_tok_s=(n - 1) / (t_end - t_first) if n > 1 and t_end > t_first else 0.0,
+        state_counts={s: states.get(s, 0) for s in STATES},
+        action_counts=dict(actions),
+        seed=seed,
+    )

@@ -1,0 +1,65 @@
+"""The six uncertainty metrics of entropix, as pure MLX functions computed on the device.
+
+Units are bits (entropies) and bits^2 (varentropies), as in the original entropix
+(xjdr-alt/entropix ``sampler.py``, ``calculate_metrics``). Everything is batched over a leading
+axis B and returns float32 arrays: the engine evaluates them together with the logits in one
+host sync per token.
+
+Inputs
+- ``logits``: (B, V), the next-token logits.
+- ``scores``: (B, H, K), the last layer's pre-softmax attention scores q.k^T/sqrt(d) of the
+  current query over the K *filled* key positions. The original computed these over a
+  zero-padded 4096-slot cache, so ~4000 empty slots entered the softmax and attention entropy
+  sat near log2(4096) = 12 bits whatever the text; we only ever pass filled positions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mlx.core as mx
+
+LOG2E = 1.0 / math.log(2.0)
+METRIC_NAMES = (
+    "entropy",
+    "varentropy",
+    "attn_entropy",
+    "attn_varentropy",
+    "agreement",
+    "interaction_strength",
+)
+
+
+def logits_entropy(logits: mx.array) -> tuple[mx.array, mx.array]:
+    """Entropy H = -sum p log2 p and varentropy sum p (log2 p + H)^2 of softmax(logits)."""
+    logits = logits.astype(mx.float32)
+    logp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+    p, log2p = mx.exp(logp), logp * LOG2E
+    entropy = -mx.sum(p * log2p, axis=-1)
+    varentropy = mx.sum(p * mx.square(log2p + entropy[..., None]), axis=-1)
+    return entropy, varentropy
+
+
+def attention_metrics(scores: mx.array) -> tuple[mx.array, mx.array, mx.array, mx.array]:
+    """(attn_entropy, attn_varentropy, agreement, interaction_strength) of (B, H, K) scores.
+
+    - attn_entropy: mean over heads of each head's entropy of softmax(scores) over keys.
+    - attn_varentropy: population variance of those per-head entropies *across heads*
+      (the torch port took it over the query axis, which is 1 in decode: always 0).
+    - agreement: mean |A - mean_over_heads(A)| over heads and keys. Despite its name it grows
+      when heads *disagree*; the name is kept from the original for comparability.
+    - interaction_strength: mean |scores| over heads and keys.
+    """
+    scores = scores.astype(mx.float32)
+    attn = mx.softmax(scores, axis=-1)
+    head_entropy = -mx.sum(attn * mx.log2(mx.clip(attn, 1e-10, 1.0)), axis=-1)  # (B, H)
+    attn_entropy = mx.mean(head_entropy, axis=-1)
+    attn_varentropy = mx.var(head_entropy, axis=-1)
+    agreement = mx.mean(mx.abs(attn - mx.mean(attn, axis=1, keepdims=True)), axis=(1, 2))
+    interaction = mx.mean(mx.abs(scores), axis=(1, 2))
+    return attn_entropy, attn_varentropy, agreement, interaction
+
+
+def compute_metrics(logits: mx.array, scores: mx.array) -> mx.array:
+    """All six metrics stacked as (B, 6) float32 in ``METRIC_NAMES`` order."""
+    return mx.stack([*logits_entropy(logits), *attention_metrics(scores)], axis=-1)
