@@ -47,7 +47,7 @@ STATE_INFO: dict[State, StateInfo] = {
         description="High entropy, high varentropy: very unsure; sample hot with a tight nucleus.",
     ),
     "adaptive": StateInfo(
-        label="In between (adaptive)",
+        label="In between",
         colour="#CC79A7",
         description="Middle ground: parameters scaled by the metrics, best of n draws.",
     ),

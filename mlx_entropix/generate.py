@@ -87,7 +87,7 @@ def _forward(lm: LoadedModel, tokens: list[int], cache: list) -> tuple[mx.array,
     for chunk in chunks[:-1]:
         lm.model(mx.array(chunk)[None], cache)
         mx.eval([c.state for c in cache])
-    logits, scores = lm.model(mx.array(chunks[-1])[None], cache)
+    logits, scores = lm.model(mx.array(chunks[-1])[None], cache, last_only=True)
     last = logits[0, -1].astype(mx.float32)
     return last, compute_metrics(last[None], scores)[0]
 

@@ -156,7 +156,11 @@ class Model(nn.Module):
     def make_cache(self) -> list[KVCache]:
         return [KVCache() for _ in self.layers]
 
-    def __call__(self, inputs: mx.array, cache: list[KVCache]) -> tuple[mx.array, mx.array]:
+    def __call__(
+        self, inputs: mx.array, cache: list[KVCache], last_only: bool = False
+    ) -> tuple[mx.array, mx.array]:
+        """``last_only``: logits of the last position only (a prefill needs no more; the head
+        is the largest matmul of a long prompt)."""
         h = self.model.embed_tokens(inputs)
         # "causal" lets the fused kernel build the mask; a single query needs none.
         mask = "causal" if h.shape[1] > 1 else None
@@ -165,7 +169,7 @@ class Model(nn.Module):
         for i, (layer, c) in enumerate(zip(self.layers, cache, strict=True)):
             h, s = layer(h, mask, c, want_scores=i == last)
             scores = s if s is not None else scores
-        h = self.model.norm(h)
+        h = self.model.norm(h[:, -1:] if last_only else h)
         if self.args.tie_word_embeddings:
             logits = self.model.embed_tokens.as_linear(h)
         else:

@@ -84,3 +84,12 @@ def test_batch_and_cache_agree(embedded, n):
         step, _ = embedded.model(mx.array(ids[i : i + 1])[None], cache)
     diff = mx.abs(full[:, -1] - step[:, -1]).max().item()
     assert diff < 1e-3
+
+
+def test_last_only_logits_equal_the_last_row(embedded):
+    ids = mx.array(embedded.tokenizer.encode(PROMPT)[:12])[None]
+    full, s1 = embedded.model(ids, embedded.model.make_cache())
+    last, s2 = embedded.model(ids, embedded.model.make_cache(), last_only=True)
+    assert last.shape == (1, 1, full.shape[-1])
+    assert mx.abs(full[:, -1:] - last).max().item() < 1e-4
+    assert mx.abs(s1 - s2).max().item() < 1e-5

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: installs what is missing, then runs pytest
+# (which also runs the UI's unit tests and the browser end-to-end tests).
+#   bash scripts/test.sh            # everything
+#   bash scripts/test.sh -k server  # extra arguments go to pytest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n== %s\n' "$*"; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v uv >/dev/null 2>&1; then
+  log "installing uv"
+  python3 -m pip install --quiet uv || python3 -m pip install --quiet --user uv
+  export PATH="$HOME/.local/bin:$PATH"
+fi
+
+log "python environment (uv sync --frozen)"
+uv sync --frozen
+
+# The UI and its browser tests need bun and Debian's chromium (never a test tool's download).
+if ! command -v bun >/dev/null 2>&1; then
+  log "installing bun (npm)"
+  npm install --global --silent bun
+fi
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+  log "installing chromium (apt)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium >/dev/null
+fi
+if [ -f ui/package.json ]; then
+  log "UI dependencies and build"
+  (cd ui && bun install --frozen-lockfile && bun run build)
+fi
+
+log "tests"
+# Missing UI tools must fail here rather than skip.
+export MLX_ENTROPIX_REQUIRE_UI=1
+uv run pytest "$@"
