@@ -139,20 +139,9 @@ def decide(
         - cfg.ada_temp_agree * m.agreement
     )
     top_p = float(np.clip(cfg.top_p * (1 + cfg.ada_top_p * m.attn_varentropy), 0.1, 1.0))
-    top_k = int(
-        np.clip(
-            round(
-                cfg.top_k
-                * (
-                    1
-                    + cfg.ada_top_k_int * m.interaction_strength
-                    - cfg.ada_top_k_agree * m.agreement
-                )
-            ),
-            1,
-            ADAPTIVE_MAX_TOP_K,
-        )
-    )
+    # Clip before rounding: extreme coefficients must not overflow int().
+    top_k_scale = 1 + cfg.ada_top_k_int * m.interaction_strength - cfg.ada_top_k_agree * m.agreement
+    top_k = round(float(np.clip(cfg.top_k * top_k_scale, 1, ADAPTIVE_MAX_TOP_K)))
     min_p = float(np.clip(cfg.min_p * (1 - cfg.ada_min_p * logits_unc), 0.01, 0.5))
     # The original's confidence score: identical for every candidate of this step, so the
     # best-of-n pick is the most likely draw; kept so scores are comparable to the original.

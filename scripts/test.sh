@@ -19,14 +19,18 @@ log "python environment (uv sync --frozen)"
 uv sync --frozen
 
 # The UI and its browser tests need bun and Debian's chromium (never a test tool's download).
+apt_install() {
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
 if ! command -v bun >/dev/null 2>&1; then
+  command -v npm >/dev/null 2>&1 || { log "installing node + npm (apt)"; apt_install nodejs npm; }
   log "installing bun (npm)"
   npm install --global --silent bun
 fi
-if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+if [ ! -x /usr/bin/chromium ]; then
   log "installing chromium (apt)"
-  as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium >/dev/null
+  apt_install chromium
 fi
 if [ -f ui/package.json ]; then
   log "UI dependencies and build"

@@ -1,0 +1,317 @@
+"""``mlx_main.py``: prompt, compare and inspect entropix from the terminal.
+
+Exit status: 0 done; 2 bad input (argparse errors, missing/invalid CSV or config, empty prompt,
+``--max-tokens`` < 1, prompt longer than the context, model that cannot be loaded), printed as
+one ``mlx_main.py: error: ...`` line on stderr; 130 interrupted by Ctrl-C (SIGINT) after the
+summary of what was generated so far (``finish_reason`` "cancelled").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from pydantic import ValidationError
+
+from .config import Mode, SamplerConfig
+from .errors import EntropixError, InvalidRequestError
+from .prompts import BUILTIN_PROMPTS_PATH, PromptItem, load_prompts
+
+PROG = "mlx_main.py"
+DEFAULT_PROMPT = "Which number is larger, 9.9 or 9.11?"
+EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Generate with entropix sampling: every token coloured by the model's "
+        "uncertainty quadrant, with a summary per run. Exit status: 0 ok, 2 bad input, "
+        "130 interrupted (Ctrl-C; the summary of what was generated is still printed).",
+    )
+    src = p.add_argument_group("prompt (one of; default: the 9.9 vs 9.11 question)")
+    one = src.add_mutually_exclusive_group()
+    one.add_argument("--input", metavar="TEXT", help="one prompt (a user message)")
+    one.add_argument("--prompts", action="store_true", help="the built-in prompt set")
+    one.add_argument(
+        "--prompt_csv",
+        "--prompt-csv",
+        nargs="?",
+        const=str(BUILTIN_PROMPTS_PATH),
+        metavar="PATH",
+        help="prompts from a CSV with a 'prompt' column (default: data/prompts.csv)",
+    )
+    src.add_argument("--limit", type=int, metavar="N", help="only the first N prompts of a set")
+    src.add_argument("--system", metavar="TEXT", help="system message")
+
+    mode = p.add_argument_group("sampling")
+    which = mode.add_mutually_exclusive_group()
+    which.add_argument("--normal", action="store_true", help="normal sampling (fixed T/top-p/k)")
+    which.add_argument("--greedy", action="store_true", help="greedy decoding (argmax)")
+    which.add_argument(
+        "--compare", action="store_true", help="entropix then normal, same prompt and seed"
+    )
+    mode.add_argument("--model", metavar="PATH_OR_ID", help="GGUF file, HF/MLX dir or repo id")
+    mode.add_argument(
+        "--max-tokens", type=int, default=256, metavar="N", help="default: %(default)s"
+    )
+    mode.add_argument(
+        "--seed", type=int, metavar="N", help="default: random (reported in the summary)"
+    )
+    mode.add_argument("--config", metavar="FILE", help="SamplerConfig as JSON or TOML")
+    mode.add_argument(
+        "--temperature", type=float, metavar="T", help="base temperature (normal: fixed)"
+    )
+    mode.add_argument("--top-p", type=float, metavar="P", help="base top-p (normal: fixed)")
+    mode.add_argument("--top-k", type=int, metavar="K", help="base top-k (normal: fixed)")
+    mode.add_argument("--min-p", type=float, metavar="P", help="base min-p (normal: fixed)")
+    mode.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeatable)")
+
+    out = p.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="one JSON event per line (wire schema)")
+    out.add_argument(
+        "--top-logprobs", type=int, default=5, metavar="N", help="alternatives per token (JSON)"
+    )
+    out.add_argument("--plot", metavar="PATH", help="PNG of entropy/varentropy per token")
+    out.add_argument("--info", action="store_true", help="device, BLAS, dtype and model info")
+    out.add_argument(
+        "--color", choices=("auto", "always", "never"), default="auto", help="default: auto"
+    )
+    return p
+
+
+class BadInput(Exception):
+    """Raised for a one-line usage problem found by our own checks."""
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), text)
+
+
+def select_prompts(args: argparse.Namespace) -> list[PromptItem]:
+    if args.input is not None:
+        items = [PromptItem(name="input", prompt=args.input)]
+    elif args.prompts:
+        items = load_prompts()
+    elif args.prompt_csv is not None:
+        items = load_prompts(args.prompt_csv)
+    else:
+        items = [PromptItem(name="default", category="arithmetic", prompt=DEFAULT_PROMPT)]
+    if args.limit is not None:
+        if args.limit < 1:
+            raise InvalidRequestError(f"--limit must be at least 1 (got {args.limit})")
+        items = items[: args.limit]
+    return items
+
+
+def read_config(args: argparse.Namespace, default: Callable[[], SamplerConfig]) -> SamplerConfig:
+    """--config FILE (or the model's default), then the --temperature/... overrides."""
+    if args.config:
+        try:
+            cfg = SamplerConfig.from_file(args.config)
+        except FileNotFoundError as err:
+            raise InvalidRequestError(f"config file not found: {args.config}") from err
+        except (OSError, ValueError) as err:  # JSON/TOML syntax and pydantic validation
+            raise InvalidRequestError(
+                f"invalid config {args.config}: {_pydantic_line(err)}"
+            ) from err
+    else:
+        cfg = default()
+    overrides = {
+        k: v
+        for k, v in (
+            ("temperature", args.temperature),
+            ("top_p", args.top_p),
+            ("top_k", args.top_k),
+            ("min_p", args.min_p),
+        )
+        if v is not None
+    }
+    try:
+        return cfg.merged(overrides)
+    except ValidationError as err:
+        raise InvalidRequestError(f"invalid sampling parameter: {_pydantic_line(err)}") from err
+
+
+def _pydantic_line(err: Exception) -> str:
+    if isinstance(err, ValidationError):
+        e = err.errors()[0]
+        where = ".".join(str(x) for x in e["loc"]) or "config"
+        return f"{where}: {e['msg']}"
+    return _first_line(str(err))
+
+
+def modes_for(args: argparse.Namespace) -> list[Mode]:
+    if args.compare:
+        return ["entropix", "normal"]
+    if args.normal:
+        return ["normal"]
+    if args.greedy:
+        return ["greedy"]
+    return ["entropix"]
+
+
+def plot_path(base: str, item: PromptItem, many: bool) -> Path:
+    path = Path(base)
+    if not many:
+        return path
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in item.name)
+    return path.with_name(f"{path.stem}-{safe}{path.suffix or '.png'}")
+
+
+class Interrupt:
+    """First Ctrl-C: ask the running generation to stop (it then reports 'cancelled').
+
+    A second Ctrl-C raises KeyboardInterrupt as usual, for a stuck prefill or model load.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self)
+
+
+def print_info(lm: Any, out: TextIO, as_json: bool) -> None:
+    from . import device
+
+    rt = device.runtime_info()
+    mi = lm.info
+    if as_json:
+        out.write(json.dumps({"runtime": rt.as_dict(), "model": mi.as_dict()}) + "\n")
+        return
+    rows = [
+        ("device", rt.device),
+        ("backend", rt.backend),
+        ("BLAS", f"{rt.blas} ({rt.blas_path})" if rt.blas_path else rt.blas),
+        ("BLAS note", rt.blas_note),
+        ("dtype", f"{mi.compute_dtype} (weights stored as {mi.stored_as})"),
+        ("model", mi.name),
+        ("path", f"{mi.path} ({mi.format})"),
+        (
+            "size",
+            f"{mi.n_params / 1e6:.1f}M params, {mi.n_layers} layers, "
+            f"context {mi.context_length}, vocab {mi.vocab_size}",
+        ),
+        ("load time", f"{mi.load_s:.2f} s"),
+        ("mlx", rt.mlx_version),
+        ("platform", rt.platform),
+    ]
+    for name, value in rows:
+        if value:
+            out.write(f"{name + ':':<11} {value}\n")
+
+
+def run(args: argparse.Namespace, out: TextIO) -> int:
+    if args.max_tokens < 1:
+        raise InvalidRequestError(f"--max-tokens must be at least 1 (got {args.max_tokens})")
+    if not 0 <= args.top_logprobs <= 20:
+        raise InvalidRequestError(f"--top-logprobs must lie in [0, 20] (got {args.top_logprobs})")
+    generating = not (args.info and args.input is None and not args.prompts and not args.prompt_csv)
+    items = select_prompts(args) if generating else []
+    if args.config:  # fail on a bad file before the (slower) model load
+        read_config(args, SamplerConfig)
+
+    from .generate import generate, prepare_prompt
+    from .load import load
+    from .terminal import Style, compare_table, header, legend, summary, token_text
+
+    lm = load(args.model)
+    if args.info:
+        print_info(lm, out, args.json)
+    if not generating:
+        return EXIT_OK
+    cfg = read_config(args, lambda: lm.default_config)
+    for item in items:  # every prompt is checked before anything is generated
+        try:
+            prepare_prompt(lm, item.prompt, args.system, args.max_tokens)
+        except EntropixError as err:
+            where = f"prompt {item.name!r}: " if len(items) > 1 else ""
+            raise type(err)(f"{where}{err}") from err
+
+    style = Style.for_stream(out, args.color)
+    modes = modes_for(args)
+    interrupt = Interrupt()
+    interrupt.install()
+    if not args.json:
+        out.write(style.dim(f"{lm.info.name} · {lm.info.compute_dtype}") + "\n")
+        if style.colour:
+            out.write(legend(style, shutil.get_terminal_size().columns) + "\n")
+    for item in items:
+        seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+        runs: list[tuple[str, list]] = []
+        dones = []
+        for mode in modes:
+            if not args.json:
+                title = f"{mode} · {item.name}" if len(items) > 1 else mode
+                out.write(f"\n{header(title, style)}\n{style.dim('> ' + item.prompt)}\n")
+            events = []
+            for ev in generate(
+                lm,
+                item.prompt,
+                mode=mode,
+                config=cfg,
+                max_tokens=args.max_tokens,
+                seed=seed,
+                stop=tuple(args.stop or ()),
+                system=args.system,
+                top_logprobs=args.top_logprobs if args.json else 0,
+                should_stop=lambda: interrupt.requested,
+            ):
+                if args.json:
+                    out.write(ev.model_dump_json() + "\n")
+                elif ev.type == "token":
+                    out.write(token_text(ev, style))
+                else:
+                    out.write("\n\n" + summary(ev, style) + "\n")
+                out.flush()
+                if ev.type == "token":
+                    events.append(ev)
+                else:
+                    dones.append(ev)
+            runs.append((mode, events))
+            if interrupt.requested:
+                break
+        if args.plot:
+            title = item.prompt if len(item.prompt) < 100 else item.prompt[:97] + "..."
+            path = plot_path(args.plot, item, len(items) > 1)
+            from .plot import plot_runs
+
+            plot_runs(runs, cfg, path, title=f"{lm.info.name}: {title}")
+            if not args.json:
+                out.write(style.dim(f"plot: {path}") + "\n")
+        if len(dones) > 1 and not args.json:
+            out.write("\n" + compare_table(dones, style) + "\n")
+        if interrupt.requested:
+            return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # usage errors: argparse prints them and exits 2
+    out = sys.stdout
+    try:
+        return run(args, out)
+    except EntropixError as err:
+        print(f"{PROG}: error: {_first_line(str(err))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): stop quietly, without a flush error at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK

@@ -1,0 +1,163 @@
+"""The loaded model as the server sees it: request validation and the jobs the worker runs.
+
+``Engine.load`` runs in the worker thread (MLX state is per thread). Validation runs on the
+event loop, before a stream starts, so bad input is a 4xx and not an event; it uses its own
+copy of the tokenizer because Hugging Face tokenizers must not be shared across threads.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..config import Mode, SamplerConfig
+from ..device import runtime_info
+from ..errors import EntropixError, InvalidRequestError
+from ..events import DoneEvent, ErrorEvent, TokenEvent
+from ..generate import generate, prepare_prompt
+from ..load import LoadedModel, load
+from .settings import ServerSettings
+
+Event = TokenEvent | DoneEvent | ErrorEvent
+
+
+@dataclass
+class Engine:
+    lm: LoadedModel  # the worker thread's
+    checker: LoadedModel  # same info, a tokenizer copy for the event loop
+    config: SamplerConfig  # the server's sampler defaults
+    runtime: dict[str, Any]
+    model_id: str  # the id /v1/models reports
+    token_bytes: TokenBytes  # worker thread only (uses the worker's tokenizer)
+
+    @classmethod
+    def load(cls, settings: ServerSettings) -> Engine:
+        lm = load(settings.model)
+        config = settings.config or lm.default_config
+        engine = cls(
+            lm=lm,
+            checker=dataclasses.replace(lm, tokenizer=copy.deepcopy(lm.tokenizer)),
+            config=config,
+            runtime=runtime_info().as_dict(),
+            model_id=Path(lm.info.path).stem if settings.model is None else str(settings.model),
+            token_bytes=TokenBytes(lm),
+        )
+        # Warm-up: the first forward pass compiles kernels; keep that out of request latency.
+        for _ in generate(lm, "Hi", mode="greedy", max_tokens=1, top_logprobs=0):
+            pass
+        return engine
+
+    # ---------------------------------------------------------------- event-loop side
+    def prepare(self, prompt: str | list[dict[str, str]], system: str | None, max_tokens: int):
+        """Prompt ids, or InvalidRequestError / PromptTooLongError (-> 400)."""
+        return prepare_prompt(self.checker, prompt, system=system, max_tokens=max_tokens)
+
+    def config_for(self, overrides: dict[str, Any]) -> SamplerConfig:
+        try:
+            return self.config.merged(overrides)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise InvalidRequestError(f"sampler.{where}: {first['msg']}") from None
+
+
+def generation_work(
+    ids: list[int],
+    modes: Sequence[Mode],
+    *,
+    config: SamplerConfig,
+    max_tokens: int,
+    seed: int | None,
+    stop: Sequence[str],
+    top_logprobs: int,
+) -> Callable[[Engine, Callable[[], bool]], Iterator[Event]]:
+    """The job for one mode, or several interleaved token by token (the compare view).
+
+    Each mode's sampling draws from its own per-step RNG stream (seed, step), so interleaving
+    gives exactly the tokens of separate runs. Without a seed, one is chosen here so that
+    every mode shares it.
+    """
+    shared_seed = secrets.randbelow(2**31) if seed is None else seed
+
+    def work(engine: Engine, should_stop: Callable[[], bool]) -> Iterator[Event]:
+        streams: list[tuple[Mode, Iterator[TokenEvent | DoneEvent]]] = []
+        for mode in modes:
+            try:
+                gen = generate(
+                    engine.lm,
+                    ids,
+                    mode=mode,
+                    config=config,
+                    max_tokens=max_tokens,
+                    seed=shared_seed,
+                    stop=stop,
+                    top_logprobs=top_logprobs,
+                    should_stop=should_stop,
+                )
+            except EntropixError as err:
+                yield ErrorEvent(mode=mode, message=str(err))
+                continue
+            streams.append((mode, gen))
+        while streams:
+            for entry in list(streams):
+                mode, gen = entry
+                try:
+                    event = next(gen, None)
+                except EntropixError as err:
+                    event = ErrorEvent(mode=mode, message=str(err))
+                if event is None or not isinstance(event, TokenEvent):
+                    streams.remove(entry)
+                if event is not None:
+                    yield event
+
+    return work
+
+
+class TokenBytes:
+    """The raw bytes of a token (OpenAI's ``logprobs.content[].bytes``). Worker thread only.
+
+    A token may hold part of a multi-byte character, so its bytes are read from the vocabulary
+    (byte-level BPE or SentencePiece byte fallback), not from a decode of the token alone.
+    """
+
+    def __init__(self, lm: LoadedModel):
+        self._hf = lm.tokenizer.hf
+        decoder = json.loads(self._hf.backend_tokenizer.to_str()).get("decoder") or {}
+        kinds = [decoder.get("type")] + [d.get("type") for d in decoder.get("decoders", [])]
+        self._byte_level = "ByteLevel" in kinds
+        self._unbyte = {c: b for b, c in _bytes_to_unicode().items()}
+        self.of = lru_cache(maxsize=65536)(self._of)
+
+    def _of(self, token_id: int) -> bytes:
+        piece = self._hf.convert_ids_to_tokens(token_id)
+        if isinstance(piece, str):
+            if self._byte_level and all(c in self._unbyte for c in piece):
+                return bytes(self._unbyte[c] for c in piece)
+            if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+                return bytes([int(piece[3:5], 16)])  # SentencePiece byte fallback
+            if not self._byte_level:
+                return piece.replace("\u2581", " ").encode()
+        return self._hf.decode([token_id]).encode()
+
+
+@lru_cache(maxsize=1)
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte <-> printable character map of byte-level BPE vocabularies."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    table, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table

@@ -1,0 +1,89 @@
+"""Error responses: one clear line for the client, never a stack trace.
+
+``/api/*`` answers ``{"detail": "..."}``; ``/v1/*`` answers OpenAI's
+``{"error": {"message", "type", "param", "code"}}`` so OpenAI clients show the message.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from ..errors import EntropixError, PromptTooLongError
+from .worker import QueueFullError
+
+log = logging.getLogger("mlx_entropix.server")
+
+
+def describe_validation(errors: list[Any]) -> tuple[str, bool]:
+    """(one-line message, is the body malformed JSON) from pydantic/FastAPI error dicts."""
+    parts: list[str] = []
+    for err in errors:
+        if err.get("type") == "json_invalid":
+            reason = (err.get("ctx") or {}).get("error", "invalid JSON")
+            return f"malformed JSON body: {reason}", True
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown or unsupported field"
+        parts.append(f"{'.'.join(loc)}: {msg}" if loc else f"request body: {msg}")
+    if not parts:
+        return "invalid request", False
+    extra = f" (and {len(parts) - 3} more errors)" if len(parts) > 3 else ""
+    return "; ".join(parts[:3]) + extra, False
+
+
+def _is_openai(request: Request) -> bool:
+    return request.url.path.startswith("/v1/")
+
+
+def error_response(
+    request: Request,
+    status: int,
+    message: str,
+    *,
+    headers: dict[str, str] | None = None,
+    code: str | None = None,
+) -> JSONResponse:
+    if _is_openai(request):
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        if status == 503:
+            kind = "server_busy"
+        body: dict[str, Any] = {
+            "error": {"message": message, "type": kind, "param": None, "code": code}
+        }
+    else:
+        body = {"detail": message}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, malformed = describe_validation(list(exc.errors()))
+        status = 400 if malformed or _is_openai(request) else 422
+        return error_response(request, status, message)
+
+    @app.exception_handler(EntropixError)
+    async def _entropix(request: Request, exc: EntropixError) -> JSONResponse:
+        code = "context_length_exceeded" if isinstance(exc, PromptTooLongError) else None
+        return error_response(request, 400, str(exc), code=code)
+
+    @app.exception_handler(QueueFullError)
+    async def _busy(request: Request, exc: QueueFullError) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after)}
+        return error_response(request, 503, str(exc), headers=headers)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        return error_response(request, exc.status_code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(request, 500, "internal server error (details in the server log)")

@@ -1,0 +1,234 @@
+"""Request and response models: the server's API contract (and its OpenAPI schema).
+
+Our own endpoints forbid unknown fields so a typo is a clear 422, not a silently ignored knob.
+Event payloads are the shared schema of ``mlx_entropix.events`` (not redefined here).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic.fields import FieldInfo
+
+from ..config import Mode, SamplerConfig
+from ..events import StateInfo
+
+MAX_TOKENS = 4096  # schema cap; the server may set a lower one (ServerSettings.max_tokens_limit)
+DEFAULT_MAX_TOKENS = 256  # when a request gives none (or the server cap, if lower)
+MAX_SEED = 2**63 - 1
+MAX_MESSAGES = 256
+MAX_STOP = 16
+
+
+# Sampler coefficients have no natural range, but extreme ones overflow the sampler's
+# arithmetic (e.g. a top_k of inf); a request may only set them within +-1e6.
+COEF_BOUND = 1e6
+
+
+def _partial(model: type[BaseModel], name: str) -> type[BaseModel]:
+    """``model`` with every field optional (default None) and the same constraints; floats
+    without any bound get +-COEF_BOUND."""
+    fields: dict[str, Any] = {}
+    for key, info in model.model_fields.items():
+        field = FieldInfo.merge_field_infos(info, default=None)
+        if info.annotation is float and not info.metadata:
+            field = FieldInfo.merge_field_infos(field, Field(None, ge=-COEF_BOUND, le=COEF_BOUND))
+        fields[key] = (info.annotation, field)
+    return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
+
+
+# Partial SamplerConfig: per-request overrides of the server's sampler defaults.
+SamplerOverrides = _partial(SamplerConfig, "SamplerOverrides")
+
+
+def overrides_dict(overrides: BaseModel | None) -> dict[str, Any]:
+    """Only the fields the client actually sent."""
+    return overrides.model_dump(exclude_unset=True) if overrides is not None else {}
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class GenerationFields(BaseModel):
+    """What /api/generate and /api/compare share."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str | None = Field(None, min_length=1, description="One user message.")
+    messages: list[ChatMessage] | None = Field(
+        None, min_length=1, max_length=MAX_MESSAGES, description="Chat messages (not with prompt)."
+    )
+    system: str | None = Field(None, description="System message (with prompt).")
+    max_tokens: int | None = Field(
+        None, ge=1, le=MAX_TOKENS, description="Default 256 (or the server's cap, if lower)."
+    )
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="None: a random seed.")
+    sampler: SamplerOverrides | None = Field(  # type: ignore[valid-type]
+        None, description="Partial SamplerConfig: overrides of the server's sampler defaults."
+    )
+    stop: list[str] = Field(default_factory=list, max_length=MAX_STOP)
+    top_logprobs: int = Field(5, ge=0, le=20)
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> GenerationFields:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of 'prompt' or 'messages'")
+        if any(not s or len(s) > 256 for s in self.stop):
+            raise ValueError("each stop string must be 1 to 256 characters")
+        return self
+
+    def chat(self) -> str | list[dict[str, str]]:
+        """The prompt in the engine's form: a string or a list of message dicts."""
+        if self.messages is not None:
+            return [m.model_dump() for m in self.messages]
+        assert self.prompt is not None
+        return self.prompt
+
+
+class GenerateRequest(GenerationFields):
+    mode: Mode = "entropix"
+
+
+class CompareRequest(GenerationFields):
+    modes: list[Mode] = Field(default_factory=lambda: ["entropix", "normal"], min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_modes(self) -> CompareRequest:
+        if len(set(self.modes)) != len(self.modes):
+            raise ValueError("'modes' must not repeat a mode")
+        return self
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
+
+class QueueStatus(BaseModel):
+    running: bool
+    pending: int
+    max_pending: int
+    served: int
+    cancelled: int
+    last_job: dict[str, Any] | None = None
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]  # the app serves only once the model is loaded
+    model: str
+    queue: QueueStatus
+
+
+class InfoResponse(BaseModel):
+    model: dict[str, Any]
+    runtime: dict[str, Any]
+    limits: dict[str, Any]
+
+
+class ConfigResponse(BaseModel):
+    defaults: SamplerConfig
+    states: dict[str, StateInfo]
+
+
+class PromptOut(BaseModel):
+    name: str
+    category: str = ""
+    prompt: str
+    answer: str | None = None
+
+
+# ---------------------------------------------------------------- OpenAI-compatible API
+
+
+class OAITextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class OAIMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # e.g. "refusal": null from echoed assistant turns
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[OAITextPart] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(part.text for part in self.content)
+        return self.content or ""
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """OpenAI chat completions, plus two extensions (ignored by other servers).
+
+    - ``sampler``: ``"entropix" | "normal" | "greedy"`` (or ``entropix: true``) picks the sampler;
+      with ``entropix``, every chunk carries ``entropix: {state, action, metrics, params}``.
+    - ``sampler_config``: partial SamplerConfig overrides.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, description="Ignored: the server serves one model.")
+    messages: list[OAIMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    temperature: float | None = Field(None, ge=0.0, le=2.0, description="0 = greedy.")
+    top_p: float | None = Field(None, ge=0.0, le=1.0)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    n: int = Field(1, ge=1, le=1, description="Only 1 is supported.")
+    user: str | None = None
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0, description="Only 0.")
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0, description="Only 0.")
+    # Extensions (the official client sends them via ``extra_body``).
+    sampler: Mode | None = Field(None, description="Extension: which sampler (default normal).")
+    entropix: bool | None = Field(None, description="Extension: true = sampler 'entropix'.")
+    sampler_config: SamplerOverrides | None = Field(  # type: ignore[valid-type]
+        None, description="Extension: partial SamplerConfig overrides."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ChatCompletionRequest:
+        stops = self.stop_list()
+        if len(stops) > MAX_STOP or any(not s or len(s) > 256 for s in stops):
+            raise ValueError(f"'stop' takes up to {MAX_STOP} strings of 1 to 256 characters")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if getattr(self, name):
+                raise ValueError(f"'{name}' is not supported (only 0)")
+        if self.entropix is not None and self.sampler is not None:
+            if self.entropix != (self.sampler == "entropix"):
+                raise ValueError("'entropix' and 'sampler' disagree")
+        return self
+
+    def stop_list(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+    def mode(self) -> Mode:
+        if self.sampler is not None:
+            return self.sampler
+        if self.entropix:
+            return "entropix"
+        if self.temperature == 0.0 or self.top_p == 0.0:
+            return "greedy"
+        return "normal"
+
+    def chat(self) -> list[dict[str, str]]:
+        # The chat templates know system/user/assistant; "developer" is OpenAI's new "system".
+        return [
+            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+            for m in self.messages
+        ]

@@ -1,0 +1,293 @@
+"""One thread owns the model: it loads it and runs every job, in order, from a bounded queue.
+
+MLX state (default device, streams, the model's arrays) belongs to the thread that made it, and
+one model serves one sequence at a time best; so requests queue here and are served first come,
+first served. The asyncio side talks to the thread through ``JobStream``: items cross with
+``loop.call_soon_threadsafe``, cancellation crosses back with a ``threading.Event`` polled once
+per token by the job (``generate``'s ``should_stop``).
+
+Nothing here knows about models or events: the loader and the jobs' work are injected, so the
+queueing, ordering, cancellation and time limits are tested with fakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+log = logging.getLogger("mlx_entropix.server")
+
+R = TypeVar("R")  # what the loader returns (the engine), handed to every job
+Work = Callable[[Any, Callable[[], bool]], Iterable[Any]]  # (resource, should_stop) -> items
+
+END = object()  # the last item of every job
+
+
+class QueueFullError(Exception):
+    """The queue is at capacity: answer 503 with ``Retry-After``."""
+
+    def __init__(self, retry_after: int):
+        super().__init__(f"the server is busy (queue full); retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
+@dataclass
+class JobFailed:
+    """An item: the job's work raised an exception it did not handle itself."""
+
+    error: BaseException
+
+
+_ids = itertools.count(1)
+
+
+@dataclass(eq=False)
+class Job:
+    work: Work
+    emit: Callable[[Any], None]  # called in the worker thread with each item, then END
+    timeout_s: float = math.inf
+    label: str = ""
+    id: int = field(default_factory=lambda: next(_ids))
+    status: str = "pending"  # pending | running | done | cancelled
+    items: int = 0
+    items_after_cancel: int = 0  # how fast a cancel took effect (the test of "within one token")
+    timed_out: bool = False
+    queued_at: float = field(default_factory=time.monotonic)
+    started_at: float | None = None
+    ended_at: float | None = None
+    _cancel: threading.Event = field(default_factory=threading.Event)
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def should_stop(self) -> bool:
+        """Polled by the work once per token: cancelled, or past its time limit."""
+        if self._cancel.is_set():
+            return True
+        if self.started_at is not None and time.monotonic() - self.started_at > self.timeout_s:
+            self.timed_out = True
+            return True
+        return False
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "label": self.label,
+            "status": self.status,
+            "items": self.items,
+            "items_after_cancel": self.items_after_cancel,
+            "timed_out": self.timed_out,
+            "wait_s": (self.started_at or self.queued_at) - self.queued_at,
+            "run_s": (self.ended_at - self.started_at)
+            if self.ended_at is not None and self.started_at is not None
+            else None,
+        }
+
+
+class Worker(Generic[R]):
+    """The model thread and its bounded FIFO queue."""
+
+    def __init__(self, loader: Callable[[], R], max_pending: int = 16, retry_after_s: int = 5):
+        self._loader = loader
+        self.max_pending = max_pending
+        self.retry_after_s = retry_after_s
+        self._cond = threading.Condition()
+        self._pending: deque[Job] = deque()
+        self._running: Job | None = None
+        self._closed = False
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="mlx-worker", daemon=True)
+        self._durations: deque[float] = deque(maxlen=16)
+        self.resource: R | None = None
+        self.load_error: BaseException | None = None
+        self.served = 0
+        self.cancelled = 0
+        self.last_job: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> Worker[R]:
+        self._thread.start()
+        return self
+
+    def wait_ready(self, timeout: float | None = None) -> R:
+        """Block until the loader has run; re-raise its error if it failed."""
+        if not self._ready.wait(timeout):
+            raise TimeoutError("the model is still loading")
+        if self.load_error is not None:
+            raise self.load_error
+        return self.resource  # type: ignore[return-value]
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Cancel everything and stop the thread (server shutdown)."""
+        with self._cond:
+            self._closed = True
+            dropped = list(self._pending)
+            self._pending.clear()
+            if self._running is not None:
+                self._running.cancel()
+            self._cond.notify_all()
+        for job in dropped:
+            job.cancel()
+            job.status = "cancelled"
+            _safe_emit(job, END)
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    # ------------------------------------------------------------------ queue
+    def submit(self, job: Job) -> Job:
+        with self._cond:
+            if self._closed:
+                raise QueueFullError(self.retry_after_s)
+            if len(self._pending) >= self.max_pending:
+                raise QueueFullError(self._retry_after())
+            self._pending.append(job)
+            self._cond.notify()
+        return job
+
+    def cancel(self, job: Job) -> None:
+        """Stop a running job at its next token, or drop a waiting one (freeing its place)."""
+        job.cancel()
+        with self._cond:
+            try:
+                self._pending.remove(job)
+            except ValueError:
+                return  # running or finished: the work sees should_stop()
+        job.status = "cancelled"
+        self._record(job)
+        _safe_emit(job, END)
+
+    def _retry_after(self) -> int:
+        """A guess at when a place frees up: recent job durations times the queue ahead."""
+        if not self._durations:
+            return self.retry_after_s
+        mean = sum(self._durations) / len(self._durations)
+        return max(1, min(60, math.ceil(mean * (len(self._pending) + 1))))
+
+    def status(self) -> dict[str, Any]:
+        with self._cond:
+            return {
+                "running": self._running is not None,
+                "pending": len(self._pending),
+                "max_pending": self.max_pending,
+                "served": self.served,
+                "cancelled": self.cancelled,
+                "last_job": self.last_job,
+            }
+
+    # ------------------------------------------------------------------ the thread
+    def _main(self) -> None:
+        try:
+            self.resource = self._loader()
+        except BaseException as err:  # reported by wait_ready() in the starting thread
+            self.load_error = err
+            self._ready.set()
+            return
+        self._ready.set()
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                job = self._pending.popleft()
+                self._running = job
+            try:
+                self._run(job)
+            finally:
+                with self._cond:
+                    self._running = None
+
+    def _run(self, job: Job) -> None:
+        job.started_at = time.monotonic()
+        job.status = "running"
+        try:
+            if not job.cancelled:
+                for item in job.work(self.resource, job.should_stop):
+                    job.items += 1
+                    if job.cancelled:
+                        job.items_after_cancel += 1
+                    _safe_emit(job, item)
+        except Exception as err:  # the work's own bug or an MLX error: report, keep serving
+            log.exception("job %s (%s) failed", job.id, job.label)
+            _safe_emit(job, JobFailed(err))
+        finally:
+            job.ended_at = time.monotonic()
+            job.status = "cancelled" if job.cancelled else "done"
+            self._durations.append(job.ended_at - job.started_at)
+            self._record(job)
+            _safe_emit(job, END)
+
+    def _record(self, job: Job) -> None:
+        with self._cond:
+            if job.status == "cancelled":
+                self.cancelled += 1
+            else:
+                self.served += 1
+            self.last_job = job.summary()
+
+
+def _safe_emit(job: Job, item: Any) -> None:
+    try:
+        job.emit(item)
+    except Exception:  # e.g. the event loop is closed: nobody listens any more
+        job.cancel()
+
+
+class JobStream:
+    """The asyncio face of a job: submit it now, iterate its items as they come.
+
+    Leaving the iteration early (client disconnect, exception) cancels the job, so the worker
+    moves on within one token and a waiting job gives its place back.
+    """
+
+    def __init__(self, worker: Worker[Any], work: Work, timeout_s: float, label: str = ""):
+        loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._worker = worker
+
+        def emit(item: Any) -> None:
+            loop.call_soon_threadsafe(self._queue.put_nowait, item)
+
+        self.job = worker.submit(Job(work=work, emit=emit, timeout_s=timeout_s, label=label))
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        try:
+            while True:
+                item = await self._queue.get()
+                if item is END:
+                    return
+                yield item
+        finally:
+            self._worker.cancel(self.job)
+
+    async def collect(self, is_disconnected: Callable[[], Any] | None = None) -> list[Any]:
+        """All items (non-streaming responses); cancel if ``is_disconnected()`` turns true."""
+        items: list[Any] = []
+        watcher = None
+        if is_disconnected is not None:
+
+            async def watch() -> None:
+                while not await is_disconnected():
+                    await asyncio.sleep(0.25)
+                self._worker.cancel(self.job)
+
+            watcher = asyncio.create_task(watch())
+        try:
+            async for item in self:
+                items.append(item)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+        return items

@@ -1,0 +1,170 @@
+"""Terminal rendering: tokens coloured by their quadrant as they stream, a legend, summaries.
+
+Colours come from ``STATE_INFO`` (one palette for the terminal, the plots and the UI): 24-bit
+ANSI when the terminal says it supports it (``COLORTERM=truecolor``), else the nearest of the
+xterm 256 colours. No colour at all when the stream is not a TTY or ``NO_COLOR`` is set
+(https://no-color.org), unless forced with ``--color always``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, TextIO
+
+from .events import STATE_INFO, STATES, DoneEvent, TokenEvent
+
+ColourChoice = Literal["auto", "always", "never"]
+ACTIONS = ("argmax", "sample", "best_of_n", "clarify")
+RESET = "\x1b[0m"
+BOLD = "\x1b[1m"
+DIM = "\x1b[2m"
+SWATCH = "\u25a0"  # a filled square in the legend
+
+
+def hex_rgb(colour: str) -> tuple[int, int, int]:
+    """'#0072B2' -> (0, 114, 178)."""
+    h = colour.lstrip("#")
+    return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
+
+
+_CUBE = (0, 95, 135, 175, 215, 255)  # xterm's 6x6x6 colour cube levels
+
+
+def rgb_to_256(r: int, g: int, b: int) -> int:
+    """The nearest xterm-256 colour (cube or grey ramp), by squared RGB distance."""
+
+    def nearest(v: int) -> int:
+        return min(range(6), key=lambda i: abs(_CUBE[i] - v))
+
+    ci = (nearest(r), nearest(g), nearest(b))
+    cube = tuple(_CUBE[i] for i in ci)
+    grey_i = min(23, max(0, round((sum((r, g, b)) / 3 - 8) / 10)))
+    grey = (8 + 10 * grey_i,) * 3
+
+    def dist(c: tuple[int, ...]) -> int:
+        return sum((x - y) ** 2 for x, y in zip(c, (r, g, b), strict=True))
+
+    if dist(grey) < dist(cube):
+        return 232 + grey_i
+    return 16 + 36 * ci[0] + 6 * ci[1] + ci[2]
+
+
+def colour_enabled(
+    stream: TextIO, choice: ColourChoice = "auto", env: Mapping[str, str] | None = None
+) -> bool:
+    env = os.environ if env is None else env
+    if choice != "auto":
+        return choice == "always"
+    if env.get("NO_COLOR"):
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty()) and env.get("TERM") != "dumb"
+
+
+@dataclass(frozen=True)
+class Style:
+    """How to paint text: no colour, 256 colours or 24-bit."""
+
+    colour: bool = False
+    truecolor: bool = False
+
+    @classmethod
+    def for_stream(
+        cls, stream: TextIO, choice: ColourChoice = "auto", env: Mapping[str, str] | None = None
+    ) -> Style:
+        env = os.environ if env is None else env
+        on = colour_enabled(stream, choice, env)
+        return cls(colour=on, truecolor=on and env.get("COLORTERM", "") in ("truecolor", "24bit"))
+
+    def fg(self, colour: str) -> str:
+        r, g, b = hex_rgb(colour)
+        if self.truecolor:
+            return f"\x1b[38;2;{r};{g};{b}m"
+        return f"\x1b[38;5;{rgb_to_256(r, g, b)}m"
+
+    def paint(self, text: str, colour: str | None = None, bold: bool = False) -> str:
+        if not self.colour or not text:
+            return text
+        codes = (BOLD if bold else "") + (self.fg(colour) if colour else "")
+        return f"{codes}{text}{RESET}" if codes else text
+
+    def dim(self, text: str) -> str:
+        return f"{DIM}{text}{RESET}" if self.colour and text else text
+
+    def state(self, state: str, text: str) -> str:
+        return self.paint(text, STATE_INFO[state].colour)  # type: ignore[index]
+
+
+def legend(style: Style, width: int = 100) -> str:
+    """Each quadrant's name in its colour, packed into lines of at most ``width`` columns."""
+    lines: list[str] = []
+    line, used = "", 0
+    for s in STATES:
+        label = STATE_INFO[s].label
+        key = "" if s in label else f" ({s})"
+        visible = len(SWATCH) + 1 + len(label) + len(key)
+        item = style.state(s, f"{SWATCH} {label}") + (style.dim(key) if key else "")
+        if line and used + 2 + visible > width:
+            lines.append(line)
+            line, used = "", 0
+        line, used = (f"{line}  {item}", used + 2 + visible) if line else (item, visible)
+    return "\n".join([*lines, line])
+
+
+def token_text(event: TokenEvent, style: Style) -> str:
+    """A token's text in its quadrant's colour (plain when colour is off)."""
+    return style.state(event.state, event.text)
+
+
+def header(title: str, style: Style) -> str:
+    return style.paint(f"── {title} ", bold=True) + style.dim("─" * max(3, 60 - len(title)))
+
+
+def _fmt_s(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def summary(done: DoneEvent, style: Style) -> str:
+    """Tokens, speed, time to first token, count per quadrant and per sampler action."""
+    head = (
+        f"{style.paint(done.mode, bold=True)}: {done.generated_tokens} tokens "
+        f"({done.finish_reason}), seed {done.seed}\n"
+        f"  speed:   {done.decode_tok_s:.1f} tok/s decode · first token {_fmt_s(done.ttft_s)} · "
+        f"prefill {done.prompt_tokens} tokens at {done.prefill_tok_s:.0f} tok/s · "
+        f"total {_fmt_s(done.total_s)}"
+    )
+    states = "  ".join(
+        f"{style.state(s, STATE_INFO[s].label)} {done.state_counts.get(s, 0)}" for s in STATES
+    )
+    actions = "  ".join(f"{a} {done.action_counts.get(a, 0)}" for a in ACTIONS)
+    return f"{head}\n  states:  {states}\n  actions: {actions}"
+
+
+def compare_table(dones: Sequence[DoneEvent], style: Style) -> str:
+    """Side-by-side summary of runs on the same prompt and seed (one column per mode)."""
+    rows: list[tuple[str, str | None, list[str]]] = [
+        ("tokens", None, [str(d.generated_tokens) for d in dones]),
+        ("finish", None, [d.finish_reason for d in dones]),
+        ("decode tok/s", None, [f"{d.decode_tok_s:.1f}" for d in dones]),
+        ("first token", None, [_fmt_s(d.ttft_s) for d in dones]),
+    ]
+    rows += [
+        (STATE_INFO[s].label, s, [str(d.state_counts.get(s, 0)) for d in dones]) for s in STATES
+    ]
+    rows += [
+        (f"action {a}", None, [str(d.action_counts.get(a, 0)) for d in dones]) for a in ACTIONS
+    ]
+    width = max(len(r[0]) for r in rows) + 2
+    cols = [max(10, len(d.mode) + 2) for d in dones]
+    lines = [
+        " " * width
+        + "".join(style.paint(d.mode.rjust(c), bold=True) for d, c in zip(dones, cols, strict=True))
+    ]
+    for name, state, values in rows:
+        label = name.ljust(width)
+        if state is not None:
+            label = style.state(state, name) + " " * (width - len(name))
+        lines.append(label + "".join(v.rjust(c) for v, c in zip(values, cols, strict=True)))
+    return "\n".join(lines)

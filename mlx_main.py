@@ -1,0 +1,13 @@
+"""Entropix from the terminal: stream a prompt's tokens coloured by the model's uncertainty.
+
+uv run mlx_main.py --input "Which number is larger, 9.9 or 9.11?"
+uv run mlx_main.py --compare --seed 1        # entropix vs normal, same prompt and seed
+uv run mlx_main.py --help
+"""
+
+import sys
+
+from mlx_entropix.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+import { useCallback, useEffect, useMemo, useReducer, useRef, useState } from "react";
+import { ApiError, getConfig, getJSON, getPrompts, isAbort, streamGeneration, type ApiConfig, type Prompt } from "./api";
+import type { Mode, SamplerConfig, StreamEvent } from "./generated/events";
+import { countStates, stateTable } from "./format";
+import { effectiveConfig, samplerOverrides, type Edits } from "./sampler";
+import { buildRequest } from "./request";
+import { initialSession, reducer, statusText } from "./store";
+import { PromptForm, type FormValues } from "./components/PromptForm";
+import { SamplerPanel } from "./components/SamplerPanel";
+import { Legend } from "./components/Legend";
+import { TokenStream } from "./components/TokenStream";
+import { Inspector } from "./components/Inspector";
+import { StatsBar } from "./components/StatsBar";
+import { Charts, type Selection } from "./components/Charts";
+
+interface Info {
+  model?: { name?: string; stored_as?: string };
+  runtime?: { device?: string; backend?: string };
+}
+
+const FLUSH_MS = 30; // batch streamed events into one render per frame-ish
+
+export function App() {
+  const [values, setValues] = useState<FormValues>({
+    prompt: "",
+    system: "",
+    maxTokens: "96",
+    seed: "",
+    mode: "entropix",
+  });
+  const [config, setConfig] = useState<ApiConfig | null>(null);
+  const [prompts, setPrompts] = useState<Prompt[]>([]);
+  const [info, setInfo] = useState<Info | null>(null);
+  const [loadError, setLoadError] = useState<string | null>(null);
+  const [formError, setFormError] = useState<string | null>(null);
+  const [edits, setEdits] = useState<Edits>({});
+  const [session, dispatch] = useReducer(reducer, initialSession);
+  const [pinned, setPinned] = useState<Selection | null>(null);
+  const [hovered, setHovered] = useState<Selection | null>(null);
+  const abortRef = useRef<AbortController | null>(null);
+
+  useEffect(() => {
+    let cancelled = false;
+    const fail = (err: unknown) => {
+      if (!cancelled) setLoadError(err instanceof Error ? err.message : String(err));
+    };
+    getConfig().then((c) => !cancelled && setConfig(c), fail);
+    getPrompts().then((p) => !cancelled && setPrompts(p), () => undefined);
+    getJSON<Info>("/api/info").then((i) => !cancelled && setInfo(i), () => undefined);
+    return () => {
+      cancelled = true;
+    };
+  }, []);
+
+  const table = useMemo(() => stateTable(config?.states), [config]);
+  const defaults = config?.defaults ?? null;
+  const overrides = useMemo(() => samplerOverrides(defaults, edits), [defaults, edits]);
+  const effective = effectiveConfig(defaults, overrides.sampler);
+  const running = session.status === "running";
+
+  const run = useCallback(async () => {
+    if (Object.keys(overrides.errors).length) {
+      setFormError("Fix the highlighted sampler settings first.");
+      return;
+    }
+    const built = buildRequest(values, overrides.sampler);
+    if (!built.ok) {
+      setFormError(built.error);
+      return;
+    }
+    setFormError(null);
+    setPinned(null);
+    setHovered(null);
+    const ctrl = new AbortController();
+    abortRef.current = ctrl;
+    dispatch({ type: "start", modes: built.modes });
+    const queue: StreamEvent[] = [];
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const flush = () => {
+      timer = undefined;
+      if (queue.length) dispatch({ type: "events", events: queue.splice(0) });
+    };
+    try {
+      await streamGeneration(
+        built.path,
+        built.body,
+        (ev) => {
+          queue.push(ev);
+          timer ??= setTimeout(flush, FLUSH_MS);
+        },
+        ctrl.signal,
+      );
+      clearTimeout(timer);
+      flush();
+      dispatch({ type: "finished" });
+    } catch (err) {
+      clearTimeout(timer);
+      flush();
+      if (isAbort(err)) dispatch({ type: "stopped" });
+      else dispatch({ type: "failed", message: err instanceof ApiError || err instanceof Error ? err.message : String(err) });
+    } finally {
+      if (abortRef.current === ctrl) abortRef.current = null;
+    }
+  }, [values, overrides]);
+
+  const stop = useCallback(() => abortRef.current?.abort(), []);
+
+  const onInspect = useCallback((mode: Mode, index: number, pin: boolean) => {
+    if (pin) {
+      setPinned({ mode, index });
+      setHovered(null);
+    } else setHovered({ mode, index });
+  }, []);
+  const onLeave = useCallback(() => setHovered(null), []);
+
+  const shown = hovered ?? pinned;
+  const shownEvent = shown ? (session.runs.find((r) => r.mode === shown.mode)?.tokens[shown.index] ?? null) : null;
+  const allTokens = session.runs.flatMap((r) => r.tokens);
+  const runErrors = session.runs.filter((r) => r.error);
+
+  return (
+    <div className="app">
+      <header className="topbar">
+        <h1>
+          mlx-entropix <span className="subtitle">watch a language model steer by its own uncertainty</span>
+        </h1>
+        <p className="model-info muted small" data-testid="model-info">
+          {info?.model?.name ? `${info.model.name}${info.model.stored_as ? ` · ${info.model.stored_as}` : ""}` : ""}
+          {info?.runtime?.device ? ` · ${info.runtime.device}` : ""}
+        </p>
+      </header>
+
+      {loadError && (
+        <div className="alert" role="alert" data-testid="load-error">
+          {loadError}
+        </div>
+      )}
+
+      <main className="layout">
+        <aside className="sidebar">
+          <PromptForm
+            values={values}
+            prompts={prompts}
+            running={running}
+            onChange={(patch) => setValues((v) => ({ ...v, ...patch }))}
+            onRun={run}
+            onStop={stop}
+          />
+          <SamplerPanel
+            defaults={defaults}
+            edits={edits}
+            overrides={overrides}
+            onEdit={(k, v) => setEdits((e) => ({ ...e, [k]: v }))}
+            onReset={() => setEdits({})}
+          />
+        </aside>
+
+        <section className="center" aria-label="Output">
+          <div className="status-row">
+            <p className="status" role="status" aria-live="polite" data-testid="status" data-status={session.status}>
+              {statusText(session)}
+            </p>
+            <Legend table={table} counts={session.runs.length ? countStates(allTokens) : undefined} />
+          </div>
+          {(formError || session.error || runErrors.length > 0) && (
+            <div className="alert" role="alert" data-testid="error">
+              {formError && <p>{formError}</p>}
+              {session.error && <p>{session.error}</p>}
+              {runErrors.map((r) => (
+                <p key={r.mode}>
+                  {r.mode}: {r.error}
+                </p>
+              ))}
+            </div>
+          )}
+          <div className={`outputs n${Math.max(1, session.runs.length)}`}>
+            {session.runs.length === 0 ? (
+              <div className="output panel empty">
+                <p className="muted">
+                  Choose a prompt and press <strong>Generate</strong>. Each token is coloured by how
+                  unsure the model was; hover, tap or focus a token to see why it was chosen.
+                </p>
+              </div>
+            ) : (
+              session.runs.map((r) => (
+                <div className="output panel" key={r.mode} data-testid={`output-${r.mode}`}>
+                  <h2 className="output-title">{r.mode}</h2>
+                  <StatsBar run={r} table={table} />
+                  <TokenStream
+                    run={r}
+                    table={table}
+                    selected={pinned?.mode === r.mode ? pinned.index : null}
+                    running={running}
+                    onInspect={onInspect}
+                    onLeave={onLeave}
+                  />
+                </div>
+              ))
+            )}
+          </div>
+          <Charts
+            runs={session.runs}
+            table={table}
+            thresholds={effective as SamplerConfig | null}
+            selected={pinned}
+            onSelect={(sel) => {
+              setPinned(sel);
+              setHovered(null);
+            }}
+          />
+        </section>
+
+        <aside className="right">
+          <Inspector ev={shownEvent} table={table} pinned={!hovered && !!pinned} />
+        </aside>
+      </main>
+    </div>
+  );
+}

@@ -1,0 +1,45 @@
+import { STATES } from "../generated/events";
+import { countStates, formatRate, formatSeconds, liveRate, type StateTable } from "../format";
+import type { Run } from "../store";
+
+/** Speed and per-state counts of one run: live while streaming, final from the done event. */
+export function StatsBar({ run, table }: { run: Run; table: StateTable }) {
+  const live = countStates(run.tokens);
+  const counts = run.done ? { ...live, ...run.done.state_counts } : live;
+  const ttft = run.done?.ttft_s ?? run.tokens[0]?.elapsed_s;
+  const rate = run.done?.decode_tok_s ?? liveRate(run.tokens);
+  const n = run.done?.generated_tokens ?? run.tokens.length;
+  return (
+    <div className="stats" role="group" aria-label={`${run.mode} statistics`} data-mode={run.mode}>
+      <span className="stat">
+        <span className="stat-k">tokens</span> <span className="stat-v" data-testid="stat-tokens">{n}</span>
+      </span>
+      <span className="stat">
+        <span className="stat-k">TTFT</span> <span className="stat-v">{formatSeconds(ttft)}</span>
+      </span>
+      <span className="stat">
+        <span className="stat-k">speed</span> <span className="stat-v">{formatRate(rate)}</span>
+      </span>
+      {run.done && (
+        <span className="stat">
+          <span className="stat-k">end</span>{" "}
+          <span className="stat-v" data-testid="stat-finish">{run.done.finish_reason}</span>
+        </span>
+      )}
+      {run.done?.seed != null && (
+        <span className="stat">
+          <span className="stat-k">seed</span> <span className="stat-v">{run.done.seed}</span>
+        </span>
+      )}
+      <span className="stat-states">
+        {STATES.map((s) => (
+          <span key={s} className="state-count" title={`${table[s].label}: ${counts[s] ?? 0} tokens`}>
+            <span className="swatch" style={{ backgroundColor: table[s].colour }} aria-hidden="true" />
+            <span className="sr-only">{table[s].label}: </span>
+            {counts[s] ?? 0}
+          </span>
+        ))}
+      </span>
+    </div>
+  );
+}

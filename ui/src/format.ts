@@ -1,0 +1,98 @@
+// Pure formatting and labelling helpers (unit-tested; no React here).
+import { STATE_INFO, STATES, type Metrics, type State, type StateInfo, type TokenEvent } from "./generated/events";
+
+export type StateTable = Record<State, StateInfo>;
+
+/** State info from /api/config when loaded, else the generated copy of the same table. */
+export function stateTable(fromServer?: Record<string, StateInfo>): StateTable {
+  const table = { ...STATE_INFO };
+  if (fromServer) for (const s of STATES) if (fromServer[s]) table[s] = fromServer[s];
+  return table;
+}
+
+export function stateColour(state: string, table: StateTable = STATE_INFO): string {
+  return (table as Record<string, StateInfo>)[state]?.colour ?? "#999999";
+}
+
+export function stateLabel(state: string, table: StateTable = STATE_INFO): string {
+  return (table as Record<string, StateInfo>)[state]?.label ?? state;
+}
+
+/** A hex colour with alpha, for token backgrounds that keep the text readable. */
+export function withAlpha(hex: string, alpha: number): string {
+  const a = Math.round(Math.min(1, Math.max(0, alpha)) * 255)
+    .toString(16)
+    .padStart(2, "0");
+  return /^#[0-9a-fA-F]{6}$/.test(hex) ? `${hex}${a}` : hex;
+}
+
+export const ACTION_LABELS: Record<string, string> = {
+  argmax: "argmax (took the most likely token)",
+  clarify: "clarify (inserted the pause token)",
+  sample: "sample (drew with adjusted parameters)",
+  best_of_n: "best of n (scored several draws)",
+};
+
+export const METRIC_LABELS: Record<keyof Metrics, { label: string; unit: string }> = {
+  entropy: { label: "Entropy", unit: "bits" },
+  varentropy: { label: "Varentropy", unit: "bits²" },
+  attn_entropy: { label: "Attention entropy", unit: "bits" },
+  attn_varentropy: { label: "Attention varentropy", unit: "bits²" },
+  agreement: { label: "Head disagreement", unit: "" },
+  interaction_strength: { label: "Interaction strength", unit: "" },
+};
+
+/** A metric with 3 significant digits, fixed notation for ordinary magnitudes. */
+export function formatNumber(x: number, digits = 3): string {
+  if (!Number.isFinite(x)) return String(x);
+  if (x === 0) return "0";
+  const abs = Math.abs(x);
+  if (abs >= 1e4 || abs < 1e-3) return x.toExponential(digits - 1);
+  return Number(x.toPrecision(digits)).toString();
+}
+
+/** exp(logprob) as a percentage. */
+export function formatProb(logprob: number): string {
+  const p = Math.exp(logprob) * 100;
+  if (p >= 99.95) return "100%";
+  if (p >= 10) return `${p.toFixed(1)}%`;
+  if (p >= 0.1) return `${p.toFixed(2)}%`;
+  if (p > 0) return `${p.toExponential(1)}%`;
+  return "0%";
+}
+
+export function formatSeconds(s: number | undefined): string {
+  if (s === undefined || !Number.isFinite(s)) return "–";
+  return s < 1 ? `${Math.round(s * 1000)} ms` : `${s.toFixed(2)} s`;
+}
+
+export function formatRate(r: number | undefined): string {
+  if (r === undefined || !Number.isFinite(r) || r <= 0) return "–";
+  return `${r.toFixed(1)} tok/s`;
+}
+
+/** Token text as a JSON-ish literal for the inspector ("\n" shown as \n, quotes kept). */
+export function quoteToken(text: string): string {
+  return JSON.stringify(text);
+}
+
+/** The state as words, for aria-label and tooltip: colour is never the only carrier. */
+export function tokenDescription(ev: TokenEvent, table: StateTable = STATE_INFO): string {
+  return `${quoteToken(ev.text)}: ${stateLabel(ev.state, table)}, entropy ${formatNumber(
+    ev.metrics.entropy,
+  )}, varentropy ${formatNumber(ev.metrics.varentropy)}`;
+}
+
+/** Per-state counts of the tokens so far (all states present, zero or more). */
+export function countStates(tokens: readonly TokenEvent[]): Record<State, number> {
+  const counts = Object.fromEntries(STATES.map((s) => [s, 0])) as Record<State, number>;
+  for (const t of tokens) counts[t.state] = (counts[t.state] ?? 0) + 1;
+  return counts;
+}
+
+/** Live decode rate: tokens after the first over the time since the first. */
+export function liveRate(tokens: readonly TokenEvent[]): number | undefined {
+  if (tokens.length < 2) return undefined;
+  const dt = tokens[tokens.length - 1].elapsed_s - tokens[0].elapsed_s;
+  return dt > 0 ? (tokens.length - 1) / dt : undefined;
+}

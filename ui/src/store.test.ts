@@ -1,0 +1,41 @@
+import { describe, expect, test } from "bun:test";
+import { initialSession, reducer, statusText } from "./store";
+import { done, token } from "./test/fixtures";
+
+describe("session reducer", () => {
+  test("compare: events are routed by mode", () => {
+    let s = reducer(initialSession, { type: "start", modes: ["entropix", "normal"] });
+    s = reducer(s, {
+      type: "events",
+      events: [token(0, "A"), token(0, "a", "flowing", "normal"), token(1, "B"), done("normal", 1)],
+    });
+    expect(s.runs.map((r) => r.tokens.map((t) => t.text).join(""))).toEqual(["AB", "a"]);
+    expect(s.runs[1].done?.finish_reason).toBe("length");
+    expect(s.status).toBe("running");
+    s = reducer(s, { type: "finished" });
+    expect(s.status).toBe("done");
+    expect(statusText(s)).toContain("3 tokens");
+  });
+
+  test("error events: per mode or for the whole request", () => {
+    let s = reducer(initialSession, { type: "start", modes: ["entropix"] });
+    s = reducer(s, { type: "events", events: [{ type: "error", mode: "entropix", message: "oops" }] });
+    expect(s.runs[0].error).toBe("oops");
+    s = reducer(s, { type: "events", events: [{ type: "error", mode: null, message: "global" }] });
+    expect(s.error).toBe("global");
+    expect(reducer(s, { type: "finished" }).status).toBe("error");
+  });
+
+  test("stop keeps the tokens; a new start clears everything", () => {
+    let s = reducer(initialSession, { type: "start", modes: ["entropix"] });
+    s = reducer(s, { type: "events", events: [token(0, "x")] });
+    s = reducer(s, { type: "stopped" });
+    expect(s.status).toBe("stopped");
+    expect(s.runs[0].tokens).toHaveLength(1);
+    expect(statusText(s)).toBe("Stopped after 1 tokens.");
+    s = reducer(s, { type: "failed", message: "down" });
+    expect(s.error).toBe("down");
+    s = reducer(s, { type: "start", modes: ["normal"] });
+    expect(s).toEqual({ status: "running", runs: [{ mode: "normal", tokens: [] }] });
+  });
+});

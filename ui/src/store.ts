@@ -1,0 +1,95 @@
+// The state of one generation request (one mode, or several when comparing), as a pure reducer.
+import type { DoneEvent, Mode, StreamEvent, TokenEvent } from "./generated/events";
+
+export interface Run {
+  mode: Mode;
+  tokens: TokenEvent[];
+  done?: DoneEvent;
+  error?: string;
+}
+
+export type Status = "idle" | "running" | "done" | "stopped" | "error";
+
+export interface Session {
+  status: Status;
+  runs: Run[];
+  error?: string; // request-level error (server down, 4xx/5xx, error event without a mode)
+}
+
+export type Action =
+  | { type: "start"; modes: Mode[] }
+  | { type: "events"; events: StreamEvent[] }
+  | { type: "finished" }
+  | { type: "stopped" }
+  | { type: "failed"; message: string };
+
+export const initialSession: Session = { status: "idle", runs: [] };
+
+function applyEvent(runs: Run[], ev: StreamEvent, session: Session): [Run[], string | undefined] {
+  if (ev.type === "error" && !ev.mode) return [runs, ev.message];
+  let i = runs.findIndex((r) => r.mode === ev.mode);
+  if (i === -1) {
+    // A mode the request did not announce: show it rather than drop it.
+    runs = [...runs, { mode: ev.mode as Mode, tokens: [] }];
+    i = runs.length - 1;
+  }
+  const run = runs[i];
+  let next: Run;
+  if (ev.type === "token") {
+    const tokens = run.tokens.slice();
+    if (ev.index === tokens.length || ev.index < 0 || ev.index > tokens.length) tokens.push(ev);
+    else tokens[ev.index] = ev;
+    next = { ...run, tokens };
+  } else if (ev.type === "done") {
+    next = { ...run, done: ev };
+  } else {
+    next = { ...run, error: ev.message };
+  }
+  const out = runs.slice();
+  out[i] = next;
+  return [out, session.error];
+}
+
+export function reducer(session: Session, action: Action): Session {
+  switch (action.type) {
+    case "start":
+      return { status: "running", runs: action.modes.map((mode) => ({ mode, tokens: [] })) };
+    case "events": {
+      let runs = session.runs;
+      let error = session.error;
+      for (const ev of action.events) {
+        const [r, e] = applyEvent(runs, ev, { ...session, error });
+        runs = r;
+        error = e;
+      }
+      return { ...session, runs, error };
+    }
+    case "finished": {
+      const failed = session.error || session.runs.some((r) => r.error);
+      return { ...session, status: failed ? "error" : "done" };
+    }
+    case "stopped":
+      return { ...session, status: "stopped" };
+    case "failed":
+      return { ...session, status: "error", error: action.message };
+  }
+}
+
+/** One-line status for the live region. */
+export function statusText(session: Session): string {
+  const n = session.runs.reduce((acc, r) => acc + r.tokens.length, 0);
+  switch (session.status) {
+    case "idle":
+      return "Ready.";
+    case "running":
+      return `Generating… ${n} tokens`;
+    case "done": {
+      const reasons = session.runs.map((r) => `${r.mode}: ${r.done?.finish_reason ?? "ended"}`);
+      return `Done (${reasons.join(", ")}), ${n} tokens.`;
+    }
+    case "stopped":
+      return `Stopped after ${n} tokens.`;
+    case "error":
+      return "Failed.";
+  }
+}
