@@ -27,7 +27,7 @@ import numpy as np
 from .config import CONFIG_DIR, SamplerConfig
 from .errors import EntropixError
 from .events import STATE_INFO, STATES
-from .sampler import StepMetrics, classify
+from .sampler import StepMetrics, classify_states
 
 DEFAULT_QUANTILES = {"q_low": 0.25, "q_med": 0.60, "q_high": 0.90}
 
@@ -63,7 +63,7 @@ def propose(
 
 def state_shares(metrics: np.ndarray, cfg: SamplerConfig) -> dict[str, float]:
     """Share of tokens each state would get under ``cfg``."""
-    counts = Counter(classify(StepMetrics(*map(float, row)), cfg) for row in metrics)
+    counts = Counter(classify_states(metrics.tolist(), cfg))
     return {s: counts.get(s, 0) / max(len(metrics), 1) for s in STATES}
 
 

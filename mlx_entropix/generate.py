@@ -1,10 +1,10 @@
 """The generation engine: one typed event per token, then a summary.
 
-Per step, on the device: the forward pass (logits + last-layer attention scores) and the six
-metrics, evaluated together in one host sync. On the host: the sampler decision (a pure
-function of the metrics) and a draw from a handful of candidates. The next forward pass is
-queued (``mx.async_eval``) before the event is built and handed to the caller, so the device
-works while the CLI prints or the server streams.
+Per step, all on the device: the forward pass (logits + last-layer attention scores), the six
+metrics, the sampler's decision and the draw (``sampler.py``). The sampled token feeds the next
+forward pass while still on the device, so step n+1 is queued (``mx.async_eval``) before step
+n's results are read in one host sync, turned into an event and handed to the caller: the
+device keeps working while the CLI prints or the server streams (mlx-lm's loop does the same).
 
 The same loop serves every mode (entropix, normal, greedy): comparisons share everything but
 the policy, and metrics are reported in all of them.
@@ -16,17 +16,24 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import mlx.core as mx
-import numpy as np
 
 from .config import Mode, SamplerConfig
 from .errors import InvalidRequestError, PromptTooLongError
 from .events import STATES, DoneEvent, FinishReason, Metrics, TokenEvent, TopLogprob
 from .load import LoadedModel
-from .metrics import compute_metrics
-from .sampler import StepMetrics, decide, draw, filter_distribution, step_rng
+from .metrics import METRIC_NAMES, compute_metrics
+from .sampler import (
+    ACTIONS,
+    CLARIFY,
+    candidate_width,
+    decide,
+    params_of,
+    sample,
+    step_key,
+)
 
 Prompt = str | list[dict[str, Any]] | list[int]
 PREFILL_CHUNK = 512  # bounds the prefill's peak memory on long prompts
@@ -81,15 +88,20 @@ def prepare_prompt(
     return ids
 
 
-def _forward(lm: LoadedModel, tokens: list[int], cache: list) -> tuple[mx.array, mx.array]:
-    """Run ``tokens`` through the model; (last logits (V,), metrics (6,)), not yet evaluated."""
-    chunks = [tokens[i : i + PREFILL_CHUNK] for i in range(0, len(tokens), PREFILL_CHUNK)]
+def _forward(lm: LoadedModel, tokens: list[int] | mx.array, cache: list) -> tuple[mx.array, ...]:
+    """Run ``tokens`` through the model: (last logits (1, V), metrics (1, 6)), lazily."""
+    if isinstance(tokens, mx.array):  # one decode step on a token still on the device
+        chunks = [tokens.reshape(1)]
+    else:
+        chunks = [
+            mx.array(tokens[i : i + PREFILL_CHUNK]) for i in range(0, len(tokens), PREFILL_CHUNK)
+        ]
     for chunk in chunks[:-1]:
-        lm.model(mx.array(chunk)[None], cache)
+        lm.model(chunk[None], cache)
         mx.eval([c.state for c in cache])
-    logits, scores = lm.model(mx.array(chunks[-1])[None], cache, last_only=True)
-    last = logits[0, -1].astype(mx.float32)
-    return last, compute_metrics(last[None], scores)[0]
+    logits, scores = lm.model(chunks[-1][None], cache, last_only=True)
+    last = logits[:, -1].astype(mx.float32)
+    return last, compute_metrics(last, scores)
 
 
 class _StopMatcher:
@@ -144,6 +156,48 @@ def generate(
     return _run(lm, ids, mode, cfg, budget, seed, stop, top_logprobs, should_stop, clarify_id)
 
 
+class _Step(NamedTuple):
+    """One step's results, still on the device until the host reads ``packed``."""
+
+    token: mx.array  # (1,) int32: feeds the next forward pass without a host round trip
+    can_clarify: mx.array  # (1,) bool
+    packed: (
+        mx.array
+    )  # float32: token, state, action, 5 params, logprob, 6 metrics, top ids/logprobs
+
+
+def _step(
+    logits: mx.array,
+    metrics: mx.array,
+    can_clarify: mx.array,
+    key: mx.array,
+    cfg: SamplerConfig,
+    mode: Mode,
+    width: int,
+    n_max: int,
+    n_top: int,
+    clarify_id: int | None,
+) -> _Step:
+    plan = decide(metrics, cfg, mode, can_clarify)
+    token, ids, cand_logits = sample(logits, plan, key, width, n_max)
+    if clarify_id is not None:
+        token = mx.where(plan.action == CLARIFY, clarify_id, token)
+    log_norm = mx.logsumexp(logits, axis=-1)
+    logprob = mx.take_along_axis(logits, token[:, None], axis=-1)[:, 0] - log_norm
+    columns = [token, plan.state, plan.action, plan.temperature, plan.top_p, plan.top_k,
+               plan.min_p, plan.n_samples, logprob]  # fmt: skip
+    packed = mx.concatenate(
+        [
+            mx.stack([c.astype(mx.float32) for c in columns], axis=-1),
+            metrics,
+            ids[:, :n_top].astype(mx.float32),  # exact: ids < 2**24
+            cand_logits[:, :n_top] - log_norm[:, None],
+        ],
+        axis=-1,
+    )[0]
+    return _Step(token, can_clarify & (plan.action != CLARIFY), packed)
+
+
 def _run(
     lm: LoadedModel,
     ids: list[int],
@@ -164,43 +218,36 @@ def _run(
     actions: Counter[str] = Counter()
     text, emitted = "", 0  # full decoded text, and how much of it the events carried
     finish: FinishReason = "length"
-    clarified = False
     held: TokenEvent | None = None
     n = 0
     t_start = time.perf_counter()
     t_prefill = t_first = t_start
 
+    vocab = lm.info.vocab_size
+    width = max(candidate_width(cfg, mode, vocab), top_logprobs, 1)
+    n_max = cfg.n_adaptive_samples if mode == "entropix" else 1
+
+    def step(logits: mx.array, metrics: mx.array, can: mx.array, index: int) -> _Step:
+        return _step(logits, metrics, can, step_key(seed, index), cfg, mode, width, n_max,
+                     top_logprobs, clarify_id)  # fmt: skip
+
     cache = lm.model.make_cache()
-    pending = _forward(lm, ids, cache)
-    mx.async_eval(*pending)
-    for step in range(budget):
+    current = step(*_forward(lm, ids, cache), mx.array([clarify_id is not None]), 0)
+    mx.async_eval(current)
+    for index in range(budget):
         if should_stop is not None and should_stop():
             finish = "cancelled"
             break
-        last, metrics = pending
-        logits = np.array(last)  # the one host sync of this step
-        m = StepMetrics(*metrics.tolist())
-        if step == 0:
+        if index + 1 < budget:  # queue step n+1 on the device before reading step n
+            following = step(*_forward(lm, current.token, cache), current.can_clarify, index + 1)
+            mx.async_eval(following)
+        values = current.packed.tolist()  # the one host sync of this step
+        token, state, action = (int(v) for v in values[:3])
+        if index == 0:
             t_prefill = time.perf_counter()
-
-        decision = decide(m, cfg, mode, can_clarify=clarify_id is not None and not clarified)
-        logz = float(np.log(np.sum(np.exp(logits - logits.max())))) + float(logits.max())
-        if decision.action == "clarify":
-            token, clarified = int(clarify_id), True  # type: ignore[arg-type]
-        elif decision.action == "argmax":
-            token = int(np.argmax(logits))
-        else:
-            cand_ids, probs = filter_distribution(logits, decision.params)
-            cands = draw(cand_ids, probs, step_rng(seed, step), decision.params.n_samples)
-            # Best of n by log-probability (+ the step's confidence bonus, equal for all).
-            token = int(cands[np.argmax(logits[cands])])
-
         if token in eos:
             finish = "stop"
             break
-        if step + 1 < budget:  # queue the next forward pass before the host-side work
-            pending = _forward(lm, [token], cache)
-            mx.async_eval(*pending)
 
         text += detok.add_token(token)
         cut = stops.find(text)
@@ -208,30 +255,26 @@ def _run(
             text, finish = text[:cut], "stop_string"
         release = len(text) if cut >= 0 else stops.safe_end(text)
         piece, emitted = text[emitted:release], max(emitted, release)
-        top: list[TopLogprob] = []
-        if top_logprobs:
-            alt = np.argpartition(-logits, top_logprobs - 1)[:top_logprobs]
-            alt = alt[np.argsort(-logits[alt], kind="stable")]
-            top = [
-                TopLogprob(id=int(a), text=tok.id_to_text(int(a)), logprob=float(logits[a] - logz))
-                for a in alt
-            ]
+        top_ids, top_lps = values[15 : 15 + top_logprobs], values[15 + top_logprobs :]
         now = time.perf_counter()
         if n == 0:
             t_first = now
-        states[decision.state] += 1
-        actions[decision.action] += 1
+        states[STATES[state]] += 1
+        actions[ACTIONS[action]] += 1
         event = TokenEvent(
             mode=mode,
             index=n,
             id=token,
             text=piece,
-            state=decision.state,
-            action=decision.action,
-            metrics=Metrics(**m._asdict()),
-            params=decision.params,
-            logprob=float(logits[token] - logz),
-            top=top,
+            state=STATES[state],
+            action=ACTIONS[action],
+            metrics=Metrics(**dict(zip(METRIC_NAMES, values[9:15], strict=True))),
+            params=params_of(values[3:8]),
+            logprob=values[8],
+            top=[
+                TopLogprob(id=int(i), text=tok.id_to_text(int(i)), logprob=lp)
+                for i, lp in zip(top_ids, top_lps, strict=True)
+            ],
             elapsed_s=now - t_start,
         )
         n += 1
@@ -243,6 +286,7 @@ def _run(
             held = event
         if finish == "stop_string":
             break
+        current = following
 
     if held is not None:
         held.text += text[emitted:]

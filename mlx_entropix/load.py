@@ -219,13 +219,15 @@ def _from_hub(repo_id: str) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    patterns = ["*.json", "*.safetensors", "tokenizer.model", "*.jinja", "*.txt"]
+    from .download import DEFAULT_PATTERNS, IGNORE_PATTERNS
+
+    files = {"allow_patterns": list(DEFAULT_PATTERNS), "ignore_patterns": list(IGNORE_PATTERNS)}
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+        return Path(snapshot_download(repo_id, local_files_only=True, **files))
     except LocalEntryNotFoundError:
         pass
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+        return Path(snapshot_download(repo_id, **files))
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelLoadError(f"cannot download {repo_id}: {first}") from err

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import mlx.core as mx
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
@@ -20,7 +21,7 @@ from matplotlib.ticker import MaxNLocator
 
 from .config import SamplerConfig
 from .events import STATE_INFO, STATES, TokenEvent
-from .sampler import StepMetrics, classify
+from .sampler import classify
 
 FIGSIZE = (14.0, 8.0)
 DPI = 100
@@ -36,10 +37,10 @@ def _state_regions(cfg: SamplerConfig, xmax: float, ymax: float) -> np.ndarray:
     """Index into STATES of each cell of the (entropy, varentropy) plane under ``cfg``."""
     xs = np.linspace(0, xmax, _GRID)
     ys = np.linspace(0, ymax, _GRID)
-    zero = (0.0,) * 4  # the quadrant depends on entropy and varentropy only
-    return np.array(
-        [[STATES.index(classify(StepMetrics(x, y, *zero), cfg)) for x in xs] for y in ys]
-    )
+    grid = np.stack(np.meshgrid(xs, ys), axis=-1)  # (y, x, [entropy, varentropy])
+    # The state depends on entropy and varentropy only; the other four metrics are zero.
+    metrics = np.concatenate([grid, np.zeros((*grid.shape[:2], 4))], axis=-1)
+    return np.array(classify(mx.array(metrics, dtype=mx.float32), cfg))
 
 
 def _series(ax, events, values, thresholds, ylabel: str) -> None:

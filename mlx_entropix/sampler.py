@@ -1,17 +1,20 @@
-"""The entropix decision and the sampling filter chain: pure functions, no model needed.
+"""The entropix decision and the sampling filter chain, as pure MLX functions on the device.
 
-``decide(metrics, config, ...)`` places a token in a quadrant of (entropy, varentropy) and picks
-how to sample it, following the original entropix (xjdr-alt/entropix@eaaddb2 ``sampler.py``).
-``filter_distribution`` and ``draw`` then turn full-vocabulary logits into a token on the host
-with numpy (the candidate set is tiny; the device work is the forward pass and the metrics).
+``decide(metrics, config, mode)`` places each token in a quadrant of (entropy, varentropy) and
+picks how to sample it, following the original entropix (xjdr-alt/entropix@eaaddb2
+``sampler.py``); ``sample`` applies the filter chain and draws. Both are branch-free array code
+(``mx.where`` over the five states), so a whole step stays on the device: the engine can queue
+step n+1 before reading step n, as mlx-lm's own generate loop does, and pays one host sync per
+token. They are pure (same inputs and key, same outputs) and batched over a leading axis, so
+tests and the calibration tool call them directly on hand-made metrics.
 
 Known bugs of the reference implementations that are deliberately *not* reproduced:
 - min_p was computed but never applied (JAX): here it is applied, relative to the top token.
 - top_p was applied on the ascending order after top_k, dropping the *likeliest* tokens (JAX):
   here it keeps the smallest descending prefix whose mass reaches top_p.
 - one fixed PRNG key (1337) was reused every step, and a fork of the MLX port made all adaptive
-  draws share one key: here every step gets its own generator derived from (seed, step), and
-  the n adaptive candidates are independent draws from it.
+  draws share one key: here every step has its own key derived from (seed, step), and the n
+  adaptive candidates are independent draws under it.
 - the MLX port capped the fork temperature with ``min(1, 5, x)`` (T <= 1.0): here it is
   ``min(1.5, x)`` as in the original.
 - the torch port's attention varentropy (wrong axis, always 0) and the zero-padded cache
@@ -23,18 +26,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import numpy as np
+import mlx.core as mx
 
 from .config import Mode, SamplerConfig
-from .events import Action, SamplingParams, State
+from .events import STATES, Action, SamplingParams, State
+
+ACTIONS: tuple[Action, ...] = ("argmax", "clarify", "sample", "best_of_n")
+FLOWING, TREADING, EXPLORING, RESAMPLING, ADAPTIVE = range(5)  # indices into STATES
+ARGMAX, CLARIFY, SAMPLE, BEST_OF_N = range(4)  # indices into ACTIONS
 
 # Constants the original hard-codes (they are not part of its SamplerConfig).
 MAX_CAREFUL_TEMPERATURE = 1.5  # cap of the "treading" and "fork" temperatures
 MIN_MIST_TEMPERATURE = 2.0  # floor of the "mist" temperature
 FORK_TOP_K_COEF = 0.5  # top_k grows by (1 + 0.5 * (1 - agreement)) at a fork
 MIN_FORK_TOP_K = 5
-MIST_TOP_P_COEF = 0.2  # top_p shrinks by 0.2 * attn_entropy in the mist...
-MIN_MIST_TOP_P = 0.5  # ...but not below 0.5
+MIN_MIST_TOP_P = 0.5  # the mist's top_p shrinks with attention entropy, not below 0.5
 ADAPTIVE_MAX_TOP_K = 100
 
 
@@ -50,161 +56,238 @@ class StepMetrics(NamedTuple):
 
 
 @dataclass(frozen=True)
-class Decision:
-    state: State
-    action: Action
-    params: SamplingParams
-    score_bonus: float = 0.0  # adaptive: confidence score added to each candidate's logprob
+class Plan:
+    """How to pick each token of a batch: arrays of shape (B,)."""
+
+    state: mx.array  # int32 index into STATES
+    action: mx.array  # int32 index into ACTIONS
+    temperature: mx.array  # 0 means argmax
+    top_p: mx.array
+    top_k: mx.array  # int32; 0 disables
+    min_p: mx.array
+    n_samples: mx.array  # int32
+    bonus: mx.array  # adaptive confidence score (the same for every candidate of a step)
+
+    def arrays(self) -> list[mx.array]:
+        return [self.state, self.action, self.temperature, self.top_p, self.top_k, self.min_p,
+                self.n_samples, self.bonus]  # fmt: skip
 
 
-def classify(m: StepMetrics, cfg: SamplerConfig) -> State:
-    """The quadrant of (entropy, varentropy), tested in the original's order."""
-    ent, vent = m.entropy, m.varentropy
-    if ent < cfg.low_ent and vent < cfg.low_vent:
-        return "flowing"
-    if ent > cfg.high_ent and vent < cfg.low_vent:
-        return "treading"
-    if ent < cfg.high_ent and vent > cfg.high_vent:
-        return "exploring"
-    if ent > cfg.med_ent and vent > cfg.high_vent:
-        return "resampling"
-    return "adaptive"
+def classify(metrics: mx.array, cfg: SamplerConfig) -> mx.array:
+    """The state index of each row of (..., 6) metrics, tested in the original's order."""
+    ent, vent = metrics[..., 0], metrics[..., 1]
+    conditions = [
+        (ent < cfg.low_ent) & (vent < cfg.low_vent),  # flowing
+        (ent > cfg.high_ent) & (vent < cfg.low_vent),  # treading
+        (ent < cfg.high_ent) & (vent > cfg.high_vent),  # exploring
+        (ent > cfg.med_ent) & (vent > cfg.high_vent),  # resampling
+    ]
+    state = mx.full(ent.shape, ADAPTIVE, dtype=mx.int32)
+    for index in reversed(range(len(conditions))):  # the first true condition wins
+        state = mx.where(conditions[index], index, state)
+    return state
 
 
-def _base(cfg: SamplerConfig) -> SamplingParams:
-    return SamplingParams(
-        temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, min_p=cfg.min_p
-    )
+def classify_states(metrics: list[list[float]] | mx.array, cfg: SamplerConfig) -> list[State]:
+    """``classify`` for host code (plots, calibration): state names of (N, 6) metrics."""
+    return [STATES[i] for i in classify(mx.array(metrics, dtype=mx.float32), cfg).tolist()]
 
 
-GREEDY = SamplingParams(temperature=0.0, top_p=1.0, top_k=1, min_p=0.0)
+def _select(state: mx.array, base: float | mx.array, per_state: dict[int, mx.array]) -> mx.array:
+    out = mx.broadcast_to(mx.array(base, dtype=mx.float32), state.shape)
+    for index, value in per_state.items():
+        out = mx.where(state == index, value, out)
+    return out
 
 
 def decide(
-    m: StepMetrics,
+    metrics: mx.array,
     cfg: SamplerConfig,
     mode: Mode = "entropix",
-    can_clarify: bool = False,
-) -> Decision:
-    """How to pick this token. The state is reported in every mode; only entropix acts on it.
-
-    ``can_clarify``: the clarifying token exists and has not been inserted yet in this
-    generation (the original inserts it at most once).
-    """
-    state = classify(m, cfg)
+    can_clarify: mx.array | bool = False,
+) -> Plan:
+    """The plan for each row of (B, 6) metrics. The state is reported in every mode; only
+    entropix acts on it. ``can_clarify``: the clarifying token exists and has not been
+    inserted yet in this generation (the original inserts it at most once)."""
+    metrics = metrics.astype(mx.float32)
+    ent, vent, aent, avent, agr, ints = (metrics[..., i] for i in range(6))
+    state = classify(metrics, cfg)
+    one = mx.ones(state.shape, dtype=mx.int32)
+    zero = mx.zeros(state.shape, dtype=mx.float32)
     if mode == "greedy":
-        return Decision(state, "argmax", GREEDY)
+        return Plan(state, one * ARGMAX, zero, zero + 1, one, zero, one, zero)
+    base = (cfg.temperature, cfg.top_p, cfg.top_k, cfg.min_p)
     if mode == "normal":
-        return Decision(state, "sample", _base(cfg))
+        t, p, k, mp = (zero + v for v in base)
+        return Plan(state, one * SAMPLE, t, p, k.astype(mx.int32), mp, one, zero)
 
     t0 = cfg.temperature
-    if state == "flowing":
-        return Decision(state, "argmax", GREEDY)
-    if state == "treading":
-        if can_clarify:
-            return Decision(state, "clarify", GREEDY)
-        temp = min(
-            MAX_CAREFUL_TEMPERATURE,
-            t0 * (cfg.helv_attn_ent_offset + cfg.helv_attn_ent_coef * m.attn_entropy),
-        )
-        return Decision(state, "sample", _base(cfg).model_copy(update={"temperature": temp}))
-    if state == "exploring":
-        temp = min(
-            MAX_CAREFUL_TEMPERATURE,
-            t0
-            * (
-                cfg.lehv_interaction_strength_offset
-                + cfg.lehv_interaction_strength_coef * m.interaction_strength
+    logits_unc, attn_unc = ent + vent, aent + avent
+    temperature = _select(
+        state,
+        t0,
+        {
+            FLOWING: zero,
+            TREADING: mx.minimum(
+                MAX_CAREFUL_TEMPERATURE,
+                t0 * (cfg.helv_attn_ent_offset + cfg.helv_attn_ent_coef * aent),
             ),
-        )
-        top_k = max(MIN_FORK_TOP_K, int(cfg.top_k * (1 + FORK_TOP_K_COEF * (1 - m.agreement))))
-        params = _base(cfg).model_copy(update={"temperature": temp, "top_k": top_k})
-        return Decision(state, "sample", params)
-    if state == "resampling":
-        temp = max(
-            MIN_MIST_TEMPERATURE,
-            t0 * (cfg.hehv_attn_vent_offset + cfg.hehv_attn_vent_coef * m.attn_varentropy),
-        )
-        top_p = max(MIN_MIST_TOP_P, cfg.top_p - cfg.hehv_attn_ent_coef * m.attn_entropy)
-        params = _base(cfg).model_copy(update={"temperature": temp, "top_p": top_p})
-        return Decision(state, "sample", params)
-
-    # Adaptive: every parameter scaled by the metrics, then the best of n draws.
-    logits_unc = m.entropy + m.varentropy
-    attn_unc = m.attn_entropy + m.attn_varentropy
-    temp = t0 * (
-        1
-        + cfg.ada_temp_logits * logits_unc
-        + cfg.ada_temp_attn * attn_unc
-        - cfg.ada_temp_agree * m.agreement
+            EXPLORING: mx.minimum(
+                MAX_CAREFUL_TEMPERATURE,
+                t0
+                * (
+                    cfg.lehv_interaction_strength_offset + cfg.lehv_interaction_strength_coef * ints
+                ),
+            ),
+            RESAMPLING: mx.maximum(
+                MIN_MIST_TEMPERATURE,
+                t0 * (cfg.hehv_attn_vent_offset + cfg.hehv_attn_vent_coef * avent),
+            ),
+            ADAPTIVE: mx.maximum(
+                0.0,
+                t0
+                * (
+                    1
+                    + cfg.ada_temp_logits * logits_unc
+                    + cfg.ada_temp_attn * attn_unc
+                    - cfg.ada_temp_agree * agr
+                ),
+            ),
+        },
     )
-    top_p = float(np.clip(cfg.top_p * (1 + cfg.ada_top_p * m.attn_varentropy), 0.1, 1.0))
-    # Clip before rounding: extreme coefficients must not overflow int().
-    top_k_scale = 1 + cfg.ada_top_k_int * m.interaction_strength - cfg.ada_top_k_agree * m.agreement
-    top_k = round(float(np.clip(cfg.top_k * top_k_scale, 1, ADAPTIVE_MAX_TOP_K)))
-    min_p = float(np.clip(cfg.min_p * (1 - cfg.ada_min_p * logits_unc), 0.01, 0.5))
-    # The original's confidence score: identical for every candidate of this step, so the
-    # best-of-n pick is the most likely draw; kept so scores are comparable to the original.
-    bonus = (
-        (1 - m.entropy) * cfg.ada_score_logits_ent
-        + (1 - m.attn_entropy) * cfg.ada_score_attn_ent
-        + (1 - m.varentropy) * cfg.ada_score_logits_vent
-        + (1 - m.attn_varentropy) * cfg.ada_score_attn_vent
-        + m.agreement * cfg.ada_score_agree
-        + m.interaction_strength * cfg.ada_score_int
+    top_p = _select(
+        state,
+        cfg.top_p,
+        {
+            RESAMPLING: mx.maximum(MIN_MIST_TOP_P, cfg.top_p - cfg.hehv_attn_ent_coef * aent),
+            ADAPTIVE: mx.clip(cfg.top_p * (1 + cfg.ada_top_p * avent), 0.1, 1.0),
+        },
     )
-    params = SamplingParams(
-        temperature=max(temp, 0.0),
-        top_p=top_p,
-        top_k=top_k,
-        min_p=min_p,
-        n_samples=cfg.n_adaptive_samples,
+    # Clip before rounding/flooring, so extreme coefficients cannot overflow the int cast.
+    ada_top_k = cfg.top_k * (1 + cfg.ada_top_k_int * ints - cfg.ada_top_k_agree * agr)
+    top_k = _select(
+        state,
+        cfg.top_k,
+        {
+            FLOWING: zero + 1,
+            EXPLORING: mx.maximum(
+                MIN_FORK_TOP_K,
+                mx.floor(mx.minimum(cfg.top_k * (1 + FORK_TOP_K_COEF * (1 - agr)), 2**30)),
+            ),
+            ADAPTIVE: mx.round(mx.clip(ada_top_k, 1, ADAPTIVE_MAX_TOP_K)),
+        },
+    ).astype(mx.int32)
+    min_p = _select(
+        state,
+        cfg.min_p,
+        {ADAPTIVE: mx.clip(cfg.min_p * (1 - cfg.ada_min_p * logits_unc), 0.01, 0.5)},
     )
-    return Decision(state, "best_of_n", params, score_bonus=bonus)
+    n_samples = mx.where(state == ADAPTIVE, cfg.n_adaptive_samples, 1).astype(mx.int32)
+    # The original's confidence score: identical for every candidate of a step, so the
+    # best-of-n pick is the most likely draw; reported so scores compare with the original.
+    bonus = mx.where(
+        state == ADAPTIVE,
+        (1 - ent) * cfg.ada_score_logits_ent
+        + (1 - aent) * cfg.ada_score_attn_ent
+        + (1 - vent) * cfg.ada_score_logits_vent
+        + (1 - avent) * cfg.ada_score_attn_vent
+        + agr * cfg.ada_score_agree
+        + ints * cfg.ada_score_int,
+        0.0,
+    )
+    clarify = (state == TREADING) & can_clarify
+    action = _select(state, SAMPLE, {FLOWING: zero + ARGMAX, ADAPTIVE: zero + BEST_OF_N}).astype(
+        mx.int32
+    )
+    action = mx.where(clarify, CLARIFY, action)
+    temperature = mx.where(clarify, 0.0, temperature)
+    return Plan(state, action, temperature, top_p, top_k, min_p, n_samples, bonus)
 
 
-def filter_distribution(
-    logits: np.ndarray, params: SamplingParams
-) -> tuple[np.ndarray, np.ndarray]:
-    """The filter chain on one step's logits: (candidate ids, their probabilities).
+def candidate_width(cfg: SamplerConfig, mode: Mode, vocab: int) -> int:
+    """How many top tokens can ever be kept in this generation: the filters then only need
+    a partial sort of that many (O(V)) instead of sorting the vocabulary each step."""
+    if mode == "greedy":
+        return 1
+    if cfg.top_k == 0 or mode == "normal" and cfg.top_k >= vocab:
+        return vocab
+    if mode == "normal":
+        return cfg.top_k
+    fork = max(MIN_FORK_TOP_K, int(cfg.top_k * (1 + FORK_TOP_K_COEF)) + 1)  # agreement >= 0
+    return min(vocab, max(cfg.top_k, fork, ADAPTIVE_MAX_TOP_K))
+
+
+def top_candidates(logits: mx.array, width: int) -> tuple[mx.array, mx.array]:
+    """(ids, logits) of the ``width`` largest logits of each row, in descending order."""
+    if width >= logits.shape[-1]:
+        ids = mx.argsort(-logits, axis=-1)
+    else:
+        ids = mx.argpartition(-logits, kth=width - 1, axis=-1)[..., :width]
+        ids = mx.take_along_axis(ids, mx.argsort(-mx.take_along_axis(logits, ids, -1)), -1)
+    return ids, mx.take_along_axis(logits, ids, axis=-1)
+
+
+def filter_probs(logits: mx.array, cand_logits: mx.array, plan: Plan) -> tuple[mx.array, mx.array]:
+    """The filter chain over the candidates: (log-weights with -inf where dropped, kept mask).
 
     Order: temperature, then min_p relative to the top probability, then top_p on the
-    descending cumulative mass, then top_k. Each keeps a descending prefix that always holds
-    the top token, so at least one token survives. A temperature of 0 means argmax.
+    descending cumulative mass (of the distribution renormalised after min_p, over the whole
+    vocabulary), then top_k. Each keeps a prefix of the descending order that holds the top
+    token, so at least one token always survives.
     """
-    top = int(np.argmax(logits))
-    if params.temperature <= 0.0 or params.top_k == 1:
-        return np.array([top]), np.array([1.0])
-    z = logits.astype(np.float64) / params.temperature
-    p = np.exp(z - z[top])
-    p /= p.sum()
-    keep = p >= params.min_p * p[top] if params.min_p > 0.0 else None
-    mass = p[keep].sum() if keep is not None else 1.0  # renormalise after min_p
-
-    # top_p and top_k both keep a prefix of the descending order, so only the first
-    # top_k candidates ever need sorting (argpartition is O(V)).
-    vocab = p.shape[0]
-    k = params.top_k if 0 < params.top_k < vocab else vocab
-    ids = np.argpartition(-p, k - 1)[:k] if k < vocab else np.arange(vocab)
-    if keep is not None:
-        ids = ids[keep[ids]]
-    ids = ids[np.argsort(-p[ids], kind="stable")]
-    if params.top_p < 1.0:
-        before = (np.cumsum(p[ids]) - p[ids]) / mass  # mass strictly before each candidate
-        ids = ids[before < params.top_p]
-    probs = p[ids]
-    return ids, probs / probs.sum()
+    temp = mx.maximum(plan.temperature, 1e-6)[..., None]
+    z_all = logits.astype(mx.float32) / temp
+    z = cand_logits.astype(mx.float32) / temp
+    log_norm = mx.logsumexp(z_all, axis=-1, keepdims=True)
+    probs_all = mx.exp(z_all - log_norm)
+    probs = mx.exp(z - log_norm)
+    threshold = plan.min_p[..., None] * probs[..., :1]
+    kept_mass = mx.sum(mx.where(probs_all >= threshold, probs_all, 0.0), axis=-1, keepdims=True)
+    keep = probs >= threshold
+    before = (mx.cumsum(probs, axis=-1) - probs) / kept_mass  # mass strictly before each token
+    keep = keep & (before < plan.top_p[..., None])
+    rank = mx.arange(z.shape[-1])
+    top_k = plan.top_k[..., None]
+    keep = keep & ((top_k <= 0) | (rank < top_k)) & ((plan.temperature[..., None] > 0) | (rank < 1))
+    keep = keep | (rank < 1)
+    return mx.where(keep, z, -mx.inf), keep
 
 
-def draw(ids: np.ndarray, probs: np.ndarray, rng: np.random.Generator, n: int = 1) -> np.ndarray:
-    """n independent draws from the categorical (ids, probs)."""
-    if ids.size == 1:
-        return np.repeat(ids, n)
-    cdf = np.cumsum(probs)
-    idx = np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right")
-    return ids[np.minimum(idx, ids.size - 1)]
+def sample(
+    logits: mx.array, plan: Plan, key: mx.array, width: int, max_samples: int
+) -> tuple[mx.array, mx.array, mx.array]:
+    """Pick a token per row: (token ids (B,), candidate ids (B, width), candidate logits).
+
+    Draws ``max_samples`` independent candidates under ``key`` and keeps, among the first
+    ``plan.n_samples``, the one with the highest raw log-probability (plus the step's bonus,
+    equal for all). Argmax when the plan says so (temperature 0).
+    """
+    ids, cand_logits = top_candidates(logits, width)
+    weights, _ = filter_probs(logits, cand_logits, plan)
+    draws = mx.random.categorical(weights, num_samples=max_samples, key=key)  # (B, n)
+    raw = mx.take_along_axis(cand_logits, draws, axis=-1)
+    raw = mx.where(mx.arange(max_samples) < plan.n_samples[..., None], raw, -mx.inf)
+    best = mx.take_along_axis(draws, mx.argmax(raw, axis=-1, keepdims=True), axis=-1)[..., 0]
+    best = mx.where(plan.temperature > 0, best, 0)  # argmax: the first candidate
+    token = mx.take_along_axis(ids, best[..., None], axis=-1)[..., 0]
+    return token, ids, cand_logits
 
 
-def step_rng(seed: int, step: int) -> np.random.Generator:
-    """The generator of one step: its own stream, derived from (request seed, step)."""
-    return np.random.Generator(np.random.Philox(key=[seed & (2**64 - 1), step]))
+def step_key(seed: int, step: int) -> mx.array:
+    """The PRNG key of one step: its own stream, derived from (request seed, step)."""
+    x = (seed * 0x9E3779B97F4A7C15 + step * 0xBF58476D1CE4E5B9 + 1) & (2**64 - 1)
+    x ^= x >> 31  # splitmix64-style mixing so nearby (seed, step) pairs are far apart
+    x = (x * 0x94D049BB133111EB) & (2**64 - 1)
+    return mx.random.key((x ^ (x >> 29)) & (2**63 - 1))
+
+
+def params_of(values: list[float]) -> SamplingParams:
+    """A host-side ``SamplingParams`` from (temperature, top_p, top_k, min_p, n_samples)."""
+    temp, top_p, top_k, min_p, n = values
+    return SamplingParams(
+        temperature=round(temp, 6),
+        top_p=round(top_p, 6),
+        top_k=int(top_k),
+        min_p=round(min_p, 6),
+        n_samples=int(n),
+    )
