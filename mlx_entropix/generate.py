@@ -24,7 +24,7 @@ from .config import Mode, SamplerConfig
 from .errors import InvalidRequestError, PromptTooLongError
 from .events import STATES, DoneEvent, FinishReason, Metrics, TokenEvent, TopLogprob
 from .load import LoadedModel
-from .metrics import METRIC_NAMES, compute_metrics
+from .metrics import METRIC_NAMES, compute_metrics, log_normaliser
 from .sampler import (
     ACTIONS,
     CLARIFY,
@@ -33,6 +33,7 @@ from .sampler import (
     params_of,
     sample,
     step_key,
+    top_candidates,
 )
 
 Prompt = str | list[dict[str, Any]] | list[int]
@@ -89,7 +90,8 @@ def prepare_prompt(
 
 
 def _forward(lm: LoadedModel, tokens: list[int] | mx.array, cache: list) -> tuple[mx.array, ...]:
-    """Run ``tokens`` through the model: (last logits (1, V), metrics (1, 6)), lazily."""
+    """Run ``tokens`` through the model, lazily: last logits (1, V), metrics (1, 6) and the
+    log of the softmax normaliser (1,)."""
     if isinstance(tokens, mx.array):  # one decode step on a token still on the device
         chunks = [tokens.reshape(1)]
     else:
@@ -101,7 +103,8 @@ def _forward(lm: LoadedModel, tokens: list[int] | mx.array, cache: list) -> tupl
         mx.eval([c.state for c in cache])
     logits, scores = lm.model(chunks[-1][None], cache, last_only=True)
     last = logits[:, -1].astype(mx.float32)
-    return last, compute_metrics(last, scores)
+    normaliser = log_normaliser(last)
+    return last, compute_metrics(last, scores, normaliser), normaliser[1][:, 0]
 
 
 class _StopMatcher:
@@ -169,6 +172,7 @@ class _Step(NamedTuple):
 def _step(
     logits: mx.array,
     metrics: mx.array,
+    log_norm: mx.array,
     can_clarify: mx.array,
     key: mx.array,
     cfg: SamplerConfig,
@@ -179,10 +183,13 @@ def _step(
     clarify_id: int | None,
 ) -> _Step:
     plan = decide(metrics, cfg, mode, can_clarify)
-    token, ids, cand_logits = sample(logits, plan, key, width, n_max)
+    if mode == "greedy":  # no filters to apply: skip their pass over the vocabulary
+        ids, cand_logits = top_candidates(logits, width)
+        token = ids[:, 0]
+    else:
+        token, ids, cand_logits = sample(logits, plan, key, width, n_max)
     if clarify_id is not None:
         token = mx.where(plan.action == CLARIFY, clarify_id, token)
-    log_norm = mx.logsumexp(logits, axis=-1)
     logprob = mx.take_along_axis(logits, token[:, None], axis=-1)[:, 0] - log_norm
     columns = [token, plan.state, plan.action, plan.temperature, plan.top_p, plan.top_k,
                plan.min_p, plan.n_samples, logprob]  # fmt: skip
@@ -227,19 +234,19 @@ def _run(
     width = max(candidate_width(cfg, mode, vocab), top_logprobs, 1)
     n_max = cfg.n_adaptive_samples if mode == "entropix" else 1
 
-    def step(logits: mx.array, metrics: mx.array, can: mx.array, index: int) -> _Step:
-        return _step(logits, metrics, can, step_key(seed, index), cfg, mode, width, n_max,
+    def step(forward: tuple[mx.array, ...], can: mx.array, index: int) -> _Step:
+        return _step(*forward, can, step_key(seed, index), cfg, mode, width, n_max,
                      top_logprobs, clarify_id)  # fmt: skip
 
     cache = lm.model.make_cache()
-    current = step(*_forward(lm, ids, cache), mx.array([clarify_id is not None]), 0)
+    current = step(_forward(lm, ids, cache), mx.array([clarify_id is not None]), 0)
     mx.async_eval(current)
     for index in range(budget):
         if should_stop is not None and should_stop():
             finish = "cancelled"
             break
         if index + 1 < budget:  # queue step n+1 on the device before reading step n
-            following = step(*_forward(lm, current.token, cache), current.can_clarify, index + 1)
+            following = step(_forward(lm, current.token, cache), current.can_clarify, index + 1)
             mx.async_eval(following)
         values = current.packed.tolist()  # the one host sync of this step
         token, state, action = (int(v) for v in values[:3])

@@ -30,11 +30,22 @@ METRIC_NAMES = (
 )
 
 
-def logits_entropy(logits: mx.array) -> tuple[mx.array, mx.array]:
+def log_normaliser(logits: mx.array) -> tuple[mx.array, mx.array]:
+    """(exp(logits - max), max + log(sum of those)): one pass of exp over the vocabulary,
+    the costly part on a CPU, shared by the entropy and the token log-probabilities."""
+    top = mx.max(logits, axis=-1, keepdims=True)
+    weights = mx.exp(logits - top)
+    return weights, top + mx.log(mx.sum(weights, axis=-1, keepdims=True))
+
+
+def logits_entropy(
+    logits: mx.array, normaliser: tuple[mx.array, mx.array] | None = None
+) -> tuple[mx.array, mx.array]:
     """Entropy H = -sum p log2 p and varentropy sum p (log2 p + H)^2 of softmax(logits)."""
     logits = logits.astype(mx.float32)
-    logp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-    p, log2p = mx.exp(logp), logp * LOG2E
+    weights, log_norm = normaliser or log_normaliser(logits)
+    p = weights / mx.sum(weights, axis=-1, keepdims=True)
+    log2p = (logits - log_norm) * LOG2E
     entropy = -mx.sum(p * log2p, axis=-1)
     varentropy = mx.sum(p * mx.square(log2p + entropy[..., None]), axis=-1)
     return entropy, varentropy
@@ -60,6 +71,8 @@ def attention_metrics(scores: mx.array) -> tuple[mx.array, mx.array, mx.array, m
     return attn_entropy, attn_varentropy, agreement, interaction
 
 
-def compute_metrics(logits: mx.array, scores: mx.array) -> mx.array:
+def compute_metrics(
+    logits: mx.array, scores: mx.array, normaliser: tuple[mx.array, mx.array] | None = None
+) -> mx.array:
     """All six metrics stacked as (B, 6) float32 in ``METRIC_NAMES`` order."""
-    return mx.stack([*logits_entropy(logits), *attention_metrics(scores)], axis=-1)
+    return mx.stack([*logits_entropy(logits, normaliser), *attention_metrics(scores)], axis=-1)

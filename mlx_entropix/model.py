@@ -86,22 +86,16 @@ class Attention(nn.Module):
         k = self.rope(k, offset=cache.offset)
         k, v = cache.update_and_fetch(k, v)
 
+        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
+        out = self.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
         if not want_scores:
-            out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
-            return self.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1)), None
-
-        # Scores of the last query over all K filled keys (the causal mask allows them all).
+            return out, None
+        # Scores of the last query over all K filled keys (the causal mask allows them all),
+        # beside the fused kernel rather than instead of it: only the metrics depend on them.
         # Group query heads by their shared kv head instead of repeating k: (B, Hkv, rep, K).
         rep = self.n_heads // self.n_kv_heads
         q_last = q[:, :, -1, :].reshape(B, self.n_kv_heads, rep, self.head_dim)
         scores = (q_last * self.scale) @ k.swapaxes(-1, -2)
-        if L == 1:
-            # Decode: reuse the scores for the output instead of running the kernel again.
-            probs = mx.softmax(scores.astype(mx.float32), axis=-1).astype(v.dtype)
-            out = (probs @ v).reshape(B, self.n_heads, 1, self.head_dim)
-        else:
-            out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
-        out = self.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
         return out, scores.reshape(B, self.n_heads, -1).astype(mx.float32)
 
 

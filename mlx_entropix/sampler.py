@@ -236,15 +236,17 @@ def filter_probs(logits: mx.array, cand_logits: mx.array, plan: Plan) -> tuple[m
     token, so at least one token always survives.
     """
     temp = mx.maximum(plan.temperature, 1e-6)[..., None]
-    z_all = logits.astype(mx.float32) / temp
     z = cand_logits.astype(mx.float32) / temp
-    log_norm = mx.logsumexp(z_all, axis=-1, keepdims=True)
-    probs_all = mx.exp(z_all - log_norm)
-    probs = mx.exp(z - log_norm)
-    threshold = plan.min_p[..., None] * probs[..., :1]
-    kept_mass = mx.sum(mx.where(probs_all >= threshold, probs_all, 0.0), axis=-1, keepdims=True)
-    keep = probs >= threshold
-    before = (mx.cumsum(probs, axis=-1) - probs) / kept_mass  # mass strictly before each token
+    # One pass of exp over the vocabulary (costly on a CPU): weights relative to the top
+    # token, so min_p compares them with min_p directly.
+    weights_all = mx.exp(logits.astype(mx.float32) / temp - z[..., :1])
+    norm = mx.sum(weights_all, axis=-1, keepdims=True)
+    min_p = plan.min_p[..., None]
+    kept_mass = mx.sum(mx.where(weights_all >= min_p, weights_all, 0.0), axis=-1, keepdims=True)
+    weights = mx.exp(z - z[..., :1])
+    keep = weights >= min_p
+    probs = weights / norm
+    before = (mx.cumsum(probs, axis=-1) - probs) / (kept_mass / norm)  # mass before each token
     keep = keep & (before < plan.top_p[..., None])
     rank = mx.arange(z.shape[-1])
     top_k = plan.top_k[..., None]
