@@ -1,0 +1,276 @@
+"""The evaluation harness: statistics against hand-computed values, a tiny CSV end to end with a
+fake generator (known outcomes), CSV validation, reports, the data sets, and one short real run
+that must be identical twice with the same seed."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+import re
+from pathlib import Path
+
+from mlx_entropix.evaluation import (
+    Generation,
+    Item,
+    build_prompt,
+    engine_generate_fn,
+    evaluate,
+    item_seed,
+    load_items,
+    main,
+    paired_difference,
+    plot,
+    to_markdown,
+    wilson,
+    without_timings,
+)
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def test_wilson_hand_computed():
+    # p = 0.5, n = 100: centre 0.5, half = 1.96/(1+1.96^2/100) * sqrt(0.25/100 + 1.96^2/40000)
+    lo, hi = wilson(0.5, 100)
+    half = 1.959964 / 1.0384146 * math.sqrt(0.0025 + 3.8414588 / 40000)
+    assert lo == pytest.approx(0.5 - half, abs=1e-6)
+    assert hi == pytest.approx(0.5 + half, abs=1e-6)
+    assert (lo, hi) == pytest.approx((0.4038, 0.5962), abs=1e-4)
+    # Textbook values: 8/10 -> [0.490, 0.943]; 0/10 -> [0, 0.278].
+    assert wilson(0.8, 10) == pytest.approx((0.4902, 0.9433), abs=1e-4)
+    assert wilson(0.0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson(0.5, 0) == (0.0, 1.0)
+
+
+def test_paired_difference_hand_computed():
+    # d = [1, 0, 0, 1]: mean 0.5, sd = sqrt(4 * 0.25 / 3), half = 1.96 * sd / 2
+    out = paired_difference([1, 1, 0, 1], [0, 1, 0, 0])
+    half = 1.959964 * math.sqrt(1 / 3) / 2
+    assert out["mean"] == 0.5
+    assert out["ci95"] == pytest.approx([0.5 - half, 0.5 + half], abs=1e-6)
+    assert (out["wins"], out["losses"], out["ties"]) == (2, 0, 2)
+    same = paired_difference([0.5, 1.0], [0.5, 1.0])
+    assert same["mean"] == 0 and same["ci95"] == [0, 0] and same["ties"] == 2
+    with pytest.raises(ValueError):
+        paired_difference([1], [1, 0])
+
+
+def test_item_seed_is_paired_and_distinct():
+    seeds = {item_seed(0, i, j) for i in range(200) for j in range(4)}
+    assert len(seeds) == 800
+    assert item_seed(3, 5, 1) == item_seed(3, 5, 1)
+    assert all(0 <= s < 2**31 for s in seeds)
+
+
+# --------------------------------------------------------------------------- end to end (fake)
+
+
+def _write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture()
+def tiny_csv(tmp_path: Path) -> Path:
+    return _write_csv(
+        tmp_path / "tiny.csv",
+        [
+            {"prompt": "2 + 2 =", "answer": "4", "kind": "", "category": "math"},
+            {"prompt": "Capital of France?", "answer": "Paris", "kind": "", "category": "fact"},
+            {"prompt": "Is 3 > 2?", "answer": "yes", "kind": "yesno", "category": "math"},
+            {"prompt": "Pick: A) x B) y", "answer": "B", "kind": "choice", "category": "fact"},
+        ],
+    )
+
+
+# What the fake model says: greedy is right on items 0, 1; entropix on 0, 1, 2 with its first
+# seed and 0, 1 with its second; normal is always wrong.
+def fake_generate(item: Item, mode: str, seed: int) -> Generation:
+    right = {
+        0: "The answer is 4.",
+        1: "It is Paris.",
+        2: "Yes.",
+        3: "(B)",
+    }[item.index]
+    if mode == "greedy":
+        ok = item.index in (0, 1)
+    elif mode == "entropix":
+        ok = item.index in (0, 1) or (item.index == 2 and seed == item_seed(7, 2, 0))
+    else:
+        ok = False
+    states = {"flowing": 2, "adaptive": 1} if mode == "entropix" else {"flowing": 3}
+    return Generation(text=right if ok else "no idea", tokens=3, seconds=0.5, state_counts=states)
+
+
+def test_end_to_end_known_outcomes(tiny_csv: Path, tmp_path: Path):
+    items = load_items(tiny_csv)
+    assert [i.kind for i in items] == ["numeric", "contains", "yesno", "choice"]
+    result = evaluate(items, fake_generate, seeds=2, base_seed=7, progress=False, meta={})
+    s = result["summary"]
+    assert len(result["records"]) == 4 * (1 + 2 + 2)  # greedy once, sampled modes twice
+    assert s["greedy"]["accuracy"] == 0.5
+    assert s["normal"]["accuracy"] == 0.0
+    # entropix item scores: 1, 1, 0.5, 0 -> 0.625
+    assert s["entropix"]["accuracy"] == 0.625
+    assert s["entropix"]["accuracy_per_seed"] == [0.75, 0.5]
+    assert s["entropix"]["accuracy_per_category"] == {"fact": 0.5, "math": 0.75}
+    assert s["greedy"]["ci95"] == pytest.approx(list(wilson(0.5, 4)))
+    d = s["entropix"]["vs_greedy"]  # d = [0, 0, 0.5, 0]
+    half = 1.959964 * math.sqrt(((0.125**2) * 3 + 0.375**2) / 3) / 2
+    assert d["mean"] == 0.125
+    assert d["ci95"] == pytest.approx([0.125 - half, 0.125 + half], abs=1e-6)
+    assert (d["wins"], d["losses"], d["ties"]) == (1, 0, 3)
+    assert s["normal"]["vs_greedy"]["losses"] == 2
+    assert "vs_greedy" not in s["greedy"]
+    assert s["entropix"]["state_counts"]["adaptive"] == 8
+    assert s["entropix"]["mean_tokens"] == 3 and s["entropix"]["tok_s"] == 6.0
+    assert s["greedy"]["time_s"] == 2.0
+
+    # Reports: a markdown table with every mode, and a PNG.
+    result["run"].update(csv=str(tiny_csv), model="fake", max_tokens=8)
+    md = to_markdown(result)
+    assert "| entropix | 62.5 |" in md and "+12.5" in md and "| math |" in md
+    plot(result, tmp_path / "eval.png")
+    assert (tmp_path / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rerender_from_json(tiny_csv: Path, tmp_path: Path, capsys):
+    result = evaluate(load_items(tiny_csv), fake_generate, seeds=1, progress=False)
+    result["run"].update(csv="tiny.csv", model="fake", max_tokens=8)
+    saved = tmp_path / "res.json"
+    saved.write_text(json.dumps(result))
+    assert main([str(saved), "--png", str(tmp_path / "re.png")]) == 0
+    assert (tmp_path / "res.md").read_text().startswith("**tiny.csv**")
+    assert (tmp_path / "re.png").exists()
+    (tmp_path / "junk.json").write_text("[1, 2]")
+    capsys.readouterr()
+    assert main([str(tmp_path / "junk.json")]) == 2
+    assert "is not an evaluation result" in capsys.readouterr().err
+
+
+def test_interrupt_keeps_complete_items(tiny_csv: Path):
+    def flaky(item: Item, mode: str, seed: int) -> Generation:
+        if item.index == 2 and mode == "entropix":
+            raise KeyboardInterrupt
+        return fake_generate(item, mode, seed)
+
+    result = evaluate(load_items(tiny_csv), flaky, seeds=2, base_seed=7, progress=False)
+    assert result["run"]["interrupted"] and result["run"]["n_items"] == 2
+    assert {r["item"] for r in result["records"]} == {0, 1}  # item 2 was incomplete: dropped
+    assert result["summary"]["entropix"]["n_items"] == 2
+
+
+def test_excel_bom_csv(tmp_path: Path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes("\ufeffprompt,answer\n2 + 2 =,4\n".encode())
+    assert load_items(path)[0].answer == "4"
+
+
+def test_same_seed_same_result_with_fake(tiny_csv: Path):
+    items = load_items(tiny_csv)
+    a = evaluate(items, fake_generate, seeds=2, base_seed=7, progress=False)
+    b = evaluate(items, fake_generate, seeds=2, base_seed=7, progress=False)
+    assert without_timings(a) == without_timings(b)
+    assert "wall_s" in a["run"] and "wall_s" not in without_timings(a)["run"]
+
+
+# --------------------------------------------------------------------------- input validation
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([{"question": "q", "answer": "1"}], "needs the columns prompt and answer"),
+        ([{"prompt": "q", "answer": ""}], "row 2: empty prompt or answer"),
+        ([{"prompt": "q", "answer": "1", "kind": "fuzzy"}], "unknown kind 'fuzzy'"),
+        ([{"prompt": "q", "answer": "one", "kind": "numeric"}], "not a number"),
+        ([{"prompt": "q", "answer": "1", "format": "xml"}], "unknown format 'xml'"),
+    ],
+)
+def test_bad_csv_one_clear_line(tmp_path: Path, rows, message):
+    from mlx_entropix.errors import InvalidRequestError
+
+    with pytest.raises(InvalidRequestError, match=re.escape(message)) as err:
+        load_items(_write_csv(tmp_path / "bad.csv", rows))
+    assert "\n" not in str(err.value)
+
+
+def test_cli_bad_input_exits_2(tmp_path: Path, capsys):
+    assert main([str(tmp_path / "missing.csv"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("eval: error: cannot read evaluation CSV") and "\n" not in err
+    assert main([str(tmp_path / "missing.csv"), "--modes", "greedy,beam"]) == 2
+    assert "unknown mode" in capsys.readouterr().err
+
+
+def test_raw_format_keeps_prompt_whitespace(tmp_path: Path):
+    path = _write_csv(tmp_path / "raw.csv", [{"prompt": "1 + 1 = 2\n2 + 2 =", "answer": "4"}])
+    (item,) = load_items(path, default_format="raw")
+    assert item.format == "raw" and item.prompt == "1 + 1 = 2\n2 + 2 ="
+
+
+# --------------------------------------------------------------------------- data sets
+
+
+def _make_sets():
+    spec = importlib.util.spec_from_file_location("make_sets", ROOT / "data/eval/make_sets.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+def test_data_sets_are_reproducible_and_verifiable():
+    mod = _make_sets()
+    sets = mod.build()
+    assert sets == mod.build()  # deterministic
+    assert len(sets["core"]) >= 100
+    for name, rows in sets.items():
+        on_disk = list(csv.DictReader((ROOT / f"data/eval/{name}.csv").open(newline="")))
+        assert on_disk == rows, f"data/eval/{name}.csv is stale: run data/eval/make_sets.py"
+        load_items(ROOT / f"data/eval/{name}.csv")  # valid for the harness
+    for r in sets["add_1digit"] + sets["mul_1digit"]:
+        a, op, b = re.fullmatch(r"(\d) ([+x]) (\d) =", r["prompt"].splitlines()[-1]).groups()
+        assert int(r["answer"]) == (int(a) + int(b) if op == "+" else int(a) * int(b))
+    for r in sets["word_problem"]:
+        a, b = map(int, re.findall(r"\d+", r["prompt"].splitlines()[-2]))
+        gives = "gives away" in r["prompt"].splitlines()[-2]
+        assert int(r["answer"]) == (a - b if gives else a + b)
+    for r in sets["larger_2digit"]:
+        a, b = map(int, re.findall(r"\d+", r["prompt"].splitlines()[-2]))
+        assert int(r["answer"]) == max(a, b)
+
+
+# --------------------------------------------------------------------------- the real model
+
+
+def test_build_prompt_formats(embedded):
+    raw = Item(0, "2 + 2 =", "4", "numeric", format="raw")
+    shot = Item(1, "1 + 1 =", "2", "numeric", format="raw")
+    ids = build_prompt(embedded.tokenizer, raw, None, [shot])
+    assert embedded.tokenizer.decode(ids).endswith("1 + 1 = 2\n2 + 2 =")
+    chat = Item(0, "Capital of France?", "Paris", "contains")
+    msgs = build_prompt(embedded.tokenizer, chat, "Be brief.", [Item(1, "Q?", "A|B", "contains")])
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
+    assert msgs[2]["content"] == "A"
+
+
+def test_real_model_run_is_deterministic(embedded, tmp_path: Path):
+    items = load_items(ROOT / "data/eval/core.csv")[:2]  # two raw few-shot additions
+    gen = engine_generate_fn(embedded, max_tokens=4)
+    a = evaluate(items, gen, seeds=1, base_seed=3, progress=False)
+    b = evaluate(items, gen, seeds=1, base_seed=3, progress=False)
+    assert without_timings(a) == without_timings(b)
+    assert len(a["records"]) == 2 * 3
+    for r in a["records"]:
+        assert "\n" not in r["text"] and r["tokens"] <= 4
+        assert sum(r["state_counts"].values()) == r["tokens"]
+    json.dumps(a)  # JSON-ready
