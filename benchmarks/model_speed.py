@@ -33,6 +33,9 @@ def measure(args: argparse.Namespace) -> dict:
     from mlx_lm.generate import generate_step
     from mlx_lm.models.cache import make_prompt_cache
 
+    if args.setting in ("mkl", "openblas") and runtime_info().blas == "bundled":
+        return {"blas": "bundled"}  # not installed: the parent skips it, no slow run
+
     t0 = time.perf_counter()
     lm = load(args.model)
     load_s = time.perf_counter() - t0
@@ -99,6 +102,7 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3, help="best of N decode runs")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--setting", default="auto", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(measure(args)))
@@ -111,6 +115,8 @@ def main() -> None:
             sys.executable,
             __file__,
             "--child",
+            "--setting",
+            blas,
             "--tokens",
             str(args.tokens),
             "--prompt-tokens",
@@ -149,6 +155,9 @@ def main() -> None:
             f"{r['mlx_lm_decode_tok_s']:>15.2f}{ratio:>15.2f}"
         )
     print("(prefill and decode in tokens/s; decode is greedy, best of repeats)")
+    if not rows:
+        print(f"nothing measured: {RESULTS} left as it was", file=sys.stderr)
+        return
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
         json.dumps({"machine": platform.platform(), "cpus": os.cpu_count(), "rows": rows}, indent=2)
