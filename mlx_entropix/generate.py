@@ -291,7 +291,7 @@ def _run(
             if held is not None:
                 yield held
             held = event
-        if finish == "stop_string":
+        if finish == "stop_string" or index + 1 == budget:
             break
         current = following
 

@@ -132,3 +132,10 @@ def test_generation_stops_at_the_context_end(embedded):
     assert len(ids) + len(tokens) == 60 and done.finish_reason == "length"
     with pytest.raises(PromptTooLongError):
         prepare_prompt(small, list(range(60)))
+
+
+@pytest.mark.parametrize("mode", ["entropix", "greedy"])
+def test_a_single_token(embedded, mode):
+    tokens, done = run(embedded, mode=mode, max_tokens=1, seed=0)
+    assert len(tokens) == 1 and done.generated_tokens == 1 and done.finish_reason == "length"
+    assert done.text == tokens[0].text == "To"
