@@ -6,7 +6,7 @@ uv run mlx_download_weights.py --model-id ORG/NAME --convert --quantize   # 4-bi
 
 import sys
 
-from mlx_entropix.download import main
+from mlx_entropix.io.download import main
 
 if __name__ == "__main__":
     sys.exit(main())

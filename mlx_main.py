@@ -2,12 +2,12 @@
 
 uv run mlx_main.py --input "Which number is larger, 9.9 or 9.11?"
 uv run mlx_main.py --compare --seed 1        # entropix vs normal, same prompt and seed
-uv run mlx_main.py --help
+uv run mlx_main.py --help                    # (also installed as the `mlx-entropix` command)
 """
 
 import sys
 
-from mlx_entropix.cli import main
+from mlx_entropix.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

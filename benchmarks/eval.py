@@ -4,7 +4,7 @@
     uv run benchmarks/eval.py my_gsm8k.csv --model meta-llama/Llama-3.2-1B-Instruct \\
         --fewshot my_gsm8k_train.csv --shots 8 --max-tokens 256
 
-All logic lives in ``mlx_entropix/evaluation.py`` (see its docstring and benchmarks/README.md).
+All logic lives in ``mlx_entropix/eval/`` (see its docstring and benchmarks/README.md).
 Exit status: 0 done, 2 bad input (one ``eval: error: ...`` line), 130 interrupted.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import mlx_entropix  # noqa: E402, F401  (BLAS preload before mlx)
-from mlx_entropix.evaluation import main  # noqa: E402
+from mlx_entropix.eval.main import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -26,8 +26,9 @@ PROMPT = "Explain, step by step, why the sky is blue and sunsets are red. " * 40
 def measure(args: argparse.Namespace) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import mlx_entropix  # noqa: F401  (BLAS preload first)
-    from mlx_entropix.device import runtime_info
-    from mlx_entropix.load import load, to_mlx_lm
+    from mlx_entropix.eval.reference_model import to_mlx_lm
+    from mlx_entropix.io.load import load
+    from mlx_entropix.runtime.device import runtime_info
 
     import mlx.core as mx
     from mlx_lm.generate import generate_step

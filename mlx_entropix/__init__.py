@@ -3,7 +3,7 @@
 Importing the package preloads an optimized BLAS (Linux) before anything imports ``mlx.core``.
 """
 
-from . import blas as _blas
+from .runtime import blas as _blas
 
 _blas.preload()
 

@@ -16,6 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Mode = Literal["entropix", "normal", "greedy"]
 
+# The original's adaptive "score" weights. Its score was the same for every best-of-n candidate
+# of a step, so it never changed which one was picked; files that carry them still load.
+IGNORED_KEYS = frozenset(
+    f"ada_score_{m}" for m in ("logits_ent", "attn_ent", "logits_vent", "attn_vent", "agree", "int")
+)
+
 
 class SamplerConfig(BaseModel):
     """Every knob of the sampler. Field names follow the original entropix config."""
@@ -55,12 +61,6 @@ class SamplerConfig(BaseModel):
     ada_top_k_int: float = 0.3
     ada_top_k_agree: float = 0.2
     ada_min_p: float = 0.5
-    ada_score_logits_ent: float = 0.1
-    ada_score_attn_ent: float = 0.2
-    ada_score_logits_vent: float = 0.3
-    ada_score_attn_vent: float = 0.4
-    ada_score_agree: float = 0.5
-    ada_score_int: float = 0.6
 
     # The "pause to think" token inserted once when treading carefully, looked up by its text.
     clarifying_token: str | None = Field(
@@ -79,7 +79,8 @@ class SamplerConfig(BaseModel):
         path = Path(path)
         text = path.read_text()
         data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-        return cls.model_validate(data.get("sampler", data))
+        data = data.get("sampler", data)
+        return cls.model_validate({k: v for k, v in data.items() if k not in IGNORED_KEYS})
 
     def to_file(self, path: str | Path) -> None:
         Path(path).write_text(self.model_dump_json(indent=2) + "\n")

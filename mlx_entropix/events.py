@@ -55,6 +55,22 @@ STATE_INFO: dict[State, StateInfo] = {
 
 # What the sampler did to pick the token.
 Action = Literal["argmax", "clarify", "sample", "best_of_n"]
+# In the order front ends list them; the sampler packs the index into this tuple.
+ACTIONS: tuple[Action, ...] = ("argmax", "sample", "best_of_n", "clarify")
+
+
+class Label(BaseModel):
+    label: str
+    unit: str = ""
+
+
+# How front ends name each action and metric (the UI's types are generated from these).
+ACTION_INFO: dict[Action, Label] = {
+    "argmax": Label(label="argmax (took the most likely token)"),
+    "clarify": Label(label="clarify (inserted the pause token)"),
+    "sample": Label(label="sample (drew with adjusted parameters)"),
+    "best_of_n": Label(label="best of n (scored several draws)"),
+}
 FinishReason = Literal["stop", "length", "stop_string", "cancelled", "error"]
 
 
@@ -67,6 +83,19 @@ class Metrics(BaseModel):
     attn_varentropy: float
     agreement: float = Field(description="Mean |A - mean_heads(A)|: really a disagreement.")
     interaction_strength: float = Field(description="Mean |pre-softmax attention score|.")
+
+
+# The metric names in the order of the device-side (B, 6) arrays (``metrics.compute_metrics``).
+METRIC_NAMES: tuple[str, ...] = tuple(Metrics.model_fields)
+METRIC_INFO: dict[str, Label] = {
+    "entropy": Label(label="Entropy", unit="bits"),
+    "varentropy": Label(label="Varentropy", unit="bits²"),
+    "attn_entropy": Label(label="Attention entropy", unit="bits"),
+    "attn_varentropy": Label(label="Attention varentropy", unit="bits²"),
+    "agreement": Label(label="Head disagreement"),
+    "interaction_strength": Label(label="Interaction strength"),
+}
+assert tuple(METRIC_INFO) == METRIC_NAMES
 
 
 class SamplingParams(BaseModel):

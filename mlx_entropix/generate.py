@@ -16,25 +16,28 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import mlx.core as mx
 
 from .config import Mode, SamplerConfig
 from .errors import InvalidRequestError, PromptTooLongError
-from .events import STATES, DoneEvent, FinishReason, Metrics, TokenEvent, TopLogprob
-from .load import LoadedModel
-from .metrics import METRIC_NAMES, compute_metrics, log_normaliser
-from .sampler import (
+from .events import (
     ACTIONS,
-    CLARIFY,
-    candidate_width,
-    decide,
-    params_of,
-    sample,
-    step_key,
-    top_candidates,
+    METRIC_NAMES,
+    STATES,
+    DoneEvent,
+    FinishReason,
+    Metrics,
+    SamplingParams,
+    TokenEvent,
+    TopLogprob,
 )
+from .metrics import compute_metrics, log_normaliser
+from .sampler import CLARIFY, candidate_width, decide, sample, step_key, top_candidates
+
+if TYPE_CHECKING:  # the core never imports the loaders; they hand it a LoadedModel
+    from .io.load import LoadedModel
 
 Prompt = str | list[dict[str, Any]] | list[int]
 PREFILL_CHUNK = 512  # bounds the prefill's peak memory on long prompts
@@ -105,6 +108,18 @@ def _forward(lm: LoadedModel, tokens: list[int] | mx.array, cache: list) -> tupl
     last = logits[:, -1].astype(mx.float32)
     normaliser = log_normaliser(last)
     return last, compute_metrics(last, scores, normaliser), normaliser[1][:, 0]
+
+
+def params_of(values: list[float]) -> SamplingParams:
+    """The event's ``SamplingParams`` from the packed (temperature, top_p, top_k, min_p, n)."""
+    temp, top_p, top_k, min_p, n = values
+    return SamplingParams(
+        temperature=round(temp, 6),
+        top_p=round(top_p, 6),
+        top_k=int(top_k),
+        min_p=round(min_p, 6),
+        n_samples=int(n),
+    )
 
 
 class _StopMatcher:

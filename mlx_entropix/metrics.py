@@ -19,15 +19,16 @@ import math
 
 import mlx.core as mx
 
+from .events import METRIC_NAMES
+
 LOG2E = 1.0 / math.log(2.0)
-METRIC_NAMES = (
-    "entropy",
-    "varentropy",
-    "attn_entropy",
-    "attn_varentropy",
-    "agreement",
-    "interaction_strength",
-)
+__all__ = [
+    "METRIC_NAMES",
+    "attention_metrics",
+    "compute_metrics",
+    "log_normaliser",
+    "logits_entropy",
+]
 
 
 def log_normaliser(logits: mx.array) -> tuple[mx.array, mx.array]:

@@ -24,16 +24,17 @@ Known bugs of the reference implementations that are deliberately *not* reproduc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import mlx.core as mx
 
 from .config import Mode, SamplerConfig
-from .events import STATES, Action, SamplingParams, State
+from .events import ACTIONS, STATES, State
 
-ACTIONS: tuple[Action, ...] = ("argmax", "clarify", "sample", "best_of_n")
+__all__ = ["ACTIONS", "Plan", "classify", "decide", "sample", "step_key"]
 FLOWING, TREADING, EXPLORING, RESAMPLING, ADAPTIVE = range(5)  # indices into STATES
-ARGMAX, CLARIFY, SAMPLE, BEST_OF_N = range(4)  # indices into ACTIONS
+ARGMAX, SAMPLE, BEST_OF_N, CLARIFY = (
+    ACTIONS.index(a) for a in ("argmax", "sample", "best_of_n", "clarify")
+)
 
 # Constants the original hard-codes (they are not part of its SamplerConfig).
 MAX_CAREFUL_TEMPERATURE = 1.5  # cap of the "treading" and "fork" temperatures
@@ -42,17 +43,6 @@ FORK_TOP_K_COEF = 0.5  # top_k grows by (1 + 0.5 * (1 - agreement)) at a fork
 MIN_FORK_TOP_K = 5
 MIN_MIST_TOP_P = 0.5  # the mist's top_p shrinks with attention entropy, not below 0.5
 ADAPTIVE_MAX_TOP_K = 100
-
-
-class StepMetrics(NamedTuple):
-    """The six metrics of one step as plain floats (see ``metrics.py`` for definitions)."""
-
-    entropy: float
-    varentropy: float
-    attn_entropy: float
-    attn_varentropy: float
-    agreement: float
-    interaction_strength: float
 
 
 @dataclass(frozen=True)
@@ -66,11 +56,10 @@ class Plan:
     top_k: mx.array  # int32; 0 disables
     min_p: mx.array
     n_samples: mx.array  # int32
-    bonus: mx.array  # adaptive confidence score (the same for every candidate of a step)
 
     def arrays(self) -> list[mx.array]:
         return [self.state, self.action, self.temperature, self.top_p, self.top_k, self.min_p,
-                self.n_samples, self.bonus]  # fmt: skip
+                self.n_samples]  # fmt: skip
 
 
 def classify(metrics: mx.array, cfg: SamplerConfig) -> mx.array:
@@ -115,11 +104,11 @@ def decide(
     one = mx.ones(state.shape, dtype=mx.int32)
     zero = mx.zeros(state.shape, dtype=mx.float32)
     if mode == "greedy":
-        return Plan(state, one * ARGMAX, zero, zero + 1, one, zero, one, zero)
+        return Plan(state, one * ARGMAX, zero, zero + 1, one, zero, one)
     base = (cfg.temperature, cfg.top_p, cfg.top_k, cfg.min_p)
     if mode == "normal":
         t, p, k, mp = (zero + v for v in base)
-        return Plan(state, one * SAMPLE, t, p, k.astype(mx.int32), mp, one, zero)
+        return Plan(state, one * SAMPLE, t, p, k.astype(mx.int32), mp, one)
 
     t0 = cfg.temperature
     logits_unc, attn_unc = ent + vent, aent + avent
@@ -183,25 +172,13 @@ def decide(
         {ADAPTIVE: mx.clip(cfg.min_p * (1 - cfg.ada_min_p * logits_unc), 0.01, 0.5)},
     )
     n_samples = mx.where(state == ADAPTIVE, cfg.n_adaptive_samples, 1).astype(mx.int32)
-    # The original's confidence score: identical for every candidate of a step, so the
-    # best-of-n pick is the most likely draw; reported so scores compare with the original.
-    bonus = mx.where(
-        state == ADAPTIVE,
-        (1 - ent) * cfg.ada_score_logits_ent
-        + (1 - aent) * cfg.ada_score_attn_ent
-        + (1 - vent) * cfg.ada_score_logits_vent
-        + (1 - avent) * cfg.ada_score_attn_vent
-        + agr * cfg.ada_score_agree
-        + ints * cfg.ada_score_int,
-        0.0,
-    )
     clarify = (state == TREADING) & can_clarify
     action = _select(state, SAMPLE, {FLOWING: zero + ARGMAX, ADAPTIVE: zero + BEST_OF_N}).astype(
         mx.int32
     )
     action = mx.where(clarify, CLARIFY, action)
     temperature = mx.where(clarify, 0.0, temperature)
-    return Plan(state, action, temperature, top_p, top_k, min_p, n_samples, bonus)
+    return Plan(state, action, temperature, top_p, top_k, min_p, n_samples)
 
 
 def candidate_width(cfg: SamplerConfig, mode: Mode, vocab: int) -> int:
@@ -261,8 +238,9 @@ def sample(
     """Pick a token per row: (token ids (B,), candidate ids (B, width), candidate logits).
 
     Draws ``max_samples`` independent candidates under ``key`` and keeps, among the first
-    ``plan.n_samples``, the one with the highest raw log-probability (plus the step's bonus,
-    equal for all). Argmax when the plan says so (temperature 0).
+    ``plan.n_samples``, the one with the highest raw log-probability (the original added a
+    confidence score that is the same for every candidate of a step, so it never changed the
+    pick: it is not computed). Argmax when the plan says so (temperature 0).
     """
     ids, cand_logits = top_candidates(logits, width)
     weights, _ = filter_probs(logits, cand_logits, plan)
@@ -281,15 +259,3 @@ def step_key(seed: int, step: int) -> mx.array:
     x ^= x >> 31  # splitmix64-style mixing so nearby (seed, step) pairs are far apart
     x = (x * 0x94D049BB133111EB) & (2**64 - 1)
     return mx.random.key((x ^ (x >> 29)) & (2**63 - 1))
-
-
-def params_of(values: list[float]) -> SamplingParams:
-    """A host-side ``SamplingParams`` from (temperature, top_p, top_k, min_p, n_samples)."""
-    temp, top_p, top_k, min_p, n = values
-    return SamplingParams(
-        temperature=round(temp, 6),
-        top_p=round(top_p, 6),
-        top_k=int(top_k),
-        min_p=round(min_p, 6),
-        n_samples=int(n),
-    )

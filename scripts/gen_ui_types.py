@@ -32,6 +32,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     events.DoneEvent,
     events.ErrorEvent,
     events.StateInfo,
+    events.Label,
     SamplerConfig,
 )
 
@@ -115,6 +116,16 @@ def render() -> str:
     for state, info in events.STATE_INFO.items():
         lines.append(f"  {state}: {json.dumps(info.model_dump(), ensure_ascii=False)},")
     lines += ["};", ""]
+    lines.append(f"export const ACTIONS: readonly Action[] = {json.dumps(list(events.ACTIONS))};")
+    lines.append("")
+    for name, table, key in (
+        ("ACTION_INFO", events.ACTION_INFO, "Action"),
+        ("METRIC_INFO", events.METRIC_INFO, "keyof Metrics"),
+    ):
+        lines.append(f"export const {name}: Record<{key}, Label> = {{")
+        for k, info in table.items():
+            lines.append(f"  {k}: {json.dumps(info.model_dump(), ensure_ascii=False)},")
+        lines += ["};", ""]
     return "\n".join(lines)
 
 

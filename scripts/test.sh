@@ -37,6 +37,9 @@ if [ -f ui/package.json ]; then
   (cd ui && bun install --frozen-lockfile && bun run build)
 fi
 
+log "wheel smoke test (the built wheel alone, in a fresh venv)"
+bash scripts/wheel_smoke.sh
+
 log "tests"
 # Missing UI tools must fail here rather than skip.
 export MLX_ENTROPIX_REQUIRE_UI=1

@@ -9,6 +9,6 @@ import pytest
 
 @pytest.fixture(scope="session")
 def embedded():
-    from mlx_entropix.load import load
+    from mlx_entropix.io.load import load
 
     return load()

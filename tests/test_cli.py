@@ -12,10 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+from mlx_entropix.cli.plot import PNG_SIZE, plot_runs
+from mlx_entropix.cli.terminal import Style, compare_table, legend, rgb_to_256, summary, token_text
 from mlx_entropix.config import SamplerConfig
 from mlx_entropix.events import STATE_INFO, STATES, DoneEvent, Metrics, SamplingParams, TokenEvent
-from mlx_entropix.plot import PNG_SIZE, plot_runs
-from mlx_entropix.terminal import Style, compare_table, legend, rgb_to_256, summary, token_text
 
 import pytest
 from PIL import Image

@@ -241,7 +241,7 @@ def test_quantize_needs_convert(tmp_path: Path):
 
 
 def test_download_and_convert_to_quantized_mlx(tmp_path: Path, embedded):
-    from mlx_entropix.load import load
+    from mlx_entropix.io.load import load
 
     from tests.test_load import write_tiny_hf
 

@@ -11,7 +11,7 @@ import math
 import re
 from pathlib import Path
 
-from mlx_entropix.evaluation import (
+from mlx_entropix.eval.harness import (
     Generation,
     Item,
     build_prompt,
@@ -19,13 +19,10 @@ from mlx_entropix.evaluation import (
     evaluate,
     item_seed,
     load_items,
-    main,
-    paired_difference,
-    plot,
-    to_markdown,
-    wilson,
-    without_timings,
 )
+from mlx_entropix.eval.main import main
+from mlx_entropix.eval.report import plot, to_markdown
+from mlx_entropix.eval.stats import paired_difference, wilson, without_timings
 
 import pytest
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from mlx_entropix.errors import ModelLoadError
-from mlx_entropix.load import load, resolve
+from mlx_entropix.io.load import load, resolve
 
 import mlx.core as mx
 import numpy as np
@@ -156,7 +156,7 @@ def test_bad_paths_raise_one_clear_line(tmp_path, make, message):
 
 
 def test_truncated_gguf_is_caught_before_mlx_reads_it(tmp_path):
-    from mlx_entropix.load import embedded_model_path
+    from mlx_entropix.io.load import embedded_model_path
 
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(embedded_model_path().read_bytes()[: 8 << 20])
@@ -165,7 +165,7 @@ def test_truncated_gguf_is_caught_before_mlx_reads_it(tmp_path):
 
 
 def test_blas_is_reported_and_can_be_disabled():
-    code = "from mlx_entropix.device import runtime_info; print(runtime_info().blas)"
+    code = "from mlx_entropix.runtime.device import runtime_info; print(runtime_info().blas)"
     env_none = {"MLX_ENTROPIX_BLAS": "none", "PATH": "/usr/bin:/bin"}
     out = subprocess.run(
         [sys.executable, "-c", code], env=env_none, capture_output=True, text=True, check=True
@@ -176,7 +176,7 @@ def test_blas_is_reported_and_can_be_disabled():
         [
             sys.executable,
             "-c",
-            "from mlx_entropix.device import runtime_info as r; "
+            "from mlx_entropix.runtime.device import runtime_info as r; "
             "i = r(); print(i.blas, '|', i.blas_note)",
         ],
         env=bogus,

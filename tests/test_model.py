@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mlx_entropix.load import to_mlx_lm
+from mlx_entropix.eval.reference_model import to_mlx_lm
 
 import mlx.core as mx
 import numpy as np

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mlx_entropix.errors import InvalidRequestError
-from mlx_entropix.prompts import BUILTIN_PROMPTS_PATH, PromptItem, load_prompts
+from mlx_entropix.io.prompts import BUILTIN_PROMPTS_PATH, PromptItem, load_prompts
 
 import pytest
 

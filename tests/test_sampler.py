@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
 from mlx_entropix.config import SamplerConfig
 from mlx_entropix.sampler import (
@@ -29,7 +32,7 @@ def m(ent, vent, aent=1.0, avent=0.5, agr=0.2, ints=2.0) -> list[float]:
 
 def plan(metrics: list[float], mode="entropix", can_clarify=False, cfg=CFG) -> dict:
     p = decide(mx.array([metrics]), cfg, mode, mx.array([can_clarify]))
-    names = ["state", "action", "temperature", "top_p", "top_k", "min_p", "n", "bonus"]
+    names = ["state", "action", "temperature", "top_p", "top_k", "min_p", "n"]
     out = {k: v.tolist()[0] for k, v in zip(names, p.arrays(), strict=True)}
     out["state"] = classify_states([metrics], cfg)[0]
     out["action"] = ACTIONS[out["action"]]
@@ -99,9 +102,6 @@ def test_adaptive_parameters():
     assert p["top_p"] == pytest.approx(min(1.0, 0.9 * (1 + 0.1 * 0.5)))
     assert p["top_k"] == round(27 * (1 + 0.3 * 2.0 - 0.2 * 0.1)) == 43
     assert p["min_p"] == pytest.approx(0.01)  # 0.03 * (1 - 0.5 * 3) < 0 -> clipped to 0.01
-    # (1 - ent) .1 + (1 - aent) .2 + (1 - vent) .3 + (1 - avent) .4 + agr .5 + ints .6
-    expected = 0.0 * 0.1 + (1 - 1.5) * 0.2 + (1 - 2.0) * 0.3 + 0.5 * 0.4 + 0.1 * 0.5 + 2.0 * 0.6
-    assert p["bonus"] == pytest.approx(expected)
     p = plan(m(0.2, 0.2, ints=10.0))
     assert p["top_k"] == 100  # clipped
     assert p["min_p"] == pytest.approx(0.03 * (1 - 0.5 * 0.4))
@@ -135,7 +135,7 @@ PROBS = np.array([0.5, 0.2, 0.15, 0.1, 0.05])
 def params(temperature=1.0, top_p=1.0, top_k=0, min_p=0.0, n=1) -> Plan:
     f = lambda v: mx.array([v], dtype=mx.float32)  # noqa: E731
     i = lambda v: mx.array([v], dtype=mx.int32)  # noqa: E731
-    return Plan(i(4), i(2), f(temperature), f(top_p), i(top_k), f(min_p), i(n), f(0.0))
+    return Plan(i(4), i(2), f(temperature), f(top_p), i(top_k), f(min_p), i(n))
 
 
 def chain(probs=PROBS, **kw) -> tuple[list[int], np.ndarray]:
@@ -216,3 +216,16 @@ def test_best_of_n_candidates_are_independent_draws():
     probs = np.array([0.4, 0.3, 0.3])
     assert np.mean(draws(probs, 1) == 0) < 0.55
     assert np.mean(draws(probs, 5) == 0) > 0.85
+
+
+def test_the_originals_constant_score_is_gone():
+    """The original's adaptive score was equal for every candidate of a step, so it could not
+    change the pick: it is neither computed nor configured; old config files still load."""
+    import json
+
+    assert "bonus" not in Plan.__dataclass_fields__
+    assert not [k for k in SamplerConfig.model_fields if k.startswith("ada_score")]
+    legacy = {**SamplerConfig().model_dump(), "ada_score_agree": 0.5, "ada_score_int": 0.6}
+    path = Path(tempfile.mkdtemp()) / "original.json"
+    path.write_text(json.dumps(legacy))
+    assert SamplerConfig.from_file(path) == SamplerConfig()

@@ -324,7 +324,7 @@ def test_wrong_host_header_is_refused_when_configured():
 
 
 def test_static_ui_served_at_root(tmp_path):
-    """ui/dist is mounted last: / serves index.html and /api still routes to the API."""
+    """The built UI is mounted last: / serves index.html and /api still routes to the API."""
     import asyncio
 
     from mlx_entropix.server import create_app

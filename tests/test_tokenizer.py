@@ -36,7 +36,7 @@ def transformers_view(path):
 
 @pytest.fixture(scope="module")
 def reference(embedded):
-    from mlx_entropix.load import embedded_model_path
+    from mlx_entropix.io.load import embedded_model_path
 
     return transformers_view(embedded_model_path())
 

@@ -1,5 +1,5 @@
 // `bun run dev`: the UI with hot reload, proxying the API to mlx_server.py on port 8000.
-// `bun run build`: static files in ui/dist, served by mlx_server.py at `/`.
+// `bun run build`: static files in mlx_entropix/server/static (package data), served at `/`.
 import { ServerResponse } from "node:http";
 import { defineConfig, type Plugin, type ProxyOptions } from "vite";
 import react from "@vitejs/plugin-react";
@@ -41,5 +41,5 @@ const proxy: ProxyOptions = {
 export default defineConfig({
   plugins: [react(), apiCheck()],
   server: { proxy: { "/api": proxy, "/v1": proxy } },
-  build: { outDir: "dist", emptyOutDir: true, chunkSizeWarningLimit: 1200 },
+  build: { outDir: "../mlx_entropix/server/static", emptyOutDir: true, chunkSizeWarningLimit: 1200 },
 });

@@ -20,11 +20,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..config import Mode, SamplerConfig
-from ..device import runtime_info
 from ..errors import EntropixError, InvalidRequestError
 from ..events import DoneEvent, ErrorEvent, TokenEvent
 from ..generate import generate, prepare_prompt
-from ..load import LoadedModel, load
+from ..io.load import LoadedModel, load
+from ..runtime.device import runtime_info
 from .settings import ServerSettings
 
 Event = TokenEvent | DoneEvent | ErrorEvent

@@ -26,7 +26,7 @@ from sse_starlette import EventSourceResponse
 
 from .. import __version__
 from ..events import DoneEvent, ErrorEvent, TokenEvent
-from .app import (
+from .deps import (
     ERROR_RESPONSES,
     INTERNAL_ERROR,
     SEND_TIMEOUT_S,

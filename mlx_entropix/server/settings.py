@@ -8,7 +8,7 @@ from pathlib import Path
 from ..config import SamplerConfig
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
-DEFAULT_UI_DIR = Path(__file__).resolve().parents[2] / "ui" / "dist"
+DEFAULT_UI_DIR = Path(__file__).resolve().parent / "static"  # ui/ builds here (package data)
 
 
 @dataclass

@@ -1,9 +1,9 @@
 // End-to-end tests of the UI in real headless Chromium against the real server.
 //
-//   bun run test:e2e        (builds ui/dist first, then runs this file)
+//   bun run test:e2e        (builds the UI first, then runs this file)
 //
 // Starts `uv run mlx_server.py --port <free port>` from the repository root (the embedded
-// model, serving ui/dist at /), drives Debian's /usr/bin/chromium with playwright-core (no
+// model, serving the built UI at /), drives Debian's /usr/bin/chromium with playwright-core (no
 // browser download), and saves screenshots to images/. A few cases mock /api/generate with
 // page.route: a crafted SSE stream carrying markup (XSS) and server failures.
 // Env: CHROMIUM (browser path), E2E_SERVER_URL (use a running server instead of starting one).
@@ -397,8 +397,8 @@ test("token text is untrusted: markup shows as text and never runs", async (page
 
 // ---------------------------------------------------------------- main
 async function main(): Promise<number> {
-  if (!existsSync(join(UI, "dist", "index.html"))) {
-    console.error("ui/dist is missing: run `bun run build` (bun run test:e2e does).");
+  if (!existsSync(join(ROOT, "mlx_entropix", "server", "static", "index.html"))) {
+    console.error("the built UI is missing: run `bun run build` (bun run test:e2e does).");
     return 1;
   }
   if (!existsSync(CHROMIUM)) {

@@ -1,5 +1,15 @@
 // Pure formatting and labelling helpers (unit-tested; no React here).
-import { STATE_INFO, STATES, type Metrics, type State, type StateInfo, type TokenEvent } from "./generated/events";
+import {
+  ACTION_INFO,
+  METRIC_INFO,
+  STATE_INFO,
+  STATES,
+  type Label,
+  type Metrics,
+  type State,
+  type StateInfo,
+  type TokenEvent,
+} from "./generated/events";
 
 export type StateTable = Record<State, StateInfo>;
 
@@ -26,21 +36,12 @@ export function withAlpha(hex: string, alpha: number): string {
   return /^#[0-9a-fA-F]{6}$/.test(hex) ? `${hex}${a}` : hex;
 }
 
-export const ACTION_LABELS: Record<string, string> = {
-  argmax: "argmax (took the most likely token)",
-  clarify: "clarify (inserted the pause token)",
-  sample: "sample (drew with adjusted parameters)",
-  best_of_n: "best of n (scored several draws)",
-};
+// Labels come from the one schema (mlx_entropix/events.py, generated into events.ts).
+export const ACTION_LABELS: Record<string, string> = Object.fromEntries(
+  Object.entries(ACTION_INFO).map(([k, v]) => [k, v.label]),
+);
 
-export const METRIC_LABELS: Record<keyof Metrics, { label: string; unit: string }> = {
-  entropy: { label: "Entropy", unit: "bits" },
-  varentropy: { label: "Varentropy", unit: "bits²" },
-  attn_entropy: { label: "Attention entropy", unit: "bits" },
-  attn_varentropy: { label: "Attention varentropy", unit: "bits²" },
-  agreement: { label: "Head disagreement", unit: "" },
-  interaction_strength: { label: "Interaction strength", unit: "" },
-};
+export const METRIC_LABELS: Record<keyof Metrics, Label> = METRIC_INFO;
 
 /** A metric with 3 significant digits, fixed notation for ordinary magnitudes. */
 export function formatNumber(x: number, digits = 3): string {

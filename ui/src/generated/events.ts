@@ -84,6 +84,11 @@ export interface StateInfo {
   description: string;
 }
 
+export interface Label {
+  label: string;
+  unit: string;
+}
+
 /** Every knob of the sampler. Field names follow the original entropix config. */
 export interface SamplerConfig {
   /** Base temperature T0. */
@@ -119,12 +124,6 @@ export interface SamplerConfig {
   ada_top_k_int: number;
   ada_top_k_agree: number;
   ada_min_p: number;
-  ada_score_logits_ent: number;
-  ada_score_attn_ent: number;
-  ada_score_logits_vent: number;
-  ada_score_attn_vent: number;
-  ada_score_agree: number;
-  ada_score_int: number;
   /** Text of the token inserted once per generation; null disables. */
   clarifying_token: string | null;
 }
@@ -140,4 +139,22 @@ export const STATE_INFO: Record<State, StateInfo> = {
   exploring: {"label": "Fork in the path", "colour": "#E69F00", "description": "Low entropy, high varentropy: a few distinct options; explore among them."},
   resampling: {"label": "Lost in the mist", "colour": "#D55E00", "description": "High entropy, high varentropy: very unsure; sample hot with a tight nucleus."},
   adaptive: {"label": "In between", "colour": "#CC79A7", "description": "Middle ground: parameters scaled by the metrics, best of n draws."},
+};
+
+export const ACTIONS: readonly Action[] = ["argmax", "sample", "best_of_n", "clarify"];
+
+export const ACTION_INFO: Record<Action, Label> = {
+  argmax: {"label": "argmax (took the most likely token)", "unit": ""},
+  clarify: {"label": "clarify (inserted the pause token)", "unit": ""},
+  sample: {"label": "sample (drew with adjusted parameters)", "unit": ""},
+  best_of_n: {"label": "best of n (scored several draws)", "unit": ""},
+};
+
+export const METRIC_INFO: Record<keyof Metrics, Label> = {
+  entropy: {"label": "Entropy", "unit": "bits"},
+  varentropy: {"label": "Varentropy", "unit": "bits²"},
+  attn_entropy: {"label": "Attention entropy", "unit": "bits"},
+  attn_varentropy: {"label": "Attention varentropy", "unit": "bits²"},
+  agreement: {"label": "Head disagreement", "unit": ""},
+  interaction_strength: {"label": "Interaction strength", "unit": ""},
 };

@@ -24,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import CONFIG_DIR, SamplerConfig
-from .errors import EntropixError
-from .events import STATE_INFO, STATES
-from .sampler import StepMetrics, classify_states
+from ..config import CONFIG_DIR, SamplerConfig
+from ..errors import EntropixError
+from ..events import STATE_INFO, STATES
+from ..metrics import METRIC_NAMES
+from ..sampler import classify_states
 
 DEFAULT_QUANTILES = {"q_low": 0.25, "q_med": 0.60, "q_high": 0.90}
 
@@ -69,7 +70,7 @@ def state_shares(metrics: np.ndarray, cfg: SamplerConfig) -> dict[str, float]:
 
 def collect(lm, prompts: list[str], max_tokens: int, seed: int) -> np.ndarray:
     """Every generated token's six metrics over ``prompts`` (normal sampling, seeded)."""
-    from .generate import generate
+    from ..generate import generate
 
     rows = []
     for i, prompt in enumerate(prompts):
@@ -104,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=value)
     args = parser.parse_args(argv)
 
-    from .load import load
-    from .prompts import load_prompts
+    from ..io.load import load
+    from ..io.prompts import load_prompts
 
     try:
         lm = load(args.model)
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         pct = {
             name: np.percentile(metrics[:, i], [5, 25, 50, 75, 90, 95]).round(4).tolist()
-            for i, name in enumerate(StepMetrics._fields)
+            for i, name in enumerate(METRIC_NAMES)
         }
         Path(args.report).write_text(
             json.dumps(

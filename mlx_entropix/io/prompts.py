@@ -11,9 +11,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from .errors import InvalidRequestError
+from ..errors import InvalidRequestError
 
-BUILTIN_PROMPTS_PATH = Path(__file__).resolve().parent.parent / "data" / "prompts.csv"
+BUILTIN_PROMPTS_PATH = Path(__file__).resolve().parents[1] / "data" / "prompts.csv"
 
 
 class PromptItem(BaseModel):

@@ -18,7 +18,7 @@ from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, proc
 from tokenizers import Tokenizer as RawTokenizer
 from transformers import PreTrainedTokenizerFast
 
-from .errors import ModelLoadError
+from ..errors import ModelLoadError
 from .tokenizer import Tokenizer
 
 _BLOCK_NAMES = {

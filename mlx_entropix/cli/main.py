@@ -21,9 +21,9 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from .config import Mode, SamplerConfig
-from .errors import EntropixError, InvalidRequestError
-from .prompts import BUILTIN_PROMPTS_PATH, PromptItem, load_prompts
+from ..config import Mode, SamplerConfig
+from ..errors import EntropixError, InvalidRequestError
+from ..io.prompts import BUILTIN_PROMPTS_PATH, PromptItem, load_prompts
 
 PROG = "mlx_main.py"
 DEFAULT_PROMPT = "Which number is larger, 9.9 or 9.11?"
@@ -185,7 +185,7 @@ class Interrupt:
 
 
 def print_info(lm: Any, out: TextIO, as_json: bool) -> None:
-    from . import device
+    from ..runtime import device
 
     rt = device.runtime_info()
     mi = lm.info
@@ -224,8 +224,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     if args.config:  # fail on a bad file before the (slower) model load
         read_config(args, SamplerConfig)
 
-    from .generate import generate, prepare_prompt
-    from .load import load
+    from ..generate import generate, prepare_prompt
+    from ..io.load import load
     from .terminal import Style, compare_table, header, legend, summary, token_text
 
     lm = load(args.model)

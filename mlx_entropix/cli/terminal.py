@@ -13,10 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TextIO
 
-from .events import STATE_INFO, STATES, DoneEvent, TokenEvent
+from ..events import ACTIONS, STATE_INFO, STATES, DoneEvent, TokenEvent
 
 ColourChoice = Literal["auto", "always", "never"]
-ACTIONS = ("argmax", "sample", "best_of_n", "clarify")
 RESET = "\x1b[0m"
 BOLD = "\x1b[1m"
 DIM = "\x1b[2m"

@@ -11,7 +11,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import EntropixError
+from ..errors import EntropixError
 
 # What load.py reads from a checkpoint directory: config, weights, tokenizer, chat template.
 # Llama repos also carry the original Meta checkpoint under original/ (a second copy of the

@@ -19,9 +19,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from .config import SamplerConfig
-from .events import STATE_INFO, STATES, TokenEvent
-from .sampler import classify
+from ..config import SamplerConfig
+from ..events import STATE_INFO, STATES, TokenEvent
+from ..sampler import classify
 
 FIGSIZE = (14.0, 8.0)
 DPI = 100

@@ -1,0 +1,281 @@
+"""Accuracy of greedy, normal and entropix sampling on a CSV of questions with known answers.
+
+    uv run benchmarks/eval.py data/eval/core.csv --seeds 2 --max-tokens 24
+
+The CSV needs ``prompt`` and ``answer`` columns; optional ``kind`` (numeric | choice | yesno |
+exact | contains; inferred from the answer when empty, see ``answers.py``), ``category`` (a
+per-category breakdown) and ``format`` (``chat``: the prompt is one user message in the model's
+chat template, the default; ``raw``: plain text completion, no template, stop at the line end).
+
+Design:
+- Items are paired across modes: every mode answers every item with the same seeds, so the
+  difference to greedy is computed per item. Greedy ignores the seed, so it runs once per item.
+- Item i, seed index j uses the generation seed ``item_seed(base, i, j)``: the same command
+  gives the same tokens, hence identical results apart from timings (``without_timings``).
+- Statistics (``wilson``, ``paired_difference``), documented where defined: a per-item score is
+  the fraction of seeds answered correctly; accuracy is the mean score over items.
+- The generator is injected (``GenerateFn``) so the harness is tested without a model.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ..config import Mode
+from ..errors import InvalidRequestError
+from .answers import KINDS, Kind, extracted, infer_kind, match, parse_options
+from .stats import summarize
+
+Format = Literal["chat", "raw"]
+MODES: tuple[Mode, ...] = ("greedy", "normal", "entropix")
+
+
+@dataclass(frozen=True)
+class Item:
+    index: int  # 0-based row in the CSV
+    prompt: str
+    answer: str
+    kind: Kind
+    category: str = ""
+    format: Format = "chat"
+
+
+@dataclass
+class Generation:
+    """What the harness needs from one generation (a DoneEvent carries all of it)."""
+
+    text: str
+    tokens: int
+    seconds: float
+    finish_reason: str = "stop"
+    state_counts: dict[str, int] = field(default_factory=dict)
+
+
+GenerateFn = Callable[[Item, Mode, int], Generation]
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_items(path: str | Path, default_format: Format = "chat") -> list[Item]:
+    """Read and validate an evaluation CSV; any problem is one ``InvalidRequestError`` line."""
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: Excel's BOM
+            reader = csv.DictReader(f)
+            fields = set(reader.fieldnames or ())
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise InvalidRequestError(f"cannot read evaluation CSV {path}: {err}") from err
+    missing = {"prompt", "answer"} - fields
+    if missing:
+        raise InvalidRequestError(
+            f"{path} needs the columns prompt and answer (missing: {', '.join(sorted(missing))})"
+        )
+    items = []
+    for i, r in enumerate(rows):
+        line = f"{path}, row {i + 2}"  # +1 header, +1 one-based
+        prompt, answer = (r.get("prompt") or "").strip(), (r.get("answer") or "").strip()
+        if not prompt or not answer:
+            raise InvalidRequestError(f"{line}: empty prompt or answer")
+        kind = (r.get("kind") or "").strip().lower() or infer_kind(answer)
+        if kind not in KINDS:
+            raise InvalidRequestError(f"{line}: unknown kind {kind!r} (use {', '.join(KINDS)})")
+        fmt = (r.get("format") or "").strip().lower() or default_format
+        if fmt not in ("chat", "raw"):
+            raise InvalidRequestError(f"{line}: unknown format {fmt!r} (use chat or raw)")
+        try:
+            match("", answer, kind)  # type: ignore[arg-type]  # validates the answer
+        except ValueError as err:
+            raise InvalidRequestError(f"{line}: {err}") from err
+        raw_prompt = r.get("prompt") or ""
+        # Raw completions continue the text exactly; keep the prompt's own whitespace there.
+        text = raw_prompt.rstrip("\n") if fmt == "raw" else prompt
+        items.append(Item(i, text, answer, kind, (r.get("category") or "").strip(), fmt))  # type: ignore[arg-type]
+    if not items:
+        raise InvalidRequestError(f"{path} has no items")
+    return items
+
+
+def item_seed(base: int, item: int, j: int) -> int:
+    """The generation seed of item ``item`` and seed index ``j`` (same in every mode: paired)."""
+    return (base * 1_000_003 + j * 104_729 + item * 7_919) % (2**31)
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _running_postfix(scores: dict[str, list[float]]) -> str:
+    return " | ".join(f"{m} {100 * sum(s) / len(s):.0f}%" for m, s in scores.items() if s)
+
+
+def run_eval(
+    items: Sequence[Item],
+    generate_fn: GenerateFn,
+    *,
+    modes: Sequence[Mode] = MODES,
+    seeds: int = 1,
+    base_seed: int = 0,
+    progress: bool = True,
+    sink: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """Generate and score every (item, mode, seed); returns one record per generation.
+
+    Order: item by item, every mode on the item before the next, so the running accuracies in
+    the progress bar compare the modes on the same items at every moment. Records are appended
+    to ``sink`` as they come, so a caller keeps them if the run is interrupted.
+    """
+    if seeds < 1:
+        raise InvalidRequestError(f"--seeds must be at least 1 (got {seeds})")
+    runs = [(m, j) for m in modes for j in range(1 if m == "greedy" else seeds)]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(items) * len(runs), unit="gen", file=sys.stderr, dynamic_ncols=True)
+    records: list[dict[str, Any]] = [] if sink is None else sink  # sink: kept on Ctrl-C
+    running: dict[str, list[float]] = {m: [] for m in modes}
+    try:
+        for item in items:
+            for mode, j in runs:
+                seed = item_seed(base_seed, item.index, j)
+                gen = generate_fn(item, mode, seed)
+                options = parse_options(item.prompt) if item.kind == "choice" else None
+                ok = match(gen.text, item.answer, item.kind, options)
+                records.append(
+                    {
+                        "item": item.index,
+                        "category": item.category,
+                        "mode": mode,
+                        "seed_index": j,
+                        "seed": seed,
+                        "correct": ok,
+                        "extracted": extracted(gen.text, item.kind, options),
+                        "answer": item.answer,
+                        "text": gen.text,
+                        "tokens": gen.tokens,
+                        "seconds": gen.seconds,
+                        "finish_reason": gen.finish_reason,
+                        "state_counts": dict(gen.state_counts),
+                    }
+                )
+                running[mode].append(float(ok))
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix_str(_running_postfix(running), refresh=False)
+    finally:
+        if bar is not None:
+            bar.close()
+    return records
+
+
+# --------------------------------------------------------------------------- the real engine
+
+
+def build_prompt(tokenizer: Any, item: Item, system: str | None, fewshot: Sequence[Item]) -> Any:
+    """What ``generate`` receives: chat messages (``chat``) or token ids (``raw``).
+
+    Few-shot examples become user/assistant turns before the question (chat), or
+    "prompt answer" lines before it (raw; ``system`` is not used there).
+    """
+    if item.format == "raw":
+        text = "".join(f"{s.prompt} {s.answer.split('|')[0]}\n" for s in fewshot) + item.prompt
+        return tokenizer.encode(text, add_special_tokens=True)
+    messages: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+    for s in fewshot:
+        messages += [
+            {"role": "user", "content": s.prompt},
+            {"role": "assistant", "content": s.answer.split("|")[0]},
+        ]
+    messages.append({"role": "user", "content": item.prompt})
+    return messages
+
+
+def engine_generate_fn(
+    lm: Any,
+    *,
+    max_tokens: int,
+    config: Any = None,
+    system: str | None = None,
+    fewshot: Sequence[Item] = (),
+    stop: Sequence[str] = (),
+) -> GenerateFn:
+    """A ``GenerateFn`` over ``mlx_entropix.generate``. Raw items stop at "\\n" unless ``stop``."""
+    from ..generate import generate
+
+    def fn(item: Item, mode: Mode, seed: int) -> Generation:
+        prompt = build_prompt(lm.tokenizer, item, system, fewshot)
+        stops = tuple(stop) or (("\n",) if item.format == "raw" else ())
+        done = None
+        for event in generate(
+            lm,
+            prompt,
+            mode=mode,
+            config=config,
+            max_tokens=max_tokens,
+            seed=seed,
+            stop=stops,
+            top_logprobs=0,
+        ):
+            if event.type == "done":
+                done = event
+        assert done is not None  # the engine always ends with a DoneEvent
+        return Generation(
+            text=done.text,
+            tokens=done.generated_tokens,
+            seconds=done.total_s,
+            finish_reason=done.finish_reason,
+            state_counts=dict(done.state_counts),
+        )
+
+    return fn
+
+
+def evaluate(
+    items: Sequence[Item],
+    generate_fn: GenerateFn,
+    *,
+    modes: Sequence[Mode] = MODES,
+    seeds: int = 1,
+    base_seed: int = 0,
+    progress: bool = True,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run and summarize: the JSON-ready result (``run`` metadata, ``summary``, ``records``)."""
+    start = time.perf_counter()
+    interrupted = False
+    records: list[dict[str, Any]] = []
+    try:
+        records = run_eval(
+            items, generate_fn, modes=modes, seeds=seeds, base_seed=base_seed, progress=progress,
+            sink=records,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        # Keep what is complete: items every mode finished (pairing needs all of them).
+        interrupted = True
+        per_item = Counter(r["item"] for r in records)
+        full = len(modes) + (seeds - 1) * sum(m != "greedy" for m in modes)
+        records = [r for r in records if per_item[r["item"]] == full]
+    n_done = len({r["item"] for r in records})
+    return {
+        "run": {
+            **(meta or {}),
+            "interrupted": interrupted,
+            "n_items": n_done,
+            "modes": list(modes),
+            "seeds": seeds,
+            "base_seed": base_seed,
+            "item_seed": "(base*1000003 + seed_index*104729 + item*7919) mod 2^31",
+            "ci": "accuracy: Wilson score 95% on n items; Δ vs greedy: paired z 95% on items",
+            "wall_s": time.perf_counter() - start,
+        },
+        "summary": summarize(records, modes),
+        "records": records,
+    }

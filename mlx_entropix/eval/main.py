@@ -1,0 +1,156 @@
+"""``benchmarks/eval.py``: run an evaluation from the command line and write its reports."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..config import Mode
+from ..errors import EntropixError, InvalidRequestError
+from .harness import MODES, Format, engine_generate_fn, evaluate, load_items
+from .report import plot, to_markdown
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="benchmarks/eval.py",
+        description="Accuracy of greedy / normal / entropix on a CSV with prompt and answer "
+        "columns: JSON + markdown + PNG, 95%% CIs, paired differences vs greedy.",
+    )
+    p.add_argument(
+        "csv",
+        help="evaluation CSV (prompt, answer[, kind, category, format]); or a result .json "
+        "written earlier: redraw its markdown table and PNG without generating",
+    )
+    p.add_argument("--model", help="model path or Hugging Face id (default: embedded SmolLM2)")
+    p.add_argument("--modes", default=",".join(MODES), help="comma-separated (default: all)")
+    p.add_argument("--seeds", type=int, default=2, help="seeds per sampled mode (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    p.add_argument("--max-tokens", type=int, default=32, help="per answer (default 32)")
+    p.add_argument("--limit", type=int, help="only the first N items")
+    p.add_argument("--config", help="sampler config JSON/TOML (default: the model's calibrated)")
+    p.add_argument("--system", help="system message for chat items")
+    p.add_argument("--fewshot", help="CSV of solved examples put before every question")
+    p.add_argument("--shots", type=int, default=5, help="examples taken from --fewshot")
+    p.add_argument(
+        "--no-chat-template",
+        action="store_true",
+        help="items without a format column are raw text completions (base models)",
+    )
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--out", help="output prefix (default: benchmarks/results/eval_<csv stem>)")
+    p.add_argument("--png", help="PNG path (default: <out>.png)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _parse_modes(text: str) -> list[Mode]:
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise InvalidRequestError(f"unknown mode(s) {bad or text!r} (use {', '.join(MODES)})")
+    # Greedy first: it is the baseline of the paired differences.
+    return sorted(set(modes), key=MODES.index)  # type: ignore[arg-type]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _main(args)
+    except EntropixError as err:
+        print(f"eval: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # before the run started (a run saves what it finished)
+        print("eval: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(args: argparse.Namespace) -> int:
+    from ..config import SamplerConfig
+    from ..io.load import load
+    from ..runtime.device import runtime_info
+
+    if str(args.csv).endswith(".json"):
+        return _rerender(Path(args.csv), args.out, args.png)
+    modes = _parse_modes(args.modes)
+    if args.max_tokens < 1:
+        raise InvalidRequestError(f"--max-tokens must be at least 1 (got {args.max_tokens})")
+    default_format: Format = "raw" if args.no_chat_template else "chat"
+    if args.limit is not None and args.limit < 1:
+        raise InvalidRequestError(f"--limit must be at least 1 (got {args.limit})")
+    if args.shots < 0:
+        raise InvalidRequestError(f"--shots must be 0 or more (got {args.shots})")
+    items = load_items(args.csv, default_format)[: args.limit]
+    fewshot = load_items(args.fewshot, default_format)[: args.shots] if args.fewshot else []
+    config = None
+    if args.config:
+        try:
+            config = SamplerConfig.from_file(args.config)
+        except Exception as err:  # OSError, JSON/TOML and validation errors alike
+            raise InvalidRequestError(f"cannot use sampler config {args.config}: {err}") from err
+    lm = load(args.model)
+    runtime = runtime_info()
+    gen = engine_generate_fn(
+        lm,
+        max_tokens=args.max_tokens,
+        config=config,
+        system=args.system,
+        fewshot=fewshot,
+        stop=args.stop,
+    )
+    meta = {
+        "csv": str(args.csv),
+        "model": lm.info.name,
+        "max_tokens": args.max_tokens,
+        "fewshot": args.fewshot,
+        "shots": len(fewshot),
+        "config": (config or lm.default_config).model_dump(),
+        "device": runtime.device,
+        "blas": runtime.blas,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    result = evaluate(
+        items,
+        gen,
+        modes=modes,
+        seeds=args.seeds,
+        base_seed=args.seed,
+        progress=not args.quiet,
+        meta=meta,
+    )
+    out = Path(args.out or f"benchmarks/results/eval_{Path(args.csv).stem}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{out}.json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    if not result["records"]:
+        print(f"eval: interrupted before any item finished; wrote {out}.json", file=sys.stderr)
+        return 130
+    _write_reports(result, out, args.png)
+    if result["run"]["interrupted"]:
+        n = result["run"]["n_items"]
+        print(f"eval: interrupted: results cover the first {n} complete items", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _write_reports(result: dict[str, Any], out: Path, png: str | None) -> None:
+    table = to_markdown(result)
+    Path(f"{out}.md").write_text(table)
+    png_path = Path(png) if png else Path(f"{out}.png")
+    plot(result, png_path)
+    print(table)
+    print(f"wrote {out}.json, {out}.md, {png_path}")
+
+
+def _rerender(path: Path, out: str | None, png: str | None) -> int:
+    try:
+        result = json.loads(path.read_text())
+        result["summary"], result["run"]  # noqa: B018  (a result file has both)
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise InvalidRequestError(f"{path} is not an evaluation result: {err}") from err
+    _write_reports(result, Path(out) if out else path.with_suffix(""), png)
+    return 0

@@ -1,0 +1,59 @@
+"""Our weights in mlx-lm's own Llama: the reference that tests and benchmarks compare with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+
+from ..io.load import LoadedModel
+
+
+def to_mlx_lm(lm: LoadedModel) -> nn.Module:
+    """The same weights in mlx-lm's own Llama, as a reference for tests and benchmarks."""
+    from mlx_lm.models import llama
+
+    a = lm.model.args
+    ref = llama.Model(
+        llama.ModelArgs(
+            model_type="llama",
+            hidden_size=a.hidden_size,
+            num_hidden_layers=a.num_hidden_layers,
+            intermediate_size=a.intermediate_size,
+            num_attention_heads=a.num_attention_heads,
+            num_key_value_heads=a.num_key_value_heads,
+            head_dim=a.head_dim,
+            rms_norm_eps=a.rms_norm_eps,
+            vocab_size=a.vocab_size,
+            max_position_embeddings=a.max_position_embeddings,
+            rope_theta=a.rope_theta,
+            rope_traditional=a.rope_traditional,
+            rope_scaling=a.rope_scaling,
+            tie_word_embeddings=a.tie_word_embeddings,
+            attention_bias=a.attention_bias,
+            mlp_bias=a.mlp_bias,
+        )
+    )
+    params = tree_flatten(lm.model.parameters())
+    quantized = {k[: -len(".scales")] for k, _ in params if k.endswith(".scales")}
+    if quantized:
+
+        def predicate(path: str, module: nn.Module) -> bool | dict[str, int]:
+            if path not in quantized:
+                return False
+            src = _module(lm.model, path)
+            return {"group_size": src.group_size, "bits": src.bits}
+
+        nn.quantize(ref, class_predicate=predicate)
+    ref.load_weights(params, strict=True)
+    mx.eval(ref.parameters())
+    return ref
+
+
+def _module(root: nn.Module, path: str) -> Any:
+    node: Any = root
+    for part in path.split("."):
+        node = node[int(part)] if part.isdigit() else getattr(node, part)
+    return node

@@ -1,0 +1,145 @@
+"""mlx-entropix server: the UI, an SSE API with per-token metrics, and an OpenAI-compatible API.
+
+    uv run mlx_server.py                       # http://127.0.0.1:8000 (the embedded model)
+    mlx-entropix-server                        # the same, as the installed console script
+    uv run mlx_server.py --model path/or/org-repo --config my_sampler.json --port 8080
+
+Bound to 127.0.0.1 by default. The model is loaded once, before the server accepts requests,
+in the one thread that serves every generation (requests queue, first come first served).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import sys
+import time
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from ..config import SamplerConfig
+from ..errors import EntropixError
+from .settings import DEFAULT_UI_DIR, LOOPBACK_HOSTS, ServerSettings
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--model", default=None, help="GGUF file, HF/MLX dir or HF repo id")
+    p.add_argument("--config", default=None, help="sampler config (.json/.toml) for the defaults")
+    p.add_argument("--max-queue", type=int, default=16, help="requests waiting; more -> 503")
+    p.add_argument("--max-tokens", type=int, default=4096, help="per-request max_tokens cap")
+    p.add_argument("--max-body", type=int, default=256 * 1024, help="request body cap (bytes)")
+    p.add_argument("--timeout", type=float, default=300.0, help="per-request time limit (s)")
+    p.add_argument("--ping", type=float, default=15.0, help="SSE keep-alive interval (s)")
+    p.add_argument("--ui", default=str(DEFAULT_UI_DIR), help="built UI to serve at / ('' = none)")
+    p.add_argument("--prompts", default=None, help="prompt CSV for /api/prompts")
+    p.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="extra CORS origin, e.g. http://localhost:5173 (repeatable; no wildcard)",
+    )
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return p.parse_args(argv)
+
+
+def _is_loopback(host: str) -> bool:
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def settings_from(args: argparse.Namespace) -> ServerSettings:
+    """Validated settings; bad values raise ``ValueError``/``EntropixError`` with one line."""
+    for name in ("max_queue", "max_tokens", "max_body"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+    if not 1 <= args.max_tokens <= 4096:
+        raise ValueError("--max-tokens must lie in [1, 4096]")
+    if args.timeout <= 0 or args.ping < 0:
+        raise ValueError("--timeout must be positive and --ping non-negative")
+    if "*" in args.allow_origin:
+        raise ValueError("--allow-origin '*' is not allowed: list the origins explicitly")
+    config = None
+    if args.config:
+        try:
+            config = SamplerConfig.from_file(args.config)
+        except FileNotFoundError:
+            raise ValueError(f"sampler config not found: {args.config}") from None
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ValueError(f"bad sampler config {args.config}: {where}: {first['msg']}") from None
+        except Exception as err:  # JSON/TOML syntax, unreadable file
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ValueError(f"bad sampler config {args.config}: {first}") from None
+    return ServerSettings(
+        model=args.model,
+        config=config,
+        max_queue=args.max_queue,
+        max_tokens_limit=args.max_tokens,
+        max_body_bytes=args.max_body,
+        request_timeout_s=args.timeout,
+        ping_s=args.ping,
+        ui_dir=Path(args.ui) if args.ui else None,
+        prompts_path=Path(args.prompts) if args.prompts else None,
+        cors_origins=list(args.allow_origin),
+        # A loopback server answers only loopback Host headers: a web page cannot reach it
+        # through DNS rebinding.
+        # (Not for IPv6: Starlette's check cannot parse a bracketed "[::1]:port" Host.)
+        allowed_hosts=list(LOOPBACK_HOSTS)
+        if _is_loopback(args.host) and ":" not in args.host
+        else None,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
+    try:
+        settings = settings_from(args)
+    except (ValueError, EntropixError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    import uvicorn
+
+    from . import create_app
+    from .engine import Engine
+    from .worker import Worker
+
+    # Load before serving, in the worker thread that will own the model: a bad --model is one
+    # clear line here rather than a traceback from the ASGI lifespan.
+    start = time.perf_counter()
+    worker = Worker(lambda: Engine.load(settings), settings.max_queue, settings.retry_after_s)
+    try:
+        engine = worker.start().wait_ready()
+    except EntropixError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    info = engine.lm.info
+    print(
+        f"loaded {info.name} ({info.compute_dtype}, context {info.context_length}) on "
+        f"{engine.runtime['device']} in {time.perf_counter() - start:.1f} s",
+        file=sys.stderr,
+    )
+    if not _is_loopback(args.host):
+        print(
+            f"warning: listening on {args.host}: reachable from other machines, no auth",
+            file=sys.stderr,
+        )
+    app = create_app(settings, worker=worker)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
