@@ -14,7 +14,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Mode = Literal["entropix", "normal", "greedy"]
+# entropix: the uncertainty-driven sampler; normal: fixed T/top_p/top_k/min_p; greedy: argmax;
+# fork: greedy, but at a fork the top candidates are decoded as one batch and the most
+# confident branch is kept (CoT-decoding, Wang and Zhou 2024, at entropix's forks).
+Mode = Literal["entropix", "normal", "greedy", "fork"]
+ForkTrigger = Literal["first", "exploring", "both"]
+ForkScore = Literal["answer_margin", "margin", "entropy", "logprob"]
 
 # The original's adaptive "score" weights. Its score was the same for every best-of-n candidate
 # of a step, so it never changed which one was picked; files that carry them still load.
@@ -61,6 +66,22 @@ class SamplerConfig(BaseModel):
     ada_top_k_int: float = 0.3
     ada_top_k_agree: float = 0.2
     ada_min_p: float = 0.5
+
+    # Branch exploration (mode "fork"): where to fork, how wide, how far, how to choose.
+    fork_trigger: ForkTrigger = Field(
+        "first", description="Fork at the first token, at 'exploring' tokens, or both."
+    )
+    fork_branches: int = Field(5, ge=2, le=16, description="Branches per fork (top-k tokens).")
+    fork_max_forks: int = Field(1, ge=0, le=16, description="Forks per answer at most.")
+    fork_branch_tokens: int = Field(32, ge=1, le=4096, description="Tokens per branch at most.")
+    fork_score: ForkScore = Field(
+        "answer_margin",
+        description="Branch confidence: mean p(top1)-p(top2) over the answer span "
+        "(answer_margin) or the whole branch (margin), minus mean entropy, or mean log-prob.",
+    )
+    fork_aggregate: bool = Field(
+        False, description="Sum the scores of branches that reach the same answer."
+    )
 
     # The "pause to think" token inserted once when treading carefully, looked up by its text.
     clarifying_token: str | None = Field(

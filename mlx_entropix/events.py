@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from .config import Mode
+from .config import ForkTrigger, Mode
 
 # The quadrant of (entropy, varentropy) plus the middle ground; the same classification is
 # reported in every mode so entropix and normal runs can be compared token by token.
@@ -129,6 +129,32 @@ class TokenEvent(BaseModel):
     elapsed_s: float = Field(description="Seconds since the request started.")
 
 
+class ForkBranch(BaseModel):
+    """One branch of a fork: its first token, what it went on to say, and its score."""
+
+    token: TopLogprob = Field(description="The branch's first token (one of the top-k).")
+    text: str = Field(description="The branch's text, first token included.")
+    tokens: int = Field(description="Tokens decoded in this branch.")
+    score: float = Field(description="Confidence used to choose (higher is better).")
+    answer: str | None = Field(None, description="The answer read from the branch, if any.")
+    kept: bool
+
+
+class ForkEvent(BaseModel):
+    """A fork: the branches tried from position ``index`` and which one was kept. The kept
+    branch's tokens follow as ordinary ``TokenEvent``s from ``index`` on."""
+
+    type: Literal["fork"] = "fork"
+    mode: Mode
+    index: int = Field(description="Index of the first token event of the kept branch.")
+    trigger: ForkTrigger = Field(description="What opened the fork: first token or 'exploring'.")
+    metrics: Metrics = Field(description="The uncertainty at the fork.")
+    score: str = Field(description="The scoring rule (SamplerConfig.fork_score).")
+    branches: list[ForkBranch]
+    kept: int = Field(description="Index into branches of the kept one.")
+    tokens_computed: int = Field(description="Tokens the branches cost, all of them together.")
+
+
 class DoneEvent(BaseModel):
     type: Literal["done"] = "done"
     mode: Mode
@@ -143,6 +169,10 @@ class DoneEvent(BaseModel):
     state_counts: dict[str, int]
     action_counts: dict[str, int]
     seed: int | None = None
+    tokens_computed: int = Field(
+        0, description="Tokens the model decoded, fork branches included (0: as generated)."
+    )
+    forks: int = Field(0, description="Forks explored (mode fork).")
 
 
 class ErrorEvent(BaseModel):
@@ -151,4 +181,4 @@ class ErrorEvent(BaseModel):
     message: str
 
 
-Event = TokenEvent | DoneEvent | ErrorEvent
+Event = TokenEvent | ForkEvent | DoneEvent | ErrorEvent

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from mlx_entropix import events
-from mlx_entropix.config import Mode, SamplerConfig
+from mlx_entropix.config import ForkScore, ForkTrigger, Mode, SamplerConfig
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
@@ -29,6 +29,8 @@ MODELS: tuple[type[BaseModel], ...] = (
     events.SamplingParams,
     events.TopLogprob,
     events.TokenEvent,
+    events.ForkBranch,
+    events.ForkEvent,
     events.DoneEvent,
     events.ErrorEvent,
     events.StateInfo,
@@ -42,6 +44,8 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "State": get_args(events.State),
     "Action": get_args(events.Action),
     "FinishReason": get_args(events.FinishReason),
+    "ForkTrigger": get_args(ForkTrigger),
+    "ForkScore": get_args(ForkScore),
 }
 
 
@@ -106,7 +110,7 @@ def render() -> str:
     for model in MODELS:
         lines += _interface(model.__name__, defs[model.__name__])
     lines += [
-        "export type StreamEvent = TokenEvent | DoneEvent | ErrorEvent;",
+        "export type StreamEvent = TokenEvent | ForkEvent | DoneEvent | ErrorEvent;",
         "",
         f"export const STATES: readonly State[] = {json.dumps(list(events.STATES))};",
         "",

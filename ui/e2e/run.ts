@@ -377,6 +377,8 @@ test("token text is untrusted: markup shows as text and never runs", async (page
     state_counts: { resampling: 1, exploring: 1, adaptive: 1 },
     action_counts: { sample: 3 },
     seed: 1,
+    tokens_computed: 0,
+    forks: 0,
   };
   await page.route("**/api/generate", (route) =>
     route.fulfill({ status: 200, contentType: "text/event-stream", body: sseBody([...tokens, done]) }),

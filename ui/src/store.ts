@@ -1,10 +1,11 @@
 // The state of one generation request (one mode, or several when comparing), as a pure reducer.
-import type { DoneEvent, Mode, StreamEvent, TokenEvent } from "./generated/events";
+import type { DoneEvent, ForkEvent, Mode, StreamEvent, TokenEvent } from "./generated/events";
 
 export interface Run {
   mode: Mode;
   tokens: TokenEvent[];
   done?: DoneEvent;
+  forks?: ForkEvent[];
   error?: string;
 }
 
@@ -42,6 +43,8 @@ function applyEvent(runs: Run[], ev: StreamEvent, session: Session): [Run[], str
     next = { ...run, tokens };
   } else if (ev.type === "done") {
     next = { ...run, done: ev };
+  } else if (ev.type === "fork") {
+    next = { ...run, forks: [...(run.forks ?? []), ev] };
   } else {
     next = { ...run, error: ev.message };
   }

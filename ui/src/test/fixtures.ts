@@ -42,6 +42,8 @@ export function done(mode: Mode = "entropix", n = 2): DoneEvent {
     state_counts: { flowing: n },
     action_counts: { argmax: n },
     seed: 42,
+    tokens_computed: 0,
+    forks: 0,
   };
 }
 
