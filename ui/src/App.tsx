@@ -1,6 +1,6 @@
 import { useCallback, useEffect, useMemo, useReducer, useRef, useState } from "react";
 import { ApiError, getConfig, getJSON, getPrompts, isAbort, streamGeneration, type ApiConfig, type Prompt } from "./api";
-import type { Mode, SamplerConfig, StreamEvent } from "./generated/events";
+import type { ForkEvent, Mode, SamplerConfig, StreamEvent } from "./generated/events";
 import { countStates, stateTable } from "./format";
 import { effectiveConfig, samplerOverrides, type Edits } from "./sampler";
 import { buildRequest } from "./request";
@@ -12,6 +12,7 @@ import { TokenStream } from "./components/TokenStream";
 import { Inspector } from "./components/Inspector";
 import { StatsBar } from "./components/StatsBar";
 import { Charts, type Selection } from "./components/Charts";
+import { ForkView } from "./components/ForkView";
 
 interface Info {
   model?: { name?: string; stored_as?: string };
@@ -32,11 +33,11 @@ export function App() {
   const [prompts, setPrompts] = useState<Prompt[]>([]);
   const [info, setInfo] = useState<Info | null>(null);
   const [loadError, setLoadError] = useState<string | null>(null);
-  const [formError, setFormError] = useState<string | null>(null);
   const [edits, setEdits] = useState<Edits>({});
   const [session, dispatch] = useReducer(reducer, initialSession);
   const [pinned, setPinned] = useState<Selection | null>(null);
   const [hovered, setHovered] = useState<Selection | null>(null);
+  const [openFork, setOpenFork] = useState<Selection | null>(null);
   const abortRef = useRef<AbortController | null>(null);
 
   useEffect(() => {
@@ -59,18 +60,18 @@ export function App() {
   const running = session.status === "running";
 
   const run = useCallback(async () => {
+    setPinned(null);
+    setHovered(null);
+    setOpenFork(null);
     if (Object.keys(overrides.errors).length) {
-      setFormError("Fix the highlighted sampler settings first.");
+      dispatch({ type: "rejected", message: "Fix the highlighted sampler settings first." });
       return;
     }
     const built = buildRequest(values, overrides.sampler);
     if (!built.ok) {
-      setFormError(built.error);
+      dispatch({ type: "rejected", message: built.error });
       return;
     }
-    setFormError(null);
-    setPinned(null);
-    setHovered(null);
     const ctrl = new AbortController();
     abortRef.current = ctrl;
     dispatch({ type: "start", modes: built.modes });
@@ -112,6 +113,16 @@ export function App() {
     } else setHovered({ mode, index });
   }, []);
   const onLeave = useCallback(() => setHovered(null), []);
+  const onToggleFork = useCallback((f: ForkEvent) => {
+    setOpenFork((cur) => (cur && cur.mode === f.mode && cur.index === f.index ? null : { mode: f.mode, index: f.index }));
+  }, []);
+  const closeFork = useCallback(() => {
+    if (openFork) {
+      const sel = `[data-testid="output-${openFork.mode}"] .fork-marker[data-index="${openFork.index}"]`;
+      document.querySelector<HTMLElement>(sel)?.focus(); // back to where the fork was opened
+    }
+    setOpenFork(null);
+  }, [openFork]);
 
   const shown = hovered ?? pinned;
   const shownEvent = shown ? (session.runs.find((r) => r.mode === shown.mode)?.tokens[shown.index] ?? null) : null;
@@ -162,9 +173,8 @@ export function App() {
             </p>
             <Legend table={table} counts={session.runs.length ? countStates(allTokens) : undefined} />
           </div>
-          {(formError || session.error || runErrors.length > 0) && (
+          {(session.error || runErrors.length > 0) && (
             <div className="alert" role="alert" data-testid="error">
-              {formError && <p>{formError}</p>}
               {session.error && <p>{session.error}</p>}
               {runErrors.map((r) => (
                 <p key={r.mode}>
@@ -193,7 +203,14 @@ export function App() {
                     running={running}
                     onInspect={onInspect}
                     onLeave={onLeave}
+                    openFork={openFork?.mode === r.mode ? openFork.index : null}
+                    onToggleFork={onToggleFork}
                   />
+                  {openFork?.mode === r.mode &&
+                    (() => {
+                      const f = r.forks?.find((x) => x.index === openFork.index);
+                      return f ? <ForkView fork={f} onClose={closeFork} /> : null;
+                    })()}
                 </div>
               ))
             )}

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { ApiError, detailMessage, getConfig, streamGeneration } from "./api";
 import type { StreamEvent } from "./generated/events";
-import { done, sse, token } from "./test/fixtures";
+import { done, fork, sse, token } from "./test/fixtures";
 
 const realFetch = globalThis.fetch;
 afterEach(() => {
@@ -62,6 +62,26 @@ describe("streamGeneration", () => {
     mockFetch(() => Response.json({ detail: "busy" }, { status: 503, headers: { "Retry-After": "2" } }));
     const err = await streamGeneration("/api/generate", body, () => undefined).catch((e) => e);
     expect(err.message).toBe("Server answered 503: busy Retry in 2 s.");
+  });
+
+  test("queue full: the retry time is named once", async () => {
+    mockFetch(() =>
+      Response.json(
+        { detail: "the server is busy (queue full); retry in 5 s" },
+        { status: 503, headers: { "Retry-After": "5" } },
+      ),
+    );
+    const err = await streamGeneration("/api/generate", body, () => undefined).catch((e) => e);
+    expect(err.message).toBe("Server answered 503: the server is busy (queue full); retry in 5 s");
+    expect(err.message.match(/retry/gi)).toHaveLength(1);
+  });
+
+  test("fork events are passed on between token events", async () => {
+    const events = [fork(0, 1), token(0, " Reykjavik.", "flowing", "fork"), done("fork", 1)];
+    mockFetch(() => new Response(sse(events)));
+    const got: StreamEvent[] = [];
+    await streamGeneration("/api/generate", { ...body, mode: "fork" }, (e) => got.push(e));
+    expect(got).toEqual(events);
   });
 
   test("server down: the message says how to start it", async () => {

@@ -1,5 +1,5 @@
 // The HTTP API of mlx_server.py (same origin; the dev server proxies /api to it).
-import type { DoneEvent, ErrorEvent, Mode, SamplerConfig, StateInfo, StreamEvent, TokenEvent } from "./generated/events";
+import type { DoneEvent, ErrorEvent, ForkEvent, Mode, SamplerConfig, StateInfo, StreamEvent, TokenEvent } from "./generated/events";
 import { readSSE } from "./sse";
 
 export const START_HINT = "Start it with `uv run mlx_server.py` (from the repository root).";
@@ -74,7 +74,9 @@ async function errorFromResponse(res: Response): Promise<ApiError> {
     }
     message = text.trim().slice(0, 200) || res.statusText || "no details";
   }
-  const suffix = retry ? ` Retry in ${retry} s.` : "";
+  // The server's own message may already say when to retry ("queue full; retry in 5 s"):
+  // name the wait once.
+  const suffix = retry && !/\bretry\b/i.test(message) ? ` Retry in ${retry} s.` : "";
   return new ApiError(`Server answered ${res.status}: ${message}${suffix}`, res.status);
 }
 
@@ -102,16 +104,18 @@ export function isAbort(err: unknown): boolean {
   return err instanceof DOMException && err.name === "AbortError";
 }
 
+const STREAM_EVENTS = new Set<string>(["token", "fork", "done", "error"] satisfies StreamEvent["type"][]);
+
 /** Parse one SSE message into an event; unknown event names are ignored. */
 export function parseEvent(name: string, data: string): StreamEvent | undefined {
-  if (name !== "token" && name !== "done" && name !== "error") return undefined;
+  if (!STREAM_EVENTS.has(name)) return undefined;
   let value: unknown;
   try {
     value = JSON.parse(data);
   } catch {
     throw new ApiError(`The server sent a malformed ${name} event.`);
   }
-  const event = value as TokenEvent | DoneEvent | ErrorEvent;
+  const event = value as TokenEvent | ForkEvent | DoneEvent | ErrorEvent;
   return { ...event, type: name } as StreamEvent;
 }
 

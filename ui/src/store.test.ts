@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { initialSession, reducer, statusText } from "./store";
-import { done, token } from "./test/fixtures";
+import { done, fork, token } from "./test/fixtures";
 
 describe("session reducer", () => {
   test("compare: events are routed by mode", () => {
@@ -37,5 +37,23 @@ describe("session reducer", () => {
     expect(s.error).toBe("down");
     s = reducer(s, { type: "start", modes: ["normal"] });
     expect(s).toEqual({ status: "running", runs: [{ mode: "normal", tokens: [] }] });
+  });
+
+  test("fork events are kept per run; the done status names the work", () => {
+    let s = reducer(initialSession, { type: "start", modes: ["fork"] });
+    s = reducer(s, { type: "events", events: [fork(0), token(0, "x", "flowing", "fork"), { ...done("fork", 1), forks: 1, tokens_computed: 15 }] });
+    s = reducer(s, { type: "finished" });
+    expect(s.runs[0].forks).toHaveLength(1);
+    expect(statusText(s)).toBe("Done (fork: length), 1 tokens; 15 tokens computed for 1 emitted (15.0×, 1 fork).");
+  });
+
+  test("a request rejected before sending clears the previous output and status", () => {
+    let s = reducer(initialSession, { type: "start", modes: ["entropix"] });
+    s = reducer(s, { type: "events", events: [token(0, "x"), done()] });
+    s = reducer(s, { type: "finished" });
+    expect(statusText(s)).toContain("Done");
+    s = reducer(s, { type: "rejected", message: "Type a prompt" });
+    expect(s).toEqual({ status: "error", runs: [], error: "Type a prompt" });
+    expect(statusText(s)).toBe("Failed.");
   });
 });

@@ -1,5 +1,6 @@
 // The state of one generation request (one mode, or several when comparing), as a pure reducer.
 import type { DoneEvent, ForkEvent, Mode, StreamEvent, TokenEvent } from "./generated/events";
+import { forkWorkText } from "./forks";
 
 export interface Run {
   mode: Mode;
@@ -22,7 +23,8 @@ export type Action =
   | { type: "events"; events: StreamEvent[] }
   | { type: "finished" }
   | { type: "stopped" }
-  | { type: "failed"; message: string };
+  | { type: "failed"; message: string }
+  | { type: "rejected"; message: string }; // the request was never sent (invalid form)
 
 export const initialSession: Session = { status: "idle", runs: [] };
 
@@ -75,8 +77,13 @@ export function reducer(session: Session, action: Action): Session {
       return { ...session, status: "stopped" };
     case "failed":
       return { ...session, status: "error", error: action.message };
+    case "rejected":
+      // Nothing ran: the previous output and status must not stay on show as if current.
+      return { status: "error", runs: [], error: action.message };
   }
 }
+
+const runsWithTokens = (session: Session) => session.runs.some((r) => r.tokens.length > 0);
 
 /** One-line status for the live region. */
 export function statusText(session: Session): string {
@@ -88,11 +95,12 @@ export function statusText(session: Session): string {
       return `Generating… ${n} tokens`;
     case "done": {
       const reasons = session.runs.map((r) => `${r.mode}: ${r.done?.finish_reason ?? "ended"}`);
-      return `Done (${reasons.join(", ")}), ${n} tokens.`;
+      const work = session.runs.map((r) => forkWorkText(r.done)).filter(Boolean);
+      return `Done (${reasons.join(", ")}), ${n} tokens${work.length ? `; ${work.join("; ")}` : ""}.`;
     }
     case "stopped":
       return `Stopped after ${n} tokens.`;
     case "error":
-      return "Failed.";
+      return runsWithTokens(session) ? `Failed after ${n} tokens.` : "Failed.";
   }
 }

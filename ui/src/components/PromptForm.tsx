@@ -1,7 +1,7 @@
 import type { FormEvent, KeyboardEvent } from "react";
 import type { Prompt } from "../api";
 
-export type UiMode = "entropix" | "normal" | "greedy" | "compare";
+export type UiMode = "entropix" | "normal" | "greedy" | "fork" | "compare";
 
 export interface FormValues {
   prompt: string;
@@ -25,6 +25,7 @@ const MODES: { value: UiMode; label: string; hint: string }[] = [
   { value: "normal", label: "normal", hint: "fixed temperature / top-p / top-k / min-p" },
   { value: "compare", label: "compare", hint: "entropix and normal side by side, same seed" },
   { value: "greedy", label: "greedy", hint: "always the most likely token" },
+  { value: "fork", label: "fork", hint: "at a fork, try the top candidates as branches and keep the most confident" },
 ];
 
 export function PromptForm({ values, prompts, running, onChange, onRun, onStop }: Props) {

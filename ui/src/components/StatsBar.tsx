@@ -1,5 +1,6 @@
 import { STATES } from "../generated/events";
 import { countStates, formatRate, formatSeconds, liveRate, type StateTable } from "../format";
+import { forkWork } from "../forks";
 import type { Run } from "../store";
 
 /** Speed and per-state counts of one run: live while streaming, final from the done event. */
@@ -9,6 +10,8 @@ export function StatsBar({ run, table }: { run: Run; table: StateTable }) {
   const ttft = run.done?.ttft_s ?? run.tokens[0]?.elapsed_s;
   const rate = run.done?.decode_tok_s ?? liveRate(run.tokens);
   const n = run.done?.generated_tokens ?? run.tokens.length;
+  const work = forkWork(run.done);
+  const forks = run.done?.forks ?? run.forks?.length ?? 0;
   return (
     <div className="stats" role="group" aria-label={`${run.mode} statistics`} data-mode={run.mode}>
       <span className="stat">
@@ -24,6 +27,19 @@ export function StatsBar({ run, table }: { run: Run; table: StateTable }) {
         <span className="stat">
           <span className="stat-k">end</span>{" "}
           <span className="stat-v" data-testid="stat-finish">{run.done.finish_reason}</span>
+        </span>
+      )}
+      {forks > 0 && (
+        <span className="stat">
+          <span className="stat-k">forks</span> <span className="stat-v" data-testid="stat-forks">{forks}</span>
+        </span>
+      )}
+      {work && (
+        <span className="stat" title="Tokens the model decoded, fork branches included, against the tokens shown">
+          <span className="stat-k">computed</span>{" "}
+          <span className="stat-v" data-testid="stat-computed">
+            {work.computed} / {work.emitted} ({work.ratio.toFixed(1)}×)
+          </span>
         </span>
       )}
       {run.done?.seed != null && (

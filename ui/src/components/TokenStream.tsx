@@ -1,7 +1,9 @@
-import { useCallback, useEffect, useRef, type KeyboardEvent } from "react";
-import type { Mode } from "../generated/events";
+import { Fragment, useCallback, useEffect, useMemo, useRef, type KeyboardEvent } from "react";
+import type { ForkEvent, Mode } from "../generated/events";
 import type { Run } from "../store";
 import type { StateTable } from "../format";
+import { forksByIndex, pendingForks } from "../forks";
+import { ForkMarker } from "./ForkMarker";
 import { Token } from "./Token";
 
 export const tokenDomId = (mode: Mode, index: number) => `tok-${mode}-${index}`;
@@ -13,19 +15,25 @@ interface Props {
   running: boolean;
   onInspect: (mode: Mode, index: number, pin: boolean) => void;
   onLeave: () => void;
+  openFork?: number | null; // index of this run's open fork
+  onToggleFork?: (fork: ForkEvent) => void;
 }
 
 /**
  * The generated text as focusable tokens. One tab stop for the whole output (roving tabindex):
  * arrow keys move between tokens, Home/End jump, Escape unpins.
  */
-export function TokenStream({ run, table, selected, running, onInspect, onLeave }: Props) {
+export function TokenStream({ run, table, selected, running, onInspect, onLeave, openFork = null, onToggleFork }: Props) {
   const ref = useRef<HTMLDivElement>(null);
   const inspect = useCallback(
     (index: number, pin: boolean) => onInspect(run.mode, index, pin),
     [onInspect, run.mode],
   );
   const n = run.tokens.length;
+  const forks = useMemo(() => forksByIndex(run.forks), [run.forks]);
+  const marker = (f: ForkEvent, k: number) => (
+    <ForkMarker key={`fork-${f.index}-${k}`} fork={f} open={openFork === f.index} onToggle={(x) => onToggleFork?.(x)} />
+  );
   const current = selected !== null && selected < n ? selected : 0;
 
   // Keep the pinned token in view (e.g. after clicking its point in a chart).
@@ -61,16 +69,19 @@ export function TokenStream({ run, table, selected, running, onInspect, onLeave 
       onMouseLeave={onLeave}
     >
       {run.tokens.map((ev, i) => (
-        <Token
-          key={i}
-          ev={ev}
-          table={table}
-          domId={tokenDomId(run.mode, i)}
-          selected={selected === i}
-          focusable={i === current}
-          onInspect={inspect}
-        />
+        <Fragment key={i}>
+          {forks.get(i)?.map(marker)}
+          <Token
+            ev={ev}
+            table={table}
+            domId={tokenDomId(run.mode, i)}
+            selected={selected === i}
+            focusable={i === current}
+            onInspect={inspect}
+          />
+        </Fragment>
       ))}
+      {pendingForks(run.forks, n).map(marker)}
       {running && !run.done && !run.error && <span className="cursor" aria-hidden="true" />}
       {n === 0 && !running && !run.error && <span className="placeholder">No tokens.</span>}
     </div>

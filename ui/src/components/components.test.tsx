@@ -2,7 +2,11 @@ import { describe, expect, test } from "bun:test";
 import { renderToStaticMarkup } from "react-dom/server";
 import { STATE_INFO, STATES } from "../generated/events";
 import { stateTable } from "../format";
-import { token } from "../test/fixtures";
+import { done, fork, token } from "../test/fixtures";
+import { ForkMarker } from "./ForkMarker";
+import { ForkView } from "./ForkView";
+import { StatsBar } from "./StatsBar";
+import { TokenStream } from "./TokenStream";
 import { Inspector } from "./Inspector";
 import { Legend } from "./Legend";
 import { Token, TokenText } from "./Token";
@@ -72,5 +76,59 @@ describe("Inspector", () => {
 
   test("empty state explains how to inspect", () => {
     expect(renderToStaticMarkup(<Inspector ev={null} table={table} pinned={false} />)).toContain("arrow keys");
+  });
+});
+
+describe("forks", () => {
+  test("the marker stands right before the token at the fork's index", () => {
+    const tokens = [token(0, "A", "flowing", "fork"), token(1, "B", "flowing", "fork"), token(2, "C", "flowing", "fork")];
+    const html = renderToStaticMarkup(
+      <TokenStream
+        run={{ mode: "fork", tokens, forks: [fork(1)] }}
+        table={table}
+        selected={null}
+        running={false}
+        onInspect={noop}
+        onLeave={noop}
+      />,
+    );
+    const marker = html.indexOf('data-testid="fork-marker"');
+    expect(marker).toBeGreaterThan(html.indexOf('id="tok-fork-0"'));
+    expect(marker).toBeLessThan(html.indexOf('id="tok-fork-1"'));
+    expect(html.match(/data-testid="fork-marker"/g)).toHaveLength(1);
+  });
+
+  test("a fork whose tokens have not arrived yet is marked at the end", () => {
+    const html = renderToStaticMarkup(
+      <TokenStream run={{ mode: "fork", tokens: [], forks: [fork(0)] }} table={table} selected={null} running onInspect={noop} onLeave={noop} />,
+    );
+    expect(html).toContain('data-testid="fork-marker"');
+  });
+
+  test("the marker says what it opens", () => {
+    const html = renderToStaticMarkup(<ForkMarker fork={fork(4)} open={false} onToggle={noop} />);
+    expect(html).toContain('aria-expanded="false"');
+    expect(html).toContain("Fork before token #4: 3 branches");
+    expect(html).toContain(">3<");
+  });
+
+  test("the view lists every branch with first token, text, score and answer; the kept one marked", () => {
+    const html = renderToStaticMarkup(<ForkView fork={fork(2, 1)} onClose={noop} />);
+    expect(html.match(/data-testid="fork-branch"/g)).toHaveLength(3);
+    expect(html.match(/data-kept="true"/g)).toHaveLength(1);
+    expect(html).toContain('class="branch kept"');
+    for (const x of ["0.31", "0.82", "0.05", "Oslo", "Reykjavik", "&quot; Oslo&quot;", " Oslo is", "15 tokens computed", "the first token", "answer_margin"])
+      expect(html).toContain(x);
+    expect(html).toContain("&lt;b&gt;x&lt;/b&gt;"); // branch text is text
+    expect(html).not.toContain("<b>");
+    expect(html).toContain("(best)");
+  });
+
+  test("stats bar: forks and tokens computed vs emitted once done", () => {
+    const d = { ...done("fork", 10), forks: 2, tokens_computed: 40 };
+    const html = renderToStaticMarkup(<StatsBar run={{ mode: "fork", tokens: [], done: d }} table={table} />);
+    expect(html).toContain('data-testid="stat-forks">2<');
+    expect(html).toContain("40 / 10 (4.0×)");
+    expect(renderToStaticMarkup(<StatsBar run={{ mode: "entropix", tokens: [], done: done() }} table={table} />)).not.toContain("computed");
   });
 });

@@ -1,4 +1,4 @@
-import type { DoneEvent, Mode, State, TokenEvent } from "../generated/events";
+import type { DoneEvent, ForkEvent, Mode, State, TokenEvent } from "../generated/events";
 
 export function token(index: number, text: string, state: State = "flowing", mode: Mode = "entropix"): TokenEvent {
   return {
@@ -44,6 +44,29 @@ export function done(mode: Mode = "entropix", n = 2): DoneEvent {
     seed: 42,
     tokens_computed: 0,
     forks: 0,
+  };
+}
+
+/** A fork before token `index` with three branches; branch `kept` was kept. */
+export function fork(index: number, kept = 1, mode: Mode = "fork"): ForkEvent {
+  const branch = (i: number, text: string, score: number, answer: string | null) => ({
+    token: { id: 500 + i, text: text.split(" ").slice(0, 2).join(" "), logprob: Math.log(0.5 / (i + 1)) },
+    text,
+    tokens: 4 + i,
+    score,
+    answer,
+    kept: i === kept,
+  });
+  return {
+    type: "fork",
+    mode,
+    index,
+    trigger: "first",
+    metrics: token(index, "").metrics,
+    score: "answer_margin",
+    branches: [branch(0, " Oslo is", 0.31, "Oslo"), branch(1, " Reykjavik.", 0.82, "Reykjavik"), branch(2, " <b>x</b>", 0.05, null)],
+    kept,
+    tokens_computed: 15,
   };
 }
 
