@@ -130,7 +130,25 @@ def render() -> str:
         for k, info in table.items():
             lines.append(f"  {k}: {json.dumps(info.model_dump(), ensure_ascii=False)},")
         lines += ["};", ""]
+    lines += _sampler_fields(defs["SamplerConfig"]["properties"])
     return "\n".join(lines)
+
+
+def _sampler_fields(props: dict[str, Any]) -> list[str]:
+    """The settings panel's tooltips and choices, from SamplerConfig's own field metadata."""
+    lines = [
+        "/** SamplerConfig's field descriptions (empty where the field has none). */",
+        "export const SAMPLER_DESCRIPTIONS: Record<keyof SamplerConfig, string> = {",
+    ]
+    for field, info in SamplerConfig.model_fields.items():
+        lines.append(f"  {field}: {json.dumps(info.description or '', ensure_ascii=False)},")
+    lines += ["};", "", "/** The allowed values of SamplerConfig's choice fields. */"]
+    choices = "Partial<Record<keyof SamplerConfig, readonly string[]>>"
+    lines.append(f"export const SAMPLER_CHOICES: {choices} = {{")
+    for field, prop in props.items():
+        if "enum" in prop:
+            lines.append(f"  {field}: {json.dumps(prop['enum'])},")
+    return [*lines, "};", ""]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
-import { STATE_INFO, STATES } from "./generated/events";
+import { ACTION_INFO, STATE_INFO, STATES } from "./generated/events";
 import {
+  actionLabel,
   countStates,
   formatNumber,
   formatProb,
@@ -86,5 +87,15 @@ describe("metrics formatting", () => {
     expect(countStates(toks)).toEqual({ flowing: 1, treading: 0, exploring: 2, resampling: 0, adaptive: 0 });
     expect(liveRate(toks)).toBeCloseTo(2 / 0.1);
     expect(liveRate(toks.slice(0, 1))).toBeUndefined();
+  });
+});
+
+describe("action wording", () => {
+  test("depends on the mode: normal mode's parameters are fixed, not adjusted", () => {
+    expect(actionLabel("sample", "entropix")).toBe(ACTION_INFO.sample.label);
+    expect(actionLabel("sample", "normal")).not.toContain("adjusted");
+    expect(actionLabel("sample", "normal")).toContain("fixed");
+    expect(actionLabel("argmax", "normal")).toBe(ACTION_INFO.argmax.label);
+    expect(actionLabel("unknown", "greedy")).toBe("unknown");
   });
 });

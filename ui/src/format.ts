@@ -4,8 +4,10 @@ import {
   METRIC_INFO,
   STATE_INFO,
   STATES,
+  type Action,
   type Label,
   type Metrics,
+  type Mode,
   type State,
   type StateInfo,
   type TokenEvent,
@@ -40,6 +42,16 @@ export function withAlpha(hex: string, alpha: number): string {
 export const ACTION_LABELS: Record<string, string> = Object.fromEntries(
   Object.entries(ACTION_INFO).map(([k, v]) => [k, v.label]),
 );
+
+// Normal mode samples too, but with the fixed base parameters: "adjusted" would be untrue there.
+const ACTION_BY_MODE: Partial<Record<Mode, Partial<Record<Action, string>>>> = {
+  normal: { sample: "sample (drew with the fixed base parameters)" },
+};
+
+/** The action in words, as it applies in the token's mode. */
+export function actionLabel(action: string, mode: Mode): string {
+  return ACTION_BY_MODE[mode]?.[action as Action] ?? ACTION_LABELS[action] ?? action;
+}
 
 export const METRIC_LABELS: Record<keyof Metrics, Label> = METRIC_INFO;
 

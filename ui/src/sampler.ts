@@ -3,14 +3,7 @@ import type { SamplerConfig } from "./generated/events";
 
 export type Edits = Partial<Record<keyof SamplerConfig, string | null>>;
 
-const INT_FIELDS = new Set<string>(["top_k", "n_adaptive_samples"]);
-
-export const SAMPLER_GROUPS: { title: string; match: (k: string) => boolean }[] = [
-  { title: "Base sampling (also normal mode)", match: (k) => ["temperature", "top_p", "top_k", "min_p"].includes(k) },
-  { title: "State thresholds", match: (k) => ["low_ent", "low_vent", "med_ent", "high_ent", "high_vent"].includes(k) },
-  { title: "Per-state adjustments", match: (k) => /^(helv|lehv|hehv)_/.test(k) || k === "clarifying_token" },
-  { title: "Adaptive (middle ground)", match: (k) => k === "n_adaptive_samples" || k.startsWith("ada_") },
-];
+const INT_FIELDS = new Set<string>(["top_k", "n_adaptive_samples", "fork_branches", "fork_max_forks", "fork_branch_tokens"]);
 
 export interface Overrides {
   sampler: Partial<SamplerConfig> | null; // null: nothing changed
@@ -26,7 +19,8 @@ export function samplerOverrides(defaults: SamplerConfig | null, edits: Edits): 
     if (!(key in defaults) || raw === undefined) continue;
     const def = (defaults as unknown as Record<string, unknown>)[key];
     let value: unknown = raw;
-    if (typeof def === "number") {
+    if (typeof def === "boolean") value = raw === "true";
+    else if (typeof def === "number") {
       const text = (raw ?? "").trim();
       const n = Number(text);
       if (text === "" || !Number.isFinite(n)) {

@@ -1,6 +1,6 @@
 import type { Metrics, TokenEvent } from "../generated/events";
 import {
-  ACTION_LABELS,
+  actionLabel,
   formatNumber,
   formatProb,
   METRIC_LABELS,
@@ -41,7 +41,7 @@ export function Inspector({ ev, table, pinned }: { ev: TokenEvent | null; table:
       <p className="muted small">{table[ev.state]?.description}</p>
       <dl className="kv">
         <dt>Action</dt>
-        <dd data-testid="insp-action">{ACTION_LABELS[ev.action] ?? ev.action}</dd>
+        <dd data-testid="insp-action">{actionLabel(ev.action, ev.mode)}</dd>
         <dt>Probability</dt>
         <dd>{formatProb(ev.logprob)} <span className="muted small">(T=1)</span></dd>
       </dl>
@@ -58,6 +58,7 @@ export function Inspector({ ev, table, pinned }: { ev: TokenEvent | null; table:
         </tbody>
       </table>
       <h3>Parameters used</h3>
+      {ev.mode === "normal" && <p className="muted small">Fixed for the whole generation (normal mode).</p>}
       <dl className="kv params">
         <dt>temperature</dt>
         <dd>{formatNumber(ev.params.temperature)}</dd>

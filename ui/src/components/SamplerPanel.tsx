@@ -1,5 +1,6 @@
-import type { SamplerConfig } from "../generated/events";
-import { SAMPLER_GROUPS, type Edits, type Overrides } from "../sampler";
+import { SAMPLER_CHOICES, type SamplerConfig } from "../generated/events";
+import type { Edits, Overrides } from "../sampler";
+import { fieldLabel, fieldTooltip, groupFields } from "../samplerFields";
 
 interface Props {
   defaults: SamplerConfig | null;
@@ -9,80 +10,125 @@ interface Props {
   onReset: () => void;
 }
 
+type Key = keyof SamplerConfig;
+
+/** A field's label: words, then the unit; the raw config key and its description as tooltip. */
+function FieldLabel({ k, htmlFor, def }: { k: Key; htmlFor: string; def: unknown }) {
+  const { label, unit } = fieldLabel(k);
+  return (
+    <label htmlFor={htmlFor} title={fieldTooltip(k, def)} data-key={k}>
+      {label}
+      {unit && <span className="unit muted"> ({unit})</span>}
+    </label>
+  );
+}
+
+interface FieldProps {
+  k: Key;
+  def: SamplerConfig[Key];
+  edits: Edits;
+  error?: string;
+  changed: boolean;
+  onEdit: Props["onEdit"];
+}
+
+function Field({ k, def, edits, error, changed, onEdit }: FieldProps) {
+  const id = `sampler-${k}`;
+  const cls = changed ? "field changed" : "field";
+  const edited = k in edits;
+  if (k === "clarifying_token") {
+    const value = edited ? edits[k] : (def as string | null);
+    return (
+      <div className={cls}>
+        <FieldLabel k={k} htmlFor={id} def={def} />
+        <input id={id} type="text" value={value ?? ""} disabled={value === null} onChange={(e) => onEdit(k, e.target.value)} />
+        <label className="inline small field-extra">
+          <input
+            type="checkbox"
+            checked={value === null}
+            onChange={(e) => onEdit(k, e.target.checked ? null : ((def as string | null) ?? " ..."))}
+          />{" "}
+          none
+        </label>
+      </div>
+    );
+  }
+  const value = edited ? (edits[k] ?? "") : String(def);
+  const choices = SAMPLER_CHOICES[k];
+  if (typeof def === "boolean") {
+    return (
+      <div className={cls}>
+        <FieldLabel k={k} htmlFor={id} def={def} />
+        <input id={id} type="checkbox" checked={value === "true"} onChange={(e) => onEdit(k, String(e.target.checked))} />
+      </div>
+    );
+  }
+  if (choices) {
+    return (
+      <div className={cls}>
+        <FieldLabel k={k} htmlFor={id} def={def} />
+        <select id={id} value={value} onChange={(e) => onEdit(k, e.target.value)}>
+          {choices.map((c) => (
+            <option key={c} value={c}>
+              {c}
+            </option>
+          ))}
+        </select>
+      </div>
+    );
+  }
+  return (
+    <div className={cls}>
+      <FieldLabel k={k} htmlFor={id} def={def} />
+      <input
+        id={id}
+        type="text"
+        inputMode="decimal"
+        value={value}
+        aria-invalid={error ? true : undefined}
+        aria-describedby={error ? `${id}-err` : undefined}
+        onChange={(e) => onEdit(k, e.target.value)}
+      />
+      {error && (
+        <span id={`${id}-err`} className="field-error">
+          {error}
+        </span>
+      )}
+    </div>
+  );
+}
+
 /** Every sampler knob from /api/config, editable; changed values are sent as overrides. */
 export function SamplerPanel({ defaults, edits, overrides, onEdit, onReset }: Props) {
   const changed = overrides.sampler ? Object.keys(overrides.sampler).length : 0;
   return (
     <details className="sampler panel">
       <summary>
-        Sampler settings{" "}
-        {changed > 0 && <span className="badge">{changed} changed</span>}
+        Sampler settings {changed > 0 && <span className="badge">{changed} changed</span>}
       </summary>
       {!defaults ? (
         <p className="muted small">Settings load from the server's /api/config.</p>
       ) : (
         <>
-          {SAMPLER_GROUPS.map((group) => {
-            const keys = (Object.keys(defaults) as (keyof SamplerConfig)[]).filter((k) => group.match(k));
-            return (
-              <fieldset key={group.title}>
-                <legend>{group.title}</legend>
-                <div className="sampler-grid">
-                  {keys.map((k) => {
-                    const def = defaults[k];
-                    const id = `sampler-${k}`;
-                    const error = overrides.errors[k];
-                    const isChanged = overrides.sampler ? k in overrides.sampler : false;
-                    if (k === "clarifying_token") {
-                      const value = k in edits ? edits[k] : (def as string | null);
-                      return (
-                        <div key={k} className={isChanged ? "field changed" : "field"}>
-                          <label htmlFor={id}>clarifying token</label>
-                          <input
-                            id={id}
-                            type="text"
-                            value={value ?? ""}
-                            disabled={value === null}
-                            onChange={(e) => onEdit(k, e.target.value)}
-                          />
-                          <label className="inline small">
-                            <input
-                              type="checkbox"
-                              checked={value === null}
-                              onChange={(e) => onEdit(k, e.target.checked ? null : ((def as string | null) ?? " ..."))}
-                            />{" "}
-                            none
-                          </label>
-                        </div>
-                      );
-                    }
-                    const value = k in edits ? (edits[k] ?? "") : String(def);
-                    return (
-                      <div key={k} className={isChanged ? "field changed" : "field"}>
-                        <label htmlFor={id} title={`default ${String(def)}`}>
-                          {k}
-                        </label>
-                        <input
-                          id={id}
-                          type="text"
-                          inputMode="decimal"
-                          value={value}
-                          aria-invalid={error ? true : undefined}
-                          aria-describedby={error ? `${id}-err` : undefined}
-                          onChange={(e) => onEdit(k, e.target.value)}
-                        />
-                        {error && (
-                          <span id={`${id}-err`} className="field-error">
-                            {error}
-                          </span>
-                        )}
-                      </div>
-                    );
-                  })}
-                </div>
-              </fieldset>
-            );
-          })}
+          <p className="muted small">Hover a name for its config key and meaning.</p>
+          {groupFields(Object.keys(defaults)).map((group) => (
+            <fieldset key={group.title}>
+              <legend>{group.title}</legend>
+              <div className="sampler-grid">
+                {group.keys.map((k) => (
+                  <Field
+                    key={k}
+                    k={k}
+                    def={defaults[k]}
+                    edits={edits}
+                    error={overrides.errors[k]}
+                    changed={overrides.sampler ? k in overrides.sampler : false}
+                    onEdit={onEdit}
+                  />
+                ))}
+              </div>
+            </fieldset>
+          ))}
           <button type="button" className="secondary" onClick={onReset} disabled={Object.keys(edits).length === 0}>
             Reset to defaults
           </button>

@@ -211,3 +211,44 @@ export const METRIC_INFO: Record<keyof Metrics, Label> = {
   agreement: {"label": "Head disagreement", "unit": ""},
   interaction_strength: {"label": "Interaction strength", "unit": ""},
 };
+
+/** SamplerConfig's field descriptions (empty where the field has none). */
+export const SAMPLER_DESCRIPTIONS: Record<keyof SamplerConfig, string> = {
+  temperature: "Base temperature T0.",
+  top_p: "Nucleus mass kept (descending order).",
+  top_k: "Tokens kept by top-k; 0 disables.",
+  min_p: "Min prob relative to the top token.",
+  low_ent: "Below: low entropy.",
+  low_vent: "Below: low varentropy.",
+  med_ent: "Above (with high varentropy): lost in the mist.",
+  high_ent: "Above: high entropy.",
+  high_vent: "Above: high varentropy.",
+  helv_attn_ent_offset: "",
+  helv_attn_ent_coef: "",
+  lehv_interaction_strength_offset: "",
+  lehv_interaction_strength_coef: "",
+  hehv_attn_ent_coef: "",
+  hehv_attn_vent_offset: "",
+  hehv_attn_vent_coef: "",
+  n_adaptive_samples: "",
+  ada_temp_logits: "",
+  ada_temp_attn: "",
+  ada_temp_agree: "",
+  ada_top_p: "",
+  ada_top_k_int: "",
+  ada_top_k_agree: "",
+  ada_min_p: "",
+  fork_trigger: "Fork at the first token, at 'exploring' tokens, or both.",
+  fork_branches: "Branches per fork (top-k tokens).",
+  fork_max_forks: "Forks per answer at most.",
+  fork_branch_tokens: "Tokens per branch at most.",
+  fork_score: "Branch confidence: mean p(top1)-p(top2) over the answer span (answer_margin) or the whole branch (margin), minus mean entropy, or mean log-prob.",
+  fork_aggregate: "Sum the scores of branches that reach the same answer.",
+  clarifying_token: "Text of the token inserted once per generation; null disables.",
+};
+
+/** The allowed values of SamplerConfig's choice fields. */
+export const SAMPLER_CHOICES: Partial<Record<keyof SamplerConfig, readonly string[]>> = {
+  fork_trigger: ["first", "exploring", "both"],
+  fork_score: ["answer_margin", "margin", "entropy", "logprob"],
+};
