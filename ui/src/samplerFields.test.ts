@@ -28,7 +28,7 @@ describe("sampler field labels", () => {
   test("groups hold every field exactly once; unknown fields land in Other", () => {
     const groups = groupFields([...keys, "future_knob"]);
     const all = groups.flatMap((g) => g.keys);
-    expect(all.sort()).toEqual([...keys, "future_knob"].sort());
+    expect((all as string[]).sort()).toEqual([...keys, "future_knob"].sort());
     expect(groups.at(-1)).toEqual({ title: "Other", keys: ["future_knob" as keyof SamplerConfig] });
     expect(groups.find((g) => g.title.includes("fork mode"))?.keys).toContain("fork_score");
   });

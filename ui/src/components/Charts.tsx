@@ -35,7 +35,6 @@ interface Props {
 }
 
 const POINT_STYLES: PointStyle[] = ["circle", "triangle", "rect"];
-const DASHES = [[], [6, 4], [2, 3]];
 
 type XY = { x: number; y: number };
 
@@ -105,40 +104,39 @@ export function Charts({ runs, table, thresholds, selected, onSelect }: Props) {
     )}, V ${formatNumber(t.metrics.varentropy)})`;
   };
 
-  // Line chart: entropy (solid) and varentropy (dashed) per token, points coloured by state.
-  const line = useMemo(() => {
-    const modes: (Mode | null)[] = [];
-    const datasets = runs.flatMap((run, r) => {
+  // Line charts: entropy (solid) and varentropy (dashed) per token, points coloured by state.
+  // Several runs (compare) get one small chart each on shared axes, not four overlaid series.
+  const lines = useMemo(() => {
+    const xMax = Math.max(1, ...runs.map((r) => r.tokens.length - 1));
+    const yMax = niceMax(runs.flatMap((r) => r.tokens.flatMap((t) => [t.metrics.entropy, t.metrics.varentropy])));
+    return runs.map((run, r) => {
       const colours = pointColours(run.tokens, table);
-      const rad = radii(run.tokens, run, selected, 2.5);
       const common = {
         pointBackgroundColor: colours,
         pointBorderColor: colours,
-        pointRadius: rad,
+        pointRadius: radii(run.tokens, run, selected, 2.5),
         pointHoverRadius: 6,
         pointStyle: POINT_STYLES[r % POINT_STYLES.length],
         borderWidth: 1.5,
         tension: 0,
       };
-      modes.push(run.mode, run.mode);
-      return [
+      const datasets = [
         {
           ...common,
-          label: `${run.mode} entropy (bits)`,
+          label: "entropy (bits)",
           data: run.tokens.map((t, i) => ({ x: i, y: t.metrics.entropy })),
           borderColor: theme.line1,
-          borderDash: DASHES[r % DASHES.length],
         },
         {
           ...common,
-          label: `${run.mode} varentropy (bits²)`,
+          label: "varentropy (bits²)",
           data: run.tokens.map((t, i) => ({ x: i, y: t.metrics.varentropy })),
           borderColor: theme.line2,
-          borderDash: r === 0 ? [5, 3] : [1, 3],
+          borderDash: [5, 3],
         },
       ];
+      return { mode: run.mode, data: { datasets } as ChartData<"line", XY[]>, modes: [run.mode, run.mode], xMax, yMax };
     });
-    return { data: { datasets } as ChartData<"line", XY[]>, modes };
   }, [runs, table, selected, theme]);
 
   // Scatter: each token in the (entropy, varentropy) plane plus the quadrant thresholds.
@@ -221,16 +219,17 @@ export function Charts({ runs, table, thresholds, selected, onSelect }: Props) {
     },
   });
 
-  const lineOptions: ChartOptions<"line"> = {
+  const multiple = lines.length > 1;
+  const lineOptions = (l: (typeof lines)[number]): ChartOptions<"line"> => ({
     animation: false,
     maintainAspectRatio: false,
     parsing: false,
     normalized: true,
     interaction: { mode: "nearest", intersect: true },
-    scales: { x: axis("token"), y: axis("bits / bits²") },
-    plugins: plugins(line.modes, false) as ChartOptions<"line">["plugins"],
-    onClick: clickHandler(line.modes) as ChartOptions<"line">["onClick"],
-  };
+    scales: { x: axis("token", l.xMax), y: axis("bits / bits²", multiple ? l.yMax : undefined) },
+    plugins: plugins(l.modes, false) as ChartOptions<"line">["plugins"],
+    onClick: clickHandler(l.modes) as ChartOptions<"line">["onClick"],
+  });
   const scatterOptions: ChartOptions<"scatter"> = {
     animation: false,
     maintainAspectRatio: false,
@@ -246,16 +245,25 @@ export function Charts({ runs, table, thresholds, selected, onSelect }: Props) {
   const n = runs.reduce((a, r) => a + r.tokens.length, 0);
   return (
     <div className="charts">
-      <figure className="chart panel">
-        <figcaption>Entropy and varentropy per token</figcaption>
-        <div className="chart-box">
-          <Line
-            data={line.data}
-            options={lineOptions}
-            role="img"
-            aria-label={`Line chart of entropy and varentropy for ${n} tokens; click a point to inspect its token.`}
-          />
-        </div>
+      <figure className="chart panel" data-testid="line-charts">
+        <figcaption>Entropy and varentropy per token{multiple ? " (one chart per mode, same axes)" : ""}</figcaption>
+        {(lines.length ? lines : [{ mode: null, data: { datasets: [] } as ChartData<"line", XY[]>, modes: [], xMax: 1, yMax: 1 }]).map(
+          (l) => (
+            <div key={l.mode ?? "empty"} className={multiple ? "chart-multiple" : undefined}>
+              {multiple && <h3 className="chart-mode">{l.mode}</h3>}
+              <div className={multiple ? "chart-box small" : "chart-box"} data-testid={l.mode ? `line-${l.mode}` : undefined}>
+                <Line
+                  data={l.data}
+                  options={lineOptions(l as (typeof lines)[number])}
+                  role="img"
+                  aria-label={`Line chart of entropy and varentropy${l.mode ? ` for ${l.mode}` : ""}, ${
+                    runs.find((r) => r.mode === l.mode)?.tokens.length ?? 0
+                  } tokens; click a point to inspect its token.`}
+                />
+              </div>
+            </div>
+          ),
+        )}
       </figure>
       <figure className="chart panel">
         <figcaption>Entropy–varentropy plane (dashed: state thresholds)</figcaption>
