@@ -4,21 +4,35 @@
 //
 // Starts `uv run mlx_server.py --port <free port>` from the repository root (the embedded
 // model, serving the built UI at /), drives Debian's /usr/bin/chromium with playwright-core (no
-// browser download), and saves screenshots to images/. A few cases mock /api/generate with
-// page.route: a crafted SSE stream carrying markup (XSS) and server failures.
-// Env: CHROMIUM (browser path), E2E_SERVER_URL (use a running server instead of starting one).
+// browser download). Screenshots go to a fresh temporary folder, so a test run leaves the
+// checkout untouched; `bash scripts/take_screenshots.sh` re-takes the README images on purpose
+// (E2E_SCREENSHOTS=images). Many cases mock /api/generate or /api/compare with page.route: a
+// crafted SSE stream carrying markup (XSS), fork events, server failures.
+// Env: CHROMIUM (browser path), E2E_SERVER_URL (use a running server instead of starting one),
+// E2E_SCREENSHOTS (folder for the screenshots), E2E_ONLY (regex: run only the matching cases).
 
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, openSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { chromium, type Browser, type Page } from "playwright-core";
-import { STATE_INFO, STATES, type DoneEvent, type TokenEvent } from "../src/generated/events";
+import {
+  ACTION_INFO,
+  STATE_INFO,
+  STATES,
+  type DoneEvent,
+  type ForkEvent,
+  type Mode,
+  type TokenEvent,
+} from "../src/generated/events";
 
 const UI = resolve(import.meta.dir, "..");
 const ROOT = resolve(UI, "..");
-const IMAGES = join(ROOT, "images");
+const TMP_SHOTS = mkdtempSync(join(tmpdir(), "mlx-entropix-e2e-shots-"));
+// The README's images (ui_*.png) go here; other screenshots always to TMP_SHOTS.
+const SHOTS = process.env.E2E_SCREENSHOTS ? resolve(process.cwd(), process.env.E2E_SCREENSHOTS) : TMP_SHOTS;
+const ONLY = process.env.E2E_ONLY ? new RegExp(process.env.E2E_ONLY, "i") : undefined;
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const GEN_TIMEOUT = 120_000; // CPU runners are slow and shared
 const VIEWPORT = { width: 1440, height: 780 };
@@ -26,7 +40,15 @@ const VIEWPORT = { width: 1440, height: 780 };
 // ---------------------------------------------------------------- tiny test harness
 type Case = { name: string; fn: (page: Page) => Promise<void> };
 const cases: Case[] = [];
-const test = (name: string, fn: (page: Page) => Promise<void>) => cases.push({ name, fn });
+const test = (name: string, fn: (page: Page) => Promise<void>) => {
+  if (!ONLY || ONLY.test(name)) cases.push({ name, fn });
+};
+
+async function shot(page: Page, name: string, readme = true): Promise<void> {
+  const dir = readme ? SHOTS : TMP_SHOTS;
+  mkdirSync(dir, { recursive: true });
+  await page.screenshot({ path: join(dir, name), fullPage: true });
+}
 
 function assert(cond: unknown, message: string): asserts cond {
   if (!cond) throw new Error(message);
@@ -148,15 +170,15 @@ function sseBody(events: object[]): string {
   return events.map((e) => `: ping\r\n\r\nevent: ${(e as { type: string }).type}\r\ndata: ${JSON.stringify(e)}\r\n\r\n`).join("");
 }
 
-function fakeToken(index: number, text: string, state: TokenEvent["state"]): TokenEvent {
+function fakeToken(index: number, text: string, state: TokenEvent["state"], mode: Mode = "entropix"): TokenEvent {
   return {
     type: "token",
-    mode: "entropix",
+    mode,
     index,
     id: 1000 + index,
     text,
     state,
-    action: "sample",
+    action: state === "flowing" ? "argmax" : "sample",
     metrics: { entropy: 1 + index, varentropy: 2 + index, attn_entropy: 3, attn_varentropy: 0.5, agreement: 0.01, interaction_strength: 2 },
     params: { temperature: 0.7, top_p: 0.9, top_k: 27, min_p: 0.03, n_samples: 1 },
     logprob: -0.5,
@@ -272,8 +294,7 @@ test("keyboard: arrow keys move between tokens and inspect them", async (page) =
   await page.keyboard.press("ArrowRight"); // leave a token focused for the screenshot
   await page.keyboard.press("ArrowRight");
   await page.keyboard.press("ArrowRight");
-  mkdirSync(IMAGES, { recursive: true });
-  await page.screenshot({ path: join(IMAGES, "ui_entropix.png"), fullPage: true });
+  await shot(page, "ui_entropix.png");
 });
 
 test("dark mode: readable colours follow prefers-color-scheme", async (page) => {
@@ -294,7 +315,7 @@ test("compare mode fills both columns", async (page) => {
   const b = await tokenCount(page, "normal");
   assert(a > 0 && b > 0, `both columns have tokens (${a}, ${b})`);
   await page.locator('[data-testid="output-normal"] .tok').nth(1).hover();
-  await page.screenshot({ path: join(IMAGES, "ui_compare.png"), fullPage: true });
+  await shot(page, "ui_compare.png");
 });
 
 test("stop cancels the stream and the server stops generating", async (page) => {
@@ -397,6 +418,298 @@ test("token text is untrusted: markup shows as text and never runs", async (page
   await page.unroute("**/api/generate");
 });
 
+// ---------------------------------------------------------------- mocked streams: forks, clarity
+function fakeDone(mode: Mode, tokens: TokenEvent[], extra: Partial<DoneEvent> = {}): DoneEvent {
+  const count = (key: "state" | "action") =>
+    tokens.reduce<Record<string, number>>((acc, t) => ({ ...acc, [t[key]]: (acc[t[key]] ?? 0) + 1 }), {});
+  return {
+    type: "done",
+    mode,
+    text: tokens.map((t) => t.text).join(""),
+    finish_reason: "stop",
+    prompt_tokens: 20,
+    generated_tokens: tokens.length,
+    ttft_s: 0.12,
+    total_s: 0.1 * tokens.length + 0.1,
+    prefill_tok_s: 160,
+    decode_tok_s: 10,
+    state_counts: count("state"),
+    action_counts: count("action"),
+    seed: 3,
+    tokens_computed: 0,
+    forks: 0,
+    ...extra,
+  };
+}
+
+/** Answer `path` with these events as one SSE body; returns the request bodies it saw. */
+async function mockStream(page: Page, path: string, events: object[]): Promise<unknown[]> {
+  const bodies: unknown[] = [];
+  await page.unroute(`**${path}`);
+  await page.route(`**${path}`, (route) => {
+    bodies.push(route.request().postDataJSON());
+    return route.fulfill({ status: 200, contentType: "text/event-stream", body: sseBody(events) });
+  });
+  return bodies;
+}
+
+function states(texts: string[], mode: Mode, at: TokenEvent["state"][], from = 0): TokenEvent[] {
+  return texts.map((t, i) => fakeToken(from + i, t, at[i % at.length], mode));
+}
+
+// A fork run as the engine will stream it: the first-token fork (CoT-decoding style), its kept
+// branch's tokens, a second fork at an "exploring" token, the rest, and the work in `done`.
+function forkStream(): { events: object[]; forks: ForkEvent[]; tokens: TokenEvent[] } {
+  const first = states([" Reykjavik", ".", " It", " is", " the"], "fork", ["flowing", "flowing", "adaptive", "flowing", "flowing"]);
+  first[0].state = "exploring";
+  const rest = states([" world", "'s", " northern", "most", " capital", "."], "fork", ["adaptive", "flowing", "flowing", "flowing", "flowing", "flowing"], 5);
+  rest[0].state = "exploring";
+  const metrics = (i: number) => ({ ...first[0].metrics, entropy: 1.8 + i, varentropy: 6.5 + i });
+  const branch = (text: string, p: number, score: number, answer: string | null, kept = false) => ({
+    token: { id: 2000 + Math.round(p * 100), text: text.match(/^\s?[A-Za-z]+/)?.[0] ?? text, logprob: Math.log(p) },
+    text,
+    tokens: text.split(/(?=[ .'])/).length,
+    score,
+    answer,
+    kept,
+  });
+  const fork1: ForkEvent = {
+    type: "fork",
+    mode: "fork",
+    index: 0,
+    trigger: "first",
+    metrics: metrics(0),
+    score: "answer_margin",
+    branches: [
+      branch(" The capital of Iceland is Reykjavik.", 0.34, 0.58, "Reykjavik"),
+      branch(" Reykjavik.", 0.27, 0.81, "Reykjavik", true),
+      branch(" Iceland's capital city is Reykjavík.", 0.14, 0.44, "Reykjavík"),
+      branch(" Oslo.", 0.09, 0.12, "Oslo"),
+      branch(" Copenhagen", 0.05, 0.07, "Copenhagen"),
+    ],
+    kept: 1,
+    tokens_computed: 27,
+  };
+  const fork2: ForkEvent = {
+    type: "fork",
+    mode: "fork",
+    index: 5,
+    trigger: "exploring",
+    metrics: metrics(1),
+    score: "answer_margin",
+    branches: [
+      branch(" capital of Iceland.", 0.41, 0.33, null),
+      branch(" world's northernmost capital.", 0.38, 0.47, null, true),
+      branch(" largest city in the country.", 0.12, 0.29, null),
+    ],
+    kept: 1,
+    tokens_computed: 14,
+  };
+  const tokens = [...first, ...rest];
+  const done = fakeDone("fork", tokens, { tokens_computed: 52, forks: 2 });
+  return { events: [fork1, ...first, fork2, ...rest, done], forks: [fork1, fork2], tokens };
+}
+
+test("fork mode: a marker before the fork's token opens the branches, scores and the kept one", async (page) => {
+  const { events, forks } = forkStream();
+  const bodies = await mockStream(page, "/api/generate", events);
+  await setForm(page, { prompt: "What is the capital of Iceland? Answer with the city name only.", maxTokens: 48, seed: 3, mode: "fork" });
+  await run(page);
+  await waitDone(page);
+  assert((bodies[0] as { mode?: string }).mode === "fork", `the request asks for mode fork: ${JSON.stringify(bodies[0])}`);
+  const out = page.locator('[data-testid="output-fork"]');
+  const markers = out.locator('[data-testid="fork-marker"]');
+  assert((await markers.count()) === forks.length, `one marker per fork (${await markers.count()})`);
+  for (const f of forks) {
+    const m = out.locator(`[data-testid="fork-marker"][data-index="${f.index}"]`);
+    const next = await m.evaluate((el) => (el.nextElementSibling as HTMLElement | null)?.dataset.index);
+    assert(next === String(f.index), `marker ${f.index} stands right before token ${f.index} (next: ${next})`);
+    assert(await m.isVisible(), `marker ${f.index} visible`);
+  }
+  // Open the second fork by clicking its marker.
+  const m2 = out.locator('[data-testid="fork-marker"][data-index="5"]');
+  await m2.click();
+  const view = out.locator('[data-testid="fork-view"]');
+  await waitFor("the fork view", async () => (await view.count()) === 1, 5_000);
+  assert((await m2.getAttribute("aria-expanded")) === "true", "marker says it is expanded");
+  const branches = view.locator('[data-testid="fork-branch"]');
+  assert((await branches.count()) === forks[1].branches.length, "every branch shown");
+  for (let i = 0; i < forks[1].branches.length; i++) {
+    const b = forks[1].branches[i];
+    const card = branches.nth(i);
+    assert((await card.locator('[data-testid="branch-score"]').textContent())?.startsWith(String(b.score)), `branch ${i} score`);
+    assert((await card.textContent())?.includes(b.text.trim()), `branch ${i} text`);
+    assert((await card.getAttribute("data-kept")) === String(i === forks[1].kept), `branch ${i} kept flag`);
+  }
+  const kept = view.locator('[data-testid="fork-branch"][data-kept="true"]');
+  assert((await kept.count()) === 1 && (await kept.textContent())?.includes("kept"), "exactly one branch marked kept");
+  const keptBorder = await kept.evaluate((el) => getComputedStyle(el).borderTopWidth);
+  const otherBorder = await branches.first().evaluate((el) => getComputedStyle(el).borderTopWidth);
+  assert(keptBorder !== otherBorder, `kept branch highlighted (${keptBorder} vs ${otherBorder})`);
+  const tops = await branches.evaluateAll((els) => els.map((el) => Math.round(el.getBoundingClientRect().top)));
+  assert(new Set(tops).size === 1, `branches side by side (tops ${tops})`);
+  const meta = (await view.locator('[data-testid="fork-meta"]').textContent()) ?? "";
+  assert(meta.includes(STATE_INFO.exploring.label) && meta.includes("14 tokens computed"), `trigger and work: ${meta}`);
+  // Keyboard: Escape closes and returns focus to the marker; Enter on the first marker opens it.
+  await view.locator(".fork-close").focus();
+  await page.keyboard.press("Escape");
+  await waitFor("the view to close", async () => (await view.count()) === 0, 5_000);
+  assert(await m2.evaluate((el) => el === document.activeElement), "focus back on the marker");
+  await out.locator('[data-testid="fork-marker"][data-index="0"]').focus();
+  await page.keyboard.press("Enter");
+  await waitFor("the first fork", async () => (await view.locator('[data-testid="fork-branch"]').count()) === 5, 5_000);
+  assert((await view.locator("h3").textContent())?.includes("#0"), "the first fork opened");
+  // The summary: tokens computed vs emitted.
+  assert((await out.locator('[data-testid="stat-computed"]').textContent())?.startsWith("52 / 11"), "computed vs emitted in the stats");
+  assert((await out.locator('[data-testid="stat-forks"]').textContent()) === "2", "forks counted");
+  const st = (await page.locator('[data-testid="status"]').textContent()) ?? "";
+  assert(st.includes("52 tokens computed for 11 emitted"), `status names the work: ${st}`);
+  await out.locator('[data-testid="fork-branch"][data-kept="true"]').scrollIntoViewIfNeeded();
+  await shot(page, "ui_fork.png");
+  await page.unroute("**/api/generate");
+});
+
+test("compare: one line chart per mode on shared axes, not four overlaid series", async (page) => {
+  const a = states(["A", " fox", " jumps", " over", " it", "."], "entropix", ["flowing", "adaptive", "exploring", "flowing"]);
+  const b = states(["The", " dog", " sleeps", "."], "normal", ["flowing", "resampling", "treading"]);
+  await mockStream(page, "/api/compare", [a[0], b[0], ...a.slice(1), ...b.slice(1), fakeDone("entropix", a), fakeDone("normal", b)]);
+  await setForm(page, { prompt: "Hello", maxTokens: 8, seed: 1, mode: "compare" });
+  await run(page);
+  await waitDone(page);
+  const lines = await page.evaluate(() => {
+    const charts = Object.values((window as unknown as { __mlxEntropixCharts: Record<string, any> }).__mlxEntropixCharts);
+    return charts
+      .filter((c) => c.config.type === "line" && c.canvas.isConnected)
+      .map((c) => ({ n: c.data.datasets.length, points: c.data.datasets[0].data.length, yMax: c.scales.y.max, xMax: c.scales.x.max }));
+  });
+  assert(lines.length === 2, `two line charts (${JSON.stringify(lines)})`);
+  assert(lines.every((l) => l.n === 2), "each has entropy and varentropy only");
+  assert(lines.map((l) => l.points).sort().join() === "4,6", "each chart holds one mode's tokens");
+  assert(lines[0].yMax === lines[1].yMax && lines[0].xMax === lines[1].xMax, "shared axes");
+  for (const m of ["entropix", "normal"]) assert(await page.locator(`[data-testid="line-${m}"] canvas`).isVisible(), `${m} chart shown`);
+  await page.unroute("**/api/compare");
+});
+
+test("sampler settings: labels with units in whole words, the key as tooltip", async (page) => {
+  await page.click("details.sampler summary");
+  await waitFor("sampler fields", async () => (await page.locator("#sampler-helv_attn_ent_offset").count()) === 1, 10_000);
+  const low = page.locator('label[for="sampler-low_ent"]');
+  assert((await low.textContent()) === "Low entropy below (bits)", `low_ent label: ${await low.textContent()}`);
+  assert((await low.getAttribute("title"))?.startsWith("low_ent · "), "key in the tooltip");
+  const labels = await page.$$eval(".sampler .field > label[for]", (els) =>
+    els.map((el) => {
+      // A word broken across lines has more than one client rect.
+      const broken: string[] = [];
+      const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+      for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        const text = node.textContent ?? "";
+        for (const m of text.matchAll(/[^\s-]+/g)) {
+          const r = document.createRange();
+          r.setStart(node, m.index!);
+          r.setEnd(node, m.index! + m[0].length);
+          if (r.getClientRects().length > 1) broken.push(m[0]);
+        }
+      }
+      return { text: el.textContent ?? "", title: el.getAttribute("title") ?? "", key: el.getAttribute("data-key"), broken };
+    }),
+  );
+  assert(labels.length >= 30, `all fields shown (${labels.length})`);
+  for (const l of labels) {
+    assert(!l.text.includes("_"), `label in words, not a raw key: ${l.text}`);
+    assert(l.key && l.title.startsWith(l.key), `tooltip starts with the key: ${l.title}`);
+    assert(l.broken.length === 0, `no word broken mid-word in "${l.text}": ${l.broken}`);
+  }
+  assert(await page.locator("#sampler-fork_score").evaluate((el) => el.tagName === "SELECT"), "choices as a select");
+  await page.click("details.sampler summary");
+});
+
+test("queue full: the message names the retry time once", async (page) => {
+  await page.unroute("**/api/generate");
+  await page.route("**/api/generate", (route) =>
+    route.fulfill({
+      status: 503,
+      headers: { "Retry-After": "5", "Content-Type": "application/json" },
+      body: JSON.stringify({ detail: "the server is busy (queue full); retry in 5 s" }),
+    }),
+  );
+  await setForm(page, { prompt: "Hello", maxTokens: 4, mode: "entropix" });
+  await run(page);
+  const msg = (await errorText(page)) ?? "";
+  assert((msg.match(/retry/gi) ?? []).length === 1 && msg.includes("5 s"), `retry named once: ${msg}`);
+  await page.unroute("**/api/generate");
+});
+
+test("an error clears the previous status and output", async (page) => {
+  const ok = states(["Hi", " there", "."], "entropix", ["flowing"]);
+  await mockStream(page, "/api/generate", [...ok, fakeDone("entropix", ok)]);
+  const fresh = async () => {
+    await setForm(page, { prompt: "Hello", maxTokens: 4, mode: "entropix" });
+    await run(page);
+    await waitDone(page);
+    assert((await tokenCount(page, "entropix")) === 3, "the first run shows its tokens");
+  };
+  const cleared = async (what: string) => {
+    const st = (await page.locator('[data-testid="status"]').textContent()) ?? "";
+    assert(!st.includes("Done") && (await status(page)) === "error", `${what}: status no longer says done (${st})`);
+    assert((await page.locator(".tok").count()) === 0, `${what}: the previous tokens are gone`);
+    assert((await page.locator('[data-testid="output-entropix"]').count()) === 0, `${what}: no stale output panel`);
+  };
+  await fresh();
+  await page.fill("#prompt", "   "); // rejected before sending
+  await page.click("button.primary");
+  assert((await errorText(page))?.includes("Type a prompt"), "the form error is shown");
+  await cleared("invalid form");
+  await fresh();
+  await page.unroute("**/api/generate");
+  await page.route("**/api/generate", (route) =>
+    route.fulfill({ status: 500, contentType: "application/json", body: JSON.stringify({ detail: "model crashed" }) }),
+  );
+  await run(page);
+  await errorText(page);
+  await cleared("server error");
+  await page.unroute("**/api/generate");
+});
+
+test("normal mode's inspector says its parameters are fixed, entropix's adjusted", async (page) => {
+  for (const mode of ["normal", "entropix"] as const) {
+    const toks = states(["One", " two", " three"], mode, ["adaptive"]);
+    await mockStream(page, "/api/generate", [...toks, fakeDone(mode, toks)]);
+    await setForm(page, { prompt: "Count", maxTokens: 3, mode });
+    await run(page);
+    await waitDone(page);
+    await page.locator(`[data-testid="output-${mode}"] .tok`).nth(1).click();
+    const action = (await page.locator('[data-testid="insp-action"]').textContent()) ?? "";
+    if (mode === "normal") assert(action.includes("fixed") && !action.includes("adjusted"), `normal: ${action}`);
+    else assert(action === ACTION_INFO.sample.label, `entropix: ${action}`);
+  }
+  await page.unroute("**/api/generate");
+});
+
+test("phone: the token inspector follows the tokens, before the charts", async (page) => {
+  await page.setViewportSize({ width: 390, height: 844 });
+  try {
+    const toks = states(["Small", " screens", " need", " the", " details", " close", "."], "entropix", ["flowing", "adaptive", "exploring"]);
+    await mockStream(page, "/api/generate", [...toks, fakeDone("entropix", toks)]);
+    await setForm(page, { prompt: "Hello", maxTokens: 7, mode: "entropix" });
+    await run(page);
+    await waitDone(page);
+    await page.locator('[data-testid="output-entropix"] .tok').nth(2).click();
+    await shot(page, "phone.png", false);
+    const [tokens, insp, charts] = await page.evaluate(() =>
+      ['[data-testid="output-entropix"]', '[data-testid="inspector"]', ".charts"].map((sel) => {
+        const r = document.querySelector(sel)!.getBoundingClientRect();
+        return { y: r.top + window.scrollY, height: r.height };
+      }),
+    );
+    assert(insp.y >= tokens.y + tokens.height - 1, `inspector (${insp.y}) below the tokens (${tokens.y + tokens.height})`);
+    assert(insp.y + insp.height <= charts.y + 1, `inspector ends (${insp.y + insp.height}) before the charts (${charts.y})`);
+    assert(insp.y - (tokens.y + tokens.height) < 40, "right after the tokens");
+  } finally {
+    await page.setViewportSize(VIEWPORT);
+    await page.unroute("**/api/generate");
+  }
+});
+
 // ---------------------------------------------------------------- main
 async function main(): Promise<number> {
   if (!existsSync(join(ROOT, "mlx_entropix", "server", "static", "index.html"))) {
@@ -442,7 +755,7 @@ async function main(): Promise<number> {
       } catch (err) {
         failed++;
         console.log(`FAIL ${c.name}\n     ${(err as Error).message}`);
-        await page.screenshot({ path: join(tmpdir(), `mlx-entropix-e2e-fail-${failed}.png`), fullPage: true }).catch(() => undefined);
+        await shot(page, `fail-${failed}.png`, false).catch(() => undefined);
       }
     }
 
@@ -467,7 +780,7 @@ async function main(): Promise<number> {
     stopServer(server);
   }
   if (failed && server.log) console.log(`server log: ${server.log}`);
-  console.log(`\n${passed} passed, ${failed} failed`);
+  console.log(`\n${passed} passed, ${failed} failed; screenshots in ${SHOTS}${SHOTS === TMP_SHOTS ? "" : ` and ${TMP_SHOTS}`}`);
   return failed ? 1 : 0;
 }
 

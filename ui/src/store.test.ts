@@ -56,4 +56,12 @@ describe("session reducer", () => {
     expect(s).toEqual({ status: "error", runs: [], error: "Type a prompt" });
     expect(statusText(s)).toBe("Failed.");
   });
+
+  test("a request that failed before any event shows no output, only the error", () => {
+    let s = reducer(initialSession, { type: "start", modes: ["entropix", "normal"] });
+    s = reducer(s, { type: "failed", message: "Server answered 500: model crashed" });
+    expect(s.runs).toEqual([]);
+    expect(s.status).toBe("error");
+    expect(statusText(s)).toBe("Failed.");
+  });
 });

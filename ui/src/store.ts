@@ -75,8 +75,11 @@ export function reducer(session: Session, action: Action): Session {
     }
     case "stopped":
       return { ...session, status: "stopped" };
-    case "failed":
-      return { ...session, status: "error", error: action.message };
+    case "failed": {
+      // Keep what arrived before the failure; a request that produced nothing shows no output.
+      const produced = session.runs.some((r) => r.tokens.length > 0 || r.done || r.error);
+      return { ...session, runs: produced ? session.runs : [], status: "error", error: action.message };
+    }
     case "rejected":
       // Nothing ran: the previous output and status must not stay on show as if current.
       return { status: "error", runs: [], error: action.message };
