@@ -44,3 +44,16 @@ log "tests"
 # Missing UI tools must fail here rather than skip.
 export MLX_ENTROPIX_REQUIRE_UI=1
 uv run pytest "$@"
+
+# Tests must leave the checkout as they found it (screenshots go to a temporary folder;
+# scripts/take_screenshots.sh re-takes the README images on purpose). Checked in CI only, so a
+# local run with work in progress still passes.
+if [ -n "${CI:-}" ]; then
+  log "clean checkout after the tests (git status --short)"
+  dirty=$(git status --short)
+  if [ -n "$dirty" ]; then
+    printf '%s\n' "$dirty"
+    echo "the tests left the files above changed or untracked" >&2
+    exit 1
+  fi
+fi
