@@ -506,6 +506,21 @@ function forkStream(): { events: object[]; forks: ForkEvent[]; tokens: TokenEven
     tokens_computed: 14,
   };
   const tokens = [...first, ...rest];
+  // Plausible metrics per state (the README image is drawn from this stream).
+  const typical: Partial<Record<TokenEvent["state"], [number, number]>> = { flowing: [0.15, 0.3], adaptive: [1.4, 2.6], exploring: [1.8, 6.5] };
+  tokens.forEach((t, i) => {
+    const [h, v] = typical[t.state] ?? [1, 1];
+    const wobble = 1 + 0.35 * Math.sin(1.7 * i);
+    t.metrics = { ...t.metrics, entropy: h * wobble, varentropy: v * wobble };
+  });
+  // A fork's first token: its probability and alternatives are the branches' first tokens.
+  for (const f of [fork1, fork2]) {
+    const t = tokens[f.index];
+    t.top = f.branches.map((br) => br.token);
+    t.logprob = f.branches[f.kept].token.logprob;
+    t.id = f.branches[f.kept].token.id;
+    t.action = "sample";
+  }
   const done = fakeDone("fork", tokens, { tokens_computed: 52, forks: 2 });
   return { events: [fork1, ...first, fork2, ...rest, done], forks: [fork1, fork2], tokens };
 }
@@ -564,7 +579,10 @@ test("fork mode: a marker before the fork's token opens the branches, scores and
   assert((await out.locator('[data-testid="stat-forks"]').textContent()) === "2", "forks counted");
   const st = (await page.locator('[data-testid="status"]').textContent()) ?? "";
   assert(st.includes("52 tokens computed for 11 emitted"), `status names the work: ${st}`);
-  await out.locator('[data-testid="fork-branch"][data-kept="true"]').scrollIntoViewIfNeeded();
+  await out.locator('.tok[data-index="0"]').click(); // the inspector shows the fork's first token
+  assert((await view.count()) === 1, "inspecting a token keeps the fork open");
+  const insFork = (await page.locator('[data-testid="insp-fork"]').textContent()) ?? "";
+  assert(insFork.includes("branch 2 of 5"), `the inspector says the token was chosen by the fork: ${insFork}`);
   await shot(page, "ui_fork.png");
   await page.unroute("**/api/generate");
 });

@@ -125,7 +125,9 @@ export function App() {
   }, [openFork]);
 
   const shown = hovered ?? pinned;
-  const shownEvent = shown ? (session.runs.find((r) => r.mode === shown.mode)?.tokens[shown.index] ?? null) : null;
+  const shownRun = shown ? session.runs.find((r) => r.mode === shown.mode) : undefined;
+  const shownEvent = shown ? (shownRun?.tokens[shown.index] ?? null) : null;
+  const shownFork = shown ? shownRun?.forks?.find((f) => f.index === shown.index) : undefined;
   const allTokens = session.runs.flatMap((r) => r.tokens);
   const runErrors = session.runs.filter((r) => r.error);
 
@@ -228,7 +230,7 @@ export function App() {
         </section>
 
         <aside className="right">
-          <Inspector ev={shownEvent} table={table} pinned={!hovered && !!pinned} />
+          <Inspector ev={shownEvent} table={table} pinned={!hovered && !!pinned} fork={shownFork} />
         </aside>
       </main>
     </div>

@@ -1,4 +1,5 @@
-import type { Metrics, TokenEvent } from "../generated/events";
+import type { ForkEvent, Metrics, TokenEvent } from "../generated/events";
+import { keptBranch } from "../forks";
 import {
   actionLabel,
   formatNumber,
@@ -11,7 +12,17 @@ import {
 } from "../format";
 
 /** Everything known about one token: metrics, state, action, parameters, alternatives. */
-export function Inspector({ ev, table, pinned }: { ev: TokenEvent | null; table: StateTable; pinned: boolean }) {
+export function Inspector({
+  ev,
+  table,
+  pinned,
+  fork,
+}: {
+  ev: TokenEvent | null;
+  table: StateTable;
+  pinned: boolean;
+  fork?: ForkEvent; // the fork that chose this token, if any
+}) {
   if (!ev) {
     return (
       <section className="inspector panel" aria-label="Token details">
@@ -39,9 +50,24 @@ export function Inspector({ ev, table, pinned }: { ev: TokenEvent | null; table:
         <span className="muted small">({ev.state})</span>
       </p>
       <p className="muted small">{table[ev.state]?.description}</p>
+      {(ev.mode === "normal" || ev.mode === "greedy") && (
+        <p className="muted small" data-testid="insp-state-note">
+          Measured only: {ev.mode} mode does not act on the state.
+        </p>
+      )}
       <dl className="kv">
         <dt>Action</dt>
         <dd data-testid="insp-action">{actionLabel(ev.action, ev.mode)}</dd>
+        {fork && (
+          <>
+            <dt>Fork</dt>
+            <dd data-testid="insp-fork">
+              kept branch {fork.kept + 1} of {fork.branches.length}
+              {keptBranch(fork) ? ` (score ${formatNumber(keptBranch(fork)!.score)})` : ""}; open the marker before
+              this token to compare them
+            </dd>
+          </>
+        )}
         <dt>Probability</dt>
         <dd>{formatProb(ev.logprob)} <span className="muted small">(T=1)</span></dd>
       </dl>

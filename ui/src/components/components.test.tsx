@@ -74,6 +74,19 @@ describe("Inspector", () => {
     expect(html).toContain("3.21"); // attention entropy
   });
 
+  test("normal mode: fixed parameters, and the state is measured only", () => {
+    const html = renderToStaticMarkup(<Inspector ev={token(1, "x", "adaptive", "normal")} table={table} pinned />);
+    expect(html).not.toContain("adjusted");
+    expect(html).toContain("fixed base parameters");
+    expect(html).toContain("normal mode does not act on the state");
+    expect(renderToStaticMarkup(<Inspector ev={token(1, "x", "adaptive")} table={table} pinned />)).not.toContain("does not act");
+  });
+
+  test("a token chosen by a fork says so", () => {
+    const html = renderToStaticMarkup(<Inspector ev={token(2, "x", "exploring", "fork")} table={table} pinned fork={fork(2, 1)} />);
+    expect(html).toContain("kept branch 2 of 3 (score 0.82)");
+  });
+
   test("empty state explains how to inspect", () => {
     expect(renderToStaticMarkup(<Inspector ev={null} table={table} pinned={false} />)).toContain("arrow keys");
   });
