@@ -1,8 +1,10 @@
 """The browser UI's own tests, run from pytest: `bun test` (unit/component) and the e2e suite.
 
 The e2e suite (ui/e2e/run.ts) builds the UI, starts the real server on a free loopback port
-and drives Debian's headless Chromium. Both need bun and /usr/bin/chromium; without them these
-tests skip, unless MLX_ENTROPIX_REQUIRE_UI=1 (CI), where a missing tool is a failure.
+and drives Debian's headless Chromium. Its screenshots go to a temporary folder, so the
+checkout stays clean; `scripts/take_screenshots.sh` re-takes the README images on purpose.
+Both need bun and /usr/bin/chromium; without them these tests skip, unless
+MLX_ENTROPIX_REQUIRE_UI=1 (CI), where a missing tool is a failure.
 """
 
 from __future__ import annotations
