@@ -7,6 +7,11 @@ mlx-lm's shared ``scaled_dot_product_attention`` hands us the queries and keys i
 already projected, normed and rotated by the family's own code. From those we take the last
 query's q.k^T * scale over the fetched keys, exactly what the fused kernel softmaxes.
 
+Observed by default: the families the tests verify against an independent computation
+(``VERIFIED``: Llama, Mistral, Qwen2, Qwen3, Gemma, Gemma 3, Phi-3). ``any_family=True`` also
+observes any other family whose attention goes through the shared SDPA (exact by
+construction, but not verified; models with attention sinks softmax one extra logit).
+
 Where that cannot be seen the scores are None and the engine reports the four attention
 metrics as unavailable (the decision then follows its logits-only rules, ``sampler.decide``):
 - the family's attention does not call mlx-lm's shared SDPA (Gemma 2 soft-caps its scores in
@@ -26,12 +31,14 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-__all__ = ["FamilyArgs", "FamilyModel", "observe_last_attention"]
+__all__ = ["VERIFIED", "FamilyArgs", "FamilyModel", "observe_last_attention"]
+# mlx-lm model modules (``mlx_lm.models.<name>``) whose observed scores the tests verify.
+VERIFIED = frozenset({"llama", "qwen2", "qwen3", "gemma", "gemma3_text", "phi3"})
 
 # The observation of the attention running now (set only inside an observed module's call).
 _ACTIVE: ContextVar[_Observation | None] = ContextVar("entropix_attention", default=None)
 _SUBCLASSES: dict[type, type] = {}
-_ATTENTION_NAMES = ("self_attn", "attention", "attn", "mixer")
+_ATTENTION_NAMES = ("self_attn", "attention", "attn", "mixer")  # where mlx-lm families keep it
 
 
 class _Observation:
@@ -86,8 +93,9 @@ def _last_attention(model: nn.Module) -> nn.Module | None:
     return None
 
 
-def observe_last_attention(model: nn.Module) -> _Observation | None:
-    """Observe ``model``'s last attention layer (idempotent); None if it cannot be observed.
+def observe_last_attention(model: nn.Module, any_family: bool = False) -> _Observation | None:
+    """Observe ``model``'s last attention layer (idempotent); None if it cannot be observed
+    (or, unless ``any_family``, if its family is not in ``VERIFIED``).
 
     Patches the family module's ``scaled_dot_product_attention`` name once: the wrapper only
     records while an observed module runs, every other call passes straight through.
@@ -98,6 +106,8 @@ def observe_last_attention(model: nn.Module) -> _Observation | None:
     if isinstance(existing := getattr(attn, "_entropix_observation", None), _Observation):
         return existing
     family = sys.modules.get(type(attn).__module__)
+    if not any_family and type(attn).__module__.rsplit(".", 1)[-1] not in VERIFIED:
+        return None
     sdpa = getattr(family, "scaled_dot_product_attention", None)
     if sdpa is None:
         return None  # the family computes attention its own way (e.g. Gemma 2's soft cap)
@@ -105,7 +115,8 @@ def observe_last_attention(model: nn.Module) -> _Observation | None:
         family.scaled_dot_product_attention = _observing_sdpa(sdpa)
     cls = type(attn)
     if cls not in _SUBCLASSES:
-        _SUBCLASSES[cls] = type(cls.__name__, (cls,), {"__call__": _observed_call})
+        body = {"__call__": _observed_call, "__module__": cls.__module__}
+        _SUBCLASSES[cls] = type(cls.__name__, (cls,), body)
     observation = _Observation()
     attn.__class__ = _SUBCLASSES[cls]
     attn._entropix_observation = observation  # a plain attribute: not a parameter
@@ -138,10 +149,12 @@ class FamilyModel(nn.Module):
     """An mlx-lm model with our ``Model``'s contract:
     ``model(tokens (B, L), cache, last_only=False) -> (logits, scores (B, H, K) or None)``."""
 
-    def __init__(self, inner: nn.Module, config: dict[str, Any] | None = None):
+    def __init__(
+        self, inner: nn.Module, config: dict[str, Any] | None = None, any_family: bool = False
+    ):
         super().__init__()
         self.inner = inner
-        self._observation = observe_last_attention(inner)
+        self._observation = observe_last_attention(inner, any_family)
         config = config or {}
         a = getattr(inner, "args", None)
         self.args = FamilyArgs(

@@ -41,6 +41,7 @@ class EntropixSampler:
         seed: int | None = None,
         model: nn.Module | None = None,
         tokenizer: Any = None,
+        any_family: bool = False,
     ):
         if mode not in ("entropix", "normal", "greedy"):
             raise ValueError(f"unknown mode {mode!r} (choose from entropix, normal, greedy)")
@@ -48,7 +49,7 @@ class EntropixSampler:
         self.mode: Mode = mode
         self.seed = secrets.randbelow(2**31) if seed is None else int(seed)
         self.step = 0
-        self._observation = observe_last_attention(model) if model is not None else None
+        self._observation = observe_last_attention(model, any_family) if model is not None else None
         self.attention_observed = self._observation is not None
         self.clarify_id = _single_token(tokenizer, self.config.clarifying_token)
         self._can_clarify: mx.array | None = None
@@ -108,13 +109,15 @@ def make_sampler(
     seed: int | None = None,
     model: nn.Module | None = None,
     tokenizer: Any = None,
+    any_family: bool = False,
 ) -> EntropixSampler:
     """An mlx-lm sampler running entropix (``mode`` "normal"/"greedy": our other policies).
 
     - ``config``: the thresholds and coefficients (default: the original entropix's).
-    - ``model``: the mlx-lm model, to observe its last attention layer (six metrics instead
-      of two); ``tokenizer``: to insert the clarifying token (" ...") as the original does.
+    - ``model``: the mlx-lm model, to observe its last attention layer: six metrics instead
+      of two (``any_family``: also families outside ``families.VERIFIED``).
+    - ``tokenizer``: to insert the clarifying token (" ...") as the original does.
     - ``seed``: per-step keys ``step_key(seed, step)``; a new generation needs a new sampler
       (or ``sampler.reset()``).
     """
-    return EntropixSampler(config, mode, seed, model, tokenizer)
+    return EntropixSampler(config, mode, seed, model, tokenizer, any_family)
