@@ -6,6 +6,7 @@ A generation yields one ``TokenEvent`` per token and ends with one ``DoneEvent``
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -75,14 +76,22 @@ FinishReason = Literal["stop", "length", "stop_string", "cancelled", "error"]
 
 
 class Metrics(BaseModel):
-    """Uncertainty of one step, in bits (entropies) and bits^2 (varentropies)."""
+    """Uncertainty of one step, in bits (entropies) and bits^2 (varentropies). The four
+    attention metrics are null where the model's last attention cannot be observed."""
 
     entropy: float
     varentropy: float
-    attn_entropy: float
-    attn_varentropy: float
-    agreement: float = Field(description="Mean |A - mean_heads(A)|: really a disagreement.")
-    interaction_strength: float = Field(description="Mean |pre-softmax attention score|.")
+    attn_entropy: float | None
+    attn_varentropy: float | None
+    agreement: float | None = Field(description="Mean |A - mean_heads(A)|: really a disagreement.")
+    interaction_strength: float | None = Field(description="Mean |pre-softmax attention score|.")
+
+    @classmethod
+    def from_values(cls, values: list[float]) -> Metrics:
+        """From the device's six floats, NaN (unavailable) becoming None."""
+        return cls(
+            **{k: None if math.isnan(v) else v for k, v in zip(METRIC_NAMES, values, strict=True)}
+        )
 
 
 # The metric names in the order of the device-side (B, 6) arrays (``metrics.compute_metrics``).

@@ -24,7 +24,6 @@ from .config import Mode, SamplerConfig
 from .errors import InvalidRequestError, PromptTooLongError
 from .events import (
     ACTIONS,
-    METRIC_NAMES,
     STATES,
     DoneEvent,
     FinishReason,
@@ -290,7 +289,7 @@ def _run(
             text=piece,
             state=STATES[state],
             action=ACTIONS[action],
-            metrics=Metrics(**dict(zip(METRIC_NAMES, values[9:15], strict=True))),
+            metrics=Metrics.from_values(values[9:15]),
             params=params_of(values[3:8]),
             logprob=values[8],
             top=[

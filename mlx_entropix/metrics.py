@@ -73,7 +73,16 @@ def attention_metrics(scores: mx.array) -> tuple[mx.array, mx.array, mx.array, m
 
 
 def compute_metrics(
-    logits: mx.array, scores: mx.array, normaliser: tuple[mx.array, mx.array] | None = None
+    logits: mx.array,
+    scores: mx.array | None,
+    normaliser: tuple[mx.array, mx.array] | None = None,
 ) -> mx.array:
-    """All six metrics stacked as (B, 6) float32 in ``METRIC_NAMES`` order."""
-    return mx.stack([*logits_entropy(logits, normaliser), *attention_metrics(scores)], axis=-1)
+    """All six metrics stacked as (B, 6) float32 in ``METRIC_NAMES`` order.
+
+    ``scores`` None (a model whose last attention cannot be observed, ``families.py``): the
+    four attention metrics are NaN, reported as unavailable (null) in the events."""
+    entropy, varentropy = logits_entropy(logits, normaliser)
+    if scores is None:
+        unavailable = mx.full(entropy.shape, mx.nan, dtype=mx.float32)
+        return mx.stack([entropy, varentropy, *[unavailable] * 4], axis=-1)
+    return mx.stack([entropy, varentropy, *attention_metrics(scores)], axis=-1)

@@ -99,6 +99,10 @@ def decide(
     entropix acts on it. ``can_clarify``: the clarifying token exists and has not been
     inserted yet in this generation (the original inserts it at most once)."""
     metrics = metrics.astype(mx.float32)
+    # Logits-only rules: unavailable attention metrics (NaN) count as 0, so each state keeps
+    # its logits-driven part (e.g. adaptive T = t0 * (1 + ada_temp_logits * (H + V))) and the
+    # attention terms drop out; the state itself only ever depends on the logits.
+    metrics = mx.where(mx.isnan(metrics), 0.0, metrics)
     ent, vent, aent, avent, agr, ints = (metrics[..., i] for i in range(6))
     state = classify(metrics, cfg)
     one = mx.ones(state.shape, dtype=mx.int32)

@@ -11,7 +11,10 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 if ! command -v uv >/dev/null 2>&1; then
   log "installing uv"
-  python3 -m pip install --quiet uv || python3 -m pip install --quiet --user uv
+  # Debian/Ubuntu's system pip refuses installs outside a venv (PEP 668): --user plus
+  # --break-system-packages only adds uv to ~/.local.
+  python3 -m pip install --quiet uv ||
+    python3 -m pip install --quiet --user --break-system-packages uv
   export PATH="$HOME/.local/bin:$PATH"
 fi
 

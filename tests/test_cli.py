@@ -144,6 +144,19 @@ def test_prompt_sets(tmp_path: Path):
     assert "── entropix · larger_9_9" in builtin.stdout
     assert "── entropix · larger_3_45" in builtin.stdout
     assert len(runs_of(events_of(default_csv.stdout))) == 1
+    # Several prompts: each JSON line says which prompt it belongs to; one prompt: unchanged.
+    lines = [json.loads(line) for line in mine.stdout.splitlines()]
+    assert [ln["prompt_index"] for ln in lines if ln["type"] == "done"] == [0, 1]
+    assert all(list(ln)[0] == "prompt_index" for ln in lines)
+    assert all("prompt_index" not in json.loads(ln) for ln in default_csv.stdout.splitlines())
+    # ...and the text output ends with a table over all prompts.
+    table = builtin.stdout.split("── all prompts")[1].splitlines()[1:]
+    assert table[0].split()[:4] == ["prompt", "mode", "tokens", "tok/s"]
+    assert "Confident" in table[0] and "In between" in table[0]
+    rows = {r.split()[0]: r.split() for r in table[1:] if r and not r.startswith("-")}
+    assert set(rows) == {"larger_9_9", "larger_3_45", "all"}
+    assert rows["all"][3] == str(int(rows["larger_9_9"][2]) + int(rows["larger_3_45"][2]))
+    assert all(cell.endswith("%") for cell in rows["larger_9_9"][4:])
 
 
 def test_info_and_model_flag(tmp_path: Path, embedded):
@@ -194,6 +207,8 @@ def _write(tmp_path: Path, name: str, text: str) -> str:
         ),
         (lambda t: ["--input", ""], "the prompt is empty"),
         (lambda t: ["--input", "   "], "the prompt is empty"),
+        # Rejected before the model loads: the bad model path is never reached.
+        (lambda t: ["--input", " ", "--model", str(t / "nowhere")], "the prompt is empty"),
         (lambda t: ["--max-tokens", "0"], "--max-tokens must be at least 1 (got 0)"),
         (lambda t: ["--max-tokens", "-5"], "--max-tokens must be at least 1 (got -5)"),
         (lambda t: ["--input", "hello " * 9000], "the model's context is 8192 tokens"),

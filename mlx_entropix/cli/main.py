@@ -76,7 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeatable)")
 
     out = p.add_argument_group("output")
-    out.add_argument("--json", action="store_true", help="one JSON event per line (wire schema)")
+    out.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON event per line (wire schema); with several prompts each line also "
+        "carries 'prompt_index' (0-based)",
+    )
     out.add_argument(
         "--top-logprobs", type=int, default=5, metavar="N", help="alternatives per token (JSON)"
     )
@@ -109,6 +114,10 @@ def select_prompts(args: argparse.Namespace) -> list[PromptItem]:
         if args.limit < 1:
             raise InvalidRequestError(f"--limit must be at least 1 (got {args.limit})")
         items = items[: args.limit]
+    for item in items:  # before the (slow) model load
+        if not item.prompt.strip():
+            where = f"prompt {item.name!r}: " if len(items) > 1 else ""
+            raise InvalidRequestError(f"{where}the prompt is empty")
     return items
 
 
@@ -198,6 +207,12 @@ def print_info(lm: Any, out: TextIO, as_json: bool) -> None:
         ("BLAS", f"{rt.blas} ({rt.blas_path})" if rt.blas_path else rt.blas),
         ("BLAS note", rt.blas_note),
         ("dtype", f"{mi.compute_dtype} (weights stored as {mi.stored_as})"),
+        (
+            "metrics",
+            "all six (logits + last-layer attention)"
+            if mi.attention_metrics
+            else f"logits only: attention not observable for {mi.model_type} (null)",
+        ),
         ("model", mi.name),
         ("path", f"{mi.path} ({mi.format})"),
         (
@@ -226,7 +241,15 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
     from ..generate import generate, prepare_prompt
     from ..io.load import load
-    from .terminal import Style, compare_table, header, legend, summary, token_text
+    from .terminal import (
+        Style,
+        compare_table,
+        header,
+        legend,
+        prompts_table,
+        summary,
+        token_text,
+    )
 
     lm = load(args.model)
     if args.info:
@@ -249,7 +272,9 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         out.write(style.dim(f"{lm.info.name} · {lm.info.compute_dtype}") + "\n")
         if style.colour:
             out.write(legend(style, shutil.get_terminal_size().columns) + "\n")
-    for item in items:
+    many = len(items) > 1
+    finished: list[tuple[str, Any]] = []  # (prompt name, DoneEvent) for the closing table
+    for index, item in enumerate(items):
         seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
         runs: list[tuple[str, list]] = []
         dones = []
@@ -271,7 +296,10 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
                 should_stop=lambda: interrupt.requested,
             ):
                 if args.json:
-                    out.write(ev.model_dump_json() + "\n")
+                    line = ev.model_dump_json()
+                    if many:  # which prompt this event belongs to: one more key first
+                        line = f'{{"prompt_index":{index},' + line[1:]
+                    out.write(line + "\n")
                 elif ev.type == "token":
                     out.write(token_text(ev, style))
                 else:
@@ -281,6 +309,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
                     events.append(ev)
                 else:
                     dones.append(ev)
+                    finished.append((item.name, ev))
             runs.append((mode, events))
             if interrupt.requested:
                 break
@@ -295,8 +324,11 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         if len(dones) > 1 and not args.json:
             out.write("\n" + compare_table(dones, style) + "\n")
         if interrupt.requested:
-            return EXIT_INTERRUPTED
-    return EXIT_OK
+            break
+    if many and finished and not args.json:
+        out.write("\n" + header("all prompts", style) + "\n")
+        out.write(prompts_table(finished, style) + "\n")
+    return EXIT_INTERRUPTED if interrupt.requested else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -167,3 +167,40 @@ def compare_table(dones: Sequence[DoneEvent], style: Style) -> str:
             label = style.state(state, name) + " " * (width - len(name))
         lines.append(label + "".join(v.rjust(c) for v, c in zip(values, cols, strict=True)))
     return "\n".join(lines)
+
+
+def prompts_table(runs: Sequence[tuple[str, DoneEvent]], style: Style) -> str:
+    """One row per (prompt, mode) run and a total per mode: tokens, decode tok/s and the share
+    of tokens in each quadrant (``--prompts`` / ``--prompt_csv``)."""
+    labels = [STATE_INFO[s].label for s in STATES]
+    head = ["prompt", "mode", "tokens", "tok/s", *labels]
+    rows: list[list[str]] = []
+
+    def row(name: str, mode: str, dones: Sequence[DoneEvent]) -> list[str]:
+        n = sum(d.generated_tokens for d in dones)
+        seconds = sum(d.generated_tokens / d.decode_tok_s for d in dones if d.decode_tok_s > 0)
+        speed = sum(d.generated_tokens for d in dones if d.decode_tok_s > 0) / seconds
+        shares = [sum(d.state_counts.get(s, 0) for d in dones) / n if n else 0.0 for s in STATES]
+        return [name, mode, str(n), f"{speed:.1f}" if seconds else "-"] + [
+            f"{100 * x:.0f}%" for x in shares
+        ]
+
+    for name, done in runs:
+        rows.append(row(name, done.mode, [done]))
+    modes = list(dict.fromkeys(d.mode for _, d in runs))
+    totals = [row(f"all ({len(runs) // len(modes)})", m, [d for _, d in runs if d.mode == m])
+              for m in modes]  # fmt: skip
+    widths = [max(len(r[i]) for r in [head, *rows, *totals]) for i in range(len(head))]
+
+    def line(cells: list[str]) -> str:
+        out = [cells[0].ljust(widths[0]), cells[1].ljust(widths[1])]
+        return "  ".join(out + [c.rjust(w) for c, w in zip(cells[2:], widths[2:], strict=True)])
+
+    state_head = [style.state(s, lab.rjust(w)) for s, lab, w in zip(STATES, labels, widths[4:],
+                  strict=True)]  # fmt: skip
+    title = line(head[:4] + [""] * len(STATES)).rstrip()
+    lines = [style.paint(title, bold=True) + "  " + "  ".join(state_head)]
+    lines += [line(r) for r in rows]
+    lines.append(style.dim("-" * len(line(totals[0]))))
+    lines += [style.paint(line(t), bold=True) for t in totals]
+    return "\n".join(lines)

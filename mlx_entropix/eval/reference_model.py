@@ -12,9 +12,14 @@ from ..io.load import LoadedModel
 
 
 def to_mlx_lm(lm: LoadedModel) -> nn.Module:
-    """The same weights in mlx-lm's own Llama, as a reference for tests and benchmarks."""
+    """The same weights in mlx-lm's own Llama, as a reference for tests and benchmarks
+    (a non-Llama family already runs on mlx-lm's class: that model itself)."""
     from mlx_lm.models import llama
 
+    from ..families import FamilyModel
+
+    if isinstance(lm.model, FamilyModel):
+        return lm.model.inner
     a = lm.model.args
     ref = llama.Model(
         llama.ModelArgs(

@@ -82,9 +82,103 @@ def config_from_metadata(meta: dict[str, Any], weights: dict[str, mx.array]) -> 
         "rope_traditional": True,
         "tie_word_embeddings": "output.weight" not in weights,
     }
-    if (scale := get("rope.scaling.factor")) and get("rope.scaling.type") == "linear":
-        config["rope_scaling"] = {"type": "linear", "factor": float(scale)}
+    config["rope_scaling"] = rope_scaling(meta, weights, config["head_dim"], config["rope_theta"])
     return config
+
+
+def _llama3_factors(scaling: dict[str, float], head_dim: int, base: float) -> np.ndarray:
+    """The per-frequency divisors Llama-3 scaling implies (mlx-lm's ``Llama3RoPE`` formula)."""
+    factor, lo, hi = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    old = scaling["original_max_position_embeddings"]
+    wavelens = 2 * np.pi * base ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    smooth = (old / wavelens - lo) / (hi - lo) if hi != lo else np.zeros_like(wavelens)
+    medium = 1 / ((1 - smooth) / factor + smooth)
+    out = np.where(wavelens > old / lo, factor, 1.0)
+    return np.where((wavelens > old / hi) & (wavelens < old / lo), medium, out)
+
+
+def _fit_llama3(freqs: np.ndarray, head_dim: int, base: float, old: float) -> dict[str, float]:
+    """Llama-3 parameters that reproduce ``rope_freqs`` (llama.cpp stores only the factors).
+
+    Only the thresholds old/low and old/high matter, so ``old`` is taken from the metadata (or
+    HF's default) and low/high are solved from the factors between the two thresholds.
+    """
+    factor = float(freqs.max())
+    wavelens = 2 * np.pi * base ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    tol = 1e-4 * factor
+    high = wavelens[np.abs(freqs - 1) <= tol]  # unscaled: short wavelengths
+    low = wavelens[np.abs(freqs - factor) <= tol]  # scaled by the full factor
+    mid = (np.abs(freqs - 1) > tol) & (np.abs(freqs - factor) > tol)
+    w_high = high.max() if high.size else wavelens.min() / 2
+    w_low = low.min() if low.size else wavelens.max() * 2
+    if mid.sum() >= 2:
+        # smooth s = (old/w - lo) / (hi - lo) is linear in old/w: fit intercept lo, slope hi-lo.
+        s = (1 / freqs[mid] - 1 / factor) / (1 - 1 / factor)
+        slope, lo = np.polyfit(s, old / wavelens[mid], 1)
+        return {"factor": factor, "low_freq_factor": lo, "high_freq_factor": lo + slope}
+    if mid.sum() == 1:
+        w_mid = wavelens[mid][0]
+        s = (1 / freqs[mid][0] - 1 / factor) / (1 - 1 / factor)
+        lo = old / np.sqrt(w_mid * w_low)  # the low threshold between w_mid and w_low
+        return {
+            "factor": factor,
+            "low_freq_factor": lo,
+            "high_freq_factor": lo + (old / w_mid - lo) / s,
+        }
+    # No smooth band: any thresholds between the unscaled and the scaled wavelengths do.
+    return {
+        "factor": factor,
+        "low_freq_factor": old / np.sqrt(w_high * w_low),
+        "high_freq_factor": old / np.sqrt(w_high * w_low) * (1 + 1e-6),
+    }
+
+
+def rope_scaling(
+    meta: dict[str, Any], weights: dict[str, mx.array], head_dim: int, base: float
+) -> dict[str, Any] | None:
+    """RoPE scaling as the HF ``rope_scaling`` dict mlx-lm's ``initialize_rope`` understands.
+
+    llama.cpp writes Llama-3.1/3.2's scaling as a ``rope_freqs`` tensor (one divisor per
+    frequency) and linear/YaRN/LongRoPE as ``llama.rope.scaling.*`` metadata. Llama-3 factors
+    are mapped back to HF's parameters and checked to reproduce the tensor; anything else we
+    cannot run faithfully fails loudly rather than silently running the wrong positions.
+    """
+    kind = _scalar(meta, "llama.rope.scaling.type")
+    factor = _scalar(meta, "llama.rope.scaling.factor")
+    old = float(_scalar(meta, "llama.rope.scaling.original_context_length") or 8192)
+    if "rope_freqs.weight" in weights:
+        if kind not in (None, "none", "llama3"):
+            raise ModelLoadError(f"GGUF has both rope_freqs and rope scaling type {kind!r}")
+        freqs = np.array(weights["rope_freqs.weight"].astype(mx.float32)).reshape(-1)
+        if freqs.shape != (head_dim // 2,):
+            raise ModelLoadError(
+                f"GGUF rope_freqs has {freqs.size} factors, expected {head_dim // 2}"
+            )
+        if np.allclose(freqs, 1.0):
+            return None
+        candidates = [
+            {
+                "factor": float(factor or freqs.max()),
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+            },
+            _fit_llama3(freqs.astype(np.float64), head_dim, base, old),
+        ]
+        for params in candidates:
+            scaling = {"rope_type": "llama3", **{k: float(v) for k, v in params.items()}}
+            scaling["original_max_position_embeddings"] = int(old) if old.is_integer() else old
+            if np.allclose(_llama3_factors(scaling, head_dim, base), freqs, rtol=1e-4, atol=1e-5):
+                return scaling
+        raise ModelLoadError(
+            "GGUF rope_freqs are not Llama-3 RoPE scaling; this rope type is not supported"
+        )
+    if kind in (None, "none") or (kind == "linear" and not factor):
+        return None
+    if kind == "linear":
+        return {"type": "linear", "factor": float(factor)}
+    raise ModelLoadError(
+        f"GGUF rope scaling type {kind!r} is not supported (supported: none, linear, llama3)"
+    )
 
 
 # Pre-tokenizer split patterns by ``tokenizer.ggml.pre`` (llama.cpp's names).

@@ -1,7 +1,10 @@
-"""Load a Llama from GGUF, Hugging Face safetensors or an MLX-quantized checkpoint.
+"""Load a model from GGUF, Hugging Face safetensors or an MLX-quantized checkpoint.
 
-All three give the same ``Model`` class. Quantized weights are dequantized to fp32 on the CPU
-(fastest there with an optimized BLAS) and kept quantized on Metal/CUDA (see ``device.py``).
+Llama checkpoints (all three formats) give our ``Model``; any other ``model_type`` mlx-lm
+supports (Qwen, Mistral, Gemma, Phi, ...) is loaded by mlx-lm's own loader and class and
+wrapped in ``families.FamilyModel`` (same contract; attention metrics where observable).
+Quantized weights are dequantized to fp32 on the CPU (fastest there with an optimized BLAS)
+and kept quantized on Metal/CUDA (see ``device.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from mlx.utils import tree_flatten
 
 from ..config import SamplerConfig, default_config_for
 from ..errors import ModelLoadError
+from ..families import FamilyModel
 from ..model import Model, ModelArgs
 from ..runtime import device
 from .tokenizer import Tokenizer
@@ -42,6 +46,9 @@ class ModelInfo:
     n_layers: int
     vocab_size: int
     load_s: float
+    model_type: str = "llama"
+    # False: the last attention cannot be observed; the four attention metrics are null.
+    attention_metrics: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -49,7 +56,7 @@ class ModelInfo:
 
 @dataclass
 class LoadedModel:
-    model: Model
+    model: Model | FamilyModel
     tokenizer: Tokenizer
     info: ModelInfo
     # The sampler config used when a request gives none: calibrated for this model if shipped.
@@ -161,9 +168,6 @@ def _load_dir(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer, di
         config = json.loads((path / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ModelLoadError(f"cannot read {path / 'config.json'}: {err}") from err
-    model_type = config.get("model_type", "llama")
-    if model_type not in ("llama", "mistral"):
-        raise ModelLoadError(f"model_type {model_type!r} is not supported (only Llama models)")
     files = sorted(glob.glob(str(path / "*.safetensors")))
     if not files:
         raise ModelLoadError(f"no *.safetensors files in {path}")
@@ -233,11 +237,67 @@ def _from_hub(repo_id: str) -> Path:
         raise ModelLoadError(f"cannot download {repo_id}: {first}") from err
 
 
+def _model_type(path: Path) -> str:
+    try:
+        return str(json.loads((path / "config.json").read_text()).get("model_type", "llama"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ModelLoadError(f"cannot read {path / 'config.json'}: {err}") from err
+
+
+def _load_family(path: Path, dtype: str | None) -> tuple[FamilyModel, str, str, dict]:
+    """Any non-Llama architecture through mlx-lm's own loader and model class."""
+    from mlx_lm.utils import dequantize_model, load_model
+
+    try:
+        inner, config = load_model(path)
+    except Exception as err:  # mlx-lm raises ValueError/KeyError/... with long messages
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ModelLoadError(f"mlx-lm cannot load {path}: {first}") from err
+    quant = config.get("quantization") or {}
+    floats = {str(v.dtype).split(".")[-1] for _, v in tree_flatten(inner.parameters())}
+    floats.discard("uint32")
+    stored = (
+        f"{quant.get('bits')}-bit groups of {quant.get('group_size')}"
+        if quant
+        else "/".join(sorted(floats))
+    )
+    want = dtype or device.compute_dtype(bool(quant))
+    if quant and want != "quantized":
+        inner = dequantize_model(inner)
+    if want in _DTYPES:
+        inner.set_dtype(_DTYPES[want])
+    compute = want if want in _DTYPES or quant else "float32"
+    mx.eval(inner.parameters())
+    return FamilyModel(inner, config), compute, stored, config
+
+
 def load(path_or_id: str | None = None, dtype: str | None = None) -> LoadedModel:
     """Load a model: None = the embedded SmolLM2-135M-Instruct."""
     start = time.perf_counter()
     device.select_device()
     path, fmt = resolve(path_or_id)
+    if fmt != "gguf" and _model_type(path) != "llama":
+        from .tokenizer_hf import load_hf_tokenizer
+
+        model, compute, stored, config = _load_family(path, dtype)
+        tokenizer = load_hf_tokenizer(path, config)
+        args = model.args
+        args.vocab_size = args.vocab_size or len(tokenizer.hf)
+        info = ModelInfo(
+            name=path.name,
+            path=str(path),
+            format=fmt,
+            context_length=args.max_position_embeddings,
+            compute_dtype=compute,
+            stored_as=stored,
+            n_params=int(sum(v.size for _, v in tree_flatten(model.parameters()))),
+            n_layers=args.num_hidden_layers,
+            vocab_size=args.vocab_size,
+            load_s=time.perf_counter() - start,
+            model_type=args.model_type,
+            attention_metrics=args.attention_observed,
+        )
+        return LoadedModel(model, tokenizer, info, default_config_for(path.name))
     if fmt == "gguf":
         args, weights, tokenizer = _load_gguf(path)
     else:

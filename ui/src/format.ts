@@ -56,7 +56,9 @@ export function actionLabel(action: string, mode: Mode): string {
 export const METRIC_LABELS: Record<keyof Metrics, Label> = METRIC_INFO;
 
 /** A metric with 3 significant digits, fixed notation for ordinary magnitudes. */
-export function formatNumber(x: number, digits = 3): string {
+export function formatNumber(x: number | null | undefined, digits = 3): string {
+  // null: a metric the model cannot report (attention not observable for its family).
+  if (x === null || x === undefined) return "unavailable";
   if (!Number.isFinite(x)) return String(x);
   if (x === 0) return "0";
   const abs = Math.abs(x);

@@ -8,16 +8,17 @@ export type FinishReason = "stop" | "length" | "stop_string" | "cancelled" | "er
 export type ForkTrigger = "first" | "exploring" | "both";
 export type ForkScore = "answer_margin" | "margin" | "entropy" | "logprob";
 
-/** Uncertainty of one step, in bits (entropies) and bits^2 (varentropies). */
+/** Uncertainty of one step, in bits (entropies) and bits^2 (varentropies). The four
+attention metrics are null where the model's last attention cannot be observed. */
 export interface Metrics {
   entropy: number;
   varentropy: number;
-  attn_entropy: number;
-  attn_varentropy: number;
+  attn_entropy: number | null;
+  attn_varentropy: number | null;
   /** Mean |A - mean_heads(A)|: really a disagreement. */
-  agreement: number;
+  agreement: number | null;
   /** Mean |pre-softmax attention score|. */
-  interaction_strength: number;
+  interaction_strength: number | null;
 }
 
 /** The parameters actually used for this token. */
