@@ -286,7 +286,7 @@ def _run(
     def finish_row(r: int) -> Iterator[Event]:
         closed.add(r)
         yield from streams[r].close()
-        extra = {"tokens_computed": computed, "forks": forks} if fork else {}
+        extra = {"tokens_computed": computed, "forks": forks, "t_decode": t_prefill} if fork else {}
         yield streams[r].done(len(ids), t_prefill, rows[r].seed, **extra)
 
     while index < budget:

@@ -160,9 +160,19 @@ class RowStream:
         self.text = self.text[: self.emitted]
         return [*out, *self._drain()]
 
-    def done(self, prompt_tokens: int, t_prefill: float, seed: int, **extra: Any) -> DoneEvent:
+    def done(
+        self,
+        prompt_tokens: int,
+        t_prefill: float,
+        seed: int,
+        t_decode: float | None = None,
+        **extra: Any,
+    ) -> DoneEvent:
+        """``t_decode``: when decoding started, if not at the first token event (a fork emits
+        its kept branch in one burst after decoding all branches)."""
         t_end = time.perf_counter()
         n = self.n
+        t_first = self.t_first if t_decode is None else t_decode
         return DoneEvent(
             mode=self.mode,
             text=self.text,
@@ -172,7 +182,7 @@ class RowStream:
             ttft_s=(self.t_first - self.t0) if n else 0.0,
             total_s=t_end - self.t0,
             prefill_tok_s=prompt_tokens / max(t_prefill - self.t0, 1e-9),
-            decode_tok_s=(n - 1) / (t_end - self.t_first) if n > 1 and t_end > self.t_first else 0,
+            decode_tok_s=(n - 1) / (t_end - t_first) if n > 1 and t_end > t_first else 0.0,
             state_counts={s: self.states.get(s, 0) for s in STATES},
             action_counts=dict(self.actions),
             seed=seed,
