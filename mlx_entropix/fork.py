@@ -179,6 +179,7 @@ def explore(
     n_top: int,
     remaining: int,
     stop: Sequence[str],
+    should_stop: Callable[[], bool] | None = None,
 ) -> Explored:
     """Decode the branches of the fork whose step values are ``fork_values`` (the cache holds
     everything before the fork token) and pick one. ``branch_step(tokens (k,), cache)`` runs
@@ -196,6 +197,8 @@ def explore(
     tile_cache(cache, k)
     tokens, steps, computed = mx.array(ids[:k]), 1, 0
     while steps < limit and any(b.active for b in branches):
+        if should_stop is not None and should_stop():
+            break  # cancelled: the engine stops right after the fork
         result = branch_step(tokens, cache)
         rows = result.packed.tolist()  # one host sync for all branches
         computed += k

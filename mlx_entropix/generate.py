@@ -310,7 +310,7 @@ def _run(
                     c.trim(1)
             found = explore(
                 lm.tokenizer, branch_step, cache, values[0], trigger, cfg, n_top,
-                budget - index, stop,
+                budget - index, stop, should_stop,
             )  # fmt: skip
             forks += 1
             computed += found.event.tokens_computed + (following is not None)

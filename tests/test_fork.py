@@ -119,3 +119,16 @@ def test_no_fork_budget_is_greedy(embedded):
     fork = [e for e in _run(embedded, cfg, max_tokens=8) if e.type == "token"]
     greedy = generate(embedded, PROMPT, mode="greedy", max_tokens=8, top_logprobs=2)
     assert [e.id for e in fork] == [e.id for e in greedy if e.type == "token"]
+
+
+def test_cancel_during_a_fork_stops_its_branches(embedded):
+    calls = []
+
+    def should_stop() -> bool:
+        calls.append(1)
+        return len(calls) > 1  # the engine asks once before the fork, then inside it
+
+    events = list(generate(embedded, PROMPT, mode="fork", max_tokens=16, should_stop=should_stop))
+    fork, done = events[0], events[-1]
+    assert fork.type == "fork" and fork.tokens_computed == 0
+    assert done.finish_reason == "cancelled" and done.generated_tokens == 1
