@@ -4,8 +4,9 @@ rows (fork branches) vs one row, on the embedded model.
 - compare: ``generate_batch(modes=[entropix, normal])`` vs ``generate(mode=entropix)`` (and
   vs the two runs one after the other, as compare mode ran before batching), same prompt and
   seed, seconds per step (wall time / tokens of the longer row), prefill excluded.
-- step: one decode step (forward + metrics + greedy pick + the packed values read on the host,
-  what a fork branch step does) with k rows vs 1 row, from the same prompt's cache.
+- step: the engine's decode step alone (forward + metrics + decision/draw + the packed values
+  read on the host), runners alternating step by step (median): compare's two rows vs one
+  entropix row, and greedy k rows (a fork's branches) vs 1 row.
 Runners are interleaved within each repeat and the best repeat is kept. Targets (issue 12):
 compare <= 1.3x one stream; k=5 step <= 2x a one-row step.
 
@@ -61,59 +62,90 @@ def run_compare(lm: LoadedModel, tokens: int) -> dict[str, float]:
     }
 
 
-def run_step(lm: LoadedModel, rows: int, steps: int) -> float:
-    """Seconds per greedy decode step of ``rows`` rows (packed values read every step)."""
-    cfg = lm.default_config
-    ids = lm.tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}])
-    cache = lm.model.make_cache()
-    fwd = _forward(lm, ids, cache)
-    mx.eval(fwd, [c.state for c in cache])
-    if rows > 1:
-        tile_cache(cache, rows)
-    token = mx.argmax(fwd[0], axis=-1).astype(mx.int32)
-    token = mx.broadcast_to(token, (rows,))
-    can = mx.zeros((rows,), dtype=mx.bool_)
-    key = step_key(0, 0)
-    times = []
-    for _ in range(steps):
+class Stepper:
+    """The engine's decode step for some rows (forward of all rows, then each row's decision
+    and draw under its own key, one host read), on its own copy of the prompt's cache."""
+
+    def __init__(self, lm: LoadedModel, modes: list[str], batched_greedy: bool = False):
+        self.lm, self.modes, self.batched = lm, modes, batched_greedy
+        self.cfg = lm.default_config
+        ids = lm.tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}])
+        self.cache = lm.model.make_cache()
+        fwd = _forward(lm, ids, self.cache)
+        mx.eval(fwd, [c.state for c in self.cache])
+        if len(modes) > 1:
+            tile_cache(self.cache, len(modes))
+        token = mx.argmax(fwd[0], axis=-1).astype(mx.int32)
+        self.token = mx.broadcast_to(token, (len(modes),))
+        self.can = mx.zeros((len(modes),), dtype=mx.bool_)
+        self.index = 0
+
+    def __call__(self) -> float:
         t = time.perf_counter()
-        s = _step(*_forward(lm, token, cache), can, key, cfg, "greedy", 5, 1, 5, None)
-        s.packed.tolist()
-        times.append(time.perf_counter() - t)
-        token = s.token
-    times.sort()
-    return times[len(times) // 2]  # the median step
+        fwd = _forward(self.lm, self.token, self.cache)
+        key = step_key(SEED, self.index)
+        if self.batched:  # fork branches: one greedy pick for all rows
+            parts = [_step(*fwd, self.can, key, self.cfg, "greedy", 5, 1, 5, None)]
+        else:
+            parts = [
+                _step(*(a[r : r + 1] for a in fwd), self.can[r : r + 1], key, self.cfg, m,
+                      27 if m == "normal" else 100, 5 if m == "entropix" else 1, 0, None)
+                for r, m in enumerate(self.modes)
+            ]  # fmt: skip
+        token = mx.concatenate([p.token for p in parts])
+        mx.concatenate([p.packed for p in parts]).tolist()
+        self.token, self.index = token, self.index + 1
+        return time.perf_counter() - t
+
+
+def run_steps(lm: LoadedModel, steps: int, rows: list[int]) -> dict[str, float]:
+    """Median seconds per step of each runner; runners alternate step by step, so a busy
+    neighbour slows them alike."""
+    runners = {
+        "entropix, one row": Stepper(lm, ["entropix"]),
+        "compare (entropix + normal rows)": Stepper(lm, ["entropix", "normal"]),
+        **{f"greedy, {k} row(s)": Stepper(lm, ["greedy"] * k, batched_greedy=True) for k in rows},
+    }
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(steps):
+        for name, runner in runners.items():
+            times[name].append(runner())
+    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tokens", type=int, default=32, help="tokens per compare run")
-    p.add_argument("--steps", type=int, default=16, help="decode steps per row-count")
+    p.add_argument("--steps", type=int, default=24, help="decode steps per step runner")
     p.add_argument("--rows", type=int, nargs="+", default=[1, 2, 5])
     p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args()
     lm = load(None)
     run_compare(lm, 4)  # warm-up
     compare: dict[str, float] = {}
-    step: dict[int, float] = {}
     for _ in range(args.repeats):
         for name, value in run_compare(lm, args.tokens).items():
             compare[name] = min(compare.get(name, float("inf")), value)
-        for rows in args.rows:
-            step[rows] = min(step.get(rows, float("inf")), run_step(lm, rows, args.steps))
+    step = run_steps(lm, args.steps, args.rows)
     base = compare["one stream (entropix)"]
+    one, greedy1 = step["entropix, one row"], step["greedy, 1 row(s)"]
     ratios = {
-        "compare_vs_one_stream": compare["compare as one batch"] / base,
-        "compare_vs_two_streams": compare["compare as one batch"]
+        "compare_vs_one_stream (generate)": compare["compare as one batch"] / base,
+        "compare_vs_two_streams (generate)": compare["compare as one batch"]
         / compare["two streams one after the other"],
-        **{f"step_{k}_rows_vs_1": step[k] / step[1] for k in args.rows if k != 1},
+        "compare_vs_one_row (step)": step["compare (entropix + normal rows)"] / one,
+        **{
+            f"step_{k}_rows_vs_1 (greedy)": step[f"greedy, {k} row(s)"] / greedy1 for k in args.rows
+        },
     }
-    print(f"{lm.info.name}, {runtime_info().device}, best of {args.repeats}")
-    print(f"{'runner':<36} {'ms/step':>8} {'x one':>6}")
+    print(f"{lm.info.name}, {runtime_info().device}")
+    print(f"{'generate, per step (best of ' + str(args.repeats) + ')':<40} {'ms':>8} {'x one':>6}")
     for name, value in compare.items():
-        print(f"{name:<36} {1e3 * value:8.1f} {value / base:6.2f}")
-    for rows, value in step.items():
-        print(f"{f'decode step, {rows} row(s)':<36} {1e3 * value:8.1f} {value / step[1]:6.2f}")
+        print(f"{name:<40} {1e3 * value:8.1f} {value / base:6.2f}")
+    print(f"{'decode step alone (median, interleaved)':<40} {'ms':>8} {'x one':>6}")
+    for name, value in step.items():
+        ref = one if name.startswith(("entropix", "compare")) else greedy1
+        print(f"{name:<40} {1e3 * value:8.1f} {value / ref:6.2f}")
     print("targets: compare <= 1.3x one stream; 5-row step <= 2x a one-row step")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
@@ -121,7 +153,7 @@ def main() -> None:
             {
                 "run": {**vars(args), "model": lm.info.name, "device": runtime_info().device},
                 "compare_ms_per_step": {k: 1e3 * v for k, v in compare.items()},
-                "step_ms": {str(k): 1e3 * v for k, v in step.items()},
+                "step_ms_median": {k: 1e3 * v for k, v in step.items()},
                 "ratios": ratios,
             },
             indent=2,
