@@ -6,15 +6,17 @@ forward pass while still on the device, so step n+1 is queued (``mx.async_eval``
 n's results are read in one host sync, turned into an event and handed to the caller: the
 device keeps working while the CLI prints or the server streams (mlx-lm's loop does the same).
 
-The same loop serves every mode (entropix, normal, greedy): comparisons share everything but
-the policy, and metrics are reported in all of them.
+The same loop serves every mode (entropix, normal, greedy, fork): comparisons share everything
+but the policy, and metrics are reported in all of them. It runs B rows at once from one
+prefill (``generate_batch``: the prompt's KV cache is copied to B rows on the device), each row
+with its own mode, seed and stream of events, and still one host sync per step for all rows.
+Fork mode (``fork.py``) decodes its branches as such a batch.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -22,25 +24,20 @@ import mlx.core as mx
 
 from .config import Mode, SamplerConfig
 from .errors import InvalidRequestError, PromptTooLongError
-from .events import (
-    ACTIONS,
-    STATES,
-    DoneEvent,
-    FinishReason,
-    Metrics,
-    SamplingParams,
-    TokenEvent,
-    TopLogprob,
-)
+from .events import DoneEvent, ForkEvent, TokenEvent
+from .fork import explore, fork_due, select_row, tile_cache
 from .metrics import compute_metrics, log_normaliser
 from .sampler import CLARIFY, candidate_width, decide, sample, step_key, top_candidates
+from .stream import STATE, TOKEN, RowStream, params_of
 
 if TYPE_CHECKING:  # the core never imports the loaders; they hand it a LoadedModel
     from .io.load import LoadedModel
 
+__all__ = ["MODES", "generate", "generate_batch", "params_of", "prepare_prompt"]
 Prompt = str | list[dict[str, Any]] | list[int]
+Event = TokenEvent | ForkEvent | DoneEvent
 PREFILL_CHUNK = 512  # bounds the prefill's peak memory on long prompts
-MODES: tuple[Mode, ...] = ("entropix", "normal", "greedy")
+MODES: tuple[Mode, ...] = ("entropix", "normal", "greedy", "fork")
 MAX_TOP_LOGPROBS = 20
 
 
@@ -92,55 +89,30 @@ def prepare_prompt(
 
 
 def _forward(lm: LoadedModel, tokens: list[int] | mx.array, cache: list) -> tuple[mx.array, ...]:
-    """Run ``tokens`` through the model, lazily: last logits (1, V), metrics (1, 6) and the
-    log of the softmax normaliser (1,)."""
-    if isinstance(tokens, mx.array):  # one decode step on a token still on the device
-        chunks = [tokens.reshape(1)]
+    """Run ``tokens`` through the model, lazily: last logits (B, V), metrics (B, 6) and the
+    log of the softmax normaliser (B,). A list is the (one-row) prompt; an array is one decode
+    step, a token per row, still on the device."""
+    if isinstance(tokens, mx.array):
+        chunks = [tokens.reshape(-1, 1)]
     else:
         chunks = [
-            mx.array(tokens[i : i + PREFILL_CHUNK]) for i in range(0, len(tokens), PREFILL_CHUNK)
+            mx.array(tokens[i : i + PREFILL_CHUNK])[None]
+            for i in range(0, len(tokens), PREFILL_CHUNK)
         ]
     for chunk in chunks[:-1]:
-        lm.model(chunk[None], cache)
+        lm.model(chunk, cache)
         mx.eval([c.state for c in cache])
-    logits, scores = lm.model(chunks[-1][None], cache, last_only=True)
+    logits, scores = lm.model(chunks[-1], cache, last_only=True)
     last = logits[:, -1].astype(mx.float32)
     normaliser = log_normaliser(last)
     return last, compute_metrics(last, scores, normaliser), normaliser[1][:, 0]
 
 
-def params_of(values: list[float]) -> SamplingParams:
-    """The event's ``SamplingParams`` from the packed (temperature, top_p, top_k, min_p, n)."""
-    temp, top_p, top_k, min_p, n = values
-    return SamplingParams(
-        temperature=round(temp, 6),
-        top_p=round(top_p, 6),
-        top_k=int(top_k),
-        min_p=round(min_p, 6),
-        n_samples=int(n),
-    )
-
-
-class _StopMatcher:
-    """Holds back text that may be the start of a stop string; finds the first full match."""
-
-    def __init__(self, stops: Sequence[str]):
-        self.stops = [s for s in stops if s]
-
-    def find(self, text: str) -> int:
-        """Index where the first stop string starts, or -1."""
-        hits = [i for i in (text.find(s) for s in self.stops) if i >= 0]
-        return min(hits) if hits else -1
-
-    def safe_end(self, text: str) -> int:
-        """How much of ``text`` can be released: none of its tail may start a stop string."""
-        end = len(text)
-        for s in self.stops:
-            for n in range(min(len(s) - 1, len(text)), 0, -1):
-                if text.endswith(s[:n]):
-                    end = min(end, len(text) - n)
-                    break
-        return end
+def _check(mode: Mode, top_logprobs: int) -> None:
+    if mode not in MODES:
+        raise InvalidRequestError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
+    if not 0 <= top_logprobs <= MAX_TOP_LOGPROBS:
+        raise InvalidRequestError(f"top_logprobs must lie in [0, {MAX_TOP_LOGPROBS}]")
 
 
 def generate(
@@ -155,32 +127,73 @@ def generate(
     system: str | None = None,
     top_logprobs: int = 5,
     should_stop: Callable[[], bool] | None = None,
-) -> Iterator[TokenEvent | DoneEvent]:
-    """Yield a ``TokenEvent`` per generated token, then one ``DoneEvent``.
+) -> Iterator[Event]:
+    """Yield a ``TokenEvent`` per generated token (and a ``ForkEvent`` before the tokens of
+    each explored fork, mode fork), then one ``DoneEvent``.
 
     Raises ``InvalidRequestError`` / ``PromptTooLongError`` before the first event.
     """
-    if mode not in MODES:
-        raise InvalidRequestError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
-    if not 0 <= top_logprobs <= MAX_TOP_LOGPROBS:
-        raise InvalidRequestError(f"top_logprobs must lie in [0, {MAX_TOP_LOGPROBS}]")
+    return generate_batch(
+        lm, prompt, modes=[mode], seeds=[seed], config=config, max_tokens=max_tokens,
+        stop=stop, system=system, top_logprobs=top_logprobs, should_stop=should_stop,
+    )  # fmt: skip
+
+
+def generate_batch(
+    lm: LoadedModel,
+    prompt: Prompt,
+    *,
+    modes: Sequence[Mode],
+    seeds: Sequence[int | None] | None = None,
+    config: SamplerConfig | None = None,
+    max_tokens: int = 256,
+    stop: Sequence[str] = (),
+    system: str | None = None,
+    top_logprobs: int = 5,
+    should_stop: Callable[[], bool] | None = None,
+) -> Iterator[Event]:
+    """Several rows decoded as one batch from one prefill: row r runs ``modes[r]`` with
+    ``seeds[r]`` and gives exactly the events of ``generate`` with that mode and seed. Events
+    of a step come in row order (each carries its ``mode``); each row ends with its own
+    ``DoneEvent``. A missing seed is drawn once and shared by every row (the compare view).
+    Fork mode runs alone (its branches are the batch).
+    """
+    if not modes:
+        raise InvalidRequestError("no mode to run")
+    for mode in modes:
+        _check(mode, top_logprobs)
+    if "fork" in modes and len(modes) > 1:
+        raise InvalidRequestError("fork mode runs alone (its branches are the batch)")
     ids = prepare_prompt(lm, prompt, system, max_tokens)
     cfg = config or lm.default_config
-    seed = secrets.randbelow(2**31) if seed is None else int(seed)
-    tok = lm.tokenizer
-    clarify_id = tok.token_id(cfg.clarifying_token) if cfg.clarifying_token else None
+    shared = secrets.randbelow(2**31)
+    seeds = [shared if s is None else int(s) for s in (seeds or [None] * len(modes))]
+    if len(seeds) != len(modes):
+        raise InvalidRequestError("one seed per mode")
+    clarify_id = lm.tokenizer.token_id(cfg.clarifying_token) if cfg.clarifying_token else None
     budget = min(max_tokens, lm.info.context_length - len(ids))
-    return _run(lm, ids, mode, cfg, budget, seed, stop, top_logprobs, should_stop, clarify_id)
+    rows = [_Row(m, s) for m, s in zip(modes, seeds, strict=True)]
+    return _run(lm, ids, rows, cfg, budget, stop, top_logprobs, should_stop, clarify_id)
+
+
+def _policy(mode: Mode) -> Mode:
+    """How a row picks its tokens: fork mode is greedy between forks."""
+    return "greedy" if mode == "fork" else mode
+
+
+class _Row(NamedTuple):
+    mode: Mode
+    seed: int
 
 
 class _Step(NamedTuple):
     """One step's results, still on the device until the host reads ``packed``."""
 
-    token: mx.array  # (1,) int32: feeds the next forward pass without a host round trip
-    can_clarify: mx.array  # (1,) bool
+    token: mx.array  # (B,) int32: feeds the next forward pass without a host round trip
+    can_clarify: mx.array  # (B,) bool
     packed: (
         mx.array
-    )  # float32: token, state, action, 5 params, logprob, 6 metrics, top ids/logprobs
+    )  # (B, P) float32: token, state, action, 5 params, logprob, 6 metrics, top ids/logprobs
 
 
 def _step(
@@ -215,118 +228,118 @@ def _step(
             cand_logits[:, :n_top] - log_norm[:, None],
         ],
         axis=-1,
-    )[0]
+    )
     return _Step(token, can_clarify & (plan.action != CLARIFY), packed)
 
 
 def _run(
     lm: LoadedModel,
     ids: list[int],
-    mode: Mode,
+    rows: list[_Row],
     cfg: SamplerConfig,
     budget: int,
-    seed: int,
     stop: Sequence[str],
     top_logprobs: int,
     should_stop: Callable[[], bool] | None,
     clarify_id: int | None,
-) -> Iterator[TokenEvent | DoneEvent]:
-    tok = lm.tokenizer
-    detok = tok.detokenizer()
-    stops = _StopMatcher(stop)
-    eos = tok.eos_token_ids
-    states: Counter[str] = Counter()
-    actions: Counter[str] = Counter()
-    text, emitted = "", 0  # full decoded text, and how much of it the events carried
-    finish: FinishReason = "length"
-    held: TokenEvent | None = None
-    n = 0
-    t_start = time.perf_counter()
-    t_prefill = t_first = t_start
-
+) -> Iterator[Event]:
+    fork = rows[0].mode == "fork"
+    n_top = max(top_logprobs, cfg.fork_branches, 2) if fork else top_logprobs
     vocab = lm.info.vocab_size
-    width = max(candidate_width(cfg, mode, vocab), top_logprobs, 1)
-    n_max = cfg.n_adaptive_samples if mode == "entropix" else 1
+    t_start = time.perf_counter()
+    t_prefill = t_start
+    streams = [RowStream(lm.tokenizer, r.mode, stop, top_logprobs, n_top, t_start) for r in rows]
+    plans = [
+        (
+            max(candidate_width(cfg, _policy(r.mode), vocab), n_top, 1),
+            cfg.n_adaptive_samples if r.mode == "entropix" else 1,
+        )
+        for r in rows
+    ]
 
     def step(forward: tuple[mx.array, ...], can: mx.array, index: int) -> _Step:
-        return _step(*forward, can, step_key(seed, index), cfg, mode, width, n_max,
-                     top_logprobs, clarify_id)  # fmt: skip
+        """Each row decides and draws under its own key, as it would alone."""
+        parts = [
+            _step(*(a[r : r + 1] if a.shape[0] > 1 else a for a in forward), can[r : r + 1],
+                  step_key(row.seed, index), cfg, _policy(row.mode), *plans[r], n_top, clarify_id)
+            for r, row in enumerate(rows)
+        ]  # fmt: skip
+        if len(parts) == 1:
+            return parts[0]
+        return _Step(*(mx.concatenate(list(p), axis=0) for p in zip(*parts, strict=True)))
+
+    def branch_step(tokens: mx.array, cache: list) -> _Step:
+        """All branches of a fork at once: greedy needs no key."""
+        fwd = _forward(lm, tokens, cache)
+        can = mx.zeros(tokens.shape, dtype=mx.bool_)
+        return _step(*fwd, can, step_key(0, 0), cfg, "greedy", n_top, 1, n_top, None)
 
     cache = lm.model.make_cache()
-    current = step(_forward(lm, ids, cache), mx.array([clarify_id is not None]), 0)
+    forward = _forward(lm, ids, cache)
+    if len(rows) > 1:  # one prefill; every row starts from a copy of its cache
+        tile_cache(cache, len(rows))
+    current = step(forward, mx.array([clarify_id is not None] * len(rows)), 0)
     mx.async_eval(current)
-    for index in range(budget):
+    index, forks, computed = 0, 0, 0
+    closed: set[int] = set()
+
+    def finish_row(r: int) -> Iterator[Event]:
+        closed.add(r)
+        yield from streams[r].close()
+        extra = {"tokens_computed": computed, "forks": forks, "t_decode": t_prefill} if fork else {}
+        yield streams[r].done(len(ids), t_prefill, rows[r].seed, **extra)
+
+    while index < budget:
         if should_stop is not None and should_stop():
-            finish = "cancelled"
+            for s in streams:
+                if not s.finished:
+                    s.finish, s.finished = "cancelled", True
             break
+        following = None
         if index + 1 < budget:  # queue step n+1 on the device before reading step n
             following = step(_forward(lm, current.token, cache), current.can_clarify, index + 1)
             mx.async_eval(following)
-        values = current.packed.tolist()  # the one host sync of this step
-        token, state, action = (int(v) for v in values[:3])
+        values = current.packed.tolist()  # the one host sync of this step, all rows
+        computed += len(rows)
         if index == 0:
             t_prefill = time.perf_counter()
-        if token in eos:
-            finish = "stop"
+        trigger = fork_due(cfg, index, int(values[0][STATE])) if fork else None
+        if trigger is not None and forks < cfg.fork_max_forks:
+            if following is not None:  # it fed the greedy token: take it back out
+                for c in cache:
+                    c.trim(1)
+            found = explore(
+                lm.tokenizer, branch_step, cache, values[0], trigger, cfg, n_top,
+                budget - index, stop, should_stop,
+            )  # fmt: skip
+            forks += 1
+            computed += found.event.tokens_computed + (following is not None)
+            event = found.event.model_copy(update={"index": streams[0].n})
+            yield from streams[0].add_fork(event)
+            for vals in found.rows:
+                yield from streams[0].push(vals)
+                if streams[0].finished:
+                    break
+            if found.eos and not streams[0].finished:
+                streams[0].finish, streams[0].finished = "stop", True
+            index += len(found.rows)
+            if streams[0].finished or index >= budget:
+                break
+            cache = select_row(cache, found.kept, found.offset)
+            last = mx.array([int(found.rows[-1][TOKEN])])
+            current = step(_forward(lm, last, cache), current.can_clarify[:1], index)
+            mx.async_eval(current)
+            continue
+        for r, (s, vals) in enumerate(zip(streams, values, strict=True)):
+            if not s.finished:
+                yield from s.push(vals)
+                if s.finished:  # this row is done; the others go on (its row idles along)
+                    yield from finish_row(r)
+        if all(s.finished for s in streams) or following is None:
             break
-
-        text += detok.add_token(token)
-        cut = stops.find(text)
-        if cut >= 0:
-            text, finish = text[:cut], "stop_string"
-        release = len(text) if cut >= 0 else stops.safe_end(text)
-        piece, emitted = text[emitted:release], max(emitted, release)
-        top_ids, top_lps = values[15 : 15 + top_logprobs], values[15 + top_logprobs :]
-        now = time.perf_counter()
-        if n == 0:
-            t_first = now
-        states[STATES[state]] += 1
-        actions[ACTIONS[action]] += 1
-        event = TokenEvent(
-            mode=mode,
-            index=n,
-            id=token,
-            text=piece,
-            state=STATES[state],
-            action=ACTIONS[action],
-            metrics=Metrics.from_values(values[9:15]),
-            params=params_of(values[3:8]),
-            logprob=values[8],
-            top=[
-                TopLogprob(id=int(i), text=tok.id_to_text(int(i)), logprob=lp)
-                for i, lp in zip(top_ids, top_lps, strict=True)
-            ],
-            elapsed_s=now - t_start,
-        )
-        n += 1
-        if not stops.stops:
-            yield event
-        else:  # one event late, so text held back for a possible stop string can join it
-            if held is not None:
-                yield held
-            held = event
-        if finish == "stop_string" or index + 1 == budget:
-            break
+        index += 1
         current = following
 
-    if held is not None:
-        held.text += text[emitted:]
-        emitted = len(text)
-        yield held
-    text = text[:emitted]
-    t_end = time.perf_counter()
-    prefill_s = max(t_prefill - t_start, 1e-9)
-    yield DoneEvent(
-        mode=mode,
-        text=text,
-        finish_reason=finish,
-        prompt_tokens=len(ids),
-        generated_tokens=n,
-        ttft_s=(t_first - t_start) if n else 0.0,
-        total_s=t_end - t_start,
-        prefill_tok_s=len(ids) / prefill_s,
-        decode_tok_s=(n - 1) / (t_end - t_first) if n > 1 and t_end > t_first else 0.0,
-        state_counts={s: states.get(s, 0) for s in STATES},
-        action_counts=dict(actions),
-        seed=seed,
-    )
+    for r in range(len(rows)):
+        if r not in closed:
+            yield from finish_row(r)

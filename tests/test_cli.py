@@ -397,3 +397,20 @@ def test_plot_has_a_fixed_size_for_any_run(tmp_path: Path):
         with Image.open(path) as img:
             img.load()
             assert img.size == PNG_SIZE == (1400, 800)
+
+
+def test_fork_flag_json_and_one_line_summary():
+    args = ("--fork", "--input", "What is the capital of France?", "--max-tokens", "6")
+    as_json = cli(*args, "--json")
+    as_text = cli(*args)
+    assert as_json.returncode == 0 and as_text.returncode == 0, as_json.stderr + as_text.stderr
+    lines = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [e["type"] for e in lines][0] == "fork" and lines[-1]["type"] == "done"
+    fork, done = lines[0], lines[-1]
+    assert done["mode"] == "fork" and done["forks"] == 1
+    assert sum(b["kept"] for b in fork["branches"]) == 1
+    kept = fork["branches"][fork["kept"]]["text"]
+    line = next(s for s in as_text.stdout.splitlines() if s.startswith("⑂ fork at 0 (first, "))
+    assert line.count(" | ") == len(fork["branches"]) - 1
+    assert f"[kept] {' '.join(kept.split())[:12]!r}"[:18] in line
+    assert "tokens computed for" in as_text.stdout

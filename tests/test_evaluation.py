@@ -271,3 +271,17 @@ def test_real_model_run_is_deterministic(embedded, tmp_path: Path):
         assert "\n" not in r["text"] and r["tokens"] <= 4
         assert sum(r["state_counts"].values()) == r["tokens"]
     json.dumps(a)  # JSON-ready
+
+
+def test_fork_mode_runs_once_and_records_tokens_computed(tiny_csv: Path):
+    from mlx_entropix.eval.harness import DETERMINISTIC
+
+    def fake(item: Item, mode: str, seed: int) -> Generation:
+        computed = 9 if mode == "fork" else 0
+        return Generation(text="no idea", tokens=3, seconds=0.5, tokens_computed=computed)
+
+    items = load_items(tiny_csv)
+    result = evaluate(items, fake, modes=["greedy", "fork"], seeds=2, progress=False, meta={})
+    assert "fork" in DETERMINISTIC and len(result["records"]) == 4 * 2
+    s = result["summary"]
+    assert s["fork"]["mean_tokens_computed"] == 9 and s["greedy"]["mean_tokens_computed"] == 3

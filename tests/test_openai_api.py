@@ -184,3 +184,12 @@ def test_extreme_sampler_coefficients_are_bounded_not_500(live, sign):
         assert r.status_code == 200, r.text
         r = c.post("/v1/chat/completions", json={**body, "sampler_config": {free[0]: sign * 1e308}})
         assert r.status_code == 400 and free[0] in r.json()["error"]["message"]
+
+
+def test_fork_sampler_streams_text_and_skips_fork_events(client, embedded):
+    stream = client.chat.completions.create(
+        model="x", messages=MESSAGES, max_tokens=6, stream=True, extra_body={"sampler": "fork"}
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    done = list(generate(embedded, MESSAGES, mode="fork", max_tokens=6))[-1]
+    assert done.forks == 1 and text == done.text

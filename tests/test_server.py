@@ -398,3 +398,19 @@ def test_sse_equals_cli_json(client):
     tokens, done = sse.json("token"), sse.json("done")[0]
     assert [t["id"] for t in tokens] == [t["id"] for t in cli_tokens]
     assert "".join(t["text"] for t in tokens) == done["text"] == cli_done["text"]
+
+
+def test_fork_mode_streams_fork_events(client, embedded):
+    sampler = {"fork_branches": 2, "fork_branch_tokens": 3}
+    body = {"prompt": PROMPT, "mode": "fork", "max_tokens": 6, "sampler": sampler}
+    sse = stream_generate(client, body)
+    names = [name for name, _ in sse.events]
+    assert names[0] == "fork" and names[-1] == "done" and set(names[1:-1]) == {"token"}
+    fork, done = sse.json("fork")[0], sse.json("done")[0]
+    assert len(fork["branches"]) == 2 and done["forks"] == 1
+    assert done["tokens_computed"] >= done["generated_tokens"]
+    assert "".join(t["text"] for t in sse.json("token")) == done["text"]
+    body = {"prompt": PROMPT, "modes": ["greedy", "fork"], "max_tokens": 4, "sampler": sampler}
+    events = stream_generate(client, body, "/api/compare").json()
+    assert sorted(e["mode"] for e in events if e["type"] == "done") == ["fork", "greedy"]
+    assert [e["mode"] for e in events if e["type"] == "fork"] == ["fork"]

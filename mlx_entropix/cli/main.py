@@ -57,7 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--normal", action="store_true", help="normal sampling (fixed T/top-p/k)")
     which.add_argument("--greedy", action="store_true", help="greedy decoding (argmax)")
     which.add_argument(
-        "--compare", action="store_true", help="entropix then normal, same prompt and seed"
+        "--compare",
+        action="store_true",
+        help="entropix and normal as one batch of two rows, same prompt and seed",
+    )
+    which.add_argument(
+        "--fork",
+        action="store_true",
+        help="greedy, but explore the top candidates at forks and keep the most confident "
+        "branch (fork_* settings in --config)",
     )
     mode.add_argument("--model", metavar="PATH_OR_ID", help="GGUF file, HF/MLX dir or repo id")
     mode.add_argument(
@@ -165,7 +173,24 @@ def modes_for(args: argparse.Namespace) -> list[Mode]:
         return ["normal"]
     if args.greedy:
         return ["greedy"]
+    if args.fork:
+        return ["fork"]
     return ["entropix"]
+
+
+def title_of(mode: str, item: PromptItem, n_items: int) -> str:
+    return f"{mode} · {item.name}" if n_items > 1 else mode
+
+
+def event_text(ev: Any, style: Any) -> str:
+    """How the terminal shows one event: a token's text, a fork's line, a run's summary."""
+    from .terminal import fork_line, summary, token_text
+
+    if ev.type == "token":
+        return token_text(ev, style)
+    if ev.type == "fork":
+        return "\n" + fork_line(ev, style) + "\n"
+    return "\n\n" + summary(ev, style) + "\n"
 
 
 def plot_path(base: str, item: PromptItem, many: bool) -> Path:
@@ -239,17 +264,9 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     if args.config:  # fail on a bad file before the (slower) model load
         read_config(args, SamplerConfig)
 
-    from ..generate import generate, prepare_prompt
+    from ..generate import generate_batch, prepare_prompt
     from ..io.load import load
-    from .terminal import (
-        Style,
-        compare_table,
-        header,
-        legend,
-        prompts_table,
-        summary,
-        token_text,
-    )
+    from .terminal import Style, compare_table, header, legend, prompts_table
 
     lm = load(args.model)
     if args.info:
@@ -274,45 +291,54 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             out.write(legend(style, shutil.get_terminal_size().columns) + "\n")
     many = len(items) > 1
     finished: list[tuple[str, Any]] = []  # (prompt name, DoneEvent) for the closing table
+
+    def json_line(ev: Any, index: int) -> str:
+        line = ev.model_dump_json()
+        if many:  # which prompt this event belongs to: one more key first
+            line = f'{{"prompt_index":{index},' + line[1:]
+        return line + "\n"
+
     for index, item in enumerate(items):
         seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
-        runs: list[tuple[str, list]] = []
+        runs: list[tuple[str, list]] = [(mode, []) for mode in modes]
         dones = []
-        for mode in modes:
-            if not args.json:
-                title = f"{mode} · {item.name}" if len(items) > 1 else mode
-                out.write(f"\n{header(title, style)}\n{style.dim('> ' + item.prompt)}\n")
-            events = []
-            for ev in generate(
-                lm,
-                item.prompt,
-                mode=mode,
-                config=cfg,
-                max_tokens=args.max_tokens,
-                seed=seed,
-                stop=tuple(args.stop or ()),
-                system=args.system,
-                top_logprobs=args.top_logprobs if args.json else 0,
-                should_stop=lambda: interrupt.requested,
-            ):
-                if args.json:
-                    line = ev.model_dump_json()
-                    if many:  # which prompt this event belongs to: one more key first
-                        line = f'{{"prompt_index":{index},' + line[1:]
-                    out.write(line + "\n")
-                elif ev.type == "token":
-                    out.write(token_text(ev, style))
-                else:
-                    out.write("\n\n" + summary(ev, style) + "\n")
-                out.flush()
-                if ev.type == "token":
-                    events.append(ev)
-                else:
-                    dones.append(ev)
-                    finished.append((item.name, ev))
-            runs.append((mode, events))
-            if interrupt.requested:
-                break
+        later: list = []  # compare: the second row is printed after the first
+        if not args.json:
+            out.write(f"\n{header(title_of(modes[0], item, len(items)), style)}\n")
+            out.write(style.dim("> " + item.prompt) + "\n")
+        for ev in generate_batch(
+            lm,
+            item.prompt,
+            modes=modes,
+            seeds=[seed] * len(modes),
+            config=cfg,
+            max_tokens=args.max_tokens,
+            stop=tuple(args.stop or ()),
+            system=args.system,
+            top_logprobs=args.top_logprobs if args.json else 0,
+            should_stop=lambda: interrupt.requested,
+        ):
+            if ev.mode != modes[0]:  # compare: each row's events stay together, in order
+                later.append(ev)
+            elif args.json:
+                out.write(json_line(ev, index))
+            else:
+                out.write(event_text(ev, style))
+            out.flush()
+            if ev.type == "token":
+                runs[modes.index(ev.mode)][1].append(ev)
+            elif ev.type == "done":
+                dones.append(ev)
+        for mode in modes[1:]:
+            mine = [ev for ev in later if ev.mode == mode]
+            if args.json:
+                out.write("".join(json_line(ev, index) for ev in mine))
+            else:
+                out.write(f"\n{header(title_of(mode, item, len(items)), style)}\n")
+                out.write(style.dim("> " + item.prompt) + "\n")
+                out.write("".join(event_text(ev, style) for ev in mine))
+        dones.sort(key=lambda d: modes.index(d.mode))
+        finished += [(item.name, d) for d in dones]
         if args.plot:
             title = item.prompt if len(item.prompt) < 100 else item.prompt[:97] + "..."
             path = plot_path(args.plot, item, len(items) > 1)

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TextIO
 
-from ..events import ACTIONS, STATE_INFO, STATES, DoneEvent, TokenEvent
+from ..events import ACTIONS, STATE_INFO, STATES, DoneEvent, ForkEvent, TokenEvent
 
 ColourChoice = Literal["auto", "always", "never"]
 RESET = "\x1b[0m"
@@ -138,7 +138,30 @@ def summary(done: DoneEvent, style: Style) -> str:
         f"{style.state(s, STATE_INFO[s].label)} {done.state_counts.get(s, 0)}" for s in STATES
     )
     actions = "  ".join(f"{a} {done.action_counts.get(a, 0)}" for a in ACTIONS)
-    return f"{head}\n  states:  {states}\n  actions: {actions}"
+    forks = ""
+    if done.forks:
+        forks = (
+            f"\n  forks:   {done.forks} · {done.tokens_computed} tokens computed for "
+            f"{done.generated_tokens} emitted"
+        )
+    return f"{head}\n  states:  {states}\n  actions: {actions}{forks}"
+
+
+def fork_line(event: ForkEvent, style: Style, width: int = 24) -> str:
+    """One line per fork: ``⑂ fork at 0: [kept] "Paris" 0.93 | "The" 0.41 | ...``."""
+
+    def short(text: str) -> str:
+        text = " ".join(text.split())
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    parts = [
+        ("[kept] " if b.kept else "")
+        + f"{short(b.text)!r} {b.score:.2f}"
+        + (f" ={b.answer}" if b.answer and len(b.answer) <= width // 2 else "")
+        for b in event.branches
+    ]
+    head = style.paint(f"⑂ fork at {event.index} ({event.trigger}, {event.score}):", bold=True)
+    return f"{head} " + " | ".join(parts)
 
 
 def compare_table(dones: Sequence[DoneEvent], style: Style) -> str:

@@ -34,7 +34,9 @@ from .answers import KINDS, Kind, extracted, infer_kind, match, parse_options
 from .stats import summarize
 
 Format = Literal["chat", "raw"]
-MODES: tuple[Mode, ...] = ("greedy", "normal", "entropix")
+MODES: tuple[Mode, ...] = ("greedy", "normal", "entropix")  # the default run
+KNOWN_MODES: tuple[Mode, ...] = (*MODES, "fork")  # fork: --modes greedy,fork,...
+DETERMINISTIC: tuple[Mode, ...] = ("greedy", "fork")  # they ignore the seed: run once
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class Generation:
     seconds: float
     finish_reason: str = "stop"
     state_counts: dict[str, int] = field(default_factory=dict)
+    tokens_computed: int = 0  # fork branches included; 0: as generated
 
 
 GenerateFn = Callable[[Item, Mode, int], Generation]
@@ -134,7 +137,7 @@ def run_eval(
     """
     if seeds < 1:
         raise InvalidRequestError(f"--seeds must be at least 1 (got {seeds})")
-    runs = [(m, j) for m in modes for j in range(1 if m == "greedy" else seeds)]
+    runs = [(m, j) for m in modes for j in range(1 if m in DETERMINISTIC else seeds)]
     bar = None
     if progress:
         from tqdm import tqdm
@@ -161,6 +164,7 @@ def run_eval(
                         "answer": item.answer,
                         "text": gen.text,
                         "tokens": gen.tokens,
+                        "tokens_computed": gen.tokens_computed or gen.tokens,
                         "seconds": gen.seconds,
                         "finish_reason": gen.finish_reason,
                         "state_counts": dict(gen.state_counts),
@@ -233,6 +237,7 @@ def engine_generate_fn(
             seconds=done.total_s,
             finish_reason=done.finish_reason,
             state_counts=dict(done.state_counts),
+            tokens_computed=done.tokens_computed,
         )
 
     return fn
@@ -261,7 +266,7 @@ def evaluate(
         # Keep what is complete: items every mode finished (pairing needs all of them).
         interrupted = True
         per_item = Counter(r["item"] for r in records)
-        full = len(modes) + (seeds - 1) * sum(m != "greedy" for m in modes)
+        full = len(modes) + (seeds - 1) * sum(m not in DETERMINISTIC for m in modes)
         records = [r for r in records if per_item[r["item"]] == full]
     n_done = len({r["item"] for r in records})
     return {

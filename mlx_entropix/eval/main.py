@@ -12,7 +12,7 @@ from typing import Any
 
 from ..config import Mode
 from ..errors import EntropixError, InvalidRequestError
-from .harness import MODES, Format, engine_generate_fn, evaluate, load_items
+from .harness import KNOWN_MODES, MODES, Format, engine_generate_fn, evaluate, load_items
 from .report import plot, to_markdown
 
 
@@ -28,7 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
         "written earlier: redraw its markdown table and PNG without generating",
     )
     p.add_argument("--model", help="model path or Hugging Face id (default: embedded SmolLM2)")
-    p.add_argument("--modes", default=",".join(MODES), help="comma-separated (default: all)")
+    p.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help=f"comma-separated, of {','.join(KNOWN_MODES)} (default: {','.join(MODES)})",
+    )
     p.add_argument("--seeds", type=int, default=2, help="seeds per sampled mode (default 2)")
     p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     p.add_argument("--max-tokens", type=int, default=32, help="per answer (default 32)")
@@ -51,11 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _parse_modes(text: str) -> list[Mode]:
     modes = [m.strip() for m in text.split(",") if m.strip()]
-    bad = [m for m in modes if m not in MODES]
+    bad = [m for m in modes if m not in KNOWN_MODES]
     if bad or not modes:
-        raise InvalidRequestError(f"unknown mode(s) {bad or text!r} (use {', '.join(MODES)})")
+        raise InvalidRequestError(f"unknown mode(s) {bad or text!r} (use {', '.join(KNOWN_MODES)})")
     # Greedy first: it is the baseline of the paired differences.
-    return sorted(set(modes), key=MODES.index)  # type: ignore[arg-type]
+    return sorted(set(modes), key=KNOWN_MODES.index)  # type: ignore[arg-type]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,7 @@ def to_markdown(result: dict[str, Any]) -> str:
     summary, meta = result["summary"], result["run"]
     lines = [
         f"**{meta['csv']}**: {meta['n_items']} items, {meta['seeds']} seed(s) for sampled "
-        f"modes (greedy runs once), max {meta['max_tokens']} tokens, model {meta['model']}.",
+        f"modes (greedy, fork: once), max {meta['max_tokens']} tokens, model {meta['model']}.",
         "",
         "| mode | accuracy % | 95% CI (Wilson) | Δ vs greedy, pts [95% CI] | better / worse items "
         "| mean tokens | tok/s (end to end) | time s "
@@ -33,9 +33,13 @@ def to_markdown(result: dict[str, Any]) -> str:
         )
         wl = f"{d['wins']} / {d['losses']}" if d else "-"
         states = " / ".join(str(s["state_counts"].get(k, 0)) for k in STATES)
+        computed = s.get("mean_tokens_computed", s["mean_tokens"])
+        tokens = f"{s['mean_tokens']:.1f}" + (
+            f" ({computed:.1f} computed)" if computed > s["mean_tokens"] + 0.05 else ""
+        )
         lines.append(
             f"| {mode} | {_pct(s['accuracy'])} | [{_pct(s['ci95'][0])}, {_pct(s['ci95'][1])}] "
-            f"| {diff} | {wl} | {s['mean_tokens']:.1f} | {s['tok_s']:.1f} | {s['time_s']:.1f} "
+            f"| {diff} | {wl} | {tokens} | {s['tok_s']:.1f} | {s['time_s']:.1f} "
             f"| {states} |"
         )
     cats = sorted({c for s in summary.values() for c in s["accuracy_per_category"]})

@@ -98,6 +98,9 @@ def summarize(
             "accuracy_per_seed": [sum(v) / len(v) for _, v in sorted(by_seed.items())],
             "accuracy_per_category": {c: sum(v) / len(v) for c, v in sorted(by_cat.items())},
             "mean_tokens": tokens / len(recs) if recs else 0.0,
+            "mean_tokens_computed": (
+                sum(r.get("tokens_computed", r["tokens"]) for r in recs) / len(recs) if recs else 0
+            ),
             "tokens": tokens,
             "time_s": seconds,
             "tok_s": tokens / seconds if seconds > 0 else 0.0,

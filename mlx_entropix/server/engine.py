@@ -21,13 +21,13 @@ from pydantic import ValidationError
 
 from ..config import Mode, SamplerConfig
 from ..errors import EntropixError, InvalidRequestError
-from ..events import DoneEvent, ErrorEvent, TokenEvent
-from ..generate import generate, prepare_prompt
+from ..events import DoneEvent, ErrorEvent, ForkEvent, TokenEvent
+from ..generate import generate, generate_batch, prepare_prompt
 from ..io.load import LoadedModel, load
 from ..runtime.device import runtime_info
 from .settings import ServerSettings
 
-Event = TokenEvent | DoneEvent | ErrorEvent
+Event = TokenEvent | ForkEvent | DoneEvent | ErrorEvent
 
 
 @dataclass
@@ -82,39 +82,43 @@ def generation_work(
 ) -> Callable[[Engine, Callable[[], bool]], Iterator[Event]]:
     """The job for one mode, or several interleaved token by token (the compare view).
 
-    Each mode's sampling draws from its own per-step RNG stream (seed, step), so interleaving
-    gives exactly the tokens of separate runs. Without a seed, one is chosen here so that
-    every mode shares it.
+    The modes but fork run as one batch (rows from one prefill, one host sync per step); each
+    fork mode decodes its own branches as a batch and is interleaved with them. Each row draws
+    from its own per-step RNG stream (seed, step), so the tokens are exactly those of separate
+    runs. Without a seed, one is chosen here so that every mode shares it.
     """
     shared_seed = secrets.randbelow(2**31) if seed is None else seed
+    groups = [[m for m in modes if m != "fork"]] + [["fork"] for m in modes if m == "fork"]
 
     def work(engine: Engine, should_stop: Callable[[], bool]) -> Iterator[Event]:
-        streams: list[tuple[Mode, Iterator[TokenEvent | DoneEvent]]] = []
-        for mode in modes:
+        streams: list[tuple[Sequence[Mode], Iterator[Event]]] = []
+        for group in (g for g in groups if g):
             try:
-                gen = generate(
+                gen = generate_batch(
                     engine.lm,
                     ids,
-                    mode=mode,
+                    modes=group,
+                    seeds=[shared_seed] * len(group),
                     config=config,
                     max_tokens=max_tokens,
-                    seed=shared_seed,
                     stop=stop,
                     top_logprobs=top_logprobs,
                     should_stop=should_stop,
                 )
             except EntropixError as err:
-                yield ErrorEvent(mode=mode, message=str(err))
+                for mode in group:
+                    yield ErrorEvent(mode=mode, message=str(err))
                 continue
-            streams.append((mode, gen))
+            streams.append((group, gen))
         while streams:
             for entry in list(streams):
-                mode, gen = entry
+                group, gen = entry
                 try:
                     event = next(gen, None)
                 except EntropixError as err:
-                    event = ErrorEvent(mode=mode, message=str(err))
-                if event is None or not isinstance(event, TokenEvent):
+                    # the rows still running end with the error
+                    event = ErrorEvent(mode=group[0], message=str(err))
+                if event is None or isinstance(event, ErrorEvent):
                     streams.remove(entry)
                 if event is not None:
                     yield event

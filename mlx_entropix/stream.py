@@ -1,0 +1,189 @@
+"""One generated row's text and events: from the packed values of each step to ``TokenEvent``s
+and the closing ``DoneEvent``.
+
+The engine decodes one or several rows at once (compare mode, fork branches); each row keeps
+its own detokenizer, stop-string matcher, counters and timings here, so the loop in
+``generate.py`` only moves arrays. Packed layout of a row (float32, one host read per step):
+token, state, action, temperature, top_p, top_k, min_p, n_samples, logprob, the six metrics,
+then ``n_top`` candidate ids and their log-probabilities (descending).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from .config import Mode
+from .events import (
+    ACTIONS,
+    STATES,
+    DoneEvent,
+    FinishReason,
+    ForkEvent,
+    Metrics,
+    SamplingParams,
+    TokenEvent,
+    TopLogprob,
+)
+
+TOKEN, STATE, ACTION, PARAMS, LOGPROB, METRICS, TOP = 0, 1, 2, slice(3, 8), 8, slice(9, 15), 15
+
+
+def params_of(values: list[float]) -> SamplingParams:
+    """The event's ``SamplingParams`` from the packed (temperature, top_p, top_k, min_p, n)."""
+    temp, top_p, top_k, min_p, n = values
+    return SamplingParams(
+        temperature=round(temp, 6),
+        top_p=round(top_p, 6),
+        top_k=int(top_k),
+        min_p=round(min_p, 6),
+        n_samples=int(n),
+    )
+
+
+def top_of(values: list[float], n_top: int) -> tuple[list[int], list[float]]:
+    """Candidate ids and log-probabilities of a packed row."""
+    return [int(i) for i in values[TOP : TOP + n_top]], values[TOP + n_top : TOP + 2 * n_top]
+
+
+class StopMatcher:
+    """Holds back text that may be the start of a stop string; finds the first full match."""
+
+    def __init__(self, stops: Sequence[str]):
+        self.stops = [s for s in stops if s]
+
+    def find(self, text: str) -> int:
+        """Index where the first stop string starts, or -1."""
+        hits = [i for i in (text.find(s) for s in self.stops) if i >= 0]
+        return min(hits) if hits else -1
+
+    def safe_end(self, text: str) -> int:
+        """How much of ``text`` can be released: none of its tail may start a stop string."""
+        end = len(text)
+        for s in self.stops:
+            for n in range(min(len(s) - 1, len(text)), 0, -1):
+                if text.endswith(s[:n]):
+                    end = min(end, len(text) - n)
+                    break
+        return end
+
+
+class RowStream:
+    """Turns one row's packed step values into events.
+
+    With stop strings, events come one token late so held-back text joins the last event:
+    token texts always concatenate to ``DoneEvent.text``. A fork event queued while a token
+    event is held comes right after it, so events stay in text order.
+    """
+
+    def __init__(
+        self, tok: Any, mode: Mode, stop: Sequence[str], top_logprobs: int, n_top: int, t0: float
+    ):
+        self.tok, self.mode, self.top_logprobs, self.n_top = tok, mode, top_logprobs, n_top
+        self.detok = tok.detokenizer()
+        self.stops = StopMatcher(stop)
+        self.eos = tok.eos_token_ids
+        self.states: Counter[str] = Counter()
+        self.actions: Counter[str] = Counter()
+        self.text, self.emitted, self.n = "", 0, 0  # decoded text, how much events carried
+        self.finish: FinishReason = "length"
+        self.finished = False
+        self.held: TokenEvent | None = None
+        self.queued: list[ForkEvent] = []
+        self.t0 = self.t_first = t0
+
+    def push(self, values: list[float]) -> list[TokenEvent | ForkEvent]:
+        """The events ready after this step's values (none, or one, plus queued forks)."""
+        token, state, action = (int(v) for v in values[:3])
+        if token in self.eos:
+            self.finish, self.finished = "stop", True
+            return []
+        self.text += self.detok.add_token(token)
+        cut = self.stops.find(self.text)
+        if cut >= 0:
+            self.text, self.finish, self.finished = self.text[:cut], "stop_string", True
+        release = len(self.text) if cut >= 0 else self.stops.safe_end(self.text)
+        piece = self.text[self.emitted : release]
+        self.emitted = max(self.emitted, release)
+        now = time.perf_counter()
+        if self.n == 0:
+            self.t_first = now
+        self.states[STATES[state]] += 1
+        self.actions[ACTIONS[action]] += 1
+        top_ids, top_lps = top_of(values, self.n_top)
+        k = self.top_logprobs
+        event = TokenEvent(
+            mode=self.mode,
+            index=self.n,
+            id=token,
+            text=piece,
+            state=STATES[state],
+            action=ACTIONS[action],
+            metrics=Metrics.from_values(values[METRICS]),
+            params=params_of(values[PARAMS]),
+            logprob=values[LOGPROB],
+            top=[
+                TopLogprob(id=i, text=self.tok.id_to_text(i), logprob=lp)
+                for i, lp in zip(top_ids[:k], top_lps[:k], strict=True)
+            ],
+            elapsed_s=now - self.t0,
+        )
+        self.n += 1
+        if not self.stops.stops:
+            return [event, *self._drain()]
+        out: list[TokenEvent | ForkEvent] = []
+        if self.held is not None:
+            out = [self.held, *self._drain()]
+        self.held = event
+        return out
+
+    def add_fork(self, event: ForkEvent) -> list[ForkEvent]:
+        """Queue a fork event behind a held token event, or release it now."""
+        self.queued.append(event)
+        return self._drain() if self.held is None else []
+
+    def _drain(self) -> list[ForkEvent]:
+        out, self.queued = self.queued, []
+        return out
+
+    def close(self) -> list[TokenEvent | ForkEvent]:
+        """The held event (with the rest of the text) and anything queued behind it."""
+        out: list[TokenEvent | ForkEvent] = []
+        if self.held is not None:
+            self.held.text += self.text[self.emitted :]
+            self.emitted = len(self.text)
+            out = [self.held]
+            self.held = None
+        self.text = self.text[: self.emitted]
+        return [*out, *self._drain()]
+
+    def done(
+        self,
+        prompt_tokens: int,
+        t_prefill: float,
+        seed: int,
+        t_decode: float | None = None,
+        **extra: Any,
+    ) -> DoneEvent:
+        """``t_decode``: when decoding started, if not at the first token event (a fork emits
+        its kept branch in one burst after decoding all branches)."""
+        t_end = time.perf_counter()
+        n = self.n
+        t_first = self.t_first if t_decode is None else t_decode
+        return DoneEvent(
+            mode=self.mode,
+            text=self.text,
+            finish_reason=self.finish,
+            prompt_tokens=prompt_tokens,
+            generated_tokens=n,
+            ttft_s=(self.t_first - self.t0) if n else 0.0,
+            total_s=t_end - self.t0,
+            prefill_tok_s=prompt_tokens / max(t_prefill - self.t0, 1e-9),
+            decode_tok_s=(n - 1) / (t_end - t_first) if n > 1 and t_end > t_first else 0.0,
+            state_counts={s: self.states.get(s, 0) for s in STATES},
+            action_counts=dict(self.actions),
+            seed=seed,
+            **extra,
+        )
