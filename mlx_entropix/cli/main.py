@@ -329,7 +329,9 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
                 runs[modes.index(ev.mode)][1].append(ev)
             elif ev.type == "done":
                 dones.append(ev)
-        for mode in modes[1:]:
+        # Interrupted: the rows after the first were never shown, and stay unshown (as when
+        # the modes ran one after another and Ctrl-C came during the first).
+        for mode in modes[1:] if not interrupt.requested else ():
             mine = [ev for ev in later if ev.mode == mode]
             if args.json:
                 out.write("".join(json_line(ev, index) for ev in mine))
