@@ -34,13 +34,20 @@ from .events import (
     TopLogprob,
 )
 from .metrics import compute_metrics, log_normaliser
+from .model import Cancelled
 from .sampler import CLARIFY, candidate_width, decide, sample, step_key, top_candidates
 
 if TYPE_CHECKING:  # the core never imports the loaders; they hand it a LoadedModel
     from .io.load import LoadedModel
 
 Prompt = str | list[dict[str, Any]] | list[int]
-PREFILL_CHUNK = 512  # bounds the prefill's peak memory on long prompts
+# A long prompt is prefilled in chunks of this many tokens, which bounds the prefill's peak
+# memory (one chunk's attention scores). With ``should_stop`` the model evaluates a chunk layer
+# by layer and checks it between layers, so a cancel or a time limit lands within one layer of
+# one chunk: 1/30 of a chunk for the embedded model. On the 2-core CPU, measured with a 256-token
+# chunk: about 0.1 s near the start of a prompt and under 1 s at the end of an 8k one, unloaded
+# (benchmarks/README.md, "Prefill"); a smaller chunk only makes long prefills slower.
+PREFILL_CHUNK = 256
 MODES: tuple[Mode, ...] = ("entropix", "normal", "greedy")
 MAX_TOP_LOGPROBS = 20
 
@@ -92,19 +99,28 @@ def prepare_prompt(
     return ids
 
 
-def _forward(lm: LoadedModel, tokens: list[int] | mx.array, cache: list) -> tuple[mx.array, ...]:
+def _forward(
+    lm: LoadedModel,
+    tokens: list[int] | mx.array,
+    cache: list,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[mx.array, ...] | None:
     """Run ``tokens`` through the model, lazily: last logits (1, V), metrics (1, 6) and the
-    log of the softmax normaliser (1,)."""
+    log of the softmax normaliser (1,). A prefill (``tokens`` a list) with ``should_stop``
+    checks it between layers and returns None when it turned true."""
     if isinstance(tokens, mx.array):  # one decode step on a token still on the device
-        chunks = [tokens.reshape(1)]
+        chunks, should_stop = [tokens.reshape(1)], None
     else:
         chunks = [
             mx.array(tokens[i : i + PREFILL_CHUNK]) for i in range(0, len(tokens), PREFILL_CHUNK)
         ]
-    for chunk in chunks[:-1]:
-        lm.model(chunk[None], cache)
-        mx.eval([c.state for c in cache])
-    logits, scores = lm.model(chunks[-1][None], cache, last_only=True)
+    try:
+        for chunk in chunks[:-1]:
+            lm.model(chunk[None], cache, should_stop=should_stop)
+            mx.eval([c.state for c in cache])
+        logits, scores = lm.model(chunks[-1][None], cache, last_only=True, should_stop=should_stop)
+    except Cancelled:
+        return None
     last = logits[:, -1].astype(mx.float32)
     normaliser = log_normaliser(last)
     return last, compute_metrics(last, scores, normaliser), normaliser[1][:, 0]
@@ -254,8 +270,12 @@ def _run(
                      top_logprobs, clarify_id)  # fmt: skip
 
     cache = lm.model.make_cache()
-    current = step(_forward(lm, ids, cache), mx.array([clarify_id is not None]), 0)
-    mx.async_eval(current)
+    prefill = _forward(lm, ids, cache, should_stop)
+    if prefill is None:  # cancelled (or out of time) during the prefill: no token at all
+        budget, finish = 0, "cancelled"
+    else:
+        current = step(prefill, mx.array([clarify_id is not None]), 0)
+        mx.async_eval(current)
     for index in range(budget):
         if should_stop is not None and should_stop():
             finish = "cancelled"
