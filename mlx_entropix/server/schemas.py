@@ -21,6 +21,11 @@ MAX_MESSAGES = 256
 MAX_STOP = 16
 
 
+# Unknown fields are errors (a typo is a clear 4xx, not an ignored knob), and so are NaN and
+# infinities in numeric fields (JSON parsers take NaN/Infinity literals; a range check alone
+# would report NaN as "should be less than or equal to ...").
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
 # Sampler coefficients have no natural range, but extreme ones overflow the sampler's
 # arithmetic (e.g. a top_k of inf); a request may only set them within +-1e6.
 COEF_BOUND = 1e6
@@ -35,7 +40,7 @@ def _partial(model: type[BaseModel], name: str) -> type[BaseModel]:
         if info.annotation is float and not info.metadata:
             field = FieldInfo.merge_field_infos(field, Field(None, ge=-COEF_BOUND, le=COEF_BOUND))
         fields[key] = (info.annotation, field)
-    return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
+    return create_model(name, __config__=STRICT, **fields)
 
 
 # Partial SamplerConfig: per-request overrides of the server's sampler defaults.
@@ -48,7 +53,7 @@ def overrides_dict(overrides: BaseModel | None) -> dict[str, Any]:
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     role: Literal["system", "user", "assistant"]
     content: str
@@ -57,7 +62,7 @@ class ChatMessage(BaseModel):
 class GenerationFields(BaseModel):
     """What /api/generate and /api/compare share."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     prompt: str | None = Field(None, min_length=1, description="One user message.")
     messages: list[ChatMessage] | None = Field(
@@ -150,7 +155,8 @@ class OAITextPart(BaseModel):
 
 
 class OAIMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # e.g. "refusal": null from echoed assistant turns
+    # extra="ignore": e.g. "refusal": null from echoed assistant turns
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[OAITextPart] | None = None
@@ -174,7 +180,7 @@ class ChatCompletionRequest(BaseModel):
     - ``sampler_config``: partial SamplerConfig overrides.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     model: str | None = Field(None, description="Ignored: the server serves one model.")
     messages: list[OAIMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
