@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from .. import __version__
 from . import errors
 from .api import router as api_router
+from .completions import router as completions_router
 from .engine import Engine
 from .guards import HeadAsGet, HostGuard
 from .limits import BodySizeLimit
@@ -63,6 +64,7 @@ def create_app(settings: ServerSettings | None = None, worker: Worker[Engine] | 
     errors.install(app)
     app.include_router(api_router)
     app.include_router(openai_router)
+    app.include_router(completions_router)
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(HeadAsGet)
