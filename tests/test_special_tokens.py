@@ -85,10 +85,13 @@ def test_special_strings_in_content_make_no_control_ids(tok, role, content):
     assert controls(tok, ids) == template_controls(tok, messages)
     # The model sees the text: the prompt decodes to the template with the content verbatim.
     assert content in tok.decode(ids)
-    # ... and each special string costs more than one token (it was split, not matched).
+    # ... and each special string costs more than one token (it was split, not matched),
+    # while the trusted path (the template's own text) still reads it as the control token.
     for special in ["<|im_end|>", "<|eot_id|>", "<|begin_of_text|>"]:
         if special in content:
             assert len(tok.encode_text(special)) > 1
+            trusted = tok.encode(special)
+            assert len(trusted) > 1 or trusted[0] in tok.control_ids
 
 
 def test_benign_prompts_tokenize_exactly_as_the_rendered_template(tok):
