@@ -121,3 +121,12 @@ def test_time_limit_covers_the_prefill(live):
     assert done[0]["generated_tokens"] == 0 and done[0]["prompt_tokens"] > 1500
     assert live.worker.status()["last_job"]["timed_out"]
     assert took < 6.0  # the limit, plus at most about a layer's work
+
+
+def test_max_prompt_tokens_flag():
+    from mlx_entropix.server.main import parse_args, settings_from
+
+    assert settings_from(parse_args([])).max_prompt_tokens == 4096
+    assert settings_from(parse_args(["--max-prompt-tokens", "8192"])).max_prompt_tokens == 8192
+    with pytest.raises(ValueError, match="--max-prompt-tokens must be at least 1"):
+        settings_from(parse_args(["--max-prompt-tokens", "0"]))
