@@ -3,12 +3,20 @@
     uv run benchmarks/load_test.py                       # starts mlx_server.py on a free port
     uv run benchmarks/load_test.py --streams 16 --max-tokens 32 --mode normal
     uv run benchmarks/load_test.py --url http://127.0.0.1:8000   # a server already running
+    uv run benchmarks/load_test.py --scenario long-prefill       # a long prompt vs a short one
 
 Bounded on purpose: loopback only, at most 64 streams of at most 256 tokens. Reports streams
 served (and refused with 503), aggregate tokens/s, and percentiles of time to first token and
 of total latency, as seen by the client; writes JSON to benchmarks/results/load_test.json.
 The server serves one generation at a time (requests queue), so the aggregate tokens/s is the
 single-stream decode speed minus the overhead, and latency grows with the queue.
+
+``--scenario long-prefill``: while an 8,000-token prompt prefills, another client sends a
+16-token request; after ``--wait`` s (the goal: its first token by then) the long prompt's
+client disconnects. Reports whether the short request got its first token within the wait,
+how soon after the disconnect the worker was free (``/api/health``'s last job), and the short
+request's first token and end. One worker, no cross-request batching: the short request waits
+for the long prefill unless that is cancelled. Writes ``load_test_long_prefill.json``.
 """
 
 from __future__ import annotations
@@ -128,6 +136,93 @@ async def run(url: str, args: argparse.Namespace) -> dict:
     }
 
 
+SENTENCE = "The quick brown fox jumps over the lazy dog. "
+
+
+async def prompt_tokens(client: httpx.AsyncClient, prompt: str) -> int:
+    """The server's count of a prompt's tokens (one greedy token generated)."""
+    body = {"prompt": prompt, "mode": "greedy", "max_tokens": 1, "top_logprobs": 0}
+    async with client.stream("POST", "/api/generate", json=body) as r:
+        event = None
+        async for line in r.aiter_lines():
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:") and event == "done":
+                return int(json.loads(line[5:])["prompt_tokens"])
+    raise RuntimeError(f"no done event for a {len(prompt)}-character prompt")
+
+
+async def last_job_after(client: httpx.AsyncClient, previous: int | None, limit: float) -> dict:
+    """Poll /api/health until a job other than ``previous`` has ended; its summary."""
+    deadline = time.perf_counter() + limit
+    while time.perf_counter() < deadline:
+        job = (await client.get("/api/health")).json()["queue"]["last_job"] or {}
+        if job.get("id") != previous:
+            return job
+        await asyncio.sleep(0.05)
+    return {}
+
+
+async def long_prefill(url: str, args: argparse.Namespace) -> dict:
+    limits = httpx.Limits(max_connections=8)
+    async with httpx.AsyncClient(base_url=url, timeout=args.timeout, limits=limits) as client:
+        info = (await client.get("/api/info")).json()
+        one, eleven = await asyncio.gather(
+            prompt_tokens(client, SENTENCE), prompt_tokens(client, SENTENCE * 11)
+        )
+        per = (eleven - one) / 10
+        repeats = max(1, round((args.long_tokens - (one - per)) / per))
+        long_prompt = SENTENCE * repeats
+        previous = ((await client.get("/api/health")).json()["queue"]["last_job"] or {}).get("id")
+
+        long_body = {"prompt": long_prompt, "mode": "greedy", "max_tokens": 4}
+        long_status: dict = {}
+
+        async def hold() -> None:  # the long prompt's client; cancelled = it disconnects
+            async with client.stream("POST", "/api/generate", json=long_body) as r:
+                long_status["status"] = r.status_code
+                async for _ in r.aiter_lines():
+                    pass
+
+        long_task = asyncio.create_task(hold())
+        deadline = time.perf_counter() + 30
+        while not (await client.get("/api/health")).json()["queue"]["running"]:
+            if long_task.done() or time.perf_counter() > deadline:
+                await long_task
+                return {"error": f"the long prompt was not served: {long_status}"}
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(args.head)  # the long prefill is well under way
+        t_short = time.perf_counter()
+        short_args = argparse.Namespace(**{**vars(args), "max_tokens": 16})
+        short_task = asyncio.create_task(one_stream(client, 0, short_args))
+        await asyncio.sleep(args.wait)
+        short_done_early = short_task.done()
+
+        t_cancel = time.perf_counter()
+        long_task.cancel()
+        job = await last_job_after(client, previous, 60)
+        freed_s = time.perf_counter() - t_cancel if job else None
+        short = await short_task
+    ttft = short.get("ttft_s")
+    return {
+        "scenario": "long-prefill",
+        "model": info["model"].get("name"),
+        "runtime": info["runtime"],
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.system()}",
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "long_prompt_tokens": round(one - per + per * repeats),
+        "long_prefill_head_s": args.head,
+        "wait_s": args.wait,
+        "short_first_token_within_wait": ttft is not None and ttft <= args.wait,
+        "short_done_within_wait": short_done_early,
+        "worker_freed_after_cancel_s": freed_s,
+        "cancelled_job": job,
+        "short_ttft_s": ttft,
+        "short_ttft_after_cancel_s": (t_short + ttft - t_cancel) if ttft is not None else None,
+        "short": short,
+    }
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -138,6 +233,7 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [sys.executable, str(ROOT / "mlx_server.py"), "--port", str(port)]
     cmd += ["--log-level", "warning", "--max-queue", str(max(16, args.streams))]
+    cmd += ["--max-prompt-tokens", "8192"]  # the long-prefill scenario's prompt
     if args.model:
         cmd += ["--model", args.model]
     proc = subprocess.Popen(cmd, cwd=ROOT)
@@ -169,8 +265,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url", default=None, help="a running server (loopback only)")
     p.add_argument("--model", default=None, help="model for the server started here")
     p.add_argument("--timeout", type=float, default=600.0, help="per-request client timeout")
-    p.add_argument("--out", default=str(OUT), help="JSON output path")
+    p.add_argument("--out", default=None, help="JSON output path")
+    p.add_argument("--scenario", default="streams", choices=["streams", "long-prefill"])
+    p.add_argument("--long-tokens", type=int, default=8000, help="long-prefill: prompt tokens")
+    p.add_argument("--head", type=float, default=3.0, help="long-prefill: s before the short")
+    p.add_argument("--wait", type=float, default=5.0, help="long-prefill: s before the cancel")
     args = p.parse_args(argv)
+    if args.out is None:
+        name = "load_test.json" if args.scenario == "streams" else "load_test_long_prefill.json"
+        args.out = str(OUT.parent / name)
+    if not 16 <= args.long_tokens <= 8100:
+        print("error: --long-tokens must lie in [16, 8100]", file=sys.stderr)
+        return 2
     if not 1 <= args.streams <= 64 or not 1 <= args.max_tokens <= 256:
         print("error: --streams must lie in [1, 64] and --max-tokens in [1, 256]", file=sys.stderr)
         return 2
@@ -183,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     if url is None:
         proc, url = start_server(args)
     try:
-        report = asyncio.run(run(url, args))
+        scenario = run if args.scenario == "streams" else long_prefill
+        report = asyncio.run(scenario(url, args))
     finally:
         if proc is not None:
             proc.terminate()
@@ -192,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
+    if args.scenario == "long-prefill":
+        return print_long_prefill(report, out)
     ttft, total = report["ttft_s"], report["total_s"]
     print(f"{report['model']} on {report['runtime']['device']}")
     print(
@@ -208,6 +317,35 @@ def main(argv: list[str] | None = None) -> int:
             )
     print(f"wrote {out}")
     return 0 if report["streams_failed"] == 0 else 1
+
+
+def print_long_prefill(report: dict, out: Path) -> int:
+    if "error" in report:
+        print(f"error: {report['error']}", file=sys.stderr)
+        return 1
+    short = report["short"]
+
+    def s(value: float | None) -> str:
+        return "none" if value is None else f"{value:.2f} s"
+
+    print(f"{report['model']} on {report['runtime']['device']}, load {report['load_average']}")
+    print(
+        f"long prompt {report['long_prompt_tokens']} tokens; short request sent "
+        f"{report['long_prefill_head_s']:.0f} s into its prefill"
+    )
+    print(
+        f"first token of the short request within {report['wait_s']:.0f} s: "
+        f"{'yes' if report['short_first_token_within_wait'] else 'no'} (one worker, FIFO)"
+    )
+    freed = s(report["worker_freed_after_cancel_s"])
+    print(f"worker free after the long prompt's client left: {freed}")
+    print(
+        f"short request: first token {s(report['short_ttft_s'])} after sending "
+        f"({s(report['short_ttft_after_cancel_s'])} after the cancel), "
+        f"{short.get('tokens')} tokens, done in {s(short.get('total_s'))}"
+    )
+    print(f"wrote {out}")
+    return 0 if short.get("status") == 200 else 1
 
 
 if __name__ == "__main__":

@@ -24,12 +24,15 @@ metrics as unavailable (the decision then follows its logits-only rules, ``sampl
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
+
+from .model import Cancelled
 
 __all__ = ["VERIFIED", "FamilyArgs", "FamilyModel", "observe_last_attention"]
 # mlx-lm model modules (``mlx_lm.models.<name>``) whose observed scores the tests verify.
@@ -178,8 +181,16 @@ class FamilyModel(nn.Module):
         return make_prompt_cache(self.inner)
 
     def __call__(
-        self, inputs: mx.array, cache: list[Any], last_only: bool = False
+        self,
+        inputs: mx.array,
+        cache: list[Any],
+        last_only: bool = False,
+        should_stop: Callable[[], bool] | None = None,
     ) -> tuple[mx.array, mx.array | None]:
+        # mlx-lm runs its layers as one call: a cancel is checked before each (chunk's) pass,
+        # not between layers as in our Llama.
+        if should_stop is not None and should_stop():
+            raise Cancelled
         observation = self._observation
         if observation is not None:
             observation.scores = None

@@ -27,6 +27,7 @@ from .errors import InvalidRequestError, PromptTooLongError
 from .events import DoneEvent, ForkEvent, TokenEvent
 from .fork import explore, fork_due, select_row, tile_cache
 from .metrics import compute_metrics, log_normaliser
+from .model import Cancelled
 from .sampler import CLARIFY, candidate_width, decide, sample, step_key, top_candidates
 from .stream import STATE, TOKEN, RowStream, params_of
 
@@ -36,7 +37,14 @@ if TYPE_CHECKING:  # the core never imports the loaders; they hand it a LoadedMo
 __all__ = ["MODES", "generate", "generate_batch", "params_of", "prepare_prompt"]
 Prompt = str | list[dict[str, Any]] | list[int]
 Event = TokenEvent | ForkEvent | DoneEvent
-PREFILL_CHUNK = 512  # bounds the prefill's peak memory on long prompts
+# A long prompt is prefilled in chunks of this many tokens, which bounds the prefill's peak
+# memory (one chunk's attention scores). With ``should_stop`` the model evaluates a chunk layer
+# by layer and checks it between layers, so a cancel or a time limit lands within one layer of
+# one chunk (1/30 of a chunk for the embedded model). Measured on the 2-core CPU while shared
+# (load average 9-13): one layer of a 128-token chunk takes 0.07 s at the start of a prompt and
+# 1.2 s on average (2.8 s at most) at 7,900 tokens, where attention over the context dominates;
+# a 256-token chunk took twice that (benchmarks/README.md, "Serving a long prompt").
+PREFILL_CHUNK = 128
 MODES: tuple[Mode, ...] = ("entropix", "normal", "greedy", "fork")
 MAX_TOP_LOGPROBS = 20
 
@@ -88,21 +96,30 @@ def prepare_prompt(
     return ids
 
 
-def _forward(lm: LoadedModel, tokens: list[int] | mx.array, cache: list) -> tuple[mx.array, ...]:
+def _forward(
+    lm: LoadedModel,
+    tokens: list[int] | mx.array,
+    cache: list,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[mx.array, ...] | None:
     """Run ``tokens`` through the model, lazily: last logits (B, V), metrics (B, 6) and the
     log of the softmax normaliser (B,). A list is the (one-row) prompt; an array is one decode
-    step, a token per row, still on the device."""
+    step, a token per row, still on the device. A prefill with ``should_stop`` checks it
+    between layers and returns None when it turned true."""
     if isinstance(tokens, mx.array):
-        chunks = [tokens.reshape(-1, 1)]
+        chunks, should_stop = [tokens.reshape(-1, 1)], None
     else:
         chunks = [
             mx.array(tokens[i : i + PREFILL_CHUNK])[None]
             for i in range(0, len(tokens), PREFILL_CHUNK)
         ]
-    for chunk in chunks[:-1]:
-        lm.model(chunk, cache)
-        mx.eval([c.state for c in cache])
-    logits, scores = lm.model(chunks[-1], cache, last_only=True)
+    try:
+        for chunk in chunks[:-1]:
+            lm.model(chunk, cache, should_stop=should_stop)
+            mx.eval([c.state for c in cache])
+        logits, scores = lm.model(chunks[-1], cache, last_only=True, should_stop=should_stop)
+    except Cancelled:
+        return None
     last = logits[:, -1].astype(mx.float32)
     normaliser = log_normaliser(last)
     return last, compute_metrics(last, scores, normaliser), normaliser[1][:, 0]
@@ -275,11 +292,16 @@ def _run(
         return _step(*fwd, can, step_key(0, 0), cfg, "greedy", n_top, 1, n_top, None)
 
     cache = lm.model.make_cache()
-    forward = _forward(lm, ids, cache)
-    if len(rows) > 1:  # one prefill; every row starts from a copy of its cache
+    forward = _forward(lm, ids, cache, should_stop)
+    if forward is None:  # cancelled (or out of time) during the prefill: no token at all
+        for s in streams:
+            s.finish, s.finished = "cancelled", True
+        budget = 0
+    elif len(rows) > 1:  # one prefill; every row starts from a copy of its cache
         tile_cache(cache, len(rows))
-    current = step(forward, mx.array([clarify_id is not None] * len(rows)), 0)
-    mx.async_eval(current)
+    if forward is not None:
+        current = step(forward, mx.array([clarify_id is not None] * len(rows)), 0)
+        mx.async_eval(current)
     index, forks, computed = 0, 0, 0
     closed: set[int] = set()
 

@@ -12,6 +12,7 @@ shape (B, n_heads, K). Every other layer keeps the fused attention kernel.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,10 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx_lm.models.cache import KVCache
 from mlx_lm.models.rope_utils import initialize_rope
+
+
+class Cancelled(Exception):  # noqa: N818  (control flow, not an error)
+    """``should_stop()`` turned true between two layers of an interruptible forward pass."""
 
 
 @dataclass
@@ -151,18 +156,33 @@ class Model(nn.Module):
         return [KVCache() for _ in self.layers]
 
     def __call__(
-        self, inputs: mx.array, cache: list[KVCache], last_only: bool = False
+        self,
+        inputs: mx.array,
+        cache: list[KVCache],
+        last_only: bool = False,
+        should_stop: Callable[[], bool] | None = None,
     ) -> tuple[mx.array, mx.array]:
         """``last_only``: logits of the last position only (a prefill needs no more; the head
-        is the largest matmul of a long prompt)."""
+        is the largest matmul of a long prompt).
+
+        ``should_stop``: an interruptible pass (a prefill): every layer is evaluated before the
+        next one is queued, and ``Cancelled`` is raised as soon as ``should_stop()`` is true,
+        so a cancel lands within one layer's work. The same operations run, so the results are
+        those of the lazy pass; only the head (after the last layer) is left lazy."""
         h = self.model.embed_tokens(inputs)
         # "causal" lets the fused kernel build the mask; a single query needs none.
         mask = "causal" if h.shape[1] > 1 else None
         last = len(self.layers) - 1
         scores = None
+        if should_stop is not None and should_stop():
+            raise Cancelled
         for i, (layer, c) in enumerate(zip(self.layers, cache, strict=True)):
             h, s = layer(h, mask, c, want_scores=i == last)
             scores = s if s is not None else scores
+            if should_stop is not None:
+                mx.eval(h, c.state, *([] if s is None else [s]))
+                if should_stop():
+                    raise Cancelled
         h = self.model.norm(h[:, -1:] if last_only else h)
         if self.args.tie_word_embeddings:
             logits = self.model.embed_tokens.as_linear(h)

@@ -50,7 +50,7 @@ def start_generation(
     """Validate (4xx before any byte of the stream), queue the job (503 when full), stream."""
     settings, engine = settings_of(request), engine_of(request)
     max_tokens = resolve_max_tokens(body.max_tokens, settings)
-    ids = engine.prepare(body.chat(), body.system, max_tokens)
+    ids = engine.prepare(body.chat(), body.system, max_tokens, settings.max_prompt_tokens)
     config = engine.config_for(overrides_dict(body.sampler))
     work = generation_work(
         ids,
@@ -86,6 +86,7 @@ async def info(request: Request) -> InfoResponse:
         runtime={**engine.runtime, "version": __version__},
         limits={
             "max_tokens": settings.max_tokens_limit,
+            "max_prompt_tokens": settings.max_prompt_tokens,
             "max_body_bytes": settings.max_body_bytes,
             "request_timeout_s": settings.request_timeout_s,
             "max_queue": settings.max_queue,

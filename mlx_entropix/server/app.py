@@ -13,12 +13,13 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from .. import __version__
 from . import errors
 from .api import router as api_router
+from .completions import router as completions_router
 from .engine import Engine
+from .guards import HeadAsGet, HostGuard
 from .limits import BodySizeLimit
 from .openai_api import router as openai_router
 from .settings import ServerSettings
@@ -63,8 +64,10 @@ def create_app(settings: ServerSettings | None = None, worker: Worker[Engine] | 
     errors.install(app)
     app.include_router(api_router)
     app.include_router(openai_router)
+    app.include_router(completions_router)
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(HeadAsGet)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -73,12 +76,14 @@ def create_app(settings: ServerSettings | None = None, worker: Worker[Engine] | 
             allow_headers=["content-type", "authorization"],
         )
     if settings.allowed_hosts:
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
+        app.add_middleware(HostGuard, allowed_hosts=list(settings.allowed_hosts))
 
     ui_dir = settings.ui_dir
     if ui_dir is not None and (ui_dir / "index.html").is_file():
-        # Mounted last: /api and /v1 routes match first; html=True serves index.html at /.
-        app.mount("/", StaticFiles(directory=ui_dir, html=True), name="ui")
+        # The UI answers what no route matches, as the router's default (html=True serves
+        # index.html at /). Not a mount at "/": a mount matches every path, so a wrong method
+        # on an API route would reach the static files (404) instead of the route (405).
+        app.router.default = StaticFiles(directory=ui_dir, html=True)
     else:
 
         @app.get("/", include_in_schema=False)

@@ -20,9 +20,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..config import Mode, SamplerConfig
-from ..errors import EntropixError, InvalidRequestError
+from ..errors import EntropixError, InvalidRequestError, PromptTooLongError
 from ..events import DoneEvent, ErrorEvent, ForkEvent, TokenEvent
-from ..generate import generate, generate_batch, prepare_prompt
+from ..generate import Prompt, generate, generate_batch, prepare_prompt
 from ..io.load import LoadedModel, load
 from ..runtime.device import runtime_info
 from .settings import ServerSettings
@@ -57,9 +57,18 @@ class Engine:
         return engine
 
     # ---------------------------------------------------------------- event-loop side
-    def prepare(self, prompt: str | list[dict[str, str]], system: str | None, max_tokens: int):
-        """Prompt ids, or InvalidRequestError / PromptTooLongError (-> 400)."""
-        return prepare_prompt(self.checker, prompt, system=system, max_tokens=max_tokens)
+    def prepare(
+        self, prompt: Prompt, system: str | None, max_tokens: int, max_prompt_tokens: int | None
+    ) -> list[int]:
+        """Prompt ids, or InvalidRequestError / PromptTooLongError (-> 400): over the model's
+        context or over the server's prompt cap (``--max-prompt-tokens``)."""
+        ids = prepare_prompt(self.checker, prompt, system=system, max_tokens=max_tokens)
+        if max_prompt_tokens is not None and len(ids) > max_prompt_tokens:
+            raise PromptTooLongError(
+                f"the prompt is {len(ids)} tokens; this server takes at most "
+                f"{max_prompt_tokens} prompt tokens per request (--max-prompt-tokens)"
+            )
+        return ids
 
     def config_for(self, overrides: dict[str, Any]) -> SamplerConfig:
         try:

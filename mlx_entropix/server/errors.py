@@ -31,6 +31,8 @@ def describe_validation(errors: list[Any]) -> tuple[str, bool]:
         msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
         if err.get("type") == "extra_forbidden":
             msg = "unknown or unsupported field"
+        elif err.get("type") == "finite_number":
+            msg = f"must be a finite number, not {_number_name(err.get('input'))}"
         parts.append(f"{'.'.join(loc)}: {msg}" if loc else f"request body: {msg}")
     if not parts:
         return "invalid request", False
@@ -38,8 +40,25 @@ def describe_validation(errors: list[Any]) -> tuple[str, bool]:
     return "; ".join(parts[:3]) + extra, False
 
 
+def _number_name(value: Any) -> str:
+    text = str(value).strip().lower()
+    if "nan" in text:
+        return "NaN"
+    return "-Infinity" if text.startswith("-") else "Infinity"
+
+
 def _is_openai(request: Request) -> bool:
     return request.url.path.startswith("/v1/")
+
+
+def error_body(path: str, status: int, message: str, code: str | None = None) -> dict[str, Any]:
+    """``{"detail": message}``, or OpenAI's error object under ``/v1/``."""
+    if not path.startswith("/v1/"):
+        return {"detail": message}
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    if status == 503:
+        kind = "server_busy"
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
 def error_response(
@@ -50,15 +69,7 @@ def error_response(
     headers: dict[str, str] | None = None,
     code: str | None = None,
 ) -> JSONResponse:
-    if _is_openai(request):
-        kind = "invalid_request_error" if status < 500 else "server_error"
-        if status == 503:
-            kind = "server_busy"
-        body: dict[str, Any] = {
-            "error": {"message": message, "type": kind, "param": None, "code": code}
-        }
-    else:
-        body = {"detail": message}
+    body = error_body(request.url.path, status, message, code)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -81,7 +92,18 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
-        return error_response(request, exc.status_code, str(exc.detail), headers=exc.headers)
+        headers = dict(exc.headers or {})
+        allow = [m.strip() for m in headers.get("Allow", "").split(",") if m.strip()]
+        if "GET" in allow and "HEAD" not in allow:  # HeadAsGet serves HEAD wherever GET is
+            headers["Allow"] = ", ".join(sorted({*allow, "HEAD"}))
+        elif allow:
+            headers["Allow"] = ", ".join(sorted(set(allow)))
+        message = str(exc.detail)
+        if exc.status_code == 405:
+            message = f"method {request.method} not allowed here (allowed: {headers['Allow']})"
+        elif exc.status_code == 404 and message == "Not Found":
+            message = f"not found: {request.url.path}"
+        return error_response(request, exc.status_code, message, headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:

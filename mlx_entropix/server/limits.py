@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .guards import send_json_error
 
 
 class BodySizeLimit:
@@ -43,23 +43,7 @@ class BodySizeLimit:
         await self.app(scope, limited, send)
 
     async def _reject(self, scope: Scope, send: Send) -> None:
-        path = scope.get("path", "")
-        if path.startswith("/v1/"):
-            body = {"error": {"message": self._message(), "type": "invalid_request_error"}}
-        else:
-            body = {"detail": self._message()}
-        raw = json.dumps(body).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(raw)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": raw})
+        await send_json_error(scope, send, 413, self._message())
 
 
 DRAIN_LIMIT = 64 * 1024 * 1024

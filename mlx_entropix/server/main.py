@@ -32,6 +32,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", default=None, help="sampler config (.json/.toml) for the defaults")
     p.add_argument("--max-queue", type=int, default=16, help="requests waiting; more -> 503")
     p.add_argument("--max-tokens", type=int, default=4096, help="per-request max_tokens cap")
+    p.add_argument(
+        "--max-prompt-tokens",
+        type=int,
+        default=4096,
+        help="per-request prompt cap in tokens; longer -> 400 (default 4096: one to two "
+        "minutes of prefill on a 2-core CPU)",
+    )
     p.add_argument("--max-body", type=int, default=256 * 1024, help="request body cap (bytes)")
     p.add_argument("--timeout", type=float, default=300.0, help="per-request time limit (s)")
     p.add_argument("--ping", type=float, default=15.0, help="SSE keep-alive interval (s)")
@@ -59,7 +66,7 @@ def _is_loopback(host: str) -> bool:
 
 def settings_from(args: argparse.Namespace) -> ServerSettings:
     """Validated settings; bad values raise ``ValueError``/``EntropixError`` with one line."""
-    for name in ("max_queue", "max_tokens", "max_body"):
+    for name in ("max_queue", "max_tokens", "max_body", "max_prompt_tokens"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     if not 1 <= args.max_tokens <= 4096:
@@ -86,6 +93,7 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         config=config,
         max_queue=args.max_queue,
         max_tokens_limit=args.max_tokens,
+        max_prompt_tokens=args.max_prompt_tokens,
         max_body_bytes=args.max_body,
         request_timeout_s=args.timeout,
         ping_s=args.ping,

@@ -235,7 +235,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     settings, engine = settings_of(request), engine_of(request)
     mode = body.mode()
     max_tokens = resolve_max_tokens(body.max_completion_tokens or body.max_tokens, settings)
-    ids = engine.prepare(body.chat(), None, max_tokens)
+    ids = engine.prepare(body.chat(), None, max_tokens, settings.max_prompt_tokens)
     overrides: dict[str, Any] = {}
     if mode != "greedy":  # OpenAI's knobs first, the explicit sampler_config wins
         if body.temperature:

@@ -21,6 +21,11 @@ MAX_MESSAGES = 256
 MAX_STOP = 16
 
 
+# Unknown fields are errors (a typo is a clear 4xx, not an ignored knob), and so are NaN and
+# infinities in numeric fields (JSON parsers take NaN/Infinity literals; a range check alone
+# would report NaN as "should be less than or equal to ...").
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
 # Sampler coefficients have no natural range, but extreme ones overflow the sampler's
 # arithmetic (e.g. a top_k of inf); a request may only set them within +-1e6.
 COEF_BOUND = 1e6
@@ -35,7 +40,7 @@ def _partial(model: type[BaseModel], name: str) -> type[BaseModel]:
         if info.annotation is float and not info.metadata:
             field = FieldInfo.merge_field_infos(field, Field(None, ge=-COEF_BOUND, le=COEF_BOUND))
         fields[key] = (info.annotation, field)
-    return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
+    return create_model(name, __config__=STRICT, **fields)
 
 
 # Partial SamplerConfig: per-request overrides of the server's sampler defaults.
@@ -48,7 +53,7 @@ def overrides_dict(overrides: BaseModel | None) -> dict[str, Any]:
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     role: Literal["system", "user", "assistant"]
     content: str
@@ -57,7 +62,7 @@ class ChatMessage(BaseModel):
 class GenerationFields(BaseModel):
     """What /api/generate and /api/compare share."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     prompt: str | None = Field(None, min_length=1, description="One user message.")
     messages: list[ChatMessage] | None = Field(
@@ -150,7 +155,8 @@ class OAITextPart(BaseModel):
 
 
 class OAIMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # e.g. "refusal": null from echoed assistant turns
+    # extra="ignore": e.g. "refusal": null from echoed assistant turns
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[OAITextPart] | None = None
@@ -174,7 +180,7 @@ class ChatCompletionRequest(BaseModel):
     - ``sampler_config``: partial SamplerConfig overrides.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     model: str | None = Field(None, description="Ignored: the server serves one model.")
     messages: list[OAIMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
@@ -232,3 +238,82 @@ class ChatCompletionRequest(BaseModel):
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
             for m in self.messages
         ]
+
+
+class CompletionRequest(BaseModel):
+    """OpenAI's legacy text completion: the prompt is raw text (no chat template) or token ids.
+
+    The sampler defaults to ``entropix`` (``temperature: 0`` is greedy); ``sampler``,
+    ``entropix`` and ``sampler_config`` are the chat extensions. ``logprobs: k`` gives the
+    legacy shape (tokens, token_logprobs, top_logprobs with k alternatives, text_offset).
+    """
+
+    model_config = STRICT
+
+    model: str | None = Field(None, description="Ignored: the server serves one model.")
+    prompt: str | list[int] | list[str] | list[list[int]] = Field(
+        description="Raw text or token ids (one prompt; a list of one is accepted)."
+    )
+    max_tokens: int | None = Field(16, ge=1, le=MAX_TOKENS, description="OpenAI's default 16.")
+    temperature: float | None = Field(None, ge=0.0, le=2.0, description="0 = greedy.")
+    top_p: float | None = Field(None, ge=0.0, le=1.0)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    logprobs: int | None = Field(None, ge=0, le=20, description="Alternatives per token.")
+    echo: bool = Field(False, description="Only false.")
+    n: int = Field(1, ge=1, le=1, description="Only 1 is supported.")
+    best_of: int | None = Field(None, ge=1, le=1, description="Only 1.")
+    suffix: str | None = Field(None, description="Not supported.")
+    logit_bias: dict[str, float] | None = Field(None, description="Not supported.")
+    user: str | None = None
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0, description="Only 0.")
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0, description="Only 0.")
+    sampler: Mode | None = Field(None, description="Extension: which sampler (default entropix).")
+    entropix: bool | None = Field(None, description="Extension: true = sampler 'entropix'.")
+    sampler_config: SamplerOverrides | None = Field(  # type: ignore[valid-type]
+        None, description="Extension: partial SamplerConfig overrides."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> CompletionRequest:
+        stops = self.stop_list()
+        if len(stops) > MAX_STOP or any(not s or len(s) > 256 for s in stops):
+            raise ValueError(f"'stop' takes up to {MAX_STOP} strings of 1 to 256 characters")
+        if self.echo:
+            raise ValueError("'echo' is not supported (only false)")
+        if self.suffix:
+            raise ValueError("'suffix' is not supported")
+        if self.logit_bias:
+            raise ValueError("'logit_bias' is not supported")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if getattr(self, name):
+                raise ValueError(f"'{name}' is not supported (only 0)")
+        if self.entropix is not None and self.sampler is not None:
+            if self.entropix != (self.sampler == "entropix"):
+                raise ValueError("'entropix' and 'sampler' disagree")
+        if isinstance(self.prompt, list) and self.prompt and not isinstance(self.prompt[0], int):
+            if len(self.prompt) != 1:
+                raise ValueError("one prompt per request (a list of several is a batch)")
+        return self
+
+    def stop_list(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+    def text_or_ids(self) -> str | list[int]:
+        prompt = self.prompt
+        if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
+            prompt = prompt[0]  # a list of one prompt
+        return prompt  # type: ignore[return-value]
+
+    def mode(self) -> Mode:
+        if self.sampler is not None:
+            return self.sampler
+        if self.entropix:
+            return "entropix"
+        if self.temperature == 0.0 or self.top_p == 0.0:
+            return "greedy"
+        return "normal" if self.entropix is False else "entropix"

@@ -17,6 +17,10 @@ class ServerSettings:
     config: SamplerConfig | None = None  # sampler defaults; None = the model's calibrated ones
     max_queue: int = 16  # requests waiting behind the running one; more -> 503
     max_tokens_limit: int = 4096  # per-request cap (the schema allows 1..4096)
+    # Prompt tokens per request; longer -> 400. The 2-core CPU prefills the embedded model at
+    # roughly 20-60 tokens/s (slower as the context grows), so 4096 tokens is one to two
+    # minutes of the only worker (the whole 8192 context: three minutes).
+    max_prompt_tokens: int = 4096
     max_body_bytes: int = 256 * 1024  # request bodies over this -> 413
     request_timeout_s: float = 300.0  # per-request generation time limit
     ping_s: float = 15.0  # SSE keep-alive comment on idle streams

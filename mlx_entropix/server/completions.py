@@ -1,0 +1,189 @@
+"""OpenAI's legacy ``POST /v1/completions``: raw text (or token ids) in, text out, streaming or not.
+
+The prompt is the client's whole text: no chat template is applied, and it is tokenized as
+mlx-lm's, llama.cpp's and vLLM's servers do (the tokenizer's BOS, special-token strings as the
+tokens they name: there is no template turn to forge; chat contents are never parsed so).
+``logprobs: k`` returns the legacy columns: ``tokens`` (each token's own bytes as text),
+``token_logprobs``, ``top_logprobs`` (k alternatives, ``{token: logprob}``) and
+``text_offset`` (where each token's text starts in the returned text). The sampler defaults to
+``entropix``; ``sampler``/``entropix``/``sampler_config`` work as in chat completions, and with
+them every chunk carries ``entropix: {index, state, action, metrics, params}``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse
+
+from .. import __version__
+from ..errors import InvalidRequestError
+from ..events import DoneEvent, TokenEvent
+from .deps import ERROR_RESPONSES, SEND_TIMEOUT_S, engine_of, resolve_max_tokens, settings_of
+from .engine import generation_work
+from .errors import error_response
+from .openai_api import (
+    FINISH,
+    _as_error,
+    _error_object,
+    entropix_summary,
+    entropix_token,
+    usage,
+    with_logprobs,
+)
+from .schemas import CompletionRequest, overrides_dict
+from .worker import JobStream
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+class LegacyLogprobs:
+    """The legacy ``logprobs`` object, filled token by token."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+
+    def of(self, entries: list[tuple[TokenEvent, dict[str, Any]]]) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "tokens": [],
+            "token_logprobs": [],
+            "top_logprobs": [],
+            "text_offset": [],
+        }
+        for event, entry in entries:
+            out["tokens"].append(entry["token"])
+            out["token_logprobs"].append(entry["logprob"])
+            out["top_logprobs"].append({t["token"]: t["logprob"] for t in entry["top_logprobs"]})
+            out["text_offset"].append(self.offset)
+            self.offset += len(event.text)
+        return out
+
+
+class TextChunks:
+    """The ``text_completion`` objects of one completion (streamed chunks or the whole)."""
+
+    def __init__(self, model: str, mode: str, logprobs: bool, metrics: bool):
+        self.head = {
+            "id": f"cmpl-{uuid.uuid4().hex}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": f"mlx-entropix-{__version__}-{mode}",
+        }
+        self.logprobs, self.metrics = logprobs, metrics
+        self.columns = LegacyLogprobs()
+
+    def body(
+        self,
+        text: str,
+        tokens: list[tuple[TokenEvent, dict[str, Any]]],
+        done: DoneEvent | None,
+        chunk: bool = True,
+    ) -> dict[str, Any]:
+        choice = {
+            "text": text,
+            "index": 0,
+            "logprobs": self.columns.of(tokens) if self.logprobs else None,
+            "finish_reason": FINISH[done.finish_reason] if done is not None else None,
+        }
+        body: dict[str, Any] = {**self.head, "choices": [choice]}
+        if self.metrics:  # as in chat: one token's fields per chunk, a list in the whole
+            if chunk:
+                body["entropix"] = entropix_token(tokens[0][0]) if tokens else {}
+            else:
+                body["entropix"] = {"tokens": [entropix_token(e) for e, _ in tokens]}
+            if done is not None:
+                body["entropix"]["summary"] = entropix_summary(done)
+        return body
+
+
+async def stream_text(
+    stream: JobStream, build: TextChunks, include_usage: bool
+) -> AsyncIterator[dict[str, str]]:
+    """One chunk per token, held until the next event so the last one has ``finish_reason``."""
+
+    def data(obj: Any) -> dict[str, str]:
+        return {"data": json.dumps(obj, ensure_ascii=False, separators=(",", ":"))}
+
+    held: tuple[TokenEvent, dict[str, Any]] | None = None
+    async for item in stream:
+        message = _as_error(item)
+        if message is not None:
+            if held is not None:
+                yield data(build.body(held[0].text, [held], None))
+            yield data(_error_object(message))
+            break
+        event, entry = item
+        if isinstance(event, TokenEvent):
+            if held is not None:
+                yield data(build.body(held[0].text, [held], None))
+            held = (event, entry)
+        elif isinstance(event, DoneEvent):
+            last = [held] if held is not None else []
+            yield data(build.body(held[0].text if held else "", last, event))
+            held = None
+            if include_usage:
+                yield data({**build.head, "choices": [], "usage": usage(event)})
+    yield {"data": "[DONE]"}
+
+
+@router.post(
+    "/completions",
+    responses={
+        200: {
+            "description": "A text_completion, or with stream=true an SSE stream of "
+            "text_completion chunks ending with `data: [DONE]`.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **ERROR_RESPONSES,
+    },
+)
+async def completions(body: CompletionRequest, request: Request) -> Any:
+    settings, engine = settings_of(request), engine_of(request)
+    mode = body.mode()
+    max_tokens = resolve_max_tokens(body.max_tokens, settings)
+    prompt = body.text_or_ids()
+    if isinstance(prompt, str):
+        if not prompt:
+            raise InvalidRequestError("the prompt is empty")
+        prompt = engine.checker.tokenizer.encode(prompt, add_special_tokens=True)
+    ids = engine.prepare(prompt, None, max_tokens, settings.max_prompt_tokens)
+    overrides: dict[str, Any] = {}
+    if mode != "greedy":  # OpenAI's knobs first, the explicit sampler_config wins
+        if body.temperature:
+            overrides["temperature"] = body.temperature
+        if body.top_p:
+            overrides["top_p"] = body.top_p
+    overrides.update(overrides_dict(body.sampler_config))
+    config = engine.config_for(overrides)
+    n_top = body.logprobs
+    metrics = body.sampler is not None or body.entropix is not None
+    work = generation_work(ids, [mode], config=config, max_tokens=max_tokens, seed=body.seed,
+                           stop=body.stop_list(), top_logprobs=n_top or 0)  # fmt: skip
+    stream = JobStream(request.app.state.worker, with_logprobs(work, n_top),
+                       settings.request_timeout_s, label=f"v1/completions/{mode}")  # fmt: skip
+    build = TextChunks(engine.model_id, mode, n_top is not None, metrics)
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return EventSourceResponse(
+            stream_text(stream, build, include_usage),
+            ping=settings.ping_s,
+            send_timeout=SEND_TIMEOUT_S,
+        )
+    items = await stream.collect(request.is_disconnected)
+    message = next((m for m in map(_as_error, items) if m is not None), None)
+    if message is not None:
+        return error_response(request, 500, message)
+    events = [i for i in items if isinstance(i, tuple)]
+    done = next((e for e, _ in events if isinstance(e, DoneEvent)), None)
+    if done is None:
+        return error_response(request, 499, "request cancelled")
+    tokens = [(e, entry) for e, entry in events if isinstance(e, TokenEvent)]
+    result = build.body(done.text, tokens, done, chunk=False)
+    return JSONResponse({**result, "usage": usage(done)})

@@ -1,0 +1,78 @@
+"""HTTP-level guards (pure ASGI middleware) that answer in the API's own JSON error format.
+
+- ``HostGuard``: the Host allow-list against DNS rebinding (Starlette's TrustedHostMiddleware
+  rules, but its 400 is ``text/plain``; this one is ``{"detail": ...}`` or OpenAI's shape).
+- ``HeadAsGet``: HEAD is answered wherever GET is (FastAPI routes take only the methods they
+  declare; Starlette's own routes add HEAD to GET): the GET handler runs, the body is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import error_body
+
+
+async def send_json_error(
+    scope: Scope, send: Send, status: int, message: str, headers: dict[str, str] | None = None
+) -> None:
+    """A JSON error response straight from middleware (before the app's handlers)."""
+    raw = json.dumps(error_body(scope.get("path", ""), status, message)).encode()
+    head = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
+    head += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": head})
+    await send({"type": "http.response.body", "body": raw})
+
+
+def host_name(host: str) -> str:
+    """The name part of a Host header, lower case: ``[::1]:8000`` -> ``[::1]``."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end > 0 else host
+    return host.split(":", 1)[0]
+
+
+class HostGuard:
+    def __init__(self, app: ASGIApp, allowed_hosts: Sequence[str]):
+        for pattern in allowed_hosts:
+            if "*" in pattern[1:] or (pattern.startswith("*") and not pattern.startswith("*.")):
+                raise ValueError(f"bad allowed host {pattern!r}: use '*' or '*.example.com'")
+        self.app = app
+        self.allowed = [p.lower() for p in allowed_hosts]
+
+    def allows(self, host: str) -> bool:
+        name = host_name(host)
+        return bool(name) and any(
+            p == "*" or name == p or (p.startswith("*.") and name.endswith(p[1:]))
+            for p in self.allowed
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self.allows(Headers(scope=scope).get("host", "")):
+            await send_json_error(scope, send, 400, "invalid Host header")
+            return
+        await self.app(scope, receive, send)
+
+
+class HeadAsGet:
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return  # the rest follows; send one empty final body
+                message = {"type": "http.response.body", "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)

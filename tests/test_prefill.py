@@ -1,0 +1,74 @@
+"""Interruptible prefill: ``should_stop`` is checked between the model's layers while a prompt is
+prefilled, so a cancel or a time limit lands within one layer of one chunk, not after the whole
+prompt; the checks do not change what is generated."""
+
+from __future__ import annotations
+
+import time
+
+import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
+from mlx_entropix import generate as engine
+from mlx_entropix.generate import generate
+
+import pytest
+
+TEXT = "The quick brown fox jumps over the lazy dog. "
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    monkeypatch.setattr(engine, "PREFILL_CHUNK", 16)  # several chunks from a short prompt
+
+
+def ids_of(events):
+    return [e.id for e in events if e.type == "token"]
+
+
+@pytest.mark.parametrize("mode", ["greedy", "entropix"])
+def test_checks_between_layers_change_nothing(embedded, small_chunks, mode):
+    prompt = embedded.tokenizer.encode(TEXT * 6)  # 60 tokens: 4 chunks
+    calls = []
+    checked = list(generate(embedded, prompt, mode=mode, seed=3, max_tokens=6,
+                            should_stop=lambda: calls.append(1) and False))  # fmt: skip
+    plain = list(generate(embedded, prompt, mode=mode, seed=3, max_tokens=6))
+    assert ids_of(checked) == ids_of(plain) and len(ids_of(plain)) > 0
+    layers = len(embedded.model.layers)
+    # Per chunk: once before and once after each layer; then once per decoded token.
+    assert len(calls) >= 4 * (layers + 1)
+
+
+@pytest.mark.parametrize("after", [0, 1, 45])
+def test_cancel_during_prefill_stops_within_a_layer(embedded, small_chunks, after):
+    """should_stop turns true after `after` checks: no further layer runs, no token is made."""
+    prompt = embedded.tokenizer.encode(TEXT * 6)
+    calls = []
+
+    def should_stop() -> bool:
+        calls.append(1)
+        return len(calls) > after
+
+    events = list(generate(embedded, prompt, mode="greedy", max_tokens=8,
+                           should_stop=should_stop))  # fmt: skip
+    [done] = events
+    assert done.type == "done" and done.finish_reason == "cancelled"
+    assert done.generated_tokens == 0 and done.prompt_tokens == len(prompt)
+    assert len(calls) == after + 1  # stopped at the first true answer
+
+
+def test_cancel_in_a_real_size_chunk_skips_the_rest(embedded):
+    """Real-size chunks (1,024 tokens: several chunks): a cancel inside the first chunk runs no
+    more layers and returns at once."""
+    prompt = embedded.tokenizer.encode(TEXT * 120)[:1024]
+    stamps: list[float] = []
+
+    def should_stop() -> bool:
+        stamps.append(time.perf_counter())
+        return len(stamps) > 20  # true from the 21st check: inside the first chunk
+
+    events = list(generate(embedded, prompt, mode="greedy", max_tokens=4,
+                           should_stop=should_stop))  # fmt: skip
+    returned = time.perf_counter()
+    assert events[-1].finish_reason == "cancelled" and events[-1].generated_tokens == 0
+    assert engine.PREFILL_CHUNK * 2 <= len(prompt)
+    assert len(stamps) == 21  # the other chunks' layers never ran
+    assert returned - stamps[-1] < 1.0  # nothing left to compute after the true answer

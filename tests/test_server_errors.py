@@ -1,0 +1,115 @@
+"""One error format everywhere: every error body is JSON (``{"detail": ...}``, OpenAI's
+``{"error": {...}}`` under /v1), the Host guard included; 405 with ``Allow`` on the API's routes
+even with the UI served; HEAD wherever GET is; precise messages for NaN and infinities.
+The real server on a loopback port, with a built UI and the loopback Host guard."""
+
+from __future__ import annotations
+
+import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
+from mlx_entropix.server import ServerSettings
+
+import httpx
+import pytest
+
+from tests._live_server import LiveServer
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    ui = tmp_path_factory.mktemp("ui")
+    (ui / "index.html").write_text("<!doctype html><title>entropix ui</title>")
+    settings = ServerSettings(
+        max_tokens_limit=8, ui_dir=ui, allowed_hosts=["127.0.0.1", "localhost"]
+    )
+    with LiveServer(settings) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def client(live):
+    with httpx.Client(base_url=live.url, timeout=60) as c:
+        yield c
+
+
+def detail(r: httpx.Response) -> str:
+    assert r.headers["content-type"] == "application/json", r.text
+    return r.json()["detail"]
+
+
+def openai_message(r: httpx.Response) -> str:
+    assert r.headers["content-type"] == "application/json", r.text
+    error = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    return error["message"]
+
+
+def test_host_guard_answers_json(client):
+    r = client.get("/api/health", headers={"host": "evil.example"})
+    assert r.status_code == 400 and detail(r) == "invalid Host header"
+    r = client.get("/v1/models", headers={"host": "evil.example:8000"})
+    assert r.status_code == 400 and openai_message(r) == "invalid Host header"
+    r = client.get("/api/health", headers={"host": "localhost:1234"})
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("GET", "/api/generate", "POST"),
+        ("GET", "/api/compare", "POST"),
+        ("PUT", "/api/generate", "POST"),
+        ("POST", "/api/health", "GET, HEAD"),
+        ("DELETE", "/api/info", "GET, HEAD"),
+        ("POST", "/v1/models", "GET, HEAD"),
+        ("GET", "/v1/chat/completions", "POST"),
+        ("GET", "/v1/completions", "POST"),
+    ],
+)
+def test_wrong_method_is_405_with_allow(client, method, path, allow):
+    r = client.request(method, path)
+    assert r.status_code == 405 and r.headers["allow"] == allow
+    message = openai_message(r) if path.startswith("/v1/") else detail(r)
+    assert message == f"method {method} not allowed here (allowed: {allow})"
+
+
+@pytest.mark.parametrize("path", ["/api/health", "/api/info", "/api/config", "/v1/models", "/"])
+def test_head_where_get_is(client, path):
+    get, head = client.get(path), client.head(path)
+    assert get.status_code == head.status_code == 200
+    assert head.content == b"" and head.headers["content-type"] == get.headers["content-type"]
+
+
+def test_unknown_paths_are_json_404_and_the_ui_is_served(client):
+    r = client.get("/api/nope")
+    assert r.status_code == 404 and detail(r) == "not found: /api/nope"
+    r = client.get("/v1/nope")
+    assert r.status_code == 404 and openai_message(r) == "not found: /v1/nope"
+    assert "entropix ui" in client.get("/").text
+
+
+CHAT = '{"messages": [{"role": "user", "content": "x"}], %s}'
+GEN = '{"prompt": "x", %s}'
+
+
+@pytest.mark.parametrize(
+    ("path", "template", "field", "expected"),
+    [
+        ("/v1/chat/completions", CHAT, '"temperature": NaN', "temperature: must be a finite "
+         "number, not NaN"),
+        ("/v1/chat/completions", CHAT, '"top_p": -Infinity', "top_p: must be a finite number, "
+         "not -Infinity"),
+        ("/v1/chat/completions", CHAT, '"max_tokens": 1e999', "max_tokens: must be a finite "
+         "number, not Infinity"),
+        ("/api/generate", GEN, '"sampler": {"temperature": Infinity}', "sampler.temperature: "
+         "must be a finite number, not Infinity"),
+        ("/api/generate", GEN, '"sampler": {"min_p": "nan"}', "sampler.min_p: must be a finite "
+         "number, not NaN"),
+        ("/api/compare", GEN, '"sampler": {"low_ent": NaN}', "sampler.low_ent: "
+         "must be a finite number, not NaN"),
+    ],
+)  # fmt: skip
+def test_nan_and_infinities_are_named(client, path, template, field, expected):
+    r = client.post(path, content=template % field, headers={"content-type": "application/json"})
+    assert r.status_code in (400, 422)
+    message = openai_message(r) if path.startswith("/v1/") else detail(r)
+    assert message == expected
