@@ -107,7 +107,17 @@ def _forward(lm: LoadedModel, tokens: list[int] | mx.array, cache: list) -> tupl
     logits, scores = lm.model(chunks[-1][None], cache, last_only=True)
     last = logits[:, -1].astype(mx.float32)
     normaliser = log_normaliser(last)
-    return last, compute_metrics(last, scores, normaliser), normaliser[1][:, 0]
+    metrics = compute_metrics(last, scores, normaliser, lm.model.head_group)
+    return last, metrics, normaliser[1][:, 0]
+
+
+def from_rank0(x: mx.array, group: mx.distributed.Group) -> mx.array:
+    """``x`` as rank 0 has it, on every rank (a broadcast as an all_sum of one token).
+
+    Ranks hold identical logits on identical machines, but replicated layers on different
+    chips can differ in the last bit; one different draw would split the ranks' caches and
+    stop conditions, so all of them take rank 0's token (one tiny collective per step)."""
+    return mx.distributed.all_sum(mx.where(group.rank() == 0, x, mx.zeros_like(x)), group=group)
 
 
 def params_of(values: list[float]) -> SamplingParams:
@@ -196,6 +206,7 @@ def _step(
     n_max: int,
     n_top: int,
     clarify_id: int | None,
+    group: mx.distributed.Group | None = None,
 ) -> _Step:
     plan = decide(metrics, cfg, mode, can_clarify)
     if mode == "greedy":  # no filters to apply: skip their pass over the vocabulary
@@ -205,6 +216,8 @@ def _step(
         token, ids, cand_logits = sample(logits, plan, key, width, n_max)
     if clarify_id is not None:
         token = mx.where(plan.action == CLARIFY, clarify_id, token)
+    if group is not None:  # tensor parallel: rank 0's token everywhere (see from_rank0)
+        token = from_rank0(token, group)
     logprob = mx.take_along_axis(logits, token[:, None], axis=-1)[:, 0] - log_norm
     columns = [token, plan.state, plan.action, plan.temperature, plan.top_p, plan.top_k,
                plan.min_p, plan.n_samples, logprob]  # fmt: skip
@@ -251,7 +264,7 @@ def _run(
 
     def step(forward: tuple[mx.array, ...], can: mx.array, index: int) -> _Step:
         return _step(*forward, can, step_key(seed, index), cfg, mode, width, n_max,
-                     top_logprobs, clarify_id)  # fmt: skip
+                     top_logprobs, clarify_id, lm.model.group)  # fmt: skip
 
     cache = lm.model.make_cache()
     current = step(_forward(lm, ids, cache), mx.array([clarify_id is not None]), 0)
