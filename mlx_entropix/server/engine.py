@@ -25,6 +25,8 @@ from ..events import DoneEvent, ErrorEvent, TokenEvent
 from ..generate import generate, prepare_prompt
 from ..io.load import LoadedModel, load
 from ..runtime.device import runtime_info
+from ..runtime.distributed import init_group
+from .distributed import send_job, synced_stop
 from .settings import ServerSettings
 
 Event = TokenEvent | DoneEvent | ErrorEvent
@@ -41,7 +43,7 @@ class Engine:
 
     @classmethod
     def load(cls, settings: ServerSettings) -> Engine:
-        lm = load(settings.model)
+        lm = load(settings.model, group=init_group())  # split under mlx.launch
         config = settings.config or lm.default_config
         engine = cls(
             lm=lm,
@@ -87,8 +89,18 @@ def generation_work(
     every mode shares it.
     """
     shared_seed = secrets.randbelow(2**31) if seed is None else seed
+    spec = {"ids": list(ids), "modes": list(modes), "config": config.model_dump(mode="json"),
+            "max_tokens": max_tokens, "seed": shared_seed, "stop": list(stop),
+            "top_logprobs": top_logprobs}  # fmt: skip
 
-    def work(engine: Engine, should_stop: Callable[[], bool]) -> Iterator[Event]:
+    def work(
+        engine: Engine, should_stop: Callable[[], bool], follower: bool = False
+    ) -> Iterator[Event]:
+        group = engine.lm.model.group
+        if group is not None:  # under mlx.launch every rank runs this job (distributed.py)
+            if not follower:
+                send_job(group, spec)
+            should_stop = synced_stop(group, should_stop)
         streams: list[tuple[Mode, Iterator[TokenEvent | DoneEvent]]] = []
         for mode in modes:
             try:
