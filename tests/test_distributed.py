@@ -159,3 +159,57 @@ def test_sizes_that_do_not_divide_fail_clearly(embedded):
 def test_single_process_models_are_not_sharded(embedded):
     assert embedded.info.sharding is None
     assert embedded.model.group is None and embedded.model.head_group is None
+
+
+def _sse_events(response) -> list[dict]:
+    return [json.loads(line[5:]) for line in response.iter_lines() if line.startswith("data:")]
+
+
+def test_server_on_two_ranks(embedded, two_local_ranks, tmp_path):
+    """Rank 0 serves, rank 1 follows: a cancelled stream leaves no rank behind in a collective,
+    the compare view (two interleaved modes) matches one process, and both ranks exit with
+    rank 0."""
+    import signal
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [str(LAUNCH), "-n", "2", "--backend", "ring", "--starting-port",
+           str(_free_ports(2)), "--python", sys.executable, "mlx_server.py",
+           "--port", str(port), "--ui", ""]  # fmt: skip
+    log = tmp_path / "server.log"
+    with log.open("w") as sink:  # a file, not a pipe: nobody drains a pipe while we wait
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=sink, stderr=sink,
+                                start_new_session=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()[-2000:]
+            try:
+                if httpx.get(f"{url}/api/health", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(2)
+        with httpx.Client(base_url=url, timeout=TIMEOUT_S) as client:
+            long = {"prompt": "Tell a long story.", "max_tokens": 200, "seed": 1}
+            with client.stream("POST", "/api/generate", json=long) as r:
+                next(line for line in r.iter_lines() if line.startswith("data:"))
+            body = {"prompt": PROMPT, "max_tokens": MAX_TOKENS, "seed": SEED, "top_logprobs": 0}
+            with client.stream("POST", "/api/compare", json=body) as r:
+                events = _sse_events(r)
+        for mode in ("entropix", "normal"):
+            tokens = [e for e in events if e["type"] == "token" and e["mode"] == mode]
+            _assert_same(tokens, _single(embedded, mode), f"server {mode}")
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # the launcher's session: it and both ranks
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+            pytest.fail("the ranks did not exit within 60 s of Ctrl-C")
