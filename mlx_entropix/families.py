@@ -152,6 +152,10 @@ class FamilyModel(nn.Module):
     """An mlx-lm model with our ``Model``'s contract:
     ``model(tokens (B, L), cache, last_only=False) -> (logits, scores (B, H, K) or None)``."""
 
+    # Tensor-parallel groups (runtime/distributed.py): family models are never split.
+    group = None
+    head_group = None
+
     def __init__(
         self, inner: nn.Module, config: dict[str, Any] | None = None, any_family: bool = False
     ):

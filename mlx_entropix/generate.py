@@ -122,7 +122,17 @@ def _forward(
         return None
     last = logits[:, -1].astype(mx.float32)
     normaliser = log_normaliser(last)
-    return last, compute_metrics(last, scores, normaliser), normaliser[1][:, 0]
+    metrics = compute_metrics(last, scores, normaliser, lm.model.head_group)
+    return last, metrics, normaliser[1][:, 0]
+
+
+def from_rank0(x: mx.array, group: mx.distributed.Group) -> mx.array:
+    """``x`` as rank 0 has it, on every rank (a broadcast as an all_sum of one token).
+
+    Ranks hold identical logits on identical machines, but replicated layers on different
+    chips can differ in the last bit; one different draw would split the ranks' caches and
+    stop conditions, so all of them take rank 0's token (one tiny collective per step)."""
+    return mx.distributed.all_sum(mx.where(group.rank() == 0, x, mx.zeros_like(x)), group=group)
 
 
 def _check(mode: Mode, top_logprobs: int) -> None:
@@ -225,6 +235,7 @@ def _step(
     n_max: int,
     n_top: int,
     clarify_id: int | None,
+    group: mx.distributed.Group | None = None,
 ) -> _Step:
     plan = decide(metrics, cfg, mode, can_clarify)
     if mode == "greedy":  # no filters to apply: skip their pass over the vocabulary
@@ -234,6 +245,8 @@ def _step(
         token, ids, cand_logits = sample(logits, plan, key, width, n_max)
     if clarify_id is not None:
         token = mx.where(plan.action == CLARIFY, clarify_id, token)
+    if group is not None:  # tensor parallel: rank 0's token everywhere (see from_rank0)
+        token = from_rank0(token, group)
     logprob = mx.take_along_axis(logits, token[:, None], axis=-1)[:, 0] - log_norm
     columns = [token, plan.state, plan.action, plan.temperature, plan.top_p, plan.top_k,
                plan.min_p, plan.n_samples, logprob]  # fmt: skip
@@ -278,7 +291,8 @@ def _run(
         """Each row decides and draws under its own key, as it would alone."""
         parts = [
             _step(*(a[r : r + 1] if a.shape[0] > 1 else a for a in forward), can[r : r + 1],
-                  step_key(row.seed, index), cfg, _policy(row.mode), *plans[r], n_top, clarify_id)
+                  step_key(row.seed, index), cfg, _policy(row.mode), *plans[r], n_top, clarify_id,
+                  lm.model.group)
             for r, row in enumerate(rows)
         ]  # fmt: skip
         if len(parts) == 1:
@@ -289,7 +303,8 @@ def _run(
         """All branches of a fork at once: greedy needs no key."""
         fwd = _forward(lm, tokens, cache)
         can = mx.zeros(tokens.shape, dtype=mx.bool_)
-        return _step(*fwd, can, step_key(0, 0), cfg, "greedy", n_top, 1, n_top, None)
+        return _step(*fwd, can, step_key(0, 0), cfg, "greedy", n_top, 1, n_top, None,
+                     lm.model.group)  # fmt: skip
 
     cache = lm.model.make_cache()
     forward = _forward(lm, ids, cache, should_stop)

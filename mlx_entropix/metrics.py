@@ -52,7 +52,9 @@ def logits_entropy(
     return entropy, varentropy
 
 
-def attention_metrics(scores: mx.array) -> tuple[mx.array, mx.array, mx.array, mx.array]:
+def attention_metrics(
+    scores: mx.array, group: mx.distributed.Group | None = None
+) -> tuple[mx.array, mx.array, mx.array, mx.array]:
     """(attn_entropy, attn_varentropy, agreement, interaction_strength) of (B, H, K) scores.
 
     - attn_entropy: mean over heads of each head's entropy of softmax(scores) over keys.
@@ -61,8 +63,13 @@ def attention_metrics(scores: mx.array) -> tuple[mx.array, mx.array, mx.array, m
     - agreement: mean |A - mean_over_heads(A)| over heads and keys. Despite its name it grows
       when heads *disagree*; the name is kept from the original for comparability.
     - interaction_strength: mean |scores| over heads and keys.
+
+    ``group``: the heads are split across its ranks (tensor parallel), ``scores`` hold this
+    rank's; see ``_sharded_attention_metrics``.
     """
     scores = scores.astype(mx.float32)
+    if group is not None and group.size() > 1:
+        return _sharded_attention_metrics(scores, group)
     attn = mx.softmax(scores, axis=-1)
     head_entropy = -mx.sum(attn * mx.log2(mx.clip(attn, 1e-10, 1.0)), axis=-1)  # (B, H)
     attn_entropy = mx.mean(head_entropy, axis=-1)
@@ -72,12 +79,44 @@ def attention_metrics(scores: mx.array) -> tuple[mx.array, mx.array, mx.array, m
     return attn_entropy, attn_varentropy, agreement, interaction
 
 
+def _sharded_attention_metrics(
+    scores: mx.array, group: mx.distributed.Group
+) -> tuple[mx.array, mx.array, mx.array, mx.array]:
+    """The same four metrics when each rank holds H/N heads: exact, with two small collectives
+    and never the score matrices themselves.
+
+    1. all_sum of each rank's sum over its heads of A = softmax(scores): (B, K) floats, the
+       mean attention over all heads that agreement compares every head against.
+    2. all_gather of three values per local head, (H/N, B, 3): its entropy (the mean and the
+       variance *across heads* need every head's value), sum_k |A - mean A| and
+       sum_k |scores|. Every rank then reduces the same H values in the same order.
+    """
+    B, h_local, K = scores.shape
+    n_heads = h_local * group.size()
+    attn = mx.softmax(scores, axis=-1)
+    head_entropy = -mx.sum(attn * mx.log2(mx.clip(attn, 1e-10, 1.0)), axis=-1)  # (B, H/N)
+    mean_attn = mx.distributed.all_sum(mx.sum(attn, axis=1), group=group) / n_heads  # (B, K)
+    deviation = mx.sum(mx.abs(attn - mean_attn[:, None, :]), axis=-1)  # (B, H/N)
+    magnitude = mx.sum(mx.abs(scores), axis=-1)  # (B, H/N)
+    local = mx.stack([head_entropy, deviation, magnitude], axis=-1).swapaxes(0, 1)
+    every = mx.distributed.all_gather(local, group=group).swapaxes(0, 1)  # (B, H, 3)
+    entropy = every[..., 0]
+    return (
+        mx.mean(entropy, axis=-1),
+        mx.var(entropy, axis=-1),
+        mx.sum(every[..., 1], axis=-1) / (n_heads * K),
+        mx.sum(every[..., 2], axis=-1) / (n_heads * K),
+    )
+
+
 def compute_metrics(
     logits: mx.array,
     scores: mx.array | None,
     normaliser: tuple[mx.array, mx.array] | None = None,
+    group: mx.distributed.Group | None = None,
 ) -> mx.array:
-    """All six metrics stacked as (B, 6) float32 in ``METRIC_NAMES`` order.
+    """All six metrics stacked as (B, 6) float32 in ``METRIC_NAMES`` order (``group``: see
+    ``attention_metrics``; the logits are whole on every rank).
 
     ``scores`` None (a model whose last attention cannot be observed, ``families.py``): the
     four attention metrics are NaN, reported as unavailable (null) in the events."""
@@ -85,4 +124,4 @@ def compute_metrics(
     if scores is None:
         unavailable = mx.full(entropy.shape, mx.nan, dtype=mx.float32)
         return mx.stack([entropy, varentropy, *[unavailable] * 4], axis=-1)
-    return mx.stack([entropy, varentropy, *attention_metrics(scores)], axis=-1)
+    return mx.stack([entropy, varentropy, *attention_metrics(scores, group)], axis=-1)

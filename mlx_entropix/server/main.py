@@ -120,9 +120,20 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
+    from ..runtime.distributed import rank
     from . import create_app
-    from .engine import Engine
+    from .distributed import follow
+    from .engine import Engine, generation_work
     from .worker import Worker
+
+    if rank() != 0:  # under mlx.launch: rank 0 serves, the others follow its jobs
+        try:
+            engine = Engine.load(settings)
+        except EntropixError as err:
+            print(f"error (rank {rank()}): {err}", file=sys.stderr)
+            return 2
+        follow(engine, engine.lm.model.group, generation_work)
+        return 0
 
     # Load before serving, in the worker thread that will own the model: a bad --model is one
     # clear line here rather than a traceback from the ASGI lifespan.

@@ -1,0 +1,146 @@
+"""Tensor parallelism over MLX's distributed engine (``mlx.launch``: ring over TCP/Thunderbolt,
+or MPI), with mlx's own sharded layers (``mlx.nn.layers.distributed.shard_linear``).
+
+What is split, and what must divide by the number of ranks N:
+- MLP, always: gate/up are split by output rows ("all-to-sharded"), down by input columns
+  ("sharded-to-all", one all-reduce of the hidden state per layer). ``intermediate_size`` must
+  divide by N, else ``ShardingError``: the MLP is most of a Llama's weights, and a run that
+  keeps it whole on every rank saves no memory.
+- Attention, by kv-head groups: q/k/v by output rows, o by input columns (the second all-reduce
+  per layer). ``num_key_value_heads`` must divide by N (then the query heads do too, and every
+  rank keeps whole GQA groups: its query heads with the kv heads they read, and its slice of
+  the KV cache). ``attention="auto"`` keeps attention whole on every rank when the kv heads do
+  not divide (SmolLM2-135M on 2 ranks: 3 kv heads), "shard" makes it an error, "replicate"
+  never splits it.
+- Embedding, norms and the head stay whole on every rank: the logits are complete everywhere.
+  Nothing else needs to divide: the hidden state is whole between blocks.
+
+This module reaches the model through its attribute names only (``layers[i].self_attn.q_proj``
+...), as mlx-lm's ``Model.shard`` does; the runtime room imports nothing of the package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import mlx.core as mx
+from mlx.nn.layers.distributed import shard_linear
+
+AttentionSharding = Literal["auto", "shard", "replicate"]
+ATTENTION_CHOICES: tuple[AttentionSharding, ...] = ("auto", "shard", "replicate")
+
+
+class ShardingError(ValueError):
+    """The model cannot be split over this many ranks; the message says which size and why."""
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    ranks: int
+    attention: bool  # query/kv heads (and the KV cache) split across ranks
+    mlp: bool
+    heads_per_rank: int  # query heads of the last layer each rank scores
+    note: str  # one line for people: what is split, what is whole
+
+
+def init_group() -> mx.distributed.Group | None:
+    """The group of all ranks when launched by ``mlx.launch`` with more than one, else None."""
+    group = mx.distributed.init()
+    return group if group.size() > 1 else None
+
+
+def rank(group: mx.distributed.Group | None = None) -> int:
+    """This process's rank (0 when not distributed)."""
+    return group.rank() if group is not None else mx.distributed.init().rank()
+
+
+def is_primary(group: mx.distributed.Group | None = None) -> bool:
+    """Rank 0 prints, streams and serves; the others run the same steps silently."""
+    return rank(group) == 0
+
+
+def plan_sharding(
+    n_heads: int,
+    n_kv_heads: int,
+    intermediate_size: int,
+    ranks: int,
+    attention: AttentionSharding = "auto",
+) -> ShardPlan:
+    """Decide what to split over ``ranks`` and check that it divides (``ShardingError`` if not)."""
+    if attention not in ATTENTION_CHOICES:
+        raise ShardingError(f"attention sharding must be one of {ATTENTION_CHOICES}")
+    if ranks < 1:
+        raise ShardingError(f"the number of ranks must be at least 1 (got {ranks})")
+    if intermediate_size % ranks:
+        raise ShardingError(
+            f"cannot split the model over {ranks} ranks: the MLP width (intermediate_size "
+            f"{intermediate_size}) does not divide by {ranks}; use a number of ranks that "
+            f"divides it"
+        )
+    heads_divide = n_kv_heads % ranks == 0 and n_heads % ranks == 0
+    if attention == "shard" and not heads_divide:
+        raise ShardingError(
+            f"cannot split attention over {ranks} ranks: {n_kv_heads} kv heads "
+            f"({n_heads} query heads) do not divide by {ranks}; use a number of ranks that "
+            f"divides {n_kv_heads}, or keep attention whole on every rank (attention 'auto')"
+        )
+    split = heads_divide and attention != "replicate" and ranks > 1
+    if split:
+        note = (
+            f"{ranks} ranks: MLP split ({intermediate_size // ranks} of {intermediate_size} "
+            f"per rank), attention split ({n_heads // ranks} query / {n_kv_heads // ranks} kv "
+            f"heads per rank)"
+        )
+    else:
+        why = "by choice" if attention == "replicate" else f"{n_kv_heads} kv heads"
+        note = (
+            f"{ranks} ranks: MLP split ({intermediate_size // ranks} of {intermediate_size} "
+            f"per rank), attention whole on every rank ({why})"
+        )
+    return ShardPlan(
+        ranks=ranks,
+        attention=split,
+        mlp=ranks > 1,
+        heads_per_rank=n_heads // ranks if split else n_heads,
+        note=note,
+    )
+
+
+def shard_model(
+    model: Any, group: mx.distributed.Group, attention: AttentionSharding = "auto"
+) -> ShardPlan:
+    """Split ``model`` (our ``model.Model``) in place over ``group``, before its weights are
+    evaluated (lazy weights are sliced first, so each rank materializes only its share).
+
+    Sets ``model.group`` (every rank then continues with rank 0's token) and, when the heads
+    are split, ``model.head_group`` (the metrics combine the per-head statistics over it).
+    """
+    args = model.args
+    plan = plan_sharding(
+        args.num_attention_heads,
+        args.num_key_value_heads,
+        args.intermediate_size,
+        group.size(),
+        attention,
+    )
+    n = group.size()
+    for layer in model.layers:
+        if plan.attention:
+            attn = layer.self_attn
+            # Query heads are ordered by GQA group (head h reads kv head h // rep), so
+            # contiguous row blocks of q and of k/v select the same whole groups.
+            for name in ("q_proj", "k_proj", "v_proj"):
+                split = shard_linear(getattr(attn, name), "all-to-sharded", group=group)
+                setattr(attn, name, split)
+            attn.o_proj = shard_linear(attn.o_proj, "sharded-to-all", group=group)
+            attn.n_heads //= n
+            attn.n_kv_heads //= n
+        if plan.mlp:
+            mlp = layer.mlp
+            mlp.gate_proj = shard_linear(mlp.gate_proj, "all-to-sharded", group=group)
+            mlp.up_proj = shard_linear(mlp.up_proj, "all-to-sharded", group=group)
+            mlp.down_proj = shard_linear(mlp.down_proj, "sharded-to-all", group=group)
+    model.group = group if n > 1 else None
+    model.head_group = group if plan.attention else None
+    return plan

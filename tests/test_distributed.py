@@ -1,0 +1,215 @@
+"""Tensor parallel over MLX's distributed engine: the embedded model split over 2 and 3 local
+ranks (mlx.launch, ring backend on 127.0.0.1) gives the single process's tokens and six
+metrics; sizes that do not divide fail with a clear error.
+
+2 ranks: the MLP is split (1536 / 2) and attention stays whole (3 kv heads). 3 ranks: both are
+split (one kv head and its 3 query heads per rank), so the last layer's per-head statistics
+are combined across ranks (metrics.py, ``_sharded_attention_metrics``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
+from mlx_entropix.errors import ModelLoadError
+from mlx_entropix.events import METRIC_NAMES
+from mlx_entropix.generate import generate
+from mlx_entropix.metrics import _sharded_attention_metrics, attention_metrics
+from mlx_entropix.runtime.distributed import ShardingError, plan_sharding
+
+import mlx.core as mx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LAUNCH = Path(sys.executable).with_name("mlx.launch")
+PROMPT = "Name a colour."
+MAX_TOKENS, SEED, TOL = 5, 7, 1e-4
+TIMEOUT_S = 420  # model load on every rank, on a small shared CPU
+
+
+def _free_ports(n: int) -> int:
+    """A starting port with ``n`` free ports after it (the ring listens on port + rank)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            start = s.getsockname()[1]
+        if start + n >= 65535:
+            continue
+        socks: list[socket.socket] = []
+        try:
+            for p in range(start, start + n):
+                socks.append(socket.socket())
+                socks[-1].bind(("127.0.0.1", p))
+            return start
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    pytest.skip("no run of free loopback ports for the ring backend")
+
+
+def _launch(n: int, *command: str, timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [str(LAUNCH), "-n", str(n), "--backend", "ring", "--starting-port",
+           str(_free_ports(n)), "--python", sys.executable, *command]  # fmt: skip
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def two_local_ranks(tmp_path_factory) -> None:
+    """Skip (with the reason) where this platform cannot run two local ranks at all."""
+    if not LAUNCH.exists():
+        pytest.skip(f"mlx.launch is not installed next to {sys.executable}")
+    if not mx.distributed.is_available():
+        pytest.skip("this MLX build has no distributed backend")
+    probe = tmp_path_factory.mktemp("probe") / "probe.py"
+    probe.write_text(
+        "import mlx.core as mx\ng = mx.distributed.init()\n"
+        "print(mx.distributed.all_sum(mx.array([1.0]), group=g).item())\n"
+    )
+    try:
+        done = _launch(2, str(probe), timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.skip("two local ranks (mlx.launch, ring on 127.0.0.1) did not connect in 120 s")
+    if done.returncode != 0 or done.stdout.split() != ["2.0", "2.0"]:
+        pytest.skip(f"this platform cannot run two local ranks: {done.stderr.strip()[-300:]}")
+
+
+def _single(lm, mode: str) -> list[dict]:
+    events = generate(lm, PROMPT, mode=mode, max_tokens=MAX_TOKENS, seed=SEED, top_logprobs=0)
+    return [e.model_dump() for e in events if e.type == "token"]
+
+
+def _assert_same(got: list[dict], want: list[dict], where: str) -> None:
+    assert [e["id"] for e in got] == [e["id"] for e in want], where
+    for g, w in zip(got, want, strict=True):
+        for name in METRIC_NAMES:
+            assert g["metrics"][name] == pytest.approx(w["metrics"][name], abs=TOL), (
+                f"{where}: token {g['index']} {name}"
+            )
+
+
+def test_two_ranks_match_one_process(embedded, two_local_ranks, tmp_path):
+    out = tmp_path / "run"
+    spec = {"prompt": PROMPT, "max_tokens": MAX_TOKENS, "seed": SEED}
+    done = _launch(2, str(ROOT / "tests" / "_dist_run.py"), str(out), json.dumps(spec))
+    assert done.returncode == 0, done.stderr[-2000:]
+    ranks = [json.loads(Path(f"{out}.rank{r}").read_text()) for r in range(2)]
+    assert "MLP split (768 of 1536" in ranks[0]["plan"]
+    assert "attention whole" in ranks[0]["plan"]
+    for r, result in enumerate(ranks):
+        for run in result["runs"]:
+            tokens = [e for e in run["events"] if e["type"] == "token"]
+            assert len(tokens) == MAX_TOKENS
+            _assert_same(tokens, _single(embedded, run["mode"]), f"rank {r} {run['mode']}")
+
+
+def test_three_ranks_split_heads_through_the_cli(embedded, two_local_ranks):
+    """Every rank scores its 3 of the 9 heads; rank 0 alone prints (one DoneEvent)."""
+    done = _launch(3, "mlx_main.py", "--json", "--input", PROMPT, "--max-tokens",
+                   str(MAX_TOKENS), "--seed", str(SEED), "--top-logprobs", "0",
+                   "--shard-attention", "shard")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert sum(e["type"] == "done" for e in events) == 1, "only rank 0 prints"
+    tokens = [e for e in events if e["type"] == "token"]
+    _assert_same(tokens, _single(embedded, "entropix"), "3 ranks entropix")
+
+
+def test_sharded_head_statistics_equal_the_whole():
+    """The combination formula itself, on a group of one (its collectives are the identity)."""
+    scores = mx.random.normal((2, 9, 17), key=mx.random.key(0)) * 3
+    group = mx.distributed.init()
+    if group.size() != 1:
+        pytest.skip("runs in a single process")
+    whole = mx.stack(attention_metrics(scores), axis=-1)
+    combined = mx.stack(_sharded_attention_metrics(scores, group), axis=-1)
+    assert mx.allclose(whole, combined, atol=1e-5).item()
+
+
+def test_sizes_that_do_not_divide_fail_clearly(embedded):
+    # SmolLM2-135M: 9 query heads, 3 kv heads, MLP width 1536.
+    assert not plan_sharding(9, 3, 1536, 2).attention  # attention kept whole on 2 ranks
+    assert plan_sharding(9, 3, 1536, 3).heads_per_rank == 3
+    with pytest.raises(ShardingError, match=r"intermediate_size 1536\) does not divide by 5"):
+        plan_sharding(9, 3, 1536, 5)
+    with pytest.raises(ShardingError, match="3 kv heads .9 query heads. do not divide by 2"):
+        plan_sharding(9, 3, 1536, 2, attention="shard")
+
+    class Ranks:  # what shard_model reads of a group before it splits anything
+        def size(self) -> int:
+            return 5
+
+        def rank(self) -> int:
+            return 0
+
+    from mlx_entropix.io.load import load
+
+    with pytest.raises(ModelLoadError, match="does not divide by 5"):
+        load(None, group=Ranks())  # type: ignore[arg-type]
+
+
+def test_single_process_models_are_not_sharded(embedded):
+    assert embedded.info.sharding is None
+    assert embedded.model.group is None and embedded.model.head_group is None
+
+
+def _sse_events(response) -> list[dict]:
+    return [json.loads(line[5:]) for line in response.iter_lines() if line.startswith("data:")]
+
+
+def test_server_on_two_ranks(embedded, two_local_ranks, tmp_path):
+    """Rank 0 serves, rank 1 follows: a cancelled stream leaves no rank behind in a collective,
+    the compare view (two interleaved modes) matches one process, and both ranks exit with
+    rank 0."""
+    import signal
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [str(LAUNCH), "-n", "2", "--backend", "ring", "--starting-port",
+           str(_free_ports(2)), "--python", sys.executable, "mlx_server.py",
+           "--port", str(port), "--ui", ""]  # fmt: skip
+    log = tmp_path / "server.log"
+    with log.open("w") as sink:  # a file, not a pipe: nobody drains a pipe while we wait
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=sink, stderr=sink,
+                                start_new_session=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()[-2000:]
+            try:
+                if httpx.get(f"{url}/api/health", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(2)
+        with httpx.Client(base_url=url, timeout=TIMEOUT_S) as client:
+            long = {"prompt": "Tell a long story.", "max_tokens": 200, "seed": 1}
+            with client.stream("POST", "/api/generate", json=long) as r:
+                next(line for line in r.iter_lines() if line.startswith("data:"))
+            body = {"prompt": PROMPT, "max_tokens": MAX_TOKENS, "seed": SEED, "top_logprobs": 0}
+            with client.stream("POST", "/api/compare", json=body) as r:
+                events = _sse_events(r)
+        for mode in ("entropix", "normal"):
+            tokens = [e for e in events if e["type"] == "token" and e["mode"] == mode]
+            _assert_same(tokens, _single(embedded, mode), f"server {mode}")
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # the launcher's session: it and both ranks
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+            pytest.fail("the ranks did not exit within 60 s of Ctrl-C")
