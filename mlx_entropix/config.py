@@ -58,18 +58,24 @@ class SamplerConfig(BaseModel):
     hehv_attn_vent_coef: float = 0.5
 
     # Adaptive (the middle ground): best of n candidates with metric-scaled parameters.
+    # T = T0 (ada_temp_offset + ada_temp_logits (H + V) + ada_temp_attn (aH + aV) - ada_temp_agree
+    # agreement); min_p = min_p (ada_min_p_offset - ada_min_p (H + V)). The original's offsets
+    # are 1; a calibrated policy moves them so that the adaptive band is set apart from T0 and
+    # min_p, which stay normal mode's fixed parameters (eval/calibrate.py, ``fit_policy``).
     n_adaptive_samples: int = Field(5, ge=1, le=64)
+    ada_temp_offset: float = 1.0
     ada_temp_logits: float = 0.3
     ada_temp_attn: float = 0.2
     ada_temp_agree: float = 0.2
     ada_top_p: float = 0.1
     ada_top_k_int: float = 0.3
     ada_top_k_agree: float = 0.2
+    ada_min_p_offset: float = 1.0
     ada_min_p: float = 0.5
 
     # Branch exploration (mode "fork"): where to fork, how wide, how far, how to choose.
     fork_trigger: ForkTrigger = Field(
-        "first", description="Fork at the first token, at 'exploring' tokens, or both."
+        "exploring", description="Fork at the first token, at 'exploring' tokens, or both."
     )
     fork_branches: int = Field(5, ge=2, le=16, description="Branches per fork (top-k tokens).")
     fork_max_forks: int = Field(1, ge=0, le=16, description="Forks per answer at most.")
@@ -96,8 +102,13 @@ class SamplerConfig(BaseModel):
 
     @classmethod
     def from_file(cls, path: str | Path) -> SamplerConfig:
-        """Load from ``.json`` or ``.toml``; unknown keys are an error."""
+        """Load from ``.json`` or ``.toml``; unknown keys are an error. A bare name of a shipped
+        file (``reference``: the original entropix defaults, or a model's calibrated policy,
+        see ``configs/``) loads that file."""
         path = Path(path)
+        shipped = CONFIG_DIR / f"{path.name}.json"
+        if not path.suffix and not path.exists() and path.parent == Path(".") and shipped.exists():
+            path = shipped
         text = path.read_text()
         data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
         data = data.get("sampler", data)

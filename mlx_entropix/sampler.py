@@ -140,7 +140,7 @@ def decide(
                 0.0,
                 t0
                 * (
-                    1
+                    cfg.ada_temp_offset
                     + cfg.ada_temp_logits * logits_unc
                     + cfg.ada_temp_attn * attn_unc
                     - cfg.ada_temp_agree * agr
@@ -173,7 +173,11 @@ def decide(
     min_p = _select(
         state,
         cfg.min_p,
-        {ADAPTIVE: mx.clip(cfg.min_p * (1 - cfg.ada_min_p * logits_unc), 0.01, 0.5)},
+        {
+            ADAPTIVE: mx.clip(
+                cfg.min_p * (cfg.ada_min_p_offset - cfg.ada_min_p * logits_unc), 0.01, 0.5
+            )
+        },
     )
     n_samples = mx.where(state == ADAPTIVE, cfg.n_adaptive_samples, 1).astype(mx.int32)
     clarify = (state == TREADING) & can_clarify

@@ -1,4 +1,4 @@
-"""Threshold calibration: propose quadrant thresholds from a model's own metric quantiles.
+"""Calibration: quadrant thresholds and the whole policy from a model's own metric distributions.
 
 The original thresholds (entropy 0.1 / 3 / 5 bits, varentropy 0.1 / 5) were tuned by hand for
 Llama-3.2-1B. A 135M model is far less sure of itself, so with them almost nothing is
@@ -10,8 +10,22 @@ quantile of what it saw:
     med_ent              at ``q_med``  (default 0.60)
     high_ent, high_vent  at ``q_high`` (default 0.90)
 
-    uv run python -m mlx_entropix.calibrate                      # embedded model, built-in prompts
-    uv run python -m mlx_entropix.calibrate --model DIR --out my.json --max-tokens 96
+Then ``fit_policy`` fits the coefficients, not only the thresholds, so that each state's
+parameters land where the reference meant them to for this model's metric scale (the
+reference's gains were set by hand for Llama-3.2-1B; on a 135M model whose H + V is routinely
+5-10 bits they drove the adaptive temperature to 2-4.6 and min_p to its clip):
+- adaptive temperature T = T0 (offset + a (H + V)), attention and agreement terms dropped: the
+  10th and 90th percentiles of H + V over the adaptive tokens map onto ``band`` (T0, the base
+  temperature, stays normal mode's);
+- every other gain is divided by the median of its metric, so a typical token gets the factor
+  the reference meant (fork T = 1.5 x the adaptive scale at the median interaction strength,
+  adaptive top_k x 1.3, top_p x 1.1 at the median attention varentropy...);
+- adaptive min_p runs from ``adaptive_min_p`` down to half of it at the 90th percentile;
+- ``mist=False`` puts high_ent above log2(vocabulary), the largest possible entropy: the
+  hot "lost in the mist" (T >= 2) and "treading" states never fire.
+
+    uv run python -m mlx_entropix.eval.calibrate                 # embedded model, built-in prompts
+    uv run python -m mlx_entropix.eval.calibrate --model DIR --out my.json --band 0.1,0.3
 """
 
 from __future__ import annotations
@@ -62,6 +76,58 @@ def propose(
     )
 
 
+def fit_policy(
+    metrics: np.ndarray,
+    base: SamplerConfig,
+    band: tuple[float, float] = (0.1, 0.3),
+    adaptive_min_p: float = 0.1,
+    mist: bool = False,
+    vocab_size: int = 49152,
+) -> SamplerConfig:
+    """``base`` (its thresholds already calibrated) with every coefficient fitted to ``metrics``
+    (N, 6), as the module docstring says. Pure: the same metrics give the same config."""
+    lo, hi = band
+    if not 0 < lo < hi:
+        raise ValueError("need 0 < band low < band high")
+    states = np.array(classify_states(metrics.tolist(), base))
+    adaptive = metrics[states == "adaptive"]
+    if len(adaptive) < 10:
+        raise ValueError("too few adaptive tokens to fit the adaptive temperature")
+    u = adaptive[:, 0] + adaptive[:, 1]
+    u10, u90 = float(np.quantile(u, 0.1)), float(np.quantile(u, 0.9))
+    t0 = base.temperature
+    gain = (hi - lo) / (t0 * (u90 - u10))  # T(u) = t0 (offset + gain u) through both points
+    offset = lo / t0 - gain * u10
+    # offset = T(H + V = 0) / t0: the adaptive scale that the reference's "T0" stood for; the
+    # other states' temperature formulas are expressed on it.
+    if offset <= 0:
+        raise ValueError(f"band {band} extrapolates to T <= 0 at H + V = 0: widen it")
+    scale = offset
+    med_aent, med_avent, med_ints = (float(np.median(metrics[:, i])) for i in (2, 3, 5))
+    r = lambda x: round(float(x), 6)  # noqa: E731
+    return base.merged(
+        {
+            "ada_temp_offset": r(offset),
+            "ada_temp_logits": r(gain),
+            "ada_temp_attn": 0.0,
+            "ada_temp_agree": 0.0,
+            "ada_top_p": r(0.1 / med_avent),
+            "ada_top_k_int": r(0.3 / med_ints),
+            "ada_top_k_agree": 0.0,
+            "ada_min_p_offset": r(adaptive_min_p / base.min_p),
+            "ada_min_p": r(0.5 * adaptive_min_p / base.min_p / u90),
+            "helv_attn_ent_offset": r(1.3 * scale),
+            "helv_attn_ent_coef": r(0.2 * scale / med_aent),
+            "lehv_interaction_strength_offset": r(1.2 * scale),
+            "lehv_interaction_strength_coef": r(0.3 * scale / med_ints),
+            "hehv_attn_ent_coef": r(0.2 / med_aent),
+            "hehv_attn_vent_offset": r(2.0 * scale),
+            "hehv_attn_vent_coef": r(0.5 * scale / med_avent),
+            **({} if mist else {"high_ent": round(float(np.log2(vocab_size)) + 0.005, 4)}),
+        }
+    )
+
+
 def state_shares(metrics: np.ndarray, cfg: SamplerConfig) -> dict[str, float]:
     """Share of tokens each state would get under ``cfg``."""
     counts = Counter(classify_states(metrics.tolist(), cfg))
@@ -91,7 +157,7 @@ def _table(shares: dict[str, dict[str, float]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m mlx_entropix.calibrate",
+        prog="python -m mlx_entropix.eval.calibrate",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -103,7 +169,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", default=None, help="also write the metrics/shares JSON here")
     for name, value in DEFAULT_QUANTILES.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=value)
+    parser.add_argument("--band", default="0.1,0.3", help="adaptive temperature band LO,HI")
+    parser.add_argument("--adaptive-min-p", type=float, default=0.1)
+    parser.add_argument("--keep-mist", action="store_true", help="keep the hot mist state")
+    parser.add_argument(
+        "--thresholds-only", action="store_true", help="fit the thresholds, keep the coefficients"
+    )
     args = parser.parse_args(argv)
+    try:
+        band = tuple(float(x) for x in args.band.split(","))
+        if len(band) != 2:
+            raise ValueError
+    except ValueError:
+        parser.error(f"--band takes LO,HI (got {args.band!r})")
 
     from ..io.load import load
     from ..io.prompts import load_prompts
@@ -116,6 +194,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"calibrate: error: {err}", file=sys.stderr)
         return 2
     cfg = propose(metrics, SamplerConfig(), args.q_low, args.q_med, args.q_high)
+    if not args.thresholds_only:
+        try:
+            cfg = fit_policy(
+                metrics, cfg, band, args.adaptive_min_p, args.keep_mist, lm.info.vocab_size
+            )
+        except ValueError as err:
+            print(f"calibrate: error: {err}", file=sys.stderr)
+            return 2
     out = (
         Path(args.out)
         if args.out
