@@ -34,7 +34,7 @@ from .stream import STATE, TOKEN, RowStream, params_of
 if TYPE_CHECKING:  # the core never imports the loaders; they hand it a LoadedModel
     from .io.load import LoadedModel
 
-__all__ = ["MODES", "generate", "generate_batch", "params_of", "prepare_prompt"]
+__all__ = ["MODES", "generate", "generate_batch", "generate_rows", "params_of", "prepare_prompt"]
 Prompt = str | list[dict[str, Any]] | list[int]
 Event = TokenEvent | ForkEvent | DoneEvent
 # A long prompt is prefilled in chunks of this many tokens, which bounds the prefill's peak
@@ -167,6 +167,18 @@ def generate(
 
 
 def generate_batch(
+    lm: LoadedModel, prompt: Prompt, *, modes: Sequence[Mode], **options: Any
+) -> Iterator[Event]:
+    """Several rows decoded as one batch from one prefill: row r runs ``modes[r]`` with
+    ``seeds[r]`` and gives exactly the events of ``generate`` with that mode and seed. Events
+    of a step come in row order (each carries its ``mode``); each row ends with its own
+    ``DoneEvent``. A missing seed is drawn once and shared by every row (the compare view).
+    Fork mode runs alone (its branches are the batch). Options: those of ``generate_rows``.
+    """
+    return (event for _, event in generate_rows(lm, prompt, modes=modes, **options))
+
+
+def generate_rows(
     lm: LoadedModel,
     prompt: Prompt,
     *,
@@ -178,13 +190,10 @@ def generate_batch(
     system: str | None = None,
     top_logprobs: int = 5,
     should_stop: Callable[[], bool] | None = None,
-) -> Iterator[Event]:
-    """Several rows decoded as one batch from one prefill: row r runs ``modes[r]`` with
-    ``seeds[r]`` and gives exactly the events of ``generate`` with that mode and seed. Events
-    of a step come in row order (each carries its ``mode``); each row ends with its own
-    ``DoneEvent``. A missing seed is drawn once and shared by every row (the compare view).
-    Fork mode runs alone (its branches are the batch).
-    """
+) -> Iterator[tuple[int, Event]]:
+    """``generate_batch``'s events as ``(r, event)``: r is the row the event belongs to, which
+    tells apart rows of the same mode (several choices of one request, each its own seed).
+    Raises ``InvalidRequestError`` / ``PromptTooLongError`` before the first event."""
     if not modes:
         raise InvalidRequestError("no mode to run")
     for mode in modes:
@@ -272,7 +281,7 @@ def _run(
     top_logprobs: int,
     should_stop: Callable[[], bool] | None,
     clarify_id: int | None,
-) -> Iterator[Event]:
+) -> Iterator[tuple[int, Event]]:
     fork = rows[0].mode == "fork"
     n_top = max(top_logprobs, cfg.fork_branches, 2) if fork else top_logprobs
     vocab = lm.info.vocab_size
@@ -320,11 +329,11 @@ def _run(
     index, forks, computed = 0, 0, 0
     closed: set[int] = set()
 
-    def finish_row(r: int) -> Iterator[Event]:
+    def finish_row(r: int) -> Iterator[tuple[int, Event]]:
         closed.add(r)
-        yield from streams[r].close()
+        yield from ((r, e) for e in streams[r].close())
         extra = {"tokens_computed": computed, "forks": forks, "t_decode": t_prefill} if fork else {}
-        yield streams[r].done(len(ids), t_prefill, rows[r].seed, **extra)
+        yield r, streams[r].done(len(ids), t_prefill, rows[r].seed, **extra)
 
     while index < budget:
         if should_stop is not None and should_stop():
@@ -352,9 +361,9 @@ def _run(
             forks += 1
             computed += found.event.tokens_computed + (following is not None)
             event = found.event.model_copy(update={"index": streams[0].n})
-            yield from streams[0].add_fork(event)
+            yield from ((0, e) for e in streams[0].add_fork(event))
             for vals in found.rows:
-                yield from streams[0].push(vals)
+                yield from ((0, e) for e in streams[0].push(vals))
                 if streams[0].finished:
                     break
             if found.eos and not streams[0].finished:
@@ -369,7 +378,7 @@ def _run(
             continue
         for r, (s, vals) in enumerate(zip(streams, values, strict=True)):
             if not s.finished:
-                yield from s.push(vals)
+                yield from ((r, e) for e in s.push(vals))
                 if s.finished:  # this row is done; the others go on (its row idles along)
                     yield from finish_row(r)
         if all(s.finished for s in streams) or following is None:
