@@ -135,7 +135,7 @@ def test_temperature_zero_is_greedy_and_stop(client, embedded):
         ({"max_tokens": 0}, "max_tokens"),
         ({"max_tokens": 1000}, "limit"),
         ({"top_logprobs": 21, "logprobs": True}, "top_logprobs"),
-        ({"n": 2}, "n"),
+        ({"n": 9}, "n"),
         ({"extra_body": {"sampler": "creative"}}, "sampler"),
         ({"extra_body": {"tools_please": 1}}, "tools_please"),
         ({"messages": [{"role": "user", "content": "hi " * 9000}]}, "context"),

@@ -124,7 +124,7 @@ def test_raw_stream_shape(live):
     ("kwargs", "needle"),
     [
         ({"echo": True}, "echo"),
-        ({"n": 2}, "n:"),
+        ({"n": 9}, "n:"),
         ({"prompt": ["a", "b"]}, "one prompt per request"),
         ({"prompt": ""}, "empty"),
         ({"prompt": [10**9]}, "token ids must lie in"),

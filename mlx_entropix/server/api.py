@@ -38,10 +38,9 @@ from .worker import JobFailed, JobStream
 
 async def sse_events(stream: JobStream) -> AsyncIterator[ServerSentEvent]:
     """Engine events as named SSE events; the data is the shared event JSON."""
-    async for item in stream:
-        if isinstance(item, JobFailed):
-            item = ErrorEvent(message=INTERNAL_ERROR)
-        yield ServerSentEvent(event=item.type, data=item.model_dump_json())
+    async for item in stream:  # (row, event): each event names its mode, the row is not sent
+        event = ErrorEvent(message=INTERNAL_ERROR) if isinstance(item, JobFailed) else item[1]
+        yield ServerSentEvent(event=event.type, data=event.model_dump_json())
 
 
 def start_generation(

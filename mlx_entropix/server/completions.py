@@ -7,7 +7,8 @@ tokens they name: there is no template turn to forge; chat contents are never pa
 ``token_logprobs``, ``top_logprobs`` (k alternatives, ``{token: logprob}``) and
 ``text_offset`` (where each token's text starts in the returned text). The sampler defaults to
 ``entropix``; ``sampler``/``entropix``/``sampler_config`` work as in chat completions, and with
-them every chunk carries ``entropix: {index, state, action, metrics, params}``.
+them every chunk carries ``entropix: {index, state, action, metrics, params}``. ``n`` (1 to
+8) choices come from one batch, choice i with seed ``seed + i``, as in chat completions.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -30,8 +32,11 @@ from .engine import generation_work
 from .errors import error_response
 from .openai_api import (
     FINISH,
+    Tokens,
     _as_error,
     _error_object,
+    by_choice,
+    entropix_detail,
     entropix_summary,
     entropix_token,
     usage,
@@ -49,7 +54,7 @@ class LegacyLogprobs:
     def __init__(self) -> None:
         self.offset = 0
 
-    def of(self, entries: list[tuple[TokenEvent, dict[str, Any]]]) -> dict[str, Any]:
+    def of(self, entries: Tokens) -> dict[str, Any]:
         out: dict[str, Any] = {
             "tokens": [],
             "token_logprobs": [],
@@ -57,6 +62,7 @@ class LegacyLogprobs:
             "text_offset": [],
         }
         for event, entry in entries:
+            assert entry is not None  # logprobs were asked for
             out["tokens"].append(entry["token"])
             out["token_logprobs"].append(entry["logprob"])
             out["top_logprobs"].append({t["token"]: t["logprob"] for t in entry["top_logprobs"]})
@@ -77,59 +83,67 @@ class TextChunks:
             "system_fingerprint": f"mlx-entropix-{__version__}-{mode}",
         }
         self.logprobs, self.metrics = logprobs, metrics
-        self.columns = LegacyLogprobs()
+        self.columns: defaultdict[int, LegacyLogprobs] = defaultdict(LegacyLogprobs)  # per choice
 
-    def body(
-        self,
-        text: str,
-        tokens: list[tuple[TokenEvent, dict[str, Any]]],
-        done: DoneEvent | None,
-        chunk: bool = True,
-    ) -> dict[str, Any]:
-        choice = {
+    def choice(self, row: int, text: str, tokens: Tokens, done: DoneEvent | None) -> dict:
+        return {
             "text": text,
-            "index": 0,
-            "logprobs": self.columns.of(tokens) if self.logprobs else None,
+            "index": row,
+            "logprobs": self.columns[row].of(tokens) if self.logprobs else None,
             "finish_reason": FINISH[done.finish_reason] if done is not None else None,
         }
-        body: dict[str, Any] = {**self.head, "choices": [choice]}
-        if self.metrics:  # as in chat: one token's fields per chunk, a list in the whole
-            if chunk:
-                body["entropix"] = entropix_token(tokens[0][0]) if tokens else {}
-            else:
-                body["entropix"] = {"tokens": [entropix_token(e) for e, _ in tokens]}
+
+    def chunk(self, row: int, held: tuple[TokenEvent, Any] | None, done: DoneEvent | None) -> dict:
+        """One streamed chunk: choice ``row``'s token (None: no token, its end only)."""
+        tokens = [held] if held is not None else []
+        text = held[0].text if held is not None else ""
+        body: dict[str, Any] = {**self.head, "choices": [self.choice(row, text, tokens, done)]}
+        if self.metrics:  # as in chat: one token's fields per chunk
+            body["entropix"] = entropix_token(held[0]) if held is not None else {}
             if done is not None:
                 body["entropix"]["summary"] = entropix_summary(done)
         return body
 
+    def whole(self, choices: list[tuple[Tokens, DoneEvent]]) -> dict[str, Any]:
+        """The non-streaming object (``choices`` from ``by_choice``)."""
+        out = [self.choice(i, done.text, tokens, done) for i, (tokens, done) in enumerate(choices)]
+        body: dict[str, Any] = {**self.head, "choices": out}
+        if self.metrics and len(choices) > 1:  # each choice its own, as in chat
+            for choice, (tokens, done) in zip(out, choices, strict=True):
+                choice["entropix"] = entropix_detail(tokens, done)
+        elif self.metrics:
+            body["entropix"] = entropix_detail(*choices[0])
+        return {**body, "usage": usage([done for _, done in choices])}
+
 
 async def stream_text(
-    stream: JobStream, build: TextChunks, include_usage: bool
+    stream: JobStream, build: TextChunks, include_usage: bool, n: int
 ) -> AsyncIterator[dict[str, str]]:
-    """One chunk per token, held until the next event so the last one has ``finish_reason``."""
+    """One chunk per token, held until its choice's next event so that the choice's last one
+    has ``finish_reason``; the usage chunk follows the last choice's end."""
 
     def data(obj: Any) -> dict[str, str]:
         return {"data": json.dumps(obj, ensure_ascii=False, separators=(",", ":"))}
 
-    held: tuple[TokenEvent, dict[str, Any]] | None = None
+    held: dict[int, tuple[TokenEvent, Any]] = {}  # per choice
+    dones: list[DoneEvent] = []
     async for item in stream:
         message = _as_error(item)
         if message is not None:
-            if held is not None:
-                yield data(build.body(held[0].text, [held], None))
+            for row in sorted(held):
+                yield data(build.chunk(row, held[row], None))
             yield data(_error_object(message))
             break
-        event, entry = item
+        row, event, entry = item
         if isinstance(event, TokenEvent):
-            if held is not None:
-                yield data(build.body(held[0].text, [held], None))
-            held = (event, entry)
+            if row in held:
+                yield data(build.chunk(row, held[row], None))
+            held[row] = (event, entry)
         elif isinstance(event, DoneEvent):
-            last = [held] if held is not None else []
-            yield data(build.body(held[0].text if held else "", last, event))
-            held = None
-            if include_usage:
-                yield data({**build.head, "choices": [], "usage": usage(event)})
+            yield data(build.chunk(row, held.pop(row, None), event))
+            dones.append(event)
+            if include_usage and len(dones) == n:
+                yield data({**build.head, "choices": [], "usage": usage(dones)})
     yield {"data": "[DONE]"}
 
 
@@ -165,14 +179,14 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     n_top = body.logprobs
     metrics = body.sampler is not None or body.entropix is not None
     work = generation_work(ids, [mode], config=config, max_tokens=max_tokens, seed=body.seed,
-                           stop=body.stop_list(), top_logprobs=n_top or 0)  # fmt: skip
+                           stop=body.stop_list(), top_logprobs=n_top or 0, n=body.n)  # fmt: skip
     stream = JobStream(request.app.state.worker, with_logprobs(work, n_top),
                        settings.request_timeout_s, label=f"v1/completions/{mode}")  # fmt: skip
     build = TextChunks(engine.model_id, mode, n_top is not None, metrics)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return EventSourceResponse(
-            stream_text(stream, build, include_usage),
+            stream_text(stream, build, include_usage, body.n),
             ping=settings.ping_s,
             send_timeout=SEND_TIMEOUT_S,
         )
@@ -180,10 +194,7 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     message = next((m for m in map(_as_error, items) if m is not None), None)
     if message is not None:
         return error_response(request, 500, message)
-    events = [i for i in items if isinstance(i, tuple)]
-    done = next((e for e, _ in events if isinstance(e, DoneEvent)), None)
-    if done is None:
+    choices = by_choice(items, body.n)
+    if choices is None:
         return error_response(request, 499, "request cancelled")
-    tokens = [(e, entry) for e, entry in events if isinstance(e, TokenEvent)]
-    result = build.body(done.text, tokens, done, chunk=False)
-    return JSONResponse({**result, "usage": usage(done)})
+    return JSONResponse(build.whole(choices))

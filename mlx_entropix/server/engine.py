@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from ..config import Mode, SamplerConfig
 from ..errors import EntropixError, InvalidRequestError, PromptTooLongError
 from ..events import DoneEvent, ErrorEvent, ForkEvent, TokenEvent
-from ..generate import Prompt, generate, generate_batch, prepare_prompt
+from ..generate import Prompt, generate, generate_rows, prepare_prompt
 from ..io.load import LoadedModel, load
 from ..runtime.device import runtime_info
 from ..runtime.distributed import init_group
@@ -90,36 +90,44 @@ def generation_work(
     seed: int | None,
     stop: Sequence[str],
     top_logprobs: int,
-) -> Callable[[Engine, Callable[[], bool]], Iterator[Event]]:
-    """The job for one mode, or several interleaved token by token (the compare view).
+    n: int = 1,
+) -> Callable[[Engine, Callable[[], bool]], Iterator[tuple[int, Event]]]:
+    """The job for one mode, or several interleaved token by token (the compare view), or
+    ``n`` choices of one mode (OpenAI's ``n``). It yields ``(row, event)``: row r is
+    ``modes[r]``, or choice r of the one mode.
 
-    The modes but fork run as one batch (rows from one prefill, one host sync per step); each
-    fork mode decodes its own branches as a batch and is interleaved with them. Each row draws
+    The rows but fork run as one batch (rows from one prefill, one host sync per step); each
+    fork row decodes its own branches as a batch and is interleaved with them. Each row draws
     from its own per-step RNG stream (seed, step), so the tokens are exactly those of separate
-    runs. Without a seed, one is chosen here so that every mode shares it.
+    runs. Without a seed, one is chosen here: every mode shares it, and choice i of ``n`` runs
+    with seed + i (as a separate request with that seed would).
     """
-    shared_seed = secrets.randbelow(2**31) if seed is None else seed
-    groups = [[m for m in modes if m != "fork"]] + [["fork"] for m in modes if m == "fork"]
+    if n > 1 and len(modes) != 1:
+        raise InvalidRequestError("several choices (n > 1) take one mode")
+    base = secrets.randbelow(2**31) if seed is None else seed
+    rows = [(modes[0], base + i) for i in range(n)] if n > 1 else [(m, base) for m in modes]
+    batched = [r for r, (m, _) in enumerate(rows) if m != "fork"]
+    groups = [batched] + [[r] for r, (m, _) in enumerate(rows) if m == "fork"]
     spec = {"ids": list(ids), "modes": list(modes), "config": config.model_dump(mode="json"),
-            "max_tokens": max_tokens, "seed": shared_seed, "stop": list(stop),
-            "top_logprobs": top_logprobs}  # fmt: skip
+            "max_tokens": max_tokens, "seed": base, "stop": list(stop),
+            "top_logprobs": top_logprobs, "n": n}  # fmt: skip
 
     def work(
         engine: Engine, should_stop: Callable[[], bool], follower: bool = False
-    ) -> Iterator[Event]:
+    ) -> Iterator[tuple[int, Event]]:
         ranks = engine.lm.model.group
         if ranks is not None:  # under mlx.launch every rank runs this job (distributed.py)
             if not follower:
                 send_job(ranks, spec)
             should_stop = synced_stop(ranks, should_stop)
-        streams: list[tuple[Sequence[Mode], Iterator[Event]]] = []
+        streams: list[tuple[list[int], Iterator[tuple[int, Event]]]] = []
         for group in (g for g in groups if g):
             try:
-                gen = generate_batch(
+                gen = generate_rows(
                     engine.lm,
                     ids,
-                    modes=group,
-                    seeds=[shared_seed] * len(group),
+                    modes=[rows[r][0] for r in group],
+                    seeds=[rows[r][1] for r in group],
                     config=config,
                     max_tokens=max_tokens,
                     stop=stop,
@@ -127,22 +135,22 @@ def generation_work(
                     should_stop=should_stop,
                 )
             except EntropixError as err:
-                for mode in group:
-                    yield ErrorEvent(mode=mode, message=str(err))
+                for r in group:
+                    yield r, ErrorEvent(mode=rows[r][0], message=str(err))
                 continue
             streams.append((group, gen))
         while streams:
             for entry in list(streams):
                 group, gen = entry
                 try:
-                    event = next(gen, None)
+                    item = next(gen, None)
                 except EntropixError as err:
                     # the rows still running end with the error
-                    event = ErrorEvent(mode=group[0], message=str(err))
-                if event is None or isinstance(event, ErrorEvent):
+                    item = (0, ErrorEvent(mode=rows[group[0]][0], message=str(err)))
+                if item is None or isinstance(item[1], ErrorEvent):
                     streams.remove(entry)
-                if event is not None:
-                    yield event
+                if item is not None:
+                    yield group[item[0]], item[1]  # the batch's row -> the job's row
 
     return work
 

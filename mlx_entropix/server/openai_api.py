@@ -10,6 +10,12 @@ Extensions (the official client sends them with ``extra_body={...}``): ``sampler
 chunk carries ``entropix: {index, state, action, metrics, params}`` (the last one also
 ``summary``); ``sampler_config`` overrides sampler knobs. Without them: ``normal`` sampling
 with the request's ``temperature``/``top_p`` (``temperature: 0`` is greedy).
+
+``n`` (1 to 8) choices come from one batch (one prefill, a row per choice): choice i samples
+with seed ``seed + i`` (without a seed, from one random base seed), so its text is that of a
+separate request with that seed. Streamed chunks carry one choice each (``choices[0].index``);
+usage counts the tokens of all choices. With ``n > 1`` the non-streaming ``entropix`` extension
+sits in each choice rather than at the top level.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -42,7 +48,8 @@ from .worker import JobFailed, JobStream
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 FINISH = {"stop": "stop", "stop_string": "stop", "length": "length", "cancelled": "length"}
-Item = tuple[Event, dict[str, Any] | None]  # an event and its logprobs entry (if asked)
+Item = tuple[int, Event, dict[str, Any] | None]  # choice index, event, logprobs entry (if asked)
+Tokens = list[tuple[TokenEvent, dict[str, Any] | None]]
 
 
 def logprob_entry(event: TokenEvent, token_bytes: Callable[[int], bytes], n_top: int) -> dict:
@@ -75,18 +82,44 @@ def entropix_summary(done: DoneEvent) -> dict[str, Any]:
     }
 
 
-def usage(done: DoneEvent) -> dict[str, int]:
+def entropix_detail(tokens: Tokens, done: DoneEvent) -> dict[str, Any]:
+    """The non-streaming extension of one choice: every token's fields and the summary."""
+    return {"tokens": [entropix_token(e) for e, _ in tokens], "summary": entropix_summary(done)}
+
+
+def usage(dones: Sequence[DoneEvent]) -> dict[str, int]:
+    """One prompt, the completion tokens of every choice."""
+    prompt, completion = dones[0].prompt_tokens, sum(d.generated_tokens for d in dones)
     return {
-        "prompt_tokens": done.prompt_tokens,
-        "completion_tokens": done.generated_tokens,
-        "total_tokens": done.prompt_tokens + done.generated_tokens,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
     }
+
+
+def by_choice(items: list[Any], n: int) -> list[tuple[Tokens, DoneEvent]] | None:
+    """Each choice's token events (with their logprobs entries) and its done event; None when
+    a choice never finished (the request was cancelled)."""
+    tokens: list[Tokens] = [[] for _ in range(n)]
+    dones: list[DoneEvent | None] = [None] * n
+    for item in items:
+        if isinstance(item, tuple):
+            row, event, entry = item
+            if isinstance(event, TokenEvent):
+                tokens[row].append((event, entry))
+            elif isinstance(event, DoneEvent):
+                dones[row] = event
+    if any(d is None for d in dones):
+        return None
+    return list(zip(tokens, dones, strict=True))  # type: ignore[arg-type]
 
 
 class ChunkBuilder:
     """Builds the JSON objects of one streamed completion."""
 
-    def __init__(self, model: str, mode: str, logprobs: bool, metrics: bool, usage: bool):
+    def __init__(
+        self, model: str, mode: str, logprobs: bool, metrics: bool, usage: bool, n: int = 1
+    ):
         self.head = {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion.chunk",
@@ -94,17 +127,20 @@ class ChunkBuilder:
             "model": model,
             "system_fingerprint": f"mlx-entropix-{__version__}-{mode}",
         }
-        self.logprobs, self.metrics, self.usage = logprobs, metrics, usage
-        self.first = True
+        self.logprobs, self.metrics, self.usage, self.n = logprobs, metrics, usage, n
+        self.started: set[int] = set()
 
-    def token(self, event: TokenEvent | None, entry: dict[str, Any] | None) -> dict[str, Any]:
-        """The chunk of one token (``event`` None: an empty final chunk, zero tokens made)."""
+    def token(
+        self, row: int, event: TokenEvent | None, entry: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """The chunk of one token of choice ``row`` (``event`` None: an empty final chunk,
+        zero tokens made)."""
         delta: dict[str, Any] = {"content": event.text if event is not None else ""}
-        if self.first:  # the role rides on the first chunk, which thus has logprobs too
+        if row not in self.started:  # the role rides on a choice's first chunk (with logprobs)
             delta = {"role": "assistant", **delta}
-            self.first = False
+            self.started.add(row)
         choice = {
-            "index": 0,
+            "index": row,
             "delta": delta,
             "logprobs": {"content": [entry] if entry else []} if self.logprobs else None,
             "finish_reason": None,
@@ -122,8 +158,8 @@ class ChunkBuilder:
             chunk["entropix"]["summary"] = entropix_summary(done)
         return chunk
 
-    def usage_chunk(self, done: DoneEvent) -> dict[str, Any]:
-        return {**self.head, "choices": [], "usage": usage(done)}
+    def usage_chunk(self, dones: Sequence[DoneEvent]) -> dict[str, Any]:
+        return {**self.head, "choices": [], "usage": usage(dones)}
 
 
 def _error_object(message: str) -> dict[str, Any]:
@@ -133,78 +169,80 @@ def _error_object(message: str) -> dict[str, Any]:
 def _as_error(item: Any) -> str | None:
     if isinstance(item, JobFailed):
         return INTERNAL_ERROR
-    if isinstance(item, tuple) and isinstance(item[0], ErrorEvent):
-        return item[0].message
+    if isinstance(item, tuple) and isinstance(item[1], ErrorEvent):
+        return item[1].message
     return None
 
 
 async def stream_chunks(stream: JobStream, build: ChunkBuilder) -> AsyncIterator[dict[str, str]]:
-    """SSE ``data:`` lines; each token's chunk waits for the next event so that the last one
-    can carry ``finish_reason``."""
+    """SSE ``data:`` lines; each token's chunk waits for its choice's next event so that the
+    last one can carry ``finish_reason``; the usage chunk follows the last choice's end."""
 
     def data(obj: Any) -> dict[str, str]:
         return {"data": json.dumps(obj, ensure_ascii=False, separators=(",", ":"))}
 
-    held: dict[str, Any] | None = None
+    held: dict[int, dict[str, Any]] = {}  # per choice
+    dones: list[DoneEvent] = []
     async for item in stream:
         message = _as_error(item)
         if message is not None:
-            if held is not None:
-                yield data(held)
+            for row in sorted(held):
+                yield data(held[row])
             yield data(_error_object(message))
             break
-        event, entry = item
+        row, event, entry = item
         if isinstance(event, TokenEvent):
-            if held is not None:
-                yield data(held)
-            held = build.token(event, entry)
+            if row in held:
+                yield data(held[row])
+            held[row] = build.token(row, event, entry)
         elif isinstance(event, DoneEvent):
-            yield data(build.finish(held if held is not None else build.token(None, None), event))
-            held = None
-            if build.usage:
-                yield data(build.usage_chunk(event))
+            last = held.pop(row, None) or build.token(row, None, None)
+            yield data(build.finish(last, event))
+            dones.append(event)
+            if build.usage and len(dones) == build.n:
+                yield data(build.usage_chunk(dones))
     yield {"data": "[DONE]"}
 
 
-def completion(items: list[Any], model: str, mode: str, logprobs: bool, metrics: bool) -> dict:
-    """The non-streaming ``chat.completion`` object."""
-    events = [i for i in items if isinstance(i, tuple)]
-    tokens = [(e, entry) for e, entry in events if isinstance(e, TokenEvent)]
-    done = next(e for e, _ in events if isinstance(e, DoneEvent))
+def completion(
+    choices: list[tuple[Tokens, DoneEvent]], model: str, mode: str, logprobs: bool, metrics: bool
+) -> dict:
+    """The non-streaming ``chat.completion`` object (``choices`` from ``by_choice``)."""
     body: dict[str, Any] = {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
         "system_fingerprint": f"mlx-entropix-{__version__}-{mode}",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": done.text},
-                "logprobs": {"content": [entry for _, entry in tokens]} if logprobs else None,
-                "finish_reason": FINISH[done.finish_reason],
-            }
-        ],
-        "usage": usage(done),
+        "choices": [],
+        "usage": usage([done for _, done in choices]),
     }
-    if metrics:
-        body["entropix"] = {
-            "tokens": [entropix_token(e) for e, _ in tokens],
-            "summary": entropix_summary(done),
+    for i, (tokens, done) in enumerate(choices):
+        choice = {
+            "index": i,
+            "message": {"role": "assistant", "content": done.text},
+            "logprobs": {"content": [entry for _, entry in tokens]} if logprobs else None,
+            "finish_reason": FINISH[done.finish_reason],
         }
+        if metrics and len(choices) > 1:
+            choice["entropix"] = entropix_detail(tokens, done)
+        body["choices"].append(choice)
+    if metrics and len(choices) == 1:
+        body["entropix"] = entropix_detail(*choices[0])
     return body
 
 
 def with_logprobs(work: Callable, n_top: int | None) -> Callable:
-    """Wrap a generation job: pair each token with its logprobs entry, made in the worker
-    thread (it reads the tokenizer's vocabulary). ``n_top`` None: no logprobs."""
+    """Wrap a generation job: ``(row, event)`` -> ``(row, event, entry)``, each token with its
+    logprobs entry, made in the worker thread (it reads the tokenizer's vocabulary).
+    ``n_top`` None: no logprobs."""
 
     def wrapped(engine: Engine, should_stop: Callable[[], bool]) -> Iterator[Item]:
-        for event in work(engine, should_stop):
+        for row, event in work(engine, should_stop):
             entry = None
             if n_top is not None and isinstance(event, TokenEvent):
                 entry = logprob_entry(event, engine.token_bytes.of, n_top)
-            yield event, entry
+            yield row, event, entry
 
     return wrapped
 
@@ -254,6 +292,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
         seed=body.seed,
         stop=body.stop_list(),
         top_logprobs=n_top or 0,
+        n=body.n,
     )
     stream = JobStream(
         request.app.state.worker,
@@ -263,7 +302,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     )
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        build = ChunkBuilder(engine.model_id, mode, body.logprobs, metrics, include_usage)
+        build = ChunkBuilder(engine.model_id, mode, body.logprobs, metrics, include_usage, n=body.n)
         return EventSourceResponse(
             stream_chunks(stream, build), ping=settings.ping_s, send_timeout=SEND_TIMEOUT_S
         )
@@ -271,6 +310,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     message = next((m for m in map(_as_error, items) if m is not None), None)
     if message is not None:
         return error_response(request, 500, message)
-    if not any(isinstance(i, tuple) and isinstance(i[0], DoneEvent) for i in items):
+    choices = by_choice(items, body.n)
+    if choices is None:
         return error_response(request, 499, "request cancelled")
-    return JSONResponse(completion(items, engine.model_id, mode, body.logprobs, metrics))
+    return JSONResponse(completion(choices, engine.model_id, mode, body.logprobs, metrics))

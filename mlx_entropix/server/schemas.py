@@ -19,6 +19,7 @@ DEFAULT_MAX_TOKENS = 256  # when a request gives none (or the server cap, if low
 MAX_SEED = 2**63 - 1
 MAX_MESSAGES = 256
 MAX_STOP = 16
+MAX_CHOICES = 8  # OpenAI's n: rows of one batch
 
 
 # Unknown fields are errors (a typo is a clear 4xx, not an ignored knob), and so are NaN and
@@ -194,7 +195,9 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
-    n: int = Field(1, ge=1, le=1, description="Only 1 is supported.")
+    n: int = Field(
+        1, ge=1, le=MAX_CHOICES, description="Choices, from one batch; choice i uses seed + i."
+    )
     user: str | None = None
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0, description="Only 0.")
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0, description="Only 0.")
@@ -263,7 +266,9 @@ class CompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     logprobs: int | None = Field(None, ge=0, le=20, description="Alternatives per token.")
     echo: bool = Field(False, description="Only false.")
-    n: int = Field(1, ge=1, le=1, description="Only 1 is supported.")
+    n: int = Field(
+        1, ge=1, le=MAX_CHOICES, description="Choices, from one batch; choice i uses seed + i."
+    )
     best_of: int | None = Field(None, ge=1, le=1, description="Only 1.")
     suffix: str | None = Field(None, description="Not supported.")
     logit_bias: dict[str, float] | None = Field(None, description="Not supported.")
