@@ -399,8 +399,13 @@ def test_plot_has_a_fixed_size_for_any_run(tmp_path: Path):
             assert img.size == PNG_SIZE == (1400, 800)
 
 
-def test_fork_flag_json_and_one_line_summary():
-    args = ("--fork", "--input", "What is the capital of France?", "--max-tokens", "6")
+def test_fork_flag_json_and_one_line_summary(tmp_path):
+    # Fork at the first token (the shipped policy forks at 'exploring' tokens).
+    config = tmp_path / "first.json"
+    config.write_text(json.dumps({**SamplerConfig.from_file("smollm2-135m-instruct").model_dump(),
+                                  "fork_trigger": "first"}))  # fmt: skip
+    args = ("--fork", "--input", "What is the capital of France?", "--max-tokens", "6",
+            "--config", str(config))  # fmt: skip
     as_json = cli(*args, "--json")
     as_text = cli(*args)
     assert as_json.returncode == 0 and as_text.returncode == 0, as_json.stderr + as_text.stderr

@@ -133,7 +133,9 @@ def test_cancel_during_a_fork_stops_its_branches(embedded):
             asked.append(1)
         return bool(asked)
 
-    events = list(generate(embedded, PROMPT, mode="fork", max_tokens=16, should_stop=should_stop))
+    cfg = embedded.default_config.merged({"fork_trigger": "first"})
+    events = list(generate(embedded, PROMPT, mode="fork", config=cfg, max_tokens=16,
+                           should_stop=should_stop))  # fmt: skip
     fork, done = events[0], events[-1]
     assert fork.type == "fork" and fork.tokens_computed == 0
     assert done.finish_reason == "cancelled" and done.generated_tokens == 1

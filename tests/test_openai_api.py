@@ -188,8 +188,15 @@ def test_extreme_sampler_coefficients_are_bounded_not_500(live, sign):
 
 def test_fork_sampler_streams_text_and_skips_fork_events(client, embedded):
     stream = client.chat.completions.create(
-        model="x", messages=MESSAGES, max_tokens=6, stream=True, extra_body={"sampler": "fork"}
+        model="x",
+        messages=MESSAGES,
+        max_tokens=6,
+        stream=True,
+        # Fork at the first token, so this prompt surely forks (the shipped policy forks at
+        # 'exploring' tokens, which this short answer may not have).
+        extra_body={"sampler": "fork", "sampler_config": {"fork_trigger": "first"}},
     )
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
-    done = list(generate(embedded, MESSAGES, mode="fork", max_tokens=6))[-1]
+    first = embedded.default_config.merged({"fork_trigger": "first"})
+    done = list(generate(embedded, MESSAGES, mode="fork", config=first, max_tokens=6))[-1]
     assert done.forks == 1 and text == done.text

@@ -401,7 +401,7 @@ def test_sse_equals_cli_json(client):
 
 
 def test_fork_mode_streams_fork_events(client, embedded):
-    sampler = {"fork_branches": 2, "fork_branch_tokens": 3}
+    sampler = {"fork_trigger": "first", "fork_branches": 2, "fork_branch_tokens": 3}
     body = {"prompt": PROMPT, "mode": "fork", "max_tokens": 6, "sampler": sampler}
     sse = stream_generate(client, body)
     names = [name for name, _ in sse.events]
