@@ -77,6 +77,12 @@ class SamplerConfig(BaseModel):
     fork_trigger: ForkTrigger = Field(
         "exploring", description="Fork at the first token, at 'exploring' tokens, or both."
     )
+    fork_max_entropy: float | None = Field(
+        None,
+        description="Entropy (bits) at or above which an 'exploring' token opens no fork; null: "
+        "no ceiling (a policy whose high_ent turns the mist off files high-entropy tokens "
+        "under 'exploring': this keeps forks to the low-entropy, high-varentropy quadrant).",
+    )
     fork_branches: int = Field(5, ge=2, le=16, description="Branches per fork (top-k tokens).")
     fork_max_forks: int = Field(1, ge=0, le=16, description="Forks per answer at most.")
     fork_branch_tokens: int = Field(32, ge=1, le=4096, description="Tokens per branch at most.")

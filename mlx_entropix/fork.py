@@ -39,11 +39,15 @@ from .stream import LOGPROB, METRICS, TOKEN, StopMatcher, top_of
 NUMBER = re.compile(r"-?\d(?:[\d,]*\d)?(?:\.\d+)?")
 
 
-def fork_due(cfg: SamplerConfig, index: int, state: int) -> ForkTrigger | None:
-    """What opens a fork at the token at ``index`` (of state ``state``), if anything does."""
+def fork_due(
+    cfg: SamplerConfig, index: int, state: int, entropy: float = 0.0
+) -> ForkTrigger | None:
+    """What opens a fork at the token at ``index`` (of state ``state``, logits entropy
+    ``entropy`` bits), if anything does."""
     if index == 0 and cfg.fork_trigger in ("first", "both"):
         return "first"
-    if state == EXPLORING and cfg.fork_trigger in ("exploring", "both"):
+    below = cfg.fork_max_entropy is None or entropy < cfg.fork_max_entropy
+    if state == EXPLORING and below and cfg.fork_trigger in ("exploring", "both"):
         return "exploring"
     return None
 

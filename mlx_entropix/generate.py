@@ -29,7 +29,7 @@ from .fork import explore, fork_due, select_row, tile_cache
 from .metrics import compute_metrics, log_normaliser
 from .model import Cancelled
 from .sampler import CLARIFY, candidate_width, decide, sample, step_key, top_candidates
-from .stream import STATE, TOKEN, RowStream, params_of
+from .stream import METRICS, STATE, TOKEN, RowStream, params_of
 
 if TYPE_CHECKING:  # the core never imports the loaders; they hand it a LoadedModel
     from .io.load import LoadedModel
@@ -349,7 +349,9 @@ def _run(
         computed += len(rows)
         if index == 0:
             t_prefill = time.perf_counter()
-        trigger = fork_due(cfg, index, int(values[0][STATE])) if fork else None
+        trigger = (
+            fork_due(cfg, index, int(values[0][STATE]), values[0][METRICS][0]) if fork else None
+        )
         if trigger is not None and forks < cfg.fork_max_forks:
             if following is not None:  # it fed the greedy token: take it back out
                 for c in cache:

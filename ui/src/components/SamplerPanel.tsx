@@ -53,7 +53,7 @@ function Field({ k, def, edits, error, changed, onEdit }: FieldProps) {
       </div>
     );
   }
-  const value = edited ? (edits[k] ?? "") : String(def);
+  const value = edited ? (edits[k] ?? "") : String(def ?? ""); // a null default (no limit) shows empty
   const choices = SAMPLER_CHOICES[k];
   if (typeof def === "boolean") {
     return (

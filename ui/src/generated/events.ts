@@ -159,15 +159,19 @@ export interface SamplerConfig {
   hehv_attn_vent_offset: number;
   hehv_attn_vent_coef: number;
   n_adaptive_samples: number;
+  ada_temp_offset: number;
   ada_temp_logits: number;
   ada_temp_attn: number;
   ada_temp_agree: number;
   ada_top_p: number;
   ada_top_k_int: number;
   ada_top_k_agree: number;
+  ada_min_p_offset: number;
   ada_min_p: number;
   /** Fork at the first token, at 'exploring' tokens, or both. */
   fork_trigger: ForkTrigger;
+  /** Entropy (bits) at or above which an 'exploring' token opens no fork; null: no ceiling (a policy whose high_ent turns the mist off files high-entropy tokens under 'exploring': this keeps forks to the low-entropy, high-varentropy quadrant). */
+  fork_max_entropy: number | null;
   /** Branches per fork (top-k tokens). */
   fork_branches: number;
   /** Forks per answer at most. */
@@ -232,14 +236,17 @@ export const SAMPLER_DESCRIPTIONS: Record<keyof SamplerConfig, string> = {
   hehv_attn_vent_offset: "",
   hehv_attn_vent_coef: "",
   n_adaptive_samples: "",
+  ada_temp_offset: "",
   ada_temp_logits: "",
   ada_temp_attn: "",
   ada_temp_agree: "",
   ada_top_p: "",
   ada_top_k_int: "",
   ada_top_k_agree: "",
+  ada_min_p_offset: "",
   ada_min_p: "",
   fork_trigger: "Fork at the first token, at 'exploring' tokens, or both.",
+  fork_max_entropy: "Entropy (bits) at or above which an 'exploring' token opens no fork; null: no ceiling (a policy whose high_ent turns the mist off files high-entropy tokens under 'exploring': this keeps forks to the low-entropy, high-varentropy quadrant).",
   fork_branches: "Branches per fork (top-k tokens).",
   fork_max_forks: "Forks per answer at most.",
   fork_branch_tokens: "Tokens per branch at most.",
