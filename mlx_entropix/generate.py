@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import mlx.core as mx
 
+from .compiled import ConfigArrays, compiled, config_array
 from .config import Mode, SamplerConfig
 from .errors import InvalidRequestError, PromptTooLongError
 from .events import (
@@ -33,7 +34,7 @@ from .events import (
     TokenEvent,
     TopLogprob,
 )
-from .metrics import compute_metrics, log_normaliser
+from .metrics import step_metrics
 from .sampler import CLARIFY, candidate_width, decide, sample, step_key, top_candidates
 
 if TYPE_CHECKING:  # the core never imports the loaders; they hand it a LoadedModel
@@ -106,8 +107,14 @@ def _forward(lm: LoadedModel, tokens: list[int] | mx.array, cache: list) -> tupl
         mx.eval([c.state for c in cache])
     logits, scores = lm.model(chunks[-1][None], cache, last_only=True)
     last = logits[:, -1].astype(mx.float32)
-    normaliser = log_normaliser(last)
-    return last, compute_metrics(last, scores, normaliser), normaliser[1][:, 0]
+    # Shapeless: the scores grow by one key per step, which must not retrace the graph.
+    metrics = compiled(step_metrics, _compile_steps(lm), shapeless=True)
+    return (last, *metrics(last, scores))
+
+
+def _compile_steps(lm: LoadedModel) -> bool:
+    """Whether this model's per-token functions run compiled (``runtime.device``'s choice)."""
+    return getattr(lm, "compile_steps", True)
 
 
 def params_of(values: list[float]) -> SamplingParams:
@@ -196,7 +203,29 @@ def _step(
     n_max: int,
     n_top: int,
     clarify_id: int | None,
+    compile_steps: bool = True,
 ) -> _Step:
+    """Decision, draw and packing of one step; the config enters as an array (no recompile)."""
+    fn = compiled(_plan_step, compile_steps, mode=mode, width=width, n_max=n_max, n_top=n_top,
+                  clarify_id=clarify_id)  # fmt: skip
+    return _Step(*fn(logits, metrics, log_norm, can_clarify, key, config_array(cfg)))
+
+
+def _plan_step(
+    logits: mx.array,
+    metrics: mx.array,
+    log_norm: mx.array,
+    can_clarify: mx.array,
+    key: mx.array,
+    cfg_values: mx.array,
+    *,
+    mode: Mode,
+    width: int,
+    n_max: int,
+    n_top: int,
+    clarify_id: int | None,
+) -> tuple[mx.array, mx.array, mx.array]:
+    cfg: Any = ConfigArrays(cfg_values)
     plan = decide(metrics, cfg, mode, can_clarify)
     if mode == "greedy":  # no filters to apply: skip their pass over the vocabulary
         ids, cand_logits = top_candidates(logits, width)
@@ -217,7 +246,7 @@ def _step(
         ],
         axis=-1,
     )[0]
-    return _Step(token, can_clarify & (plan.action != CLARIFY), packed)
+    return token, can_clarify & (plan.action != CLARIFY), packed
 
 
 def _run(
@@ -251,7 +280,7 @@ def _run(
 
     def step(forward: tuple[mx.array, ...], can: mx.array, index: int) -> _Step:
         return _step(*forward, can, step_key(seed, index), cfg, mode, width, n_max,
-                     top_logprobs, clarify_id)  # fmt: skip
+                     top_logprobs, clarify_id, _compile_steps(lm))  # fmt: skip
 
     cache = lm.model.make_cache()
     current = step(_forward(lm, ids, cache), mx.array([clarify_id is not None]), 0)

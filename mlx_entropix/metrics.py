@@ -28,6 +28,7 @@ __all__ = [
     "compute_metrics",
     "log_normaliser",
     "logits_entropy",
+    "step_metrics",
 ]
 
 
@@ -77,3 +78,10 @@ def compute_metrics(
 ) -> mx.array:
     """All six metrics stacked as (B, 6) float32 in ``METRIC_NAMES`` order."""
     return mx.stack([*logits_entropy(logits, normaliser), *attention_metrics(scores)], axis=-1)
+
+
+def step_metrics(logits: mx.array, scores: mx.array) -> tuple[mx.array, mx.array]:
+    """What the engine needs per step: the (B, 6) metrics and the log of the softmax
+    normaliser (B,), from one exp pass over the vocabulary (a pure function: compilable)."""
+    normaliser = log_normaliser(logits)
+    return compute_metrics(logits, scores, normaliser), normaliser[1][:, 0]

@@ -54,6 +54,8 @@ class LoadedModel:
     info: ModelInfo
     # The sampler config used when a request gives none: calibrated for this model if shipped.
     default_config: SamplerConfig = field(default_factory=SamplerConfig)
+    # Per-token functions under mx.compile (``runtime.device.compile_steps``; same results).
+    compile_steps: bool = True
 
 
 def embedded_model_path() -> Path:
@@ -262,5 +264,9 @@ def load(path_or_id: str | None = None, dtype: str | None = None) -> LoadedModel
         load_s=time.perf_counter() - start,
     )
     return LoadedModel(
-        model=model, tokenizer=tokenizer, info=info, default_config=default_config_for(path.name)
+        model=model,
+        tokenizer=tokenizer,
+        info=info,
+        default_config=default_config_for(path.name),
+        compile_steps=device.compile_steps()[0],
     )
