@@ -135,9 +135,11 @@ class _StopMatcher:
     def __init__(self, stops: Sequence[str]):
         self.stops = [s for s in stops if s]
 
-    def find(self, text: str) -> int:
-        """Index where the first stop string starts, or -1."""
-        hits = [i for i in (text.find(s) for s in self.stops) if i >= 0]
+    def find(self, text: str, new: int = 0) -> int:
+        """Index where the first stop string starts, or -1. ``text[:new]`` was searched
+        before, so only a match that ends after it is new: scan the tail only."""
+        start = max(0, new - max((len(s) for s in self.stops), default=1) + 1)
+        hits = [i for i in (text.find(s, start) for s in self.stops) if i >= 0]
         return min(hits) if hits else -1
 
     def safe_end(self, text: str) -> int:
@@ -300,8 +302,9 @@ def _run(
             finish = "stop"
             break
 
+        searched = len(text)
         text += detok.add_token(token)
-        cut = stops.find(text)
+        cut = stops.find(text, searched) if stops.stops else -1
         if cut >= 0:
             text, finish = text[:cut], "stop_string"
         release = len(text) if cut >= 0 else stops.safe_end(text)
