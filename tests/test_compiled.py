@@ -85,7 +85,8 @@ from mlx_entropix.io.load import load
 from mlx_entropix.generate import generate
 from mlx_entropix.runtime.device import compile_steps
 lm = load()
-ids = [e.id for e in generate(lm, {prompt!r}, mode="entropix", max_tokens=24, seed=11)][:-1]
+events = generate(lm, {prompt!r}, mode="entropix", max_tokens=24, seed=11)
+ids = [e.id for e in events if e.type == "token"]
 print(json.dumps({{"compile": compile_steps(), "flag": lm.compile_steps, "ids": ids}}))
 """
 
