@@ -34,7 +34,7 @@ from .events import (
     TokenEvent,
     TopLogprob,
 )
-from .metrics import step_metrics
+from .metrics import attention_metrics, logits_metrics
 from .sampler import CLARIFY, candidate_width, decide, sample, step_key, top_candidates
 
 if TYPE_CHECKING:  # the core never imports the loaders; they hand it a LoadedModel
@@ -107,9 +107,11 @@ def _forward(lm: LoadedModel, tokens: list[int] | mx.array, cache: list) -> tupl
         mx.eval([c.state for c in cache])
     logits, scores = lm.model(chunks[-1][None], cache, last_only=True)
     last = logits[:, -1].astype(mx.float32)
+    on = _compile_steps(lm)
+    entropy, varentropy, log_norm = compiled(logits_metrics, on)(last)
     # Shapeless: the scores grow by one key per step, which must not retrace the graph.
-    metrics = compiled(step_metrics, _compile_steps(lm), shapeless=True)
-    return (last, *metrics(last, scores))
+    attention = compiled(attention_metrics, on, shapeless=True)(scores)
+    return last, mx.stack([entropy, varentropy, *attention], axis=-1), log_norm
 
 
 def _compile_steps(lm: LoadedModel) -> bool:

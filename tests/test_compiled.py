@@ -135,3 +135,16 @@ def test_token_texts_are_cached(embedded):
     tok = embedded.tokenizer
     assert tok.id_to_text(1234) == tok.decode([1234]) == tok.id_to_text(1234)
     assert 1234 in tok._texts
+
+
+def test_vocab_exp_is_accurate():
+    from mlx_entropix.metrics import vocab_exp
+
+    import numpy as np
+
+    x = mx.concatenate([mx.linspace(-87.0, 0.0, 100_003), mx.array([-100.0, -mx.inf])])
+    exact = np.exp(np.array(x[:-2]).astype(np.float64))
+    got = np.array(vocab_exp(x)).astype(np.float64)
+    assert np.max(np.abs(got[:-2] - exact) / exact) < 2e-7  # MLX's own exp: ~3e-6 here
+    assert got[-2:].max() < 1e-37 and got[-1] >= 0.0  # far below: ~1e-38, never negative
+    assert compiled(vocab_exp, True)(x).tolist() == vocab_exp(x).tolist()
