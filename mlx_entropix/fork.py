@@ -187,7 +187,7 @@ def explore(
 ) -> Explored:
     """Decode the branches of the fork whose step values are ``fork_values`` (the cache holds
     everything before the fork token) and pick one. ``branch_step(tokens (k,), cache)`` runs
-    one greedy step of all rows (``generate._step``'s packed values)."""
+    one greedy step of all rows (``step.sample_step``'s packed values)."""
     ids, lps = top_of(fork_values, n_top)
     k = min(cfg.fork_branches, n_top)
     limit = min(cfg.fork_branch_tokens, remaining)

@@ -22,13 +22,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import mlx.core as mx
 
+from .compiled import compiled
 from .config import Mode, SamplerConfig
 from .errors import InvalidRequestError, PromptTooLongError
 from .events import DoneEvent, ForkEvent, TokenEvent
 from .fork import explore, fork_due, select_row, tile_cache
-from .metrics import compute_metrics, log_normaliser
+from .metrics import attention_metrics, logits_metrics
 from .model import Cancelled
-from .sampler import CLARIFY, candidate_width, decide, sample, step_key, top_candidates
+from .sampler import candidate_width, step_key
+from .step import Step, sample_step
 from .stream import METRICS, STATE, TOKEN, RowStream, params_of
 
 if TYPE_CHECKING:  # the core never imports the loaders; they hand it a LoadedModel
@@ -121,18 +123,20 @@ def _forward(
     except Cancelled:
         return None
     last = logits[:, -1].astype(mx.float32)
-    normaliser = log_normaliser(last)
-    metrics = compute_metrics(last, scores, normaliser, lm.model.head_group)
-    return last, metrics, normaliser[1][:, 0]
+    on = _compile_steps(lm)
+    entropy, varentropy, log_norm = compiled(logits_metrics, on)(last)
+    if scores is None:  # a family model whose last attention cannot be observed: unavailable
+        attention = [mx.full(entropy.shape, mx.nan, dtype=mx.float32)] * 4
+    elif lm.model.head_group is not None:  # heads split over ranks: collectives, uncompiled
+        attention = attention_metrics(scores, lm.model.head_group)
+    else:  # shapeless: the scores grow by one key per step, which must not retrace the graph
+        attention = compiled(attention_metrics, on, shapeless=True)(scores)
+    return last, mx.stack([entropy, varentropy, *attention], axis=-1), log_norm
 
 
-def from_rank0(x: mx.array, group: mx.distributed.Group) -> mx.array:
-    """``x`` as rank 0 has it, on every rank (a broadcast as an all_sum of one token).
-
-    Ranks hold identical logits on identical machines, but replicated layers on different
-    chips can differ in the last bit; one different draw would split the ranks' caches and
-    stop conditions, so all of them take rank 0's token (one tiny collective per step)."""
-    return mx.distributed.all_sum(mx.where(group.rank() == 0, x, mx.zeros_like(x)), group=group)
+def _compile_steps(lm: LoadedModel) -> bool:
+    """Whether this model's per-token functions run compiled (``runtime.device``'s choice)."""
+    return getattr(lm, "compile_steps", True)
 
 
 def _check(mode: Mode, top_logprobs: int) -> None:
@@ -222,55 +226,6 @@ class _Row(NamedTuple):
     seed: int
 
 
-class _Step(NamedTuple):
-    """One step's results, still on the device until the host reads ``packed``."""
-
-    token: mx.array  # (B,) int32: feeds the next forward pass without a host round trip
-    can_clarify: mx.array  # (B,) bool
-    packed: (
-        mx.array
-    )  # (B, P) float32: token, state, action, 5 params, logprob, 6 metrics, top ids/logprobs
-
-
-def _step(
-    logits: mx.array,
-    metrics: mx.array,
-    log_norm: mx.array,
-    can_clarify: mx.array,
-    key: mx.array,
-    cfg: SamplerConfig,
-    mode: Mode,
-    width: int,
-    n_max: int,
-    n_top: int,
-    clarify_id: int | None,
-    group: mx.distributed.Group | None = None,
-) -> _Step:
-    plan = decide(metrics, cfg, mode, can_clarify)
-    if mode == "greedy":  # no filters to apply: skip their pass over the vocabulary
-        ids, cand_logits = top_candidates(logits, width)
-        token = ids[:, 0]
-    else:
-        token, ids, cand_logits = sample(logits, plan, key, width, n_max)
-    if clarify_id is not None:
-        token = mx.where(plan.action == CLARIFY, clarify_id, token)
-    if group is not None:  # tensor parallel: rank 0's token everywhere (see from_rank0)
-        token = from_rank0(token, group)
-    logprob = mx.take_along_axis(logits, token[:, None], axis=-1)[:, 0] - log_norm
-    columns = [token, plan.state, plan.action, plan.temperature, plan.top_p, plan.top_k,
-               plan.min_p, plan.n_samples, logprob]  # fmt: skip
-    packed = mx.concatenate(
-        [
-            mx.stack([c.astype(mx.float32) for c in columns], axis=-1),
-            metrics,
-            ids[:, :n_top].astype(mx.float32),  # exact: ids < 2**24
-            cand_logits[:, :n_top] - log_norm[:, None],
-        ],
-        axis=-1,
-    )
-    return _Step(token, can_clarify & (plan.action != CLARIFY), packed)
-
-
 def _run(
     lm: LoadedModel,
     ids: list[int],
@@ -296,24 +251,25 @@ def _run(
         for r in rows
     ]
 
-    def step(forward: tuple[mx.array, ...], can: mx.array, index: int) -> _Step:
+    def step(forward: tuple[mx.array, ...], can: mx.array, index: int) -> Step:
         """Each row decides and draws under its own key, as it would alone."""
+        on = _compile_steps(lm)
         parts = [
-            _step(*(a[r : r + 1] if a.shape[0] > 1 else a for a in forward), can[r : r + 1],
+            sample_step(*(a[r : r + 1] if a.shape[0] > 1 else a for a in forward), can[r : r + 1],
                   step_key(row.seed, index), cfg, _policy(row.mode), *plans[r], n_top, clarify_id,
-                  lm.model.group)
+                  on, lm.model.group)
             for r, row in enumerate(rows)
         ]  # fmt: skip
         if len(parts) == 1:
             return parts[0]
-        return _Step(*(mx.concatenate(list(p), axis=0) for p in zip(*parts, strict=True)))
+        return Step(*(mx.concatenate(list(p), axis=0) for p in zip(*parts, strict=True)))
 
-    def branch_step(tokens: mx.array, cache: list) -> _Step:
+    def branch_step(tokens: mx.array, cache: list) -> Step:
         """All branches of a fork at once: greedy needs no key."""
         fwd = _forward(lm, tokens, cache)
         can = mx.zeros(tokens.shape, dtype=mx.bool_)
-        return _step(*fwd, can, step_key(0, 0), cfg, "greedy", n_top, 1, n_top, None,
-                     lm.model.group)  # fmt: skip
+        return sample_step(*fwd, can, step_key(0, 0), cfg, "greedy", n_top, 1, n_top, None,
+                     _compile_steps(lm), lm.model.group)  # fmt: skip
 
     cache = lm.model.make_cache()
     forward = _forward(lm, ids, cache, should_stop)

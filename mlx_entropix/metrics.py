@@ -28,14 +28,33 @@ __all__ = [
     "compute_metrics",
     "log_normaliser",
     "logits_entropy",
+    "logits_metrics",
+    "vocab_exp",
 ]
+
+
+def vocab_exp(x: mx.array) -> mx.array:
+    """exp(x) for x <= 0 (logits minus their max), in float32 element-wise ops (Cephes' expf).
+
+    MLX's CPU ``exp`` costs ~26 ns per element (1.3 ms per 49152 logits, 13x numpy's) and is
+    off by up to 3e-6 relative; this is within 1e-7 and, compiled, 3x faster (measured,
+    issue 13). Below -87 it returns ~1e-38 instead of 0: no sum or threshold here notices.
+    """
+    x = mx.maximum(x, -87.0)
+    n = mx.floor(x * LOG2E + 0.5)  # x = n ln2 + r, |r| <= ln2 / 2
+    r = x - n * 0.693359375 - n * -2.12194440e-4  # ln2 in two parts: r stays exact
+    y = 1.9875691500e-4 * r + 1.3981999507e-3
+    for c in (8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
+        y = y * r + c
+    y = y * (r * r) + r + 1.0
+    return y * mx.left_shift(n.astype(mx.int32) + 127, 23).view(mx.float32)  # * 2^n
 
 
 def log_normaliser(logits: mx.array) -> tuple[mx.array, mx.array]:
     """(exp(logits - max), max + log(sum of those)): one pass of exp over the vocabulary,
     the costly part on a CPU, shared by the entropy and the token log-probabilities."""
     top = mx.max(logits, axis=-1, keepdims=True)
-    weights = mx.exp(logits - top)
+    weights = vocab_exp(logits - top)
     return weights, top + mx.log(mx.sum(weights, axis=-1, keepdims=True))
 
 
@@ -125,3 +144,10 @@ def compute_metrics(
         unavailable = mx.full(entropy.shape, mx.nan, dtype=mx.float32)
         return mx.stack([entropy, varentropy, *[unavailable] * 4], axis=-1)
     return mx.stack([entropy, varentropy, *attention_metrics(scores, group)], axis=-1)
+
+
+def logits_metrics(logits: mx.array) -> tuple[mx.array, mx.array, mx.array]:
+    """(entropy, varentropy, log of the softmax normaliser), each (B,), from one exp pass over
+    the vocabulary: the logits half of the engine's step (pure, fixed shape: compilable)."""
+    normaliser = log_normaliser(logits)
+    return (*logits_entropy(logits, normaliser), normaliser[1][:, 0])

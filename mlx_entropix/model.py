@@ -7,7 +7,8 @@ safetensors and MLX checkpoints load as they are and GGUF names map onto them.
 
 Each forward call returns ``(logits, scores)``: ``scores`` are the last layer's pre-softmax
 attention scores q.k^T/sqrt(d) of the last query position over the filled key positions,
-shape (B, n_heads, K). Every other layer keeps the fused attention kernel.
+shape (B, n_heads, K). Every other layer keeps the fused attention kernel (on the CPU, where
+MLX has none, the last layer's decode step computes q.k^T once for both).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx_lm.models.cache import KVCache
 from mlx_lm.models.rope_utils import initialize_rope
+
+ONE_QK_ON_CPU = True  # False: SDPA + separate scores on the CPU too (for measurements)
 
 
 class Cancelled(Exception):  # noqa: N818  (control flow, not an error)
@@ -91,16 +94,25 @@ class Attention(nn.Module):
         k = self.rope(k, offset=cache.offset)
         k, v = cache.update_and_fetch(k, v)
 
+        rep = self.n_heads // self.n_kv_heads
+        if want_scores and L == 1 and ONE_QK_ON_CPU and mx.default_device() == mx.cpu:
+            # No fused attention kernel on the CPU: MLX's SDPA computes q.k^T itself, so a
+            # decode step would compute it twice. Compute it once, as the fallback does.
+            q1 = (q * self.scale).reshape(B, self.n_kv_heads, rep, 1, self.head_dim)
+            scores = q1 @ k[:, :, None].swapaxes(-1, -2)  # (B, Hkv, rep, 1, K)
+            attn = mx.softmax(scores, axis=-1, precise=True) @ v[:, :, None]
+            out = self.o_proj(attn.reshape(B, self.n_heads, L, -1).transpose(0, 2, 1, 3)
+                              .reshape(B, L, -1))  # fmt: skip
+            return out, scores.reshape(B, self.n_heads, -1).astype(mx.float32)
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
         out = self.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
         if not want_scores:
             return out, None
         # Scores of the last query over all K filled keys (the causal mask allows them all),
-        # beside the fused kernel rather than instead of it: only the metrics depend on them.
-        # Group query heads by their shared kv head instead of repeating k: (B, Hkv, rep, K).
-        rep = self.n_heads // self.n_kv_heads
+        # beside the fused kernel (Metal, CUDA) rather than instead of it: only the metrics
+        # depend on them. Group query heads by their shared kv head instead of repeating k.
         q_last = q[:, :, -1, :].reshape(B, self.n_kv_heads, rep, self.head_dim)
-        scores = (q_last * self.scale) @ k.swapaxes(-1, -2)
+        scores = (q_last * self.scale) @ k.swapaxes(-1, -2)  # (B, Hkv, rep, K)
         return out, scores.reshape(B, self.n_heads, -1).astype(mx.float32)
 
 

@@ -29,6 +29,7 @@ import mlx.core as mx
 
 from .config import Mode, SamplerConfig
 from .events import ACTIONS, STATES, State
+from .metrics import vocab_exp
 
 __all__ = ["ACTIONS", "Plan", "classify", "decide", "sample", "step_key"]
 FLOWING, TREADING, EXPLORING, RESAMPLING, ADAPTIVE = range(5)  # indices into STATES
@@ -224,7 +225,7 @@ def filter_probs(logits: mx.array, cand_logits: mx.array, plan: Plan) -> tuple[m
     z = cand_logits.astype(mx.float32) / temp
     # One pass of exp over the vocabulary (costly on a CPU): weights relative to the top
     # token, so min_p compares them with min_p directly.
-    weights_all = mx.exp(logits.astype(mx.float32) / temp - z[..., :1])
+    weights_all = vocab_exp(logits.astype(mx.float32) / temp - z[..., :1])
     norm = mx.sum(weights_all, axis=-1, keepdims=True)
     min_p = plan.min_p[..., None]
     kept_mass = mx.sum(mx.where(weights_all >= min_p, weights_all, 0.0), axis=-1, keepdims=True)

@@ -54,9 +54,11 @@ class StopMatcher:
     def __init__(self, stops: Sequence[str]):
         self.stops = [s for s in stops if s]
 
-    def find(self, text: str) -> int:
-        """Index where the first stop string starts, or -1."""
-        hits = [i for i in (text.find(s) for s in self.stops) if i >= 0]
+    def find(self, text: str, new: int = 0) -> int:
+        """Index where the first stop string starts, or -1. ``text[:new]`` was searched
+        before, so only a match that ends after it is new: scan the tail only."""
+        start = max(0, new - max((len(s) for s in self.stops), default=1) + 1)
+        hits = [i for i in (text.find(s, start) for s in self.stops) if i >= 0]
         return min(hits) if hits else -1
 
     def safe_end(self, text: str) -> int:
@@ -100,8 +102,9 @@ class RowStream:
         if token in self.eos:
             self.finish, self.finished = "stop", True
             return []
+        searched = len(self.text)
         self.text += self.detok.add_token(token)
-        cut = self.stops.find(self.text)
+        cut = self.stops.find(self.text, searched) if self.stops.stops else -1
         if cut >= 0:
             self.text, self.finish, self.finished = self.text[:cut], "stop_string", True
         release = len(self.text) if cut >= 0 else self.stops.safe_end(self.text)

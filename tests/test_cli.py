@@ -169,10 +169,12 @@ def test_info_and_model_flag(tmp_path: Path, embedded):
     assert info.returncode == info_json.returncode == other.returncode == 0, (
         info.stderr + info_json.stderr + other.stderr
     )
-    for key in ("device:", "backend:", "BLAS:", "dtype:", "model:", "SmolLM2-135M-Instruct"):
+    keys = ("device:", "backend:", "BLAS:", "compiled:", "dtype:", "model:")
+    for key in (*keys, "SmolLM2-135M-Instruct"):
         assert key in info.stdout
     data = json.loads(info_json.stdout)
     assert data["model"]["format"] == "gguf" and data["runtime"]["backend"]
+    assert data["runtime"]["compiled_steps"] is True  # g++ is present on the test machines
     first, *rest = other.stdout.splitlines()
     assert json.loads(first)["model"]["format"] == "hf"
     [(tokens, done)] = runs_of(events_of("\n".join(rest)))

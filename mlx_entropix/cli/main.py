@@ -238,6 +238,7 @@ def print_info(lm: Any, out: TextIO, as_json: bool) -> None:
         ("backend", rt.backend),
         ("BLAS", f"{rt.blas} ({rt.blas_path})" if rt.blas_path else rt.blas),
         ("BLAS note", rt.blas_note),
+        ("compiled", rt.compile_note),
         ("dtype", f"{mi.compute_dtype} (weights stored as {mi.stored_as})"),
         (
             "metrics",

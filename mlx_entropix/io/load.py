@@ -63,6 +63,8 @@ class LoadedModel:
     info: ModelInfo
     # The sampler config used when a request gives none: calibrated for this model if shipped.
     default_config: SamplerConfig = field(default_factory=SamplerConfig)
+    # Per-token functions under mx.compile (``runtime.device.compile_steps``; same results).
+    compile_steps: bool = True
 
 
 def embedded_model_path() -> Path:
@@ -346,5 +348,9 @@ def load(
         sharding=plan,
     )
     return LoadedModel(
-        model=model, tokenizer=tokenizer, info=info, default_config=default_config_for(path.name)
+        model=model,
+        tokenizer=tokenizer,
+        info=info,
+        default_config=default_config_for(path.name),
+        compile_steps=device.compile_steps()[0],
     )

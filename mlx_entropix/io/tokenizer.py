@@ -70,6 +70,7 @@ class Tokenizer:
             if isinstance(tid, int) and tid != hf.unk_token_id and tid is not None:
                 ids.add(tid)
         self.eos_token_ids = ids
+        self._texts: dict[int, str] = {}  # id_to_text per id: every event shows 5 alternatives
 
     @property
     def vocab_size(self) -> int:
@@ -168,7 +169,10 @@ class Tokenizer:
         return ids[0] if len(ids) == 1 else None
 
     def id_to_text(self, token_id: int) -> str:
-        return self.decode([token_id])
+        text = self._texts.get(token_id)
+        if text is None:
+            text = self._texts[token_id] = self.decode([token_id])
+        return text
 
     def detokenizer(self) -> StreamingDetokenizer:
         return StreamingDetokenizer(self.hf)

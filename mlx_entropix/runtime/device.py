@@ -8,8 +8,10 @@ quantized (less memory traffic is what makes decode fast there).
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
+import shutil
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -21,6 +23,7 @@ import mlx.core as mx  # noqa: E402  (after the BLAS preload, on purpose)
 
 ENV_DEVICE = "MLX_ENTROPIX_DEVICE"  # "cpu" or "gpu": force a device
 ENV_DTYPE = "MLX_ENTROPIX_DTYPE"  # "float32", "float16", "bfloat16" or "quantized"
+ENV_COMPILE = "MLX_ENTROPIX_COMPILE"  # "0" runs the per-token functions uncompiled
 
 
 def backend() -> str:
@@ -52,6 +55,33 @@ def compute_dtype(quantized: bool) -> str:
     return "quantized" if quantized else "float16"
 
 
+@functools.cache
+def _compile_probe() -> tuple[bool, str]:
+    """Compile and run a small fused graph once: (works, how)."""
+    fused = backend() != "cpu" or shutil.which("g++") is not None
+    try:
+        probe = mx.compile(lambda x: mx.exp(x * 0.5) + 1.0)
+        mx.eval(probe(mx.ones((4,))))
+    except Exception as err:  # a compiler that is present but fails: run uncompiled
+        return False, f"off: mx.compile failed here ({type(err).__name__}: {err})"
+    if fused:
+        how = "fused C++ kernels (g++)" if backend() == "cpu" else f"fused {backend()} kernels"
+    else:  # MLX then simplifies the graph but cannot fuse: still correct, less gain
+        how = "graph only: no C++ compiler (g++) for fused CPU kernels"
+    return True, f"on, {how}"
+
+
+def compile_steps() -> tuple[bool, str]:
+    """Whether the engine's per-token functions run under ``mx.compile``, and a note.
+
+    On unless ``MLX_ENTROPIX_COMPILE=0`` or a probe compile fails. On the CPU MLX builds its
+    fused kernels with the system C++ compiler at run time (cached on disk); Metal needs none.
+    """
+    if os.environ.get(ENV_COMPILE, "").strip().lower() in ("0", "false", "no", "off"):
+        return False, f"off ({ENV_COMPILE}=0)"
+    return _compile_probe()
+
+
 @dataclass(frozen=True)
 class RuntimeInfo:
     backend: str
@@ -61,6 +91,8 @@ class RuntimeInfo:
     blas_note: str
     mlx_version: str
     platform: str
+    compiled_steps: bool = False
+    compile_note: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,4 +116,6 @@ def runtime_info() -> RuntimeInfo:
         blas_note=_blas.note,
         mlx_version=mx.__version__,
         platform=f"{platform.system()} {platform.machine()}",
+        compiled_steps=compile_steps()[0],
+        compile_note=compile_steps()[1],
     )

@@ -1,0 +1,100 @@
+"""One decode step on the device, after the forward pass: the decision, the draw and the
+packing of everything an event needs into one row of floats per batch row (``_Step.packed``),
+so the engine reads a whole step in one host sync. Compiled per structural parameters, with
+the config entering as an array (``compiled.py``): a new request does not recompile.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import mlx.core as mx
+
+from .compiled import ConfigArrays, compiled, config_array
+from .config import Mode, SamplerConfig
+from .sampler import CLARIFY, decide, sample, top_candidates
+
+
+def from_rank0(x: mx.array, group: mx.distributed.Group) -> mx.array:
+    """``x`` as rank 0 has it, on every rank (a broadcast as an all_sum of one token).
+
+    Ranks hold identical logits on identical machines, but replicated layers on different
+    chips can differ in the last bit; one different draw would split the ranks' caches and
+    stop conditions, so all of them take rank 0's token (one tiny collective per step)."""
+    return mx.distributed.all_sum(mx.where(group.rank() == 0, x, mx.zeros_like(x)), group=group)
+
+
+class Step(NamedTuple):
+    """One step's results, still on the device until the host reads ``packed``."""
+
+    token: mx.array  # (B,) int32: feeds the next forward pass without a host round trip
+    can_clarify: mx.array  # (B,) bool
+    packed: (
+        mx.array
+    )  # (B, P) float32: token, state, action, 5 params, logprob, 6 metrics, top ids/logprobs
+
+
+def sample_step(
+    logits: mx.array,
+    metrics: mx.array,
+    log_norm: mx.array,
+    can_clarify: mx.array,
+    key: mx.array,
+    cfg: SamplerConfig,
+    mode: Mode,
+    width: int,
+    n_max: int,
+    n_top: int,
+    clarify_id: int | None,
+    compile_steps: bool = True,
+    group: mx.distributed.Group | None = None,
+) -> Step:
+    """Decision, draw and packing of one step; the config enters as an array (no recompile).
+    Under ``mlx.launch`` (``group``) it runs uncompiled: the token is taken from rank 0."""
+    static = {"mode": mode, "width": width, "n_max": n_max, "n_top": n_top,
+              "clarify_id": clarify_id}  # fmt: skip
+    args = (logits, metrics, log_norm, can_clarify, key, config_array(cfg))
+    if group is not None:
+        return Step(*plan_step(*args, **static, group=group))
+    return Step(*compiled(plan_step, compile_steps, **static)(*args))
+
+
+def plan_step(
+    logits: mx.array,
+    metrics: mx.array,
+    log_norm: mx.array,
+    can_clarify: mx.array,
+    key: mx.array,
+    cfg_values: mx.array,
+    *,
+    mode: Mode,
+    width: int,
+    n_max: int,
+    n_top: int,
+    clarify_id: int | None,
+    group: mx.distributed.Group | None = None,
+) -> tuple[mx.array, mx.array, mx.array]:
+    cfg: Any = ConfigArrays(cfg_values)
+    plan = decide(metrics, cfg, mode, can_clarify)
+    if mode == "greedy":  # no filters to apply: skip their pass over the vocabulary
+        ids, cand_logits = top_candidates(logits, width)
+        token = ids[:, 0]
+    else:
+        token, ids, cand_logits = sample(logits, plan, key, width, n_max)
+    if clarify_id is not None:
+        token = mx.where(plan.action == CLARIFY, clarify_id, token)
+    if group is not None:  # tensor parallel: rank 0's token everywhere (see from_rank0)
+        token = from_rank0(token, group)
+    logprob = mx.take_along_axis(logits, token[:, None], axis=-1)[:, 0] - log_norm
+    columns = [token, plan.state, plan.action, plan.temperature, plan.top_p, plan.top_k,
+               plan.min_p, plan.n_samples, logprob]  # fmt: skip
+    packed = mx.concatenate(
+        [
+            mx.stack([c.astype(mx.float32) for c in columns], axis=-1),
+            metrics,
+            ids[:, :n_top].astype(mx.float32),  # exact: ids < 2**24
+            cand_logits[:, :n_top] - log_norm[:, None],
+        ],
+        axis=-1,
+    )
+    return token, can_clarify & (plan.action != CLARIFY), packed
