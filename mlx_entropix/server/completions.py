@@ -29,20 +29,20 @@ from ..errors import InvalidRequestError
 from ..events import DoneEvent, TokenEvent
 from .deps import ERROR_RESPONSES, SEND_TIMEOUT_S, engine_of, resolve_max_tokens, settings_of
 from .engine import generation_work
-from .errors import error_response
 from .openai_api import (
     FINISH,
     Tokens,
     _as_error,
     _error_object,
-    by_choice,
+    collect_choices,
     entropix_detail,
     entropix_summary,
     entropix_token,
+    sampler_config,
     usage,
     with_logprobs,
 )
-from .schemas import CompletionRequest, overrides_dict
+from .schemas import CompletionRequest
 from .worker import JobStream
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -168,14 +168,7 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
             raise InvalidRequestError("the prompt is empty")
         prompt = engine.checker.tokenizer.encode(prompt, add_special_tokens=True)
     ids = engine.prepare(prompt, None, max_tokens, settings.max_prompt_tokens)
-    overrides: dict[str, Any] = {}
-    if mode != "greedy":  # OpenAI's knobs first, the explicit sampler_config wins
-        if body.temperature:
-            overrides["temperature"] = body.temperature
-        if body.top_p:
-            overrides["top_p"] = body.top_p
-    overrides.update(overrides_dict(body.sampler_config))
-    config = engine.config_for(overrides)
+    config = sampler_config(engine, mode, body)
     n_top = body.logprobs
     metrics = body.sampler is not None or body.entropix is not None
     work = generation_work(ids, [mode], config=config, max_tokens=max_tokens, seed=body.seed,
@@ -190,11 +183,7 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
             ping=settings.ping_s,
             send_timeout=SEND_TIMEOUT_S,
         )
-    items = await stream.collect(request.is_disconnected)
-    message = next((m for m in map(_as_error, items) if m is not None), None)
-    if message is not None:
-        return error_response(request, 500, message)
-    choices = by_choice(items, body.n)
-    if choices is None:
-        return error_response(request, 499, "request cancelled")
+    choices = await collect_choices(request, stream, body.n)
+    if isinstance(choices, JSONResponse):
+        return choices
     return JSONResponse(build.whole(choices))

@@ -247,6 +247,33 @@ def with_logprobs(work: Callable, n_top: int | None) -> Callable:
     return wrapped
 
 
+def sampler_config(engine: Engine, mode: str, body: Any) -> Any:
+    """The request's sampler config: OpenAI's temperature/top_p first (not for greedy), then
+    the explicit ``sampler_config`` extension, which wins."""
+    overrides: dict[str, Any] = {}
+    if mode != "greedy":
+        if body.temperature:
+            overrides["temperature"] = body.temperature
+        if body.top_p:
+            overrides["top_p"] = body.top_p
+    overrides.update(overrides_dict(body.sampler_config))
+    return engine.config_for(overrides)
+
+
+async def collect_choices(
+    request: Request, stream: JobStream, n: int
+) -> list[tuple[Tokens, DoneEvent]] | JSONResponse:
+    """A non-streaming answer's n choices, or the error response to send instead."""
+    items = await stream.collect(request.is_disconnected)
+    message = next((m for m in map(_as_error, items) if m is not None), None)
+    if message is not None:
+        return error_response(request, 500, message)
+    choices = by_choice(items, n)
+    if choices is None:
+        return error_response(request, 499, "request cancelled")
+    return choices
+
+
 @router.get("/models")
 async def models(request: Request) -> dict[str, Any]:
     engine = engine_of(request)
@@ -274,14 +301,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     mode = body.mode()
     max_tokens = resolve_max_tokens(body.max_completion_tokens or body.max_tokens, settings)
     ids = engine.prepare(body.chat(), None, max_tokens, settings.max_prompt_tokens)
-    overrides: dict[str, Any] = {}
-    if mode != "greedy":  # OpenAI's knobs first, the explicit sampler_config wins
-        if body.temperature:
-            overrides["temperature"] = body.temperature
-        if body.top_p:
-            overrides["top_p"] = body.top_p
-    overrides.update(overrides_dict(body.sampler_config))
-    config = engine.config_for(overrides)
+    config = sampler_config(engine, mode, body)
     n_top = (body.top_logprobs or 0) if body.logprobs else None
     metrics = body.sampler is not None or bool(body.entropix)
     work = generation_work(
@@ -306,11 +326,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
         return EventSourceResponse(
             stream_chunks(stream, build), ping=settings.ping_s, send_timeout=SEND_TIMEOUT_S
         )
-    items = await stream.collect(request.is_disconnected)
-    message = next((m for m in map(_as_error, items) if m is not None), None)
-    if message is not None:
-        return error_response(request, 500, message)
-    choices = by_choice(items, body.n)
-    if choices is None:
-        return error_response(request, 499, "request cancelled")
+    choices = await collect_choices(request, stream, body.n)
+    if isinstance(choices, JSONResponse):
+        return choices
     return JSONResponse(completion(choices, engine.model_id, mode, body.logprobs, metrics))
