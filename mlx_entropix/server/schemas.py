@@ -173,28 +173,19 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(BaseModel):
-    """OpenAI chat completions, plus two extensions (ignored by other servers).
-
-    - ``sampler``: ``"entropix" | "normal" | "greedy"`` (or ``entropix: true``) picks the sampler;
-      with ``entropix``, every chunk carries ``entropix: {state, action, metrics, params}``.
-    - ``sampler_config``: partial SamplerConfig overrides.
-    """
+class OpenAIFields(BaseModel):
+    """What OpenAI's chat and legacy completion requests share, with the same checks: the
+    sampling knobs, stop strings, streaming, ``n`` choices, and this server's extensions."""
 
     model_config = STRICT
 
     model: str | None = Field(None, description="Ignored: the server serves one model.")
-    messages: list[OAIMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
-    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
-    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
     temperature: float | None = Field(None, ge=0.0, le=2.0, description="0 = greedy.")
     top_p: float | None = Field(None, ge=0.0, le=1.0)
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    logprobs: bool = False
-    top_logprobs: int | None = Field(None, ge=0, le=20)
     n: int = Field(
         1, ge=1, le=MAX_CHOICES, description="Choices, from one batch; choice i uses seed + i."
     )
@@ -202,14 +193,14 @@ class ChatCompletionRequest(BaseModel):
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0, description="Only 0.")
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0, description="Only 0.")
     # Extensions (the official client sends them via ``extra_body``).
-    sampler: Mode | None = Field(None, description="Extension: which sampler (default normal).")
+    sampler: Mode | None = Field(None, description="Extension: which sampler.")
     entropix: bool | None = Field(None, description="Extension: true = sampler 'entropix'.")
     sampler_config: SamplerOverrides | None = Field(  # type: ignore[valid-type]
         None, description="Extension: partial SamplerConfig overrides."
     )
 
     @model_validator(mode="after")
-    def _check(self) -> ChatCompletionRequest:
+    def _check_shared(self) -> OpenAIFields:
         stops = self.stop_list()
         if len(stops) > MAX_STOP or any(not s or len(s) > 256 for s in stops):
             raise ValueError(f"'stop' takes up to {MAX_STOP} strings of 1 to 256 characters")
@@ -226,14 +217,33 @@ class ChatCompletionRequest(BaseModel):
             return []
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
-    def mode(self) -> Mode:
+    def _mode(self, default: Mode) -> Mode:
         if self.sampler is not None:
             return self.sampler
         if self.entropix:
             return "entropix"
         if self.temperature == 0.0 or self.top_p == 0.0:
             return "greedy"
-        return "normal"
+        return "normal" if self.entropix is False else default
+
+
+class ChatCompletionRequest(OpenAIFields):
+    """OpenAI chat completions, plus two extensions (ignored by other servers).
+
+    - ``sampler``: ``"entropix" | "normal" | "greedy"`` (or ``entropix: true``) picks the sampler;
+      with ``entropix``, every chunk carries ``entropix: {state, action, metrics, params}``.
+    - ``sampler_config``: partial SamplerConfig overrides.
+    """
+
+    messages: list[OAIMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+
+    def mode(self) -> Mode:
+        """The sampler (default normal, as OpenAI's sampling is)."""
+        return self._mode("normal")
 
     def chat(self) -> list[dict[str, str]]:
         # The chat templates know system/user/assistant; "developer" is OpenAI's new "system".
@@ -243,7 +253,7 @@ class ChatCompletionRequest(BaseModel):
         ]
 
 
-class CompletionRequest(BaseModel):
+class CompletionRequest(OpenAIFields):
     """OpenAI's legacy text completion: the prompt is raw text (no chat template) or token ids.
 
     The sampler defaults to ``entropix`` (``temperature: 0`` is greedy); ``sampler``,
@@ -251,62 +261,28 @@ class CompletionRequest(BaseModel):
     legacy shape (tokens, token_logprobs, top_logprobs with k alternatives, text_offset).
     """
 
-    model_config = STRICT
-
-    model: str | None = Field(None, description="Ignored: the server serves one model.")
     prompt: str | list[int] | list[str] | list[list[int]] = Field(
         description="Raw text or token ids (one prompt; a list of one is accepted)."
     )
     max_tokens: int | None = Field(16, ge=1, le=MAX_TOKENS, description="OpenAI's default 16.")
-    temperature: float | None = Field(None, ge=0.0, le=2.0, description="0 = greedy.")
-    top_p: float | None = Field(None, ge=0.0, le=1.0)
-    seed: int | None = Field(None, ge=0, le=MAX_SEED)
-    stop: str | list[str] | None = None
-    stream: bool = False
-    stream_options: StreamOptions | None = None
     logprobs: int | None = Field(None, ge=0, le=20, description="Alternatives per token.")
     echo: bool = Field(False, description="Only false.")
-    n: int = Field(
-        1, ge=1, le=MAX_CHOICES, description="Choices, from one batch; choice i uses seed + i."
-    )
     best_of: int | None = Field(None, ge=1, le=1, description="Only 1.")
     suffix: str | None = Field(None, description="Not supported.")
     logit_bias: dict[str, float] | None = Field(None, description="Not supported.")
-    user: str | None = None
-    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0, description="Only 0.")
-    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0, description="Only 0.")
-    sampler: Mode | None = Field(None, description="Extension: which sampler (default entropix).")
-    entropix: bool | None = Field(None, description="Extension: true = sampler 'entropix'.")
-    sampler_config: SamplerOverrides | None = Field(  # type: ignore[valid-type]
-        None, description="Extension: partial SamplerConfig overrides."
-    )
 
     @model_validator(mode="after")
     def _check(self) -> CompletionRequest:
-        stops = self.stop_list()
-        if len(stops) > MAX_STOP or any(not s or len(s) > 256 for s in stops):
-            raise ValueError(f"'stop' takes up to {MAX_STOP} strings of 1 to 256 characters")
         if self.echo:
             raise ValueError("'echo' is not supported (only false)")
         if self.suffix:
             raise ValueError("'suffix' is not supported")
         if self.logit_bias:
             raise ValueError("'logit_bias' is not supported")
-        for name in ("presence_penalty", "frequency_penalty"):
-            if getattr(self, name):
-                raise ValueError(f"'{name}' is not supported (only 0)")
-        if self.entropix is not None and self.sampler is not None:
-            if self.entropix != (self.sampler == "entropix"):
-                raise ValueError("'entropix' and 'sampler' disagree")
         if isinstance(self.prompt, list) and self.prompt and not isinstance(self.prompt[0], int):
             if len(self.prompt) != 1:
                 raise ValueError("one prompt per request (a list of several is a batch)")
         return self
-
-    def stop_list(self) -> list[str]:
-        if self.stop is None:
-            return []
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
     def text_or_ids(self) -> str | list[int]:
         prompt = self.prompt
@@ -315,10 +291,5 @@ class CompletionRequest(BaseModel):
         return prompt  # type: ignore[return-value]
 
     def mode(self) -> Mode:
-        if self.sampler is not None:
-            return self.sampler
-        if self.entropix:
-            return "entropix"
-        if self.temperature == 0.0 or self.top_p == 0.0:
-            return "greedy"
-        return "normal" if self.entropix is False else "entropix"
+        """The sampler (default entropix)."""
+        return self._mode("entropix")
