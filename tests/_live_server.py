@@ -85,3 +85,14 @@ def read_sse(response: httpx.Response) -> SSE:
         else:
             out.events.append(item)
     return out
+
+
+def wait_idle(live: LiveServer, timeout: float = 60.0) -> dict:
+    """The worker's status once it runs and holds nothing (a test's requests are all done)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = live.worker.status()
+        if not status["running"] and not status["pending"]:
+            return status
+        time.sleep(0.02)
+    raise AssertionError("the worker did not go idle")

@@ -14,7 +14,7 @@ from mlx_entropix.server import ServerSettings
 import httpx
 import pytest
 
-from tests._live_server import LiveServer, iter_sse, read_sse
+from tests._live_server import LiveServer, iter_sse, read_sse, wait_idle
 
 PROMPT = "Name three colours."
 
@@ -43,16 +43,6 @@ def stream_generate(client: httpx.Client, body: dict, path: str = "/api/generate
         assert r.status_code == 200, r.read()
         assert r.headers["content-type"].startswith("text/event-stream")
         return read_sse(r)
-
-
-def wait_idle(live: LiveServer, timeout: float = 30.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = live.worker.status()
-        if not status["running"] and not status["pending"]:
-            return status
-        time.sleep(0.02)
-    raise AssertionError("the worker did not go idle")
 
 
 def test_health_info_config_prompts(client):

@@ -13,7 +13,7 @@ from mlx_entropix.server import ServerSettings
 import httpx
 import pytest
 
-from tests._live_server import LiveServer, read_sse
+from tests._live_server import LiveServer, read_sse, wait_idle
 
 LONG = "The quick brown fox jumps over the lazy dog. " * 200  # about 2,000 tokens
 
@@ -23,16 +23,6 @@ def live():
     settings = ServerSettings(max_queue=4, max_tokens_limit=64, ui_dir=None, ping_s=15)
     with LiveServer(settings) as server:
         yield server
-
-
-def wait_idle(live: LiveServer, timeout: float = 60.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = live.worker.status()
-        if not status["running"] and not status["pending"]:
-            return status
-        time.sleep(0.02)
-    raise AssertionError("the worker did not go idle")
 
 
 def wait_running(live: LiveServer, timeout: float = 30.0) -> None:
