@@ -31,12 +31,12 @@ from .metrics import attention_metrics, logits_metrics
 from .model import Cancelled
 from .sampler import candidate_width, step_key
 from .step import Step, sample_step
-from .stream import METRICS, STATE, TOKEN, RowStream, params_of
+from .stream import METRICS, STATE, TOKEN, RowStream
 
 if TYPE_CHECKING:  # the core never imports the loaders; they hand it a LoadedModel
     from .io.load import LoadedModel
 
-__all__ = ["MODES", "generate", "generate_batch", "generate_rows", "params_of", "prepare_prompt"]
+__all__ = ["MODES", "generate", "generate_batch", "generate_rows", "prepare_prompt"]
 Prompt = str | list[dict[str, Any]] | list[int]
 Event = TokenEvent | ForkEvent | DoneEvent
 # A long prompt is prefilled in chunks of this many tokens, which bounds the prefill's peak
