@@ -22,15 +22,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import mlx.core as mx
 
-from .compiled import compiled
 from .config import Mode, SamplerConfig
 from .errors import InvalidRequestError, PromptTooLongError
 from .events import DoneEvent, ForkEvent, TokenEvent
 from .fork import explore, fork_due, select_row, tile_cache
-from .metrics import attention_metrics, logits_metrics
 from .model import Cancelled
 from .sampler import candidate_width, step_key
-from .step import Step, sample_step
+from .step import Step, observe, sample_step
 from .stream import METRICS, STATE, TOKEN, RowStream
 
 if TYPE_CHECKING:  # the core never imports the loaders; they hand it a LoadedModel
@@ -122,16 +120,7 @@ def _forward(
         logits, scores = lm.model(chunks[-1], cache, last_only=True, should_stop=should_stop)
     except Cancelled:
         return None
-    last = logits[:, -1].astype(mx.float32)
-    on = _compile_steps(lm)
-    entropy, varentropy, log_norm = compiled(logits_metrics, on)(last)
-    if scores is None:  # a family model whose last attention cannot be observed: unavailable
-        attention = [mx.full(entropy.shape, mx.nan, dtype=mx.float32)] * 4
-    elif lm.model.head_group is not None:  # heads split over ranks: collectives, uncompiled
-        attention = attention_metrics(scores, lm.model.head_group)
-    else:  # shapeless: the scores grow by one key per step, which must not retrace the graph
-        attention = compiled(attention_metrics, on, shapeless=True)(scores)
-    return last, mx.stack([entropy, varentropy, *attention], axis=-1), log_norm
+    return observe(logits, scores, _compile_steps(lm), lm.model.head_group)
 
 
 def _compile_steps(lm: LoadedModel) -> bool:
@@ -139,7 +128,8 @@ def _compile_steps(lm: LoadedModel) -> bool:
     return getattr(lm, "compile_steps", True)
 
 
-def _check(mode: Mode, top_logprobs: int) -> None:
+def check_mode(mode: Mode, top_logprobs: int) -> None:
+    """A clear error for an unknown mode or a ``top_logprobs`` out of range."""
     if mode not in MODES:
         raise InvalidRequestError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
     if not 0 <= top_logprobs <= MAX_TOP_LOGPROBS:
@@ -201,7 +191,7 @@ def generate_rows(
     if not modes:
         raise InvalidRequestError("no mode to run")
     for mode in modes:
-        _check(mode, top_logprobs)
+        check_mode(mode, top_logprobs)
     if "fork" in modes and len(modes) > 1:
         raise InvalidRequestError("fork mode runs alone (its branches are the batch)")
     ids = prepare_prompt(lm, prompt, system, max_tokens)
@@ -216,7 +206,7 @@ def generate_rows(
     return _run(lm, ids, rows, cfg, budget, stop, top_logprobs, should_stop, clarify_id)
 
 
-def _policy(mode: Mode) -> Mode:
+def policy(mode: Mode) -> Mode:
     """How a row picks its tokens: fork mode is greedy between forks."""
     return "greedy" if mode == "fork" else mode
 
@@ -245,7 +235,7 @@ def _run(
     streams = [RowStream(lm.tokenizer, r.mode, stop, top_logprobs, n_top, t_start) for r in rows]
     plans = [
         (
-            max(candidate_width(cfg, _policy(r.mode), vocab), n_top, 1),
+            max(candidate_width(cfg, policy(r.mode), vocab), n_top, 1),
             cfg.n_adaptive_samples if r.mode == "entropix" else 1,
         )
         for r in rows
@@ -256,7 +246,7 @@ def _run(
         on = _compile_steps(lm)
         parts = [
             sample_step(*(a[r : r + 1] if a.shape[0] > 1 else a for a in forward), can[r : r + 1],
-                  step_key(row.seed, index), cfg, _policy(row.mode), *plans[r], n_top, clarify_id,
+                  step_key(row.seed, index), cfg, policy(row.mode), *plans[r], n_top, clarify_id,
                   on, lm.model.group)
             for r, row in enumerate(rows)
         ]  # fmt: skip

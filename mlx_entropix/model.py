@@ -13,7 +13,7 @@ MLX has none, the last layer's decode step computes q.k^T once for both).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,13 +83,21 @@ class Attention(nn.Module):
             args.max_position_embeddings,
         )
 
-    def __call__(
-        self, x: mx.array, mask: Any, cache: KVCache, want_scores: bool
-    ) -> tuple[mx.array, mx.array | None]:
+    def project(self, x: mx.array) -> tuple[mx.array, mx.array, mx.array]:
+        """q, k, v of every row and position, (B, heads, L, head_dim), before RoPE."""
         B, L, _ = x.shape
         q = self.q_proj(x).reshape(B, L, self.n_heads, -1).transpose(0, 2, 1, 3)
         k = self.k_proj(x).reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
         v = self.v_proj(x).reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
+        return q, k, v
+
+    def attend(
+        self, q: mx.array, k: mx.array, v: mx.array, mask: Any, cache: KVCache, want_scores: bool
+    ) -> tuple[mx.array, mx.array | None]:
+        """RoPE at the cache's offset, cache update, attention: (B, L, heads * head_dim) before
+        ``o_proj``, and the scores if wanted. Rows sharing one cache share its offset; the
+        batch decoder (``Model.step_groups``) calls this once per such group."""
+        B, _, L, _ = q.shape
         q = self.rope(q, offset=cache.offset)
         k = self.rope(k, offset=cache.offset)
         k, v = cache.update_and_fetch(k, v)
@@ -101,11 +109,10 @@ class Attention(nn.Module):
             q1 = (q * self.scale).reshape(B, self.n_kv_heads, rep, 1, self.head_dim)
             scores = q1 @ k[:, :, None].swapaxes(-1, -2)  # (B, Hkv, rep, 1, K)
             attn = mx.softmax(scores, axis=-1, precise=True) @ v[:, :, None]
-            out = self.o_proj(attn.reshape(B, self.n_heads, L, -1).transpose(0, 2, 1, 3)
-                              .reshape(B, L, -1))  # fmt: skip
+            out = attn.reshape(B, self.n_heads, L, -1).transpose(0, 2, 1, 3).reshape(B, L, -1)
             return out, scores.reshape(B, self.n_heads, -1).astype(mx.float32)
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
-        out = self.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
+        out = out.transpose(0, 2, 1, 3).reshape(B, L, -1)
         if not want_scores:
             return out, None
         # Scores of the last query over all K filled keys (the causal mask allows them all),
@@ -114,6 +121,12 @@ class Attention(nn.Module):
         q_last = q[:, :, -1, :].reshape(B, self.n_kv_heads, rep, self.head_dim)
         scores = (q_last * self.scale) @ k.swapaxes(-1, -2)  # (B, Hkv, rep, K)
         return out, scores.reshape(B, self.n_heads, -1).astype(mx.float32)
+
+    def __call__(
+        self, x: mx.array, mask: Any, cache: KVCache, want_scores: bool
+    ) -> tuple[mx.array, mx.array | None]:
+        out, scores = self.attend(*self.project(x), mask, cache, want_scores)
+        return self.o_proj(out), scores
 
 
 class MLP(nn.Module):
@@ -141,6 +154,24 @@ class Block(nn.Module):
     ) -> tuple[mx.array, mx.array | None]:
         r, scores = self.self_attn(self.input_layernorm(x), mask, cache, want_scores)
         h = x + r
+        return h + self.mlp(self.post_attention_layernorm(h)), scores
+
+    def grouped(
+        self, x: mx.array, groups: list[tuple[int, KVCache]], want_scores: bool
+    ) -> tuple[mx.array, list[mx.array | None]]:
+        """One decode step of rows from several caches: the projections and the MLP over all
+        rows at once (one read of the weights), the attention per cache (``groups``: how many
+        consecutive rows use each). Each group's attention is that of ``__call__`` alone."""
+        attn = self.self_attn
+        q, k, v = attn.project(self.input_layernorm(x))
+        outs, scores, start = [], [], 0
+        for n, cache in groups:
+            rows = slice(start, start + n)
+            out, s = attn.attend(q[rows], k[rows], v[rows], None, cache, want_scores)
+            outs.append(out)
+            scores.append(s)
+            start += n
+        h = x + attn.o_proj(mx.concatenate(outs, axis=0) if len(outs) > 1 else outs[0])
         return h + self.mlp(self.post_attention_layernorm(h)), scores
 
 
@@ -184,26 +215,61 @@ class Model(nn.Module):
         is the largest matmul of a long prompt).
 
         ``should_stop``: an interruptible pass (a prefill): every layer is evaluated before the
-        next one is queued, and ``Cancelled`` is raised as soon as ``should_stop()`` is true,
-        so a cancel lands within one layer's work. The same operations run, so the results are
-        those of the lazy pass; only the head (after the last layer) is left lazy."""
+        next one is queued (``layer_steps``), and ``Cancelled`` is raised as soon as
+        ``should_stop()`` is true, so a cancel lands within one layer's work."""
+        if should_stop is None:
+            steps = self.layer_steps(inputs, cache, last_only, evaluate=False)
+        else:
+            steps = self.layer_steps(inputs, cache, last_only)
+        while True:
+            if should_stop is not None and should_stop():
+                raise Cancelled
+            try:
+                next(steps)
+            except StopIteration as end:
+                return end.value
+
+    def layer_steps(
+        self, inputs: mx.array, cache: list[KVCache], last_only: bool = False, evaluate: bool = True
+    ) -> Generator[None, None, tuple[mx.array, mx.array]]:
+        """The forward pass one layer at a time: yields before each layer (and before the head),
+        evaluating the previous one first when ``evaluate``; returns ``(logits, scores)``. The
+        operations are those of one lazy pass, so the results are too; only the head is left
+        lazy. A scheduler interleaves a long prefill with other work this way (``batch.py``)."""
         h = self.model.embed_tokens(inputs)
         # "causal" lets the fused kernel build the mask; a single query needs none.
         mask = "causal" if h.shape[1] > 1 else None
         last = len(self.layers) - 1
         scores = None
-        if should_stop is not None and should_stop():
-            raise Cancelled
         for i, (layer, c) in enumerate(zip(self.layers, cache, strict=True)):
+            yield
             h, s = layer(h, mask, c, want_scores=i == last)
             scores = s if s is not None else scores
-            if should_stop is not None:
+            if evaluate:
                 mx.eval(h, c.state, *([] if s is None else [s]))
-                if should_stop():
-                    raise Cancelled
-        h = self.model.norm(h[:, -1:] if last_only else h)
+        yield
+        return self.head(h[:, -1:] if last_only else h), scores
+
+    def head(self, h: mx.array) -> mx.array:
+        """Final norm and the vocabulary projection (tied to the embedding or not)."""
+        h = self.model.norm(h)
         if self.args.tie_word_embeddings:
-            logits = self.model.embed_tokens.as_linear(h)
-        else:
-            logits = self.lm_head(h)
-        return logits, scores
+            return self.model.embed_tokens.as_linear(h)
+        return self.lm_head(h)
+
+    def step_groups(
+        self, tokens: mx.array, groups: list[tuple[int, list[KVCache]]]
+    ) -> tuple[mx.array, list[mx.array]]:
+        """One decode step of rows held in several caches (different requests, different
+        lengths): ``tokens`` (B,), one per row; ``groups``: (rows, cache) in row order. Returns
+        logits (B, 1, V) and each group's last-layer scores. Row for row this computes what
+        ``__call__`` computes for its group alone (the dense layers see all B rows at once; a
+        BLAS gives rows bitwise independent of B only in a batch-invariant mode, see
+        ``runtime.blas``)."""
+        h = self.model.embed_tokens(tokens.reshape(-1, 1))
+        last = len(self.layers) - 1
+        scores: list = []
+        for i, layer in enumerate(self.layers):
+            h, s = layer.grouped(h, [(n, c[i]) for n, c in groups], want_scores=i == last)
+            scores = s if i == last else scores
+        return self.head(h), scores

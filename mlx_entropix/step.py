@@ -12,6 +12,7 @@ import mlx.core as mx
 
 from .compiled import ConfigArrays, compiled, config_array
 from .config import Mode, SamplerConfig
+from .metrics import attention_metrics, logits_metrics
 from .sampler import CLARIFY, decide, sample, top_candidates
 
 
@@ -22,6 +23,25 @@ def from_rank0(x: mx.array, group: mx.distributed.Group) -> mx.array:
     chips can differ in the last bit; one different draw would split the ranks' caches and
     stop conditions, so all of them take rank 0's token (one tiny collective per step)."""
     return mx.distributed.all_sum(mx.where(group.rank() == 0, x, mx.zeros_like(x)), group=group)
+
+
+def observe(
+    logits: mx.array,
+    scores: mx.array | None,
+    compile_steps: bool = True,
+    head_group: mx.distributed.Group | None = None,
+) -> tuple[mx.array, mx.array, mx.array]:
+    """What a step reads from a forward pass, lazily: the last position's logits (B, V) in
+    float32, the six metrics (B, 6) and the log of the softmax normaliser (B,)."""
+    last = logits[:, -1].astype(mx.float32)
+    entropy, varentropy, log_norm = compiled(logits_metrics, compile_steps)(last)
+    if scores is None:  # a family model whose last attention cannot be observed: unavailable
+        attention = [mx.full(entropy.shape, mx.nan, dtype=mx.float32)] * 4
+    elif head_group is not None:  # heads split over ranks: collectives, uncompiled
+        attention = attention_metrics(scores, head_group)
+    else:  # shapeless: the scores grow by one key per step, which must not retrace the graph
+        attention = compiled(attention_metrics, compile_steps, shapeless=True)(scores)
+    return last, mx.stack([entropy, varentropy, *attention], axis=-1), log_norm
 
 
 class Step(NamedTuple):

@@ -239,6 +239,12 @@ def print_info(lm: Any, out: TextIO, as_json: bool) -> None:
         ("BLAS", f"{rt.blas} ({rt.blas_path})" if rt.blas_path else rt.blas),
         ("BLAS note", rt.blas_note),
         ("compiled", rt.compile_note),
+        (
+            "batch rows",
+            "bitwise as alone (MKL strict mode)"
+            if rt.batch_invariant
+            else "as alone up to the last bits (the server sets MKL_CBWR=AUTO,STRICT)",
+        ),
         ("dtype", f"{mi.compute_dtype} (weights stored as {mi.stored_as})"),
         (
             "metrics",

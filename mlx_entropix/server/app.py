@@ -30,6 +30,21 @@ NO_UI_PAGE = """<!doctype html><meta charset="utf-8"><title>mlx-entropix</title>
 </code>). API: <a href="/docs">/docs</a>, <a href="/api/info">/api/info</a>.</p>"""
 
 
+def make_worker(settings: ServerSettings) -> Worker[Engine]:
+    """The model thread (not started). It runs up to ``max_batch`` rows of requests at once,
+    decoded as one batch by the engine; under ``mlx.launch`` one request at a time, since
+    every rank must run the same steps in the same order."""
+    from ..runtime.distributed import init_group
+
+    slots = 1 if init_group() is not None else settings.max_batch
+    return Worker(
+        lambda: Engine.load(settings),
+        settings.max_queue,
+        settings.retry_after_s,
+        max_running=slots,
+    )
+
+
 def create_app(settings: ServerSettings | None = None, worker: Worker[Engine] | None = None):
     """The app. ``worker``: an already started (model loaded) worker, else the lifespan makes
     one; ``mlx_server.py`` loads first so a bad model path is one clear line, not a traceback."""
@@ -41,9 +56,7 @@ def create_app(settings: ServerSettings | None = None, worker: Worker[Engine] | 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         import asyncio
 
-        own = worker or Worker(
-            lambda: Engine.load(settings), settings.max_queue, settings.retry_after_s
-        )
+        own = worker or make_worker(settings)
         if worker is None:
             own.start()
         await asyncio.to_thread(own.wait_ready)

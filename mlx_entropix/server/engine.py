@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ..batch import BatchDecoder
 from ..config import Mode, SamplerConfig
 from ..errors import EntropixError, InvalidRequestError, PromptTooLongError
 from ..events import DoneEvent, ErrorEvent, ForkEvent, TokenEvent
@@ -28,6 +29,7 @@ from ..runtime.device import runtime_info
 from ..runtime.distributed import init_group
 from .distributed import send_job, synced_stop
 from .settings import ServerSettings
+from .worker import IDLE
 
 Event = TokenEvent | ForkEvent | DoneEvent | ErrorEvent
 
@@ -40,6 +42,9 @@ class Engine:
     runtime: dict[str, Any]
     model_id: str  # the id /v1/models reports
     token_bytes: TokenBytes  # worker thread only (uses the worker's tokenizer)
+    # Decodes the rows of all running requests as one batch (worker thread only); None for a
+    # model without per-request attention groups (mlx-lm families) or under mlx.launch.
+    decoder: BatchDecoder | None = None
 
     @classmethod
     def load(cls, settings: ServerSettings) -> Engine:
@@ -52,6 +57,7 @@ class Engine:
             runtime=runtime_info().as_dict(),
             model_id=Path(lm.info.path).stem if settings.model is None else str(settings.model),
             token_bytes=TokenBytes(lm),
+            decoder=BatchDecoder(lm) if _batchable(lm) else None,
         )
         # Warm-up: the first forward pass compiles kernels; keep that out of request latency.
         for _ in generate(lm, "Hi", mode="greedy", max_tokens=1, top_logprobs=0):
@@ -120,9 +126,17 @@ def generation_work(
             if not follower:
                 send_job(ranks, spec)
             should_stop = synced_stop(ranks, should_stop)
-        streams: list[tuple[list[int], Iterator[tuple[int, Event]]]] = []
+        streams: list[tuple[list[int], Iterator[Any]]] = []
         for group in (g for g in groups if g):
             try:
+                if engine.decoder is not None and rows[group[0]][0] != "fork":
+                    req = engine.decoder.submit(
+                        ids, [rows[r] for r in group], config=config, max_tokens=max_tokens,
+                        stop=stop, top_logprobs=top_logprobs, should_stop=should_stop,
+                    )  # fmt: skip
+                    pulled = engine.decoder.pull(req)  # None: nothing yet -> IDLE
+                    streams.append((group, (IDLE if x is None else x for x in pulled)))
+                    continue
                 gen = generate_rows(
                     engine.lm,
                     ids,
@@ -139,20 +153,34 @@ def generation_work(
                     yield r, ErrorEvent(mode=rows[r][0], message=str(err))
                 continue
             streams.append((group, gen))
-        while streams:
-            for entry in list(streams):
-                group, gen = entry
-                try:
-                    item = next(gen, None)
-                except EntropixError as err:
-                    # the rows still running end with the error
-                    item = (0, ErrorEvent(mode=rows[group[0]][0], message=str(err)))
-                if item is None or isinstance(item[1], ErrorEvent):
-                    streams.remove(entry)
-                if item is not None:
-                    yield group[item[0]], item[1]  # the batch's row -> the job's row
+        try:
+            while streams:
+                for entry in list(streams):
+                    group, gen = entry
+                    try:
+                        item = next(gen, None)
+                    except EntropixError as err:
+                        # the rows still running end with the error
+                        item = (0, ErrorEvent(mode=rows[group[0]][0], message=str(err)))
+                    if item is IDLE:  # the shared batch has nothing for this job yet
+                        yield IDLE
+                        continue
+                    if item is None or isinstance(item[1], ErrorEvent):
+                        streams.remove(entry)
+                    if item is not None:
+                        yield group[item[0]], item[1]  # the batch's row -> the job's row
+        finally:  # cancelled or failed: the rows leave the shared batch now
+            for _, gen in streams:
+                gen.close()  # type: ignore[attr-defined]
 
+    work.size = len(rows)  # type: ignore[attr-defined]  (the worker's slots: one per row)
     return work
+
+
+def _batchable(lm: LoadedModel) -> bool:
+    """Whether requests can share decode steps: our Llama (attention per request), on one
+    process (under ``mlx.launch`` every rank must run the same steps in the same order)."""
+    return hasattr(lm.model, "step_groups") and lm.model.group is None
 
 
 class TokenBytes:

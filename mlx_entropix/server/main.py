@@ -39,6 +39,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="per-request prompt cap in tokens; longer -> 400 (default 4096: one to two "
         "minutes of prefill on a 2-core CPU)",
     )
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=8,
+        help="rows decoded together across requests (continuous batching; a request takes "
+        "one row per mode or choice; 1 = one request at a time; default 8)",
+    )
+    p.add_argument(
+        "--no-batch-invariant",
+        dest="batch_invariant",
+        action="store_false",
+        help="let MKL use its fastest kernels: a stream's metrics may then differ in the last "
+        "bits with what else is in the batch (default: each stream bitwise as if alone)",
+    )
     p.add_argument("--max-body", type=int, default=256 * 1024, help="request body cap (bytes)")
     p.add_argument("--timeout", type=float, default=300.0, help="per-request time limit (s)")
     p.add_argument("--ping", type=float, default=15.0, help="SSE keep-alive interval (s)")
@@ -66,7 +80,7 @@ def _is_loopback(host: str) -> bool:
 
 def settings_from(args: argparse.Namespace) -> ServerSettings:
     """Validated settings; bad values raise ``ValueError``/``EntropixError`` with one line."""
-    for name in ("max_queue", "max_tokens", "max_body", "max_prompt_tokens"):
+    for name in ("max_queue", "max_tokens", "max_body", "max_prompt_tokens", "max_batch"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     if not 1 <= args.max_tokens <= 4096:
@@ -94,6 +108,8 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         max_queue=args.max_queue,
         max_tokens_limit=args.max_tokens,
         max_prompt_tokens=args.max_prompt_tokens,
+        max_batch=args.max_batch,
+        batch_invariant=args.batch_invariant,
         max_body_bytes=args.max_body,
         request_timeout_s=args.timeout,
         ping_s=args.ping,
@@ -120,12 +136,15 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
+    from ..runtime.blas import batch_invariant
     from ..runtime.distributed import rank
     from . import create_app
+    from .app import make_worker
     from .distributed import follow
     from .engine import Engine, generation_work
-    from .worker import Worker
 
+    if settings.batch_invariant:  # before anything computes (MKL reads it at its first call)
+        batch_invariant()
     if rank() != 0:  # under mlx.launch: rank 0 serves, the others follow its jobs
         try:
             engine = Engine.load(settings)
@@ -138,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     # Load before serving, in the worker thread that will own the model: a bad --model is one
     # clear line here rather than a traceback from the ASGI lifespan.
     start = time.perf_counter()
-    worker = Worker(lambda: Engine.load(settings), settings.max_queue, settings.retry_after_s)
+    worker = make_worker(settings)
     try:
         engine = worker.start().wait_ready()
     except EntropixError as err:

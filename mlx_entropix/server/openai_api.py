@@ -43,7 +43,7 @@ from .deps import (
 from .engine import Engine, Event, generation_work
 from .errors import error_response
 from .schemas import ChatCompletionRequest, overrides_dict
-from .worker import JobFailed, JobStream
+from .worker import IDLE, JobFailed, JobStream
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -238,12 +238,17 @@ def with_logprobs(work: Callable, n_top: int | None) -> Callable:
     ``n_top`` None: no logprobs."""
 
     def wrapped(engine: Engine, should_stop: Callable[[], bool]) -> Iterator[Item]:
-        for row, event in work(engine, should_stop):
+        for item in work(engine, should_stop):
+            if item is IDLE:
+                yield item
+                continue
+            row, event = item
             entry = None
             if n_top is not None and isinstance(event, TokenEvent):
                 entry = logprob_entry(event, engine.token_bytes.of, n_top)
             yield row, event, entry
 
+    wrapped.size = getattr(work, "size", 1)  # type: ignore[attr-defined]
     return wrapped
 
 

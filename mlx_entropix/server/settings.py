@@ -29,3 +29,9 @@ class ServerSettings:
     cors_origins: list[str] = field(default_factory=list)  # explicit origins only, never "*"
     allowed_hosts: list[str] | None = None  # Host header allow-list (DNS-rebinding guard)
     prompts_path: Path | None = None  # CSV for /api/prompts; None = the built-in set
+    # Rows decoded together in one step across requests (continuous batching); a request
+    # takes one row per mode or choice. 1 = one request at a time.
+    max_batch: int = 8
+    # Each stream's tokens bitwise equal to the same request served alone, whatever else is
+    # in the batch (``runtime.blas.batch_invariant``: MKL's strict mode, set before loading).
+    batch_invariant: bool = True

@@ -1,0 +1,316 @@
+"""Continuous batching: the requests of several clients decoded together, one step for all.
+
+One decode step on this hardware is bound by reading the weights, so B rows cost little more
+than one. ``BatchDecoder`` keeps every running request's rows in one batch: per step, the dense
+layers (projections, MLP, head) run once over all rows and the attention runs per request, on
+its own KV cache of its own length (``Model.step_groups``); then each row decides and draws
+under its own key, ``step_key(seed, index)``, exactly as ``generate`` does alone. A request's
+tokens therefore do not depend on what else is in the batch (bitwise so when the BLAS is
+batch-invariant, ``runtime.blas``).
+
+A new request joins at a step boundary. Its prompt is prefilled layer by layer, a time slice
+per ``tick`` between the decode steps of the running rows, the shortest remaining prompt
+first: a long prompt delays the running streams by about one slice per token and a short
+request that arrives during it is served after one slice, not after the whole prefill.
+
+The decoder is driven by whoever consumes its events (the server's jobs, ``pull``): ``tick``
+runs one round once every request's events have been handed out. No threads here: all calls
+come from the one thread that owns the model.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import mlx.core as mx
+
+from .config import Mode, SamplerConfig
+from .errors import InvalidRequestError
+from .events import DoneEvent, TokenEvent
+from .fork import tile_cache
+from .generate import PREFILL_CHUNK, check_mode, policy
+from .sampler import candidate_width, step_key
+from .step import observe, sample_step
+from .stream import RowStream
+
+if TYPE_CHECKING:
+    from .io.load import LoadedModel
+
+__all__ = ["PREFILL_SLICE_S", "BatchDecoder", "BatchRequest"]
+Event = TokenEvent | DoneEvent
+# Prefill work per tick while rows are decoding: about one decode step of a full batch on the
+# 2-core CPU, so a long prompt at most halves the running streams' speed. With no row decoding
+# a tick may prefill longer (nobody waits), but still returns to admit new requests.
+PREFILL_SLICE_S = 0.15
+PREFILL_SLICE_IDLE_S = 1.0
+
+
+@dataclass(eq=False)
+class BatchRequest:
+    """One request in the decoder: one prompt, one or more rows (mode, seed) from its prefill.
+
+    ``events`` fills with ``(row, event)`` as the decoder makes them; ``finished`` turns true
+    once every row has its ``DoneEvent`` there."""
+
+    ids: list[int]
+    rows: list[tuple[Mode, int]]
+    cfg: SamplerConfig
+    budget: int
+    top_logprobs: int
+    should_stop: Callable[[], bool]
+    clarify_id: int | None
+    streams: list[RowStream]
+    events: deque[tuple[int, Event]] = field(default_factory=deque)
+    finished: bool = False
+    closed: set[int] = field(default_factory=set)  # rows whose DoneEvent is out
+    # decoder state
+    cache: list = field(default_factory=list)
+    prefill: Generator[int, None, tuple[mx.array, Any]] | None = None
+    remaining: int = 0  # prompt tokens not prefilled yet (shortest first)
+    index: int = 0  # step of ``current``
+    current: _Rows | None = None
+    t_start: float = 0.0
+    t_prefill: float = 0.0
+
+    def plan(self, r: int, vocab: int) -> tuple[int, int]:
+        mode = self.rows[r][0]
+        width = max(candidate_width(self.cfg, policy(mode), vocab), self.top_logprobs, 1)
+        return width, self.cfg.n_adaptive_samples if mode == "entropix" else 1
+
+
+@dataclass
+class _Rows:
+    """One step of a request's rows on the device: tokens (n,), clarify flags (n,), and each
+    row's packed values (see ``stream.py``)."""
+
+    token: mx.array
+    can_clarify: mx.array
+    packed: list[mx.array]
+
+    def arrays(self) -> list[mx.array]:
+        return [self.token, self.can_clarify, *self.packed]
+
+
+class BatchDecoder:
+    def __init__(
+        self,
+        lm: LoadedModel,
+        prefill_slice_s: float = PREFILL_SLICE_S,
+        idle_slice_s: float = PREFILL_SLICE_IDLE_S,
+    ):
+        if not hasattr(lm.model, "step_groups") or lm.model.group is not None:
+            raise InvalidRequestError("this model cannot decode requests as one batch")
+        self.lm = lm
+        self.prefill_slice_s, self.idle_slice_s = prefill_slice_s, idle_slice_s
+        self.requests: list[BatchRequest] = []
+        self.steps = 0  # decode steps run (each over every running row)
+
+    # ------------------------------------------------------------------ the consumers' side
+    def submit(
+        self,
+        ids: list[int],
+        rows: Sequence[tuple[Mode, int]],
+        *,
+        config: SamplerConfig | None = None,
+        max_tokens: int = 256,
+        stop: Sequence[str] = (),
+        top_logprobs: int = 5,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> BatchRequest:
+        """Queue a prompt (token ids, already checked: ``generate.prepare_prompt``) and its
+        rows; row r gives the events ``generate`` gives with ``rows[r]``'s mode and seed."""
+        if not rows:
+            raise InvalidRequestError("no mode to run")
+        for mode, _ in rows:
+            check_mode(mode, top_logprobs)
+            if mode == "fork":
+                raise InvalidRequestError("fork mode is not decoded in a shared batch")
+        lm, cfg = self.lm, config or self.lm.default_config
+        clarify = lm.tokenizer.token_id(cfg.clarifying_token) if cfg.clarifying_token else None
+        t0 = time.perf_counter()
+        req = BatchRequest(
+            ids=list(ids),
+            rows=[(m, int(s)) for m, s in rows],
+            cfg=cfg,
+            budget=min(max_tokens, lm.info.context_length - len(ids)),
+            top_logprobs=top_logprobs,
+            should_stop=should_stop,
+            clarify_id=clarify,
+            streams=[
+                RowStream(lm.tokenizer, m, stop, top_logprobs, top_logprobs, t0) for m, _ in rows
+            ],  # fmt: skip
+            cache=lm.model.make_cache(),
+            remaining=len(ids),
+            t_start=t0,
+            t_prefill=t0,
+        )
+        req.prefill = self._prefill(req)
+        self.requests.append(req)
+        return req
+
+    def pull(self, req: BatchRequest) -> Iterator[tuple[int, Event] | None]:
+        """``req``'s events as they come; None when it has none yet (the caller may serve
+        someone else meanwhile). Leaving early discards the request."""
+        try:
+            while True:
+                while req.events:
+                    yield req.events.popleft()
+                if req.finished:
+                    return
+                self.tick_if_drained()
+                if not req.events and not req.finished:
+                    yield None
+        finally:
+            self.discard(req)
+
+    def discard(self, req: BatchRequest) -> None:
+        """Drop a request (its consumer is gone): its rows leave the batch."""
+        if req in self.requests:
+            self.requests.remove(req)
+        req.finished = True
+
+    def tick_if_drained(self) -> bool:
+        """Run a round once every request's events were handed out (one consumer per
+        request pulls them one by one; a round adds a step's events for everyone)."""
+        if any(r.events for r in self.requests):
+            return False
+        self.tick()
+        return True
+
+    # ------------------------------------------------------------------ one round
+    def tick(self) -> None:
+        """Queue the next decode step of every running row, read the current one (events),
+        then give the prefills a time slice (during which the queued step runs first)."""
+        for req in list(self.requests):
+            if req.should_stop():
+                self._end(req, cancelled=True)
+        running = [r for r in self.requests if r.current is not None]
+        following = self._decode([r for r in running if r.index + 1 < r.budget])
+        if running:
+            mx.eval([a for r in running for a in r.current.arrays()])  # type: ignore[union-attr]
+        for req in running:
+            self._read(req, following.get(req))
+        self._prefill_slice(self.prefill_slice_s)
+
+    def _decode(self, reqs: list[BatchRequest]) -> dict[BatchRequest, _Rows]:
+        if not reqs:
+            return {}
+        model, on = self.lm.model, self._compiled()
+        tokens = mx.concatenate([r.current.token for r in reqs])  # type: ignore[union-attr]
+        logits, scores = model.step_groups(tokens, [(len(r.rows), r.cache) for r in reqs])
+        out, start = {}, 0
+        for req, s in zip(reqs, scores, strict=True):
+            n = len(req.rows)
+            # per request: the shapes (and so the kernels) of the request decoded alone
+            last, metrics, log_norm = observe(logits[start : start + n], s, on)
+            out[req] = self._sample(req, last, metrics, log_norm, req.index + 1)
+            start += n
+        mx.async_eval([a for rows in out.values() for a in rows.arrays()])
+        self.steps += 1
+        return out
+
+    def _sample(
+        self,
+        req: BatchRequest,
+        last: mx.array,
+        metrics: mx.array,
+        log_norm: mx.array,
+        index: int,
+        can: mx.array | None = None,
+    ) -> _Rows:
+        """Each row decides and draws under its own key (``generate``'s per-row step)."""
+        can = req.current.can_clarify if can is None else can  # type: ignore[union-attr]
+        vocab, on = self.lm.info.vocab_size, self._compiled()
+        parts = []
+        for r, (mode, seed) in enumerate(req.rows):
+            one = (a[r : r + 1] if a.shape[0] > 1 else a for a in (last, metrics, log_norm))
+            parts.append(sample_step(*one, can[r : r + 1], step_key(seed, index), req.cfg,
+                                     policy(mode), *req.plan(r, vocab), req.top_logprobs,
+                                     req.clarify_id, on))  # fmt: skip
+        return _Rows(
+            token=mx.concatenate([p.token for p in parts]),
+            can_clarify=mx.concatenate([p.can_clarify for p in parts]),
+            packed=[p.packed for p in parts],
+        )
+
+    def _read(self, req: BatchRequest, following: _Rows | None) -> None:
+        """Turn the current step's values into events; end the request or move it on."""
+        values = [p.tolist()[0] for p in req.current.packed]  # type: ignore[union-attr]
+        if req.index == 0:
+            req.t_prefill = time.perf_counter()
+        for r, (s, vals) in enumerate(zip(req.streams, values, strict=True)):
+            if not s.finished:
+                req.events.extend((r, e) for e in s.push(vals))
+                if s.finished:
+                    self._close_row(req, r)
+        if following is None or all(s.finished for s in req.streams):
+            self._end(req)
+        else:
+            req.current, req.index = following, req.index + 1
+
+    def _close_row(self, req: BatchRequest, r: int) -> None:
+        s = req.streams[r]
+        req.events.extend((r, e) for e in s.close())
+        req.events.append((r, s.done(len(req.ids), req.t_prefill, req.rows[r][1])))
+        req.closed.add(r)
+
+    def _end(self, req: BatchRequest, cancelled: bool = False) -> None:
+        for r, s in enumerate(req.streams):
+            if cancelled and not s.finished:
+                s.finish, s.finished = "cancelled", True
+            if r not in req.closed:
+                self._close_row(req, r)
+        self.discard(req)
+
+    # ------------------------------------------------------------------ prefill
+    def _prefill(self, req: BatchRequest) -> Generator[int, None, tuple[mx.array, Any]]:
+        """The prompt through the model a layer at a time, in ``generate``'s chunks (so the
+        cache and the first step are those of ``generate``)."""
+        model, ids = self.lm.model, req.ids
+        chunks = [ids[i : i + PREFILL_CHUNK] for i in range(0, len(ids), PREFILL_CHUNK)]
+        for i, chunk in enumerate(chunks):
+            steps = model.layer_steps(mx.array(chunk)[None], req.cache, i == len(chunks) - 1)
+            while True:
+                try:
+                    next(steps)
+                except StopIteration as end:
+                    result = end.value
+                    break
+                yield req.remaining
+            req.remaining -= len(chunk)
+        return result
+
+    def _prefill_slice(self, budget_s: float) -> None:
+        """Prefill work until ``budget_s`` has passed (at least one layer), shortest first."""
+        if not any(r.current is not None for r in self.requests):
+            budget_s = self.idle_slice_s
+        deadline = time.perf_counter() + budget_s
+        while True:
+            waiting = [r for r in self.requests if r.prefill is not None]
+            if not waiting:
+                return
+            req = min(waiting, key=lambda r: r.remaining)
+            try:
+                next(req.prefill)  # type: ignore[arg-type]
+            except StopIteration as end:
+                self._start(req, *end.value)
+            if time.perf_counter() >= deadline:
+                return
+
+    def _start(self, req: BatchRequest, logits: mx.array, scores: mx.array | None) -> None:
+        """The prompt is in: the first step (from the prompt's last logits) and the request's
+        rows, each from a copy of the cache, join the batch at the next tick."""
+        req.prefill = None
+        last, metrics, log_norm = observe(logits, scores, self._compiled())
+        if len(req.rows) > 1:
+            tile_cache(req.cache, len(req.rows))
+        can = mx.array([req.clarify_id is not None] * len(req.rows))
+        req.current = self._sample(req, last, metrics, log_norm, 0, can)
+        mx.async_eval(req.current.arrays())
+
+    def _compiled(self) -> bool:
+        return getattr(self.lm, "compile_steps", True)

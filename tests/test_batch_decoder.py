@@ -1,0 +1,138 @@
+"""Continuous batching (``batch.py``): requests joining and leaving one shared batch get,
+stream by stream, the events of the same request run alone."""
+
+from __future__ import annotations
+
+from mlx_entropix.batch import BatchDecoder
+from mlx_entropix.errors import InvalidRequestError
+from mlx_entropix.events import METRIC_NAMES
+from mlx_entropix.generate import generate, prepare_prompt
+
+import pytest
+from conftest import BATCH_INVARIANT
+
+# (prompt, rows (mode, seed), max_tokens): greedy, a compare pair, seeded sampling, n=2
+REQUESTS = [
+    ("What is the capital of France?", [("greedy", 1)], 20),
+    ("Write a haiku about rain.", [("entropix", 5), ("normal", 5)], 16),
+    ("Count to ten.", [("normal", 9)], 12),
+    ("Name a colour.", [("entropix", 3), ("entropix", 4)], 10),
+]
+
+
+def _drive(decoder: BatchDecoder, lm, requests, stagger: int = 2):
+    """Submit the requests one after another, ``stagger`` rounds apart (each joins a batch
+    already decoding), pulling every stream round-robin as the server's worker does."""
+    out: dict[int, list] = {i: [] for i in range(len(requests))}
+    pulls: dict[int, object] = {}
+
+    def round_robin() -> None:
+        for i, pull in list(pulls.items()):
+            item = next(pull, "end")
+            if item == "end":
+                del pulls[i]
+            elif item is not None:
+                out[i].append(item)
+
+    for i, (prompt, rows, n) in enumerate(requests):
+        req = decoder.submit(prepare_prompt(lm, prompt, max_tokens=n), rows, max_tokens=n)
+        pulls[i] = decoder.pull(req)
+        for _ in range(stagger):
+            round_robin()
+    while pulls:
+        round_robin()
+    return out
+
+
+def _same(got, alone, exact: bool) -> None:
+    assert [e.id for e in got] == [e.id for e in alone]
+    for g, a in zip(got, alone, strict=True):
+        assert (g.state, g.action, g.text, g.params) == (a.state, a.action, a.text, a.params)
+        for name in METRIC_NAMES:
+            want = getattr(a.metrics, name)
+            assert getattr(g.metrics, name) == (want if exact else pytest.approx(want, rel=1e-5))
+        assert g.logprob == (a.logprob if exact else pytest.approx(a.logprob, abs=1e-4))
+
+
+def test_streams_in_a_shared_batch_match_each_request_alone(embedded):
+    decoder = BatchDecoder(embedded)
+    out = _drive(decoder, embedded, REQUESTS)
+    for i, (prompt, rows, n) in enumerate(REQUESTS):
+        for r, (mode, seed) in enumerate(rows):
+            got = [e for row, e in out[i] if row == r]
+            alone = list(generate(embedded, prompt, mode=mode, seed=seed, max_tokens=n))
+            _same([e for e in got if e.type == "token"],
+                  [e for e in alone if e.type == "token"], exact=BATCH_INVARIANT)  # fmt: skip
+            done = got[-1]
+            assert done.type == "done" and [e.type for e in got].count("done") == 1
+            assert (done.text, done.finish_reason, done.seed, done.generated_tokens) == (
+                alone[-1].text,
+                alone[-1].finish_reason,
+                seed,
+                alone[-1].generated_tokens,
+            )
+    # the rows really shared steps: fewer steps than tokens generated
+    tokens = sum(1 for i in out for _, e in out[i] if e.type == "token")
+    assert decoder.steps < tokens / 2
+    assert decoder.requests == []
+
+
+def test_a_cancelled_request_leaves_and_the_others_go_on(embedded):
+    decoder = BatchDecoder(embedded)
+    stop = {"now": False}
+    long = decoder.submit(prepare_prompt(embedded, "Tell me a long story."), [("greedy", 0)],
+                          max_tokens=64, should_stop=lambda: stop["now"])  # fmt: skip
+    short = decoder.submit(prepare_prompt(embedded, "Count to ten."), [("normal", 9)],
+                           max_tokens=12)  # fmt: skip
+    pulls = [decoder.pull(long), decoder.pull(short)]
+    got: list[list] = [[], []]
+    for _ in range(6):
+        for k in (0, 1):
+            item = next(pulls[k], None)
+            if item is not None:
+                got[k].append(item[1])
+    stop["now"] = True
+    for k in (0, 1):
+        got[k] += [e for _, e in (x for x in pulls[k] if x is not None)]
+    assert got[0][-1].type == "done" and got[0][-1].finish_reason == "cancelled"
+    assert got[0][-1].generated_tokens < 64
+    alone = list(generate(embedded, "Count to ten.", mode="normal", seed=9, max_tokens=12))
+    assert [e.id for e in got[1] if e.type == "token"] == [e.id for e in alone if e.type == "token"]
+    assert got[1][-1].finish_reason == alone[-1].finish_reason
+
+
+def test_a_short_request_is_prefilled_before_a_long_prompt_finishes(embedded):
+    """Shortest prompt first, a slice per round: the short request's first token comes while
+    the long prompt is still being prefilled."""
+    decoder = BatchDecoder(embedded, prefill_slice_s=0.0, idle_slice_s=0.0)  # a layer a round
+    long_ids = prepare_prompt(embedded, "word " * 600)
+    long = decoder.submit(long_ids, [("greedy", 0)], max_tokens=2)
+    decoder.tick()  # the long prompt has started
+    short = decoder.submit(prepare_prompt(embedded, "Hi"), [("greedy", 0)], max_tokens=3)
+    first = None
+    for item in decoder.pull(short):
+        if item is not None and item[1].type == "token":
+            first = item[1]
+            break
+    assert first is not None
+    assert long.prefill is not None and 0 < long.remaining < len(long_ids)  # still prefilling
+
+
+def test_a_discarded_request_frees_its_rows(embedded):
+    decoder = BatchDecoder(embedded)
+    req = decoder.submit(prepare_prompt(embedded, "Hi"), [("greedy", 0)], max_tokens=8)
+    pull = decoder.pull(req)
+    next(pull)
+    pull.close()  # the consumer is gone
+    assert decoder.requests == [] and req.finished
+
+
+def test_fork_and_bad_rows_are_refused(embedded):
+    decoder = BatchDecoder(embedded)
+    ids = prepare_prompt(embedded, "Hi")
+    with pytest.raises(InvalidRequestError, match="fork"):
+        decoder.submit(ids, [("fork", 0)])
+    with pytest.raises(InvalidRequestError, match="unknown mode"):
+        decoder.submit(ids, [("nope", 0)])  # type: ignore[list-item]
+    with pytest.raises(InvalidRequestError, match="no mode"):
+        decoder.submit(ids, [])
