@@ -6,7 +6,15 @@ import asyncio
 import threading
 import time
 
-from mlx_entropix.server.worker import END, Job, JobFailed, JobStream, QueueFullError, Worker
+from mlx_entropix.server.worker import (
+    END,
+    IDLE,
+    Job,
+    JobFailed,
+    JobStream,
+    QueueFullError,
+    Worker,
+)
 
 import pytest
 
@@ -28,7 +36,9 @@ def counting(n: int, delay: float = 0.0, log: list | None = None, name: str = ""
     return work
 
 
-def collect_job(worker: Worker, work, timeout_s: float = 60.0) -> tuple[Job, list, threading.Event]:
+def collect_job(
+    worker: Worker, work, timeout_s: float = 60.0, size: int = 1
+) -> tuple[Job, list, threading.Event]:
     items: list = []
     ended = threading.Event()
 
@@ -38,7 +48,7 @@ def collect_job(worker: Worker, work, timeout_s: float = 60.0) -> tuple[Job, lis
         else:
             items.append(item)
 
-    job = worker.submit(Job(work=work, emit=emit, timeout_s=timeout_s))
+    job = worker.submit(Job(work=work, emit=emit, timeout_s=timeout_s, size=size))
     return job, items, ended
 
 
@@ -175,3 +185,181 @@ def test_close_ends_waiting_streams():
     w.close()
     assert ended1.wait(5) and ended2.wait(5)
     assert items2 == []
+
+
+# ---------------------------------------------------------------------- several jobs at once
+# Jobs submitted before start() are all pending when the thread takes its first round, so the
+# interleaving is deterministic.
+
+
+def idle_until_stopped(resource, should_stop):
+    """Waits on something shared (IDLE) until cancelled, then says so."""
+    while not should_stop():
+        time.sleep(0.001)
+        yield IDLE
+    yield "stopped"
+
+
+def wait_for(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
+    return True
+
+
+def test_jobs_interleave_round_robin_on_one_thread():
+    w = Worker(lambda: None, max_running=3)
+    log: list = []
+    jobs = [collect_job(w, counting(3, 0, log, name)) for name in "abc"]
+    w.start()
+    for _, items, ended in jobs:
+        assert ended.wait(5) and items[-1] == ("done", 3)
+    assert [name + str(i) for name, i, _ in log] == "a0 b0 c0 a1 b1 c1 a2 b2 c2".split()
+    assert {thread for _, _, thread in log} == {"mlx-worker"}
+    assert w.status()["served"] == 3
+    w.close()
+
+
+def test_fourth_job_waits_for_a_free_slot():
+    w = Worker(lambda: None, max_running=3)
+    log: list = []
+    a, b, c, d = (
+        collect_job(w, counting(n, 0, log, name))
+        for name, n in zip("abcd", (1, 5, 5, 2), strict=True)
+    )
+    w.start()
+    assert all(ended.wait(5) for _, _, ended in (a, b, c, d))
+    # d joins at the round after a ended, then runs alongside b and c.
+    assert [name + str(i) for name, i, _ in log] == (
+        "a0 b0 c0 b1 c1 b2 c2 b3 c3 d0 b4 c4 d1".split()
+    )
+    assert d[0].started_at >= a[0].ended_at
+    w.close()
+
+
+def test_big_job_waits_for_its_slots_and_is_not_overtaken():
+    w = Worker(lambda: None, max_running=3)
+    log: list = []
+    a = collect_job(w, counting(3, 0, log, "a"))
+    b = collect_job(w, counting(6, 0, log, "b"))
+    big = collect_job(w, counting(1, 0, log, "big"), size=2)
+    small = collect_job(w, counting(1, 0, log, "small"))  # it would fit beside a and b: it waits
+    w.start()
+    assert all(ended.wait(5) for _, _, ended in (a, b, big, small))
+    assert [name + str(i) for name, i, _ in log] == (
+        "a0 b0 a1 b1 a2 b2 b3 b4 b5 big0 small0".split()
+    )
+    assert big[0].started_at >= a[0].ended_at and small[0].started_at >= big[0].ended_at
+    w.close()
+
+
+def test_oversized_job_runs_alone():
+    w = Worker(lambda: None, max_running=2)
+    log: list = []
+    huge = collect_job(w, counting(2, 0, log, "huge"), size=5)
+    after = collect_job(w, counting(1, 0, log, "after"))
+    w.start()
+    assert huge[2].wait(5) and after[2].wait(5)
+    assert huge[1][-1] == ("done", 2)
+    assert [name for name, _, _ in log] == ["huge", "huge", "after"]
+    w.close()
+
+
+def test_idle_items_are_neither_emitted_nor_counted():
+    def waits(resource, should_stop):
+        yield IDLE
+        yield "x"
+        yield IDLE
+        yield IDLE
+        yield "y"
+
+    w = Worker(lambda: None, max_running=2)
+    job, items, ended = collect_job(w, waits)
+    other, other_items, other_ended = collect_job(w, counting(2))
+    w.start()
+    assert ended.wait(5) and other_ended.wait(5)
+    assert items == ["x", "y"] and job.items == 2
+    assert other_items == [("token", 0), ("token", 1), ("done", 2)]
+    w.close()
+
+
+def test_cancel_one_running_job_others_continue():
+    w = Worker(lambda: None, max_running=3).start()
+    w.wait_ready(5)
+    jobs = [collect_job(w, counting(10_000, 0.001)) for _ in range(3)]
+    assert wait_for(lambda: all(len(items) >= 3 for _, items, _ in jobs))
+    status = w.status()
+    assert status["running"] and status["running_jobs"] == 3 and status["max_running"] == 3
+    (a, a_items, a_ended), (b, b_items, b_ended), (c, c_items, c_ended) = jobs
+    w.cancel(b)
+    assert b_ended.wait(5)
+    assert b_items[-1][0] == "cancelled" and b.items_after_cancel <= 2
+    assert not a_ended.is_set() and not c_ended.is_set()
+    seen = len(a_items), len(c_items)
+    assert wait_for(lambda: len(a_items) > seen[0] + 3 and len(c_items) > seen[1] + 3)
+    assert w.status()["running_jobs"] == 2
+    w.close()
+    assert a_ended.wait(5) and c_ended.wait(5)
+    assert a.status == c.status == "cancelled" and w.status()["cancelled"] == 3
+
+
+def test_failing_job_does_not_disturb_the_others():
+    def broken(resource, should_stop):
+        yield 1
+        yield 2
+        raise ValueError("boom")
+
+    def broken_at_start(resource, should_stop):  # not a generator: raises when called
+        raise RuntimeError("bad request")
+
+    w = Worker(lambda: None, max_running=4)
+    _, bad_items, bad_ended = collect_job(w, broken)
+    _, early_items, early_ended = collect_job(w, broken_at_start)
+    good = [collect_job(w, counting(5)) for _ in range(2)]
+    w.start()
+    assert bad_ended.wait(5) and early_ended.wait(5)
+    assert bad_items[:2] == [1, 2] and isinstance(bad_items[2], JobFailed) and len(bad_items) == 3
+    assert len(early_items) == 1 and isinstance(early_items[0].error, RuntimeError)
+    for _, items, ended in good:
+        assert ended.wait(5) and items[-1] == ("done", 5) and len(items) == 6
+    assert w.status()["served"] == 4
+    w.close()
+
+
+def test_time_limit_counts_from_each_jobs_own_start():
+    w = Worker(lambda: None, max_running=2)
+    collect_job(w, counting(10, 0.025), size=2)  # holds both slots for ~0.25 s
+    limited, items, ended = collect_job(w, counting(10_000, 0.01), timeout_s=0.15)
+    free, free_items, free_ended = collect_job(w, counting(20, 0.002))
+    w.start()
+    assert ended.wait(5) and free_ended.wait(5)
+    assert limited.started_at - limited.queued_at >= 0.2  # waited longer than its limit...
+    assert limited.timed_out and items[-1][0] == "cancelled"
+    assert items[0] == ("token", 0) and len(items) >= 3  # ...and still ran for its own 0.15 s
+    assert not free.timed_out and free_items[-1] == ("done", 20)
+    assert free.ended_at > limited.ended_at  # outlived the neighbour's time limit
+    w.close()
+
+
+def test_close_cancels_running_and_pending_jobs():
+    w = Worker(lambda: None, max_running=2).start()
+    w.wait_ready(5)
+    running = [collect_job(w, idle_until_stopped) for _ in range(2)]
+    pending = collect_job(w, counting(1))
+    assert wait_for(lambda: w.status()["running_jobs"] == 2 and w.status()["pending"] == 1)
+    w.close()
+    assert all(ended.wait(5) for _, _, ended in (*running, pending))
+    assert [items for _, items, _ in running] == [["stopped"], ["stopped"]]
+    assert pending[1] == [] and pending[0].status == "cancelled"
+    assert not w._thread.is_alive()
+
+
+def test_retry_after_shares_the_wait_among_slots():
+    for max_running, expected in ((1, 12), (4, 3)):
+        w = Worker(lambda: None, max_pending=8, max_running=max_running)  # not started
+        w._durations.extend([3.0, 3.0])
+        for _ in range(3):
+            collect_job(w, counting(1))
+        assert w._retry_after() == expected  # 3 s x (3 pending + 1) / slots

@@ -116,6 +116,9 @@ class ErrorBody(BaseModel):
 
 class QueueStatus(BaseModel):
     running: bool
+    running_jobs: int = Field(description="Jobs running now, interleaved on the model thread.")
+    max_running: int = Field(description="Slots of jobs that may run at once (a job takes one "
+                             "per batch row).")  # fmt: skip
     pending: int
     max_pending: int
     served: int

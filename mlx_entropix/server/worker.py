@@ -1,10 +1,12 @@
-"""One thread owns the model: it loads it and runs every job, in order, from a bounded queue.
+"""One thread owns the model: it loads it and runs the jobs from a bounded FIFO queue.
 
-MLX state (default device, streams, the model's arrays) belongs to the thread that made it, and
-one model serves one sequence at a time best; so requests queue here and are served first come,
-first served. The asyncio side talks to the thread through ``JobStream``: items cross with
-``loop.call_soon_threadsafe``, cancellation crosses back with a ``threading.Event`` polled once
-per token by the job (``generate``'s ``should_stop``).
+MLX state (default device, streams, the model's arrays) belongs to the thread that made it, so
+every job runs on that one thread. Up to ``max_running`` slots of jobs run at once, interleaved
+round-robin one item per job per round (a batch decoder shared by several jobs advances at these
+step boundaries; a job with nothing for its client yet yields ``IDLE``); the queue head starts
+when its ``size`` fits in the free slots, never overtaken. The asyncio side talks to the thread
+through ``JobStream``: items cross with ``loop.call_soon_threadsafe``, cancellation crosses back
+with a ``threading.Event`` polled once per token by the job (``generate``'s ``should_stop``).
 
 Nothing here knows about models or events: the loader and the jobs' work are injected, so the
 queueing, ordering, cancellation and time limits are tested with fakes.
@@ -19,7 +21,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -29,6 +31,7 @@ R = TypeVar("R")  # what the loader returns (the engine), handed to every job
 Work = Callable[[Any, Callable[[], bool]], Iterable[Any]]  # (resource, should_stop) -> items
 
 END = object()  # the last item of every job
+IDLE = object()  # a work yields it for "nothing for my client yet": neither emitted nor counted
 
 
 class QueueFullError(Exception):
@@ -55,6 +58,7 @@ class Job:
     emit: Callable[[Any], None]  # called in the worker thread with each item, then END
     timeout_s: float = math.inf
     label: str = ""
+    size: int = 1  # slots it takes of the worker's max_running (e.g. its rows in a batch)
     id: int = field(default_factory=lambda: next(_ids))
     status: str = "pending"  # pending | running | done | cancelled
     items: int = 0
@@ -97,15 +101,24 @@ class Job:
 
 
 class Worker(Generic[R]):
-    """The model thread and its bounded FIFO queue."""
+    """The model thread, its bounded FIFO queue and up to ``max_running`` slots of running jobs."""
 
-    def __init__(self, loader: Callable[[], R], max_pending: int = 16, retry_after_s: int = 5):
+    def __init__(
+        self,
+        loader: Callable[[], R],
+        max_pending: int = 16,
+        retry_after_s: int = 5,
+        max_running: int = 1,
+    ):
+        if max_running < 1:
+            raise ValueError(f"max_running must be at least 1, got {max_running}")
         self._loader = loader
         self.max_pending = max_pending
         self.retry_after_s = retry_after_s
+        self.max_running = max_running
         self._cond = threading.Condition()
         self._pending: deque[Job] = deque()
-        self._running: Job | None = None
+        self._running: list[_Running] = []  # in start order: the round-robin order
         self._closed = False
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._main, name="mlx-worker", daemon=True)
@@ -135,8 +148,8 @@ class Worker(Generic[R]):
             self._closed = True
             dropped = list(self._pending)
             self._pending.clear()
-            if self._running is not None:
-                self._running.cancel()
+            for run in self._running:  # the thread drains them, then returns
+                run.job.cancel()
             self._cond.notify_all()
         for job in dropped:
             job.cancel()
@@ -169,16 +182,19 @@ class Worker(Generic[R]):
         _safe_emit(job, END)
 
     def _retry_after(self) -> int:
-        """A guess at when a place frees up: recent job durations times the queue ahead."""
+        """A guess at when a place frees up: recent job durations times the queue ahead, shared
+        among the slots."""
         if not self._durations:
             return self.retry_after_s
         mean = sum(self._durations) / len(self._durations)
-        return max(1, min(60, math.ceil(mean * (len(self._pending) + 1))))
+        return max(1, min(60, math.ceil(mean * (len(self._pending) + 1) / self.max_running)))
 
     def status(self) -> dict[str, Any]:
         with self._cond:
             return {
-                "running": self._running is not None,
+                "running": bool(self._running),
+                "running_jobs": len(self._running),
+                "max_running": self.max_running,
                 "pending": len(self._pending),
                 "max_pending": self.max_pending,
                 "served": self.served,
@@ -195,39 +211,82 @@ class Worker(Generic[R]):
             self._ready.set()
             return
         self._ready.set()
-        while True:
-            with self._cond:
-                while not self._pending and not self._closed:
-                    self._cond.wait()
-                if self._closed:
+        try:
+            while True:
+                admitted = self._admit()
+                if admitted is None:
                     return
-                job = self._pending.popleft()
-                self._running = job
-            try:
-                self._run(job)
-            finally:
-                with self._cond:
-                    self._running = None
+                for run in admitted:  # outside the lock: starting a work may take a while
+                    self._start(run)
+                progressed = False
+                for run in list(self._running):  # one item per job, in start order
+                    progressed |= self._step(run)
+                if not progressed:
+                    time.sleep(0)  # all idle (each next() did some shared work): let others run
+        finally:  # a BaseException escaped a work: still end every stream
+            for run in list(self._running):
+                self._finish(run)
 
-    def _run(self, job: Job) -> None:
-        job.started_at = time.monotonic()
+    def _admit(self) -> list[_Running] | None:
+        """At a round boundary: wait while there is nothing to do, then take the queue's head
+        while it fits in the free slots (or runs alone); ``None`` once closed and drained."""
+        with self._cond:
+            while not self._pending and not self._running and not self._closed:
+                self._cond.wait()
+            if self._closed and not self._running:
+                return None
+            admitted: list[_Running] = []
+            used = sum(run.job.size for run in self._running)
+            while self._pending and (used == 0 or used + self._pending[0].size <= self.max_running):
+                run = _Running(self._pending.popleft())
+                used += run.job.size
+                admitted.append(run)
+                self._running.append(run)  # counted in status() from now on
+            return admitted
+
+    def _start(self, run: _Running) -> None:
+        job = run.job
+        job.started_at = time.monotonic()  # its time limit counts from here
         job.status = "running"
         try:
-            if not job.cancelled:
-                for item in job.work(self.resource, job.should_stop):
-                    job.items += 1
-                    if job.cancelled:
-                        job.items_after_cancel += 1
-                    _safe_emit(job, item)
-        except Exception as err:  # the work's own bug or an MLX error: report, keep serving
+            run.items = (
+                iter(()) if job.cancelled else iter(job.work(self.resource, job.should_stop))
+            )
+        except Exception as err:  # e.g. work() validates eagerly: report; its next step ends it
+            log.exception("job %s (%s) failed to start", job.id, job.label)
+            _safe_emit(job, JobFailed(err))
+
+    def _step(self, run: _Running) -> bool:
+        """Advance one job by one item; True if it emitted something or ended."""
+        job = run.job
+        try:
+            item = next(run.items)
+        except StopIteration:
+            self._finish(run)
+            return True
+        except Exception as err:  # the work's own bug or an MLX error: report, serve the others
             log.exception("job %s (%s) failed", job.id, job.label)
             _safe_emit(job, JobFailed(err))
-        finally:
-            job.ended_at = time.monotonic()
-            job.status = "cancelled" if job.cancelled else "done"
+            self._finish(run)
+            return True
+        if item is IDLE:
+            return False
+        job.items += 1
+        if job.cancelled:
+            job.items_after_cancel += 1
+        _safe_emit(job, item)
+        return True
+
+    def _finish(self, run: _Running) -> None:
+        job = run.job
+        with self._cond:
+            self._running.remove(run)
+        job.ended_at = time.monotonic()
+        job.status = "cancelled" if job.cancelled else "done"
+        if job.started_at is not None:
             self._durations.append(job.ended_at - job.started_at)
-            self._record(job)
-            _safe_emit(job, END)
+        self._record(job)
+        _safe_emit(job, END)
 
     def _record(self, job: Job) -> None:
         with self._cond:
@@ -236,6 +295,14 @@ class Worker(Generic[R]):
             else:
                 self.served += 1
             self.last_job = job.summary()
+
+
+@dataclass(eq=False)
+class _Running:
+    """A running job and its items' iterator (empty until started, or if its work failed)."""
+
+    job: Job
+    items: Iterator[Any] = field(default_factory=lambda: iter(()))
 
 
 def _safe_emit(job: Job, item: Any) -> None:
@@ -252,7 +319,9 @@ class JobStream:
     moves on within one token and a waiting job gives its place back.
     """
 
-    def __init__(self, worker: Worker[Any], work: Work, timeout_s: float, label: str = ""):
+    def __init__(
+        self, worker: Worker[Any], work: Work, timeout_s: float, label: str = "", size: int = 1
+    ):
         loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._worker = worker
@@ -260,7 +329,8 @@ class JobStream:
         def emit(item: Any) -> None:
             loop.call_soon_threadsafe(self._queue.put_nowait, item)
 
-        self.job = worker.submit(Job(work=work, emit=emit, timeout_s=timeout_s, label=label))
+        job = Job(work=work, emit=emit, timeout_s=timeout_s, label=label, size=size)
+        self.job = worker.submit(job)
 
     async def __aiter__(self) -> AsyncIterator[Any]:
         try:
