@@ -320,7 +320,12 @@ class JobStream:
     """
 
     def __init__(
-        self, worker: Worker[Any], work: Work, timeout_s: float, label: str = "", size: int = 1
+        self,
+        worker: Worker[Any],
+        work: Work,
+        timeout_s: float,
+        label: str = "",
+        size: int | None = None,
     ):
         loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -329,6 +334,8 @@ class JobStream:
         def emit(item: Any) -> None:
             loop.call_soon_threadsafe(self._queue.put_nowait, item)
 
+        if size is None:  # a work may say how many slots (batch rows) it takes
+            size = getattr(work, "size", 1)
         job = Job(work=work, emit=emit, timeout_s=timeout_s, label=label, size=size)
         self.job = worker.submit(job)
 
