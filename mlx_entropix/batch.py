@@ -1,12 +1,13 @@
 """Continuous batching: the requests of several clients decoded together, one step for all.
 
 One decode step on this hardware is bound by reading the weights, so B rows cost little more
-than one. ``BatchDecoder`` keeps every running request's rows in one batch: per step, the dense
-layers (projections, MLP, head) run once over all rows and the attention runs per request, on
-its own KV cache of its own length (``Model.step_groups``); then each row decides and draws
-under its own key, ``step_key(seed, index)``, exactly as ``generate`` does alone. A request's
-tokens therefore do not depend on what else is in the batch (bitwise so when the BLAS is
-batch-invariant, ``runtime.blas``).
+than one. ``BatchDecoder`` keeps every running request's rows in one batch: their keys and
+values live in one ``SharedCache``, each row at its own length, and a step runs every layer
+once over all rows (``Model.step_shared``); then each row decides and draws under its own key,
+``step_key(seed, index)``, as ``generate`` does. A request's events do not depend on what else
+is in the batch: bitwise so when the BLAS is batch-invariant (``runtime.blas``; the attention
+is by construction, ``shared_cache``). Against ``generate`` (its own cache, the fused
+attention) they agree in tokens and to ~1e-6 in the metrics.
 
 A new request joins at a step boundary. Its prompt is prefilled layer by layer, a time slice
 per ``tick`` between the decode steps of the running rows, the shortest remaining prompt
@@ -31,7 +32,6 @@ import mlx.core as mx
 from .config import Mode, SamplerConfig
 from .errors import InvalidRequestError
 from .events import DoneEvent, TokenEvent
-from .fork import tile_cache
 from .generate import PREFILL_CHUNK, check_mode, policy
 from .sampler import candidate_width, step_key
 from .step import observe, sample_step
@@ -68,7 +68,8 @@ class BatchRequest:
     finished: bool = False
     closed: set[int] = field(default_factory=set)  # rows whose DoneEvent is out
     # decoder state
-    cache: list = field(default_factory=list)
+    cache: list = field(default_factory=list)  # the prompt's, until its rows join the batch
+    slots: list[int] = field(default_factory=list)  # its rows in the shared cache
     prefill: Generator[int, None, tuple[mx.array, Any]] | None = None
     remaining: int = 0  # prompt tokens not prefilled yet (shortest first)
     index: int = 0  # step of ``current``
@@ -102,9 +103,10 @@ class BatchDecoder:
         prefill_slice_s: float = PREFILL_SLICE_S,
         idle_slice_s: float = PREFILL_SLICE_IDLE_S,
     ):
-        if not hasattr(lm.model, "step_groups") or lm.model.group is not None:
+        if not hasattr(lm.model, "step_shared") or lm.model.group is not None:
             raise InvalidRequestError("this model cannot decode requests as one batch")
         self.lm = lm
+        self.shared = lm.model.shared_cache()
         self.prefill_slice_s, self.idle_slice_s = prefill_slice_s, idle_slice_s
         self.requests: list[BatchRequest] = []
         self.steps = 0  # decode steps run (each over every running row)
@@ -171,7 +173,8 @@ class BatchDecoder:
         """Drop a request (its consumer is gone): its rows leave the batch."""
         if req in self.requests:
             self.requests.remove(req)
-        req.finished = True
+        self.shared.free(req.slots)
+        req.slots, req.finished = [], True
 
     def tick_if_drained(self) -> bool:
         """Run a round once every request's events were handed out (one consumer per
@@ -199,16 +202,18 @@ class BatchDecoder:
     def _decode(self, reqs: list[BatchRequest]) -> dict[BatchRequest, _Rows]:
         if not reqs:
             return {}
-        model, on = self.lm.model, self._compiled()
-        tokens = mx.concatenate([r.current.token for r in reqs])  # type: ignore[union-attr]
-        logits, scores = model.step_groups(tokens, [(len(r.rows), r.cache) for r in reqs])
-        out, start = {}, 0
-        for req, s in zip(reqs, scores, strict=True):
-            n = len(req.rows)
+        on, shared = self._compiled(), self.shared
+        order = mx.array([s for r in reqs for s in r.slots])
+        tokens = mx.zeros((shared.slots,), dtype=mx.int32)  # free slots and ending rows: 0
+        tokens[order] = mx.concatenate([r.current.token for r in reqs]).astype(mx.int32)  # type: ignore[union-attr]
+        keys = {r: shared.lengths[r.slots[0]] + 1 for r in reqs}  # type: ignore[operator]
+        logits, scores = self.lm.model.step_shared(tokens, shared)
+        out = {}
+        for req in reqs:
+            rows = mx.array(req.slots)
             # per request: the shapes (and so the kernels) of the request decoded alone
-            last, metrics, log_norm = observe(logits[start : start + n], s, on)
+            last, metrics, log_norm = observe(logits[rows], scores[rows, :, : keys[req]], on)
             out[req] = self._sample(req, last, metrics, log_norm, req.index + 1)
-            start += n
         mx.async_eval([a for rows in out.values() for a in rows.arrays()])
         self.steps += 1
         return out
@@ -306,8 +311,7 @@ class BatchDecoder:
         rows, each from a copy of the cache, join the batch at the next tick."""
         req.prefill = None
         last, metrics, log_norm = observe(logits, scores, self._compiled())
-        if len(req.rows) > 1:
-            tile_cache(req.cache, len(req.rows))
+        req.slots, req.cache = self.shared.add(req.cache, len(req.rows)), []
         can = mx.array([req.clarify_id is not None] * len(req.rows))
         req.current = self._sample(req, last, metrics, log_norm, 0, can)
         mx.async_eval(req.current.arrays())

@@ -22,6 +22,8 @@ import mlx.nn as nn
 from mlx_lm.models.cache import KVCache
 from mlx_lm.models.rope_utils import initialize_rope
 
+from .shared_cache import SharedCache, masked_attention
+
 ONE_QK_ON_CPU = True  # False: SDPA + separate scores on the CPU too (for measurements)
 
 
@@ -96,7 +98,7 @@ class Attention(nn.Module):
     ) -> tuple[mx.array, mx.array | None]:
         """RoPE at the cache's offset, cache update, attention: (B, L, heads * head_dim) before
         ``o_proj``, and the scores if wanted. Rows sharing one cache share its offset; the
-        batch decoder (``Model.step_groups``) calls this once per such group."""
+        decode step of a ``SharedCache`` uses its own (``Block.shared``)."""
         B, _, L, _ = q.shape
         q = self.rope(q, offset=cache.offset)
         k = self.rope(k, offset=cache.offset)
@@ -156,22 +158,18 @@ class Block(nn.Module):
         h = x + r
         return h + self.mlp(self.post_attention_layernorm(h)), scores
 
-    def grouped(
-        self, x: mx.array, groups: list[tuple[int, KVCache]], want_scores: bool
-    ) -> tuple[mx.array, list[mx.array | None]]:
-        """One decode step of rows from several caches: the projections and the MLP over all
-        rows at once (one read of the weights), the attention per cache (``groups``: how many
-        consecutive rows use each). Each group's attention is that of ``__call__`` alone."""
+    def shared(
+        self, x: mx.array, layer: int, cache: SharedCache, step: tuple[mx.array, mx.array, int]
+    ) -> tuple[mx.array, mx.array]:
+        """One decode step of rows held in a ``SharedCache`` (each at its own position): every
+        operation over all rows at once; returns the new hidden state and the scores."""
         attn = self.self_attn
+        positions, valid, keys = step
         q, k, v = attn.project(self.input_layernorm(x))
-        outs, scores, start = [], [], 0
-        for n, cache in groups:
-            rows = slice(start, start + n)
-            out, s = attn.attend(q[rows], k[rows], v[rows], None, cache, want_scores)
-            outs.append(out)
-            scores.append(s)
-            start += n
-        h = x + attn.o_proj(mx.concatenate(outs, axis=0) if len(outs) > 1 else outs[0])
+        q, k = attn.rope(q, offset=positions), attn.rope(k, offset=positions)
+        cache.write(layer, positions, k, v)
+        out, scores = masked_attention(q, *cache.view(layer, x.shape[0], keys), valid, attn.scale)
+        h = x + attn.o_proj(out)
         return h + self.mlp(self.post_attention_layernorm(h)), scores
 
 
@@ -257,19 +255,22 @@ class Model(nn.Module):
             return self.model.embed_tokens.as_linear(h)
         return self.lm_head(h)
 
-    def step_groups(
-        self, tokens: mx.array, groups: list[tuple[int, list[KVCache]]]
-    ) -> tuple[mx.array, list[mx.array]]:
-        """One decode step of rows held in several caches (different requests, different
-        lengths): ``tokens`` (B,), one per row; ``groups``: (rows, cache) in row order. Returns
-        logits (B, 1, V) and each group's last-layer scores. Row for row this computes what
-        ``__call__`` computes for its group alone (the dense layers see all B rows at once; a
-        BLAS gives rows bitwise independent of B only in a batch-invariant mode, see
-        ``runtime.blas``)."""
+    def step_shared(self, tokens: mx.array, cache: SharedCache) -> tuple[mx.array, mx.array]:
+        """One decode step of the rows of a ``SharedCache`` (continuous batching): ``tokens``
+        (slots,), one per slot (free slots: any). Returns logits (slots, 1, V) and the last
+        layer's scores (slots, heads, K), the keys past each row's position at -inf.
+
+        A row's results do not depend on the other rows: their lengths only pad the keys
+        (``shared_cache``), and the dense layers see the rows of one matrix (bitwise per row
+        when the BLAS is batch-invariant, ``runtime.blas``)."""
+        step = cache.begin_step()
         h = self.model.embed_tokens(tokens.reshape(-1, 1))
-        last = len(self.layers) - 1
-        scores: list = []
+        scores = None
         for i, layer in enumerate(self.layers):
-            h, s = layer.grouped(h, [(n, c[i]) for n, c in groups], want_scores=i == last)
-            scores = s if i == last else scores
-        return self.head(h), scores
+            h, scores = layer.shared(h, i, cache, step)
+        cache.end_step()
+        return self.head(h), scores  # type: ignore[return-value]
+
+    def shared_cache(self) -> SharedCache:
+        a = self.args
+        return SharedCache(len(self.layers), a.num_key_value_heads, a.head_dim)  # type: ignore[arg-type]

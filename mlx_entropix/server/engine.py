@@ -180,7 +180,7 @@ def generation_work(
 def _batchable(lm: LoadedModel) -> bool:
     """Whether requests can share decode steps: our Llama (attention per request), on one
     process (under ``mlx.launch`` every rank must run the same steps in the same order)."""
-    return hasattr(lm.model, "step_groups") and lm.model.group is None
+    return hasattr(lm.model, "step_shared") and lm.model.group is None
 
 
 class TokenBytes:

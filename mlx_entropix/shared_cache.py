@@ -1,0 +1,141 @@
+"""One KV cache for the rows of many requests, each at its own length (continuous batching).
+
+Per layer, keys and values of every row live in one buffer, (slots x kv heads, capacity, head
+dim); a row keeps its keys from position 0 up, so rows of different lengths share every
+operation of a decode step: one RoPE with per-row positions, one scatter of the new keys, one
+attention over the longest row's keys with the others' tail masked.
+
+Masked attention over padded keys normally changes the last bits (reductions group their
+terms by position). Here it does not, by construction, so a row gives the same bits whatever
+the other rows' lengths (measured, ``tests/test_shared_cache.py``):
+- keys are padded to a multiple of ``BLOCK`` and the softmax sees exactly 0 for the masked
+  tail (its reductions group terms the same way and add exact zeros);
+- p @ V runs block by block (``BLOCK`` keys each, a fixed matmul shape) and the blocks' sums
+  are added in order, trailing zero blocks last.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlx.core as mx
+
+BLOCK = 256  # keys per attention block; the buffers grow by this many positions
+
+
+def padded(n: int) -> int:
+    """``n`` keys rounded up to whole blocks."""
+    return -(-n // BLOCK) * BLOCK
+
+
+class SharedCache:
+    """Slots of rows, per layer one key and one value buffer; a free slot is reused."""
+
+    def __init__(self, n_layers: int, n_kv_heads: int, head_dim: int, dtype: Any = mx.float32):
+        self.n_layers, self.n_kv, self.head_dim, self.dtype = n_layers, n_kv_heads, head_dim, dtype
+        self.keys: list[mx.array] = []
+        self.values: list[mx.array] = []
+        self.lengths: list[int | None] = []  # keys held per slot; None = free
+        self.capacity = 0  # positions per slot
+
+    @property
+    def slots(self) -> int:
+        """Slots a step computes: up to the last one in use (free ones inside ride along)."""
+        used = [i for i, n in enumerate(self.lengths) if n is not None]
+        return used[-1] + 1 if used else 0
+
+    def add(self, cache: list[Any], rows: int) -> list[int]:
+        """Copy a prefilled one-row cache (per layer ``keys``/``values`` (1, heads, K, d) and
+        ``offset`` K) into ``rows`` free slots; returns them."""
+        length = cache[0].offset
+        slots = [self._free_slot() for _ in range(rows)]
+        self._reserve(length + 1)
+        for layer, c in enumerate(cache):
+            keys = c.keys[0, :, :length].astype(self.dtype)  # (heads, K, d)
+            values = c.values[0, :, :length].astype(self.dtype)
+            for s in slots:
+                rows_of = slice(s * self.n_kv, (s + 1) * self.n_kv)
+                self.keys[layer][rows_of, :length] = keys
+                self.values[layer][rows_of, :length] = values
+        for s in slots:
+            self.lengths[s] = length
+        return slots
+
+    def free(self, slots: list[int]) -> None:
+        for s in slots:
+            self.lengths[s] = None
+
+    def _free_slot(self) -> int:
+        for i, n in enumerate(self.lengths):
+            if n is None:
+                self.lengths[i] = 0  # taken (filled by the caller)
+                return i
+        shape = (self.n_kv, self.capacity, self.head_dim)
+        self.keys = [mx.concatenate([k, mx.zeros(shape, self.dtype)]) for k in self.keys]
+        self.values = [mx.concatenate([v, mx.zeros(shape, self.dtype)]) for v in self.values]
+        if not self.keys:
+            self.keys = [mx.zeros(shape, self.dtype) for _ in range(self.n_layers)]
+            self.values = [mx.zeros(shape, self.dtype) for _ in range(self.n_layers)]
+        self.lengths.append(0)
+        return len(self.lengths) - 1
+
+    def _reserve(self, positions: int) -> None:
+        """Room for ``positions`` keys per slot (whole blocks)."""
+        if positions <= self.capacity:
+            return
+        extra = padded(positions) - self.capacity
+        rows = len(self.lengths) * self.n_kv
+        pad = (rows, extra, self.head_dim)
+        if self.keys and rows:
+            self.keys = [mx.concatenate([k, mx.zeros(pad, self.dtype)], axis=1) for k in self.keys]
+            self.values = [mx.concatenate([v, mx.zeros(pad, self.dtype)], axis=1)
+                           for v in self.values]  # fmt: skip
+        self.capacity += extra
+
+    def begin_step(self) -> tuple[mx.array, mx.array, int]:
+        """Before a decode step of ``slots`` rows: each row's position (its new key's index,
+        free slots 0), the mask of the keys each row attends to (slots, 1, 1, 1, K) and K, the
+        padded key count of the longest row."""
+        n = self.slots
+        lengths = [x or 0 for x in self.lengths[:n]]
+        self._reserve(max(lengths) + 1)
+        keys = padded(max(lengths) + 1)
+        positions = mx.array(lengths)
+        valid = mx.arange(keys)[None] <= positions[:, None]
+        return positions, valid.reshape(n, 1, 1, 1, keys), keys
+
+    def end_step(self) -> None:
+        for i, n in enumerate(self.lengths):
+            if n is not None:
+                self.lengths[i] = n + 1
+
+    def write(self, layer: int, positions: mx.array, k: mx.array, v: mx.array) -> None:
+        """Store each row's new key and value (slots, heads, 1, d) at its position."""
+        n = k.shape[0]
+        rows = mx.arange(n * self.n_kv)
+        at = mx.repeat(positions, self.n_kv)
+        self.keys[layer][rows, at] = k.reshape(n * self.n_kv, self.head_dim)
+        self.values[layer][rows, at] = v.reshape(n * self.n_kv, self.head_dim)
+
+    def view(self, layer: int, n: int, keys: int) -> tuple[mx.array, mx.array]:
+        """The first ``n`` slots' keys and values, ``keys`` positions: (n, heads, keys, d)."""
+        shape = (n, self.n_kv, self.capacity, self.head_dim)
+        return (self.keys[layer][: n * self.n_kv].reshape(shape)[:, :, :keys],
+                self.values[layer][: n * self.n_kv].reshape(shape)[:, :, :keys])  # fmt: skip
+
+
+def masked_attention(
+    q: mx.array, k: mx.array, v: mx.array, valid: mx.array, scale: float
+) -> tuple[mx.array, mx.array]:
+    """One query per row over its valid keys: q (B, H, 1, d), k/v (B, Hkv, K, d) with K a
+    multiple of ``BLOCK``, valid (B, 1, 1, 1, K). Returns the output (B, 1, H * d) and the
+    scores (B, H, K) (masked keys -inf). Heads grouped by their kv head (no repeat of k)."""
+    B, H, _, d = q.shape
+    n_kv, K = k.shape[1], k.shape[2]
+    rep, blocks = H // n_kv, K // BLOCK
+    q1 = (q * scale).reshape(B, n_kv, rep, 1, d)
+    scores = mx.where(valid, q1 @ k[:, :, None].swapaxes(-1, -2), -mx.inf)  # (B, Hkv, rep, 1, K)
+    p = mx.softmax(scores, axis=-1, precise=True)
+    p = p.reshape(B, n_kv, rep, blocks, BLOCK).transpose(0, 1, 3, 2, 4)  # (B, Hkv, nb, rep, BL)
+    out = mx.sum(p @ v.reshape(B, n_kv, blocks, BLOCK, d), axis=2)  # (B, Hkv, rep, d)
+    return out.reshape(B, 1, H * d), scores.reshape(B, H, K)

@@ -1,0 +1,69 @@
+"""The shared KV cache of continuous batching: a row's attention gives the same bits whatever
+the other rows' lengths, and slots are filled, grown and reused correctly."""
+
+from __future__ import annotations
+
+import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
+from mlx_entropix.shared_cache import BLOCK, SharedCache, masked_attention, padded
+
+import mlx.core as mx
+import pytest
+
+
+def _row(length: int, keys: int, q, k, v):
+    """Row 0 of a masked attention over ``keys`` padded positions, ``length`` of them valid."""
+    valid = (mx.arange(keys) < length).reshape(1, 1, 1, 1, keys)
+    pad = ((0, 0), (0, 0), (0, keys - k.shape[2]), (0, 0))
+    # garbage in the padded tail: it must not leak into the row
+    kp = mx.pad(k, pad, constant_values=7.0)
+    vp = mx.pad(v, pad, constant_values=-3.0)
+    return masked_attention(q, kp, vp, valid, 0.125)
+
+
+@pytest.mark.parametrize("length", [1, 5, 33, BLOCK - 1, BLOCK, BLOCK + 1, 700, 2000])
+def test_a_rows_attention_does_not_depend_on_the_padding(length):
+    mx.random.seed(length)
+    q = mx.random.normal((1, 9, 1, 64))
+    k, v = mx.random.normal((1, 3, length, 64)), mx.random.normal((1, 3, length, 64))
+    own_out, own_scores = _row(length, padded(length), q, k, v)
+    for keys in (padded(length) + BLOCK, padded(length) + 4 * BLOCK):
+        out, scores = _row(length, keys, q, k, v)
+        assert mx.array_equal(out, own_out).item()
+        assert mx.array_equal(scores[..., :length], own_scores[..., :length]).item()
+        assert mx.all(scores[..., length:] == -mx.inf).item()
+    # and the same as plain attention over the valid keys, to float precision
+    ref = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.125)
+    assert mx.allclose(own_out, ref.transpose(0, 2, 1, 3).reshape(1, 1, -1), atol=1e-5).item()
+
+
+class _Prefilled:
+    def __init__(self, keys, values):
+        self.keys, self.values, self.offset = keys, values, keys.shape[2]
+
+
+def test_slots_are_filled_grown_and_reused():
+    cache = SharedCache(n_layers=2, n_kv_heads=3, head_dim=4)
+    k1 = mx.random.normal((1, 3, 10, 4))
+    first = cache.add([_Prefilled(k1, -k1)] * 2, rows=2)
+    assert first == [0, 1] and cache.lengths == [10, 10] and cache.capacity == BLOCK
+    keys, values = cache.view(1, 2, BLOCK)
+    assert mx.array_equal(keys[1, :, :10], k1[0]).item()
+    assert mx.array_equal(values[0, :, :10], -k1[0]).item()
+    cache.free([0])
+    assert cache.slots == 2  # slot 1 still in use
+    k2 = mx.random.normal((1, 3, BLOCK + 5, 4))
+    assert cache.add([_Prefilled(k2, k2)] * 2, rows=1) == [0]  # the free slot is reused
+    assert cache.capacity == 2 * BLOCK  # grown for the longer row, old rows kept
+    keys, _ = cache.view(0, 2, 2 * BLOCK)
+    assert mx.array_equal(keys[1, :, :10], k1[0]).item()
+    assert mx.array_equal(keys[0, :, : BLOCK + 5], k2[0]).item()
+    positions, valid, n_keys = cache.begin_step()
+    assert positions.tolist() == [BLOCK + 5, 10] and n_keys == 2 * BLOCK
+    assert valid.shape == (2, 1, 1, 1, 2 * BLOCK) and valid[1].sum().item() == 11
+    cache.write(0, positions, mx.ones((2, 3, 1, 4)), mx.ones((2, 3, 1, 4)))
+    cache.end_step()
+    assert cache.lengths == [BLOCK + 6, 11]
+    keys, _ = cache.view(0, 2, 2 * BLOCK)
+    assert mx.all(keys[1, :, 10] == 1).item() and mx.all(keys[0, :, BLOCK + 5] == 1).item()
+    cache.free([0, 1])
+    assert cache.slots == 0
