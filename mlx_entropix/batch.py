@@ -31,7 +31,7 @@ import mlx.core as mx
 
 from .config import Mode, SamplerConfig
 from .errors import InvalidRequestError
-from .events import DoneEvent, TokenEvent
+from .events import DoneEvent, ErrorEvent, TokenEvent
 from .generate import PREFILL_CHUNK, check_mode, policy
 from .sampler import candidate_width, step_key
 from .step import observe, sample_step
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from .io.load import LoadedModel
 
 __all__ = ["PREFILL_SLICE_S", "BatchDecoder", "BatchRequest"]
-Event = TokenEvent | DoneEvent
+Event = TokenEvent | DoneEvent | ErrorEvent
 # Prefill work per tick while rows are decoding: about one decode step of a full batch on the
 # 2-core CPU, so a long prompt at most halves the running streams' speed. With no row decoding
 # a tick may prefill longer (nobody waits), but still returns to admit new requests.
@@ -187,7 +187,21 @@ class BatchDecoder:
     # ------------------------------------------------------------------ one round
     def tick(self) -> None:
         """Queue the next decode step of every running row, read the current one (events),
-        then give the prefills a time slice (during which the queued step runs first)."""
+        then give the prefills a time slice (during which the queued step runs first).
+
+        If it fails (an MLX error, out of memory), every request ends with an ``ErrorEvent``
+        and the batch starts afresh; the error is raised to the caller."""
+        try:
+            self._tick()
+        except Exception as err:
+            for req in self.requests:
+                req.events.extend((r, ErrorEvent(mode=m, message=f"generation failed: {err}"))
+                                  for r, (m, _) in enumerate(req.rows))  # fmt: skip
+                req.finished = True
+            self.requests, self.shared = [], self.lm.model.shared_cache()
+            raise
+
+    def _tick(self) -> None:
         for req in list(self.requests):
             if req.should_stop():
                 self._end(req, cancelled=True)

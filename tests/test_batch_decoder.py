@@ -140,3 +140,27 @@ def test_fork_and_bad_rows_are_refused(embedded):
         decoder.submit(ids, [("nope", 0)])  # type: ignore[list-item]
     with pytest.raises(InvalidRequestError, match="no mode"):
         decoder.submit(ids, [])
+
+
+def test_a_failing_step_ends_every_request_with_an_error(embedded, monkeypatch):
+    decoder = BatchDecoder(embedded)
+    a = decoder.submit(prepare_prompt(embedded, "Hi"), [("greedy", 0)], max_tokens=8)
+    b = decoder.submit(prepare_prompt(embedded, "Hello"), [("normal", 1), ("greedy", 1)],
+                       max_tokens=8)  # fmt: skip
+    while a.current is None or b.current is None:
+        decoder.tick()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("device lost")
+
+    monkeypatch.setattr(embedded.model, "step_shared", broken)
+    with pytest.raises(RuntimeError, match="device lost"):
+        decoder.tick()
+    for req in (a, b):
+        errors = [e for _, e in req.events if e.type == "error"]
+        assert len(errors) == len(req.rows) and "device lost" in errors[0].message
+        assert req.finished
+    assert decoder.requests == []
+    monkeypatch.undo()
+    c = decoder.submit(prepare_prompt(embedded, "Hi"), [("greedy", 0)], max_tokens=3)
+    assert [e.type for _, e in (x for x in decoder.pull(c) if x)][-1] == "done"  # serves again
