@@ -42,11 +42,10 @@ if TYPE_CHECKING:
 
 __all__ = ["PREFILL_SLICE_S", "BatchDecoder", "BatchRequest"]
 Event = TokenEvent | DoneEvent | ErrorEvent
-# Prefill work per tick while rows are decoding: about one decode step of a full batch on the
-# 2-core CPU, so a long prompt at most halves the running streams' speed. With no row decoding
-# a tick may prefill longer (nobody waits), but still returns to admit new requests.
+# Prefill work per tick: about one decode step of a full batch on the 2-core CPU, so a long
+# prompt at most halves the running streams' speed. Ticks are cheap: a short slice also lets a
+# new request (admitted between ticks) start its prefill soon.
 PREFILL_SLICE_S = 0.15
-PREFILL_SLICE_IDLE_S = 1.0
 
 
 @dataclass(eq=False)
@@ -97,17 +96,12 @@ class _Rows:
 
 
 class BatchDecoder:
-    def __init__(
-        self,
-        lm: LoadedModel,
-        prefill_slice_s: float = PREFILL_SLICE_S,
-        idle_slice_s: float = PREFILL_SLICE_IDLE_S,
-    ):
+    def __init__(self, lm: LoadedModel, prefill_slice_s: float = PREFILL_SLICE_S):
         if not hasattr(lm.model, "step_shared") or lm.model.group is not None:
             raise InvalidRequestError("this model cannot decode requests as one batch")
         self.lm = lm
         self.shared = lm.model.shared_cache()
-        self.prefill_slice_s, self.idle_slice_s = prefill_slice_s, idle_slice_s
+        self.prefill_slice_s = prefill_slice_s
         self.requests: list[BatchRequest] = []
         self.steps = 0  # decode steps run (each over every running row)
 
@@ -304,15 +298,17 @@ class BatchDecoder:
         return result
 
     def _prefill_slice(self, budget_s: float) -> None:
-        """Prefill work until ``budget_s`` has passed (at least one layer), shortest first."""
-        if not any(r.current is not None for r in self.requests):
-            budget_s = self.idle_slice_s
+        """Prefill work until ``budget_s`` has passed (at least one layer), shortest prompt
+        first; a cancel (or time limit) is honoured between layers."""
         deadline = time.perf_counter() + budget_s
         while True:
             waiting = [r for r in self.requests if r.prefill is not None]
             if not waiting:
                 return
             req = min(waiting, key=lambda r: r.remaining)
+            if req.should_stop():
+                self._end(req, cancelled=True)
+                continue
             try:
                 next(req.prefill)  # type: ignore[arg-type]
             except StopIteration as end:

@@ -108,7 +108,7 @@ def test_a_cancelled_request_leaves_and_the_others_go_on(embedded):
 def test_a_short_request_is_prefilled_before_a_long_prompt_finishes(embedded):
     """Shortest prompt first, a slice per round: the short request's first token comes while
     the long prompt is still being prefilled."""
-    decoder = BatchDecoder(embedded, prefill_slice_s=0.0, idle_slice_s=0.0)  # a layer a round
+    decoder = BatchDecoder(embedded, prefill_slice_s=0.0)  # a layer a round
     long_ids = prepare_prompt(embedded, "word " * 600)
     long = decoder.submit(long_ids, [("greedy", 0)], max_tokens=2)
     decoder.tick()  # the long prompt has started
