@@ -191,7 +191,7 @@ class BatchDecoder:
             for req in self.requests:
                 req.events.extend((r, ErrorEvent(mode=m, message=f"generation failed: {err}"))
                                   for r, (m, _) in enumerate(req.rows))  # fmt: skip
-                req.finished = True
+                req.finished, req.slots = True, []
             self.requests, self.shared = [], self.lm.model.shared_cache()
             raise
 
