@@ -10,9 +10,10 @@ is by construction, ``shared_cache``). Against ``generate`` (its own cache, the 
 attention) they agree in tokens and to ~1e-6 in the metrics.
 
 A new request joins at a step boundary. Its prompt is prefilled layer by layer, a time slice
-per ``tick`` between the decode steps of the running rows, the shortest remaining prompt
-first: a long prompt delays the running streams by about one slice per token and a short
-request that arrives during it is served after one slice, not after the whole prefill.
+per ``tick`` between the decode steps of the running rows (a slice per waiting prompt, up to a
+cap), the shortest remaining prompt first: a long prompt delays the running streams by about
+one slice per token, and a short request that arrives during it is served after one slice,
+not after the whole prefill.
 
 The decoder is driven by whoever consumes its events (the server's jobs, ``pull``): ``tick``
 runs one round once every request's events have been handed out. No threads here: all calls
@@ -42,10 +43,13 @@ if TYPE_CHECKING:
 
 __all__ = ["PREFILL_SLICE_S", "BatchDecoder", "BatchRequest"]
 Event = TokenEvent | DoneEvent | ErrorEvent
-# Prefill work per tick: about one decode step of a full batch on the 2-core CPU, so a long
-# prompt at most halves the running streams' speed. Ticks are cheap: a short slice also lets a
-# new request (admitted between ticks) start its prefill soon.
+# Prefill work per tick and waiting prompt: about one decode step of a full batch on the 2-core
+# CPU, so one long prompt at most halves the running streams' speed. Several waiting prompts
+# (a burst of requests) get a slice each, up to PREFILL_SLICE_MAX_S per tick: their first
+# tokens then do not wait for a decode step between every two prefills. Ticks are cheap: short
+# slices also let a new request (admitted between ticks) start its prefill soon.
 PREFILL_SLICE_S = 0.15
+PREFILL_SLICE_MAX_S = 1.0
 
 
 @dataclass(eq=False)
@@ -205,7 +209,8 @@ class BatchDecoder:
             mx.eval([a for r in running for a in r.current.arrays()])  # type: ignore[union-attr]
         for req in running:
             self._read(req, following.get(req))
-        self._prefill_slice(self.prefill_slice_s)
+        waiting = sum(r.prefill is not None for r in self.requests)
+        self._prefill_slice(min(self.prefill_slice_s * waiting, PREFILL_SLICE_MAX_S))
 
     def _decode(self, reqs: list[BatchRequest]) -> dict[BatchRequest, _Rows]:
         if not reqs:
