@@ -50,6 +50,9 @@ Event = TokenEvent | DoneEvent | ErrorEvent
 # slices also let a new request (admitted between ticks) start its prefill soon.
 PREFILL_SLICE_S = 0.15
 PREFILL_SLICE_MAX_S = 1.0
+# Prompts up to this many tokens are prefilled together, one row each; longer ones alone, in
+# chunks (their late chunks attend to thousands of keys: no short prompt should pay for that).
+SHORT_PROMPT = PREFILL_CHUNK
 
 
 @dataclass(eq=False)
@@ -71,9 +74,8 @@ class BatchRequest:
     finished: bool = False
     closed: set[int] = field(default_factory=set)  # rows whose DoneEvent is out
     # decoder state
-    cache: list = field(default_factory=list)  # the prompt's, until its rows join the batch
+    waiting: bool = False  # a short prompt not yet in a prefill
     slots: list[int] = field(default_factory=list)  # its rows in the shared cache
-    prefill: Generator[int, None, tuple[mx.array, Any]] | None = None
     remaining: int = 0  # prompt tokens not prefilled yet (shortest first)
     index: int = 0  # step of ``current``
     current: _Rows | None = None
@@ -84,6 +86,26 @@ class BatchRequest:
         mode = self.rows[r][0]
         width = max(candidate_width(self.cfg, policy(mode), vocab), self.top_logprobs, 1)
         return width, self.cfg.n_adaptive_samples if mode == "entropix" else 1
+
+
+@dataclass
+class _Prompt:
+    """A prefilled prompt: its keys and values per layer, length, last logits and scores."""
+
+    req: BatchRequest
+    kv: list[tuple[mx.array, mx.array]]
+    length: int
+    logits: mx.array
+    scores: mx.array | None
+
+
+@dataclass
+class _Prefill:
+    """Prefill work in progress: one long prompt, or short ones together (``short``)."""
+
+    reqs: list[BatchRequest]
+    steps: Generator[None, None, list[_Prompt]]
+    short: bool = False
 
 
 @dataclass
@@ -107,6 +129,7 @@ class BatchDecoder:
         self.shared = lm.model.shared_cache()
         self.prefill_slice_s = prefill_slice_s
         self.requests: list[BatchRequest] = []
+        self.prefills: list[_Prefill] = []
         self.steps = 0  # decode steps run (each over every running row)
 
     # ------------------------------------------------------------------ the consumers' side
@@ -143,12 +166,14 @@ class BatchDecoder:
             streams=[
                 RowStream(lm.tokenizer, m, stop, top_logprobs, top_logprobs, t0) for m, _ in rows
             ],  # fmt: skip
-            cache=lm.model.make_cache(),
             remaining=len(ids),
             t_start=t0,
             t_prefill=t0,
         )
-        req.prefill = self._prefill(req)
+        if len(ids) <= SHORT_PROMPT:
+            req.waiting = True
+        else:
+            self.prefills.append(_Prefill([req], self._prefill_long(req)))
         self.requests.append(req)
         return req
 
@@ -196,7 +221,8 @@ class BatchDecoder:
                 req.events.extend((r, ErrorEvent(mode=m, message=f"generation failed: {err}"))
                                   for r, (m, _) in enumerate(req.rows))  # fmt: skip
                 req.finished, req.slots = True, []
-            self.requests, self.shared = [], self.lm.model.shared_cache()
+            self.requests, self.prefills = [], []
+            self.shared = self.lm.model.shared_cache()
             raise
 
     def _tick(self) -> None:
@@ -209,7 +235,7 @@ class BatchDecoder:
             mx.eval([a for r in running for a in r.current.arrays()])  # type: ignore[union-attr]
         for req in running:
             self._read(req, following.get(req))
-        waiting = sum(r.prefill is not None for r in self.requests)
+        waiting = sum(r.current is None for r in self.requests)
         self._prefill_slice(min(self.prefill_slice_s * waiting, PREFILL_SLICE_MAX_S))
 
     def _decode(self, reqs: list[BatchRequest]) -> dict[BatchRequest, _Rows]:
@@ -220,7 +246,7 @@ class BatchDecoder:
         tokens = mx.zeros((shared.slots,), dtype=mx.int32)  # free slots and ending rows: 0
         tokens[order] = mx.concatenate([r.current.token for r in reqs]).astype(mx.int32)  # type: ignore[union-attr]
         keys = {r: shared.lengths[r.slots[0]] + 1 for r in reqs}  # type: ignore[operator]
-        logits, scores = self.lm.model.step_shared(tokens, shared)
+        logits, scores = _run(self.lm.model.step_shared(tokens, shared))
         out = {}
         for req in reqs:
             rows = mx.array(req.slots)
@@ -285,51 +311,82 @@ class BatchDecoder:
         self.discard(req)
 
     # ------------------------------------------------------------------ prefill
-    def _prefill(self, req: BatchRequest) -> Generator[int, None, tuple[mx.array, Any]]:
-        """The prompt through the model a layer at a time, in ``generate``'s chunks (so the
-        cache and the first step are those of ``generate``)."""
+    def _prefill_long(self, req: BatchRequest) -> Generator[None, None, list[_Prompt]]:
+        """A long prompt alone, a layer at a time, in ``generate``'s chunks and cache."""
         model, ids = self.lm.model, req.ids
+        cache = model.make_cache()
         chunks = [ids[i : i + PREFILL_CHUNK] for i in range(0, len(ids), PREFILL_CHUNK)]
         for i, chunk in enumerate(chunks):
-            steps = model.layer_steps(mx.array(chunk)[None], req.cache, i == len(chunks) - 1)
-            while True:
-                try:
-                    next(steps)
-                except StopIteration as end:
-                    result = end.value
-                    break
-                yield req.remaining
+            logits, scores = yield from model.layer_steps(
+                mx.array(chunk)[None], cache, i == len(chunks) - 1
+            )
             req.remaining -= len(chunk)
-        return result
+        kv = [(c.keys[0], c.values[0]) for c in cache]
+        return [_Prompt(req, kv, len(ids), logits, scores)]
+
+    def _prefill_short(self, reqs: list[BatchRequest]) -> Generator[None, None, list[_Prompt]]:
+        """Short prompts together, one row each (right-padded), a layer at a time, in a cache
+        of their own; each row's results are those of its prompt alone (``step_shared``)."""
+        cache = self.lm.model.shared_cache()
+        rows = [cache.add([], 0, 1)[0] for _ in reqs]
+        width = max(len(r.ids) for r in reqs)
+        tokens = mx.array([r.ids + [0] * (width - len(r.ids)) for r in reqs])
+        counts = [len(r.ids) for r in reqs]
+        logits, scores = yield from self.lm.model.step_shared(tokens, cache, counts, evaluate=True)
+        for r in reqs:
+            r.remaining = 0
+        return [
+            _Prompt(r, cache.row(b), n, logits[b : b + 1], scores[b : b + 1, :, :n])
+            for r, b, n in zip(reqs, rows, counts, strict=True)
+        ]
 
     def _prefill_slice(self, budget_s: float) -> None:
-        """Prefill work until ``budget_s`` has passed (at least one layer), shortest prompt
+        """Prefill work until ``budget_s`` has passed (at least one layer), shortest prompts
         first; a cancel (or time limit) is honoured between layers."""
         deadline = time.perf_counter() + budget_s
         while True:
-            waiting = [r for r in self.requests if r.prefill is not None]
-            if not waiting:
-                return
-            req = min(waiting, key=lambda r: r.remaining)
-            if req.should_stop():
+            for req in [r for r in self.requests if r.current is None and r.should_stop()]:
                 self._end(req, cancelled=True)
+            waiting = [r for r in self.requests if r.waiting]
+            if waiting and not any(p.short for p in self.prefills):
+                for r in waiting:
+                    r.waiting = False
+                self.prefills.append(_Prefill(waiting, self._prefill_short(waiting), True))
+            if not self.prefills:
+                return
+            job = min(self.prefills, key=lambda p: max(r.remaining for r in p.reqs))
+            if all(r.finished for r in job.reqs):  # all cancelled
+                self.prefills.remove(job)
                 continue
             try:
-                next(req.prefill)  # type: ignore[arg-type]
+                next(job.steps)
             except StopIteration as end:
-                self._start(req, *end.value)
+                self.prefills.remove(job)
+                for prompt in end.value:
+                    self._start(prompt)
             if time.perf_counter() >= deadline:
                 return
 
-    def _start(self, req: BatchRequest, logits: mx.array, scores: mx.array | None) -> None:
-        """The prompt is in: the first step (from the prompt's last logits) and the request's
-        rows, each from a copy of the cache, join the batch at the next tick."""
-        req.prefill = None
-        last, metrics, log_norm = observe(logits, scores, self._compiled())
-        req.slots, req.cache = self.shared.add(req.cache, len(req.rows)), []
+    def _start(self, prompt: _Prompt) -> None:
+        """A prompt is in: the first step (from its last logits) and the request's rows,
+        each from a copy of its keys, join the batch at the next tick."""
+        req = prompt.req
+        if req.finished:
+            return
+        last, metrics, log_norm = observe(prompt.logits, prompt.scores, self._compiled())
+        req.slots = self.shared.add(prompt.kv, prompt.length, len(req.rows))
         can = mx.array([req.clarify_id is not None] * len(req.rows))
         req.current = self._sample(req, last, metrics, log_norm, 0, can)
         mx.async_eval(req.current.arrays())
 
     def _compiled(self) -> bool:
         return getattr(self.lm, "compile_steps", True)
+
+
+def _run(steps: Generator[None, None, Any]) -> Any:
+    """A layer-by-layer generator run to its end, lazily (a decode step: one graph)."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as end:
+            return end.value

@@ -161,8 +161,9 @@ class Block(nn.Module):
     def shared(
         self, x: mx.array, layer: int, cache: SharedCache, step: tuple[mx.array, mx.array, int]
     ) -> tuple[mx.array, mx.array]:
-        """One decode step of rows held in a ``SharedCache`` (each at its own position): every
-        operation over all rows at once; returns the new hidden state and the scores."""
+        """A step of rows held in a ``SharedCache``, each at its own position (one token per row,
+        or a right-padded prompt per row): every operation over all rows at once; returns the
+        new hidden state and the scores (rows, heads, queries, keys)."""
         attn = self.self_attn
         positions, valid, keys = step
         q, k, v = attn.project(self.input_layernorm(x))
@@ -255,21 +256,38 @@ class Model(nn.Module):
             return self.model.embed_tokens.as_linear(h)
         return self.lm_head(h)
 
-    def step_shared(self, tokens: mx.array, cache: SharedCache) -> tuple[mx.array, mx.array]:
-        """One decode step of the rows of a ``SharedCache`` (continuous batching): ``tokens``
-        (slots,), one per slot (free slots: any). Returns logits (slots, 1, V) and the last
-        layer's scores (slots, heads, K), the keys past each row's position at -inf.
+    def step_shared(
+        self,
+        tokens: mx.array,
+        cache: SharedCache,
+        counts: list[int] | None = None,
+        evaluate: bool = False,
+    ) -> Generator[None, None, tuple[mx.array, mx.array]]:
+        """A step of the rows of a ``SharedCache``, a layer at a time (as ``layer_steps``):
+        ``tokens`` (slots,) one per row (a decode step; free slots: any) or (slots, L) with
+        ``counts`` real ones per row, right-padded (a batch of prompts). Returns the logits of
+        each row's last real token (slots, 1, V) and its last-layer scores (slots, heads, K),
+        the keys it does not see at -inf.
 
-        A row's results do not depend on the other rows: their lengths only pad the keys
-        (``shared_cache``), and the dense layers see the rows of one matrix (bitwise per row
-        when the BLAS is batch-invariant, ``runtime.blas``)."""
-        step = cache.begin_step()
-        h = self.model.embed_tokens(tokens.reshape(-1, 1))
+        A row's results do not depend on the other rows: their lengths only pad the keys and
+        queries (``shared_cache``), and the dense layers see the rows of one matrix (bitwise
+        per row when the BLAS is batch-invariant, ``runtime.blas``)."""
+        tokens = tokens.reshape(tokens.shape[0], -1)
+        n, queries = tokens.shape
+        step = cache.begin_step(queries, counts)
+        h = self.model.embed_tokens(tokens)
         scores = None
         for i, layer in enumerate(self.layers):
+            yield
             h, scores = layer.shared(h, i, cache, step)
+            if evaluate:  # a prefill: each layer done before the next yield (interruptible)
+                mx.eval(h, cache.keys[i], cache.values[i])
         cache.end_step()
-        return self.head(h), scores  # type: ignore[return-value]
+        yield
+        last = mx.array([c - 1 for c in counts]) if counts else mx.full((n,), queries - 1)
+        h = mx.take_along_axis(h, last[:, None, None], axis=1)  # (slots, 1, dim)
+        scores = mx.take_along_axis(scores, last[:, None, None, None], axis=2)  # type: ignore[arg-type]
+        return self.head(h), scores[:, :, 0]
 
     def shared_cache(self) -> SharedCache:
         a = self.args

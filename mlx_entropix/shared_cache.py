@@ -44,15 +44,14 @@ class SharedCache:
         used = [i for i, n in enumerate(self.lengths) if n is not None]
         return used[-1] + 1 if used else 0
 
-    def add(self, cache: list[Any], rows: int) -> list[int]:
-        """Copy a prefilled one-row cache (per layer ``keys``/``values`` (1, heads, K, d) and
-        ``offset`` K) into ``rows`` free slots; returns them."""
-        length = cache[0].offset
+    def add(self, layers: list[tuple[mx.array, mx.array]], length: int, rows: int) -> list[int]:
+        """Copy one prefilled row (per layer its keys and values, (heads, >= length, d)) into
+        ``rows`` free slots; returns them."""
         slots = [self._free_slot() for _ in range(rows)]
         self._reserve(length + 1)
-        for layer, c in enumerate(cache):
-            keys = c.keys[0, :, :length].astype(self.dtype)  # (heads, K, d)
-            values = c.values[0, :, :length].astype(self.dtype)
+        for layer, (keys, values) in enumerate(layers):
+            keys = keys[:, :length].astype(self.dtype)
+            values = values[:, :length].astype(self.dtype)
             for s in slots:
                 rows_of = slice(s * self.n_kv, (s + 1) * self.n_kv)
                 self.keys[layer][rows_of, :length] = keys
@@ -60,6 +59,11 @@ class SharedCache:
         for s in slots:
             self.lengths[s] = length
         return slots
+
+    def row(self, slot: int) -> list[tuple[mx.array, mx.array]]:
+        """One slot's keys and values per layer, (heads, capacity, d) (for ``add``)."""
+        rows_of = slice(slot * self.n_kv, (slot + 1) * self.n_kv)
+        return [(k[rows_of], v[rows_of]) for k, v in zip(self.keys, self.values, strict=True)]
 
     def free(self, slots: list[int]) -> None:
         for s in slots:
@@ -92,30 +96,37 @@ class SharedCache:
                            for v in self.values]  # fmt: skip
         self.capacity += extra
 
-    def begin_step(self) -> tuple[mx.array, mx.array, int]:
-        """Before a decode step of ``slots`` rows: each row's position (its new key's index,
-        free slots 0), the mask of the keys each row attends to (slots, 1, 1, 1, K) and K, the
-        padded key count of the longest row."""
+    def begin_step(
+        self, queries: int = 1, counts: list[int] | None = None
+    ) -> tuple[mx.array, mx.array, int]:
+        """Before a step of ``queries`` tokens per row over ``slots`` rows (``counts``: the real
+        ones per row, the rest padding; default all): each row's position (its first new
+        key's index; free slots 0), the mask of the keys each query attends to
+        (slots, 1, 1, queries, K), and K, the padded key count of the longest row."""
         n = self.slots
         lengths = [x or 0 for x in self.lengths[:n]]
-        self._reserve(max(lengths) + 1)
-        keys = padded(max(lengths) + 1)
+        self._reserve(max(lengths) + queries)
+        keys = padded(max(lengths) + queries)
         positions = mx.array(lengths)
-        valid = mx.arange(keys)[None] <= positions[:, None]
-        return positions, valid.reshape(n, 1, 1, 1, keys), keys
+        query_at = positions[:, None] + mx.arange(queries)[None]  # (n, queries)
+        valid = mx.arange(keys)[None, None] <= query_at[:, :, None]  # causal, own keys only
+        self._counts = counts or [queries] * n
+        return positions, valid.reshape(n, 1, 1, queries, keys), keys
 
     def end_step(self) -> None:
         for i, n in enumerate(self.lengths):
             if n is not None:
-                self.lengths[i] = n + 1
+                self.lengths[i] = n + self._counts[i]
 
     def write(self, layer: int, positions: mx.array, k: mx.array, v: mx.array) -> None:
-        """Store each row's new key and value (slots, heads, 1, d) at its position."""
-        n = k.shape[0]
-        rows = mx.arange(n * self.n_kv)
-        at = mx.repeat(positions, self.n_kv)
-        self.keys[layer][rows, at] = k.reshape(n * self.n_kv, self.head_dim)
-        self.values[layer][rows, at] = v.reshape(n * self.n_kv, self.head_dim)
+        """Store each row's new keys and values (slots, heads, queries, d) from its position
+        on (padding queries write past the row's end, where nothing reads before a real key
+        overwrites them)."""
+        n, _, queries, _ = k.shape
+        rows = mx.repeat(mx.arange(n * self.n_kv), queries)
+        at = mx.repeat(positions, self.n_kv * queries) + mx.tile(mx.arange(queries), n * self.n_kv)
+        self.keys[layer][rows, at] = k.reshape(-1, self.head_dim)
+        self.values[layer][rows, at] = v.reshape(-1, self.head_dim)
 
     def view(self, layer: int, n: int, keys: int) -> tuple[mx.array, mx.array]:
         """The first ``n`` slots' keys and values, ``keys`` positions: (n, heads, keys, d)."""
@@ -127,15 +138,16 @@ class SharedCache:
 def masked_attention(
     q: mx.array, k: mx.array, v: mx.array, valid: mx.array, scale: float
 ) -> tuple[mx.array, mx.array]:
-    """One query per row over its valid keys: q (B, H, 1, d), k/v (B, Hkv, K, d) with K a
-    multiple of ``BLOCK``, valid (B, 1, 1, 1, K). Returns the output (B, 1, H * d) and the
-    scores (B, H, K) (masked keys -inf). Heads grouped by their kv head (no repeat of k)."""
-    B, H, _, d = q.shape
+    """Queries over their valid keys: q (B, H, L, d), k/v (B, Hkv, K, d) with K a multiple of
+    ``BLOCK``, valid (B, 1, 1, L, K). Returns the output (B, L, H * d) and the scores
+    (B, H, L, K) (masked keys -inf). Heads grouped by their kv head (no repeat of k)."""
+    B, H, L, d = q.shape
     n_kv, K = k.shape[1], k.shape[2]
     rep, blocks = H // n_kv, K // BLOCK
-    q1 = (q * scale).reshape(B, n_kv, rep, 1, d)
-    scores = mx.where(valid, q1 @ k[:, :, None].swapaxes(-1, -2), -mx.inf)  # (B, Hkv, rep, 1, K)
-    p = mx.softmax(scores, axis=-1, precise=True)
-    p = p.reshape(B, n_kv, rep, blocks, BLOCK).transpose(0, 1, 3, 2, 4)  # (B, Hkv, nb, rep, BL)
-    out = mx.sum(p @ v.reshape(B, n_kv, blocks, BLOCK, d), axis=2)  # (B, Hkv, rep, d)
-    return out.reshape(B, 1, H * d), scores.reshape(B, H, K)
+    q1 = (q * scale).reshape(B, n_kv, rep, L, d)
+    scores = mx.where(valid, q1 @ k[:, :, None].swapaxes(-1, -2), -mx.inf)  # (B, Hkv, rep, L, K)
+    p = mx.softmax(scores, axis=-1, precise=True).reshape(B, n_kv, rep * L, blocks, BLOCK)
+    p = p.transpose(0, 1, 3, 2, 4)  # (B, Hkv, blocks, rep * L, BLOCK)
+    out = mx.sum(p @ v.reshape(B, n_kv, blocks, BLOCK, d), axis=2)  # (B, Hkv, rep * L, d)
+    out = out.reshape(B, H, L, d).transpose(0, 2, 1, 3).reshape(B, L, H * d)
+    return out, scores.reshape(B, H, L, K)

@@ -119,7 +119,7 @@ def test_a_short_request_is_prefilled_before_a_long_prompt_finishes(embedded):
             first = item[1]
             break
     assert first is not None
-    assert long.prefill is not None and long.current is None  # still prefilling
+    assert long.current is None and not long.finished  # still prefilling
 
 
 def test_a_discarded_request_frees_its_rows(embedded):

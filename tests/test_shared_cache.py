@@ -36,15 +36,10 @@ def test_a_rows_attention_does_not_depend_on_the_padding(length):
     assert mx.allclose(own_out, ref.transpose(0, 2, 1, 3).reshape(1, 1, -1), atol=1e-5).item()
 
 
-class _Prefilled:
-    def __init__(self, keys, values):
-        self.keys, self.values, self.offset = keys, values, keys.shape[2]
-
-
 def test_slots_are_filled_grown_and_reused():
     cache = SharedCache(n_layers=2, n_kv_heads=3, head_dim=4)
     k1 = mx.random.normal((1, 3, 10, 4))
-    first = cache.add([_Prefilled(k1, -k1)] * 2, rows=2)
+    first = cache.add([(k1[0], -k1[0])] * 2, 10, rows=2)
     assert first == [0, 1] and cache.lengths == [10, 10] and cache.capacity == BLOCK
     keys, values = cache.view(1, 2, BLOCK)
     assert mx.array_equal(keys[1, :, :10], k1[0]).item()
@@ -52,7 +47,7 @@ def test_slots_are_filled_grown_and_reused():
     cache.free([0])
     assert cache.slots == 2  # slot 1 still in use
     k2 = mx.random.normal((1, 3, BLOCK + 5, 4))
-    assert cache.add([_Prefilled(k2, k2)] * 2, rows=1) == [0]  # the free slot is reused
+    assert cache.add([(k2[0], k2[0])] * 2, BLOCK + 5, rows=1) == [0]  # the free slot is reused
     assert cache.capacity == 2 * BLOCK  # grown for the longer row, old rows kept
     keys, _ = cache.view(0, 2, 2 * BLOCK)
     assert mx.array_equal(keys[1, :, :10], k1[0]).item()
@@ -67,3 +62,26 @@ def test_slots_are_filled_grown_and_reused():
     assert mx.all(keys[1, :, 10] == 1).item() and mx.all(keys[0, :, BLOCK + 5] == 1).item()
     cache.free([0, 1])
     assert cache.slots == 0
+
+
+def test_a_prompt_row_gives_the_same_bits_beside_longer_prompts():
+    """Prefill rows (several queries each, right-padded): a prompt's row is the same whether
+    it is alone or beside a longer prompt (padded queries and keys)."""
+    data = [
+        mx.random.normal((2, h, 300, 64), key=mx.random.key(i)) for i, h in enumerate((9, 3, 3))
+    ]
+
+    def prefill(lengths: list[int]):
+        cache = SharedCache(n_layers=1, n_kv_heads=3, head_dim=64)
+        for _ in lengths:
+            cache.add([], 0, 1)
+        width = max(lengths)
+        positions, valid, keys = cache.begin_step(width, lengths)
+        q, k, v = (x[: len(lengths), :, :width] for x in data)
+        cache.write(0, positions, k, v)
+        return masked_attention(q, *cache.view(0, len(lengths), keys), valid, 0.125)
+
+    alone_out, alone_scores = prefill([7])
+    out, scores = prefill([7, 300])
+    assert mx.array_equal(out[0, :7], alone_out[0, :7]).item()
+    assert mx.array_equal(scores[0, :, :7, :7], alone_scores[0, :, :7, :7]).item()
