@@ -9,10 +9,10 @@ at prompt lengths of about 50, 500 and 2000 tokens (a chat prompt asking for a l
 Definitions (identical for every runner):
   TTFT          seconds from the call until the first token is available (prefill + 1 step)
   prefill tok/s prompt tokens / TTFT
-  decode tok/s  (tokens - 1) / (time of last token - time of first token)
+  decode tok/s  (tokens - 2) / (last token's time - second token's): the steady state (our
+                first token is read before step 1 is queued, mlx-lm's after: not comparable)
   peak MiB      ``mx.get_peak_memory()`` (MLX allocator: weights + KV cache + activations),
-                reset before each run; ``ru_maxrss`` (whole process, never decreases) is
-                reported once at the end.
+                reset per run; ``ru_maxrss`` (whole process, never decreases) once at the end.
 Runners are interleaved within each repeat (a busy neighbour slows all of them alike); every
 figure is the median over the repeats with its min-max spread, and each ratio is the median of
 the per-repeat ratios (paired within a repeat). The load average is recorded per length.
@@ -114,20 +114,30 @@ def prompt_ids(lm: LoadedModel, target: int) -> list[int]:
 
 
 def timed(tokens: Iterator[Any], prompt: int) -> dict[str, Any]:
-    """Consume a token stream: wall times of the call, first and last token, and the process
-    CPU time per decode token (robust to neighbours on a shared machine)."""
+    """Consume a token stream: wall times of the call, first, second and last token, and the
+    process CPU time per decode token (robust to neighbours on a shared machine)."""
     mx.reset_peak_memory()
     start = time.perf_counter()
-    first = last = start
-    cpu_first = cpu_last = time.process_time()
+    first = second = last = start
+    cpu_second = cpu_last = time.process_time()
     n = 0
     for _ in tokens:
         last, cpu_last = time.perf_counter(), time.process_time()
         if n == 0:
-            first, cpu_first = last, cpu_last
+            first = last
+        elif n == 1:
+            second, cpu_second = last, cpu_last
         n += 1
-    cpu = 1e3 * (cpu_last - cpu_first) / (n - 1) if n > 1 else 0.0
-    return _row(prompt, n, start, first, last, extra={"decode_cpu_ms_per_tok": cpu})
+    ttft = first - start
+    return {
+        "prompt_tokens": prompt,
+        "tokens": n,
+        "ttft_s": ttft,
+        "prefill_tok_s": prompt / ttft if ttft > 0 else 0.0,
+        "decode_tok_s": (n - 2) / (last - second) if n > 2 and last > second else 0.0,
+        "peak_mib": mx.get_peak_memory() / 2**20,
+        "decode_cpu_ms_per_tok": 1e3 * (cpu_last - cpu_second) / (n - 2) if n > 2 else 0.0,
+    }
 
 
 def run_engine(
@@ -141,19 +151,6 @@ def run_mlx_lm(ref: Any, ids: list[int], tokens: int) -> dict[str, Any]:
     from mlx_lm.generate import generate_step
 
     return timed(generate_step(mx.array(ids), ref, max_tokens=tokens), len(ids))
-
-
-def _row(prompt: int, n: int, start: float, first: float, last: float, extra=None) -> dict:
-    ttft = first - start
-    return {
-        "prompt_tokens": prompt,
-        "tokens": n,
-        "ttft_s": ttft,
-        "prefill_tok_s": prompt / ttft if ttft > 0 else 0.0,
-        "decode_tok_s": (n - 1) / (last - first) if n > 1 and last > first else 0.0,
-        "peak_mib": mx.get_peak_memory() / 2**20,
-        **(extra or {}),
-    }
 
 
 def device_loop(lm: LoadedModel, ids: list[int], tokens: int, metrics: bool) -> float:

@@ -261,6 +261,14 @@ def _run(
         return sample_step(*fwd, can, step_key(0, 0), cfg, "greedy", n_top, 1, n_top, None,
                      _compile_steps(lm), lm.model.group)  # fmt: skip
 
+    def queue(index: int) -> Step | None:
+        """Step ``index`` from the current token, queued on the device; None past the budget."""
+        if index >= budget:
+            return None
+        queued = step(_forward(lm, current.token, cache), current.can_clarify, index)
+        mx.async_eval(queued)
+        return queued
+
     cache = lm.model.make_cache()
     forward = _forward(lm, ids, cache, should_stop)
     if forward is None:  # cancelled (or out of time) during the prefill: no token at all
@@ -287,10 +295,10 @@ def _run(
                 if not s.finished:
                     s.finish, s.finished = "cancelled", True
             break
-        following = None
-        if index + 1 < budget:  # queue step n+1 on the device before reading step n
-            following = step(_forward(lm, current.token, cache), current.can_clarify, index + 1)
-            mx.async_eval(following)
+        # Step n+1 is queued on the device before step n is read, except after the first
+        # token: MLX's async_eval returns only once all but ~100 ops of the graphs before it
+        # have run (10 tasks in flight at most), so the first token would wait for step 1.
+        following = queue(index + 1) if index > 0 else None
         values = current.packed.tolist()  # the one host sync of this step, all rows
         computed += len(rows)
         if index == 0:
@@ -329,6 +337,8 @@ def _run(
                 yield from ((r, e) for e in s.push(vals))
                 if s.finished:  # this row is done; the others go on (its row idles along)
                     yield from finish_row(r)
+        if index == 0 and not all(s.finished for s in streams):
+            following = queue(1)  # after the first token's events were handed out
         if all(s.finished for s in streams) or following is None:
             break
         index += 1
