@@ -25,6 +25,7 @@ from mlx_lm.models.rope_utils import initialize_rope
 from .compiled import compiled
 from .metrics import vocab_exp
 from .shared_cache import SharedCache, masked_attention
+from .shared_cache import Step as SharedStep
 
 ONE_QK_ON_CPU = True  # False: SDPA + separate scores on the CPU too (for measurements)
 FAST_SILU_ON_CPU = True  # False: MLX's sigmoid (its CPU exp: ~26 ns per element)
@@ -174,17 +175,17 @@ class Block(nn.Module):
         return h + self.mlp(self.post_attention_layernorm(h)), scores
 
     def shared(
-        self, x: mx.array, layer: int, cache: SharedCache, step: tuple[mx.array, mx.array, int]
+        self, x: mx.array, layer: int, cache: SharedCache, step: SharedStep
     ) -> tuple[mx.array, mx.array]:
         """A step of rows held in a ``SharedCache``, each at its own position (one token per row,
         or a right-padded prompt per row): every operation over all rows at once; returns the
         new hidden state and the scores (rows, heads, queries, keys)."""
         attn = self.self_attn
-        positions, valid, keys = step
         q, k, v = attn.project(self.input_layernorm(x))
-        q, k = attn.rope(q, offset=positions), attn.rope(k, offset=positions)
-        cache.write(layer, positions, k, v)
-        out, scores = masked_attention(q, *cache.view(layer, x.shape[0], keys), valid, attn.scale)
+        q, k = attn.rope(q, offset=step.positions), attn.rope(k, offset=step.positions)
+        cache.write(layer, step, k, v)
+        keys, values = cache.view(layer, x.shape[0], step.keys)
+        out, scores = masked_attention(q, keys, values, step.valid, attn.scale)
         h = x + attn.o_proj(out)
         return h + self.mlp(self.post_attention_layernorm(h)), scores
 

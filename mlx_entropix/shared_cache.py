@@ -16,7 +16,7 @@ the other rows' lengths (measured, ``tests/test_shared_cache.py``):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import mlx.core as mx
 
@@ -26,6 +26,16 @@ BLOCK = 256  # keys per attention block; the buffers grow by this many positions
 def padded(n: int) -> int:
     """``n`` keys rounded up to whole blocks."""
     return -(-n // BLOCK) * BLOCK
+
+
+class Step(NamedTuple):
+    """What every layer of one step needs, computed once per step (``begin_step``)."""
+
+    positions: mx.array  # (slots,) each row's first new position: its RoPE offset
+    valid: mx.array  # (slots, 1, 1, queries, keys) the keys each query attends to
+    keys: int  # padded key count of the longest row
+    rows: mx.array  # (slots * kv heads * queries,) buffer rows of the new keys ...
+    at: mx.array  # ... and their positions
 
 
 class SharedCache:
@@ -96,13 +106,10 @@ class SharedCache:
                            for v in self.values]  # fmt: skip
         self.capacity += extra
 
-    def begin_step(
-        self, queries: int = 1, counts: list[int] | None = None
-    ) -> tuple[mx.array, mx.array, int]:
+    def begin_step(self, queries: int = 1, counts: list[int] | None = None) -> Step:
         """Before a step of ``queries`` tokens per row over ``slots`` rows (``counts``: the real
-        ones per row, the rest padding; default all): each row's position (its first new
-        key's index; free slots 0), the mask of the keys each query attends to
-        (slots, 1, 1, queries, K), and K, the padded key count of the longest row."""
+        ones per row, the rest padding; default all): where each row's new keys go, the mask of
+        the keys each query attends to, and the padded key count of the longest row."""
         n = self.slots
         lengths = [x or 0 for x in self.lengths[:n]]
         self._reserve(max(lengths) + queries)
@@ -111,22 +118,25 @@ class SharedCache:
         query_at = positions[:, None] + mx.arange(queries)[None]  # (n, queries)
         valid = mx.arange(keys)[None, None] <= query_at[:, :, None]  # causal, own keys only
         self._counts = counts or [queries] * n
-        return positions, valid.reshape(n, 1, 1, queries, keys), keys
+        return Step(
+            positions=positions,
+            valid=valid.reshape(n, 1, 1, queries, keys),
+            keys=keys,
+            rows=mx.repeat(mx.arange(n * self.n_kv), queries),
+            at=mx.repeat(query_at[:, None], self.n_kv, axis=1).reshape(-1),
+        )
 
     def end_step(self) -> None:
         for i, n in enumerate(self.lengths):
             if n is not None:
                 self.lengths[i] = n + self._counts[i]
 
-    def write(self, layer: int, positions: mx.array, k: mx.array, v: mx.array) -> None:
+    def write(self, layer: int, step: Step, k: mx.array, v: mx.array) -> None:
         """Store each row's new keys and values (slots, heads, queries, d) from its position
         on (padding queries write past the row's end, where nothing reads before a real key
         overwrites them)."""
-        n, _, queries, _ = k.shape
-        rows = mx.repeat(mx.arange(n * self.n_kv), queries)
-        at = mx.repeat(positions, self.n_kv * queries) + mx.tile(mx.arange(queries), n * self.n_kv)
-        self.keys[layer][rows, at] = k.reshape(-1, self.head_dim)
-        self.values[layer][rows, at] = v.reshape(-1, self.head_dim)
+        self.keys[layer][step.rows, step.at] = k.reshape(-1, self.head_dim)
+        self.values[layer][step.rows, step.at] = v.reshape(-1, self.head_dim)
 
     def view(self, layer: int, n: int, keys: int) -> tuple[mx.array, mx.array]:
         """The first ``n`` slots' keys and values, ``keys`` positions: (n, heads, keys, d)."""

@@ -52,10 +52,10 @@ def test_slots_are_filled_grown_and_reused():
     keys, _ = cache.view(0, 2, 2 * BLOCK)
     assert mx.array_equal(keys[1, :, :10], k1[0]).item()
     assert mx.array_equal(keys[0, :, : BLOCK + 5], k2[0]).item()
-    positions, valid, n_keys = cache.begin_step()
-    assert positions.tolist() == [BLOCK + 5, 10] and n_keys == 2 * BLOCK
-    assert valid.shape == (2, 1, 1, 1, 2 * BLOCK) and valid[1].sum().item() == 11
-    cache.write(0, positions, mx.ones((2, 3, 1, 4)), mx.ones((2, 3, 1, 4)))
+    step = cache.begin_step()
+    assert step.positions.tolist() == [BLOCK + 5, 10] and step.keys == 2 * BLOCK
+    assert step.valid.shape == (2, 1, 1, 1, 2 * BLOCK) and step.valid[1].sum().item() == 11
+    cache.write(0, step, mx.ones((2, 3, 1, 4)), mx.ones((2, 3, 1, 4)))
     cache.end_step()
     assert cache.lengths == [BLOCK + 6, 11]
     keys, _ = cache.view(0, 2, 2 * BLOCK)
@@ -76,10 +76,10 @@ def test_a_prompt_row_gives_the_same_bits_beside_longer_prompts():
         for _ in lengths:
             cache.add([], 0, 1)
         width = max(lengths)
-        positions, valid, keys = cache.begin_step(width, lengths)
+        step = cache.begin_step(width, lengths)
         q, k, v = (x[: len(lengths), :, :width] for x in data)
-        cache.write(0, positions, k, v)
-        return masked_attention(q, *cache.view(0, len(lengths), keys), valid, 0.125)
+        cache.write(0, step, k, v)
+        return masked_attention(q, *cache.view(0, len(lengths), step.keys), step.valid, 0.125)
 
     alone_out, alone_scores = prefill([7])
     out, scores = prefill([7, 300])
