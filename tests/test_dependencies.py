@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-OURS = {"mlx_entropix", "tests", "mlx_main", "mlx_server", "mlx_download_weights", "_live_server"}
+OURS = {"mlx_entropix", "tests", "mlx_main", "mlx_server", "mlx_download_weights", "_live_server", "conftest"}
 
 
 def _names(specs: list[str]) -> set[str]:

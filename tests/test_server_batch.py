@@ -64,6 +64,10 @@ def test_concurrent_requests_share_steps_and_match_serial_runs(live):
     wait_idle(live)
     decoder = live.worker.resource.decoder
     assert decoder is not None
+    with httpx.Client(base_url=live.url, timeout=30) as c:
+        limits, runtime = (c.get("/api/info").json()[k] for k in ("limits", "runtime"))
+    assert (limits["max_batch"], limits["batched_decoding"]) == (8, True)
+    assert runtime["batch_invariant"] is BATCH_INVARIANT
     steps = decoder.steps
     with ThreadPoolExecutor(len(REQUESTS)) as pool:
         together = list(pool.map(lambda pb: run(live, *pb), REQUESTS))

@@ -89,6 +89,9 @@ async def info(request: Request) -> InfoResponse:
             "max_body_bytes": settings.max_body_bytes,
             "request_timeout_s": settings.request_timeout_s,
             "max_queue": settings.max_queue,
+            # rows decoded together across requests (1: one request at a time)
+            "max_batch": request.app.state.worker.max_running,
+            "batched_decoding": engine.decoder is not None,
         },
     )
 
