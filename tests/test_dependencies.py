@@ -12,7 +12,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-OURS = {"mlx_entropix", "tests", "mlx_main", "mlx_server", "mlx_download_weights", "_live_server", "conftest"}
+OURS = {"mlx_entropix", "tests", "mlx_main", "mlx_server", "mlx_download_weights", "_live_server",
+        "conftest"}  # fmt: skip
 
 
 def _names(specs: list[str]) -> set[str]:
