@@ -15,6 +15,7 @@ function, which gives the same results.
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -87,4 +88,11 @@ def compiled(
     for inputs whose shape changes every step (attention scores grow with the context): the
     function must then not bake a shape into its graph.
     """
+    enabled = enabled and not _switched_off()
     return _build(fn, enabled, shapeless, tuple(sorted(static.items())))
+
+
+def _switched_off() -> bool:
+    """``MLX_ENTROPIX_COMPILE=0`` (read by ``runtime.device`` too) also covers the callers that
+    have no loaded model at hand (the model's prefill activation)."""
+    return os.environ.get("MLX_ENTROPIX_COMPILE", "").strip().lower() in ("0", "false", "no", "off")
