@@ -16,6 +16,7 @@ settings for ``--repeats`` rounds; per setting the median over rounds is kept:
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import statistics
@@ -26,16 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "continuous_batching.json"
-PROMPTS = [
-    "Name three colours.",
-    "Write one sentence about the sea.",
-    "What is 12 times 7?",
-    "Give me a word that rhymes with cat.",
-    "Which number is larger, 9.9 or 9.11?",
-    "Describe a cloud in five words.",
-    "List two fruits.",
-    "Say hello in French.",
-]
+# the load test's prompts (the sibling module; benchmarks/ is no package)
+PROMPTS: list[str] = importlib.import_module("load_client").PROMPTS
 SETTINGS = {"batch-invariant": "AUTO,STRICT", "default MKL": None}
 
 
