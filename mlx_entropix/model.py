@@ -23,12 +23,14 @@ from mlx_lm.models.cache import KVCache
 from mlx_lm.models.rope_utils import initialize_rope
 
 from .compiled import compiled
-from .metrics import vocab_exp
+from .metrics import softmax_keys, vocab_exp
 from .shared_cache import SharedCache, masked_attention
 from .shared_cache import Step as SharedStep
 
 ONE_QK_ON_CPU = True  # False: SDPA + separate scores on the CPU too (for measurements)
 FAST_SILU_ON_CPU = True  # False: MLX's sigmoid (its CPU exp: ~26 ns per element)
+# From this many keys on, a CPU decode step's attention uses ``softmax_keys`` (None: never).
+FAST_SOFTMAX_KEYS: int | None = 1024
 
 
 def _swiglu(gate: mx.array, up: mx.array) -> mx.array:
@@ -116,13 +118,22 @@ class Attention(nn.Module):
         k, v = cache.update_and_fetch(k, v)
 
         rep = self.n_heads // self.n_kv_heads
-        if want_scores and L == 1 and ONE_QK_ON_CPU and mx.default_device() == mx.cpu:
+        cpu = L == 1 and ONE_QK_ON_CPU and mx.default_device() == mx.cpu
+        fast = cpu and FAST_SOFTMAX_KEYS is not None and k.shape[2] >= FAST_SOFTMAX_KEYS
+        if cpu and (want_scores or fast):
             # No fused attention kernel on the CPU: MLX's SDPA computes q.k^T itself, so a
-            # decode step would compute it twice. Compute it once, as the fallback does.
+            # decode step would compute it twice. Compute it once, as the fallback does; over
+            # long contexts with a faster softmax than MLX's CPU one (``softmax_keys``).
             q1 = (q * self.scale).reshape(B, self.n_kv_heads, rep, 1, self.head_dim)
             scores = q1 @ k[:, :, None].swapaxes(-1, -2)  # (B, Hkv, rep, 1, K)
-            attn = mx.softmax(scores, axis=-1, precise=True) @ v[:, :, None]
+            if fast:
+                probs = compiled(softmax_keys, shapeless=True)(scores)
+            else:
+                probs = mx.softmax(scores, axis=-1, precise=True)
+            attn = probs @ v[:, :, None]
             out = attn.reshape(B, self.n_heads, L, -1).transpose(0, 2, 1, 3).reshape(B, L, -1)
+            if not want_scores:
+                return out, None
             return out, scores.reshape(B, self.n_heads, -1).astype(mx.float32)
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
         out = out.transpose(0, 2, 1, 3).reshape(B, L, -1)

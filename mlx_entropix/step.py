@@ -39,7 +39,11 @@ def observe(
         attention = [mx.full(entropy.shape, mx.nan, dtype=mx.float32)] * 4
     elif head_group is not None:  # heads split over ranks: collectives, uncompiled
         attention = attention_metrics(scores, head_group)
-    else:  # shapeless: the scores grow by one key per step, which must not retrace the graph
+    elif scores.shape[-1] < 2:  # one key (a one-token prompt): see below
+        attention = attention_metrics(scores)
+    else:  # shapeless: the scores grow by one key per step, which must not retrace the graph.
+        # Never with one key: MLX 0.32's shapeless graph then corrupts memory (a reduction
+        # over a size-1 axis, traced or run), crashing the process.
         attention = compiled(attention_metrics, compile_steps, shapeless=True)(scores)
     return last, mx.stack([entropy, varentropy, *attention], axis=-1), log_norm
 

@@ -148,3 +148,21 @@ def test_vocab_exp_is_accurate():
     assert np.max(np.abs(got[:-2] - exact) / exact) < 2e-7  # MLX's own exp: ~3e-6 here
     assert got[-2:].max() < 1e-37 and got[-1] >= 0.0  # far below: ~1e-38, never negative
     assert compiled(vocab_exp, True)(x).tolist() == vocab_exp(x).tolist()
+
+
+def test_a_one_token_prompt_does_not_break_the_shapeless_graph():
+    """MLX's shapeless graph of the attention metrics corrupts memory when run with one key
+    (a one-token prompt): ``observe`` keeps such steps uncompiled. In a subprocess, since the
+    failure is a crash."""
+    code = """
+import mlx_entropix
+import mlx.core as mx
+from mlx_entropix.step import observe
+for keys in (20, 1, 30, 1, 2):
+    logits = mx.random.normal((1, 1, 50))
+    _, metrics, _ = observe(logits, mx.random.normal((1, 9, keys)))
+    mx.eval(metrics)
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-500:]

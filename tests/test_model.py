@@ -93,3 +93,30 @@ def test_last_only_logits_equal_the_last_row(embedded):
     assert last.shape == (1, 1, full.shape[-1])
     assert mx.abs(full[:, -1:] - last).max().item() < 1e-4
     assert mx.abs(s1 - s2).max().item() < 1e-5
+
+
+def test_long_context_softmax_matches_mlx():
+    from mlx_entropix.metrics import softmax_keys
+
+    for keys in (2, 7, 1024, 3001):  # never 1: see step.observe
+        scores = mx.random.normal((1, 3, 3, 1, keys)) * 8
+        fast = mx.compile(softmax_keys, shapeless=True)(scores)
+        assert mx.allclose(fast, mx.softmax(scores, axis=-1, precise=True), atol=1e-7).item()
+
+
+def test_long_context_decode_keeps_its_tokens(embedded, monkeypatch):
+    """Past FAST_SOFTMAX_KEYS keys the CPU decode attention uses ``softmax_keys``: the same
+    tokens as MLX's softmax, metrics within float noise."""
+    from mlx_entropix import model as model_module
+    from mlx_entropix.generate import generate
+
+    prompt = "The quick brown fox jumps over the lazy dog. " * 110  # ~1,100 tokens
+    monkeypatch.setattr(model_module, "FAST_SOFTMAX_KEYS", 1024)
+    fast = [e for e in generate(embedded, prompt, mode="greedy", max_tokens=6) if e.type == "token"]
+    monkeypatch.setattr(model_module, "FAST_SOFTMAX_KEYS", None)
+    plain = [e for e in generate(embedded, prompt, mode="greedy", max_tokens=6)
+             if e.type == "token"]  # fmt: skip
+    assert [e.id for e in fast] == [e.id for e in plain]
+    for a, b in zip(fast, plain, strict=True):
+        assert a.metrics.entropy == pytest.approx(b.metrics.entropy, rel=1e-4, abs=1e-5)
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
