@@ -16,9 +16,10 @@ Definitions (identical for every runner):
 Runners are interleaved within each repeat (a busy neighbour slows all of them alike); every
 figure is the median over the repeats with its min-max spread, and each ratio is the median of
 the per-repeat ratios (paired within a repeat). The load average is recorded per length.
-``--ablations`` adds engine runners with one remedy undone (uncompiled steps; q.k^T twice in
-the last layer), ``--breakdown`` two decode-only loops of our model (argmax only; + metrics and
-the logits copied to the host). Headline: entropix decode tok/s / mlx-lm greedy decode tok/s.
+``--ablations [NAME ...]`` adds engine runners with one remedy undone (all, or those named:
+uncompiled steps; q.k^T twice in the last layer; MLX's softmax in long-context attention),
+``--breakdown`` two decode-only loops of our model (argmax only; + metrics and the logits
+copied to the host). Headline: entropix decode tok/s / mlx-lm greedy decode tok/s.
 
     uv run benchmarks/speed.py                        # 5 repeats, 50/500/2000 tokens
     uv run benchmarks/speed.py --lengths 50 --tokens 32 --repeats 3   # quick look
@@ -65,6 +66,7 @@ ABLATIONS = {
     "entropix, uncompiled": ("entropix", "compile"),
     "greedy, uncompiled": ("greedy", "compile"),
     "entropix, q.k twice": ("entropix", "one_qk"),
+    "greedy, MLX softmax": ("greedy", "softmax"),
 }
 
 
@@ -79,6 +81,12 @@ def undone(lm: LoadedModel, what: str | None) -> Iterator[LoadedModel]:
             yield lm
         finally:
             model_module.ONE_QK_ON_CPU = True
+    elif what == "softmax":  # long-context attention with MLX's softmax (softmax_keys off)
+        keys, model_module.FAST_SOFTMAX_KEYS = model_module.FAST_SOFTMAX_KEYS, None
+        try:
+            yield lm
+        finally:
+            model_module.FAST_SOFTMAX_KEYS = keys
     else:
         yield lm
 
@@ -259,7 +267,8 @@ def measure_length(
     }
     for mode in RUNNERS[:3]:
         runners[mode] = lambda mode=mode: run_engine(lm, ids, mode, args.tokens, args.top_logprobs)
-    for name, (mode, what) in ABLATIONS.items() if args.ablations else ():
+    chosen = ABLATIONS if args.ablations == [] else {n: ABLATIONS[n] for n in args.ablations or ()}
+    for name, (mode, what) in chosen.items():
 
         def ablated(mode: str = mode, what: str = what) -> dict[str, Any]:
             with undone(lm, what) as variant:
@@ -308,7 +317,8 @@ def main() -> None:
     p.add_argument(
         "--top-logprobs", type=int, default=5, help="alternatives per event (engine default 5)"
     )
-    p.add_argument("--ablations", action="store_true", help="add runners with a remedy undone")
+    p.add_argument("--ablations", nargs="*", choices=list(ABLATIONS), default=None,
+                   help="add runners with a remedy undone (all, or those named)")  # fmt: skip
     p.add_argument("--breakdown", action="store_true", help="add the decode-only model loops")
     p.add_argument("--replot", type=Path, help="redraw the PNG from a saved JSON, no run")
     p.add_argument("--out", type=Path, default=RESULTS)
