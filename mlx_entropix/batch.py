@@ -123,7 +123,7 @@ class _Rows:
 
 class BatchDecoder:
     def __init__(self, lm: LoadedModel, prefill_slice_s: float = PREFILL_SLICE_S):
-        if not hasattr(lm.model, "step_shared") or lm.model.group is not None:
+        if not self.supports(lm):
             raise InvalidRequestError("this model cannot decode requests as one batch")
         self.lm = lm
         self.shared = lm.model.shared_cache()
@@ -131,6 +131,12 @@ class BatchDecoder:
         self.requests: list[BatchRequest] = []
         self.prefills: list[_Prefill] = []
         self.steps = 0  # decode steps run (each over every running row)
+
+    @staticmethod
+    def supports(lm: LoadedModel) -> bool:
+        """Our Llama (``Model.step_shared``), in one process: under ``mlx.launch`` every rank
+        must run the same steps in the same order, which a shared batch does not promise."""
+        return hasattr(lm.model, "step_shared") and lm.model.group is None
 
     # ------------------------------------------------------------------ the consumers' side
     def submit(

@@ -42,8 +42,8 @@ class Engine:
     runtime: dict[str, Any]
     model_id: str  # the id /v1/models reports
     token_bytes: TokenBytes  # worker thread only (uses the worker's tokenizer)
-    # Decodes the rows of all running requests as one batch (worker thread only); None for a
-    # model without per-request attention groups (mlx-lm families) or under mlx.launch.
+    # Decodes the rows of all running requests as one batch (worker thread only); None for
+    # mlx-lm family models and under mlx.launch (``BatchDecoder.supports``).
     decoder: BatchDecoder | None = None
 
     @classmethod
@@ -57,11 +57,15 @@ class Engine:
             runtime=runtime_info().as_dict(),
             model_id=Path(lm.info.path).stem if settings.model is None else str(settings.model),
             token_bytes=TokenBytes(lm),
-            decoder=BatchDecoder(lm) if _batchable(lm) else None,
+            decoder=BatchDecoder(lm) if BatchDecoder.supports(lm) else None,
         )
         # Warm-up: the first forward pass compiles kernels; keep that out of request latency.
         for _ in generate(lm, "Hi", mode="greedy", max_tokens=1, top_logprobs=0):
             pass
+        if engine.decoder is not None:  # and the shared batch's graphs
+            warm = engine.decoder.submit(prepare_prompt(lm, "Hi"), [("entropix", 0)], max_tokens=2)
+            for _ in engine.decoder.pull(warm):
+                pass
         return engine
 
     # ---------------------------------------------------------------- event-loop side
@@ -102,7 +106,9 @@ def generation_work(
     ``n`` choices of one mode (OpenAI's ``n``). It yields ``(row, event)``: row r is
     ``modes[r]``, or choice r of the one mode.
 
-    The rows but fork run as one batch (rows from one prefill, one host sync per step); each
+    The rows but fork join the engine's shared batch (``BatchDecoder``: one prefill, decoded
+    with every other running request's rows; the job yields ``IDLE`` while the batch has
+    nothing for it), or, without one, run as one batch of their own (``generate_rows``); each
     fork row decodes its own branches as a batch and is interleaved with them. Each row draws
     from its own per-step RNG stream (seed, step), so the tokens are exactly those of separate
     runs. Without a seed, one is chosen here: every mode shares it, and choice i of ``n`` runs
@@ -175,12 +181,6 @@ def generation_work(
 
     work.size = len(rows)  # type: ignore[attr-defined]  (the worker's slots: one per row)
     return work
-
-
-def _batchable(lm: LoadedModel) -> bool:
-    """Whether requests can share decode steps: our Llama (attention per request), on one
-    process (under ``mlx.launch`` every rank must run the same steps in the same order)."""
-    return hasattr(lm.model, "step_shared") and lm.model.group is None
 
 
 class TokenBytes:
