@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import mlx.core as mx
 
@@ -34,6 +34,7 @@ from .config import Mode, SamplerConfig
 from .errors import InvalidRequestError
 from .events import DoneEvent, ErrorEvent, TokenEvent
 from .generate import PREFILL_CHUNK, check_mode, policy
+from .model import run_steps
 from .sampler import candidate_width, step_key
 from .step import observe, sample_step
 from .stream import RowStream
@@ -252,7 +253,7 @@ class BatchDecoder:
         tokens = mx.zeros((shared.slots,), dtype=mx.int32)  # free slots and ending rows: 0
         tokens[order] = mx.concatenate([r.current.token for r in reqs]).astype(mx.int32)  # type: ignore[union-attr]
         keys = {r: shared.lengths[r.slots[0]] + 1 for r in reqs}  # type: ignore[operator]
-        logits, scores = _run(self.lm.model.step_shared(tokens, shared))
+        logits, scores = run_steps(self.lm.model.step_shared(tokens, shared))
         out = {}
         for req in reqs:
             rows = mx.array(req.slots)
@@ -387,12 +388,3 @@ class BatchDecoder:
 
     def _compiled(self) -> bool:
         return getattr(self.lm, "compile_steps", True)
-
-
-def _run(steps: Generator[None, None, Any]) -> Any:
-    """A layer-by-layer generator run to its end, lazily (a decode step: one graph)."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as end:
-            return end.value

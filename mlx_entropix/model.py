@@ -44,6 +44,20 @@ class Cancelled(Exception):  # noqa: N818  (control flow, not an error)
     """``should_stop()`` turned true between two layers of an interruptible forward pass."""
 
 
+def run_steps(
+    steps: Generator[None, None, Any], should_stop: Callable[[], bool] | None = None
+) -> Any:
+    """A layer-by-layer pass (``layer_steps``, ``step_shared``) run to its end, checking
+    ``should_stop`` before each layer (``Cancelled`` when it turns true)."""
+    while True:
+        if should_stop is not None and should_stop():
+            raise Cancelled
+        try:
+            next(steps)
+        except StopIteration as end:
+            return end.value
+
+
 @dataclass
 class ModelArgs:
     hidden_size: int
@@ -243,17 +257,8 @@ class Model(nn.Module):
         ``should_stop``: an interruptible pass (a prefill): every layer is evaluated before the
         next one is queued (``layer_steps``), and ``Cancelled`` is raised as soon as
         ``should_stop()`` is true, so a cancel lands within one layer's work."""
-        if should_stop is None:
-            steps = self.layer_steps(inputs, cache, last_only, evaluate=False)
-        else:
-            steps = self.layer_steps(inputs, cache, last_only)
-        while True:
-            if should_stop is not None and should_stop():
-                raise Cancelled
-            try:
-                next(steps)
-            except StopIteration as end:
-                return end.value
+        steps = self.layer_steps(inputs, cache, last_only, evaluate=should_stop is not None)
+        return run_steps(steps, should_stop)
 
     def layer_steps(
         self, inputs: mx.array, cache: list[KVCache], last_only: bool = False, evaluate: bool = True
