@@ -187,6 +187,33 @@ def test_close_ends_waiting_streams():
     assert items2 == []
 
 
+
+def test_close_closes_the_resource_in_its_thread_after_the_last_job():
+    """The engine's close (under mlx.launch: "followers, exit") runs on the model thread, after
+    the running job has ended; a failing close does not break the shutdown."""
+    events: list = []
+
+    class Resource:
+        def close(self):
+            events.append(("close", threading.current_thread().name))
+            raise RuntimeError("a follower is gone")
+
+    def work(resource, should_stop):
+        while not should_stop():
+            yield "token"
+            time.sleep(0.01)
+        events.append(("job ended", threading.current_thread().name))
+        yield "stopped"
+
+    w = Worker(Resource).start()
+    w.wait_ready(5)
+    _, items, ended = collect_job(w, work)
+    while not items:
+        time.sleep(0.01)
+    w.close()
+    assert ended.wait(5)
+    assert events == [("job ended", "mlx-worker"), ("close", "mlx-worker")]
+
 # ---------------------------------------------------------------------- several jobs at once
 # Jobs submitted before start() are all pending when the thread takes its first round, so the
 # interleaving is deterministic.

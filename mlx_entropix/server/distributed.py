@@ -5,8 +5,9 @@ generations, token for token. Rank 0's worker sends each job's arguments (a few 
 of JSON) before running it; the followers block on ``receive_job``, run the same
 ``generation_work`` silently and wait for the next. Stopping is agreed too: a cancel or time
 limit seen on rank 0 reaches the followers through ``synced_stop`` at the same step, so no rank
-is left waiting in a collective that the others skipped. When rank 0 exits, its connections
-close and the followers' wait fails: they exit too.
+is left waiting in a collective that the others skipped. At its shutdown rank 0 tells the
+followers to exit (``Engine.close``, after its last job); should it die instead, its connections
+close and the followers' wait fails: they exit too. Followers ignore Ctrl-C (``main.py``).
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def follow(engine: Any, group: mx.distributed.Group, generation_work: Callable[.
         except RuntimeError as err:  # rank 0 exited (shutdown or crash): so do we
             log.info("rank %d: rank 0 is gone (%s); exiting", group.rank(), err)
             return
-        if spec is None:
+        if spec is None:  # rank 0 shuts down (Engine.close)
+            log.info("rank %d: rank 0 shuts down; exiting", group.rank())
             return
         spec["config"] = SamplerConfig.model_validate(spec["config"])
         work = generation_work(**spec)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from .settings import ServerSettings
 from .worker import IDLE
 
 Event = TokenEvent | ForkEvent | DoneEvent | ErrorEvent
+log = logging.getLogger("mlx_entropix.server")
 
 
 @dataclass
@@ -67,6 +69,18 @@ class Engine:
             for _ in engine.decoder.pull(warm):
                 pass
         return engine
+
+    def close(self) -> None:
+        """Worker thread, after its last job: under ``mlx.launch`` tell the followers to exit
+        (in this thread, so the message is ordered after every job's collectives). A follower
+        that is already gone is no reason to fail the shutdown."""
+        ranks = self.lm.model.group
+        if ranks is None:
+            return
+        try:
+            send_job(ranks, None)
+        except RuntimeError as err:
+            log.warning("could not tell the other ranks to exit: %s", err)
 
     # ---------------------------------------------------------------- event-loop side
     def prepare(

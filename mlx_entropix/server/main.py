@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -146,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     if settings.batch_invariant:  # before anything computes (MKL reads it at its first call)
         batch_invariant()
     if rank() != 0:  # under mlx.launch: rank 0 serves, the others follow its jobs
+        # Ctrl-C reaches every rank of the terminal's process group; a follower interrupted
+        # inside a collective would leave rank 0 waiting in it. Followers exit when rank 0 says
+        # so at its shutdown (or when it is gone) instead.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             engine = Engine.load(settings)
         except EntropixError as err:

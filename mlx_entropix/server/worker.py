@@ -226,6 +226,16 @@ class Worker(Generic[R]):
         finally:  # a BaseException escaped a work: still end every stream
             for run in list(self._running):
                 self._finish(run)
+            self._close_resource()
+
+    def _close_resource(self) -> None:
+        """The resource's own ``close()``, if it has one, in this thread (the one that used it)."""
+        close = getattr(self.resource, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception:
+                log.exception("closing the worker's resource failed")
 
     def _admit(self) -> list[_Running] | None:
         """At a round boundary: wait while there is nothing to do, then take the queue's head
