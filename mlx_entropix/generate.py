@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import mlx.core as mx
@@ -109,10 +109,7 @@ def _forward(
     if isinstance(tokens, mx.array):
         chunks, should_stop = [tokens.reshape(-1, 1)], None
     else:
-        chunks = [
-            mx.array(tokens[i : i + PREFILL_CHUNK])[None]
-            for i in range(0, len(tokens), PREFILL_CHUNK)
-        ]
+        chunks = _chunks(tokens)
     try:
         for chunk in chunks[:-1]:
             lm.model(chunk, cache, should_stop=should_stop)
@@ -121,6 +118,41 @@ def _forward(
     except Cancelled:
         return None
     return observe(logits, scores, _compile_steps(lm), lm.model.head_group)
+
+
+def _prefill_in_steps(
+    lm: LoadedModel, ids: list[int], cache: list, should_stop: Callable[[], bool] | None
+) -> Generator[None, None, tuple[mx.array, ...] | None]:
+    """``_forward`` of a prompt that yields between layers (between chunks for a model without
+    ``layer_steps``), each evaluated before the yield: the caller can serve others meanwhile
+    (the server's worker, while a long fork prompt prefills). The same operations, so the same
+    results; None when ``should_stop`` turned true."""
+    chunks = _chunks(ids)
+    try:
+        for i, chunk in enumerate(chunks):
+            last = i == len(chunks) - 1
+            if hasattr(lm.model, "layer_steps"):
+                steps = lm.model.layer_steps(chunk, cache, last_only=last, evaluate=True)
+                while True:
+                    if should_stop is not None and should_stop():
+                        raise Cancelled
+                    try:
+                        next(steps)
+                    except StopIteration as end:
+                        logits, scores = end.value
+                        break
+                    yield
+            else:
+                logits, scores = lm.model(chunk, cache, last_only=last, should_stop=should_stop)
+                mx.eval([c.state for c in cache])
+                yield
+    except Cancelled:
+        return None
+    return observe(logits, scores, _compile_steps(lm), lm.model.head_group)
+
+
+def _chunks(ids: list[int]) -> list[mx.array]:
+    return [mx.array(ids[i : i + PREFILL_CHUNK])[None] for i in range(0, len(ids), PREFILL_CHUNK)]
 
 
 def _compile_steps(lm: LoadedModel) -> bool:
@@ -184,9 +216,12 @@ def generate_rows(
     system: str | None = None,
     top_logprobs: int = 5,
     should_stop: Callable[[], bool] | None = None,
-) -> Iterator[tuple[int, Event]]:
+    idle: bool = False,
+) -> Iterator[tuple[int, Event] | None]:
     """``generate_batch``'s events as ``(r, event)``: r is the row the event belongs to, which
     tells apart rows of the same mode (several choices of one request, each its own seed).
+    ``idle``: the prompt is prefilled a layer at a time with a ``None`` item after each, so a
+    scheduler can run other work between them (the tokens are the same).
     Raises ``InvalidRequestError`` / ``PromptTooLongError`` before the first event."""
     if not modes:
         raise InvalidRequestError("no mode to run")
@@ -203,7 +238,7 @@ def generate_rows(
     clarify_id = lm.tokenizer.token_id(cfg.clarifying_token) if cfg.clarifying_token else None
     budget = min(max_tokens, lm.info.context_length - len(ids))
     rows = [_Row(m, s) for m, s in zip(modes, seeds, strict=True)]
-    return _run(lm, ids, rows, cfg, budget, stop, top_logprobs, should_stop, clarify_id)
+    return _run(lm, ids, rows, cfg, budget, stop, top_logprobs, should_stop, clarify_id, idle)
 
 
 def policy(mode: Mode) -> Mode:
@@ -226,7 +261,8 @@ def _run(
     top_logprobs: int,
     should_stop: Callable[[], bool] | None,
     clarify_id: int | None,
-) -> Iterator[tuple[int, Event]]:
+    idle: bool = False,
+) -> Iterator[tuple[int, Event] | None]:
     fork = rows[0].mode == "fork"
     n_top = max(top_logprobs, cfg.fork_branches, 2) if fork else top_logprobs
     vocab = lm.info.vocab_size
@@ -270,7 +306,10 @@ def _run(
         return queued
 
     cache = lm.model.make_cache()
-    forward = _forward(lm, ids, cache, should_stop)
+    if idle:
+        forward = yield from _prefill_in_steps(lm, ids, cache, should_stop)
+    else:
+        forward = _forward(lm, ids, cache, should_stop)
     if forward is None:  # cancelled (or out of time) during the prefill: no token at all
         for s in streams:
             s.finish, s.finished = "cancelled", True

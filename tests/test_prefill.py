@@ -13,6 +13,7 @@ from mlx_entropix.generate import generate
 import pytest
 
 TEXT = "The quick brown fox jumps over the lazy dog. "
+TIMES = {"elapsed_s", "ttft_s", "total_s", "prefill_tok_s", "decode_tok_s"}  # not compared
 
 
 @pytest.fixture
@@ -72,3 +73,30 @@ def test_cancel_in_a_real_size_chunk_skips_the_rest(embedded):
     assert engine.PREFILL_CHUNK * 2 <= len(prompt)
     assert len(stamps) == 21  # the other chunks' layers never ran
     assert returned - stamps[-1] < 1.0  # nothing left to compute after the true answer
+
+
+@pytest.mark.parametrize("mode", ["fork", "entropix"])
+def test_a_prefill_in_steps_yields_between_layers_and_changes_nothing(embedded, small_chunks, mode):
+    """``idle=True`` (the server's requests outside the shared batch): a None item after each
+    layer of each chunk, then exactly the events of the plain run; a cancel between two of
+    those items ends the request with no token."""
+    prompt = embedded.tokenizer.encode(TEXT * 6)  # 60 tokens: 4 chunks
+    items = list(engine.generate_rows(embedded, prompt, modes=[mode], seeds=[3], max_tokens=6,
+                                      idle=True))  # fmt: skip
+    plain = list(engine.generate_rows(embedded, prompt, modes=[mode], seeds=[3], max_tokens=6))
+    layers = len(embedded.model.layers)
+    first_event = next(i for i, x in enumerate(items) if x is not None)
+    assert first_event == 4 * (layers + 1)  # before each layer and the head, per chunk
+    assert None not in items[first_event:]
+    got = [(r, e.model_dump(exclude=TIMES)) for r, e in items[first_event:]]
+    want = [(r, e.model_dump(exclude=TIMES)) for r, e in plain]
+    assert got == want and any(e.type == "token" for _, e in plain)
+
+    stop = []
+    run = engine.generate_rows(embedded, prompt, modes=[mode], max_tokens=6, idle=True,
+                               should_stop=lambda: bool(stop))  # fmt: skip
+    assert [next(run) for _ in range(5)] == [None] * 5
+    stop.append(1)
+    [(_, done)] = list(run)
+    assert done.type == "done" and done.finish_reason == "cancelled"
+    assert done.generated_tokens == 0

@@ -187,7 +187,6 @@ def test_close_ends_waiting_streams():
     assert items2 == []
 
 
-
 def test_close_closes_the_resource_in_its_thread_after_the_last_job():
     """The engine's close (under mlx.launch: "followers, exit") runs on the model thread, after
     the running job has ended; a failing close does not break the shutdown."""
@@ -213,6 +212,7 @@ def test_close_closes_the_resource_in_its_thread_after_the_last_job():
     w.close()
     assert ended.wait(5)
     assert events == [("job ended", "mlx-worker"), ("close", "mlx-worker")]
+
 
 # ---------------------------------------------------------------------- several jobs at once
 # Jobs submitted before start() are all pending when the thread takes its first round, so the

@@ -123,7 +123,9 @@ def generation_work(
     The rows but fork join the engine's shared batch (``BatchDecoder``: one prefill, decoded
     with every other running request's rows; the job yields ``IDLE`` while the batch has
     nothing for it), or, without one, run as one batch of their own (``generate_rows``); each
-    fork row decodes its own branches as a batch and is interleaved with them. Each row draws
+    fork row decodes its own branches as a batch and is interleaved with them. Outside the
+    shared batch a prompt is prefilled a layer at a time (``IDLE`` after each), so a long one
+    does not hold up the other requests. Each row draws
     from its own per-step RNG stream (seed, step), so the tokens are exactly those of separate
     runs. Without a seed, one is chosen here: every mode shares it, and choice i of ``n`` runs
     with seed + i (as a separate request with that seed would).
@@ -154,8 +156,7 @@ def generation_work(
                         ids, [rows[r] for r in group], config=config, max_tokens=max_tokens,
                         stop=stop, top_logprobs=top_logprobs, should_stop=should_stop,
                     )  # fmt: skip
-                    pulled = engine.decoder.pull(req)  # None: nothing yet -> IDLE
-                    streams.append((group, (IDLE if x is None else x for x in pulled)))
+                    streams.append((group, _marked(engine.decoder.pull(req))))
                     continue
                 gen = generate_rows(
                     engine.lm,
@@ -167,12 +168,13 @@ def generation_work(
                     stop=stop,
                     top_logprobs=top_logprobs,
                     should_stop=should_stop,
+                    idle=True,  # its prefill a layer at a time: the others go on meanwhile
                 )
             except EntropixError as err:
                 for r in group:
                     yield r, ErrorEvent(mode=rows[r][0], message=str(err))
                 continue
-            streams.append((group, gen))
+            streams.append((group, _marked(gen)))
         try:
             while streams:
                 for entry in list(streams):
@@ -195,6 +197,16 @@ def generation_work(
 
     work.size = len(rows)  # type: ignore[attr-defined]  (the worker's slots: one per row)
     return work
+
+
+def _marked(items: Iterator[Any]) -> Iterator[Any]:
+    """A job's items with None ("nothing for this job yet": the shared batch had no step for
+    it, or a prefill did one layer) as the worker's ``IDLE``; closing it closes ``items``."""
+    try:
+        for item in items:
+            yield IDLE if item is None else item
+    finally:
+        items.close()  # type: ignore[attr-defined]
 
 
 class TokenBytes:
