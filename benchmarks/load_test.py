@@ -26,7 +26,8 @@ s (5), and it finishes while the long prompt still prefills. Once it is done (at
 ``--wait`` s after sending it, at most ``--short-limit`` s) the long prompt's client
 disconnects; reports how soon the worker was free (``/api/health``'s cancelled count; goal:
 within 1 s) and whether the short stream equals the same request served alone. Writes
-``load_test_long_prefill.json``. Both scenarios record the load average before and after.
+``load_test_long_prefill.json`` (``--long-mode fork``: the long request in fork mode, which is
+prefilled outside the shared batch, a layer at a time). Both scenarios record the load average before and after.
 """
 
 from __future__ import annotations
@@ -171,7 +172,7 @@ async def long_prefill(url: str, args: argparse.Namespace) -> dict:
         )
         per = (eleven - one) / 10
         repeats = max(1, round((args.long_tokens - (one - per)) / per))
-        long_body = {"prompt": lc.SENTENCE * repeats, "mode": "greedy", "max_tokens": 4}
+        long_body = {"prompt": lc.SENTENCE * repeats, "mode": args.long_mode, "max_tokens": 4}
         short_body = lc.request_body(0, args, 16)
         await lc.wait_idle(client)
         queue = await lc.health(client)
@@ -212,6 +213,7 @@ async def long_prefill(url: str, args: argparse.Namespace) -> dict:
     long_first = long_state_at_cancel.get("token")
     return {
         "scenario": "long-prefill",
+        "long_mode": args.long_mode,
         "settings": {**settings(args, url, queue, info), "max_tokens": 16},
         "model": info["model"].get("name"),
         "runtime": info["runtime"],
@@ -257,6 +259,12 @@ def main(argv: list[str] | None = None) -> int:
         dest="batch_invariant",
         action="store_false",
         help="server started here: --no-batch-invariant",
+    )
+    p.add_argument(
+        "--long-mode",
+        default="greedy",
+        choices=["greedy", "entropix", "fork"],
+        help="long-prefill: the long prompt's mode (fork: prefilled outside the shared batch)",
     )
     p.add_argument("--timeout", type=float, default=600.0, help="per-request client timeout")
     p.add_argument("--out", default=None, help="JSON output path")
