@@ -27,7 +27,8 @@ s (5), and it finishes while the long prompt still prefills. Once it is done (at
 disconnects; reports how soon the worker was free (``/api/health``'s cancelled count; goal:
 within 1 s) and whether the short stream equals the same request served alone. Writes
 ``load_test_long_prefill.json`` (``--long-mode fork``: the long request in fork mode, which is
-prefilled outside the shared batch, a layer at a time). Both scenarios record the load average before and after.
+prefilled outside the shared batch, a layer at a time). Both scenarios record the load average
+before and after.
 """
 
 from __future__ import annotations
