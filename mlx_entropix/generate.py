@@ -26,7 +26,7 @@ from .config import Mode, SamplerConfig
 from .errors import InvalidRequestError, PromptTooLongError
 from .events import DoneEvent, ForkEvent, TokenEvent
 from .fork import explore, fork_due, select_row, tile_cache
-from .model import Cancelled
+from .model import Cancelled, checked_steps
 from .sampler import candidate_width, step_key
 from .step import Step, observe, sample_step
 from .stream import METRICS, STATE, TOKEN, RowStream
@@ -133,15 +133,7 @@ def _prefill_in_steps(
             last = i == len(chunks) - 1
             if hasattr(lm.model, "layer_steps"):
                 steps = lm.model.layer_steps(chunk, cache, last_only=last, evaluate=True)
-                while True:
-                    if should_stop is not None and should_stop():
-                        raise Cancelled
-                    try:
-                        next(steps)
-                    except StopIteration as end:
-                        logits, scores = end.value
-                        break
-                    yield
+                logits, scores = yield from checked_steps(steps, should_stop)
             else:
                 logits, scores = lm.model(chunk, cache, last_only=last, should_stop=should_stop)
                 mx.eval([c.state for c in cache])

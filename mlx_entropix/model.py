@@ -44,11 +44,12 @@ class Cancelled(Exception):  # noqa: N818  (control flow, not an error)
     """``should_stop()`` turned true between two layers of an interruptible forward pass."""
 
 
-def run_steps(
+def checked_steps(
     steps: Generator[None, None, Any], should_stop: Callable[[], bool] | None = None
-) -> Any:
-    """A layer-by-layer pass (``layer_steps``, ``step_shared``) run to its end, checking
-    ``should_stop`` before each layer (``Cancelled`` when it turns true)."""
+) -> Generator[None, None, Any]:
+    """A layer-by-layer pass (``layer_steps``, ``step_shared``) checking ``should_stop`` before
+    each layer (``Cancelled`` when it turns true); yields between layers, returns the pass's
+    value."""
     while True:
         if should_stop is not None and should_stop():
             raise Cancelled
@@ -56,6 +57,19 @@ def run_steps(
             next(steps)
         except StopIteration as end:
             return end.value
+        yield
+
+
+def run_steps(
+    steps: Generator[None, None, Any], should_stop: Callable[[], bool] | None = None
+) -> Any:
+    """``checked_steps`` run to its end: the pass's value."""
+    checked = checked_steps(steps, should_stop)
+    try:
+        while True:
+            next(checked)
+    except StopIteration as end:
+        return end.value
 
 
 @dataclass
