@@ -96,3 +96,11 @@ def wait_idle(live: LiveServer, timeout: float = 60.0) -> dict:
             return status
         time.sleep(0.02)
     raise AssertionError("the worker did not go idle")
+
+
+def openai_client(live: LiveServer, timeout: float = 120.0):
+    """The official OpenAI client on the live server's ``/v1`` (no retries: a failure shows)."""
+    import openai
+
+    return openai.OpenAI(base_url=f"{live.url}/v1", api_key="unused", max_retries=0,
+                         timeout=timeout)  # fmt: skip

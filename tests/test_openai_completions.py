@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from tests._live_server import LiveServer, read_sse
+from tests._live_server import LiveServer, openai_client, read_sse
 
 PROMPT = "The capital of France is"
 
@@ -26,7 +26,7 @@ def live():
 
 @pytest.fixture(scope="module")
 def client(live):
-    return openai.OpenAI(base_url=f"{live.url}/v1", api_key="unused", max_retries=0, timeout=120)
+    return openai_client(live)
 
 
 def engine_run(lm, prompt_ids, mode, seed, max_tokens, **kw):

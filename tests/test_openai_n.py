@@ -10,7 +10,7 @@ from mlx_entropix.server import ServerSettings
 import openai
 import pytest
 
-from tests._live_server import LiveServer
+from tests._live_server import LiveServer, openai_client
 
 MESSAGES = [{"role": "user", "content": "Name a colour."}]
 PROMPT = "My favourite colour is"
@@ -25,7 +25,7 @@ def live():
 
 @pytest.fixture(scope="module")
 def client(live):
-    return openai.OpenAI(base_url=f"{live.url}/v1", api_key="unused", max_retries=0, timeout=180)
+    return openai_client(live, timeout=180)
 
 
 def chat(client, **kw):
