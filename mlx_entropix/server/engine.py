@@ -125,10 +125,10 @@ def generation_work(
     nothing for it), or, without one, run as one batch of their own (``generate_rows``); each
     fork row decodes its own branches as a batch and is interleaved with them. Outside the
     shared batch a prompt is prefilled a layer at a time (``IDLE`` after each), so a long one
-    does not hold up the other requests. Each row draws
-    from its own per-step RNG stream (seed, step), so the tokens are exactly those of separate
-    runs. Without a seed, one is chosen here: every mode shares it, and choice i of ``n`` runs
-    with seed + i (as a separate request with that seed would).
+    does not hold up the other requests. Each row draws from its own per-step RNG stream
+    (seed, step), so the tokens are exactly those of separate runs. Without a seed, one is
+    chosen here: every mode shares it, and choice i of ``n`` runs with seed + i (as a separate
+    request with that seed would).
     """
     if n > 1 and len(modes) != 1:
         raise InvalidRequestError("several choices (n > 1) take one mode")
