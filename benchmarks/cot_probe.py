@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import mlx_entropix  # noqa: E402, F401
-from mlx_entropix.eval.answers import _MARKERS, _NUMBER, extracted, match, parse_options  # noqa: E402
+from mlx_entropix.answers import _MARKERS, _NUMBER, extracted, match, parse_options  # noqa: E402
 from mlx_entropix.eval.harness import build_prompt, load_items  # noqa: E402
 from mlx_entropix.eval.stats import paired_difference, wilson  # noqa: E402
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mlx_entropix.eval.answers import (
+from mlx_entropix.answers import (
     extract_choice,
     extract_number,
     extract_yesno,

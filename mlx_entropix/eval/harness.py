@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from ..config import Mode
 from ..errors import InvalidRequestError
-from .answers import KINDS, Kind, extracted, infer_kind, match, parse_options
+from ..answers import KINDS, Kind, extracted, infer_kind, match, parse_options
 from .stats import summarize
 
 Format = Literal["chat", "raw"]
