@@ -8,9 +8,10 @@ fact table written below (capital cities).
 Two splits that share no question: ``core.csv`` (TEST, reported) and ``dev.csv`` (DEVELOPMENT,
 where every choice is made). A question is its operands (``3 + 5`` and ``5 + 3`` are one
 question, and so is a word problem that adds them), the pair of a comparison, the operands of a
-subtraction story, or the country of a capital item; each question belongs to one split (``side``), and every item of a
-split (its solved examples too, and the options of a multiple choice) is drawn from that split's
-questions alone. Each task's file holds its 20 TEST items, then its 40 DEV items. Columns: prompt, answer, kind, category. Prompts are
+subtraction story, or the country of a capital item; each question belongs to one split
+(``side``), and every item of a split (its solved examples too, and the options of a multiple
+choice) is drawn from that split's questions alone. Each task's file holds its 20 TEST items,
+then its 40 DEV items. Columns: prompt, answer, kind, category, format. Prompts are
 one user message; the harness applies the chat template. Some prompts carry their own few-shot
 examples in the text, because the 135M default model follows a shown format far better than an
 instruction (see data/eval/README.md for the pilot scores that chose these tasks).
