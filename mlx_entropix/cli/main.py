@@ -241,9 +241,9 @@ def print_info(lm: Any, out: TextIO, as_json: bool) -> None:
         ("compiled", rt.compile_note),
         (
             "batch rows",
-            "bitwise as alone (MKL strict mode)"
+            "bitwise as alone (measured)"
             if rt.batch_invariant
-            else "as alone up to the last bits (the server sets MKL_CBWR=AUTO,STRICT)",
+            else "as alone up to the last bits (measured; the server asks MKL for strict mode)",
         ),
         ("dtype", f"{mi.compute_dtype} (weights stored as {mi.stored_as})"),
         (
