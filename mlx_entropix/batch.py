@@ -33,10 +33,9 @@ import mlx.core as mx
 from .config import Mode, SamplerConfig
 from .errors import InvalidRequestError
 from .events import DoneEvent, ErrorEvent, TokenEvent
-from .generate import PREFILL_CHUNK, check_mode, policy
+from .generate import PREFILL_CHUNK, check_mode, clarify_token, row_plan
 from .model import run_steps
-from .sampler import candidate_width, step_key
-from .step import observe, sample_step
+from .step import RowPlan, observe, sample_rows
 from .stream import RowStream
 
 if TYPE_CHECKING:
@@ -83,10 +82,7 @@ class BatchRequest:
     t_start: float = 0.0
     t_prefill: float = 0.0
 
-    def plan(self, r: int, vocab: int) -> tuple[int, int]:
-        mode = self.rows[r][0]
-        width = max(candidate_width(self.cfg, policy(mode), vocab), self.top_logprobs, 1)
-        return width, self.cfg.n_adaptive_samples if mode == "entropix" else 1
+    plans: list[RowPlan] = field(default_factory=list)  # each row's (``generate.row_plan``)
 
 
 @dataclass
@@ -111,15 +107,15 @@ class _Prefill:
 
 @dataclass
 class _Rows:
-    """One step of a request's rows on the device: tokens (n,), clarify flags (n,), and each
-    row's packed values (see ``stream.py``)."""
+    """One step of a request's rows on the device: tokens (n,), clarify flags (n,), and the
+    rows' packed values (n, P) (see ``stream.py``)."""
 
     token: mx.array
     can_clarify: mx.array
-    packed: list[mx.array]
+    packed: mx.array
 
     def arrays(self) -> list[mx.array]:
-        return [self.token, self.can_clarify, *self.packed]
+        return [self.token, self.can_clarify, self.packed]
 
 
 class BatchDecoder:
@@ -160,7 +156,8 @@ class BatchDecoder:
             if mode == "fork":
                 raise InvalidRequestError("fork mode is not decoded in a shared batch")
         lm, cfg = self.lm, config or self.lm.default_config
-        clarify = lm.tokenizer.token_id(cfg.clarifying_token) if cfg.clarifying_token else None
+        clarify = clarify_token(lm, cfg)
+        vocab = lm.info.vocab_size
         t0 = time.perf_counter()
         req = BatchRequest(
             ids=list(ids),
@@ -176,6 +173,7 @@ class BatchDecoder:
             remaining=len(ids),
             t_start=t0,
             t_prefill=t0,
+            plans=[row_plan(cfg, m, int(s), vocab, top_logprobs, clarify) for m, s in rows],
         )
         if len(ids) <= SHORT_PROMPT:
             req.waiting = True
@@ -254,43 +252,25 @@ class BatchDecoder:
         tokens[order] = mx.concatenate([r.current.token for r in reqs]).astype(mx.int32)  # type: ignore[union-attr]
         keys = {r: shared.lengths[r.slots[0]] + 1 for r in reqs}  # type: ignore[operator]
         logits, scores = run_steps(self.lm.model.step_shared(tokens, shared))
-        out = {}
+        # per request: the shapes (and so the kernels) of the request decoded alone
+        observed = [observe(logits[mx.array(r.slots)], scores[mx.array(r.slots), :, : keys[r]], on)
+                    for r in reqs]  # fmt: skip
+        forward = [mx.concatenate(list(parts)) for parts in zip(*observed, strict=True)]
+        can = mx.concatenate([r.current.can_clarify for r in reqs])  # type: ignore[union-attr]
+        plans = [p for r in reqs for p in r.plans]
+        step = sample_rows(*forward, can, plans, [r.index + 1 for r in reqs for _ in r.plans], on)
+        out, start = {}, 0
         for req in reqs:
-            rows = mx.array(req.slots)
-            # per request: the shapes (and so the kernels) of the request decoded alone
-            last, metrics, log_norm = observe(logits[rows], scores[rows, :, : keys[req]], on)
-            out[req] = self._sample(req, last, metrics, log_norm, req.index + 1)
+            rows = slice(start, start + len(req.plans))
+            out[req] = _Rows(step.token[rows], step.can_clarify[rows], step.packed[rows])
+            start = rows.stop
         mx.async_eval([a for rows in out.values() for a in rows.arrays()])
         self.steps += 1
         return out
 
-    def _sample(
-        self,
-        req: BatchRequest,
-        last: mx.array,
-        metrics: mx.array,
-        log_norm: mx.array,
-        index: int,
-        can: mx.array | None = None,
-    ) -> _Rows:
-        """Each row decides and draws under its own key (``generate``'s per-row step)."""
-        can = req.current.can_clarify if can is None else can  # type: ignore[union-attr]
-        vocab, on = self.lm.info.vocab_size, self._compiled()
-        parts = []
-        for r, (mode, seed) in enumerate(req.rows):
-            one = (a[r : r + 1] if a.shape[0] > 1 else a for a in (last, metrics, log_norm))
-            parts.append(sample_step(*one, can[r : r + 1], step_key(seed, index), req.cfg,
-                                     policy(mode), *req.plan(r, vocab), req.top_logprobs,
-                                     req.clarify_id, on))  # fmt: skip
-        return _Rows(
-            token=mx.concatenate([p.token for p in parts]),
-            can_clarify=mx.concatenate([p.can_clarify for p in parts]),
-            packed=[p.packed for p in parts],
-        )
-
     def _read(self, req: BatchRequest, following: _Rows | None) -> None:
         """Turn the current step's values into events; end the request or move it on."""
-        values = [p.tolist()[0] for p in req.current.packed]  # type: ignore[union-attr]
+        values = req.current.packed.tolist()  # type: ignore[union-attr]
         if req.index == 0:
             req.t_prefill = time.perf_counter()
         for r, (s, vals) in enumerate(zip(req.streams, values, strict=True)):
@@ -380,10 +360,12 @@ class BatchDecoder:
         req = prompt.req
         if req.finished:
             return
-        last, metrics, log_norm = observe(prompt.logits, prompt.scores, self._compiled())
-        req.slots = self.shared.add(prompt.kv, prompt.length, len(req.rows))
-        can = mx.array([req.clarify_id is not None] * len(req.rows))
-        req.current = self._sample(req, last, metrics, log_norm, 0, can)
+        forward = observe(prompt.logits, prompt.scores, self._compiled())
+        n = len(req.rows)
+        forward = tuple(mx.broadcast_to(a, (n, *a.shape[1:])) for a in forward)  # a row each
+        req.slots = self.shared.add(prompt.kv, prompt.length, n)
+        can = mx.array([req.clarify_id is not None] * n)
+        req.current = _Rows(*sample_rows(*forward, can, req.plans, 0, self._compiled()))
         mx.async_eval(req.current.arrays())
 
     def _compiled(self) -> bool:

@@ -28,7 +28,7 @@ from .events import DoneEvent, ForkEvent, TokenEvent
 from .fork import explore, fork_due, select_row, tile_cache
 from .model import Cancelled, checked_steps
 from .sampler import candidate_width, step_key
-from .step import Step, observe, sample_step
+from .step import RowPlan, Step, observe, sample_rows, sample_step
 from .stream import METRICS, STATE, TOKEN, RowStream
 
 if TYPE_CHECKING:  # the core never imports the loaders; they hand it a LoadedModel
@@ -227,7 +227,7 @@ def generate_rows(
     seeds = [shared if s is None else int(s) for s in (seeds or [None] * len(modes))]
     if len(seeds) != len(modes):
         raise InvalidRequestError("one seed per mode")
-    clarify_id = lm.tokenizer.token_id(cfg.clarifying_token) if cfg.clarifying_token else None
+    clarify_id = clarify_token(lm, cfg)
     budget = min(max_tokens, lm.info.context_length - len(ids))
     rows = [_Row(m, s) for m, s in zip(modes, seeds, strict=True)]
     return _run(lm, ids, rows, cfg, budget, stop, top_logprobs, should_stop, clarify_id, idle)
@@ -236,6 +236,22 @@ def generate_rows(
 def policy(mode: Mode) -> Mode:
     """How a row picks its tokens: fork mode is greedy between forks."""
     return "greedy" if mode == "fork" else mode
+
+
+def row_plan(
+    cfg: SamplerConfig, mode: Mode, seed: int, vocab: int, n_top: int, clarify_id: int | None
+) -> RowPlan:
+    """A row's plan: its policy, the candidates it keeps (enough for its filters and for the
+    ``n_top`` alternatives reported) and its draws per step."""
+    policy_ = policy(mode)
+    width = max(candidate_width(cfg, policy_, vocab), n_top, 1)
+    n_max = cfg.n_adaptive_samples if mode == "entropix" else 1
+    return RowPlan(policy_, seed, cfg, width, n_max, n_top, clarify_id)
+
+
+def clarify_token(lm: LoadedModel, cfg: SamplerConfig) -> int | None:
+    """The clarifying pause's token id under ``cfg`` (None: the config has none)."""
+    return lm.tokenizer.token_id(cfg.clarifying_token) if cfg.clarifying_token else None
 
 
 class _Row(NamedTuple):
@@ -261,33 +277,20 @@ def _run(
     t_start = time.perf_counter()
     t_prefill = t_start
     streams = [RowStream(lm.tokenizer, r.mode, stop, top_logprobs, n_top, t_start) for r in rows]
-    plans = [
-        (
-            max(candidate_width(cfg, policy(r.mode), vocab), n_top, 1),
-            cfg.n_adaptive_samples if r.mode == "entropix" else 1,
-        )
-        for r in rows
-    ]
+    plans = [row_plan(cfg, r.mode, r.seed, vocab, n_top, clarify_id) for r in rows]
 
     def step(forward: tuple[mx.array, ...], can: mx.array, index: int) -> Step:
         """Each row decides and draws under its own key, as it would alone."""
-        on = _compile_steps(lm)
-        parts = [
-            sample_step(*(a[r : r + 1] if a.shape[0] > 1 else a for a in forward), can[r : r + 1],
-                  step_key(row.seed, index), cfg, policy(row.mode), *plans[r], n_top, clarify_id,
-                  on, lm.model.group)
-            for r, row in enumerate(rows)
-        ]  # fmt: skip
-        if len(parts) == 1:
-            return parts[0]
-        return Step(*(mx.concatenate(list(p), axis=0) for p in zip(*parts, strict=True)))
+        if forward[0].shape[0] != len(rows):  # the prompt's one row, before the cache is tiled
+            forward = tuple(mx.broadcast_to(a, (len(rows), *a.shape[1:])) for a in forward)
+        return sample_rows(*forward, can, plans, index, _compile_steps(lm), lm.model.group)
 
     def branch_step(tokens: mx.array, cache: list) -> Step:
         """All branches of a fork at once: greedy needs no key."""
         fwd = _forward(lm, tokens, cache)
         can = mx.zeros(tokens.shape, dtype=mx.bool_)
-        return sample_step(*fwd, can, step_key(0, 0), cfg, "greedy", n_top, 1, n_top, None,
-                     _compile_steps(lm), lm.model.group)  # fmt: skip
+        greedy = RowPlan("greedy", 0, cfg, n_top, 1, n_top, None)
+        return sample_step(*fwd, can, step_key(0, 0), greedy, _compile_steps(lm), lm.model.group)
 
     def queue(index: int) -> Step | None:
         """Step ``index`` from the current token, queued on the device; None past the budget."""

@@ -246,14 +246,19 @@ def sample(
 ) -> tuple[mx.array, mx.array, mx.array]:
     """Pick a token per row: (token ids (B,), candidate ids (B, width), candidate logits).
 
-    Draws ``max_samples`` independent candidates under ``key`` and keeps, among the first
-    ``plan.n_samples``, the one with the highest raw log-probability (the original added a
-    confidence score that is the same for every candidate of a step, so it never changed the
-    pick: it is not computed). Argmax when the plan says so (temperature 0).
+    Draws ``max_samples`` independent candidates under ``key`` (one key, or one per row: (B, 2))
+    and keeps, among the first ``plan.n_samples``, the one with the highest raw log-probability
+    (the original added a confidence score that is the same for every candidate of a step, so
+    it never changed the pick: it is not computed). Argmax when the plan says so (T = 0).
     """
     ids, cand_logits = top_candidates(logits, width)
     weights, _ = filter_probs(logits, cand_logits, plan)
-    draws = mx.random.categorical(weights, num_samples=max_samples, key=key)  # (B, n)
+    if key.ndim == 1:  # one key for the step
+        draws = mx.random.categorical(weights, num_samples=max_samples, key=key)  # (B, n)
+    else:  # a key per row (rows of several requests): each row draws what it would alone
+        rows = range(key.shape[0])
+        draws = mx.concatenate([mx.random.categorical(weights[i : i + 1], num_samples=max_samples,
+                                                      key=key[i]) for i in rows])  # fmt: skip
     raw = mx.take_along_axis(cand_logits, draws, axis=-1)
     raw = mx.where(mx.arange(max_samples) < plan.n_samples[..., None], raw, -mx.inf)
     best = mx.take_along_axis(draws, mx.argmax(raw, axis=-1, keepdims=True), axis=-1)[..., 0]

@@ -6,6 +6,7 @@ the config entering as an array (``compiled.py``): a new request does not recomp
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import mlx.core as mx
@@ -13,7 +14,7 @@ import mlx.core as mx
 from .compiled import ConfigArrays, compiled, config_array
 from .config import Mode, SamplerConfig
 from .metrics import attention_metrics, logits_metrics
-from .sampler import CLARIFY, decide, sample, top_candidates
+from .sampler import CLARIFY, decide, sample, step_key, top_candidates
 
 
 def from_rank0(x: mx.array, group: mx.distributed.Group) -> mx.array:
@@ -58,26 +59,71 @@ class Step(NamedTuple):
     )  # (B, P) float32: token, state, action, 5 params, logprob, 6 metrics, top ids/logprobs
 
 
+class RowPlan(NamedTuple):
+    """How one row picks its tokens: its policy and what shapes its step (everything but the
+    inputs and the key). Rows whose plans agree but for the seed share one compiled call."""
+
+    mode: Mode  # the policy: entropix, normal or greedy (fork rows decode greedily)
+    seed: int
+    cfg: SamplerConfig
+    width: int  # candidates kept for the draw and the reported alternatives
+    n_max: int  # draws per step (best-of-n in entropix's adaptive state)
+    n_top: int  # alternatives packed per step
+    clarify_id: int | None  # the pause token's id, None when the config has none
+
+    def shared(self) -> tuple:
+        """What rows must share to be drawn in one call (everything but the seed)."""
+        return (self.mode, self.cfg, self.width, self.n_max, self.n_top, self.clarify_id)
+
+
+def sample_rows(
+    logits: mx.array,
+    metrics: mx.array,
+    log_norm: mx.array,
+    can_clarify: mx.array,
+    plans: Sequence[RowPlan],
+    index: int | Sequence[int],
+    compile_steps: bool = True,
+    group: mx.distributed.Group | None = None,
+) -> Step:
+    """Each row decides and draws as it would alone, under its own key ``step_key(seed,
+    index)`` (``index``: the step, or each row's step); a run of rows with the same plan but for
+    the seed is one call. The one place a step's rows are sampled (engine and batch decoder)."""
+    steps = [index] * len(plans) if isinstance(index, int) else list(index)
+    parts, start = [], 0
+    while start < len(plans):
+        end = start + 1
+        while end < len(plans) and plans[end].shared() == plans[start].shared():
+            end += 1
+        keys = [
+            step_key(p.seed, i) for p, i in zip(plans[start:end], steps[start:end], strict=True)
+        ]
+        key = keys[0] if end - start == 1 else mx.stack(keys)
+        rows = slice(start, end)
+        parts.append(sample_step(logits[rows], metrics[rows], log_norm[rows], can_clarify[rows],
+                                 key, plans[start], compile_steps, group))  # fmt: skip
+        start = end
+    if len(parts) == 1:
+        return parts[0]
+    return Step(*(mx.concatenate(list(p), axis=0) for p in zip(*parts, strict=True)))
+
+
 def sample_step(
     logits: mx.array,
     metrics: mx.array,
     log_norm: mx.array,
     can_clarify: mx.array,
     key: mx.array,
-    cfg: SamplerConfig,
-    mode: Mode,
-    width: int,
-    n_max: int,
-    n_top: int,
-    clarify_id: int | None,
+    plan: RowPlan,
     compile_steps: bool = True,
     group: mx.distributed.Group | None = None,
 ) -> Step:
-    """Decision, draw and packing of one step; the config enters as an array (no recompile).
+    """Decision, draw and packing of one step of rows that share ``plan`` (but for the seed:
+    ``key`` is one key, or one per row); the config enters as an array (no recompile).
     Under ``mlx.launch`` (``group``) it runs uncompiled: the token is taken from rank 0."""
-    static = {"mode": mode, "width": width, "n_max": n_max, "n_top": n_top,
-              "clarify_id": clarify_id}  # fmt: skip
-    args = (logits, metrics, log_norm, can_clarify, key, config_array(cfg))
+    static = {"mode": plan.mode, "width": plan.width, "n_max": plan.n_max, "n_top": plan.n_top,
+              "clarify_id": plan.clarify_id}  # fmt: skip
+    args = (logits, metrics, log_norm, can_clarify, key, config_array(plan.cfg))
     if group is not None:
         return Step(*plan_step(*args, **static, group=group))
     return Step(*compiled(plan_step, compile_steps, **static)(*args))
