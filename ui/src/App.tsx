@@ -140,11 +140,11 @@ export function App() {
         <h1>
           mlx-entropix <span className="subtitle">watch a language model steer by its own uncertainty</span>
         </h1>
+        <ViewSwitch view={view} onChange={setView} disabled={running} />
         <p className="model-info muted small" data-testid="model-info">
           {info?.model?.name ? `${info.model.name}${info.model.stored_as ? ` · ${info.model.stored_as}` : ""}` : ""}
           {info?.runtime?.device ? ` · ${info.runtime.device}` : ""}
         </p>
-        <ViewSwitch view={view} onChange={setView} disabled={running} />
       </header>
 
       {loadError && (

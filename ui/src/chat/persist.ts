@@ -111,3 +111,27 @@ export function setCurrentId(id: string): void {
 
 export const newId = (): string =>
   typeof crypto !== "undefined" && "randomUUID" in crypto ? crypto.randomUUID() : `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+
+const SETTINGS_KEY = "mlx-entropix.chat.settings";
+
+/** The chat's form settings (max tokens, seed, mode) as last used, or `fallback`. */
+export function loadSettings<T extends object>(fallback: T): T {
+  try {
+    const saved = JSON.parse(localStorage.getItem(SETTINGS_KEY) ?? "null");
+    if (!saved || typeof saved !== "object") return fallback;
+    // Only the known keys, and only strings (what the form holds).
+    const out = { ...fallback } as Record<string, unknown>;
+    for (const k of Object.keys(fallback)) if (typeof saved[k] === "string") out[k] = saved[k];
+    return out as T;
+  } catch {
+    return fallback;
+  }
+}
+
+export function saveSettings(values: object): void {
+  try {
+    localStorage.setItem(SETTINGS_KEY, JSON.stringify(values));
+  } catch {
+    // not kept: the defaults come back after a reload
+  }
+}

@@ -49,7 +49,7 @@ export function ChatSidebar(p: Props) {
                 <button type="button" className="conv-open" disabled={p.running} onClick={() => p.onOpen(s.id)} aria-current={s.id === p.conv?.id}>
                   <span className="conv-title">{s.title}</span>
                   <span className="muted small">
-                    {Math.ceil(s.turns / 2)} turns · {when(s.updated)}
+                    {Math.ceil(s.turns / 2)} {s.turns > 2 ? "turns" : "turn"} · {when(s.updated)}
                   </span>
                 </button>
                 <button

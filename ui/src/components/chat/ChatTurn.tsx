@@ -24,7 +24,7 @@ export function UserTurnView({ turn, editable, onResend }: UserProps) {
   const [draft, setDraft] = useState<string | null>(null);
   if (draft !== null && editable) {
     return (
-      <li className="turn user editing" data-testid="turn-user">
+      <li className="turn user editing" data-testid="turn-user" data-turn-id={turn.id}>
         <label className="sr-only" htmlFor={`edit-${turn.id}`}>
           Edit your message
         </label>
@@ -41,7 +41,7 @@ export function UserTurnView({ turn, editable, onResend }: UserProps) {
     );
   }
   return (
-    <li className="turn user" data-testid="turn-user">
+    <li className="turn user" data-testid="turn-user" data-turn-id={turn.id}>
       <div className="bubble" data-testid="user-text">
         {turn.content}
       </div>
@@ -87,7 +87,7 @@ export const AssistantTurnView = memo(function AssistantTurnView(p: AssistantPro
   const onToggleFork = useCallback((f: ForkEvent) => toggle({ turn: turn.id, mode: f.mode, index: f.index }), [toggle, turn.id]);
   const label = STATUS_LABEL[turn.status];
   return (
-    <li className="turn assistant" data-testid="turn-assistant" data-status={turn.status}>
+    <li className="turn assistant" data-testid="turn-assistant" data-turn-id={turn.id} data-status={turn.status}>
       {label && (
         <p className={`turn-status ${turn.status}`} data-testid="turn-status">
           <strong>{label}</strong>

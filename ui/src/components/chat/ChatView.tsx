@@ -7,7 +7,9 @@ import { lastTurn, turnStatusText, type AssistantTurn, type UserTurn } from "../
 import { exportFileName, exportJSON } from "../../chat/transfer";
 import type { ChatValues } from "../../chat/request";
 import { useChat } from "../../chat/useChat";
+import { loadSettings, saveSettings } from "../../chat/persist";
 import { SamplerPanel } from "../SamplerPanel";
+import type { UiMode } from "../PromptForm";
 import { Legend } from "../Legend";
 import { Inspector } from "../Inspector";
 import { ChatSidebar } from "./ChatSidebar";
@@ -23,6 +25,7 @@ interface Props {
   onReset: () => void;
 }
 
+const UI_MODES: UiMode[] = ["entropix", "normal", "compare", "greedy", "fork"];
 const same = (a: TurnSelection | null, b: TurnSelection) => !!a && a.turn === b.turn && a.mode === b.mode && a.index === b.index;
 
 function download(name: string, text: string): void {
@@ -35,7 +38,11 @@ function download(name: string, text: string): void {
 }
 
 export function ChatView({ table, defaults, edits, overrides, thresholds, onEdit, onReset }: Props) {
-  const [values, setValues] = useState<ChatValues>({ maxTokens: "96", seed: "", mode: "entropix" });
+  const [values, setValues] = useState<ChatValues>(() => {
+    const fallback: ChatValues = { maxTokens: "96", seed: "", mode: "entropix" };
+    const saved = loadSettings(fallback);
+    return UI_MODES.includes(saved.mode) ? saved : { ...saved, mode: fallback.mode };
+  });
   const [input, setInput] = useState("");
   const [pinned, setPinned] = useState<TurnSelection | null>(null);
   const [hovered, setHovered] = useState<TurnSelection | null>(null);
@@ -63,10 +70,13 @@ export function ChatView({ table, defaults, edits, overrides, thresholds, onEdit
     setOpenFork(null);
   };
 
+  useEffect(() => saveSettings(values), [values]);
   // A new turn or another conversation: the old selection points at nothing.
   const turnCount = conv?.turns.length ?? 0;
   useEffect(clearSelection, [conv?.id]);
-  useEffect(() => endRef.current?.scrollIntoView?.({ block: "nearest" }), [turnCount]);
+  useEffect(() => {
+    endRef.current?.scrollIntoView?.({ block: "nearest" }); // (newer browsers return a promise)
+  }, [turnCount]);
 
   const submit = () => {
     if (running) return;
