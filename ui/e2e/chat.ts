@@ -135,7 +135,8 @@ export function chatCases(h: Harness): void {
     await openChat(page);
     const before = await thread(page);
     assert(before.length === 6, "continues the three-turn conversation");
-    await page.fill("#chat-seed", "2");
+    await page.fill("#chat-seed", "2"); // the next turn's settings apply to a regenerate
+    await page.fill("#chat-max-tokens", "20");
     const sent = await bodies(page, "/api/generate", async () => {
       await page.click('[data-testid="regenerate"]');
       await waitFor("a new answer", async () => (await thread(page))[5]?.id !== before[5].id, 10_000);
@@ -145,7 +146,7 @@ export function chatCases(h: Harness): void {
     assert(after.length === 6, `still six turns (${after.length})`);
     assert(same(after.slice(0, 5), before.slice(0, 5)), "the earlier turns are untouched");
     assert(after[5].id !== before[5].id && after[5].status === "done", "the last answer is a new one");
-    assert(sent.length === 1 && sent[0].messages.length === 5 && sent[0].seed === 2, `the history up to the last question: ${JSON.stringify(sent[0]?.messages)}`);
+    assert(sent.length === 1 && sent[0].messages.length === 5 && sent[0].seed === 2 && sent[0].max_tokens === 20, `the history up to the last question: ${JSON.stringify(sent[0]?.messages)}`);
     await page.locator('[data-testid="turn-assistant"]').last().locator('button:has-text("Show charts")').click();
     await page.locator('[data-testid="turn-assistant"]').last().locator(".tok").nth(2).click();
     await h.shot(page, "ui_chat.png");
