@@ -245,6 +245,26 @@ export function chatCases(h: Harness): void {
     const before = await thread(page);
     await reloadChat(page, 4);
     assert(same(await thread(page), before), "still there, still interrupted, after a reload");
+
+    // Edit and resend the last message: it changes, its answer is replaced, nothing else.
+    const full = ["Because", "."].map((t, i) => h.token(i, t, "flowing"));
+    await page.route("**/api/generate", (route) => route.fulfill({ status: 200, contentType: "text/event-stream", body: h.sseBody([...full, h.done("entropix", full)]) }));
+    try {
+      sent = await bodies(page, "/api/generate", async () => {
+        await page.locator('[data-testid="edit"]').click();
+        await page.fill('[data-testid="edit-input"]', "Why blue?");
+        await page.click('[data-testid="edit-resend"]');
+        await waitFor("the new answer", async () => (await thread(page))[3]?.id !== before[3].id, 5_000);
+        await settled(page, 4);
+      });
+    } finally {
+      await page.unroute("**/api/generate");
+    }
+    const edited = await thread(page);
+    assert(same(edited.slice(0, 2), before.slice(0, 2)), "the first turn is untouched");
+    assert(edited[2].text === "Why blue?" && edited[2].id === before[2].id, `the message changed: ${edited[2].text}`);
+    assert(edited[3].status === "done" && edited[3].text.includes("Because"), "a fresh answer");
+    assert(sent.length === 1 && sent[0].messages.at(-1).content === "Why blue?", "the edited message was sent");
     assert((await page.locator('[data-testid="turn-assistant"]').first().locator('[data-testid="choose-entropix"]').count()) === 0, "an earlier pick is fixed");
     await page.click('[data-testid="view-prompt"]'); // leave the page as the other cases expect it
   });

@@ -42,6 +42,7 @@ export function App() {
   const [openFork, setOpenFork] = useState<Selection | null>(null);
   const abortRef = useRef<AbortController | null>(null);
   const [view, setView] = useView();
+  const [chatBusy, setChatBusy] = useState(false); // leaving mid-answer would cut it off
 
   useEffect(() => {
     let cancelled = false;
@@ -140,7 +141,7 @@ export function App() {
         <h1>
           mlx-entropix <span className="subtitle">watch a language model steer by its own uncertainty</span>
         </h1>
-        <ViewSwitch view={view} onChange={setView} disabled={running} />
+        <ViewSwitch view={view} onChange={setView} disabled={running || chatBusy} />
         <p className="model-info muted small" data-testid="model-info">
           {info?.model?.name ? `${info.model.name}${info.model.stored_as ? ` · ${info.model.stored_as}` : ""}` : ""}
           {info?.runtime?.device ? ` · ${info.runtime.device}` : ""}
@@ -162,6 +163,7 @@ export function App() {
           thresholds={effective as SamplerConfig | null}
           onEdit={(k, v) => setEdits((e) => ({ ...e, [k]: v }))}
           onReset={() => setEdits({})}
+          onBusy={setChatBusy}
         />
       ) : (
       <main className="layout">

@@ -23,6 +23,7 @@ interface Props {
   thresholds: Pick<SamplerConfig, "low_ent" | "low_vent" | "med_ent" | "high_ent" | "high_vent"> | null;
   onEdit: (key: keyof SamplerConfig, value: string | null) => void;
   onReset: () => void;
+  onBusy?: (running: boolean) => void; // an answer is streaming (the page keeps the view)
 }
 
 const UI_MODES: UiMode[] = ["entropix", "normal", "compare", "greedy", "fork"];
@@ -37,7 +38,7 @@ function download(name: string, text: string): void {
   setTimeout(() => URL.revokeObjectURL(url), 1000);
 }
 
-export function ChatView({ table, defaults, edits, overrides, thresholds, onEdit, onReset }: Props) {
+export function ChatView({ table, defaults, edits, overrides, thresholds, onEdit, onReset, onBusy }: Props) {
   const [values, setValues] = useState<ChatValues>(() => {
     const fallback: ChatValues = { maxTokens: "96", seed: "", mode: "entropix" };
     const saved = loadSettings(fallback);
@@ -71,6 +72,7 @@ export function ChatView({ table, defaults, edits, overrides, thresholds, onEdit
   };
 
   useEffect(() => saveSettings(values), [values]);
+  useEffect(() => onBusy?.(running), [onBusy, running]);
   // A new turn or another conversation: the old selection points at nothing.
   const turnCount = conv?.turns.length ?? 0;
   useEffect(clearSelection, [conv?.id]);
