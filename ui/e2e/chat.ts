@@ -179,6 +179,22 @@ export function chatCases(h: Harness): void {
     assert(same(texts(after), texts(before)) && after[0].id === before[0].id, "the same thread (turns, tokens, states)");
   });
 
+  test("chat: a reload in the middle of an answer keeps the tokens so far, marked interrupted", async (page) => {
+    await fresh(page, { maxTokens: 400, mode: "entropix" });
+    await page.fill("#chat-input", "Tell me a long story about a lighthouse.");
+    await page.click('[data-testid="send"]');
+    const tokens = () => page.locator('[data-testid="turn-assistant"] .tok').count();
+    await waitFor("a few tokens", async () => (await tokens()) >= 4, GEN);
+    await Bun.sleep(1_000); // the answer is saved at most 0.4 s apart while it streams
+    const seen = await tokens();
+    await reloadChat(page, 2);
+    const t = await thread(page);
+    const kept = await tokens();
+    assert(t[1].status === "interrupted", `marked interrupted (${t[1].status})`);
+    assert(kept >= 4 && kept <= seen + 20, `the tokens so far are kept (${kept}, ${seen} seen before the reload)`);
+    assert((await page.locator('[data-testid="turn-status"]').textContent())?.includes("partial answer is kept"), "and says so");
+  });
+
   // ---------------------------------------------------------------- built or mocked turns
   function conversationFile(turns: number): string {
     const settings = { modes: ["entropix"], max_tokens: 8, seed: 1, sampler: null, system: null };
