@@ -104,6 +104,20 @@ def test_two_ranks_match_one_process(embedded, two_local_ranks, tmp_path):
     ranks = [json.loads(Path(f"{out}.rank{r}").read_text()) for r in range(2)]
     assert "MLP split (768 of 1536" in ranks[0]["plan"]
     assert "attention whole" in ranks[0]["plan"]
+    # Each rank holds its half of the MLP (gate/up by output rows, down by input columns) and
+    # the whole attention: the shapes and the sums of the slices of the unsplit weights.
+    mlp = embedded.model.layers[0].mlp
+    whole = {"gate_proj": (mlp.gate_proj.weight, 0), "up_proj": (mlp.up_proj.weight, 0),
+             "down_proj": (mlp.down_proj.weight, 1)}  # fmt: skip
+    for r, result in enumerate(ranks):
+        held = result["weights"]
+        for name, (w, axis) in whole.items():
+            half = w.shape[axis] // 2
+            part = w[r * half : (r + 1) * half] if axis == 0 else w[:, r * half : (r + 1) * half]
+            assert held[f"mlp.{name}"]["shape"] == list(part.shape), (r, name)
+            assert held[f"mlp.{name}"]["sum"] == pytest.approx(part.sum().item(), rel=1e-5)
+        attn = embedded.model.layers[0].self_attn
+        assert held["self_attn.q_proj"]["shape"] == list(attn.q_proj.weight.shape)
     for r, result in enumerate(ranks):
         for run in result["runs"]:
             tokens = [e for e in run["events"] if e["type"] == "token"]
