@@ -69,6 +69,12 @@ describe("conversation store", () => {
     expect(C.history(c)[3].content).toBe("A1n");
     expect(turnRequest(C.send(c, "Q2", ["u2", "a2"], settings(["entropix", "normal"]), 6), "a2").path).toBe("/api/compare");
     expect(() => C.choose(c, "a1", "greedy", 5)).toThrow(/No greedy/);
+    // The first mode failed with nothing: the answer that exists continues.
+    let d = C.send(C.newConversation("d", 0), "Hi", ["u", "a"], settings(["entropix", "normal"]), 1);
+    d = C.onRun(d, "a", { type: "events", events: [{ type: "error", mode: "entropix", message: "oops" }, token(0, "Yo", "flowing", "normal"), done("normal", 1)] }, 2);
+    expect((d.turns[1] as C.AssistantTurn).chosen).toBe("entropix"); // still running: no change yet
+    d = C.onRun(d, "a", { type: "finished" }, 3);
+    expect((d.turns[1] as C.AssistantTurn).chosen).toBe("normal");
   });
 
   test("a broken stream keeps the partial answer, marked interrupted, and it stays in the history", () => {

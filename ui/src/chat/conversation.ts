@@ -161,6 +161,12 @@ export type RunAction =
   | { type: "stopped" }
   | { type: "failed"; message: string };
 
+/** Once an answer ends: the first mode continues unless it produced nothing and another did. */
+function defaultPick(chosen: Mode, runs: Run[], status: TurnStatus): Mode {
+  if (status === "running" || runs.find((r) => r.mode === chosen)?.tokens.length) return chosen;
+  return runs.find((r) => r.tokens.length)?.mode ?? chosen;
+}
+
 /** Stream progress on assistant turn `turnId`, through the single-prompt view's reducer. */
 export function onRun(c: Conversation, turnId: string, action: RunAction, now: number): Conversation {
   const i = c.turns.findIndex((t) => t.id === turnId);
@@ -185,7 +191,7 @@ export function onRun(c: Conversation, turnId: string, action: RunAction, now: n
     status = produced ? "interrupted" : "error";
   }
   const runs = action.type === "failed" ? turn.runs : next.runs; // keep a partial answer
-  const updated: AssistantTurn = { ...turn, runs, status, error };
+  const updated: AssistantTurn = { ...turn, runs, status, error, chosen: defaultPick(turn.chosen, runs, status) };
   if (updated.error === undefined) delete updated.error;
   const turns = c.turns.slice();
   turns[i] = updated;
