@@ -8,7 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
-from mlx_entropix.generate import generate
+from mlx_entropix.generate import generate, prepare_prompt
 from mlx_entropix.server import ServerSettings
 
 import httpx
@@ -103,6 +103,28 @@ def test_messages_sampler_overrides_and_stop(client, embedded):
     assert "".join(t["text"] for t in tokens) == done["text"] == text
     if done["finish_reason"] == "stop_string":
         assert "," not in done["text"]
+
+
+def test_chat_history_with_system(client, embedded):
+    """The UI's conversation mode: the whole history as messages, the system prompt apart."""
+    history = [
+        {"role": "user", "content": "Name a colour."},
+        {"role": "assistant", "content": "Blue."},
+        {"role": "user", "content": "Why that one?"},
+    ]
+    system = {"role": "system", "content": "Be brief."}
+    body = {"messages": history, "system": "Be brief.", "mode": "greedy", "max_tokens": 6}
+    sse = stream_generate(client, body)
+    tokens, done = sse.json("token"), sse.json("done")[0]
+    ids, text = reference(embedded, [system, *history], "greedy", None, 6)
+    assert [t["id"] for t in tokens] == ids and done["text"] == text
+    # The template saw the system message and every turn, once.
+    assert done["prompt_tokens"] == len(prepare_prompt(embedded, [system, *history]))
+    # (SmolLM2's template puts in a default system prompt of its own when there is none.)
+    assert done["prompt_tokens"] != len(prepare_prompt(embedded, history))
+    # A history that starts with its own system message keeps it (not two system messages).
+    again = stream_generate(client, {**body, "messages": [system, *history]}).json("done")[0]
+    assert again["prompt_tokens"] == done["prompt_tokens"] and again["text"] == text
 
 
 def test_compare_streams_modes_interleaved(client, embedded):

@@ -69,7 +69,9 @@ class GenerationFields(BaseModel):
     messages: list[ChatMessage] | None = Field(
         None, min_length=1, max_length=MAX_MESSAGES, description="Chat messages (not with prompt)."
     )
-    system: str | None = Field(None, description="System message (with prompt).")
+    system: str | None = Field(
+        None, description="System message (with prompt, or before messages that have none)."
+    )
     max_tokens: int | None = Field(
         None, ge=1, le=MAX_TOKENS, description="Default 256 (or the server's cap, if lower)."
     )

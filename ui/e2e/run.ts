@@ -26,6 +26,7 @@ import {
   type Mode,
   type TokenEvent,
 } from "../src/generated/events";
+import { chatCases } from "./chat";
 
 const UI = resolve(import.meta.dir, "..");
 const ROOT = resolve(UI, "..");
@@ -727,6 +728,9 @@ test("phone: the token inspector follows the tokens, before the charts", async (
     await page.unroute("**/api/generate");
   }
 });
+
+// The conversation mode's cases (e2e/chat.ts), last: they reload the page.
+chatCases({ test, waitFor, assert, shot, token: fakeToken, done: fakeDone, sseBody });
 
 // ---------------------------------------------------------------- main
 async function main(): Promise<number> {

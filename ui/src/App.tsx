@@ -13,6 +13,8 @@ import { Inspector } from "./components/Inspector";
 import { StatsBar } from "./components/StatsBar";
 import { Charts, type Selection } from "./components/Charts";
 import { ForkView } from "./components/ForkView";
+import { ChatView } from "./components/chat/ChatView";
+import { useView, ViewSwitch } from "./components/chat/ViewSwitch";
 
 interface Info {
   model?: { name?: string; stored_as?: string };
@@ -39,6 +41,8 @@ export function App() {
   const [hovered, setHovered] = useState<Selection | null>(null);
   const [openFork, setOpenFork] = useState<Selection | null>(null);
   const abortRef = useRef<AbortController | null>(null);
+  const [view, setView] = useView();
+  const [chatBusy, setChatBusy] = useState(false); // leaving mid-answer would cut it off
 
   useEffect(() => {
     let cancelled = false;
@@ -137,6 +141,7 @@ export function App() {
         <h1>
           mlx-entropix <span className="subtitle">watch a language model steer by its own uncertainty</span>
         </h1>
+        <ViewSwitch view={view} onChange={setView} disabled={running || chatBusy} />
         <p className="model-info muted small" data-testid="model-info">
           {info?.model?.name ? `${info.model.name}${info.model.stored_as ? ` · ${info.model.stored_as}` : ""}` : ""}
           {info?.runtime?.device ? ` · ${info.runtime.device}` : ""}
@@ -149,6 +154,18 @@ export function App() {
         </div>
       )}
 
+      {view === "chat" ? (
+        <ChatView
+          table={table}
+          defaults={defaults}
+          edits={edits}
+          overrides={overrides}
+          thresholds={effective as SamplerConfig | null}
+          onEdit={(k, v) => setEdits((e) => ({ ...e, [k]: v }))}
+          onReset={() => setEdits({})}
+          onBusy={setChatBusy}
+        />
+      ) : (
       <main className="layout">
         <aside className="sidebar">
           <PromptForm
@@ -233,6 +250,7 @@ export function App() {
           <Inspector ev={shownEvent} table={table} pinned={!hovered && !!pinned} fork={shownFork} />
         </aside>
       </main>
+      )}
     </div>
   );
 }

@@ -17,7 +17,8 @@ export interface ApiConfig {
 }
 
 export interface GenerateRequest {
-  prompt: string;
+  prompt?: string;
+  messages?: { role: "system" | "user" | "assistant"; content: string }[]; // not with prompt
   system?: string | null;
   mode?: Mode;
   modes?: Mode[];

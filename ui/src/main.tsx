@@ -2,6 +2,7 @@ import { Component, StrictMode, type ReactNode } from "react";
 import { createRoot } from "react-dom/client";
 import { App } from "./App";
 import "./styles.css";
+import "./chat.css";
 
 // A bug in a component shows a message instead of a blank page.
 class ErrorBoundary extends Component<{ children: ReactNode }, { error: Error | null }> {

@@ -6,7 +6,7 @@ import { forksByIndex, pendingForks } from "../forks";
 import { ForkMarker } from "./ForkMarker";
 import { Token } from "./Token";
 
-export const tokenDomId = (mode: Mode, index: number) => `tok-${mode}-${index}`;
+export const tokenDomId = (mode: Mode, index: number, prefix = "") => `tok-${prefix}${mode}-${index}`;
 
 interface Props {
   run: Run;
@@ -17,13 +17,14 @@ interface Props {
   onLeave: () => void;
   openFork?: number | null; // index of this run's open fork
   onToggleFork?: (fork: ForkEvent) => void;
+  idPrefix?: string; // keeps element ids unique where several outputs of a mode are shown (chat)
 }
 
 /**
  * The generated text as focusable tokens. One tab stop for the whole output (roving tabindex):
  * arrow keys move between tokens, Home/End jump, Escape unpins.
  */
-export function TokenStream({ run, table, selected, running, onInspect, onLeave, openFork = null, onToggleFork }: Props) {
+export function TokenStream({ run, table, selected, running, onInspect, onLeave, openFork = null, onToggleFork, idPrefix = "" }: Props) {
   const ref = useRef<HTMLDivElement>(null);
   const inspect = useCallback(
     (index: number, pin: boolean) => onInspect(run.mode, index, pin),
@@ -39,8 +40,8 @@ export function TokenStream({ run, table, selected, running, onInspect, onLeave,
   // Keep the pinned token in view (e.g. after clicking its point in a chart).
   useEffect(() => {
     if (selected === null) return;
-    document.getElementById(tokenDomId(run.mode, selected))?.scrollIntoView?.({ block: "nearest" });
-  }, [selected, run.mode]);
+    document.getElementById(tokenDomId(run.mode, selected, idPrefix))?.scrollIntoView?.({ block: "nearest" });
+  }, [selected, run.mode, idPrefix]);
 
   const onKeyDown = (e: KeyboardEvent<HTMLDivElement>) => {
     if (n === 0) return;
@@ -55,7 +56,7 @@ export function TokenStream({ run, table, selected, running, onInspect, onLeave,
     }
     if (next === null) return;
     e.preventDefault();
-    document.getElementById(tokenDomId(run.mode, next))?.focus();
+    document.getElementById(tokenDomId(run.mode, next, idPrefix))?.focus();
   };
 
   return (
@@ -74,7 +75,7 @@ export function TokenStream({ run, table, selected, running, onInspect, onLeave,
           <Token
             ev={ev}
             table={table}
-            domId={tokenDomId(run.mode, i)}
+            domId={tokenDomId(run.mode, i, idPrefix)}
             selected={selected === i}
             focusable={i === current}
             onInspect={inspect}
