@@ -44,6 +44,11 @@ def _drive(decoder: BatchDecoder, lm, requests, stagger: int = 2):
     return out
 
 
+# Where rows are not batch-invariant (``blas.rows_independent``: a product's row depends on the
+# rows beside it), the last bits drift through the cache step after step: ~2e-5 in 16 tokens.
+TOL = 1e-5 if BATCH_INVARIANT else 1e-4
+
+
 def _same(got, alone, exact: bool) -> None:
     assert [e.id for e in got] == [e.id for e in alone]
     for g, a in zip(got, alone, strict=True):
@@ -52,7 +57,7 @@ def _same(got, alone, exact: bool) -> None:
         assert params == (want_params if exact else pytest.approx(want_params, abs=1e-5))
         for name in METRIC_NAMES:
             want = getattr(a.metrics, name)
-            assert getattr(g.metrics, name) == (want if exact else pytest.approx(want, rel=1e-5))
+            assert getattr(g.metrics, name) == (want if exact else pytest.approx(want, rel=TOL))
         assert g.logprob == (a.logprob if exact else pytest.approx(a.logprob, abs=1e-4))
 
 
