@@ -20,14 +20,14 @@ from typing import Any
 import mlx.core as mx
 
 from ..config import SamplerConfig
+from ..step import from_rank0
 
 log = logging.getLogger("mlx_entropix.server")
 
 
 def _from_rank0(values: list[int], group: mx.distributed.Group) -> list[int]:
-    """Rank 0's ``values`` on every rank (the others pass zeros of the same length)."""
-    x = mx.array(values if group.rank() == 0 else [0] * len(values), dtype=mx.int32)
-    return mx.distributed.all_sum(x, group=group).tolist()
+    """Rank 0's ``values`` on every rank (the others' values are ignored)."""
+    return from_rank0(mx.array(values, dtype=mx.int32), group).tolist()
 
 
 def send_job(group: mx.distributed.Group, spec: dict[str, Any] | None) -> None:
