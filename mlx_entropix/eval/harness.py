@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ..answers import KINDS, Kind, extracted, infer_kind, match, parse_options
 from ..config import Mode
 from ..errors import InvalidRequestError
-from ..answers import KINDS, Kind, extracted, infer_kind, match, parse_options
 from .stats import summarize
 
 Format = Literal["chat", "raw"]
@@ -217,12 +217,15 @@ def engine_generate_fn(
     def fn(item: Item, mode: Mode, seed: int) -> Generation:
         prompt = build_prompt(lm.tokenizer, item, system, fewshot)
         stops = tuple(stop) or (("\n",) if item.format == "raw" else ())
+        cfg = config or lm.default_config
+        if mode == "fork":  # fork mode reads its branches' answers as the grader will
+            cfg = cfg.merged({"fork_answer_kind": item.kind})
         done = None
         for event in generate(
             lm,
             prompt,
             mode=mode,
-            config=config,
+            config=cfg,
             max_tokens=max_tokens,
             seed=seed,
             stop=stops,
