@@ -151,6 +151,13 @@ class ForkBranch(BaseModel):
     finish: Literal["stop", "stop_string", "length"] = Field(
         "length", description="How it ended: EOS, a stop string, or the branch budget."
     )
+    span: list[int] = Field(
+        default_factory=lambda: [0, 0],
+        description="Token range [lo, hi) of the answer span (where it was read).",
+    )
+    margins: list[float] = Field(
+        default_factory=list, description="p(top1) - p(top2) of each token's distribution."
+    )
 
 
 class AnswerGroup(BaseModel):

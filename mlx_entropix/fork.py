@@ -258,7 +258,7 @@ def explore(
             tokens = result.token
         live = [live[r] for r in going]
 
-    scores, answers = [], []
+    scores, answers, spans = [], [], []
     for b in branches:
         texts = b.visible()
         answer, span = read_branch(texts, cfg.fork_answer_kind, options)
@@ -267,6 +267,7 @@ def explore(
         lp = [v[LOGPROB] for v in b.rows][:n] or [0.0]
         scores.append(branch_score(cfg.fork_score, span, ent, lp, b.margins[:n] or [0.0]))
         answers.append(answer)
+        spans.append(span)
     kept = select_branch(scores, answers, cfg.fork_aggregate)
     groups = answer_groups(scores, answers)
     event = ForkEvent(
@@ -284,6 +285,8 @@ def explore(
                 answer=answers[j],
                 kept=j == kept,
                 finish=b.end,
+                span=list(spans[j]),
+                margins=[round(m, 4) for m in b.margins[: len(b.visible())]],
             )
             for j, b in enumerate(branches)
         ],

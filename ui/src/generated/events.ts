@@ -71,6 +71,10 @@ export interface ForkBranch {
   kept: boolean;
   /** How it ended: EOS, a stop string, or the branch budget. */
   finish: "stop" | "stop_string" | "length";
+  /** Token range [lo, hi) of the answer span (where it was read). */
+  span: number[];
+  /** p(top1) - p(top2) of each token's distribution. */
+  margins: number[];
 }
 
 /** A fork: the branches tried from position ``index`` and which one was kept. The kept
