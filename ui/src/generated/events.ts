@@ -77,6 +77,19 @@ export interface ForkBranch {
   margins: number[];
 }
 
+/** The branches of a fork that reached one answer (CoT-decoding's aggregation). */
+export interface AnswerGroup {
+  answer: string;
+  /** The sum of its branches' scores. */
+  score: number;
+  /** How many branches reached this answer. */
+  branches: number;
+  /** Index into branches of its best-scored branch. */
+  best: number;
+  /** The kept branch is in this group. */
+  won: boolean;
+}
+
 /** A fork: the branches tried from position ``index`` and which one was kept. The kept
 branch's tokens follow as ordinary ``TokenEvent``s from ``index`` on. */
 export interface ForkEvent {
