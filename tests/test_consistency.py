@@ -29,3 +29,19 @@ def test_the_vote_of_k_rows_is_the_majority_of_the_same_seeds_run_one_at_a_time(
     answers = [extracted(t, "contains") or None for t in alone]
     majority = max(set(answers), key=lambda a: (answers.count(a), -answers.index(a)))
     assert answers[vote([extracted(d.text, "contains") or None for d in dones])] == majority
+
+
+def test_the_harness_scores_every_branch_and_row_with_the_graders_matcher():
+    from mlx_entropix.eval.harness import Generation, Item, run_eval
+    from mlx_entropix.eval.main import _parse_modes
+
+    item = Item(0, "What is 2 + 2?", "4", "numeric")
+    rows = [{"text": "4", "answer": "4"}, {"text": "2 + 2 = 5", "answer": "5"}]
+
+    def fn(item, mode, seed):
+        return Generation(text="4", tokens=1, seconds=0.1, branches=rows if mode == "sc" else [])
+
+    records = run_eval([item], fn, modes=["greedy", "sc"], progress=False)
+    assert "branches" not in records[0]
+    assert [b["correct"] for b in records[1]["branches"]] == [True, False]
+    assert _parse_modes("sc,greedy,fork") == ["greedy", "fork", "sc"]
