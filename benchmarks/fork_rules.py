@@ -97,15 +97,17 @@ def analyse(result: dict[str, Any], ks: Sequence[int]) -> dict[str, Any]:
                      "delta": d["mean"], "delta_ci95": d["ci95"], "wins": d["wins"],
                      "losses": d["losses"], "per_category": per_cat, **extra})  # fmt: skip
 
-    row("greedy", 1, greedy)
+    row("greedy", 1, greedy, tokens=_mean([by[i, "greedy"]["tokens_computed"] for i in items]))
     for k in ks:
         branches = [by[i, "fork"]["branches"][:k] for i in items]
+        # the fork's step plus each branch's own steps (an ended branch leaves the batch)
+        work = _mean([1 + sum(b["tokens"] - 1 for b in bs) for bs in branches])
         for rule in (*RULES, "vote"):
             for agg in (False, True) if rule != "vote" else (False,):
                 chosen = [choose(bs, rule, agg) for bs in branches]
                 name = rule + ("+sum" if agg else "")
-                row(name, k, [float(c["correct"]) for c in chosen])
-        row("oracle", k, [float(any(b["correct"] for b in bs)) for bs in branches])
+                row(name, k, [float(c["correct"]) for c in chosen], tokens=work)
+        row("oracle", k, [float(any(b["correct"] for b in bs)) for bs in branches], tokens=work)
     sc_k = len(by[items[0], "sc"]["branches"]) if (items[0], "sc") in by else 0
     for k in sorted({3, sc_k} - {0}):
         if k > sc_k:
@@ -114,7 +116,8 @@ def analyse(result: dict[str, Any], ks: Sequence[int]) -> dict[str, Any]:
         for i in items:
             rows_i = by[i, "sc"]["branches"][:k]
             votes.append(float(rows_i[vote([r["answer"] or None for r in rows_i])]["correct"]))
-        row("self-consistency", k, votes)
+        sc_work = _mean([by[i, "sc"]["tokens_computed"] * k / sc_k for i in items])
+        row("self-consistency", k, votes, tokens=sc_work)
         oracle = [float(any(r["correct"] for r in by[i, "sc"]["branches"][:k])) for i in items]
         row("sc oracle", k, oracle)
 
@@ -143,8 +146,9 @@ def to_markdown(a: dict[str, Any]) -> str:
                     f"{c['tokens_computed']:.0f} tokens computed)" for m, c in a["cost"].items())
         + ".",
         "",
-        "| rule | k | accuracy % [Wilson 95%] | Δ vs greedy, pts [paired 95%] | better / worse |",
-        "|---|---|---|---|---|",
+        "| rule | k | accuracy % [Wilson 95%] | Δ vs greedy, pts [paired 95%] | better / worse "
+        "| tokens computed / answer |",
+        "|---|---|---|---|---|---|",
     ]  # fmt: skip
     for r in a["rows"]:
         lo, hi = r["ci95"]
@@ -153,7 +157,7 @@ def to_markdown(a: dict[str, Any]) -> str:
             f"{100 * r['delta']:+.1f} [{100 * dlo:+.1f}, {100 * dhi:+.1f}]")  # fmt: skip
         lines.append(
             f"| {r['rule']} | {r['k']} | {100 * r['accuracy']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
-            f" | {delta} | {r['wins']} / {r['losses']} |"
+            f" | {delta} | {r['wins']} / {r['losses']} | {r.get('tokens', float('nan')):.0f} |"
         )
     cats = list(a["rows"][0]["per_category"])
     lines += ["", "| rule | k | " + " | ".join(cats) + " |", "|---" * (len(cats) + 2) + "|"]
