@@ -227,3 +227,20 @@ def test_cancel_during_a_fork_stops_its_branches(embedded):
     fork, done = events[0], events[-1]
     assert fork.type == "fork" and fork.tokens_computed == 0
     assert done.finish_reason == "cancelled" and done.generated_tokens == 1
+
+
+def test_the_first_k_branches_of_a_wider_fork_are_a_k_branch_fork(embedded):
+    """Each branch decodes alone in its row: measuring k = 10 measures every smaller k
+    (benchmarks/fork_rules.py relies on it)."""
+
+    def branches(k: int) -> list:
+        cfg = embedded.default_config.merged(
+            {"fork_trigger": "first", "fork_branches": k, "fork_branch_tokens": 8,
+             "fork_answer_kind": "numeric"}
+        )  # fmt: skip
+        return next(e for e in _run(embedded, cfg, max_tokens=8) if e.type == "fork").branches
+
+    wide, narrow = branches(4), branches(2)
+    assert [b.text for b in wide[:2]] == [b.text for b in narrow]
+    assert [b.answer for b in wide[:2]] == [b.answer for b in narrow]
+    assert [b.score for b in wide[:2]] == pytest.approx([b.score for b in narrow], abs=1e-4)
