@@ -85,7 +85,9 @@ class SamplerConfig(BaseModel):
         "no ceiling (a policy whose high_ent turns the mist off files high-entropy tokens "
         "under 'exploring': this keeps forks to the low-entropy, high-varentropy quadrant).",
     )
-    fork_branches: int = Field(5, ge=2, le=16, description="Branches per fork (top-k tokens).")
+    # Fork defaults chosen on the development split (benchmarks/results/fork_cot_dev.md): 3
+    # branches, whole-branch margin, scores summed per answer.
+    fork_branches: int = Field(3, ge=2, le=16, description="Branches per fork (top-k tokens).")
     fork_max_forks: int = Field(1, ge=0, le=16, description="Forks per answer at most.")
     fork_branch_tokens: int = Field(
         128,
@@ -100,12 +102,12 @@ class SamplerConfig(BaseModel):
         "(the evaluation's reader; set per item by the harness); null: the branch's whole text.",
     )
     fork_score: ForkScore = Field(
-        "answer_margin",
+        "margin",
         description="Branch confidence: mean p(top1)-p(top2) over the answer span "
         "(answer_margin) or the whole branch (margin), minus mean entropy, or mean log-prob.",
     )
     fork_aggregate: bool = Field(
-        False, description="Sum the scores of branches that reach the same answer."
+        True, description="Sum the scores of branches that reach the same answer."
     )
 
     # The "pause to think" token inserted once when treading carefully, looked up by its text.
