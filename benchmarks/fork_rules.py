@@ -87,6 +87,7 @@ def analyse(result: dict[str, Any], ks: Sequence[int]) -> dict[str, Any]:
     greedy = [float(by[i, "greedy"]["correct"]) for i in items]
     cats = [by[i, "greedy"]["category"] for i in items]
     rows: list[dict[str, Any]] = []
+    versus: list[dict[str, Any]] = []  # fork rules vs self-consistency at the same k, paired
 
     def row(name: str, k: int | str, scores: list[float], **extra: Any) -> None:
         acc = _mean(scores)
@@ -95,7 +96,8 @@ def analyse(result: dict[str, Any], ks: Sequence[int]) -> dict[str, Any]:
                    for c in dict.fromkeys(cats)}  # fmt: skip
         rows.append({"rule": name, "k": k, "accuracy": acc, "ci95": wilson(acc, len(scores)),
                      "delta": d["mean"], "delta_ci95": d["ci95"], "wins": d["wins"],
-                     "losses": d["losses"], "per_category": per_cat, **extra})  # fmt: skip
+                     "losses": d["losses"], "per_category": per_cat, "scores": scores,
+                     **extra})  # fmt: skip
 
     row("greedy", 1, greedy, tokens=_mean([by[i, "greedy"]["tokens_computed"] for i in items]))
     for k in ks:
@@ -118,6 +120,9 @@ def analyse(result: dict[str, Any], ks: Sequence[int]) -> dict[str, Any]:
             votes.append(float(rows_i[vote([r["answer"] or None for r in rows_i])]["correct"]))
         sc_work = _mean([by[i, "sc"]["tokens_computed"] * k / sc_k for i in items])
         row("self-consistency", k, votes, tokens=sc_work)
+        for r in [r for r in rows if r["k"] == k and r["rule"] in ("span+sum", "branch+sum")]:
+            d = paired_difference(r["scores"], votes)
+            versus.append({"rule": r["rule"], "k": k, "delta": d["mean"], "ci95": d["ci95"]})
         oracle = [float(any(r["correct"] for r in by[i, "sc"]["branches"][:k])) for i in items]
         row("sc oracle", k, oracle)
 
@@ -134,6 +139,7 @@ def analyse(result: dict[str, Any], ks: Sequence[int]) -> dict[str, Any]:
         "engine_fork_accuracy": engine,  # the engine's own choice at the run's k and rule
         "cost": {m: cost(m) for m in ("greedy", "fork", "sc")},
         "rows": rows,
+        "fork_vs_sc": versus,
     }
 
 
@@ -159,6 +165,16 @@ def to_markdown(a: dict[str, Any]) -> str:
             f"| {r['rule']} | {r['k']} | {100 * r['accuracy']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
             f" | {delta} | {r['wins']} / {r['losses']} | {r.get('tokens', float('nan')):.0f} |"
         )
+    lines += [
+        "",
+        "| fork rule vs self-consistency, same k | k | Δ pts [paired 95%] |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {v['rule']} | {v['k']} | {100 * v['delta']:+.1f} "
+        f"[{100 * v['ci95'][0]:+.1f}, {100 * v['ci95'][1]:+.1f}] |"
+        for v in a["fork_vs_sc"]
+    ]
     cats = list(a["rows"][0]["per_category"])
     lines += ["", "| rule | k | " + " | ".join(cats) + " |", "|---" * (len(cats) + 2) + "|"]
     for r in a["rows"]:
