@@ -424,4 +424,4 @@ def test_fork_flag_json_and_one_line_summary(tmp_path):
     # the answers the branches reached, and which won, in both
     assert sum(g["won"] for g in fork["groups"]) == 1
     assert sum(g["branches"] for g in fork["groups"]) <= len(fork["branches"])
-    assert "\n  answers: " in as_text.stdout and "[won] " in as_text.stdout
+    assert "\n  answers (summed): " in as_text.stdout and "[won] " in as_text.stdout
