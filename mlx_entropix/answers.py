@@ -62,9 +62,12 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}\u2019\u2018\u201c\u201d]")
 
 
-def _number_at(text: str) -> float | None:
-    """The value of the first well-formed number in ``text``."""
-    for m in _NUMBER.finditer(text):
+Span = tuple[int, int]  # [start, end) characters of the response
+
+
+def _number_in(text: str, pos: int = 0) -> tuple[float, Span] | None:
+    """The value and span of the first well-formed number of ``text`` at or after ``pos``."""
+    for m in _NUMBER.finditer(text, pos):
         if m.group("int") is None and m.group("dec") is None:
             continue  # the pattern matched only a sign or "$": not a number
         value = Fraction((m.group("int") or "0").replace(",", "") + (m.group("dec") or ""))
@@ -75,8 +78,14 @@ def _number_at(text: str) -> float | None:
             value /= den
         if m.group("sign"):
             value = -value
-        return float(value)
+        return float(value), m.span()
     return None
+
+
+def _number_at(text: str) -> float | None:
+    """The value of the first well-formed number in ``text``."""
+    found = _number_in(text)
+    return None if found is None else found[0]
 
 
 def parse_number(text: str) -> float | None:
@@ -84,36 +93,52 @@ def parse_number(text: str) -> float | None:
     return _number_at(text)
 
 
-def extract_number(response: str) -> float | None:
-    """The number a response commits to: after the last marker, else last '=', else the first."""
+def read_number(response: str) -> tuple[float, Span] | None:
+    """The number a response commits to and where it stands: after the last marker, else
+    after the last '=', else the first (the reader of ``extract_number``)."""
     markers = list(_MARKERS.finditer(response))
     if markers:
-        value = _number_at(response[markers[-1].end() :])
-        if value is not None:
-            return value
+        found = _number_in(response, markers[-1].end())
+        if found is not None:
+            return found
     if "=" in response:
-        value = _number_at(response[response.rindex("=") + 1 :])
-        if value is not None:
-            return value
-    return _number_at(response)
+        found = _number_in(response, response.rindex("=") + 1)
+        if found is not None:
+            return found
+    return _number_in(response)
+
+
+def extract_number(response: str) -> float | None:
+    """The number a response commits to: after the last marker, else last '=', else the first."""
+    found = read_number(response)
+    return None if found is None else found[0]
+
+
+def read_choice(response: str) -> Span | None:
+    """Where the multiple-choice letter a response commits to stands (``extract_choice``)."""
+    text = response.strip()
+    lead = len(response) - len(response.lstrip())
+    for m in _MARKERS.finditer(text):
+        after = re.match(r"\s*\(?([A-J])(?![\w'])", text[m.end() :])
+        if after:
+            return lead + m.end() + after.start(1), lead + m.end() + after.end(1)
+    # "A" and "I" open English sentences, so alone they need a bracket, "." or ":" to count.
+    opening = re.match(r"\(([A-J])\)|([A-J])(?:[).:]|$)|([B-HJ])\s", text)
+    if opening:
+        g = next(i for i in (1, 2, 3) if opening.group(i))
+        return lead + opening.start(g), lead + opening.end(g)
+    bracketed = re.search(r"\(([A-J])\)|(?<![\w])([A-J])\)", text)
+    if bracketed:
+        g = 1 if bracketed.group(1) else 2
+        return lead + bracketed.start(g), lead + bracketed.end(g)
+    lone = re.search(r"(?<![\w'])([B-HJ])(?![\w'])", text)
+    return (lead + lone.start(1), lead + lone.end(1)) if lone else None
 
 
 def extract_choice(response: str) -> str | None:
     """The multiple-choice letter (A-J, upper case) a response commits to, or None."""
-    text = response.strip()
-    for m in _MARKERS.finditer(text):
-        after = re.match(r"\s*\(?([A-J])(?![\w'])", text[m.end() :])
-        if after:
-            return after.group(1)
-    # "A" and "I" open English sentences, so alone they need a bracket, "." or ":" to count.
-    opening = re.match(r"\(([A-J])\)|([A-J])(?:[).:]|$)|([B-HJ])\s", text)
-    if opening:
-        return next(g for g in opening.groups() if g)
-    bracketed = re.search(r"\(([A-J])\)|(?<![\w])([A-J])\)", text)
-    if bracketed:
-        return (bracketed.group(1) or bracketed.group(2)).upper()
-    lone = re.search(r"(?<![\w'])([B-HJ])(?![\w'])", text)
-    return lone.group(1) if lone else None
+    span = read_choice(response)
+    return None if span is None else response[span[0] : span[1]].upper()
 
 
 def parse_options(prompt: str) -> dict[str, str]:
@@ -132,14 +157,20 @@ def extract_choice_or_option(response: str, options: dict[str, str] | None) -> s
     return named[0] if len(named) == 1 else None
 
 
+def read_yesno(response: str) -> tuple[str, Span] | None:
+    """'yes' or 'no' from the first yes/no-like word, and where that word stands."""
+    for m in re.finditer(r"[a-z]+", response.lower()):
+        if m.group() in _YES:
+            return "yes", m.span()
+        if m.group() in _NO:
+            return "no", m.span()
+    return None
+
+
 def extract_yesno(response: str) -> str | None:
     """'yes' or 'no' from the first yes/no-like word, or None."""
-    for word in re.findall(r"[a-z]+", response.lower()):
-        if word in _YES:
-            return "yes"
-        if word in _NO:
-            return "no"
-    return None
+    found = read_yesno(response)
+    return None if found is None else found[0]
 
 
 def normalize(text: str) -> str:
@@ -199,13 +230,25 @@ def match(
     return any(_match_one(response, alt, kind, options) for alt in alts)
 
 
+def read_answer(
+    response: str, kind: Kind, options: dict[str, str] | None = None
+) -> tuple[str | None, Span | None]:
+    """What the matcher reads from the response (None: nothing) and where it stands (None: no
+    narrower place than the whole response: free text, or an option named by its text)."""
+    if kind == "numeric":
+        number = read_number(response)
+        return (None, None) if number is None else (f"{number[0]:g}", number[1])
+    if kind == "choice":
+        span = read_choice(response)
+        if span is not None:
+            return response[span[0] : span[1]].upper(), span
+        return extract_choice_or_option(response, options), None
+    if kind == "yesno":
+        word = read_yesno(response)
+        return (None, None) if word is None else word
+    return normalize(response)[:80], None
+
+
 def extracted(response: str, kind: Kind, options: dict[str, str] | None = None) -> str | None:
     """What the matcher read from the response, for the per-item report (None: nothing)."""
-    if kind == "numeric":
-        value = extract_number(response)
-        return None if value is None else f"{value:g}"
-    if kind == "choice":
-        return extract_choice_or_option(response, options)
-    if kind == "yesno":
-        return extract_yesno(response)
-    return normalize(response)[:80]
+    return read_answer(response, kind, options)[0]

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .answers import Kind
+
 # entropix: the uncertainty-driven sampler; normal: fixed T/top_p/top_k/min_p; greedy: argmax;
 # fork: greedy, but at a fork the top candidates are decoded as one batch and the most
 # confident branch is kept (CoT-decoding, Wang and Zhou 2024, at entropix's forks).
@@ -75,7 +77,7 @@ class SamplerConfig(BaseModel):
 
     # Branch exploration (mode "fork"): where to fork, how wide, how far, how to choose.
     fork_trigger: ForkTrigger = Field(
-        "exploring", description="Fork at the first token, at 'exploring' tokens, or both."
+        "first", description="Fork at the first token, at 'exploring' tokens, or both."
     )
     fork_max_entropy: float | None = Field(
         None,
@@ -83,16 +85,29 @@ class SamplerConfig(BaseModel):
         "no ceiling (a policy whose high_ent turns the mist off files high-entropy tokens "
         "under 'exploring': this keeps forks to the low-entropy, high-varentropy quadrant).",
     )
-    fork_branches: int = Field(5, ge=2, le=16, description="Branches per fork (top-k tokens).")
+    # Fork defaults chosen on the development split (benchmarks/results/fork_cot_dev.md): 3
+    # branches, whole-branch margin, scores summed per answer.
+    fork_branches: int = Field(3, ge=2, le=16, description="Branches per fork (top-k tokens).")
     fork_max_forks: int = Field(1, ge=0, le=16, description="Forks per answer at most.")
-    fork_branch_tokens: int = Field(32, ge=1, le=4096, description="Tokens per branch at most.")
+    fork_branch_tokens: int = Field(
+        128,
+        ge=1,
+        le=4096,
+        description="Tokens per branch at most (the branch budget; EOS or a stop string end a "
+        "branch before it, a line break does not).",
+    )
+    fork_answer_kind: Kind | None = Field(
+        None,
+        description="How a branch's answer is read: numeric, choice, yesno, exact or contains "
+        "(the evaluation's reader; set per item by the harness); null: the branch's whole text.",
+    )
     fork_score: ForkScore = Field(
-        "answer_margin",
+        "margin",
         description="Branch confidence: mean p(top1)-p(top2) over the answer span "
         "(answer_margin) or the whole branch (margin), minus mean entropy, or mean log-prob.",
     )
     fork_aggregate: bool = Field(
-        False, description="Sum the scores of branches that reach the same answer."
+        True, description="Sum the scores of branches that reach the same answer."
     )
 
     # The "pause to think" token inserted once when treading carefully, looked up by its text.

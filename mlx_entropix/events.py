@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from .answers import Kind
 from .config import ForkTrigger, Mode
 
 # The quadrant of (entropy, varentropy) plus the middle ground; the same classification is
@@ -147,6 +148,26 @@ class ForkBranch(BaseModel):
     score: float = Field(description="Confidence used to choose (higher is better).")
     answer: str | None = Field(None, description="The answer read from the branch, if any.")
     kept: bool
+    finish: Literal["stop", "stop_string", "length"] = Field(
+        "length", description="How it ended: EOS, a stop string, or the branch budget."
+    )
+    span: list[int] = Field(
+        default_factory=lambda: [0, 0],
+        description="Token range [lo, hi) of the answer span (where it was read).",
+    )
+    margins: list[float] = Field(
+        default_factory=list, description="p(top1) - p(top2) of each token's distribution."
+    )
+
+
+class AnswerGroup(BaseModel):
+    """The branches of a fork that reached one answer (CoT-decoding's aggregation)."""
+
+    answer: str
+    score: float = Field(description="The sum of its branches' scores.")
+    branches: int = Field(description="How many branches reached this answer.")
+    best: int = Field(description="Index into branches of its best-scored branch.")
+    won: bool = Field(description="The kept branch is in this group.")
 
 
 class ForkEvent(BaseModel):
@@ -162,6 +183,13 @@ class ForkEvent(BaseModel):
     branches: list[ForkBranch]
     kept: int = Field(description="Index into branches of the kept one.")
     tokens_computed: int = Field(description="Tokens the branches cost, all of them together.")
+    answer_kind: Kind | None = Field(
+        None, description="The reader of the branches' answers (null: a branch's whole text)."
+    )
+    aggregate: bool = Field(False, description="Kept by summed score per answer.")
+    groups: list[AnswerGroup] = Field(
+        default_factory=list, description="Answers reached, the highest summed score first."
+    )
 
 
 class DoneEvent(BaseModel):

@@ -1,42 +1,47 @@
-"""Branch exploration at a fork (mode "fork"): CoT-decoding (Wang and Zhou 2024) at entropix's
-forks, decoded as one batch.
+"""Branch exploration at a fork (mode "fork"): CoT-decoding (Wang and Zhou 2024), decoded as
+one batch.
 
-Greedy decoding, but at a fork (the first generated token, an 'exploring' token, or both:
-``SamplerConfig.fork_trigger``) the top ``fork_branches`` candidate tokens each start a branch.
-The branches are decoded together, greedily, as rows of one batch that start from copies of
-the prompt's KV cache, until each ends: end of sequence, a stop string, the end of a line that
-has some text (the answer boundary of a short answer), or ``fork_branch_tokens``. Each branch
-gets a confidence (``fork_score``) and the best is kept; generation goes on from its row.
+Greedy decoding, but at a fork (the first generated token by default; an entropix 'exploring'
+token, or both: ``SamplerConfig.fork_trigger``) the top ``fork_branches`` candidate tokens each
+start a branch. The branches are decoded together, greedily, as rows of one batch that start
+from copies of the prompt's KV cache, each to its end: end of sequence, a stop string, or
+``fork_branch_tokens`` (the branch budget, large enough to reason; a line break is no end). A
+branch that ends leaves the batch, so the work is what the branches decode
+(``ForkEvent.tokens_computed``). Each branch's answer is read with the grader's reader
+(``answers.read_answer`` for ``fork_answer_kind``), it gets a confidence (``fork_score``) and
+one branch is kept; generation goes on from its row.
 
-Scores, computed on the branch's greedy continuation (its tokens after the first: the first
-token's distribution is the fork's, the same for every branch; a one-token branch is scored on
-its first token, with margin p(token) - p(best other)):
+Scores: every token of a branch has the values of the distribution it was read from; the
+first token's is the fork's (the same for every branch), so all branches are on one scale:
 - ``answer_margin``: CoT-decoding's answer confidence, the mean of p(top1) - p(top2) over the
-  tokens that cover the last number of the branch text, else over the whole branch;
+  tokens of the answer span (where the reader found the answer; the whole branch when the
+  kind has no narrower place: free text, or no kind given);
 - ``margin``: the same mean over the whole branch;
 - ``entropy``: minus the mean entropy (bits) of the branch's distributions;
 - ``logprob``: the mean log-probability of the branch's tokens.
-``fork_aggregate`` sums the scores of branches whose normalized answers agree and keeps the
-best branch of the winning answer (CoT-decoding's aggregation; meant for margins, which are
-never negative).
+Branches without an answer rank last. ``fork_aggregate`` sums the scores of branches with the
+same answer and keeps the best branch of the winning answer (CoT-decoding's aggregation; the
+margins are never negative). Ties go to the earlier branch (the greedy one first), and a tie
+between answers to the one whose best branch comes first.
+
+Not done: the paper's answer cue ("So the answer is" appended to a branch, the answer read from
+that continuation) for tasks without a reader; a branch without a kind is its whole text.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import mlx.core as mx
 
+from .answers import Kind, normalize, read_answer
 from .config import ForkScore, ForkTrigger, SamplerConfig
-from .events import ForkBranch, ForkEvent, Metrics, TopLogprob
+from .events import AnswerGroup, ForkBranch, ForkEvent, Metrics, TopLogprob
 from .sampler import EXPLORING
 from .stream import LOGPROB, METRICS, TOKEN, StopMatcher, top_of
-
-NUMBER = re.compile(r"-?\d(?:[\d,]*\d)?(?:\.\d+)?")
 
 
 def fork_due(
@@ -52,13 +57,20 @@ def fork_due(
     return None
 
 
-def answer_span(texts: Sequence[str]) -> tuple[int, int]:
-    """Token range [lo, hi) covering the last number of the joined texts, else all tokens."""
-    joined = "".join(texts)
-    numbers = list(NUMBER.finditer(joined))
-    if not numbers:
-        return 0, len(texts)
-    start, end = numbers[-1].span()
+def read_branch(
+    texts: Sequence[str], kind: Kind | None, options: dict[str, str] | None = None
+) -> tuple[str | None, tuple[int, int]]:
+    """The answer of a branch whose tokens read ``texts`` (the grader's ``extracted``; None:
+    none) and the token range [lo, hi) of its answer span (all tokens where the reader gives
+    no narrower place)."""
+    text = "".join(texts)
+    if kind is None:
+        answer, chars = normalize(text)[:80], None
+    else:
+        answer, chars = read_answer(text, kind, options)
+    if chars is None:
+        return answer or None, (0, len(texts))
+    start, end = chars
     lo = hi = None
     pos = 0
     for i, t in enumerate(texts):
@@ -66,52 +78,54 @@ def answer_span(texts: Sequence[str]) -> tuple[int, int]:
             lo = i if lo is None else lo
             hi = i + 1
         pos += len(t)
-    return (lo, hi) if lo is not None and hi is not None else (0, len(texts))
-
-
-def normalize_answer(text: str) -> str | None:
-    """The branch's answer: its last number (commas and a trailing .0 dropped), else its text
-    lowercased with spaces collapsed and outer punctuation stripped; None when empty."""
-    numbers = NUMBER.findall(text)
-    if numbers:
-        n = numbers[-1].replace(",", "")
-        return n[:-2] if n.endswith(".0") else n
-    words = " ".join(text.lower().split()).strip(" .,:;!?\"'*()[]")
-    return words or None
+    span = (lo, hi) if lo is not None and hi is not None else (0, len(texts))
+    return answer or None, span
 
 
 def branch_score(
     rule: ForkScore,
-    texts: Sequence[str],
+    span: tuple[int, int],
     entropies: Sequence[float],
     logprobs: Sequence[float],
     margins: Sequence[float],
 ) -> float:
-    """The confidence of one branch from its per-token values (first token included)."""
-    lo, hi = answer_span(texts) if rule == "answer_margin" else (0, len(texts))
-    span = [i for i in range(lo, hi) if i > 0] or [lo]
+    """The confidence of one branch from its per-token values (first token included): the mean
+    over the answer span ``[lo, hi)`` (``answer_margin``) or over every token (the others)."""
+    lo, hi = span if rule == "answer_margin" else (0, len(margins))
     values = {
         "answer_margin": margins,
         "margin": margins,
         "entropy": [-e for e in entropies],
         "logprob": logprobs,
-    }[rule]
-    return sum(values[i] for i in span) / len(span)
+    }[rule][lo:hi]
+    return sum(values) / len(values) if values else 0.0
+
+
+def answer_groups(
+    scores: Sequence[float], answers: Sequence[str | None]
+) -> list[tuple[str, float, list[int]]]:
+    """Branches by answer: (answer, summed score, branch indices best first), the highest sum
+    first (ties: the group whose best branch comes first). Branches without an answer are in
+    no group."""
+    groups: dict[str, list[int]] = {}
+    for i, a in enumerate(answers):
+        if a is not None:
+            groups.setdefault(a, []).append(i)
+    out = [
+        (a, sum(scores[i] for i in members), sorted(members, key=lambda i: (-scores[i], i)))
+        for a, members in groups.items()
+    ]
+    return sorted(out, key=lambda g: (-g[1], g[2][0]))
 
 
 def select_branch(scores: Sequence[float], answers: Sequence[str | None], aggregate: bool) -> int:
-    """Index of the kept branch: the highest score (the first on ties), or with ``aggregate``
-    the best branch of the answer whose branches' scores sum highest."""
-    best = max(range(len(scores)), key=lambda i: (scores[i], -i))
-    if not aggregate:
-        return best
-    totals: dict[Any, float] = {}
-    for i, (s, a) in enumerate(zip(scores, answers, strict=True)):
-        key = a if a is not None else ("branch", i)  # no answer: a group of its own
-        totals[key] = totals.get(key, 0.0) + s
-    winner = max(totals, key=lambda k: totals[k])
-    group = [i for i, a in enumerate(answers) if (a if a is not None else ("branch", i)) == winner]
-    return max(group, key=lambda i: (scores[i], -i))
+    """Index of the kept branch: the highest score among branches with an answer (the first on
+    ties; all branches when none has one), or with ``aggregate`` the best branch of the answer
+    whose branches' scores sum highest."""
+    answered = [i for i, a in enumerate(answers) if a is not None] or range(len(scores))
+    if aggregate and any(a is not None for a in answers):
+        return answer_groups(scores, answers)[0][2][0]
+    return max(answered, key=lambda i: (scores[i], -i))
 
 
 def tile_cache(cache: list, n: int) -> None:
@@ -137,25 +151,38 @@ class _Branch:
     texts: list[str] = field(default_factory=list)
     margins: list[float] = field(default_factory=list)
     active: bool = True
-    eos: bool = False
+    end: str = "length"  # why it ended: stop (EOS), stop_string, length (the budget)
+    cut: int | None = None  # where a stop string starts in the text
 
     def __post_init__(self) -> None:
         self.detok = self.tok.detokenizer()
 
     def add(self, values: list[float], margin: float) -> None:
         if int(values[TOKEN]) in self.tok.eos_token_ids:
-            self.active, self.eos = False, True
+            self.active, self.end = False, "stop"
             return
         before = "".join(self.texts)
         piece = self.detok.add_token(int(values[TOKEN]))
         self.rows.append(values)
         self.texts.append(piece)
         self.margins.append(margin)
-        text = before + piece
-        if self.stops.find(text) >= 0 or ("\n" in piece and before.strip()):
+        at = self.stops.find(before + piece, len(before))
+        if at >= 0:
+            self.active, self.end, self.cut = False, "stop_string", at
+        elif len(self.rows) >= self.limit:
             self.active = False
-        if len(self.rows) >= self.limit:
-            self.active = False
+
+    def visible(self) -> list[str]:
+        """The token texts as the reader sees them: up to a stop string, which is not text."""
+        if self.cut is None:
+            return self.texts
+        out, pos = [], 0
+        for t in self.texts:
+            if pos >= self.cut:
+                break
+            out.append(t[: self.cut - pos])
+            pos += len(t)
+        return out
 
 
 @dataclass
@@ -163,14 +190,22 @@ class Explored:
     event: ForkEvent  # index is set by the engine
     rows: list[list[float]]  # the kept branch's packed values, one per token
     kept: int
+    row: int  # the kept branch's row in the (compacted) cache, if it is still there
     offset: int  # the kept row's cache holds everything but its last token
-    eos: bool  # the kept branch ended the generation
+    ended: bool  # the kept branch ended the generation (EOS or a stop string)
 
 
 def _margin(values: list[float], n_top: int) -> float:
-    """p(top1) - p(top2) of the distribution a greedy token was read from."""
+    """p(top1) - p(top2) of the distribution a token was read from."""
     _, lps = top_of(values, n_top)
     return math.exp(lps[0]) - math.exp(lps[1])
+
+
+def keep_rows(cache: list, rows: list[int]) -> None:
+    """Keep only these rows of a batched cache (branches that ended leave the batch)."""
+    idx = mx.array(rows)
+    for c in cache:
+        c.keys, c.values = c.keys[idx], c.values[idx]
 
 
 def explore(
@@ -184,41 +219,57 @@ def explore(
     remaining: int,
     stop: Sequence[str],
     should_stop: Callable[[], bool] | None = None,
+    options: dict[str, str] | None = None,
 ) -> Explored:
     """Decode the branches of the fork whose step values are ``fork_values`` (the cache holds
-    everything before the fork token) and pick one. ``branch_step(tokens (k,), cache)`` runs
-    one greedy step of all rows (``step.sample_step``'s packed values)."""
+    everything before the fork token) and pick one. ``branch_step(tokens (rows,), cache)`` runs
+    one greedy step of all rows (``step.sample_step``'s packed values). ``options``: the
+    multiple-choice options of the prompt, for the ``choice`` reader."""
     ids, lps = top_of(fork_values, n_top)
     k = min(cfg.fork_branches, n_top)
     limit = min(cfg.fork_branch_tokens, remaining)
     base = cache[0].offset
-    probs = [math.exp(lp) for lp in lps]
+    fork_margin = _margin(fork_values, n_top)  # every branch's first token: one scale
     branches = [_Branch(tok, StopMatcher(stop), limit) for _ in range(k)]
     for j, branch in enumerate(branches):
         first = list(fork_values)
         first[TOKEN], first[LOGPROB] = float(ids[j]), lps[j]
-        branch.add(first, probs[j] - max(p for i, p in enumerate(probs) if i != j))
-    tile_cache(cache, k)
-    tokens, steps, computed = mx.array(ids[:k]), 1, 0
-    while steps < limit and any(b.active for b in branches):
+        branch.add(first, fork_margin)
+    live = [j for j in range(k) if branches[j].active]  # branch of each row of the batch
+    if live:
+        tile_cache(cache, k)
+        if len(live) < k:
+            keep_rows(cache, live)
+    tokens, steps, computed = mx.array([ids[j] for j in live]), 1, 0
+    while live and steps < limit:
         if should_stop is not None and should_stop():
             break  # cancelled: the engine stops right after the fork
         result = branch_step(tokens, cache)
         rows = result.packed.tolist()  # one host sync for all branches
-        computed += k
-        for branch, values in zip(branches, rows, strict=True):
-            if branch.active:
-                branch.add(values, _margin(values, n_top))
-        tokens, steps = result.token, steps + 1
+        computed += len(live)
+        for j, values in zip(live, rows, strict=True):
+            branches[j].add(values, _margin(values, n_top))
+        steps += 1
+        going = [r for r, j in enumerate(live) if branches[j].active]
+        if len(going) < len(live) and going:
+            keep_rows(cache, going)
+            tokens = result.token[mx.array(going)]
+        else:
+            tokens = result.token
+        live = [live[r] for r in going]
 
-    scores, answers = [], []
+    scores, answers, spans = [], [], []
     for b in branches:
-        ent = [v[METRICS][0] for v in b.rows] or [0.0]
-        lp = [v[LOGPROB] for v in b.rows] or [0.0]
-        texts = b.texts or [""]
-        scores.append(branch_score(cfg.fork_score, texts, ent, lp, b.margins or [0.0]))
-        answers.append(normalize_answer("".join(b.texts)))
+        texts = b.visible()
+        answer, span = read_branch(texts, cfg.fork_answer_kind, options)
+        n = len(texts) or 1
+        ent = [v[METRICS][0] for v in b.rows][:n] or [0.0]
+        lp = [v[LOGPROB] for v in b.rows][:n] or [0.0]
+        scores.append(branch_score(cfg.fork_score, span, ent, lp, b.margins[:n] or [0.0]))
+        answers.append(answer)
+        spans.append(span)
     kept = select_branch(scores, answers, cfg.fork_aggregate)
+    groups = answer_groups(scores, answers)
     event = ForkEvent(
         mode="fork",
         index=0,
@@ -228,16 +279,33 @@ def explore(
         branches=[
             ForkBranch(
                 token=TopLogprob(id=ids[j], text=tok.id_to_text(ids[j]), logprob=lps[j]),
-                text="".join(b.texts),
-                tokens=len(b.rows) + b.eos,
+                text="".join(b.visible()),
+                tokens=len(b.rows) + (b.end == "stop"),
                 score=round(scores[j], 6),
                 answer=answers[j],
                 kept=j == kept,
+                finish=b.end,
+                span=list(spans[j]),
+                margins=[round(m, 4) for m in b.margins[: len(b.visible())]],
             )
             for j, b in enumerate(branches)
         ],
         kept=kept,
         tokens_computed=computed,
+        answer_kind=cfg.fork_answer_kind,
+        aggregate=cfg.fork_aggregate,
+        groups=[
+            AnswerGroup(
+                answer=a,
+                score=round(total, 6),
+                branches=len(members),
+                best=members[0],
+                won=kept in members,
+            )
+            for a, total, members in groups
+        ],  # fmt: skip
     )
     chosen = branches[kept]
-    return Explored(event, chosen.rows, kept, base + len(chosen.rows) - 1, chosen.eos)
+    row = live.index(kept) if kept in live else 0
+    offset = base + len(chosen.rows) - 1
+    return Explored(event, chosen.rows, kept, row, offset, chosen.end != "length")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import mlx.core as mx
 
+from .answers import parse_options
 from .config import Mode, SamplerConfig
 from .errors import InvalidRequestError, PromptTooLongError
 from .events import DoneEvent, ForkEvent, TokenEvent
@@ -273,6 +274,9 @@ def _run(
 ) -> Iterator[tuple[int, Event] | None]:
     fork = rows[0].mode == "fork"
     n_top = max(top_logprobs, cfg.fork_branches, 2) if fork else top_logprobs
+    # The choice reader names an option by its text too: the options are the prompt's.
+    choice = fork and cfg.fork_answer_kind == "choice"
+    options = parse_options(lm.tokenizer.decode(ids)) if choice else None
     vocab = lm.info.vocab_size
     t_start = time.perf_counter()
     t_prefill = t_start
@@ -346,7 +350,7 @@ def _run(
                     c.trim(1)
             found = explore(
                 lm.tokenizer, branch_step, cache, values[0], trigger, cfg, n_top,
-                budget - index, stop, should_stop,
+                budget - index, stop, should_stop, options,
             )  # fmt: skip
             forks += 1
             computed += found.event.tokens_computed + (following is not None)
@@ -356,12 +360,12 @@ def _run(
                 yield from ((0, e) for e in streams[0].push(vals))
                 if streams[0].finished:
                     break
-            if found.eos and not streams[0].finished:
+            if found.ended and not streams[0].finished:
                 streams[0].finish, streams[0].finished = "stop", True
             index += len(found.rows)
             if streams[0].finished or index >= budget:
                 break
-            cache = select_row(cache, found.kept, found.offset)
+            cache = select_row(cache, found.row, found.offset)
             last = mx.array([int(found.rows[-1][TOKEN])])
             current = step(_forward(lm, last, cache), current.can_clarify[:1], index)
             mx.async_eval(current)

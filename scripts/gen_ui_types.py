@@ -30,6 +30,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     events.TopLogprob,
     events.TokenEvent,
     events.ForkBranch,
+    events.AnswerGroup,
     events.ForkEvent,
     events.DoneEvent,
     events.ErrorEvent,

@@ -90,6 +90,6 @@ def test_shipped_policy_is_moderate_where_the_reference_ran_hot():
 
 
 def test_a_shipped_config_by_name_and_a_missing_one():
-    assert SamplerConfig.from_file("smollm2-135m-instruct").fork_trigger == "exploring"
+    assert SamplerConfig.from_file("smollm2-135m-instruct").fork_trigger == "first"
     with pytest.raises(FileNotFoundError):
         SamplerConfig.from_file("no-such-config")

@@ -402,7 +402,7 @@ def test_plot_has_a_fixed_size_for_any_run(tmp_path: Path):
 
 
 def test_fork_flag_json_and_one_line_summary(tmp_path):
-    # Fork at the first token (the shipped policy forks at 'exploring' tokens).
+    # Fork at the first token (the shipped policy's trigger, set here explicitly).
     config = tmp_path / "first.json"
     config.write_text(json.dumps({**SamplerConfig.from_file("smollm2-135m-instruct").model_dump(),
                                   "fork_trigger": "first"}))  # fmt: skip
@@ -421,3 +421,7 @@ def test_fork_flag_json_and_one_line_summary(tmp_path):
     assert line.count(" | ") == len(fork["branches"]) - 1
     assert f"[kept] {' '.join(kept.split())[:12]!r}"[:18] in line
     assert "tokens computed for" in as_text.stdout
+    # the answers the branches reached, and which won, in both
+    assert sum(g["won"] for g in fork["groups"]) == 1
+    assert sum(g["branches"] for g in fork["groups"]) <= len(fork["branches"])
+    assert "\n  answers (summed): " in as_text.stdout and "[won] " in as_text.stdout

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
+from mlx_entropix.answers import extracted
 from mlx_entropix.config import SamplerConfig
 from mlx_entropix.fork import (
-    answer_span,
+    _Branch,
+    answer_groups,
     branch_score,
     fork_due,
-    normalize_answer,
+    read_branch,
     select_branch,
 )
 from mlx_entropix.generate import generate
+from mlx_entropix.stream import StopMatcher
 
 import pytest
 
@@ -24,37 +27,119 @@ def test_selection_keeps_the_highest_score_first_on_ties():
     assert select_branch([-3.0, -1.0, -2.0], [None, None, None], aggregate=False) == 1
 
 
+def test_branches_without_an_answer_rank_last():
+    assert select_branch([0.9, 0.2, 0.1], [None, "7", "8"], aggregate=False) == 1
+    assert select_branch([0.9, 0.2, 0.1], [None, "7", "8"], aggregate=True) == 1
+
+
 def test_aggregation_sums_scores_per_answer_and_keeps_its_best_branch():
     scores, answers = [0.5, 0.3, 0.4, 0.1], ["7", "42", "42", None]
     assert select_branch(scores, answers, aggregate=True) == 2  # "42": 0.7 beats "7": 0.5
+    assert select_branch(scores, answers, aggregate=False) == 0
     assert select_branch([0.5, 0.3, 0.1], ["7", None, None], aggregate=True) == 0  # no pooling
+    groups = answer_groups(scores, answers)
+    assert [(a, round(t, 6), m) for a, t, m in groups] == [("42", 0.7, [2, 1]), ("7", 0.5, [0])]
+    # three weak branches that agree beat one strong one; a tie goes to the earlier best branch
+    assert select_branch([0.6, 0.25, 0.25, 0.25], ["1", "2", "2", "2"], aggregate=True) == 1
+    assert select_branch([0.5, 0.25, 0.25], ["1", "2", "2"], aggregate=True) == 0
 
 
-def test_answer_span_covers_the_last_number():
-    texts = ["The", " answer", " is", " 4", "2", ".", " Not", " 1", "."]
-    assert answer_span(texts) == (7, 8)
-    assert answer_span(texts[:6]) == (3, 5)
-    assert answer_span(["Paris", "."]) == (0, 2)
+def test_the_branch_answer_is_the_graders_on_the_graders_own_cases():
+    from tests import test_answers as cases
+
+    def marked(test) -> list[tuple]:
+        return list(test.pytestmark[0].args[1])
+
+    numeric = [r for r, _ in marked(cases.test_extract_number)]
+    choice = [r for r, _ in marked(cases.test_extract_choice)]
+    yesno = [r for r, _ in marked(cases.test_extract_yesno)]
+    free = ["The Paris.", "The capital of France is Paris.", "  ", "Ankara\n"]
+    for kind, responses in (("numeric", numeric), ("choice", choice), ("yesno", yesno),
+                            ("contains", free), ("exact", free)):  # fmt: skip
+        for response in responses:
+            for width in (1, 3, 7):  # the same text cut into tokens three ways
+                texts = [response[i : i + width] for i in range(0, len(response), width)]
+                answer, (lo, hi) = read_branch(texts, kind)  # type: ignore[arg-type]
+                want = extracted(response, kind)  # type: ignore[arg-type]
+                assert answer == (want or None), (kind, response)
+                assert 0 <= lo < hi <= len(texts) or not texts
+                if answer is not None and kind in ("numeric", "choice"):
+                    # the span's tokens hold the answer: re-read alone they give it again
+                    assert extracted("".join(texts[lo:hi]), kind) == want  # type: ignore[arg-type]
+    options = {"A": "Paris", "B": "Ankara"}
+    assert read_branch(["The capital", " is Ankara."], "choice", options) == ("B", (0, 2))
 
 
-def test_normalized_answers():
-    assert normalize_answer("The total is 1,234.") == "1234"
-    assert normalize_answer("It is 3.0") == "3"
-    assert normalize_answer("  Paris. ") == "paris"
-    assert normalize_answer(" \n") is None
+def test_answer_span_is_where_the_grader_reads_the_answer():
+    texts = ["So", " 3", " +", " 4", " =", " 7", ",", " and", " 7", " +", " 1", " =", " 8", "."]
+    assert read_branch(texts, "numeric") == ("8", (12, 13))
+    texts = ["The", " answer", " is", " (", "C", ")", ".", " B", " is", " wrong"]
+    assert read_branch(texts, "choice") == ("C", (4, 5))
+    assert read_branch(["Paris", "."], "contains") == ("paris", (0, 2))
+    assert read_branch(["Paris", "."], None) == ("paris", (0, 2))
+    assert read_branch(["no", " digits"], "numeric") == (None, (0, 2))
 
 
 def test_branch_scores_follow_their_rule():
-    texts = ["So", " it", " is", " 4", "2"]
     margins = [0.0, 0.1, 0.2, 0.9, 0.7]
     entropies = [5.0, 1.0, 2.0, 3.0, 2.0]
     logprobs = [-3.0, -0.5, -0.5, -1.0, -1.0]
-    assert branch_score("answer_margin", texts, entropies, logprobs, margins) == pytest.approx(0.8)
-    # the first token (the fork's own distribution) is left out of the whole-branch means
-    assert branch_score("margin", texts, entropies, logprobs, margins) == pytest.approx(0.475)
-    assert branch_score("entropy", texts, entropies, logprobs, margins) == pytest.approx(-2.0)
-    assert branch_score("logprob", texts, entropies, logprobs, margins) == pytest.approx(-0.75)
-    assert branch_score("margin", ["Paris"], [1.0], [-0.2], [0.6]) == pytest.approx(0.6)
+    assert branch_score("answer_margin", (3, 5), entropies, logprobs, margins) == pytest.approx(0.8)
+    # one scale: every token counts, the first (the fork's distribution) too
+    assert branch_score("margin", (3, 5), entropies, logprobs, margins) == pytest.approx(0.38)
+    assert branch_score("entropy", (3, 5), entropies, logprobs, margins) == pytest.approx(-2.6)
+    assert branch_score("logprob", (3, 5), entropies, logprobs, margins) == pytest.approx(-1.2)
+    assert branch_score("margin", (0, 1), [1.0], [-0.2], [0.6]) == pytest.approx(0.6)
+
+
+def test_a_one_token_branch_and_a_long_one_with_the_same_span_margins_score_the_same():
+    fork_margin = 0.3  # the first token's distribution is the fork's, the same for every branch
+    short = branch_score("answer_margin", (0, 1), [2.0], [-2.5], [fork_margin])
+    long_margins = [fork_margin, 0.9, 0.8, fork_margin]
+    texts = ["Let", " me", " see", " B"]
+    _, span = read_branch(texts, "choice")
+    assert span == (3, 4)
+    long = branch_score("answer_margin", span, [1.0] * 4, [-0.1] * 4, long_margins)
+    assert short == long == pytest.approx(fork_margin)
+    assert read_branch(["B"], "choice") == ("B", (0, 1))
+
+
+class _Tok:
+    """A tokenizer whose token i reads PIECES[i]; token 0 is the end of sequence."""
+
+    PIECES = ["<eos>", "Paris", "\n", " is", " the", " capital", "##"]
+    eos_token_ids = {0}
+
+    def detokenizer(self):
+        pieces = self.PIECES
+
+        class D:
+            def add_token(self, i: int) -> str:
+                return pieces[i]
+
+        return D()
+
+
+def _values(token: int) -> list[float]:
+    return [float(token)] + [0.0] * 30
+
+
+def test_a_branch_is_not_cut_at_a_line_break():
+    branch = _Branch(_Tok(), StopMatcher(["##"]), limit=6)
+    for t in (1, 2, 3, 2):
+        branch.add(_values(t), 0.5)
+        assert branch.active  # "Paris\n is\n": line breaks are no end
+    branch.add(_values(6), 0.5)
+    assert not branch.active and branch.end == "stop_string"
+    assert "".join(branch.visible()) == "Paris\n is\n"  # the stop string is not text
+    eos = _Branch(_Tok(), StopMatcher([]), limit=6)
+    eos.add(_values(1), 0.5)
+    eos.add(_values(0), 0.5)
+    assert not eos.active and eos.end == "stop" and eos.texts == ["Paris"]
+    budget = _Branch(_Tok(), StopMatcher(["\n\n"]), limit=3)
+    for t in (1, 2, 3):
+        budget.add(_values(t), 0.5)
+    assert not budget.active and budget.end == "length" and len(budget.rows) == 3
 
 
 def test_fork_triggers():
@@ -94,6 +179,9 @@ def test_fork_run_end_to_end(embedded):
         assert "".join(e.text for e in after).startswith(kept.text)
         assert events.index(fork) < events.index(after[0])
         assert fork.tokens_computed <= 3 * 5  # the first tokens come from the fork's step
+        # the work is exactly what the branches decoded: an ended branch leaves the batch
+        assert fork.tokens_computed == sum(b.tokens - 1 for b in fork.branches)
+        assert all(b.tokens == 6 for b in fork.branches if b.finish == "length")
         branch_work += fork.tokens_computed
     assert (
         done.generated_tokens <= done.tokens_computed <= done.generated_tokens + branch_work + 2 * 2
@@ -139,3 +227,20 @@ def test_cancel_during_a_fork_stops_its_branches(embedded):
     fork, done = events[0], events[-1]
     assert fork.type == "fork" and fork.tokens_computed == 0
     assert done.finish_reason == "cancelled" and done.generated_tokens == 1
+
+
+def test_the_first_k_branches_of_a_wider_fork_are_a_k_branch_fork(embedded):
+    """Each branch decodes alone in its row: measuring k = 10 measures every smaller k
+    (benchmarks/fork_rules.py relies on it)."""
+
+    def branches(k: int) -> list:
+        cfg = embedded.default_config.merged(
+            {"fork_trigger": "first", "fork_branches": k, "fork_branch_tokens": 8,
+             "fork_answer_kind": "numeric"}
+        )  # fmt: skip
+        return next(e for e in _run(embedded, cfg, max_tokens=8) if e.type == "fork").branches
+
+    wide, narrow = branches(4), branches(2)
+    assert [b.text for b in wide[:2]] == [b.text for b in narrow]
+    assert [b.answer for b in wide[:2]] == [b.answer for b in narrow]
+    assert [b.score for b in wide[:2]] == pytest.approx([b.score for b in narrow], abs=1e-4)

@@ -161,7 +161,15 @@ def fork_line(event: ForkEvent, style: Style, width: int = 24) -> str:
         for b in event.branches
     ]
     head = style.paint(f"⑂ fork at {event.index} ({event.trigger}, {event.score}):", bold=True)
-    return f"{head} " + " | ".join(parts)
+    line = f"{head} " + " | ".join(parts)
+    if not event.groups:
+        return line
+    # The answers the branches reached (summed scores: CoT-decoding's aggregation), and which won.
+    groups = " · ".join(
+        ("[won] " if g.won else "") + f"{short(g.answer)!r} {g.score:.2f} ×{g.branches}"
+        for g in event.groups
+    )
+    return f"{line}\n  answers{' (summed)' if event.aggregate else ''}: {groups}"
 
 
 def compare_table(dones: Sequence[DoneEvent], style: Style) -> str:

@@ -35,7 +35,8 @@ from .stats import summarize
 
 Format = Literal["chat", "raw"]
 MODES: tuple[Mode, ...] = ("greedy", "normal", "entropix")  # the default run
-KNOWN_MODES: tuple[Mode, ...] = (*MODES, "fork")  # fork: --modes greedy,fork,...
+# fork: --modes greedy,fork,...; sc: self-consistency, k normal rows voted (``consistency.py``)
+KNOWN_MODES: tuple[Any, ...] = (*MODES, "fork", "sc")
 DETERMINISTIC: tuple[Mode, ...] = ("greedy", "fork")  # they ignore the seed: run once
 
 
@@ -59,6 +60,8 @@ class Generation:
     finish_reason: str = "stop"
     state_counts: dict[str, int] = field(default_factory=dict)
     tokens_computed: int = 0  # fork branches included; 0: as generated
+    # Fork branches / self-consistency rows: text, answer (and score), scored by the harness
+    branches: list[dict[str, Any]] = field(default_factory=list)
 
 
 GenerateFn = Callable[[Item, Mode, int], Generation]
@@ -170,6 +173,11 @@ def run_eval(
                         "state_counts": dict(gen.state_counts),
                     }
                 )
+                if gen.branches:
+                    records[-1]["branches"] = [
+                        {**b, "correct": match(b["text"], item.answer, item.kind, options)}
+                        for b in gen.branches
+                    ]
                 running[mode].append(float(ok))
                 if bar is not None:
                     bar.update(1)
@@ -210,27 +218,58 @@ def engine_generate_fn(
     system: str | None = None,
     fewshot: Sequence[Item] = (),
     stop: Sequence[str] = (),
+    chat_max_tokens: int | None = None,
+    sc_k: int = 5,
 ) -> GenerateFn:
-    """A ``GenerateFn`` over ``mlx_entropix.generate``. Raw items stop at "\\n" unless ``stop``."""
+    """A ``GenerateFn`` over ``mlx_entropix.generate``. Raw items stop at "\\n" unless ``stop``.
+    ``chat_max_tokens``: the budget of chat items (default ``max_tokens``); ``sc_k``: the rows of
+    a self-consistent answer (mode "sc")."""
     from ..generate import generate
+    from .consistency import sample_rows, vote
 
     def fn(item: Item, mode: Mode, seed: int) -> Generation:
         prompt = build_prompt(lm.tokenizer, item, system, fewshot)
         stops = tuple(stop) or (("\n",) if item.format == "raw" else ())
-        done = None
+        budget = chat_max_tokens if chat_max_tokens and item.format == "chat" else max_tokens
+        cfg = config or lm.default_config
+        options = parse_options(item.prompt) if item.kind == "choice" else None
+        if mode == "sc":
+            dones = sample_rows(lm, prompt, sc_k, seed, cfg, budget, stops)
+            rows = [{"text": d.text, "answer": extracted(d.text, item.kind, options)}
+                    for d in dones]  # fmt: skip
+            won = dones[vote([r["answer"] or None for r in rows])]
+            return Generation(
+                text=won.text,
+                tokens=won.generated_tokens,
+                seconds=max(d.total_s for d in dones),
+                finish_reason=won.finish_reason,
+                # the batch runs until its longest row ends (ended rows idle along)
+                tokens_computed=sc_k * max(d.generated_tokens for d in dones),
+                branches=rows,
+            )
+        if mode == "fork":  # fork mode reads its branches' answers as the grader will
+            cfg = cfg.merged({"fork_answer_kind": item.kind})
+        done, fork = None, None
         for event in generate(
             lm,
             prompt,
             mode=mode,
-            config=config,
-            max_tokens=max_tokens,
+            config=cfg,
+            max_tokens=budget,
             seed=seed,
             stop=stops,
             top_logprobs=0,
         ):
             if event.type == "done":
                 done = event
+            elif event.type == "fork" and fork is None:
+                fork = event
         assert done is not None  # the engine always ends with a DoneEvent
+        branches = [] if fork is None else [
+            {"text": b.text, "answer": b.answer, "score": b.score, "tokens": b.tokens,
+             "finish": b.finish, "kept": b.kept, "span": list(b.span), "margins": b.margins}
+            for b in fork.branches
+        ]  # fmt: skip
         return Generation(
             text=done.text,
             tokens=done.generated_tokens,
@@ -238,6 +277,7 @@ def engine_generate_fn(
             finish_reason=done.finish_reason,
             state_counts=dict(done.state_counts),
             tokens_computed=done.tokens_computed,
+            branches=branches,
         )
 
     return fn

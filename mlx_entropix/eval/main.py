@@ -36,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=2, help="seeds per sampled mode (default 2)")
     p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     p.add_argument("--max-tokens", type=int, default=32, help="per answer (default 32)")
+    p.add_argument(
+        "--chat-max-tokens", type=int, help="per answer of chat items (default: --max-tokens)"
+    )
+    p.add_argument(
+        "--sc-k", type=int, default=5, help="rows voted per answer in mode sc (default 5)"
+    )
     p.add_argument("--limit", type=int, help="only the first N items")
     p.add_argument("--config", help="sampler config JSON/TOML (default: the model's calibrated)")
     p.add_argument("--system", help="system message for chat items")
@@ -84,6 +90,12 @@ def _main(args: argparse.Namespace) -> int:
     modes = _parse_modes(args.modes)
     if args.max_tokens < 1:
         raise InvalidRequestError(f"--max-tokens must be at least 1 (got {args.max_tokens})")
+    if args.chat_max_tokens is not None and args.chat_max_tokens < 1:
+        raise InvalidRequestError(
+            f"--chat-max-tokens must be at least 1 (got {args.chat_max_tokens})"
+        )
+    if args.sc_k < 1:
+        raise InvalidRequestError(f"--sc-k must be at least 1 (got {args.sc_k})")
     default_format: Format = "raw" if args.no_chat_template else "chat"
     if args.limit is not None and args.limit < 1:
         raise InvalidRequestError(f"--limit must be at least 1 (got {args.limit})")
@@ -106,11 +118,15 @@ def _main(args: argparse.Namespace) -> int:
         system=args.system,
         fewshot=fewshot,
         stop=args.stop,
+        chat_max_tokens=args.chat_max_tokens,
+        sc_k=args.sc_k,
     )
     meta = {
         "csv": str(args.csv),
         "model": lm.info.name,
         "max_tokens": args.max_tokens,
+        "chat_max_tokens": args.chat_max_tokens or args.max_tokens,
+        "sc_k": args.sc_k,
         "fewshot": args.fewshot,
         "shots": len(fewshot),
         "config": (config or lm.default_config).model_dump(),

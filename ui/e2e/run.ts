@@ -473,6 +473,9 @@ function forkStream(): { events: object[]; forks: ForkEvent[]; tokens: TokenEven
     score,
     answer,
     kept,
+    finish: "stop" as const,
+    span: [0, 1],
+    margins: [score],
   });
   const fork1: ForkEvent = {
     type: "fork",
@@ -490,6 +493,14 @@ function forkStream(): { events: object[]; forks: ForkEvent[]; tokens: TokenEven
     ],
     kept: 1,
     tokens_computed: 27,
+    answer_kind: "contains",
+    aggregate: true,
+    groups: [
+      { answer: "reykjavik", score: 1.39, branches: 2, best: 1, won: true },
+      { answer: "reykjavík", score: 0.44, branches: 1, best: 2, won: false },
+      { answer: "oslo", score: 0.12, branches: 1, best: 3, won: false },
+      { answer: "copenhagen", score: 0.07, branches: 1, best: 4, won: false },
+    ],
   };
   const fork2: ForkEvent = {
     type: "fork",
@@ -505,6 +516,9 @@ function forkStream(): { events: object[]; forks: ForkEvent[]; tokens: TokenEven
     ],
     kept: 1,
     tokens_computed: 14,
+    answer_kind: null,
+    aggregate: false,
+    groups: [],
   };
   const tokens = [...first, ...rest];
   // Plausible metrics per state (the README image is drawn from this stream).

@@ -43,6 +43,7 @@ export const SAMPLER_LABELS: Partial<Record<Key, Label>> = {
   fork_branch_tokens: { label: "Tokens per branch at most", unit: "tokens" },
   fork_score: { label: "Branch score", unit: "" },
   fork_aggregate: { label: "Add up scores of equal answers", unit: "" },
+  fork_answer_kind: { label: "Answer reader (numeric, choice, yesno, exact, contains)", unit: "" },
 };
 
 const state = (s: keyof typeof STATE_INFO) => STATE_INFO[s].label;

@@ -1,6 +1,7 @@
 import type { ForkEvent } from "../generated/events";
 import { formatNumber, formatProb, quoteToken } from "../format";
 import { isKept, triggerLabel } from "../forks";
+import { AnswerGroups } from "./AnswerGroups";
 import { forkDomId } from "./ForkMarker";
 import { TokenText } from "./Token";
 
@@ -36,6 +37,7 @@ export function ForkView({ fork, onClose }: Props) {
         {formatNumber(fork.metrics.varentropy)} bits²). {fork.branches.length} branches scored by{" "}
         <code>{fork.score}</code>; {fork.tokens_computed} tokens computed.
       </p>
+      <AnswerGroups fork={fork} />
       <ol className="branches" data-testid="fork-branches">
         {fork.branches.map((b, i) => {
           const kept = isKept(fork, i);

@@ -137,6 +137,17 @@ describe("forks", () => {
     expect(html).toContain("(best)");
   });
 
+  test("the view shows the answers the branches reached, which won and by how much", () => {
+    const html = renderToStaticMarkup(<ForkView fork={fork(2, 1)} onClose={noop} />);
+    expect(html.match(/data-testid="answer-group"/g)).toHaveLength(2);
+    expect(html.match(/data-won="true"/g)).toHaveLength(1);
+    expect(html.indexOf("Reykjavik</code>")).toBeLessThan(html.indexOf("Oslo</code>"));
+    expect(html).toContain("the highest summed score wins");
+    expect(html).toContain("leads &quot;Oslo&quot; by 0.51");
+    const none = renderToStaticMarkup(<ForkView fork={{ ...fork(2, 1), groups: [] }} onClose={noop} />);
+    expect(none).not.toContain('data-testid="answer-groups"');
+  });
+
   test("stats bar: forks and tokens computed vs emitted once done", () => {
     const d = { ...done("fork", 10), forks: 2, tokens_computed: 40 };
     const html = renderToStaticMarkup(<StatsBar run={{ mode: "fork", tokens: [], done: d }} table={table} />);

@@ -69,6 +69,25 @@ export interface ForkBranch {
   /** The answer read from the branch, if any. */
   answer: string | null;
   kept: boolean;
+  /** How it ended: EOS, a stop string, or the branch budget. */
+  finish: "stop" | "stop_string" | "length";
+  /** Token range [lo, hi) of the answer span (where it was read). */
+  span: number[];
+  /** p(top1) - p(top2) of each token's distribution. */
+  margins: number[];
+}
+
+/** The branches of a fork that reached one answer (CoT-decoding's aggregation). */
+export interface AnswerGroup {
+  answer: string;
+  /** The sum of its branches' scores. */
+  score: number;
+  /** How many branches reached this answer. */
+  branches: number;
+  /** Index into branches of its best-scored branch. */
+  best: number;
+  /** The kept branch is in this group. */
+  won: boolean;
 }
 
 /** A fork: the branches tried from position ``index`` and which one was kept. The kept
@@ -89,6 +108,12 @@ export interface ForkEvent {
   kept: number;
   /** Tokens the branches cost, all of them together. */
   tokens_computed: number;
+  /** The reader of the branches' answers (null: a branch's whole text). */
+  answer_kind: "numeric" | "choice" | "yesno" | "exact" | "contains" | null;
+  /** Kept by summed score per answer. */
+  aggregate: boolean;
+  /** Answers reached, the highest summed score first. */
+  groups: AnswerGroup[];
 }
 
 export interface DoneEvent {
@@ -176,8 +201,10 @@ export interface SamplerConfig {
   fork_branches: number;
   /** Forks per answer at most. */
   fork_max_forks: number;
-  /** Tokens per branch at most. */
+  /** Tokens per branch at most (the branch budget; EOS or a stop string end a branch before it, a line break does not). */
   fork_branch_tokens: number;
+  /** How a branch's answer is read: numeric, choice, yesno, exact or contains (the evaluation's reader; set per item by the harness); null: the branch's whole text. */
+  fork_answer_kind: "numeric" | "choice" | "yesno" | "exact" | "contains" | null;
   /** Branch confidence: mean p(top1)-p(top2) over the answer span (answer_margin) or the whole branch (margin), minus mean entropy, or mean log-prob. */
   fork_score: ForkScore;
   /** Sum the scores of branches that reach the same answer. */
@@ -249,7 +276,8 @@ export const SAMPLER_DESCRIPTIONS: Record<keyof SamplerConfig, string> = {
   fork_max_entropy: "Entropy (bits) at or above which an 'exploring' token opens no fork; null: no ceiling (a policy whose high_ent turns the mist off files high-entropy tokens under 'exploring': this keeps forks to the low-entropy, high-varentropy quadrant).",
   fork_branches: "Branches per fork (top-k tokens).",
   fork_max_forks: "Forks per answer at most.",
-  fork_branch_tokens: "Tokens per branch at most.",
+  fork_branch_tokens: "Tokens per branch at most (the branch budget; EOS or a stop string end a branch before it, a line break does not).",
+  fork_answer_kind: "How a branch's answer is read: numeric, choice, yesno, exact or contains (the evaluation's reader; set per item by the harness); null: the branch's whole text.",
   fork_score: "Branch confidence: mean p(top1)-p(top2) over the answer span (answer_margin) or the whole branch (margin), minus mean entropy, or mean log-prob.",
   fork_aggregate: "Sum the scores of branches that reach the same answer.",
   clarifying_token: "Text of the token inserted once per generation; null disables.",

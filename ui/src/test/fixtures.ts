@@ -56,6 +56,9 @@ export function fork(index: number, kept = 1, mode: Mode = "fork"): ForkEvent {
     score,
     answer,
     kept: i === kept,
+    finish: "stop" as const,
+    span: [0, 1],
+    margins: [0.5],
   });
   return {
     type: "fork",
@@ -67,6 +70,12 @@ export function fork(index: number, kept = 1, mode: Mode = "fork"): ForkEvent {
     branches: [branch(0, " Oslo is", 0.31, "Oslo"), branch(1, " Reykjavik.", 0.82, "Reykjavik"), branch(2, " <b>x</b>", 0.05, null)],
     kept,
     tokens_computed: 15,
+    answer_kind: "contains",
+    aggregate: true,
+    groups: [
+      { answer: "Reykjavik", score: 0.82, branches: 1, best: 1, won: kept === 1 },
+      { answer: "Oslo", score: 0.31, branches: 1, best: 0, won: kept === 0 },
+    ],
   };
 }
 
