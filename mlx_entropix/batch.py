@@ -15,15 +15,14 @@ cap), the shortest remaining prompt first: a long prompt delays the running stre
 one slice per token, and a short request that arrives during it is served after one slice,
 not after the whole prefill.
 
-The decoder is driven by whoever consumes its events (the server's jobs, ``pull``): ``tick``
-runs one round once every request's events have been handed out. No threads here: all calls
-come from the one thread that owns the model.
+Driven by whoever consumes its events (the server's jobs, ``pull``): ``tick`` runs a round
+once every request's events are handed out. No threads: one thread owns the model.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -35,8 +34,9 @@ from .errors import InvalidRequestError
 from .events import DoneEvent, ErrorEvent, TokenEvent
 from .generate import PREFILL_CHUNK, check_mode, policy
 from .model import run_steps
+from .prefix_cache import Extender, PrefixCache, prefill_chunks
 from .sampler import candidate_width, step_key
-from .step import observe, sample_step
+from .step import Rows, observe, sample_step
 from .stream import RowStream
 
 if TYPE_CHECKING:
@@ -79,7 +79,9 @@ class BatchRequest:
     slots: list[int] = field(default_factory=list)  # its rows in the shared cache
     remaining: int = 0  # prompt tokens not prefilled yet (shortest first)
     index: int = 0  # step of ``current``
-    current: _Rows | None = None
+    current: Rows | None = None
+    cached: int = 0  # prompt tokens taken from the prefix cache
+    generated: defaultdict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
     t_start: float = 0.0
     t_prefill: float = 0.0
 
@@ -109,29 +111,25 @@ class _Prefill:
     short: bool = False
 
 
-@dataclass
-class _Rows:
-    """One step of a request's rows on the device: tokens (n,), clarify flags (n,), and each
-    row's packed values (see ``stream.py``)."""
-
-    token: mx.array
-    can_clarify: mx.array
-    packed: list[mx.array]
-
-    def arrays(self) -> list[mx.array]:
-        return [self.token, self.can_clarify, *self.packed]
-
-
 class BatchDecoder:
-    def __init__(self, lm: LoadedModel, prefill_slice_s: float = PREFILL_SLICE_S):
+    def __init__(self, lm: LoadedModel, prefill_slice_s: float = PREFILL_SLICE_S,
+                 prefix_cache: PrefixCache | None = None):  # fmt: skip
         if not self.supports(lm):
             raise InvalidRequestError("this model cannot decode requests as one batch")
         self.lm = lm
+        self.prefix_cache: PrefixCache | None = None
+        self.extender: Extender | None = None
+        self.use_prefix_cache(prefix_cache)
         self.shared = lm.model.shared_cache()
         self.prefill_slice_s = prefill_slice_s
         self.requests: list[BatchRequest] = []
         self.prefills: list[_Prefill] = []
         self.steps = 0  # decode steps run (each over every running row)
+
+    def use_prefix_cache(self, prefix: PrefixCache | None) -> None:
+        """Keep prompts' KV for later prompts with the same start (``prefix_cache``)."""
+        self.prefix_cache = prefix
+        self.extender = Extender(prefix, self.lm.model) if prefix is not None else None
 
     @staticmethod
     def supports(lm: LoadedModel) -> bool:
@@ -177,8 +175,8 @@ class BatchDecoder:
             t_start=t0,
             t_prefill=t0,
         )
-        if len(ids) <= SHORT_PROMPT:
-            req.waiting = True
+        if len(ids) <= SHORT_PROMPT:  # no whole block before its last token: nothing to reuse
+            req.waiting = self.prefix_cache is None or not self.prefix_cache.lookup(ids)[0]
         else:
             self.prefills.append(_Prefill([req], self._prefill_long(req)))
         self.requests.append(req)
@@ -229,6 +227,8 @@ class BatchDecoder:
                                   for r, (m, _) in enumerate(req.rows))  # fmt: skip
                 req.finished, req.slots = True, []
             self.requests, self.prefills = [], []
+            if self.extender is not None:
+                self.extender.reset()
             self.shared = self.lm.model.shared_cache()
             raise
 
@@ -245,7 +245,7 @@ class BatchDecoder:
         waiting = sum(r.current is None for r in self.requests)
         self._prefill_slice(min(self.prefill_slice_s * waiting, PREFILL_SLICE_MAX_S))
 
-    def _decode(self, reqs: list[BatchRequest]) -> dict[BatchRequest, _Rows]:
+    def _decode(self, reqs: list[BatchRequest]) -> dict[BatchRequest, Rows]:
         if not reqs:
             return {}
         on, shared = self._compiled(), self.shared
@@ -272,7 +272,7 @@ class BatchDecoder:
         log_norm: mx.array,
         index: int,
         can: mx.array | None = None,
-    ) -> _Rows:
+    ) -> Rows:
         """Each row decides and draws under its own key (``generate``'s per-row step)."""
         can = req.current.can_clarify if can is None else can  # type: ignore[union-attr]
         vocab, on = self.lm.info.vocab_size, self._compiled()
@@ -282,19 +282,20 @@ class BatchDecoder:
             parts.append(sample_step(*one, can[r : r + 1], step_key(seed, index), req.cfg,
                                      policy(mode), *req.plan(r, vocab), req.top_logprobs,
                                      req.clarify_id, on))  # fmt: skip
-        return _Rows(
+        return Rows(
             token=mx.concatenate([p.token for p in parts]),
             can_clarify=mx.concatenate([p.can_clarify for p in parts]),
             packed=[p.packed for p in parts],
         )
 
-    def _read(self, req: BatchRequest, following: _Rows | None) -> None:
+    def _read(self, req: BatchRequest, following: Rows | None) -> None:
         """Turn the current step's values into events; end the request or move it on."""
         values = [p.tolist()[0] for p in req.current.packed]  # type: ignore[union-attr]
         if req.index == 0:
             req.t_prefill = time.perf_counter()
         for r, (s, vals) in enumerate(zip(req.streams, values, strict=True)):
             if not s.finished:
+                req.generated[r].append(int(vals[0]))
                 req.events.extend((r, e) for e in s.push(vals))
                 if s.finished:
                     self._close_row(req, r)
@@ -306,7 +307,8 @@ class BatchDecoder:
     def _close_row(self, req: BatchRequest, r: int) -> None:
         s = req.streams[r]
         req.events.extend((r, e) for e in s.close())
-        req.events.append((r, s.done(len(req.ids), req.t_prefill, req.rows[r][1])))
+        done = s.done(len(req.ids), req.t_prefill, req.rows[r][1], cached_tokens=req.cached)
+        req.events.append((r, done))
         req.closed.add(r)
 
     def _end(self, req: BatchRequest, cancelled: bool = False) -> None:
@@ -315,21 +317,27 @@ class BatchDecoder:
                 s.finish, s.finished = "cancelled", True
             if r not in req.closed:
                 self._close_row(req, r)
+            if self.extender is not None and not cancelled:
+                self.extender.add(req.ids + req.generated[r])
         self.discard(req)
+
+    def idle_step(self) -> bool:
+        """A layer of the prefix cache's filling (``Extender``) while no request runs, or False."""
+        return not self.requests and self.extender is not None and self.extender.step()
 
     # ------------------------------------------------------------------ prefill
     def _prefill_long(self, req: BatchRequest) -> Generator[None, None, list[_Prompt]]:
-        """A long prompt alone, a layer at a time, in ``generate``'s chunks and cache."""
-        model, ids = self.lm.model, req.ids
-        cache = model.make_cache()
-        chunks = [ids[i : i + PREFILL_CHUNK] for i in range(0, len(ids), PREFILL_CHUNK)]
-        for i, chunk in enumerate(chunks):
-            logits, scores = yield from model.layer_steps(
-                mx.array(chunk)[None], cache, i == len(chunks) - 1
-            )
-            req.remaining -= len(chunk)
-        kv = [(c.keys[0], c.values[0]) for c in cache]
-        return [_Prompt(req, kv, len(ids), logits, scores)]
+        """A long prompt alone, a layer at a time, in ``generate``'s chunks and cache, from
+        the blocks the prefix cache holds (the same bits as without, ``prefix_cache``)."""
+
+        def progress(n: int) -> None:
+            req.remaining -= n
+
+        steps = prefill_chunks(self.lm.model, req.ids, self.prefix_cache, progress=progress)
+        done = yield from steps
+        req.cached = done.cached
+        kv = [(c.keys[0], c.values[0]) for c in done.cache]
+        return [_Prompt(req, kv, len(req.ids), done.logits, done.scores)]  # type: ignore[arg-type]
 
     def _prefill_short(self, reqs: list[BatchRequest]) -> Generator[None, None, list[_Prompt]]:
         """Short prompts together, one row each (right-padded), a layer at a time, in a cache

@@ -6,6 +6,7 @@ the config entering as an array (``compiled.py``): a new request does not recomp
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import mlx.core as mx
@@ -122,3 +123,16 @@ def plan_step(
         axis=-1,
     )
     return token, can_clarify & (plan.action != CLARIFY), packed
+
+
+@dataclass
+class Rows:
+    """One step of a request's rows on the device (the shared batch, ``batch.py``): tokens
+    (n,), clarify flags (n,), and each row's packed values (see ``stream.py``)."""
+
+    token: mx.array
+    can_clarify: mx.array
+    packed: list[mx.array]
+
+    def arrays(self) -> list[mx.array]:
+        return [self.token, self.can_clarify, *self.packed]

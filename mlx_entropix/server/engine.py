@@ -26,6 +26,7 @@ from ..errors import EntropixError, InvalidRequestError, PromptTooLongError
 from ..events import DoneEvent, ErrorEvent, ForkEvent, TokenEvent
 from ..generate import Prompt, generate, generate_rows, prepare_prompt
 from ..io.load import LoadedModel, load
+from ..prefix_cache import PrefixCache
 from ..runtime.device import runtime_info
 from ..runtime.distributed import init_group
 from .distributed import send_job, synced_stop
@@ -61,6 +62,7 @@ class Engine:
             token_bytes=TokenBytes(lm),
             decoder=BatchDecoder(lm) if BatchDecoder.supports(lm) else None,
         )
+        prefix = PrefixCache(int(settings.prefix_cache_mb * 2**20))
         # Warm-up: the first forward pass compiles kernels; keep that out of request latency.
         for _ in generate(lm, "Hi", mode="greedy", max_tokens=1, top_logprobs=0):
             pass
@@ -68,7 +70,18 @@ class Engine:
             warm = engine.decoder.submit(prepare_prompt(lm, "Hi"), [("entropix", 0)], max_tokens=2)
             for _ in engine.decoder.pull(warm):
                 pass
+            if prefix.max_bytes > 0:  # from now on (the warm-up counts for nothing)
+                engine.decoder.use_prefix_cache(prefix)
         return engine
+
+    def prefix_cache_info(self) -> dict[str, Any] | None:
+        """The prefix cache's counters (read from any thread: plain numbers)."""
+        prefix = self.decoder.prefix_cache if self.decoder is not None else None
+        return prefix.info() if prefix is not None else None
+
+    def idle_step(self) -> bool:
+        """Worker thread, while no job runs: a layer of background work, False when none."""
+        return self.decoder is not None and self.decoder.idle_step()
 
     def close(self) -> None:
         """Worker thread, after its last job: under ``mlx.launch`` tell the followers to exit
