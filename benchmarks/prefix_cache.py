@@ -124,15 +124,14 @@ def alone(url: str, ids: list[int]) -> float:
 
 
 def wait_idle(url: str, timeout: float = 900) -> None:
-    """Until no request runs and the cache stops growing (the answer's blocks are in)."""
-    deadline, last = time.monotonic() + timeout, None
+    """Until no request runs and the server's idle work (the answer's blocks) is done."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         health = httpx.get(f"{url}/api/health").json()["queue"]
-        blocks = httpx.get(f"{url}/api/info").json()["prefix_cache"]["blocks"]
-        if not health["running"] and not health["pending"] and blocks == last:
+        filling = httpx.get(f"{url}/api/info").json()["prefix_cache"]["filling"]
+        if not health["running"] and not health["pending"] and not filling:
             return
-        last = blocks
-        time.sleep(2.0)
+        time.sleep(0.5)
 
 
 def one_round(url: str, client, tok, topic: str, args) -> dict:
@@ -158,7 +157,7 @@ def one_round(url: str, client, tok, topic: str, args) -> dict:
             got["uncached_ttft_s"] = miss["ttft_s"]
         else:
             got = openai_turn(client, turn, 2)
-            off = {**turn[0], "content": "Hello. " + turn[0]["content"]}
+            off = {**turn[0], "content": "Hi there. " + turn[0]["content"]}  # nor here
             got["uncached_ttft_s"] = openai_turn(client, [off, *turn[1:]], 2)["ttft_s"]
         got["new_tokens"] = len(new)
         got["new_alone_ttft_s"] = alone(url, new)

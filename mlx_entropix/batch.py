@@ -129,7 +129,8 @@ class BatchDecoder:
     def use_prefix_cache(self, prefix: PrefixCache | None) -> None:
         """Keep prompts' KV for later prompts with the same start (``prefix_cache``)."""
         self.prefix_cache = prefix
-        self.extender = Extender(prefix, self.lm.model) if prefix is not None else None
+        ends = self.turn_ends = frozenset(self.lm.tokenizer.eos_token_ids)  # chunks end there
+        self.extender = Extender(prefix, self.lm.model, ends) if prefix is not None else None
 
     @staticmethod
     def supports(lm: LoadedModel) -> bool:
@@ -327,13 +328,14 @@ class BatchDecoder:
 
     # ------------------------------------------------------------------ prefill
     def _prefill_long(self, req: BatchRequest) -> Generator[None, None, list[_Prompt]]:
-        """A long prompt alone, a layer at a time, in ``generate``'s chunks and cache, from
-        the blocks the prefix cache holds (the same bits as without, ``prefix_cache``)."""
+        """A long prompt alone, a layer at a time, in chunks ending at its turns' ends (as in
+        ``prefix_cache``), from the blocks the prefix cache holds (the same bits as without)."""
 
         def progress(n: int) -> None:
             req.remaining -= n
 
-        steps = prefill_chunks(self.lm.model, req.ids, self.prefix_cache, progress=progress)
+        steps = prefill_chunks(self.lm.model, req.ids, self.prefix_cache, self.turn_ends,
+                               progress=progress)  # fmt: skip
         done = yield from steps
         req.cached = done.cached
         kv = [(c.keys[0], c.values[0]) for c in done.cache]

@@ -8,7 +8,7 @@ import random
 from mlx_entropix.batch import BatchDecoder
 from mlx_entropix.events import METRIC_NAMES
 from mlx_entropix.model import run_steps
-from mlx_entropix.prefix_cache import BLOCK, PrefixCache, chain_keys, reusable_blocks
+from mlx_entropix.prefix_cache import BLOCK, PrefixCache, chain_keys, chunk_ends, reusable
 
 import mlx.core as mx
 import pytest
@@ -85,7 +85,7 @@ def test_a_hit_reuses_exactly_the_whole_cached_blocks_and_changes_no_bit(embedde
     # a prompt that is exactly the cached blocks: its last block is computed (its logits)
     exact = HISTORY[:256]
     got = _serve(decoder, exact)
-    assert _done(got)[0].cached_tokens == 128 == reusable_blocks(256) * BLOCK
+    assert _done(got)[0].cached_tokens == 128 == reusable(exact)
     assert _bits(got) == _bits(fresh(exact))
     assert (cache.hits, cache.misses, cache.cached_tokens) == (3, 1, 512)
 
@@ -154,14 +154,14 @@ def test_a_cancelled_prefill_leaves_no_half_written_block(embedded, fresh):
     assert _done(events)[0].finish_reason == "cancelled"
     assert len(cache.blocks) == 1  # the first chunk, all of its layers; nothing of the second
     reference = _reference_blocks(embedded.model, ids)
-    key = chain_keys(ids, 1)[0]
+    key = chain_keys(ids, chunk_ends(ids)[:1])[0]
     for (k, v), (rk, rv) in zip(cache.blocks[key].kv, reference[0], strict=True):
         assert mx.array_equal(k, rk).item() and mx.array_equal(v, rv).item()
     got = _serve(decoder, ids)  # served in full now, from the one block
     assert _done(got)[0].cached_tokens == BLOCK
     assert _bits(got) == _bits(fresh(ids))
     # and every block the cache now holds is what a fresh prefill computes
-    for b, key in enumerate(chain_keys(ids, len(reference))):
+    for b, key in enumerate(chain_keys(ids, chunk_ends(ids)[: len(reference)])):
         for (k, v), (rk, rv) in zip(cache.blocks[key].kv, reference[b], strict=True):
             assert mx.array_equal(k, rk).item() and mx.array_equal(v, rv).item()
 
@@ -181,32 +181,70 @@ def _fake_cache(n: int, layers: int = 2) -> list[KVCache]:
 BLOCK_BYTES = 2 * 2 * BLOCK * 4 * 4  # layers x (k, v) x positions x dim x float32
 
 
+def _has(cache: PrefixCache, ids: list[int]) -> int:
+    """Tokens of ``ids`` (whole chunks) the cache holds, without counting a lookup."""
+    ends = chunk_ends(ids)
+    found = len(cache.lookup(ids, ends, count=False))
+    return ends[found - 1] if found else 0
+
+
 def test_eviction_keeps_the_bound_least_recently_used_leaf_first():
     cache = PrefixCache(int(2.5 * BLOCK_BYTES))
     a, b = _ids(3 * BLOCK, 20), _ids(3 * BLOCK, 21)
+    ea, eb = chunk_ends(a), chunk_ends(b)
     fake = _fake_cache(3 * BLOCK)
-    assert cache.insert(a, fake, 0) and cache.insert(a, fake, 1)
+    assert cache.insert(a, ea, fake, 0) and cache.insert(a, ea, fake, 1)
     assert cache.nbytes == 2 * BLOCK_BYTES
-    assert not cache.insert(a, fake, 2) or cache.nbytes <= cache.max_bytes
+    assert not cache.insert(a, ea, fake, 2)  # no room but for its own ancestors
     assert cache.nbytes <= cache.max_bytes and len(cache.blocks) == 2
     # b's block 0 evicts a's leaf (block 1), not block 0 (a's block 1 depends on it)
-    assert cache.insert(b, fake, 0)
+    assert cache.insert(b, eb, fake, 0)
     assert cache.nbytes <= cache.max_bytes and cache.evictions == 1
-    assert cache.lookup(a + [1], count=False)[0] == BLOCK  # a's block 0 is still there
-    cache.lookup(a + [1])  # a used again: b's block is now the least recently used
-    assert cache.insert(a, fake, 1) and cache.evictions == 2
-    assert cache.lookup(b + [1], count=False)[0] == 0
-    assert cache.lookup(a[: 2 * BLOCK] + [1], count=False)[0] == 2 * BLOCK
+    assert _has(cache, a) == BLOCK  # a's block 0 is still there
+    cache.lookup(a, ea[:1])  # a used again: b's block is now the least recently used
+    assert cache.insert(a, ea, fake, 1) and cache.evictions == 2
+    assert _has(cache, b) == 0 and _has(cache, a) == 2 * BLOCK
     # a block without its parent is never kept; a bound of 0 keeps nothing
-    assert not cache.insert(b, fake, 1)
+    assert not cache.insert(b, eb, fake, 1)
     off = PrefixCache(0)
-    assert not off.insert(a, fake, 0) and off.nbytes == 0
+    assert not off.insert(a, ea, fake, 0) and off.nbytes == 0
 
 
-def test_keys_name_the_whole_prefix():
+def test_chunks_end_at_turn_ends_and_keys_name_the_whole_prefix():
     a = _ids(2 * BLOCK, 30)
     b = a[:BLOCK] + _ids(BLOCK, 31)
     c = _ids(BLOCK, 32) + a[BLOCK:]  # same second block, other first block
-    ka, kb, kc = (chain_keys(x, 2) for x in (a, b, c))
+    ka, kb, kc = (chain_keys(x, chunk_ends(x)) for x in (a, b, c))
     assert ka[0] == kb[0] and ka[1] != kb[1] and ka[1] != kc[1]
-    assert [reusable_blocks(n) for n in (0, 1, 128, 129, 256, 257)] == [0, 0, 0, 1, 1, 2]
+    assert [reusable(_ids(n, 33)) for n in (1, 128, 129, 256, 257)] == [0, 0, 128, 128, 256]
+    end = 7  # an end-of-turn token: a chunk ends right after it
+    ids = _ids(10, 34) + [end] + _ids(300, 35)
+    assert chunk_ends(ids, {end}) == [11, 139, 267, 311]
+    assert chunk_ends(ids[:11], {end}) == [11]  # a prefix's chunks are the first chunks
+    assert reusable(ids[:12], {end}) == 11 and reusable(ids[:11], {end}) == 0
+
+
+def test_the_next_turn_reuses_the_history_up_to_the_answer_end(embedded, fresh):
+    """A chat: the follow-up prefills only its new message (chunks end at turn ends), with
+    every bit of a fresh prefill."""
+    cache = PrefixCache(BIG)
+    decoder = BatchDecoder(embedded, prefix_cache=cache)
+    tok = embedded.tokenizer
+    history = [{"role": "system", "content": "Be brief. " * 30},
+               {"role": "user", "content": "Tell me about rivers. " * 20}]  # fmt: skip
+    prompt = tok.apply_chat_template(history)
+    events = _serve(decoder, prompt, rows=(("greedy", 0),), n=24)
+    done = _done(events)[0]
+    while decoder.idle_step():
+        pass
+    turn = [*history, {"role": "assistant", "content": done.text},
+            {"role": "user", "content": "Shorter."}]  # fmt: skip
+    ids = tok.apply_chat_template(turn)
+    served = prompt + [e.id for _, e in events if e.type == "token"]
+    got = _serve(decoder, ids, rows=(("entropix", 4),))
+    assert _bits(got) == _bits(fresh(ids, rows=(("entropix", 4),)))
+    cached = _done(got)[0].cached_tokens
+    ends = set(tok.eos_token_ids)
+    assert cached == reusable(ids, ends) > len(prompt) // 2  # all but the last chunk
+    if done.finish_reason == "stop" and ids[: len(served)] == served:
+        assert ids[len(served)] in ends and cached > len(served)  # the answer and its end

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
-from mlx_entropix.prefix_cache import BLOCK, reusable_blocks
+from mlx_entropix.prefix_cache import BLOCK, chunk_ends, complete, reusable
 from mlx_entropix.server import ServerSettings
 
 import httpx
@@ -50,7 +50,10 @@ def test_every_endpoint_reuses_the_prefix_with_the_same_bits(live, embedded):
     first = _chat(client, HISTORY)
     prompt = first.usage.prompt_tokens
     assert prompt > 2 * BLOCK and first.usage.prompt_tokens_details.cached_tokens == 0
-    reuse = reusable_blocks(prompt) * BLOCK
+    ids = embedded.tokenizer.apply_chat_template(HISTORY)
+    ends = set(embedded.tokenizer.eos_token_ids)
+    reuse = reusable(ids, ends)
+    assert len(ids) == prompt and reuse > prompt // 2
 
     again = _chat(client, HISTORY)  # a hit: the same bits as the miss
     assert again.usage.prompt_tokens_details.cached_tokens == reuse
@@ -76,19 +79,8 @@ def test_every_endpoint_reuses_the_prefix_with_the_same_bits(live, embedded):
     assert after["used_mb"] <= after["max_mb"]
 
     # /v1/completions with the prompt's token ids and a new tail: the whole blocks reused
-    ids = embedded.tokenizer.apply_chat_template(HISTORY)
-    assert len(ids) == prompt
     r = client.completions.create(model="default", prompt=ids + [28, 29], max_tokens=2, seed=1)
-    assert r.usage.prompt_tokens_details.cached_tokens == reusable_blocks(prompt + 2) * BLOCK
-
-
-def _ending_into_a_block(tok, offset: int) -> list[dict]:
-    """A history whose chat prompt ends ``offset`` tokens into a block."""
-    for words in range(40, 400):
-        history = [{"role": "user", "content": "Tell me about rivers, " + "and more " * words}]
-        if len(tok.apply_chat_template(history)) % BLOCK == offset:
-            return history
-    raise AssertionError("no such history")
+    assert r.usage.prompt_tokens_details.cached_tokens == reusable(ids + [28, 29], ends)
 
 
 def _wait_filled(live, timeout: float = 120.0) -> None:
@@ -101,28 +93,26 @@ def _wait_filled(live, timeout: float = 120.0) -> None:
 
 
 def test_the_next_turn_finds_the_previous_answer_cached(live, embedded):
-    history = _ending_into_a_block(embedded.tokenizer, 100)
-    body = {"messages": history, "mode": "greedy", "max_tokens": 48, "seed": 0}
+    body = {"messages": HISTORY, "mode": "greedy", "max_tokens": 48, "seed": 0}
     with httpx.stream("POST", f"{live.url}/api/generate", json=body, timeout=300) as resp:
         events = read_sse(resp)
-    generated = [e["id"] for e in events.json("token")]
     done = events.json("done")[0]
-    tok = embedded.tokenizer
-    served = tok.apply_chat_template(history) + generated
-    if done["finish_reason"] == "stop":
-        served += [tok.eos_token_ids[0]]  # ended by the end-of-turn token, which it computed
+    tok, ends = embedded.tokenizer, set(embedded.tokenizer.eos_token_ids)
+    prompt = tok.apply_chat_template(HISTORY)
+    served = prompt + [e["id"] for e in events.json("token")]
     wait_idle(live)
     _wait_filled(live)
-    turn = [*history, {"role": "assistant", "content": done["text"]},
+    turn = [*HISTORY, {"role": "assistant", "content": done["text"]},
             {"role": "user", "content": "Shorter, please."}]  # fmt: skip
     ids = tok.apply_chat_template(turn)
+    if done["finish_reason"] == "stop" and ids[len(served)] in ends:
+        served.append(ids[len(served)])  # the end-of-turn token it generated last
     pairs = enumerate(zip(ids, served, strict=False))
     common = next((i for i, (a, b) in pairs if a != b), min(len(ids), len(served)))
+    held = chunk_ends(served, ends)[: complete(served, chunk_ends(served, ends), ends)]
+    upto = max((e for e in held if e <= common), default=0)  # what the cache holds of ids
+    want = max((e for e in chunk_ends(ids, ends)[:-1] if e <= upto), default=0)
     r = _chat(openai_client(live), turn)
-    want = min(common // BLOCK, reusable_blocks(len(ids))) * BLOCK
     assert r.usage.prompt_tokens_details.cached_tokens == want
-    # the history ends 100 tokens into a block: an answer of 28 tokens or more fills it, and
-    # the filled block (the answer's first tokens, cached while idle) is reused
-    assert done["prompt_tokens"] % BLOCK == 100
-    if common == len(served) >= (done["prompt_tokens"] // BLOCK + 1) * BLOCK:
-        assert want > done["prompt_tokens"] // BLOCK * BLOCK
+    if common == len(served) and done["finish_reason"] == "stop":
+        assert want == len(served)  # all of it: only the new message is prefilled

@@ -83,7 +83,10 @@ class Engine:
     def prefix_cache_info(self) -> dict[str, Any] | None:
         """The prefix cache's counters (read from any thread: plain numbers)."""
         prefix = self.decoder.prefix_cache if self.decoder is not None else None
-        return prefix.info() if prefix is not None else None
+        if prefix is None or self.decoder is None or self.decoder.extender is None:
+            return None
+        ext = self.decoder.extender  # what it still fills in while idle
+        return {**prefix.info(), "filling": ext.current is not None or bool(ext.waiting)}
 
     def idle_step(self) -> bool:
         """Worker thread, while no job runs: a layer of background work, False when none."""
