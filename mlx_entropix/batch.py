@@ -177,7 +177,7 @@ class BatchDecoder:
             t_prefill=t0,
         )
         if len(ids) <= SHORT_PROMPT:  # no whole block before its last token: nothing to reuse
-            req.waiting = self.prefix_cache is None or not self.prefix_cache.lookup(ids)[0]
+            req.waiting = self.prefix_cache is None or not self.prefix_cache.lookup(ids, [])
         else:
             self.prefills.append(_Prefill([req], self._prefill_long(req)))
         self.requests.append(req)

@@ -88,6 +88,9 @@ def test_a_hit_reuses_exactly_the_whole_cached_blocks_and_changes_no_bit(embedde
     assert _done(got)[0].cached_tokens == 128 == reusable(exact)
     assert _bits(got) == _bits(fresh(exact))
     assert (cache.hits, cache.misses, cache.cached_tokens) == (3, 1, 512)
+    short = _ids(40, 9)  # prefilled in the short prompts' batch: never from the cache
+    assert _bits(_serve(decoder, short)) == _bits(fresh(short))
+    assert (cache.hits, cache.misses) == (3, 2)
 
 
 def test_what_a_request_generated_is_cached_while_idle(embedded, fresh):
