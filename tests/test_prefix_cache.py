@@ -8,7 +8,14 @@ import random
 from mlx_entropix.batch import BatchDecoder
 from mlx_entropix.events import METRIC_NAMES
 from mlx_entropix.model import run_steps
-from mlx_entropix.prefix_cache import BLOCK, PrefixCache, chain_keys, chunk_ends, reusable
+from mlx_entropix.prefix_cache import (
+    BLOCK,
+    PrefixCache,
+    chain_keys,
+    chunk_ends,
+    complete,
+    reusable,
+)
 
 import mlx.core as mx
 import pytest
@@ -236,7 +243,7 @@ def test_the_next_turn_reuses_the_history_up_to_the_answer_end(embedded, fresh):
     history = [{"role": "system", "content": "Be brief. " * 30},
                {"role": "user", "content": "Tell me about rivers. " * 20}]  # fmt: skip
     prompt = tok.apply_chat_template(history)
-    events = _serve(decoder, prompt, rows=(("greedy", 0),), n=24)
+    events = _serve(decoder, prompt, rows=(("greedy", 0),), n=40)
     done = _done(events)[0]
     while decoder.idle_step():
         pass
@@ -248,6 +255,13 @@ def test_the_next_turn_reuses_the_history_up_to_the_answer_end(embedded, fresh):
     assert _bits(got) == _bits(fresh(ids, rows=(("entropix", 4),)))
     cached = _done(got)[0].cached_tokens
     ends = set(tok.eos_token_ids)
-    assert cached == reusable(ids, ends) > len(prompt) // 2  # all but the last chunk
-    if done.finish_reason == "stop" and ids[: len(served)] == served:
-        assert ids[len(served)] in ends and cached > len(served)  # the answer and its end
+    if done.finish_reason == "stop" and ids[len(served)] in ends:
+        served.append(ids[len(served)])  # the end-of-turn token it generated last
+    pairs = enumerate(zip(ids, served, strict=False))
+    common = next((i for i, (a, b) in pairs if a != b), min(len(ids), len(served)))
+    held = chunk_ends(served, ends)[: complete(served, chunk_ends(served, ends), ends)]
+    upto = max((e for e in held if e <= common), default=0)  # what the cache holds of ids
+    assert cached == max((e for e in chunk_ends(ids, ends)[:-1] if e <= upto), default=0)
+    assert cached > len(prompt) // 2
+    if common == len(served) and done.finish_reason == "stop":
+        assert cached == len(served) == reusable(ids, ends)  # the answer and its end too
