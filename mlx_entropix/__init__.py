@@ -4,7 +4,9 @@ Importing the package preloads an optimized BLAS (Linux) before anything imports
 """
 
 from .runtime import blas as _blas
+from .runtime import kernels as _kernels
 
 _blas.preload()
+_kernels.use_cache_dir()  # MLX's compiled CPU kernels in a per-user cache (before any compile)
 
 __version__ = "0.1.0"

@@ -15,15 +15,14 @@ cap), the shortest remaining prompt first: a long prompt delays the running stre
 one slice per token, and a short request that arrives during it is served after one slice,
 not after the whole prefill.
 
-The decoder is driven by whoever consumes its events (the server's jobs, ``pull``): ``tick``
-runs one round once every request's events have been handed out. No threads here: all calls
-come from the one thread that owns the model.
+Driven by whoever consumes its events (the server's jobs, ``pull``): ``tick`` runs a round
+once every request's events are handed out. No threads: one thread owns the model.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -35,7 +34,8 @@ from .errors import InvalidRequestError
 from .events import DoneEvent, ErrorEvent, TokenEvent
 from .generate import PREFILL_CHUNK, check_mode, clarify_token, row_plan
 from .model import run_steps
-from .step import RowPlan, observe, sample_rows
+from .prefix_cache import Extender, PrefixCache, prefill_chunks
+from .step import RowPlan, Rows, observe, sample_rows
 from .stream import RowStream
 
 if TYPE_CHECKING:
@@ -78,7 +78,9 @@ class BatchRequest:
     slots: list[int] = field(default_factory=list)  # its rows in the shared cache
     remaining: int = 0  # prompt tokens not prefilled yet (shortest first)
     index: int = 0  # step of ``current``
-    current: _Rows | None = None
+    current: Rows | None = None
+    cached: int = 0  # prompt tokens taken from the prefix cache
+    generated: defaultdict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
     t_start: float = 0.0
     t_prefill: float = 0.0
 
@@ -105,29 +107,26 @@ class _Prefill:
     short: bool = False
 
 
-@dataclass
-class _Rows:
-    """One step of a request's rows on the device: tokens (n,), clarify flags (n,), and the
-    rows' packed values (n, P) (see ``stream.py``)."""
-
-    token: mx.array
-    can_clarify: mx.array
-    packed: mx.array
-
-    def arrays(self) -> list[mx.array]:
-        return [self.token, self.can_clarify, self.packed]
-
-
 class BatchDecoder:
-    def __init__(self, lm: LoadedModel, prefill_slice_s: float = PREFILL_SLICE_S):
+    def __init__(self, lm: LoadedModel, prefill_slice_s: float = PREFILL_SLICE_S,
+                 prefix_cache: PrefixCache | None = None):  # fmt: skip
         if not self.supports(lm):
             raise InvalidRequestError("this model cannot decode requests as one batch")
         self.lm = lm
+        self.prefix_cache: PrefixCache | None = None
+        self.extender: Extender | None = None
+        self.use_prefix_cache(prefix_cache)
         self.shared = lm.model.shared_cache()
         self.prefill_slice_s = prefill_slice_s
         self.requests: list[BatchRequest] = []
         self.prefills: list[_Prefill] = []
         self.steps = 0  # decode steps run (each over every running row)
+
+    def use_prefix_cache(self, prefix: PrefixCache | None) -> None:
+        """Keep prompts' KV for later prompts with the same start (``prefix_cache``)."""
+        self.prefix_cache = prefix
+        ends = self.turn_ends = frozenset(self.lm.tokenizer.eos_token_ids)  # chunks end there
+        self.extender = Extender(prefix, self.lm.model, ends) if prefix is not None else None
 
     @staticmethod
     def supports(lm: LoadedModel) -> bool:
@@ -175,8 +174,8 @@ class BatchDecoder:
             t_prefill=t0,
             plans=[row_plan(cfg, m, int(s), vocab, top_logprobs, clarify) for m, s in rows],
         )
-        if len(ids) <= SHORT_PROMPT:
-            req.waiting = True
+        if len(ids) <= SHORT_PROMPT:  # no whole block before its last token: nothing to reuse
+            req.waiting = self.prefix_cache is None or not self.prefix_cache.lookup(ids, [])
         else:
             self.prefills.append(_Prefill([req], self._prefill_long(req)))
         self.requests.append(req)
@@ -227,6 +226,8 @@ class BatchDecoder:
                                   for r, (m, _) in enumerate(req.rows))  # fmt: skip
                 req.finished, req.slots = True, []
             self.requests, self.prefills = [], []
+            if self.extender is not None:
+                self.extender.reset()
             self.shared = self.lm.model.shared_cache()
             raise
 
@@ -243,7 +244,7 @@ class BatchDecoder:
         waiting = sum(r.current is None for r in self.requests)
         self._prefill_slice(min(self.prefill_slice_s * waiting, PREFILL_SLICE_MAX_S))
 
-    def _decode(self, reqs: list[BatchRequest]) -> dict[BatchRequest, _Rows]:
+    def _decode(self, reqs: list[BatchRequest]) -> dict[BatchRequest, Rows]:
         if not reqs:
             return {}
         on, shared = self._compiled(), self.shared
@@ -262,19 +263,20 @@ class BatchDecoder:
         out, start = {}, 0
         for req in reqs:
             rows = slice(start, start + len(req.plans))
-            out[req] = _Rows(step.token[rows], step.can_clarify[rows], step.packed[rows])
+            out[req] = Rows(step.token[rows], step.can_clarify[rows], step.packed[rows])
             start = rows.stop
         mx.async_eval([a for rows in out.values() for a in rows.arrays()])
         self.steps += 1
         return out
 
-    def _read(self, req: BatchRequest, following: _Rows | None) -> None:
+    def _read(self, req: BatchRequest, following: Rows | None) -> None:
         """Turn the current step's values into events; end the request or move it on."""
         values = req.current.packed.tolist()  # type: ignore[union-attr]
         if req.index == 0:
             req.t_prefill = time.perf_counter()
         for r, (s, vals) in enumerate(zip(req.streams, values, strict=True)):
             if not s.finished:
+                req.generated[r].append(int(vals[0]))
                 req.events.extend((r, e) for e in s.push(vals))
                 if s.finished:
                     self._close_row(req, r)
@@ -286,7 +288,8 @@ class BatchDecoder:
     def _close_row(self, req: BatchRequest, r: int) -> None:
         s = req.streams[r]
         req.events.extend((r, e) for e in s.close())
-        req.events.append((r, s.done(len(req.ids), req.t_prefill, req.rows[r][1])))
+        done = s.done(len(req.ids), req.t_prefill, req.rows[r][1], cached_tokens=req.cached)
+        req.events.append((r, done))
         req.closed.add(r)
 
     def _end(self, req: BatchRequest, cancelled: bool = False) -> None:
@@ -295,21 +298,28 @@ class BatchDecoder:
                 s.finish, s.finished = "cancelled", True
             if r not in req.closed:
                 self._close_row(req, r)
+            if self.extender is not None and not cancelled:
+                self.extender.add(req.ids + req.generated[r])
         self.discard(req)
+
+    def idle_step(self) -> bool:
+        """A layer of the prefix cache's filling (``Extender``) while no request runs, or False."""
+        return not self.requests and self.extender is not None and self.extender.step()
 
     # ------------------------------------------------------------------ prefill
     def _prefill_long(self, req: BatchRequest) -> Generator[None, None, list[_Prompt]]:
-        """A long prompt alone, a layer at a time, in ``generate``'s chunks and cache."""
-        model, ids = self.lm.model, req.ids
-        cache = model.make_cache()
-        chunks = [ids[i : i + PREFILL_CHUNK] for i in range(0, len(ids), PREFILL_CHUNK)]
-        for i, chunk in enumerate(chunks):
-            logits, scores = yield from model.layer_steps(
-                mx.array(chunk)[None], cache, i == len(chunks) - 1
-            )
-            req.remaining -= len(chunk)
-        kv = [(c.keys[0], c.values[0]) for c in cache]
-        return [_Prompt(req, kv, len(ids), logits, scores)]
+        """A long prompt alone, a layer at a time, in chunks ending at its turns' ends (as in
+        ``prefix_cache``), from the blocks the prefix cache holds (the same bits as without)."""
+
+        def progress(n: int) -> None:
+            req.remaining -= n
+
+        steps = prefill_chunks(self.lm.model, req.ids, self.prefix_cache, self.turn_ends,
+                               progress=progress)  # fmt: skip
+        done = yield from steps
+        req.cached = done.cached
+        kv = [(c.keys[0], c.values[0]) for c in done.cache]
+        return [_Prompt(req, kv, len(req.ids), done.logits, done.scores)]  # type: ignore[arg-type]
 
     def _prefill_short(self, reqs: list[BatchRequest]) -> Generator[None, None, list[_Prompt]]:
         """Short prompts together, one row each (right-padded), a layer at a time, in a cache
@@ -365,7 +375,7 @@ class BatchDecoder:
         forward = tuple(mx.broadcast_to(a, (n, *a.shape[1:])) for a in forward)  # a row each
         req.slots = self.shared.add(prompt.kv, prompt.length, n)
         can = mx.array([req.clarify_id is not None] * n)
-        req.current = _Rows(*sample_rows(*forward, can, req.plans, 0, self._compiled()))
+        req.current = Rows(*sample_rows(*forward, can, req.plans, 0, self._compiled()))
         mx.async_eval(req.current.arrays())
 
     def _compiled(self) -> bool:

@@ -29,6 +29,7 @@ CONFIG_FIELDS: tuple[str, ...] = tuple(
     name for name, field in SamplerConfig.model_fields.items() if field.annotation in (int, float)
 )
 _failed: set[tuple[Any, ...]] = set()
+_paused = False  # ``pause``: uncompiled until the kernels are built (a fresh machine's first run)
 
 
 class ConfigArrays:
@@ -92,7 +93,19 @@ def compiled(
     return _build(fn, enabled, shapeless, tuple(sorted(static.items())))
 
 
+def pause(paused: bool) -> None:
+    """Run every compiled function uncompiled (True) or compiled again (False): a first run
+    waits for no kernel build (``runtime.kernels``); the same results either way."""
+    global _paused
+    _paused = paused
+
+
 def _switched_off() -> bool:
     """``MLX_ENTROPIX_COMPILE=0`` (read by ``runtime.device`` too) also covers the callers that
-    have no loaded model at hand (the model's prefill activation)."""
-    return os.environ.get("MLX_ENTROPIX_COMPILE", "").strip().lower() in ("0", "false", "no", "off")
+    have no loaded model at hand (the model's prefill activation); so does ``pause``."""
+    return _paused or os.environ.get("MLX_ENTROPIX_COMPILE", "").strip().lower() in (
+        "0",
+        "false",
+        "no",
+        "off",
+    )

@@ -210,6 +210,9 @@ class DoneEvent(BaseModel):
         0, description="Tokens the model decoded, fork branches included (0: as generated)."
     )
     forks: int = Field(0, description="Forks explored (mode fork).")
+    cached_tokens: int = Field(
+        0, description="Prompt tokens whose keys and values came from the server's prefix cache."
+    )
 
 
 class ErrorEvent(BaseModel):

@@ -7,6 +7,7 @@ the config entering as an array (``compiled.py``): a new request does not recomp
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import mlx.core as mx
@@ -168,3 +169,16 @@ def plan_step(
         axis=-1,
     )
     return token, can_clarify & (plan.action != CLARIFY), packed
+
+
+@dataclass
+class Rows:
+    """One step of a request's rows on the device (the shared batch, ``batch.py``): tokens
+    (n,), clarify flags (n,), and the rows' packed values (n, P) (see ``stream.py``)."""
+
+    token: mx.array
+    can_clarify: mx.array
+    packed: mx.array
+
+    def arrays(self) -> list[mx.array]:
+        return [self.token, self.can_clarify, self.packed]

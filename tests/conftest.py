@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
+import os
+
+# One compile state for the whole session (and the processes it starts): no uncompiled first
+# run while kernels build in the background (``runtime.kernels``; tests/test_first_run.py).
+os.environ.setdefault("MLX_ENTROPIX_KERNEL_WARMUP", "0")
+
+import mlx_entropix  # noqa: E402, F401  (BLAS preload before mlx)
 from mlx_entropix.runtime.blas import batch_invariant
 
 import pytest

@@ -9,7 +9,6 @@ summary of what was generated so far (``finish_reason`` "cancelled").
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import shutil
@@ -225,50 +224,6 @@ class Interrupt:
         signal.signal(signal.SIGINT, self)
 
 
-def print_info(lm: Any, out: TextIO, as_json: bool) -> None:
-    from ..runtime import device
-
-    rt = device.runtime_info()
-    mi = lm.info
-    if as_json:
-        out.write(json.dumps({"runtime": rt.as_dict(), "model": mi.as_dict()}) + "\n")
-        return
-    rows = [
-        ("device", rt.device),
-        ("backend", rt.backend),
-        ("BLAS", f"{rt.blas} ({rt.blas_path})" if rt.blas_path else rt.blas),
-        ("BLAS note", rt.blas_note),
-        ("compiled", rt.compile_note),
-        (
-            "batch rows",
-            "bitwise as alone (measured)"
-            if rt.batch_invariant
-            else "as alone up to the last bits (measured; the server asks MKL for strict mode)",
-        ),
-        ("dtype", f"{mi.compute_dtype} (weights stored as {mi.stored_as})"),
-        (
-            "metrics",
-            "all six (logits + last-layer attention)"
-            if mi.attention_metrics
-            else f"logits only: attention not observable for {mi.model_type} (null)",
-        ),
-        ("model", mi.name),
-        ("path", f"{mi.path} ({mi.format})"),
-        (
-            "size",
-            f"{mi.n_params / 1e6:.1f}M params, {mi.n_layers} layers, "
-            f"context {mi.context_length}, vocab {mi.vocab_size}",
-        ),
-        ("sharding", mi.sharding.note if mi.sharding else ""),
-        ("load time", f"{mi.load_s:.2f} s"),
-        ("mlx", rt.mlx_version),
-        ("platform", rt.platform),
-    ]
-    for name, value in rows:
-        if value:
-            out.write(f"{name + ':':<11} {value}\n")
-
-
 def run(args: argparse.Namespace, out: TextIO) -> int:
     if args.max_tokens < 1:
         raise InvalidRequestError(f"--max-tokens must be at least 1 (got {args.max_tokens})")
@@ -281,7 +236,9 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
     from ..generate import generate_batch, prepare_prompt
     from ..io.load import load
+    from ..io.warmup import FirstRun
     from ..runtime.distributed import init_group
+    from .info import print_info
     from .terminal import Style, compare_table, header, legend, prompts_table
 
     # Under mlx.launch every rank runs this same loop; only rank 0 writes (see main()).
@@ -298,6 +255,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             where = f"prompt {item.name!r}: " if len(items) > 1 else ""
             raise type(err)(f"{where}{err}") from err
 
+    first_run = FirstRun.start(lm, args.model)  # a cold kernel cache: uncompiled meanwhile
     style = Style.for_stream(out, args.color)
     modes = modes_for(args)
     interrupt = Interrupt()
@@ -316,6 +274,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         return line + "\n"
 
     for index, item in enumerate(items):
+        if first_run is not None:
+            first_run.resume_if_ready()
         seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
         runs: list[tuple[str, list]] = [(mode, []) for mode in modes]
         dones = []
@@ -373,6 +333,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     if many and finished and not args.json:
         out.write("\n" + header("all prompts", style) + "\n")
         out.write(prompts_table(finished, style) + "\n")
+    if first_run is not None:
+        first_run.closing_note()
     return EXIT_INTERRUPTED if interrupt.requested else EXIT_OK
 
 

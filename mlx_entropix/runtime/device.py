@@ -15,7 +15,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from . import blas
+from . import blas, kernels
 
 _blas = blas.preload()
 
@@ -96,6 +96,10 @@ class RuntimeInfo:
     # Rows of a batched product bitwise equal to the same rows alone, as measured at start
     # (``blas.batch_invariant``)
     batch_invariant: bool = False
+    # MLX's compiled CPU kernels: their folder and whether they are all built (``kernels``)
+    kernel_cache: str = ""
+    kernel_cache_warm: bool = False
+    kernel_note: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,4 +126,17 @@ def runtime_info() -> RuntimeInfo:
         compiled_steps=compile_steps()[0],
         compile_note=compile_steps()[1],
         batch_invariant=blas.batch_invariant(enable=False),
+        **_kernel_info(name),
     )
+
+
+def _kernel_info(backend_name: str) -> dict[str, Any]:
+    if backend_name != "cpu":
+        return {"kernel_note": f"none on the CPU side ({backend_name} kernels are MLX's own)"}
+    folder, warm = kernels.kernel_dir(), kernels.is_warm()
+    state = "warm" if warm else "cold: the first run builds them in the background"
+    return {
+        "kernel_cache": str(folder),
+        "kernel_cache_warm": warm,
+        "kernel_note": f"{state} ({kernels.kernels_built()} in {folder})",
+    }

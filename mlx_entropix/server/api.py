@@ -93,6 +93,7 @@ async def info(request: Request) -> InfoResponse:
             "max_batch": request.app.state.worker.max_running,
             "batched_decoding": engine.decoder is not None,
         },
+        prefix_cache=engine.prefix_cache_info(),
     )
 
 

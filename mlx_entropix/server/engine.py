@@ -26,6 +26,8 @@ from ..errors import EntropixError, InvalidRequestError, PromptTooLongError
 from ..events import DoneEvent, ErrorEvent, ForkEvent, TokenEvent
 from ..generate import Prompt, generate, generate_rows, prepare_prompt
 from ..io.load import LoadedModel, load
+from ..io.warmup import FirstRun
+from ..prefix_cache import PrefixCache
 from ..runtime.device import runtime_info
 from ..runtime.distributed import init_group
 from .distributed import send_job, synced_stop
@@ -47,6 +49,8 @@ class Engine:
     # Decodes the rows of all running requests as one batch (worker thread only); None for
     # mlx-lm family models and under mlx.launch (``BatchDecoder.supports``).
     decoder: BatchDecoder | None = None
+    # A cold kernel cache: uncompiled until the background build is done (``io.warmup``)
+    first_run: FirstRun | None = None
 
     @classmethod
     def load(cls, settings: ServerSettings) -> Engine:
@@ -61,6 +65,10 @@ class Engine:
             token_bytes=TokenBytes(lm),
             decoder=BatchDecoder(lm) if BatchDecoder.supports(lm) else None,
         )
+        prefix = PrefixCache(int(settings.prefix_cache_mb * 2**20))
+        engine.first_run = FirstRun.start(lm, settings.model, say=log.warning)
+        if engine.first_run is not None:
+            engine.first_run.report_progress(15.0)
         # Warm-up: the first forward pass compiles kernels; keep that out of request latency.
         for _ in generate(lm, "Hi", mode="greedy", max_tokens=1, top_logprobs=0):
             pass
@@ -68,7 +76,30 @@ class Engine:
             warm = engine.decoder.submit(prepare_prompt(lm, "Hi"), [("entropix", 0)], max_tokens=2)
             for _ in engine.decoder.pull(warm):
                 pass
+            if prefix.max_bytes > 0:  # from now on (the warm-up counts for nothing)
+                engine.decoder.use_prefix_cache(prefix)
         return engine
+
+    def prefix_cache_info(self) -> dict[str, Any] | None:
+        """The prefix cache's counters (read from any thread: plain numbers)."""
+        prefix = self.decoder.prefix_cache if self.decoder is not None else None
+        if prefix is None or self.decoder is None or self.decoder.extender is None:
+            return None
+        ext = self.decoder.extender  # what it still fills in while idle
+        return {**prefix.info(), "filling": ext.current is not None or bool(ext.waiting)}
+
+    def idle_step(self) -> bool:
+        """Worker thread, while no job runs: a layer of background work, False when none."""
+        self.compiled_if_ready()
+        return self.decoder is not None and self.decoder.idle_step()
+
+    def compiled_if_ready(self) -> None:
+        """Worker thread: compiled from now on once the kernels are built, when no request is
+        decoding (a stream never changes functions midway)."""
+        busy = self.decoder is not None and bool(self.decoder.requests)
+        if self.first_run is not None and not busy and self.first_run.resume_if_ready():
+            self.runtime = runtime_info().as_dict()
+            self.first_run = None
 
     def close(self) -> None:
         """Worker thread, after its last job: under ``mlx.launch`` tell the followers to exit
@@ -143,6 +174,7 @@ def generation_work(
     def work(
         engine: Engine, should_stop: Callable[[], bool], follower: bool = False
     ) -> Iterator[tuple[int, Event]]:
+        engine.compiled_if_ready()
         ranks = engine.lm.model.group
         if ranks is not None:  # under mlx.launch every rank runs this job (distributed.py)
             if not follower:

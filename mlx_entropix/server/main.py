@@ -54,6 +54,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="let MKL use its fastest kernels: a stream's metrics may then differ in the last "
         "bits with what else is in the batch (default: each stream bitwise as if alone)",
     )
+    p.add_argument(
+        "--prefix-cache-mb",
+        type=float,
+        default=512.0,
+        help="memory for prefilled prompts kept for reuse by later prompts that start the same "
+        "(a conversation's next turn; 0 = off; default 512: ~11,000 tokens of the embedded model)",
+    )
     p.add_argument("--max-body", type=int, default=256 * 1024, help="request body cap (bytes)")
     p.add_argument("--timeout", type=float, default=300.0, help="per-request time limit (s)")
     p.add_argument("--ping", type=float, default=15.0, help="SSE keep-alive interval (s)")
@@ -86,6 +93,8 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     if not 1 <= args.max_tokens <= 4096:
         raise ValueError("--max-tokens must lie in [1, 4096]")
+    if args.prefix_cache_mb < 0:
+        raise ValueError("--prefix-cache-mb must be at least 0 (0 turns the prefix cache off)")
     if args.timeout <= 0 or args.ping < 0:
         raise ValueError("--timeout must be positive and --ping non-negative")
     if "*" in args.allow_origin:
@@ -111,6 +120,7 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         max_prompt_tokens=args.max_prompt_tokens,
         max_batch=args.max_batch,
         batch_invariant=args.batch_invariant,
+        prefix_cache_mb=args.prefix_cache_mb,
         max_body_bytes=args.max_body,
         request_timeout_s=args.timeout,
         ping_s=args.ping,

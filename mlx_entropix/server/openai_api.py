@@ -87,13 +87,15 @@ def entropix_detail(tokens: Tokens, done: DoneEvent) -> dict[str, Any]:
     return {"tokens": [entropix_token(e) for e, _ in tokens], "summary": entropix_summary(done)}
 
 
-def usage(dones: Sequence[DoneEvent]) -> dict[str, int]:
-    """One prompt, the completion tokens of every choice."""
+def usage(dones: Sequence[DoneEvent]) -> dict[str, Any]:
+    """One prompt, the completion tokens of every choice; the prompt tokens served from the
+    prefix cache as OpenAI reports its cached ones (``prompt_tokens_details.cached_tokens``)."""
     prompt, completion = dones[0].prompt_tokens, sum(d.generated_tokens for d in dones)
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": dones[0].cached_tokens},
     }
 
 

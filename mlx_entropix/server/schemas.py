@@ -138,6 +138,8 @@ class InfoResponse(BaseModel):
     model: dict[str, Any]
     runtime: dict[str, Any]
     limits: dict[str, Any]
+    # size, hits, misses and cached tokens (``PrefixCache.info``); None without a shared batch
+    prefix_cache: dict[str, Any] | None = None
 
 
 class ConfigResponse(BaseModel):

@@ -124,6 +124,8 @@ class Worker(Generic[R]):
         self._thread = threading.Thread(target=self._main, name="mlx-worker", daemon=True)
         self._durations: deque[float] = deque(maxlen=16)
         self.resource: R | None = None
+        # The resource's ``idle_step()`` (if it has one) has background work: a job ended
+        self._idle_work = False
         self.load_error: BaseException | None = None
         self.served = 0
         self.cancelled = 0
@@ -221,12 +223,23 @@ class Worker(Generic[R]):
                 progressed = False
                 for run in list(self._running):  # one item per job, in start order
                     progressed |= self._step(run)
+                if not self._running and not admitted and self._idle_work:
+                    self._idle_work = progressed = self._idle_step()
                 if not progressed:
                     time.sleep(0)  # all idle (each next() did some shared work): let others run
         finally:  # a BaseException escaped a work: still end every stream
             for run in list(self._running):
                 self._finish(run)
             self._close_resource()
+
+    def _idle_step(self) -> bool:
+        """A step of the resource's background work (between jobs, never during one)."""
+        step = getattr(self.resource, "idle_step", None)
+        try:
+            return bool(step()) if callable(step) else False
+        except Exception:
+            log.exception("background work failed")
+            return False
 
     def _close_resource(self) -> None:
         """The resource's own ``close()``, if it has one, in this thread (the one that used it)."""
@@ -242,6 +255,8 @@ class Worker(Generic[R]):
         while it fits in the free slots (or runs alone); ``None`` once closed and drained."""
         with self._cond:
             while not self._pending and not self._running and not self._closed:
+                if self._idle_work:  # a step of it, then back here
+                    return []
                 self._cond.wait()
             if self._closed and not self._running:
                 return None
@@ -291,6 +306,7 @@ class Worker(Generic[R]):
         job = run.job
         with self._cond:
             self._running.remove(run)
+            self._idle_work = True
         job.ended_at = time.monotonic()
         job.status = "cancelled" if job.cancelled else "done"
         if job.started_at is not None:

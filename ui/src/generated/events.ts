@@ -136,6 +136,8 @@ export interface DoneEvent {
   tokens_computed: number;
   /** Forks explored (mode fork). */
   forks: number;
+  /** Prompt tokens whose keys and values came from the server's prefix cache. */
+  cached_tokens: number;
 }
 
 export interface ErrorEvent {

@@ -1,0 +1,307 @@
+"""A prefix cache: the keys and values of prompts already prefilled, reused by later prompts.
+
+Every OpenAI client resends the whole conversation with each turn; without a cache, turn ten
+prefills again everything turn nine prefilled. Here the KV of a prefill is kept in blocks that
+are exactly the prefill's chunks (an mlx-lm ``KVCache`` per layer, ``layer_steps``), and a
+block is known by its tokens and all the tokens before it (a chain of digests). A prompt that
+starts with cached blocks starts its prefill at the first block not cached, as the later chunks
+of the same chunking, on a cache laid out as a fresh prefill's: the same operations on the same
+values, so the same bits (``tests/test_prefix_cache.py``). Never the chunk holding a prompt's
+last token is reused (its prefill must compute the last logits).
+
+The chunking (``chunk_ends``) is a function of the tokens, decided causally: a chunk ends after
+``BLOCK`` (128) tokens or right after an end-of-turn token, whichever comes first. So a chat
+prompt's chunks end where its messages end, and the next turn of the conversation (the same
+messages, the answer, a new message) finds every chunk up to the answer's end cached: it
+prefills only its new message. (Fixed 128-token chunks would compute again up to 127 tokens of
+the history; chunks of other lengths give other bits, so the boundaries must be the same with
+the cache on or off, hence a rule of the tokens alone.)
+
+Blocks come only from chunked prefills: a short prompt's batched prefill (``batch.py``) and the
+decode steps' shared cache compute the same positions by other operations. What a request
+generated enters the cache by a chunked prefill of prompt + generated tokens when the server is
+idle (``Extender``, ``BatchDecoder.idle_step``).
+
+Bounded in bytes; the least recently used block without cached children goes first (a block
+whose child is cached is an ancestor every use of the child touched too). Single-threaded, as
+the decoder that owns it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlx.core as mx
+from mlx_lm.models.cache import KVCache
+
+from .generate import PREFILL_CHUNK
+
+__all__ = ["BLOCK", "Extender", "PrefixCache", "Prefilled", "chunk_ends", "prefill_chunks",
+           "reusable"]  # fmt: skip
+BLOCK = PREFILL_CHUNK
+KV = list[tuple[mx.array, mx.array]]  # per layer: keys, values (kv heads, chunk, head dim)
+TurnEnds = frozenset[int] | set[int] | Sequence[int]
+
+
+def chunk_ends(ids: Sequence[int], turn_ends: TurnEnds = ()) -> list[int]:
+    """Where the prefill's chunks of ``ids`` end: after ``BLOCK`` tokens or after a token of
+    ``turn_ends``, whichever first (a rule of the tokens so far: a prompt's chunks are the
+    first chunks of any longer prompt it starts), the last one at ``len(ids)``."""
+    ends, start = [], 0
+    for i, token in enumerate(ids):
+        if i + 1 - start == BLOCK or token in turn_ends:
+            ends.append(i + 1)
+            start = i + 1
+    if start < len(ids):
+        ends.append(len(ids))
+    return ends
+
+
+def complete(ids: Sequence[int], ends: list[int], turn_ends: TurnEnds) -> int:
+    """How many of the chunks ``ends`` are whole (the last one may be cut by the end of ids)."""
+    if not ends:
+        return 0
+    start = ends[-2] if len(ends) > 1 else 0
+    last_whole = ends[-1] - start == BLOCK or ids[ends[-1] - 1] in turn_ends
+    return len(ends) if last_whole else len(ends) - 1
+
+
+def reusable(ids: Sequence[int], turn_ends: TurnEnds = ()) -> int:
+    """Tokens a prompt can take from the cache at most: its chunks before the last one."""
+    ends = chunk_ends(ids, turn_ends)
+    return ends[-2] if len(ends) > 1 else 0
+
+
+def chain_keys(ids: Sequence[int], ends: list[int]) -> list[bytes]:
+    """The keys of the chunks of ``ids`` ending at ``ends``: each digests its parent's key and
+    its own tokens, so equal keys mean equal prefixes (and equal chunking)."""
+    keys, parent, start = [], b"", 0
+    for end in ends:
+        chunk = ",".join(map(str, ids[start:end])).encode()
+        parent = hashlib.blake2b(parent + chunk, digest_size=16).digest()
+        keys.append(parent)
+        start = end
+    return keys
+
+
+@dataclass(eq=False)
+class _Block:
+    parent: bytes | None
+    kv: KV
+    nbytes: int
+    used: int = 0
+    children: int = 0
+
+
+@dataclass
+class PrefixCache:
+    """Blocks of prefilled KV, at most ``max_bytes`` of them, least recently used out first."""
+
+    max_bytes: int
+    blocks: dict[bytes, _Block] = field(default_factory=dict)
+    nbytes: int = 0
+    hits: int = 0  # lookups that reused at least one block
+    misses: int = 0
+    cached_tokens: int = 0  # prompt tokens served from the cache, all lookups together
+    evictions: int = 0
+    _clock: int = 0
+
+    def lookup(self, ids: Sequence[int], ends: list[int], count: bool = True) -> list[KV]:
+        """The cached blocks of the chunks ``ends`` of ``ids``, from the start, as far as they
+        are cached. Marks them used; ``count``: a request's lookup (hits, misses and cached
+        tokens count it)."""
+        found: list[KV] = []
+        for key in chain_keys(ids, ends):
+            block = self.blocks.get(key)
+            if block is None:
+                break
+            self._clock += 1
+            block.used = self._clock
+            found.append(block.kv)
+        if count:
+            self.hits += bool(found)
+            self.misses += not found
+            self.cached_tokens += ends[len(found) - 1] if found else 0
+        return found
+
+    def insert(
+        self, ids: Sequence[int], ends: list[int], cache: Sequence[KVCache], block: int
+    ) -> bool:
+        """Keep chunk ``block`` (of the chunks ``ends`` of ``ids``) from a chunked prefill's
+        ``cache``, which holds at least its positions. Only a block whose parent is cached is
+        kept (else it could never be found); False when it was not kept (no parent, no room)."""
+        keys = chain_keys(ids, ends[: block + 1])
+        key, parent = keys[-1], (keys[-2] if block else None)
+        if key in self.blocks:
+            self.blocks[key].used = self._tick()
+            return True
+        if parent is not None and parent not in self.blocks:
+            return False
+        span = slice(ends[block - 1] if block else 0, ends[block])
+        # copies: a slice would keep the whole prefill's buffer alive
+        kv = [(mx.contiguous(c.keys[0, :, span]), mx.contiguous(c.values[0, :, span]))
+              for c in cache]  # fmt: skip
+        nbytes = sum(k.nbytes + v.nbytes for k, v in kv)
+        if not self._make_room(nbytes, keep=set(keys[:-1])):
+            return False
+        mx.eval(kv)
+        self.blocks[key] = _Block(parent, kv, nbytes, used=self._tick())
+        if parent is not None:
+            self.blocks[parent].children += 1
+        self.nbytes += nbytes
+        return True
+
+    def _tick(self) -> int:
+        self._clock += 1
+        return self._clock
+
+    def _make_room(self, nbytes: int, keep: set[bytes]) -> bool:
+        """Evict least recently used leaves (not in ``keep``) until ``nbytes`` more fit."""
+        while self.nbytes + nbytes > self.max_bytes:
+            leaves = [
+                (b.used, k) for k, b in self.blocks.items() if not b.children and k not in keep
+            ]
+            if not leaves:
+                return False
+            self._evict(min(leaves)[1])
+        return True
+
+    def _evict(self, key: bytes) -> None:
+        block = self.blocks.pop(key)
+        self.nbytes -= block.nbytes
+        self.evictions += 1
+        if block.parent is not None and block.parent in self.blocks:
+            self.blocks[block.parent].children -= 1
+
+    def clear(self) -> None:
+        self.blocks.clear()
+        self.nbytes = 0
+
+    def info(self) -> dict[str, Any]:
+        """What ``/api/info`` reports."""
+        return {
+            "enabled": self.max_bytes > 0,
+            "max_mb": self.max_bytes / 2**20,
+            "used_mb": round(self.nbytes / 2**20, 3),
+            "blocks": len(self.blocks),
+            "max_block_tokens": BLOCK,
+            "hits": self.hits,
+            "misses": self.misses,
+            "cached_tokens": self.cached_tokens,
+            "evictions": self.evictions,
+        }
+
+
+def _capacity(sizes: list[int]) -> int:
+    """The buffer length a ``KVCache`` has after updates of ``sizes`` tokens (its growth rule:
+    whole ``step``s; a buffer not ending on a step is cut at its end first)."""
+    room = held = 0
+    for n in sizes:
+        if held + n > room:
+            grow = -(-n // KVCache.step) * KVCache.step
+            room = (held if held % KVCache.step else room) + grow if room else grow
+        held += n
+    return room
+
+
+def preloaded(blocks: list[KV], n_layers: int) -> list[KVCache]:
+    """An mlx-lm cache holding ``blocks``, laid out as the fresh chunked prefill of those chunks
+    leaves it (the same capacity, zeros past the end): the next chunk's update then sees the
+    same buffer shapes and values as without the cache."""
+    caches = [KVCache() for _ in range(n_layers)]
+    if not blocks:
+        return caches
+    sizes = [kv[0][0].shape[1] for kv in blocks]
+    n, room = sum(sizes), _capacity(sizes)
+    for layer, c in enumerate(caches):
+        parts = []
+        for i in (0, 1):
+            held = mx.concatenate([kv[layer][i] for kv in blocks], axis=1)[None]
+            pad = mx.zeros((*held.shape[:2], room - n, held.shape[3]), held.dtype)
+            parts.append(mx.concatenate([held, pad], axis=2) if room > n else held)
+        c.keys, c.values, c.offset = parts[0], parts[1], n
+    return caches
+
+
+@dataclass
+class Prefilled:
+    """A chunked prefill's result: its cache, the tokens it took from the prefix cache, and
+    the last chunk's logits (last position) and scores (None if it computed nothing)."""
+
+    cache: list[KVCache]
+    cached: int
+    logits: mx.array | None
+    scores: mx.array | None
+
+
+def prefill_chunks(
+    model: Any,
+    ids: Sequence[int],
+    prefix: PrefixCache | None,
+    turn_ends: TurnEnds = (),
+    *,
+    count: bool = True,
+    whole_only: bool = False,
+    progress: Callable[[int], None] = lambda n: None,
+) -> Generator[None, None, Prefilled]:
+    """The chunked prefill of ``ids`` (``chunk_ends``), a layer at a time (``layer_steps``),
+    from the cached blocks on; each whole chunk enters ``prefix`` once all its layers are done
+    (a cancel between layers leaves no part of a block). ``whole_only``: only the whole chunks
+    (filling the cache, no logits wanted). ``progress(n)``: n more tokens are in (the cached
+    ones, then each chunk). The same chunks with ``prefix`` None: the same bits."""
+    ends = chunk_ends(ids, turn_ends)
+    whole = complete(ids, ends, turn_ends)
+    ends = ends[:whole] if whole_only else ends
+    reuse = ends if whole_only else ends[:-1]  # the last token's chunk is always computed
+    blocks = prefix.lookup(ids, reuse, count) if prefix is not None else []
+    cache = preloaded(blocks, len(model.layers))
+    start = ends[len(blocks) - 1] if blocks else 0
+    if start:
+        progress(start)
+    logits = scores = None
+    for j in range(len(blocks), len(ends)):
+        at, end = ends[j - 1] if j else 0, ends[j]
+        steps = model.layer_steps(mx.array(ids[at:end])[None], cache, j == len(ends) - 1)
+        logits, scores = yield from steps
+        progress(end - at)
+        if prefix is not None and j < whole:
+            prefix.insert(ids, ends, cache, j)
+    return Prefilled(cache, start, logits, scores)
+
+
+class Extender:
+    """What requests generated, put in the cache by chunked prefills while the server is idle:
+    the next turn of a conversation then finds its previous answer cached too. The newest few
+    token sequences wait; one is filled a layer per ``step``."""
+
+    def __init__(self, prefix: PrefixCache, model: Any, turn_ends: TurnEnds = (), keep: int = 4):
+        self.prefix, self.model, self.turn_ends = prefix, model, turn_ends
+        self.waiting: deque[list[int]] = deque(maxlen=keep)
+        self.current: Generator[None, None, Prefilled] | None = None
+
+    def add(self, ids: list[int]) -> None:
+        """Queue ``ids`` (a prompt and what one row generated) if it has uncached whole blocks."""
+        if self.prefix.max_bytes > 0 and ids not in self.waiting:
+            self.waiting.append(ids)
+
+    def step(self) -> bool:
+        """One layer of the filling; False when there is nothing to fill."""
+        while self.current is None:
+            if not self.waiting:
+                return False
+            ids = self.waiting.pop()  # the newest first: the likeliest next turn
+            self.current = prefill_chunks(self.model, ids, self.prefix, self.turn_ends,
+                                          count=False, whole_only=True)  # fmt: skip
+        try:
+            next(self.current)
+        except StopIteration:
+            self.current = None
+        return True
+
+    def reset(self) -> None:
+        self.waiting.clear()
+        self.current = None

@@ -1,0 +1,267 @@
+"""The prefix cache (``prefix_cache.py``): prompts that start like an earlier one reuse its
+prefilled blocks, and their outputs keep every bit of what a fresh prefill gives."""
+
+from __future__ import annotations
+
+import random
+
+from mlx_entropix.batch import BatchDecoder
+from mlx_entropix.events import METRIC_NAMES
+from mlx_entropix.model import run_steps
+from mlx_entropix.prefix_cache import (
+    BLOCK,
+    PrefixCache,
+    chain_keys,
+    chunk_ends,
+    complete,
+    reusable,
+)
+
+import mlx.core as mx
+import pytest
+from mlx_lm.models.cache import KVCache
+
+BIG = 2**30  # a bound no test reaches
+
+
+def _ids(n: int, seed: int) -> list[int]:
+    rng = random.Random(seed)
+    return [rng.randrange(100, 40000) for _ in range(n)]
+
+
+HISTORY = _ids(300, 0)  # two whole blocks and a partial one
+
+
+def _serve(decoder: BatchDecoder, ids: list[int], rows=(("entropix", 1),), n: int = 4, **kw):
+    req = decoder.submit(ids, list(rows), max_tokens=n, **kw)
+    return [item for item in decoder.pull(req) if item is not None]
+
+
+def _bits(events) -> list:
+    """Everything a client sees of the tokens, exactly (timings aside)."""
+    out = []
+    for row, e in events:
+        if e.type == "token":
+            metrics = tuple(getattr(e.metrics, m) for m in METRIC_NAMES)
+            top = tuple((t.id, t.logprob) for t in e.top)
+            out.append((row, e.id, e.text, e.state, e.action, e.params, metrics, e.logprob, top))
+        else:
+            out.append((row, e.type, e.text, e.finish_reason, e.generated_tokens))
+    return out
+
+
+def _done(events):
+    return [e for _, e in events if e.type == "done"]
+
+
+@pytest.fixture(scope="module")
+def fresh(embedded):
+    """Outputs without a prefix cache, memoised per (ids, rows, n)."""
+    memo: dict = {}
+
+    def get(ids, rows=(("entropix", 1),), n=4):
+        key = (tuple(ids), tuple(rows), n)
+        if key not in memo:
+            memo[key] = _serve(BatchDecoder(embedded), ids, rows, n)
+        return memo[key]
+
+    return get
+
+
+def test_a_hit_reuses_exactly_the_whole_cached_blocks_and_changes_no_bit(embedded, fresh):
+    cache = PrefixCache(BIG)
+    decoder = BatchDecoder(embedded, prefix_cache=cache)
+    first = _serve(decoder, HISTORY)
+    assert _bits(first) == _bits(fresh(HISTORY))  # a miss: the same as without a cache
+    assert (cache.hits, cache.misses, len(cache.blocks)) == (0, 1, 2)  # whole blocks only
+    assert _done(first)[0].cached_tokens == 0
+
+    follow = HISTORY + _ids(40, 1)  # the conversation goes on
+    got = _serve(decoder, follow, rows=(("entropix", 1), ("normal", 2)))
+    assert _bits(got) == _bits(fresh(follow, rows=(("entropix", 1), ("normal", 2))))
+    assert [d.cached_tokens for d in _done(got)] == [256, 256]
+    assert (cache.hits, cache.cached_tokens) == (1, 256)
+    assert len(cache.blocks) == 2  # 340 tokens: still two whole blocks
+
+    # sharing only part of block 1: block 0 is reused, block 1 computed again
+    partial = HISTORY[:200] + _ids(30, 2)
+    got = _serve(decoder, partial)
+    assert _done(got)[0].cached_tokens == 128
+    assert _bits(got) == _bits(fresh(partial))
+
+    # a prompt that is exactly the cached blocks: its last block is computed (its logits)
+    exact = HISTORY[:256]
+    got = _serve(decoder, exact)
+    assert _done(got)[0].cached_tokens == 128 == reusable(exact)
+    assert _bits(got) == _bits(fresh(exact))
+    assert (cache.hits, cache.misses, cache.cached_tokens) == (3, 1, 512)
+    short = _ids(40, 9)  # prefilled in the short prompts' batch: never from the cache
+    assert _bits(_serve(decoder, short)) == _bits(fresh(short))
+    assert (cache.hits, cache.misses) == (3, 2)
+
+
+def test_what_a_request_generated_is_cached_while_idle(embedded, fresh):
+    cache = PrefixCache(BIG)
+    decoder = BatchDecoder(embedded, prefix_cache=cache)
+    prompt = _ids(200, 3)
+    events = _serve(decoder, prompt, rows=(("greedy", 0),), n=64)
+    generated = [e.id for _, e in events if e.type == "token"]
+    assert len(cache.blocks) == 1
+    steps = 0
+    while decoder.idle_step():
+        steps += 1
+    # the stopping token (if any) is part of what comes next in the conversation
+    whole = (len(prompt) + len(generated) + (_done(events)[0].finish_reason == "stop")) // BLOCK
+    assert len(cache.blocks) == whole == 2 and steps > 0
+    nxt = prompt + generated + _ids(20, 4)
+    nxt = nxt if len(nxt) > 2 * BLOCK else nxt + _ids(2 * BLOCK + 1 - len(nxt), 5)
+    got = _serve(decoder, nxt)
+    assert _done(got)[0].cached_tokens == 2 * BLOCK
+    assert _bits(got) == _bits(fresh(nxt))
+
+
+def test_concurrent_requests_sharing_a_prefix_are_each_served_as_alone(embedded, fresh):
+    cache = PrefixCache(BIG)
+    decoder = BatchDecoder(embedded, prefix_cache=cache)
+    prompts = [HISTORY + _ids(10 * (k + 1), 10 + k) for k in range(3)]
+    pulls = {k: decoder.pull(decoder.submit(p, [("entropix", k)], max_tokens=4))
+             for k, p in enumerate(prompts)}  # fmt: skip
+    got: dict[int, list] = {k: [] for k in pulls}
+    while pulls:
+        for k, pull in list(pulls.items()):
+            item = next(pull, "end")
+            if item == "end":
+                del pulls[k]
+            elif item is not None:
+                got[k].append(item)
+    for k, p in enumerate(prompts):
+        assert _bits(got[k]) == _bits(fresh(p, rows=(("entropix", k),)))
+    # the first prefill filled the blocks the others then found (shortest first, one by one)
+    assert sorted(d.cached_tokens for k in got for d in _done(got[k])) == [0, 256, 256]
+    assert len(cache.blocks) == 2
+
+
+def _reference_blocks(model, ids: list[int]) -> list[list[tuple[mx.array, mx.array]]]:
+    cache = model.make_cache()
+    for at in range(0, len(ids), BLOCK):
+        run_steps(model.layer_steps(mx.array(ids[at : at + BLOCK])[None], cache))
+    spans = [slice(b * BLOCK, (b + 1) * BLOCK) for b in range(len(ids) // BLOCK)]
+    return [[(c.keys[0, :, s], c.values[0, :, s]) for c in cache] for s in spans]
+
+
+def test_a_cancelled_prefill_leaves_no_half_written_block(embedded, fresh):
+    cache = PrefixCache(BIG)
+    decoder = BatchDecoder(embedded, prefill_slice_s=0.0, prefix_cache=cache)  # a layer a tick
+    ids = _ids(3 * BLOCK + 20, 6)
+    layers = len(embedded.model.layers)
+    calls = {"n": 0}
+
+    def should_stop() -> bool:  # asked once or twice per tick: stops inside the second chunk
+        calls["n"] += 1
+        return calls["n"] > 3 * layers
+
+    events = _serve(decoder, ids, should_stop=should_stop)
+    assert _done(events)[0].finish_reason == "cancelled"
+    assert len(cache.blocks) == 1  # the first chunk, all of its layers; nothing of the second
+    reference = _reference_blocks(embedded.model, ids)
+    key = chain_keys(ids, chunk_ends(ids)[:1])[0]
+    for (k, v), (rk, rv) in zip(cache.blocks[key].kv, reference[0], strict=True):
+        assert mx.array_equal(k, rk).item() and mx.array_equal(v, rv).item()
+    got = _serve(decoder, ids)  # served in full now, from the one block
+    assert _done(got)[0].cached_tokens == BLOCK
+    assert _bits(got) == _bits(fresh(ids))
+    # and every block the cache now holds is what a fresh prefill computes
+    for b, key in enumerate(chain_keys(ids, chunk_ends(ids)[: len(reference)])):
+        for (k, v), (rk, rv) in zip(cache.blocks[key].kv, reference[b], strict=True):
+            assert mx.array_equal(k, rk).item() and mx.array_equal(v, rv).item()
+
+
+# ---------------------------------------------------------------- the bookkeeping, no model
+def _fake_cache(n: int, layers: int = 2) -> list[KVCache]:
+    caches = []
+    for layer in range(layers):
+        c = KVCache()
+        c.keys = mx.full((1, 1, n, 4), float(layer))
+        c.values = mx.full((1, 1, n, 4), -float(layer))
+        c.offset = n
+        caches.append(c)
+    return caches
+
+
+BLOCK_BYTES = 2 * 2 * BLOCK * 4 * 4  # layers x (k, v) x positions x dim x float32
+
+
+def _has(cache: PrefixCache, ids: list[int]) -> int:
+    """Tokens of ``ids`` (whole chunks) the cache holds, without counting a lookup."""
+    ends = chunk_ends(ids)
+    found = len(cache.lookup(ids, ends, count=False))
+    return ends[found - 1] if found else 0
+
+
+def test_eviction_keeps_the_bound_least_recently_used_leaf_first():
+    cache = PrefixCache(int(2.5 * BLOCK_BYTES))
+    a, b = _ids(3 * BLOCK, 20), _ids(3 * BLOCK, 21)
+    ea, eb = chunk_ends(a), chunk_ends(b)
+    fake = _fake_cache(3 * BLOCK)
+    assert cache.insert(a, ea, fake, 0) and cache.insert(a, ea, fake, 1)
+    assert cache.nbytes == 2 * BLOCK_BYTES
+    assert not cache.insert(a, ea, fake, 2)  # no room but for its own ancestors
+    assert cache.nbytes <= cache.max_bytes and len(cache.blocks) == 2
+    # b's block 0 evicts a's leaf (block 1), not block 0 (a's block 1 depends on it)
+    assert cache.insert(b, eb, fake, 0)
+    assert cache.nbytes <= cache.max_bytes and cache.evictions == 1
+    assert _has(cache, a) == BLOCK  # a's block 0 is still there
+    cache.lookup(a, ea[:1])  # a used again: b's block is now the least recently used
+    assert cache.insert(a, ea, fake, 1) and cache.evictions == 2
+    assert _has(cache, b) == 0 and _has(cache, a) == 2 * BLOCK
+    # a block without its parent is never kept; a bound of 0 keeps nothing
+    assert not cache.insert(b, eb, fake, 1)
+    off = PrefixCache(0)
+    assert not off.insert(a, ea, fake, 0) and off.nbytes == 0
+
+
+def test_chunks_end_at_turn_ends_and_keys_name_the_whole_prefix():
+    a = _ids(2 * BLOCK, 30)
+    b = a[:BLOCK] + _ids(BLOCK, 31)
+    c = _ids(BLOCK, 32) + a[BLOCK:]  # same second block, other first block
+    ka, kb, kc = (chain_keys(x, chunk_ends(x)) for x in (a, b, c))
+    assert ka[0] == kb[0] and ka[1] != kb[1] and ka[1] != kc[1]
+    assert [reusable(_ids(n, 33)) for n in (1, 128, 129, 256, 257)] == [0, 0, 128, 128, 256]
+    end = 7  # an end-of-turn token: a chunk ends right after it
+    ids = _ids(10, 34) + [end] + _ids(300, 35)
+    assert chunk_ends(ids, {end}) == [11, 139, 267, 311]
+    assert chunk_ends(ids[:11], {end}) == [11]  # a prefix's chunks are the first chunks
+    assert reusable(ids[:12], {end}) == 11 and reusable(ids[:11], {end}) == 0
+
+
+def test_the_next_turn_reuses_the_history_up_to_the_answer_end(embedded, fresh):
+    """A chat: the follow-up prefills only its new message (chunks end at turn ends), with
+    every bit of a fresh prefill."""
+    cache = PrefixCache(BIG)
+    decoder = BatchDecoder(embedded, prefix_cache=cache)
+    tok = embedded.tokenizer
+    history = [{"role": "system", "content": "Be brief. " * 30},
+               {"role": "user", "content": "Tell me about rivers. " * 20}]  # fmt: skip
+    prompt = tok.apply_chat_template(history)
+    events = _serve(decoder, prompt, rows=(("greedy", 0),), n=40)
+    done = _done(events)[0]
+    while decoder.idle_step():
+        pass
+    turn = [*history, {"role": "assistant", "content": done.text},
+            {"role": "user", "content": "Shorter."}]  # fmt: skip
+    ids = tok.apply_chat_template(turn)
+    served = prompt + [e.id for _, e in events if e.type == "token"]
+    got = _serve(decoder, ids, rows=(("entropix", 4),))
+    assert _bits(got) == _bits(fresh(ids, rows=(("entropix", 4),)))
+    cached = _done(got)[0].cached_tokens
+    ends = set(tok.eos_token_ids)
+    if done.finish_reason == "stop" and ids[len(served)] in ends:
+        served.append(ids[len(served)])  # the end-of-turn token it generated last
+    pairs = enumerate(zip(ids, served, strict=False))
+    common = next((i for i, (a, b) in pairs if a != b), min(len(ids), len(served)))
+    held = chunk_ends(served, ends)[: complete(served, chunk_ends(served, ends), ends)]
+    upto = max((e for e in held if e <= common), default=0)  # what the cache holds of ids
+    assert cached == max((e for e in chunk_ends(ids, ends)[:-1] if e <= upto), default=0)
+    assert cached > len(prompt) // 2
+    if common == len(served) and done.finish_reason == "stop":
+        assert cached == len(served) == reusable(ids, ends)  # the answer and its end too
