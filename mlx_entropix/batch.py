@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import mlx.core as mx
 
+from .confidence import shipped_model
 from .config import Mode, SamplerConfig
 from .errors import InvalidRequestError
 from .events import DoneEvent, ErrorEvent, TokenEvent
@@ -83,9 +84,14 @@ class BatchRequest:
     t_start: float = 0.0
     t_prefill: float = 0.0
 
+    @property
+    def n_top(self) -> int:
+        """Candidates packed per step: at least two for the answer confidence's margin."""
+        return max(self.top_logprobs, 2)
+
     def plan(self, r: int, vocab: int) -> tuple[int, int]:
         mode = self.rows[r][0]
-        width = max(candidate_width(self.cfg, policy(mode), vocab), self.top_logprobs, 1)
+        width = max(candidate_width(self.cfg, policy(mode), vocab), self.n_top, 1)
         return width, self.cfg.n_adaptive_samples if mode == "entropix" else 1
 
 
@@ -150,6 +156,7 @@ class BatchDecoder:
         stop: Sequence[str] = (),
         top_logprobs: int = 5,
         should_stop: Callable[[], bool] = lambda: False,
+        fmt: str = "chat",
     ) -> BatchRequest:
         """Queue a prompt (token ids, already checked: ``generate.prepare_prompt``) and its
         rows; row r gives the events ``generate`` gives with ``rows[r]``'s mode and seed."""
@@ -171,7 +178,17 @@ class BatchDecoder:
             should_stop=should_stop,
             clarify_id=clarify,
             streams=[
-                RowStream(lm.tokenizer, m, stop, top_logprobs, top_logprobs, t0) for m, _ in rows
+                RowStream(
+                    lm.tokenizer,
+                    m,
+                    stop,
+                    top_logprobs,
+                    max(top_logprobs, 2),
+                    t0,
+                    shipped_model(lm.info.name),
+                    fmt,
+                )
+                for m, _ in rows
             ],  # fmt: skip
             remaining=len(ids),
             t_start=t0,
@@ -280,7 +297,7 @@ class BatchDecoder:
         for r, (mode, seed) in enumerate(req.rows):
             one = (a[r : r + 1] if a.shape[0] > 1 else a for a in (last, metrics, log_norm))
             parts.append(sample_step(*one, can[r : r + 1], step_key(seed, index), req.cfg,
-                                     policy(mode), *req.plan(r, vocab), req.top_logprobs,
+                                     policy(mode), *req.plan(r, vocab), req.n_top,
                                      req.clarify_id, on))  # fmt: skip
         return _Rows(
             token=mx.concatenate([p.token for p in parts]),

@@ -182,6 +182,17 @@ class DoneEvent(BaseModel):
         0, description="Tokens the model decoded, fork branches included (0: as generated)."
     )
     forks: int = Field(0, description="Forks explored (mode fork).")
+    confidence: float | None = Field(
+        None,
+        description="Calibrated probability that the answer is right (confidence.py); null "
+        "where no map is shipped for the model.",
+    )
+    answer_span: tuple[int, int] | None = Field(
+        None, description="Characters [start, end) of text the confidence was computed on."
+    )
+    abstained: bool = Field(
+        False, description="The confidence is below the request's min_confidence (text kept)."
+    )
 
 
 class ErrorEvent(BaseModel):

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ..answers import KINDS, Kind, extracted, infer_kind, match, parse_options
 from ..config import Mode
 from ..errors import InvalidRequestError
-from ..answers import KINDS, Kind, extracted, infer_kind, match, parse_options
 from .stats import summarize
 
 Format = Literal["chat", "raw"]
@@ -59,6 +59,9 @@ class Generation:
     finish_reason: str = "stop"
     state_counts: dict[str, int] = field(default_factory=dict)
     tokens_computed: int = 0  # fork branches included; 0: as generated
+    confidence: float | None = None  # on the grader's answer span (confidence.py)
+    answer_span: tuple[int, int] | None = None
+    features: dict[str, float | None] = field(default_factory=dict)  # refit: calibrate
 
 
 GenerateFn = Callable[[Item, Mode, int], Generation]
@@ -168,6 +171,12 @@ def run_eval(
                         "seconds": gen.seconds,
                         "finish_reason": gen.finish_reason,
                         "state_counts": dict(gen.state_counts),
+                        "confidence": gen.confidence,
+                        "answer_span": gen.answer_span,
+                        "features": {
+                            k: None if v is None else round(v, 6) for k, v in gen.features.items()
+                        },
+                        "format": item.format,
                     }
                 )
                 running[mode].append(float(ok))
@@ -212,12 +221,17 @@ def engine_generate_fn(
     stop: Sequence[str] = (),
 ) -> GenerateFn:
     """A ``GenerateFn`` over ``mlx_entropix.generate``. Raw items stop at "\\n" unless ``stop``."""
+    from ..confidence import TokenSignal, score, shipped_model
     from ..generate import generate
+
+    conf_model = shipped_model(lm.info.name)
 
     def fn(item: Item, mode: Mode, seed: int) -> Generation:
         prompt = build_prompt(lm.tokenizer, item, system, fewshot)
         stops = tuple(stop) or (("\n",) if item.format == "raw" else ())
         done = None
+        signals: list[TokenSignal] = []
+        end = 0
         for event in generate(
             lm,
             prompt,
@@ -226,11 +240,20 @@ def engine_generate_fn(
             max_tokens=max_tokens,
             seed=seed,
             stop=stops,
-            top_logprobs=0,
+            top_logprobs=2,  # the answer confidence's margin p1 - p2
         ):
-            if event.type == "done":
+            if event.type == "token":
+                end += len(event.text)
+                top2 = tuple(t.logprob for t in event.top[:2])
+                signals.append(
+                    TokenSignal(end, event.logprob, top2 if len(top2) == 2 else None,  # type: ignore[arg-type]
+                                tuple(event.metrics.model_dump().values()))
+                )  # fmt: skip
+            elif event.type == "done":
                 done = event
         assert done is not None  # the engine always ends with a DoneEvent
+        options = parse_options(item.prompt) if item.kind == "choice" else None
+        scored = score(done.text, signals, conf_model, item.format, item.kind, options)
         return Generation(
             text=done.text,
             tokens=done.generated_tokens,
@@ -238,6 +261,9 @@ def engine_generate_fn(
             finish_reason=done.finish_reason,
             state_counts=dict(done.state_counts),
             tokens_computed=done.tokens_computed,
+            confidence=scored.confidence,
+            answer_span=scored.span,
+            features=scored.features,
         )
 
     return fn

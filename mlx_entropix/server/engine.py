@@ -115,6 +115,7 @@ def generation_work(
     stop: Sequence[str],
     top_logprobs: int,
     n: int = 1,
+    fmt: str = "chat",
 ) -> Callable[[Engine, Callable[[], bool]], Iterator[tuple[int, Event]]]:
     """The job for one mode, or several interleaved token by token (the compare view), or
     ``n`` choices of one mode (OpenAI's ``n``). It yields ``(row, event)``: row r is
@@ -138,7 +139,7 @@ def generation_work(
     groups = [batched] + [[r] for r, (m, _) in enumerate(rows) if m == "fork"]
     spec = {"ids": list(ids), "modes": list(modes), "config": config.model_dump(mode="json"),
             "max_tokens": max_tokens, "seed": base, "stop": list(stop),
-            "top_logprobs": top_logprobs, "n": n}  # fmt: skip
+            "top_logprobs": top_logprobs, "n": n, "fmt": fmt}  # fmt: skip
 
     def work(
         engine: Engine, should_stop: Callable[[], bool], follower: bool = False
@@ -154,7 +155,7 @@ def generation_work(
                 if engine.decoder is not None and rows[group[0]][0] != "fork":
                     req = engine.decoder.submit(
                         ids, [rows[r] for r in group], config=config, max_tokens=max_tokens,
-                        stop=stop, top_logprobs=top_logprobs, should_stop=should_stop,
+                        stop=stop, top_logprobs=top_logprobs, should_stop=should_stop, fmt=fmt,
                     )  # fmt: skip
                     streams.append((group, _marked(engine.decoder.pull(req))))
                     continue
@@ -169,6 +170,7 @@ def generation_work(
                     top_logprobs=top_logprobs,
                     should_stop=should_stop,
                     idle=True,  # its prefill a layer at a time: the others go on meanwhile
+                    fmt=fmt,
                 )
             except EntropixError as err:
                 for r in group:
