@@ -299,3 +299,18 @@ def reading(confidence: float | None) -> str:
     return (
         "likely right" if confidence >= 0.7 else "unsure" if confidence >= 0.35 else "likely wrong"
     )
+
+
+def probability(text: str) -> float:
+    """A threshold in [0, 1] from a command line (argparse ``type``)."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{text} is not in [0, 1]")
+    return value
+
+
+def with_abstention(event: Any, min_confidence: float | None) -> Any:
+    """A done event marked ``abstained`` below ``min_confidence``; other events unchanged."""
+    if min_confidence is None or getattr(event, "type", None) != "done":
+        return event
+    return event.model_copy(update={"abstained": abstains(event.confidence, min_confidence)})

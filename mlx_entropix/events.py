@@ -187,7 +187,7 @@ class DoneEvent(BaseModel):
         description="Calibrated probability that the answer is right (confidence.py); null "
         "where no map is shipped for the model.",
     )
-    answer_span: tuple[int, int] | None = Field(
+    answer_span: list[int] | None = Field(
         None, description="Characters [start, end) of text the confidence was computed on."
     )
     abstained: bool = Field(

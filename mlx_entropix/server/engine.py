@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..batch import BatchDecoder
+from ..confidence import with_abstention
 from ..config import Mode, SamplerConfig
 from ..errors import EntropixError, InvalidRequestError, PromptTooLongError
 from ..events import DoneEvent, ErrorEvent, ForkEvent, TokenEvent
@@ -116,6 +117,7 @@ def generation_work(
     top_logprobs: int,
     n: int = 1,
     fmt: str = "chat",
+    min_confidence: float | None = None,
 ) -> Callable[[Engine, Callable[[], bool]], Iterator[tuple[int, Event]]]:
     """The job for one mode, or several interleaved token by token (the compare view), or
     ``n`` choices of one mode (OpenAI's ``n``). It yields ``(row, event)``: row r is
@@ -139,7 +141,8 @@ def generation_work(
     groups = [batched] + [[r] for r, (m, _) in enumerate(rows) if m == "fork"]
     spec = {"ids": list(ids), "modes": list(modes), "config": config.model_dump(mode="json"),
             "max_tokens": max_tokens, "seed": base, "stop": list(stop),
-            "top_logprobs": top_logprobs, "n": n, "fmt": fmt}  # fmt: skip
+            "top_logprobs": top_logprobs, "n": n, "fmt": fmt,
+            "min_confidence": min_confidence}  # fmt: skip
 
     def work(
         engine: Engine, should_stop: Callable[[], bool], follower: bool = False
@@ -192,7 +195,8 @@ def generation_work(
                     if item is None or isinstance(item[1], ErrorEvent):
                         streams.remove(entry)
                     if item is not None:
-                        yield group[item[0]], item[1]  # the batch's row -> the job's row
+                        # the batch's row -> the job's row; below min_confidence: abstained
+                        yield group[item[0]], with_abstention(item[1], min_confidence)
         finally:  # cancelled or failed: the rows leave the shared batch now
             for _, gen in streams:
                 gen.close()  # type: ignore[attr-defined]

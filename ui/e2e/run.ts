@@ -400,6 +400,9 @@ test("token text is untrusted: markup shows as text and never runs", async (page
     seed: 1,
     tokens_computed: 0,
     forks: 0,
+    confidence: null,
+    answer_span: null,
+    abstained: false,
   };
   await page.route("**/api/generate", (route) =>
     route.fulfill({ status: 200, contentType: "text/event-stream", body: sseBody([...tokens, done]) }),
@@ -438,6 +441,9 @@ function fakeDone(mode: Mode, tokens: TokenEvent[], extra: Partial<DoneEvent> = 
     seed: 3,
     tokens_computed: 0,
     forks: 0,
+    confidence: null,
+    answer_span: null,
+    abstained: false,
     ...extra,
   };
 }

@@ -5,6 +5,7 @@ import type { StateTable } from "../format";
 import { forksByIndex, pendingForks } from "../forks";
 import { ForkMarker } from "./ForkMarker";
 import { Token } from "./Token";
+import { answerTokens } from "../confidence";
 
 export const tokenDomId = (mode: Mode, index: number) => `tok-${mode}-${index}`;
 
@@ -35,6 +36,7 @@ export function TokenStream({ run, table, selected, running, onInspect, onLeave,
     <ForkMarker key={`fork-${f.index}-${k}`} fork={f} open={openFork === f.index} onToggle={(x) => onToggleFork?.(x)} />
   );
   const current = selected !== null && selected < n ? selected : 0;
+  const answer = useMemo(() => answerTokens(run.tokens, run.done?.answer_span), [run.tokens, run.done]);
 
   // Keep the pinned token in view (e.g. after clicking its point in a chart).
   useEffect(() => {
@@ -78,6 +80,7 @@ export function TokenStream({ run, table, selected, running, onInspect, onLeave,
             selected={selected === i}
             focusable={i === current}
             onInspect={inspect}
+            inAnswer={answer.has(i)}
           />
         </Fragment>
       ))}

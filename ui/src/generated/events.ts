@@ -111,6 +111,12 @@ export interface DoneEvent {
   tokens_computed: number;
   /** Forks explored (mode fork). */
   forks: number;
+  /** Calibrated probability that the answer is right (confidence.py); null where no map is shipped for the model. */
+  confidence: number | null;
+  /** Characters [start, end) of text the confidence was computed on. */
+  answer_span: number[] | null;
+  /** The confidence is below the request's min_confidence (text kept). */
+  abstained: boolean;
 }
 
 export interface ErrorEvent {
