@@ -88,8 +88,9 @@ def test_sse_api_marks_an_abstention_and_keeps_the_text(live, embedded):
 def test_openai_chat_and_completions_mark_an_abstention(live):
     client = openai_client(live)
     messages = [{"role": "user", "content": QUESTION}]
+    strict = {"min_confidence": 1.0}
     r = client.chat.completions.create(model="x", messages=messages, max_tokens=8,
-                                       temperature=0, extra_body={"min_confidence": 1.0})  # fmt: skip
+                                       temperature=0, extra_body=strict)  # fmt: skip
     summary = r.model_extra["entropix"]["summary"]
     assert r.choices[0].message.content and summary["abstained"] is True
     assert 0 < summary["confidence"] < 1 and len(summary["answer_span"]) == 2
@@ -103,6 +104,6 @@ def test_openai_chat_and_completions_mark_an_abstention(live):
     assert "entropix" not in (plain.model_extra or {})  # no extension asked: none sent
 
     legacy = client.completions.create(model="x", prompt="2 + 3 = 5\n4 + 1 =", max_tokens=4,
-                                       temperature=0, extra_body={"min_confidence": 1.0})  # fmt: skip
+                                       temperature=0, extra_body=strict)  # fmt: skip
     summary = legacy.model_extra["entropix"]["summary"]
     assert legacy.choices[0].text and summary["abstained"] is True
