@@ -186,6 +186,27 @@ def _load_records(paths: Sequence[str], mode: str) -> list[dict[str, Any]]:
     return out
 
 
+def rescored(result: dict[str, Any], model: ConfidenceModel) -> dict[str, Any]:
+    """An evaluation result with every record's confidence from ``model`` and the summary
+    recomputed (the accuracy figures are unchanged)."""
+    from .stats import summarize
+
+    records = [
+        dict(r, confidence=model(r["features"], r.get("format", "chat"))) for r in result["records"]
+    ]
+    for r in records:
+        r["confidence"] = None if r["confidence"] is None else round(r["confidence"], 6)
+    run = dict(result["run"], confidence_map=model.meta)
+    return {**result, "run": run, "summary": summarize(records, run["modes"]), "records": records}
+
+
+def compare_sets(dev: Sequence[dict[str, Any]], sets: dict[str, Sequence[str]]) -> dict[str, Any]:
+    """Out-of-fold dev figures of several feature sets, on the answers all of them can score."""
+    every = sorted({f for fs in sets.values() for f in fs})
+    recs = usable(dev, every)
+    return {name: scores_report(out_of_fold(recs, fs), recs) for name, fs in sets.items()}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``calibrate confidence DEV.json [...] [--test TEST.json]``: fit, write, report."""
     import argparse
@@ -193,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import sys
     from pathlib import Path
 
-    from ..confidence import CONFIDENCE_DIR
+    from ..confidence import CONFIDENCE_DIR, LOGIT_FEATURES
 
     p = argparse.ArgumentParser(
         prog="python -m mlx_entropix.eval.calibrate confidence",
@@ -208,26 +229,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", help="map JSON to write (default: configs/confidence/<model>.json)")
     p.add_argument("--report", help="also write the fit report JSON here")
     p.add_argument("--boot", type=int, default=2000, help="bootstrap resamples (attention test)")
+    p.add_argument(
+        "--rescore",
+        action="store_true",
+        help="write each --test JSON again as <stem>.confidence.json with the new map's "
+        "confidence (redraw its report: benchmarks/eval.py <stem>.confidence.json)",
+    )
     args = p.parse_args(argv)
     features = [f.strip() for f in args.features.split(",") if f.strip()]
     try:
         dev = _load_records(args.dev, args.mode)
         test = _load_records(args.test, args.mode) if args.test else []
-        model_name = json.loads(Path(args.dev[0]).read_text())["run"].get("model", "model")
-        model = fit_model(
-            usable(dev, features),
-            features,
-            args.l2,
-            {"model": model_name, "fitted_on": list(args.dev), "answers": len(dev), "l2": args.l2},
-        )
+        name = json.loads(Path(args.dev[0]).read_text())["run"].get("model", "model")
+        n = len(usable(dev, features))
+        meta = {"model": name, "features": features, "fitted_on": list(args.dev),
+                "answers": n, "l2": args.l2, "mode": args.mode}  # fmt: skip
+        model = fit_model(usable(dev, features), features, args.l2, meta)
     except (ValueError, KeyError) as err:
         print(f"calibrate confidence: error: {err}", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else CONFIDENCE_DIR / f"{model_name.lower()}.json"
+    out = Path(args.out) if args.out else CONFIDENCE_DIR / f"{name.split()[0].lower()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(model.to_json())
     report: dict[str, Any] = {
         "features": features,
+        "feature sets, dev out-of-fold": compare_sets(
+            dev,
+            {
+                "mean_logprob": ["mean_logprob"],
+                "first_margin": ["first_margin"],
+                "shipped": features,
+                "all logits": LOGIT_FEATURES,
+                "all logits + attention": (*LOGIT_FEATURES, *ATTENTION_FEATURES),
+            },
+        ),  # fmt: skip
         "dev (5-fold out-of-fold)": scores_report(
             out_of_fold(usable(dev, features), features), usable(dev, features)
         ),
@@ -239,4 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {out}")
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=1) + "\n")
+    for path in args.test if args.rescore else ():
+        target = Path(path).with_suffix(".confidence.json")
+        target.write_text(json.dumps(rescored(json.loads(Path(path).read_text()), model),
+                                     indent=1, ensure_ascii=False) + "\n")  # fmt: skip
+        print(f"wrote {target}")
     return 0

@@ -62,6 +62,7 @@ class Generation:
     confidence: float | None = None  # on the grader's answer span (confidence.py)
     answer_span: tuple[int, int] | None = None
     features: dict[str, float | None] = field(default_factory=dict)  # refit: calibrate
+    signals: dict[str, list] | None = None  # per token (--signals): new features offline
 
 
 GenerateFn = Callable[[Item, Mode, int], Generation]
@@ -179,6 +180,8 @@ def run_eval(
                         "format": item.format,
                     }
                 )
+                if gen.signals is not None:
+                    records[-1]["signals"] = gen.signals
                 running[mode].append(float(ok))
                 if bar is not None:
                     bar.update(1)
@@ -219,6 +222,7 @@ def engine_generate_fn(
     system: str | None = None,
     fewshot: Sequence[Item] = (),
     stop: Sequence[str] = (),
+    keep_signals: bool = False,
 ) -> GenerateFn:
     """A ``GenerateFn`` over ``mlx_entropix.generate``. Raw items stop at "\\n" unless ``stop``."""
     from ..confidence import TokenSignal, score, shipped_model
@@ -264,9 +268,24 @@ def engine_generate_fn(
             confidence=scored.confidence,
             answer_span=scored.span,
             features=scored.features,
+            signals=_compact(signals) if keep_signals else None,
         )
 
     return fn
+
+
+def _compact(signals: Sequence[Any]) -> dict[str, list]:
+    """Token signals as short lists (4 decimals) for the result JSON."""
+
+    def r(x: float | None) -> float | None:
+        return None if x is None else round(x, 4)
+
+    return {
+        "end": [s.end for s in signals],
+        "logprob": [r(s.logprob) for s in signals],
+        "top2": [None if s.top2 is None else [r(v) for v in s.top2] for s in signals],
+        "metrics": [[r(v) for v in s.metrics] for s in signals],
+    }
 
 
 def evaluate(

@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output prefix (default: benchmarks/results/eval_<csv stem>)")
     p.add_argument("--png", help="PNG path (default: <out>.png)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--signals",
+        action="store_true",
+        help="keep every token's log-prob, top-2 and metrics in the records (new confidence "
+        "features without generating again)",
+    )
     return p
 
 
@@ -107,6 +113,7 @@ def _main(args: argparse.Namespace) -> int:
         system=args.system,
         fewshot=fewshot,
         stop=args.stop,
+        keep_signals=args.signals,
     )
     meta = {
         "csv": str(args.csv),
