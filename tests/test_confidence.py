@@ -235,3 +235,24 @@ def test_summarize_confidence_within_category():
     assert s["within_category_auroc"] == 0.5
     assert s["auroc"] == 0.75
     assert summarize_confidence([{"confidence": None, "correct": True}]) is None
+
+
+def test_rescored_result_reports_and_plots(tmp_path):
+    from mlx_entropix.eval.confidence_fit import rescored
+    from mlx_entropix.eval.confidence_report import confidence_markdown, confidence_plot
+
+    recs, _ = _records(60, 3)
+    for i, r in enumerate(recs):
+        fmt = "chat" if i % 2 else "raw"
+        r.update(item=i, mode="greedy", seed_index=0, category=f"{fmt}-{i % 3}", tokens=2,
+                 seconds=0.1, finish_reason="stop", state_counts={}, format=fmt)  # fmt: skip
+    result = {"run": {"csv": "x.csv", "model": "m", "modes": ["greedy"]}, "records": recs}
+    model = fit_model(recs, ["mean_logprob"], meta={"fitted_on": "here"})
+    out = rescored(result, model)
+    c = out["summary"]["greedy"]["confidence"]
+    assert c["n"] == 60 and set(c["per_format"]) == {"chat", "raw"}
+    assert out["run"]["confidence_map"] == {"fitted_on": "here"}
+    table = confidence_markdown(out)
+    assert "| greedy | all | 60 |" in table and "| greedy | chat | 30 |" in table
+    assert confidence_plot(out, tmp_path / "c.png") and (tmp_path / "c.png").stat().st_size > 0
+    assert not confidence_plot({"summary": {"greedy": {}}, "run": {}}, tmp_path / "none.png")

@@ -170,6 +170,38 @@ def attention_test(
     return out
 
 
+def refeaturized(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The records with span and features recomputed from their ``signals`` (``--signals``)
+    by the current ``confidence.py``: new features without generating again. The items'
+    kinds and options come from the result's CSV."""
+    from ..answers import parse_options
+    from ..confidence import TokenSignal, answer_span, span_features, span_tokens
+    from .harness import load_items
+
+    recs = result["records"]
+    if not any("signals" in r for r in recs):
+        return recs
+    items = {i.index: i for i in load_items(result["run"]["csv"])}
+    out = []
+    for r in recs:
+        sig = r.get("signals")
+        if sig is None:
+            out.append(r)
+            continue
+        item = items[r["item"]]
+        signals = [
+            TokenSignal(e, lp, None if t is None else tuple(t), tuple(m))  # type: ignore[arg-type]
+            for e, lp, t, m in zip(
+                sig["end"], sig["logprob"], sig["top2"], sig["metrics"], strict=True
+            )
+        ]
+        options = parse_options(item.prompt) if item.kind == "choice" else None
+        span = answer_span(r["text"], item.kind, options)
+        feats = span_features(span_tokens(signals, span) if span else [])
+        out.append({**r, "answer_span": span, "features": feats})
+    return out
+
+
 def _load_records(paths: Sequence[str], mode: str) -> list[dict[str, Any]]:
     import json
     from pathlib import Path
@@ -177,7 +209,7 @@ def _load_records(paths: Sequence[str], mode: str) -> list[dict[str, Any]]:
     out = []
     for p in paths:
         try:
-            recs = json.loads(Path(p).read_text())["records"]
+            recs = refeaturized(json.loads(Path(p).read_text()))
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise ValueError(f"{p} is not an evaluation result: {err}") from err
         out += [r for r in recs if r["mode"] == mode and "features" in r]

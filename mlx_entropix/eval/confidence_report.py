@@ -1,5 +1,5 @@
 """Reports of the answers' confidence: a markdown table and a PNG (reliability diagram and
-risk-coverage curve per mode)."""
+risk-coverage curve per mode, and per prompt format when there are several)."""
 
 from __future__ import annotations
 
@@ -13,20 +13,19 @@ def _f(x: float | None, pct: bool = False) -> str:
     return f"{100 * x:.1f}" if pct else f"{x:.3f}"
 
 
+def _blocks(c: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """All answers, then each prompt format when there are several."""
+    return [("all", c), *c["per_format"].items()] if len(c["per_format"]) > 1 else [("all", c)]
+
+
 def confidence_markdown(result: dict[str, Any]) -> str:
     """Per mode and format: AUROC, within-category AUROC, ECE, top-half vs all accuracy."""
     rows = []
     for mode, s in result["summary"].items():
-        c = s.get("confidence")
-        if not c:
-            continue
-        blocks = (
-            [("all", c), *c["per_format"].items()] if len(c["per_format"]) > 1 else [("all", c)]
-        )
-        for fmt, b in blocks:
-            within = c["within_category_auroc"] if fmt == "all" else _within(c, result, mode, fmt)
+        for fmt, b in _blocks(s["confidence"]) if s.get("confidence") else ():
             rows.append(
-                f"| {mode} | {fmt} | {b['n']} | {_f(b['auroc'])} | {_f(within)} | {_f(b['ece'])} "
+                f"| {mode} | {fmt} | {b['n']} | {_f(b['auroc'])} "
+                f"| {_f(b['within_category_auroc'])} | {_f(b['ece'])} "
                 f"| {_f(b['mean_confidence'], True)} | {_f(b['accuracy'], True)} "
                 f"| {_f(b['top_half_accuracy'], True)} |"
             )
@@ -43,21 +42,15 @@ def confidence_markdown(result: dict[str, Any]) -> str:
     return "\n".join(head + rows) + "\n"
 
 
-def _within(c: dict[str, Any], result: dict[str, Any], mode: str, fmt: str) -> float | None:
-    """Mean AUROC over the categories of one format (categories hold one format each here)."""
-    cats = {
-        r["category"] for r in result["records"] if r["mode"] == mode and r.get("format") == fmt
-    }
-    vals = [
-        b["auroc"] for k, b in c["per_category"].items() if k in cats and b["auroc"] is not None
-    ]
-    return sum(vals) / len(vals) if vals else None
-
-
 def confidence_plot(result: dict[str, Any], path: str | Path) -> bool:
-    """Reliability diagram and risk-coverage curve per mode; False if no mode has confidence."""
-    modes = [m for m, s in result["summary"].items() if s.get("confidence")]
-    if not modes:
+    """Reliability diagram and risk-coverage curve; False if no mode has a confidence."""
+    curves = [
+        (m, fmt, b)
+        for m, s in result["summary"].items()
+        if s.get("confidence")
+        for fmt, b in _blocks(s["confidence"])
+    ]
+    if not curves:
         return False
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -66,28 +59,22 @@ def confidence_plot(result: dict[str, Any], path: str | Path) -> bool:
     FigureCanvasAgg(fig)
     ax1, ax2 = fig.subplots(1, 2)
     colours = {"greedy": "#666666", "normal": "#56B4E9", "entropix": "#0072B2", "fork": "#E69F00"}
+    fmt_colours = {"chat": "#0072B2", "raw": "#D55E00"}
     ax1.plot([0, 1], [0, 1], ls=":", color="#999", lw=1)
-    for m in modes:
-        c = result["summary"][m]["confidence"]
+    for m, fmt, c in curves:
+        colour = colours.get(m, "#333") if fmt == "all" else fmt_colours.get(fmt, "#333")
+        name = m if fmt == "all" else f"{m}, {fmt}"
         rel = c["reliability"]
-        ax1.plot(
-            [r["confidence"] for r in rel],
-            [r["accuracy"] for r in rel],
-            marker="o",
-            color=colours.get(m, "#333"),
-            label=f"{m}: ECE {c['ece']:.3f}",
-        )
+        xs, ys = [r["confidence"] for r in rel], [r["accuracy"] for r in rel]
+        ax1.plot(xs, ys, marker="o", color=colour, label=f"{name}: ECE {c['ece']:.3f}")
         for r in rel:
             ax1.annotate(str(r["count"]), (r["confidence"], r["accuracy"]), fontsize=7,
-                         xytext=(3, -9), textcoords="offset points")  # fmt: skip
+                         xytext=(3, -9), textcoords="offset points", color=colour)  # fmt: skip
         cov = c["risk_coverage"]
-        ax2.plot(
-            [100 * a for a, _ in cov],
-            [100 * b for _, b in cov],
-            color=colours.get(m, "#333"),
-            label=f"{m}: AUROC {c['auroc']:.3f}" if c["auroc"] is not None else m,
-        )
-        ax2.axhline(100 * c["accuracy"], ls=":", color=colours.get(m, "#333"), lw=1)
+        auc = f": AUROC {c['auroc']:.3f}" if c["auroc"] is not None else ""
+        ax2.plot([100 * a for a, _ in cov], [100 * b for _, b in cov], color=colour,
+                 label=f"{name}{auc} (n {c['n']})")  # fmt: skip
+        ax2.plot([0, 100], [100 * c["accuracy"]] * 2, ls=":", lw=1, color=colour)
     ax1.set_xlim(0, 1)
     ax1.set_ylim(0, 1)
     ax1.set_xlabel("confidence (mean in bin)")
@@ -98,7 +85,7 @@ def confidence_plot(result: dict[str, Any], path: str | Path) -> bool:
     ax2.set_ylim(0, 101)
     ax2.set_xlabel("coverage: % of answers kept, most confident first")
     ax2.set_ylabel("accuracy of the answers kept %")
-    ax2.set_title("Risk-coverage (dotted: accuracy of all)")
+    ax2.set_title("Risk-coverage (dotted: accuracy of all answers)")
     ax2.legend(fontsize=8, loc="lower left")
     meta = result["run"]
     fig.suptitle(f"{Path(meta['csv']).name}: answer confidence, {meta['model']}", fontsize=10)

@@ -141,15 +141,26 @@ def summarize_confidence(records: Sequence[dict[str, Any]]) -> dict[str, Any] | 
             out.setdefault(r.get(key) or "", []).append(r)
         return dict(sorted(out.items()))
 
+    def curves(rs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        c = [r["confidence"] for r in rs]
+        y = [bool(r["correct"]) for r in rs]
+        return {
+            **block(rs),
+            "reliability": reliability(c, y),
+            "risk_coverage": [[round(a, 4), round(b, 4)] for a, b in risk_coverage(c, y)],
+        }
+
+    def within(rs: Sequence[dict[str, Any]]) -> float | None:
+        cats = {r.get("category") or "" for r in rs}
+        vals = [per_cat[k]["auroc"] for k in cats if per_cat[k]["auroc"] is not None]
+        return sum(vals) / len(vals) if vals else None
+
     per_cat = {c: block(rs) for c, rs in groups("category").items()}
-    within = [b["auroc"] for b in per_cat.values() if b["auroc"] is not None]
-    c = [r["confidence"] for r in recs]
-    y = [bool(r["correct"]) for r in recs]
+    per_format = {f: {**curves(rs), "within_category_auroc": within(rs)}
+                  for f, rs in groups("format").items()}  # fmt: skip
     return {
-        **block(recs),
-        "within_category_auroc": sum(within) / len(within) if within else None,
+        **curves(recs),
+        "within_category_auroc": within(recs),
         "per_category": per_cat,
-        "per_format": {f: block(rs) for f, rs in groups("format").items()},
-        "reliability": reliability(c, y),
-        "risk_coverage": [[round(a, 4), round(b, 4)] for a, b in risk_coverage(c, y)],
+        "per_format": per_format,
     }
