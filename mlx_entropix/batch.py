@@ -84,14 +84,9 @@ class BatchRequest:
     t_start: float = 0.0
     t_prefill: float = 0.0
 
-    @property
-    def n_top(self) -> int:
-        """Candidates packed per step: at least two for the answer confidence's margin."""
-        return max(self.top_logprobs, 2)
-
     def plan(self, r: int, vocab: int) -> tuple[int, int]:
         mode = self.rows[r][0]
-        width = max(candidate_width(self.cfg, policy(mode), vocab), self.n_top, 1)
+        width = max(candidate_width(self.cfg, policy(mode), vocab), self.top_logprobs, 2)
         return width, self.cfg.n_adaptive_samples if mode == "entropix" else 1
 
 
@@ -169,6 +164,8 @@ class BatchDecoder:
         lm, cfg = self.lm, config or self.lm.default_config
         clarify = lm.tokenizer.token_id(cfg.clarifying_token) if cfg.clarifying_token else None
         t0 = time.perf_counter()
+        # Two candidates at least: the answer confidence (confidence.py) uses p1 - p2.
+        n_top, confidence = max(top_logprobs, 2), (shipped_model(lm.info.name), fmt)
         req = BatchRequest(
             ids=list(ids),
             rows=[(m, int(s)) for m, s in rows],
@@ -178,18 +175,9 @@ class BatchDecoder:
             should_stop=should_stop,
             clarify_id=clarify,
             streams=[
-                RowStream(
-                    lm.tokenizer,
-                    m,
-                    stop,
-                    top_logprobs,
-                    max(top_logprobs, 2),
-                    t0,
-                    shipped_model(lm.info.name),
-                    fmt,
-                )
+                RowStream(lm.tokenizer, m, stop, top_logprobs, n_top, t0, *confidence)
                 for m, _ in rows
-            ],  # fmt: skip
+            ],
             remaining=len(ids),
             t_start=t0,
             t_prefill=t0,
@@ -297,7 +285,7 @@ class BatchDecoder:
         for r, (mode, seed) in enumerate(req.rows):
             one = (a[r : r + 1] if a.shape[0] > 1 else a for a in (last, metrics, log_norm))
             parts.append(sample_step(*one, can[r : r + 1], step_key(seed, index), req.cfg,
-                                     policy(mode), *req.plan(r, vocab), req.n_top,
+                                     policy(mode), *req.plan(r, vocab), max(req.top_logprobs, 2),
                                      req.clarify_id, on))  # fmt: skip
         return _Rows(
             token=mx.concatenate([p.token for p in parts]),
