@@ -45,6 +45,13 @@ LOGIT_FEATURES: tuple[str, ...] = (
     "mean_varentropy",
     "log_tokens",
 )
+# Of the whole generation, not the span: how it got to the answer (candidates, see README).
+CONTEXT_FEATURES: tuple[str, ...] = (
+    "prefix_mean_logprob",
+    "whole_mean_logprob",
+    "whole_mean_entropy",
+    "span_start",
+)
 ATTENTION_FEATURES: tuple[str, ...] = (
     "attn_entropy",
     "attn_varentropy",
@@ -181,6 +188,22 @@ def span_features(tokens: Sequence[TokenSignal]) -> dict[str, float | None]:
     return out
 
 
+def features(
+    text: str, signals: Sequence[TokenSignal], span: tuple[int, int] | None
+) -> dict[str, float | None]:
+    """The span's features (``span_features``) and those of the whole generation: mean
+    log-probability of the tokens before the span (0 if none) and of all tokens, mean entropy
+    of all tokens, and where the span starts (fraction of the text)."""
+    out = span_features(span_tokens(signals, span) if span else [])
+    lps = [max(s.logprob, -50.0) for s in signals]
+    before = [max(s.logprob, -50.0) for s in signals if span is not None and s.end <= span[0]]
+    out["prefix_mean_logprob"] = sum(before) / len(before) if before else 0.0
+    out["whole_mean_logprob"] = sum(lps) / len(lps) if lps else None
+    out["whole_mean_entropy"] = _mean([s.metrics[0] for s in signals])
+    out["span_start"] = span[0] / max(len(text), 1) if span else None
+    return out
+
+
 # --------------------------------------------------------------------------- the map
 
 
@@ -282,7 +305,7 @@ def score(
 ) -> Scored:
     """The answer's span, its features and (with a model) its confidence."""
     span = answer_span(text, kind, options)
-    feats = span_features(span_tokens(signals, span)) if span else span_features([])
+    feats = features(text, signals, span)
     conf = model(feats, fmt) if model is not None and span is not None else None
     return Scored(None if conf is None else round(conf, 6), span, feats)
 

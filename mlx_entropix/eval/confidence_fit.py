@@ -175,7 +175,7 @@ def refeaturized(result: dict[str, Any]) -> list[dict[str, Any]]:
     by the current ``confidence.py``: new features without generating again. The items'
     kinds and options come from the result's CSV."""
     from ..answers import parse_options
-    from ..confidence import TokenSignal, answer_span, span_features, span_tokens
+    from ..confidence import TokenSignal, answer_span, features
     from .harness import load_items
 
     recs = result["records"]
@@ -197,7 +197,7 @@ def refeaturized(result: dict[str, Any]) -> list[dict[str, Any]]:
         ]
         options = parse_options(item.prompt) if item.kind == "choice" else None
         span = answer_span(r["text"], item.kind, options)
-        feats = span_features(span_tokens(signals, span) if span else [])
+        feats = features(r["text"], signals, span)
         out.append({**r, "answer_span": span, "features": feats})
     return out
 

@@ -734,6 +734,24 @@ test("phone: the token inspector follows the tokens, before the charts", async (
   }
 });
 
+test("answer confidence: a badge in plain words, the answer span marked, an abstention named", async (page) => {
+  const toks = states([" Paris", ".", " It", " is"], "entropix", ["flowing", "flowing", "adaptive", "exploring"]);
+  const done = fakeDone("entropix", toks, { confidence: 0.31, answer_span: [1, 6], abstained: true });
+  await mockStream(page, "/api/generate", [...toks, done]);
+  await setForm(page, { prompt: "Capital of France?", maxTokens: 4, mode: "entropix" });
+  await run(page);
+  await waitDone(page);
+  const badge = page.locator('[data-testid="output-entropix"] [data-testid="confidence"]');
+  const text = (await badge.textContent()) ?? "";
+  assert(text.includes("likely wrong") && text.includes("31%") && text.includes("Paris"), `badge: ${text}`);
+  assert((await badge.locator('[data-testid="abstained"]').count()) === 1, "the abstention is named");
+  const marked = await page.locator('[data-testid="output-entropix"] .tok.in-answer').allTextContents();
+  assert(marked.length === 1 && marked[0].includes("Paris"), `span highlighted: ${marked}`);
+  assert((await tokenCount(page, "entropix")) === 4, "the text is still shown");
+  await shot(page, "confidence.png", false);
+  await page.unroute("**/api/generate");
+});
+
 // ---------------------------------------------------------------- main
 async function main(): Promise<number> {
   if (!existsSync(join(ROOT, "mlx_entropix", "server", "static", "index.html"))) {
