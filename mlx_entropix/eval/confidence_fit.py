@@ -18,16 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from ..confidence import ATTENTION_FEATURES, ConfidenceModel, LogisticMap
+from ..confidence import ATTENTION_FEATURES, LOGIT_FEATURES, ConfidenceModel, LogisticMap
 from .confidence_stats import auroc, ece, paired_bootstrap, top_half_accuracy
 
-# The shipped choice (made on dev, see README "Answer confidence"): the logits' features.
-SHIPPED_FEATURES: tuple[str, ...] = (
-    "mean_logprob",
-    "min_logprob",
-    "first_margin",
-    "mean_entropy",
-)
+# The shipped choice, made on dev by 5-fold out-of-fold AUROC and ECE (README "Answer
+# confidence"): the span's logit features and the attention features.
+SHIPPED_FEATURES: tuple[str, ...] = (*LOGIT_FEATURES, *ATTENTION_FEATURES)
 L2 = 1.0
 
 
@@ -138,7 +134,7 @@ def scores_report(
 def attention_test(
     dev: Sequence[dict[str, Any]],
     test: Sequence[dict[str, Any]],
-    logit_features: Sequence[str] = SHIPPED_FEATURES,
+    logit_features: Sequence[str] = LOGIT_FEATURES,
     n_boot: int = 2000,
 ) -> dict[str, Any]:
     """AUROC with the logits' features vs with the attention features added (paired bootstrap
@@ -246,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import sys
     from pathlib import Path
 
-    from ..confidence import CONFIDENCE_DIR, LOGIT_FEATURES
+    from ..confidence import CONFIDENCE_DIR, CONTEXT_FEATURES
 
     p = argparse.ArgumentParser(
         prog="python -m mlx_entropix.eval.calibrate confidence",
@@ -291,8 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "mean_logprob": ["mean_logprob"],
                 "first_margin": ["first_margin"],
                 "shipped": features,
-                "all logits": LOGIT_FEATURES,
-                "all logits + attention": (*LOGIT_FEATURES, *ATTENTION_FEATURES),
+                "logits": LOGIT_FEATURES,
+                "logits + whole generation": (*LOGIT_FEATURES, *CONTEXT_FEATURES),
+                "logits + attention": (*LOGIT_FEATURES, *ATTENTION_FEATURES),
             },
         ),  # fmt: skip
         "dev (5-fold out-of-fold)": scores_report(
@@ -301,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if test:
         report["test (fitted on dev)"] = scores_report(predict(model, test), test)
-    report["attention"] = attention_test(dev, test, features, args.boot)
+    report["attention"] = attention_test(dev, test, LOGIT_FEATURES, args.boot)
     print(json.dumps(report, indent=1))
     print(f"wrote {out}")
     if args.report:
