@@ -18,12 +18,20 @@ from typing import Any
 
 import numpy as np
 
-from ..confidence import ATTENTION_FEATURES, LOGIT_FEATURES, ConfidenceModel, LogisticMap
+from ..confidence import (
+    ATTENTION_FEATURES,
+    CONTEXT_FEATURES,
+    LOGIT_FEATURES,
+    ConfidenceModel,
+    LogisticMap,
+)
 from .confidence_stats import auroc, ece, paired_bootstrap, top_half_accuracy
 
+# Everything read from the logits: the span's features and the whole generation's.
+LOGITS_ONLY: tuple[str, ...] = (*LOGIT_FEATURES, *CONTEXT_FEATURES)
 # The shipped choice, made on dev by 5-fold out-of-fold AUROC and ECE (README "Answer
-# confidence"): the span's logit features and the attention features.
-SHIPPED_FEATURES: tuple[str, ...] = (*LOGIT_FEATURES, *ATTENTION_FEATURES)
+# confidence"): the logits' features and the attention features.
+SHIPPED_FEATURES: tuple[str, ...] = (*LOGITS_ONLY, *ATTENTION_FEATURES)
 L2 = 1.0
 
 
@@ -134,7 +142,7 @@ def scores_report(
 def attention_test(
     dev: Sequence[dict[str, Any]],
     test: Sequence[dict[str, Any]],
-    logit_features: Sequence[str] = LOGIT_FEATURES,
+    logit_features: Sequence[str] = LOGITS_ONLY,
     n_boot: int = 2000,
 ) -> dict[str, Any]:
     """AUROC with the logits' features vs with the attention features added (paired bootstrap
@@ -242,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import sys
     from pathlib import Path
 
-    from ..confidence import CONFIDENCE_DIR, CONTEXT_FEATURES
+    from ..confidence import CONFIDENCE_DIR
 
     p = argparse.ArgumentParser(
         prog="python -m mlx_entropix.eval.calibrate confidence",
@@ -287,9 +295,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "mean_logprob": ["mean_logprob"],
                 "first_margin": ["first_margin"],
                 "shipped": features,
-                "logits": LOGIT_FEATURES,
-                "logits + whole generation": (*LOGIT_FEATURES, *CONTEXT_FEATURES),
-                "logits + attention": (*LOGIT_FEATURES, *ATTENTION_FEATURES),
+                "span logits": LOGIT_FEATURES,
+                "span + whole-generation logits": LOGITS_ONLY,
+                "span logits + attention": (*LOGIT_FEATURES, *ATTENTION_FEATURES),
             },
         ),  # fmt: skip
         "dev (5-fold out-of-fold)": scores_report(
@@ -298,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if test:
         report["test (fitted on dev)"] = scores_report(predict(model, test), test)
-    report["attention"] = attention_test(dev, test, LOGIT_FEATURES, args.boot)
+    report["attention"] = attention_test(dev, test, LOGITS_ONLY, args.boot)
     print(json.dumps(report, indent=1))
     print(f"wrote {out}")
     if args.report:
