@@ -1,11 +1,11 @@
 """Fitting the answer-confidence map on a development split, and the attention question.
 
-    uv run benchmarks/eval.py data/eval/dev.csv --modes greedy --out dev       # features
-    uv run python -m mlx_entropix.eval.calibrate --confidence dev.json --test core.json
+    uv run benchmarks/eval.py data/eval/dev.csv --modes greedy --signals --out dev
+    uv run python -m mlx_entropix.eval.calibrate confidence dev.json --test core.json
 
 Every record of an evaluation carries the answer span's ``features`` (``confidence.py``);
 the map is an L2-regularized logistic regression on standardized features (Newton's method,
-numpy only), one per prompt format (chat, raw). The same fit with the logits' features only
+numpy only), one per prompt format (chat, raw), each with its own features. The same fit with the logits' features only
 and with the four attention features added answers "does attention add anything?": AUROC of
 each, the paired bootstrap interval of the difference, out-of-fold on dev (k-fold, so dev is
 not scored by a map fitted on the same answers) and on test (the map fitted on all of dev).
@@ -29,10 +29,17 @@ from .confidence_stats import auroc, ece, paired_bootstrap, top_half_accuracy
 
 # Everything read from the logits: the span's features and the whole generation's.
 LOGITS_ONLY: tuple[str, ...] = (*LOGIT_FEATURES, *CONTEXT_FEATURES)
-# The shipped choice, made on dev by 5-fold out-of-fold AUROC and ECE (README "Answer
-# confidence"): the logits' features and the attention features.
-SHIPPED_FEATURES: tuple[str, ...] = (*LOGITS_ONLY, *ATTENTION_FEATURES)
 L2 = 1.0
+# The shipped choice (README "Answer confidence"), made on dev: for few-shot raw items, where
+# the held-out items are of the same kinds, by 5-fold out-of-fold AUROC: the logits' and the
+# attention's features; for chat, where new kinds of question come, by leave-one-category-out
+# AUROC and ECE: three log-probability features, strongly regularized (the others identify
+# the kind of question more than the answer's correctness and do not transfer).
+SHIPPED_FEATURES: dict[str, tuple[str, ...]] = {
+    "chat": ("mean_logprob", "min_logprob", "whole_mean_logprob"),
+    "raw": (*LOGITS_ONLY, *ATTENTION_FEATURES),
+}
+SHIPPED_L2: dict[str, float] = {"chat": 10.0, "raw": 1.0}
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = L2) -> tuple[np.ndarray, float]:
@@ -79,16 +86,36 @@ def fit_map(
     )
 
 
+PerFormat = Sequence[str] | dict[str, Sequence[str]]
+
+
+def _of(value: Any, fmt: str) -> Any:
+    """A per-format setting: the format's entry of a dict, else the value itself."""
+    return value[fmt] if isinstance(value, dict) else value
+
+
 def fit_model(
-    records: Sequence[dict[str, Any]], features: Sequence[str], l2: float = L2, meta: Any = None
+    records: Sequence[dict[str, Any]],
+    features: PerFormat,
+    l2: float | dict[str, float] = L2,
+    meta: Any = None,
 ) -> ConfidenceModel:
-    """One map per prompt format present in ``records``."""
+    """One map per prompt format present in ``records`` (features and l2 may differ per
+    format: a dict by format)."""
     formats = sorted({r.get("format", "chat") for r in records})
     maps = {
-        f: fit_map([r for r in records if r.get("format", "chat") == f], features, l2)
+        f: fit_map(
+            [r for r in records if r.get("format", "chat") == f], _of(features, f), _of(l2, f)
+        )
         for f in formats
     }
     return ConfidenceModel(maps, dict(meta or {}))
+
+
+def all_features(features: PerFormat) -> list[str]:
+    if isinstance(features, dict):
+        return sorted({f for fs in features.values() for f in fs})
+    return list(features)
 
 
 def predict(model: ConfidenceModel, records: Sequence[dict[str, Any]]) -> list[float | None]:
@@ -96,7 +123,10 @@ def predict(model: ConfidenceModel, records: Sequence[dict[str, Any]]) -> list[f
 
 
 def out_of_fold(
-    records: Sequence[dict[str, Any]], features: Sequence[str], folds: int = 5, l2: float = L2
+    records: Sequence[dict[str, Any]],
+    features: PerFormat,
+    folds: int = 5,
+    l2: float | dict[str, float] = L2,
 ) -> list[float | None]:
     """Each record scored by a map fitted on the other folds (folds by item, interleaved)."""
     out: list[float | None] = [None] * len(records)
@@ -206,22 +236,6 @@ def refeaturized(result: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _load_records(paths: Sequence[str], mode: str) -> list[dict[str, Any]]:
-    import json
-    from pathlib import Path
-
-    out = []
-    for p in paths:
-        try:
-            recs = refeaturized(json.loads(Path(p).read_text()))
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"{p} is not an evaluation result: {err}") from err
-        out += [r for r in recs if r["mode"] == mode and "features" in r]
-    if not out:
-        raise ValueError(f"no {mode} records with features in {', '.join(paths)}")
-    return out
-
-
 def rescored(result: dict[str, Any], model: ConfidenceModel) -> dict[str, Any]:
     """An evaluation result with every record's confidence from ``model`` and the summary
     recomputed (the accuracy figures are unchanged)."""
@@ -236,84 +250,26 @@ def rescored(result: dict[str, Any], model: ConfidenceModel) -> dict[str, Any]:
     return {**result, "run": run, "summary": summarize(records, run["modes"]), "records": records}
 
 
-def compare_sets(dev: Sequence[dict[str, Any]], sets: dict[str, Sequence[str]]) -> dict[str, Any]:
-    """Out-of-fold dev figures of several feature sets, on the answers all of them can score."""
-    every = sorted({f for fs in sets.values() for f in fs})
-    recs = usable(dev, every)
-    return {name: scores_report(out_of_fold(recs, fs), recs) for name, fs in sets.items()}
+def leave_category_out(
+    records: Sequence[dict[str, Any]], features: PerFormat, l2: float | dict[str, float] = L2
+) -> list[float | None]:
+    """Each record scored by a map fitted on the other categories: how the confidence does on
+    a kind of question it was not fitted on."""
+    out: list[float | None] = [None] * len(records)
+    for cat in sorted({r.get("category", "") for r in records}):
+        model = fit_model([r for r in records if r.get("category", "") != cat], features, l2)
+        for i, r in enumerate(records):
+            if r.get("category", "") == cat:
+                out[i] = model(r["features"], r.get("format", "chat"))
+    return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``calibrate confidence DEV.json [...] [--test TEST.json]``: fit, write, report."""
-    import argparse
-    import json
-    import sys
-    from pathlib import Path
+Sets = dict[str, tuple[PerFormat, float | dict[str, float]]]
 
-    from ..confidence import CONFIDENCE_DIR
 
-    p = argparse.ArgumentParser(
-        prog="python -m mlx_entropix.eval.calibrate confidence",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("dev", nargs="+", help="benchmarks/eval.py result JSON(s) of the dev split")
-    p.add_argument("--test", nargs="*", default=[], help="result JSON(s) to report on (test)")
-    p.add_argument("--mode", default="greedy", help="whose answers (default greedy)")
-    p.add_argument("--features", default=",".join(SHIPPED_FEATURES), help="comma-separated")
-    p.add_argument("--l2", type=float, default=L2, help=f"ridge strength (default {L2})")
-    p.add_argument("--out", help="map JSON to write (default: configs/confidence/<model>.json)")
-    p.add_argument("--report", help="also write the fit report JSON here")
-    p.add_argument("--boot", type=int, default=2000, help="bootstrap resamples (attention test)")
-    p.add_argument(
-        "--rescore",
-        action="store_true",
-        help="write each --test JSON again as <stem>.confidence.json with the new map's "
-        "confidence (redraw its report: benchmarks/eval.py <stem>.confidence.json)",
-    )
-    args = p.parse_args(argv)
-    features = [f.strip() for f in args.features.split(",") if f.strip()]
-    try:
-        dev = _load_records(args.dev, args.mode)
-        test = _load_records(args.test, args.mode) if args.test else []
-        name = json.loads(Path(args.dev[0]).read_text())["run"].get("model", "model")
-        n = len(usable(dev, features))
-        meta = {"model": name, "features": features, "fitted_on": list(args.dev),
-                "answers": n, "l2": args.l2, "mode": args.mode}  # fmt: skip
-        model = fit_model(usable(dev, features), features, args.l2, meta)
-    except (ValueError, KeyError) as err:
-        print(f"calibrate confidence: error: {err}", file=sys.stderr)
-        return 2
-    out = Path(args.out) if args.out else CONFIDENCE_DIR / f"{name.split()[0].lower()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(model.to_json())
-    report: dict[str, Any] = {
-        "features": features,
-        "feature sets, dev out-of-fold": compare_sets(
-            dev,
-            {
-                "mean_logprob": ["mean_logprob"],
-                "first_margin": ["first_margin"],
-                "shipped": features,
-                "span logits": LOGIT_FEATURES,
-                "span + whole-generation logits": LOGITS_ONLY,
-                "span logits + attention": (*LOGIT_FEATURES, *ATTENTION_FEATURES),
-            },
-        ),  # fmt: skip
-        "dev (5-fold out-of-fold)": scores_report(
-            out_of_fold(usable(dev, features), features), usable(dev, features)
-        ),
-    }
-    if test:
-        report["test (fitted on dev)"] = scores_report(predict(model, test), test)
-    report["attention"] = attention_test(dev, test, LOGITS_ONLY, args.boot)
-    print(json.dumps(report, indent=1))
-    print(f"wrote {out}")
-    if args.report:
-        Path(args.report).write_text(json.dumps(report, indent=1) + "\n")
-    for path in args.test if args.rescore else ():
-        target = Path(path).with_suffix(".confidence.json")
-        target.write_text(json.dumps(rescored(json.loads(Path(path).read_text()), model),
-                                     indent=1, ensure_ascii=False) + "\n")  # fmt: skip
-        print(f"wrote {target}")
-    return 0
+def compare_sets(dev: Sequence[dict[str, Any]], sets: Sets, loco: bool = False) -> dict[str, Any]:
+    """Out-of-fold (or leave-one-category-out) dev figures of several (features, l2), on the
+    answers all of them can score."""
+    recs = usable(dev, sorted({f for fs, _ in sets.values() for f in all_features(fs)}))
+    score = leave_category_out if loco else out_of_fold
+    return {name: scores_report(score(recs, fs, l2=l2), recs) for name, (fs, l2) in sets.items()}
