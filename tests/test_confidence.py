@@ -256,3 +256,20 @@ def test_rescored_result_reports_and_plots(tmp_path):
     assert "| greedy | all | 60 |" in table and "| greedy | chat | 30 |" in table
     assert confidence_plot(out, tmp_path / "c.png") and (tmp_path / "c.png").stat().st_size > 0
     assert not confidence_plot({"summary": {"greedy": {}}, "run": {}}, tmp_path / "none.png")
+
+
+def test_cli_summary_line_reads_the_confidence():
+    from mlx_entropix.cli.terminal import Style, summary
+    from mlx_entropix.events import DoneEvent
+
+    base = {"mode": "greedy", "text": " Paris. It is", "finish_reason": "length",
+            "prompt_tokens": 3, "generated_tokens": 4, "ttft_s": 0.1, "total_s": 0.2,
+            "prefill_tok_s": 10.0, "decode_tok_s": 5.0, "state_counts": {},
+            "action_counts": {}}  # fmt: skip
+    done = DoneEvent(**base, confidence=0.83, answer_span=[1, 6])
+    text = summary(done, Style())
+    assert "answer:  'Paris' · confidence 0.83 (likely right)" in text
+    assert "ABSTAINED" not in text
+    low = summary(done.model_copy(update={"confidence": 0.2, "abstained": True}), Style())
+    assert "(likely wrong) · ABSTAINED" in low
+    assert "confidence" not in summary(DoneEvent(**base), Style())
