@@ -5,10 +5,11 @@
 
 Every record of an evaluation carries the answer span's ``features`` (``confidence.py``);
 the map is an L2-regularized logistic regression on standardized features (Newton's method,
-numpy only), one per prompt format (chat, raw), each with its own features. The same fit with the logits' features only
-and with the four attention features added answers "does attention add anything?": AUROC of
-each, the paired bootstrap interval of the difference, out-of-fold on dev (k-fold, so dev is
-not scored by a map fitted on the same answers) and on test (the map fitted on all of dev).
+numpy only), one per prompt format (chat, raw), each with its own features. The same fit
+with the logits' features only and with the four attention features added answers "does
+attention add anything?": AUROC of each, the paired bootstrap interval of the difference,
+out-of-fold on dev (k-fold, so dev is not scored by a map fitted on the same answers) and on
+test (the map fitted on all of dev).
 """
 
 from __future__ import annotations
@@ -30,16 +31,16 @@ from .confidence_stats import auroc, ece, paired_bootstrap, top_half_accuracy
 # Everything read from the logits: the span's features and the whole generation's.
 LOGITS_ONLY: tuple[str, ...] = (*LOGIT_FEATURES, *CONTEXT_FEATURES)
 L2 = 1.0
-# The shipped choice (README "Answer confidence"), made on dev: for few-shot raw items, where
-# the held-out items are of the same kinds, by 5-fold out-of-fold AUROC: the logits' and the
-# attention's features; for chat, where new kinds of question come, by leave-one-category-out
-# AUROC and ECE: three log-probability features, strongly regularized (the others identify
-# the kind of question more than the answer's correctness and do not transfer).
+# The shipped choice (README "Answer confidence"), made on dev by 5-fold out-of-fold and
+# leave-one-category-out AUROC and ECE (the second: a kind of question not fitted on): for
+# few-shot raw items the span's logit and attention features; for chat three log-probability
+# features; both strongly regularized (more features identify the kind of question rather
+# than the answer's correctness, and do not transfer to a new kind).
 SHIPPED_FEATURES: dict[str, tuple[str, ...]] = {
     "chat": ("mean_logprob", "min_logprob", "whole_mean_logprob"),
-    "raw": (*LOGITS_ONLY, *ATTENTION_FEATURES),
+    "raw": (*LOGIT_FEATURES, *ATTENTION_FEATURES),
 }
-SHIPPED_L2: dict[str, float] = {"chat": 10.0, "raw": 1.0}
+SHIPPED_L2: dict[str, float] = {"chat": 10.0, "raw": 10.0}
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = L2) -> tuple[np.ndarray, float]:
