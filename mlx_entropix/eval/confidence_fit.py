@@ -243,7 +243,8 @@ def rescored(result: dict[str, Any], model: ConfidenceModel) -> dict[str, Any]:
     from .stats import summarize
 
     records = [
-        dict(r, confidence=model(r["features"], r.get("format", "chat"))) for r in result["records"]
+        dict(r, confidence=model(r["features"], r.get("format", "chat")))
+        for r in refeaturized(result)  # the features the fit saw (of the signals, if kept)
     ]
     for r in records:
         r["confidence"] = None if r["confidence"] is None else round(r["confidence"], 6)
