@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import mlx.core as mx
 
+from .confidence import shipped_model
 from .config import Mode, SamplerConfig
 from .errors import InvalidRequestError
 from .events import DoneEvent, ErrorEvent, TokenEvent
@@ -145,6 +146,7 @@ class BatchDecoder:
         stop: Sequence[str] = (),
         top_logprobs: int = 5,
         should_stop: Callable[[], bool] = lambda: False,
+        fmt: str = "chat",
     ) -> BatchRequest:
         """Queue a prompt (token ids, already checked: ``generate.prepare_prompt``) and its
         rows; row r gives the events ``generate`` gives with ``rows[r]``'s mode and seed."""
@@ -158,6 +160,8 @@ class BatchDecoder:
         clarify = clarify_token(lm, cfg)
         vocab = lm.info.vocab_size
         t0 = time.perf_counter()
+        # Two candidates at least: the answer confidence (confidence.py) uses p1 - p2.
+        n_top, confidence = max(top_logprobs, 2), (shipped_model(lm.info.name), fmt)
         req = BatchRequest(
             ids=list(ids),
             rows=[(m, int(s)) for m, s in rows],
@@ -167,12 +171,13 @@ class BatchDecoder:
             should_stop=should_stop,
             clarify_id=clarify,
             streams=[
-                RowStream(lm.tokenizer, m, stop, top_logprobs, top_logprobs, t0) for m, _ in rows
-            ],  # fmt: skip
+                RowStream(lm.tokenizer, m, stop, top_logprobs, n_top, t0, *confidence)
+                for m, _ in rows
+            ],
             remaining=len(ids),
             t_start=t0,
             t_prefill=t0,
-            plans=[row_plan(cfg, m, int(s), vocab, top_logprobs, clarify) for m, s in rows],
+            plans=[row_plan(cfg, m, int(s), vocab, n_top, clarify) for m, s in rows],
         )
         if len(ids) <= SHORT_PROMPT:  # no whole block before its last token: nothing to reuse
             req.waiting = self.prefix_cache is None or not self.prefix_cache.lookup(ids, [])

@@ -213,6 +213,17 @@ class DoneEvent(BaseModel):
     cached_tokens: int = Field(
         0, description="Prompt tokens whose keys and values came from the server's prefix cache."
     )
+    confidence: float | None = Field(
+        None,
+        description="Calibrated probability that the answer is right (confidence.py); null "
+        "where no map is shipped for the model.",
+    )
+    answer_span: list[int] | None = Field(
+        None, description="Characters [start, end) of text the confidence was computed on."
+    )
+    abstained: bool = Field(
+        False, description="The confidence is below the request's min_confidence (text kept)."
+    )
 
 
 class ErrorEvent(BaseModel):

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import mlx.core as mx
 
 from .answers import parse_options
+from .confidence import shipped_model
 from .config import Mode, SamplerConfig
 from .errors import InvalidRequestError, PromptTooLongError
 from .events import DoneEvent, ForkEvent, TokenEvent
@@ -210,11 +211,13 @@ def generate_rows(
     top_logprobs: int = 5,
     should_stop: Callable[[], bool] | None = None,
     idle: bool = False,
+    fmt: str | None = None,
 ) -> Iterator[tuple[int, Event] | None]:
     """``generate_batch``'s events as ``(r, event)``: r is the row the event belongs to, which
     tells apart rows of the same mode (several choices of one request, each its own seed).
     ``idle``: the prompt is prefilled a layer at a time with a ``None`` item after each, so a
-    scheduler can run other work between them (the tokens are the same).
+    scheduler can run other work between them (the tokens are the same). ``fmt``: the
+    prompt's format for the answer confidence, "chat" or "raw" (default: raw for token ids).
     Raises ``InvalidRequestError`` / ``PromptTooLongError`` before the first event."""
     if not modes:
         raise InvalidRequestError("no mode to run")
@@ -231,7 +234,11 @@ def generate_rows(
     clarify_id = clarify_token(lm, cfg)
     budget = min(max_tokens, lm.info.context_length - len(ids))
     rows = [_Row(m, s) for m, s in zip(modes, seeds, strict=True)]
-    return _run(lm, ids, rows, cfg, budget, stop, top_logprobs, should_stop, clarify_id, idle)
+    if fmt is None:
+        fmt = "raw" if all(isinstance(t, int) for t in prompt) and prompt else "chat"
+    return _run(
+        lm, ids, rows, cfg, budget, stop, top_logprobs, should_stop, clarify_id, idle, fmt
+    )  # fmt: skip
 
 
 def policy(mode: Mode) -> Mode:
@@ -271,16 +278,21 @@ def _run(
     should_stop: Callable[[], bool] | None,
     clarify_id: int | None,
     idle: bool = False,
+    fmt: str = "chat",
 ) -> Iterator[tuple[int, Event] | None]:
     fork = rows[0].mode == "fork"
-    n_top = max(top_logprobs, cfg.fork_branches, 2) if fork else top_logprobs
+    # At least two candidates: the answer confidence uses the first token's margin p1 - p2.
+    n_top = max(top_logprobs, cfg.fork_branches, 2) if fork else max(top_logprobs, 2)
     # The choice reader names an option by its text too: the options are the prompt's.
     choice = fork and cfg.fork_answer_kind == "choice"
     options = parse_options(lm.tokenizer.decode(ids)) if choice else None
     vocab = lm.info.vocab_size
     t_start = time.perf_counter()
     t_prefill = t_start
-    streams = [RowStream(lm.tokenizer, r.mode, stop, top_logprobs, n_top, t_start) for r in rows]
+    conf = shipped_model(lm.info.name)
+    streams = [
+        RowStream(lm.tokenizer, r.mode, stop, top_logprobs, n_top, t_start, conf, fmt) for r in rows
+    ]
     plans = [row_plan(cfg, r.mode, r.seed, vocab, n_top, clarify_id) for r in rows]
 
     def step(forward: tuple[mx.array, ...], can: mx.array, index: int) -> Step:

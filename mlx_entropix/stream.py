@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from .confidence import ConfidenceModel, TokenSignal, score
 from .config import Mode
 from .events import (
     ACTIONS,
@@ -81,9 +82,20 @@ class RowStream:
     """
 
     def __init__(
-        self, tok: Any, mode: Mode, stop: Sequence[str], top_logprobs: int, n_top: int, t0: float
+        self,
+        tok: Any,
+        mode: Mode,
+        stop: Sequence[str],
+        top_logprobs: int,
+        n_top: int,
+        t0: float,
+        confidence: ConfidenceModel | None = None,
+        fmt: str = "chat",
     ):
         self.tok, self.mode, self.top_logprobs, self.n_top = tok, mode, top_logprobs, n_top
+        # The answer confidence (``confidence.py``): the map and the prompt's format.
+        self.confidence, self.fmt = confidence, fmt
+        self.signals: list[TokenSignal] = []
         self.detok = tok.detokenizer()
         self.stops = StopMatcher(stop)
         self.eos = tok.eos_token_ids
@@ -117,6 +129,15 @@ class RowStream:
         self.actions[ACTIONS[action]] += 1
         top_ids, top_lps = top_of(values, self.n_top)
         k = self.top_logprobs
+        metrics = Metrics.from_values(values[METRICS])
+        self.signals.append(
+            TokenSignal(
+                end=len(self.text),
+                logprob=values[LOGPROB],
+                top2=(top_lps[0], top_lps[1]) if len(top_lps) >= 2 else None,
+                metrics=tuple(metrics.model_dump().values()),
+            )
+        )
         event = TokenEvent(
             mode=self.mode,
             index=self.n,
@@ -124,7 +145,7 @@ class RowStream:
             text=piece,
             state=STATES[state],
             action=ACTIONS[action],
-            metrics=Metrics.from_values(values[METRICS]),
+            metrics=metrics,
             params=params_of(values[PARAMS]),
             logprob=values[LOGPROB],
             top=[
@@ -175,6 +196,7 @@ class RowStream:
         t_end = time.perf_counter()
         n = self.n
         t_first = self.t_first if t_decode is None else t_decode
+        scored = score(self.text, self.signals, self.confidence, self.fmt)
         return DoneEvent(
             mode=self.mode,
             text=self.text,
@@ -188,5 +210,7 @@ class RowStream:
             state_counts={s: self.states.get(s, 0) for s in STATES},
             action_counts=dict(self.actions),
             seed=seed,
+            confidence=scored.confidence,
+            answer_span=scored.span,
             **extra,
         )

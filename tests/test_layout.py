@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "mlx_entropix"
 CORE = {"model", "metrics", "sampler", "config", "events", "generate", "errors", "fork", "stream",
         "step", "families", "mlx_lm_sampler", "compiled", "batch", "shared_cache",
-        "answers", "prefix_cache"}  # fmt: skip
+        "answers", "prefix_cache", "confidence"}  # fmt: skip
 # Which rooms each room may import (the core: nothing but itself; see docs/ARCHITECTURE.md).
 ALLOWED = {
     "core": {"core"},

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
+from ..confidence import probability, with_abstention
 from ..config import Mode, SamplerConfig
 from ..errors import EntropixError, InvalidRequestError
 from ..io.prompts import BUILTIN_PROMPTS_PATH, PromptItem, load_prompts
@@ -100,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--top-logprobs", type=int, default=5, metavar="N", help="alternatives per token (JSON)"
     )
     out.add_argument("--plot", metavar="PATH", help="PNG of entropy/varentropy per token")
+    out.add_argument("--min-confidence", type=probability, metavar="P",
+                     help="mark an answer with a confidence below P an abstention")  # fmt: skip
     out.add_argument("--info", action="store_true", help="device, BLAS, dtype and model info")
     out.add_argument(
         "--color", choices=("auto", "always", "never"), default="auto", help="default: auto"
@@ -148,16 +151,8 @@ def read_config(args: argparse.Namespace, default: Callable[[], SamplerConfig]) 
             ) from err
     else:
         cfg = default()
-    overrides = {
-        k: v
-        for k, v in (
-            ("temperature", args.temperature),
-            ("top_p", args.top_p),
-            ("top_k", args.top_k),
-            ("min_p", args.min_p),
-        )
-        if v is not None
-    }
+    names = ("temperature", "top_p", "top_k", "min_p")
+    overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     try:
         return cfg.merged(overrides)
     except ValidationError as err:
@@ -295,6 +290,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             top_logprobs=args.top_logprobs if args.json else 0,
             should_stop=lambda: interrupt.requested,
         ):
+            ev = with_abstention(ev, args.min_confidence)
             if ev.mode != modes[0]:  # compare: each row's events stay together, in order
                 later.append(ev)
             elif args.json:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TextIO
 
+from ..confidence import reading
 from ..events import ACTIONS, STATE_INFO, STATES, DoneEvent, ForkEvent, TokenEvent
 
 ColourChoice = Literal["auto", "always", "never"]
@@ -144,7 +145,21 @@ def summary(done: DoneEvent, style: Style) -> str:
             f"\n  forks:   {done.forks} · {done.tokens_computed} tokens computed for "
             f"{done.generated_tokens} emitted"
         )
-    return f"{head}\n  states:  {states}\n  actions: {actions}{forks}"
+    return f"{head}\n  states:  {states}\n  actions: {actions}{forks}{confidence_line(done)}"
+
+
+def confidence_line(done: DoneEvent) -> str:
+    """The answer's confidence, its plain reading and the span it was computed on."""
+    if done.confidence is None:
+        return ""
+    start, end = done.answer_span or (0, 0)
+    answer = done.text[start:end].strip()
+    answer = answer if len(answer) <= 40 else answer[:37] + "..."
+    abstained = " · ABSTAINED (below --min-confidence; the text is kept)" if done.abstained else ""
+    return (
+        f"\n  answer:  {answer!r} · confidence {done.confidence:.2f} "
+        f"({reading(done.confidence)}){abstained}"
+    )
 
 
 def fork_line(event: ForkEvent, style: Style, width: int = 24) -> str:

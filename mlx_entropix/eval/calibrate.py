@@ -26,6 +26,7 @@ reference's gains were set by hand for Llama-3.2-1B; on a 135M model whose H + V
 
     uv run python -m mlx_entropix.eval.calibrate                 # embedded model, built-in prompts
     uv run python -m mlx_entropix.eval.calibrate --model DIR --out my.json --band 0.1,0.3
+    uv run python -m mlx_entropix.eval.calibrate confidence dev.json   # see confidence_cli.py
 """
 
 from __future__ import annotations
@@ -156,6 +157,11 @@ def _table(shares: dict[str, dict[str, float]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["confidence"]:  # the answer-confidence map: eval/confidence_fit.py
+        from .confidence_cli import main as confidence_main
+
+        return confidence_main(given[1:])
     parser = argparse.ArgumentParser(
         prog="python -m mlx_entropix.eval.calibrate",
         description=__doc__,

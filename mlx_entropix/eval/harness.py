@@ -62,6 +62,10 @@ class Generation:
     tokens_computed: int = 0  # fork branches included; 0: as generated
     # Fork branches / self-consistency rows: text, answer (and score), scored by the harness
     branches: list[dict[str, Any]] = field(default_factory=list)
+    confidence: float | None = None  # on the grader's answer span (confidence.py)
+    answer_span: tuple[int, int] | None = None
+    features: dict[str, float | None] = field(default_factory=dict)  # refit: calibrate
+    signals: dict[str, list] | None = None  # per token (--signals): new features offline
 
 
 GenerateFn = Callable[[Item, Mode, int], Generation]
@@ -171,6 +175,12 @@ def run_eval(
                         "seconds": gen.seconds,
                         "finish_reason": gen.finish_reason,
                         "state_counts": dict(gen.state_counts),
+                        "confidence": gen.confidence,
+                        "answer_span": gen.answer_span,
+                        "features": {
+                            k: None if v is None else round(v, 6) for k, v in gen.features.items()
+                        },
+                        "format": item.format,
                     }
                 )
                 if gen.branches:
@@ -178,6 +188,8 @@ def run_eval(
                         {**b, "correct": match(b["text"], item.answer, item.kind, options)}
                         for b in gen.branches
                     ]
+                if gen.signals is not None:
+                    records[-1]["signals"] = gen.signals
                 running[mode].append(float(ok))
                 if bar is not None:
                     bar.update(1)
@@ -220,12 +232,16 @@ def engine_generate_fn(
     stop: Sequence[str] = (),
     chat_max_tokens: int | None = None,
     sc_k: int = 5,
+    keep_signals: bool = False,
 ) -> GenerateFn:
     """A ``GenerateFn`` over ``mlx_entropix.generate``. Raw items stop at "\\n" unless ``stop``.
     ``chat_max_tokens``: the budget of chat items (default ``max_tokens``); ``sc_k``: the rows of
-    a self-consistent answer (mode "sc")."""
+    a self-consistent answer (mode "sc"); ``keep_signals``: every token's signals in the record."""
+    from ..confidence import TokenSignal, score, shipped_model
     from ..generate import generate
     from .consistency import sample_rows, vote
+
+    conf_model = shipped_model(lm.info.name)
 
     def fn(item: Item, mode: Mode, seed: int) -> Generation:
         prompt = build_prompt(lm.tokenizer, item, system, fewshot)
@@ -250,6 +266,8 @@ def engine_generate_fn(
         if mode == "fork":  # fork mode reads its branches' answers as the grader will
             cfg = cfg.merged({"fork_answer_kind": item.kind})
         done, fork = None, None
+        signals: list[TokenSignal] = []
+        end = 0
         for event in generate(
             lm,
             prompt,
@@ -258,9 +276,16 @@ def engine_generate_fn(
             max_tokens=budget,
             seed=seed,
             stop=stops,
-            top_logprobs=0,
+            top_logprobs=2,  # the answer confidence's margin p1 - p2
         ):
-            if event.type == "done":
+            if event.type == "token":
+                end += len(event.text)
+                top2 = tuple(t.logprob for t in event.top[:2])
+                signals.append(
+                    TokenSignal(end, event.logprob, top2 if len(top2) == 2 else None,  # type: ignore[arg-type]
+                                tuple(event.metrics.model_dump().values()))
+                )  # fmt: skip
+            elif event.type == "done":
                 done = event
             elif event.type == "fork" and fork is None:
                 fork = event
@@ -270,6 +295,7 @@ def engine_generate_fn(
              "finish": b.finish, "kept": b.kept, "span": list(b.span), "margins": b.margins}
             for b in fork.branches
         ]  # fmt: skip
+        scored = score(done.text, signals, conf_model, item.format, item.kind, options)
         return Generation(
             text=done.text,
             tokens=done.generated_tokens,
@@ -278,9 +304,27 @@ def engine_generate_fn(
             state_counts=dict(done.state_counts),
             tokens_computed=done.tokens_computed,
             branches=branches,
+            confidence=scored.confidence,
+            answer_span=scored.span,
+            features=scored.features,
+            signals=_compact(signals) if keep_signals else None,
         )
 
     return fn
+
+
+def _compact(signals: Sequence[Any]) -> dict[str, list]:
+    """Token signals as short lists (4 decimals) for the result JSON."""
+
+    def r(x: float | None) -> float | None:
+        return None if x is None else round(x, 4)
+
+    return {
+        "end": [s.end for s in signals],
+        "logprob": [r(s.logprob) for s in signals],
+        "top2": [None if s.top2 is None else [r(v) for v in s.top2] for s in signals],
+        "metrics": [[r(v) for v in s.metrics] for s in signals],
+    }
 
 
 def evaluate(

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..config import Mode
 from ..errors import EntropixError, InvalidRequestError
+from .confidence_report import confidence_markdown, confidence_plot
 from .harness import KNOWN_MODES, MODES, Format, engine_generate_fn, evaluate, load_items
 from .report import plot, to_markdown
 
@@ -56,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output prefix (default: benchmarks/results/eval_<csv stem>)")
     p.add_argument("--png", help="PNG path (default: <out>.png)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--signals",
+        action="store_true",
+        help="keep every token's log-prob, top-2 and metrics in the records (new confidence "
+        "features without generating again)",
+    )
     return p
 
 
@@ -120,6 +127,7 @@ def _main(args: argparse.Namespace) -> int:
         stop=args.stop,
         chat_max_tokens=args.chat_max_tokens,
         sc_k=args.sc_k,
+        keep_signals=args.signals,
     )
     meta = {
         "csv": str(args.csv),
@@ -158,12 +166,16 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def _write_reports(result: dict[str, Any], out: Path, png: str | None) -> None:
-    table = to_markdown(result)
+    table = to_markdown(result) + confidence_markdown(result)
     Path(f"{out}.md").write_text(table)
     png_path = Path(png) if png else Path(f"{out}.png")
     plot(result, png_path)
+    conf_png = png_path.with_name(f"{png_path.stem}_confidence.png")
+    wrote = [f"{out}.json", f"{out}.md", str(png_path)]
+    if confidence_plot(result, conf_png):
+        wrote.append(str(conf_png))
     print(table)
-    print(f"wrote {out}.json, {out}.md, {png_path}")
+    print(f"wrote {', '.join(wrote)}")
 
 
 def _rerender(path: Path, out: str | None, png: str | None) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..config import Mode
 from ..events import STATES
+from .confidence_stats import summarize_confidence
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 # Keys whose values depend on the machine's speed; everything else is deterministic.
@@ -108,6 +109,9 @@ def summarize(
             "finish_reasons": dict(sorted(Counter(r["finish_reason"] for r in recs).items())),
             "state_counts": dict(states),
         }
+        conf = summarize_confidence(recs)
+        if conf is not None:  # the answers' confidence: AUROC, ECE, risk-coverage
+            row["confidence"] = conf
         if base is not None and mode != baseline:
             common = sorted(set(scores) & set(base))
             row[f"vs_{baseline}"] = paired_difference(

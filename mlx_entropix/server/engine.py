@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..batch import BatchDecoder
+from ..confidence import with_abstention
 from ..config import Mode, SamplerConfig
 from ..errors import EntropixError, InvalidRequestError, PromptTooLongError
 from ..events import DoneEvent, ErrorEvent, ForkEvent, TokenEvent
@@ -146,6 +147,8 @@ def generation_work(
     stop: Sequence[str],
     top_logprobs: int,
     n: int = 1,
+    fmt: str = "chat",
+    min_confidence: float | None = None,
 ) -> Callable[[Engine, Callable[[], bool]], Iterator[tuple[int, Event]]]:
     """The job for one mode, or several interleaved token by token (the compare view), or
     ``n`` choices of one mode (OpenAI's ``n``). It yields ``(row, event)``: row r is
@@ -169,7 +172,8 @@ def generation_work(
     groups = [batched] + [[r] for r, (m, _) in enumerate(rows) if m == "fork"]
     spec = {"ids": list(ids), "modes": list(modes), "config": config.model_dump(mode="json"),
             "max_tokens": max_tokens, "seed": base, "stop": list(stop),
-            "top_logprobs": top_logprobs, "n": n}  # fmt: skip
+            "top_logprobs": top_logprobs, "n": n, "fmt": fmt,
+            "min_confidence": min_confidence}  # fmt: skip
 
     def work(
         engine: Engine, should_stop: Callable[[], bool], follower: bool = False
@@ -186,7 +190,7 @@ def generation_work(
                 if engine.decoder is not None and rows[group[0]][0] != "fork":
                     req = engine.decoder.submit(
                         ids, [rows[r] for r in group], config=config, max_tokens=max_tokens,
-                        stop=stop, top_logprobs=top_logprobs, should_stop=should_stop,
+                        stop=stop, top_logprobs=top_logprobs, should_stop=should_stop, fmt=fmt,
                     )  # fmt: skip
                     streams.append((group, _marked(engine.decoder.pull(req))))
                     continue
@@ -201,6 +205,7 @@ def generation_work(
                     top_logprobs=top_logprobs,
                     should_stop=should_stop,
                     idle=True,  # its prefill a layer at a time: the others go on meanwhile
+                    fmt=fmt,
                 )
             except EntropixError as err:
                 for r in group:
@@ -222,7 +227,8 @@ def generation_work(
                     if item is None or isinstance(item[1], ErrorEvent):
                         streams.remove(entry)
                     if item is not None:
-                        yield group[item[0]], item[1]  # the batch's row -> the job's row
+                        # the batch's row -> the job's row; below min_confidence: abstained
+                        yield group[item[0]], with_abstention(item[1], min_confidence)
         finally:  # cancelled or failed: the rows leave the shared batch now
             for _, gen in streams:
                 gen.close()  # type: ignore[attr-defined]

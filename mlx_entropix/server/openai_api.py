@@ -76,7 +76,9 @@ def entropix_token(event: TokenEvent) -> dict[str, Any]:
 
 
 def entropix_summary(done: DoneEvent) -> dict[str, Any]:
-    return done.model_dump(include={"state_counts", "action_counts", "seed", "ttft_s"}) | {
+    keep = {"state_counts", "action_counts", "seed", "ttft_s"}
+    keep |= {"confidence", "answer_span", "abstained"}  # the answer's (confidence.py)
+    return done.model_dump(include=keep) | {
         "decode_tok_s": done.decode_tok_s,
         "finish_reason": done.finish_reason,
     }
@@ -310,7 +312,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     ids = engine.prepare(body.chat(), None, max_tokens, settings.max_prompt_tokens)
     config = sampler_config(engine, mode, body)
     n_top = (body.top_logprobs or 0) if body.logprobs else None
-    metrics = body.sampler is not None or bool(body.entropix)
+    # min_confidence is an extension too: its answer (confidence, abstained) is in the summary
+    metrics = body.sampler is not None or bool(body.entropix) or body.min_confidence is not None
     work = generation_work(
         ids,
         [mode],
@@ -320,6 +323,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
         stop=body.stop_list(),
         top_logprobs=n_top or 0,
         n=body.n,
+        min_confidence=body.min_confidence,
     )
     stream = JobStream(
         request.app.state.worker,

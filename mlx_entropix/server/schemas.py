@@ -81,6 +81,9 @@ class GenerationFields(BaseModel):
     )
     stop: list[str] = Field(default_factory=list, max_length=MAX_STOP)
     top_logprobs: int = Field(5, ge=0, le=20)
+    min_confidence: float | None = Field(
+        None, ge=0.0, le=1.0, description="Below it the done event is marked abstained."
+    )
 
     @model_validator(mode="after")
     def _one_prompt(self) -> GenerationFields:
@@ -204,6 +207,9 @@ class OpenAIFields(BaseModel):
     entropix: bool | None = Field(None, description="Extension: true = sampler 'entropix'.")
     sampler_config: SamplerOverrides | None = Field(  # type: ignore[valid-type]
         None, description="Extension: partial SamplerConfig overrides."
+    )
+    min_confidence: float | None = Field(
+        None, ge=0.0, le=1.0, description="Extension: below it the answer is marked abstained."
     )
 
     @model_validator(mode="after")

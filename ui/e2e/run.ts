@@ -401,6 +401,9 @@ test("token text is untrusted: markup shows as text and never runs", async (page
     seed: 1,
     tokens_computed: 0,
     forks: 0,
+    confidence: null,
+    answer_span: null,
+    abstained: false,
   };
   await page.route("**/api/generate", (route) =>
     route.fulfill({ status: 200, contentType: "text/event-stream", body: sseBody([...tokens, done]) }),
@@ -439,6 +442,9 @@ function fakeDone(mode: Mode, tokens: TokenEvent[], extra: Partial<DoneEvent> = 
     seed: 3,
     tokens_computed: 0,
     forks: 0,
+    confidence: null,
+    answer_span: null,
+    abstained: false,
     ...extra,
   };
 }
@@ -741,6 +747,24 @@ test("phone: the token inspector follows the tokens, before the charts", async (
     await page.setViewportSize(VIEWPORT);
     await page.unroute("**/api/generate");
   }
+});
+
+test("answer confidence: a badge in plain words, the answer span marked, an abstention named", async (page) => {
+  const toks = states([" Paris", ".", " It", " is"], "entropix", ["flowing", "flowing", "adaptive", "exploring"]);
+  const done = fakeDone("entropix", toks, { confidence: 0.31, answer_span: [1, 6], abstained: true });
+  await mockStream(page, "/api/generate", [...toks, done]);
+  await setForm(page, { prompt: "Capital of France?", maxTokens: 4, mode: "entropix" });
+  await run(page);
+  await waitDone(page);
+  const badge = page.locator('[data-testid="output-entropix"] [data-testid="confidence"]');
+  const text = (await badge.textContent()) ?? "";
+  assert(text.includes("likely wrong") && text.includes("31%") && text.includes("Paris"), `badge: ${text}`);
+  assert((await badge.locator('[data-testid="abstained"]').count()) === 1, "the abstention is named");
+  const marked = await page.locator('[data-testid="output-entropix"] .tok.in-answer').allTextContents();
+  assert(marked.length === 1 && marked[0].includes("Paris"), `span highlighted: ${marked}`);
+  assert((await tokenCount(page, "entropix")) === 4, "the text is still shown");
+  await shot(page, "confidence.png", false);
+  await page.unroute("**/api/generate");
 });
 
 // The conversation mode's cases (e2e/chat.ts), last: they reload the page.

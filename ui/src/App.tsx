@@ -11,6 +11,7 @@ import { Legend } from "./components/Legend";
 import { TokenStream } from "./components/TokenStream";
 import { Inspector } from "./components/Inspector";
 import { StatsBar } from "./components/StatsBar";
+import { ConfidenceBadge } from "./components/ConfidenceBadge";
 import { Charts, type Selection } from "./components/Charts";
 import { ForkView } from "./components/ForkView";
 import { ChatView } from "./components/chat/ChatView";
@@ -215,6 +216,7 @@ export function App() {
                 <div className="output panel" key={r.mode} data-testid={`output-${r.mode}`}>
                   <h2 className="output-title">{r.mode}</h2>
                   <StatsBar run={r} table={table} />
+                  <ConfidenceBadge done={r.done} />
                   <TokenStream
                     run={r}
                     table={table}

@@ -32,16 +32,17 @@ interface Props {
   selected: boolean;
   focusable: boolean;
   onInspect: (index: number, pin: boolean) => void;
+  inAnswer?: boolean; // inside the answer span the confidence was computed on
 }
 
 /** One generated token: coloured by state, its state also given as text (aria-label, title). */
-export const Token = memo(function Token({ ev, table, domId, selected, focusable, onInspect }: Props) {
+export const Token = memo(function Token({ ev, table, domId, selected, focusable, onInspect, inAnswer = false }: Props) {
   const colour = stateColour(ev.state, table);
   const description = tokenDescription(ev, table);
   return (
     <span
       id={domId}
-      className={selected ? "tok selected" : "tok"}
+      className={(selected ? "tok selected" : "tok") + (inAnswer ? " in-answer" : "")}
       data-state={ev.state}
       data-index={ev.index}
       role="button"

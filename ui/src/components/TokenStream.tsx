@@ -5,6 +5,7 @@ import type { StateTable } from "../format";
 import { forksByIndex, pendingForks } from "../forks";
 import { ForkMarker } from "./ForkMarker";
 import { Token } from "./Token";
+import { answerTokens } from "../confidence";
 
 export const tokenDomId = (mode: Mode, index: number, prefix = "") => `tok-${prefix}${mode}-${index}`;
 
@@ -36,6 +37,7 @@ export function TokenStream({ run, table, selected, running, onInspect, onLeave,
     <ForkMarker key={`fork-${f.index}-${k}`} fork={f} open={openFork === f.index} onToggle={(x) => onToggleFork?.(x)} />
   );
   const current = selected !== null && selected < n ? selected : 0;
+  const answer = useMemo(() => answerTokens(run.tokens, run.done?.answer_span), [run.tokens, run.done]);
 
   // Keep the pinned token in view (e.g. after clicking its point in a chart).
   useEffect(() => {
@@ -79,6 +81,7 @@ export function TokenStream({ run, table, selected, running, onInspect, onLeave,
             selected={selected === i}
             focusable={i === current}
             onInspect={inspect}
+            inAnswer={answer.has(i)}
           />
         </Fragment>
       ))}

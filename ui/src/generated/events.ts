@@ -138,6 +138,12 @@ export interface DoneEvent {
   forks: number;
   /** Prompt tokens whose keys and values came from the server's prefix cache. */
   cached_tokens: number;
+  /** Calibrated probability that the answer is right (confidence.py); null where no map is shipped for the model. */
+  confidence: number | null;
+  /** Characters [start, end) of text the confidence was computed on. */
+  answer_span: number[] | null;
+  /** The confidence is below the request's min_confidence (text kept). */
+  abstained: boolean;
 }
 
 export interface ErrorEvent {

@@ -44,6 +44,9 @@ export function done(mode: Mode = "entropix", n = 2): DoneEvent {
     seed: 42,
     tokens_computed: 0,
     forks: 0,
+    confidence: null,
+    answer_span: null,
+    abstained: false,
   };
 }
 

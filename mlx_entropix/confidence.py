@@ -1,0 +1,339 @@
+"""Answer confidence: how likely a generation's answer is to be right, from its token signals.
+
+Three steps, all pure:
+
+1. **The answer span** (``answer_span``): where the item has an answer kind, the part of the
+   text the grader's reader (``answers.py``) takes as the answer: the number it reads (after
+   the last marker, else the last "=", else the first number), the choice letter (or the one
+   option text named), the first yes/no word. Otherwise (``exact``/``contains``, no kind as in
+   a chat request, or the reader finds nothing) the text from its first non-space character up
+   to its first **answer boundary**: the first line break after some text, or the first
+   sentence end ("." "!" "?" followed by a space or the end; a "." between digits is a decimal
+   point, not an end). Text after the span (an unconfident continuation) does not count.
+2. **Features** over the span's tokens (``span_features``): mean and minimum log-probability,
+   the first token's log-probability and margin p1 - p2, the smallest margin, mean entropy and
+   varentropy (the logits' signals), and separately the four attention metrics' means.
+3. **The map to [0, 1]** (``ConfidenceModel``): a logistic regression on standardized
+   features, fitted per model (and per prompt format: chat or raw text) on a development split
+   by ``python -m mlx_entropix.eval.calibrate --confidence`` and shipped in
+   ``configs/confidence/<model>.json``. Logistic regression is monotone in every feature, so
+   a surer answer never gets a lower confidence through a single feature.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .answers import _MARKERS, _NUMBER, Kind, extract_choice, normalize
+from .config import CONFIG_DIR
+
+CONFIDENCE_DIR = CONFIG_DIR / "confidence"
+LOGIT_FEATURES: tuple[str, ...] = (
+    "mean_logprob",
+    "min_logprob",
+    "first_logprob",
+    "first_margin",
+    "min_margin",
+    "mean_entropy",
+    "mean_varentropy",
+    "log_tokens",
+)
+# Of the whole generation, not the span: how it got to the answer (candidates, see README).
+CONTEXT_FEATURES: tuple[str, ...] = (
+    "prefix_mean_logprob",
+    "whole_mean_logprob",
+    "whole_mean_entropy",
+    "span_start",
+)
+ATTENTION_FEATURES: tuple[str, ...] = (
+    "attn_entropy",
+    "attn_varentropy",
+    "agreement",
+    "interaction_strength",
+)
+_SENTENCE_END = re.compile(r"(?<!\d)[.!?](?=\s|$)|(?<=\d)[.!?](?!\d)")
+_YESNO = re.compile(r"\b(yes|true|correct|no|false|incorrect)\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class TokenSignal:
+    """What the confidence needs of one generated token."""
+
+    end: int  # character offset in the generated text where this token's text ends
+    logprob: float  # log p(token), raw distribution
+    top2: tuple[float, float] | None  # log-probs of the two most likely tokens (None: unknown)
+    metrics: tuple[float | None, ...]  # the six metrics, ``events.METRIC_NAMES`` order
+
+
+# --------------------------------------------------------------------------- the span
+
+
+def boundary_span(text: str) -> tuple[int, int] | None:
+    """From the first non-space character to the first line break or sentence end after it."""
+    start = len(text) - len(text.lstrip())
+    if start == len(text):
+        return None
+    end = len(text)
+    newline = text.find("\n", start)
+    if newline >= 0:
+        end = newline
+    m = _SENTENCE_END.search(text, start, end)
+    if m:
+        end = m.start()
+    end = len(text[:end].rstrip())
+    return (start, end) if end > start else (start, start + 1)
+
+
+def _number_span(text: str, start: int = 0) -> tuple[int, int] | None:
+    for m in _NUMBER.finditer(text, start):
+        if m.group("int") is not None or m.group("dec") is not None:
+            if m.group("den") is not None and int(m.group("den")) == 0:
+                continue
+            return m.span()
+    return None
+
+
+def _numeric_span(text: str) -> tuple[int, int] | None:
+    """Where ``answers.extract_number`` reads its number (same order of rules)."""
+    markers = list(_MARKERS.finditer(text))
+    if markers and (span := _number_span(text, markers[-1].end())):
+        return span
+    if "=" in text and (span := _number_span(text, text.rindex("=") + 1)):
+        return span
+    return _number_span(text)
+
+
+def _choice_span(text: str, options: dict[str, str] | None) -> tuple[int, int] | None:
+    """The letter ``answers.extract_choice`` reads, else the one option text named."""
+    letter = extract_choice(text)
+    if letter is not None:
+        for pattern in (rf"\(({letter})\)", rf"(?<![\w'])({letter})(?![\w'])"):
+            m = re.search(pattern, text, flags=re.IGNORECASE)
+            if m:
+                return m.span(1)
+        return None
+    said = normalize(text)
+    named = [t for t in (options or {}).values() if normalize(t) and normalize(t) in said]
+    if len(named) == 1:
+        m = re.search(re.escape(named[0]), text, flags=re.IGNORECASE)
+        if m:
+            return m.span()
+    return None
+
+
+def answer_span(
+    text: str, kind: Kind | None = None, options: dict[str, str] | None = None
+) -> tuple[int, int] | None:
+    """Character range [start, end) of the answer in ``text`` (see the module docstring);
+    None for an empty text."""
+    span = None
+    if kind == "numeric":
+        span = _numeric_span(text)
+    elif kind == "choice":
+        span = _choice_span(text, options)
+    elif kind == "yesno":
+        m = _YESNO.search(text)
+        span = m.span() if m else None
+    return span or boundary_span(text)
+
+
+def span_tokens(signals: Sequence[TokenSignal], span: tuple[int, int]) -> list[TokenSignal]:
+    """The tokens whose text overlaps ``span`` (one that adds no text, the first part of a
+    UTF-8 character, is skipped: the token that completes the character counts)."""
+    out, begin = [], 0
+    for s in signals:
+        if s.end > begin and begin < span[1] and s.end > span[0]:
+            out.append(s)
+        begin = max(begin, s.end)
+    return out
+
+
+# --------------------------------------------------------------------------- features
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(vals) / len(vals) if vals else None
+
+
+def _margin(s: TokenSignal) -> float | None:
+    return None if s.top2 is None else math.exp(s.top2[0]) - math.exp(s.top2[1])
+
+
+def span_features(tokens: Sequence[TokenSignal]) -> dict[str, float | None]:
+    """The logits' and the attention's features of the span's tokens (None: unavailable)."""
+    if not tokens:
+        return dict.fromkeys((*LOGIT_FEATURES, *ATTENTION_FEATURES))
+    lps = [max(t.logprob, -50.0) for t in tokens]  # -inf (a masked token) would swamp a mean
+    margins = [_margin(t) for t in tokens]
+    out: dict[str, float | None] = {
+        "mean_logprob": sum(lps) / len(lps),
+        "min_logprob": min(lps),
+        "first_logprob": lps[0],
+        "first_margin": margins[0],
+        "min_margin": None if None in margins else min(m for m in margins if m is not None),
+        "mean_entropy": _mean([t.metrics[0] for t in tokens]),
+        "mean_varentropy": _mean([t.metrics[1] for t in tokens]),
+        "log_tokens": math.log(len(tokens)),
+    }
+    for i, name in enumerate(ATTENTION_FEATURES, start=2):
+        out[name] = _mean([t.metrics[i] for t in tokens])
+    return out
+
+
+def features(
+    text: str, signals: Sequence[TokenSignal], span: tuple[int, int] | None
+) -> dict[str, float | None]:
+    """The span's features (``span_features``) and those of the whole generation: mean
+    log-probability of the tokens before the span (0 if none) and of all tokens, mean entropy
+    of all tokens, and where the span starts (fraction of the text)."""
+    out = span_features(span_tokens(signals, span) if span else [])
+    lps = [max(s.logprob, -50.0) for s in signals]
+    before = [max(s.logprob, -50.0) for s in signals if span is not None and s.end <= span[0]]
+    out["prefix_mean_logprob"] = sum(before) / len(before) if before else 0.0
+    out["whole_mean_logprob"] = sum(lps) / len(lps) if lps else None
+    out["whole_mean_entropy"] = _mean([s.metrics[0] for s in signals])
+    out["span_start"] = span[0] / max(len(text), 1) if span else None
+    return out
+
+
+# --------------------------------------------------------------------------- the map
+
+
+@dataclass(frozen=True)
+class LogisticMap:
+    """p = sigmoid(intercept + sum coef_i (x_i - mean_i) / scale_i)."""
+
+    features: tuple[str, ...]
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    coef: tuple[float, ...]
+    intercept: float
+
+    def __call__(self, feats: dict[str, float | None]) -> float | None:
+        z = self.intercept
+        for name, m, s, c in zip(self.features, self.mean, self.scale, self.coef, strict=True):
+            x = feats.get(name)
+            if x is None or not math.isfinite(x):
+                return None
+            z += c * (x - m) / s
+        return 1 / (1 + math.exp(-z)) if z >= 0 else math.exp(z) / (1 + math.exp(z))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "features": list(self.features),
+            "mean": list(self.mean),
+            "scale": list(self.scale),
+            "coef": list(self.coef),
+            "intercept": self.intercept,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LogisticMap:
+        n = len(d["features"])
+        if not all(len(d[k]) == n for k in ("mean", "scale", "coef")):
+            raise ValueError("features, mean, scale and coef need the same length")
+        return cls(
+            tuple(d["features"]),
+            tuple(float(x) for x in d["mean"]),
+            tuple(float(x) for x in d["scale"]),
+            tuple(float(x) for x in d["coef"]),
+            float(d["intercept"]),
+        )
+
+
+@dataclass(frozen=True)
+class ConfidenceModel:
+    """One fitted map per prompt format ("chat", "raw"); "chat" serves a format not fitted."""
+
+    maps: dict[str, LogisticMap]
+    meta: dict[str, Any]
+
+    def __call__(self, feats: dict[str, float | None], fmt: str = "chat") -> float | None:
+        m = self.maps.get(fmt) or self.maps.get("chat") or next(iter(self.maps.values()))
+        return m(feats)
+
+    def to_json(self) -> str:
+        maps = {k: m.to_dict() for k, m in self.maps.items()}
+        return json.dumps({"maps": maps, "meta": self.meta}, indent=1) + "\n"
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> ConfidenceModel:
+        data = json.loads(Path(path).read_text())
+        maps = {k: LogisticMap.from_dict(v) for k, v in data["maps"].items()}
+        if not maps:
+            raise ValueError(f"{path}: no fitted map")
+        return cls(maps, data.get("meta", {}))
+
+
+def _key(name: str) -> str:
+    return "".join(c for c in name.lower() if c.isalnum())
+
+
+@lru_cache(maxsize=8)
+def shipped_model(model_name: str) -> ConfidenceModel | None:
+    """The confidence map shipped for this model (file stem a prefix of the name, case and
+    punctuation ignored), or None: then generations carry no confidence."""
+    key = _key(model_name)
+    found = [p for p in CONFIDENCE_DIR.glob("*.json") if key.startswith(_key(p.stem))]
+    if not found:
+        return None
+    return ConfidenceModel.from_file(max(found, key=lambda p: len(p.stem)))
+
+
+@dataclass(frozen=True)
+class Scored:
+    confidence: float | None
+    span: tuple[int, int] | None
+    features: dict[str, float | None]
+
+
+def score(
+    text: str,
+    signals: Sequence[TokenSignal],
+    model: ConfidenceModel | None,
+    fmt: str = "chat",
+    kind: Kind | None = None,
+    options: dict[str, str] | None = None,
+) -> Scored:
+    """The answer's span, its features and (with a model) its confidence."""
+    span = answer_span(text, kind, options)
+    feats = features(text, signals, span)
+    conf = model(feats, fmt) if model is not None and span is not None else None
+    return Scored(None if conf is None else round(conf, 6), span, feats)
+
+
+def abstains(confidence: float | None, min_confidence: float | None) -> bool:
+    """Below the threshold, the answer is an abstention (no confidence: never)."""
+    return min_confidence is not None and confidence is not None and confidence < min_confidence
+
+
+def reading(confidence: float | None) -> str:
+    """Plain words for a confidence (the UI badge uses the same cut points)."""
+    if confidence is None:
+        return "no confidence"
+    return (
+        "likely right" if confidence >= 0.7 else "unsure" if confidence >= 0.35 else "likely wrong"
+    )
+
+
+def probability(text: str) -> float:
+    """A threshold in [0, 1] from a command line (argparse ``type``)."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{text} is not in [0, 1]")
+    return value
+
+
+def with_abstention(event: Any, min_confidence: float | None) -> Any:
+    """A done event marked ``abstained`` below ``min_confidence``; other events unchanged."""
+    if min_confidence is None or getattr(event, "type", None) != "done":
+        return event
+    return event.model_copy(update={"abstained": abstains(event.confidence, min_confidence)})

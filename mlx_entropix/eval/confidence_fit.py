@@ -1,0 +1,277 @@
+"""Fitting the answer-confidence map on a development split, and the attention question.
+
+    uv run benchmarks/eval.py data/eval/dev.csv --modes greedy --signals --out dev
+    uv run python -m mlx_entropix.eval.calibrate confidence dev.json --test core.json
+
+Every record of an evaluation carries the answer span's ``features`` (``confidence.py``);
+the map is an L2-regularized logistic regression on standardized features (Newton's method,
+numpy only), one per prompt format (chat, raw), each with its own features. The same fit
+with the logits' features only and with the four attention features added answers "does
+attention add anything?": AUROC of each, the paired bootstrap interval of the difference,
+out-of-fold on dev (k-fold, so dev is not scored by a map fitted on the same answers) and on
+test (the map fitted on all of dev).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..confidence import (
+    ATTENTION_FEATURES,
+    CONTEXT_FEATURES,
+    LOGIT_FEATURES,
+    ConfidenceModel,
+    LogisticMap,
+)
+from .confidence_stats import auroc, ece, paired_bootstrap, top_half_accuracy
+
+# Everything read from the logits: the span's features and the whole generation's.
+LOGITS_ONLY: tuple[str, ...] = (*LOGIT_FEATURES, *CONTEXT_FEATURES)
+L2 = 1.0
+# The shipped choice (README "Answer confidence"), made on dev by 5-fold out-of-fold and
+# leave-one-category-out AUROC and ECE (the second: a kind of question not fitted on): for
+# few-shot raw items the span's logit and attention features; for chat three log-probability
+# features (with the attention ones, the within-category AUROC and the ECE on a new kind got
+# worse); both strongly regularized (richer sets calibrate badly on a new kind).
+SHIPPED_FEATURES: dict[str, tuple[str, ...]] = {
+    "chat": ("mean_logprob", "min_logprob", "whole_mean_logprob"),
+    "raw": (*LOGIT_FEATURES, *ATTENTION_FEATURES),
+}
+SHIPPED_L2: dict[str, float] = {"chat": 10.0, "raw": 10.0}
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = L2) -> tuple[np.ndarray, float]:
+    """Coefficients and intercept maximizing the log-likelihood minus l2/2 |coef|^2 (the
+    intercept is not penalized). ``x`` is (n, d), already standardized."""
+    n, d = x.shape
+    xb = np.hstack([np.ones((n, 1)), x])
+    w = np.zeros(d + 1)
+    penalty = np.full(d + 1, l2)
+    penalty[0] = 0.0
+    for _ in range(100):
+        p = 1 / (1 + np.exp(-np.clip(xb @ w, -30, 30)))
+        grad = xb.T @ (p - y) + penalty * w
+        hess = (xb * (p * (1 - p))[:, None]).T @ xb + np.diag(penalty) + 1e-9 * np.eye(d + 1)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return w[1:], float(w[0])
+
+
+def usable(records: Sequence[dict[str, Any]], features: Sequence[str]) -> list[dict[str, Any]]:
+    """Records whose every feature is known (an empty generation has none)."""
+    return [r for r in records if all(r["features"].get(f) is not None for f in features)]
+
+
+def fit_map(
+    records: Sequence[dict[str, Any]], features: Sequence[str], l2: float = L2
+) -> LogisticMap:
+    recs = usable(records, features)
+    if len({bool(r["correct"]) for r in recs}) < 2:
+        raise ValueError("fitting needs both right and wrong answers")
+    x = np.array([[r["features"][f] for f in features] for r in recs], float)
+    y = np.array([bool(r["correct"]) for r in recs], float)
+    mean, scale = x.mean(0), x.std(0)
+    scale[scale == 0] = 1.0
+    coef, intercept = fit_logistic((x - mean) / scale, y, l2)
+    return LogisticMap(
+        tuple(features),
+        tuple(round(float(v), 6) for v in mean),
+        tuple(round(float(v), 6) for v in scale),
+        tuple(round(float(v), 6) for v in coef),
+        round(intercept, 6),
+    )
+
+
+PerFormat = Sequence[str] | dict[str, Sequence[str]]
+
+
+def _of(value: Any, fmt: str) -> Any:
+    """A per-format setting: the format's entry of a dict, else the value itself."""
+    return value[fmt] if isinstance(value, dict) else value
+
+
+def fit_model(
+    records: Sequence[dict[str, Any]],
+    features: PerFormat,
+    l2: float | dict[str, float] = L2,
+    meta: Any = None,
+) -> ConfidenceModel:
+    """One map per prompt format present in ``records`` (features and l2 may differ per
+    format: a dict by format)."""
+    formats = sorted({r.get("format", "chat") for r in records})
+    maps = {
+        f: fit_map(
+            [r for r in records if r.get("format", "chat") == f], _of(features, f), _of(l2, f)
+        )
+        for f in formats
+    }
+    return ConfidenceModel(maps, dict(meta or {}))
+
+
+def all_features(features: PerFormat) -> list[str]:
+    if isinstance(features, dict):
+        return sorted({f for fs in features.values() for f in fs})
+    return list(features)
+
+
+def predict(model: ConfidenceModel, records: Sequence[dict[str, Any]]) -> list[float | None]:
+    return [model(r["features"], r.get("format", "chat")) for r in records]
+
+
+def out_of_fold(
+    records: Sequence[dict[str, Any]],
+    features: PerFormat,
+    folds: int = 5,
+    l2: float | dict[str, float] = L2,
+) -> list[float | None]:
+    """Each record scored by a map fitted on the other folds (folds by item, interleaved)."""
+    out: list[float | None] = [None] * len(records)
+    for k in range(folds):
+        train = [r for i, r in enumerate(records) if i % folds != k]
+        model = fit_model(train, features, l2)
+        for i, r in enumerate(records):
+            if i % folds == k:
+                out[i] = model(r["features"], r.get("format", "chat"))
+    return out
+
+
+def scores_report(
+    conf: Sequence[float | None], records: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
+    """AUROC, within-category mean AUROC, ECE and top-half accuracy, overall and per format."""
+    rows = [(c, r) for c, r in zip(conf, records, strict=True) if c is not None]
+
+    def block(rs: Sequence[tuple[float, dict[str, Any]]]) -> dict[str, Any]:
+        c = [x for x, _ in rs]
+        y = [bool(r["correct"]) for _, r in rs]
+        cats: dict[str, list[int]] = {}
+        for i, (_, r) in enumerate(rs):
+            cats.setdefault(r.get("category", ""), []).append(i)
+        within = [auroc([c[i] for i in ix], [y[i] for i in ix]) for ix in cats.values()]
+        within = [w for w in within if w is not None]
+        return {
+            "n": len(rs),
+            "accuracy": sum(y) / len(y) if y else None,
+            "auroc": auroc(c, y),
+            "within_category_auroc": sum(within) / len(within) if within else None,
+            "ece": ece(c, y),
+            "top_half_accuracy": top_half_accuracy(c, y),
+        }
+
+    formats = sorted({r.get("format", "chat") for _, r in rows})
+    return {
+        "all": block(rows),
+        **{f: block([(c, r) for c, r in rows if r.get("format", "chat") == f]) for f in formats},
+    }
+
+
+def attention_test(
+    dev: Sequence[dict[str, Any]],
+    test: Sequence[dict[str, Any]],
+    logit_features: Sequence[str] = LOGITS_ONLY,
+    n_boot: int = 2000,
+) -> dict[str, Any]:
+    """AUROC with the logits' features vs with the attention features added (paired bootstrap
+    95% interval of the difference), out-of-fold on dev and fitted-on-dev on test, per format
+    and overall."""
+    both = (*logit_features, *ATTENTION_FEATURES)
+    dev, test = usable(dev, both), usable(test, both)
+    splits = {
+        "dev (5-fold out-of-fold)": (dev, out_of_fold(dev, logit_features), out_of_fold(dev, both))
+    }
+    if test:
+        lo, hi = fit_model(dev, logit_features), fit_model(dev, both)
+        splits["test (fitted on dev)"] = (test, predict(lo, test), predict(hi, test))
+    out: dict[str, Any] = {}
+    for name, (recs, a, b) in splits.items():
+        formats = ["all", *sorted({r.get("format", "chat") for r in recs})]
+        out[name] = {}
+        for f in formats:
+            ix = [i for i, r in enumerate(recs) if f == "all" or r.get("format", "chat") == f]
+            y = [bool(recs[i]["correct"]) for i in ix]
+            with_att = [b[i] for i in ix]
+            logits = [a[i] for i in ix]
+            out[name][f] = {
+                "n": len(ix),
+                "auroc_logits": auroc(logits, y),
+                "auroc_with_attention": auroc(with_att, y),
+                "difference": paired_bootstrap(auroc, with_att, logits, y, n_boot),  # type: ignore[arg-type]
+            }
+    return out
+
+
+def refeaturized(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The records with span and features recomputed from their ``signals`` (``--signals``)
+    by the current ``confidence.py``: new features without generating again. The items'
+    kinds and options come from the result's CSV."""
+    from ..answers import parse_options
+    from ..confidence import TokenSignal, answer_span, features
+    from .harness import load_items
+
+    recs = result["records"]
+    if not any("signals" in r for r in recs):
+        return recs
+    items = {i.index: i for i in load_items(result["run"]["csv"])}
+    out = []
+    for r in recs:
+        sig = r.get("signals")
+        if sig is None:
+            out.append(r)
+            continue
+        item = items[r["item"]]
+        signals = [
+            TokenSignal(e, lp, None if t is None else tuple(t), tuple(m))  # type: ignore[arg-type]
+            for e, lp, t, m in zip(
+                sig["end"], sig["logprob"], sig["top2"], sig["metrics"], strict=True
+            )
+        ]
+        options = parse_options(item.prompt) if item.kind == "choice" else None
+        span = answer_span(r["text"], item.kind, options)
+        feats = features(r["text"], signals, span)
+        out.append({**r, "answer_span": span, "features": feats})
+    return out
+
+
+def rescored(result: dict[str, Any], model: ConfidenceModel) -> dict[str, Any]:
+    """An evaluation result with every record's confidence from ``model`` and the summary
+    recomputed (the accuracy figures are unchanged)."""
+    from .stats import summarize
+
+    records = [
+        dict(r, confidence=model(r["features"], r.get("format", "chat")))
+        for r in refeaturized(result)  # the features the fit saw (of the signals, if kept)
+    ]
+    for r in records:
+        r["confidence"] = None if r["confidence"] is None else round(r["confidence"], 6)
+    run = dict(result["run"], confidence_map=model.meta)
+    return {**result, "run": run, "summary": summarize(records, run["modes"]), "records": records}
+
+
+def leave_category_out(
+    records: Sequence[dict[str, Any]], features: PerFormat, l2: float | dict[str, float] = L2
+) -> list[float | None]:
+    """Each record scored by a map fitted on the other categories: how the confidence does on
+    a kind of question it was not fitted on."""
+    out: list[float | None] = [None] * len(records)
+    for cat in sorted({r.get("category", "") for r in records}):
+        model = fit_model([r for r in records if r.get("category", "") != cat], features, l2)
+        for i, r in enumerate(records):
+            if r.get("category", "") == cat:
+                out[i] = model(r["features"], r.get("format", "chat"))
+    return out
+
+
+Sets = dict[str, tuple[PerFormat, float | dict[str, float]]]
+
+
+def compare_sets(dev: Sequence[dict[str, Any]], sets: Sets, loco: bool = False) -> dict[str, Any]:
+    """Out-of-fold (or leave-one-category-out) dev figures of several (features, l2), on the
+    answers all of them can score."""
+    recs = usable(dev, sorted({f for fs, _ in sets.values() for f in all_features(fs)}))
+    score = leave_category_out if loco else out_of_fold
+    return {name: scores_report(score(recs, fs, l2=l2), recs) for name, (fs, l2) in sets.items()}

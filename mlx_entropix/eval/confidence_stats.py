@@ -1,0 +1,166 @@
+"""How good a confidence is, measured as the selective-prediction literature measures it.
+
+Pure functions on (confidence, correct) pairs:
+
+- ``auroc``: the probability that a right answer gets a higher confidence than a wrong one
+  (ties count one half: the Mann-Whitney statistic); None without both kinds of answer.
+- ``ece``: expected calibration error over ``bins`` equal-width bins of [0, 1]: the
+  answer-weighted mean |accuracy - mean confidence| of each bin (a confidence of exactly 1
+  falls in the last bin).
+- ``reliability``: the per-bin (mean confidence, accuracy, count) behind the ECE.
+- ``risk_coverage``: accuracy of the k most confident answers for k = 1..n (coverage k/n);
+  equal confidences keep their input order (a stable sort).
+- ``top_half_accuracy``: accuracy of the most confident ceil(n/2) answers.
+- ``paired_bootstrap``: the difference of a statistic between two scorings of the same
+  answers, with a percentile interval from resampling the answers (both scorings get the
+  same resample: the comparison is paired).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+
+def auroc(scores: Sequence[float], correct: Sequence[bool]) -> float | None:
+    s, y = np.asarray(scores, float), np.asarray(correct, bool)
+    pos, neg = s[y], s[~y]
+    if len(pos) == 0 or len(neg) == 0:
+        return None
+    # Mann-Whitney U from average ranks (ties get the mean rank: they count 1/2).
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s))
+    sorted_s = s[order]
+    i = 0
+    while i < len(s):
+        j = i
+        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    u = ranks[y].sum() - len(pos) * (len(pos) + 1) / 2
+    return float(u / (len(pos) * len(neg)))
+
+
+def reliability(
+    confidence: Sequence[float], correct: Sequence[bool], bins: int = 10
+) -> list[dict[str, float]]:
+    """Per non-empty bin: its range, mean confidence, accuracy and count."""
+    c, y = np.asarray(confidence, float), np.asarray(correct, float)
+    idx = np.minimum((c * bins).astype(int), bins - 1)
+    out = []
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            out.append(
+                {
+                    "lo": b / bins,
+                    "hi": (b + 1) / bins,
+                    "confidence": float(c[m].mean()),
+                    "accuracy": float(y[m].mean()),
+                    "count": int(m.sum()),
+                }
+            )
+    return out
+
+
+def ece(confidence: Sequence[float], correct: Sequence[bool], bins: int = 10) -> float:
+    n = len(confidence)
+    if n == 0:
+        return 0.0
+    rows = reliability(confidence, correct, bins)
+    return float(sum(r["count"] * abs(r["accuracy"] - r["confidence"]) for r in rows) / n)
+
+
+def risk_coverage(scores: Sequence[float], correct: Sequence[bool]) -> list[tuple[float, float]]:
+    """(coverage, accuracy of the most confident answers at that coverage), k = 1..n."""
+    s, y = np.asarray(scores, float), np.asarray(correct, float)
+    order = np.argsort(-s, kind="stable")
+    hits = np.cumsum(y[order])
+    k = np.arange(1, len(s) + 1)
+    return [(float(a), float(b)) for a, b in zip(k / len(s), hits / k, strict=True)]
+
+
+def top_half_accuracy(scores: Sequence[float], correct: Sequence[bool]) -> float | None:
+    if not len(scores):
+        return None
+    curve = risk_coverage(scores, correct)
+    return curve[math.ceil(len(curve) / 2) - 1][1]
+
+
+def paired_bootstrap(
+    stat: Callable[[np.ndarray, np.ndarray], float | None],
+    a: Sequence[float],
+    b: Sequence[float],
+    correct: Sequence[bool],
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """stat(a) - stat(b) and its 95% percentile interval over paired resamples of answers
+    (a resample where the statistic is undefined, e.g. one class only, is skipped)."""
+    a_, b_, y = np.asarray(a, float), np.asarray(b, float), np.asarray(correct, bool)
+    sa, sb = stat(a_, y), stat(b_, y)
+    if sa is None or sb is None:
+        return {"diff": None, "ci95": None, "n_boot": 0}
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(y), len(y))
+        da, db = stat(a_[i], y[i]), stat(b_[i], y[i])
+        if da is not None and db is not None:
+            diffs.append(da - db)
+    lo, hi = np.percentile(diffs, [2.5, 97.5]) if diffs else (math.nan, math.nan)
+    return {"diff": sa - sb, "ci95": [float(lo), float(hi)], "n_boot": len(diffs)}
+
+
+def summarize_confidence(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """AUROC (overall, per category and their mean, per format), ECE, reliability, top-half
+    accuracy vs all and the risk-coverage curve of records that carry a confidence."""
+    recs = [r for r in records if r.get("confidence") is not None]
+    if not recs:
+        return None
+
+    def block(rs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        c = [r["confidence"] for r in rs]
+        y = [bool(r["correct"]) for r in rs]
+        return {
+            "n": len(rs),
+            "accuracy": sum(y) / len(y),
+            "auroc": auroc(c, y),
+            "ece": ece(c, y),
+            "top_half_accuracy": top_half_accuracy(c, y),
+            "mean_confidence": sum(c) / len(c),
+        }
+
+    def groups(key: str) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {}
+        for r in recs:
+            out.setdefault(r.get(key) or "", []).append(r)
+        return dict(sorted(out.items()))
+
+    def curves(rs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        c = [r["confidence"] for r in rs]
+        y = [bool(r["correct"]) for r in rs]
+        return {
+            **block(rs),
+            "reliability": reliability(c, y),
+            "risk_coverage": [[round(a, 4), round(b, 4)] for a, b in risk_coverage(c, y)],
+        }
+
+    def within(rs: Sequence[dict[str, Any]]) -> float | None:
+        cats = {r.get("category") or "" for r in rs}
+        vals = [per_cat[k]["auroc"] for k in cats if per_cat[k]["auroc"] is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    per_cat = {c: block(rs) for c, rs in groups("category").items()}
+    per_format = {f: {**curves(rs), "within_category_auroc": within(rs)}
+                  for f, rs in groups("format").items()}  # fmt: skip
+    return {
+        **curves(recs),
+        "within_category_auroc": within(recs),
+        "per_category": per_cat,
+        "per_format": per_format,
+    }

@@ -1,0 +1,29 @@
+import type { DoneEvent } from "../generated/events";
+import { confidenceReading } from "../confidence";
+
+/** How likely the answer is right, in plain words, with the answer it was computed on;
+ * "abstained" when it fell below the request's min_confidence (the text is still shown). */
+export function ConfidenceBadge({ done }: { done?: DoneEvent }) {
+  if (!done || done.confidence == null) return null;
+  const reading = confidenceReading(done.confidence);
+  const span = done.answer_span;
+  const answer = span && span.length === 2 ? done.text.slice(span[0], span[1]).trim() : "";
+  const pct = Math.round(100 * done.confidence);
+  return (
+    <div className="confidence" data-testid="confidence" data-reading={reading}>
+      <span className={`confidence-badge ${reading.replace(" ", "-")}`} title={`Calibrated probability that the answer is right: ${pct}%`}>
+        {reading} · {pct}%
+      </span>
+      {answer && (
+        <span className="confidence-answer">
+          answer <mark>{answer.length > 60 ? `${answer.slice(0, 57)}...` : answer}</mark>
+        </span>
+      )}
+      {done.abstained && (
+        <span className="confidence-abstained" data-testid="abstained">
+          abstained: below the minimum confidence asked for
+        </span>
+      )}
+    </div>
+  );
+}

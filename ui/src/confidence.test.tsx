@@ -1,0 +1,33 @@
+import { describe, expect, test } from "bun:test";
+import { renderToStaticMarkup } from "react-dom/server";
+import { answerTokens, confidenceReading } from "./confidence";
+import { ConfidenceBadge } from "./components/ConfidenceBadge";
+import { done, token } from "./test/fixtures";
+
+describe("answer confidence", () => {
+  test("plain words at the cut points", () => {
+    expect(confidenceReading(0.9)).toBe("likely right");
+    expect(confidenceReading(0.7)).toBe("likely right");
+    expect(confidenceReading(0.5)).toBe("unsure");
+    expect(confidenceReading(0.1)).toBe("likely wrong");
+  });
+
+  test("the tokens overlapping the answer span", () => {
+    const toks = [token(0, " Paris"), token(1, "."), token(2, ""), token(3, " It"), token(4, " is")];
+    expect([...answerTokens(toks, [1, 6])]).toEqual([0]);
+    expect([...answerTokens(toks, [6, 10])]).toEqual([1, 3]);
+    expect(answerTokens(toks, null).size).toBe(0);
+  });
+
+  test("badge: reading, percentage, the answer marked, abstention", () => {
+    const d = { ...done(), text: " Paris. It is", confidence: 0.83, answer_span: [1, 6] };
+    const html = renderToStaticMarkup(<ConfidenceBadge done={d} />);
+    expect(html).toContain("likely right · 83%");
+    expect(html).toContain("<mark>Paris</mark>");
+    expect(html).not.toContain("abstained");
+    const low = renderToStaticMarkup(<ConfidenceBadge done={{ ...d, confidence: 0.2, abstained: true }} />);
+    expect(low).toContain("likely wrong · 20%");
+    expect(low).toContain("abstained");
+    expect(renderToStaticMarkup(<ConfidenceBadge done={done()} />)).toBe("");
+  });
+});
