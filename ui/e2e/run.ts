@@ -404,6 +404,7 @@ test("token text is untrusted: markup shows as text and never runs", async (page
     confidence: null,
     answer_span: null,
     abstained: false,
+    cached_tokens: 0,
   };
   await page.route("**/api/generate", (route) =>
     route.fulfill({ status: 200, contentType: "text/event-stream", body: sseBody([...tokens, done]) }),
@@ -445,6 +446,7 @@ function fakeDone(mode: Mode, tokens: TokenEvent[], extra: Partial<DoneEvent> = 
     confidence: null,
     answer_span: null,
     abstained: false,
+    cached_tokens: 0,
     ...extra,
   };
 }

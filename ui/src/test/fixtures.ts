@@ -47,6 +47,7 @@ export function done(mode: Mode = "entropix", n = 2): DoneEvent {
     confidence: null,
     answer_span: null,
     abstained: false,
+    cached_tokens: 0,
   };
 }
 
