@@ -128,6 +128,93 @@ def fit_policy(
     )
 
 
+# Target shares of ``fit_thresholds``: every state occurs (the rarest, "treading", as often as
+# this model's flat-and-even distributions allow), most tokens flow or adapt.
+DEFAULT_TARGETS = {"flowing": 0.30, "treading": 0.04, "exploring": 0.10, "resampling": 0.08,
+                   "adaptive": 0.48}  # fmt: skip
+
+
+def fit_thresholds(
+    metrics: np.ndarray,
+    base: SamplerConfig | None = None,
+    targets: dict[str, float] | None = None,
+    min_share: float = 0.02,
+) -> SamplerConfig:
+    """Thresholds whose state shares on ``metrics`` (N, 6) come closest to ``targets`` (sum of
+    |log(share / target)|) with every state at ``min_share`` or more: a search over quantile
+    grids of entropy and varentropy. Unlike ``propose``'s fixed quantiles this keeps each
+    quadrant reachable on a model whose varentropy grows with its entropy (a flat distribution
+    with a low varentropy, "treading", is then rare at any fixed low quantile). Pure."""
+    want = np.array([(targets or DEFAULT_TARGETS)[s] for s in STATES])
+    e, v = metrics[:, 0], metrics[:, 1]
+    grid = lambda x, lo, hi, step: np.quantile(x, np.arange(lo, hi, step))  # noqa: E731
+    med_ent = float(np.quantile(e, 0.6))
+    best: tuple[float, tuple[float, ...]] | None = None
+    for le in grid(e, 0.15, 0.5, 0.05):
+        flowing = e < le
+        for lv in grid(v, 0.1, 0.7, 0.05):
+            fl = flowing & (v < lv)
+            for he in grid(e, 0.6, 0.99, 0.02):
+                tr = (e > he) & (v < lv) & ~fl
+                for hv in grid(v, 0.5, 0.99, 0.02):
+                    ex = (e < he) & (v > hv) & ~fl & ~tr
+                    rs = (e > min(he, med_ent)) & (v > hv) & ~fl & ~tr & ~ex
+                    got = np.array([m.mean() for m in (fl, tr, ex, rs, ~(fl | tr | ex | rs))])
+                    if got.min() < min_share:
+                        continue
+                    loss = float(np.abs(np.log(got / want)).sum())
+                    if best is None or loss < best[0]:
+                        best = (loss, (le, lv, min(he, med_ent), he, hv))
+    if best is None:
+        raise ValueError(f"no thresholds give every state {min_share:.0%} of these tokens")
+    names = ("low_ent", "low_vent", "med_ent", "high_ent", "high_vent")
+    return (base or SamplerConfig()).merged(
+        {k: round(float(x), 4) for k, x in zip(names, best[1], strict=True)}
+    )
+
+
+def heat_policy(
+    metrics: np.ndarray,
+    base: SamplerConfig,
+    heat: float,
+    gate: float = 0.5,
+    n_samples: int = 1,
+    adaptive_min_p: float = 0.1,
+) -> SamplerConfig:
+    """An entropix policy on one knob, ``heat``: the temperature of the uncertain states.
+
+    Adaptive T = max(0, T0 (offset + gain (H + V))) is 0 (argmax) up to the ``gate`` quantile
+    of H + V over the adaptive tokens and reaches ``heat`` at their 90th percentile; the
+    exploring and treading temperatures are ``heat`` at the median of their attention metric,
+    the mist's floor is ``heat`` (the original's 2.0 is far hotter than this model bears).
+    ``n_samples`` > 1 keeps the likeliest of n draws (cooler). Thresholds from ``base``. Pure.
+    """
+    if heat <= 0 or not 0 <= gate < 0.9:
+        raise ValueError("need heat > 0 and 0 <= gate < 0.9")
+    fitted = fit_policy(metrics, base, (0.1, 0.3), adaptive_min_p, mist=True)
+    states = np.array(classify_states(metrics.tolist(), base))
+    u = metrics[states == "adaptive"][:, :2].sum(axis=1)
+    u_gate, u90 = float(np.quantile(u, gate)), float(np.quantile(u, 0.9))
+    t0 = base.temperature
+    gain = heat / (t0 * (u90 - u_gate))
+    med_aent, med_avent, med_ints = (float(np.median(metrics[:, i])) for i in (2, 3, 5))
+    r = lambda x: round(float(x), 6)  # noqa: E731
+    return fitted.merged(
+        {
+            "ada_temp_offset": r(-gain * u_gate),
+            "ada_temp_logits": r(gain),
+            "n_adaptive_samples": n_samples,
+            "lehv_interaction_strength_offset": r(0.8 * heat / t0),
+            "lehv_interaction_strength_coef": r(0.2 * heat / t0 / med_ints),
+            "helv_attn_ent_offset": r(0.8 * heat / t0),
+            "helv_attn_ent_coef": r(0.2 * heat / t0 / med_aent),
+            "hehv_attn_vent_offset": r(heat / t0),
+            "hehv_attn_vent_coef": r(0.2 * heat / t0 / med_avent),
+            "mist_min_temperature": r(heat),
+        }
+    )
+
+
 def state_shares(metrics: np.ndarray, cfg: SamplerConfig) -> dict[str, float]:
     """Share of tokens each state would get under ``cfg``."""
     counts = Counter(classify_states(metrics.tolist(), cfg))
