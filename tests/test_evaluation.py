@@ -246,6 +246,34 @@ def test_data_sets_are_reproducible_and_verifiable():
         assert int(r["answer"]) == max(a, b)
 
 
+def questions(prompt: str) -> set[str]:
+    """Every question a prompt asks or shows solved, by identity: the operands of a sum or a
+    product (either order), the pair of a comparison, a word problem's operation and operands,
+    a country, and a city offered as an option. Read from the text, not from make_sets.py."""
+    found = {f"{op}:{sorted((int(a), int(b)))}"
+             for a, op, b in re.findall(r"(\d+) ([+x]) (\d+) =", prompt)}  # fmt: skip
+    found |= {f"larger:{sorted((int(a), int(b)))}"
+              for a, b in re.findall(r"larger, (\d+) or (\d+)\?", prompt)}  # fmt: skip
+    found |= {f"{verb}:{a},{b}"
+              for a, verb, b in re.findall(r"has (\d+) [a-z ]+ and (gets|gives away) (\d+)",
+                                           prompt)}  # fmt: skip
+    found |= {f"country:{c}" for c in re.findall(r"capital of ([A-Z][A-Za-z ]+)\?", prompt)}
+    found |= {f"city:{c}" for c in re.findall(r"^[AB]\) (.+)$", prompt, re.MULTILINE)}
+    return found
+
+
+def test_dev_and_test_splits_share_no_question():
+    dev = [r["prompt"] for r in csv.DictReader((ROOT / "data/eval/dev.csv").open(newline=""))]
+    test = [r["prompt"] for r in csv.DictReader((ROOT / "data/eval/core.csv").open(newline=""))]
+    dev_q = set().union(*map(questions, dev))
+    test_q = set().union(*map(questions, test))
+    assert all(questions(p) for p in dev + test)  # every item's question was recognised
+    assert len(dev) == 240 and len(test) == 120
+    assert dev_q & test_q == set()
+    kinds = {q.split(":")[0] for q in dev_q | test_q}  # every task's questions were compared
+    assert kinds == {"+", "x", "larger", "gets", "gives away", "country", "city"}
+
+
 # --------------------------------------------------------------------------- the real model
 
 

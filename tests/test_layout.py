@@ -12,7 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "mlx_entropix"
 CORE = {"model", "metrics", "sampler", "config", "events", "generate", "errors", "fork", "stream",
-        "step", "families", "mlx_lm_sampler", "compiled", "batch", "shared_cache", "answers"}  # fmt: skip
+        "step", "families", "mlx_lm_sampler", "compiled", "batch", "shared_cache",
+        "answers"}  # fmt: skip
 # Which rooms each room may import (the core: nothing but itself; see docs/ARCHITECTURE.md).
 ALLOWED = {
     "core": {"core"},

@@ -3,7 +3,15 @@
     uv run data/eval/make_sets.py            # rewrites data/eval/*.csv
 
 Every item has a verifiable answer computed here (arithmetic, comparisons) or taken from a short
-fact table written below (capital cities). Columns: prompt, answer, kind, category. Prompts are
+fact table written below (capital cities).
+
+Two splits that share no question: ``core.csv`` (TEST, reported) and ``dev.csv`` (DEVELOPMENT,
+where every choice is made). A question is its operands (``3 + 5`` and ``5 + 3`` are one
+question, and so is a word problem that adds them), the pair of a comparison, the operands of a
+subtraction story, or the country of a capital item; each question belongs to one split
+(``side``), and every item of a split (its solved examples too, and the options of a multiple
+choice) is drawn from that split's questions alone. Each task's file holds its 20 TEST items,
+then its 40 DEV items. Columns: prompt, answer, kind, category, format. Prompts are
 one user message; the harness applies the chat template. Some prompts carry their own few-shot
 examples in the text, because the 135M default model follows a shown format far better than an
 instruction (see data/eval/README.md for the pilot scores that chose these tasks).
@@ -12,6 +20,7 @@ instruction (see data/eval/README.md for the pilot scores that chose these tasks
 from __future__ import annotations
 
 import csv
+import hashlib
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -81,6 +90,26 @@ CAPITALS = {
     "Lebanon": "Beirut",
     "Jordan": "Amman",
     "Nepal": "Kathmandu",
+    "Ghana": "Accra",
+    "Senegal": "Dakar",
+    "Tunisia": "Tunis",
+    "Algeria": "Algiers",
+    "Sudan": "Khartoum",
+    "Uganda": "Kampala",
+    "Zimbabwe": "Harare",
+    "Zambia": "Lusaka",
+    "Angola": "Luanda",
+    "Ecuador": "Quito",
+    "Uruguay": "Montevideo",
+    "Latvia": "Riga",
+    "Lithuania": "Vilnius",
+    "Estonia": "Tallinn",
+    "Slovakia": "Bratislava",
+    "Slovenia": "Ljubljana",
+    "Albania": "Tirana",
+    "Armenia": "Yerevan",
+    "Belarus": "Minsk",
+    "Qatar": "Doha",
 }
 
 NAMES = ["Tom", "Anna", "Ben", "Lily", "Sam", "Mia", "Max", "Zoe", "Leo", "Emma", "Jack", "Ruby"]
@@ -88,67 +117,112 @@ THINGS = ["apples", "pencils", "books", "marbles", "cookies", "stickers", "toy c
 
 Row = dict[str, str]
 Pair = tuple[str, str, str]  # (question line(s), answer as shown in an example, answer)
+Question = tuple[str, Pair]  # (the question's identity, its text)
+Split = str  # "test" | "dev"
 SHOTS = 4
+TEST_PER_TASK, DEV_PER_TASK = 20, 40  # items per task in core.csv (TEST) and dev.csv (DEV)
 
 
-def few_shot(rng: random.Random, fmt: Callable[[random.Random], Pair], category: str) -> Row:
-    """A raw-text completion prompt: ``SHOTS`` solved examples, then the question.
+def _hash(key: str) -> bytes:
+    return hashlib.sha256(f"{SEED}:{key}".encode()).digest()
+
+
+def _halves(keys: list[str]) -> dict[str, Split]:
+    """A finite question space cut in two equal halves, in the order of the keys' hashes."""
+    ranked = sorted(keys, key=_hash)
+    return {k: "test" if i < len(ranked) // 2 else "dev" for i, k in enumerate(ranked)}
+
+
+# Small question spaces are halved exactly (10 multiplications would split unevenly by chance).
+FINITE = {
+    **_halves([f"add:{a},{b}" for a in range(1, 10) for b in range(a, 10)]),
+    **_halves([f"mul:{a},{b}" for a in range(2, 6) for b in range(a, 6)]),
+    **_halves([f"capital:{c}" for c in CAPITALS]),
+}
+
+
+def side(key: str) -> Split:
+    """The split a question belongs to: half of a small space each, else a fixed hash."""
+    return FINITE.get(key) or ("test" if _hash(key)[0] % 2 == 0 else "dev")
+
+
+def draw(rng: random.Random, fmt: Callable[[random.Random], Question], split: Split) -> Pair:
+    """A question of ``split``: draw until one belongs to it."""
+    while True:
+        key, pair = fmt(rng)
+        if side(key) == split:
+            return pair
+
+
+def few_shot(rng: random.Random, fmt: Callable[[random.Random], Question], category: str,
+             split: Split) -> Row:  # fmt: skip
+    """A raw-text completion prompt: ``SHOTS`` solved examples, then the question, all of them
+    questions of ``split``.
 
     Each example is "<question> <shown answer>" on its own line(s); the model completes the
     last line, and the harness stops at the line end (format ``raw``: no chat template).
     """
-    shots = [fmt(rng) for _ in range(SHOTS)]
-    question, _, answer = fmt(rng)
+    shots = [draw(rng, fmt, split) for _ in range(SHOTS)]
+    question, _, answer = draw(rng, fmt, split)
     text = "".join(f"{q} {shown}\n" for q, shown, _ in shots) + question
     return row(text, answer, "numeric", category, "raw")
 
 
-def add_pair(r: random.Random) -> Pair:
+def add_pair(r: random.Random) -> Question:
     a, b = r.randint(1, 9), r.randint(1, 9)
-    return f"{a} + {b} =", str(a + b), str(a + b)
+    return f"add:{min(a, b)},{max(a, b)}", (f"{a} + {b} =", str(a + b), str(a + b))
 
 
-def mul_pair(r: random.Random) -> Pair:
+def mul_pair(r: random.Random) -> Question:
     a, b = r.randint(2, 5), r.randint(2, 5)
-    return f"{a} x {b} =", str(a * b), str(a * b)
+    return f"mul:{min(a, b)},{max(a, b)}", (f"{a} x {b} =", str(a * b), str(a * b))
 
 
-def larger_pair(r: random.Random) -> Pair:
+def larger_pair(r: random.Random) -> Question:
     a, b = r.sample(range(10, 100), 2)
-    return f"Q: Which is larger, {a} or {b}?\nA:", str(max(a, b)), str(max(a, b))
+    text = f"Q: Which is larger, {a} or {b}?\nA:"
+    return f"larger:{min(a, b)},{max(a, b)}", (text, str(max(a, b)), str(max(a, b)))
 
 
-def word_pair(r: random.Random) -> Pair:
+def word_pair(r: random.Random) -> Question:
     """One-step addition or subtraction story; examples show the sum ("A: 3 + 4 = 7")."""
     name, thing = r.choice(NAMES), r.choice(THINGS)
     a, b = r.randint(2, 9), r.randint(1, 9)
     if r.random() < 0.5:
         q = f"{name} has {a} {thing} and gets {b} more. How many {thing} does {name} have?"
-        return f"Q: {q}\nA:", f"{a} + {b} = {a + b}", str(a + b)
+        # the same question as the sum a + b (the examples show it): one identity, one split
+        return f"add:{min(a, b)},{max(a, b)}", (f"Q: {q}\nA:", f"{a} + {b} = {a + b}", str(a + b))
     a, b = max(a, b) + 1, min(a, b)
     q = f"{name} has {a} {thing} and gives away {b}. How many {thing} are left?"
-    return f"Q: {q}\nA:", f"{a} - {b} = {a - b}", str(a - b)
+    return f"sub:{a},{b}", (f"Q: {q}\nA:", f"{a} - {b} = {a - b}", str(a - b))
 
 
-def capital(rng: random.Random, n: int) -> list[Row]:
+def countries(split: Split) -> list[str]:
+    """The countries of ``split`` (capital items: the country is the question)."""
+    return [c for c in sorted(CAPITALS) if side(f"capital:{c}") == split]
+
+
+def capital(rng: random.Random, n: int, split: Split) -> list[Row]:
     """Short factual recall, zero-shot chat: the capital of a country."""
-    countries = sorted(CAPITALS)
-    rng.shuffle(countries)
+    pool = countries(split)
+    rng.shuffle(pool)
     rows = []
-    for country in countries[:n]:
+    for country in pool[:n]:
         prompt = f"What is the capital of {country}? Answer with the city name only."
         rows.append(row(prompt, CAPITALS[country], "contains", "capital", "chat"))
     return rows
 
 
-def capital_choice(rng: random.Random, n: int) -> list[Row]:
-    """Two-option multiple choice on capitals, zero-shot chat (right answer first half the time)."""
-    countries = sorted(CAPITALS)
-    rng.shuffle(countries)
+def capital_choice(rng: random.Random, n: int, split: Split) -> list[Row]:
+    """Two-option multiple choice on capitals, zero-shot chat (right answer first half the
+    time); the wrong option is another country's capital of the same split."""
+    pool = countries(split)
+    order = pool[:]
+    rng.shuffle(order)
     rows = []
-    for i, country in enumerate(countries[:n]):
+    for i, country in enumerate(order[:n]):
         right = CAPITALS[country].split("|")[0]
-        wrong = rng.choice([c.split("|")[0] for k, c in sorted(CAPITALS.items()) if k != country])
+        wrong = rng.choice([CAPITALS[k].split("|")[0] for k in pool if k != country])
         options = [right, wrong] if i % 2 == 0 else [wrong, right]
         letter = "A" if options[0] == right else "B"
         prompt = (
@@ -163,7 +237,7 @@ def word_problem_chat(rng: random.Random, n: int) -> list[Row]:
     """The word problems as zero-shot chat questions (for larger models; ~0% on the 135M)."""
     rows = []
     for _ in range(n):
-        q, _, a = word_pair(rng)
+        _, (q, _, a) = word_pair(rng)
         rows.append(row(q.removeprefix("Q: ").removesuffix("\nA:"), a, "numeric", "word_chat"))
     return rows
 
@@ -172,13 +246,13 @@ def row(prompt: str, answer: str, kind: str, category: str, fmt: str = "chat") -
     return {"prompt": prompt, "answer": answer, "kind": kind, "category": category, "format": fmt}
 
 
-def raw_task(pair: Callable[[random.Random], Pair], category: str):
-    return lambda rng, n: [few_shot(rng, pair, category) for _ in range(n)]
+def raw_task(pair: Callable[[random.Random], Question], category: str):
+    return lambda rng, n, split: [few_shot(rng, pair, category, split) for _ in range(n)]
 
 
-# name -> generator(rng, n). Each task draws from its own seeded generator, so adding a task or
-# changing one set's size changes no other item.
-TASKS: dict[str, Callable[[random.Random, int], list[Row]]] = {
+# name -> generator(rng, n, split). Each task and split draws from its own seeded generator, so
+# adding a task or changing one set's size changes no other item.
+TASKS: dict[str, Callable[[random.Random, int, Split], list[Row]]] = {
     "add_1digit": raw_task(add_pair, "add_1digit"),
     "mul_1digit": raw_task(mul_pair, "mul_1digit"),
     "larger_2digit": raw_task(larger_pair, "larger_2digit"),
@@ -186,7 +260,6 @@ TASKS: dict[str, Callable[[random.Random, int], list[Row]]] = {
     "capital": capital,
     "capital_choice": capital_choice,
 }
-CORE_PER_TASK = 20  # core.csv: the first 20 items of each task above (120 items)
 EXTRA: dict[str, Callable[[random.Random, int], list[Row]]] = {
     "word_problem_chat": word_problem_chat,
 }
@@ -199,12 +272,18 @@ def write(path: Path, rows: list[Row]) -> None:
         writer.writerows(rows)
 
 
-def build(per_task: int = 60) -> dict[str, list[Row]]:
-    """Every set by file stem: one per task, ``core`` (a slice of each), and the extras."""
-    sets = {name: fn(random.Random(f"{SEED}-{name}"), per_task) for name, fn in TASKS.items()}
-    sets["core"] = [r for rows in sets.values() for r in rows[:CORE_PER_TASK]]
+def build() -> dict[str, list[Row]]:
+    """Every set by file stem: one per task (its TEST items, then its DEV items), ``core``
+    (TEST: every task's test items), ``dev`` (DEV: every task's dev items), and the extras."""
+    split = {
+        s: {name: fn(random.Random(f"{SEED}-{name}-{s}"), n, s) for name, fn in TASKS.items()}
+        for s, n in (("test", TEST_PER_TASK), ("dev", DEV_PER_TASK))
+    }
+    sets = {name: split["test"][name] + split["dev"][name] for name in TASKS}
+    sets["core"] = [r for rows in split["test"].values() for r in rows]
+    sets["dev"] = [r for rows in split["dev"].values() for r in rows]
     for name, fn in EXTRA.items():
-        sets[name] = fn(random.Random(f"{SEED}-{name}"), per_task)
+        sets[name] = fn(random.Random(f"{SEED}-{name}"), 60)
     return sets
 
 

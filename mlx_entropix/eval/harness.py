@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ..answers import KINDS, Kind, extracted, infer_kind, match, parse_options
 from ..config import Mode
 from ..errors import InvalidRequestError
-from ..answers import KINDS, Kind, extracted, infer_kind, match, parse_options
 from .stats import summarize
 
 Format = Literal["chat", "raw"]
