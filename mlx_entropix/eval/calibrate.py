@@ -150,21 +150,28 @@ def fit_thresholds(
     grid = lambda x, lo, hi, step: np.quantile(x, np.arange(lo, hi, step))  # noqa: E731
     med_ent = float(np.quantile(e, 0.6))
     best: tuple[float, tuple[float, ...]] | None = None
+    hvs = grid(v, 0.5, 0.99, 0.02)
+    above = v[None, :] > hvs[:, None]  # (high_vent candidates, tokens), tested all at once
     for le in grid(e, 0.15, 0.5, 0.05):
-        flowing = e < le
         for lv in grid(v, 0.1, 0.7, 0.05):
-            fl = flowing & (v < lv)
+            fl = (e < le) & (v < lv)
             for he in grid(e, 0.6, 0.99, 0.02):
+                me = min(he, med_ent)
                 tr = (e > he) & (v < lv) & ~fl
-                for hv in grid(v, 0.5, 0.99, 0.02):
-                    ex = (e < he) & (v > hv) & ~fl & ~tr
-                    rs = (e > min(he, med_ent)) & (v > hv) & ~fl & ~tr & ~ex
-                    got = np.array([m.mean() for m in (fl, tr, ex, rs, ~(fl | tr | ex | rs))])
-                    if got.min() < min_share:
-                        continue
-                    loss = float(np.abs(np.log(got / want)).sum())
-                    if best is None or loss < best[0]:
-                        best = (loss, (le, lv, min(he, med_ent), he, hv))
+                ex = (e < he) & above & ~fl & ~tr
+                rs = (e > me) & above & ~fl & ~tr & ~ex
+                ad = ~(fl | tr | ex | rs)
+                got = np.stack(
+                    [np.broadcast_to(fl.mean(), len(hvs)), np.broadcast_to(tr.mean(), len(hvs)),
+                     ex.mean(1), rs.mean(1), ad.mean(1)], axis=1,
+                )  # fmt: skip
+                ok = got.min(axis=1) >= min_share
+                if not ok.any():
+                    continue
+                loss = np.where(ok, np.abs(np.log(np.maximum(got, 1e-9) / want)).sum(1), np.inf)
+                i = int(np.argmin(loss))
+                if best is None or loss[i] < best[0]:
+                    best = (float(loss[i]), (le, lv, me, he, float(hvs[i])))
     if best is None:
         raise ValueError(f"no thresholds give every state {min_share:.0%} of these tokens")
     names = ("low_ent", "low_vent", "med_ent", "high_ent", "high_vent")
@@ -191,7 +198,9 @@ def heat_policy(
     """
     if heat <= 0 or not 0 <= gate < 0.9:
         raise ValueError("need heat > 0 and 0 <= gate < 0.9")
-    fitted = fit_policy(metrics, base, (0.1, 0.3), adaptive_min_p, mist=True)
+    # fit_policy's other gains (top-p, top-k, min-p, the mist's top-p); its adaptive band is
+    # replaced below, so a narrow one that any spread of H + V can carry is given.
+    fitted = fit_policy(metrics, base, (0.2, 0.2001), adaptive_min_p, mist=True)
     states = np.array(classify_states(metrics.tolist(), base))
     u = metrics[states == "adaptive"][:, :2].sum(axis=1)
     u_gate, u90 = float(np.quantile(u, gate)), float(np.quantile(u, 0.9))
@@ -233,6 +242,34 @@ def collect(lm, prompts: list[str], max_tokens: int, seed: int) -> np.ndarray:
     return np.array(rows, dtype=np.float64)
 
 
+def mix_jobs(lm, seed: int, per_category: int = 10, root: Path | None = None) -> list:
+    """The realistic prompt mix: the built-in prompt set, the open dev prompts
+    (``data/open/dev.csv``) and the first ``per_category`` items of each category of the eval
+    dev split (``data/eval/dev.csv``), each one row of normal sampling."""
+    import csv
+
+    from ..generate import prepare_prompt
+    from ..io.prompts import load_prompts
+    from .harness import build_prompt, load_items
+    from .rows import Job
+
+    root = root or Path(__file__).resolve().parents[2] / "data"
+    cfg = lm.default_config
+    texts = [p.prompt for p in load_prompts(None)]
+    with (root / "open" / "dev.csv").open(newline="") as f:
+        texts += [r["prompt"] for r in csv.DictReader(f)]
+    jobs = [Job(("chat", i), prepare_prompt(lm, t), cfg, "normal", (seed,))
+            for i, t in enumerate(texts)]  # fmt: skip
+    taken: Counter[str] = Counter()
+    for item in load_items(root / "eval" / "dev.csv"):
+        if taken[item.category] < per_category:
+            taken[item.category] += 1
+            ids = prepare_prompt(lm, build_prompt(lm.tokenizer, item, None, ()))
+            stop = ("\n",) if item.format == "raw" else ()
+            jobs.append(Job(("dev", item.index), ids, cfg, "normal", (seed,), stop))
+    return jobs
+
+
 def _table(shares: dict[str, dict[str, float]]) -> str:
     names = list(shares)
     lines = ["| state | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
@@ -250,6 +287,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--model", default=None, help="model path or id (default: embedded)")
     parser.add_argument("--prompts", default=None, help="prompt CSV (default: data/prompts.csv)")
+    parser.add_argument(
+        "--mix", action="store_true",
+        help="the realistic mix: prompt set + open dev prompts + dev items (one batch)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--fit-thresholds", action="store_true", help="target shares, every state reachable"
+    )
+    parser.add_argument("--heat", type=float, default=None, help="heat_policy instead")
+    parser.add_argument("--metrics-out", default=None, help="write the tokens' metrics here")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="config JSON to write (default: configs/)")
@@ -275,20 +321,35 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         lm = load(args.model)
-        prompts = [p.prompt for p in load_prompts(args.prompts)]
-        metrics = collect(lm, prompts, args.max_tokens, args.seed)
+        if args.mix:
+            from .rows import run_jobs
+
+            jobs = mix_jobs(lm, args.seed)
+            prompts = [str(j.key) for j in jobs]
+            results = run_jobs(lm, jobs, max_tokens=args.max_tokens)
+            metrics = np.array([m for r in results for m in r.metrics], dtype=np.float64)
+        else:
+            prompts = [p.prompt for p in load_prompts(args.prompts)]
+            metrics = collect(lm, prompts, args.max_tokens, args.seed)
     except EntropixError as err:
         print(f"calibrate: error: {err}", file=sys.stderr)
         return 2
-    cfg = propose(metrics, SamplerConfig(), args.q_low, args.q_med, args.q_high)
-    if not args.thresholds_only:
-        try:
+    if args.metrics_out:
+        Path(args.metrics_out).write_text(json.dumps(metrics.round(4).tolist()) + "\n")
+    try:
+        if args.fit_thresholds:
+            cfg = fit_thresholds(metrics)
+        else:
+            cfg = propose(metrics, SamplerConfig(), args.q_low, args.q_med, args.q_high)
+        if args.heat is not None:
+            cfg = heat_policy(metrics, cfg, args.heat, adaptive_min_p=args.adaptive_min_p)
+        elif not args.thresholds_only:
             cfg = fit_policy(
                 metrics, cfg, band, args.adaptive_min_p, args.keep_mist, lm.info.vocab_size
             )
-        except ValueError as err:
-            print(f"calibrate: error: {err}", file=sys.stderr)
-            return 2
+    except ValueError as err:
+        print(f"calibrate: error: {err}", file=sys.stderr)
+        return 2
     out = (
         Path(args.out)
         if args.out

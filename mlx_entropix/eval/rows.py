@@ -67,8 +67,10 @@ def run_jobs(
     try:
         while pending or live:
             rows = sum(len(jobs[i].seeds) for i in live.values())
-            while pending and rows + len(jobs[pending[-1]].seeds) <= max(max_rows, 1) or (
-                pending and not live
+            while (
+                pending
+                and rows + len(jobs[pending[-1]].seeds) <= max(max_rows, 1)
+                or (pending and not live)
             ):
                 i = pending.pop()
                 job = jobs[i]
