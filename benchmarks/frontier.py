@@ -299,6 +299,7 @@ def main() -> int:
     ap.add_argument("--ref", default="minp_0.1", help="the baseline of the paired columns")
     ap.add_argument("--out", default=None, help="output prefix (default results/frontier_SPLIT)")
     ap.add_argument("--report-only", action="store_true", help="re-summarise the JSON")
+    ap.add_argument("--merge", default=None, help="A.json,B.json: their runs into --out first")
     ap.add_argument("--write-presets", default=None, help="NAME=SAMPLER,... into configs/presets")
     args = ap.parse_args()
     if args.write_presets:
@@ -313,6 +314,9 @@ def main() -> int:
     path = out.with_suffix(".json")
     data = json.loads(path.read_text()) if path.exists() else {}
     runs: dict[str, dict] = data.get("runs", {})
+    for other in (args.merge or "").split(","):
+        if other:  # runs of the same split measured by parallel processes
+            runs.update(json.loads(Path(other).read_text())["runs"])
     items, prompts = eval_items(args.split, args.items_per_category), open_prompts(args.split)
     prompts = prompts[: args.open_limit or None]
     meta = {"split": args.split, "n_items": len(items), "seeds": args.seeds,

@@ -107,7 +107,7 @@ class SamplerConfig(BaseModel):
     )
     # Ablation: these states take the argmax instead of their own action (entropix mode).
     greedy_states: list[StateName] = Field(
-        default_factory=list,
+        [],  # a plain default (pydantic copies it): the server's partial model needs one
         description="States whose action is replaced by argmax (per-state ablation).",
     )
 

@@ -126,3 +126,26 @@ def test_every_state_occurs_on_the_recorded_prompt_mix():
     states = classify_states(metrics, SamplerConfig.from_file(SHIPPED))
     for s in STATES:
         assert states.count(s) / len(states) >= 0.01, s
+
+
+def test_eval_cli_rejects_an_unknown_preset_before_loading(tmp_path: Path, capsys):
+    from mlx_entropix.eval.main import main
+
+    csv = tmp_path / "one.csv"
+    csv.write_text("prompt,answer\nWhat is 1 + 1?,2\n")
+    assert main([str(csv), "--preset", "loud", "--quiet", "--model", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("eval: error: unknown preset 'loud'") and "\n" not in err
+
+
+def test_openai_requests_validate_the_preset():
+    from mlx_entropix.server.schemas import ChatCompletionRequest, GenerationFields
+
+    from pydantic import ValidationError
+
+    msgs = [{"role": "user", "content": "hi"}]
+    assert ChatCompletionRequest(messages=msgs, preset="creative").preset == "creative"
+    with pytest.raises(ValidationError, match="unknown preset 'loud'"):
+        ChatCompletionRequest(messages=msgs, preset="loud")
+    with pytest.raises(ValidationError, match="unknown preset"):
+        GenerationFields(prompt="hi", preset="Creative")  # names are exact
