@@ -142,7 +142,7 @@ def run_group(lm, samplers: dict[str, tuple[str, SamplerConfig]], items, prompts
             "mode": mode,
             "config": cfg.model_dump(),
             "item_scores": {str(k): sum(v) / len(v) for k, v in scores.items()},
-            "acc_texts": {str(r.key[1]): r.text for r in mine_acc if r.seed == mine_acc[0].seed},
+            "acc_texts": {str(r.key[1]): r.text for r in mine_acc[::-1]},  # first seed's
             "open_texts": {str(k): v for k, v in texts.items()},
             "open_logprob": mean_logprob([r.logprobs for r in mine_open]),
             "open_repetition": float(np.mean([repetition_rate(r.text) for r in mine_open])),
