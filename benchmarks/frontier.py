@@ -341,7 +341,8 @@ def main() -> int:
                 acc = np.mean(list(runs[n]["item_scores"].values()))
                 print(f"{n}: acc {acc:.3f}, {runs[n]['tokens']} tokens", file=sys.stderr)
             path.write_text(json.dumps({"run": meta, "runs": runs}) + "\n")
-    ordered = {n: runs[n] for n in [*names, *runs] if n in runs}
+    order = names if args.samplers else [*names, *runs]  # named: only those, in that order
+    ordered = {n: runs[n] for n in order if n in runs}
     summary = summarise(ordered, args.ref)
     out.with_suffix(".json").write_text(
         json.dumps({"run": meta, "summary": summary, "runs": runs}) + "\n"
