@@ -25,8 +25,9 @@ import mlx.core as mx
 from .config import SamplerConfig
 
 # The numeric knobs of SamplerConfig, in a fixed order: the layout of ``config_array``.
-CONFIG_FIELDS: tuple[str, ...] = tuple(
-    name for name, field in SamplerConfig.model_fields.items() if field.annotation in (int, float)
+CONFIG_FIELDS: tuple[str, ...] = (
+    *(name for name, f in SamplerConfig.model_fields.items() if f.annotation in (int, float)),
+    "greedy_mask",  # a property: ``greedy_states`` as bits
 )
 _failed: set[tuple[Any, ...]] = set()
 _paused = False  # ``pause``: uncompiled until the kernels are built (a fresh machine's first run)

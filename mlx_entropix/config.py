@@ -22,6 +22,9 @@ from .answers import Kind
 Mode = Literal["entropix", "normal", "greedy", "fork"]
 ForkTrigger = Literal["first", "exploring", "both"]
 ForkScore = Literal["answer_margin", "margin", "entropy", "logprob"]
+# The quadrant states, in ``events.STATES`` order (events imports this module, not the reverse).
+StateName = Literal["flowing", "treading", "exploring", "resampling", "adaptive"]
+STATE_NAMES: tuple[StateName, ...] = ("flowing", "treading", "exploring", "resampling", "adaptive")
 
 # The original's adaptive "score" weights. Its score was the same for every best-of-n candidate
 # of a step, so it never changed which one was picked; files that carry them still load.
@@ -58,6 +61,9 @@ class SamplerConfig(BaseModel):
     hehv_attn_ent_coef: float = 0.2
     hehv_attn_vent_offset: float = 2.0
     hehv_attn_vent_coef: float = 0.5
+    mist_min_temperature: float = Field(
+        2.0, ge=0.0, le=10.0, description="Floor of the mist's temperature (the original's 2.0)."
+    )
 
     # Adaptive (the middle ground): best of n candidates with metric-scaled parameters.
     # T = T0 (ada_temp_offset + ada_temp_logits (H + V) + ada_temp_attn (aH + aV) - ada_temp_agree
@@ -114,6 +120,16 @@ class SamplerConfig(BaseModel):
     clarifying_token: str | None = Field(
         " ...", description="Text of the token inserted once per generation; null disables."
     )
+    # Ablation: these states take the argmax instead of their own action (entropix mode).
+    greedy_states: list[StateName] = Field(
+        [],  # a plain default (pydantic copies it): the server's partial model needs one
+        description="States whose action is replaced by argmax (per-state ablation).",
+    )
+
+    @property
+    def greedy_mask(self) -> int:
+        """``greedy_states`` as bits (bit i: ``STATE_NAMES[i]``), for the compiled step."""
+        return sum(1 << STATE_NAMES.index(s) for s in set(self.greedy_states))
 
     def merged(self, overrides: dict[str, Any] | None) -> SamplerConfig:
         """A copy with ``overrides`` applied and validated (per-request overrides)."""
@@ -140,6 +156,40 @@ class SamplerConfig(BaseModel):
 
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+PRESETS_FILE = CONFIG_DIR / "presets" / "presets.json"
+
+
+class Preset(BaseModel):
+    """A named entropix policy: overrides of a model's default config (its calibrated
+    thresholds stay), chosen on the accuracy-diversity frontier (benchmarks/frontier.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    summary: str = Field(description="What it trades, in one line (CLI help, UI).")
+    overrides: dict[str, Any]
+
+
+def load_presets() -> dict[str, Preset]:
+    """The shipped presets, by name (each override validated against SamplerConfig)."""
+    data = json.loads(PRESETS_FILE.read_text())
+    presets = {name: Preset.model_validate(p) for name, p in data.items()}
+    for preset in presets.values():
+        SamplerConfig().merged(preset.overrides)  # an unknown key or bad value fails here
+    return presets
+
+
+PRESET_NAMES: tuple[str, ...] = tuple(load_presets())
+
+
+def apply_preset(cfg: SamplerConfig, name: str | None) -> SamplerConfig:
+    """``cfg`` with the preset's overrides (None or "": ``cfg`` itself); an unknown name is a
+    ``ValueError`` naming the choices (front ends turn it into their own clear error)."""
+    if not name:
+        return cfg
+    presets = load_presets()
+    if name not in presets:
+        raise ValueError(f"unknown preset {name!r} (choose from {', '.join(presets)})")
+    return cfg.merged(presets[name].overrides)
 
 
 def _key(name: str) -> str:

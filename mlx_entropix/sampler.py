@@ -23,6 +23,7 @@ Known bugs of the reference implementations that are deliberately *not* reproduc
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -31,7 +32,7 @@ from .config import Mode, SamplerConfig
 from .events import ACTIONS, STATES, State
 from .metrics import vocab_exp
 
-__all__ = ["ACTIONS", "Plan", "classify", "decide", "sample", "step_key"]
+__all__ = ["ACTIONS", "Plan", "classify", "decide", "sample", "step_key", "unreachable_states"]
 FLOWING, TREADING, EXPLORING, RESAMPLING, ADAPTIVE = range(5)  # indices into STATES
 ARGMAX, SAMPLE, BEST_OF_N, CLARIFY = (
     ACTIONS.index(a) for a in ("argmax", "sample", "best_of_n", "clarify")
@@ -39,7 +40,6 @@ ARGMAX, SAMPLE, BEST_OF_N, CLARIFY = (
 
 # Constants the original hard-codes (they are not part of its SamplerConfig).
 MAX_CAREFUL_TEMPERATURE = 1.5  # cap of the "treading" and "fork" temperatures
-MIN_MIST_TEMPERATURE = 2.0  # floor of the "mist" temperature
 FORK_TOP_K_COEF = 0.5  # top_k grows by (1 + 0.5 * (1 - agreement)) at a fork
 MIN_FORK_TOP_K = 5
 MIN_MIST_TOP_P = 0.5  # the mist's top_p shrinks with attention entropy, not below 0.5
@@ -81,6 +81,23 @@ def classify(metrics: mx.array, cfg: SamplerConfig) -> mx.array:
 def classify_states(metrics: list[list[float]] | mx.array, cfg: SamplerConfig) -> list[State]:
     """``classify`` for host code (plots, calibration): state names of (N, 6) metrics."""
     return [STATES[i] for i in classify(mx.array(metrics, dtype=mx.float32), cfg).tolist()]
+
+
+def unreachable_states(cfg: SamplerConfig, vocab: int) -> list[State]:
+    """States that no (entropy, varentropy) of a distribution over ``vocab`` tokens reaches
+    under ``cfg``'s thresholds: a threshold past log2(vocab) bits (the largest entropy), or a
+    state shadowed by one tested before it for every input. Exact: the state is constant on
+    each cell between consecutive thresholds, so one point per cell is tested."""
+
+    def mids(cuts: list[float], top: float) -> list[float]:
+        edges = sorted({min(max(c, 0.0), top) for c in [0.0, *cuts, top]})
+        return [(a + b) / 2 for a, b in zip(edges, edges[1:], strict=False)]
+
+    ents = mids([cfg.low_ent, cfg.med_ent, cfg.high_ent], math.log2(vocab))
+    vents = mids([cfg.low_vent, cfg.high_vent], max(cfg.low_vent, cfg.high_vent, 0.0) + 1.0)
+    grid = [[e, v, 0, 0, 0, 0] for e in ents for v in vents]
+    seen = set(classify(mx.array(grid, dtype=mx.float32), cfg).tolist())
+    return [s for i, s in enumerate(STATES) if i not in seen]
 
 
 def _select(state: mx.array, base: float | mx.array, per_state: dict[int, mx.array]) -> mx.array:
@@ -134,7 +151,7 @@ def decide(
                 ),
             ),
             RESAMPLING: mx.maximum(
-                MIN_MIST_TEMPERATURE,
+                cfg.mist_min_temperature,
                 t0 * (cfg.hehv_attn_vent_offset + cfg.hehv_attn_vent_coef * avent),
             ),
             ADAPTIVE: mx.maximum(
@@ -185,8 +202,13 @@ def decide(
     action = _select(state, SAMPLE, {FLOWING: zero + ARGMAX, ADAPTIVE: zero + BEST_OF_N}).astype(
         mx.int32
     )
-    action = mx.where(clarify, CLARIFY, action)
-    temperature = mx.where(clarify, 0.0, temperature)
+    # Ablation (``greedy_states``): bit ``state`` of the mask set -> argmax, no pause token.
+    greedy = mx.remainder(mx.floor(cfg.greedy_mask / mx.power(2.0, state)), 2) > 0
+    clarify = clarify & ~greedy
+    action = mx.where(greedy, ARGMAX, mx.where(clarify, CLARIFY, action)).astype(mx.int32)
+    temperature = mx.where(clarify | greedy, 0.0, temperature)
+    top_k = mx.where(greedy, 1, top_k).astype(mx.int32)
+    n_samples = mx.where(greedy, 1, n_samples).astype(mx.int32)
     return Plan(state, action, temperature, top_p, top_k, min_p, n_samples)
 
 

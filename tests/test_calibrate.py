@@ -5,8 +5,14 @@ from __future__ import annotations
 import math
 
 import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
-from mlx_entropix.config import CONFIG_DIR, SamplerConfig
-from mlx_entropix.eval.calibrate import fit_policy, propose
+from mlx_entropix.config import CONFIG_DIR, SamplerConfig, apply_preset
+from mlx_entropix.eval.calibrate import (
+    fit_policy,
+    fit_thresholds,
+    heat_policy,
+    propose,
+    state_shares,
+)
 from mlx_entropix.sampler import decide
 
 import mlx.core as mx
@@ -66,14 +72,17 @@ def test_fit_policy_is_pure_and_checks_its_band():
         fit_policy(metrics, base, band=(0.01, 5.0))
 
 
-def test_shipped_policy_is_moderate_where_the_reference_ran_hot():
-    """The shipped config of the embedded model: adaptive T inside [0.1, 0.3] over the dev
-    split's middle 80% of H + V (2.86 to 10.86 bits, benchmarks/results/policy_search.md)
-    where the reference's coefficients give 1.2-2.9; the fork temperature stays far below."""
-    shipped = SamplerConfig.from_file(CONFIG_DIR / "smollm2-135m-instruct.json")
+def test_precise_preset_is_moderate_where_the_reference_ran_hot():
+    """The "precise" preset (the policy shipped before issue 22, on today's thresholds):
+    adaptive T inside [0.1, 0.3] over the old dev split's middle 80% of H + V (2.86 to 10.86
+    bits, benchmarks/results/policy_search.md) where the reference's coefficients give 1.2-2.9;
+    the fork temperature stays far below. (Rows moved within the same H + V so that they stay
+    adaptive under the refitted thresholds: low_ent 0.96, low_vent 9.3.)"""
+    shipped = apply_preset(SamplerConfig.from_file(CONFIG_DIR / "smollm2-135m-instruct.json"),
+                           "precise")  # fmt: skip
     reference = SamplerConfig.from_file("reference")
     assert reference == SamplerConfig()
-    rows = [[0.9, 1.962, 2.7, 0.67, 0.02, 2.4], [2.9, 7.959, 2.7, 0.67, 0.02, 2.4]]
+    rows = [[1.0, 1.862, 2.7, 0.67, 0.02, 2.4], [2.9, 7.959, 2.7, 0.67, 0.02, 2.4]]
     mine, ref = params(shipped, rows), params(reference.merged({
         k: getattr(shipped, k) for k in ("low_ent", "low_vent", "med_ent", "high_ent", "high_vent")
     }), rows)  # fmt: skip
@@ -81,7 +90,7 @@ def test_shipped_policy_is_moderate_where_the_reference_ran_hot():
     assert mine["T"] == pytest.approx([0.1, 0.3], abs=1e-3)
     assert min(ref["T"]) > 1.0
     assert all(0.04 < p <= 0.1 for p in mine["min_p"])
-    fork = params(shipped, [[0.9, 12.0, 2.7, 0.67, 0.02, 2.4]])
+    fork = params(shipped, [[0.9, 13.0, 2.7, 0.67, 0.02, 2.4]])
     assert fork["state"] == [2] and fork["T"][0] < 0.1
     # Normal mode keeps the reference's fixed parameters.
     assert (shipped.temperature, shipped.top_p, shipped.top_k, shipped.min_p) == (
@@ -93,3 +102,36 @@ def test_a_shipped_config_by_name_and_a_missing_one():
     assert SamplerConfig.from_file("smollm2-135m-instruct").fork_trigger == "first"
     with pytest.raises(FileNotFoundError):
         SamplerConfig.from_file("no-such-config")
+
+
+def test_fit_thresholds_makes_every_state_occur():
+    """Varentropy grows with entropy (as on the embedded model): fixed quantiles leave
+    "treading" (high entropy, low varentropy) empty; the target-share fit reaches it."""
+    metrics = synthetic_metrics(n=600, seed=2)
+    quantile = state_shares(metrics, propose(metrics))
+    cfg = fit_thresholds(metrics)
+    shares = state_shares(metrics, cfg)
+    assert quantile["treading"] < 0.02 <= min(shares.values())
+    assert cfg.high_ent < math.log2(49152)
+    assert fit_thresholds(metrics) == cfg  # pure
+    with pytest.raises(ValueError, match="every state"):
+        fit_thresholds(metrics, min_share=0.3)
+
+
+def test_heat_policy_gates_the_adaptive_temperature():
+    metrics = synthetic_metrics(n=600, seed=3)
+    base = fit_thresholds(metrics)
+    cfg = heat_policy(metrics, base, heat=1.0, gate=0.5)
+    states = np.array(params(base, metrics.tolist())["state"])
+    adaptive = metrics[states == 4]
+    u = adaptive[:, 0] + adaptive[:, 1]
+    temps = np.array(params(cfg, adaptive.tolist())["T"])
+    assert np.mean(temps == 0.0) == pytest.approx(0.5, abs=0.03)  # argmax below the gate
+    assert np.interp(np.quantile(u, 0.9), np.sort(u), np.sort(temps)) == pytest.approx(
+        1.0, abs=0.05
+    )
+    assert cfg.mist_min_temperature == 1.0 and cfg.n_adaptive_samples == 1
+    hotter = heat_policy(metrics, base, heat=1.5)
+    assert hotter.lehv_interaction_strength_offset > cfg.lehv_interaction_strength_offset
+    with pytest.raises(ValueError):
+        heat_policy(metrics, base, heat=0.0)

@@ -218,6 +218,7 @@ def _write(tmp_path: Path, name: str, text: str) -> str:
         (lambda t: ["--config", str(t / "nope.json")], "config file not found"),
         (lambda t: ["--config", _write(t, "c.json", '{"bogus": 1}')], "bogus: Extra inputs"),
         (lambda t: ["--temperature", "-1"], "invalid sampling parameter: temperature"),
+        (lambda t: ["--preset", "loud"], "unknown preset 'loud' (choose from precise"),
         (lambda t: ["--max-tokens", "ten"], "invalid int value: 'ten'"),
         (lambda t: ["--input", "a", "--prompts"], "not allowed with argument"),
     ],

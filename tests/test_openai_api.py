@@ -138,6 +138,7 @@ def test_temperature_zero_is_greedy_and_stop(client, embedded):
         ({"n": 9}, "n"),
         ({"extra_body": {"sampler": "creative"}}, "sampler"),
         ({"extra_body": {"tools_please": 1}}, "tools_please"),
+        ({"extra_body": {"preset": "loud"}}, "unknown preset 'loud'"),
         ({"messages": [{"role": "user", "content": "hi " * 9000}]}, "context"),
     ],
 )

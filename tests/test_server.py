@@ -158,6 +158,7 @@ BAD_REQUESTS = [
     ({"prompt": "hi", "temperature": 0.5}, 422, "temperature"),  # unknown field
     ({"prompt": "hi", "sampler": {"top_p": 0}}, 422, "top_p"),
     ({"prompt": "hi", "sampler": {"nope": 1}}, 422, "nope"),
+    ({"prompt": "hi", "preset": "loud"}, 422, "unknown preset 'loud' (choose from precise"),
     ({"messages": [{"role": "robot", "content": "x"}]}, 422, "role"),
     ({"prompt": "   "}, 400, "empty"),
     ({"prompt": "hi", "stop": [""]}, 422, "stop"),
@@ -175,6 +176,15 @@ def test_bad_requests_get_one_clear_message(client, body, status, needle):
     detail = r.json()["detail"]
     assert isinstance(detail, str) and needle.lower() in detail.lower()
     assert "Traceback" not in r.text and "\n" not in detail
+
+
+def test_presets_are_listed_and_served(client):
+    presets = client.get("/api/config").json()["presets"]
+    assert {"precise", "balanced", "creative"} <= set(presets)
+    assert all(p["summary"] and p["overrides"] for p in presets.values())
+    body = {"prompt": "hi", "max_tokens": 2, "seed": 1, "preset": "creative", "mode": "entropix"}
+    r = client.post("/api/generate", json=body)
+    assert r.status_code == 200 and "event: done" in r.text
 
 
 def test_compare_rejects_repeated_modes(client):

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 from pydantic import ValidationError
 
 from ..confidence import probability, with_abstention
-from ..config import Mode, SamplerConfig
+from ..config import PRESET_NAMES, Mode, SamplerConfig, apply_preset
 from ..errors import EntropixError, InvalidRequestError
 from ..io.prompts import BUILTIN_PROMPTS_PATH, PromptItem, load_prompts
 
@@ -75,9 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, metavar="N", help="default: random (reported in the summary)"
     )
     mode.add_argument("--config", metavar="FILE", help="SamplerConfig as JSON or TOML")
-    mode.add_argument(
-        "--temperature", type=float, metavar="T", help="base temperature (normal: fixed)"
-    )
+    mode.add_argument("--preset", metavar="NAME", help="preset: " + ", ".join(PRESET_NAMES))
+    mode.add_argument("--temperature", type=float, metavar="T", help="base T (normal: fixed)")
     mode.add_argument("--top-p", type=float, metavar="P", help="base top-p (normal: fixed)")
     mode.add_argument("--top-k", type=int, metavar="K", help="base top-k (normal: fixed)")
     mode.add_argument("--min-p", type=float, metavar="P", help="base min-p (normal: fixed)")
@@ -97,9 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="one JSON event per line (wire schema); with several prompts each line also "
         "carries 'prompt_index' (0-based)",
     )
-    out.add_argument(
-        "--top-logprobs", type=int, default=5, metavar="N", help="alternatives per token (JSON)"
-    )
+    out.add_argument("--top-logprobs", type=int, default=5, metavar="N", help="alternatives (JSON)")
     out.add_argument("--plot", metavar="PATH", help="PNG of entropy/varentropy per token")
     out.add_argument("--min-confidence", type=probability, metavar="P",
                      help="mark an answer with a confidence below P an abstention")  # fmt: skip
@@ -151,6 +148,10 @@ def read_config(args: argparse.Namespace, default: Callable[[], SamplerConfig]) 
             ) from err
     else:
         cfg = default()
+    try:  # the preset's overrides, then the command line's
+        cfg = apply_preset(cfg, args.preset)
+    except ValueError as err:  # an unknown name: the choices are in the message
+        raise InvalidRequestError(str(err)) from err
     names = ("temperature", "top_p", "top_k", "min_p")
     overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     try:
@@ -226,7 +227,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         raise InvalidRequestError(f"--top-logprobs must lie in [0, 20] (got {args.top_logprobs})")
     generating = not (args.info and args.input is None and not args.prompts and not args.prompt_csv)
     items = select_prompts(args) if generating else []
-    if args.config:  # fail on a bad file before the (slower) model load
+    if args.config or args.preset:  # fail on a bad file or name before the model load
         read_config(args, SamplerConfig)
 
     from ..generate import generate_batch, prepare_prompt

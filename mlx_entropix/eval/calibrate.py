@@ -129,6 +129,102 @@ def fit_policy(
     )
 
 
+# Target shares of ``fit_thresholds``: every state occurs (the rarest, "treading", as often as
+# this model's flat-and-even distributions allow), most tokens flow or adapt.
+DEFAULT_TARGETS = {"flowing": 0.30, "treading": 0.04, "exploring": 0.10, "resampling": 0.08,
+                   "adaptive": 0.48}  # fmt: skip
+
+
+def fit_thresholds(
+    metrics: np.ndarray,
+    base: SamplerConfig | None = None,
+    targets: dict[str, float] | None = None,
+    min_share: float = 0.02,
+) -> SamplerConfig:
+    """Thresholds whose state shares on ``metrics`` (N, 6) come closest to ``targets`` (sum of
+    |log(share / target)|) with every state at ``min_share`` or more: a search over quantile
+    grids of entropy and varentropy. Unlike ``propose``'s fixed quantiles this keeps each
+    quadrant reachable on a model whose varentropy grows with its entropy (a flat distribution
+    with a low varentropy, "treading", is then rare at any fixed low quantile). Pure."""
+    want = np.array([(targets or DEFAULT_TARGETS)[s] for s in STATES])
+    e, v = metrics[:, 0], metrics[:, 1]
+    grid = lambda x, lo, hi, step: np.quantile(x, np.arange(lo, hi, step))  # noqa: E731
+    med_ent = float(np.quantile(e, 0.6))
+    best: tuple[float, tuple[float, ...]] | None = None
+    hvs = grid(v, 0.5, 0.99, 0.02)
+    above = v[None, :] > hvs[:, None]  # (high_vent candidates, tokens), tested all at once
+    for le in grid(e, 0.15, 0.5, 0.05):
+        for lv in grid(v, 0.1, 0.7, 0.05):
+            fl = (e < le) & (v < lv)
+            for he in grid(e, 0.6, 0.99, 0.02):
+                me = min(he, med_ent)
+                tr = (e > he) & (v < lv) & ~fl
+                ex = (e < he) & above & ~fl & ~tr
+                rs = (e > me) & above & ~fl & ~tr & ~ex
+                ad = ~(fl | tr | ex | rs)
+                got = np.stack(
+                    [np.broadcast_to(fl.mean(), len(hvs)), np.broadcast_to(tr.mean(), len(hvs)),
+                     ex.mean(1), rs.mean(1), ad.mean(1)], axis=1,
+                )  # fmt: skip
+                ok = got.min(axis=1) >= min_share
+                if not ok.any():
+                    continue
+                loss = np.where(ok, np.abs(np.log(np.maximum(got, 1e-9) / want)).sum(1), np.inf)
+                i = int(np.argmin(loss))
+                if best is None or loss[i] < best[0]:
+                    best = (float(loss[i]), (le, lv, me, he, float(hvs[i])))
+    if best is None:
+        raise ValueError(f"no thresholds give every state {min_share:.0%} of these tokens")
+    names = ("low_ent", "low_vent", "med_ent", "high_ent", "high_vent")
+    return (base or SamplerConfig()).merged(
+        {k: round(float(x), 4) for k, x in zip(names, best[1], strict=True)}
+    )
+
+
+def heat_policy(
+    metrics: np.ndarray,
+    base: SamplerConfig,
+    heat: float,
+    gate: float = 0.5,
+    n_samples: int = 1,
+    adaptive_min_p: float = 0.1,
+) -> SamplerConfig:
+    """An entropix policy on one knob, ``heat``: the temperature of the uncertain states.
+
+    Adaptive T = max(0, T0 (offset + gain (H + V))) is 0 (argmax) up to the ``gate`` quantile
+    of H + V over the adaptive tokens and reaches ``heat`` at their 90th percentile; the
+    exploring and treading temperatures are ``heat`` at the median of their attention metric,
+    the mist's floor is ``heat`` (the original's 2.0 is far hotter than this model bears).
+    ``n_samples`` > 1 keeps the likeliest of n draws (cooler). Thresholds from ``base``. Pure.
+    """
+    if heat <= 0 or not 0 <= gate < 0.9:
+        raise ValueError("need heat > 0 and 0 <= gate < 0.9")
+    # fit_policy's other gains (top-p, top-k, min-p, the mist's top-p); its adaptive band is
+    # replaced below, so a narrow one that any spread of H + V can carry is given.
+    fitted = fit_policy(metrics, base, (0.2, 0.2001), adaptive_min_p, mist=True)
+    states = np.array(classify_states(metrics.tolist(), base))
+    u = metrics[states == "adaptive"][:, :2].sum(axis=1)
+    u_gate, u90 = float(np.quantile(u, gate)), float(np.quantile(u, 0.9))
+    t0 = base.temperature
+    gain = heat / (t0 * (u90 - u_gate))
+    med_aent, med_avent, med_ints = (float(np.median(metrics[:, i])) for i in (2, 3, 5))
+    r = lambda x: round(float(x), 6)  # noqa: E731
+    return fitted.merged(
+        {
+            "ada_temp_offset": r(-gain * u_gate),
+            "ada_temp_logits": r(gain),
+            "n_adaptive_samples": n_samples,
+            "lehv_interaction_strength_offset": r(0.8 * heat / t0),
+            "lehv_interaction_strength_coef": r(0.2 * heat / t0 / med_ints),
+            "helv_attn_ent_offset": r(0.8 * heat / t0),
+            "helv_attn_ent_coef": r(0.2 * heat / t0 / med_aent),
+            "hehv_attn_vent_offset": r(heat / t0),
+            "hehv_attn_vent_coef": r(0.2 * heat / t0 / med_avent),
+            "mist_min_temperature": r(heat),
+        }
+    )
+
+
 def state_shares(metrics: np.ndarray, cfg: SamplerConfig) -> dict[str, float]:
     """Share of tokens each state would get under ``cfg``."""
     counts = Counter(classify_states(metrics.tolist(), cfg))
@@ -145,6 +241,34 @@ def collect(lm, prompts: list[str], max_tokens: int, seed: int) -> np.ndarray:
             if event.type == "token":
                 rows.append(list(event.metrics.model_dump().values()))
     return np.array(rows, dtype=np.float64)
+
+
+def mix_jobs(lm, seed: int, per_category: int = 10, root: Path | None = None) -> list:
+    """The realistic prompt mix: the built-in prompt set, the open dev prompts
+    (``data/open/dev.csv``) and the first ``per_category`` items of each category of the eval
+    dev split (``data/eval/dev.csv``), each one row of normal sampling."""
+    import csv
+
+    from ..generate import prepare_prompt
+    from ..io.prompts import load_prompts
+    from .harness import build_prompt, load_items
+    from .rows import Job
+
+    root = root or Path(__file__).resolve().parents[2] / "data"
+    cfg = lm.default_config
+    texts = [p.prompt for p in load_prompts(None)]
+    with (root / "open" / "dev.csv").open(newline="") as f:
+        texts += [r["prompt"] for r in csv.DictReader(f)]
+    jobs = [Job(("chat", i), prepare_prompt(lm, t), cfg, "normal", (seed,))
+            for i, t in enumerate(texts)]  # fmt: skip
+    taken: Counter[str] = Counter()
+    for item in load_items(root / "eval" / "dev.csv"):
+        if taken[item.category] < per_category:
+            taken[item.category] += 1
+            ids = prepare_prompt(lm, build_prompt(lm.tokenizer, item, None, ()))
+            stop = ("\n",) if item.format == "raw" else ()
+            jobs.append(Job(("dev", item.index), ids, cfg, "normal", (seed,), stop))
+    return jobs
 
 
 def _table(shares: dict[str, dict[str, float]]) -> str:
@@ -169,6 +293,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--model", default=None, help="model path or id (default: embedded)")
     parser.add_argument("--prompts", default=None, help="prompt CSV (default: data/prompts.csv)")
+    parser.add_argument(
+        "--mix", action="store_true",
+        help="the realistic mix: prompt set + open dev prompts + dev items (one batch)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--fit-thresholds", action="store_true", help="target shares, every state reachable"
+    )
+    parser.add_argument("--heat", type=float, default=None, help="heat_policy instead")
+    parser.add_argument("--metrics-out", default=None, help="write the tokens' metrics here")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="config JSON to write (default: configs/)")
@@ -194,20 +327,35 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         lm = load(args.model)
-        prompts = [p.prompt for p in load_prompts(args.prompts)]
-        metrics = collect(lm, prompts, args.max_tokens, args.seed)
+        if args.mix:
+            from .rows import run_jobs
+
+            jobs = mix_jobs(lm, args.seed)
+            prompts = [str(j.key) for j in jobs]
+            results = run_jobs(lm, jobs, max_tokens=args.max_tokens)
+            metrics = np.array([m for r in results for m in r.metrics], dtype=np.float64)
+        else:
+            prompts = [p.prompt for p in load_prompts(args.prompts)]
+            metrics = collect(lm, prompts, args.max_tokens, args.seed)
     except EntropixError as err:
         print(f"calibrate: error: {err}", file=sys.stderr)
         return 2
-    cfg = propose(metrics, SamplerConfig(), args.q_low, args.q_med, args.q_high)
-    if not args.thresholds_only:
-        try:
+    if args.metrics_out:
+        Path(args.metrics_out).write_text(json.dumps(metrics.round(4).tolist()) + "\n")
+    try:
+        if args.fit_thresholds:
+            cfg = fit_thresholds(metrics)
+        else:
+            cfg = propose(metrics, SamplerConfig(), args.q_low, args.q_med, args.q_high)
+        if args.heat is not None:
+            cfg = heat_policy(metrics, cfg, args.heat, adaptive_min_p=args.adaptive_min_p)
+        elif not args.thresholds_only:
             cfg = fit_policy(
                 metrics, cfg, band, args.adaptive_min_p, args.keep_mist, lm.info.vocab_size
             )
-        except ValueError as err:
-            print(f"calibrate: error: {err}", file=sys.stderr)
-            return 2
+    except ValueError as err:
+        print(f"calibrate: error: {err}", file=sys.stderr)
+        return 2
     out = (
         Path(args.out)
         if args.out

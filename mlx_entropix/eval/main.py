@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--limit", type=int, help="only the first N items")
     p.add_argument("--config", help="sampler config JSON/TOML (default: the model's calibrated)")
+    p.add_argument("--preset", help="entropix preset on top of the config (configs/presets/)")
     p.add_argument("--system", help="system message for chat items")
     p.add_argument("--fewshot", help="CSV of solved examples put before every question")
     p.add_argument("--shots", type=int, default=5, help="examples taken from --fewshot")
@@ -116,7 +117,16 @@ def _main(args: argparse.Namespace) -> int:
             config = SamplerConfig.from_file(args.config)
         except Exception as err:  # OSError, JSON/TOML and validation errors alike
             raise InvalidRequestError(f"cannot use sampler config {args.config}: {err}") from err
+    if args.preset:
+        from ..config import apply_preset
+
+        try:
+            apply_preset(SamplerConfig(), args.preset)  # a bad name fails before the load
+        except ValueError as err:
+            raise InvalidRequestError(str(err)) from err
     lm = load(args.model)
+    if args.preset:
+        config = apply_preset(config or lm.default_config, args.preset)
     runtime = runtime_info()
     gen = engine_generate_fn(
         lm,
@@ -137,6 +147,7 @@ def _main(args: argparse.Namespace) -> int:
         "sc_k": args.sc_k,
         "fewshot": args.fewshot,
         "shots": len(fewshot),
+        "preset": args.preset,
         "config": (config or lm.default_config).model_dump(),
         "device": runtime.device,
         "blas": runtime.blas,

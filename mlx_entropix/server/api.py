@@ -9,7 +9,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException
 
 from .. import __version__
-from ..config import Mode
+from ..config import Mode, load_presets
 from ..errors import EntropixError
 from ..events import STATE_INFO, ErrorEvent
 from ..io.prompts import load_prompts
@@ -50,7 +50,7 @@ def start_generation(
     settings, engine = settings_of(request), engine_of(request)
     max_tokens = resolve_max_tokens(body.max_tokens, settings)
     ids = engine.prepare(body.chat(), body.system, max_tokens, settings.max_prompt_tokens)
-    config = engine.config_for(overrides_dict(body.sampler))
+    config = engine.config_for(overrides_dict(body.sampler), body.preset)
     work = generation_work(
         ids,
         modes,
@@ -100,7 +100,10 @@ async def info(request: Request) -> InfoResponse:
 
 @router.get("/config", response_model=ConfigResponse)
 async def config(request: Request) -> ConfigResponse:
-    return ConfigResponse(defaults=engine_of(request).config, states=dict(STATE_INFO))
+    presets = {name: p.model_dump() for name, p in load_presets().items()}
+    return ConfigResponse(
+        defaults=engine_of(request).config, states=dict(STATE_INFO), presets=presets
+    )
 
 
 @router.get("/prompts", response_model=list[PromptOut])

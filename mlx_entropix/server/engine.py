@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from ..batch import BatchDecoder
 from ..confidence import with_abstention
-from ..config import Mode, SamplerConfig
+from ..config import Mode, SamplerConfig, apply_preset
 from ..errors import EntropixError, InvalidRequestError, PromptTooLongError
 from ..events import DoneEvent, ErrorEvent, ForkEvent, TokenEvent
 from ..generate import Prompt, generate, generate_rows, prepare_prompt
@@ -128,9 +128,10 @@ class Engine:
             )
         return ids
 
-    def config_for(self, overrides: dict[str, Any]) -> SamplerConfig:
+    def config_for(self, overrides: dict[str, Any], preset: str | None = None) -> SamplerConfig:
+        """The server's defaults, then the preset's overrides, then the request's."""
         try:
-            return self.config.merged(overrides)
+            return apply_preset(self.config, preset).merged(overrides)
         except ValidationError as err:
             first = err.errors()[0]
             where = ".".join(str(p) for p in first["loc"])

@@ -266,7 +266,7 @@ def sampler_config(engine: Engine, mode: str, body: Any) -> Any:
         if body.top_p:
             overrides["top_p"] = body.top_p
     overrides.update(overrides_dict(body.sampler_config))
-    return engine.config_for(overrides)
+    return engine.config_for(overrides, body.preset)
 
 
 async def collect_choices(

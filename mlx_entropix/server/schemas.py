@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
-from ..config import Mode, SamplerConfig
+from ..config import PRESET_NAMES, Mode, SamplerConfig, apply_preset
 from ..events import StateInfo
 
 MAX_TOKENS = 4096  # schema cap; the server may set a lower one (ServerSettings.max_tokens_limit)
@@ -53,6 +53,19 @@ def overrides_dict(overrides: BaseModel | None) -> dict[str, Any]:
     return overrides.model_dump(exclude_unset=True) if overrides is not None else {}
 
 
+PRESET_FIELD = Field(
+    None,
+    description="Entropix preset applied before the sampler overrides: "
+    + ", ".join(PRESET_NAMES) + " (README: what each trades).",
+)  # fmt: skip
+
+
+def check_preset(name: str | None) -> str | None:
+    """A known preset name (or None); an unknown one is a clear validation error."""
+    apply_preset(SamplerConfig(), name)  # raises ValueError naming the choices
+    return name
+
+
 class ChatMessage(BaseModel):
     model_config = STRICT
 
@@ -79,6 +92,8 @@ class GenerationFields(BaseModel):
     sampler: SamplerOverrides | None = Field(  # type: ignore[valid-type]
         None, description="Partial SamplerConfig: overrides of the server's sampler defaults."
     )
+    preset: str | None = PRESET_FIELD
+    _preset = field_validator("preset")(check_preset)
     stop: list[str] = Field(default_factory=list, max_length=MAX_STOP)
     top_logprobs: int = Field(5, ge=0, le=20)
     min_confidence: float | None = Field(
@@ -145,9 +160,17 @@ class InfoResponse(BaseModel):
     prefix_cache: dict[str, Any] | None = None
 
 
+class PresetInfo(BaseModel):
+    summary: str = Field(description="What the preset trades, in one line.")
+    overrides: dict[str, Any] = Field(description="What it changes in the defaults.")
+
+
 class ConfigResponse(BaseModel):
     defaults: SamplerConfig
     states: dict[str, StateInfo]
+    presets: dict[str, PresetInfo] = Field(
+        default_factory=dict, description="Entropix presets (a request's ``preset``)."
+    )
 
 
 class PromptOut(BaseModel):
@@ -211,6 +234,8 @@ class OpenAIFields(BaseModel):
     min_confidence: float | None = Field(
         None, ge=0.0, le=1.0, description="Extension: below it the answer is marked abstained."
     )
+    preset: str | None = PRESET_FIELD
+    _preset = field_validator("preset")(check_preset)
 
     @model_validator(mode="after")
     def _check_shared(self) -> OpenAIFields:

@@ -37,6 +37,7 @@ export function App() {
   const [info, setInfo] = useState<Info | null>(null);
   const [loadError, setLoadError] = useState<string | null>(null);
   const [edits, setEdits] = useState<Edits>({});
+  const [preset, setPreset] = useState("");
   const [session, dispatch] = useReducer(reducer, initialSession);
   const [pinned, setPinned] = useState<Selection | null>(null);
   const [hovered, setHovered] = useState<Selection | null>(null);
@@ -72,7 +73,7 @@ export function App() {
       dispatch({ type: "rejected", message: "Fix the highlighted sampler settings first." });
       return;
     }
-    const built = buildRequest(values, overrides.sampler);
+    const built = buildRequest(values, overrides.sampler, preset);
     if (!built.ok) {
       dispatch({ type: "rejected", message: built.error });
       return;
@@ -107,7 +108,7 @@ export function App() {
     } finally {
       if (abortRef.current === ctrl) abortRef.current = null;
     }
-  }, [values, overrides]);
+  }, [values, overrides, preset]);
 
   const stop = useCallback(() => abortRef.current?.abort(), []);
 
@@ -183,6 +184,9 @@ export function App() {
             overrides={overrides}
             onEdit={(k, v) => setEdits((e) => ({ ...e, [k]: v }))}
             onReset={() => setEdits({})}
+            presets={config?.presets}
+            preset={preset}
+            onPreset={setPreset}
           />
         </aside>
 

@@ -11,9 +11,15 @@ export interface Prompt {
   answer: string;
 }
 
+export interface PresetInfo {
+  summary: string;
+  overrides: Partial<SamplerConfig>;
+}
+
 export interface ApiConfig {
   defaults: SamplerConfig;
   states: Record<string, StateInfo>;
+  presets?: Record<string, PresetInfo>;
 }
 
 export interface GenerateRequest {
@@ -25,6 +31,7 @@ export interface GenerateRequest {
   max_tokens: number;
   seed?: number | null;
   sampler?: Partial<SamplerConfig> | null;
+  preset?: string;
   top_logprobs?: number;
 }
 

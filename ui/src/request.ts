@@ -9,7 +9,7 @@ export type BuiltRequest =
   | { ok: true; path: "/api/generate" | "/api/compare"; body: GenerateRequest; modes: Mode[] }
   | { ok: false; error: string };
 
-export function buildRequest(values: FormValues, sampler: Partial<SamplerConfig> | null): BuiltRequest {
+export function buildRequest(values: FormValues, sampler: Partial<SamplerConfig> | null, preset = ""): BuiltRequest {
   if (!values.prompt.trim()) return { ok: false, error: "Type a prompt (or choose a built-in one) first." };
   const maxTokens = Number(values.maxTokens);
   if (!Number.isInteger(maxTokens) || maxTokens < 1 || maxTokens > 4096) {
@@ -27,6 +27,7 @@ export function buildRequest(values: FormValues, sampler: Partial<SamplerConfig>
     seed,
     sampler,
     top_logprobs: 5,
+    ...(preset ? { preset } : {}),
   };
   if (values.mode === "compare") {
     return { ok: true, path: "/api/compare", body: { ...body, modes: COMPARE_MODES }, modes: COMPARE_MODES };

@@ -19,6 +19,12 @@ export function samplerOverrides(defaults: SamplerConfig | null, edits: Edits): 
     if (!(key in defaults) || raw === undefined) continue;
     const def = (defaults as unknown as Record<string, unknown>)[key];
     let value: unknown = raw;
+    if (Array.isArray(def)) {
+      // A list field (greedy_states): comma-separated names; the server checks them.
+      value = (raw ?? "").split(",").map((x) => x.trim()).filter(Boolean);
+      if (JSON.stringify(value) !== JSON.stringify(def)) sampler[key] = value;
+      continue;
+    }
     if (typeof def === "boolean") value = raw === "true";
     else if (typeof def === "number") {
       const text = (raw ?? "").trim();

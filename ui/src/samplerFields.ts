@@ -26,6 +26,7 @@ export const SAMPLER_LABELS: Partial<Record<Key, Label>> = {
   hehv_attn_vent_offset: { label: "Temperature base", unit: "× T₀" },
   hehv_attn_vent_coef: { label: "Temperature per attention-varentropy bit²", unit: "× T₀/bit²" },
   hehv_attn_ent_coef: { label: "Top-p cut per attention-entropy bit", unit: "/bit" },
+  mist_min_temperature: { label: "Temperature at least", unit: "" },
   n_adaptive_samples: { label: "Draws (best of n)", unit: "draws" },
   ada_temp_offset: { label: "Temperature base", unit: "× T₀" },
   ada_temp_logits: { label: "Temperature gain from logits uncertainty", unit: "/bit" },
@@ -36,6 +37,7 @@ export const SAMPLER_LABELS: Partial<Record<Key, Label>> = {
   ada_top_k_agree: { label: "Top-k cut from head disagreement", unit: "" },
   ada_min_p_offset: { label: "Min-p base", unit: "× min-p" },
   ada_min_p: { label: "Min-p cut from logits uncertainty", unit: "/bit" },
+  greedy_states: { label: "States taking the argmax instead", unit: "comma-separated" },
   fork_trigger: { label: "Fork at", unit: "" },
   fork_max_entropy: { label: "No fork at entropy above", unit: "bits" },
   fork_branches: { label: "Branches per fork", unit: "branches" },
@@ -53,9 +55,10 @@ export const SAMPLER_GROUPS: { title: string; match: (k: string) => boolean }[] 
   { title: "State thresholds", match: (k) => ["low_ent", "low_vent", "med_ent", "high_ent", "high_vent"].includes(k) },
   { title: `${state("treading")} (high entropy, low varentropy)`, match: (k) => k.startsWith("helv_") || k === "clarifying_token" },
   { title: `${state("exploring")} (low entropy, high varentropy)`, match: (k) => k.startsWith("lehv_") },
-  { title: `${state("resampling")} (high entropy, high varentropy)`, match: (k) => k.startsWith("hehv_") },
+  { title: `${state("resampling")} (high entropy, high varentropy)`, match: (k) => k.startsWith("hehv_") || k === "mist_min_temperature" },
   { title: `${state("adaptive")} (adaptive)`, match: (k) => k === "n_adaptive_samples" || k.startsWith("ada_") },
   { title: "Branches (fork mode)", match: (k) => k.startsWith("fork_") },
+  { title: "Ablation", match: (k) => k === "greedy_states" },
 ];
 
 /** Group title -> keys, every key of `defaults` exactly once (unknown keys in a last group). */

@@ -1,6 +1,8 @@
 import { SAMPLER_CHOICES, type SamplerConfig } from "../generated/events";
 import type { Edits, Overrides } from "../sampler";
 import { fieldLabel, fieldTooltip, groupFields } from "../samplerFields";
+import type { PresetInfo } from "../api";
+import { PresetSelect } from "./PresetSelect";
 
 interface Props {
   defaults: SamplerConfig | null;
@@ -8,6 +10,9 @@ interface Props {
   overrides: Overrides;
   onEdit: (key: keyof SamplerConfig, value: string | null) => void;
   onReset: () => void;
+  presets?: Record<string, PresetInfo>;
+  preset?: string;
+  onPreset?: (name: string) => void;
 }
 
 type Key = keyof SamplerConfig;
@@ -53,7 +58,8 @@ function Field({ k, def, edits, error, changed, onEdit }: FieldProps) {
       </div>
     );
   }
-  const value = edited ? (edits[k] ?? "") : String(def ?? ""); // a null default (no limit) shows empty
+  // a null default (no limit) shows empty; a list (greedy_states) as comma-separated names
+  const value = edited ? (edits[k] ?? "") : Array.isArray(def) ? def.join(", ") : String(def ?? "");
   const choices = SAMPLER_CHOICES[k];
   if (typeof def === "boolean") {
     return (
@@ -99,13 +105,15 @@ function Field({ k, def, edits, error, changed, onEdit }: FieldProps) {
 }
 
 /** Every sampler knob from /api/config, editable; changed values are sent as overrides. */
-export function SamplerPanel({ defaults, edits, overrides, onEdit, onReset }: Props) {
+export function SamplerPanel({ defaults, edits, overrides, onEdit, onReset, presets, preset = "", onPreset }: Props) {
   const changed = overrides.sampler ? Object.keys(overrides.sampler).length : 0;
   return (
     <details className="sampler panel">
       <summary>
         Sampler settings {changed > 0 && <span className="badge">{changed} changed</span>}
+        {preset && <span className="badge">preset {preset}</span>}
       </summary>
+      {presets && onPreset && <PresetSelect presets={presets} value={preset} onChange={onPreset} />}
       {!defaults ? (
         <p className="muted small">Settings load from the server's /api/config.</p>
       ) : (

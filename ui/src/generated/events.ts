@@ -191,6 +191,8 @@ export interface SamplerConfig {
   hehv_attn_ent_coef: number;
   hehv_attn_vent_offset: number;
   hehv_attn_vent_coef: number;
+  /** Floor of the mist's temperature (the original's 2.0). */
+  mist_min_temperature: number;
   n_adaptive_samples: number;
   ada_temp_offset: number;
   ada_temp_logits: number;
@@ -219,6 +221,8 @@ export interface SamplerConfig {
   fork_aggregate: boolean;
   /** Text of the token inserted once per generation; null disables. */
   clarifying_token: string | null;
+  /** States whose action is replaced by argmax (per-state ablation). */
+  greedy_states: State[];
 }
 
 export type StreamEvent = TokenEvent | ForkEvent | DoneEvent | ErrorEvent;
@@ -270,6 +274,7 @@ export const SAMPLER_DESCRIPTIONS: Record<keyof SamplerConfig, string> = {
   hehv_attn_ent_coef: "",
   hehv_attn_vent_offset: "",
   hehv_attn_vent_coef: "",
+  mist_min_temperature: "Floor of the mist's temperature (the original's 2.0).",
   n_adaptive_samples: "",
   ada_temp_offset: "",
   ada_temp_logits: "",
@@ -289,6 +294,7 @@ export const SAMPLER_DESCRIPTIONS: Record<keyof SamplerConfig, string> = {
   fork_score: "Branch confidence: mean p(top1)-p(top2) over the answer span (answer_margin) or the whole branch (margin), minus mean entropy, or mean log-prob.",
   fork_aggregate: "Sum the scores of branches that reach the same answer.",
   clarifying_token: "Text of the token inserted once per generation; null disables.",
+  greedy_states: "States whose action is replaced by argmax (per-state ablation).",
 };
 
 /** The allowed values of SamplerConfig's choice fields. */
