@@ -25,12 +25,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import mlx_entropix  # noqa: E402, F401  (BLAS preload before mlx)
-from mlx_entropix.fork import tile_cache  # noqa: E402
-from mlx_entropix.generate import _forward, generate, generate_batch  # noqa: E402
+from mlx_entropix.engine.fork import tile_cache  # noqa: E402
+from mlx_entropix.engine.generate import _forward, generate, generate_batch  # noqa: E402
 from mlx_entropix.io.load import LoadedModel, load  # noqa: E402
 from mlx_entropix.runtime.device import runtime_info  # noqa: E402
-from mlx_entropix.sampler import step_key  # noqa: E402
-from mlx_entropix.step import sample_step as _step  # noqa: E402
+from mlx_entropix.uncertainty.sampler import step_key  # noqa: E402
+from mlx_entropix.uncertainty.step import sample_step as _step  # noqa: E402
 
 import mlx.core as mx  # noqa: E402
 

@@ -34,7 +34,7 @@ void cblas_sgemm(I o,I ta,I tb,I m,I n,I k,float al,const float*a,I lda,const fl
 def measure() -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import mlx_entropix  # noqa: F401  (BLAS preload first)
-    from mlx_entropix.generate import generate
+    from mlx_entropix.engine.generate import generate
     from mlx_entropix.io.load import load
     from mlx_entropix.runtime.device import runtime_info
 

@@ -36,8 +36,8 @@ def measure(rows: list[int], steps: int) -> dict[str, float]:
     """One process: the figures of one setting (its MKL mode set by the parent)."""
     sys.path.insert(0, str(ROOT))
     import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
-    from mlx_entropix.batch import BatchDecoder
-    from mlx_entropix.generate import generate, prepare_prompt
+    from mlx_entropix.engine.batch import BatchDecoder
+    from mlx_entropix.engine.generate import generate, prepare_prompt
     from mlx_entropix.io.load import load
 
     lm = load(None)

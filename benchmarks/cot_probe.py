@@ -59,7 +59,7 @@ def _copy_cache(cache, rows: int):
 
 def _step_stats(logits):
     """Per row: (top ids (B, 10), top probs (B, 10), entropy bits (B,), varentropy (B,))."""
-    from mlx_entropix.metrics import logits_entropy
+    from mlx_entropix.uncertainty.metrics import logits_entropy
 
     import mlx.core as mx
 
@@ -75,7 +75,7 @@ def decode(lm, prefix: list[int], first: list[int] | None, budget: int, stop_nl:
     """Greedy continuation of ``prefix`` as one batch: one row per forced first token in
     ``first`` (None: one plain greedy row). Returns per row a list of steps
     (token, p1, p2, entropy, varentropy, logprob) and the metrics of every step."""
-    from mlx_entropix.metrics import compute_metrics, log_normaliser
+    from mlx_entropix.uncertainty.metrics import compute_metrics, log_normaliser
 
     import mlx.core as mx
 
@@ -145,8 +145,8 @@ def branch_record(lm, item, options, prefix_tokens: list[int], steps: list[tuple
 
 
 def probe_item(lm, item, k: int, max_tokens: int, cfg, triggers: list[str]) -> dict:
-    from mlx_entropix.generate import prepare_prompt
-    from mlx_entropix.sampler import classify_states
+    from mlx_entropix.engine.generate import prepare_prompt
+    from mlx_entropix.uncertainty.sampler import classify_states
 
     prompt = build_prompt(lm.tokenizer, item, None, ())
     ids = prepare_prompt(lm, prompt, None, max_tokens)

@@ -33,9 +33,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mlx_entropix.engine.fork import select_branch  # noqa: E402
 from mlx_entropix.eval.consistency import vote  # noqa: E402
 from mlx_entropix.eval.stats import paired_difference, wilson  # noqa: E402
-from mlx_entropix.fork import select_branch  # noqa: E402
 
 Branch = dict[str, Any]
 

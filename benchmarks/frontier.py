@@ -95,8 +95,8 @@ def open_prompts(split: str) -> list[str]:
 
 def run_group(lm, samplers: dict[str, tuple[str, SamplerConfig]], items, prompts, args) -> dict:
     """Every generation of several samplers, as rows of one batch: {name: run}."""
+    from mlx_entropix.engine.generate import prepare_prompt
     from mlx_entropix.eval.rows import Job, run_jobs
-    from mlx_entropix.generate import prepare_prompt
 
     acc_ids = {
         it.index: prepare_prompt(lm, build_prompt(lm.tokenizer, it, None, ())) for it in items

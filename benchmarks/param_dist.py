@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import mlx_entropix  # noqa: E402, F401
 from mlx_entropix.config import SamplerConfig  # noqa: E402
-from mlx_entropix.generate import generate  # noqa: E402
+from mlx_entropix.engine.generate import generate  # noqa: E402
 from mlx_entropix.io.load import load  # noqa: E402
 
 import numpy as np  # noqa: E402

@@ -34,7 +34,7 @@ import mlx_entropix  # noqa: E402, F401
 from mlx_entropix.config import CONFIG_DIR, SamplerConfig  # noqa: E402
 from mlx_entropix.eval.harness import engine_generate_fn, load_items, run_eval  # noqa: E402
 from mlx_entropix.eval.stats import _item_scores, paired_difference, wilson  # noqa: E402
-from mlx_entropix.sampler import classify_states  # noqa: E402
+from mlx_entropix.uncertainty.sampler import classify_states  # noqa: E402
 
 import numpy as np  # noqa: E402
 

@@ -1,7 +1,7 @@
 """What does entropix cost? Decode/prefill speed, time to first token and memory, per mode.
 
 Same device, weights and prompts for every runner:
-  entropix, normal, greedy   our engine (``mlx_entropix.generate.generate``), full events
+  entropix, normal, greedy   our engine (``mlx_entropix.engine.generate.generate``), full events
   mlx-lm greedy              mlx-lm's ``generate_step`` (argmax) on mlx-lm's own Llama holding
                              the same weights (``load.to_mlx_lm``), fed the same token ids
 at prompt lengths of about 50, 500 and 2000 tokens (a chat prompt asking for a long story).
@@ -45,8 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import mlx_entropix  # noqa: E402, F401  (BLAS preload before mlx)
 from mlx_entropix import model as model_module  # noqa: E402
+from mlx_entropix.engine.generate import generate  # noqa: E402
 from mlx_entropix.eval.reference_model import to_mlx_lm  # noqa: E402
-from mlx_entropix.generate import generate  # noqa: E402
 from mlx_entropix.io.load import LoadedModel, load  # noqa: E402
 from mlx_entropix.runtime.device import runtime_info  # noqa: E402
 
@@ -164,7 +164,7 @@ def run_mlx_lm(ref: Any, ids: list[int], tokens: int) -> dict[str, Any]:
 def device_loop(lm: LoadedModel, ids: list[int], tokens: int, metrics: bool) -> float:
     """Decode tok/s of our model alone: argmax on the device, one host sync per token;
     ``metrics``: also the six metrics (uncompiled) and the logits copied to the host."""
-    from mlx_entropix.metrics import compute_metrics
+    from mlx_entropix.uncertainty.metrics import compute_metrics
 
     import numpy as np
 

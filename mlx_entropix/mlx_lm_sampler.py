@@ -19,9 +19,9 @@ import mlx.nn as nn
 
 from .config import Mode, SamplerConfig
 from .events import STATES
-from .families import observe_last_attention
-from .metrics import compute_metrics
-from .sampler import CLARIFY, candidate_width, decide, sample, step_key, top_candidates
+from .models.families import observe_last_attention
+from .uncertainty.metrics import compute_metrics
+from .uncertainty.sampler import CLARIFY, candidate_width, decide, sample, step_key, top_candidates
 
 __all__ = ["EntropixSampler", "make_sampler"]
 _ENGINE_TOP_LOGPROBS = 5  # the engine's default width floor: same width, same draws

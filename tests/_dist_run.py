@@ -10,7 +10,7 @@ import json
 import sys
 
 import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
-from mlx_entropix.generate import generate
+from mlx_entropix.engine.generate import generate
 from mlx_entropix.io.load import load
 from mlx_entropix.runtime.distributed import init_group
 

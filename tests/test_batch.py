@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
+from mlx_entropix.engine.generate import generate, generate_batch
+from mlx_entropix.engine.stream import params_of
 from mlx_entropix.events import METRIC_NAMES
-from mlx_entropix.generate import generate, generate_batch
-from mlx_entropix.sampler import decide
-from mlx_entropix.stream import params_of
+from mlx_entropix.uncertainty.sampler import decide
 
 import mlx.core as mx
 import pytest

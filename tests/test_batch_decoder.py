@@ -3,10 +3,10 @@ stream by stream, the events of the same request run alone."""
 
 from __future__ import annotations
 
-from mlx_entropix.batch import BatchDecoder
+from mlx_entropix.engine.batch import BatchDecoder
+from mlx_entropix.engine.generate import generate, prepare_prompt
 from mlx_entropix.errors import InvalidRequestError
 from mlx_entropix.events import METRIC_NAMES
-from mlx_entropix.generate import generate, prepare_prompt
 
 import pytest
 from conftest import BATCH_INVARIANT

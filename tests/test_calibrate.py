@@ -13,7 +13,7 @@ from mlx_entropix.eval.calibrate import (
     propose,
     state_shares,
 )
-from mlx_entropix.sampler import decide
+from mlx_entropix.uncertainty.sampler import decide
 
 import mlx.core as mx
 import numpy as np

@@ -12,10 +12,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from mlx_entropix import compiled as compiled_module
-from mlx_entropix.compiled import ConfigArrays, compiled, config_array
 from mlx_entropix.config import SamplerConfig
-from mlx_entropix.generate import generate
+from mlx_entropix.engine.generate import generate
 from mlx_entropix.runtime import device
+from mlx_entropix.uncertainty.compiled import ConfigArrays, compiled, config_array
 
 import mlx.core as mx
 import pytest
@@ -82,7 +82,7 @@ def test_switched_off_by_the_environment(monkeypatch):
 SCRIPT = """
 import json, mlx_entropix
 from mlx_entropix.io.load import load
-from mlx_entropix.generate import generate
+from mlx_entropix.engine.generate import generate
 from mlx_entropix.runtime.device import compile_steps
 lm = load()
 events = generate(lm, {prompt!r}, mode="entropix", max_tokens=24, seed=11)
@@ -122,7 +122,7 @@ def test_fallback_gives_the_same_tokens(embedded, tmp_path, case):
 
 
 def test_stop_scan_of_the_tail_finds_a_straddling_match():
-    from mlx_entropix.stream import StopMatcher as _StopMatcher
+    from mlx_entropix.engine.stream import StopMatcher as _StopMatcher
 
     stops = _StopMatcher(["STOP", "x"])
     text = "abc ST" + "OP and x"
@@ -138,7 +138,7 @@ def test_token_texts_are_cached(embedded):
 
 
 def test_vocab_exp_is_accurate():
-    from mlx_entropix.metrics import vocab_exp
+    from mlx_entropix.uncertainty.metrics import vocab_exp
 
     import numpy as np
 
@@ -157,7 +157,7 @@ def test_a_one_token_prompt_does_not_break_the_shapeless_graph():
     code = """
 import mlx_entropix
 import mlx.core as mx
-from mlx_entropix.step import observe
+from mlx_entropix.uncertainty.step import observe
 for keys in (20, 1, 30, 1, 2):
     logits = mx.random.normal((1, 1, 50))
     _, metrics, _ = observe(logits, mx.random.normal((1, 9, keys)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from mlx_entropix.confidence import (
+from mlx_entropix.engine.confidence import (
     ConfidenceModel,
     LogisticMap,
     TokenSignal,

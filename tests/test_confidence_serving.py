@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
-from mlx_entropix.confidence import TokenSignal, score, shipped_model
-from mlx_entropix.generate import generate
+from mlx_entropix.engine.confidence import TokenSignal, score, shipped_model
+from mlx_entropix.engine.generate import generate
 from mlx_entropix.server import ServerSettings
 
 import httpx

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
 from mlx_entropix.answers import extracted
+from mlx_entropix.engine.generate import generate
 from mlx_entropix.eval.consistency import row_seeds, sample_rows, vote
-from mlx_entropix.generate import generate
 
 
 def test_the_vote_keeps_the_majority_answer_ties_to_the_first():

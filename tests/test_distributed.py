@@ -17,11 +17,11 @@ import sys
 from pathlib import Path
 
 import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
+from mlx_entropix.engine.generate import generate
 from mlx_entropix.errors import ModelLoadError
 from mlx_entropix.events import METRIC_NAMES
-from mlx_entropix.generate import generate
-from mlx_entropix.metrics import _sharded_attention_metrics, attention_metrics
 from mlx_entropix.runtime.distributed import ShardingError, plan_sharding
+from mlx_entropix.uncertainty.metrics import _sharded_attention_metrics, attention_metrics
 
 import mlx.core as mx
 import pytest

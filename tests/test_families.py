@@ -8,10 +8,10 @@ import importlib
 import json
 from pathlib import Path
 
-from mlx_entropix.families import VERIFIED, FamilyModel
-from mlx_entropix.generate import generate
+from mlx_entropix.engine.generate import generate
 from mlx_entropix.io.load import load
-from mlx_entropix.metrics import attention_metrics
+from mlx_entropix.models.families import VERIFIED, FamilyModel
+from mlx_entropix.uncertainty.metrics import attention_metrics
 
 import mlx.core as mx
 import pytest
@@ -179,7 +179,7 @@ def test_any_family_observes_the_shared_sdpa(checkpoints):
 
 
 def test_llama_keeps_our_model(tmp_path, embedded):
-    from mlx_entropix.model import Model
+    from mlx_entropix.models.llama import Model
 
     from tests.test_load import write_tiny_hf
 

@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = r"""
 import json, sys, time
 import mlx_entropix
-from mlx_entropix.batch import BatchDecoder
-from mlx_entropix.generate import generate, prepare_prompt
+from mlx_entropix.engine.batch import BatchDecoder
+from mlx_entropix.engine.generate import generate, prepare_prompt
 from mlx_entropix.io.load import load
 from mlx_entropix.io.warmup import FirstRun
 from mlx_entropix.runtime import device, kernels

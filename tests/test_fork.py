@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
 from mlx_entropix.answers import extracted
 from mlx_entropix.config import SamplerConfig
-from mlx_entropix.fork import (
+from mlx_entropix.engine.fork import (
     _Branch,
     answer_groups,
     branch_score,
@@ -13,8 +13,8 @@ from mlx_entropix.fork import (
     read_branch,
     select_branch,
 )
-from mlx_entropix.generate import generate
-from mlx_entropix.stream import StopMatcher
+from mlx_entropix.engine.generate import generate
+from mlx_entropix.engine.stream import StopMatcher
 
 import pytest
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from mlx_entropix.config import SamplerConfig
+from mlx_entropix.engine.generate import generate, prepare_prompt
 from mlx_entropix.errors import InvalidRequestError, PromptTooLongError
 from mlx_entropix.events import DoneEvent, TokenEvent
-from mlx_entropix.generate import generate, prepare_prompt
 
 import pytest
 

@@ -135,7 +135,7 @@ def test_llama3_gguf_matches_hf_safetensors(tiny_pair):
     assert mx.abs(sg - sh).max().item() < 1e-4
     # The scaling matters at these positions: dropping it (the old behaviour) changes the logits.
     g.model.args.rope_scaling = None
-    from mlx_entropix.model import Model
+    from mlx_entropix.models.llama import Model
 
     plain = Model(g.model.args)
     plain.update(g.model.parameters())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
-from mlx_entropix.metrics import attention_metrics, compute_metrics, logits_entropy
+from mlx_entropix.uncertainty.metrics import attention_metrics, compute_metrics, logits_entropy
 
 import mlx.core as mx
 import numpy as np

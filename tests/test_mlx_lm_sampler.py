@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 
 from mlx_entropix.config import SamplerConfig
+from mlx_entropix.engine.generate import generate
 from mlx_entropix.eval.reference_model import to_mlx_lm
-from mlx_entropix.generate import generate
 from mlx_entropix.mlx_lm_sampler import make_sampler
 
 import mlx_lm

@@ -96,7 +96,7 @@ def test_last_only_logits_equal_the_last_row(embedded):
 
 
 def test_long_context_softmax_matches_mlx():
-    from mlx_entropix.metrics import softmax_keys
+    from mlx_entropix.uncertainty.metrics import softmax_keys
 
     for keys in (2, 7, 1024, 3001):  # never 1: see step.observe
         scores = mx.random.normal((1, 3, 3, 1, keys)) * 8
@@ -108,7 +108,7 @@ def test_long_context_decode_keeps_its_tokens(embedded, monkeypatch):
     """Past FAST_SOFTMAX_KEYS keys the CPU decode attention uses ``softmax_keys``: the same
     tokens as MLX's softmax, metrics within float noise."""
     from mlx_entropix import model as model_module
-    from mlx_entropix.generate import generate
+    from mlx_entropix.engine.generate import generate
 
     prompt = "The quick brown fox jumps over the lazy dog. " * 110  # ~1,100 tokens
     monkeypatch.setattr(model_module, "FAST_SOFTMAX_KEYS", 1024)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
-from mlx_entropix.generate import generate
+from mlx_entropix.engine.generate import generate
 from mlx_entropix.server import ServerSettings
 
 import httpx

@@ -8,7 +8,7 @@ import time
 
 import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
 from mlx_entropix import generate as engine
-from mlx_entropix.generate import generate
+from mlx_entropix.engine.generate import generate
 
 import pytest
 

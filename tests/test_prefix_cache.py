@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import random
 
-from mlx_entropix.batch import BatchDecoder
-from mlx_entropix.events import METRIC_NAMES
-from mlx_entropix.model import run_steps
-from mlx_entropix.prefix_cache import (
+from mlx_entropix.engine.batch import BatchDecoder
+from mlx_entropix.engine.prefix_cache import (
     BLOCK,
     PrefixCache,
     chain_keys,
@@ -16,6 +14,8 @@ from mlx_entropix.prefix_cache import (
     complete,
     reusable,
 )
+from mlx_entropix.events import METRIC_NAMES
+from mlx_entropix.models.llama import run_steps
 
 import mlx.core as mx
 import pytest

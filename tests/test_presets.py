@@ -16,7 +16,7 @@ from mlx_entropix.config import (
     load_presets,
 )
 from mlx_entropix.events import ACTIONS, STATES
-from mlx_entropix.sampler import classify_states, decide, unreachable_states
+from mlx_entropix.uncertainty.sampler import classify_states, decide, unreachable_states
 
 import mlx.core as mx
 import pytest

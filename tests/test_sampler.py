@@ -7,7 +7,7 @@ from pathlib import Path
 
 import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
 from mlx_entropix.config import SamplerConfig
-from mlx_entropix.sampler import (
+from mlx_entropix.uncertainty.sampler import (
     ACTIONS,
     Plan,
     candidate_width,

@@ -8,7 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
-from mlx_entropix.generate import generate, prepare_prompt
+from mlx_entropix.engine.generate import generate, prepare_prompt
 from mlx_entropix.server import ServerSettings
 
 import httpx

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
-from mlx_entropix.prefix_cache import BLOCK, chunk_ends, complete, reusable
+from mlx_entropix.engine.prefix_cache import BLOCK, chunk_ends, complete, reusable
 from mlx_entropix.server import ServerSettings
 
 import httpx

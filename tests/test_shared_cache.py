@@ -4,7 +4,7 @@ the other rows' lengths, and slots are filled, grown and reused correctly."""
 from __future__ import annotations
 
 import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
-from mlx_entropix.shared_cache import BLOCK, SharedCache, masked_attention, padded
+from mlx_entropix.models.shared_cache import BLOCK, SharedCache, masked_attention, padded
 
 import mlx.core as mx
 import pytest

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
-from mlx_entropix.generate import prepare_prompt
+from mlx_entropix.engine.generate import prepare_prompt
 
 import pytest
 

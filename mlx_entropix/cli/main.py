@@ -20,8 +20,8 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from ..confidence import probability, with_abstention
 from ..config import PRESET_NAMES, Mode, SamplerConfig, apply_preset
+from ..engine.confidence import probability, with_abstention
 from ..errors import EntropixError, InvalidRequestError
 from ..io.prompts import BUILTIN_PROMPTS_PATH, PromptItem, load_prompts
 
@@ -230,7 +230,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     if args.config or args.preset:  # fail on a bad file or name before the model load
         read_config(args, SamplerConfig)
 
-    from ..generate import generate_batch, prepare_prompt
+    from ..engine.generate import generate_batch, prepare_prompt
     from ..io.load import load
     from ..io.warmup import FirstRun
     from ..runtime.distributed import init_group

@@ -21,7 +21,7 @@ from matplotlib.ticker import MaxNLocator
 
 from ..config import SamplerConfig
 from ..events import STATE_INFO, STATES, TokenEvent
-from ..sampler import classify
+from ..uncertainty.sampler import classify
 
 FIGSIZE = (14.0, 8.0)
 DPI = 100

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TextIO
 
-from ..confidence import reading
+from ..engine.confidence import reading
 from ..events import ACTIONS, STATE_INFO, STATES, DoneEvent, ForkEvent, TokenEvent
 
 ColourChoice = Literal["auto", "always", "never"]

@@ -40,8 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build(model: str | None) -> None:
-    from ..batch import BatchDecoder
-    from ..generate import generate_batch, prepare_prompt
+    from ..engine.batch import BatchDecoder
+    from ..engine.generate import generate_batch, prepare_prompt
     from ..io.load import load
 
     lm = load(model)

@@ -42,8 +42,8 @@ import numpy as np
 from ..config import CONFIG_DIR, SamplerConfig
 from ..errors import EntropixError
 from ..events import STATE_INFO, STATES
-from ..metrics import METRIC_NAMES
-from ..sampler import classify_states
+from ..uncertainty.metrics import METRIC_NAMES
+from ..uncertainty.sampler import classify_states
 
 DEFAULT_QUANTILES = {"q_low": 0.25, "q_med": 0.60, "q_high": 0.90}
 
@@ -233,7 +233,7 @@ def state_shares(metrics: np.ndarray, cfg: SamplerConfig) -> dict[str, float]:
 
 def collect(lm, prompts: list[str], max_tokens: int, seed: int) -> np.ndarray:
     """Every generated token's six metrics over ``prompts`` (normal sampling, seeded)."""
-    from ..generate import generate
+    from ..engine.generate import generate
 
     rows = []
     for i, prompt in enumerate(prompts):
@@ -249,7 +249,7 @@ def mix_jobs(lm, seed: int, per_category: int = 10, root: Path | None = None) ->
     dev split (``data/eval/dev.csv``), each one row of normal sampling."""
     import csv
 
-    from ..generate import prepare_prompt
+    from ..engine.generate import prepare_prompt
     from ..io.prompts import load_prompts
     from .harness import build_prompt, load_items
     from .rows import Job
@@ -356,25 +356,16 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"calibrate: error: {err}", file=sys.stderr)
         return 2
-    out = (
-        Path(args.out)
-        if args.out
-        else CONFIG_DIR / f"{Path(lm.info.path).name.split('.')[0].lower()}.json"
-    )
+    stem = Path(lm.info.path).name.split(".")[0].lower()
+    out = Path(args.out) if args.out else CONFIG_DIR / f"{stem}.json"
     cfg.to_file(out)
     shares = {
         "original thresholds": state_shares(metrics, SamplerConfig()),
         "calibrated": state_shares(metrics, cfg),
     }
     print(f"{len(metrics)} tokens from {len(prompts)} prompts on {lm.info.name}")
-    print(
-        json.dumps(
-            {
-                k: getattr(cfg, k)
-                for k in ("low_ent", "low_vent", "med_ent", "high_ent", "high_vent")
-            }
-        )
-    )
+    thresholds = ("low_ent", "low_vent", "med_ent", "high_ent", "high_vent")
+    print(json.dumps({k: getattr(cfg, k) for k in thresholds}))
     print(_table(shares))
     print(f"wrote {out}")
     if args.report:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..confidence import ATTENTION_FEATURES, LOGIT_FEATURES
+from ..engine.confidence import ATTENTION_FEATURES, LOGIT_FEATURES
 from .confidence_fit import (
     L2,
     LOGITS_ONLY,
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import sys
     from pathlib import Path
 
-    from ..confidence import CONFIDENCE_DIR
+    from ..engine.confidence import CONFIDENCE_DIR
 
     p = argparse.ArgumentParser(
         prog="python -m mlx_entropix.eval.calibrate confidence",

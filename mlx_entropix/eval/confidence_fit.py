@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..confidence import (
+from ..engine.confidence import (
     ATTENTION_FEATURES,
     CONTEXT_FEATURES,
     LOGIT_FEATURES,
@@ -210,7 +210,7 @@ def refeaturized(result: dict[str, Any]) -> list[dict[str, Any]]:
     by the current ``confidence.py``: new features without generating again. The items'
     kinds and options come from the result's CSV."""
     from ..answers import parse_options
-    from ..confidence import TokenSignal, answer_span, features
+    from ..engine.confidence import TokenSignal, answer_span, features
     from .harness import load_items
 
     recs = result["records"]

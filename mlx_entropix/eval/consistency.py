@@ -35,7 +35,7 @@ def sample_rows(
     lm: Any, prompt: Any, k: int, seed: int, config: Any, max_tokens: int, stop: Sequence[str]
 ) -> list[Any]:
     """The k rows' ``DoneEvent``s: normal sampling, one batch from one prefill."""
-    from ..generate import generate_rows
+    from ..engine.generate import generate_rows
 
     dones: list[Any] = [None] * k
     for item in generate_rows(lm, prompt, modes=["normal"] * k, seeds=row_seeds(seed, k),

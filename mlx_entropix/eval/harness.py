@@ -234,11 +234,11 @@ def engine_generate_fn(
     sc_k: int = 5,
     keep_signals: bool = False,
 ) -> GenerateFn:
-    """A ``GenerateFn`` over ``mlx_entropix.generate``. Raw items stop at "\\n" unless ``stop``.
+    """A ``GenerateFn`` over the engine's ``generate``. Raw items stop at "\\n" unless ``stop``.
     ``chat_max_tokens``: the budget of chat items (default ``max_tokens``); ``sc_k``: the rows of
     a self-consistent answer (mode "sc"); ``keep_signals``: every token's signals in the record."""
-    from ..confidence import TokenSignal, score, shipped_model
-    from ..generate import generate
+    from ..engine.confidence import TokenSignal, score, shipped_model
+    from ..engine.generate import generate
     from .consistency import sample_rows, vote
 
     conf_model = shipped_model(lm.info.name)

@@ -16,7 +16,7 @@ def to_mlx_lm(lm: LoadedModel) -> nn.Module:
     (a non-Llama family already runs on mlx-lm's class: that model itself)."""
     from mlx_lm.models import llama
 
-    from ..families import FamilyModel
+    from ..models.families import FamilyModel
 
     if isinstance(lm.model, FamilyModel):
         return lm.model.inner

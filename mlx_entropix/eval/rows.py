@@ -51,7 +51,7 @@ def run_jobs(
 ) -> list[RowResult]:
     """Decode every job's rows, ``max_rows`` rows in flight at most; results in job order,
     then seed order. Jobs join the batch as rows free up (continuous batching)."""
-    from ..batch import BatchDecoder
+    from ..engine.batch import BatchDecoder
 
     decoder = BatchDecoder(lm)
     results: list[list[RowResult]] = [[RowResult(j.key, s) for s in j.seeds] for j in jobs]

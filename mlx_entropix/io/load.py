@@ -23,8 +23,8 @@ from mlx.utils import tree_flatten
 
 from ..config import SamplerConfig, default_config_for
 from ..errors import ModelLoadError
-from ..families import FamilyModel
-from ..model import Model, ModelArgs
+from ..models.families import FamilyModel
+from ..models.llama import Model, ModelArgs
 from ..runtime import device
 from ..runtime.distributed import AttentionSharding, ShardingError, ShardPlan, shard_model
 from .tokenizer import Tokenizer

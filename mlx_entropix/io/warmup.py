@@ -16,8 +16,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .. import compiled
 from ..runtime import device, kernels
+from ..uncertainty import compiled
 
 if TYPE_CHECKING:
     from .load import LoadedModel

@@ -20,7 +20,7 @@ from typing import Any
 import mlx.core as mx
 
 from ..config import SamplerConfig
-from ..step import from_rank0
+from ..uncertainty.step import from_rank0
 
 log = logging.getLogger("mlx_entropix.server")
 

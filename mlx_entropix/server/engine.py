@@ -20,15 +20,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..batch import BatchDecoder
-from ..confidence import with_abstention
 from ..config import Mode, SamplerConfig, apply_preset
+from ..engine.batch import BatchDecoder
+from ..engine.confidence import with_abstention
+from ..engine.generate import Prompt, generate, generate_rows, prepare_prompt
+from ..engine.prefix_cache import PrefixCache
 from ..errors import EntropixError, InvalidRequestError, PromptTooLongError
 from ..events import DoneEvent, ErrorEvent, ForkEvent, TokenEvent
-from ..generate import Prompt, generate, generate_rows, prepare_prompt
 from ..io.load import LoadedModel, load
 from ..io.warmup import FirstRun
-from ..prefix_cache import PrefixCache
 from ..runtime.device import runtime_info
 from ..runtime.distributed import init_group
 from .distributed import send_job, synced_stop

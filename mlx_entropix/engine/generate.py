@@ -22,19 +22,19 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import mlx.core as mx
 
-from .answers import parse_options
+from ..answers import parse_options
+from ..config import Mode, SamplerConfig
+from ..errors import InvalidRequestError, PromptTooLongError
+from ..events import DoneEvent, ForkEvent, TokenEvent
+from ..models.llama import Cancelled, checked_steps
+from ..uncertainty.sampler import candidate_width, step_key
+from ..uncertainty.step import RowPlan, Step, observe, sample_rows, sample_step
 from .confidence import shipped_model
-from .config import Mode, SamplerConfig
-from .errors import InvalidRequestError, PromptTooLongError
-from .events import DoneEvent, ForkEvent, TokenEvent
 from .fork import explore, fork_due, select_row, tile_cache
-from .model import Cancelled, checked_steps
-from .sampler import candidate_width, step_key
-from .step import RowPlan, Step, observe, sample_rows, sample_step
 from .stream import METRICS, STATE, TOKEN, RowStream
 
 if TYPE_CHECKING:  # the core never imports the loaders; they hand it a LoadedModel
-    from .io.load import LoadedModel
+    from ..io.load import LoadedModel
 
 __all__ = ["MODES", "generate", "generate_batch", "generate_rows", "prepare_prompt"]
 Prompt = str | list[dict[str, Any]] | list[int]

@@ -37,10 +37,10 @@ from typing import Any
 
 import mlx.core as mx
 
-from .answers import Kind, normalize, read_answer
-from .config import ForkScore, ForkTrigger, SamplerConfig
-from .events import AnswerGroup, ForkBranch, ForkEvent, Metrics, TopLogprob
-from .sampler import EXPLORING
+from ..answers import Kind, normalize, read_answer
+from ..config import ForkScore, ForkTrigger, SamplerConfig
+from ..events import AnswerGroup, ForkBranch, ForkEvent, Metrics, TopLogprob
+from ..uncertainty.sampler import EXPLORING
 from .stream import LOGPROB, METRICS, TOKEN, StopMatcher, top_of
 
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
-from .config import Mode, SamplerConfig
-from .events import ACTIONS, STATES, State
+from ..config import Mode, SamplerConfig
+from ..events import ACTIONS, STATES, State
 from .metrics import vocab_exp
 
 __all__ = ["ACTIONS", "Plan", "classify", "decide", "sample", "step_key", "unreachable_states"]

@@ -12,8 +12,8 @@ from typing import Any, NamedTuple
 
 import mlx.core as mx
 
+from ..config import Mode, SamplerConfig
 from .compiled import ConfigArrays, compiled, config_array
-from .config import Mode, SamplerConfig
 from .metrics import attention_metrics, logits_metrics
 from .sampler import CLARIFY, decide, sample, step_key, top_candidates
 

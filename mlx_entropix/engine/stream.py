@@ -15,9 +15,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from .confidence import ConfidenceModel, TokenSignal, score
-from .config import Mode
-from .events import (
+from ..config import Mode
+from ..events import (
     ACTIONS,
     STATES,
     DoneEvent,
@@ -28,6 +27,7 @@ from .events import (
     TokenEvent,
     TopLogprob,
 )
+from .confidence import ConfidenceModel, TokenSignal, score
 
 TOKEN, STATE, ACTION, PARAMS, LOGPROB, METRICS, TOP = 0, 1, 2, slice(3, 8), 8, slice(9, 15), 15
 

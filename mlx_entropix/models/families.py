@@ -32,7 +32,7 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-from .model import Cancelled
+from .llama import Cancelled
 
 __all__ = ["VERIFIED", "FamilyArgs", "FamilyModel", "observe_last_attention"]
 # mlx-lm model modules (``mlx_lm.models.<name>``) whose observed scores the tests verify.

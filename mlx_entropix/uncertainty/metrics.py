@@ -19,7 +19,7 @@ import math
 
 import mlx.core as mx
 
-from .events import METRIC_NAMES
+from ..events import METRIC_NAMES
 
 LOG2E = 1.0 / math.log(2.0)
 __all__ = [

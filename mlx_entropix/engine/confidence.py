@@ -31,8 +31,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .answers import _MARKERS, _NUMBER, Kind, extract_choice, normalize
-from .config import CONFIG_DIR
+from ..answers import _MARKERS, _NUMBER, Kind, extract_choice, normalize
+from ..config import CONFIG_DIR
 
 CONFIDENCE_DIR = CONFIG_DIR / "confidence"
 LOGIT_FEATURES: tuple[str, ...] = (

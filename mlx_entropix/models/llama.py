@@ -22,8 +22,8 @@ import mlx.nn as nn
 from mlx_lm.models.cache import KVCache
 from mlx_lm.models.rope_utils import initialize_rope
 
-from .compiled import compiled
-from .metrics import softmax_keys, vocab_exp
+from ..uncertainty.compiled import compiled
+from ..uncertainty.metrics import softmax_keys, vocab_exp
 from .shared_cache import SharedCache, masked_attention
 from .shared_cache import Step as SharedStep
 

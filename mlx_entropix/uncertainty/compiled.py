@@ -22,7 +22,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from .config import SamplerConfig
+from ..config import SamplerConfig
 
 # The numeric knobs of SamplerConfig, in a fixed order: the layout of ``config_array``.
 CONFIG_FIELDS: tuple[str, ...] = (

@@ -29,18 +29,18 @@ from typing import TYPE_CHECKING
 
 import mlx.core as mx
 
+from ..config import Mode, SamplerConfig
+from ..errors import InvalidRequestError
+from ..events import DoneEvent, ErrorEvent, TokenEvent
+from ..models.llama import run_steps
+from ..uncertainty.step import RowPlan, Rows, observe, sample_rows
 from .confidence import shipped_model
-from .config import Mode, SamplerConfig
-from .errors import InvalidRequestError
-from .events import DoneEvent, ErrorEvent, TokenEvent
 from .generate import PREFILL_CHUNK, check_mode, clarify_token, row_plan
-from .model import run_steps
 from .prefix_cache import Extender, PrefixCache, prefill_chunks
-from .step import RowPlan, Rows, observe, sample_rows
 from .stream import RowStream
 
 if TYPE_CHECKING:
-    from .io.load import LoadedModel
+    from ..io.load import LoadedModel
 
 __all__ = ["PREFILL_SLICE_S", "BatchDecoder", "BatchRequest"]
 Event = TokenEvent | DoneEvent | ErrorEvent
