@@ -152,3 +152,12 @@ def test_tokens_match_the_recording(embedded, case):
     events = generate(embedded, case["prompt"], mode=case["mode"], config=SamplerConfig(),
                       seed=case["seed"], max_tokens=case["max_tokens"])  # fmt: skip
     assert [e.id for e in events if e.type == "token"] == case["ids"]
+
+
+def test_models_say_what_they_offer(embedded):
+    """The engine asks a model with the protocols (``models/protocol.py``), not ``hasattr``:
+    our Llama steps a layer at a time and batches rows of many requests."""
+    from mlx_entropix.models.protocol import LayerSteps, SharedBatch
+
+    assert isinstance(embedded.model, LayerSteps) and isinstance(embedded.model, SharedBatch)
+    assert not isinstance(object(), LayerSteps)

@@ -33,6 +33,7 @@ from ..config import Mode, SamplerConfig
 from ..errors import InvalidRequestError
 from ..events import DoneEvent, ErrorEvent, TokenEvent
 from ..models.llama import run_steps
+from ..models.protocol import SharedBatch
 from ..uncertainty.step import RowPlan, Rows, observe, sample_rows
 from .confidence import shipped_model
 from .generate import PREFILL_CHUNK, check_mode, clarify_token, row_plan
@@ -133,7 +134,7 @@ class BatchDecoder:
     def supports(lm: LoadedModel) -> bool:
         """Our Llama (``Model.step_shared``), in one process: under ``mlx.launch`` every rank
         must run the same steps in the same order, which a shared batch does not promise."""
-        return hasattr(lm.model, "step_shared") and lm.model.group is None
+        return isinstance(lm.model, SharedBatch) and lm.model.group is None
 
     # ------------------------------------------------------------------ the consumers' side
     def submit(

@@ -27,6 +27,7 @@ from ..config import Mode, SamplerConfig
 from ..errors import InvalidRequestError, PromptTooLongError
 from ..events import DoneEvent, ForkEvent, TokenEvent
 from ..models.llama import Cancelled, checked_steps
+from ..models.protocol import LayerSteps
 from ..uncertainty.sampler import candidate_width, step_key
 from ..uncertainty.step import RowPlan, Step, observe, sample_rows, sample_step
 from .confidence import shipped_model
@@ -133,7 +134,7 @@ def _prefill_in_steps(
     try:
         for i, chunk in enumerate(chunks):
             last = i == len(chunks) - 1
-            if hasattr(lm.model, "layer_steps"):
+            if isinstance(lm.model, LayerSteps):
                 steps = lm.model.layer_steps(chunk, cache, last_only=last, evaluate=True)
                 logits, scores = yield from checked_steps(steps, should_stop)
             else:

@@ -24,8 +24,7 @@ from mlx_lm.models.rope_utils import initialize_rope
 
 from ..uncertainty.compiled import compiled
 from ..uncertainty.metrics import softmax_keys, vocab_exp
-from .shared_cache import SharedCache, masked_attention
-from .shared_cache import Step as SharedStep
+from .shared_cache import SharedCache, SharedStep, masked_attention
 
 ONE_QK_ON_CPU = True  # False: SDPA + separate scores on the CPU too (for measurements)
 FAST_SILU_ON_CPU = True  # False: MLX's sigmoid (its CPU exp: ~26 ns per element)

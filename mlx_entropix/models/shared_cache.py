@@ -28,7 +28,7 @@ def padded(n: int) -> int:
     return -(-n // BLOCK) * BLOCK
 
 
-class Step(NamedTuple):
+class SharedStep(NamedTuple):
     """What every layer of one step needs, computed once per step (``begin_step``)."""
 
     positions: mx.array  # (slots,) each row's first new position: its RoPE offset
@@ -106,7 +106,7 @@ class SharedCache:
                            for v in self.values]  # fmt: skip
         self.capacity += extra
 
-    def begin_step(self, queries: int = 1, counts: list[int] | None = None) -> Step:
+    def begin_step(self, queries: int = 1, counts: list[int] | None = None) -> SharedStep:
         """Before a step of ``queries`` tokens per row over ``slots`` rows (``counts``: the real
         ones per row, the rest padding; default all): where each row's new keys go, the mask of
         the keys each query attends to, and the padded key count of the longest row."""
@@ -118,7 +118,7 @@ class SharedCache:
         query_at = positions[:, None] + mx.arange(queries)[None]  # (n, queries)
         valid = mx.arange(keys)[None, None] <= query_at[:, :, None]  # causal, own keys only
         self._counts = counts or [queries] * n
-        return Step(
+        return SharedStep(
             positions=positions,
             valid=valid.reshape(n, 1, 1, queries, keys),
             keys=keys,
@@ -131,7 +131,7 @@ class SharedCache:
             if n is not None:
                 self.lengths[i] = n + self._counts[i]
 
-    def write(self, layer: int, step: Step, k: mx.array, v: mx.array) -> None:
+    def write(self, layer: int, step: SharedStep, k: mx.array, v: mx.array) -> None:
         """Store each row's new keys and values (slots, heads, queries, d) from its position
         on (padding queries write past the row's end, where nothing reads before a real key
         overwrites them)."""

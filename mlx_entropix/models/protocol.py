@@ -1,0 +1,65 @@
+"""What the engine asks of a model: the contracts ``Model`` (our Llama) and ``FamilyModel``
+(any family mlx-lm runs) meet, written down once instead of checked with ``hasattr``.
+
+Every model decodes (``DecodeModel``); a model that can also run its pass a layer at a time
+(``LayerSteps``: a prefill the server interleaves with other work) or decode the rows of many
+requests in one cache (``SharedBatch``: continuous batching) says so by having the method, and
+the engine asks with ``isinstance``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Any, Protocol, runtime_checkable
+
+import mlx.core as mx
+
+Forward = tuple[mx.array, mx.array | None]  # logits (B, L or 1, V), last-layer scores or None
+
+
+class DecodeModel(Protocol):
+    # Under ``mlx.launch`` (``runtime.distributed``): ``group``, every rank continues with rank
+    # 0's token; ``head_group``, set when the heads are split (scores hold this rank's heads).
+    group: mx.distributed.Group | None
+    head_group: mx.distributed.Group | None
+
+    @property
+    def layers(self) -> list[Any]: ...
+
+    def make_cache(self) -> list[Any]:
+        """One KV cache per layer for one batch of rows."""
+        ...
+
+    def __call__(
+        self,
+        inputs: mx.array,
+        cache: list[Any],
+        last_only: bool = False,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Forward:
+        """Tokens (B, L) in; logits and the last query's pre-softmax scores of the last layer
+        over the filled keys (B, heads, K), None where the attention cannot be observed.
+        ``should_stop`` true between layers raises ``llama.Cancelled``."""
+        ...
+
+
+@runtime_checkable
+class LayerSteps(Protocol):
+    def layer_steps(
+        self, inputs: mx.array, cache: list[Any], last_only: bool = False, evaluate: bool = True
+    ) -> Generator[None, None, Forward]:
+        """The same pass, yielding before each layer: ``yield from`` it to interleave."""
+        ...
+
+
+@runtime_checkable
+class SharedBatch(Protocol):
+    def shared_cache(self) -> Any:
+        """An empty ``shared_cache.SharedCache`` for this model's layers and heads."""
+        ...
+
+    def step_shared(
+        self, tokens: mx.array, cache: Any, counts: list[int] | None = None, evaluate: bool = False
+    ) -> Generator[None, None, Forward]:
+        """One step of every row of ``cache``, each at its own length (a layer per yield)."""
+        ...
