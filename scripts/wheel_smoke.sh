@@ -31,6 +31,8 @@ bin=$tmp/venv/bin
 "$bin/mlx-entropix" --info
 "$bin/mlx-entropix" --prompts --max-tokens 2 --greedy --color never >"$tmp/prompts.txt" 2>&1
 grep -q "larger_9_9" "$tmp/prompts.txt" || { cat "$tmp/prompts.txt"; echo "the built-in prompt set did not run"; exit 1; }
+"$bin/mlx-entropix" --input "Hi" --preset creative --max-tokens 2 --color never >"$tmp/preset.txt" 2>&1 ||
+  { cat "$tmp/preset.txt"; echo "the shipped presets are not in the wheel"; exit 1; }
 
 port=$("$bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$bin/mlx-entropix-server" --port "$port" --log-level warning >"$tmp/server.log" 2>&1 &
