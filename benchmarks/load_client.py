@@ -187,9 +187,14 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
         cmd += ["--max-batch", str(args.max_batch)]
     if not args.batch_invariant:
         cmd += ["--no-batch-invariant"]
+    return launch(cmd, port, 300)
+
+
+def launch(cmd: list[str], port: int, timeout_s: float) -> tuple[subprocess.Popen, str]:
+    """Start the server ``cmd`` (listening on ``port``) and wait until its health check answers."""
     proc = subprocess.Popen(cmd, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"error: the server exited with code {proc.returncode}")
@@ -200,7 +205,7 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
             pass
         time.sleep(0.5)
     proc.terminate()
-    raise SystemExit("error: the server did not start within 300 s")
+    raise SystemExit(f"error: the server did not start within {timeout_s:.0f} s")
 
 
 def is_loopback_url(url: str) -> bool:

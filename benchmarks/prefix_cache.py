@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,36 +29,18 @@ import time
 from pathlib import Path
 
 import httpx
+from load_client import free_port, launch  # the sibling module (benchmarks/ is no package)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "prefix_cache.json"
 TOPICS = ["rivers", "glaciers", "deserts", "forests", "coral reefs", "volcanoes"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(mb: float) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [sys.executable, str(ROOT / "mlx_server.py"), "--port", str(port), "--ui", "",
            "--log-level", "warning", "--prefix-cache-mb", str(mb)]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited with code {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.terminate()
-    raise SystemExit("the server did not start")
+    return launch(cmd, port, 600)
 
 
 def history(topic: str, tokens: int) -> list[dict]:
