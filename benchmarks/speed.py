@@ -44,10 +44,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import mlx_entropix  # noqa: E402, F401  (BLAS preload before mlx)
-from mlx_entropix import model as model_module  # noqa: E402
 from mlx_entropix.engine.generate import generate  # noqa: E402
 from mlx_entropix.eval.reference_model import to_mlx_lm  # noqa: E402
 from mlx_entropix.io.load import LoadedModel, load  # noqa: E402
+from mlx_entropix.models import llama as model_module  # noqa: E402
 from mlx_entropix.runtime.device import runtime_info  # noqa: E402
 
 import mlx.core as mx  # noqa: E402

@@ -11,10 +11,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from mlx_entropix import compiled as compiled_module
 from mlx_entropix.config import SamplerConfig
 from mlx_entropix.engine.generate import generate
 from mlx_entropix.runtime import device
+from mlx_entropix.uncertainty import compiled as compiled_module
 from mlx_entropix.uncertainty.compiled import ConfigArrays, compiled, config_array
 
 import mlx.core as mx

@@ -107,8 +107,8 @@ def test_long_context_softmax_matches_mlx():
 def test_long_context_decode_keeps_its_tokens(embedded, monkeypatch):
     """Past FAST_SOFTMAX_KEYS keys the CPU decode attention uses ``softmax_keys``: the same
     tokens as MLX's softmax, metrics within float noise."""
-    from mlx_entropix import model as model_module
     from mlx_entropix.engine.generate import generate
+    from mlx_entropix.models import llama as model_module
 
     prompt = "The quick brown fox jumps over the lazy dog. " * 110  # ~1,100 tokens
     monkeypatch.setattr(model_module, "FAST_SOFTMAX_KEYS", 1024)

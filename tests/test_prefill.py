@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
-from mlx_entropix import generate as engine
+from mlx_entropix.engine import generate as engine
 from mlx_entropix.engine.generate import generate
 
 import pytest
