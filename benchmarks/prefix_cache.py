@@ -20,6 +20,7 @@ Medians over ``--rounds`` (each round its own conversation). Writes
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import statistics
@@ -29,7 +30,10 @@ import time
 from pathlib import Path
 
 import httpx
-from load_client import free_port, launch  # the sibling module (benchmarks/ is no package)
+
+# the sibling module's server launcher (benchmarks/ is no package)
+_client = importlib.import_module("load_client")
+free_port, launch = _client.free_port, _client.launch
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "prefix_cache.json"

@@ -13,7 +13,9 @@ export function PresetSelect({ presets, value, onChange }: Props) {
   const active = value ? presets[value] : undefined;
   return (
     <div className="field preset" data-testid="preset">
-      <label htmlFor="sampler-preset">Entropix preset</label>
+      <label htmlFor="sampler-preset" data-key="preset" title="preset · a named entropix policy (precise, balanced, creative)">
+        Entropix preset
+      </label>
       <select id="sampler-preset" value={value} onChange={(e) => onChange(e.target.value)}>
         <option value="">default (the shipped policy)</option>
         {names.map((n) => (
