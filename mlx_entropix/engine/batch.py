@@ -378,7 +378,6 @@ class BatchDecoder:
             return
         forward = observe(prompt.logits, prompt.scores, self._compiled())
         n = len(req.rows)
-        forward = tuple(mx.broadcast_to(a, (n, *a.shape[1:])) for a in forward)  # a row each
         req.slots = self.shared.add(prompt.kv, prompt.length, n)
         can = mx.array([req.clarify_id is not None] * n)
         req.current = Rows(*sample_rows(*forward, can, req.plans, 0, self._compiled()))

@@ -298,8 +298,6 @@ def _run(
 
     def step(forward: tuple[mx.array, ...], can: mx.array, index: int) -> Step:
         """Each row decides and draws under its own key, as it would alone."""
-        if forward[0].shape[0] != len(rows):  # the prompt's one row, before the cache is tiled
-            forward = tuple(mx.broadcast_to(a, (len(rows), *a.shape[1:])) for a in forward)
         return sample_rows(*forward, can, plans, index, _compile_steps(lm), lm.model.group)
 
     def branch_step(tokens: mx.array, cache: list) -> Step:

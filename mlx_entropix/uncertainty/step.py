@@ -91,6 +91,9 @@ def sample_rows(
     index)`` (``index``: the step, or each row's step); a run of rows with the same plan but for
     the seed is one call. The one place a step's rows are sampled (engine and batch decoder)."""
     steps = [index] * len(plans) if isinstance(index, int) else list(index)
+    if logits.shape[0] != len(plans):  # a prompt's one row, the first step of each of its rows
+        logits, metrics, log_norm = (mx.broadcast_to(a, (len(plans), *a.shape[1:]))
+                                     for a in (logits, metrics, log_norm))  # fmt: skip
     parts, start = [], 0
     while start < len(plans):
         end = start + 1
