@@ -168,7 +168,8 @@ def test_a_failing_step_ends_every_request_with_an_error(embedded, monkeypatch):
         assert len(errors) == len(req.rows) and "device lost" in errors[0].message
         assert req.finished
     assert decoder.requests == []
-    assert [e.type for _, e in decoder.pull(b)] == ["error", "error"]  # its consumer leaves
+    # its consumer leaves: the first step's tokens (out as soon as it was sampled), the errors
+    assert [e.type for _, e in decoder.pull(b)] == ["token", "token", "error", "error"]
     monkeypatch.undo()
     c = decoder.submit(prepare_prompt(embedded, "Hi"), [("greedy", 0)], max_tokens=3)
     assert [e.type for _, e in (x for x in decoder.pull(c) if x)][-1] == "done"  # serves again

@@ -104,13 +104,29 @@ def test_long_context_softmax_matches_mlx():
         assert mx.allclose(fast, mx.softmax(scores, axis=-1, precise=True), atol=1e-7).item()
 
 
+def test_prefill_attention_matches_sdpa():
+    from mlx_entropix.models.llama import prefill_attention
+
+    for queries, keys in ((2, 1024), (15, 1824), (64, 1100)):
+        q = mx.random.normal((1, 9, queries, 64))
+        k, v = mx.random.normal((1, 3, keys, 64)), mx.random.normal((1, 3, keys, 64))
+        out, last = prefill_attention(q, k, v, 0.125)
+        ref = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.125, mask="causal")
+        assert mx.allclose(out, ref.transpose(0, 2, 1, 3).reshape(1, queries, -1), atol=1e-5)
+        q_last = q[:, :, -1].reshape(1, 3, 3, 64) * 0.125
+        assert mx.allclose(last, (q_last @ k.swapaxes(-1, -2)).reshape(1, 9, keys), atol=1e-5)
+
+
 def test_long_context_decode_keeps_its_tokens(embedded, monkeypatch):
-    """Past FAST_SOFTMAX_KEYS keys the CPU decode attention uses ``softmax_keys``: the same
-    tokens as MLX's softmax, metrics within float noise."""
-    from mlx_entropix.engine.generate import generate
+    """Past FAST_SOFTMAX_KEYS keys the CPU decode attention uses ``softmax_keys`` and a short
+    prefill chunk ``prefill_attention``: the same tokens as MLX's attention, metrics within
+    float noise."""
+    from mlx_entropix.engine.generate import generate, prepare_prompt
     from mlx_entropix.models import llama as model_module
 
-    prompt = "The quick brown fox jumps over the lazy dog. " * 110  # ~1,100 tokens
+    prompt = "The quick brown fox jumps over the lazy dog. " * 105  # 1,081 tokens
+    # the last prefill chunk (57 tokens) comes after 1,024 keys: prefill_attention's case
+    assert 1 < len(prepare_prompt(embedded, prompt)) - 1024 <= model_module.LONG_CONTEXT_CHUNK
     monkeypatch.setattr(model_module, "FAST_SOFTMAX_KEYS", 1024)
     fast = [e for e in generate(embedded, prompt, mode="greedy", max_tokens=6) if e.type == "token"]
     monkeypatch.setattr(model_module, "FAST_SOFTMAX_KEYS", None)

@@ -12,6 +12,7 @@ from mlx_entropix.engine.prefix_cache import (
     chain_keys,
     chunk_ends,
     complete,
+    final_pass,
     reusable,
 )
 from mlx_entropix.events import METRIC_NAMES
@@ -220,6 +221,28 @@ def test_eviction_keeps_the_bound_least_recently_used_leaf_first():
     assert not off.insert(a, ea, fake, 0) and off.nbytes == 0
 
 
+def test_the_last_prefill_buffers_are_handed_to_the_next_prefill_that_starts_with_them():
+    cache = PrefixCache(int(2.5 * BLOCK_BYTES))
+    a = _ids(BLOCK, 22)
+    fake = _fake_cache(BLOCK)  # 2 layers: one block's bytes
+    cache.keep_hot(a, fake)
+    assert cache.nbytes == BLOCK_BYTES and cache.info()["hot_tokens"] == BLOCK
+    assert cache.take_hot(_ids(BLOCK, 23), 10) is None  # another prefix
+    assert cache.take_hot(a, BLOCK + 1) is None  # longer than what it holds
+    got = cache.take_hot(a + [5], 100)  # a prompt that starts with 100 of its tokens
+    assert got is not None and [c.offset for c in got] == [100, 100]
+    assert got[1].keys is fake[1].keys  # the buffers themselves: no copy
+    assert cache.hot is None and cache.nbytes == 0  # handed over: out of the cache
+    # counted in the bound: kept only in room no block needs, and dropped before any block
+    cache.keep_hot(a, fake)
+    ea = chunk_ends(a + a)
+    assert cache.insert(a + a, ea, _fake_cache(2 * BLOCK), 0)
+    assert cache.insert(a + a, ea, _fake_cache(2 * BLOCK), 1)  # needs the hot's room
+    assert cache.hot is None and cache.nbytes == 2 * BLOCK_BYTES and cache.evictions == 0
+    cache.keep_hot(a, fake)  # no room left for it
+    assert cache.hot is None and cache.nbytes <= cache.max_bytes
+
+
 def test_chunks_end_at_turn_ends_and_keys_name_the_whole_prefix():
     a = _ids(2 * BLOCK, 30)
     b = a[:BLOCK] + _ids(BLOCK, 31)
@@ -231,7 +254,13 @@ def test_chunks_end_at_turn_ends_and_keys_name_the_whole_prefix():
     ids = _ids(10, 34) + [end] + _ids(300, 35)
     assert chunk_ends(ids, {end}) == [11, 139, 267, 311]
     assert chunk_ends(ids[:11], {end}) == [11]  # a prefix's chunks are the first chunks
-    assert reusable(ids[:12], {end}) == 11 and reusable(ids[:11], {end}) == 0
+    assert reusable(ids[:150], {end}) == 139 and reusable(ids[:11], {end}) == 0
+    # a short last chunk after a turn end is computed with that turn in one pass: a follow-up's
+    # new message and its turn header cost one pass over the weights, on or off the cache
+    assert reusable(ids[:12], {end}) == 0 and final_pass([11, 12]) == 0
+    turns = _ids(200, 36) + [end] + _ids(5, 37)
+    assert chunk_ends(turns, {end}) == [128, 201, 206] and reusable(turns, {end}) == 128
+    assert final_pass([128, 256, 300]) == 2 and final_pass([128]) == 0
 
 
 def test_the_next_turn_reuses_the_history_up_to_the_answer_end(embedded, fresh):
@@ -251,8 +280,9 @@ def test_the_next_turn_reuses_the_history_up_to_the_answer_end(embedded, fresh):
             {"role": "user", "content": "Shorter."}]  # fmt: skip
     ids = tok.apply_chat_template(turn)
     served = prompt + [e.id for _, e in events if e.type == "token"]
+    held_before = cache.info()["hot_tokens"]  # the filling's buffers: the answer's end
     got = _serve(decoder, ids, rows=(("entropix", 4),))
-    assert _bits(got) == _bits(fresh(ids, rows=(("entropix", 4),)))
+    assert _bits(got) == _bits(fresh(ids, rows=(("entropix", 4),)))  # from them: same bits
     cached = _done(got)[0].cached_tokens
     ends = set(tok.eos_token_ids)
     if done.finish_reason == "stop" and ids[len(served)] in ends:
@@ -261,7 +291,10 @@ def test_the_next_turn_reuses_the_history_up_to_the_answer_end(embedded, fresh):
     common = next((i for i, (a, b) in pairs if a != b), min(len(ids), len(served)))
     held = chunk_ends(served, ends)[: complete(served, chunk_ends(served, ends), ends)]
     upto = max((e for e in held if e <= common), default=0)  # what the cache holds of ids
-    assert cached == max((e for e in chunk_ends(ids, ends)[:-1] if e <= upto), default=0)
+    chunks = chunk_ends(ids, ends)
+    assert cached == max((e for e in chunks[: final_pass(chunks)] if e <= upto), default=0)
     assert cached > len(prompt) // 2
     if common == len(served) and done.finish_reason == "stop":
         assert cached == len(served) == reusable(ids, ends)  # the answer and its end too
+        assert held_before >= cached  # the follow-up started from the kept buffers
+    assert cache.info()["hot_tokens"] == reusable(ids, ends)  # now its own

@@ -80,6 +80,7 @@ class BatchRequest:
     slots: list[int] = field(default_factory=list)  # its rows in the shared cache
     remaining: int = 0  # prompt tokens not prefilled yet (shortest first)
     index: int = 0  # step of ``current``
+    emitted: int = -1  # the last step whose events are out
     current: Rows | None = None
     cached: int = 0  # prompt tokens taken from the prefix cache
     generated: defaultdict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
@@ -277,6 +278,15 @@ class BatchDecoder:
 
     def _read(self, req: BatchRequest, following: Rows | None) -> None:
         """Turn the current step's values into events; end the request or move it on."""
+        if req.emitted < req.index:
+            self._emit(req)
+        if following is None or all(s.finished for s in req.streams):
+            self._end(req)
+        else:
+            req.current, req.index = following, req.index + 1
+
+    def _emit(self, req: BatchRequest) -> None:
+        """The events of ``req``'s current step (one host sync)."""
         values = req.current.packed.tolist()  # type: ignore[union-attr]
         if req.index == 0:
             req.t_prefill = time.perf_counter()
@@ -286,10 +296,7 @@ class BatchDecoder:
                 req.events.extend((r, e) for e in s.push(vals))
                 if s.finished:
                     self._close_row(req, r)
-        if following is None or all(s.finished for s in req.streams):
-            self._end(req)
-        else:
-            req.current, req.index = following, req.index + 1
+        req.emitted = req.index
 
     def _close_row(self, req: BatchRequest, r: int) -> None:
         s = req.streams[r]
@@ -381,7 +388,12 @@ class BatchDecoder:
         req.slots = self.shared.add(prompt.kv, prompt.length, n)
         can = mx.array([req.clarify_id is not None] * n)
         req.current = Rows(*sample_rows(*forward, can, req.plans, 0, self._compiled()))
-        mx.async_eval(req.current.arrays())
+        # The first token's events now, not after the next tick has queued a decode step of the
+        # whole batch (on the CPU queuing a step runs most of it: a follow-up turn's first
+        # token waited for a step over its ~2,000 keys).
+        self._emit(req)
+        if all(s.finished for s in req.streams):
+            self._end(req)
 
     def _compiled(self) -> bool:
         return getattr(self.lm, "compile_steps", True)

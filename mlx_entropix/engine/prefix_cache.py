@@ -7,7 +7,8 @@ block is known by its tokens and all the tokens before it (a chain of digests). 
 starts with cached blocks starts its prefill at the first block not cached, as the later chunks
 of the same chunking, on a cache laid out as a fresh prefill's: the same operations on the same
 values, so the same bits (``tests/test_prefix_cache.py``). Never the chunk holding a prompt's
-last token is reused (its prefill must compute the last logits).
+last token is reused (its prefill must compute the last logits); a short one is computed with
+the chunk before it, in one pass (``final_pass``).
 
 The chunking (``chunk_ends``) is a function of the tokens, decided causally: a chunk ends after
 ``BLOCK`` (128) tokens or right after an end-of-turn token, whichever comes first. So a chat
@@ -40,8 +41,8 @@ from mlx_lm.models.cache import KVCache
 
 from .generate import PREFILL_CHUNK
 
-__all__ = ["BLOCK", "Extender", "PrefixCache", "Prefilled", "chunk_ends", "prefill_chunks",
-           "reusable"]  # fmt: skip
+__all__ = ["BLOCK", "Extender", "PrefixCache", "Prefilled", "chunk_ends", "final_pass",
+           "prefill_chunks", "reusable"]  # fmt: skip
 BLOCK = PREFILL_CHUNK
 KV = list[tuple[mx.array, mx.array]]  # per layer: keys, values (kv heads, chunk, head dim)
 TurnEnds = frozenset[int] | set[int] | Sequence[int]
@@ -70,10 +71,24 @@ def complete(ids: Sequence[int], ends: list[int], turn_ends: TurnEnds) -> int:
     return len(ends) if last_whole else len(ends) - 1
 
 
+def final_pass(ends: list[int]) -> int:
+    """The first of the chunks ``ends`` that a prompt's last pass computes: the last chunk, and
+    the one before it too when both together are at most ``BLOCK`` tokens. A follow-up turn's
+    new message and the turn header after it (two chunks: the message ends a turn) then cost
+    one pass over the weights, not two. A rule of the chunks alone: the same passes with the
+    cache on or off. Blocks of a merged pass are not cached (a pass of their own gives other
+    bits); the prefix cache's filling (``Extender``) computes them on their own."""
+    last = len(ends) - 1
+    if last >= 1 and ends[-1] - (ends[last - 2] if last >= 2 else 0) <= BLOCK:
+        return last - 1
+    return max(last, 0)
+
+
 def reusable(ids: Sequence[int], turn_ends: TurnEnds = ()) -> int:
-    """Tokens a prompt can take from the cache at most: its chunks before the last one."""
+    """Tokens a prompt can take from the cache at most: its chunks before its last pass."""
     ends = chunk_ends(ids, turn_ends)
-    return ends[-2] if len(ends) > 1 else 0
+    first = final_pass(ends)
+    return ends[first - 1] if first else 0
 
 
 def chain_keys(ids: Sequence[int], ends: list[int]) -> list[bytes]:
@@ -108,6 +123,11 @@ class PrefixCache:
     misses: int = 0
     cached_tokens: int = 0  # prompt tokens served from the cache, all lookups together
     evictions: int = 0
+    # The last chunked prefill's own buffers (its tokens, per layer keys and values), handed
+    # to the next prefill that starts with them instead of copying its blocks together: a
+    # follow-up turn then starts from the previous turn's cache at no cost (``take_hot``).
+    hot: tuple[list[int], list[tuple[mx.array, mx.array]]] | None = None
+    hot_bytes: int = 0
     _clock: int = 0
 
     def lookup(self, ids: Sequence[int], ends: list[int], count: bool = True) -> list[KV]:
@@ -155,6 +175,36 @@ class PrefixCache:
         self.nbytes += nbytes
         return True
 
+    def keep_hot(self, ids: Sequence[int], cache: Sequence[KVCache]) -> None:
+        """Keep ``cache`` (a chunked prefill's, its first ``len(ids)`` positions computed as the
+        chunks' own passes) for the next prefill of a prompt that starts with ``ids``. Counted
+        in the bound like the blocks; kept only in room no block needs."""
+        self.drop_hot()
+        if not ids:
+            return
+        kv = [(c.keys, c.values) for c in cache]
+        nbytes = sum(k.nbytes + v.nbytes for k, v in kv)
+        if self.nbytes + nbytes <= self.max_bytes:
+            self.hot, self.hot_bytes = (list(ids), kv), nbytes
+            self.nbytes += nbytes
+
+    def take_hot(self, ids: Sequence[int], n: int) -> list[KVCache] | None:
+        """The kept buffers as a cache holding ``ids[:n]`` (the same values as the cached blocks
+        of those positions, past them whatever the buffer held), if they hold that prefix; they
+        leave the prefix cache, so the prefill writes its new keys into them in place."""
+        if self.hot is None or n == 0 or len(self.hot[0]) < n or self.hot[0][:n] != list(ids[:n]):
+            return None
+        kv = self.hot[1]
+        self.drop_hot()
+        caches = [KVCache() for _ in kv]
+        for c, (k, v) in zip(caches, kv, strict=True):
+            c.keys, c.values, c.offset = k, v, n
+        return caches
+
+    def drop_hot(self) -> None:
+        self.nbytes -= self.hot_bytes
+        self.hot, self.hot_bytes = None, 0
+
     def _tick(self) -> int:
         self._clock += 1
         return self._clock
@@ -162,6 +212,9 @@ class PrefixCache:
     def _make_room(self, nbytes: int, keep: set[bytes]) -> bool:
         """Evict least recently used leaves (not in ``keep``) until ``nbytes`` more fit."""
         while self.nbytes + nbytes > self.max_bytes:
+            if self.hot is not None:  # the kept buffers go before any block
+                self.drop_hot()
+                continue
             leaves = [
                 (b.used, k) for k, b in self.blocks.items() if not b.children and k not in keep
             ]
@@ -179,7 +232,7 @@ class PrefixCache:
 
     def clear(self) -> None:
         self.blocks.clear()
-        self.nbytes = 0
+        self.hot, self.hot_bytes, self.nbytes = None, 0, 0
 
     def info(self) -> dict[str, Any]:
         """What ``/api/info`` reports."""
@@ -188,6 +241,7 @@ class PrefixCache:
             "max_mb": self.max_bytes / 2**20,
             "used_mb": round(self.nbytes / 2**20, 3),
             "blocks": len(self.blocks),
+            "hot_tokens": len(self.hot[0]) if self.hot is not None else 0,
             "max_block_tokens": BLOCK,
             "hits": self.hits,
             "misses": self.misses,
@@ -220,9 +274,10 @@ def preloaded(blocks: list[KV], n_layers: int) -> list[KVCache]:
     for layer, c in enumerate(caches):
         parts = []
         for i in (0, 1):
-            held = mx.concatenate([kv[layer][i] for kv in blocks], axis=1)[None]
-            pad = mx.zeros((*held.shape[:2], room - n, held.shape[3]), held.dtype)
-            parts.append(mx.concatenate([held, pad], axis=2) if room > n else held)
+            held = [kv[layer][i] for kv in blocks]
+            if room > n:  # one copy: the blocks and the zeros together
+                held.append(mx.zeros((held[0].shape[0], room - n, held[0].shape[2]), held[0].dtype))
+            parts.append(mx.concatenate(held, axis=1)[None])
         c.keys, c.values, c.offset = parts[0], parts[1], n
     return caches
 
@@ -256,20 +311,27 @@ def prefill_chunks(
     ends = chunk_ends(ids, turn_ends)
     whole = complete(ids, ends, turn_ends)
     ends = ends[:whole] if whole_only else ends
-    reuse = ends if whole_only else ends[:-1]  # the last token's chunk is always computed
-    blocks = prefix.lookup(ids, reuse, count) if prefix is not None else []
-    cache = preloaded(blocks, len(model.layers))
+    # the last pass (the last token's chunk, maybe with the one before) is always computed
+    last = len(ends) if whole_only else final_pass(ends)
+    blocks = prefix.lookup(ids, ends[:last], count) if prefix is not None else []
     start = ends[len(blocks) - 1] if blocks else 0
+    hot = prefix.take_hot(ids, start) if prefix is not None else None
+    cache = hot or preloaded(blocks, len(model.layers))
     if start:
         progress(start)
     logits = scores = None
-    for j in range(len(blocks), len(ends)):
-        at, end = ends[j - 1] if j else 0, ends[j]
-        steps = model.layer_steps(mx.array(ids[at:end])[None], cache, j == len(ends) - 1)
+    passes = [(j, j + 1) for j in range(len(blocks), last)]
+    for a, b in passes if whole_only else [*passes, (last, len(ends))]:
+        at, end = ends[a - 1] if a else 0, ends[b - 1]
+        steps = model.layer_steps(mx.array(ids[at:end])[None], cache, b == len(ends))
         logits, scores = yield from steps
         progress(end - at)
-        if prefix is not None and j < whole:
-            prefix.insert(ids, ends, cache, j)
+        if prefix is not None and b == a + 1 and a < whole:
+            prefix.insert(ids, ends, cache, a)
+    # What its chunks' own passes computed (not a merged last pass), for the next prefill: a
+    # request's replaces the kept one; a filling (oldest sequences last) keeps it only if none is.
+    if prefix is not None and (not whole_only or prefix.hot is None):
+        prefix.keep_hot(ids[: ends[last - 1] if last else 0], cache)
     return Prefilled(cache, start, logits, scores)
 
 
