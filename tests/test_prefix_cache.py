@@ -8,6 +8,7 @@ import random
 from mlx_entropix.engine.batch import BatchDecoder
 from mlx_entropix.engine.prefix_cache import (
     BLOCK,
+    HOT_KEEP,
     PrefixCache,
     chain_keys,
     chunk_ends,
@@ -223,24 +224,30 @@ def test_eviction_keeps_the_bound_least_recently_used_leaf_first():
 
 def test_the_last_prefill_buffers_are_handed_to_the_next_prefill_that_starts_with_them():
     cache = PrefixCache(int(2.5 * BLOCK_BYTES))
-    a = _ids(BLOCK, 22)
+    a, b = _ids(BLOCK, 22), _ids(BLOCK, 23)
     fake = _fake_cache(BLOCK)  # 2 layers: one block's bytes
     cache.keep_hot(a, fake)
-    assert cache.nbytes == BLOCK_BYTES and cache.info()["hot_tokens"] == BLOCK
-    assert cache.take_hot(_ids(BLOCK, 23), 10) is None  # another prefix
+    assert cache.nbytes == BLOCK_BYTES and cache.info()["hot_tokens"] == [BLOCK]
+    assert cache.take_hot(b, 10) is None  # another prefix
     assert cache.take_hot(a, BLOCK + 1) is None  # longer than what it holds
     got = cache.take_hot(a + [5], 100)  # a prompt that starts with 100 of its tokens
     assert got is not None and [c.offset for c in got] == [100, 100]
     assert got[1].keys is fake[1].keys  # the buffers themselves: no copy
-    assert cache.hot is None and cache.nbytes == 0  # handed over: out of the cache
+    assert cache.hot == [] and cache.nbytes == 0  # handed over: out of the cache
+    # several conversations: each finds its own; the oldest make way past HOT_KEEP
+    many = PrefixCache(BIG)
+    for i in range(HOT_KEEP + 1):
+        many.keep_hot(_ids(8, 40 + i), _fake_cache(8))
+    assert len(many.hot) == HOT_KEEP and many.take_hot(_ids(8, 40), 8) is None  # the oldest
+    assert many.take_hot(_ids(8, 41), 8) is not None and len(many.hot) == HOT_KEEP - 1
     # counted in the bound: kept only in room no block needs, and dropped before any block
     cache.keep_hot(a, fake)
     ea = chunk_ends(a + a)
     assert cache.insert(a + a, ea, _fake_cache(2 * BLOCK), 0)
-    assert cache.insert(a + a, ea, _fake_cache(2 * BLOCK), 1)  # needs the hot's room
-    assert cache.hot is None and cache.nbytes == 2 * BLOCK_BYTES and cache.evictions == 0
-    cache.keep_hot(a, fake)  # no room left for it
-    assert cache.hot is None and cache.nbytes <= cache.max_bytes
+    assert cache.insert(a + a, ea, _fake_cache(2 * BLOCK), 1)  # needs the kept one's room
+    assert cache.hot == [] and cache.nbytes == 2 * BLOCK_BYTES and cache.evictions == 0
+    cache.keep_hot(b, fake)  # no room left for it
+    assert cache.hot == [] and cache.nbytes <= cache.max_bytes
 
 
 def test_chunks_end_at_turn_ends_and_keys_name_the_whole_prefix():
@@ -280,7 +287,7 @@ def test_the_next_turn_reuses_the_history_up_to_the_answer_end(embedded, fresh):
             {"role": "user", "content": "Shorter."}]  # fmt: skip
     ids = tok.apply_chat_template(turn)
     served = prompt + [e.id for _, e in events if e.type == "token"]
-    held_before = cache.info()["hot_tokens"]  # the filling's buffers: the answer's end
+    held_before = max(cache.info()["hot_tokens"])  # the filling's buffers: to the answer's end
     got = _serve(decoder, ids, rows=(("entropix", 4),))
     assert _bits(got) == _bits(fresh(ids, rows=(("entropix", 4),)))  # from them: same bits
     cached = _done(got)[0].cached_tokens
@@ -297,4 +304,4 @@ def test_the_next_turn_reuses_the_history_up_to_the_answer_end(embedded, fresh):
     if common == len(served) and done.finish_reason == "stop":
         assert cached == len(served) == reusable(ids, ends)  # the answer and its end too
         assert held_before >= cached  # the follow-up started from the kept buffers
-    assert cache.info()["hot_tokens"] == reusable(ids, ends)  # now its own
+    assert cache.info()["hot_tokens"][0] == reusable(ids, ends)  # now its own, first

@@ -44,6 +44,7 @@ from .generate import PREFILL_CHUNK
 __all__ = ["BLOCK", "Extender", "PrefixCache", "Prefilled", "chunk_ends", "final_pass",
            "prefill_chunks", "reusable"]  # fmt: skip
 BLOCK = PREFILL_CHUNK
+HOT_KEEP = 4  # prefills whose buffers are kept for a next turn (``PrefixCache.hot``)
 KV = list[tuple[mx.array, mx.array]]  # per layer: keys, values (kv heads, chunk, head dim)
 TurnEnds = frozenset[int] | set[int] | Sequence[int]
 
@@ -123,11 +124,11 @@ class PrefixCache:
     misses: int = 0
     cached_tokens: int = 0  # prompt tokens served from the cache, all lookups together
     evictions: int = 0
-    # The last chunked prefill's own buffers (its tokens, per layer keys and values), handed
-    # to the next prefill that starts with them instead of copying its blocks together: a
-    # follow-up turn then starts from the previous turn's cache at no cost (``take_hot``).
-    hot: tuple[list[int], list[tuple[mx.array, mx.array]]] | None = None
-    hot_bytes: int = 0
+    # The last few chunked prefills' own buffers (tokens, per layer keys and values, bytes),
+    # newest first, each handed to the next prefill that starts with its tokens instead of
+    # copying the blocks together: a follow-up turn starts from its previous turn's buffers
+    # at no cost (``take_hot``). Within the bound; dropped before any block is evicted.
+    hot: list[tuple[list[int], list[tuple[mx.array, mx.array]], int]] = field(default_factory=list)
     _clock: int = 0
 
     def lookup(self, ids: Sequence[int], ends: list[int], count: bool = True) -> list[KV]:
@@ -177,33 +178,35 @@ class PrefixCache:
 
     def keep_hot(self, ids: Sequence[int], cache: Sequence[KVCache]) -> None:
         """Keep ``cache`` (a chunked prefill's, its first ``len(ids)`` positions computed as the
-        chunks' own passes) for the next prefill of a prompt that starts with ``ids``. Counted
-        in the bound like the blocks; kept only in room no block needs."""
-        self.drop_hot()
+        chunks' own passes) for the next prefill of a prompt that starts with ``ids``, in room
+        no block needs (the oldest kept buffers make way; at most ``HOT_KEEP``)."""
         if not ids:
             return
         kv = [(c.keys, c.values) for c in cache]
         nbytes = sum(k.nbytes + v.nbytes for k, v in kv)
+        while self.hot and (len(self.hot) >= HOT_KEEP or self.nbytes + nbytes > self.max_bytes):
+            self._drop_hot(-1)
         if self.nbytes + nbytes <= self.max_bytes:
-            self.hot, self.hot_bytes = (list(ids), kv), nbytes
+            self.hot.insert(0, (list(ids), kv, nbytes))
             self.nbytes += nbytes
 
     def take_hot(self, ids: Sequence[int], n: int) -> list[KVCache] | None:
-        """The kept buffers as a cache holding ``ids[:n]`` (the same values as the cached blocks
-        of those positions, past them whatever the buffer held), if they hold that prefix; they
+        """Kept buffers as a cache holding ``ids[:n]`` (the same values as the cached blocks of
+        those positions; past them whatever the buffer held), if some hold that prefix; they
         leave the prefix cache, so the prefill writes its new keys into them in place."""
-        if self.hot is None or n == 0 or len(self.hot[0]) < n or self.hot[0][:n] != list(ids[:n]):
+        head = list(ids[:n])
+        match = next((i for i, (held, _, _) in enumerate(self.hot) if held[:n] == head), None)
+        if n == 0 or match is None or len(self.hot[match][0]) < n:
             return None
-        kv = self.hot[1]
-        self.drop_hot()
+        kv = self.hot[match][1]
+        self._drop_hot(match)
         caches = [KVCache() for _ in kv]
         for c, (k, v) in zip(caches, kv, strict=True):
             c.keys, c.values, c.offset = k, v, n
         return caches
 
-    def drop_hot(self) -> None:
-        self.nbytes -= self.hot_bytes
-        self.hot, self.hot_bytes = None, 0
+    def _drop_hot(self, i: int) -> None:
+        self.nbytes -= self.hot.pop(i)[2]
 
     def _tick(self) -> int:
         self._clock += 1
@@ -212,8 +215,8 @@ class PrefixCache:
     def _make_room(self, nbytes: int, keep: set[bytes]) -> bool:
         """Evict least recently used leaves (not in ``keep``) until ``nbytes`` more fit."""
         while self.nbytes + nbytes > self.max_bytes:
-            if self.hot is not None:  # the kept buffers go before any block
-                self.drop_hot()
+            if self.hot:  # the kept buffers go before any block
+                self._drop_hot(-1)
                 continue
             leaves = [
                 (b.used, k) for k, b in self.blocks.items() if not b.children and k not in keep
@@ -232,7 +235,8 @@ class PrefixCache:
 
     def clear(self) -> None:
         self.blocks.clear()
-        self.hot, self.hot_bytes, self.nbytes = None, 0, 0
+        self.hot.clear()
+        self.nbytes = 0
 
     def info(self) -> dict[str, Any]:
         """What ``/api/info`` reports."""
@@ -241,7 +245,7 @@ class PrefixCache:
             "max_mb": self.max_bytes / 2**20,
             "used_mb": round(self.nbytes / 2**20, 3),
             "blocks": len(self.blocks),
-            "hot_tokens": len(self.hot[0]) if self.hot is not None else 0,
+            "hot_tokens": [len(held) for held, _, _ in self.hot],
             "max_block_tokens": BLOCK,
             "hits": self.hits,
             "misses": self.misses,
@@ -328,9 +332,7 @@ def prefill_chunks(
         progress(end - at)
         if prefix is not None and b == a + 1 and a < whole:
             prefix.insert(ids, ends, cache, a)
-    # What its chunks' own passes computed (not a merged last pass), for the next prefill: a
-    # request's replaces the kept one; a filling (oldest sequences last) keeps it only if none is.
-    if prefix is not None and (not whole_only or prefix.hot is None):
+    if prefix is not None:  # what its chunks' own passes computed (not a merged last pass)
         prefix.keep_hot(ids[: ends[last - 1] if last else 0], cache)
     return Prefilled(cache, start, logits, scores)
 
