@@ -11,13 +11,17 @@ Three steps, all pure:
    sentence end ("." "!" "?" followed by a space or the end; a "." between digits is a decimal
    point, not an end). Text after the span (an unconfident continuation) does not count.
 2. **Features** over the span's tokens (``span_features``): mean and minimum log-probability,
-   the first token's log-probability and margin p1 - p2, the smallest margin, mean entropy and
-   varentropy (the logits' signals), and separately the four attention metrics' means.
-3. **The map to [0, 1]** (``ConfidenceModel``): a logistic regression on standardized
-   features, fitted per model (and per prompt format: chat or raw text) on a development split
-   by ``python -m mlx_entropix.eval.calibrate --confidence`` and shipped in
-   ``configs/confidence/<model>.json``. Logistic regression is monotone in every feature, so
-   a surer answer never gets a lower confidence through a single feature.
+   the first token's log-probability and margin p1 - p2, the smallest and the mean margin, the
+   sum of log-probabilities (the answer string's probability), mean entropy and varentropy
+   (the logits' signals), and separately the four attention metrics' means.
+3. **The map to [0, 1]** (``ConfidenceModel``), per prompt format (chat or raw text): a
+   logistic regression on standardized features or an isotonic (monotone piecewise-linear)
+   map of one feature, chosen and fitted per model on a development split by
+   ``python -m mlx_entropix.eval.calibrate confidence`` (``eval/confidence_select.py``: by
+   how it does on a kind of question it was not fitted on) and shipped in
+   ``configs/confidence/<model>.json``. Both are monotone in their features (a logistic one
+   in each feature's direction), so a surer answer never gets a lower confidence through a
+   single feature.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ LOGIT_FEATURES: tuple[str, ...] = (
     "mean_entropy",
     "mean_varentropy",
     "log_tokens",
+    "mean_margin",  # CoT-decoding's answer margin (Wang and Zhou 2024): mean p1 - p2
+    "sum_logprob",  # log p(the answer's tokens): the answer string's probability
 )
 # Of the whole generation, not the span: how it got to the answer (candidates, see README).
 CONTEXT_FEATURES: tuple[str, ...] = (
@@ -183,6 +189,8 @@ def span_features(tokens: Sequence[TokenSignal]) -> dict[str, float | None]:
         "mean_entropy": _mean([t.metrics[0] for t in tokens]),
         "mean_varentropy": _mean([t.metrics[1] for t in tokens]),
         "log_tokens": math.log(len(tokens)),
+        "mean_margin": None if None in margins else _mean(margins),
+        "sum_logprob": sum(lps),
     }
     for i, name in enumerate(ATTENTION_FEATURES, start=2):
         out[name] = _mean([t.metrics[i] for t in tokens])

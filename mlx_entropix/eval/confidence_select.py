@@ -10,7 +10,8 @@ fitted categories better than it separates a new one (the cause of a large ECE o
 The rule (``choose``), per format: the best leave-one-category-out AUROC plus within-category
 AUROC (the ranking), preferring fewer features within ``TOLERANCE`` of the best (a small dev
 set chooses noisily among near-equal candidates; the simpler one generalizes more often); then
-among that score's map variants, the lowest leave-one-category-out ECE (the calibration).
+among that score's map variants that rank as well (within the same tolerance), the lowest
+leave-one-category-out ECE (the calibration).
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ from ..engine.confidence import (
     CONTEXT_FEATURES,
     FORMAT_FEATURE,
     LOGIT_FEATURES,
+    ConfidenceModel,
     IsotonicMap,
     LogisticMap,
     Map,
 )
 from .confidence_fit import fit_logistic, fit_map, scores_report, usable
+from .confidence_stats import auroc, paired_bootstrap
 
 TOLERANCE = 0.01
 
@@ -102,10 +105,12 @@ def fit_candidate(records: Sequence[dict[str, Any]], c: Candidate) -> Map:
         return base
     mu, sd = float(z.mean()), float(z.std()) or 1.0
     (b,), a = fit_logistic((z - mu) / sd, y, l2=1e-3)
+    if b <= 0:  # the score ranks the held-out kinds backwards: no slope, only the base rate
+        (b,), a = fit_logistic(np.zeros_like(z), y, l2=1e-3)
     slope = b / sd  # p = sigmoid(a + slope * (z - mu)), z the base map's linear predictor
     return LogisticMap(base.features, base.mean, base.scale,
-                       tuple(round(slope * w, 6) for w in base.coef),
-                       round(a + slope * (base.intercept - mu), 6))  # fmt: skip
+                       tuple(round(float(slope * w), 6) for w in base.coef),
+                       round(float(a + slope * (base.intercept - mu)), 6))  # fmt: skip
 
 
 def leave_category_out(records: Sequence[dict[str, Any]], c: Candidate) -> list[float | None]:
@@ -158,8 +163,10 @@ def choose(
     near = [(c, b) for c, b in rows if ranking(b) >= best - 2 * TOLERANCE]
     fewest = min(len(c.features) - c.pooled for c, _ in near)
     simple = [(c, b) for c, b in near if len(c.features) - c.pooled == fewest]
-    key = _score_key(max(simple, key=lambda cb: ranking(cb[1]))[0])
-    return min(((c, b) for c, b in rows if _score_key(c) == key), key=lambda cb: cb[1]["ece"])[0]
+    pick = max(simple, key=lambda cb: ranking(cb[1]))
+    variants = [(c, b) for c, b in rows if _score_key(c) == _score_key(pick[0])
+                and ranking(b) >= ranking(pick[1]) - 2 * TOLERANCE]  # fmt: skip
+    return min(variants, key=lambda cb: cb[1]["ece"])[0]
 
 
 SINGLES: tuple[str, ...] = (
@@ -169,10 +176,13 @@ SINGLES: tuple[str, ...] = (
     "first_margin",
     "min_margin",
     "whole_mean_logprob",
+    "mean_margin",
+    "sum_logprob",
 )
 SETS: dict[str, tuple[str, ...]] = {
     "min+whole": ("min_logprob", "whole_mean_logprob"),
     "margin+whole": ("first_margin", "whole_mean_logprob"),
+    "mean margin+whole": ("mean_margin", "whole_mean_logprob"),
     "mean+min+whole": ("mean_logprob", "min_logprob", "whole_mean_logprob"),
     "margin+min+entropy": ("first_margin", "min_logprob", "mean_entropy"),
     "span logits": LOGIT_FEATURES,
@@ -197,7 +207,121 @@ def candidates() -> list[Candidate]:
         for l2 in (1.0, 10.0):
             for recal in (False, True):
                 for pooled in (False, True):
-                    label = f"{name} l2={l2:g}{' (recal)' if recal else ''}{' pooled' if pooled else ''}"
+                    tags = (" (recal)" if recal else "") + (" pooled" if pooled else "")
+                    label = f"{name} l2={l2:g}{tags}"
                     feats = (*fs, FORMAT_FEATURE) if pooled else fs
                     out.append(Candidate(label, feats, l2, recalibrate=recal, pooled=pooled))
     return out
+
+
+def bootstrap(
+    conf: Sequence[float | None],
+    records: Sequence[dict[str, Any]],
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, list[float] | None]:
+    """95% percentile intervals of ``scores_report``'s figures (overall block) and of the
+    top half's gain over all, resampling answers within each category (the categories' mix
+    stays that of the set)."""
+    rows = [(c, r) for c, r in zip(conf, records, strict=True) if c is not None]
+    by_cat: dict[str, list[int]] = {}
+    for i, (_, r) in enumerate(rows):
+        by_cat.setdefault(r.get("category", ""), []).append(i)
+    rng = np.random.default_rng(seed)
+    keys = ("auroc", "within_category_auroc", "ece", "gain")
+    draws: dict[str, list[float]] = {k: [] for k in keys}
+    for _ in range(n_boot):
+        ix = [int(j) for ids in by_cat.values() for j in rng.choice(ids, len(ids))]
+        c, rs = [rows[i][0] for i in ix], [rows[i][1] for i in ix]
+        b = scores_report(c, rs)["all"]
+        b["gain"] = (
+            None if b["top_half_accuracy"] is None else b["top_half_accuracy"] - b["accuracy"]
+        )
+        for k in keys:
+            if b[k] is not None:
+                draws[k].append(b[k])
+    return {k: ([float(v) for v in np.percentile(d, [2.5, 97.5])] if d else None)
+            for k, d in draws.items()}  # fmt: skip
+
+
+def _format_records(
+    records: Sequence[dict[str, Any]], c: Candidate, fmt: str
+) -> list[dict[str, Any]]:
+    """The records a candidate is fitted on for ``fmt``: that format's, or both when pooled."""
+    recs = usable(with_format(records), c.features)
+    return recs if c.pooled else [r for r in recs if _fmt(r) == fmt]
+
+
+def select(
+    dev: Sequence[dict[str, Any]], cands: Sequence[Candidate] | None = None
+) -> tuple[dict[str, Candidate], dict[str, dict[str, Any]]]:
+    """Every candidate's leave-one-category-out figures on dev and the choice per format."""
+    cands = list(cands or candidates())
+    results = {c.name: evaluate(dev, c) for c in cands}
+    formats = sorted({_fmt(r) for r in dev})
+    return {f: choose(results, cands, f) for f in formats}, results
+
+
+def fit_chosen(
+    dev: Sequence[dict[str, Any]], chosen: dict[str, Candidate], meta: dict[str, Any]
+) -> ConfidenceModel:
+    """The shipped model: each format's chosen candidate fitted on all of dev."""
+    maps = {f: fit_candidate(_format_records(dev, c, f), c) for f, c in chosen.items()}
+    return ConfidenceModel(maps, {**meta, "chosen": {f: c.name for f, c in chosen.items()}})
+
+
+def attention_test(
+    dev: Sequence[dict[str, Any]],
+    test: Sequence[dict[str, Any]],
+    chosen: dict[str, Candidate],
+    n_boot: int = 2000,
+) -> dict[str, Any]:
+    """The chosen map vs the same with the four attention features added (a logistic map, same
+    l2 and recalibration): AUROC of each and the paired bootstrap interval of the difference,
+    leave one category out on dev and fitted on dev for test, per format."""
+    out: dict[str, Any] = {"dev (leave one category out)": {}, "test (fitted on dev)": {}}
+    for fmt, c in chosen.items():
+        att = replace(c, name=f"{c.name} + attention", kind="logistic",
+                      features=(*c.features, *ATTENTION_FEATURES))  # fmt: skip
+        recs = _format_records(dev, att, fmt)
+        mine = [r for r in recs if _fmt(r) == fmt]
+        splits = {}
+        if c.pooled:
+            held_a, held_b = leave_category_out(recs, c), leave_category_out(recs, att)
+            keep = [i for i, r in enumerate(recs) if _fmt(r) == fmt]
+            splits["dev (leave one category out)"] = (
+                mine, [held_a[i] for i in keep], [held_b[i] for i in keep])  # fmt: skip
+        else:
+            splits["dev (leave one category out)"] = (
+                mine, leave_category_out(mine, c), leave_category_out(mine, att))  # fmt: skip
+        tests = [r for r in usable(with_format(test), att.features) if _fmt(r) == fmt]
+        if tests:
+            a, b = fit_candidate(recs, c), fit_candidate(recs, att)
+            pa, pb = [a(r["features"]) for r in tests], [b(r["features"]) for r in tests]
+            splits["test (fitted on dev)"] = (tests, pa, pb)
+        for split, (rs, pa, pb) in splits.items():
+            ix = [i for i in range(len(rs)) if pa[i] is not None and pb[i] is not None]
+            y = [bool(rs[i]["correct"]) for i in ix]
+            la, lb = [pa[i] for i in ix], [pb[i] for i in ix]
+            out[split][fmt] = {
+                "n": len(ix),
+                "auroc_logits": auroc(la, y),
+                "auroc_with_attention": auroc(lb, y),
+                "difference": paired_bootstrap(auroc, lb, la, y, n_boot),  # type: ignore[arg-type]
+            }
+    return out
+
+
+def held_out(
+    dev: Sequence[dict[str, Any]], chosen: dict[str, Candidate]
+) -> tuple[list[dict[str, Any]], list[float | None]]:
+    """Dev's answers of every chosen format, each scored leave one category out."""
+    recs: list[dict[str, Any]] = []
+    preds: list[float | None] = []
+    for fmt, c in chosen.items():
+        rs = _format_records(dev, c, fmt)
+        p = leave_category_out(rs, c)
+        keep = [i for i, r in enumerate(rs) if _fmt(r) == fmt]
+        recs += [rs[i] for i in keep]
+        preds += [p[i] for i in keep]
+    return recs, preds
