@@ -7,7 +7,7 @@ Every question is drawn through ``data/eval/make_sets.py``'s ``side``: a sum, a 
 comparison, a subtraction or a country that belongs to the test split is never asked or shown
 (``tests/test_confidence_fit.py`` reads the questions back and checks it against core.csv).
 
-    uv run benchmarks/confidence_calib_dev.py  # benchmarks/results/confidence_calib_{raw,chat}.csv
+    uv run benchmarks/confidence_calib_dev.py  # results/confidence_calib{,2}_{raw,chat}.csv
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = {
-    fmt: ROOT / "benchmarks" / "results" / f"confidence_calib_{fmt}.csv" for fmt in ("raw", "chat")
+    f"{batch}{fmt}": ROOT / "benchmarks" / "results" / f"confidence_calib{batch}_{fmt}.csv"
+    for batch in ("", "2")
+    for fmt in ("raw", "chat")
 }
 _spec = importlib.util.spec_from_file_location("make_sets", ROOT / "data" / "eval" / "make_sets.py")
 assert _spec and _spec.loader
@@ -139,18 +141,65 @@ CHAT: dict[str, Callable[[random.Random, int], list[ms.Row]]] = {
 }
 
 
+def mul2_pair(r: random.Random) -> ms.Question:
+    a, b = r.randint(11, 30), r.randint(2, 5)
+    return f"mul:{b},{a}", (f"{a} x {b} =", str(a * b), str(a * b))
+
+
+def next_pair(r: random.Random) -> ms.Question:
+    a = r.randint(10, 98)
+    return f"next:{a}", (f"Q: What number comes after {a}?\nA:", str(a + 1), str(a + 1))
+
+
+def max_pair(r: random.Random) -> ms.Question:
+    a, b = r.sample(range(1, 10), 2)
+    return f"max:{min(a, b)},{max(a, b)}", (f"max({a}, {b}) =", str(max(a, b)), str(max(a, b)))
+
+
+def half_pair(r: random.Random) -> ms.Question:
+    a = 2 * r.randint(6, 49)
+    return f"half:{a}", (f"Q: What is half of {a}?\nA:", str(a // 2), str(a // 2))
+
+
+def mul_chat_pair(r: random.Random) -> ms.Question:
+    a, b = r.randint(2, 9), r.randint(2, 9)
+    return f"mul:{min(a, b)},{max(a, b)}", (f"{a} x {b}", str(a * b), str(a * b))
+
+
+# A second batch (more kinds of question for leave-one-category-out), drawn the same way.
+RAW2: dict[str, Callable[[random.Random, int], list[ms.Row]]] = {
+    "mul_2x1": raw(mul2_pair, "mul_2x1"),
+    "next_raw": raw(next_pair, "next_raw"),
+    "max_1digit": raw(max_pair, "max_1digit"),
+    "half_raw": raw(half_pair, "half_raw"),
+}
+CHAT2: dict[str, Callable[[random.Random, int], list[ms.Row]]] = {
+    "smaller_chat": chat(
+        smaller_pair, "{q} Answer with the number only.", "smaller_chat", "numeric"
+    ),
+    "mul_chat": chat(
+        mul_chat_pair, "What is {q}? Answer with the number only.", "mul_chat", "numeric"
+    ),
+    "next_chat": chat(next_pair, "{q} Answer with the number only.", "next_chat", "numeric"),
+}
+
+
 def build() -> dict[str, list[ms.Row]]:
-    """The raw and the chat calibration items (deterministic: one seeded draw per task)."""
-    return {
-        "raw": [r for k, fn in RAW.items() for r in fn(random.Random(f"{SEED}-{k}"), N_RAW)],
-        "chat": [r for k, fn in CHAT.items() for r in fn(random.Random(f"{SEED}-{k}"), N_CHAT)],
-    }
+    """The calibration items by file key ("raw", "chat", "2raw", "2chat"; deterministic: one
+    seeded draw per task)."""
+    out = {}
+    for batch, tasks in (("", (RAW, CHAT)), ("2", (RAW2, CHAT2))):
+        for fmt, fns, n in (("raw", tasks[0], N_RAW), ("chat", tasks[1], N_CHAT)):
+            out[f"{batch}{fmt}"] = [
+                r for k, fn in fns.items() for r in fn(random.Random(f"{SEED}-{k}"), n)
+            ]
+    return out
 
 
 if __name__ == "__main__":
-    for fmt, rows in build().items():
-        with OUT[fmt].open("w", newline="", encoding="utf-8") as f:
+    for key, rows in build().items():
+        with OUT[key].open("w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
             w.writeheader()
             w.writerows(rows)
-        print(f"wrote {OUT[fmt]} ({len(rows)} items)")
+        print(f"wrote {OUT[key]} ({len(rows)} items)")
