@@ -125,7 +125,7 @@ def test_choose_prefers_fewer_features_then_lowest_ece():
     results = {
         "big": _block(0.80, 0.78, 0.09),
         "big recal": _block(0.80, 0.78, 0.03),
-        "small": _block(0.79, 0.78, 0.08),  # within 2 x TOLERANCE of the best ranking
+        "small": _block(0.795, 0.78, 0.08),  # within 2 x TOLERANCE of the best ranking
         "small iso": _block(0.79, 0.775, 0.04),  # same score, ranks as well, calibrates best
         "small recal": _block(0.70, 0.70, 0.01),  # ranks worse: not a variant to pick
         "other": _block(0.60, 0.60, 0.01),
