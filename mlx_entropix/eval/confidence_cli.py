@@ -2,8 +2,11 @@
 report dev and test figures, the feature sets compared and the attention test.
 
     uv run benchmarks/eval.py data/eval/dev.csv --modes greedy --signals --out dev
-    uv run python -m mlx_entropix.eval.calibrate confidence dev.json --test core.json \\
-        --report benchmarks/results/confidence.md --rescore
+    uv run python -m mlx_entropix.eval.calibrate confidence dev.json ... --select \\
+        --test core.json --report benchmarks/results/confidence.md --rescore
+
+``--select`` chooses each format's map by leave-one-category-out figures on dev
+(``confidence_select.py``; the shipped map); without it, the features and l2 given.
 """
 
 from __future__ import annotations
