@@ -11,17 +11,22 @@ Three steps, all pure:
    sentence end ("." "!" "?" followed by a space or the end; a "." between digits is a decimal
    point, not an end). Text after the span (an unconfident continuation) does not count.
 2. **Features** over the span's tokens (``span_features``): mean and minimum log-probability,
-   the first token's log-probability and margin p1 - p2, the smallest margin, mean entropy and
-   varentropy (the logits' signals), and separately the four attention metrics' means.
-3. **The map to [0, 1]** (``ConfidenceModel``): a logistic regression on standardized
-   features, fitted per model (and per prompt format: chat or raw text) on a development split
-   by ``python -m mlx_entropix.eval.calibrate --confidence`` and shipped in
-   ``configs/confidence/<model>.json``. Logistic regression is monotone in every feature, so
-   a surer answer never gets a lower confidence through a single feature.
+   the first token's log-probability and margin p1 - p2, the smallest and the mean margin, the
+   sum of log-probabilities (the answer string's probability), mean entropy and varentropy
+   (the logits' signals), and separately the four attention metrics' means.
+3. **The map to [0, 1]** (``ConfidenceModel``), per prompt format (chat or raw text): a
+   logistic regression on standardized features or an isotonic (monotone piecewise-linear)
+   map of one feature, chosen and fitted per model on a development split by
+   ``python -m mlx_entropix.eval.calibrate confidence`` (``eval/confidence_select.py``: by
+   how it does on a kind of question it was not fitted on) and shipped in
+   ``configs/confidence/<model>.json``. Both are monotone in their features (a logistic one
+   in each feature's direction), so a surer answer never gets a lower confidence through a
+   single feature.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import re
@@ -44,6 +49,8 @@ LOGIT_FEATURES: tuple[str, ...] = (
     "mean_entropy",
     "mean_varentropy",
     "log_tokens",
+    "mean_margin",  # CoT-decoding's answer margin (Wang and Zhou 2024): mean p1 - p2
+    "sum_logprob",  # log p(the answer's tokens): the answer string's probability
 )
 # Of the whole generation, not the span: how it got to the answer (candidates, see README).
 CONTEXT_FEATURES: tuple[str, ...] = (
@@ -182,6 +189,8 @@ def span_features(tokens: Sequence[TokenSignal]) -> dict[str, float | None]:
         "mean_entropy": _mean([t.metrics[0] for t in tokens]),
         "mean_varentropy": _mean([t.metrics[1] for t in tokens]),
         "log_tokens": math.log(len(tokens)),
+        "mean_margin": None if None in margins else _mean(margins),
+        "sum_logprob": sum(lps),
     }
     for i, name in enumerate(ATTENTION_FEATURES, start=2):
         out[name] = _mean([t.metrics[i] for t in tokens])
@@ -250,15 +259,54 @@ class LogisticMap:
 
 
 @dataclass(frozen=True)
+class IsotonicMap:
+    """p = the piecewise-linear interpolation of the knots (x_i, p_i) at ``feature`` (x and p
+    non-decreasing; constant beyond the ends): a monotone map of one score."""
+
+    feature: str
+    x: tuple[float, ...]
+    p: tuple[float, ...]
+
+    def __call__(self, feats: dict[str, float | None]) -> float | None:
+        v = feats.get(self.feature)
+        if v is None or not math.isfinite(v):
+            return None
+        i = bisect.bisect_right(self.x, v)
+        if i == 0 or i == len(self.x):
+            return self.p[0] if i == 0 else self.p[-1]
+        x0, x1, p0, p1 = self.x[i - 1], self.x[i], self.p[i - 1], self.p[i]
+        return p0 + (p1 - p0) * (v - x0) / (x1 - x0) if x1 > x0 else p1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "isotonic", "feature": self.feature, "x": list(self.x), "p": list(self.p)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> IsotonicMap:
+        x, p = tuple(float(v) for v in d["x"]), tuple(float(v) for v in d["p"])
+        if not x or len(x) != len(p) or list(x) != sorted(x) or list(p) != sorted(p):
+            raise ValueError("an isotonic map needs non-decreasing x and p of one length")
+        return cls(str(d["feature"]), x, p)
+
+
+Map = LogisticMap | IsotonicMap
+# Seen by every map: lets one map serve both formats (``calibrate confidence``'s pooled fit).
+FORMAT_FEATURE = "format_raw"
+
+
+def _map_from_dict(d: dict[str, Any]) -> Map:
+    return IsotonicMap.from_dict(d) if d.get("type") == "isotonic" else LogisticMap.from_dict(d)
+
+
+@dataclass(frozen=True)
 class ConfidenceModel:
     """One fitted map per prompt format ("chat", "raw"); "chat" serves a format not fitted."""
 
-    maps: dict[str, LogisticMap]
+    maps: dict[str, Map]
     meta: dict[str, Any]
 
     def __call__(self, feats: dict[str, float | None], fmt: str = "chat") -> float | None:
         m = self.maps.get(fmt) or self.maps.get("chat") or next(iter(self.maps.values()))
-        return m(feats)
+        return m({**feats, FORMAT_FEATURE: float(fmt == "raw")})
 
     def to_json(self) -> str:
         maps = {k: m.to_dict() for k, m in self.maps.items()}
@@ -267,7 +315,7 @@ class ConfidenceModel:
     @classmethod
     def from_file(cls, path: str | Path) -> ConfidenceModel:
         data = json.loads(Path(path).read_text())
-        maps = {k: LogisticMap.from_dict(v) for k, v in data["maps"].items()}
+        maps = {k: _map_from_dict(v) for k, v in data["maps"].items()}
         if not maps:
             raise ValueError(f"{path}: no fitted map")
         return cls(maps, data.get("meta", {}))

@@ -2,8 +2,11 @@
 report dev and test figures, the feature sets compared and the attention test.
 
     uv run benchmarks/eval.py data/eval/dev.csv --modes greedy --signals --out dev
-    uv run python -m mlx_entropix.eval.calibrate confidence dev.json --test core.json \\
-        --report benchmarks/results/confidence.md --rescore
+    uv run python -m mlx_entropix.eval.calibrate confidence dev.json ... --select \\
+        --test core.json --report benchmarks/results/confidence.md --rescore
+
+``--select`` chooses each format's map by leave-one-category-out figures on dev
+(``confidence_select.py``; the shipped map); without it, the features and l2 given.
 """
 
 from __future__ import annotations
@@ -113,6 +116,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         p.add_argument(f"--{fmt}-l2", type=float, default=SHIPPED_L2[fmt],
                        help=f"ridge strength (default {SHIPPED_L2[fmt]})")  # fmt: skip
+    p.add_argument(
+        "--select",
+        action="store_true",
+        help="choose each format's map on dev by leave-one-category-out figures among "
+        "confidence_select.candidates() (instead of --chat/--raw-features)",
+    )
     p.add_argument("--out", help="map JSON to write (default: configs/confidence/<model>.json)")
     p.add_argument("--report", help="also write the fit report here (.md: tables, else JSON)")
     p.add_argument("--boot", type=int, default=2000, help="bootstrap resamples (attention test)")
@@ -128,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for fmt in ("chat", "raw")
     }
     l2 = {"chat": args.chat_l2, "raw": args.raw_l2}
+    if args.select:
+        return _main_select(args)
     try:
         dev = usable(_load_records(args.dev, args.mode), all_features(features))
         test = _load_records(args.test, args.mode) if args.test else []
@@ -162,6 +173,117 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.report:
         md = args.report.endswith(".md")
         text = report_markdown(report) if md else json.dumps(report, indent=1) + "\n"
+        Path(args.report).write_text(text)
+    for path in args.test if args.rescore else ():
+        target = Path(path).with_suffix(".confidence.json")
+        target.write_text(json.dumps(rescored(json.loads(Path(path).read_text()), model),
+                                     indent=1, ensure_ascii=False) + "\n")  # fmt: skip
+        print(f"wrote {target}")
+    return 0
+
+
+def _interval(ci: list[float] | None) -> str:
+    return "" if ci is None else f" [{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def selection_markdown(report: dict[str, Any], top: int = 12) -> str:
+    """The ``--select`` report as markdown: the candidates, the chosen map with intervals on
+    dev (leave one category out) and test, the attention test on the chosen map."""
+    chosen = report["chosen"]
+    lines = ["Chosen (dev, leave one category out): "
+             + "; ".join(f"{k}: {v}" for k, v in chosen.items()), ""]  # fmt: skip
+    head = "| {} | answers | AUROC | within-category AUROC | ECE | top half % | all % |"
+    for fmt in chosen:
+        lines += [head.format(f"{fmt}: candidate (dev, leave one category out)"),
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        rows = [(n, r[fmt]) for n, r in report["candidates"].items() if fmt in r]
+        rows = [(n, b) for n, b in rows if b["auroc"] is not None]
+        rows.sort(key=lambda nb: -(nb[1]["auroc"] + (nb[1]["within_category_auroc"] or 0)))
+        for n, b in rows[:top] + [nb for nb in rows[top:] if nb[0] == chosen[fmt]]:
+            name = f"**{n}**" if n == chosen[fmt] else n
+            lines.append(
+                f"| {name} | {b['n']} | {b['auroc']:.3f} | {b['within_category_auroc'] or 0:.3f} "
+                f"| {b['ece']:.3f} | {100 * b['top_half_accuracy']:.1f} "
+                f"| {100 * b['accuracy']:.1f} |"
+            )
+        lines.append("")
+    lines += ["| chosen map [95% bootstrap] | format | answers | AUROC | within-category AUROC "
+              "| ECE | top half % | all % |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for split in ("dev (leave one category out)", "test (fitted on dev)"):
+        for fmt, b in report.get(split, {}).items():
+            ci = b.get("ci95") or {}
+            lines.append(
+                f"| {split} | {fmt} | {b['n']} | {b['auroc']:.3f}{_interval(ci.get('auroc'))} "
+                f"| {b['within_category_auroc'] or 0:.3f}"
+                f"{_interval(ci.get('within_category_auroc'))} "
+                f"| {b['ece']:.3f}{_interval(ci.get('ece'))} "
+                f"| {100 * b['top_half_accuracy']:.1f} (gain{_interval(ci.get('gain'))}) "
+                f"| {100 * b['accuracy']:.1f} |"
+            )
+    lines += ["", "| attention test | format | answers | AUROC chosen | AUROC + attention "
+              "| difference [95% paired bootstrap] |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for split, by_format in report["attention"].items():
+        for fmt, b in by_format.items():
+            d = b["difference"]
+            ci = "-" if d["ci95"] is None else f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+            diff = "-" if d["diff"] is None else f"{d['diff']:+.3f}"
+            lines.append(f"| {split} | {fmt} | {b['n']} | {b['auroc_logits']:.3f} "
+                         f"| {b['auroc_with_attention']:.3f} | {diff} {ci} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _figures(conf: list[float | None], recs: list[dict[str, Any]], n_boot: int) -> dict[str, Any]:
+    """``scores_report`` per format and overall, each with bootstrap intervals."""
+    from .confidence_select import bootstrap
+
+    out = scores_report(conf, recs)
+    for fmt in out:
+        ix = [i for i, r in enumerate(recs) if fmt == "all" or r.get("format", "chat") == fmt]
+        out[fmt]["ci95"] = bootstrap([conf[i] for i in ix], [recs[i] for i in ix], n_boot)
+    return out
+
+
+def _main_select(args: Any) -> int:
+    """``--select``: choose, fit, write, report (see ``confidence_select.py``)."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from ..engine.confidence import CONFIDENCE_DIR
+    from .confidence_select import attention_test as attention_on
+    from .confidence_select import fit_chosen, held_out, select, with_format
+
+    try:
+        dev = _load_records(args.dev, args.mode)
+        test = _load_records(args.test, args.mode) if args.test else []
+        name = json.loads(Path(args.dev[0]).read_text())["run"].get("model", "model")
+        chosen, results = select(dev)
+        meta = {"model": name, "fitted_on": list(args.dev), "answers": len(dev),
+                "mode": args.mode, "selected_by": "leave one category out on dev"}  # fmt: skip
+        model = fit_chosen(dev, chosen, meta)
+    except (ValueError, KeyError) as err:
+        print(f"calibrate confidence: error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else CONFIDENCE_DIR / f"{name.split()[0].lower()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(model.to_json())
+    n_boot = min(args.boot, 1000)
+    recs, preds = held_out(dev, chosen)
+    report: dict[str, Any] = {
+        "chosen": {f: c.name for f, c in chosen.items()},
+        "candidates": results,
+        "dev (leave one category out)": _figures(preds, recs, n_boot),
+    }
+    if test:
+        tests = [r for r in with_format(test) if r.get("format", "chat") in chosen]
+        conf = predict(model, tests)
+        report["test (fitted on dev)"] = _figures(conf, tests, n_boot)
+    report["attention"] = attention_on(dev, test, chosen, args.boot)
+    print(json.dumps({k: v for k, v in report.items() if k != "candidates"}, indent=1))
+    print(f"wrote {out}")
+    if args.report:
+        md = args.report.endswith(".md")
+        text = selection_markdown(report) if md else json.dumps(report, indent=1) + "\n"
         Path(args.report).write_text(text)
     for path in args.test if args.rescore else ():
         target = Path(path).with_suffix(".confidence.json")

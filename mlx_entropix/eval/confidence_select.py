@@ -1,0 +1,333 @@
+"""Choosing the answer-confidence map on dev by how it does on a KIND of question it was not
+fitted on (leave one category out), since that is what a user's new task is.
+
+A candidate is a score (one feature, or a regularized logistic combination of a few), a map
+(logistic, or isotonic on one feature), fitted per prompt format or pooled over both formats
+with a format indicator, and optionally recalibrated: Platt scaling of the logistic's linear
+predictor on its leave-one-category-out values, which shrinks a slope that separates the
+fitted categories better than it separates a new one (the cause of a large ECE on a new kind).
+
+The rule (``choose``), per format: the best leave-one-category-out AUROC plus within-category
+AUROC (the ranking), preferring fewer features within 2 x ``TOLERANCE`` of the best (a small dev
+set chooses noisily among near-equal candidates; the simpler one generalizes more often); then
+among that score's map variants that rank nearly as well (``VARIANT_TOLERANCE``), the lowest
+leave-one-category-out ECE (the calibration).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from ..engine.confidence import (
+    ATTENTION_FEATURES,
+    CONTEXT_FEATURES,
+    FORMAT_FEATURE,
+    LOGIT_FEATURES,
+    ConfidenceModel,
+    IsotonicMap,
+    LogisticMap,
+    Map,
+)
+from .confidence_fit import fit_logistic, fit_map, scores_report, usable
+from .confidence_stats import auroc, paired_bootstrap
+
+# Simpler wins only among practically equal candidates (sum of the two AUROCs within
+# 2 x TOLERANCE): at 0.01 the raw choice on dev fell to one feature 0.036 AUROC behind the best.
+TOLERANCE = 0.005
+# A map variant of one score (Platt, recalibrated, isotonic) changes the ranking only through
+# ties and its held-out fit: one that ranks up to this much worse (sum of the two AUROCs) may
+# win on ECE, the other goal.
+VARIANT_TOLERANCE = 0.05
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    features: tuple[str, ...]
+    l2: float = 1.0
+    kind: str = "logistic"  # or "isotonic" (one feature)
+    recalibrate: bool = False  # Platt on the leave-one-category-out linear predictor
+    pooled: bool = False  # one map for both formats, with the format as a feature
+
+
+def _fmt(r: dict[str, Any]) -> str:
+    return r.get("format", "chat")
+
+
+def with_format(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records whose features carry the format indicator (what ``ConfidenceModel`` adds)."""
+    return [dict(r, features={**r["features"], FORMAT_FEATURE: float(_fmt(r) == "raw")})
+            for r in records]  # fmt: skip
+
+
+def fit_isotonic(x: Sequence[float], y: Sequence[bool], feature: str) -> IsotonicMap:
+    """Pool-adjacent-violators on (x, y); knots at each block's mean x, values its accuracy
+    with one pseudo-answer of each kind (never exactly 0 or 1 from a small block)."""
+    order = np.argsort(np.asarray(x, float), kind="stable")
+    blocks: list[list[float]] = []  # [sum x, sum y, n]
+    for i in order:
+        blocks.append([float(x[i]), float(y[i]), 1.0])
+        while len(blocks) > 1 and blocks[-2][1] / blocks[-2][2] >= blocks[-1][1] / blocks[-1][2]:
+            sx, sy, n = blocks.pop()
+            blocks[-1] = [blocks[-1][0] + sx, blocks[-1][1] + sy, blocks[-1][2] + n]
+    xs = [b[0] / b[2] for b in blocks]
+    ps = np.maximum.accumulate([(b[1] + 1) / (b[2] + 2) for b in blocks])
+    return IsotonicMap(
+        feature, tuple(round(v, 6) for v in xs), tuple(round(float(v), 6) for v in ps)
+    )
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
+def _base_fit(records: Sequence[dict[str, Any]], c: Candidate) -> Map:
+    if c.kind == "isotonic":
+        (f,) = c.features
+        recs = usable(records, c.features)
+        return fit_isotonic([r["features"][f] for r in recs], [bool(r["correct"]) for r in recs], f)
+    return fit_map(records, c.features, c.l2)
+
+
+def fit_candidate(records: Sequence[dict[str, Any]], c: Candidate) -> Map:
+    """The candidate's map fitted on ``records`` (one format's, or both when pooled)."""
+    base = _base_fit(records, c)
+    if not (c.recalibrate and isinstance(base, LogisticMap)):
+        return base
+    recs = usable(records, c.features)
+    held = leave_category_out(recs, replace(c, recalibrate=False))
+    pairs = [
+        (_logit(p), bool(r["correct"])) for p, r in zip(held, recs, strict=True) if p is not None
+    ]
+    z = np.array([[v] for v, _ in pairs])
+    y = np.array([float(t) for _, t in pairs])
+    if len(set(y)) < 2:
+        return base
+    mu, sd = float(z.mean()), float(z.std()) or 1.0
+    (b,), a = fit_logistic((z - mu) / sd, y, l2=1e-3)
+    if b <= 0:  # the score ranks the held-out kinds backwards: no slope, only the base rate
+        (b,), a = fit_logistic(np.zeros_like(z), y, l2=1e-3)
+    slope = b / sd  # p = sigmoid(a + slope * (z - mu)), z the base map's linear predictor
+    return LogisticMap(base.features, base.mean, base.scale,
+                       tuple(round(float(slope * w), 6) for w in base.coef),
+                       round(float(a + slope * (base.intercept - mu)), 6))  # fmt: skip
+
+
+def leave_category_out(records: Sequence[dict[str, Any]], c: Candidate) -> list[float | None]:
+    """Each record scored by the candidate fitted on the other categories (of its format, or
+    of both formats when pooled)."""
+    out: list[float | None] = [None] * len(records)
+    for cat in sorted({r.get("category", "") for r in records}):
+        train = [r for r in records if r.get("category", "") != cat]
+        if len({bool(r["correct"]) for r in train}) < 2:
+            continue
+        m = fit_candidate(train, c)
+        for i, r in enumerate(records):
+            if r.get("category", "") == cat:
+                out[i] = m(r["features"])
+    return out
+
+
+def evaluate(records: Sequence[dict[str, Any]], c: Candidate) -> dict[str, Any]:
+    """Leave-one-category-out figures of a candidate, per format (``scores_report``)."""
+    recs = usable(with_format(records), c.features)
+    if c.pooled:
+        return scores_report(leave_category_out(recs, c), recs)
+    out: dict[str, Any] = {}
+    for fmt in sorted({_fmt(r) for r in recs}):
+        sub = [r for r in recs if _fmt(r) == fmt]
+        out[fmt] = scores_report(leave_category_out(sub, c), sub)[fmt]
+    return out
+
+
+def _score_key(c: Candidate) -> tuple[Any, ...]:
+    """What decides the ranking: the features (and their l2, beyond one feature), pooled or not;
+    the map variants of one score share it."""
+    return (c.features, c.pooled, c.l2 if len(c.features) > 1 else None)
+
+
+def choose(
+    results: dict[str, dict[str, Any]], candidates: Sequence[Candidate], fmt: str
+) -> Candidate:
+    """The rule of the module docstring, on ``evaluate``'s figures by candidate name."""
+    by_name = {c.name: c for c in candidates}
+    rows = [(by_name[n], r[fmt]) for n, r in results.items()
+            if fmt in r and r[fmt]["auroc"] is not None]  # fmt: skip
+    if not rows:
+        raise ValueError(f"no candidate scores {fmt} answers")
+
+    def ranking(b: dict[str, Any]) -> float:
+        return b["auroc"] + (b["within_category_auroc"] or b["auroc"])
+
+    best = max(ranking(b) for _, b in rows)
+    near = [(c, b) for c, b in rows if ranking(b) >= best - 2 * TOLERANCE]
+    fewest = min(len(c.features) - c.pooled for c, _ in near)
+    simple = [(c, b) for c, b in near if len(c.features) - c.pooled == fewest]
+    pick = max(simple, key=lambda cb: ranking(cb[1]))
+    variants = [(c, b) for c, b in rows if _score_key(c) == _score_key(pick[0])
+                and ranking(b) >= ranking(pick[1]) - VARIANT_TOLERANCE]  # fmt: skip
+    return min(variants, key=lambda cb: cb[1]["ece"])[0]
+
+
+SINGLES: tuple[str, ...] = (
+    "mean_logprob",
+    "min_logprob",
+    "first_logprob",
+    "first_margin",
+    "min_margin",
+    "whole_mean_logprob",
+    "mean_margin",
+    "sum_logprob",
+)
+SETS: dict[str, tuple[str, ...]] = {
+    "min+whole": ("min_logprob", "whole_mean_logprob"),
+    "margin+whole": ("first_margin", "whole_mean_logprob"),
+    "mean margin+whole": ("mean_margin", "whole_mean_logprob"),
+    "mean+min+whole": ("mean_logprob", "min_logprob", "whole_mean_logprob"),
+    "margin+min+entropy": ("first_margin", "min_logprob", "mean_entropy"),
+    "span logits": LOGIT_FEATURES,
+    "logits": (*LOGIT_FEATURES, *CONTEXT_FEATURES),
+    "span logits+attention": (*LOGIT_FEATURES, *ATTENTION_FEATURES),
+    "logits+attention": (*LOGIT_FEATURES, *CONTEXT_FEATURES, *ATTENTION_FEATURES),
+}
+
+
+def candidates() -> list[Candidate]:
+    """The list compared (fixed before looking at figures): every single feature as a
+    logistic (Platt) map, recalibrated or not, and isotonic; every set at l2 1 and 10,
+    recalibrated or not, per format and pooled."""
+    out = []
+    for f in SINGLES:
+        out += [
+            Candidate(f, (f,)),
+            Candidate(f"{f} (recal)", (f,), recalibrate=True),
+            Candidate(f"{f} (isotonic)", (f,), kind="isotonic"),
+        ]
+    for name, fs in SETS.items():
+        for l2 in (1.0, 10.0):
+            for recal in (False, True):
+                for pooled in (False, True):
+                    tags = (" (recal)" if recal else "") + (" pooled" if pooled else "")
+                    label = f"{name} l2={l2:g}{tags}"
+                    feats = (*fs, FORMAT_FEATURE) if pooled else fs
+                    out.append(Candidate(label, feats, l2, recalibrate=recal, pooled=pooled))
+    return out
+
+
+def bootstrap(
+    conf: Sequence[float | None],
+    records: Sequence[dict[str, Any]],
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, list[float] | None]:
+    """95% percentile intervals of ``scores_report``'s figures (overall block) and of the
+    top half's gain over all, resampling answers within each category (the categories' mix
+    stays that of the set)."""
+    rows = [(c, r) for c, r in zip(conf, records, strict=True) if c is not None]
+    by_cat: dict[str, list[int]] = {}
+    for i, (_, r) in enumerate(rows):
+        by_cat.setdefault(r.get("category", ""), []).append(i)
+    rng = np.random.default_rng(seed)
+    keys = ("auroc", "within_category_auroc", "ece", "gain")
+    draws: dict[str, list[float]] = {k: [] for k in keys}
+    for _ in range(n_boot):
+        ix = [int(j) for ids in by_cat.values() for j in rng.choice(ids, len(ids))]
+        c, rs = [rows[i][0] for i in ix], [rows[i][1] for i in ix]
+        b = scores_report(c, rs)["all"]
+        b["gain"] = (
+            None if b["top_half_accuracy"] is None else b["top_half_accuracy"] - b["accuracy"]
+        )
+        for k in keys:
+            if b[k] is not None:
+                draws[k].append(b[k])
+    return {k: ([float(v) for v in np.percentile(d, [2.5, 97.5])] if d else None)
+            for k, d in draws.items()}  # fmt: skip
+
+
+def _format_records(
+    records: Sequence[dict[str, Any]], c: Candidate, fmt: str
+) -> list[dict[str, Any]]:
+    """The records a candidate is fitted on for ``fmt``: that format's, or both when pooled."""
+    recs = usable(with_format(records), c.features)
+    return recs if c.pooled else [r for r in recs if _fmt(r) == fmt]
+
+
+def select(
+    dev: Sequence[dict[str, Any]], cands: Sequence[Candidate] | None = None
+) -> tuple[dict[str, Candidate], dict[str, dict[str, Any]]]:
+    """Every candidate's leave-one-category-out figures on dev and the choice per format."""
+    cands = list(cands or candidates())
+    results = {c.name: evaluate(dev, c) for c in cands}
+    formats = sorted({_fmt(r) for r in dev})
+    return {f: choose(results, cands, f) for f in formats}, results
+
+
+def fit_chosen(
+    dev: Sequence[dict[str, Any]], chosen: dict[str, Candidate], meta: dict[str, Any]
+) -> ConfidenceModel:
+    """The shipped model: each format's chosen candidate fitted on all of dev."""
+    maps = {f: fit_candidate(_format_records(dev, c, f), c) for f, c in chosen.items()}
+    return ConfidenceModel(maps, {**meta, "chosen": {f: c.name for f, c in chosen.items()}})
+
+
+def attention_test(
+    dev: Sequence[dict[str, Any]],
+    test: Sequence[dict[str, Any]],
+    chosen: dict[str, Candidate],
+    n_boot: int = 2000,
+) -> dict[str, Any]:
+    """The chosen map vs the same with the four attention features added (a logistic map, same
+    l2 and recalibration): AUROC of each and the paired bootstrap interval of the difference,
+    leave one category out on dev and fitted on dev for test, per format."""
+    out: dict[str, Any] = {"dev (leave one category out)": {}, "test (fitted on dev)": {}}
+    for fmt, c in chosen.items():
+        att = replace(c, name=f"{c.name} + attention", kind="logistic",
+                      features=(*c.features, *ATTENTION_FEATURES))  # fmt: skip
+        recs = _format_records(dev, att, fmt)
+        mine = [r for r in recs if _fmt(r) == fmt]
+        splits = {}
+        if c.pooled:
+            held_a, held_b = leave_category_out(recs, c), leave_category_out(recs, att)
+            keep = [i for i, r in enumerate(recs) if _fmt(r) == fmt]
+            splits["dev (leave one category out)"] = (
+                mine, [held_a[i] for i in keep], [held_b[i] for i in keep])  # fmt: skip
+        else:
+            splits["dev (leave one category out)"] = (
+                mine, leave_category_out(mine, c), leave_category_out(mine, att))  # fmt: skip
+        tests = [r for r in usable(with_format(test), att.features) if _fmt(r) == fmt]
+        if tests:
+            a, b = fit_candidate(recs, c), fit_candidate(recs, att)
+            pa, pb = [a(r["features"]) for r in tests], [b(r["features"]) for r in tests]
+            splits["test (fitted on dev)"] = (tests, pa, pb)
+        for split, (rs, pa, pb) in splits.items():
+            ix = [i for i in range(len(rs)) if pa[i] is not None and pb[i] is not None]
+            y = [bool(rs[i]["correct"]) for i in ix]
+            la, lb = [pa[i] for i in ix], [pb[i] for i in ix]
+            out[split][fmt] = {
+                "n": len(ix),
+                "auroc_logits": auroc(la, y),
+                "auroc_with_attention": auroc(lb, y),
+                "difference": paired_bootstrap(auroc, lb, la, y, n_boot),  # type: ignore[arg-type]
+            }
+    return out
+
+
+def held_out(
+    dev: Sequence[dict[str, Any]], chosen: dict[str, Candidate]
+) -> tuple[list[dict[str, Any]], list[float | None]]:
+    """Dev's answers of every chosen format, each scored leave one category out."""
+    recs: list[dict[str, Any]] = []
+    preds: list[float | None] = []
+    for fmt, c in chosen.items():
+        rs = _format_records(dev, c, fmt)
+        p = leave_category_out(rs, c)
+        keep = [i for i, r in enumerate(rs) if _fmt(r) == fmt]
+        recs += [rs[i] for i in keep]
+        preds += [p[i] for i in keep]
+    return recs, preds
