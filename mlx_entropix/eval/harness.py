@@ -292,7 +292,8 @@ def engine_generate_fn(
         assert done is not None  # the engine always ends with a DoneEvent
         branches = [] if fork is None else [
             {"text": b.text, "answer": b.answer, "score": b.score, "tokens": b.tokens,
-             "finish": b.finish, "kept": b.kept, "span": list(b.span), "margins": b.margins}
+             "finish": b.finish, "kept": b.kept, "span": list(b.span), "margins": b.margins,
+             "parent": b.parent, "at": b.at, "signal": b.signal}
             for b in fork.branches
         ]  # fmt: skip
         scored = score(done.text, signals, conf_model, item.format, item.kind, options)

@@ -1,0 +1,111 @@
+"""Forks at the answer (``fork_answer.py``): where the uncertainty opens one, on constructed
+metrics; and a run on the embedded model whose answer-fork branches are what greedy decoding
+says after their parents' tokens and the swapped-in one."""
+
+from __future__ import annotations
+
+import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
+from mlx_entropix.engine.fork_answer import answer_fork_site, answer_fork_sites
+from mlx_entropix.engine.generate import generate
+
+EOS = {0}
+# "So 7 x 8 = 56": tokens 0..7, the answer span "5", "6" is [6, 8)
+OWN = [(1, "So"), (2, " 7"), (3, " x"), (4, " 8"), (5, " ="), (6, " 5"), (7, "6"), (8, ".")]
+
+
+def _candidates(extra: dict[int, list[tuple[int, str]]] | None = None) -> list[list]:
+    """Each token's own id first, then two ordinary alternatives (ids 50+)."""
+    out = [[own, (50 + 2 * p, " 4"), (51 + 2 * p, " 9")] for p, own in enumerate(OWN)]
+    for p, cands in (extra or {}).items():
+        out[p] = [OWN[p], *cands]
+    return out
+
+
+def site(signal, window=range(5, 8), candidates=None, min_value=0.0, n_alt=1):
+    return answer_fork_site(window, signal, OWN, candidates or _candidates(), EOS, min_value,
+                            n_alt)  # fmt: skip
+
+
+def test_an_answer_fork_opens_on_the_most_uncertain_token_of_the_span_or_the_one_before():
+    calm = [0.1] * 8
+    inside = calm[:6] + [4.0] + calm[7:]  # the first digit's distribution is uncertain
+    assert site(inside) == (6, [62])
+    assert site(inside, n_alt=2) == (6, [62, 63])
+    before = calm[:5] + [5.0, 1.0, 0.1]  # the token before the span is the most uncertain
+    assert site(before) == (5, [60])
+    assert answer_fork_sites((6, 8), "max", before, OWN, _candidates(), EOS, 0.0, 1) == [(5, [60])]
+    assert answer_fork_sites((6, 8), "span", before, OWN, _candidates(), EOS, 0.0, 1) == [(6, [62])]
+    both = answer_fork_sites((6, 8), "each", before, OWN, _candidates(), EOS, 0.0, 1)
+    assert both == [(5, [60]), (6, [62])]
+    # outside the window nothing counts, however uncertain
+    early = [9.0, 9.0, 9.0] + calm[3:]
+    assert site(early) == (5, [60])  # the first of equal signals
+    assert site(early, min_value=1.0) is None  # below the threshold: no fork
+
+
+def test_an_answer_fork_never_opens_on_a_line_break_or_eos_candidate():
+    signal = [0.1] * 5 + [2.0, 3.0, 0.5]
+    # the most uncertain token's alternatives are EOS and line breaks: the next best site
+    only_breaks = {6: [(0, "<eos>"), (90, "\n"), (91, " \n\n")]}
+    assert site(signal, candidates=_candidates(only_breaks)) == (5, [60])
+    # a mixed list keeps the ordinary candidates only, in their order
+    mixed = {6: [(0, "<eos>"), (90, "\n"), (92, " 4")]}
+    assert site(signal, candidates=_candidates(mixed), n_alt=3) == (6, [92])
+    # a line-break token is no site even when it is the most uncertain
+    own = [*OWN[:6], (99, "\n"), OWN[7]]
+    cands = _candidates()
+    cands[6] = [own[6], (62, " 4")]
+    assert answer_fork_site(range(5, 8), signal, own, cands, EOS, 0.0, 1) == (5, [60])
+    # the first token is the first-token fork's, never an answer fork's
+    assert answer_fork_site(range(-1, 2), [9.0, 0.1], OWN, _candidates(), EOS, 0.0, 1) == (
+        1,
+        [52],
+    )
+    assert answer_fork_site(range(0, 1), [9.0], OWN, _candidates(), EOS, 0.0, 1) is None
+
+
+def test_answer_fork_branches_continue_their_parents_as_greedy_would(embedded):
+    prompt = "What is 17 + 25? Answer with the number only."
+    cfg = embedded.default_config.merged(
+        {"fork_at_answer": True, "fork_answer_sites": "each", "fork_answer_kind": "numeric",
+         "fork_branch_tokens": 16}
+    )  # fmt: skip
+    events = list(generate(embedded, prompt, mode="fork", config=cfg, max_tokens=16,
+                           top_logprobs=2))  # fmt: skip
+    fork = next(e for e in events if e.type == "fork")
+    first = [b for b in fork.branches if b.parent is None]
+    new = [b for b in fork.branches if b.parent is not None]
+    assert len(first) == cfg.fork_branches and new
+    # the work is exactly what all the branches decoded (an answer fork re-reads its prefix)
+    assert fork.tokens_computed == sum(b.tokens - 1 for b in fork.branches)
+    ids = embedded.tokenizer.apply_chat_template([{"role": "user", "content": prompt}])
+    for b in new:
+        parent = fork.branches[b.parent]
+        assert 1 <= b.at < parent.tokens and b.signal is not None
+        assert b.token.id != 0 and "\n" not in b.token.text
+        lo, _ = parent.span
+        assert lo - 1 <= b.at  # inside or just before the parent's answer
+        # what greedy says after the parent's tokens before the fork and the new token
+        head = [parent.token.id] + _greedy_ids(embedded, ids + [parent.token.id], b.at - 1)
+        rest = _greedy_text(embedded, ids + head + [b.token.id], b.tokens - b.at - 1)
+        assert b.text.startswith(_decode(embedded, head + [b.token.id]))
+        assert b.text.endswith(rest)
+    text = "".join(e.text for e in events if e.type == "token")
+    assert text == fork.branches[fork.kept].text == events[-1].text
+
+
+def _greedy_ids(lm, ids: list[int], n: int) -> list[int]:
+    if n <= 0:
+        return []
+    return [e.id for e in generate(lm, ids, mode="greedy", max_tokens=n) if e.type == "token"]
+
+
+def _greedy_text(lm, ids: list[int], n: int) -> str:
+    if n <= 0:
+        return ""
+    done = list(generate(lm, ids, mode="greedy", max_tokens=n))[-1]
+    return done.text
+
+
+def _decode(lm, ids: list[int]) -> str:
+    return lm.tokenizer.decode(ids)
