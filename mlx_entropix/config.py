@@ -116,6 +116,14 @@ class SamplerConfig(BaseModel):
     fork_aggregate: bool = Field(
         True, description="Sum the scores of branches that reach the same answer."
     )
+    fork_answer_cue: str | None = Field(
+        "So the answer is",
+        description="No reader (fork_answer_kind null): appended to each ended branch, the "
+        "answer is what the model says after it (CoT-decoding's cue); null: the whole text.",
+    )
+    fork_cue_tokens: int = Field(
+        8, ge=1, le=64, description="Tokens read after the answer cue at most."
+    )
     # Forks at the answer (entropix's signal where the answer is at stake), measured on the
     # development split: benchmarks/results/fork_answer_dev.md.
     fork_at_answer: bool = Field(

@@ -170,6 +170,11 @@ class ForkBranch(BaseModel):
     signal: float | None = Field(
         None, description="The uncertainty at that token (SamplerConfig.fork_answer_signal)."
     )
+    cue: str | None = Field(
+        None,
+        description="No reader: what the model said after the answer cue appended to the "
+        "branch (SamplerConfig.fork_answer_cue), the answer read from it.",
+    )
 
 
 class AnswerGroup(BaseModel):

@@ -109,3 +109,88 @@ def _greedy_text(lm, ids: list[int], n: int) -> str:
 
 def _decode(lm, ids: list[int]) -> str:
     return lm.tokenizer.decode(ids)
+
+
+class _Tok:
+    """Token i reads PIECES[i]; token 0 is the end of sequence."""
+
+    PIECES = ["<eos>", "It", " is", " Paris", ".", " So", " the", " answer", ":", "\n", "##"]
+    eos_token_ids = {0}
+
+    def detokenizer(self):
+        pieces = self.PIECES
+
+        class D:
+            def add_token(self, i: int) -> str:
+                return pieces[i]
+
+        return D()
+
+
+def _v(token: int) -> list[float]:
+    return [float(token)] + [0.0] * 30
+
+
+CUE = [5, 6, 7]  # " So the answer"
+
+
+def test_a_branch_without_a_reader_reads_its_answer_after_the_cue():
+    from mlx_entropix.engine.branches import Branch
+    from mlx_entropix.engine.stream import StopMatcher
+
+    b = Branch(_Tok(), StopMatcher(["##"]), limit=8, cue=CUE)
+    assert [b.take(_v(t), 0.5) for t in (1, 2, 3)] == [1, 2, 3]  # "It is Paris": feed on
+    # EOS ends the branch: the row feeds the cue (not the EOS); what the model says meanwhile
+    # is the cue's, not read
+    assert b.take(_v(0), 0.5) == 5 and b.end == "stop" and not b.active
+    assert [b.take(_v(t), 0.5) for t in (9, 9)] == [6, 7]
+    assert b.cue_texts == []
+    # then the continuation: ":" " Paris" "." (a full stop ends it), with its margins
+    assert b.take(_v(8), 0.2) == 8
+    assert b.take(_v(3), 0.7) == 3
+    assert b.take(_v(4), 0.9) is None
+    assert b.cue_answer() == ": Paris." and b.cue_margins == [0.2, 0.7, 0.9]
+    assert "".join(b.visible()) == "It is Paris"  # the cue is not the branch's text
+    # the budget ended it: its last token is fed first, then the cue; EOS ends the reading
+    c = Branch(_Tok(), StopMatcher([]), limit=2, cue=CUE)
+    assert c.take(_v(1), 0.5) == 1
+    assert c.take(_v(2), 0.5) == 2 and c.end == "length"
+    assert [c.take(_v(9), 0.5) for _ in CUE] == CUE
+    assert c.take(_v(3), 0.5) == 3 and c.take(_v(0), 0.5) is None
+    assert c.cue_answer() == "Paris"
+    # a stop string ends it: the cue follows at once; the reading stops at cue_limit tokens
+    d = Branch(_Tok(), StopMatcher(["##"]), limit=8, cue=CUE, cue_limit=2)
+    assert d.take(_v(10), 0.5) == 5 and d.end == "stop_string"
+    assert [d.take(_v(9), 0.5) for _ in CUE[1:]] == CUE[1:]
+    assert d.take(_v(2), 0.5) == 2 and d.take(_v(3), 0.5) is None
+    assert d.cue_answer() == "is Paris"
+    # no cue: an ended branch's row is done
+    e = Branch(_Tok(), StopMatcher([]), limit=8)
+    assert e.take(_v(1), 0.5) == 1 and e.take(_v(0), 0.5) is None and e.queue is None
+
+
+def test_without_a_reader_the_answer_is_what_greedy_says_after_the_cue(embedded):
+    from mlx_entropix.answers import normalize
+
+    prompt = "What is the capital of France?"
+    cfg = embedded.default_config.merged({"fork_branch_tokens": 12, "fork_score": "answer_margin"})
+    assert cfg.fork_answer_kind is None and cfg.fork_answer_cue == "So the answer is"
+    events = list(generate(embedded, prompt, mode="fork", config=cfg, max_tokens=12))
+    fork = next(e for e in events if e.type == "fork")
+    assert all(b.cue is not None for b in fork.branches)
+    assert [b.answer for b in fork.branches] == [normalize(b.cue)[:80] or None
+                                                 for b in fork.branches]  # fmt: skip
+    cue = embedded.tokenizer.encode(" So the answer is")
+    assert fork.tokens_computed >= sum(b.tokens - 1 for b in fork.branches) + 3 * len(cue)
+    # the kept branch's cue reading is greedy decoding after its tokens and the cue
+    ids = embedded.tokenizer.apply_chat_template([{"role": "user", "content": prompt}])
+    kept = fork.branches[fork.kept]
+    said = [e.id for e in events if e.type == "token"]
+    after = _greedy_text(embedded, ids + said + cue, cfg.fork_cue_tokens)
+    assert after.strip().startswith(kept.cue) and kept.cue
+    assert kept.text == events[-1].text
+    # a reader (a kind) reads the branch itself: no cue
+    numeric = cfg.merged({"fork_answer_kind": "numeric"})
+    fork = next(e for e in generate(embedded, prompt, mode="fork", config=numeric,
+                                    max_tokens=12) if e.type == "fork")  # fmt: skip
+    assert all(b.cue is None for b in fork.branches)

@@ -67,9 +67,49 @@ class Branch:
     parent: int | None = None  # an answer fork's branch: the branch it left, at token ``at``
     at: int | None = None
     signal: float | None = None  # the uncertainty that opened it there
+    # The answer cue (no reader): its tokens, fed once the branch ends; then up to
+    # ``cue_limit`` tokens of what the model says after it (to a line break or a full stop).
+    cue: list[int] | None = None
+    cue_limit: int = 8
+    queue: list[int] | None = None  # the cue's tokens still to feed (None: not there yet)
+    cue_texts: list[str] = field(default_factory=list)
+    cue_margins: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.detok = self.tok.detokenizer()
+
+    def take(self, values: list[float], margin: float) -> int | None:
+        """Record one step's output (``values``, its distribution's ``margin``); the token
+        the branch's row feeds next, None when the row is done. Without a cue this is ``add``;
+        with one, an ended branch feeds the cue (after its last token when the budget ended
+        it; an EOS or a stop string is not fed) and then reads the continuation."""
+        if self.queue is None:
+            self.add(values, margin)
+            if self.active:
+                return int(values[TOKEN])
+            if not self.cue:
+                return None
+            self.queue = [int(values[TOKEN])] if self.end == "length" else []
+            self.queue += self.cue
+            return self.queue.pop(0)
+        if self.queue:  # still feeding the cue: this output is the cue's, not the model's
+            return self.queue.pop(0)
+        token = int(values[TOKEN])
+        if token in self.tok.eos_token_ids or len(self.cue_texts) >= self.cue_limit:
+            return None
+        if not self.cue_texts:
+            self.cue_detok = self.tok.detokenizer()
+        piece = self.cue_detok.add_token(token)
+        self.cue_texts.append(piece)
+        self.cue_margins.append(margin)
+        said = "".join(self.cue_texts)
+        ended = "\n" in said.lstrip() or said.rstrip().endswith(".")
+        return None if ended or len(self.cue_texts) >= self.cue_limit else token
+
+    def cue_answer(self) -> str:
+        """What the model said after the cue, to its first line break ("" if nothing)."""
+        said = "".join(self.cue_texts).strip()
+        return said.split("\n")[0].strip()
 
     def add(self, values: list[float], margin: float) -> None:
         if int(values[TOKEN]) in self.tok.eos_token_ids:

@@ -24,8 +24,13 @@ same answer and keeps the best branch of the winning answer (CoT-decoding's aggr
 margins are never negative). Ties go to the earlier branch (the greedy one first), and a tie
 between answers to the one whose best branch comes first.
 
-Not done: the paper's answer cue ("So the answer is" appended to a branch, the answer read from
-that continuation) for tasks without a reader; a branch without a kind is its whole text.
+No reader (no ``fork_answer_kind``): the paper's answer cue (``fork_answer_cue``, "So the
+answer is") is fed to each branch's row once the branch ends, and the answer is what the model
+says after it (``fork_cue_tokens`` at most, to a line break or a full stop); ``answer_margin``
+scores those tokens. The cue is not part of the branch's text.
+
+Forks at the answer (``fork_at_answer``, ``fork_answer.py``): the branches' most uncertain
+tokens inside or just before their answer spans open more branches, which join the groups.
 """
 
 from __future__ import annotations
@@ -164,39 +169,39 @@ def explore(
     limit = min(cfg.fork_branch_tokens, remaining)
     base = cache[0].offset
     fork_margin = margin_of(fork_values, n_top)  # every branch's first token: one scale
-    branches = [Branch(tok, StopMatcher(stop), limit) for _ in range(k)]
+    cue = _cue_ids(tok, cfg)
+    branches = [Branch(tok, StopMatcher(stop), limit, cue=cue, cue_limit=cfg.fork_cue_tokens)
+                for _ in range(k)]  # fmt: skip
+    feed: list[int | None] = []
     for j, branch in enumerate(branches):
         first = list(fork_values)
         first[TOKEN], first[LOGPROB] = float(ids[j]), lps[j]
-        branch.add(first, fork_margin)
-    live = [j for j in range(k) if branches[j].active]  # branch of each row of the batch
+        feed.append(branch.take(first, fork_margin))
+    live = [j for j in range(k) if feed[j] is not None]  # branch of each row of the batch
     if live:
         tile_cache(cache, k)
         if len(live) < k:
             keep_rows(cache, live)
     in_cache = list(live)  # the branch of each row of the cache
-    tokens, steps, computed = mx.array([ids[j] for j in live]), 1, 0
-    while live and steps < limit:
+    computed = 0
+    while live:
         if should_stop is not None and should_stop():
             break  # cancelled: the engine stops right after the fork
-        result = branch_step(tokens, cache)
+        result = branch_step(mx.array([feed[j] for j in live]), cache)
         rows = result.packed.tolist()  # one host sync for all branches
         computed += len(live)
         for j, values in zip(live, rows, strict=True):
-            branches[j].add(values, margin_of(values, n_top))
-        steps += 1
-        going = [r for r, j in enumerate(live) if branches[j].active]
+            feed[j] = branches[j].take(values, margin_of(values, n_top))
+        going = [r for r, j in enumerate(live) if feed[j] is not None]
         if len(going) < len(live) and going:
             keep_rows(cache, going)
             in_cache = [live[r] for r in going]
-            tokens = result.token[mx.array(going)]
-        else:
-            tokens = result.token
         live = [live[r] for r in going]
 
     scores, answers, spans = _read_all(branches, cfg, options)
     new_cache = None
-    if cfg.fork_at_answer and not (should_stop is not None and should_stop()):
+    answerable = cfg.fork_at_answer and cfg.fork_answer_kind is not None  # a span to fork at
+    if answerable and not (should_stop is not None and should_stop()):
         first = select_branch(scores, answers, cfg.fork_aggregate)
         parents = [first] if cfg.fork_answer_from == "kept" else list(range(k))
         new = plan_answer_forks(tok, branches, spans, answers, parents, cfg, n_top, stop, limit)
@@ -228,6 +233,7 @@ def explore(
                 parent=b.parent,
                 at=b.at,
                 signal=None if b.signal is None else round(b.signal, 4),
+                cue=None if b.queue is None else b.cue_answer(),
             )
             for j, b in enumerate(branches)
         ],
@@ -266,6 +272,13 @@ def _token(tok: Any, b: Branch, first: tuple[int, float] | None) -> TopLogprob:
     return TopLogprob(id=i, text=tok.id_to_text(i), logprob=lp)
 
 
+def _cue_ids(tok: Any, cfg: SamplerConfig) -> list[int] | None:
+    """The answer cue's tokens when the branches have no reader (no answer kind)."""
+    if cfg.fork_answer_kind is not None or not cfg.fork_answer_cue:
+        return None
+    return list(tok.encode(" " + cfg.fork_answer_cue.strip())) or None
+
+
 def _read_all(
     branches: Sequence[Branch], cfg: SamplerConfig, options: dict[str, str] | None
 ) -> tuple[list[float], list[str | None], list[tuple[int, int]]]:
@@ -278,6 +291,10 @@ def _read_all(
         ent = [v[METRICS][0] for v in b.rows][:n] or [0.0]
         lp = [v[LOGPROB] for v in b.rows][:n] or [0.0]
         scores.append(branch_score(cfg.fork_score, span, ent, lp, b.margins[:n] or [0.0]))
+        if b.queue is not None:  # the cue was read: the answer is what followed it
+            answer = normalize(b.cue_answer())[:80] or None
+            if cfg.fork_score == "answer_margin":  # CoT-decoding: the answer's own margins
+                scores[-1] = sum(b.cue_margins) / len(b.cue_margins) if b.cue_margins else 0.0
         answers.append(answer)
         spans.append(span)
     return scores, answers, spans
