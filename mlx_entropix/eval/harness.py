@@ -48,6 +48,7 @@ class Item:
     kind: Kind
     category: str = ""
     format: Format = "chat"
+    stops: tuple[str, ...] = ()  # its own stop strings (the reasoning format); () the format's
 
 
 @dataclass
@@ -245,7 +246,7 @@ def engine_generate_fn(
 
     def fn(item: Item, mode: Mode, seed: int) -> Generation:
         prompt = build_prompt(lm.tokenizer, item, system, fewshot)
-        stops = tuple(stop) or (("\n",) if item.format == "raw" else ())
+        stops = tuple(stop) or item.stops or (("\n",) if item.format == "raw" else ())
         budget = chat_max_tokens if chat_max_tokens and item.format == "chat" else max_tokens
         cfg = config or lm.default_config
         options = parse_options(item.prompt) if item.kind == "choice" else None
