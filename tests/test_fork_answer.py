@@ -194,3 +194,23 @@ def test_without_a_reader_the_answer_is_what_greedy_says_after_the_cue(embedded)
     fork = next(e for e in generate(embedded, prompt, mode="fork", config=numeric,
                                     max_tokens=12) if e.type == "fork")  # fmt: skip
     assert all(b.cue is None for b in fork.branches)
+
+
+def test_the_cli_marks_an_answer_forks_branch_with_its_parent_and_site():
+    from mlx_entropix.cli.terminal import Style, fork_line
+    from mlx_entropix.events import ForkBranch, ForkEvent, Metrics, TopLogprob
+
+    def branch(text: str, answer: str, **extra) -> ForkBranch:
+        token = TopLogprob(id=1, text=text[:2], logprob=-0.1)
+        return ForkBranch(token=token, text=text, tokens=3, score=0.5, answer=answer,
+                          kept=False, **extra)  # fmt: skip
+
+    event = ForkEvent(
+        mode="fork", index=0, trigger="first", score="margin", kept=0, tokens_computed=9,
+        metrics=Metrics(entropy=1.0, varentropy=2.0, attn_entropy=None, attn_varentropy=None,
+                        agreement=None, interaction_strength=None),
+        branches=[branch("7 x 8 = 56", "56"), branch("7 x 8 = 54", "54", parent=0, at=5,
+                                                       signal=3.2)],
+    )  # fmt: skip
+    line = fork_line(event, Style())
+    assert "↳0@5 '7 x 8 = 54'" in line and "↳" not in line.split("|")[0]
