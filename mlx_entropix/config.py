@@ -124,8 +124,8 @@ class SamplerConfig(BaseModel):
     fork_cue_tokens: int = Field(
         8, ge=1, le=64, description="Tokens read after the answer cue at most."
     )
-    # Forks at the answer (entropix's signal where the answer is at stake), measured on the
-    # development split: benchmarks/results/fork_answer_dev.md.
+    # Forks at the answer (entropix's signal where the answer is at stake): off, no variant
+    # beat first-token forks on the development split (benchmarks/results/fork_answer_dev.md).
     fork_at_answer: bool = Field(
         False,
         description="Besides the first token, re-fork branches at their most uncertain token "
