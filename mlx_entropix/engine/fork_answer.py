@@ -106,6 +106,8 @@ def plan_answer_forks(
         sites = answer_fork_sites(spans[j], cfg.fork_answer_sites, signal, own, candidates, eos,
                                   cfg.fork_answer_min, cfg.fork_answer_branches)  # fmt: skip
         for p, alts in sites:
+            if p + 1 >= limit:  # no room to go on: the new branch would end at its own token
+                continue
             ids, lps = tops[p]
             for alt in alts:
                 b = Branch(tok, StopMatcher(stop), limit, parent=j, at=p, signal=signal[p])
