@@ -214,3 +214,14 @@ def test_the_cli_marks_an_answer_forks_branch_with_its_parent_and_site():
     )  # fmt: skip
     line = fork_line(event, Style())
     assert "↳0@5 '7 x 8 = 54'" in line and "↳" not in line.split("|")[0]
+
+
+def test_the_evaluation_reads_fork_branches_through_the_cue_on_request(embedded):
+    from mlx_entropix.eval.harness import Item, engine_generate_fn
+
+    item = Item(0, "2 + 2 = 4\n3 + 5 =", "8", "numeric", format="raw")
+    cued = engine_generate_fn(embedded, max_tokens=8, fork_reader=False)(item, "fork", 0)
+    assert cued.branches and all(b["cue"] is not None for b in cued.branches)
+    read = engine_generate_fn(embedded, max_tokens=8)(item, "fork", 0)
+    assert all(b["cue"] is None for b in read.branches)
+    assert [b["text"] for b in read.branches] == [b["text"] for b in cued.branches]

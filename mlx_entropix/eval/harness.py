@@ -234,10 +234,13 @@ def engine_generate_fn(
     chat_max_tokens: int | None = None,
     sc_k: int = 5,
     keep_signals: bool = False,
+    fork_reader: bool = True,
 ) -> GenerateFn:
     """A ``GenerateFn`` over the engine's ``generate``. Raw items stop at "\\n" unless ``stop``.
     ``chat_max_tokens``: the budget of chat items (default ``max_tokens``); ``sc_k``: the rows of
-    a self-consistent answer (mode "sc"); ``keep_signals``: every token's signals in the record."""
+    a self-consistent answer (mode "sc"); ``keep_signals``: every token's signals in the record;
+    ``fork_reader`` False: fork mode gets no answer kind (the answer cue reads its branches, as
+    in the CLI and the server)."""
     from ..engine.confidence import TokenSignal, score, shipped_model
     from ..engine.generate import generate
     from .consistency import sample_rows, vote
@@ -264,8 +267,8 @@ def engine_generate_fn(
                 tokens_computed=sc_k * max(d.generated_tokens for d in dones),
                 branches=rows,
             )
-        if mode == "fork":  # fork mode reads its branches' answers as the grader will
-            cfg = cfg.merged({"fork_answer_kind": item.kind})
+        if mode == "fork" and fork_reader:  # its branches' answers read as the grader will
+            cfg = cfg.merged({"fork_answer_kind": item.kind})  # (else: the answer cue)
         done, fork = None, None
         signals: list[TokenSignal] = []
         end = 0
@@ -294,7 +297,7 @@ def engine_generate_fn(
         branches = [] if fork is None else [
             {"text": b.text, "answer": b.answer, "score": b.score, "tokens": b.tokens,
              "finish": b.finish, "kept": b.kept, "span": list(b.span), "margins": b.margins,
-             "parent": b.parent, "at": b.at, "signal": b.signal}
+             "parent": b.parent, "at": b.at, "signal": b.signal, "cue": b.cue}
             for b in fork.branches
         ]  # fmt: skip
         scored = score(done.text, signals, conf_model, item.format, item.kind, options)

@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument(
+        "--fork-cue",
+        action="store_true",
+        help="fork mode reads its branches' answers after the answer cue (no reader, as the "
+        "CLI and the server do) instead of with the grader's reader",
+    )
+    p.add_argument(
         "--reason",
         action="store_true",
         help="reasoning format: chat items are asked to think step by step and end with "
@@ -159,6 +165,7 @@ def _main(args: argparse.Namespace) -> int:
         chat_max_tokens=args.chat_max_tokens,
         sc_k=args.sc_k,
         keep_signals=args.signals,
+        fork_reader=not args.fork_cue,
     )
     meta = {
         "csv": str(args.csv),
@@ -167,6 +174,7 @@ def _main(args: argparse.Namespace) -> int:
         "chat_max_tokens": args.chat_max_tokens or args.max_tokens,
         "sc_k": args.sc_k,
         "reason": args.reason,
+        "fork_cue": args.fork_cue,
         "fewshot": args.fewshot,
         "shots": len(fewshot),
         "preset": args.preset,
