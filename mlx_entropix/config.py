@@ -22,6 +22,7 @@ from .answers import Kind
 Mode = Literal["entropix", "normal", "greedy", "fork"]
 ForkTrigger = Literal["first", "exploring", "both"]
 AnswerSites = Literal["max", "span", "each"]
+PAPER_CUE = "So the answer is"  # CoT-decoding's answer cue (``fork_answer_cue``)
 ForkScore = Literal["answer_margin", "margin", "entropy", "logprob"]
 # The quadrant states, in ``events.STATES`` order (events imports this module, not the reverse).
 StateName = Literal["flowing", "treading", "exploring", "resampling", "adaptive"]
@@ -116,10 +117,13 @@ class SamplerConfig(BaseModel):
     fork_aggregate: bool = Field(
         True, description="Sum the scores of branches that reach the same answer."
     )
+    # Off: no gain over the whole text on the development split, twice the work
+    # (benchmarks/README.md, "The answer cue"); PAPER_CUE turns it on.
     fork_answer_cue: str | None = Field(
-        "So the answer is",
+        None,
         description="No reader (fork_answer_kind null): appended to each ended branch, the "
-        "answer is what the model says after it (CoT-decoding's cue); null: the whole text.",
+        "answer is what the model says after it (CoT-decoding's cue, e.g. 'So the answer "
+        "is'); null: the whole text is the answer.",
     )
     fork_cue_tokens: int = Field(
         8, ge=1, le=64, description="Tokens read after the answer cue at most."

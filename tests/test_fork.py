@@ -157,9 +157,8 @@ def _run(lm, cfg, max_tokens=24, stop=()):
 
 def test_fork_run_end_to_end(embedded):
     cfg = embedded.default_config.merged(
-        {"fork_trigger": "both", "fork_branches": 3, "fork_branch_tokens": 6, "fork_max_forks": 2,
-         "fork_answer_cue": None}  # the branches alone (the cue: tests/test_fork_answer.py)
-    )  # fmt: skip
+        {"fork_trigger": "both", "fork_branches": 3, "fork_branch_tokens": 6, "fork_max_forks": 2}
+    )
     events = _run(embedded, cfg)
     done = events[-1]
     tokens = [e for e in events if e.type == "token"]

@@ -171,10 +171,13 @@ def test_a_branch_without_a_reader_reads_its_answer_after_the_cue():
 
 def test_without_a_reader_the_answer_is_what_greedy_says_after_the_cue(embedded):
     from mlx_entropix.answers import normalize
+    from mlx_entropix.config import PAPER_CUE
 
     prompt = "What is the capital of France?"
-    cfg = embedded.default_config.merged({"fork_branch_tokens": 12, "fork_score": "answer_margin"})
-    assert cfg.fork_answer_kind is None and cfg.fork_answer_cue == "So the answer is"
+    cfg = embedded.default_config.merged(
+        {"fork_branch_tokens": 12, "fork_score": "answer_margin", "fork_answer_cue": PAPER_CUE}
+    )
+    assert cfg.fork_answer_kind is None and embedded.default_config.fork_answer_cue is None
     events = list(generate(embedded, prompt, mode="fork", config=cfg, max_tokens=12))
     fork = next(e for e in events if e.type == "fork")
     assert all(b.cue is not None for b in fork.branches)
@@ -224,4 +227,7 @@ def test_the_evaluation_reads_fork_branches_through_the_cue_on_request(embedded)
     assert cued.branches and all(b["cue"] is not None for b in cued.branches)
     read = engine_generate_fn(embedded, max_tokens=8)(item, "fork", 0)
     assert all(b["cue"] is None for b in read.branches)
+    off = embedded.default_config.merged({"fork_answer_kind": None})
+    plain = list(generate(embedded, [1], mode="fork", config=off, max_tokens=3))
+    assert all(b.cue is None for b in next(e for e in plain if e.type == "fork").branches)
     assert [b["text"] for b in read.branches] == [b["text"] for b in cued.branches]

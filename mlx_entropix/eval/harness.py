@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..answers import KINDS, Kind, extracted, infer_kind, match, parse_options
-from ..config import Mode
+from ..config import PAPER_CUE, Mode
 from ..errors import InvalidRequestError
 from .stats import summarize
 
@@ -239,8 +239,8 @@ def engine_generate_fn(
     """A ``GenerateFn`` over the engine's ``generate``. Raw items stop at "\\n" unless ``stop``.
     ``chat_max_tokens``: the budget of chat items (default ``max_tokens``); ``sc_k``: the rows of
     a self-consistent answer (mode "sc"); ``keep_signals``: every token's signals in the record;
-    ``fork_reader`` False: fork mode gets no answer kind (the answer cue reads its branches, as
-    in the CLI and the server)."""
+    ``fork_reader`` False: fork mode gets no answer kind, and the answer cue (the config's, else
+    the paper's) reads its branches."""
     from ..engine.confidence import TokenSignal, score, shipped_model
     from ..engine.generate import generate
     from .consistency import sample_rows, vote
@@ -268,7 +268,9 @@ def engine_generate_fn(
                 branches=rows,
             )
         if mode == "fork" and fork_reader:  # its branches' answers read as the grader will
-            cfg = cfg.merged({"fork_answer_kind": item.kind})  # (else: the answer cue)
+            cfg = cfg.merged({"fork_answer_kind": item.kind})
+        elif mode == "fork":  # no reader: the answer cue reads them
+            cfg = cfg.merged({"fork_answer_cue": cfg.fork_answer_cue or PAPER_CUE})
         done, fork = None, None
         signals: list[TokenSignal] = []
         end = 0

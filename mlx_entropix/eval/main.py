@@ -58,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--fork-cue",
         action="store_true",
-        help="fork mode reads its branches' answers after the answer cue (no reader, as the "
-        "CLI and the server do) instead of with the grader's reader",
+        help="fork mode reads its branches' answers after the answer cue ('So the answer is' "
+        "unless the config sets fork_answer_cue) instead of with the grader's reader",
     )
     p.add_argument(
         "--reason",

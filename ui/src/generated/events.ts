@@ -227,7 +227,7 @@ export interface SamplerConfig {
   fork_score: ForkScore;
   /** Sum the scores of branches that reach the same answer. */
   fork_aggregate: boolean;
-  /** No reader (fork_answer_kind null): appended to each ended branch, the answer is what the model says after it (CoT-decoding's cue); null: the whole text. */
+  /** No reader (fork_answer_kind null): appended to each ended branch, the answer is what the model says after it (CoT-decoding's cue, e.g. 'So the answer is'); null: the whole text is the answer. */
   fork_answer_cue: string | null;
   /** Tokens read after the answer cue at most. */
   fork_cue_tokens: number;
@@ -317,7 +317,7 @@ export const SAMPLER_DESCRIPTIONS: Record<keyof SamplerConfig, string> = {
   fork_answer_kind: "How a branch's answer is read: numeric, choice, yesno, exact or contains (the evaluation's reader; set per item by the harness); null: the branch's whole text.",
   fork_score: "Branch confidence: mean p(top1)-p(top2) over the answer span (answer_margin) or the whole branch (margin), minus mean entropy, or mean log-prob.",
   fork_aggregate: "Sum the scores of branches that reach the same answer.",
-  fork_answer_cue: "No reader (fork_answer_kind null): appended to each ended branch, the answer is what the model says after it (CoT-decoding's cue); null: the whole text.",
+  fork_answer_cue: "No reader (fork_answer_kind null): appended to each ended branch, the answer is what the model says after it (CoT-decoding's cue, e.g. 'So the answer is'); null: the whole text is the answer.",
   fork_cue_tokens: "Tokens read after the answer cue at most.",
   fork_at_answer: "Besides the first token, re-fork branches at their most uncertain token inside or just before the answer span (highest fork_answer_signal; never onto a line break or EOS) when it reaches fork_answer_min; the new branches join the vote.",
   fork_answer_signal: "The uncertainty that places an answer fork.",
