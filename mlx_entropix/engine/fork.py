@@ -24,10 +24,11 @@ same answer and keeps the best branch of the winning answer (CoT-decoding's aggr
 margins are never negative). Ties go to the earlier branch (the greedy one first), and a tie
 between answers to the one whose best branch comes first.
 
-No reader (no ``fork_answer_kind``): the paper's answer cue (``fork_answer_cue``, "So the
-answer is") is fed to each branch's row once the branch ends, and the answer is what the model
-says after it (``fork_cue_tokens`` at most, to a line break or a full stop); ``answer_margin``
-scores those tokens. The cue is not part of the branch's text.
+No reader (no ``fork_answer_kind``): the whole text is the answer; or, with
+``fork_answer_cue`` set (the paper's "So the answer is"; off by default: no gain on dev), the cue
+is fed to each branch's row once the branch ends and the answer is what the model says after it
+(``fork_cue_tokens`` at most, to a line break or a full stop); ``answer_margin`` scores those
+tokens. The cue is not part of the branch's text.
 
 Forks at the answer (``fork_at_answer``, ``fork_answer.py``): the branches' most uncertain
 tokens inside or just before their answer spans open more branches, which join the groups.
