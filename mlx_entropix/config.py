@@ -21,6 +21,8 @@ from .answers import Kind
 # confident branch is kept (CoT-decoding, Wang and Zhou 2024, at entropix's forks).
 Mode = Literal["entropix", "normal", "greedy", "fork"]
 ForkTrigger = Literal["first", "exploring", "both"]
+AnswerSites = Literal["max", "span", "each"]
+PAPER_CUE = "So the answer is"  # CoT-decoding's answer cue (``fork_answer_cue``)
 ForkScore = Literal["answer_margin", "margin", "entropy", "logprob"]
 # The quadrant states, in ``events.STATES`` order (events imports this module, not the reverse).
 StateName = Literal["flowing", "treading", "exploring", "resampling", "adaptive"]
@@ -114,6 +116,42 @@ class SamplerConfig(BaseModel):
     )
     fork_aggregate: bool = Field(
         True, description="Sum the scores of branches that reach the same answer."
+    )
+    # Off: no gain over the whole text on the development split, twice the work
+    # (benchmarks/README.md, "The answer cue"); PAPER_CUE turns it on.
+    fork_answer_cue: str | None = Field(
+        None,
+        description="No reader (fork_answer_kind null): appended to each ended branch, the "
+        "answer is what the model says after it (CoT-decoding's cue, e.g. 'So the answer "
+        "is'); null: the whole text is the answer.",
+    )
+    fork_cue_tokens: int = Field(
+        8, ge=1, le=64, description="Tokens read after the answer cue at most."
+    )
+    # Forks at the answer (entropix's signal where the answer is at stake): off, no variant
+    # beat first-token forks on the development split (benchmarks/results/fork_answer_dev.md).
+    fork_at_answer: bool = Field(
+        False,
+        description="Besides the first token, re-fork branches at their most uncertain token "
+        "inside or just before the answer span (highest fork_answer_signal; never onto a line "
+        "break or EOS) when it reaches fork_answer_min; the new branches join the vote.",
+    )
+    fork_answer_signal: Literal["varentropy", "entropy"] = Field(
+        "varentropy", description="The uncertainty that places an answer fork."
+    )
+    fork_answer_min: float = Field(
+        0.0, ge=0.0, description="Signal (bits^2 or bits) at or above which an answer fork opens."
+    )
+    fork_answer_branches: int = Field(
+        1, ge=1, le=8, description="New branches per answer fork (the next candidates)."
+    )
+    fork_answer_sites: AnswerSites = Field(
+        "max",
+        description="Where an answer fork opens: the most uncertain of the answer span's tokens "
+        "and the one before it (max), inside the span only (span), or one fork at each (each).",
+    )
+    fork_answer_from: Literal["all", "kept"] = Field(
+        "all", description="Re-fork every first-token branch, or only the one kept without them."
     )
 
     # The "pause to think" token inserted once when treading carefully, looked up by its text.

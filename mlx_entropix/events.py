@@ -142,7 +142,10 @@ class TokenEvent(BaseModel):
 class ForkBranch(BaseModel):
     """One branch of a fork: its first token, what it went on to say, and its score."""
 
-    token: TopLogprob = Field(description="The branch's first token (one of the top-k).")
+    token: TopLogprob = Field(
+        description="The branch's first token (one of the top-k); an answer fork's branch: the "
+        "token it took at ``at``."
+    )
     text: str = Field(description="The branch's text, first token included.")
     tokens: int = Field(description="Tokens decoded in this branch.")
     score: float = Field(description="Confidence used to choose (higher is better).")
@@ -157,6 +160,20 @@ class ForkBranch(BaseModel):
     )
     margins: list[float] = Field(
         default_factory=list, description="p(top1) - p(top2) of each token's distribution."
+    )
+    parent: int | None = Field(
+        None, description="An answer fork's branch: the branch it left (index into branches)."
+    )
+    at: int | None = Field(
+        None, description="An answer fork's branch: the token index where it left its parent."
+    )
+    signal: float | None = Field(
+        None, description="The uncertainty at that token (SamplerConfig.fork_answer_signal)."
+    )
+    cue: str | None = Field(
+        None,
+        description="No reader: what the model said after the answer cue appended to the "
+        "branch (SamplerConfig.fork_answer_cue), the answer read from it.",
     )
 
 

@@ -171,6 +171,7 @@ def fork_line(event: ForkEvent, style: Style, width: int = 24) -> str:
 
     parts = [
         ("[kept] " if b.kept else "")
+        + (f"↳{b.parent}@{b.at} " if b.parent is not None else "")  # an answer fork's branch
         + f"{short(b.text)!r} {b.score:.2f}"
         + (f" ={b.answer}" if b.answer and len(b.answer) <= width // 2 else "")
         for b in event.branches

@@ -24,15 +24,20 @@ same answer and keeps the best branch of the winning answer (CoT-decoding's aggr
 margins are never negative). Ties go to the earlier branch (the greedy one first), and a tie
 between answers to the one whose best branch comes first.
 
-Not done: the paper's answer cue ("So the answer is" appended to a branch, the answer read from
-that continuation) for tasks without a reader; a branch without a kind is its whole text.
+No reader (no ``fork_answer_kind``): the whole text is the answer; or, with
+``fork_answer_cue`` set (the paper's "So the answer is"; off by default: no gain on dev), the cue
+is fed to each branch's row once the branch ends and the answer is what the model says after it
+(``fork_cue_tokens`` at most, to a line break or a full stop); ``answer_margin`` scores those
+tokens. The cue is not part of the branch's text.
+
+Forks at the answer (``fork_at_answer``, ``fork_answer.py``): the branches' most uncertain
+tokens inside or just before their answer spans open more branches, which join the groups.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
@@ -41,7 +46,12 @@ from ..answers import Kind, normalize, read_answer
 from ..config import ForkScore, ForkTrigger, SamplerConfig
 from ..events import AnswerGroup, ForkBranch, ForkEvent, Metrics, TopLogprob
 from ..uncertainty.sampler import EXPLORING
+from .branches import Branch, keep_rows, margin_of, select_row, tile_cache
+from .fork_answer import decode_forced, plan_answer_forks
 from .stream import LOGPROB, METRICS, TOKEN, StopMatcher, top_of
+
+_Branch = Branch  # the name the tests know
+__all__ = ["explore", "fork_due", "select_row", "tile_cache"]  # generate.py's imports
 
 
 def fork_due(
@@ -128,63 +138,6 @@ def select_branch(scores: Sequence[float], answers: Sequence[str | None], aggreg
     return max(answered, key=lambda i: (scores[i], -i))
 
 
-def tile_cache(cache: list, n: int) -> None:
-    """Copy a one-row KV cache to ``n`` rows, on the device (keys/values along axis 0)."""
-    for c in cache:
-        c.keys, c.values = mx.repeat(c.keys, n, axis=0), mx.repeat(c.values, n, axis=0)
-
-
-def select_row(cache: list, row: int, offset: int) -> list:
-    """Keep one row of a batched cache, filled up to ``offset``."""
-    for c in cache:
-        c.keys, c.values = c.keys[row : row + 1], c.values[row : row + 1]
-        c.offset = offset
-    return cache
-
-
-@dataclass
-class _Branch:
-    tok: Any
-    stops: StopMatcher
-    limit: int
-    rows: list[list[float]] = field(default_factory=list)
-    texts: list[str] = field(default_factory=list)
-    margins: list[float] = field(default_factory=list)
-    active: bool = True
-    end: str = "length"  # why it ended: stop (EOS), stop_string, length (the budget)
-    cut: int | None = None  # where a stop string starts in the text
-
-    def __post_init__(self) -> None:
-        self.detok = self.tok.detokenizer()
-
-    def add(self, values: list[float], margin: float) -> None:
-        if int(values[TOKEN]) in self.tok.eos_token_ids:
-            self.active, self.end = False, "stop"
-            return
-        before = "".join(self.texts)
-        piece = self.detok.add_token(int(values[TOKEN]))
-        self.rows.append(values)
-        self.texts.append(piece)
-        self.margins.append(margin)
-        at = self.stops.find(before + piece, len(before))
-        if at >= 0:
-            self.active, self.end, self.cut = False, "stop_string", at
-        elif len(self.rows) >= self.limit:
-            self.active = False
-
-    def visible(self) -> list[str]:
-        """The token texts as the reader sees them: up to a stop string, which is not text."""
-        if self.cut is None:
-            return self.texts
-        out, pos = [], 0
-        for t in self.texts:
-            if pos >= self.cut:
-                break
-            out.append(t[: self.cut - pos])
-            pos += len(t)
-        return out
-
-
 @dataclass
 class Explored:
     event: ForkEvent  # index is set by the engine
@@ -193,19 +146,6 @@ class Explored:
     row: int  # the kept branch's row in the (compacted) cache, if it is still there
     offset: int  # the kept row's cache holds everything but its last token
     ended: bool  # the kept branch ended the generation (EOS or a stop string)
-
-
-def _margin(values: list[float], n_top: int) -> float:
-    """p(top1) - p(top2) of the distribution a token was read from."""
-    _, lps = top_of(values, n_top)
-    return math.exp(lps[0]) - math.exp(lps[1])
-
-
-def keep_rows(cache: list, rows: list[int]) -> None:
-    """Keep only these rows of a batched cache (branches that ended leave the batch)."""
-    idx = mx.array(rows)
-    for c in cache:
-        c.keys, c.values = c.keys[idx], c.values[idx]
 
 
 def explore(
@@ -229,45 +169,49 @@ def explore(
     k = min(cfg.fork_branches, n_top)
     limit = min(cfg.fork_branch_tokens, remaining)
     base = cache[0].offset
-    fork_margin = _margin(fork_values, n_top)  # every branch's first token: one scale
-    branches = [_Branch(tok, StopMatcher(stop), limit) for _ in range(k)]
+    fork_margin = margin_of(fork_values, n_top)  # every branch's first token: one scale
+    cue = _cue_ids(tok, cfg)
+    branches = [Branch(tok, StopMatcher(stop), limit, cue=cue, cue_limit=cfg.fork_cue_tokens)
+                for _ in range(k)]  # fmt: skip
+    feed: list[int | None] = []
     for j, branch in enumerate(branches):
         first = list(fork_values)
         first[TOKEN], first[LOGPROB] = float(ids[j]), lps[j]
-        branch.add(first, fork_margin)
-    live = [j for j in range(k) if branches[j].active]  # branch of each row of the batch
+        feed.append(branch.take(first, fork_margin))
+    live = [j for j in range(k) if feed[j] is not None]  # branch of each row of the batch
     if live:
         tile_cache(cache, k)
         if len(live) < k:
             keep_rows(cache, live)
-    tokens, steps, computed = mx.array([ids[j] for j in live]), 1, 0
-    while live and steps < limit:
+    in_cache = list(live)  # the branch of each row of the cache
+    computed = 0
+    while live:
         if should_stop is not None and should_stop():
             break  # cancelled: the engine stops right after the fork
-        result = branch_step(tokens, cache)
+        result = branch_step(mx.array([feed[j] for j in live]), cache)
         rows = result.packed.tolist()  # one host sync for all branches
         computed += len(live)
         for j, values in zip(live, rows, strict=True):
-            branches[j].add(values, _margin(values, n_top))
-        steps += 1
-        going = [r for r, j in enumerate(live) if branches[j].active]
+            feed[j] = branches[j].take(values, margin_of(values, n_top))
+        going = [r for r, j in enumerate(live) if feed[j] is not None]
         if len(going) < len(live) and going:
             keep_rows(cache, going)
-            tokens = result.token[mx.array(going)]
-        else:
-            tokens = result.token
+            in_cache = [live[r] for r in going]
         live = [live[r] for r in going]
 
-    scores, answers, spans = [], [], []
-    for b in branches:
-        texts = b.visible()
-        answer, span = read_branch(texts, cfg.fork_answer_kind, options)
-        n = len(texts) or 1
-        ent = [v[METRICS][0] for v in b.rows][:n] or [0.0]
-        lp = [v[LOGPROB] for v in b.rows][:n] or [0.0]
-        scores.append(branch_score(cfg.fork_score, span, ent, lp, b.margins[:n] or [0.0]))
-        answers.append(answer)
-        spans.append(span)
+    scores, answers, spans = _read_all(branches, cfg, options)
+    new_cache = None
+    answerable = cfg.fork_at_answer and cfg.fork_answer_kind is not None  # a span to fork at
+    if answerable and not (should_stop is not None and should_stop()):
+        first = select_branch(scores, answers, cfg.fork_aggregate)
+        parents = [first] if cfg.fork_answer_from == "kept" else list(range(k))
+        new = plan_answer_forks(tok, branches, spans, answers, parents, cfg, n_top, stop, limit)
+        work, rows_new, new_cache = decode_forced(branch_step, cache, base, new, n_top,
+                                                  should_stop)  # fmt: skip
+        computed += work
+        s2, a2, sp2 = _read_all(new, cfg, options)
+        scores, answers, spans = scores + s2, answers + a2, spans + sp2
+        branches = [*branches, *new]
     kept = select_branch(scores, answers, cfg.fork_aggregate)
     groups = answer_groups(scores, answers)
     event = ForkEvent(
@@ -278,7 +222,7 @@ def explore(
         score=cfg.fork_score,
         branches=[
             ForkBranch(
-                token=TopLogprob(id=ids[j], text=tok.id_to_text(ids[j]), logprob=lps[j]),
+                token=_token(tok, b, (ids[j], lps[j]) if j < k else None),
                 text="".join(b.visible()),
                 tokens=len(b.rows) + (b.end == "stop"),
                 score=round(scores[j], 6),
@@ -287,6 +231,10 @@ def explore(
                 finish=b.end,
                 span=list(spans[j]),
                 margins=[round(m, 4) for m in b.margins[: len(b.visible())]],
+                parent=b.parent,
+                at=b.at,
+                signal=None if b.signal is None else round(b.signal, 4),
+                cue=None if b.queue is None else b.cue_answer(),
             )
             for j, b in enumerate(branches)
         ],
@@ -306,6 +254,48 @@ def explore(
         ],  # fmt: skip
     )
     chosen = branches[kept]
-    row = live.index(kept) if kept in live else 0
+    if kept >= k and new_cache is not None:  # an answer fork's branch: its batch's cache
+        in_cache, cache[:] = rows_new, new_cache  # the engine goes on from the list it gave
+        kept_row = kept - k
+    else:
+        kept_row = kept
+    row = in_cache.index(kept_row) if kept_row in in_cache else 0
     offset = base + len(chosen.rows) - 1
     return Explored(event, chosen.rows, kept, row, offset, chosen.end != "length")
+
+
+def _token(tok: Any, b: Branch, first: tuple[int, float] | None) -> TopLogprob:
+    """A branch's own token: its first (``first``: id, log-prob), or for an answer fork's
+    branch the one it took at the fork (the token its parent did not)."""
+    i, lp = (
+        first if first is not None else (int(b.rows[b.at or 0][TOKEN]), b.rows[b.at or 0][LOGPROB])
+    )
+    return TopLogprob(id=i, text=tok.id_to_text(i), logprob=lp)
+
+
+def _cue_ids(tok: Any, cfg: SamplerConfig) -> list[int] | None:
+    """The answer cue's tokens when the branches have no reader (no answer kind)."""
+    if cfg.fork_answer_kind is not None or not cfg.fork_answer_cue:
+        return None
+    return list(tok.encode(" " + cfg.fork_answer_cue.strip())) or None
+
+
+def _read_all(
+    branches: Sequence[Branch], cfg: SamplerConfig, options: dict[str, str] | None
+) -> tuple[list[float], list[str | None], list[tuple[int, int]]]:
+    """Every branch's score, answer and answer span (``read_branch``, ``branch_score``)."""
+    scores, answers, spans = [], [], []
+    for b in branches:
+        texts = b.visible()
+        answer, span = read_branch(texts, cfg.fork_answer_kind, options)
+        n = len(texts) or 1
+        ent = [v[METRICS][0] for v in b.rows][:n] or [0.0]
+        lp = [v[LOGPROB] for v in b.rows][:n] or [0.0]
+        scores.append(branch_score(cfg.fork_score, span, ent, lp, b.margins[:n] or [0.0]))
+        if b.queue is not None:  # the cue was read: the answer is what followed it
+            answer = normalize(b.cue_answer())[:80] or None
+            if cfg.fork_score == "answer_margin":  # CoT-decoding: the answer's own margins
+                scores[-1] = sum(b.cue_margins) / len(b.cue_margins) if b.cue_margins else 0.0
+        answers.append(answer)
+        spans.append(span)
+    return scores, answers, spans

@@ -283,7 +283,8 @@ def _run(
 ) -> Iterator[tuple[int, Event] | None]:
     fork = rows[0].mode == "fork"
     # At least two candidates: the answer confidence uses the first token's margin p1 - p2.
-    n_top = max(top_logprobs, cfg.fork_branches, 2) if fork else max(top_logprobs, 2)
+    widths = (cfg.fork_branches, cfg.fork_answer_branches + 1) if fork else ()  # + own token
+    n_top = max(top_logprobs, 2, *widths)
     # The choice reader names an option by its text too: the options are the prompt's.
     choice = fork and cfg.fork_answer_kind == "choice"
     options = parse_options(lm.tokenizer.decode(ids)) if choice else None

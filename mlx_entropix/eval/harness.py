@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..answers import KINDS, Kind, extracted, infer_kind, match, parse_options
-from ..config import Mode
+from ..config import PAPER_CUE, Mode
 from ..errors import InvalidRequestError
 from .stats import summarize
 
@@ -48,6 +48,7 @@ class Item:
     kind: Kind
     category: str = ""
     format: Format = "chat"
+    stops: tuple[str, ...] = ()  # its own stop strings (the reasoning format); () the format's
 
 
 @dataclass
@@ -233,10 +234,13 @@ def engine_generate_fn(
     chat_max_tokens: int | None = None,
     sc_k: int = 5,
     keep_signals: bool = False,
+    fork_reader: bool = True,
 ) -> GenerateFn:
     """A ``GenerateFn`` over the engine's ``generate``. Raw items stop at "\\n" unless ``stop``.
     ``chat_max_tokens``: the budget of chat items (default ``max_tokens``); ``sc_k``: the rows of
-    a self-consistent answer (mode "sc"); ``keep_signals``: every token's signals in the record."""
+    a self-consistent answer (mode "sc"); ``keep_signals``: every token's signals in the record;
+    ``fork_reader`` False: fork mode gets no answer kind, and the answer cue (the config's, else
+    the paper's) reads its branches."""
     from ..engine.confidence import TokenSignal, score, shipped_model
     from ..engine.generate import generate
     from .consistency import sample_rows, vote
@@ -245,7 +249,7 @@ def engine_generate_fn(
 
     def fn(item: Item, mode: Mode, seed: int) -> Generation:
         prompt = build_prompt(lm.tokenizer, item, system, fewshot)
-        stops = tuple(stop) or (("\n",) if item.format == "raw" else ())
+        stops = tuple(stop) or item.stops or (("\n",) if item.format == "raw" else ())
         budget = chat_max_tokens if chat_max_tokens and item.format == "chat" else max_tokens
         cfg = config or lm.default_config
         options = parse_options(item.prompt) if item.kind == "choice" else None
@@ -263,8 +267,10 @@ def engine_generate_fn(
                 tokens_computed=sc_k * max(d.generated_tokens for d in dones),
                 branches=rows,
             )
-        if mode == "fork":  # fork mode reads its branches' answers as the grader will
+        if mode == "fork" and fork_reader:  # its branches' answers read as the grader will
             cfg = cfg.merged({"fork_answer_kind": item.kind})
+        elif mode == "fork":  # no reader: the answer cue reads them
+            cfg = cfg.merged({"fork_answer_cue": cfg.fork_answer_cue or PAPER_CUE})
         done, fork = None, None
         signals: list[TokenSignal] = []
         end = 0
@@ -292,7 +298,8 @@ def engine_generate_fn(
         assert done is not None  # the engine always ends with a DoneEvent
         branches = [] if fork is None else [
             {"text": b.text, "answer": b.answer, "score": b.score, "tokens": b.tokens,
-             "finish": b.finish, "kept": b.kept, "span": list(b.span), "margins": b.margins}
+             "finish": b.finish, "kept": b.kept, "span": list(b.span), "margins": b.margins,
+             "parent": b.parent, "at": b.at, "signal": b.signal, "cue": b.cue}
             for b in fork.branches
         ]  # fmt: skip
         scored = score(done.text, signals, conf_model, item.format, item.kind, options)

@@ -55,6 +55,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="items without a format column are raw text completions (base models)",
     )
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument(
+        "--fork-cue",
+        action="store_true",
+        help="fork mode reads its branches' answers after the answer cue ('So the answer is' "
+        "unless the config sets fork_answer_cue) instead of with the grader's reader",
+    )
+    p.add_argument(
+        "--reason",
+        action="store_true",
+        help="reasoning format: chat items are asked to think step by step and end with "
+        "'Answer: ...', raw items get worked examples written out step by step (eval/reasoning.py)",
+    )
+    p.add_argument(
+        "--reason-max-tokens",
+        type=int,
+        default=160,
+        help="per answer in the reasoning format, every item (default 160)",
+    )
     p.add_argument("--out", help="output prefix (default: benchmarks/results/eval_<csv stem>)")
     p.add_argument("--png", help="PNG path (default: <out>.png)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -110,6 +128,15 @@ def _main(args: argparse.Namespace) -> int:
     if args.shots < 0:
         raise InvalidRequestError(f"--shots must be 0 or more (got {args.shots})")
     items = load_items(args.csv, default_format)[: args.limit]
+    if args.reason:
+        from .reasoning import to_reasoning
+
+        if args.reason_max_tokens < 1:
+            raise InvalidRequestError(
+                f"--reason-max-tokens must be at least 1 (got {args.reason_max_tokens})"
+            )
+        items = [to_reasoning(i) for i in items]
+        args.max_tokens = args.chat_max_tokens = args.reason_max_tokens
     fewshot = load_items(args.fewshot, default_format)[: args.shots] if args.fewshot else []
     config = None
     if args.config:
@@ -138,6 +165,7 @@ def _main(args: argparse.Namespace) -> int:
         chat_max_tokens=args.chat_max_tokens,
         sc_k=args.sc_k,
         keep_signals=args.signals,
+        fork_reader=not args.fork_cue,
     )
     meta = {
         "csv": str(args.csv),
@@ -145,6 +173,8 @@ def _main(args: argparse.Namespace) -> int:
         "max_tokens": args.max_tokens,
         "chat_max_tokens": args.chat_max_tokens or args.max_tokens,
         "sc_k": args.sc_k,
+        "reason": args.reason,
+        "fork_cue": args.fork_cue,
         "fewshot": args.fewshot,
         "shots": len(fewshot),
         "preset": args.preset,

@@ -484,6 +484,10 @@ function forkStream(): { events: object[]; forks: ForkEvent[]; tokens: TokenEven
     finish: "stop" as const,
     span: [0, 1],
     margins: [score],
+    parent: null,
+    at: null,
+    signal: null,
+    cue: null,
   });
   const fork1: ForkEvent = {
     type: "fork",

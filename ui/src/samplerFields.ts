@@ -46,6 +46,14 @@ export const SAMPLER_LABELS: Partial<Record<Key, Label>> = {
   fork_score: { label: "Branch score", unit: "" },
   fork_aggregate: { label: "Add up scores of equal answers", unit: "" },
   fork_answer_kind: { label: "Answer reader (numeric, choice, yesno, exact, contains)", unit: "" },
+  fork_answer_cue: { label: "Answer cue (no reader)", unit: "" },
+  fork_cue_tokens: { label: "Tokens read after the cue at most", unit: "tokens" },
+  fork_at_answer: { label: "Also fork at the answer", unit: "" },
+  fork_answer_signal: { label: "Answer fork where this is highest", unit: "" },
+  fork_answer_min: { label: "Answer fork at signal from", unit: "bits² or bits" },
+  fork_answer_branches: { label: "Branches per answer fork", unit: "branches" },
+  fork_answer_sites: { label: "Answer fork sites", unit: "" },
+  fork_answer_from: { label: "Answer forks of", unit: "" },
 };
 
 const state = (s: keyof typeof STATE_INFO) => STATE_INFO[s].label;

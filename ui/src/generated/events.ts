@@ -58,7 +58,7 @@ export interface TokenEvent {
 
 /** One branch of a fork: its first token, what it went on to say, and its score. */
 export interface ForkBranch {
-  /** The branch's first token (one of the top-k). */
+  /** The branch's first token (one of the top-k); an answer fork's branch: the token it took at ``at``. */
   token: TopLogprob;
   /** The branch's text, first token included. */
   text: string;
@@ -75,6 +75,14 @@ export interface ForkBranch {
   span: number[];
   /** p(top1) - p(top2) of each token's distribution. */
   margins: number[];
+  /** An answer fork's branch: the branch it left (index into branches). */
+  parent: number | null;
+  /** An answer fork's branch: the token index where it left its parent. */
+  at: number | null;
+  /** The uncertainty at that token (SamplerConfig.fork_answer_signal). */
+  signal: number | null;
+  /** No reader: what the model said after the answer cue appended to the branch (SamplerConfig.fork_answer_cue), the answer read from it. */
+  cue: string | null;
 }
 
 /** The branches of a fork that reached one answer (CoT-decoding's aggregation). */
@@ -219,6 +227,22 @@ export interface SamplerConfig {
   fork_score: ForkScore;
   /** Sum the scores of branches that reach the same answer. */
   fork_aggregate: boolean;
+  /** No reader (fork_answer_kind null): appended to each ended branch, the answer is what the model says after it (CoT-decoding's cue, e.g. 'So the answer is'); null: the whole text is the answer. */
+  fork_answer_cue: string | null;
+  /** Tokens read after the answer cue at most. */
+  fork_cue_tokens: number;
+  /** Besides the first token, re-fork branches at their most uncertain token inside or just before the answer span (highest fork_answer_signal; never onto a line break or EOS) when it reaches fork_answer_min; the new branches join the vote. */
+  fork_at_answer: boolean;
+  /** The uncertainty that places an answer fork. */
+  fork_answer_signal: "varentropy" | "entropy";
+  /** Signal (bits^2 or bits) at or above which an answer fork opens. */
+  fork_answer_min: number;
+  /** New branches per answer fork (the next candidates). */
+  fork_answer_branches: number;
+  /** Where an answer fork opens: the most uncertain of the answer span's tokens and the one before it (max), inside the span only (span), or one fork at each (each). */
+  fork_answer_sites: "max" | "span" | "each";
+  /** Re-fork every first-token branch, or only the one kept without them. */
+  fork_answer_from: "all" | "kept";
   /** Text of the token inserted once per generation; null disables. */
   clarifying_token: string | null;
   /** States whose action is replaced by argmax (per-state ablation). */
@@ -293,6 +317,14 @@ export const SAMPLER_DESCRIPTIONS: Record<keyof SamplerConfig, string> = {
   fork_answer_kind: "How a branch's answer is read: numeric, choice, yesno, exact or contains (the evaluation's reader; set per item by the harness); null: the branch's whole text.",
   fork_score: "Branch confidence: mean p(top1)-p(top2) over the answer span (answer_margin) or the whole branch (margin), minus mean entropy, or mean log-prob.",
   fork_aggregate: "Sum the scores of branches that reach the same answer.",
+  fork_answer_cue: "No reader (fork_answer_kind null): appended to each ended branch, the answer is what the model says after it (CoT-decoding's cue, e.g. 'So the answer is'); null: the whole text is the answer.",
+  fork_cue_tokens: "Tokens read after the answer cue at most.",
+  fork_at_answer: "Besides the first token, re-fork branches at their most uncertain token inside or just before the answer span (highest fork_answer_signal; never onto a line break or EOS) when it reaches fork_answer_min; the new branches join the vote.",
+  fork_answer_signal: "The uncertainty that places an answer fork.",
+  fork_answer_min: "Signal (bits^2 or bits) at or above which an answer fork opens.",
+  fork_answer_branches: "New branches per answer fork (the next candidates).",
+  fork_answer_sites: "Where an answer fork opens: the most uncertain of the answer span's tokens and the one before it (max), inside the span only (span), or one fork at each (each).",
+  fork_answer_from: "Re-fork every first-token branch, or only the one kept without them.",
   clarifying_token: "Text of the token inserted once per generation; null disables.",
   greedy_states: "States whose action is replaced by argmax (per-state ablation).",
 };
@@ -301,4 +333,7 @@ export const SAMPLER_DESCRIPTIONS: Record<keyof SamplerConfig, string> = {
 export const SAMPLER_CHOICES: Partial<Record<keyof SamplerConfig, readonly string[]>> = {
   fork_trigger: ["first", "exploring", "both"],
   fork_score: ["answer_margin", "margin", "entropy", "logprob"],
+  fork_answer_signal: ["varentropy", "entropy"],
+  fork_answer_sites: ["max", "span", "each"],
+  fork_answer_from: ["all", "kept"],
 };

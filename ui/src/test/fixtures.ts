@@ -63,6 +63,10 @@ export function fork(index: number, kept = 1, mode: Mode = "fork"): ForkEvent {
     finish: "stop" as const,
     span: [0, 1],
     margins: [0.5],
+    parent: null,
+    at: null,
+    signal: null,
+    cue: null,
   });
   return {
     type: "fork",
