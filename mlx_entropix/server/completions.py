@@ -120,12 +120,15 @@ async def stream_text(
     stream: JobStream, build: TextChunks, include_usage: bool, n: int
 ) -> AsyncIterator[dict[str, str]]:
     """One chunk per token, held until its choice's next event so that the choice's last one
-    has ``finish_reason``; the usage chunk follows the last choice's end."""
+    has ``finish_reason``, but for a choice's first, which goes out at once (time to first
+    token; a choice whose one token went out ends with an empty chunk carrying it, as
+    ``openai_api.stream_chunks``); the usage chunk follows the last choice's end."""
 
     def data(obj: Any) -> dict[str, str]:
         return {"data": json.dumps(obj, ensure_ascii=False, separators=(",", ":"))}
 
     held: dict[int, tuple[TokenEvent, Any]] = {}  # per choice
+    started: set[int] = set()  # choices whose first token went out
     dones: list[DoneEvent] = []
     async for item in stream:
         message = _as_error(item)
@@ -137,8 +140,12 @@ async def stream_text(
         row, event, entry = item
         if isinstance(event, TokenEvent):
             if row in held:
-                yield data(build.chunk(row, held[row], None))
-            held[row] = (event, entry)
+                yield data(build.chunk(row, held.pop(row), None))
+            if row in started:
+                held[row] = (event, entry)
+            else:
+                started.add(row)
+                yield data(build.chunk(row, (event, entry), None))
         elif isinstance(event, DoneEvent):
             yield data(build.chunk(row, held.pop(row, None), event))
             dones.append(event)

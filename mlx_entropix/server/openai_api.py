@@ -179,13 +179,16 @@ def _as_error(item: Any) -> str | None:
 
 
 async def stream_chunks(stream: JobStream, build: ChunkBuilder) -> AsyncIterator[dict[str, str]]:
-    """SSE ``data:`` lines; each token's chunk waits for its choice's next event so that the
-    last one can carry ``finish_reason``; the usage chunk follows the last choice's end."""
+    """SSE ``data:`` lines; each token's chunk but a choice's first waits for its choice's next
+    event so that the last one can carry ``finish_reason``; the first goes out at once (the
+    client's time to first token is the engine's), so a choice whose one token went out ends
+    with an empty chunk carrying it. The usage chunk follows the last choice's end."""
 
     def data(obj: Any) -> dict[str, str]:
         return {"data": json.dumps(obj, ensure_ascii=False, separators=(",", ":"))}
 
     held: dict[int, dict[str, Any]] = {}  # per choice
+    started: set[int] = set()  # choices whose first token went out
     dones: list[DoneEvent] = []
     async for item in stream:
         message = _as_error(item)
@@ -199,6 +202,9 @@ async def stream_chunks(stream: JobStream, build: ChunkBuilder) -> AsyncIterator
             if row in held:
                 yield data(held[row])
             held[row] = build.token(row, event, entry)
+            if row not in started:
+                started.add(row)
+                yield data(held.pop(row))
         elif isinstance(event, DoneEvent):
             last = held.pop(row, None) or build.token(row, None, None)
             yield data(build.finish(last, event))
