@@ -9,9 +9,11 @@ from mlx_entropix.engine.batch import BatchDecoder
 from mlx_entropix.engine.prefix_cache import (
     BLOCK,
     HOT_KEEP,
+    Extender,
     PrefixCache,
     chain_keys,
     chunk_ends,
+    closing_token,
     complete,
     final_pass,
     reusable,
@@ -112,9 +114,17 @@ def test_what_a_request_generated_is_cached_while_idle(embedded, fresh):
     steps = 0
     while decoder.idle_step():
         steps += 1
-    # the stopping token (if any) is part of what comes next in the conversation
-    whole = (len(prompt) + len(generated) + (_done(events)[0].finish_reason == "stop")) // BLOCK
-    assert len(cache.blocks) == whole == 2 and steps > 0
+    # the answer as the next turn resends it: closed by the end-of-turn token (a cut one by
+    # the filling), whose chunk is then whole
+    ends = frozenset(embedded.tokenizer.eos_token_ids)
+    filled = (
+        generated
+        if generated[-1] in ends
+        else [*generated, closing_token(embedded.tokenizer, ends)]
+    )
+    filled = prompt + filled
+    assert len(cache.blocks) == complete(filled, chunk_ends(filled, ends), ends) == 3
+    assert steps > 0
     nxt = prompt + generated + _ids(20, 4)
     nxt = nxt if len(nxt) > 2 * BLOCK else nxt + _ids(2 * BLOCK + 1 - len(nxt), 5)
     got = _serve(decoder, nxt)
@@ -294,6 +304,8 @@ def test_the_next_turn_reuses_the_history_up_to_the_answer_end(embedded, fresh):
     ends = set(tok.eos_token_ids)
     if done.finish_reason == "stop" and ids[len(served)] in ends:
         served.append(ids[len(served)])  # the end-of-turn token it generated last
+    elif done.finish_reason == "length":  # cut: the filling closed it as the template does
+        served.append(closing_token(tok, ends))
     pairs = enumerate(zip(ids, served, strict=False))
     common = next((i for i, (a, b) in pairs if a != b), min(len(ids), len(served)))
     held = chunk_ends(served, ends)[: complete(served, chunk_ends(served, ends), ends)]
@@ -301,7 +313,21 @@ def test_the_next_turn_reuses_the_history_up_to_the_answer_end(embedded, fresh):
     chunks = chunk_ends(ids, ends)
     assert cached == max((e for e in chunks[: final_pass(chunks)] if e <= upto), default=0)
     assert cached > len(prompt) // 2
-    if common == len(served) and done.finish_reason == "stop":
+    if common == len(served):
         assert cached == len(served) == reusable(ids, ends)  # the answer and its end too
         assert held_before >= cached  # the follow-up started from the kept buffers
     assert cache.info()["hot_tokens"][0] == reusable(ids, ends)  # now its own, first
+
+
+def test_an_answer_cut_by_its_budget_is_filled_closed(embedded):
+    """The next turn resends a cut answer closed by the template's end-of-turn token: the
+    filling adds it, so the answer's last chunk is whole and cached."""
+    ends = frozenset(embedded.tokenizer.eos_token_ids)
+    closing = closing_token(embedded.tokenizer, ends)
+    turn = embedded.tokenizer.apply_chat_template([{"role": "assistant", "content": "x"}], False)
+    assert closing in ends and closing in turn
+    ext = Extender(PrefixCache(BIG), embedded.model, ends, closing=closing)
+    ext.add([5, 6, 7])  # cut short
+    ext.add([5, 6, closing])  # ended by itself
+    assert list(ext.waiting) == [[5, 6, 7, closing], [5, 6, closing]]
+    assert closing_token(object(), ends) is None  # no template: no guess

@@ -37,7 +37,7 @@ from ..models.protocol import SharedBatch
 from ..uncertainty.step import RowPlan, Rows, observe, sample_rows
 from .confidence import shipped_model
 from .generate import PREFILL_CHUNK, check_mode, clarify_token, row_plan
-from .prefix_cache import Extender, PrefixCache, prefill_chunks
+from .prefix_cache import Extender, PrefixCache, closing_token, prefill_chunks
 from .stream import RowStream
 
 if TYPE_CHECKING:
@@ -129,7 +129,8 @@ class BatchDecoder:
         """Keep prompts' KV for later prompts with the same start (``prefix_cache``)."""
         self.prefix_cache = prefix
         ends = self.turn_ends = frozenset(self.lm.tokenizer.eos_token_ids)  # chunks end there
-        self.extender = Extender(prefix, self.lm.model, ends) if prefix is not None else None
+        closing = closing_token(self.lm.tokenizer, ends) if prefix is not None else None
+        self.extender = Extender(prefix, self.lm.model, ends, closing=closing) if prefix else None
 
     @staticmethod
     def supports(lm: LoadedModel) -> bool:
@@ -388,9 +389,8 @@ class BatchDecoder:
         req.slots = self.shared.add(prompt.kv, prompt.length, n)
         can = mx.array([req.clarify_id is not None] * n)
         req.current = Rows(*sample_rows(*forward, can, req.plans, 0, self._compiled()))
-        # The first token's events now, not after the next tick has queued a decode step of the
-        # whole batch (on the CPU queuing a step runs most of it: a follow-up turn's first
-        # token waited for a step over its ~2,000 keys).
+        # The first token's events now, not after the next tick queued a decode step of the
+        # batch (on the CPU queuing a step runs most of it: a first token waited for a step).
         self._emit(req)
         if all(s.finished for s in req.streams):
             self._end(req)

@@ -41,8 +41,8 @@ from mlx_lm.models.cache import KVCache
 
 from .generate import PREFILL_CHUNK
 
-__all__ = ["BLOCK", "Extender", "PrefixCache", "Prefilled", "chunk_ends", "final_pass",
-           "prefill_chunks", "reusable"]  # fmt: skip
+__all__ = ["BLOCK", "Extender", "PrefixCache", "Prefilled", "chunk_ends", "closing_token",
+           "final_pass", "prefill_chunks", "reusable"]  # fmt: skip
 BLOCK = PREFILL_CHUNK
 HOT_KEEP = 4  # prefills whose buffers are kept for a next turn (``PrefixCache.hot``)
 KV = list[tuple[mx.array, mx.array]]  # per layer: keys, values (kv heads, chunk, head dim)
@@ -337,18 +337,43 @@ def prefill_chunks(
     return Prefilled(cache, start, logits, scores)
 
 
+def closing_token(tokenizer: Any, turn_ends: TurnEnds) -> int | None:
+    """The end-of-turn token a chat template closes an assistant message with (None: no
+    template, or none of ``turn_ends`` there)."""
+    try:
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
+            add_generation_prompt=False,
+        )
+    except Exception:  # a template that refuses this conversation: no guess
+        return None
+    return next((t for t in reversed(ids) if t in turn_ends), None)
+
+
 class Extender:
     """What requests generated, put in the cache by chunked prefills while the server is idle:
     the next turn of a conversation then finds its previous answer cached too. The newest few
     token sequences wait; one is filled a layer per ``step``."""
 
-    def __init__(self, prefix: PrefixCache, model: Any, turn_ends: TurnEnds = (), keep: int = 4):
+    def __init__(
+        self,
+        prefix: PrefixCache,
+        model: Any,
+        turn_ends: TurnEnds = (),
+        keep: int = 4,
+        closing: int | None = None,
+    ):
         self.prefix, self.model, self.turn_ends = prefix, model, turn_ends
+        self.closing = closing  # the token a chat template ends an answer with
         self.waiting: deque[list[int]] = deque(maxlen=keep)
         self.current: Generator[None, None, Prefilled] | None = None
 
     def add(self, ids: list[int]) -> None:
-        """Queue ``ids`` (a prompt and what one row generated) if it has uncached whole blocks."""
+        """Queue ``ids`` (a prompt and what one row generated). An answer cut short (by its
+        token budget) gets the template's closing token: the next turn resends it closed, and
+        its last chunk is then whole (else the next turn computes the whole answer again)."""
+        if ids and ids[-1] not in self.turn_ends and self.closing is not None:
+            ids = [*ids, self.closing]
         if self.prefix.max_bytes > 0 and ids not in self.waiting:
             self.waiting.append(ids)
 
