@@ -250,14 +250,18 @@ def test_the_last_prefill_buffers_are_handed_to_the_next_prefill_that_starts_wit
         many.keep_hot(_ids(8, 40 + i), _fake_cache(8))
     assert len(many.hot) == HOT_KEEP and many.take_hot(_ids(8, 40), 8) is None  # the oldest
     assert many.take_hot(_ids(8, 41), 8) is not None and len(many.hot) == HOT_KEEP - 1
-    # counted in the bound: kept only in room no block needs, and dropped before any block
+    # counted in the bound, least recently used out first, blocks and kept buffers alike
     cache.keep_hot(a, fake)
     ea = chunk_ends(a + a)
     assert cache.insert(a + a, ea, _fake_cache(2 * BLOCK), 0)
-    assert cache.insert(a + a, ea, _fake_cache(2 * BLOCK), 1)  # needs the kept one's room
+    assert cache.insert(a + a, ea, _fake_cache(2 * BLOCK), 1)  # the older kept one makes way
     assert cache.hot == [] and cache.nbytes == 2 * BLOCK_BYTES and cache.evictions == 0
-    cache.keep_hot(b, fake)  # no room left for it
-    assert cache.hot == [] and cache.nbytes <= cache.max_bytes
+    cache.keep_hot(b, fake)  # newer than the blocks: the least recently used leaf makes way
+    assert cache.info()["hot_tokens"] == [BLOCK] and cache.evictions == 1
+    assert cache.nbytes == 2 * BLOCK_BYTES <= cache.max_bytes and _has(cache, a + a) == BLOCK
+    small = PrefixCache(BLOCK_BYTES // 2)
+    small.keep_hot(b, fake)  # larger than the bound: not kept
+    assert small.hot == [] and small.nbytes == 0
 
 
 def test_chunks_end_at_turn_ends_and_keys_name_the_whole_prefix():

@@ -124,11 +124,14 @@ class PrefixCache:
     misses: int = 0
     cached_tokens: int = 0  # prompt tokens served from the cache, all lookups together
     evictions: int = 0
-    # The last few chunked prefills' own buffers (tokens, per layer keys and values, bytes),
-    # newest first, each handed to the next prefill that starts with its tokens instead of
-    # copying the blocks together: a follow-up turn starts from its previous turn's buffers
-    # at no cost (``take_hot``). Within the bound; dropped before any block is evicted.
-    hot: list[tuple[list[int], list[tuple[mx.array, mx.array]], int]] = field(default_factory=list)
+    # The last few chunked prefills' own buffers (tokens, per layer keys and values, bytes,
+    # last use), newest first, each handed to the next prefill that starts with its tokens
+    # instead of copying the blocks together: a follow-up turn starts from its previous turn's
+    # buffers at no cost (``take_hot``). Within the bound, least recently used out first with
+    # the blocks.
+    hot: list[tuple[list[int], list[tuple[mx.array, mx.array]], int, int]] = field(
+        default_factory=list
+    )
     _clock: int = 0
 
     def lookup(self, ids: Sequence[int], ends: list[int], count: bool = True) -> list[KV]:
@@ -178,16 +181,16 @@ class PrefixCache:
 
     def keep_hot(self, ids: Sequence[int], cache: Sequence[KVCache]) -> None:
         """Keep ``cache`` (a chunked prefill's, its first ``len(ids)`` positions computed as the
-        chunks' own passes) for the next prefill of a prompt that starts with ``ids``, in room
-        no block needs (the oldest kept buffers make way; at most ``HOT_KEEP``)."""
+        chunks' own passes) for the next prefill of a prompt that starts with ``ids`` (at most
+        ``HOT_KEEP``; in the bound, as the most recently used entry)."""
         if not ids:
             return
         kv = [(c.keys, c.values) for c in cache]
         nbytes = sum(k.nbytes + v.nbytes for k, v in kv)
-        while self.hot and (len(self.hot) >= HOT_KEEP or self.nbytes + nbytes > self.max_bytes):
+        while len(self.hot) >= HOT_KEEP:
             self._drop_hot(-1)
-        if self.nbytes + nbytes <= self.max_bytes:
-            self.hot.insert(0, (list(ids), kv, nbytes))
+        if nbytes <= self.max_bytes and self._make_room(nbytes, keep=set()):
+            self.hot.insert(0, (list(ids), kv, nbytes, self._tick()))
             self.nbytes += nbytes
 
     def take_hot(self, ids: Sequence[int], n: int) -> list[KVCache] | None:
@@ -195,7 +198,7 @@ class PrefixCache:
         those positions; past them whatever the buffer held), if some hold that prefix; they
         leave the prefix cache, so the prefill writes its new keys into them in place."""
         head = list(ids[:n])
-        match = next((i for i, (held, _, _) in enumerate(self.hot) if held[:n] == head), None)
+        match = next((i for i, (held, *_) in enumerate(self.hot) if held[:n] == head), None)
         if n == 0 or match is None or len(self.hot[match][0]) < n:
             return None
         kv = self.hot[match][1]
@@ -213,14 +216,15 @@ class PrefixCache:
         return self._clock
 
     def _make_room(self, nbytes: int, keep: set[bytes]) -> bool:
-        """Evict least recently used leaves (not in ``keep``) until ``nbytes`` more fit."""
+        """Evict least recently used leaves (not in ``keep``) and kept buffers until ``nbytes``
+        more fit."""
         while self.nbytes + nbytes > self.max_bytes:
-            if self.hot:  # the kept buffers go before any block
-                self._drop_hot(-1)
-                continue
             leaves = [
                 (b.used, k) for k, b in self.blocks.items() if not b.children and k not in keep
             ]
+            if self.hot and (not leaves or self.hot[-1][3] < min(leaves)[0]):
+                self._drop_hot(-1)  # the oldest kept buffers
+                continue
             if not leaves:
                 return False
             self._evict(min(leaves)[1])
@@ -245,7 +249,7 @@ class PrefixCache:
             "max_mb": self.max_bytes / 2**20,
             "used_mb": round(self.nbytes / 2**20, 3),
             "blocks": len(self.blocks),
-            "hot_tokens": [len(held) for held, _, _ in self.hot],
+            "hot_tokens": [len(held) for held, *_ in self.hot],
             "max_block_tokens": BLOCK,
             "hits": self.hits,
             "misses": self.misses,
