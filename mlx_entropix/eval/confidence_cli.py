@@ -11,7 +11,9 @@ report dev and test figures, the feature sets compared and the attention test.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..engine.confidence import ATTENTION_FEATURES, LOGIT_FEATURES
@@ -35,9 +37,6 @@ from .confidence_fit import (
 
 
 def _load_records(paths: Sequence[str], mode: str) -> list[dict[str, Any]]:
-    import json
-    from pathlib import Path
-
     out = []
     for p in paths:
         try:
@@ -94,9 +93,7 @@ def report_markdown(report: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """``calibrate confidence DEV.json [...] [--test TEST.json]``: fit, write, report."""
     import argparse
-    import json
     import sys
-    from pathlib import Path
 
     from ..engine.confidence import CONFIDENCE_DIR
 
@@ -170,9 +167,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["attention"] = attention_test(dev, test, LOGITS_ONLY, args.boot)
     print(json.dumps(report, indent=1))
     print(f"wrote {out}")
+    return _write_outputs(args, report, report_markdown, model)
+
+
+def _write_outputs(
+    args: Any, report: dict[str, Any], markdown: Callable[[dict[str, Any]], str], model: Any
+) -> int:
+    """``--report`` (Markdown by ``markdown`` for a .md path, else JSON) and ``--rescore``:
+    each ``--test`` result's records scored again by ``model`` into <result>.confidence.json."""
     if args.report:
         md = args.report.endswith(".md")
-        text = report_markdown(report) if md else json.dumps(report, indent=1) + "\n"
+        text = markdown(report) if md else json.dumps(report, indent=1) + "\n"
         Path(args.report).write_text(text)
     for path in args.test if args.rescore else ():
         target = Path(path).with_suffix(".confidence.json")
@@ -245,9 +250,7 @@ def _figures(conf: list[float | None], recs: list[dict[str, Any]], n_boot: int) 
 
 def _main_select(args: Any) -> int:
     """``--select``: choose, fit, write, report (see ``confidence_select.py``)."""
-    import json
     import sys
-    from pathlib import Path
 
     from ..engine.confidence import CONFIDENCE_DIR
     from .confidence_select import attention_test as attention_on
@@ -281,13 +284,4 @@ def _main_select(args: Any) -> int:
     report["attention"] = attention_on(dev, test, chosen, args.boot)
     print(json.dumps({k: v for k, v in report.items() if k != "candidates"}, indent=1))
     print(f"wrote {out}")
-    if args.report:
-        md = args.report.endswith(".md")
-        text = selection_markdown(report) if md else json.dumps(report, indent=1) + "\n"
-        Path(args.report).write_text(text)
-    for path in args.test if args.rescore else ():
-        target = Path(path).with_suffix(".confidence.json")
-        target.write_text(json.dumps(rescored(json.loads(Path(path).read_text()), model),
-                                     indent=1, ensure_ascii=False) + "\n")  # fmt: skip
-        print(f"wrote {target}")
-    return 0
+    return _write_outputs(args, report, selection_markdown, model)

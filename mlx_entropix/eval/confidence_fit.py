@@ -193,15 +193,21 @@ def attention_test(
         for f in formats:
             ix = [i for i, r in enumerate(recs) if f == "all" or r.get("format", "chat") == f]
             y = [bool(recs[i]["correct"]) for i in ix]
-            with_att = [b[i] for i in ix]
-            logits = [a[i] for i in ix]
-            out[name][f] = {
-                "n": len(ix),
-                "auroc_logits": auroc(logits, y),
-                "auroc_with_attention": auroc(with_att, y),
-                "difference": paired_bootstrap(auroc, with_att, logits, y, n_boot),  # type: ignore[arg-type]
-            }
+            out[name][f] = attention_row([a[i] for i in ix], [b[i] for i in ix], y, n_boot)
     return out
+
+
+def attention_row(
+    logits: list[float], with_att: list[float], y: list[bool], n_boot: int
+) -> dict[str, Any]:
+    """One row of the attention test: both maps' AUROC and the paired bootstrap interval of
+    their difference (with attention minus logits only)."""
+    return {
+        "n": len(y),
+        "auroc_logits": auroc(logits, y),
+        "auroc_with_attention": auroc(with_att, y),
+        "difference": paired_bootstrap(auroc, with_att, logits, y, n_boot),  # type: ignore[arg-type]
+    }
 
 
 def refeaturized(result: dict[str, Any]) -> list[dict[str, Any]]:

@@ -33,8 +33,7 @@ from ..engine.confidence import (
     LogisticMap,
     Map,
 )
-from .confidence_fit import fit_logistic, fit_map, scores_report, usable
-from .confidence_stats import auroc, paired_bootstrap
+from .confidence_fit import attention_row, fit_logistic, fit_map, scores_report, usable
 
 # Simpler wins only among practically equal candidates (sum of the two AUROCs within
 # 2 x TOLERANCE): at 0.01 the raw choice on dev fell to one feature 0.036 AUROC behind the best.
@@ -308,13 +307,7 @@ def attention_test(
         for split, (rs, pa, pb) in splits.items():
             ix = [i for i in range(len(rs)) if pa[i] is not None and pb[i] is not None]
             y = [bool(rs[i]["correct"]) for i in ix]
-            la, lb = [pa[i] for i in ix], [pb[i] for i in ix]
-            out[split][fmt] = {
-                "n": len(ix),
-                "auroc_logits": auroc(la, y),
-                "auroc_with_attention": auroc(lb, y),
-                "difference": paired_bootstrap(auroc, lb, la, y, n_boot),  # type: ignore[arg-type]
-            }
+            out[split][fmt] = attention_row([pa[i] for i in ix], [pb[i] for i in ix], y, n_boot)  # type: ignore[misc]
     return out
 
 
