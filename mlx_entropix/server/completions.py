@@ -32,12 +32,12 @@ from .engine import generation_work
 from .openai_api import (
     FINISH,
     Tokens,
-    _as_error,
     _error_object,
     collect_choices,
     entropix_detail,
     entropix_summary,
     entropix_token,
+    released,
     sampler_config,
     usage,
     with_logprobs,
@@ -119,36 +119,21 @@ class TextChunks:
 async def stream_text(
     stream: JobStream, build: TextChunks, include_usage: bool, n: int
 ) -> AsyncIterator[dict[str, str]]:
-    """One chunk per token, held until its choice's next event so that the choice's last one
-    has ``finish_reason``, but for a choice's first, which goes out at once (time to first
-    token; a choice whose one token went out ends with an empty chunk carrying it, as
-    ``openai_api.stream_chunks``); the usage chunk follows the last choice's end."""
+    """One chunk per token (``openai_api.released``), a choice's last one with
+    ``finish_reason``; the usage chunk follows the last choice's end."""
 
     def data(obj: Any) -> dict[str, str]:
         return {"data": json.dumps(obj, ensure_ascii=False, separators=(",", ":"))}
 
-    held: dict[int, tuple[TokenEvent, Any]] = {}  # per choice
-    started: set[int] = set()  # choices whose first token went out
     dones: list[DoneEvent] = []
-    async for item in stream:
-        message = _as_error(item)
-        if message is not None:
-            for row in sorted(held):
-                yield data(build.chunk(row, held[row], None))
-            yield data(_error_object(message))
+    async for out in released(stream):
+        if isinstance(out, str):
+            yield data(_error_object(out))
             break
-        row, event, entry = item
-        if isinstance(event, TokenEvent):
-            if row in held:
-                yield data(build.chunk(row, held.pop(row), None))
-            if row in started:
-                held[row] = (event, entry)
-            else:
-                started.add(row)
-                yield data(build.chunk(row, (event, entry), None))
-        elif isinstance(event, DoneEvent):
-            yield data(build.chunk(row, held.pop(row, None), event))
-            dones.append(event)
+        row, token, done = out
+        yield data(build.chunk(row, token, done))
+        if done is not None:
+            dones.append(done)
             if include_usage and len(dones) == n:
                 yield data({**build.head, "choices": [], "usage": usage(dones)})
     yield {"data": "[DONE]"}

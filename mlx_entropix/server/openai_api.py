@@ -178,39 +178,58 @@ def _as_error(item: Any) -> str | None:
     return None
 
 
-async def stream_chunks(stream: JobStream, build: ChunkBuilder) -> AsyncIterator[dict[str, str]]:
-    """SSE ``data:`` lines; each token's chunk but a choice's first waits for its choice's next
-    event so that the last one can carry ``finish_reason``; the first goes out at once (the
-    client's time to first token is the engine's), so a choice whose one token went out ends
-    with an empty chunk carrying it. The usage chunk follows the last choice's end."""
+Released = tuple[int, tuple[TokenEvent, Any] | None, DoneEvent | None]
 
-    def data(obj: Any) -> dict[str, str]:
-        return {"data": json.dumps(obj, ensure_ascii=False, separators=(",", ":"))}
 
-    held: dict[int, dict[str, Any]] = {}  # per choice
+async def released(stream: JobStream) -> AsyncIterator[Released | str]:
+    """A stream's tokens per choice in the order the OpenAI streams send them: ``(row, token,
+    done)``. A choice's first token goes out at once (the client's time to first token is the
+    engine's); each later one waits for the choice's next event, so the last goes out with its
+    ``DoneEvent`` (``token`` None: the choice's end has no token left to carry it, an empty
+    chunk). An error: what was held, then its message (a str), and the end."""
+    held: dict[int, tuple[TokenEvent, Any]] = {}  # per choice
     started: set[int] = set()  # choices whose first token went out
-    dones: list[DoneEvent] = []
     async for item in stream:
         message = _as_error(item)
         if message is not None:
             for row in sorted(held):
-                yield data(held[row])
-            yield data(_error_object(message))
-            break
+                yield row, held[row], None
+            yield message
+            return
         row, event, entry = item
         if isinstance(event, TokenEvent):
             if row in held:
-                yield data(held[row])
-            held[row] = build.token(row, event, entry)
-            if row not in started:
+                yield row, held.pop(row), None
+            if row in started:
+                held[row] = (event, entry)
+            else:
                 started.add(row)
-                yield data(held.pop(row))
+                yield row, (event, entry), None
         elif isinstance(event, DoneEvent):
-            last = held.pop(row, None) or build.token(row, None, None)
-            yield data(build.finish(last, event))
-            dones.append(event)
-            if build.usage and len(dones) == build.n:
-                yield data(build.usage_chunk(dones))
+            yield row, held.pop(row, None), event
+
+
+async def stream_chunks(stream: JobStream, build: ChunkBuilder) -> AsyncIterator[dict[str, str]]:
+    """SSE ``data:`` lines, a chunk per token (``released``), the last carrying
+    ``finish_reason``; the usage chunk follows the last choice's end."""
+
+    def data(obj: Any) -> dict[str, str]:
+        return {"data": json.dumps(obj, ensure_ascii=False, separators=(",", ":"))}
+
+    dones: list[DoneEvent] = []
+    async for out in released(stream):
+        if isinstance(out, str):
+            yield data(_error_object(out))
+            break
+        row, token, done = out
+        chunk = build.token(row, *token) if token is not None else build.token(row, None, None)
+        if done is None:
+            yield data(chunk)
+            continue
+        yield data(build.finish(chunk, done))
+        dones.append(done)
+        if build.usage and len(dones) == build.n:
+            yield data(build.usage_chunk(dones))
     yield {"data": "[DONE]"}
 
 
