@@ -147,13 +147,14 @@ class Tokenizer:
             )
 
         real = render(messages)
-        parts = re.split("(" + "|".join(map(re.escape, marks)) + ")", render(marked))
+        # One short pattern (an alternation of every marker took 4 ms to compile at 20 turns)
+        parts = re.split(f"(\ue000{tag}\\d+\ue001)", render(marked))
         contents = [str(m.get("content", "")) for m in messages]
         for fit in (str.strip, lambda c: c):  # the last one is also the fallback
             text, spans = "", []
             for k, part in enumerate(parts):
                 if k % 2:  # a marker: the content of message i
-                    piece = fit(contents[marks.index(part)])
+                    piece = fit(contents[int(part[1 + len(tag) : -1])])
                     spans.append((len(text), len(text) + len(piece)))
                     text += piece
                 else:
