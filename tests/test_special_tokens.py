@@ -153,3 +153,59 @@ def test_cli_keeps_user_text(embedded):
     )
     assert done["prompt_tokens"] == len(prepare_prompt(lm, HOSTILE[0]))
     assert done["prompt_tokens"] > len(parsed)  # the forged markers were not single tokens
+
+
+def test_next_turns_reuse_the_encoding_of_the_last(tok, monkeypatch):
+    """A conversation's next turn starts with the text of the one before: its tokens up to the
+    last shared special token are reused, and the ids are exactly those of a whole encoding
+    (ordinary and hostile contents alike)."""
+    encoded: list[int] = []
+    whole = tok.encode_offsets
+
+    def recording(text):
+        encoded.append(len(text))
+        return whole(text)
+
+    monkeypatch.setattr(tok, "encode_offsets", recording)
+    tok._rendered.kept.clear()
+    messages = [{"role": "system", "content": "Be brief."}]
+    contents = ["Hi there, how are you?", HOSTILE[0], "  Naïve café 日本語 🤖\n", HOSTILE[3]]
+    for turn, content in enumerate(contents):
+        messages += [{"role": "user", "content": content}]
+        encoded.clear()
+        got = tok.apply_chat_template(messages)
+        used = sum(encoded)
+        monkeypatch.setattr(tok._rendered, "exact", False)  # the whole text, no reuse
+        assert got == tok.apply_chat_template(messages)
+        monkeypatch.setattr(tok._rendered, "exact", True)
+        rendered = tok.hf.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        if turn > 0 and not any(s in content for s in ("<|im_end|>", "<|eot_id|>")):
+            assert used < len(rendered) / 2  # only the new turn was encoded
+        messages += [{"role": "assistant", "content": f"Answer {turn}: fine."}]
+
+
+def test_reuse_is_off_where_pieces_depend_on_their_place():
+    """A tokenizer that encodes a piece differently at the start of a text (a SentencePiece
+    prefix space on the first piece only) fails the probe: it always encodes the whole text."""
+    from types import SimpleNamespace
+
+    from mlx_entropix.io.tokenizer import _RenderedTexts
+
+    text = "<s>user\nHi<e>\n<s>assistant\n"
+
+    def encode_offsets(t):  # "<s>"/"<e>" are control ids 1/2; a start-of-text marker 0
+        ids, spans, i = [0], [(0, 0)], 0
+        while i < len(t):
+            step = 3 if t[i : i + 3] in ("<s>", "<e>") else 1
+            ids.append({"<s>": 1, "<e>": 2}.get(t[i : i + step], 10 + ord(t[i])))
+            spans.append((i, i + step))
+            i += step
+        return ids, spans
+
+    hf = SimpleNamespace(apply_chat_template=lambda *a, **k: text)
+    fake = SimpleNamespace(control_ids={1, 2}, has_chat_template=True, hf=hf,
+                           encode_offsets=encode_offsets)  # fmt: skip
+    assert _RenderedTexts(fake)._probe() is False
+    # the same tokenizer without the start marker passes
+    fake.encode_offsets = lambda t: tuple(x[1:] for x in encode_offsets(t))
+    assert _RenderedTexts(fake)._probe() is True
