@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mlx_entropix.engine.generate import generate
 from mlx_entropix.io.load import load
-from mlx_entropix.models.families import VERIFIED, FamilyModel
+from mlx_entropix.models.families import VERIFIED, BatchedFamilyModel, FamilyModel
 from mlx_entropix.uncertainty.metrics import attention_metrics
 
 import mlx.core as mx
@@ -198,3 +198,68 @@ def test_unknown_family_fails_clearly(tmp_path, checkpoints):
     with pytest.raises(ModelLoadError, match="mlx-lm cannot load .*no_such_family") as err:
         load(str(path))
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("model_type", ["mistral", "qwen3", "phi3"])
+def test_family_requests_share_one_batch(checkpoints, model_type):
+    """A family with plain KV caches joins the continuous batch: concurrent requests decoded
+    as one batch, each stream the same as the request served alone (bitwise where the BLAS is
+    batch-invariant) and the same tokens as the CLI's own loop."""
+    from mlx_entropix.engine.batch import BatchDecoder
+
+    from conftest import BATCH_INVARIANT
+    from test_batch_decoder import _drive, _same
+
+    lm = load(str(checkpoints[model_type]))
+    assert isinstance(lm.model, BatchedFamilyModel) and BatchDecoder.supports(lm)
+    requests = [
+        (PROMPT_IDS, [("greedy", 1)], 10),
+        (PROMPT_IDS[:5], [("entropix", 5), ("normal", 5)], 8),
+        (PROMPT_IDS[3:], [("normal", 9)], 9),
+        (PROMPT_IDS[:2], [("entropix", 3)], 7),
+    ]
+    decoder = BatchDecoder(lm)
+    out = _drive(decoder, lm, requests)
+    for i, (prompt, rows, n) in enumerate(requests):
+        alone = _drive(BatchDecoder(lm), lm, [requests[i]])[0]
+        for r, (mode, seed) in enumerate(rows):
+            got = [e for row, e in out[i] if row == r and e.type == "token"]
+            want = [e for row, e in alone if row == r and e.type == "token"]
+            assert got and got[0].metrics.attn_entropy is not None
+            _same(got, want, exact=BATCH_INVARIANT)
+            if mode != "entropix":  # the CLI's loop (mlx-lm's own attention): same tokens
+                cli = generate(lm, prompt, mode=mode, seed=seed, max_tokens=n)
+                assert [e.id for e in got] == [e.id for e in cli if e.type == "token"]
+    tokens = sum(1 for i in out for _, e in out[i] if e.type == "token")
+    assert decoder.steps < tokens / 2  # the rows really shared steps
+    assert decoder.requests == [] and decoder.shared.slots == 0
+
+
+@pytest.mark.parametrize("model_type", ["gemma3_text", *LOGITS_ONLY])
+def test_families_that_cannot_share_a_batch_run_alone(checkpoints, model_type):
+    """A sliding-window layer (its rotating cache) or unobserved attention: served by the
+    CLI's loop, one request at a time, as before."""
+    from mlx_entropix.engine.batch import BatchDecoder
+
+    lm = load(str(checkpoints[model_type]))
+    assert not isinstance(lm.model, BatchedFamilyModel) and not BatchDecoder.supports(lm)
+
+
+def test_family_prompt_reuses_the_prefix_cache(checkpoints):
+    """A long prompt (chunked prefill) of a batched family: the prefix cache serves its
+    blocks to the next request with the same start, which gives the same events."""
+    from mlx_entropix.engine.batch import BatchDecoder
+    from mlx_entropix.engine.prefix_cache import PrefixCache
+
+    from test_batch_decoder import _drive, _same
+
+    lm = load(str(checkpoints["qwen2"]))
+    prompt = [(7 * i + 3) % 250 for i in range(300)]
+    decoder = BatchDecoder(lm, prefix_cache=PrefixCache(64 * 2**20))
+    first = _drive(decoder, lm, [(prompt, [("greedy", 0)], 6)])[0]
+    while decoder.idle_step():
+        pass
+    again = _drive(decoder, lm, [(prompt, [("greedy", 0)], 6)])[0]
+    assert again[-1][1].cached_tokens >= 128  # whole chunks (they end at turn ends too)
+    _same([e for _, e in again if e.type == "token"], [e for _, e in first if e.type == "token"],
+          exact=True)  # fmt: skip

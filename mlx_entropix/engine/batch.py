@@ -134,8 +134,9 @@ class BatchDecoder:
 
     @staticmethod
     def supports(lm: LoadedModel) -> bool:
-        """Our Llama (``Model.step_shared``), in one process: under ``mlx.launch`` every rank
-        must run the same steps in the same order, which a shared batch does not promise."""
+        """A ``SharedBatch`` model (our Llama; a family model with plain KV caches), in one
+        process: under ``mlx.launch`` every rank must run the same steps in the same order,
+        which a shared batch does not promise."""
         return isinstance(lm.model, SharedBatch) and lm.model.group is None
 
     # ------------------------------------------------------------------ the consumers' side

@@ -23,7 +23,7 @@ from mlx.utils import tree_flatten
 
 from ..config import SamplerConfig, default_config_for
 from ..errors import ModelLoadError
-from ..models.families import FamilyModel
+from ..models.families import FamilyModel, family_model
 from ..models.llama import Model, ModelArgs
 from ..runtime import device
 from ..runtime.distributed import AttentionSharding, ShardingError, ShardPlan, shard_model
@@ -271,7 +271,7 @@ def _load_family(path: Path, dtype: str | None) -> tuple[FamilyModel, str, str, 
         inner.set_dtype(_DTYPES[want])
     compute = want if want in _DTYPES or quant else "float32"
     mx.eval(inner.parameters())
-    return FamilyModel(inner, config), compute, stored, config
+    return family_model(inner, config), compute, stored, config
 
 
 def load(

@@ -19,12 +19,18 @@ metrics as unavailable (the decision then follows its logits-only rules, ``sampl
 - the KV cache is quantized (keys arrive packed);
 - the last query's mask is an array, not plain causal (a prompt longer than a sliding window
   on a sliding last layer, or mlx-lm's left-padded batches): that step only.
+
+Continuous batching (``BatchedFamilyModel``, the ``SharedBatch`` contract): a family whose
+every layer keeps a plain ``KVCache`` and whose attention is observed keeps its rows in our
+``SharedCache`` as our Llama does. Each layer's attention gets a ``SharedLayer`` as its cache:
+per-row RoPE offsets, the new keys written at each row's own position, and, through the same
+patched SDPA name, our block-wise masked attention (a row's bits do not depend on the others').
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -33,8 +39,10 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .llama import Cancelled
+from .shared_cache import SharedCache, SharedStep, masked_attention
 
-__all__ = ["VERIFIED", "FamilyArgs", "FamilyModel", "observe_last_attention"]
+__all__ = ["VERIFIED", "BatchedFamilyModel", "FamilyArgs", "FamilyModel", "family_model",
+           "observe_last_attention"]  # fmt: skip
 # mlx-lm model modules (``mlx_lm.models.<name>``) whose observed scores the tests verify.
 VERIFIED = frozenset({"llama", "qwen2", "qwen3", "gemma", "gemma3_text", "phi3"})
 
@@ -69,6 +77,11 @@ class _Observation:
 def _observing_sdpa(original: Any) -> Any:
     def scaled_dot_product_attention(queries, keys, values, cache, scale, mask, *a, **kw):
         observation = _ACTIVE.get()
+        if isinstance(cache, SharedLayer):  # a step of a shared batch: our masked attention
+            out, scores = cache.attend(queries, keys, values, scale, *a, **kw)
+            if observation is not None:
+                observation.seen, observation.scores = True, scores  # every query's
+            return out
         if observation is not None:
             observation.record(queries, keys, scale, mask)
         return original(queries, keys, values, cache, scale, mask, *a, **kw)
@@ -202,3 +215,90 @@ class FamilyModel(nn.Module):
         if last_only:
             logits = logits[:, -1:]
         return logits, observation.scores if observation is not None else None
+
+
+class SharedLayer:
+    """One layer of a ``SharedCache`` during one step, as a family's attention uses a cache:
+    ``offset`` (each row's position, for RoPE), ``update_and_fetch`` and ``make_mask``; its
+    SDPA call comes to ``attend`` (the patched name, ``_observing_sdpa``)."""
+
+    def __init__(self, shared: SharedCache, layer: int, step: SharedStep, rows: int):
+        self.shared, self.layer, self.step, self.rows = shared, layer, step, rows
+        self.offset = step.positions
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        self.shared.write(self.layer, self.step, keys, values)
+        return self.shared.view(self.layer, self.rows, self.step.keys)
+
+    def make_mask(self, n: int, return_array: bool = False, window_size: int | None = None) -> Any:
+        if window_size is not None:
+            raise ValueError("a sliding-window layer cannot join a shared batch")
+        return self.step.valid  # unused: ``attend`` masks with it
+
+    def attend(self, queries: mx.array, keys: mx.array, values: mx.array, scale: Any,
+               sinks: Any = None) -> tuple[mx.array, mx.array]:  # fmt: skip
+        """The family's SDPA, (B, H, L, d), and every query's scores (B, H, L, K)."""
+        if sinks is not None or not isinstance(scale, int | float):
+            raise ValueError("attention sinks or per-head scales cannot join a shared batch")
+        out, scores = masked_attention(queries, keys, values, self.step.valid, scale)
+        B, L, H = queries.shape[0], queries.shape[2], queries.shape[1]
+        return out.reshape(B, L, H, -1).transpose(0, 2, 1, 3), scores
+
+
+def family_model(
+    inner: nn.Module, config: dict[str, Any] | None = None, any_family: bool = False
+) -> FamilyModel:
+    """``inner`` behind our contract; a ``BatchedFamilyModel`` where its rows can share a
+    batch: every layer a plain ``KVCache`` (not rotating, recurrent or quantized) and the
+    attention observed (each row's attention metrics come from the observed scores)."""
+    from mlx_lm.models.cache import KVCache, make_prompt_cache
+
+    observed = observe_last_attention(inner, any_family) is not None
+    plain = all(type(c) is KVCache for c in make_prompt_cache(inner))
+    return (BatchedFamilyModel if observed and plain else FamilyModel)(inner, config, any_family)
+
+
+class BatchedFamilyModel(FamilyModel):
+    """A family model whose rows can share one ``SharedCache`` (``family_model`` decides)."""
+
+    def shared_cache(self) -> SharedCache:
+        """An empty ``SharedCache`` shaped as this model's keys (learnt from one token)."""
+        cache = self.make_cache()
+        self.inner(mx.zeros((1, 1), dtype=mx.int32), cache=cache)
+        keys = cache[0].keys
+        return SharedCache(len(cache), keys.shape[1], keys.shape[3], keys.dtype)
+
+    def step_shared(
+        self, tokens: mx.array, cache: SharedCache, counts: list[int] | None = None,
+        evaluate: bool = False,
+    ) -> Generator[None, None, tuple[mx.array, mx.array]]:  # fmt: skip
+        """``llama.Model.step_shared``'s contract; mlx-lm runs its layers as one call, so the
+        pass yields once before it, not between layers."""
+        tokens = tokens.reshape(tokens.shape[0], -1)
+        n, queries = tokens.shape
+        step = cache.begin_step(queries, counts)
+        layers = [SharedLayer(cache, i, step, n) for i in range(cache.n_layers)]
+        yield
+        observation = self._observation
+        observation.scores = None  # type: ignore[union-attr]
+        logits = self.inner(tokens, cache=layers)
+        scores = observation.scores  # type: ignore[union-attr]
+        if evaluate:
+            mx.eval(logits, scores, cache.keys, cache.values)
+        cache.end_step()
+        yield
+        last = mx.array([c - 1 for c in counts]) if counts else mx.full((n,), queries - 1)
+        logits = mx.take_along_axis(logits, last[:, None, None], axis=1)
+        scores = mx.take_along_axis(scores, last[:, None, None, None], axis=2)
+        return logits, scores[:, :, 0].astype(mx.float32)
+
+    def layer_steps(
+        self, inputs: mx.array, cache: list[Any], last_only: bool = False, evaluate: bool = True
+    ) -> Generator[None, None, tuple[mx.array, mx.array | None]]:
+        """The plain pass with one yield before it (``LayerSteps``: prefills the server
+        interleaves, the prefix cache's chunks)."""
+        yield
+        logits, scores = self(inputs, cache, last_only)
+        if evaluate:
+            mx.eval(logits, scores, [c.state for c in cache])
+        return logits, scores

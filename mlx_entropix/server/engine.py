@@ -48,7 +48,8 @@ class Engine:
     model_id: str  # the id /v1/models reports
     token_bytes: TokenBytes  # worker thread only (uses the worker's tokenizer)
     # Decodes the rows of all running requests as one batch (worker thread only); None for
-    # mlx-lm family models and under mlx.launch (``BatchDecoder.supports``).
+    # mlx-lm families with rotating or recurrent caches, and under mlx.launch
+    # (``BatchDecoder.supports``).
     decoder: BatchDecoder | None = None
     # A cold kernel cache: uncompiled until the background build is done (``io.warmup``)
     first_run: FirstRun | None = None
