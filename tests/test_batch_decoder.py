@@ -178,8 +178,9 @@ def test_a_failing_step_ends_every_request_with_an_error(embedded, monkeypatch):
 def test_observing_all_requests_at_once_gives_each_its_own_bits():
     """``observe_requests`` (two calls per step) against ``observe`` per request (two calls
     each), bitwise: requests of 1 to 3 rows, each over its own key count, 1 to 8 rows in all."""
-    import mlx.core as mx
     from mlx_entropix.uncertainty.step import observe, observe_requests
+
+    import mlx.core as mx
 
     logits = mx.random.normal((8, 1, 49152), key=mx.random.key(1)) * 4
     scores = mx.random.normal((8, 9, 256), key=mx.random.key(2)) * 3
