@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -195,19 +194,3 @@ def test_blas_is_reported_and_can_be_disabled():
             env={"PATH": "/usr/bin:/bin"},
         ).stdout.strip()
         assert auto in {"mkl", "openblas", "bundled"}
-
-
-def test_strict_mode_is_set_only_where_it_makes_rows_independent():
-    """MKL's strict mode costs a single stream ~25%: ``batch_invariant`` sets it only where a
-    child process measured that it gives batch-invariant rows (not on an AMD EPYC, AVX2)."""
-    code = (
-        "import os; from mlx_entropix.runtime import blas; on = blas.batch_invariant(); "
-        "print(os.environ.get('MKL_CBWR'), blas.strict_mode_helps(), on)"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True).stdout.split()  # fmt: skip
-    cbwr, helps, on = out[-3:]
-    assert cbwr == ("AUTO,STRICT" if helps == "True" else "None")
-    if helps == "True":
-        assert on == "True"  # where strict mode helps, the rows are independent with it

@@ -15,13 +15,11 @@ import ctypes
 import functools
 import glob
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 ENV_VAR = "MLX_ENTROPIX_BLAS"
-STRICT = "AUTO,STRICT"  # MKL_CBWR: reproducible results, whatever the batch (``batch_invariant``)
 
 
 @dataclass(frozen=True)
@@ -104,36 +102,15 @@ def batch_invariant(enable: bool = True) -> bool:
     served alone. MKL's strict reproducibility mode (``MKL_CBWR=AUTO,STRICT``) makes each row
     bitwise independent of the batch on the Intel (AVX-512) machines it was measured on (1 to
     16 rows, any position), but not everywhere: on an AMD EPYC (AVX2) no ``MKL_CBWR`` setting
-    did (products of 1 to 3 rows differ from the same rows in a product of 4 or more). So the
-    answer is measured, not assumed (``rows_independent``), and strict mode is only set where
-    it gives independent rows (``strict_mode_helps``): elsewhere it would slow a single stream
-    (~25%) for nothing. MKL reads the variable at its first call, so this must run before any
-    computation; a value the user set is kept. Cost where it works (2-core Intel VM): one
-    stream ~17-27% slower, 8 rows as fast. Returns whether rows are batch-invariant now."""
-    if enable and "MKL_CBWR" not in os.environ and strict_mode_helps():
-        os.environ["MKL_CBWR"] = STRICT
+    did (products of 1 to 3 rows differ from the same rows in a product of 8). So the answer is
+    measured, not assumed (``rows_independent``). MKL reads the variable at its first call, so
+    this must run before any computation; a value the user set is kept. Cost where it works
+    (2-core Intel VM): one stream ~17-27% slower, 8 rows as fast.
+    Returns whether rows are batch-invariant now."""
+    if enable and "MKL_CBWR" not in os.environ:
+        os.environ["MKL_CBWR"] = "AUTO,STRICT"
     preload()
     return rows_independent()
-
-
-@functools.cache
-def strict_mode_helps() -> bool:
-    """Whether MKL's strict mode gives batch-invariant rows here, measured in a child process
-    (this process's MKL keeps the mode of its first call). Not MKL: False (nothing to set);
-    a child that cannot tell: True (strict mode, as before: it is never less exact)."""
-    if preload().name in ("openblas", "bundled"):
-        return False
-    code = "from mlx_entropix.runtime.blas import rows_independent; print(rows_independent())"
-    path = os.pathsep.join(
-        filter(None, [str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH")])
-    )
-    env = {**os.environ, "MKL_CBWR": STRICT, "PYTHONPATH": path}
-    try:
-        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                              text=True, timeout=300, check=True)  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return True
-    return done.stdout.split()[-1:] != ["False"]
 
 
 @functools.cache
