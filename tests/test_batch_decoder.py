@@ -173,3 +173,27 @@ def test_a_failing_step_ends_every_request_with_an_error(embedded, monkeypatch):
     monkeypatch.undo()
     c = decoder.submit(prepare_prompt(embedded, "Hi"), [("greedy", 0)], max_tokens=3)
     assert [e.type for _, e in (x for x in decoder.pull(c) if x)][-1] == "done"  # serves again
+
+
+def test_observing_all_requests_at_once_gives_each_its_own_bits():
+    """``observe_requests`` (two calls per step) against ``observe`` per request (two calls
+    each), bitwise: requests of 1 to 3 rows, each over its own key count, 1 to 8 rows in all."""
+    from mlx_entropix.uncertainty.step import observe, observe_requests
+
+    import mlx.core as mx
+
+    logits = mx.random.normal((8, 1, 49152), key=mx.random.key(1)) * 4
+    scores = mx.random.normal((8, 9, 256), key=mx.random.key(2)) * 3
+    for sizes in ([1], [2], [1, 1, 1], [3, 1, 2], [1] * 8, [2, 1, 3, 2]):
+        keys = [37 + 11 * i for i in range(len(sizes))]
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        mine = [scores[a : a + n, :, :k] for a, n, k in zip(starts, sizes, keys, strict=True)]
+        rows = logits[: sum(sizes)]
+        alone = [observe(rows[a : a + n], s) for a, n, s in zip(starts, sizes, mine, strict=True)]
+        got = observe_requests(rows, mine)
+        for part, want in zip(got, zip(*alone, strict=True), strict=True):
+            assert mx.array_equal(part, mx.concatenate(list(want))).item(), sizes
+    one_key = [scores[:1, :, :1], scores[1:2, :, :5]]  # one key: the uncompiled way, as alone
+    got = observe_requests(logits[:2], one_key)
+    want = [observe(logits[i : i + 1], s) for i, s in enumerate(one_key)]
+    assert mx.array_equal(got[1], mx.concatenate([w[1] for w in want])).item()

@@ -34,7 +34,7 @@ from ..errors import InvalidRequestError
 from ..events import DoneEvent, ErrorEvent, TokenEvent
 from ..models.llama import run_steps
 from ..models.protocol import SharedBatch
-from ..uncertainty.step import RowPlan, Rows, observe, sample_rows
+from ..uncertainty.step import RowPlan, Rows, observe, observe_requests, sample_rows
 from .confidence import shipped_model
 from .generate import PREFILL_CHUNK, check_mode, clarify_token, row_plan
 from .prefix_cache import Extender, PrefixCache, closing_token, prefill_chunks
@@ -262,10 +262,9 @@ class BatchDecoder:
         tokens[order] = mx.concatenate([r.current.token for r in reqs]).astype(mx.int32)  # type: ignore[union-attr]
         keys = {r: shared.lengths[r.slots[0]] + 1 for r in reqs}  # type: ignore[operator]
         logits, scores = run_steps(self.lm.model.step_shared(tokens, shared))
-        # per request: the shapes (and so the kernels) of the request decoded alone
-        observed = [observe(logits[mx.array(r.slots)], scores[mx.array(r.slots), :, : keys[r]], on)
-                    for r in reqs]  # fmt: skip
-        forward = [mx.concatenate(list(parts)) for parts in zip(*observed, strict=True)]
+        # each request's attention over its own keys: the shapes (the kernels) it has alone
+        mine = [scores[mx.array(r.slots), :, : keys[r]] for r in reqs]
+        forward = observe_requests(logits[order], mine, on)
         can = mx.concatenate([r.current.can_clarify for r in reqs])  # type: ignore[union-attr]
         plans = [p for r in reqs for p in r.plans]
         step = sample_rows(*forward, can, plans, [r.index + 1 for r in reqs for _ in r.plans], on)
