@@ -26,8 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import mlx_entropix  # noqa: E402, F401  (BLAS preload before mlx)
 from mlx_entropix.engine.fork import tile_cache  # noqa: E402
-from mlx_entropix.engine.generate import generate, generate_batch  # noqa: E402
-from mlx_entropix.engine.solo import _forward  # noqa: E402
+from mlx_entropix.engine.generate import _forward, generate, generate_batch  # noqa: E402
 from mlx_entropix.io.load import LoadedModel, load  # noqa: E402
 from mlx_entropix.runtime.device import runtime_info  # noqa: E402
 from mlx_entropix.uncertainty.sampler import step_key  # noqa: E402

@@ -8,7 +8,7 @@ once over all rows (``Model.step_shared``); then each row decides and draws unde
 bitwise so when the BLAS is batch-invariant (``runtime.blas``; the attention is by
 construction, ``shared_cache``). It is the one decode loop of every request it supports
 (``supports``): ``generate`` submits the CLI's and the harness's requests to a decoder of its
-own, the server its requests to one shared decoder; ``solo.py`` serves the rest.
+own, the server its requests to one shared decoder; ``generate._run`` serves the rest.
 
 A new request joins at a step boundary. Its prompt is prefilled layer by layer, a time slice
 per ``tick`` between the decode steps of the running rows (a slice per waiting prompt, up to a
@@ -70,7 +70,6 @@ class BatchRequest:
     rows: list[tuple[Mode, int]]
     cfg: SamplerConfig
     budget: int
-    top_logprobs: int
     should_stop: Callable[[], bool]
     clarify_id: int | None
     streams: list[RowStream]
@@ -86,7 +85,6 @@ class BatchRequest:
     current: Rows | None = None
     cached: int = 0  # prompt tokens taken from the prefix cache
     generated: defaultdict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
-    t_start: float = 0.0
     t_prefill: float = 0.0
 
     plans: list[RowPlan] = field(default_factory=list)  # each row's (``request.row_plan``)
@@ -152,7 +150,6 @@ class BatchDecoder:
             rows=[(m, int(s)) for m, s in rows],
             cfg=cfg,
             budget=min(max_tokens, lm.info.context_length - len(ids)),
-            top_logprobs=top_logprobs,
             should_stop=should_stop,
             clarify_id=clarify,
             streams=[
@@ -160,7 +157,6 @@ class BatchDecoder:
                 for m, _ in rows
             ],
             remaining=len(ids),
-            t_start=t0,
             t_prefill=t0,
             plans=[row_plan(cfg, m, int(s), vocab, n_top, clarify) for m, s in rows],
         )
@@ -182,8 +178,12 @@ class BatchDecoder:
                     yield req.events.popleft()
                 if req.finished:
                     return
-                ran = self.tick_if_drained()
-                # a round that only moved it on (its first token went out at its start): next
+                # A round once every request's events are out (a round adds a step's events for
+                # all); one that only moved this one on (its first token went out at its start):
+                # the next at once.
+                ran = not any(r.events for r in self.requests)
+                if ran:
+                    self.tick()
                 moved = ran and req.current is not None and req.emitted < req.index
                 if not req.events and not req.finished and not moved:
                     yield None
@@ -196,14 +196,6 @@ class BatchDecoder:
             self.requests.remove(req)
         self.shared.free(req.slots)
         req.slots, req.finished = [], True
-
-    def tick_if_drained(self) -> bool:
-        """Run a round once every request's events were handed out (one consumer per
-        request pulls them one by one; a round adds a step's events for everyone)."""
-        if any(r.events for r in self.requests):
-            return False
-        self.tick()
-        return True
 
     # ------------------------------------------------------------------ one round
     def tick(self) -> None:

@@ -1,6 +1,6 @@
 """A request before the engine runs it: its prompt checked into token ids, its mode checked,
 and one plan per row (policy, config, candidate width, draws, seed). Shared by the shared
-batch (``batch.py``) and the loop for what it cannot serve (``solo.py``)."""
+batch (``batch.py``) and the loop for what it cannot serve (``generate._run``)."""
 
 from __future__ import annotations
 
@@ -89,17 +89,12 @@ def check_mode(mode: Mode, top_logprobs: int) -> None:
         raise InvalidRequestError(f"top_logprobs must lie in [0, {MAX_TOP_LOGPROBS}]")
 
 
-def policy(mode: Mode) -> Mode:
-    """How a row picks its tokens: fork mode is greedy between forks."""
-    return "greedy" if mode == "fork" else mode
-
-
 def row_plan(
     cfg: SamplerConfig, mode: Mode, seed: int, vocab: int, n_top: int, clarify_id: int | None
 ) -> RowPlan:
     """A row's plan: its policy, the candidates it keeps (enough for its filters and for the
     ``n_top`` alternatives reported) and its draws per step."""
-    policy_ = policy(mode)
+    policy_: Mode = "greedy" if mode == "fork" else mode  # fork: greedy between forks
     width = max(candidate_width(cfg, policy_, vocab), n_top, 1)
     n_max = cfg.n_adaptive_samples if mode == "entropix" else 1
     return RowPlan(policy_, seed, cfg, width, n_max, n_top, clarify_id)

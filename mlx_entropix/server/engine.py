@@ -154,17 +154,13 @@ def generation_work(
     ``n`` choices of one mode (OpenAI's ``n``). It yields ``(row, event)``: row r is
     ``modes[r]``, or choice r of the one mode.
 
-    The rows but fork join the engine's shared batch through ``generate_rows`` (the one path
-    of the CLI too: one prefill, decoded with every other running request's rows; the job
-    yields ``IDLE`` while the batch has nothing for it), or, where there is none (mlx-lm
-    family models, ``mlx.launch``), run as one batch of their own; each fork row decodes its
-    own branches as a batch and is interleaved with them. Outside the shared batch a prompt is
-    prefilled a layer at a time (``IDLE`` after each), so a long one does not hold up the
-    other requests. Each row draws from its own per-step RNG stream
-    (seed, step), so the tokens are exactly those of separate runs. Without a seed, one is
-    chosen here: every mode shares it, and choice i of ``n`` runs with seed + i (as a separate
-    request with that seed would).
-    """
+    ``generate_rows``, the CLI's path too: the rows but fork join the engine's shared batch
+    (decoded with every other running request's rows), or, where there is none (mlx-lm
+    families, ``mlx.launch``), run as one batch of their own; each fork row decodes its own
+    branches as a batch. The job yields ``IDLE`` while it has nothing (a prefill layer, the
+    others' step), so a long prompt does not hold up the other requests. Each row draws from
+    its own per-step RNG stream (seed, step): the tokens are those of separate runs. Without a
+    seed, one is chosen here: every mode shares it, choice i of ``n`` runs with seed + i."""
     if n > 1 and len(modes) != 1:
         raise InvalidRequestError("several choices (n > 1) take one mode")
     base = secrets.randbelow(2**31) if seed is None else seed
@@ -198,40 +194,31 @@ def generation_work(
                 for r in group:
                     yield r, ErrorEvent(mode=rows[r][0], message=str(err))
                 continue
-            streams.append((group, _marked(gen)))
+            streams.append((group, gen))
         try:
             while streams:
                 for entry in list(streams):
                     group, gen = entry
                     try:
-                        item = next(gen, None)
-                    except EntropixError as err:
-                        # the rows still running end with the error
+                        item = next(gen)
+                    except StopIteration:
+                        streams.remove(entry)
+                        continue
+                    except EntropixError as err:  # the rows still running end with the error
                         item = (0, ErrorEvent(mode=rows[group[0]][0], message=str(err)))
-                    if item is IDLE:  # the shared batch has nothing for this job yet
+                    if item is IDLE:  # nothing for this job yet (a prefill layer, others' step)
                         yield IDLE
                         continue
-                    if item is None or isinstance(item[1], ErrorEvent):
+                    if isinstance(item[1], ErrorEvent):
                         streams.remove(entry)
-                    if item is not None:
-                        # the batch's row -> the job's row; below min_confidence: abstained
-                        yield group[item[0]], with_abstention(item[1], min_confidence)
+                    # the batch's row -> the job's row; below min_confidence: abstained
+                    yield group[item[0]], with_abstention(item[1], min_confidence)
         finally:  # cancelled or failed: the rows leave the shared batch now
             for _, gen in streams:
                 gen.close()  # type: ignore[attr-defined]
 
     work.size = len(rows)  # type: ignore[attr-defined]  (the worker's slots: one per row)
     return work
-
-
-def _marked(items: Iterator[Any]) -> Iterator[Any]:
-    """A job's items with None ("nothing for this job yet": the shared batch had no step for
-    it, or a prefill did one layer) as the worker's ``IDLE``; closing it closes ``items``."""
-    try:
-        for item in items:
-            yield IDLE if item is None else item
-    finally:
-        items.close()  # type: ignore[attr-defined]
 
 
 class TokenBytes:
