@@ -34,22 +34,14 @@ from ..uncertainty.step import RowPlan, Step, observe, sample_rows, sample_step
 from .batch import BatchDecoder
 from .confidence import shipped_model
 from .fork import explore, fork_due, select_row, tile_cache
-from .request import (
-    MODES,
-    PREFILL_CHUNK,
-    Prompt,
-    check_mode,
-    clarify_token,
-    compile_steps,
-    prepare_prompt,
-    row_plan,
-)
+from .request import PREFILL_CHUNK, Prompt, check_mode, clarify_token, compile_steps, row_plan
+from .request import prepare_prompt as prepare_prompt  # the front ends' prompt check
 from .stream import METRICS, STATE, TOKEN, RowStream
 
 if TYPE_CHECKING:  # the core never imports the loaders; they hand it a LoadedModel
     from ..io.load import LoadedModel
 
-__all__ = ["MODES", "PREFILL_CHUNK", "Prompt", "generate", "generate_batch", "generate_rows",
+__all__ = ["PREFILL_CHUNK", "Prompt", "generate", "generate_batch", "generate_rows",
            "prepare_prompt"]  # fmt: skip
 Event = TokenEvent | ForkEvent | DoneEvent
 
