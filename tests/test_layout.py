@@ -128,7 +128,7 @@ def test_the_core_is_in_rooms():
 
 def test_the_walk_sees_imports():
     """Guards the two tests above against an import walk that silently finds nothing."""
-    assert "mlx_entropix.uncertainty.sampler" in GRAPH["mlx_entropix.engine.generate"]
+    assert "mlx_entropix.uncertainty.sampler" in GRAPH["mlx_entropix.engine.request"]
     assert "mlx_entropix.server.deps" in GRAPH["mlx_entropix.server.openai_api"]
     assert "mlx_entropix.io.load" not in GRAPH["mlx_entropix.engine.generate"]  # TYPE_CHECKING only
 

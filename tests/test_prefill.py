@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
+from mlx_entropix.engine import batch, prefix_cache
 from mlx_entropix.engine import generate as engine
 from mlx_entropix.engine.generate import generate
 
@@ -18,7 +19,11 @@ TIMES = {"elapsed_s", "ttft_s", "total_s", "prefill_tok_s", "decode_tok_s"}  # n
 
 @pytest.fixture
 def small_chunks(monkeypatch):
-    monkeypatch.setattr(engine, "PREFILL_CHUNK", 16)  # several chunks from a short prompt
+    """Several chunks from a short prompt, wherever a prefill chunks: the shared batch (a
+    prompt over ``SHORT_PROMPT`` goes alone, in ``prefix_cache`` chunks) and ``_run``."""
+    for module, name in ((engine, "PREFILL_CHUNK"), (prefix_cache, "BLOCK"),
+                         (batch, "SHORT_PROMPT")):  # fmt: skip
+        monkeypatch.setattr(module, name, 16)
 
 
 def ids_of(events):

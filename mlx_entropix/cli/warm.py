@@ -1,9 +1,9 @@
 """``python -m mlx_entropix.cli.warm``: build MLX's compiled CPU kernels once, in the background.
 
 Started by a run that found the kernel folder cold (``io.warmup``): at low priority, it runs the
-engine's per-token functions compiled (every mode, a batch of two, the shared batch with a
-short and a chunked prompt), so MLX builds and stores the kernels they use, then marks the
-folder warm. One at a time per folder (a lock); exits at once if the folder is warm already.
+engine's per-token functions compiled (every mode, a batch of two with a short and a chunked
+prompt), so MLX builds and stores the kernels they use, then marks the folder warm. One at a
+time per folder (a lock); exits at once if the folder is warm already.
 """
 
 from __future__ import annotations
@@ -40,22 +40,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build(model: str | None) -> None:
-    from ..engine.batch import BatchDecoder
-    from ..engine.generate import generate_batch, prepare_prompt
+    from ..engine.generate import generate_batch
     from ..io.load import load
 
     lm = load(model)
-    for modes in (["entropix"], ["normal"], ["greedy"], ["entropix", "normal"]):
-        for _ in generate_batch(lm, "Hi", modes=modes, seeds=[0] * len(modes), max_tokens=6):
+    chunked = "Tell me about rivers, " + "and more " * 80  # over one chunk: prefilled in chunks
+    runs = [(["entropix"], "Hi"), (["normal"], "Hi"), (["greedy"], "Hi"),
+            (["entropix", "normal"], "Hi"), (["entropix", "normal"], chunked)]  # fmt: skip
+    for modes, text in runs:
+        for _ in generate_batch(lm, text, modes=modes, seeds=[0] * len(modes), max_tokens=6):
             pass
-    if BatchDecoder.supports(lm):
-        decoder = BatchDecoder(lm)
-        prompts = ["Hi", "Tell me about rivers, " + "and more " * 80]  # short, then chunked
-        for text in prompts:
-            ids = prepare_prompt(lm, text)
-            req = decoder.submit(ids, [("entropix", 0), ("normal", 1)], max_tokens=4)
-            for _ in decoder.pull(req):
-                pass
 
 
 if __name__ == "__main__":

@@ -4,10 +4,11 @@ One decode step on this hardware is bound by reading the weights, so B rows cost
 than one. ``BatchDecoder`` keeps every running request's rows in one batch: their keys and
 values live in one ``SharedCache``, each row at its own length, and a step runs every layer
 once over all rows (``Model.step_shared``); then each row decides and draws under its own key,
-``step_key(seed, index)``, as ``generate`` does. A request's events do not depend on what else
-is in the batch: bitwise so when the BLAS is batch-invariant (``runtime.blas``; the attention
-is by construction, ``shared_cache``). Against ``generate`` (its own cache, the fused
-attention) they agree in tokens and to ~1e-6 in the metrics.
+``step_key(seed, index)``. A request's events do not depend on what else is in the batch:
+bitwise so when the BLAS is batch-invariant (``runtime.blas``; the attention is by
+construction, ``shared_cache``). It is the one decode loop of every request it supports
+(``supports``): ``generate`` submits the CLI's and the harness's requests to a decoder of its
+own, the server its requests to one shared decoder; ``generate._run`` serves the rest.
 
 A new request joins at a step boundary. Its prompt is prefilled layer by layer, a time slice
 per ``tick`` between the decode steps of the running rows (a slice per waiting prompt, up to a
@@ -15,15 +16,15 @@ cap), the shortest remaining prompt first: a long prompt delays the running stre
 one slice per token, and a short request that arrives during it is served after one slice,
 not after the whole prefill.
 
-Driven by whoever consumes its events (the server's jobs, ``pull``): ``tick`` runs a round
-once every request's events are handed out. No threads: one thread owns the model.
+Driven by whoever consumes its events (``pull``: ``generate``, the server's jobs): ``tick``
+runs a round once every request's events are handed out. No threads: one thread owns the model.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -36,8 +37,9 @@ from ..models.llama import run_steps
 from ..models.protocol import SharedBatch
 from ..uncertainty.step import RowPlan, Rows, observe, observe_requests, sample_rows
 from .confidence import shipped_model
-from .generate import PREFILL_CHUNK, check_mode, clarify_token, row_plan
-from .prefix_cache import Extender, PrefixCache, closing_token, prefill_chunks
+from .prefill import Prefill, Prefilled, prefill_long, prefill_short
+from .prefix_cache import Extender, PrefixCache, closing_token
+from .request import PREFILL_CHUNK, check_mode, clarify_token, compile_steps, row_plan
 from .stream import RowStream
 
 if TYPE_CHECKING:
@@ -68,7 +70,6 @@ class BatchRequest:
     rows: list[tuple[Mode, int]]
     cfg: SamplerConfig
     budget: int
-    top_logprobs: int
     should_stop: Callable[[], bool]
     clarify_id: int | None
     streams: list[RowStream]
@@ -84,30 +85,9 @@ class BatchRequest:
     current: Rows | None = None
     cached: int = 0  # prompt tokens taken from the prefix cache
     generated: defaultdict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
-    t_start: float = 0.0
     t_prefill: float = 0.0
 
-    plans: list[RowPlan] = field(default_factory=list)  # each row's (``generate.row_plan``)
-
-
-@dataclass
-class _Prompt:
-    """A prefilled prompt: its keys and values per layer, length, last logits and scores."""
-
-    req: BatchRequest
-    kv: list[tuple[mx.array, mx.array]]
-    length: int
-    logits: mx.array
-    scores: mx.array | None
-
-
-@dataclass
-class _Prefill:
-    """Prefill work in progress: one long prompt, or short ones together (``short``)."""
-
-    reqs: list[BatchRequest]
-    steps: Generator[None, None, list[_Prompt]]
-    short: bool = False
+    plans: list[RowPlan] = field(default_factory=list)  # each row's (``request.row_plan``)
 
 
 class BatchDecoder:
@@ -122,7 +102,7 @@ class BatchDecoder:
         self.shared = lm.model.shared_cache()
         self.prefill_slice_s = prefill_slice_s
         self.requests: list[BatchRequest] = []
-        self.prefills: list[_Prefill] = []
+        self.prefills: list[Prefill] = []
         self.steps = 0  # decode steps run (each over every running row)
 
     def use_prefix_cache(self, prefix: PrefixCache | None) -> None:
@@ -152,8 +132,8 @@ class BatchDecoder:
         should_stop: Callable[[], bool] = lambda: False,
         fmt: str = "chat",
     ) -> BatchRequest:
-        """Queue a prompt (token ids, already checked: ``generate.prepare_prompt``) and its
-        rows; row r gives the events ``generate`` gives with ``rows[r]``'s mode and seed."""
+        """Queue a prompt (token ids, already checked: ``request.prepare_prompt``) and its
+        rows (mode, seed), each with its own events."""
         if not rows:
             raise InvalidRequestError("no mode to run")
         for mode, _ in rows:
@@ -171,7 +151,6 @@ class BatchDecoder:
             rows=[(m, int(s)) for m, s in rows],
             cfg=cfg,
             budget=min(max_tokens, lm.info.context_length - len(ids)),
-            top_logprobs=top_logprobs,
             should_stop=should_stop,
             clarify_id=clarify,
             streams=[
@@ -179,19 +158,20 @@ class BatchDecoder:
                 for m, _ in rows
             ],
             remaining=len(ids),
-            t_start=t0,
             t_prefill=t0,
             plans=[row_plan(cfg, m, int(s), vocab, n_top, clarify) for m, s in rows],
         )
         if len(ids) <= SHORT_PROMPT:  # no whole block before its last token: nothing to reuse
             req.waiting = self.prefix_cache is None or not self.prefix_cache.lookup(ids, [])
         else:
-            self.prefills.append(_Prefill([req], self._prefill_long(req)))
+            steps = prefill_long(self.lm.model, req, self.prefix_cache, self.turn_ends)
+            self.prefills.append(Prefill([req], steps))
         self.requests.append(req)
         return req
 
     def pull(self, req: BatchRequest) -> Iterator[tuple[int, Event] | None]:
-        """``req``'s events as they come; None when it has none yet (the caller may serve
+        """``req``'s events as they come; None when it has none yet: its prompt is being
+        prefilled, or the others' events go out before the next round (the caller may serve
         someone else meanwhile). Leaving early discards the request."""
         try:
             while True:
@@ -199,8 +179,14 @@ class BatchDecoder:
                     yield req.events.popleft()
                 if req.finished:
                     return
-                self.tick_if_drained()
-                if not req.events and not req.finished:
+                # A round once every request's events are out (a round adds a step's events for
+                # all); one that only moved this one on (its first token went out at its start):
+                # the next at once.
+                ran = not any(r.events for r in self.requests)
+                if ran:
+                    self.tick()
+                moved = ran and req.current is not None and req.emitted < req.index
+                if not req.events and not req.finished and not moved:
                     yield None
         finally:
             self.discard(req)
@@ -211,14 +197,6 @@ class BatchDecoder:
             self.requests.remove(req)
         self.shared.free(req.slots)
         req.slots, req.finished = [], True
-
-    def tick_if_drained(self) -> bool:
-        """Run a round once every request's events were handed out (one consumer per
-        request pulls them one by one; a round adds a step's events for everyone)."""
-        if any(r.events for r in self.requests):
-            return False
-        self.tick()
-        return True
 
     # ------------------------------------------------------------------ one round
     def tick(self) -> None:
@@ -321,36 +299,6 @@ class BatchDecoder:
         return not self.requests and self.extender is not None and self.extender.step()
 
     # ------------------------------------------------------------------ prefill
-    def _prefill_long(self, req: BatchRequest) -> Generator[None, None, list[_Prompt]]:
-        """A long prompt alone, a layer at a time, in chunks ending at its turns' ends (as in
-        ``prefix_cache``), from the blocks the prefix cache holds (the same bits as without)."""
-
-        def progress(n: int) -> None:
-            req.remaining -= n
-
-        steps = prefill_chunks(self.lm.model, req.ids, self.prefix_cache, self.turn_ends,
-                               progress=progress)  # fmt: skip
-        done = yield from steps
-        req.cached = done.cached
-        kv = [(c.keys[0], c.values[0]) for c in done.cache]
-        return [_Prompt(req, kv, len(req.ids), done.logits, done.scores)]  # type: ignore[arg-type]
-
-    def _prefill_short(self, reqs: list[BatchRequest]) -> Generator[None, None, list[_Prompt]]:
-        """Short prompts together, one row each (right-padded), a layer at a time, in a cache
-        of their own; each row's results are those of its prompt alone (``step_shared``)."""
-        cache = self.lm.model.shared_cache()
-        rows = [cache.add([], 0, 1)[0] for _ in reqs]
-        width = max(len(r.ids) for r in reqs)
-        tokens = mx.array([r.ids + [0] * (width - len(r.ids)) for r in reqs])
-        counts = [len(r.ids) for r in reqs]
-        logits, scores = yield from self.lm.model.step_shared(tokens, cache, counts, evaluate=True)
-        for r in reqs:
-            r.remaining = 0
-        return [
-            _Prompt(r, cache.row(b), n, logits[b : b + 1], scores[b : b + 1, :, :n])
-            for r, b, n in zip(reqs, rows, counts, strict=True)
-        ]
-
     def _prefill_slice(self, budget_s: float) -> None:
         """Prefill work until ``budget_s`` has passed (at least one layer), shortest prompts
         first; a cancel (or time limit) is honoured between layers."""
@@ -362,7 +310,8 @@ class BatchDecoder:
             if waiting and not any(p.short for p in self.prefills):
                 for r in waiting:
                     r.waiting = False
-                self.prefills.append(_Prefill(waiting, self._prefill_short(waiting), True))
+                steps = prefill_short(self.lm.model, waiting)
+                self.prefills.append(Prefill(waiting, steps, True))
             if not self.prefills:
                 return
             job = min(self.prefills, key=lambda p: max(r.remaining for r in p.reqs))
@@ -378,7 +327,7 @@ class BatchDecoder:
             if time.perf_counter() >= deadline:
                 return
 
-    def _start(self, prompt: _Prompt) -> None:
+    def _start(self, prompt: Prefilled) -> None:
         """A prompt is in: the first step (from its last logits) and the request's rows,
         each from a copy of its keys, join the batch at the next tick."""
         req = prompt.req
@@ -396,4 +345,4 @@ class BatchDecoder:
             self._end(req)
 
     def _compiled(self) -> bool:
-        return getattr(self.lm, "compile_steps", True)
+        return compile_steps(self.lm)

@@ -1,16 +1,18 @@
-"""The generation engine: one typed event per token, then a summary.
+"""The engine's front door: one request in, one typed event per token, then a summary.
 
-Per step, all on the device: the forward pass (logits + last-layer attention scores), the six
-metrics, the sampler's decision and the draw (``sampler.py``). The sampled token feeds the next
-forward pass while still on the device, so step n+1 is queued (``mx.async_eval``) before step
-n's results are read in one host sync, turned into an event and handed to the caller: the
-device keeps working while the CLI prints or the server streams (mlx-lm's loop does the same).
+A request the shared batch can serve (our Llama in one process, any mode but fork:
+``BatchDecoder.supports``) is submitted to a ``BatchDecoder`` and its events drained: the
+server's (``decoder=``, shared with every running request) or one of its own (the CLI, the
+evaluation harness: no prefix cache). So every front end decodes a request with the same
+prefill, step and events. Either way, per step, all on the device: the forward pass, the six
+metrics, the decision and the draw; step n+1 is queued before step n is read in one host sync,
+so the device keeps working while the CLI prints or the server streams.
 
-The same loop serves every mode (entropix, normal, greedy, fork): comparisons share everything
-but the policy, and metrics are reported in all of them. It runs B rows at once from one
-prefill (``generate_batch``: the prompt's KV cache is copied to B rows on the device), each row
-with its own mode, seed and stream of events, and still one host sync per step for all rows.
-Fork mode (``fork.py``) decodes its branches as such a batch.
+``_run`` serves what the decoder cannot: fork mode, mlx-lm families without plain KV caches
+(``families.py``) and ``mlx.launch``. One prompt, B rows from one prefill in an mlx-lm cache
+(copied to B rows), each its own mode, seed and events; fork mode decodes its branches as such
+a batch (``fork.py``): at a fork the cache is trimmed, the branches explored, the kept row's
+cache carried on.
 """
 
 from __future__ import annotations
@@ -18,149 +20,31 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import mlx.core as mx
 
 from ..answers import parse_options
 from ..config import Mode, SamplerConfig
-from ..errors import InvalidRequestError, PromptTooLongError
+from ..errors import InvalidRequestError
 from ..events import DoneEvent, ForkEvent, TokenEvent
 from ..models.llama import Cancelled, checked_steps
 from ..models.protocol import LayerSteps
-from ..uncertainty.sampler import candidate_width, step_key
+from ..uncertainty.sampler import step_key
 from ..uncertainty.step import RowPlan, Step, observe, sample_rows, sample_step
+from .batch import BatchDecoder
 from .confidence import shipped_model
 from .fork import explore, fork_due, select_row, tile_cache
+from .request import PREFILL_CHUNK, Prompt, check_mode, clarify_token, compile_steps, row_plan
+from .request import prepare_prompt as prepare_prompt  # the front ends' prompt check
 from .stream import METRICS, STATE, TOKEN, RowStream
 
 if TYPE_CHECKING:  # the core never imports the loaders; they hand it a LoadedModel
     from ..io.load import LoadedModel
 
-__all__ = ["MODES", "generate", "generate_batch", "generate_rows", "prepare_prompt"]
-Prompt = str | list[dict[str, Any]] | list[int]
+__all__ = ["PREFILL_CHUNK", "Prompt", "generate", "generate_batch", "generate_rows",
+           "prepare_prompt"]  # fmt: skip
 Event = TokenEvent | ForkEvent | DoneEvent
-# A long prompt is prefilled in chunks of this many tokens, which bounds the prefill's peak
-# memory (one chunk's attention scores). With ``should_stop`` the model evaluates a chunk layer
-# by layer and checks it between layers, so a cancel or a time limit lands within one layer of
-# one chunk (1/30 of a chunk for the embedded model). Measured on the 2-core CPU while shared
-# (load average 9-13): one layer of a 128-token chunk takes 0.07 s at the start of a prompt and
-# 1.2 s on average (2.8 s at most) at 7,900 tokens, where attention over the context dominates;
-# a 256-token chunk took twice that (benchmarks/README.md, "Serving a long prompt").
-PREFILL_CHUNK = 128
-MODES: tuple[Mode, ...] = ("entropix", "normal", "greedy", "fork")
-MAX_TOP_LOGPROBS = 20
-
-
-def prepare_prompt(
-    lm: LoadedModel, prompt: Prompt, system: str | None = None, max_tokens: int = 256
-) -> list[int]:
-    """The prompt's token ids, or a clear error before anything is generated.
-
-    ``str``: one user message in the model's chat template (with ``system`` if given);
-    ``list[dict]``: chat messages; ``list[int]``: ids as they are.
-    """
-    if max_tokens < 1:
-        raise InvalidRequestError(f"max_tokens must be at least 1 (got {max_tokens})")
-    tok = lm.tokenizer
-    if isinstance(prompt, str):
-        if not prompt.strip():
-            raise InvalidRequestError("the prompt is empty")
-        messages = [{"role": "user", "content": prompt}]
-        if system:
-            messages.insert(0, {"role": "system", "content": system})
-        ids = tok.apply_chat_template(messages)
-    elif prompt and all(isinstance(m, dict) for m in prompt):
-        messages = [dict(m) for m in prompt]  # type: ignore[arg-type]
-        for m in messages:
-            if m.get("role") not in ("system", "user", "assistant") or not isinstance(
-                m.get("content"), str
-            ):
-                raise InvalidRequestError(
-                    "each message needs a role (system, user or assistant) and a text content"
-                )
-        if not any(m["content"].strip() for m in messages):
-            raise InvalidRequestError("the prompt is empty")
-        if system and messages[0]["role"] != "system":
-            messages.insert(0, {"role": "system", "content": system})
-        ids = tok.apply_chat_template(messages)
-    elif prompt and all(isinstance(t, int) for t in prompt):
-        ids = list(prompt)  # type: ignore[arg-type]
-        if min(ids) < 0 or max(ids) >= lm.info.vocab_size:
-            raise InvalidRequestError(f"token ids must lie in [0, {lm.info.vocab_size})")
-    else:
-        raise InvalidRequestError("the prompt is empty or of an unknown type")
-    limit = lm.info.context_length
-    if len(ids) + 1 > limit:
-        raise PromptTooLongError(
-            f"the prompt is {len(ids)} tokens; the model's context is {limit} tokens "
-            "(prompt plus at least one generated token)"
-        )
-    return ids
-
-
-def _forward(
-    lm: LoadedModel,
-    tokens: list[int] | mx.array,
-    cache: list,
-    should_stop: Callable[[], bool] | None = None,
-) -> tuple[mx.array, ...] | None:
-    """Run ``tokens`` through the model, lazily: last logits (B, V), metrics (B, 6) and the
-    log of the softmax normaliser (B,). A list is the (one-row) prompt; an array is one decode
-    step, a token per row, still on the device. A prefill with ``should_stop`` checks it
-    between layers and returns None when it turned true."""
-    if isinstance(tokens, mx.array):
-        chunks, should_stop = [tokens.reshape(-1, 1)], None
-    else:
-        chunks = _chunks(tokens)
-    try:
-        for chunk in chunks[:-1]:
-            lm.model(chunk, cache, should_stop=should_stop)
-            mx.eval([c.state for c in cache])
-        logits, scores = lm.model(chunks[-1], cache, last_only=True, should_stop=should_stop)
-    except Cancelled:
-        return None
-    return observe(logits, scores, _compile_steps(lm), lm.model.head_group)
-
-
-def _prefill_in_steps(
-    lm: LoadedModel, ids: list[int], cache: list, should_stop: Callable[[], bool] | None
-) -> Generator[None, None, tuple[mx.array, ...] | None]:
-    """``_forward`` of a prompt that yields between layers (between chunks for a model without
-    ``layer_steps``), each evaluated before the yield: the caller can serve others meanwhile
-    (the server's worker, while a long fork prompt prefills). The same operations, so the same
-    results; None when ``should_stop`` turned true."""
-    chunks = _chunks(ids)
-    try:
-        for i, chunk in enumerate(chunks):
-            last = i == len(chunks) - 1
-            if isinstance(lm.model, LayerSteps):
-                steps = lm.model.layer_steps(chunk, cache, last_only=last, evaluate=True)
-                logits, scores = yield from checked_steps(steps, should_stop)
-            else:
-                logits, scores = lm.model(chunk, cache, last_only=last, should_stop=should_stop)
-                mx.eval([c.state for c in cache])
-                yield
-    except Cancelled:
-        return None
-    return observe(logits, scores, _compile_steps(lm), lm.model.head_group)
-
-
-def _chunks(ids: list[int]) -> list[mx.array]:
-    return [mx.array(ids[i : i + PREFILL_CHUNK])[None] for i in range(0, len(ids), PREFILL_CHUNK)]
-
-
-def _compile_steps(lm: LoadedModel) -> bool:
-    """Whether this model's per-token functions run compiled (``runtime.device``'s choice)."""
-    return getattr(lm, "compile_steps", True)
-
-
-def check_mode(mode: Mode, top_logprobs: int) -> None:
-    """A clear error for an unknown mode or a ``top_logprobs`` out of range."""
-    if mode not in MODES:
-        raise InvalidRequestError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
-    if not 0 <= top_logprobs <= MAX_TOP_LOGPROBS:
-        raise InvalidRequestError(f"top_logprobs must lie in [0, {MAX_TOP_LOGPROBS}]")
 
 
 def generate(
@@ -177,10 +61,8 @@ def generate(
     should_stop: Callable[[], bool] | None = None,
 ) -> Iterator[Event]:
     """Yield a ``TokenEvent`` per generated token (and a ``ForkEvent`` before the tokens of
-    each explored fork, mode fork), then one ``DoneEvent``.
-
-    Raises ``InvalidRequestError`` / ``PromptTooLongError`` before the first event.
-    """
+    each explored fork, mode fork), then one ``DoneEvent``. Raises ``InvalidRequestError`` /
+    ``PromptTooLongError`` before the first event."""
     return generate_batch(
         lm, prompt, modes=[mode], seeds=[seed], config=config, max_tokens=max_tokens,
         stop=stop, system=system, top_logprobs=top_logprobs, should_stop=should_stop,
@@ -213,12 +95,15 @@ def generate_rows(
     should_stop: Callable[[], bool] | None = None,
     idle: bool = False,
     fmt: str | None = None,
+    decoder: BatchDecoder | None = None,
 ) -> Iterator[tuple[int, Event] | None]:
     """``generate_batch``'s events as ``(r, event)``: r is the row the event belongs to, which
     tells apart rows of the same mode (several choices of one request, each its own seed).
-    ``idle``: the prompt is prefilled a layer at a time with a ``None`` item after each, so a
-    scheduler can run other work between them (the tokens are the same). ``fmt``: the
-    prompt's format for the answer confidence, "chat" or "raw" (default: raw for token ids).
+    ``idle``: a ``None`` item whenever the request has nothing yet (after each layer of its
+    prefill; in a shared ``decoder``, a step for the others), so a scheduler can run other work
+    between them (the tokens are the same). ``fmt``: the prompt's format for the answer
+    confidence, "chat" or "raw" (default: raw for token ids). ``decoder``: the shared batch to
+    join (the server's); by default a decoder of its own.
     Raises ``InvalidRequestError`` / ``PromptTooLongError`` before the first event."""
     if not modes:
         raise InvalidRequestError("no mode to run")
@@ -232,56 +117,70 @@ def generate_rows(
     seeds = [shared if s is None else int(s) for s in (seeds or [None] * len(modes))]
     if len(seeds) != len(modes):
         raise InvalidRequestError("one seed per mode")
-    clarify_id = clarify_token(lm, cfg)
-    budget = min(max_tokens, lm.info.context_length - len(ids))
-    rows = [_Row(m, s) for m, s in zip(modes, seeds, strict=True)]
+    rows = list(zip(modes, seeds, strict=True))
     if fmt is None:
         fmt = "raw" if all(isinstance(t, int) for t in prompt) and prompt else "chat"
-    return _run(
-        lm, ids, rows, cfg, budget, stop, top_logprobs, should_stop, clarify_id, idle, fmt
-    )  # fmt: skip
+    if modes[0] == "fork" or not BatchDecoder.supports(lm):
+        items = _run(lm, ids, rows, cfg, max_tokens, stop, top_logprobs, should_stop, fmt)
+    else:  # the one decode loop; a decoder of its own prefills a layer per item
+        decoder = decoder or BatchDecoder(lm, prefill_slice_s=0.0)
+        req = decoder.submit(ids, rows, config=cfg, max_tokens=max_tokens, stop=stop,
+                             top_logprobs=top_logprobs, should_stop=should_stop or (lambda: False),
+                             fmt=fmt)  # fmt: skip
+        items = decoder.pull(req)  # type: ignore[assignment]
+    return items if idle else (item for item in items if item is not None)
 
 
-def policy(mode: Mode) -> Mode:
-    """How a row picks its tokens: fork mode is greedy between forks."""
-    return "greedy" if mode == "fork" else mode
+def _forward(lm: LoadedModel, tokens: mx.array, cache: list) -> tuple[mx.array, ...]:
+    """One decode step's forward pass, a token per row, lazily: last logits (B, V), metrics
+    (B, 6) and the log of the softmax normaliser (B,)."""
+    logits, scores = lm.model(tokens.reshape(-1, 1), cache)
+    return observe(logits, scores, compile_steps(lm), lm.model.head_group)
 
 
-def row_plan(
-    cfg: SamplerConfig, mode: Mode, seed: int, vocab: int, n_top: int, clarify_id: int | None
-) -> RowPlan:
-    """A row's plan: its policy, the candidates it keeps (enough for its filters and for the
-    ``n_top`` alternatives reported) and its draws per step."""
-    policy_ = policy(mode)
-    width = max(candidate_width(cfg, policy_, vocab), n_top, 1)
-    n_max = cfg.n_adaptive_samples if mode == "entropix" else 1
-    return RowPlan(policy_, seed, cfg, width, n_max, n_top, clarify_id)
+def _prefill(
+    lm: LoadedModel, ids: list[int], cache: list, should_stop: Callable[[], bool] | None
+) -> Generator[None, None, tuple[mx.array, ...] | None]:
+    """The prompt's pass in ``PREFILL_CHUNK`` chunks (bounding its peak memory), yielding
+    between layers (between chunks for a model without ``layer_steps``), each evaluated before
+    the yield, ``should_stop`` checked between them: the caller can serve others meanwhile,
+    and a cancel lands within one layer. What ``_forward`` gives; None when cancelled."""
+    chunks = _chunks(ids)
+    try:
+        for i, chunk in enumerate(chunks):
+            last = i == len(chunks) - 1
+            if isinstance(lm.model, LayerSteps):
+                steps = lm.model.layer_steps(chunk, cache, last_only=last, evaluate=True)
+                logits, scores = yield from checked_steps(steps, should_stop)
+            else:
+                logits, scores = lm.model(chunk, cache, last_only=last, should_stop=should_stop)
+                mx.eval([c.state for c in cache])
+                yield
+    except Cancelled:
+        return None
+    return observe(logits, scores, compile_steps(lm), lm.model.head_group)
 
 
-def clarify_token(lm: LoadedModel, cfg: SamplerConfig) -> int | None:
-    """The clarifying pause's token id under ``cfg`` (None: the config has none)."""
-    return lm.tokenizer.token_id(cfg.clarifying_token) if cfg.clarifying_token else None
-
-
-class _Row(NamedTuple):
-    mode: Mode
-    seed: int
+def _chunks(ids: list[int]) -> list[mx.array]:
+    return [mx.array(ids[i : i + PREFILL_CHUNK])[None] for i in range(0, len(ids), PREFILL_CHUNK)]
 
 
 def _run(
     lm: LoadedModel,
     ids: list[int],
-    rows: list[_Row],
+    rows: list[tuple[Mode, int]],
     cfg: SamplerConfig,
-    budget: int,
+    max_tokens: int,
     stop: Sequence[str],
     top_logprobs: int,
     should_stop: Callable[[], bool] | None,
-    clarify_id: int | None,
-    idle: bool = False,
     fmt: str = "chat",
 ) -> Iterator[tuple[int, Event] | None]:
-    fork = rows[0].mode == "fork"
+    """``(row, event)`` of every ``rows[r]`` (mode, seed), None after each layer of the
+    prefill. Checked before (``generate.generate_rows``)."""
+    clarify_id = clarify_token(lm, cfg)
+    budget = min(max_tokens, lm.info.context_length - len(ids))
+    fork = rows[0][0] == "fork"
     # At least two candidates: the answer confidence uses the first token's margin p1 - p2.
     widths = (cfg.fork_branches, cfg.fork_answer_branches + 1) if fork else ()  # + own token
     n_top = max(top_logprobs, 2, *widths)
@@ -293,20 +192,20 @@ def _run(
     t_prefill = t_start
     conf = shipped_model(lm.info.name)
     streams = [
-        RowStream(lm.tokenizer, r.mode, stop, top_logprobs, n_top, t_start, conf, fmt) for r in rows
+        RowStream(lm.tokenizer, m, stop, top_logprobs, n_top, t_start, conf, fmt) for m, _ in rows
     ]
-    plans = [row_plan(cfg, r.mode, r.seed, vocab, n_top, clarify_id) for r in rows]
+    plans = [row_plan(cfg, m, seed, vocab, n_top, clarify_id) for m, seed in rows]
 
     def step(forward: tuple[mx.array, ...], can: mx.array, index: int) -> Step:
         """Each row decides and draws under its own key, as it would alone."""
-        return sample_rows(*forward, can, plans, index, _compile_steps(lm), lm.model.group)
+        return sample_rows(*forward, can, plans, index, compile_steps(lm), lm.model.group)
 
     def branch_step(tokens: mx.array, cache: list) -> Step:
         """All branches of a fork at once: greedy needs no key."""
         fwd = _forward(lm, tokens, cache)
         can = mx.zeros(tokens.shape, dtype=mx.bool_)
         greedy = RowPlan("greedy", 0, cfg, n_top, 1, n_top, None)
-        return sample_step(*fwd, can, step_key(0, 0), greedy, _compile_steps(lm), lm.model.group)
+        return sample_step(*fwd, can, step_key(0, 0), greedy, compile_steps(lm), lm.model.group)
 
     def queue(index: int) -> Step | None:
         """Step ``index`` from the current token, queued on the device; None past the budget."""
@@ -317,10 +216,7 @@ def _run(
         return queued
 
     cache = lm.model.make_cache()
-    if idle:
-        forward = yield from _prefill_in_steps(lm, ids, cache, should_stop)
-    else:
-        forward = _forward(lm, ids, cache, should_stop)
+    forward = yield from _prefill(lm, ids, cache, should_stop)
     if forward is None:  # cancelled (or out of time) during the prefill: no token at all
         for s in streams:
             s.finish, s.finished = "cancelled", True
@@ -337,7 +233,7 @@ def _run(
         closed.add(r)
         yield from ((r, e) for e in streams[r].close())
         extra = {"tokens_computed": computed, "forks": forks, "t_decode": t_prefill} if fork else {}
-        yield r, streams[r].done(len(ids), t_prefill, rows[r].seed, **extra)
+        yield r, streams[r].done(len(ids), t_prefill, rows[r][1], **extra)
 
     while index < budget:
         if should_stop is not None and should_stop():

@@ -39,7 +39,7 @@ from typing import Any
 import mlx.core as mx
 from mlx_lm.models.cache import KVCache
 
-from .generate import PREFILL_CHUNK
+from .request import PREFILL_CHUNK
 
 __all__ = ["BLOCK", "Extender", "PrefixCache", "Prefilled", "chunk_ends", "closing_token",
            "final_pass", "prefill_chunks", "reusable"]  # fmt: skip

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from ..config import Mode, SamplerConfig, apply_preset
 from ..engine.batch import BatchDecoder
 from ..engine.confidence import with_abstention
-from ..engine.generate import Prompt, generate, generate_rows, prepare_prompt
+from ..engine.generate import Prompt, generate_rows, prepare_prompt
 from ..engine.prefix_cache import PrefixCache
 from ..errors import EntropixError, InvalidRequestError, PromptTooLongError
 from ..events import DoneEvent, ErrorEvent, ForkEvent, TokenEvent
@@ -71,15 +71,14 @@ class Engine:
         engine.first_run = FirstRun.start(lm, settings.model, say=log.warning)
         if engine.first_run is not None:
             engine.first_run.report_progress(15.0)
-        # Warm-up: the first forward pass compiles kernels; keep that out of request latency.
-        for _ in generate(lm, "Hi", mode="greedy", max_tokens=1, top_logprobs=0):
-            pass
-        if engine.decoder is not None:  # and the shared batch's graphs
-            warm = engine.decoder.submit(prepare_prompt(lm, "Hi"), [("entropix", 0)], max_tokens=2)
-            for _ in engine.decoder.pull(warm):
+        # Warm-up: the first forward pass compiles kernels; keep that out of request latency
+        # (the requests' path, and fork mode's where that is another one).
+        for modes in (["entropix"], ["fork"]) if engine.decoder is not None else (["entropix"],):
+            for _ in generate_rows(lm, "Hi", modes=modes, seeds=[0], max_tokens=2,
+                                   top_logprobs=0, decoder=engine.decoder):  # fmt: skip
                 pass
-            if prefix.max_bytes > 0:  # from now on (the warm-up counts for nothing)
-                engine.decoder.use_prefix_cache(prefix)
+        if engine.decoder is not None and prefix.max_bytes > 0:  # the warm-up counts for nothing
+            engine.decoder.use_prefix_cache(prefix)
         return engine
 
     def prefix_cache_info(self) -> dict[str, Any] | None:
@@ -156,16 +155,13 @@ def generation_work(
     ``n`` choices of one mode (OpenAI's ``n``). It yields ``(row, event)``: row r is
     ``modes[r]``, or choice r of the one mode.
 
-    The rows but fork join the engine's shared batch (``BatchDecoder``: one prefill, decoded
-    with every other running request's rows; the job yields ``IDLE`` while the batch has
-    nothing for it), or, without one, run as one batch of their own (``generate_rows``); each
-    fork row decodes its own branches as a batch and is interleaved with them. Outside the
-    shared batch a prompt is prefilled a layer at a time (``IDLE`` after each), so a long one
-    does not hold up the other requests. Each row draws from its own per-step RNG stream
-    (seed, step), so the tokens are exactly those of separate runs. Without a seed, one is
-    chosen here: every mode shares it, and choice i of ``n`` runs with seed + i (as a separate
-    request with that seed would).
-    """
+    ``generate_rows``, the CLI's path too: the rows but fork join the engine's shared batch
+    (decoded with every other running request's rows), or, where there is none (mlx-lm
+    families, ``mlx.launch``), run as one batch of their own; each fork row decodes its own
+    branches as a batch. The job yields ``IDLE`` while it has nothing (a prefill layer, the
+    others' step), so a long prompt does not hold up the other requests. Each row draws from
+    its own per-step RNG stream (seed, step): the tokens are those of separate runs. Without a
+    seed, one is chosen here: every mode shares it, choice i of ``n`` runs with seed + i."""
     if n > 1 and len(modes) != 1:
         raise InvalidRequestError("several choices (n > 1) take one mode")
     base = secrets.randbelow(2**31) if seed is None else seed
@@ -188,65 +184,42 @@ def generation_work(
             should_stop = synced_stop(ranks, should_stop)
         streams: list[tuple[list[int], Iterator[Any]]] = []
         for group in (g for g in groups if g):
-            try:
-                if engine.decoder is not None and rows[group[0]][0] != "fork":
-                    req = engine.decoder.submit(
-                        ids, [rows[r] for r in group], config=config, max_tokens=max_tokens,
-                        stop=stop, top_logprobs=top_logprobs, should_stop=should_stop, fmt=fmt,
-                    )  # fmt: skip
-                    streams.append((group, _marked(engine.decoder.pull(req))))
-                    continue
+            try:  # the shared batch's rows, or a fork row in a batch of its own
                 gen = generate_rows(
-                    engine.lm,
-                    ids,
-                    modes=[rows[r][0] for r in group],
-                    seeds=[rows[r][1] for r in group],
-                    config=config,
-                    max_tokens=max_tokens,
-                    stop=stop,
-                    top_logprobs=top_logprobs,
-                    should_stop=should_stop,
-                    idle=True,  # its prefill a layer at a time: the others go on meanwhile
-                    fmt=fmt,
-                )
+                    engine.lm, ids, modes=[rows[r][0] for r in group],
+                    seeds=[rows[r][1] for r in group], config=config, max_tokens=max_tokens,
+                    stop=stop, top_logprobs=top_logprobs, should_stop=should_stop,
+                    idle=True, fmt=fmt, decoder=engine.decoder,
+                )  # fmt: skip
             except EntropixError as err:
                 for r in group:
                     yield r, ErrorEvent(mode=rows[r][0], message=str(err))
                 continue
-            streams.append((group, _marked(gen)))
+            streams.append((group, gen))
         try:
             while streams:
                 for entry in list(streams):
                     group, gen = entry
                     try:
-                        item = next(gen, None)
-                    except EntropixError as err:
-                        # the rows still running end with the error
+                        item = next(gen)
+                    except StopIteration:
+                        streams.remove(entry)
+                        continue
+                    except EntropixError as err:  # the rows still running end with the error
                         item = (0, ErrorEvent(mode=rows[group[0]][0], message=str(err)))
-                    if item is IDLE:  # the shared batch has nothing for this job yet
+                    if item is IDLE:  # nothing for this job yet (a prefill layer, others' step)
                         yield IDLE
                         continue
-                    if item is None or isinstance(item[1], ErrorEvent):
+                    if isinstance(item[1], ErrorEvent):
                         streams.remove(entry)
-                    if item is not None:
-                        # the batch's row -> the job's row; below min_confidence: abstained
-                        yield group[item[0]], with_abstention(item[1], min_confidence)
+                    # the batch's row -> the job's row; below min_confidence: abstained
+                    yield group[item[0]], with_abstention(item[1], min_confidence)
         finally:  # cancelled or failed: the rows leave the shared batch now
             for _, gen in streams:
                 gen.close()  # type: ignore[attr-defined]
 
     work.size = len(rows)  # type: ignore[attr-defined]  (the worker's slots: one per row)
     return work
-
-
-def _marked(items: Iterator[Any]) -> Iterator[Any]:
-    """A job's items with None ("nothing for this job yet": the shared batch had no step for
-    it, or a prefill did one layer) as the worker's ``IDLE``; closing it closes ``items``."""
-    try:
-        for item in items:
-            yield IDLE if item is None else item
-    finally:
-        items.close()  # type: ignore[attr-defined]
 
 
 class TokenBytes:

@@ -31,7 +31,7 @@ R = TypeVar("R")  # what the loader returns (the engine), handed to every job
 Work = Callable[[Any, Callable[[], bool]], Iterable[Any]]  # (resource, should_stop) -> items
 
 END = object()  # the last item of every job
-IDLE = object()  # a work yields it for "nothing for my client yet": neither emitted nor counted
+IDLE = None  # a work's "nothing for my client yet" (the engine's too): not emitted nor counted
 
 
 class QueueFullError(Exception):
