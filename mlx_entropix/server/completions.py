@@ -13,7 +13,6 @@ them every chunk carries ``entropix: {index, state, action, metrics, params}``. 
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections import defaultdict
@@ -32,13 +31,12 @@ from .engine import generation_work
 from .openai_api import (
     FINISH,
     Tokens,
-    _error_object,
     collect_choices,
     entropix_detail,
     entropix_summary,
     entropix_token,
-    released,
     sampler_config,
+    sse_chunks,
     usage,
     with_logprobs,
 )
@@ -116,27 +114,15 @@ class TextChunks:
         return {**body, "usage": usage([done for _, done in choices])}
 
 
-async def stream_text(
+def stream_text(
     stream: JobStream, build: TextChunks, include_usage: bool, n: int
 ) -> AsyncIterator[dict[str, str]]:
-    """One chunk per token (``openai_api.released``), a choice's last one with
-    ``finish_reason``; the usage chunk follows the last choice's end."""
+    """The text completion stream (``openai_api.sse_chunks``)."""
 
-    def data(obj: Any) -> dict[str, str]:
-        return {"data": json.dumps(obj, ensure_ascii=False, separators=(",", ":"))}
+    def usage_chunk(dones: list[DoneEvent]) -> dict[str, Any]:
+        return {**build.head, "choices": [], "usage": usage(dones)}
 
-    dones: list[DoneEvent] = []
-    async for out in released(stream):
-        if isinstance(out, str):
-            yield data(_error_object(out))
-            break
-        row, token, done = out
-        yield data(build.chunk(row, token, done))
-        if done is not None:
-            dones.append(done)
-            if include_usage and len(dones) == n:
-                yield data({**build.head, "choices": [], "usage": usage(dones)})
-    yield {"data": "[DONE]"}
+    return sse_chunks(stream, build.chunk, usage_chunk if include_usage else None, n)
 
 
 @router.post(

@@ -209,9 +209,15 @@ async def released(stream: JobStream) -> AsyncIterator[Released | str]:
             yield row, held.pop(row, None), event
 
 
-async def stream_chunks(stream: JobStream, build: ChunkBuilder) -> AsyncIterator[dict[str, str]]:
-    """SSE ``data:`` lines, a chunk per token (``released``), the last carrying
-    ``finish_reason``; the usage chunk follows the last choice's end."""
+async def sse_chunks(
+    stream: JobStream,
+    chunk: Callable[[int, tuple[TokenEvent, Any] | None, DoneEvent | None], dict[str, Any]],
+    usage_chunk: Callable[[list[DoneEvent]], dict[str, Any]] | None,
+    n: int,
+) -> AsyncIterator[dict[str, str]]:
+    """An OpenAI stream's SSE ``data:`` lines (chat and text completions alike): a chunk per
+    token (``released``; ``chunk`` builds it, the choice's last with ``finish_reason``), the
+    usage chunk after the last of the ``n`` choices ends, an error object, then ``[DONE]``."""
 
     def data(obj: Any) -> dict[str, str]:
         return {"data": json.dumps(obj, ensure_ascii=False, separators=(",", ":"))}
@@ -222,15 +228,22 @@ async def stream_chunks(stream: JobStream, build: ChunkBuilder) -> AsyncIterator
             yield data(_error_object(out))
             break
         row, token, done = out
-        chunk = build.token(row, *token) if token is not None else build.token(row, None, None)
-        if done is None:
-            yield data(chunk)
-            continue
-        yield data(build.finish(chunk, done))
-        dones.append(done)
-        if build.usage and len(dones) == build.n:
-            yield data(build.usage_chunk(dones))
+        yield data(chunk(row, token, done))
+        if done is not None:
+            dones.append(done)
+            if usage_chunk is not None and len(dones) == n:
+                yield data(usage_chunk(dones))
     yield {"data": "[DONE]"}
+
+
+def stream_chunks(stream: JobStream, build: ChunkBuilder) -> AsyncIterator[dict[str, str]]:
+    """The chat completion stream (``sse_chunks``)."""
+
+    def chunk(row: int, token: tuple[TokenEvent, Any] | None, done: DoneEvent | None) -> dict:
+        out = build.token(row, *(token or (None, None)))
+        return out if done is None else build.finish(out, done)
+
+    return sse_chunks(stream, chunk, build.usage_chunk if build.usage else None, build.n)
 
 
 def completion(
