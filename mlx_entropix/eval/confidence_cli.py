@@ -76,18 +76,27 @@ def report_markdown(report: dict[str, Any]) -> str:
         report["feature sets, dev leave-one-category-out"],
     )
     table("shipped map", {k: v for k, v in report.items() if k.startswith(("dev (", "test ("))})
-    lines += ["| attention test | format | answers | AUROC logits only | AUROC with attention "
-              "| difference [95% paired bootstrap] |", "|---|---|---|---|---|---|"]  # fmt: skip
-    for split, by_format in report["attention"].items():
+    lines += _attention_table(report["attention"], "AUROC logits only", "AUROC with attention")
+    return "\n".join(lines) + "\n"
+
+
+def _attention_table(attention: dict[str, Any], base: str, added: str) -> list[str]:
+    """The attention test's rows (split, format): AUROC without and with the attention
+    features and their difference with its paired bootstrap interval."""
+
+    def f(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    lines = [f"| attention test | format | answers | {base} | {added} "
+             "| difference [95% paired bootstrap] |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for split, by_format in attention.items():
         for fmt, b in by_format.items():
             d = b["difference"]
             ci = "-" if d["ci95"] is None else f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
             diff = "-" if d["diff"] is None else f"{d['diff']:+.3f}"
-            lines.append(
-                f"| {split} | {fmt} | {b['n']} | {f(b['auroc_logits'])} "
-                f"| {f(b['auroc_with_attention'])} | {diff} {ci} |"
-            )
-    return "\n".join(lines) + "\n"
+            lines.append(f"| {split} | {fmt} | {b['n']} | {f(b['auroc_logits'])} "
+                         f"| {f(b['auroc_with_attention'])} | {diff} {ci} |")  # fmt: skip
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -225,15 +234,7 @@ def selection_markdown(report: dict[str, Any], top: int = 12) -> str:
                 f"| {100 * b['top_half_accuracy']:.1f} (gain{_interval(ci.get('gain'))}) "
                 f"| {100 * b['accuracy']:.1f} |"
             )
-    lines += ["", "| attention test | format | answers | AUROC chosen | AUROC + attention "
-              "| difference [95% paired bootstrap] |", "|---|---|---|---|---|---|"]  # fmt: skip
-    for split, by_format in report["attention"].items():
-        for fmt, b in by_format.items():
-            d = b["difference"]
-            ci = "-" if d["ci95"] is None else f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
-            diff = "-" if d["diff"] is None else f"{d['diff']:+.3f}"
-            lines.append(f"| {split} | {fmt} | {b['n']} | {b['auroc_logits']:.3f} "
-                         f"| {b['auroc_with_attention']:.3f} | {diff} {ci} |")  # fmt: skip
+    lines += ["", *_attention_table(report["attention"], "AUROC chosen", "AUROC + attention")]
     return "\n".join(lines) + "\n"
 
 
