@@ -29,6 +29,7 @@ patched SDPA name, our block-wise masked attention (a row's bits do not depend o
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Generator
 from contextvars import ContextVar
@@ -262,11 +263,17 @@ class BatchedFamilyModel(FamilyModel):
     """A family model whose rows can share one ``SharedCache`` (``family_model`` decides)."""
 
     def shared_cache(self) -> SharedCache:
-        """An empty ``SharedCache`` shaped as this model's keys (learnt from one token)."""
+        """An empty ``SharedCache`` shaped as this model's keys."""
+        return SharedCache(*self._key_shape)
+
+    @functools.cached_property
+    def _key_shape(self) -> tuple[int, int, int, Any]:
+        """Layers, kv heads, head size and dtype of the keys, learnt once from one token (the
+        families name them differently; every short prefill asks for a cache)."""
         cache = self.make_cache()
         self.inner(mx.zeros((1, 1), dtype=mx.int32), cache=cache)
         keys = cache[0].keys
-        return SharedCache(len(cache), keys.shape[1], keys.shape[3], keys.dtype)
+        return len(cache), keys.shape[1], keys.shape[3], keys.dtype
 
     def step_shared(
         self, tokens: mx.array, cache: SharedCache, counts: list[int] | None = None,
