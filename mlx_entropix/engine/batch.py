@@ -39,7 +39,7 @@ from ..uncertainty.step import RowPlan, Rows, observe, observe_requests, sample_
 from .confidence import shipped_model
 from .prefill import Prefill, Prefilled, prefill_long, prefill_short
 from .prefix_cache import Extender, PrefixCache, closing_token
-from .request import PREFILL_CHUNK, check_mode, clarify_token, compile_steps, row_plan
+from .request import PREFILL_CHUNK, check_mode, clarify_token, row_plan
 from .stream import RowStream
 
 if TYPE_CHECKING:
@@ -234,7 +234,7 @@ class BatchDecoder:
     def _decode(self, reqs: list[BatchRequest]) -> dict[BatchRequest, Rows]:
         if not reqs:
             return {}
-        on, shared = self._compiled(), self.shared
+        on, shared = self.lm.compile_steps, self.shared
         order = mx.array([s for r in reqs for s in r.slots])
         tokens = mx.zeros((shared.slots,), dtype=mx.int32)  # free slots and ending rows: 0
         tokens[order] = mx.concatenate([r.current.token for r in reqs]).astype(mx.int32)  # type: ignore[union-attr]
@@ -333,16 +333,13 @@ class BatchDecoder:
         req = prompt.req
         if req.finished:
             return
-        forward = observe(prompt.logits, prompt.scores, self._compiled())
+        forward = observe(prompt.logits, prompt.scores, self.lm.compile_steps)
         n = len(req.rows)
         req.slots = self.shared.add(prompt.kv, prompt.length, n)
         can = mx.array([req.clarify_id is not None] * n)
-        req.current = Rows(*sample_rows(*forward, can, req.plans, 0, self._compiled()))
+        req.current = Rows(*sample_rows(*forward, can, req.plans, 0, self.lm.compile_steps))
         # The first token's events now, not after the next tick queued a decode step of the
         # batch (on the CPU queuing a step runs most of it: a first token waited for a step).
         self._emit(req)
         if all(s.finished for s in req.streams):
             self._end(req)
-
-    def _compiled(self) -> bool:
-        return compile_steps(self.lm)

@@ -35,7 +35,7 @@ from ..uncertainty.step import RowPlan, Step, observe, sample_rows, sample_step
 from .batch import BatchDecoder
 from .confidence import shipped_model
 from .fork import explore, fork_due, select_row, tile_cache
-from .request import PREFILL_CHUNK, Prompt, check_mode, clarify_token, compile_steps, row_plan
+from .request import PREFILL_CHUNK, Prompt, check_mode, clarify_token, row_plan
 from .request import prepare_prompt as prepare_prompt  # the front ends' prompt check
 from .stream import METRICS, STATE, TOKEN, RowStream
 
@@ -135,7 +135,7 @@ def _forward(lm: LoadedModel, tokens: mx.array, cache: list) -> tuple[mx.array, 
     """One decode step's forward pass, a token per row, lazily: last logits (B, V), metrics
     (B, 6) and the log of the softmax normaliser (B,)."""
     logits, scores = lm.model(tokens.reshape(-1, 1), cache)
-    return observe(logits, scores, compile_steps(lm), lm.model.head_group)
+    return observe(logits, scores, lm.compile_steps, lm.model.head_group)
 
 
 def _prefill(
@@ -158,7 +158,7 @@ def _prefill(
                 yield
     except Cancelled:
         return None
-    return observe(logits, scores, compile_steps(lm), lm.model.head_group)
+    return observe(logits, scores, lm.compile_steps, lm.model.head_group)
 
 
 def _chunks(ids: list[int]) -> list[mx.array]:
@@ -198,14 +198,14 @@ def _run(
 
     def step(forward: tuple[mx.array, ...], can: mx.array, index: int) -> Step:
         """Each row decides and draws under its own key, as it would alone."""
-        return sample_rows(*forward, can, plans, index, compile_steps(lm), lm.model.group)
+        return sample_rows(*forward, can, plans, index, lm.compile_steps, lm.model.group)
 
     def branch_step(tokens: mx.array, cache: list) -> Step:
         """All branches of a fork at once: greedy needs no key."""
         fwd = _forward(lm, tokens, cache)
         can = mx.zeros(tokens.shape, dtype=mx.bool_)
         greedy = RowPlan("greedy", 0, cfg, n_top, 1, n_top, None)
-        return sample_step(*fwd, can, step_key(0, 0), greedy, compile_steps(lm), lm.model.group)
+        return sample_step(*fwd, can, step_key(0, 0), greedy, lm.compile_steps, lm.model.group)
 
     def queue(index: int) -> Step | None:
         """Step ``index`` from the current token, queued on the device; None past the budget."""

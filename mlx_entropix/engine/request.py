@@ -76,11 +76,6 @@ def prepare_prompt(
     return ids
 
 
-def compile_steps(lm: LoadedModel) -> bool:
-    """Whether this model's per-token functions run compiled (``runtime.device``'s choice)."""
-    return getattr(lm, "compile_steps", True)
-
-
 def check_mode(mode: Mode, top_logprobs: int) -> None:
     """A clear error for an unknown mode or a ``top_logprobs`` out of range."""
     if mode not in MODES:
