@@ -1,17 +1,22 @@
-"""The rows of a fork's batch: one branch's tokens as they are decoded, and the KV-cache moves
-that put branches into rows of one batch and take ended ones out (``fork.py``,
-``fork_answer.py``)."""
+"""The rows of a fork's batch: one branch's tokens as they are decoded, and the two drivers of
+``fork.explore`` that put branches into rows of a batch and take ended ones out: over mlx-lm
+caches (``generate._run``) and over the batch decoder's ``SharedCache`` (``batch.py``)."""
 
 from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlx.core as mx
 
 from .stream import TOKEN, StopMatcher, top_of
+
+if TYPE_CHECKING:
+    from ..models.shared_cache import SharedCache
+    from .fork import Explored, Rows
 
 
 def tile_cache(cache: list, n: int) -> None:
@@ -28,16 +33,43 @@ def select_row(cache: list, row: int, offset: int) -> list:
     return cache
 
 
-def keep_rows(cache: list, rows: list[int]) -> None:
-    """Keep only these rows of a batched cache (branches that ended leave the batch)."""
-    idx = mx.array(rows)
-    for c in cache:
-        c.keys, c.values = c.keys[idx], c.values[idx]
+def explore_in_cache(
+    run: Generator[Rows, list[list[float]], Explored],
+    branch_step: Callable[[mx.array, list], Any],
+    cache: list,
+) -> tuple[Explored, list]:
+    """Drive ``fork.explore`` over a one-row mlx-lm cache holding everything before the fork
+    token (``generate._run``): each batch of new rows is a cache of its own, copies of it
+    (mlx-lm rows share one length), narrowed as its branches end; ``branch_step(tokens,
+    cache)`` runs one greedy step of a batch's rows. Returns the choice and the kept row's
+    cache (``cache`` itself when the kept branch never had a row: it ended at its first
+    token)."""
+    base = cache[0].offset
+    batches: list[tuple[list[int], list]] = []  # (row ids, their cache)
+    try:
+        ids, tokens = next(run)
+        while True:
+            batch = next((b for b in batches if ids[0] in b[0]), None)
+            if batch is None:
+                batch = (list(ids), _prompt_copy(cache, base, len(ids)))
+                batches.append(batch)
+            elif len(ids) < len(batch[0]):  # ended branches leave the batch
+                idx = mx.array([batch[0].index(i) for i in ids])
+                for c in batch[1]:
+                    c.keys, c.values = c.keys[idx], c.values[idx]
+                batch[0][:] = ids
+            values = branch_step(mx.array(tokens), batch[1]).packed.tolist()  # one host sync
+            ids, tokens = run.send(values)
+    except StopIteration as end:
+        found: Explored = end.value
+    rows, kept = next(((b[1], b[0].index(found.kept)) for b in batches if found.kept in b[0]),
+                      (cache, 0))  # fmt: skip
+    return found, select_row(rows, kept, base + found.depth)
 
 
-def prompt_copy(cache: list, base: int, n: int) -> list:
-    """A new ``n``-row cache holding only the first ``base`` positions (the prompt, the same in
-    every row) of ``cache``, which is left as it is."""
+def _prompt_copy(cache: list, base: int, n: int) -> list:
+    """A new ``n``-row cache holding only the first ``base`` positions of the one-row
+    ``cache``, which is left as it is."""
     out = []
     for c in cache:
         d = copy.copy(c)
@@ -45,6 +77,50 @@ def prompt_copy(cache: list, base: int, n: int) -> list:
         out.append(d)
     tile_cache(out, n)
     return out
+
+
+class SlotRows:
+    """Drive ``fork.explore`` over a ``SharedCache`` (the batch decoder): each branch row is a
+    slot, a copy of the fork's slot's first ``base`` positions; ended rows free theirs."""
+
+    def __init__(self, run: Generator[Rows, list[list[float]], Explored], shared: SharedCache,
+                 slot: int, base: int):  # fmt: skip
+        self.run, self.shared, self.slot, self.base = run, shared, slot, base
+        self.slots: dict[int, int] = {}  # row id -> its slot
+        self.last: list[int] = []  # the rows of the last step
+
+    def start(self) -> tuple[list[int], list[int]] | Explored:
+        """The first step's slots and tokens, or the choice if no row runs at all."""
+        return self._place(lambda: next(self.run))
+
+    def send(self, values: list[list[float]]) -> tuple[list[int], list[int]] | Explored:
+        """The step's values in: the next step's slots and tokens, or the choice."""
+        return self._place(lambda: self.run.send(values))
+
+    def _place(self, step: Callable[[], Rows]) -> tuple[list[int], list[int]] | Explored:
+        try:
+            ids, tokens = step()
+        except StopIteration as end:
+            return end.value
+        if ids[0] in self.slots:  # the same batch: ended rows leave it
+            self.shared.free([self.slots.pop(i) for i in self.last if i not in ids])
+        else:
+            fresh = self.shared.add(self.shared.row(self.slot), self.base, len(ids))
+            self.slots.update(zip(ids, fresh, strict=True))
+        self.last = list(ids)
+        return [self.slots[i] for i in ids], tokens
+
+    def keep(self, found: Explored) -> int:
+        """The kept row's slot, at its length (the fork's slot when the kept branch never had
+        one); every other slot is freed."""
+        slot = self.slots.pop(found.kept, self.slot)
+        self.shared.free([s for s in [self.slot, *self.slots.values()] if s != slot])
+        self.shared.lengths[slot] = self.base + found.depth
+        self.slots = {}
+        return slot
+
+    def held(self) -> list[int]:
+        return [self.slot, *self.slots.values()]
 
 
 def margin_of(values: list[float], n_top: int) -> float:

@@ -36,22 +36,19 @@ tokens inside or just before their answer spans open more branches, which join t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import mlx.core as mx
 
 from ..answers import Kind, normalize, read_answer
 from ..config import ForkScore, ForkTrigger, SamplerConfig
 from ..events import AnswerGroup, ForkBranch, ForkEvent, Metrics, TopLogprob
 from ..uncertainty.sampler import EXPLORING
-from .branches import Branch, keep_rows, margin_of, select_row, tile_cache
+from .branches import Branch, margin_of
 from .fork_answer import decode_forced, plan_answer_forks
 from .stream import LOGPROB, METRICS, TOKEN, StopMatcher, top_of
 
 _Branch = Branch  # the name the tests know
-__all__ = ["explore", "fork_due", "select_row", "tile_cache"]  # generate.py's imports
 
 
 def fork_due(
@@ -138,20 +135,20 @@ def select_branch(scores: Sequence[float], answers: Sequence[str | None], aggreg
     return max(answered, key=lambda i: (scores[i], -i))
 
 
+Rows = tuple[list[int], list[int]]  # one step of branch rows: their ids and fed tokens
+
+
 @dataclass
 class Explored:
     event: ForkEvent  # index is set by the engine
     rows: list[list[float]]  # the kept branch's packed values, one per token
     kept: int
-    row: int  # the kept branch's row in the (compacted) cache, if it is still there
-    offset: int  # the kept row's cache holds everything but its last token
+    depth: int  # the kept row holds the fork's cache and this many of the branch's tokens
     ended: bool  # the kept branch ended the generation (EOS or a stop string)
 
 
 def explore(
     tok: Any,
-    branch_step: Callable[[mx.array, list], Any],
-    cache: list,
     fork_values: list[float],
     trigger: ForkTrigger,
     cfg: SamplerConfig,
@@ -160,15 +157,20 @@ def explore(
     stop: Sequence[str],
     should_stop: Callable[[], bool] | None = None,
     options: dict[str, str] | None = None,
-) -> Explored:
-    """Decode the branches of the fork whose step values are ``fork_values`` (the cache holds
-    everything before the fork token) and pick one. ``branch_step(tokens (rows,), cache)`` runs
-    one greedy step of all rows (``step.sample_step``'s packed values). ``options``: the
-    multiple-choice options of the prompt, for the ``choice`` reader."""
+) -> Generator[Rows, list[list[float]], Explored]:
+    """Decode the branches of the fork whose step values are ``fork_values`` and pick one.
+
+    A coroutine, so that every engine runs the same fork logic over its own cache: it yields
+    ``(ids, tokens)``, one greedy step of the branch rows ``ids`` fed ``tokens``, and is sent
+    each row's packed values (``step.sample_step``'s, greedy). A row id not seen before is a
+    new row: a copy of the fork's cache (everything before the fork token). The rows of a step
+    are those of the step before it that go on (a subsequence: ended branches leave the
+    batch), or all new ones (the answer forks' batch; the rows before it stay where they
+    are). Returns the choice; the kept branch's row is id ``kept`` if it still exists.
+    ``options``: the multiple-choice options of the prompt, for the ``choice`` reader."""
     ids, lps = top_of(fork_values, n_top)
     k = min(cfg.fork_branches, n_top)
     limit = min(cfg.fork_branch_tokens, remaining)
-    base = cache[0].offset
     fork_margin = margin_of(fork_values, n_top)  # every branch's first token: one scale
     cue = _cue_ids(tok, cfg)
     branches = [Branch(tok, StopMatcher(stop), limit, cue=cue, cue_limit=cfg.fork_cue_tokens)
@@ -179,36 +181,23 @@ def explore(
         first[TOKEN], first[LOGPROB] = float(ids[j]), lps[j]
         feed.append(branch.take(first, fork_margin))
     live = [j for j in range(k) if feed[j] is not None]  # branch of each row of the batch
-    if live:
-        tile_cache(cache, k)
-        if len(live) < k:
-            keep_rows(cache, live)
-    in_cache = list(live)  # the branch of each row of the cache
     computed = 0
     while live:
         if should_stop is not None and should_stop():
             break  # cancelled: the engine stops right after the fork
-        result = branch_step(mx.array([feed[j] for j in live]), cache)
-        rows = result.packed.tolist()  # one host sync for all branches
+        rows = yield live, [feed[j] for j in live]  # type: ignore[misc]
         computed += len(live)
         for j, values in zip(live, rows, strict=True):
             feed[j] = branches[j].take(values, margin_of(values, n_top))
-        going = [r for r, j in enumerate(live) if feed[j] is not None]
-        if len(going) < len(live) and going:
-            keep_rows(cache, going)
-            in_cache = [live[r] for r in going]
-        live = [live[r] for r in going]
+        live = [j for j in live if feed[j] is not None]
 
     scores, answers, spans = _read_all(branches, cfg, options)
-    new_cache = None
     answerable = cfg.fork_at_answer and cfg.fork_answer_kind is not None  # a span to fork at
     if answerable and not (should_stop is not None and should_stop()):
         first = select_branch(scores, answers, cfg.fork_aggregate)
         parents = [first] if cfg.fork_answer_from == "kept" else list(range(k))
         new = plan_answer_forks(tok, branches, spans, answers, parents, cfg, n_top, stop, limit)
-        work, rows_new, new_cache = decode_forced(branch_step, cache, base, new, n_top,
-                                                  should_stop)  # fmt: skip
-        computed += work
+        computed += yield from decode_forced(new, k, n_top, should_stop)
         s2, a2, sp2 = _read_all(new, cfg, options)
         scores, answers, spans = scores + s2, answers + a2, spans + sp2
         branches = [*branches, *new]
@@ -254,14 +243,7 @@ def explore(
         ],  # fmt: skip
     )
     chosen = branches[kept]
-    if kept >= k and new_cache is not None:  # an answer fork's branch: its batch's cache
-        in_cache, cache[:] = rows_new, new_cache  # the engine goes on from the list it gave
-        kept_row = kept - k
-    else:
-        kept_row = kept
-    row = in_cache.index(kept_row) if kept_row in in_cache else 0
-    offset = base + len(chosen.rows) - 1
-    return Explored(event, chosen.rows, kept, row, offset, chosen.end != "length")
+    return Explored(event, chosen.rows, kept, len(chosen.rows) - 1, chosen.end != "length")
 
 
 def _token(tok: Any, b: Branch, first: tuple[int, float] | None) -> TopLogprob:

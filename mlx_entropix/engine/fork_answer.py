@@ -16,13 +16,11 @@ when it ended): their cost, tokens computed, counts every re-read token.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
-import mlx.core as mx
-
 from ..config import AnswerSites, SamplerConfig
-from .branches import Branch, keep_rows, margin_of, prompt_copy
+from .branches import Branch, margin_of
 from .stream import LOGPROB, METRICS, TOKEN, StopMatcher, top_of
 
 Candidate = tuple[int, str]  # a candidate token's id and text
@@ -121,29 +119,21 @@ def plan_answer_forks(
 
 
 def decode_forced(
-    branch_step: Callable[[mx.array, list], Any],
-    cache: list,
-    base: int,
     new: Sequence[Branch],
+    first_id: int,
     n_top: int,
     should_stop: Callable[[], bool] | None = None,
-) -> tuple[int, list[int], list]:
-    """Decode the new branches as one batch from a copy of the prompt's cache (``cache``'s
-    first ``base`` positions; ``cache`` itself is left as it is): each row re-reads its
-    filled tokens, then goes on greedily to its end. Returns the tokens computed, the branch
-    of each row of the batch's cache, and that cache (a row holds all of its branch but the
+) -> Generator[tuple[list[int], list[int]], list[list[float]], int]:
+    """Decode the new branches as one batch of new rows (ids ``first_id`` on, copies of the
+    fork's cache; ``fork.explore``'s protocol): each row re-reads its filled tokens, then goes
+    on greedily to its end. Returns the tokens computed (a row holds all of its branch but the
     last token when the branch ended at the budget)."""
     live = [r for r, b in enumerate(new) if b.active]
-    if not live:
-        return 0, [], cache
-    rows = prompt_copy(cache, base, len(live))
-    in_cache = list(live)  # the branch of each row of ``rows``
-    tokens, pos, computed = mx.array([int(new[r].rows[0][TOKEN]) for r in live]), 0, 0
+    tokens, pos, computed = [int(new[r].rows[0][TOKEN]) for r in live], 0, 0
     while live:
         if should_stop is not None and should_stop():
             break
-        result = branch_step(tokens, rows)
-        values = result.packed.tolist()  # one host sync for all rows
+        values = yield [first_id + r for r in live], tokens
         computed += len(live)
         following = []
         for r, vals in zip(live, values, strict=True):
@@ -155,9 +145,6 @@ def decode_forced(
                 following.append(int(vals[TOKEN]))
         pos += 1
         going = [i for i, r in enumerate(live) if new[r].active]
-        if going and len(going) < len(live):
-            keep_rows(rows, going)
-            in_cache = [live[i] for i in going]
-        tokens = mx.array([following[i] for i in going]) if going else tokens
+        tokens = [following[i] for i in going]
         live = [live[i] for i in going]
-    return computed, in_cache, rows
+    return computed

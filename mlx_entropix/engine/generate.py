@@ -33,8 +33,9 @@ from ..models.protocol import LayerSteps
 from ..uncertainty.sampler import step_key
 from ..uncertainty.step import RowPlan, Step, observe, sample_rows, sample_step
 from .batch import BatchDecoder
+from .branches import explore_in_cache, tile_cache
 from .confidence import shipped_model
-from .fork import explore, fork_due, select_row, tile_cache
+from .fork import explore, fork_due
 from .request import PREFILL_CHUNK, Prompt, check_mode, clarify_token, row_plan
 from .request import prepare_prompt as prepare_prompt  # the front ends' prompt check
 from .stream import METRICS, STATE, TOKEN, RowStream
@@ -256,10 +257,9 @@ def _run(
             if following is not None:  # it fed the greedy token: take it back out
                 for c in cache:
                     c.trim(1)
-            found = explore(
-                lm.tokenizer, branch_step, cache, values[0], trigger, cfg, n_top,
-                budget - index, stop, should_stop, options,
-            )  # fmt: skip
+            run = explore(lm.tokenizer, values[0], trigger, cfg, n_top, budget - index, stop,
+                          should_stop, options)  # fmt: skip
+            found, cache = explore_in_cache(run, branch_step, cache)
             forks += 1
             computed += found.event.tokens_computed + (following is not None)
             event = found.event.model_copy(update={"index": streams[0].n})
@@ -273,7 +273,6 @@ def _run(
             index += len(found.rows)
             if streams[0].finished or index >= budget:
                 break
-            cache = select_row(cache, found.row, found.offset)
             last = mx.array([int(found.rows[-1][TOKEN])])
             current = step(_forward(lm, last, cache), current.can_clarify[:1], index)
             mx.async_eval(current)
