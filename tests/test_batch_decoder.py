@@ -142,7 +142,7 @@ def test_fork_and_bad_rows_are_refused(embedded):
     decoder = BatchDecoder(embedded)
     ids = prepare_prompt(embedded, "Hi")
     with pytest.raises(InvalidRequestError, match="fork"):
-        decoder.submit(ids, [("fork", 0)])
+        decoder.submit(ids, [("fork", 0), ("greedy", 0)])  # alone, it is served
     with pytest.raises(InvalidRequestError, match="unknown mode"):
         decoder.submit(ids, [("nope", 0)])  # type: ignore[list-item]
     with pytest.raises(InvalidRequestError, match="no mode"):

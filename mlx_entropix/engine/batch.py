@@ -9,12 +9,14 @@ bitwise so when the BLAS is batch-invariant (``runtime.blas``; the attention is 
 construction, ``shared_cache``). It is the one decode loop of every request it supports
 (``supports``): ``generate`` submits the CLI's and the harness's requests to a decoder of its
 own, the server its requests to one shared decoder; ``generate._run`` serves the rest.
+A fork (mode fork) is a strategy over rows: at a fork its row's keys are copied into one slot
+per branch, the branches step greedily in the batch with everyone else's rows as
+``fork.explore`` asks (``branches.SlotRows``), and the request goes on from the kept row.
 
 A new request joins at a step boundary. Its prompt is prefilled layer by layer, a time slice
 per ``tick`` between the decode steps of the running rows (a slice per waiting prompt, up to a
 cap), the shortest remaining prompt first: a long prompt delays the running streams by about
-one slice per token, and a short request that arrives during it is served after one slice,
-not after the whole prefill.
+one slice per token, and a short request that arrives during it is served after one slice.
 
 Driven by whoever consumes its events (``pull``: ``generate``, the server's jobs): ``tick``
 runs a round once every request's events are handed out. No threads: one thread owns the model.
@@ -30,17 +32,20 @@ from typing import TYPE_CHECKING
 
 import mlx.core as mx
 
+from ..answers import parse_options
 from ..config import Mode, SamplerConfig
 from ..errors import InvalidRequestError
 from ..events import DoneEvent, ErrorEvent, TokenEvent
 from ..models.llama import run_steps
 from ..models.protocol import SharedBatch
 from ..uncertainty.step import RowPlan, Rows, observe, observe_requests, sample_rows
+from .branches import Branches, SlotRows
 from .confidence import shipped_model
+from .fork import Explored, explore, fork_due, kept_events
 from .prefill import Prefill, Prefilled, prefill_long, prefill_short
 from .prefix_cache import Extender, PrefixCache, closing_token
 from .request import PREFILL_CHUNK, check_mode, clarify_token, row_plan
-from .stream import RowStream
+from .stream import METRICS, STATE, RowStream
 
 if TYPE_CHECKING:
     from ..io.load import LoadedModel
@@ -88,6 +93,13 @@ class BatchRequest:
     t_prefill: float = 0.0
 
     plans: list[RowPlan] = field(default_factory=list)  # each row's (``request.row_plan``)
+    # mode fork (one row): the prompt's options (the choice reader's), the branch rows while a
+    # fork runs, the row's plan and step at the fork, forks and tokens computed (``DoneEvent``)
+    options: dict[str, str] | None = None
+    branches: SlotRows | None = None
+    at_fork: tuple[RowPlan, Rows] | None = None
+    forks: int = 0
+    computed: int = 0
 
 
 class BatchDecoder:
@@ -138,14 +150,15 @@ class BatchDecoder:
             raise InvalidRequestError("no mode to run")
         for mode, _ in rows:
             check_mode(mode, top_logprobs)
-            if mode == "fork":
-                raise InvalidRequestError("fork mode is not decoded in a shared batch")
+        if len(rows) > 1 and any(m == "fork" for m, _ in rows):
+            raise InvalidRequestError("fork mode runs alone (its branches are the batch)")
         lm, cfg = self.lm, config or self.lm.default_config
-        clarify = clarify_token(lm, cfg)
-        vocab = lm.info.vocab_size
-        t0 = time.perf_counter()
-        # Two candidates at least: the answer confidence (confidence.py) uses p1 - p2.
-        n_top, confidence = max(top_logprobs, 2), (shipped_model(lm.info.name), fmt)
+        clarify, vocab, t0 = clarify_token(lm, cfg), lm.info.vocab_size, time.perf_counter()
+        # Two candidates at least: the answer confidence (confidence.py) uses p1 - p2; a fork's
+        # branches start from them (and the answer forks' next ones).
+        fork = rows[0][0] == "fork"
+        widths = (cfg.fork_branches, cfg.fork_answer_branches + 1) if fork else ()
+        n_top, confidence = max(top_logprobs, 2, *widths), (shipped_model(lm.info.name), fmt)
         req = BatchRequest(
             ids=list(ids),
             rows=[(m, int(s)) for m, s in rows],
@@ -161,6 +174,8 @@ class BatchDecoder:
             t_prefill=t0,
             plans=[row_plan(cfg, m, int(s), vocab, n_top, clarify) for m, s in rows],
         )
+        if fork and cfg.fork_answer_kind == "choice":  # it names an option by its text too
+            req.options = parse_options(lm.tokenizer.decode(ids))
         if len(ids) <= SHORT_PROMPT:  # no whole block before its last token: nothing to reuse
             req.waiting = self.prefix_cache is None or not self.prefix_cache.lookup(ids, [])
         else:
@@ -195,7 +210,7 @@ class BatchDecoder:
         """Drop a request (its consumer is gone): its rows leave the batch."""
         if req in self.requests:
             self.requests.remove(req)
-        self.shared.free(req.slots)
+        self.shared.free(req.slots + (req.branches.held() if req.branches else []))
         req.slots, req.finished = [], True
 
     # ------------------------------------------------------------------ one round
@@ -211,7 +226,7 @@ class BatchDecoder:
             for req in self.requests:
                 req.events.extend((r, ErrorEvent(mode=m, message=f"generation failed: {err}"))
                                   for r, (m, _) in enumerate(req.rows))  # fmt: skip
-                req.finished, req.slots = True, []
+                req.finished, req.slots, req.branches = True, [], None
             self.requests, self.prefills = [], []
             if self.extender is not None:
                 self.extender.reset()
@@ -220,14 +235,17 @@ class BatchDecoder:
 
     def _tick(self) -> None:
         for req in list(self.requests):
-            if req.should_stop():
+            if req.branches is None and req.should_stop():  # a fork's branches ask themselves
                 self._end(req, cancelled=True)
-        running = [r for r in self.requests if r.current is not None]
-        following = self._decode([r for r in running if r.index + 1 < r.budget])
+        exploring = [r for r in self.requests if r.branches is not None]
+        running = [r for r in self.requests if r.current is not None and r.branches is None]
+        following = self._decode([r for r in running if r.index + 1 < r.budget] + exploring)
         if running:
             mx.eval([a for r in running for a in r.current.arrays()])  # type: ignore[union-attr]
         for req in running:
             self._read(req, following.get(req))
+        for req in exploring:  # after the others' events: their step ran meanwhile
+            self._branch(req, req.branches.send(following[req].packed.tolist()))  # type: ignore[union-attr]
         waiting = sum(r.current is None for r in self.requests)
         self._prefill_slice(min(self.prefill_slice_s * waiting, PREFILL_SLICE_MAX_S))
 
@@ -258,17 +276,32 @@ class BatchDecoder:
     def _read(self, req: BatchRequest, following: Rows | None) -> None:
         """Turn the current step's values into events; end the request or move it on."""
         if req.emitted < req.index:
-            self._emit(req)
+            self._emit(req, following is not None)
+        if req.branches is not None or req.finished:  # a fork opened (its step is dropped)
+            return
         if following is None or all(s.finished for s in req.streams):
             self._end(req)
         else:
             req.current, req.index = following, req.index + 1
 
-    def _emit(self, req: BatchRequest) -> None:
-        """The events of ``req``'s current step (one host sync)."""
+    def _emit(self, req: BatchRequest, queued: bool = False) -> None:
+        """The events of ``req``'s current step (one host sync), or the fork it opens
+        (``queued``: the step after it is queued already)."""
         values = req.current.packed.tolist()  # type: ignore[union-attr]
         if req.index == 0:
             req.t_prefill = time.perf_counter()
+        if req.rows[0][0] == "fork":
+            req.computed += 1
+            trigger = fork_due(req.cfg, req.index, int(values[0][STATE]), values[0][METRICS][0])
+            if trigger is not None and req.forks < req.cfg.fork_max_forks:
+                req.emitted, req.computed = req.index, req.computed + queued
+                req.at_fork = (req.plans[0], req.current)  # type: ignore[assignment]
+                run = explore(self.lm.tokenizer, values[0], trigger, req.cfg, req.plans[0].n_top,
+                              req.budget - req.index, req.streams[0].stops.stops,
+                              req.should_stop, req.options)  # fmt: skip
+                at = len(req.ids) + req.index  # the fork token's position
+                req.branches = SlotRows(run, self.shared, req.slots[0], at, req.plans[0])
+                return self._branch(req, req.branches.start())
         for r, (s, vals) in enumerate(zip(req.streams, values, strict=True)):
             if not s.finished:
                 req.generated[r].append(int(vals[0]))
@@ -277,10 +310,31 @@ class BatchDecoder:
                     self._close_row(req, r)
         req.emitted = req.index
 
+    def _branch(self, req: BatchRequest, step: Branches | Explored) -> None:
+        """A fork's next step: its branch rows (greedy: no key) join the batch's next step; or
+        the fork is decided: its events, and the request goes on from the kept row."""
+        plan, at = req.at_fork  # type: ignore[misc]
+        if not isinstance(step, Explored):
+            req.slots, req.plans, req.current = step
+            return
+        found, s = step, req.streams[0]
+        req.slots, req.branches = [req.branches.keep(found)], None  # type: ignore[union-attr]
+        req.forks, req.computed = req.forks + 1, req.computed + found.event.tokens_computed
+        req.events.extend((0, e) for e in kept_events(s, found))
+        req.generated[0] += [int(v[0]) for v in found.rows]
+        last = found.rows[-1]
+        req.index = req.emitted = req.index + len(found.rows) - 1  # the kept branch's last step
+        req.plans, req.current = [plan], Rows(mx.array([int(last[0])]), at.can_clarify,
+                                              mx.array([last]))  # fmt: skip
+        if s.finished or req.index + 1 >= req.budget:
+            self._end(req)
+
     def _close_row(self, req: BatchRequest, r: int) -> None:
         s = req.streams[r]
         req.events.extend((r, e) for e in s.close())
-        done = s.done(len(req.ids), req.t_prefill, req.rows[r][1], cached_tokens=req.cached)
+        fork = {"tokens_computed": req.computed, "forks": req.forks, "t_decode": req.t_prefill}
+        done = s.done(len(req.ids), req.t_prefill, req.rows[r][1], cached_tokens=req.cached,
+                      **(fork if req.rows[r][0] == "fork" else {}))  # fmt: skip
         req.events.append((r, done))
         req.closed.add(r)
 
@@ -341,5 +395,5 @@ class BatchDecoder:
         # The first token's events now, not after the next tick queued a decode step of the
         # batch (on the CPU queuing a step runs most of it: a first token waited for a step).
         self._emit(req)
-        if all(s.finished for s in req.streams):
+        if req.branches is None and not req.finished and all(s.finished for s in req.streams):
             self._end(req)

@@ -12,11 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 import mlx.core as mx
 
+from ..uncertainty.step import RowPlan, Rows
 from .stream import TOKEN, StopMatcher, top_of
 
 if TYPE_CHECKING:
     from ..models.shared_cache import SharedCache
-    from .fork import Explored, Rows
+    from .fork import Ask, Explored
+
+# One step of a fork's branch rows in the batch decoder: their slots, plans (greedy: no key)
+# and fed tokens (a step's ``Rows`` whose values are not read).
+Branches = tuple[list[int], list[RowPlan], Rows]
 
 
 def tile_cache(cache: list, n: int) -> None:
@@ -34,7 +39,7 @@ def select_row(cache: list, row: int, offset: int) -> list:
 
 
 def explore_in_cache(
-    run: Generator[Rows, list[list[float]], Explored],
+    run: Generator[Ask, list[list[float]], Explored],
     branch_step: Callable[[mx.array, list], Any],
     cache: list,
 ) -> tuple[Explored, list]:
@@ -83,21 +88,23 @@ class SlotRows:
     """Drive ``fork.explore`` over a ``SharedCache`` (the batch decoder): each branch row is a
     slot, a copy of the fork's slot's first ``base`` positions; ended rows free theirs."""
 
-    def __init__(self, run: Generator[Rows, list[list[float]], Explored], shared: SharedCache,
-                 slot: int, base: int):  # fmt: skip
+    def __init__(self, run: Generator[Ask, list[list[float]], Explored], shared: SharedCache,
+                 slot: int, base: int, plan: RowPlan):  # fmt: skip
         self.run, self.shared, self.slot, self.base = run, shared, slot, base
+        # the fork row's plan as a branch's (``generate._run``'s): greedy, no key, no pause
+        self.plan = plan._replace(mode="greedy", seed=0, width=plan.n_top, n_max=1, clarify_id=None)
         self.slots: dict[int, int] = {}  # row id -> its slot
         self.last: list[int] = []  # the rows of the last step
 
-    def start(self) -> tuple[list[int], list[int]] | Explored:
-        """The first step's slots and tokens, or the choice if no row runs at all."""
+    def start(self) -> Branches | Explored:
+        """The first step of the branch rows, or the choice if no row runs at all."""
         return self._place(lambda: next(self.run))
 
-    def send(self, values: list[list[float]]) -> tuple[list[int], list[int]] | Explored:
-        """The step's values in: the next step's slots and tokens, or the choice."""
+    def send(self, values: list[list[float]]) -> Branches | Explored:
+        """The step's values in: the next step of the branch rows, or the choice."""
         return self._place(lambda: self.run.send(values))
 
-    def _place(self, step: Callable[[], Rows]) -> tuple[list[int], list[int]] | Explored:
+    def _place(self, step: Callable[[], Ask]) -> Branches | Explored:
         try:
             ids, tokens = step()
         except StopIteration as end:
@@ -107,8 +114,9 @@ class SlotRows:
         else:
             fresh = self.shared.add(self.shared.row(self.slot), self.base, len(ids))
             self.slots.update(zip(ids, fresh, strict=True))
-        self.last = list(ids)
-        return [self.slots[i] for i in ids], tokens
+        self.last, n = list(ids), len(ids)
+        fed = Rows(mx.array(tokens), mx.zeros((n,), dtype=mx.bool_), mx.zeros((n,)))
+        return [self.slots[i] for i in ids], [self.plan] * n, fed
 
     def keep(self, found: Explored) -> int:
         """The kept row's slot, at its length (the fork's slot when the kept branch never had

@@ -42,11 +42,11 @@ from typing import Any
 
 from ..answers import Kind, normalize, read_answer
 from ..config import ForkScore, ForkTrigger, SamplerConfig
-from ..events import AnswerGroup, ForkBranch, ForkEvent, Metrics, TopLogprob
+from ..events import AnswerGroup, ForkBranch, ForkEvent, Metrics, TokenEvent, TopLogprob
 from ..uncertainty.sampler import EXPLORING
 from .branches import Branch, margin_of
 from .fork_answer import decode_forced, plan_answer_forks
-from .stream import LOGPROB, METRICS, TOKEN, StopMatcher, top_of
+from .stream import LOGPROB, METRICS, TOKEN, RowStream, StopMatcher, top_of
 
 _Branch = Branch  # the name the tests know
 
@@ -135,7 +135,7 @@ def select_branch(scores: Sequence[float], answers: Sequence[str | None], aggreg
     return max(answered, key=lambda i: (scores[i], -i))
 
 
-Rows = tuple[list[int], list[int]]  # one step of branch rows: their ids and fed tokens
+Ask = tuple[list[int], list[int]]  # one step of branch rows: their ids and fed tokens
 
 
 @dataclass
@@ -157,7 +157,7 @@ def explore(
     stop: Sequence[str],
     should_stop: Callable[[], bool] | None = None,
     options: dict[str, str] | None = None,
-) -> Generator[Rows, list[list[float]], Explored]:
+) -> Generator[Ask, list[list[float]], Explored]:
     """Decode the branches of the fork whose step values are ``fork_values`` and pick one.
 
     A coroutine, so that every engine runs the same fork logic over its own cache: it yields
@@ -244,6 +244,20 @@ def explore(
     )
     chosen = branches[kept]
     return Explored(event, chosen.rows, kept, len(chosen.rows) - 1, chosen.end != "length")
+
+
+def kept_events(stream: RowStream, found: Explored) -> list[TokenEvent | ForkEvent]:
+    """The fork's event (at the stream's next token) and its kept branch's token events; the
+    stream finishes ("stop") if the kept branch ended the generation."""
+    out: list[TokenEvent | ForkEvent] = []
+    out += stream.add_fork(found.event.model_copy(update={"index": stream.n}))
+    for values in found.rows:
+        out += stream.push(values)
+        if stream.finished:
+            break
+    if found.ended and not stream.finished:
+        stream.finish, stream.finished = "stop", True
+    return out
 
 
 def _token(tok: Any, b: Branch, first: tuple[int, float] | None) -> TopLogprob:

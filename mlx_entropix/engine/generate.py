@@ -1,6 +1,6 @@
 """The engine's front door: one request in, one typed event per token, then a summary.
 
-A request the shared batch can serve (our Llama in one process, any mode but fork:
+A request the shared batch can serve (our Llama in one process, any mode:
 ``BatchDecoder.supports``) is submitted to a ``BatchDecoder`` and its events drained: the
 server's (``decoder=``, shared with every running request) or one of its own (the CLI, the
 evaluation harness: no prefix cache). So every front end decodes a request with the same
@@ -8,11 +8,11 @@ prefill, step and events. Either way, per step, all on the device: the forward p
 metrics, the decision and the draw; step n+1 is queued before step n is read in one host sync,
 so the device keeps working while the CLI prints or the server streams.
 
-``_run`` serves what the decoder cannot: fork mode, mlx-lm families without plain KV caches
+``_run`` serves what the decoder cannot: mlx-lm families without plain KV caches
 (``families.py``) and ``mlx.launch``. One prompt, B rows from one prefill in an mlx-lm cache
 (copied to B rows), each its own mode, seed and events; fork mode decodes its branches as such
-a batch (``fork.py``): at a fork the cache is trimmed, the branches explored, the kept row's
-cache carried on.
+a batch (``fork.explore`` over mlx-lm caches, ``branches.explore_in_cache``): at a fork the
+cache is trimmed, the branches explored, the kept row's cache carried on.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from ..uncertainty.step import RowPlan, Step, observe, sample_rows, sample_step
 from .batch import BatchDecoder
 from .branches import explore_in_cache, tile_cache
 from .confidence import shipped_model
-from .fork import explore, fork_due
+from .fork import explore, fork_due, kept_events
 from .request import PREFILL_CHUNK, Prompt, check_mode, clarify_token, row_plan
 from .request import prepare_prompt as prepare_prompt  # the front ends' prompt check
 from .stream import METRICS, STATE, TOKEN, RowStream
@@ -121,7 +121,7 @@ def generate_rows(
     rows = list(zip(modes, seeds, strict=True))
     if fmt is None:
         fmt = "raw" if all(isinstance(t, int) for t in prompt) and prompt else "chat"
-    if modes[0] == "fork" or not BatchDecoder.supports(lm):
+    if not BatchDecoder.supports(lm):
         items = _run(lm, ids, rows, cfg, max_tokens, stop, top_logprobs, should_stop, fmt)
     else:  # the one decode loop; a decoder of its own prefills a layer per item
         decoder = decoder or BatchDecoder(lm, prefill_slice_s=0.0)
@@ -262,14 +262,7 @@ def _run(
             found, cache = explore_in_cache(run, branch_step, cache)
             forks += 1
             computed += found.event.tokens_computed + (following is not None)
-            event = found.event.model_copy(update={"index": streams[0].n})
-            yield from ((0, e) for e in streams[0].add_fork(event))
-            for vals in found.rows:
-                yield from ((0, e) for e in streams[0].push(vals))
-                if streams[0].finished:
-                    break
-            if found.ended and not streams[0].finished:
-                streams[0].finish, streams[0].finished = "stop", True
+            yield from ((0, e) for e in kept_events(streams[0], found))
             index += len(found.rows)
             if streams[0].finished or index >= budget:
                 break

@@ -137,6 +137,10 @@ def sample_rows(
         start = end
     if len(parts) == 1:
         return parts[0]
+    # Rows with fewer alternatives (n_top) than others: zeros after their own layout.
+    width = max(p.packed.shape[1] for p in parts)
+    parts = [p._replace(packed=mx.pad(p.packed, [(0, 0), (0, width - p.packed.shape[1])]))
+             for p in parts]  # fmt: skip
     return Step(*(mx.concatenate(list(p), axis=0) for p in zip(*parts, strict=True)))
 
 
