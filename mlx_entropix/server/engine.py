@@ -155,10 +155,10 @@ def generation_work(
     ``n`` choices of one mode (OpenAI's ``n``). It yields ``(row, event)``: row r is
     ``modes[r]``, or choice r of the one mode.
 
-    ``generate_rows``, the CLI's path too: the rows but fork join the engine's shared batch
-    (decoded with every other running request's rows), or, where there is none (mlx-lm
-    families, ``mlx.launch``), run as one batch of their own; each fork row decodes its own
-    branches as a batch. The job yields ``IDLE`` while it has nothing (a prefill layer, the
+    ``generate_rows``, the CLI's path too: the rows join the engine's shared batch (decoded
+    with every other running request's rows; a fork row as a request of its own, its branches
+    rows of that batch), or, where there is none (mlx-lm families, ``mlx.launch``), run as one
+    batch of their own. The job yields ``IDLE`` while it has nothing (a prefill layer, the
     others' step), so a long prompt does not hold up the other requests. Each row draws from
     its own per-step RNG stream (seed, step): the tokens are those of separate runs. Without a
     seed, one is chosen here: every mode shares it, choice i of ``n`` runs with seed + i."""
@@ -184,7 +184,7 @@ def generation_work(
             should_stop = synced_stop(ranks, should_stop)
         streams: list[tuple[list[int], Iterator[Any]]] = []
         for group in (g for g in groups if g):
-            try:  # the shared batch's rows, or a fork row in a batch of its own
+            try:  # the rows but fork, or a fork row (a request of its own)
                 gen = generate_rows(
                     engine.lm, ids, modes=[rows[r][0] for r in group],
                     seeds=[rows[r][1] for r in group], config=config, max_tokens=max_tokens,
