@@ -30,12 +30,23 @@ PROMPTS: list[str] = importlib.import_module("load_client").PROMPTS
 TIMES = {"elapsed_s", "ttft_s", "total_s", "prefill_tok_s", "decode_tok_s", "cached_tokens"}
 
 
-def serve(decoder, lm, prompts: list[str], max_tokens: int) -> tuple[float, list[list]]:
-    """Submit fork requests for ``prompts`` at once, pull them round-robin: (wall time, each
-    stream's events but the timings)."""
+def clock() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def since(t0: tuple[float, float]) -> tuple[float, float]:
+    """Wall and CPU seconds since ``t0``: the CPU time (all threads) does not count a pause
+    (the machine is shared; a stopped process still ages in wall time)."""
+    now = clock()
+    return now[0] - t0[0], now[1] - t0[1]
+
+
+def serve(decoder, lm, prompts: list[str], max_tokens: int) -> tuple[tuple, list[list]]:
+    """Submit fork requests for ``prompts`` at once, pull them round-robin: ((wall, CPU)
+    seconds, each stream's events but the timings)."""
     from mlx_entropix.engine.generate import prepare_prompt
 
-    t0 = time.perf_counter()
+    t0 = clock()
     pulls, out = {}, {}
     for i, p in enumerate(prompts):
         ids = prepare_prompt(lm, p, max_tokens=max_tokens)
@@ -50,7 +61,7 @@ def serve(decoder, lm, prompts: list[str], max_tokens: int) -> tuple[float, list
                 del pulls[i]
             elif item is not None:
                 out[i].append(item[1].model_dump(exclude=TIMES))
-    return time.perf_counter() - t0, [out[i] for i in range(len(prompts))]
+    return since(t0), [out[i] for i in range(len(prompts))]
 
 
 def tokens(events: list[dict]) -> int:
@@ -78,19 +89,26 @@ def main(argv: list[str] | None = None) -> int:
     rounds = []
     for _ in range(args.rounds):
         ids = prepare_prompt(lm, prompts[0], max_tokens=args.max_tokens)
-        t0 = time.perf_counter()
+        t0 = clock()
         before = [x for x in _run(lm, ids, [("fork", 0)], lm.default_config, args.max_tokens, (),
                                   5, None) if x is not None]  # fmt: skip
-        t_before = time.perf_counter() - t0
+        t_before = since(t0)
         t_one, one = serve(decoder, lm, prompts[:1], args.max_tokens)
         t_all, together = serve(decoder, lm, prompts, args.max_tokens)
         alone = [serve(decoder, lm, [p], args.max_tokens) for p in prompts]
-        n_all = sum(tokens(events) for events in together)
-        row = {
-            "before_run_tok_s": sum(e.type == "token" for _, e in before) / t_before,
-            "single_tok_s": tokens(one[0]) / t_one,
-            "concurrent_tok_s": n_all / t_all,
-            "one_after_another_tok_s": n_all / sum(t for t, _ in alone),
+        n_all, n_before = (
+            sum(tokens(ev) for ev in together),
+            sum(e.type == "token" for _, e in before),
+        )
+        row = {}
+        for clock_name, c in (("", 0), ("cpu_", 1)):  # tokens per wall second, per CPU second
+            row |= {
+                f"before_run_{clock_name}tok_s": n_before / t_before[c],
+                f"single_{clock_name}tok_s": tokens(one[0]) / t_one[c],
+                f"concurrent_{clock_name}tok_s": n_all / t_all[c],
+                f"one_after_another_{clock_name}tok_s": n_all / sum(t[c] for t, _ in alone),
+            }
+        row |= {
             "identical_to_alone": sum(a[1][0] == b for a, b in zip(alone, together, strict=True)),
             "same_tokens_as_alone": sum(
                 [e.get("id") for e in a[1][0]] == [e.get("id") for e in b]
@@ -101,9 +119,19 @@ def main(argv: list[str] | None = None) -> int:
             ),  # fmt: skip
         }
         row["ratio"] = row["concurrent_tok_s"] / row["single_tok_s"]
+        row["cpu_ratio"] = row["concurrent_cpu_tok_s"] / row["single_cpu_tok_s"]
         rounds.append(row)
         print(json.dumps(row), flush=True)
-    summary = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+    # Best of the rounds (a paused or crowded round is slower, never faster), and the median.
+    summary = {k: max(r[k] for r in rounds) for k in rounds[0] if k.endswith("tok_s")}
+    summary["ratio_best"] = summary["concurrent_tok_s"] / summary["single_tok_s"]
+    summary["cpu_ratio_best"] = summary["concurrent_cpu_tok_s"] / summary["single_cpu_tok_s"]
+    summary |= {
+        f"{k}_median": statistics.median(r[k] for r in rounds) for k in ("ratio", "cpu_ratio")
+    }
+    summary |= {
+        k: min(r[k] for r in rounds) for k in ("identical_to_alone", "same_tokens_as_alone")
+    }
     report = {
         "what": f"{args.requests} concurrent fork requests (default fork) in one BatchDecoder",
         "args": vars(args),
@@ -114,11 +142,13 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": rounds,
     }
     RESULTS.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"{'':28}{'tok/s':>8}")
-    for k in ("before_run_tok_s", "single_tok_s", "concurrent_tok_s", "one_after_another_tok_s"):
-        print(f"{k:28}{summary[k]:8.1f}")
+    print(f"{'(best of rounds)':28}{'tok/s':>8}{'tok/CPU-s':>10}")
+    for k in ("before_run", "single", "concurrent", "one_after_another"):
+        print(f"{k:28}{summary[k + '_tok_s']:8.1f}{summary[k + '_cpu_tok_s']:10.1f}")
     n, load_1m = args.requests, os.getloadavg()[0]
-    print(f"ratio (concurrent / single) {summary['ratio']:.2f}x; identical to alone: "
+    print(f"ratio (concurrent / single): wall {summary['ratio_best']:.2f}x (median "
+          f"{summary['ratio_median']:.2f}x), CPU {summary['cpu_ratio_best']:.2f}x (median "
+          f"{summary['cpu_ratio_median']:.2f}x); identical to alone: "
           f"{summary['identical_to_alone']}/{n} (tokens: {summary['same_tokens_as_alone']}/{n}); "
           f"load {load_1m:.1f}")  # fmt: skip
     return 0
