@@ -3,7 +3,7 @@
 One decode step on this hardware is bound by reading the weights, so B rows cost little more
 than one. ``BatchDecoder`` keeps every running request's rows in one batch: their keys and
 values live in one ``SharedCache``, each row at its own length, and a step runs every layer
-once over all rows (``Model.step_shared``); then each row decides and draws under its own key,
+once over all rows (``Model.decode_shared``); then each row decides and draws under its own key,
 ``step_key(seed, index)``. A request's events do not depend on what else is in the batch:
 bitwise so when the BLAS is batch-invariant (``runtime.blas``; the attention is by
 construction, ``shared_cache``). It is the one decode loop of every request it supports
@@ -33,7 +33,6 @@ import mlx.core as mx
 from ..config import Mode, SamplerConfig
 from ..errors import InvalidRequestError
 from ..events import DoneEvent, ErrorEvent, TokenEvent
-from ..models.llama import run_steps
 from ..models.protocol import SharedBatch
 from ..uncertainty.step import RowPlan, Rows, observe, observe_requests, sample_rows
 from .confidence import shipped_model
@@ -223,6 +222,8 @@ class BatchDecoder:
             if req.should_stop():
                 self._end(req, cancelled=True)
         running = [r for r in self.requests if r.current is not None]
+        if running:
+            self.lm.work_phase(False)
         following = self._decode([r for r in running if r.index + 1 < r.budget])
         if running:
             mx.eval([a for r in running for a in r.current.arrays()])  # type: ignore[union-attr]
@@ -239,7 +240,7 @@ class BatchDecoder:
         tokens = mx.zeros((shared.slots,), dtype=mx.int32)  # free slots and ending rows: 0
         tokens[order] = mx.concatenate([r.current.token for r in reqs]).astype(mx.int32)  # type: ignore[union-attr]
         keys = {r: shared.lengths[r.slots[0]] + 1 for r in reqs}  # type: ignore[operator]
-        logits, scores = run_steps(self.lm.model.step_shared(tokens, shared))
+        logits, scores = self.lm.model.decode_shared(tokens, shared, on)
         # each request's attention over its own keys: the shapes (the kernels) it has alone
         mine = [scores[mx.array(r.slots), :, : keys[r]] for r in reqs]
         forward = observe_requests(logits[order], mine, on)
@@ -296,7 +297,10 @@ class BatchDecoder:
 
     def idle_step(self) -> bool:
         """A layer of the prefix cache's filling (``Extender``) while no request runs, or False."""
-        return not self.requests and self.extender is not None and self.extender.step()
+        if self.requests or self.extender is None:
+            return False
+        self.lm.work_phase(True)
+        return self.extender.step()
 
     # ------------------------------------------------------------------ prefill
     def _prefill_slice(self, budget_s: float) -> None:
@@ -314,6 +318,7 @@ class BatchDecoder:
                 self.prefills.append(Prefill(waiting, steps, True))
             if not self.prefills:
                 return
+            self.lm.work_phase(True)
             job = min(self.prefills, key=lambda p: max(r.remaining for r in p.reqs))
             if all(r.finished for r in job.reqs):  # all cancelled
                 self.prefills.remove(job)
