@@ -25,12 +25,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import mlx_entropix  # noqa: E402, F401  (BLAS preload before mlx)
-from mlx_entropix.engine.fork import tile_cache  # noqa: E402
+from mlx_entropix.engine.branches import tile_cache  # noqa: E402
 from mlx_entropix.engine.generate import _forward, generate, generate_batch  # noqa: E402
+from mlx_entropix.engine.request import row_plan  # noqa: E402
 from mlx_entropix.io.load import LoadedModel, load  # noqa: E402
 from mlx_entropix.runtime.device import runtime_info  # noqa: E402
-from mlx_entropix.uncertainty.sampler import step_key  # noqa: E402
-from mlx_entropix.uncertainty.step import sample_step as _step  # noqa: E402
+from mlx_entropix.uncertainty.step import sample_rows  # noqa: E402
 
 import mlx.core as mx  # noqa: E402
 
@@ -67,16 +67,18 @@ class Stepper:
     """The engine's decode step for some rows (forward of all rows, then each row's decision
     and draw under its own key, one host read), on its own copy of the prompt's cache."""
 
-    def __init__(self, lm: LoadedModel, modes: list[str], batched_greedy: bool = False):
-        self.lm, self.modes, self.batched = lm, modes, batched_greedy
-        self.cfg = lm.default_config
+    def __init__(self, lm: LoadedModel, modes: list[str]):
+        self.lm = lm
+        vocab = lm.info.vocab_size
+        # the engine's plans: rows that agree but for the seed (greedy branches) share one call
+        self.plans = [row_plan(lm.default_config, m, SEED, vocab, 5, None) for m in modes]
         ids = lm.tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}])
         self.cache = lm.model.make_cache()
-        fwd = _forward(lm, ids, self.cache)
-        mx.eval(fwd, [c.state for c in self.cache])
+        logits, _ = lm.model(mx.array(ids)[None], self.cache, last_only=True)
+        mx.eval(logits, [c.state for c in self.cache])
         if len(modes) > 1:
             tile_cache(self.cache, len(modes))
-        token = mx.argmax(fwd[0], axis=-1).astype(mx.int32)
+        token = mx.argmax(logits[:, -1], axis=-1).astype(mx.int32)
         self.token = mx.broadcast_to(token, (len(modes),))
         self.can = mx.zeros((len(modes),), dtype=mx.bool_)
         self.index = 0
@@ -84,18 +86,9 @@ class Stepper:
     def __call__(self) -> float:
         t = time.perf_counter()
         fwd = _forward(self.lm, self.token, self.cache)
-        key = step_key(SEED, self.index)
-        if self.batched:  # fork branches: one greedy pick for all rows
-            parts = [_step(*fwd, self.can, key, self.cfg, "greedy", 5, 1, 5, None)]
-        else:
-            parts = [
-                _step(*(a[r : r + 1] for a in fwd), self.can[r : r + 1], key, self.cfg, m,
-                      27 if m == "normal" else 100, 5 if m == "entropix" else 1, 0, None)
-                for r, m in enumerate(self.modes)
-            ]  # fmt: skip
-        token = mx.concatenate([p.token for p in parts])
-        mx.concatenate([p.packed for p in parts]).tolist()
-        self.token, self.index = token, self.index + 1
+        step = sample_rows(*fwd, self.can, self.plans, self.index, self.lm.compile_steps)
+        step.packed.tolist()
+        self.token, self.index = step.token, self.index + 1
         return time.perf_counter() - t
 
 
@@ -105,7 +98,7 @@ def run_steps(lm: LoadedModel, steps: int, rows: list[int]) -> dict[str, float]:
     runners = {
         "entropix, one row": Stepper(lm, ["entropix"]),
         "compare (entropix + normal rows)": Stepper(lm, ["entropix", "normal"]),
-        **{f"greedy, {k} row(s)": Stepper(lm, ["greedy"] * k, batched_greedy=True) for k in rows},
+        **{f"greedy, {k} row(s)": Stepper(lm, ["greedy"] * k) for k in rows},
     }
     times: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(steps):

@@ -48,7 +48,7 @@ from mlx_entropix.engine.generate import generate  # noqa: E402
 from mlx_entropix.eval.reference_model import to_mlx_lm  # noqa: E402
 from mlx_entropix.io.load import LoadedModel, load  # noqa: E402
 from mlx_entropix.models import llama as model_module  # noqa: E402
-from mlx_entropix.runtime.device import runtime_info  # noqa: E402
+from mlx_entropix.runtime.device import blas_phase, runtime_info  # noqa: E402
 
 import mlx.core as mx  # noqa: E402
 
@@ -158,6 +158,7 @@ def run_engine(
 def run_mlx_lm(ref: Any, ids: list[int], tokens: int) -> dict[str, Any]:
     from mlx_lm.generate import generate_step
 
+    blas_phase(True)  # mlx-lm as it runs alone: the BLAS's default threads (ours: per phase)
     return timed(generate_step(mx.array(ids), ref, max_tokens=tokens), len(ids))
 
 

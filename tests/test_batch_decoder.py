@@ -160,7 +160,7 @@ def test_a_failing_step_ends_every_request_with_an_error(embedded, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("device lost")
 
-    monkeypatch.setattr(embedded.model, "step_shared", broken)
+    monkeypatch.setattr(embedded.model, "decode_shared", broken)
     with pytest.raises(RuntimeError, match="device lost"):
         decoder.tick()
     for req in (a, b):

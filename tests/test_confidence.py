@@ -12,6 +12,7 @@ from mlx_entropix.engine.confidence import (
     abstains,
     answer_span,
     boundary_span,
+    features,
     score,
     shipped_model,
     span_features,
@@ -66,6 +67,8 @@ MODEL = ConfidenceModel({"chat": ONE, "raw": ONE}, {})
         ("Paris is the capital. It is", None, "Paris is the capital"),
         ("It is 3.5 metres long. Yes", None, "It is 3.5 metres long"),
         ("  first line\nsecond", None, "first line"),
+        (" 3 + 1 = 4\nQ: Anna has", None, "4"),  # no kind: an equation's right-hand side
+        ("x = y, so\n2 = 2", None, "x = y, so"),  # no number after its "=": the line
     ],
 )
 def test_answer_span(text, kind, want):
@@ -107,6 +110,30 @@ def test_confidence_ignores_an_unconfident_continuation():
     assert long.features["mean_logprob"] == pytest.approx(math.log(0.95))
     assert whole["mean_logprob"] < math.log(0.5)  # the whole text would have looked unsure
     assert long.span == (1, 6)
+
+
+def test_answer_features_take_the_ending_token_and_ignore_a_continuation():
+    """A raw answer stopped at its line break (the stop string's token adds no text) and the
+    same answer running on past it get the same answer features: the span's tokens and the
+    token that ends the answer, nothing after; the whole generation's mean differs."""
+    end = (math.log(0.5), (math.log(0.5), math.log(0.3)))
+    answer = [(" ", SURE), ("8", SURE), ("5", SURE)]
+    stopped = stream([*answer, ("", end)])
+    ran_on = stream([*answer, ("\n", end), ("1", UNSURE), ("3", UNSURE), (" x", UNSURE)])
+    a = features(stopped[0], stopped[1], answer_span(stopped[0], "numeric"))
+    b = features(ran_on[0], ran_on[1], answer_span(ran_on[0], None))
+    want = (2 * math.log(0.95) + math.log(0.5)) / 3
+    for f in (a, b):
+        assert f["answer_mean_logprob"] == pytest.approx(want)
+        assert f["answer_sum_logprob"] == pytest.approx(3 * want)
+        assert f["mean_logprob"] == pytest.approx(math.log(0.95))  # the span alone
+        assert f["through_mean_logprob"] == pytest.approx((3 * math.log(0.95) + math.log(0.5)) / 4)
+    assert b["whole_mean_logprob"] < a["whole_mean_logprob"] - 0.3
+    # no ending token (the text ended with the span): the span's tokens alone
+    last = stream(answer)
+    f = features(last[0], last[1], (1, 3))
+    assert f["answer_mean_logprob"] == pytest.approx(math.log(0.95))
+    assert f["through_mean_logprob"] == pytest.approx(math.log(0.95))
 
 
 def test_features_margin_and_missing_values():

@@ -138,6 +138,29 @@ def test_choose_prefers_fewer_features_then_lowest_ece():
         choose(results, cands, "chat")
 
 
+def test_raw_text_never_gets_a_score_that_hangs_on_where_the_text_was_stopped():
+    """The whole generation's features see what follows a raw answer (dev is always stopped at
+    the line break, a user's request need not be): never chosen for raw, even when best; a
+    pooled isotonic map of one score counts as one feature."""
+    cands = [
+        Candidate("whole", ("whole_mean_logprob",)),
+        Candidate("answer+whole", ("answer_mean_logprob", "whole_mean_logprob")),
+        Candidate("answer", ("answer_mean_logprob",), kind="isotonic", pooled=True),
+        Candidate(
+            "answer+margin", ("answer_mean_logprob", "first_margin", FORMAT_FEATURE), pooled=True
+        ),  # fmt: skip
+    ]
+    results = {
+        "whole": _block(0.90, 0.90, 0.01),
+        "answer+whole": _block(0.90, 0.90, 0.01),
+        "answer": _block(0.75, 0.75, 0.05),
+        "answer+margin": _block(0.752, 0.752, 0.04),
+    }
+    assert choose(results, cands, "raw").name == "answer"  # fewest features among near-equal
+    chat = {n: {"chat": b["raw"]} for n, b in results.items()}
+    assert choose(chat, cands, "chat").name == "whole"  # a chat answer ends at its own end
+
+
 def test_bootstrap_intervals_bracket_the_figures():
     recs, p = _known(400, 6)
     b = bootstrap(list(p), recs, n_boot=200)

@@ -119,7 +119,7 @@ def test_the_cli_json_equals_the_server_sse(tmp_path):
 # Every place that runs a decode or prefill step: (module, function) -> what it calls and why.
 # A new caller fails the test below: one loop should call the step, not a second copy of it.
 CALLERS = {
-    ("engine.batch", "BatchDecoder._decode"): ({"step_shared", "sample_rows"},
+    ("engine.batch", "BatchDecoder._decode"): ({"decode_shared", "sample_rows"},
         "the decode step of every running row of every request (the one loop)"),
     ("engine.batch", "BatchDecoder._start"): ({"sample_rows"},
         "a request's first token, from its prefill's last logits"),
@@ -135,13 +135,16 @@ CALLERS = {
     ("engine.generate", "_run.branch_step"): ({"sample_step"},
         "_run's fork branches: one greedy call for all of them (in the decoder: _decode)"),
     ("models.llama", "Model.__call__"): ({"layer_steps"}, "a pass is its layer steps, run out"),
+    ("models.families", "BatchedFamilyModel.decode_shared"): ({"step_shared"},
+        "a family model's decode step is its one-call pass, run out"),
     ("uncertainty.step", "sample_rows"): ({"sample_step"},
         "rows that share a plan in one compiled call"),
     ("uncertainty.step", "sample_step"): ({"plan_step"}, "compiled, or not under mlx.launch"),
 }  # fmt: skip
 STEP_MODULE = "mlx_entropix.uncertainty.step"
 BY_NAME = {"sample_rows", "sample_step", "plan_step"}  # functions of STEP_MODULE
-BY_ATTRIBUTE = {"step_shared", "layer_steps", "model"}  # the model's: lm.model(...), ...
+# the model's: lm.model(...), ...
+BY_ATTRIBUTE = {"decode_shared", "step_shared", "layer_steps", "model"}
 
 
 def step_calls(path: Path, module: str) -> dict[str, set[str]]:

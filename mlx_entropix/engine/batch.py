@@ -3,15 +3,14 @@
 One decode step on this hardware is bound by reading the weights, so B rows cost little more
 than one. ``BatchDecoder`` keeps every running request's rows in one batch: their keys and
 values live in one ``SharedCache``, each row at its own length, and a step runs every layer
-once over all rows (``Model.step_shared``); then each row decides and draws under its own key,
+once over all rows (``Model.decode_shared``); then each row decides and draws under its own key,
 ``step_key(seed, index)``. A request's events do not depend on what else is in the batch:
 bitwise so when the BLAS is batch-invariant (``runtime.blas``; the attention is by
 construction, ``shared_cache``). It is the one decode loop of every request it supports
 (``supports``): ``generate`` submits the CLI's and the harness's requests to a decoder of its
 own, the server its requests to one shared decoder; ``generate._run`` serves the rest.
-A fork (mode fork) is a strategy over rows: at a fork its row's keys are copied into one slot
-per branch, the branches step greedily in the batch with everyone else's rows as
-``fork.explore`` asks (``branches.SlotRows``), and the request goes on from the kept row.
+At a fork (mode fork) the branches become slots, copies of its row's keys, stepping with the
+others' rows as ``fork.explore`` asks (``branches.SlotRows``); the kept branch's row goes on.
 
 A new request joins at a step boundary. Its prompt is prefilled layer by layer, a time slice
 per ``tick`` between the decode steps of the running rows (a slice per waiting prompt, up to a
@@ -36,7 +35,6 @@ from ..answers import parse_options
 from ..config import Mode, SamplerConfig
 from ..errors import InvalidRequestError
 from ..events import DoneEvent, ErrorEvent, TokenEvent
-from ..models.llama import run_steps
 from ..models.protocol import SharedBatch
 from ..uncertainty.step import RowPlan, Rows, observe, observe_requests, sample_rows
 from .branches import Branches, SlotRows
@@ -91,10 +89,8 @@ class BatchRequest:
     cached: int = 0  # prompt tokens taken from the prefix cache
     generated: defaultdict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
     t_prefill: float = 0.0
-
     plans: list[RowPlan] = field(default_factory=list)  # each row's (``request.row_plan``)
-    # mode fork (one row): the prompt's options (the choice reader's), the branch rows while a
-    # fork runs, the row's plan and step at the fork, forks and tokens computed (``DoneEvent``)
+    # mode fork: choice options, a running fork's rows, the plan and step at it, forks, work
     options: dict[str, str] | None = None
     branches: SlotRows | None = None
     at_fork: tuple[RowPlan, Rows] | None = None
@@ -239,6 +235,8 @@ class BatchDecoder:
                 self._end(req, cancelled=True)
         exploring = [r for r in self.requests if r.branches is not None]
         running = [r for r in self.requests if r.current is not None and r.branches is None]
+        if running or exploring:
+            self.lm.work_phase(False)
         following = self._decode([r for r in running if r.index + 1 < r.budget] + exploring)
         if running:
             mx.eval([a for r in running for a in r.current.arrays()])  # type: ignore[union-attr]
@@ -257,7 +255,7 @@ class BatchDecoder:
         tokens = mx.zeros((shared.slots,), dtype=mx.int32)  # free slots and ending rows: 0
         tokens[order] = mx.concatenate([r.current.token for r in reqs]).astype(mx.int32)  # type: ignore[union-attr]
         keys = {r: shared.lengths[r.slots[0]] + 1 for r in reqs}  # type: ignore[operator]
-        logits, scores = run_steps(self.lm.model.step_shared(tokens, shared))
+        logits, scores = self.lm.model.decode_shared(tokens, shared, on)
         # each request's attention over its own keys: the shapes (the kernels) it has alone
         mine = [scores[mx.array(r.slots), :, : keys[r]] for r in reqs]
         forward = observe_requests(logits[order], mine, on)
@@ -322,10 +320,9 @@ class BatchDecoder:
         req.forks, req.computed = req.forks + 1, req.computed + found.event.tokens_computed
         req.events.extend((0, e) for e in kept_events(s, found))
         req.generated[0] += [int(v[0]) for v in found.rows]
-        last = found.rows[-1]
         req.index = req.emitted = req.index + len(found.rows) - 1  # the kept branch's last step
-        req.plans, req.current = [plan], Rows(mx.array([int(last[0])]), at.can_clarify,
-                                              mx.array([last]))  # fmt: skip
+        last = mx.array(found.rows[-1:])
+        req.plans, req.current = [plan], Rows(last[:, 0].astype(mx.int32), at.can_clarify, last)
         if s.finished or req.index + 1 >= req.budget:
             self._end(req)
 
@@ -350,7 +347,10 @@ class BatchDecoder:
 
     def idle_step(self) -> bool:
         """A layer of the prefix cache's filling (``Extender``) while no request runs, or False."""
-        return not self.requests and self.extender is not None and self.extender.step()
+        if self.requests or self.extender is None:
+            return False
+        self.lm.work_phase(True)
+        return self.extender.step()
 
     # ------------------------------------------------------------------ prefill
     def _prefill_slice(self, budget_s: float) -> None:
@@ -368,6 +368,7 @@ class BatchDecoder:
                 self.prefills.append(Prefill(waiting, steps, True))
             if not self.prefills:
                 return
+            self.lm.work_phase(True)
             job = min(self.prefills, key=lambda p: max(r.remaining for r in p.reqs))
             if all(r.finished for r in job.reqs):  # all cancelled
                 self.prefills.remove(job)

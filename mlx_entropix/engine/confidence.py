@@ -2,26 +2,22 @@
 
 Three steps, all pure:
 
-1. **The answer span** (``answer_span``): where the item has an answer kind, the part of the
-   text the grader's reader (``answers.py``) takes as the answer: the number it reads (after
-   the last marker, else the last "=", else the first number), the choice letter (or the one
-   option text named), the first yes/no word. Otherwise (``exact``/``contains``, no kind as in
-   a chat request, or the reader finds nothing) the text from its first non-space character up
-   to its first **answer boundary**: the first line break after some text, or the first
-   sentence end ("." "!" "?" followed by a space or the end; a "." between digits is a decimal
-   point, not an end). Text after the span (an unconfident continuation) does not count.
-2. **Features** over the span's tokens (``span_features``): mean and minimum log-probability,
-   the first token's log-probability and margin p1 - p2, the smallest and the mean margin, the
-   sum of log-probabilities (the answer string's probability), mean entropy and varentropy
-   (the logits' signals), and separately the four attention metrics' means.
+1. **The answer span** (``answer_span``): with an answer kind, what the grader's reader
+   (``answers.py``) reads: the number (after the last marker, else the last "=", else the
+   first), the choice letter (or the one option text named), the first yes/no word. Otherwise
+   (``exact``/``contains``, no kind as in a request, nothing read) the text from its first
+   non-space character to its first **answer boundary** (a line break; a sentence end, not a
+   decimal point); with no kind, an equation there ("3 + 1 = 4") gives its right-hand side.
+   Text after the span (a continuation) does not count.
+2. **Features** over the span's tokens (``span_features``): mean, minimum and sum of
+   log-probabilities, the first token's log-probability and margin p1 - p2, the smallest and
+   mean margin, mean entropy and varentropy; the same log-probabilities with the token that
+   ends the answer (``answer_*``); of the whole generation (``features``); and separately the
+   four attention metrics' means.
 3. **The map to [0, 1]** (``ConfidenceModel``), per prompt format (chat or raw text): a
-   logistic regression on standardized features or an isotonic (monotone piecewise-linear)
-   map of one feature, chosen and fitted per model on a development split by
-   ``python -m mlx_entropix.eval.calibrate confidence`` (``eval/confidence_select.py``: by
-   how it does on a kind of question it was not fitted on) and shipped in
-   ``configs/confidence/<model>.json``. Both are monotone in their features (a logistic one
-   in each feature's direction), so a surer answer never gets a lower confidence through a
-   single feature.
+   logistic regression on standardized features or an isotonic map of one feature, chosen
+   and fitted per model on dev by ``calibrate confidence`` (``eval/confidence_select.py``)
+   and shipped in ``configs/confidence/<model>.json``; monotone in each feature.
 """
 
 from __future__ import annotations
@@ -51,11 +47,15 @@ LOGIT_FEATURES: tuple[str, ...] = (
     "log_tokens",
     "mean_margin",  # CoT-decoding's answer margin (Wang and Zhou 2024): mean p1 - p2
     "sum_logprob",  # log p(the answer's tokens): the answer string's probability
+    # With the token that ends the answer ("85" then "\n" is surer than "85" then "0").
+    "answer_mean_logprob",
+    "answer_sum_logprob",
 )
 # Of the whole generation, not the span: how it got to the answer (candidates, see README).
 CONTEXT_FEATURES: tuple[str, ...] = (
     "prefix_mean_logprob",
     "whole_mean_logprob",
+    "through_mean_logprob",  # the tokens up to the answer's end: the whole, less what follows
     "whole_mean_entropy",
     "span_start",
 )
@@ -122,15 +122,13 @@ def _choice_span(text: str, options: dict[str, str] | None) -> tuple[int, int] |
     letter = extract_choice(text)
     if letter is not None:
         for pattern in (rf"\(({letter})\)", rf"(?<![\w'])({letter})(?![\w'])"):
-            m = re.search(pattern, text, flags=re.IGNORECASE)
-            if m:
+            if m := re.search(pattern, text, flags=re.IGNORECASE):
                 return m.span(1)
         return None
     said = normalize(text)
     named = [t for t in (options or {}).values() if normalize(t) and normalize(t) in said]
     if len(named) == 1:
-        m = re.search(re.escape(named[0]), text, flags=re.IGNORECASE)
-        if m:
+        if m := re.search(re.escape(named[0]), text, flags=re.IGNORECASE):
             return m.span()
     return None
 
@@ -148,16 +146,22 @@ def answer_span(
     elif kind == "yesno":
         m = _YESNO.search(text)
         span = m.span() if m else None
+    elif kind is None and (line := boundary_span(text)) and "=" in text[line[0] : line[1]]:
+        span = _number_span(text[: line[1]], text.rindex("=", *line) + 1)
     return span or boundary_span(text)
 
 
 def span_tokens(signals: Sequence[TokenSignal], span: tuple[int, int]) -> list[TokenSignal]:
-    """The tokens whose text overlaps ``span`` (one that adds no text, the first part of a
-    UTF-8 character, is skipped: the token that completes the character counts)."""
+    """The tokens whose text overlaps ``span`` (one that adds no text, e.g. the first part of
+    a UTF-8 character, is skipped)."""
+    return [signals[i] for i in _span_indices(signals, span)]
+
+
+def _span_indices(signals: Sequence[TokenSignal], span: tuple[int, int]) -> list[int]:
     out, begin = [], 0
-    for s in signals:
+    for i, s in enumerate(signals):
         if s.end > begin and begin < span[1] and s.end > span[0]:
-            out.append(s)
+            out.append(i)
         begin = max(begin, s.end)
     return out
 
@@ -174,8 +178,11 @@ def _margin(s: TokenSignal) -> float | None:
     return None if s.top2 is None else math.exp(s.top2[0]) - math.exp(s.top2[1])
 
 
-def span_features(tokens: Sequence[TokenSignal]) -> dict[str, float | None]:
-    """The logits' and the attention's features of the span's tokens (None: unavailable)."""
+def span_features(
+    tokens: Sequence[TokenSignal], ending: TokenSignal | None = None
+) -> dict[str, float | None]:
+    """The logits' and the attention's features of the span's tokens (None: unavailable);
+    ``ending``: the token generated after the span's last one (None: the text ended there)."""
     if not tokens:
         return dict.fromkeys((*LOGIT_FEATURES, *ATTENTION_FEATURES))
     lps = [max(t.logprob, -50.0) for t in tokens]  # -inf (a masked token) would swamp a mean
@@ -192,6 +199,9 @@ def span_features(tokens: Sequence[TokenSignal]) -> dict[str, float | None]:
         "mean_margin": None if None in margins else _mean(margins),
         "sum_logprob": sum(lps),
     }
+    with_end = lps + ([] if ending is None else [max(ending.logprob, -50.0)])
+    out["answer_mean_logprob"] = sum(with_end) / len(with_end)
+    out["answer_sum_logprob"] = sum(with_end)
     for i, name in enumerate(ATTENTION_FEATURES, start=2):
         out[name] = _mean([t.metrics[i] for t in tokens])
     return out
@@ -200,14 +210,19 @@ def span_features(tokens: Sequence[TokenSignal]) -> dict[str, float | None]:
 def features(
     text: str, signals: Sequence[TokenSignal], span: tuple[int, int] | None
 ) -> dict[str, float | None]:
-    """The span's features (``span_features``) and those of the whole generation: mean
-    log-probability of the tokens before the span (0 if none) and of all tokens, mean entropy
-    of all tokens, and where the span starts (fraction of the text)."""
-    out = span_features(span_tokens(signals, span) if span else [])
+    """The span's features (ending: the token after it) and the whole generation's: mean
+    log-prob before the span (0 if none), of all tokens, of those through the ending; mean
+    entropy; where the span starts (fraction of the text)."""
+    ix = _span_indices(signals, span) if span else []
+    last = ix[-1] + 1 if ix else 0  # one past the span's last token
+    ending = signals[last] if ix and last < len(signals) else None
+    out = span_features([signals[i] for i in ix], ending)
     lps = [max(s.logprob, -50.0) for s in signals]
     before = [max(s.logprob, -50.0) for s in signals if span is not None and s.end <= span[0]]
+    through = lps[: last + 1] if ix else []
     out["prefix_mean_logprob"] = sum(before) / len(before) if before else 0.0
     out["whole_mean_logprob"] = sum(lps) / len(lps) if lps else None
+    out["through_mean_logprob"] = sum(through) / len(through) if through else None
     out["whole_mean_entropy"] = _mean([s.metrics[0] for s in signals])
     out["span_start"] = span[0] / max(len(text), 1) if span else None
     return out
@@ -289,12 +304,7 @@ class IsotonicMap:
 
 
 Map = LogisticMap | IsotonicMap
-# Seen by every map: lets one map serve both formats (``calibrate confidence``'s pooled fit).
 FORMAT_FEATURE = "format_raw"
-
-
-def _map_from_dict(d: dict[str, Any]) -> Map:
-    return IsotonicMap.from_dict(d) if d.get("type") == "isotonic" else LogisticMap.from_dict(d)
 
 
 @dataclass(frozen=True)
@@ -302,7 +312,7 @@ class ConfidenceModel:
     """One fitted map per prompt format ("chat", "raw"); "chat" serves a format not fitted."""
 
     maps: dict[str, Map]
-    meta: dict[str, Any]
+    meta: dict[str, Any]  # every map also sees FORMAT_FEATURE (a pooled fit serves both)
 
     def __call__(self, feats: dict[str, float | None], fmt: str = "chat") -> float | None:
         m = self.maps.get(fmt) or self.maps.get("chat") or next(iter(self.maps.values()))
@@ -315,7 +325,10 @@ class ConfidenceModel:
     @classmethod
     def from_file(cls, path: str | Path) -> ConfidenceModel:
         data = json.loads(Path(path).read_text())
-        maps = {k: _map_from_dict(v) for k, v in data["maps"].items()}
+        maps: dict[str, Map] = {
+            k: (IsotonicMap if v.get("type") == "isotonic" else LogisticMap).from_dict(v)
+            for k, v in data["maps"].items()
+        }
         if not maps:
             raise ValueError(f"{path}: no fitted map")
         return cls(maps, data.get("meta", {}))

@@ -147,6 +147,7 @@ def _prefill(
     the yield, ``should_stop`` checked between them: the caller can serve others meanwhile,
     and a cancel lands within one layer. What ``_forward`` gives; None when cancelled."""
     chunks = _chunks(ids)
+    lm.work_phase(True)
     try:
         for i, chunk in enumerate(chunks):
             last = i == len(chunks) - 1
@@ -218,6 +219,7 @@ def _run(
 
     cache = lm.model.make_cache()
     forward = yield from _prefill(lm, ids, cache, should_stop)
+    lm.work_phase(False)
     if forward is None:  # cancelled (or out of time) during the prefill: no token at all
         for s in streams:
             s.finish, s.finished = "cancelled", True

@@ -13,6 +13,7 @@ import glob
 import importlib.metadata
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,9 @@ class LoadedModel:
     default_config: SamplerConfig = field(default_factory=SamplerConfig)
     # Per-token functions under mx.compile (``runtime.device.compile_steps``; same results).
     compile_steps: bool = True
+    # Told before a prefill (True) or a decode step (False): the BLAS's threads for it
+    # (``runtime.device.blas_phase``); by default nothing.
+    work_phase: Callable[[bool], None] = field(default=lambda prefill: None)
 
 
 def embedded_model_path() -> Path:
@@ -315,7 +319,8 @@ def load(
             model_type=args.model_type,
             attention_metrics=args.attention_observed,
         )
-        return LoadedModel(model, tokenizer, info, default_config_for(path.name))
+        return LoadedModel(model, tokenizer, info, default_config_for(path.name),
+                           work_phase=device.blas_phase)  # fmt: skip
     if fmt == "gguf":
         args, weights, tokenizer = _load_gguf(path)
     else:
@@ -353,4 +358,5 @@ def load(
         info=info,
         default_config=default_config_for(path.name),
         compile_steps=device.compile_steps()[0],
+        work_phase=device.blas_phase,
     )

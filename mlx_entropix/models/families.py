@@ -39,7 +39,7 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-from .llama import Cancelled
+from .llama import Cancelled, run_steps
 from .shared_cache import SharedCache, SharedStep, masked_attention
 
 __all__ = ["VERIFIED", "BatchedFamilyModel", "FamilyArgs", "FamilyModel", "family_model",
@@ -298,6 +298,13 @@ class BatchedFamilyModel(FamilyModel):
         logits = mx.take_along_axis(logits, last[:, None, None], axis=1)
         scores = mx.take_along_axis(scores, last[:, None, None, None], axis=2)
         return logits, scores[:, :, 0].astype(mx.float32)
+
+    def decode_shared(
+        self, tokens: mx.array, cache: SharedCache, compile: bool = True
+    ) -> tuple[mx.array, mx.array]:
+        """``llama.Model.decode_shared``'s contract, uncompiled (mlx-lm's layers are traced
+        through its own cache objects)."""
+        return run_steps(self.step_shared(tokens, cache))
 
     def layer_steps(
         self, inputs: mx.array, cache: list[Any], last_only: bool = False, evaluate: bool = True

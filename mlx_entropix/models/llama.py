@@ -368,6 +368,33 @@ class Model(nn.Module):
         scores = mx.take_along_axis(scores, last[:, None, None, None], axis=2)  # type: ignore[arg-type]
         return self.head(h), scores[:, :, 0]
 
+    def decode_shared(
+        self, tokens: mx.array, cache: SharedCache, compile: bool = True
+    ) -> tuple[mx.array, mx.array]:
+        """A decode step of every row of ``cache`` (a token each; free slots: any) in one call:
+        ``step_shared``'s logits (slots, 1, V) and scores (slots, heads, K). ``compile``: under
+        ``mx.compile``, traced once per batch shape (rows, buffer and key blocks): no Python
+        between layers, element-wise chains fused; the same bits (``test_shared_cache.py``),
+        about a fifth less time a token on a 2-core CPU."""
+        s = cache.begin_step()
+        run = compiled(self._decode_rows, compile)
+        logits, scores, keys, values = run(tokens, cache.keys, cache.values, s.positions,
+                                           s.valid, s.rows, s.at)  # fmt: skip
+        cache.keys, cache.values = list(keys), list(values)
+        cache.end_step()
+        return logits, scores
+
+    def _decode_rows(self, tokens: mx.array, keys: list[mx.array], values: list[mx.array],
+                     *step: mx.array) -> tuple[mx.array, mx.array, list, list]:  # fmt: skip
+        """``decode_shared``'s pass, a pure function of the cache's buffers (to be traced)."""
+        cache = self.shared_cache().over(keys, values)
+        positions, valid, rows, at = step
+        shape = SharedStep(positions, valid, valid.shape[-1], rows, at)
+        h = self.model.embed_tokens(tokens[:, None])
+        for i, layer in enumerate(self.layers):
+            h, scores = layer.shared(h, i, cache, shape)
+        return self.head(h), scores[:, :, 0], cache.keys, cache.values
+
     def shared_cache(self) -> SharedCache:
         a = self.args
         return SharedCache(len(self.layers), a.num_key_value_heads, a.head_dim)  # type: ignore[arg-type]

@@ -63,3 +63,7 @@ class SharedBatch(Protocol):
     ) -> Generator[None, None, Forward]:
         """One step of every row of ``cache``, each at its own length (a layer per yield)."""
         ...
+
+    def decode_shared(self, tokens: mx.array, cache: Any, compile: bool = True) -> Forward:
+        """A decode step (a token per row) of every row of ``cache`` in one call."""
+        ...

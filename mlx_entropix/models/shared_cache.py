@@ -48,6 +48,11 @@ class SharedCache:
         self.lengths: list[int | None] = []  # keys held per slot; None = free
         self.capacity = 0  # positions per slot
 
+    def over(self, keys: list[mx.array], values: list[mx.array]) -> SharedCache:
+        """This layout over the given buffers (a traced decode step's: ``Model.decode_shared``)."""
+        self.keys, self.values, self.capacity = list(keys), list(values), keys[0].shape[1]
+        return self
+
     @property
     def slots(self) -> int:
         """Slots a step computes: up to the last one in use (free ones inside ride along)."""

@@ -114,6 +114,30 @@ def batch_invariant(enable: bool = True) -> bool:
 
 
 @functools.cache
+def _threads_api() -> tuple[ctypes._CFuncPtr, int] | None:
+    """The loaded BLAS's thread-count setter and its default count (all cores, or what the
+    user set in ``MKL_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS``); None for the bundled BLAS."""
+    choice = preload()
+    if choice.path is None:
+        return None
+    lib = ctypes.CDLL(choice.path)
+    for setter, getter in (("MKL_Set_Num_Threads", "MKL_Get_Max_Threads"),
+                           ("openblas_set_num_threads", "openblas_get_num_threads")):  # fmt: skip
+        if hasattr(lib, setter) and hasattr(lib, getter):
+            return getattr(lib, setter), int(getattr(lib, getter)())
+    return None
+
+
+def set_threads(n: int | None) -> None:
+    """Run the BLAS's next calls on ``n`` threads (None: its default). A no-op without MKL or
+    OpenBLAS. Takes effect at the next call, from any thread (MLX calls from its own)."""
+    api = _threads_api()
+    if api is not None:
+        setter, default = api
+        setter(default if n is None else max(1, min(n, default)))
+
+
+@functools.cache
 def rows_independent() -> bool:
     """Whether each row of a matrix product is bitwise the same whatever the rows around it
     (1 to 7 rows, first and last positions, against 8), measured on a small layer's shape."""

@@ -1,0 +1,43 @@
+"""The BLAS's threads by phase (``runtime.device.blas_phase``): all cores for a prefill, one for
+a decode step, switched by the engine before each piece of work."""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+
+from mlx_entropix.engine.generate import generate
+from mlx_entropix.runtime import blas
+
+import pytest
+
+
+def test_set_threads_sets_and_restores_the_count():
+    api = blas._threads_api()
+    if api is None:
+        pytest.skip("no MKL/OpenBLAS loaded: the bundled BLAS has no thread count to set")
+    lib = ctypes.CDLL(blas.preload().path)
+    count = getattr(lib, "MKL_Get_Max_Threads", None) or lib.openblas_get_num_threads
+    default = api[1]
+    try:
+        blas.set_threads(1)
+        assert count() == 1
+        blas.set_threads(None)
+        assert count() == default
+        blas.set_threads(10_000)  # never above the default (all cores or the user's setting)
+        assert count() == default
+    finally:
+        blas.set_threads(None)
+
+
+def test_the_engine_prefills_on_all_threads_and_decodes_on_one(embedded):
+    """A request's prefill (in chunks) runs after switches to the prefill threads only, and
+    every decode step after a switch to one thread."""
+    phases: list[bool] = []
+    lm = dataclasses.replace(embedded, work_phase=phases.append)
+    long = "Tell me about rivers, " + "and more " * 80  # over one chunk
+    events = list(generate(lm, long, mode="greedy", max_tokens=5, seed=0))
+    assert events[-1].type == "done" and events[-1].generated_tokens == 5
+    first_decode = phases.index(False)
+    assert first_decode > 0 and all(phases[:first_decode])
+    assert not any(phases[first_decode:]) and len(phases) - first_decode >= 4
