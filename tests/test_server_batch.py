@@ -82,15 +82,15 @@ def test_concurrent_requests_share_steps_and_match_serial_runs(live):
 
 @pytest.mark.parametrize("mode", ["greedy", "fork"])
 def test_a_short_request_is_served_while_a_long_prompt_prefills(live, mode):
-    """In the shared batch (greedy: its prefill in time slices) or in a request of its own
-    (fork: its prefill a layer at a time between the worker's rounds)."""
+    """In the shared batch, its prefill in time slices (greedy; fork: its branches rows of the
+    batch too). Each mode's prompt starts differently: the prefix cache serves neither."""
     wait_idle(live)
     first_long: list[float] = []
     done_long = threading.Event()
 
     def long_client() -> None:
         with httpx.Client(base_url=live.url, timeout=300) as c:
-            body = {"prompt": LONG, "mode": mode, "max_tokens": 2}
+            body = {"prompt": f"{mode}: {LONG}", "mode": mode, "max_tokens": 2}
             with c.stream("POST", "/api/generate", json=body) as r:
                 for item in iter_sse(r):
                     if isinstance(item, tuple) and item[0] == "token" and not first_long:
