@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 # One compile state for the whole session (and the processes it starts): no uncompiled first
 # run while kernels build in the background (``runtime.kernels``; tests/test_first_run.py).
@@ -16,6 +17,23 @@ import pytest
 # As the server runs (before anything computes): rows of a batch bitwise as alone, so the
 # batching tests can ask for identical metrics, not only identical tokens.
 BATCH_INVARIANT = batch_invariant()
+
+
+def pull_round(pulls: dict[int, Iterator], out: dict[int, list]) -> None:
+    """Pull every stream once, as the server's worker does: an item joins its stream's list
+    (None: nothing yet), a stream that ends leaves ``pulls``."""
+    for i, pull in list(pulls.items()):
+        item = next(pull, "end")
+        if item == "end":
+            del pulls[i]
+        elif item is not None:
+            out[i].append(item)
+
+
+def drain(pulls: dict[int, Iterator], out: dict[int, list]) -> None:
+    """Pull round-robin until every stream has ended."""
+    while pulls:
+        pull_round(pulls, out)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from mlx_entropix.errors import InvalidRequestError
 from mlx_entropix.events import METRIC_NAMES
 
 import pytest
-from conftest import BATCH_INVARIANT
+from conftest import BATCH_INVARIANT, drain, pull_round
 
 # (prompt, rows (mode, seed), max_tokens): greedy, a compare pair, seeded sampling, n=2
 REQUESTS = [
@@ -24,23 +24,13 @@ def _drive(decoder: BatchDecoder, lm, requests, stagger: int = 2):
     """Submit the requests one after another, ``stagger`` rounds apart (each joins a batch
     already decoding), pulling every stream round-robin as the server's worker does."""
     out: dict[int, list] = {i: [] for i in range(len(requests))}
-    pulls: dict[int, object] = {}
-
-    def round_robin() -> None:
-        for i, pull in list(pulls.items()):
-            item = next(pull, "end")
-            if item == "end":
-                del pulls[i]
-            elif item is not None:
-                out[i].append(item)
-
+    pulls: dict = {}
     for i, (prompt, rows, n) in enumerate(requests):
         req = decoder.submit(prepare_prompt(lm, prompt, max_tokens=n), rows, max_tokens=n)
         pulls[i] = decoder.pull(req)
         for _ in range(stagger):
-            round_robin()
-    while pulls:
-        round_robin()
+            pull_round(pulls, out)
+    drain(pulls, out)
     return out
 
 

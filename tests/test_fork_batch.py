@@ -10,7 +10,7 @@ from mlx_entropix.engine.generate import _run, prepare_prompt
 from mlx_entropix.errors import InvalidRequestError
 
 import pytest
-from conftest import BATCH_INVARIANT
+from conftest import BATCH_INVARIANT, drain, pull_round
 
 PER_REQUEST = {"mode", "top_logprobs"}  # not the sampler's: the request's
 TIMES = {"elapsed_s", "ttft_s", "total_s", "prefill_tok_s", "decode_tok_s", "cached_tokens"}
@@ -30,16 +30,7 @@ FORKS = [
 def _serve(lm, requests, stagger: int = 1) -> tuple[list[list], BatchDecoder]:
     """Each request (prompt, overrides, max_tokens; mode fork, seed 7) submitted to one
     decoder, ``stagger`` rounds apart, pulled round-robin as the server's worker does."""
-    decoder, out, pulls = BatchDecoder(lm), [[] for _ in requests], {}
-
-    def round_robin() -> None:
-        for i, pull in list(pulls.items()):
-            item = next(pull, "end")
-            if item == "end":
-                del pulls[i]
-            elif item is not None:
-                out[i].append(item[1])
-
+    decoder, out, pulls = BatchDecoder(lm), {i: [] for i in range(len(requests))}, {}
     for i, (prompt, over, n) in enumerate(requests):
         ids = prepare_prompt(lm, prompt, max_tokens=n)
         mode, top = over.get("mode", "fork"), over.get("top_logprobs", 2)
@@ -47,10 +38,9 @@ def _serve(lm, requests, stagger: int = 1) -> tuple[list[list], BatchDecoder]:
         req = decoder.submit(ids, [(mode, 7)], config=cfg, max_tokens=n, top_logprobs=top)
         pulls[i] = decoder.pull(req)
         for _ in range(stagger):
-            round_robin()
-    while pulls:
-        round_robin()
-    return out, decoder
+            pull_round(pulls, out)
+    drain(pulls, out)
+    return [[e for _, e in out[i]] for i in range(len(requests))], decoder
 
 
 def _dumped(events: list) -> list[dict]:

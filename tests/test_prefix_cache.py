@@ -23,6 +23,7 @@ from mlx_entropix.models.llama import run_steps
 
 import mlx.core as mx
 import pytest
+from conftest import drain
 from mlx_lm.models.cache import KVCache
 
 BIG = 2**30  # a bound no test reaches
@@ -139,13 +140,7 @@ def test_concurrent_requests_sharing_a_prefix_are_each_served_as_alone(embedded,
     pulls = {k: decoder.pull(decoder.submit(p, [("entropix", k)], max_tokens=4))
              for k, p in enumerate(prompts)}  # fmt: skip
     got: dict[int, list] = {k: [] for k in pulls}
-    while pulls:
-        for k, pull in list(pulls.items()):
-            item = next(pull, "end")
-            if item == "end":
-                del pulls[k]
-            elif item is not None:
-                got[k].append(item)
+    drain(pulls, got)
     for k, p in enumerate(prompts):
         assert _bits(got[k]) == _bits(fresh(p, rows=(("entropix", k),)))
     # the first prefill filled the blocks the others then found (shortest first, one by one)
