@@ -180,8 +180,9 @@ def _sse_events(response) -> list[dict]:
 
 
 def test_server_on_two_ranks(embedded, two_local_ranks, tmp_path):
-    """Rank 0 serves, rank 1 follows: a cancelled stream leaves no rank behind in a collective,
-    the compare view (two interleaved modes) matches one process, and on Ctrl-C rank 0 shuts
+    """Rank 0 serves, rank 1 replays its schedule: a cancelled stream leaves no rank behind in a
+    collective, the compare view (two interleaved modes) matches one process, four requests at
+    once are one batch and each its single-process tokens, and on Ctrl-C rank 0 shuts
     down and tells the follower to exit (which ignores the Ctrl-C itself): all exit cleanly."""
     import signal
     import time
@@ -219,6 +220,7 @@ def test_server_on_two_ranks(embedded, two_local_ranks, tmp_path):
         for mode in ("entropix", "normal"):
             tokens = [e for e in events if e["type"] == "token" and e["mode"] == mode]
             _assert_same(tokens, _single(embedded, mode), f"server {mode}")
+        _four_at_once(url, embedded)
     finally:
         # Ctrl-C as a terminal sends it, to every rank, but not to the launcher: its main thread
         # can be interrupted holding a queue lock its other threads then wait on forever (a race
@@ -239,6 +241,47 @@ def test_server_on_two_ranks(embedded, two_local_ranks, tmp_path):
     # the follower left at rank 0's word (Engine.close), not because its connection broke
     assert "rank 1: rank 0 shuts down; exiting" in text, text[-3000:]
     assert proc.returncode == 0, text[-3000:]
+
+
+def _four_at_once(url: str, lm) -> None:
+    """Four requests at once, every kind (fork too): decoded together on both ranks (the
+    worker runs them at once; the shared batch is the only path), each stream the single
+    process's tokens (metrics to 1e-3: rows of a batch are not bitwise those alone
+    on this BLAS)."""
+    import threading
+    import time
+
+    import httpx
+
+    asks = [("Name a fruit.", "entropix", 3), ("Name a colour.", "normal", 4),
+            ("Count to five.", "greedy", 5), ("What is 2+3?", "fork", 6)]  # fmt: skip
+    got: dict[int, list[dict]] = {}
+
+    def ask(i: int) -> None:
+        prompt, mode, seed = asks[i]
+        body = {"prompt": prompt, "mode": mode, "max_tokens": 12, "seed": seed, "top_logprobs": 0}
+        with httpx.stream("POST", f"{url}/api/generate", json=body, timeout=TIMEOUT_S) as r:
+            got[i] = [e for e in _sse_events(r) if e["type"] == "token"]
+
+    assert httpx.get(f"{url}/api/info").json()["limits"]["batched_decoding"]
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(asks))]
+    for t in threads:
+        t.start()
+    running = []
+    while any(t.is_alive() for t in threads):
+        running.append(httpx.get(f"{url}/api/health").json()["queue"]["running_jobs"])
+        time.sleep(0.2)
+    for t in threads:
+        t.join(TIMEOUT_S)
+    assert sorted(got) == list(range(len(asks)))
+    assert max(running) >= 3, running  # jobs decoding at once (one batch: the only path)
+    for i, (prompt, mode, seed) in enumerate(asks):
+        events = generate(lm, prompt, mode=mode, max_tokens=12, seed=seed, top_logprobs=0)
+        want = [e.model_dump() for e in events if e.type == "token"]
+        assert [e["id"] for e in got[i]] == [e["id"] for e in want], mode
+        for g, w in zip(got[i], want, strict=True):
+            for name in METRIC_NAMES:
+                assert g["metrics"][name] == pytest.approx(w["metrics"][name], abs=1e-3), mode
 
 
 def _children(pid: int) -> list[int]:

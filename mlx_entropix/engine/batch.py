@@ -24,9 +24,7 @@ runs a round once every request's events are handed out. No threads: one thread 
 from __future__ import annotations
 
 import time
-from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import mlx.core as mx
@@ -34,22 +32,21 @@ import mlx.core as mx
 from ..answers import parse_options
 from ..config import Mode, SamplerConfig
 from ..errors import InvalidRequestError
-from ..events import DoneEvent, ErrorEvent, TokenEvent
+from ..events import ErrorEvent
 from ..models.protocol import SharedBatch
-from ..uncertainty.step import RowPlan, Rows, observe, observe_requests, sample_rows
+from ..uncertainty.step import Rows, observe, observe_requests, sample_rows
 from .branches import Branches, SlotRows
 from .confidence import shipped_model
 from .fork import Explored, explore, fork_due, kept_events
 from .prefill import Prefill, Prefilled, prefill_long, prefill_short
 from .prefix_cache import Extender, PrefixCache, closing_token
-from .request import PREFILL_CHUNK, check_mode, clarify_token, row_plan
+from .request import PREFILL_CHUNK, BatchRequest, Event, check_mode, clarify_token, row_plan
 from .stream import METRICS, STATE, RowStream
 
 if TYPE_CHECKING:
     from ..io.load import LoadedModel
 
 __all__ = ["PREFILL_SLICE_S", "BatchDecoder", "BatchRequest"]
-Event = TokenEvent | DoneEvent | ErrorEvent
 # Prefill work per tick and waiting prompt: about one decode step of a full batch on the 2-core
 # CPU, so one long prompt at most halves the running streams' speed. Several waiting prompts
 # (a burst of requests) get a slice each, up to PREFILL_SLICE_MAX_S per tick: their first
@@ -60,42 +57,6 @@ PREFILL_SLICE_MAX_S = 1.0
 # Prompts up to this many tokens are prefilled together, one row each; longer ones alone, in
 # chunks (their late chunks attend to thousands of keys: no short prompt should pay for that).
 SHORT_PROMPT = PREFILL_CHUNK
-
-
-@dataclass(eq=False)
-class BatchRequest:
-    """One request in the decoder: one prompt, one or more rows (mode, seed) from its prefill.
-
-    ``events`` fills with ``(row, event)`` as the decoder makes them; ``finished`` turns true
-    once every row has its ``DoneEvent`` there."""
-
-    ids: list[int]
-    rows: list[tuple[Mode, int]]
-    cfg: SamplerConfig
-    budget: int
-    should_stop: Callable[[], bool]
-    clarify_id: int | None
-    streams: list[RowStream]
-    events: deque[tuple[int, Event]] = field(default_factory=deque)
-    finished: bool = False
-    closed: set[int] = field(default_factory=set)  # rows whose DoneEvent is out
-    # decoder state
-    waiting: bool = False  # a short prompt not yet in a prefill
-    slots: list[int] = field(default_factory=list)  # its rows in the shared cache
-    remaining: int = 0  # prompt tokens not prefilled yet (shortest first)
-    index: int = 0  # step of ``current``
-    emitted: int = -1  # the last step whose events are out
-    current: Rows | None = None
-    cached: int = 0  # prompt tokens taken from the prefix cache
-    generated: defaultdict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
-    t_prefill: float = 0.0
-    plans: list[RowPlan] = field(default_factory=list)  # each row's (``request.row_plan``)
-    # mode fork: choice options, a running fork's rows, the plan and step at it, forks, work
-    options: dict[str, str] | None = None
-    branches: SlotRows | None = None
-    at_fork: tuple[RowPlan, Rows] | None = None
-    forks: int = 0
-    computed: int = 0
 
 
 class BatchDecoder:
@@ -122,10 +83,9 @@ class BatchDecoder:
 
     @staticmethod
     def supports(lm: LoadedModel) -> bool:
-        """A ``SharedBatch`` model (our Llama; a family model with plain KV caches), in one
-        process: under ``mlx.launch`` every rank must run the same steps in the same order,
-        which a shared batch does not promise."""
-        return isinstance(lm.model, SharedBatch) and lm.model.group is None
+        """A ``SharedBatch`` model: our Llama (also split under ``mlx.launch``, where every
+        rank runs the same schedule: ``replica.py``); a family model with plain KV caches."""
+        return isinstance(lm.model, SharedBatch)
 
     # ------------------------------------------------------------------ the consumers' side
     def submit(
@@ -204,6 +164,9 @@ class BatchDecoder:
 
     def discard(self, req: BatchRequest) -> None:
         """Drop a request (its consumer is gone): its rows leave the batch."""
+        self._drop(req)
+
+    def _drop(self, req: BatchRequest) -> None:
         if req in self.requests:
             self.requests.remove(req)
         self.shared.free(req.slots + (req.branches.held() if req.branches else []))
@@ -258,10 +221,11 @@ class BatchDecoder:
         logits, scores = self.lm.model.decode_shared(tokens, shared, on)
         # each request's attention over its own keys: the shapes (the kernels) it has alone
         mine = [scores[mx.array(r.slots), :, : keys[r]] for r in reqs]
-        forward = observe_requests(logits[order], mine, on)
+        forward = observe_requests(logits[order], mine, on, self.lm.model.head_group)
         can = mx.concatenate([r.current.can_clarify for r in reqs])  # type: ignore[union-attr]
-        plans = [p for r in reqs for p in r.plans]
-        step = sample_rows(*forward, can, plans, [r.index + 1 for r in reqs for _ in r.plans], on)
+        plans, group = [p for r in reqs for p in r.plans], self.lm.model.group
+        step = sample_rows(*forward, can, plans, [r.index + 1 for r in reqs for _ in r.plans], on,
+                           group)  # fmt: skip
         out, start = {}, 0
         for req in reqs:
             rows = slice(start, start + len(req.plans))
@@ -343,7 +307,7 @@ class BatchDecoder:
                 self._close_row(req, r)
             if self.extender is not None and not cancelled:
                 self.extender.add(req.ids + req.generated[r])
-        self.discard(req)
+        self._drop(req)
 
     def idle_step(self) -> bool:
         """A layer of the prefix cache's filling (``Extender``) while no request runs, or False."""
@@ -379,8 +343,12 @@ class BatchDecoder:
                 self.prefills.remove(job)
                 for prompt in end.value:
                     self._start(prompt)
-            if time.perf_counter() >= deadline:
+            if self._out_of_time(deadline):
                 return
+
+    def _out_of_time(self, deadline: float) -> bool:
+        """The prefill slice's end: the one decision of the schedule the clock makes."""
+        return time.perf_counter() >= deadline
 
     def _start(self, prompt: Prefilled) -> None:
         """A prompt is in: the first step (from its last logits) and the request's rows,
@@ -388,11 +356,12 @@ class BatchDecoder:
         req = prompt.req
         if req.finished:
             return
-        forward = observe(prompt.logits, prompt.scores, self.lm.compile_steps)
+        on, model = self.lm.compile_steps, self.lm.model
+        forward = observe(prompt.logits, prompt.scores, on, model.head_group)
         n = len(req.rows)
         req.slots = self.shared.add(prompt.kv, prompt.length, n)
         can = mx.array([req.clarify_id is not None] * n)
-        req.current = Rows(*sample_rows(*forward, can, req.plans, 0, self.lm.compile_steps))
+        req.current = Rows(*sample_rows(*forward, can, req.plans, 0, on, model.group))
         # The first token's events now, not after the next tick queued a decode step of the
         # batch (on the CPU queuing a step runs most of it: a first token waited for a step).
         self._emit(req)

@@ -9,7 +9,7 @@ metrics, the decision and the draw; step n+1 is queued before step n is read in 
 so the device keeps working while the CLI prints or the server streams.
 
 ``_run`` serves what the decoder cannot: mlx-lm families without plain KV caches
-(``families.py``) and ``mlx.launch``. One prompt, B rows from one prefill in an mlx-lm cache
+(``families.py``; never split over ranks). One prompt, B rows from one prefill in an mlx-lm cache
 (copied to B rows), each its own mode, seed and events; fork mode decodes its branches as such
 a batch (``fork.explore`` over mlx-lm caches, ``branches.explore_in_cache``): at a fork the
 cache is trimmed, the branches explored, the kept row's cache carried on.
@@ -136,7 +136,7 @@ def _forward(lm: LoadedModel, tokens: mx.array, cache: list) -> tuple[mx.array, 
     """One decode step's forward pass, a token per row, lazily: last logits (B, V), metrics
     (B, 6) and the log of the softmax normaliser (B,)."""
     logits, scores = lm.model(tokens.reshape(-1, 1), cache)
-    return observe(logits, scores, lm.compile_steps, lm.model.head_group)
+    return observe(logits, scores, lm.compile_steps)
 
 
 def _prefill(
@@ -160,7 +160,7 @@ def _prefill(
                 yield
     except Cancelled:
         return None
-    return observe(logits, scores, lm.compile_steps, lm.model.head_group)
+    return observe(logits, scores, lm.compile_steps)
 
 
 def _chunks(ids: list[int]) -> list[mx.array]:
@@ -200,14 +200,14 @@ def _run(
 
     def step(forward: tuple[mx.array, ...], can: mx.array, index: int) -> Step:
         """Each row decides and draws under its own key, as it would alone."""
-        return sample_rows(*forward, can, plans, index, lm.compile_steps, lm.model.group)
+        return sample_rows(*forward, can, plans, index, lm.compile_steps)
 
     def branch_step(tokens: mx.array, cache: list) -> Step:
         """All branches of a fork at once: greedy needs no key."""
         fwd = _forward(lm, tokens, cache)
         can = mx.zeros(tokens.shape, dtype=mx.bool_)
         greedy = RowPlan("greedy", 0, cfg, n_top, 1, n_top, None)
-        return sample_step(*fwd, can, step_key(0, 0), greedy, lm.compile_steps, lm.model.group)
+        return sample_step(*fwd, can, step_key(0, 0), greedy, lm.compile_steps)
 
     def queue(index: int) -> Step | None:
         """Step ``index`` from the current token, queued on the device; None past the budget."""

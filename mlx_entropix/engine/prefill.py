@@ -13,7 +13,7 @@ import mlx.core as mx
 from .prefix_cache import PrefixCache, TurnEnds, prefill_chunks
 
 if TYPE_CHECKING:
-    from .batch import BatchRequest
+    from .request import BatchRequest
 
 __all__ = ["Prefill", "Prefilled", "prefill_long", "prefill_short"]
 

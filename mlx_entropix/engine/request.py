@@ -1,21 +1,29 @@
-"""A request before the engine runs it: its prompt checked into token ids, its mode checked,
-and one plan per row (policy, config, candidate width, draws, seed). Shared by the shared
-batch (``batch.py``) and the loop for what it cannot serve (``generate._run``)."""
+"""A request: before the engine runs it, its prompt checked into token ids, its mode checked,
+and one plan per row (policy, config, candidate width, draws, seed), shared by the shared
+batch (``batch.py``) and the loop for what it cannot serve (``generate._run``); in the shared
+batch, its state (``BatchRequest``)."""
 
 from __future__ import annotations
 
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..config import Mode, SamplerConfig
 from ..errors import InvalidRequestError, PromptTooLongError
+from ..events import DoneEvent, ErrorEvent, TokenEvent
 from ..uncertainty.sampler import candidate_width
-from ..uncertainty.step import RowPlan
+from ..uncertainty.step import RowPlan, Rows
 
 if TYPE_CHECKING:  # the core never imports the loaders; they hand it a LoadedModel
     from ..io.load import LoadedModel
+    from .branches import SlotRows
+    from .stream import RowStream
 
-__all__ = ["MODES", "PREFILL_CHUNK", "Prompt", "check_mode", "clarify_token", "prepare_prompt",
-           "row_plan"]  # fmt: skip
+__all__ = ["MODES", "PREFILL_CHUNK", "BatchRequest", "Prompt", "check_mode", "clarify_token",
+           "prepare_prompt", "row_plan"]  # fmt: skip
+Event = TokenEvent | DoneEvent | ErrorEvent
 Prompt = str | list[dict[str, Any]] | list[int]
 # A long prompt is prefilled in chunks of this many tokens, which bounds the prefill's peak
 # memory (one chunk's attention scores). With ``should_stop`` the model evaluates a chunk layer
@@ -98,3 +106,39 @@ def row_plan(
 def clarify_token(lm: LoadedModel, cfg: SamplerConfig) -> int | None:
     """The clarifying pause's token id under ``cfg`` (None: the config has none)."""
     return lm.tokenizer.token_id(cfg.clarifying_token) if cfg.clarifying_token else None
+
+
+@dataclass(eq=False)
+class BatchRequest:
+    """One request in the decoder: one prompt, one or more rows (mode, seed) from its prefill.
+
+    ``events`` fills with ``(row, event)`` as the decoder makes them; ``finished`` turns true
+    once every row has its ``DoneEvent`` there."""
+
+    ids: list[int]
+    rows: list[tuple[Mode, int]]
+    cfg: SamplerConfig
+    budget: int
+    should_stop: Callable[[], bool]
+    clarify_id: int | None
+    streams: list[RowStream]
+    events: deque[tuple[int, Event]] = field(default_factory=deque)
+    finished: bool = False
+    closed: set[int] = field(default_factory=set)  # rows whose DoneEvent is out
+    # decoder state
+    waiting: bool = False  # a short prompt not yet in a prefill
+    slots: list[int] = field(default_factory=list)  # its rows in the shared cache
+    remaining: int = 0  # prompt tokens not prefilled yet (shortest first)
+    index: int = 0  # step of ``current``
+    emitted: int = -1  # the last step whose events are out
+    current: Rows | None = None
+    cached: int = 0  # prompt tokens taken from the prefix cache
+    generated: defaultdict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
+    t_prefill: float = 0.0
+    plans: list[RowPlan] = field(default_factory=list)  # each row's (``request.row_plan``)
+    # mode fork: choice options, a running fork's rows, the plan and step at it, forks, work
+    options: dict[str, str] | None = None
+    branches: SlotRows | None = None
+    at_fork: tuple[RowPlan, Rows] | None = None
+    forks: int = 0
+    computed: int = 0

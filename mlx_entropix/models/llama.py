@@ -396,5 +396,5 @@ class Model(nn.Module):
         return self.head(h), scores[:, :, 0], cache.keys, cache.values
 
     def shared_cache(self) -> SharedCache:
-        a = self.args
-        return SharedCache(len(self.layers), a.num_key_value_heads, a.head_dim)  # type: ignore[arg-type]
+        attn = self.layers[0].self_attn  # this rank's kv heads, when they are split over ranks
+        return SharedCache(len(self.layers), attn.n_kv_heads, self.args.head_dim)  # type: ignore[arg-type]

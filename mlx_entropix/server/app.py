@@ -32,16 +32,13 @@ NO_UI_PAGE = """<!doctype html><meta charset="utf-8"><title>mlx-entropix</title>
 
 def make_worker(settings: ServerSettings) -> Worker[Engine]:
     """The model thread (not started). It runs up to ``max_batch`` rows of requests at once,
-    decoded as one batch by the engine; under ``mlx.launch`` one request at a time, since
-    every rank must run the same steps in the same order."""
-    from ..runtime.distributed import init_group
-
-    slots = 1 if init_group() is not None else settings.max_batch
+    decoded as one batch by the engine (under ``mlx.launch`` too: every rank runs rank 0's
+    schedule, ``engine.replica``)."""
     return Worker(
         lambda: Engine.load(settings),
         settings.max_queue,
         settings.retry_after_s,
-        max_running=slots,
+        max_running=settings.max_batch,
     )
 
 

@@ -25,13 +25,13 @@ from ..engine.batch import BatchDecoder
 from ..engine.confidence import with_abstention
 from ..engine.generate import Prompt, generate_rows, prepare_prompt
 from ..engine.prefix_cache import PrefixCache
+from ..engine.replica import ReplicatedDecoder
 from ..errors import EntropixError, InvalidRequestError, PromptTooLongError
 from ..events import DoneEvent, ErrorEvent, ForkEvent, TokenEvent
 from ..io.load import LoadedModel, load
 from ..io.warmup import FirstRun
 from ..runtime.device import runtime_info
 from ..runtime.distributed import init_group
-from .distributed import send_job, synced_stop
 from .settings import ServerSettings
 from .worker import IDLE
 
@@ -47,17 +47,22 @@ class Engine:
     runtime: dict[str, Any]
     model_id: str  # the id /v1/models reports
     token_bytes: TokenBytes  # worker thread only (uses the worker's tokenizer)
-    # Decodes the rows of all running requests as one batch (worker thread only); None for
-    # mlx-lm families with rotating or recurrent caches, and under mlx.launch
-    # (``BatchDecoder.supports``).
+    # Decodes the rows of all running requests as one batch (worker thread only); under
+    # mlx.launch every rank's (rank 0's schedule, ``replica.py``); None for mlx-lm families
+    # with rotating or recurrent caches (``BatchDecoder.supports``).
     decoder: BatchDecoder | None = None
     # A cold kernel cache: uncompiled until the background build is done (``io.warmup``)
     first_run: FirstRun | None = None
 
     @classmethod
     def load(cls, settings: ServerSettings) -> Engine:
-        lm = load(settings.model, group=init_group())  # split under mlx.launch
+        ranks = init_group()
+        lm = load(settings.model, group=ranks)  # split under mlx.launch
         config = settings.config or lm.default_config
+        if ranks is not None:
+            decoder: BatchDecoder | None = ReplicatedDecoder(lm, ranks)
+        else:
+            decoder = BatchDecoder(lm) if BatchDecoder.supports(lm) else None
         engine = cls(
             lm=lm,
             checker=dataclasses.replace(lm, tokenizer=copy.deepcopy(lm.tokenizer)),
@@ -65,19 +70,21 @@ class Engine:
             runtime=runtime_info().as_dict(),
             model_id=Path(lm.info.path).stem if settings.model is None else str(settings.model),
             token_bytes=TokenBytes(lm),
-            decoder=BatchDecoder(lm) if BatchDecoder.supports(lm) else None,
+            decoder=decoder,
         )
         prefix = PrefixCache(int(settings.prefix_cache_mb * 2**20))
         engine.first_run = FirstRun.start(lm, settings.model, say=log.warning)
         if engine.first_run is not None:
             engine.first_run.report_progress(15.0)
         # Warm-up: the first forward pass compiles kernels; keep that out of request latency
-        # (the requests' path, and fork mode's where that is another one).
-        for modes in (["entropix"], ["fork"]) if engine.decoder is not None else (["entropix"],):
+        # (the requests' path, and fork mode's where that is another one). Followers replay
+        # rank 0's (``follow``).
+        warm = (["entropix"], ["fork"]) if decoder is not None else (["entropix"],)
+        for modes in warm if ranks is None or ranks.rank() == 0 else ():
             for _ in generate_rows(lm, "Hi", modes=modes, seeds=[0], max_tokens=2,
                                    top_logprobs=0, decoder=engine.decoder):  # fmt: skip
                 pass
-        if engine.decoder is not None and prefix.max_bytes > 0:  # the warm-up counts for nothing
+        if decoder is not None and prefix.max_bytes > 0 and ranks is None:  # not the warm-up
             engine.decoder.use_prefix_cache(prefix)
         return engine
 
@@ -104,13 +111,12 @@ class Engine:
 
     def close(self) -> None:
         """Worker thread, after its last job: under ``mlx.launch`` tell the followers to exit
-        (in this thread, so the message is ordered after every job's collectives). A follower
+        (in this thread, so the message is ordered after every step's collectives). A follower
         that is already gone is no reason to fail the shutdown."""
-        ranks = self.lm.model.group
-        if ranks is None:
+        if not isinstance(self.decoder, ReplicatedDecoder):
             return
         try:
-            send_job(ranks, None)
+            self.decoder.close()
         except RuntimeError as err:
             log.warning("could not tell the other ranks to exit: %s", err)
 
@@ -156,10 +162,11 @@ def generation_work(
     ``modes[r]``, or choice r of the one mode.
 
     ``generate_rows``, the CLI's path too: the rows join the engine's shared batch (decoded
-    with every other running request's rows; a fork row as a request of its own, its branches
-    rows of that batch), or, where there is none (mlx-lm families, ``mlx.launch``), run as one
-    batch of their own. The job yields ``IDLE`` while it has nothing (a prefill layer, the
-    others' step), so a long prompt does not hold up the other requests. Each row draws from
+    with every other running request's rows, on every rank under ``mlx.launch``; a fork row as
+    a request of its own, its branches rows of that batch), or, where there is none (mlx-lm
+    families without plain KV caches), run as one batch of their own. The job yields ``IDLE``
+    while it has nothing (a prefill layer, the others' step), so a long prompt does not hold up
+    the other requests. Each row draws from
     its own per-step RNG stream (seed, step): the tokens are those of separate runs. Without a
     seed, one is chosen here: every mode shares it, choice i of ``n`` runs with seed + i."""
     if n > 1 and len(modes) != 1:
@@ -168,20 +175,9 @@ def generation_work(
     rows = [(modes[0], base + i) for i in range(n)] if n > 1 else [(m, base) for m in modes]
     batched = [r for r, (m, _) in enumerate(rows) if m != "fork"]
     groups = [batched] + [[r] for r, (m, _) in enumerate(rows) if m == "fork"]
-    spec = {"ids": list(ids), "modes": list(modes), "config": config.model_dump(mode="json"),
-            "max_tokens": max_tokens, "seed": base, "stop": list(stop),
-            "top_logprobs": top_logprobs, "n": n, "fmt": fmt,
-            "min_confidence": min_confidence}  # fmt: skip
 
-    def work(
-        engine: Engine, should_stop: Callable[[], bool], follower: bool = False
-    ) -> Iterator[tuple[int, Event]]:
+    def work(engine: Engine, should_stop: Callable[[], bool]) -> Iterator[tuple[int, Event]]:
         engine.compiled_if_ready()
-        ranks = engine.lm.model.group
-        if ranks is not None:  # under mlx.launch every rank runs this job (distributed.py)
-            if not follower:
-                send_job(ranks, spec)
-            should_stop = synced_stop(ranks, should_stop)
         streams: list[tuple[list[int], Iterator[Any]]] = []
         for group in (g for g in groups if g):
             try:  # the rows but fork, or a fork row (a request of its own)

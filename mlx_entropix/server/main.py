@@ -151,12 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     from ..runtime.distributed import rank
     from . import create_app
     from .app import make_worker
-    from .distributed import follow
-    from .engine import Engine, generation_work
+    from .engine import Engine
 
     if settings.batch_invariant:  # before anything computes (MKL reads it at its first call)
         batch_invariant()
-    if rank() != 0:  # under mlx.launch: rank 0 serves, the others follow its jobs
+    if rank() != 0:  # under mlx.launch: rank 0 serves, the others replay its schedule
         # Ctrl-C reaches every rank of the terminal's process group; a follower interrupted
         # inside a collective would leave rank 0 waiting in it. Followers exit when rank 0 says
         # so at its shutdown (or when it is gone) instead.
@@ -166,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         except EntropixError as err:
             print(f"error (rank {rank()}): {err}", file=sys.stderr)
             return 2
-        follow(engine, engine.lm.model.group, generation_work)
+        engine.decoder.follow()  # type: ignore[union-attr]  (a ReplicatedDecoder)
         return 0
 
     # Load before serving, in the worker thread that will own the model: a bad --model is one

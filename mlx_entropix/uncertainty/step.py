@@ -52,17 +52,21 @@ def observe(
 
 
 def observe_requests(
-    logits: mx.array, scores: Sequence[mx.array], compile_steps: bool = True
+    logits: mx.array,
+    scores: Sequence[mx.array],
+    compile_steps: bool = True,
+    head_group: mx.distributed.Group | None = None,
 ) -> tuple[mx.array, mx.array, mx.array]:
     """``observe`` for the rows of several requests in two calls instead of two per request
     (a shared batch's step, ``batch.py``): ``logits`` (R, L, V) of all their rows, ``scores``
     each request's (rows, H, K), its own key count, in row order. Each request gets the bits
     ``observe`` gives it alone: the logits metrics are row-wise (no reduction crosses rows;
     measured bitwise for 1 to 8 rows, ``tests/test_batch_decoder.py``), and each request's
-    attention keeps its own shape, one input of one shapeless graph."""
-    if any(s.shape[-1] < 2 for s in scores):  # a reduction over one key: see ``observe``
+    attention keeps its own shape, one input of one shapeless graph. Heads split over ranks
+    (``head_group``): request by request, as ``observe``."""
+    if head_group is not None or any(s.shape[-1] < 2 for s in scores):  # see ``observe``
         ends = list(itertools.accumulate(s.shape[0] for s in scores))
-        parts = [observe(logits[end - s.shape[0] : end], s, compile_steps)
+        parts = [observe(logits[end - s.shape[0] : end], s, compile_steps, head_group)
                  for s, end in zip(scores, ends, strict=True)]  # fmt: skip
         last, metrics, log_norm = (mx.concatenate(list(p)) for p in zip(*parts, strict=True))
         return last, metrics, log_norm
