@@ -41,3 +41,25 @@ def test_the_engine_prefills_on_all_threads_and_decodes_on_one(embedded):
     first_decode = phases.index(False)
     assert first_decode > 0 and all(phases[:first_decode])
     assert not any(phases[first_decode:]) and len(phases) - first_decode >= 4
+
+
+def test_ranks_on_one_machine_share_its_cores_in_a_prefill(monkeypatch):
+    """Under ``mlx.launch`` with several ranks here, a prefill takes its share of the cores."""
+    import os
+
+    from mlx_entropix.runtime import device
+    from mlx_entropix.runtime.distributed import ranks_here
+
+    import mlx.core as mx
+
+    assert ranks_here(mx.distributed.init()) == 1  # one process: alone on its machine
+    asked: list[int | None] = []
+    monkeypatch.setattr(device, "backend", lambda: "cpu")
+    monkeypatch.setattr(device.blas, "set_threads", asked.append)
+    monkeypatch.setattr(device, "_phase", [False])
+    monkeypatch.setattr(device, "_sharers", [1])
+    device.blas_phase(True)
+    device.blas_phase(False)
+    device.share_cores(2)
+    device.blas_phase(True)
+    assert asked == [None, 1, max(1, (os.cpu_count() or 1) // 2)]

@@ -4,14 +4,16 @@ Every forward pass of a split model holds collectives, so all ranks must step th
 the same order. Rank 0 serves: its consumers submit requests, pull events and so run ticks.
 ``ReplicatedDecoder`` sends each call the schedule depends on (submit, tick, a consumer leaving
 early) to the other ranks before running it, and they replay it on a decoder of their own
-(``follow``). What only rank 0 sees (a client's cancel, a time limit, the clock that ends a
-prefill slice) is agreed instead: rank 0's answer on every rank, one tiny collective each. The
-draws are rank 0's too (``uncertainty.step.from_rank0``). So the server batches its requests
-under ``mlx.launch`` as it does in one process, with the same events.
+(``follow``). What only rank 0 sees is agreed instead, rank 0's answer on every rank: whether
+a request should stop (a client's cancel, a time limit), asked once per tick for all requests
+and sent with the tick, and the clock that ends a prefill slice, one tiny collective a layer.
+The draws are rank 0's too (``uncertainty.step.from_rank0``). So the server batches its
+requests under ``mlx.launch`` as it does in one process, with the same events.
 
-Messages are length-prefixed JSON broadcast from rank 0 (a few hundred bytes a request; a tick
-is one integer). When rank 0 shuts down it says so (``close``); should it die, the followers'
-wait fails and they exit too.
+Every message opens with a head of 1 + (running requests) integers, which every rank can size
+(they hold the same requests): a tick with each request's stop flag, the length of a JSON
+message that follows (a submit, a consumer leaving), or exit. When rank 0 shuts down it says
+so (``close``); should it die, the followers' wait fails and they exit too.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ReplicatedDecoder"]
 log = logging.getLogger("mlx_entropix.engine")
-TICK, EXIT = -1, 0  # message sizes that are messages of their own
+TICK, EXIT = -1, 0  # heads that are messages of their own (a positive head: a JSON size)
 
 
 class ReplicatedDecoder(BatchDecoder):
@@ -43,6 +45,8 @@ class ReplicatedDecoder(BatchDecoder):
         super().__init__(lm, **options)
         self.group = group
         self.leader = group.rank() == 0
+        # each request's stop check (rank 0's own) and the answer agreed at the last tick
+        self._stops: dict[BatchRequest, tuple[Callable[[], bool], list[bool]]] = {}
 
     def submit(  # type: ignore[override]
         self,
@@ -62,11 +66,17 @@ class ReplicatedDecoder(BatchDecoder):
         if self.leader:
             self._send({**args, "config": cfg.model_dump(mode="json")})
         args["rows"] = [tuple(r) for r in args["rows"]]
-        return super().submit(**args, config=cfg, should_stop=lambda: self._agree(should_stop()))
+        agreed = [False]  # rank 0's answer at the last tick: the decoder reads it until the next
+        req = super().submit(**args, config=cfg, should_stop=lambda: agreed[0])
+        self._stops[req] = (should_stop, agreed)
+        return req
 
     def tick(self) -> None:
+        self._stops = {r: self._stops[r] for r in self.requests}  # ended ones go
         if self.leader:
-            self._broadcast([TICK])
+            for ask, agreed in self._stops.values():
+                agreed[0] = ask()
+            self._send_head(TICK, [int(agreed[0]) for _, agreed in self._stops.values()])
         super().tick()
 
     def discard(self, req: BatchRequest) -> None:
@@ -80,29 +90,32 @@ class ReplicatedDecoder(BatchDecoder):
     def close(self) -> None:
         """Rank 0, after its last request: the followers exit."""
         if self.leader:
-            self._broadcast([EXIT])
+            self._send_head(EXIT)
 
     def follow(self) -> None:
         """A follower's loop: replay rank 0's calls until it says exit, or is gone."""
         rank = self.group.rank()
         while True:
             try:
-                message = self._receive()
+                kind, flags = self._receive_head()
+                message = json.loads(self._receive(kind)) if kind > 0 else None
             except RuntimeError as err:  # rank 0 exited (a crash): so do we
                 log.info("rank %d: rank 0 is gone (%s); exiting", rank, err)
                 return
-            if message == EXIT:
+            if kind == EXIT:
                 log.info("rank %d: rank 0 shuts down; exiting", rank)
                 return
             try:
-                if message == TICK:
+                if message is None:  # a tick, with rank 0's stop flags
+                    for req, flag in zip(self.requests, flags, strict=True):
+                        self._stops[req][1][0] = bool(flag)
                     self.tick()
-                elif "discard" in message:  # type: ignore[operator]
-                    self.discard(self.requests[message["discard"]])  # type: ignore[index]
+                elif "discard" in message:
+                    self.discard(self.requests[message["discard"]])
                 else:
-                    config = SamplerConfig.model_validate(message.pop("config"))  # type: ignore[union-attr]
-                    message["rows"] = [tuple(r) for r in message["rows"]]  # type: ignore[index]
-                    self.submit(**message, config=config)  # type: ignore[arg-type]
+                    config = SamplerConfig.model_validate(message.pop("config"))
+                    message["rows"] = [tuple(r) for r in message["rows"]]
+                    self.submit(**message, config=config)
             except Exception:  # rank 0 met the same error and reports it to its client
                 log.exception("rank %d: a replayed call failed", rank)
             for req in self.requests:  # rank 0 streams the events; here they go nowhere
@@ -116,13 +129,19 @@ class ReplicatedDecoder(BatchDecoder):
     def _broadcast(self, values: list[int]) -> list[int]:
         return from_rank0(mx.array(values, dtype=mx.int32), self.group).tolist()
 
+    def _send_head(self, kind: int, flags: list[int] | None = None) -> None:
+        """A message's head: its kind (a size: JSON follows) and one flag per request (in
+        ``self.requests``' order, which every rank holds the same)."""
+        self._broadcast([kind, *(flags or [0] * len(self.requests))])
+
+    def _receive_head(self) -> tuple[int, list[int]]:
+        kind, *flags = self._broadcast([0] * (1 + len(self.requests)))
+        return kind, flags
+
     def _send(self, message: dict[str, Any]) -> None:
         data = json.dumps(message).encode()
-        self._broadcast([len(data)])
+        self._send_head(len(data))
         self._broadcast(list(data))
 
-    def _receive(self) -> dict[str, Any] | int:
-        (size,) = self._broadcast([0])
-        if size <= 0:
-            return size
-        return json.loads(bytes(self._broadcast([0] * size)).decode())
+    def _receive(self, size: int) -> bytes:
+        return bytes(self._broadcast([0] * size))

