@@ -21,34 +21,13 @@ import socket
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "launch_batch.json"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 PROMPTS: list[str] = importlib.import_module("load_client").PROMPTS
-
-
-def serve(decoder, lm, prompts: list[str], max_tokens: int, first: int = 0):
-    """Rank 0: submit ``prompts`` at once (seed 100 + their number), pull them round-robin:
-    (wall time, each stream's ids)."""
-    from mlx_entropix.engine.generate import prepare_prompt
-
-    t0 = time.perf_counter()
-    pulls, out = {}, {}
-    for i, p in enumerate(prompts):
-        ids = prepare_prompt(lm, p, max_tokens=max_tokens)
-        req = decoder.submit(ids, [("entropix", 100 + first + i)], max_tokens=max_tokens)
-        pulls[i], out[i] = decoder.pull(req), []
-    while pulls:
-        for i, pull in list(pulls.items()):
-            item = next(pull, "end")
-            if item == "end":
-                del pulls[i]
-            elif item is not None and item[1].type == "token":
-                out[i].append(item[1].id)
-    return time.perf_counter() - t0, [out[i] for i in range(len(prompts))]
+serve = importlib.import_module("family_batch").serve  # submit at once, pull round-robin
 
 
 def rank_main(args: argparse.Namespace) -> None:
