@@ -205,7 +205,8 @@ def selection_markdown(report: dict[str, Any], top: int = 12) -> str:
     dev (leave one category out) and test, the attention test on the chosen map."""
     chosen = report["chosen"]
     lines = ["Chosen (dev, leave one category out): "
-             + "; ".join(f"{k}: {v}" for k, v in chosen.items()), ""]  # fmt: skip
+             + "; ".join(f"{k}: {v}" for k, v in chosen.items())
+             + f"; arithmetic cap: {report.get('arithmetic cap') or 'none'}", ""]  # fmt: skip
     head = "| {} | answers | AUROC | within-category AUROC | ECE | top half % | all % |"
     for fmt in chosen:
         lines += [head.format(f"{fmt}: candidate (dev, leave one category out)"),
@@ -222,15 +223,16 @@ def selection_markdown(report: dict[str, Any], top: int = 12) -> str:
             )
         lines.append("")
     lines += ["| chosen map [95% bootstrap] | format | answers | AUROC | within-category AUROC "
-              "| ECE | top half % | all % |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for split in ("dev (leave one category out)", "test (fitted on dev)"):
+              "| ECE (floor) | top half % | all % |", "|---" * 8 + "|"]  # fmt: skip
+    for split in ("dev (leave one category out)", "dev, no cap", "test (fitted on dev)",
+                  "test, no cap"):  # fmt: skip
         for fmt, b in report.get(split, {}).items():
             ci = b.get("ci95") or {}
             lines.append(
                 f"| {split} | {fmt} | {b['n']} | {b['auroc']:.3f}{_interval(ci.get('auroc'))} "
                 f"| {b['within_category_auroc'] or 0:.3f}"
                 f"{_interval(ci.get('within_category_auroc'))} "
-                f"| {b['ece']:.3f}{_interval(ci.get('ece'))} "
+                f"| {b['ece']:.3f}{_interval(ci.get('ece'))} ({b.get('ece_floor') or 0:.3f}) "
                 f"| {100 * b['top_half_accuracy']:.1f} (gain{_interval(ci.get('gain'))}) "
                 f"| {100 * b['accuracy']:.1f} |"
             )
@@ -241,11 +243,13 @@ def selection_markdown(report: dict[str, Any], top: int = 12) -> str:
 def _figures(conf: list[float | None], recs: list[dict[str, Any]], n_boot: int) -> dict[str, Any]:
     """``scores_report`` per format and overall, each with bootstrap intervals."""
     from .confidence_select import bootstrap
+    from .confidence_stats import ece_floor
 
     out = scores_report(conf, recs)
     for fmt in out:
         ix = [i for i, r in enumerate(recs) if fmt == "all" or r.get("format", "chat") == fmt]
         out[fmt]["ci95"] = bootstrap([conf[i] for i in ix], [recs[i] for i in ix], n_boot)
+        out[fmt]["ece_floor"] = ece_floor([c for i in ix if (c := conf[i]) is not None])
     return out
 
 
@@ -261,10 +265,10 @@ def _main_select(args: Any) -> int:
         dev = _load_records(args.dev, args.mode)
         test = _load_records(args.test, args.mode) if args.test else []
         name = json.loads(Path(args.dev[0]).read_text())["run"].get("model", "model")
-        chosen, results = select(dev)
+        chosen, results, caps = select(dev)
         meta = {"model": name, "fitted_on": list(args.dev), "answers": len(dev),
                 "mode": args.mode, "selected_by": "leave one category out on dev"}  # fmt: skip
-        model = fit_chosen(dev, chosen, meta)
+        model = fit_chosen(dev, chosen, meta, caps)
     except (ValueError, KeyError) as err:
         print(f"calibrate confidence: error: {err}", file=sys.stderr)
         return 2
@@ -272,16 +276,20 @@ def _main_select(args: Any) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(model.to_json())
     n_boot = min(args.boot, 1000)
-    recs, preds = held_out(dev, chosen)
     report: dict[str, Any] = {
         "chosen": {f: c.name for f, c in chosen.items()},
+        "arithmetic cap": model.wrong_arithmetic,
         "candidates": results,
-        "dev (leave one category out)": _figures(preds, recs, n_boot),
+        "dev (leave one category out)": _figures(*held_out(dev, chosen, caps)[::-1], n_boot),
     }
+    if caps:
+        report["dev, no cap"] = _figures(*held_out(dev, chosen)[::-1], n_boot)
     if test:
         tests = [r for r in with_format(test) if r.get("format", "chat") in chosen]
-        conf = predict(model, tests)
-        report["test (fitted on dev)"] = _figures(conf, tests, n_boot)
+        report["test (fitted on dev)"] = _figures(predict(model, tests), tests, n_boot)
+        if caps:
+            plain = fit_chosen(dev, chosen, meta)  # the same maps fitted on every answer
+            report["test, no cap"] = _figures(predict(plain, tests), tests, n_boot)
     report["attention"] = attention_on(dev, test, chosen, args.boot)
     print(json.dumps({k: v for k, v in report.items() if k != "candidates"}, indent=1))
     print(f"wrote {out}")

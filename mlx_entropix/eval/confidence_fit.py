@@ -280,3 +280,27 @@ def compare_sets(dev: Sequence[dict[str, Any]], sets: Sets, loco: bool = False) 
     recs = usable(dev, sorted({f for fs, _ in sets.values() for f in all_features(fs)}))
     score = leave_category_out if loco else out_of_fold
     return {name: scores_report(score(recs, fs, l2=l2), recs) for name, (fs, l2) in sets.items()}
+
+
+def arithmetic_cap(records: Sequence[dict[str, Any]]) -> float | None:
+    """The accuracy of answers whose own arithmetic fails (``wrong_arithmetic``), both formats
+    pooled (the check does not hang on the format), with one pseudo-answer of each kind; None
+    without such answers."""
+    flagged = [bool(r["correct"]) for r in records if r["features"].get("wrong_arithmetic")]
+    return (sum(flagged) + 1) / (len(flagged) + 2) if flagged else None
+
+
+def capped(
+    preds: Sequence[float | None],
+    recs: Sequence[dict[str, Any]],
+    pool: Sequence[dict[str, Any]],
+    formats: Sequence[str] = ("chat", "raw"),
+) -> list[float | None]:
+    """Leave-one-category-out predictions with the cap on the answers of ``formats`` that fail
+    their arithmetic, each category's cap fitted on ``pool``'s other categories."""
+    caps = {k: arithmetic_cap([r for r in pool if r.get("category", "") != k])
+            for k in {r.get("category", "") for r in recs}}  # fmt: skip
+    return [p if p is None or not r["features"].get("wrong_arithmetic")
+            or r.get("format", "chat") not in formats
+            or (cap := caps[r.get("category", "")]) is None else min(p, cap)
+            for p, r in zip(preds, recs, strict=True)]  # fmt: skip
