@@ -317,6 +317,7 @@ def test_cli_summary_line_reads_the_confidence():
         ("5 / 0 = 3", 1.0),
         ("1,000 + 2 = 1,002", 0.0),  # not "000 + 2 = 1": a thousands separator, no equation
         ("Max - 8 = 10 - 8 = 1", 1.0),  # the chain's last step fails
+        ("3/4 = 6/8 and 1/2 + 1/4 = 3/4", 0.0),  # fractions: not "4 = 6" nor "2 + 1 = 3"
         ("The answer is 4.", 0.0),
         ("", 0.0),
     ],

@@ -58,9 +58,9 @@ LOGIT_FEATURES: tuple[str, ...] = (
 CONTEXT_FEATURES = ("prefix_mean_logprob", "whole_mean_logprob", "through_mean_logprob",
                     "whole_mean_entropy", "span_start")  # fmt: skip
 ATTENTION_FEATURES = ("attn_entropy", "attn_varentropy", "agreement", "interaction_strength")
-# "a op b = c" with plain numbers (not part of "1,000" or "2.5.1"): the model's own working.
+# "a op b = c" with plain numbers (not part of "1,000", "2.5.1" or "3/4"): the model's working.
 _EQUATION = re.compile(
-    r"(?<![\w.,])(-?\d+(?:\.\d+)?)\s*([-+*x×/])\s*(-?\d+(?:\.\d+)?)\s*=\s*(-?\d+(?:\.\d+)?)(?![.,]?\d)"
+    r"(?<![\w.,/])(-?\d+(?:\.\d+)?)\s*([-+*x×/])\s*(-?\d+(?:\.\d+)?)\s*=\s*(-?\d+(?:\.\d+)?)(?![.,/]?\d)"
 )
 _SENTENCE_END = re.compile(r"(?<!\d)[.!?](?=\s|$)|(?<=\d)[.!?](?!\d)")
 _YESNO = re.compile(r"\b(yes|true|correct|no|false|incorrect)\b", re.IGNORECASE)
