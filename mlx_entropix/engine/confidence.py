@@ -168,7 +168,7 @@ def _span_indices(signals: Sequence[TokenSignal], span: tuple[int, int]) -> list
 
 def wrong_arithmetic(text: str) -> float:
     """1.0 when ``text`` states a one-operation equation that does not hold ("7 + 7 = 12"):
-    an answer that contradicts its own working (on dev, 1 of 46 such answers was right)."""
+    an answer that contradicts its own working (on dev, 1 of 55 such answers was right)."""
     for m in _EQUATION.finditer(text):
         a, op, b, c = float(m[1]), m[2], float(m[3]), float(m[4])
         value = {"+": a + b, "-": a - b, "/": a / b if b else math.nan}.get(op, a * b)
