@@ -1,12 +1,13 @@
 """``calibrate confidence``: fit the answer-confidence map on dev results, write it, and
-report dev and test figures, the feature sets compared and the attention test.
+report dev and test figures, the candidates compared and the attention test.
 
     uv run benchmarks/eval.py data/eval/dev.csv --modes greedy --signals --out dev
     uv run python -m mlx_entropix.eval.calibrate confidence dev.json ... --select \\
         --test core.json --report benchmarks/results/confidence.md --rescore
 
-``--select`` chooses each format's map by leave-one-category-out figures on dev
-(``confidence_select.py``; the shipped map); without it, the features and l2 given.
+Each format's map is chosen by leave-one-category-out figures on dev (``confidence_select.py``;
+``--select`` is the only way now and may be left out; the earlier manual choice of features
+made maps that learnt dev's kinds).
 """
 
 from __future__ import annotations
@@ -16,24 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..engine.confidence import ATTENTION_FEATURES, LOGIT_FEATURES
-from .confidence_fit import (
-    L2,
-    LOGITS_ONLY,
-    SHIPPED_FEATURES,
-    SHIPPED_L2,
-    Sets,
-    all_features,
-    attention_test,
-    compare_sets,
-    fit_model,
-    out_of_fold,
-    predict,
-    refeaturized,
-    rescored,
-    scores_report,
-    usable,
-)
+from .confidence_fit import predict, refeaturized, rescored, scores_report
 
 
 def _load_records(paths: Sequence[str], mode: str) -> list[dict[str, Any]]:
@@ -47,37 +31,6 @@ def _load_records(paths: Sequence[str], mode: str) -> list[dict[str, Any]]:
     if not out:
         raise ValueError(f"no {mode} records with features in {', '.join(paths)}")
     return out
-
-
-def report_markdown(report: dict[str, Any]) -> str:
-    """The fit report as markdown tables (``--report X.md``)."""
-
-    def f(x: float | None, pct: bool = False) -> str:
-        return "-" if x is None else f"{100 * x:.1f}" if pct else f"{x:.3f}"
-
-    head = "| {} | format | answers | AUROC | within-category AUROC | ECE | top half % | all % |"
-    shipped = "; ".join(f"{k}: {', '.join(v)}" for k, v in report["features"].items())
-    lines = [f"Shipped features: {shipped}", ""]
-
-    def table(title: str, blocks: dict[str, dict[str, Any]]) -> None:
-        lines.extend([head.format(title), "|---|---|---|---|---|---|---|---|"])
-        for name, by_format in blocks.items():
-            for fmt, b in by_format.items():
-                lines.append(
-                    f"| {name} | {fmt} | {b['n']} | {f(b['auroc'])} "
-                    f"| {f(b['within_category_auroc'])} | {f(b['ece'])} "
-                    f"| {f(b['top_half_accuracy'], True)} | {f(b['accuracy'], True)} |"
-                )
-        lines.append("")
-
-    table("feature set (dev, 5-fold out-of-fold)", report["feature sets, dev out-of-fold"])
-    table(
-        "feature set (dev, leave one category out)",
-        report["feature sets, dev leave-one-category-out"],
-    )
-    table("shipped map", {k: v for k, v in report.items() if k.startswith(("dev (", "test ("))})
-    lines += _attention_table(report["attention"], "AUROC logits only", "AUROC with attention")
-    return "\n".join(lines) + "\n"
 
 
 def _attention_table(attention: dict[str, Any], base: str, added: str) -> list[str]:
@@ -100,11 +53,8 @@ def _attention_table(attention: dict[str, Any], base: str, added: str) -> list[s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``calibrate confidence DEV.json [...] [--test TEST.json]``: fit, write, report."""
+    """``calibrate confidence DEV.json [...] [--test TEST.json]``: choose, fit, write, report."""
     import argparse
-    import sys
-
-    from ..engine.confidence import CONFIDENCE_DIR
 
     p = argparse.ArgumentParser(
         prog="python -m mlx_entropix.eval.calibrate confidence",
@@ -114,20 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("dev", nargs="+", help="benchmarks/eval.py result JSON(s) of the dev split")
     p.add_argument("--test", nargs="*", default=[], help="result JSON(s) to report on (test)")
     p.add_argument("--mode", default="greedy", help="whose answers (default greedy)")
-    for fmt in ("chat", "raw"):
-        p.add_argument(
-            f"--{fmt}-features",
-            default=",".join(SHIPPED_FEATURES[fmt]),
-            help=f"comma-separated (default: {','.join(SHIPPED_FEATURES[fmt])})",
-        )
-        p.add_argument(f"--{fmt}-l2", type=float, default=SHIPPED_L2[fmt],
-                       help=f"ridge strength (default {SHIPPED_L2[fmt]})")  # fmt: skip
-    p.add_argument(
-        "--select",
-        action="store_true",
-        help="choose each format's map on dev by leave-one-category-out figures among "
-        "confidence_select.candidates() (instead of --chat/--raw-features)",
-    )
+    p.add_argument("--select", action="store_true", help="(the default; kept for old commands)")
     p.add_argument("--out", help="map JSON to write (default: configs/confidence/<model>.json)")
     p.add_argument("--report", help="also write the fit report here (.md: tables, else JSON)")
     p.add_argument("--boot", type=int, default=2000, help="bootstrap resamples (attention test)")
@@ -137,46 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="write each --test JSON again as <stem>.confidence.json with the new map's "
         "confidence (redraw its report: benchmarks/eval.py <stem>.confidence.json)",
     )
-    args = p.parse_args(argv)
-    features = {
-        fmt: [f.strip() for f in getattr(args, f"{fmt}_features").split(",") if f.strip()]
-        for fmt in ("chat", "raw")
-    }
-    l2 = {"chat": args.chat_l2, "raw": args.raw_l2}
-    if args.select:
-        return _main_select(args)
-    try:
-        dev = usable(_load_records(args.dev, args.mode), all_features(features))
-        test = _load_records(args.test, args.mode) if args.test else []
-        name = json.loads(Path(args.dev[0]).read_text())["run"].get("model", "model")
-        meta = {"model": name, "fitted_on": list(args.dev), "answers": len(dev), "l2": l2,
-                "mode": args.mode}  # fmt: skip
-        model = fit_model(dev, features, l2, meta)
-    except (ValueError, KeyError) as err:
-        print(f"calibrate confidence: error: {err}", file=sys.stderr)
-        return 2
-    out = Path(args.out) if args.out else CONFIDENCE_DIR / f"{name.split()[0].lower()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(model.to_json())
-    sets: Sets = {
-        "mean_logprob": (["mean_logprob"], L2),
-        "span logits": (LOGIT_FEATURES, L2),
-        "logits (span + whole generation)": (LOGITS_ONLY, L2),
-        "logits + attention": ((*LOGITS_ONLY, *ATTENTION_FEATURES), L2),
-        "shipped": (features, l2),
-    }
-    report: dict[str, Any] = {
-        "features": features,
-        "feature sets, dev out-of-fold": compare_sets(dev, sets),
-        "feature sets, dev leave-one-category-out": compare_sets(dev, sets, loco=True),
-        "dev (5-fold out-of-fold)": scores_report(out_of_fold(dev, features, l2=l2), dev),
-    }
-    if test:
-        report["test (fitted on dev)"] = scores_report(predict(model, test), test)
-    report["attention"] = attention_test(dev, test, LOGITS_ONLY, args.boot)
-    print(json.dumps(report, indent=1))
-    print(f"wrote {out}")
-    return _write_outputs(args, report, report_markdown, model)
+    return _main_select(p.parse_args(argv))
 
 
 def _write_outputs(
