@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 from mlx_entropix.engine.confidence import (
@@ -17,11 +18,13 @@ from mlx_entropix.engine.confidence import (
     shipped_model,
     span_features,
     span_tokens,
+    wrong_arithmetic,
 )
 from mlx_entropix.eval.confidence_fit import fit_model, out_of_fold
 from mlx_entropix.eval.confidence_stats import (
     auroc,
     ece,
+    ece_floor,
     paired_bootstrap,
     reliability,
     risk_coverage,
@@ -300,3 +303,56 @@ def test_cli_summary_line_reads_the_confidence():
     low = summary(done.model_copy(update={"confidence": 0.2, "abstained": True}), Style())
     assert "(likely wrong) · ABSTAINED" in low
     assert "confidence" not in summary(DoneEvent(**base), Style())
+
+
+@pytest.mark.parametrize(
+    "text, want",
+    [
+        (" 7 + 7 = 12", 1.0),
+        (" 7 + 7 = 14", 0.0),
+        ("3 * 4 = 13 so the answer is 13", 1.0),
+        ("6 x 4 = 24", 0.0),
+        ("9 - 10 = -1", 0.0),
+        ("10 / 4 = 2.5", 0.0),
+        ("5 / 0 = 3", 1.0),
+        ("1,000 + 2 = 1,002", 0.0),  # not "000 + 2 = 1": a thousands separator, no equation
+        ("Max - 8 = 10 - 8 = 1", 1.0),  # the chain's last step fails
+        ("3/4 = 6/8 and 1/2 + 1/4 = 3/4", 0.0),  # fractions: not "4 = 6" nor "2 + 1 = 3"
+        ("The answer is 4.", 0.0),
+        ("", 0.0),
+    ],
+)
+def test_wrong_arithmetic(text, want):
+    assert wrong_arithmetic(text) == want
+
+
+def test_wrong_arithmetic_reads_only_up_to_the_answer_and_caps_the_confidence(tmp_path):
+    """A false equation before the answer caps its confidence (per format, as shipped); one in
+    a continuation after the answer does not count."""
+    ok = stream([(" 7 + 7 = 14", SURE), ("\n", SURE), ("3 + 3 = 7", UNSURE)])
+    bad = stream([(" 7 + 7 = 12", SURE), ("\n", SURE)])
+    f_ok = features(ok[0], ok[1], answer_span(ok[0], None))
+    f_bad = features(bad[0], bad[1], answer_span(bad[0], None))
+    assert f_ok["wrong_arithmetic"] == 0.0 and f_bad["wrong_arithmetic"] == 1.0
+    model = ConfidenceModel({"chat": ONE, "raw": ONE}, {}, {"raw": 0.05})
+    assert model(f_bad, "raw") == 0.05 and model(f_ok, "raw") == model(f_ok, "chat") > 0.5
+    assert model(f_bad, "chat") == model(f_ok, "chat")  # no cap for chat
+    assert model({**f_bad, "mean_logprob": None}, "raw") is None
+    path = tmp_path / "m.json"
+    path.write_text(model.to_json())
+    assert ConfidenceModel.from_file(path) == model
+    old = json.loads(model.to_json())
+    del old["wrong_arithmetic"]  # a map written before the cap: no cap
+    path.write_text(json.dumps(old))
+    assert ConfidenceModel.from_file(path).wrong_arithmetic == {}
+
+
+def test_ece_floor_is_the_small_sample_bias_of_a_calibrated_confidence():
+    assert ece_floor([1.0] * 40) == 0.0 and ece_floor([0.0] * 40) == 0.0 and ece_floor([]) == 0.0
+    spread = list(np.linspace(0.05, 0.95, 40))
+    few, many = ece_floor(spread), ece_floor(spread * 25)
+    assert 0.08 < few < 0.2 and many < few / 3  # shrinks like 1 / sqrt(answers)
+    # one bin of 400 answers at 0.5: the mean |accuracy - 0.5| of a binomial, ~0.02
+    assert ece_floor([0.5] * 400) == pytest.approx(
+        math.sqrt(0.25 / 400) * math.sqrt(2 / math.pi), rel=0.15
+    )

@@ -21,7 +21,9 @@ from mlx_entropix.engine.confidence import (
 )
 from mlx_entropix.eval.confidence_select import (
     Candidate,
+    arithmetic_cap,
     bootstrap,
+    capped,
     choose,
     fit_candidate,
     fit_isotonic,
@@ -106,6 +108,32 @@ def test_recalibration_keeps_direction_and_fits_known_probabilities():
     p = np.array([recal(r["features"]) for r in test])
     assert np.abs(p - p_true).max() < 0.06  # no category shift: Platt changes little
     assert recal.coef[0] == pytest.approx(plain.coef[0], rel=0.15)
+
+
+def test_isotonic_recalibration_keeps_the_knots_and_flattens_a_shifted_kind():
+    """Categories that differ in difficulty the score does not see: held out, a category's
+    answers are less separable than the map says; Platt on the held-out logits flattens the
+    isotonic map's knots (same x, monotone, closer to the base rate)."""
+    recs, _ = _known(3000, 8, cats=4, shift=1.5)
+    c = Candidate("iso", ("mean_logprob",), kind="isotonic")
+    plain = fit_candidate(recs, c)
+    recal = fit_candidate(recs, Candidate("iso r", c.features, kind="isotonic", recalibrate=True))
+    assert isinstance(recal, IsotonicMap) and recal.x == plain.x
+    assert list(recal.p) == sorted(recal.p) and 0 < recal.p[0] and recal.p[-1] < 1
+    assert recal.p[-1] - recal.p[0] < plain.p[-1] - plain.p[0]
+
+
+def test_arithmetic_cap_is_fitted_without_the_held_out_category():
+    def rec(cat: str, wrong: float, right: bool) -> dict:
+        return {"features": {"wrong_arithmetic": wrong}, "correct": right, "category": cat}
+
+    pool = [rec("a", 1.0, False)] * 8 + [rec("b", 1.0, True)] * 2 + [rec("b", 0.0, True)] * 5
+    assert arithmetic_cap(pool) == pytest.approx((2 + 1) / (10 + 2))
+    assert arithmetic_cap([rec("a", 0.0, True)]) is None
+    out = capped([0.9, 0.9, 0.9], [pool[0], pool[8], pool[10]], pool)
+    assert out[0] == pytest.approx(3 / 4)  # a's cap from b's two flagged answers, both right
+    assert out[1] == pytest.approx(1 / 10)  # b's from a's eight, all wrong
+    assert out[2] == 0.9  # not flagged: not capped
 
 
 def _block(auroc: float, within: float, ece_: float) -> dict:

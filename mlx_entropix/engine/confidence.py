@@ -17,7 +17,9 @@ Three steps, all pure:
 3. **The map to [0, 1]** (``ConfidenceModel``), per prompt format (chat or raw text): a
    logistic regression on standardized features or an isotonic map of one feature, chosen
    and fitted per model on dev by ``calibrate confidence`` (``eval/confidence_select.py``)
-   and shipped in ``configs/confidence/<model>.json``; monotone in each feature.
+   and shipped in ``configs/confidence/<model>.json``; monotone in each feature. An answer
+   whose text up to it states a false equation ("7 + 7 = 12", ``wrong_arithmetic``) is capped
+   at the accuracy such answers had on dev.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -52,18 +54,13 @@ LOGIT_FEATURES: tuple[str, ...] = (
     "answer_sum_logprob",
 )
 # Of the whole generation, not the span: how it got to the answer (candidates, see README).
-CONTEXT_FEATURES: tuple[str, ...] = (
-    "prefix_mean_logprob",
-    "whole_mean_logprob",
-    "through_mean_logprob",  # the tokens up to the answer's end: the whole, less what follows
-    "whole_mean_entropy",
-    "span_start",
-)
-ATTENTION_FEATURES: tuple[str, ...] = (
-    "attn_entropy",
-    "attn_varentropy",
-    "agreement",
-    "interaction_strength",
+# through_mean_logprob: the tokens up to the answer's end (the whole, less what follows).
+CONTEXT_FEATURES = ("prefix_mean_logprob", "whole_mean_logprob", "through_mean_logprob",
+                    "whole_mean_entropy", "span_start")  # fmt: skip
+ATTENTION_FEATURES = ("attn_entropy", "attn_varentropy", "agreement", "interaction_strength")
+# "a op b = c" with plain numbers (not part of "1,000", "2.5.1" or "3/4"): the model's working.
+_EQUATION = re.compile(
+    r"(?<![\w.,/])(-?\d+(?:\.\d+)?)\s*([-+*x×/])\s*(-?\d+(?:\.\d+)?)\s*=\s*(-?\d+(?:\.\d+)?)(?![.,/]?\d)"
 )
 _SENTENCE_END = re.compile(r"(?<!\d)[.!?](?=\s|$)|(?<=\d)[.!?](?!\d)")
 _YESNO = re.compile(r"\b(yes|true|correct|no|false|incorrect)\b", re.IGNORECASE)
@@ -169,6 +166,17 @@ def _span_indices(signals: Sequence[TokenSignal], span: tuple[int, int]) -> list
 # --------------------------------------------------------------------------- features
 
 
+def wrong_arithmetic(text: str) -> float:
+    """1.0 when ``text`` states a one-operation equation that does not hold ("7 + 7 = 12"):
+    an answer that contradicts its own working (on dev, 1 of 55 such answers was right)."""
+    for m in _EQUATION.finditer(text):
+        a, op, b, c = float(m[1]), m[2], float(m[3]), float(m[4])
+        value = {"+": a + b, "-": a - b, "/": a / b if b else math.nan}.get(op, a * b)
+        if not math.isclose(value, c, rel_tol=1e-9, abs_tol=1e-9):
+            return 1.0
+    return 0.0
+
+
 def _mean(values: Sequence[float | None]) -> float | None:
     vals = [v for v in values if v is not None and math.isfinite(v)]
     return sum(vals) / len(vals) if vals else None
@@ -225,6 +233,7 @@ def features(
     out["through_mean_logprob"] = sum(through) / len(through) if through else None
     out["whole_mean_entropy"] = _mean([s.metrics[0] for s in signals])
     out["span_start"] = span[0] / max(len(text), 1) if span else None
+    out["wrong_arithmetic"] = wrong_arithmetic(text[: span[1]]) if span else None
     return out
 
 
@@ -251,26 +260,14 @@ class LogisticMap:
         return 1 / (1 + math.exp(-z)) if z >= 0 else math.exp(z) / (1 + math.exp(z))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "features": list(self.features),
-            "mean": list(self.mean),
-            "scale": list(self.scale),
-            "coef": list(self.coef),
-            "intercept": self.intercept,
-        }
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LogisticMap:
-        n = len(d["features"])
-        if not all(len(d[k]) == n for k in ("mean", "scale", "coef")):
+        fields = [tuple(float(x) for x in d[k]) for k in ("mean", "scale", "coef")]
+        if not all(len(f) == len(d["features"]) for f in fields):
             raise ValueError("features, mean, scale and coef need the same length")
-        return cls(
-            tuple(d["features"]),
-            tuple(float(x) for x in d["mean"]),
-            tuple(float(x) for x in d["scale"]),
-            tuple(float(x) for x in d["coef"]),
-            float(d["intercept"]),
-        )
+        return cls(tuple(d["features"]), *fields, float(d["intercept"]))
 
 
 @dataclass(frozen=True)
@@ -313,14 +310,20 @@ class ConfidenceModel:
 
     maps: dict[str, Map]
     meta: dict[str, Any]  # every map also sees FORMAT_FEATURE (a pooled fit serves both)
+    # Per format: the most confidence an answer gets whose own arithmetic fails (its accuracy
+    # on dev); a format without an entry has no such cap.
+    wrong_arithmetic: dict[str, float] = field(default_factory=dict)
 
     def __call__(self, feats: dict[str, float | None], fmt: str = "chat") -> float | None:
         m = self.maps.get(fmt) or self.maps.get("chat") or next(iter(self.maps.values()))
-        return m({**feats, FORMAT_FEATURE: float(fmt == "raw")})
+        p = m({**feats, FORMAT_FEATURE: float(fmt == "raw")})
+        cap = self.wrong_arithmetic.get(fmt if fmt in self.maps else "chat")
+        return p if p is None or cap is None or not feats.get("wrong_arithmetic") else min(p, cap)
 
     def to_json(self) -> str:
         maps = {k: m.to_dict() for k, m in self.maps.items()}
-        return json.dumps({"maps": maps, "meta": self.meta}, indent=1) + "\n"
+        data = {"maps": maps, "wrong_arithmetic": self.wrong_arithmetic, "meta": self.meta}
+        return json.dumps(data, indent=1) + "\n"
 
     @classmethod
     def from_file(cls, path: str | Path) -> ConfidenceModel:
@@ -331,7 +334,8 @@ class ConfidenceModel:
         }
         if not maps:
             raise ValueError(f"{path}: no fitted map")
-        return cls(maps, data.get("meta", {}))
+        caps = {k: float(v) for k, v in data.get("wrong_arithmetic", {}).items()}
+        return cls(maps, data.get("meta", {}), caps)
 
 
 def _key(name: str) -> str:
@@ -342,11 +346,8 @@ def _key(name: str) -> str:
 def shipped_model(model_name: str) -> ConfidenceModel | None:
     """The confidence map shipped for this model (file stem a prefix of the name, case and
     punctuation ignored), or None: then generations carry no confidence."""
-    key = _key(model_name)
-    found = [p for p in CONFIDENCE_DIR.glob("*.json") if key.startswith(_key(p.stem))]
-    if not found:
-        return None
-    return ConfidenceModel.from_file(max(found, key=lambda p: len(p.stem)))
+    found = [p for p in CONFIDENCE_DIR.glob("*.json") if _key(model_name).startswith(_key(p.stem))]
+    return ConfidenceModel.from_file(max(found, key=lambda p: len(p.stem))) if found else None
 
 
 @dataclass(frozen=True)
@@ -356,14 +357,9 @@ class Scored:
     features: dict[str, float | None]
 
 
-def score(
-    text: str,
-    signals: Sequence[TokenSignal],
-    model: ConfidenceModel | None,
-    fmt: str = "chat",
-    kind: Kind | None = None,
-    options: dict[str, str] | None = None,
-) -> Scored:
+def score(text: str, signals: Sequence[TokenSignal], model: ConfidenceModel | None,
+          fmt: str = "chat", kind: Kind | None = None,
+          options: dict[str, str] | None = None) -> Scored:  # fmt: skip
     """The answer's span, its features and (with a model) its confidence."""
     span = answer_span(text, kind, options)
     feats = features(text, signals, span)

@@ -1,12 +1,13 @@
 """``calibrate confidence``: fit the answer-confidence map on dev results, write it, and
-report dev and test figures, the feature sets compared and the attention test.
+report dev and test figures, the candidates compared and the attention test.
 
     uv run benchmarks/eval.py data/eval/dev.csv --modes greedy --signals --out dev
     uv run python -m mlx_entropix.eval.calibrate confidence dev.json ... --select \\
         --test core.json --report benchmarks/results/confidence.md --rescore
 
-``--select`` chooses each format's map by leave-one-category-out figures on dev
-(``confidence_select.py``; the shipped map); without it, the features and l2 given.
+Each format's map is chosen by leave-one-category-out figures on dev (``confidence_select.py``;
+``--select`` is the only way now and may be left out; the earlier manual choice of features
+made maps that learnt dev's kinds).
 """
 
 from __future__ import annotations
@@ -16,24 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..engine.confidence import ATTENTION_FEATURES, LOGIT_FEATURES
-from .confidence_fit import (
-    L2,
-    LOGITS_ONLY,
-    SHIPPED_FEATURES,
-    SHIPPED_L2,
-    Sets,
-    all_features,
-    attention_test,
-    compare_sets,
-    fit_model,
-    out_of_fold,
-    predict,
-    refeaturized,
-    rescored,
-    scores_report,
-    usable,
-)
+from .confidence_fit import predict, refeaturized, rescored, scores_report
 
 
 def _load_records(paths: Sequence[str], mode: str) -> list[dict[str, Any]]:
@@ -47,37 +31,6 @@ def _load_records(paths: Sequence[str], mode: str) -> list[dict[str, Any]]:
     if not out:
         raise ValueError(f"no {mode} records with features in {', '.join(paths)}")
     return out
-
-
-def report_markdown(report: dict[str, Any]) -> str:
-    """The fit report as markdown tables (``--report X.md``)."""
-
-    def f(x: float | None, pct: bool = False) -> str:
-        return "-" if x is None else f"{100 * x:.1f}" if pct else f"{x:.3f}"
-
-    head = "| {} | format | answers | AUROC | within-category AUROC | ECE | top half % | all % |"
-    shipped = "; ".join(f"{k}: {', '.join(v)}" for k, v in report["features"].items())
-    lines = [f"Shipped features: {shipped}", ""]
-
-    def table(title: str, blocks: dict[str, dict[str, Any]]) -> None:
-        lines.extend([head.format(title), "|---|---|---|---|---|---|---|---|"])
-        for name, by_format in blocks.items():
-            for fmt, b in by_format.items():
-                lines.append(
-                    f"| {name} | {fmt} | {b['n']} | {f(b['auroc'])} "
-                    f"| {f(b['within_category_auroc'])} | {f(b['ece'])} "
-                    f"| {f(b['top_half_accuracy'], True)} | {f(b['accuracy'], True)} |"
-                )
-        lines.append("")
-
-    table("feature set (dev, 5-fold out-of-fold)", report["feature sets, dev out-of-fold"])
-    table(
-        "feature set (dev, leave one category out)",
-        report["feature sets, dev leave-one-category-out"],
-    )
-    table("shipped map", {k: v for k, v in report.items() if k.startswith(("dev (", "test ("))})
-    lines += _attention_table(report["attention"], "AUROC logits only", "AUROC with attention")
-    return "\n".join(lines) + "\n"
 
 
 def _attention_table(attention: dict[str, Any], base: str, added: str) -> list[str]:
@@ -100,11 +53,8 @@ def _attention_table(attention: dict[str, Any], base: str, added: str) -> list[s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``calibrate confidence DEV.json [...] [--test TEST.json]``: fit, write, report."""
+    """``calibrate confidence DEV.json [...] [--test TEST.json]``: choose, fit, write, report."""
     import argparse
-    import sys
-
-    from ..engine.confidence import CONFIDENCE_DIR
 
     p = argparse.ArgumentParser(
         prog="python -m mlx_entropix.eval.calibrate confidence",
@@ -114,20 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("dev", nargs="+", help="benchmarks/eval.py result JSON(s) of the dev split")
     p.add_argument("--test", nargs="*", default=[], help="result JSON(s) to report on (test)")
     p.add_argument("--mode", default="greedy", help="whose answers (default greedy)")
-    for fmt in ("chat", "raw"):
-        p.add_argument(
-            f"--{fmt}-features",
-            default=",".join(SHIPPED_FEATURES[fmt]),
-            help=f"comma-separated (default: {','.join(SHIPPED_FEATURES[fmt])})",
-        )
-        p.add_argument(f"--{fmt}-l2", type=float, default=SHIPPED_L2[fmt],
-                       help=f"ridge strength (default {SHIPPED_L2[fmt]})")  # fmt: skip
-    p.add_argument(
-        "--select",
-        action="store_true",
-        help="choose each format's map on dev by leave-one-category-out figures among "
-        "confidence_select.candidates() (instead of --chat/--raw-features)",
-    )
+    p.add_argument("--select", action="store_true", help="(the default; kept for old commands)")
     p.add_argument("--out", help="map JSON to write (default: configs/confidence/<model>.json)")
     p.add_argument("--report", help="also write the fit report here (.md: tables, else JSON)")
     p.add_argument("--boot", type=int, default=2000, help="bootstrap resamples (attention test)")
@@ -137,46 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="write each --test JSON again as <stem>.confidence.json with the new map's "
         "confidence (redraw its report: benchmarks/eval.py <stem>.confidence.json)",
     )
-    args = p.parse_args(argv)
-    features = {
-        fmt: [f.strip() for f in getattr(args, f"{fmt}_features").split(",") if f.strip()]
-        for fmt in ("chat", "raw")
-    }
-    l2 = {"chat": args.chat_l2, "raw": args.raw_l2}
-    if args.select:
-        return _main_select(args)
-    try:
-        dev = usable(_load_records(args.dev, args.mode), all_features(features))
-        test = _load_records(args.test, args.mode) if args.test else []
-        name = json.loads(Path(args.dev[0]).read_text())["run"].get("model", "model")
-        meta = {"model": name, "fitted_on": list(args.dev), "answers": len(dev), "l2": l2,
-                "mode": args.mode}  # fmt: skip
-        model = fit_model(dev, features, l2, meta)
-    except (ValueError, KeyError) as err:
-        print(f"calibrate confidence: error: {err}", file=sys.stderr)
-        return 2
-    out = Path(args.out) if args.out else CONFIDENCE_DIR / f"{name.split()[0].lower()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(model.to_json())
-    sets: Sets = {
-        "mean_logprob": (["mean_logprob"], L2),
-        "span logits": (LOGIT_FEATURES, L2),
-        "logits (span + whole generation)": (LOGITS_ONLY, L2),
-        "logits + attention": ((*LOGITS_ONLY, *ATTENTION_FEATURES), L2),
-        "shipped": (features, l2),
-    }
-    report: dict[str, Any] = {
-        "features": features,
-        "feature sets, dev out-of-fold": compare_sets(dev, sets),
-        "feature sets, dev leave-one-category-out": compare_sets(dev, sets, loco=True),
-        "dev (5-fold out-of-fold)": scores_report(out_of_fold(dev, features, l2=l2), dev),
-    }
-    if test:
-        report["test (fitted on dev)"] = scores_report(predict(model, test), test)
-    report["attention"] = attention_test(dev, test, LOGITS_ONLY, args.boot)
-    print(json.dumps(report, indent=1))
-    print(f"wrote {out}")
-    return _write_outputs(args, report, report_markdown, model)
+    return _main_select(p.parse_args(argv))
 
 
 def _write_outputs(
@@ -205,7 +103,8 @@ def selection_markdown(report: dict[str, Any], top: int = 12) -> str:
     dev (leave one category out) and test, the attention test on the chosen map."""
     chosen = report["chosen"]
     lines = ["Chosen (dev, leave one category out): "
-             + "; ".join(f"{k}: {v}" for k, v in chosen.items()), ""]  # fmt: skip
+             + "; ".join(f"{k}: {v}" for k, v in chosen.items())
+             + f"; arithmetic cap: {report.get('arithmetic cap') or 'none'}", ""]  # fmt: skip
     head = "| {} | answers | AUROC | within-category AUROC | ECE | top half % | all % |"
     for fmt in chosen:
         lines += [head.format(f"{fmt}: candidate (dev, leave one category out)"),
@@ -222,15 +121,16 @@ def selection_markdown(report: dict[str, Any], top: int = 12) -> str:
             )
         lines.append("")
     lines += ["| chosen map [95% bootstrap] | format | answers | AUROC | within-category AUROC "
-              "| ECE | top half % | all % |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for split in ("dev (leave one category out)", "test (fitted on dev)"):
+              "| ECE (floor) | top half % | all % |", "|---" * 8 + "|"]  # fmt: skip
+    for split in ("dev (leave one category out)", "dev, no cap", "test (fitted on dev)",
+                  "test, no cap"):  # fmt: skip
         for fmt, b in report.get(split, {}).items():
             ci = b.get("ci95") or {}
             lines.append(
                 f"| {split} | {fmt} | {b['n']} | {b['auroc']:.3f}{_interval(ci.get('auroc'))} "
                 f"| {b['within_category_auroc'] or 0:.3f}"
                 f"{_interval(ci.get('within_category_auroc'))} "
-                f"| {b['ece']:.3f}{_interval(ci.get('ece'))} "
+                f"| {b['ece']:.3f}{_interval(ci.get('ece'))} ({b.get('ece_floor') or 0:.3f}) "
                 f"| {100 * b['top_half_accuracy']:.1f} (gain{_interval(ci.get('gain'))}) "
                 f"| {100 * b['accuracy']:.1f} |"
             )
@@ -241,11 +141,13 @@ def selection_markdown(report: dict[str, Any], top: int = 12) -> str:
 def _figures(conf: list[float | None], recs: list[dict[str, Any]], n_boot: int) -> dict[str, Any]:
     """``scores_report`` per format and overall, each with bootstrap intervals."""
     from .confidence_select import bootstrap
+    from .confidence_stats import ece_floor
 
     out = scores_report(conf, recs)
     for fmt in out:
         ix = [i for i, r in enumerate(recs) if fmt == "all" or r.get("format", "chat") == fmt]
         out[fmt]["ci95"] = bootstrap([conf[i] for i in ix], [recs[i] for i in ix], n_boot)
+        out[fmt]["ece_floor"] = ece_floor([c for i in ix if (c := conf[i]) is not None])
     return out
 
 
@@ -261,10 +163,10 @@ def _main_select(args: Any) -> int:
         dev = _load_records(args.dev, args.mode)
         test = _load_records(args.test, args.mode) if args.test else []
         name = json.loads(Path(args.dev[0]).read_text())["run"].get("model", "model")
-        chosen, results = select(dev)
+        chosen, results, caps = select(dev)
         meta = {"model": name, "fitted_on": list(args.dev), "answers": len(dev),
                 "mode": args.mode, "selected_by": "leave one category out on dev"}  # fmt: skip
-        model = fit_chosen(dev, chosen, meta)
+        model = fit_chosen(dev, chosen, meta, caps)
     except (ValueError, KeyError) as err:
         print(f"calibrate confidence: error: {err}", file=sys.stderr)
         return 2
@@ -272,16 +174,20 @@ def _main_select(args: Any) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(model.to_json())
     n_boot = min(args.boot, 1000)
-    recs, preds = held_out(dev, chosen)
     report: dict[str, Any] = {
         "chosen": {f: c.name for f, c in chosen.items()},
+        "arithmetic cap": model.wrong_arithmetic,
         "candidates": results,
-        "dev (leave one category out)": _figures(preds, recs, n_boot),
+        "dev (leave one category out)": _figures(*held_out(dev, chosen, caps)[::-1], n_boot),
     }
+    if caps:
+        report["dev, no cap"] = _figures(*held_out(dev, chosen)[::-1], n_boot)
     if test:
         tests = [r for r in with_format(test) if r.get("format", "chat") in chosen]
-        conf = predict(model, tests)
-        report["test (fitted on dev)"] = _figures(conf, tests, n_boot)
+        report["test (fitted on dev)"] = _figures(predict(model, tests), tests, n_boot)
+        if caps:
+            plain = fit_chosen(dev, chosen, meta)  # the same maps fitted on every answer
+            report["test, no cap"] = _figures(predict(plain, tests), tests, n_boot)
     report["attention"] = attention_on(dev, test, chosen, args.boot)
     print(json.dumps({k: v for k, v in report.items() if k != "candidates"}, indent=1))
     print(f"wrote {out}")

@@ -1,15 +1,10 @@
-"""Fitting the answer-confidence map on a development split, and the attention question.
-
-    uv run benchmarks/eval.py data/eval/dev.csv --modes greedy --signals --out dev
-    uv run python -m mlx_entropix.eval.calibrate confidence dev.json --test core.json
+"""Fitting pieces of the answer-confidence map (chosen by ``confidence_select.py``).
 
 Every record of an evaluation carries the answer span's ``features`` (``confidence.py``);
-the map is an L2-regularized logistic regression on standardized features (Newton's method,
-numpy only), one per prompt format (chat, raw), each with its own features. The same fit
-with the logits' features only and with the four attention features added answers "does
-attention add anything?": AUROC of each, the paired bootstrap interval of the difference,
-out-of-fold on dev (k-fold, so dev is not scored by a map fitted on the same answers) and on
-test (the map fitted on all of dev).
+a logistic map is an L2-regularized logistic regression on standardized features (Newton's
+method, numpy only), one per prompt format (chat, raw). Also: the figures of a scoring
+(``scores_report``), a row of the attention test, the records refeaturized from their kept
+signals, a result rescored by a new map, and the arithmetic cap.
 """
 
 from __future__ import annotations
@@ -19,27 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.confidence import (
-    ATTENTION_FEATURES,
-    CONTEXT_FEATURES,
-    LOGIT_FEATURES,
-    ConfidenceModel,
-    LogisticMap,
-)
+from ..engine.confidence import ConfidenceModel, LogisticMap
 from .confidence_stats import auroc, ece, paired_bootstrap, top_half_accuracy
 
-# Everything read from the logits: the span's features and the whole generation's.
-LOGITS_ONLY: tuple[str, ...] = (*LOGIT_FEATURES, *CONTEXT_FEATURES)
 L2 = 1.0
-# The manual default of ``calibrate confidence`` without ``--select`` (the first shipped
-# choice, made on 380 dev answers of 9 kinds). The shipped map now comes from ``--select``
-# (``confidence_select.py``: leave one category out on 19 kinds); this one scored 0.59 on
-# test raw items, having learnt the 4 raw kinds it was fitted on.
-SHIPPED_FEATURES: dict[str, tuple[str, ...]] = {
-    "chat": ("mean_logprob", "min_logprob", "whole_mean_logprob"),
-    "raw": (*LOGIT_FEATURES, *ATTENTION_FEATURES),
-}
-SHIPPED_L2: dict[str, float] = {"chat": 10.0, "raw": 10.0}
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = L2) -> tuple[np.ndarray, float]:
@@ -112,12 +90,6 @@ def fit_model(
     return ConfidenceModel(maps, dict(meta or {}))
 
 
-def all_features(features: PerFormat) -> list[str]:
-    if isinstance(features, dict):
-        return sorted({f for fs in features.values() for f in fs})
-    return list(features)
-
-
 def predict(model: ConfidenceModel, records: Sequence[dict[str, Any]]) -> list[float | None]:
     return [model(r["features"], r.get("format", "chat")) for r in records]
 
@@ -167,34 +139,6 @@ def scores_report(
         "all": block(rows),
         **{f: block([(c, r) for c, r in rows if r.get("format", "chat") == f]) for f in formats},
     }
-
-
-def attention_test(
-    dev: Sequence[dict[str, Any]],
-    test: Sequence[dict[str, Any]],
-    logit_features: Sequence[str] = LOGITS_ONLY,
-    n_boot: int = 2000,
-) -> dict[str, Any]:
-    """AUROC with the logits' features vs with the attention features added (paired bootstrap
-    95% interval of the difference), out-of-fold on dev and fitted-on-dev on test, per format
-    and overall."""
-    both = (*logit_features, *ATTENTION_FEATURES)
-    dev, test = usable(dev, both), usable(test, both)
-    splits = {
-        "dev (5-fold out-of-fold)": (dev, out_of_fold(dev, logit_features), out_of_fold(dev, both))
-    }
-    if test:
-        lo, hi = fit_model(dev, logit_features), fit_model(dev, both)
-        splits["test (fitted on dev)"] = (test, predict(lo, test), predict(hi, test))
-    out: dict[str, Any] = {}
-    for name, (recs, a, b) in splits.items():
-        formats = ["all", *sorted({r.get("format", "chat") for r in recs})]
-        out[name] = {}
-        for f in formats:
-            ix = [i for i, r in enumerate(recs) if f == "all" or r.get("format", "chat") == f]
-            y = [bool(recs[i]["correct"]) for i in ix]
-            out[name][f] = attention_row([a[i] for i in ix], [b[i] for i in ix], y, n_boot)
-    return out
 
 
 def attention_row(
@@ -257,26 +201,25 @@ def rescored(result: dict[str, Any], model: ConfidenceModel) -> dict[str, Any]:
     return {**result, "run": run, "summary": summarize(records, run["modes"]), "records": records}
 
 
-def leave_category_out(
-    records: Sequence[dict[str, Any]], features: PerFormat, l2: float | dict[str, float] = L2
+def arithmetic_cap(records: Sequence[dict[str, Any]]) -> float | None:
+    """The accuracy of answers whose own arithmetic fails (``wrong_arithmetic``), both formats
+    pooled (the check does not hang on the format), with one pseudo-answer of each kind; None
+    without such answers."""
+    flagged = [bool(r["correct"]) for r in records if r["features"].get("wrong_arithmetic")]
+    return (sum(flagged) + 1) / (len(flagged) + 2) if flagged else None
+
+
+def capped(
+    preds: Sequence[float | None],
+    recs: Sequence[dict[str, Any]],
+    pool: Sequence[dict[str, Any]],
+    formats: Sequence[str] = ("chat", "raw"),
 ) -> list[float | None]:
-    """Each record scored by a map fitted on the other categories: how the confidence does on
-    a kind of question it was not fitted on."""
-    out: list[float | None] = [None] * len(records)
-    for cat in sorted({r.get("category", "") for r in records}):
-        model = fit_model([r for r in records if r.get("category", "") != cat], features, l2)
-        for i, r in enumerate(records):
-            if r.get("category", "") == cat:
-                out[i] = model(r["features"], r.get("format", "chat"))
-    return out
-
-
-Sets = dict[str, tuple[PerFormat, float | dict[str, float]]]
-
-
-def compare_sets(dev: Sequence[dict[str, Any]], sets: Sets, loco: bool = False) -> dict[str, Any]:
-    """Out-of-fold (or leave-one-category-out) dev figures of several (features, l2), on the
-    answers all of them can score."""
-    recs = usable(dev, sorted({f for fs, _ in sets.values() for f in all_features(fs)}))
-    score = leave_category_out if loco else out_of_fold
-    return {name: scores_report(score(recs, fs, l2=l2), recs) for name, (fs, l2) in sets.items()}
+    """Leave-one-category-out predictions with the cap on the answers of ``formats`` that fail
+    their arithmetic, each category's cap fitted on ``pool``'s other categories."""
+    caps = {k: arithmetic_cap([r for r in pool if r.get("category", "") != k])
+            for k in {r.get("category", "") for r in recs}}  # fmt: skip
+    return [p if p is None or not r["features"].get("wrong_arithmetic")
+            or r.get("format", "chat") not in formats
+            or (cap := caps[r.get("category", "")]) is None else min(p, cap)
+            for p, r in zip(preds, recs, strict=True)]  # fmt: skip

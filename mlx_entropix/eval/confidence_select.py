@@ -3,15 +3,19 @@ fitted on (leave one category out), since that is what a user's new task is.
 
 A candidate is a score (one feature, or a regularized logistic combination of a few), a map
 (logistic, or isotonic on one feature), fitted per prompt format or pooled over both formats
-with a format indicator, and optionally recalibrated: Platt scaling of the logistic's linear
-predictor on its leave-one-category-out values, which shrinks a slope that separates the
-fitted categories better than it separates a new one (the cause of a large ECE on a new kind).
+with a format indicator, and optionally recalibrated: Platt scaling of the map's logit (the
+logistic's linear predictor, an isotonic map's knots) on its leave-one-category-out values,
+which flattens a map that separates the fitted categories better than it separates a new one
+(the cause of a large ECE on a new kind).
 
 The rule (``choose``), per format: the best leave-one-category-out AUROC plus within-category
 AUROC (the ranking), preferring fewer features within 2 x ``TOLERANCE`` of the best (a small dev
 set chooses noisily among near-equal candidates; the simpler one generalizes more often); then
 among that score's map variants that rank nearly as well (``VARIANT_TOLERANCE``), the lowest
-leave-one-category-out ECE (the calibration).
+leave-one-category-out ECE (the calibration). An answer whose text up to it states a false
+equation (``wrong_arithmetic``) is capped at such answers' dev accuracy (pooled over formats;
+held out, from the other categories), the map then fitted on the other answers: chosen per
+format where it does not lower the ranking, the candidates then compared again with it.
 """
 
 from __future__ import annotations
@@ -33,7 +37,15 @@ from ..engine.confidence import (
     LogisticMap,
     Map,
 )
-from .confidence_fit import attention_row, fit_logistic, fit_map, scores_report, usable
+from .confidence_fit import (
+    arithmetic_cap,
+    attention_row,
+    capped,
+    fit_logistic,
+    fit_map,
+    scores_report,
+    usable,
+)
 
 # Simpler wins only among practically equal candidates (sum of the two AUROCs within
 # 2 x TOLERANCE; dev's AUROC intervals are +-0.04). At 0.005 raw went to a 12-feature map
@@ -52,7 +64,7 @@ class Candidate:
     features: tuple[str, ...]
     l2: float = 1.0
     kind: str = "logistic"  # or "isotonic" (one feature)
-    recalibrate: bool = False  # Platt on the leave-one-category-out linear predictor
+    recalibrate: bool = False  # Platt on the leave-one-category-out logit (either map)
     pooled: bool = False  # one map for both formats, with the format as a feature
 
 
@@ -99,7 +111,7 @@ def _base_fit(records: Sequence[dict[str, Any]], c: Candidate) -> Map:
 def fit_candidate(records: Sequence[dict[str, Any]], c: Candidate) -> Map:
     """The candidate's map fitted on ``records`` (one format's, or both when pooled)."""
     base = _base_fit(records, c)
-    if not (c.recalibrate and isinstance(base, LogisticMap)):
+    if not c.recalibrate:
         return base
     recs = usable(records, c.features)
     held = leave_category_out(recs, replace(c, recalibrate=False))
@@ -114,18 +126,24 @@ def fit_candidate(records: Sequence[dict[str, Any]], c: Candidate) -> Map:
     (b,), a = fit_logistic((z - mu) / sd, y, l2=1e-3)
     if b <= 0:  # the score ranks the held-out kinds backwards: no slope, only the base rate
         (b,), a = fit_logistic(np.zeros_like(z), y, l2=1e-3)
-    slope = b / sd  # p = sigmoid(a + slope * (z - mu)), z the base map's linear predictor
+    slope = b / sd  # p = sigmoid(a + slope * (z - mu)), z the base map's logit
+    if isinstance(base, IsotonicMap):  # the same Platt step on each knot's logit
+        ps = (1 / (1 + math.exp(-(a + slope * (_logit(p) - mu)))) for p in base.p)
+        return IsotonicMap(base.feature, base.x, tuple(round(v, 6) for v in ps))
     return LogisticMap(base.features, base.mean, base.scale,
                        tuple(round(float(slope * w), 6) for w in base.coef),
                        round(float(a + slope * (base.intercept - mu)), 6))  # fmt: skip
 
 
-def leave_category_out(records: Sequence[dict[str, Any]], c: Candidate) -> list[float | None]:
+def leave_category_out(
+    records: Sequence[dict[str, Any]], c: Candidate, capped_out: bool = False
+) -> list[float | None]:
     """Each record scored by the candidate fitted on the other categories (of its format, or
-    of both formats when pooled)."""
+    both when pooled; ``capped_out``: less the answers the arithmetic cap scores)."""
     out: list[float | None] = [None] * len(records)
     for cat in sorted({r.get("category", "") for r in records}):
-        train = [r for r in records if r.get("category", "") != cat]
+        train = [r for r in records if r.get("category", "") != cat
+                 and not (capped_out and r["features"].get("wrong_arithmetic"))]  # fmt: skip
         if len({bool(r["correct"]) for r in train}) < 2:
             continue
         m = fit_candidate(train, c)
@@ -135,15 +153,20 @@ def leave_category_out(records: Sequence[dict[str, Any]], c: Candidate) -> list[
     return out
 
 
-def evaluate(records: Sequence[dict[str, Any]], c: Candidate) -> dict[str, Any]:
-    """Leave-one-category-out figures of a candidate, per format (``scores_report``)."""
+def evaluate(
+    records: Sequence[dict[str, Any]], c: Candidate, caps: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Leave-one-category-out figures of a candidate, per format (``scores_report``), with the
+    arithmetic cap for the formats in ``caps``."""
     recs = usable(with_format(records), c.features)
     if c.pooled:
-        return scores_report(leave_category_out(recs, c), recs)
+        held = leave_category_out(recs, c, capped_out=bool(caps))
+        return scores_report(capped(held, recs, recs, caps), recs)
     out: dict[str, Any] = {}
     for fmt in sorted({_fmt(r) for r in recs}):
         sub = [r for r in recs if _fmt(r) == fmt]
-        out[fmt] = scores_report(leave_category_out(sub, c), sub)[fmt]
+        held = leave_category_out(sub, c, capped_out=fmt in caps)
+        out[fmt] = scores_report(capped(held, sub, recs, caps), sub)[fmt]
     return out
 
 
@@ -192,18 +215,10 @@ def choose(
 
 
 SINGLES: tuple[str, ...] = (
-    "mean_logprob",
-    "min_logprob",
-    "first_logprob",
-    "first_margin",
-    "min_margin",
-    "whole_mean_logprob",
-    "mean_margin",
-    "sum_logprob",
-    "answer_mean_logprob",
-    "answer_sum_logprob",
-    "through_mean_logprob",
-)
+    "mean_logprob", "min_logprob", "first_logprob", "first_margin", "min_margin",
+    "whole_mean_logprob", "mean_margin", "sum_logprob", "answer_mean_logprob",
+    "answer_sum_logprob", "through_mean_logprob",
+)  # fmt: skip
 SETS: dict[str, tuple[str, ...]] = {
     "min+whole": ("min_logprob", "whole_mean_logprob"),
     "margin+whole": ("first_margin", "whole_mean_logprob"),
@@ -233,6 +248,7 @@ def candidates() -> list[Candidate]:
             Candidate(f"{f} (isotonic)", (f,), kind="isotonic"),
             # one map of one score for both formats: a level that does not hang on the format
             Candidate(f"{f} (isotonic) pooled", (f,), kind="isotonic", pooled=True),
+            Candidate(f"{f} (isotonic, recal)", (f,), kind="isotonic", recalibrate=True),
         ]
     for name, fs in SETS.items():
         for l2 in (1.0, 10.0):
@@ -285,20 +301,35 @@ def _format_records(
 
 def select(
     dev: Sequence[dict[str, Any]], cands: Sequence[Candidate] | None = None
-) -> tuple[dict[str, Candidate], dict[str, dict[str, Any]]]:
-    """Every candidate's leave-one-category-out figures on dev and the choice per format."""
+) -> tuple[dict[str, Candidate], dict[str, dict[str, Any]], list[str]]:
+    """Every candidate's leave-one-category-out figures on dev and the choice per format; if
+    the arithmetic cap does not lower the choice's ranking (``choose_caps``), again with it."""
     cands = list(cands or candidates())
-    results = {c.name: evaluate(dev, c) for c in cands}
     formats = sorted({_fmt(r) for r in dev})
-    return {f: choose(results, cands, f) for f in formats}, results
+    results = {c.name: evaluate(dev, c) for c in cands}
+    chosen = {f: choose(results, cands, f) for f in formats}
+    caps = choose_caps(dev, chosen)
+    if caps:
+        results = {c.name: evaluate(dev, c, caps) for c in cands}
+        chosen = {f: choose(results, cands, f) for f in formats}
+    return chosen, results, caps
 
 
 def fit_chosen(
-    dev: Sequence[dict[str, Any]], chosen: dict[str, Candidate], meta: dict[str, Any]
+    dev: Sequence[dict[str, Any]],
+    chosen: dict[str, Candidate],
+    meta: dict[str, Any],
+    caps: Sequence[str] = (),
 ) -> ConfidenceModel:
-    """The shipped model: each format's chosen candidate fitted on all of dev."""
-    maps = {f: fit_candidate(_format_records(dev, c, f), c) for f, c in chosen.items()}
-    return ConfidenceModel(maps, {**meta, "chosen": {f: c.name for f, c in chosen.items()}})
+    """The shipped model: each format's chosen candidate fitted on all of dev; the arithmetic
+    cap (fitted on all of dev) for the formats in ``caps``, their map then fitted on the
+    answers the cap does not score."""
+    unflagged = [r for r in dev if not r["features"].get("wrong_arithmetic")]
+    maps = {f: fit_candidate(_format_records(unflagged if f in caps else dev, c, f), c)
+            for f, c in chosen.items()}  # fmt: skip
+    cap = arithmetic_cap(dev)
+    wrong = {f: round(cap, 6) for f in caps if cap is not None}
+    return ConfidenceModel(maps, {**meta, "chosen": {f: c.name for f, c in chosen.items()}}, wrong)
 
 
 def attention_test(
@@ -338,15 +369,31 @@ def attention_test(
 
 
 def held_out(
-    dev: Sequence[dict[str, Any]], chosen: dict[str, Candidate]
+    dev: Sequence[dict[str, Any]], chosen: dict[str, Candidate], caps: Sequence[str] = ()
 ) -> tuple[list[dict[str, Any]], list[float | None]]:
-    """Dev's answers of every chosen format, each scored leave one category out."""
+    """Dev's answers of every chosen format, each scored leave one category out (with the
+    arithmetic cap for the formats in ``caps``)."""
     recs: list[dict[str, Any]] = []
     preds: list[float | None] = []
     for fmt, c in chosen.items():
         rs = _format_records(dev, c, fmt)
-        p = leave_category_out(rs, c)
+        p = leave_category_out(rs, c, capped_out=fmt in caps)
         keep = [i for i, r in enumerate(rs) if _fmt(r) == fmt]
-        recs += [rs[i] for i in keep]
-        preds += [p[i] for i in keep]
+        mine = [rs[i] for i in keep]
+        recs += mine
+        preds += capped([p[i] for i in keep], mine, dev, caps)
     return recs, preds
+
+
+def choose_caps(dev: Sequence[dict[str, Any]], chosen: dict[str, Candidate]) -> list[str]:
+    """The formats whose leave-one-category-out ranking (AUROC + within-category AUROC) the
+    arithmetic cap does not lower."""
+
+    def ranking(recs: list[dict[str, Any]], preds: list[float | None]) -> float:
+        b = scores_report(preds, recs)["all"]
+        return (b["auroc"] or 0.5) + (b["within_category_auroc"] or 0.5)
+
+    if arithmetic_cap(dev) is None:
+        return []
+    return [f for f, c in chosen.items()
+            if ranking(*held_out(dev, {f: c}, [f])) >= ranking(*held_out(dev, {f: c}))]  # fmt: skip

@@ -7,6 +7,9 @@ Pure functions on (confidence, correct) pairs:
 - ``ece``: expected calibration error over ``bins`` equal-width bins of [0, 1]: the
   answer-weighted mean |accuracy - mean confidence| of each bin (a confidence of exactly 1
   falls in the last bin).
+- ``ece_floor``: the ECE a perfectly calibrated confidence measures on the same confidences
+  (each answer right with probability its confidence; mean over draws): ECE is biased upward
+  on few answers (40 spread over 10 bins: ~0.13), so a measured ECE reads against this.
 - ``reliability``: the per-bin (mean confidence, accuracy, count) behind the ECE.
 - ``risk_coverage``: accuracy of the k most confident answers for k = 1..n (coverage k/n);
   equal confidences keep their input order (a stable sort).
@@ -73,6 +76,16 @@ def ece(confidence: Sequence[float], correct: Sequence[bool], bins: int = 10) ->
         return 0.0
     rows = reliability(confidence, correct, bins)
     return float(sum(r["count"] * abs(r["accuracy"] - r["confidence"]) for r in rows) / n)
+
+
+def ece_floor(
+    confidence: Sequence[float], bins: int = 10, draws: int = 500, seed: int = 0
+) -> float:
+    c = np.asarray(confidence, float)
+    if not len(c):
+        return 0.0
+    rng = np.random.default_rng(seed)
+    return float(np.mean([ece(c, rng.random(len(c)) < c, bins) for _ in range(draws)]))
 
 
 def risk_coverage(scores: Sequence[float], correct: Sequence[bool]) -> list[tuple[float, float]]:
