@@ -65,11 +65,6 @@ def rank(group: mx.distributed.Group | None = None) -> int:
     return group.rank() if group is not None else mx.distributed.init().rank()
 
 
-def is_primary(group: mx.distributed.Group | None = None) -> bool:
-    """Rank 0 prints, streams and serves; the others run the same steps silently."""
-    return rank(group) == 0
-
-
 def plan_sharding(
     n_heads: int,
     n_kv_heads: int,

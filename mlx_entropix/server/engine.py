@@ -84,8 +84,10 @@ class Engine:
             for _ in generate_rows(lm, "Hi", modes=modes, seeds=[0], max_tokens=2,
                                    top_logprobs=0, decoder=engine.decoder):  # fmt: skip
                 pass
-        if decoder is not None and prefix.max_bytes > 0 and ranks is None:  # not the warm-up
-            engine.decoder.use_prefix_cache(prefix)
+        # After the warm-up (it counts for nothing). Not under mlx.launch: the cache fills
+        # itself while idle, work no other rank would know to replay.
+        if decoder is not None and prefix.max_bytes > 0 and ranks is None:
+            decoder.use_prefix_cache(prefix)
         return engine
 
     def prefix_cache_info(self) -> dict[str, Any] | None:
