@@ -14,7 +14,9 @@ from __future__ import annotations
 import ctypes
 import functools
 import glob
+import json
 import os
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,12 +107,52 @@ def batch_invariant(enable: bool = True) -> bool:
     did (products of 1 to 3 rows differ from the same rows in a product of 8). So the answer is
     measured, not assumed (``rows_independent``). MKL reads the variable at its first call, so
     this must run before any computation; a value the user set is kept. Cost where it works
-    (2-core Intel VM): one stream ~17-27% slower, 8 rows as fast.
-    Returns whether rows are batch-invariant now."""
-    if enable and "MKL_CBWR" not in os.environ:
+    (2-core Intel VM): one stream ~17-27% slower, 8 rows as fast. Where it does not (measured
+    once per CPU and MKL build, ``strict_mode_works``), it is not set: it would cost a stream
+    17% for nothing (AMD EPYC). Returns whether rows are batch-invariant now."""
+    if enable and "MKL_CBWR" not in os.environ and strict_mode_works():
         os.environ["MKL_CBWR"] = "AUTO,STRICT"
     preload()
     return rows_independent()
+
+
+def strict_mode_works() -> bool:
+    """Whether MKL's strict mode makes a product's rows batch-invariant on this machine. MKL
+    reads the mode once, so a child process measures it (a few seconds, once); the answer is
+    kept per CPU and MKL build in the user's cache. True where it cannot be measured."""
+    choice = preload()
+    if choice.name != "mkl" or choice.path is None:
+        return False  # only MKL reads MKL_CBWR
+    cpu = next((line for line in _read("/proc/cpuinfo").splitlines() if "model name" in line), "")
+    key = f"{cpu.split(':')[-1].strip()} | {choice.path} | {os.path.getmtime(choice.path):.0f}"
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlx-entropix"
+    path = home / "mkl_strict_mode.json"
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key not in known:
+        code = "import mlx_entropix.runtime.blas as b; print(int(b.rows_independent()))"
+        env = {**os.environ, "MKL_CBWR": "AUTO,STRICT", ENV_VAR: choice.path}
+        try:
+            run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                 text=True, timeout=300)  # fmt: skip
+            known[key] = run.stdout.strip().splitlines()[-1] == "1"
+        except (OSError, subprocess.SubprocessError, IndexError):
+            return True  # unknown: ask for it, as before
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(known, indent=1))
+        except OSError:
+            pass
+    return bool(known[key])
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
 
 
 @functools.cache
