@@ -64,6 +64,17 @@ def fork_due(
     return None
 
 
+def fork_rows(cfg: SamplerConfig) -> int:
+    """The most rows of a shared batch one fork request decodes at once: its first-token
+    branches, or the answer forks' new branches (``fork_answer.plan_answer_forks``: each
+    parent's sites, ``fork_answer_branches`` candidates each), whichever is more."""
+    if not (cfg.fork_at_answer and cfg.fork_answer_kind is not None):
+        return cfg.fork_branches
+    parents = 1 if cfg.fork_answer_from == "kept" else cfg.fork_branches
+    sites = 2 if cfg.fork_answer_sites == "each" else 1
+    return max(cfg.fork_branches, parents * sites * cfg.fork_answer_branches)
+
+
 def read_branch(
     texts: Sequence[str], kind: Kind | None, options: dict[str, str] | None = None
 ) -> tuple[str | None, tuple[int, int]]:
