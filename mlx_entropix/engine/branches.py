@@ -48,9 +48,11 @@ def explore_in_cache(
     (mlx-lm rows share one length), narrowed as its branches end; ``branch_step(tokens,
     cache)`` runs one greedy step of a batch's rows. Returns the choice and the kept row's
     cache (``cache`` itself when the kept branch never had a row: it ended at its first
-    token)."""
+    token). A row that left its batch (its branch ended) is held until the choice: the kept
+    branch may have ended at its budget while another still read its answer cue."""
     base = cache[0].offset
     batches: list[tuple[list[int], list]] = []  # (row ids, their cache)
+    held: dict[int, list] = {}  # rows that left their batch: one row's cache each
     try:
         ids, tokens = next(run)
         while True:
@@ -58,7 +60,10 @@ def explore_in_cache(
             if batch is None:
                 batch = (list(ids), _prompt_copy(cache, base, len(ids)))
                 batches.append(batch)
-            elif len(ids) < len(batch[0]):  # ended branches leave the batch
+            elif len(ids) < len(batch[0]):  # ended branches leave the batch ...
+                for i in (i for i in batch[0] if i not in ids):  # ... their rows held (keep)
+                    row = batch[0].index(i)
+                    held[i] = [_row_of(c, row) for c in batch[1]]
                 idx = mx.array([batch[0].index(i) for i in ids])
                 for c in batch[1]:
                     c.keys, c.values = c.keys[idx], c.values[idx]
@@ -68,8 +73,15 @@ def explore_in_cache(
     except StopIteration as end:
         found: Explored = end.value
     rows, kept = next(((b[1], b[0].index(found.kept)) for b in batches if found.kept in b[0]),
-                      (cache, 0))  # fmt: skip
+                      (held.get(found.kept, cache), 0))  # fmt: skip
     return found, select_row(rows, kept, base + found.depth)
+
+
+def _row_of(c: Any, row: int) -> Any:
+    """One row of a batched layer cache, the rest of it as it is (a shallow copy)."""
+    d = copy.copy(c)
+    d.keys, d.values = c.keys[row : row + 1], c.values[row : row + 1]
+    return d
 
 
 def _prompt_copy(cache: list, base: int, n: int) -> list:
@@ -109,9 +121,10 @@ class SlotRows:
             ids, tokens = step()
         except StopIteration as end:
             return end.value
-        if ids[0] in self.slots:  # the same batch: ended rows leave it
-            self.shared.free([self.slots.pop(i) for i in self.last if i not in ids])
-        else:
+        # The same batch: ended rows leave the step but keep their slots until the fork is
+        # decided (``keep``): a kept branch that ended at its budget goes on from its own keys
+        # while another branch still reads its answer cue.
+        if ids[0] not in self.slots:
             fresh = self.shared.add(self.shared.row(self.slot), self.base, len(ids))
             self.slots.update(zip(ids, fresh, strict=True))
         self.last, n = list(ids), len(ids)
