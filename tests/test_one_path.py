@@ -135,8 +135,6 @@ CALLERS = {
     ("engine.generate", "_run.branch_step"): ({"sample_step"},
         "_run's fork branches: one greedy call for all of them (in the decoder: _decode)"),
     ("models.llama", "Model.__call__"): ({"layer_steps"}, "a pass is its layer steps, run out"),
-    ("models.families", "BatchedFamilyModel.decode_shared"): ({"step_shared"},
-        "a family model's decode step is its one-call pass, run out"),
     ("uncertainty.step", "sample_rows"): ({"sample_step"},
         "rows that share a plan in one compiled call"),
     ("uncertainty.step", "sample_step"): ({"plan_step"}, "compiled, or not under mlx.launch"),

@@ -390,3 +390,26 @@ def test_retry_after_shares_the_wait_among_slots():
         for _ in range(3):
             collect_job(w, counting(1))
         assert w._retry_after() == expected  # 3 s x (3 pending + 1) / slots
+
+
+def test_a_fork_request_takes_a_slot_per_row_it_decodes():
+    """A fork request decodes its branches as rows of the shared batch (``fork_branches``, or
+    the answer forks' new branches): its job's size, which the worker's ``max_running`` counts,
+    is what it occupies while exploring, not one slot (``JobStream`` takes ``work.size``)."""
+    from mlx_entropix.config import SamplerConfig
+    from mlx_entropix.server.engine import generation_work
+
+    def size(modes: list[str], cfg: SamplerConfig, n: int = 1) -> int:
+        return generation_work([5, 6, 7], modes, config=cfg, max_tokens=4, seed=0, stop=(),
+                               top_logprobs=5, n=n).size  # type: ignore[attr-defined]  # fmt: skip
+
+    cfg = SamplerConfig(fork_branches=4)
+    assert size(["entropix"], cfg) == 1 and size(["greedy"], cfg, n=3) == 3
+    assert size(["fork"], cfg) == 4
+    assert size(["entropix", "fork"], cfg) == 5  # the compare view: each row as it runs
+    at_answer = {"fork_at_answer": True, "fork_answer_kind": "numeric",
+                 "fork_answer_branches": 3, "fork_answer_sites": "each"}  # fmt: skip
+    answer = cfg.model_copy(update=at_answer)
+    assert size(["fork"], answer) == 4 * 2 * 3  # every branch re-forked at two sites, 3 each
+    kept = answer.model_copy(update={"fork_answer_from": "kept"})
+    assert size(["fork"], kept) == 6  # only the kept branch re-forks (2 sites x 3 > 4 branches)

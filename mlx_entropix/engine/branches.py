@@ -48,28 +48,39 @@ def explore_in_cache(
     (mlx-lm rows share one length), narrowed as its branches end; ``branch_step(tokens,
     cache)`` runs one greedy step of a batch's rows. Returns the choice and the kept row's
     cache (``cache`` itself when the kept branch never had a row: it ended at its first
-    token)."""
+    token). A row that left its batch is held until the choice where ``explore`` asks (a
+    branch that ended at its budget while another still reads its answer cue)."""
     base = cache[0].offset
     batches: list[tuple[list[int], list]] = []  # (row ids, their cache)
+    held: dict[int, list] = {}  # rows that left their batch: one row's cache each
     try:
-        ids, tokens = next(run)
+        ids, tokens, keep = next(run)
         while True:
             batch = next((b for b in batches if ids[0] in b[0]), None)
             if batch is None:
                 batch = (list(ids), _prompt_copy(cache, base, len(ids)))
                 batches.append(batch)
-            elif len(ids) < len(batch[0]):  # ended branches leave the batch
+            elif len(ids) < len(batch[0]):  # ended branches leave the batch ...
+                for i in (i for i in batch[0] if i not in ids and i in keep):  # ... or held
+                    held[i] = [_row_of(c, batch[0].index(i)) for c in batch[1]]
                 idx = mx.array([batch[0].index(i) for i in ids])
                 for c in batch[1]:
                     c.keys, c.values = c.keys[idx], c.values[idx]
                 batch[0][:] = ids
             values = branch_step(mx.array(tokens), batch[1]).packed.tolist()  # one host sync
-            ids, tokens = run.send(values)
+            ids, tokens, keep = run.send(values)
     except StopIteration as end:
         found: Explored = end.value
     rows, kept = next(((b[1], b[0].index(found.kept)) for b in batches if found.kept in b[0]),
-                      (cache, 0))  # fmt: skip
+                      (held.get(found.kept, cache), 0))  # fmt: skip
     return found, select_row(rows, kept, base + found.depth)
+
+
+def _row_of(c: Any, row: int) -> Any:
+    """One row of a batched layer cache, the rest of it as it is (a shallow copy)."""
+    d = copy.copy(c)
+    d.keys, d.values = c.keys[row : row + 1], c.values[row : row + 1]
+    return d
 
 
 def _prompt_copy(cache: list, base: int, n: int) -> list:
@@ -106,11 +117,14 @@ class SlotRows:
 
     def _place(self, step: Callable[[], Ask]) -> Branches | Explored:
         try:
-            ids, tokens = step()
+            ids, tokens, held = step()
         except StopIteration as end:
             return end.value
-        if ids[0] in self.slots:  # the same batch: ended rows leave it
-            self.shared.free([self.slots.pop(i) for i in self.last if i not in ids])
+        if ids[0] in self.slots:  # the same batch: ended rows leave it, their slots freed
+            # but those ``explore`` holds until the choice (``keep``): a branch that ended at
+            # its budget, keepable, while another still reads its answer cue
+            gone = [i for i in self.last if i not in ids and i not in held]
+            self.shared.free([self.slots.pop(i) for i in gone])
         else:
             fresh = self.shared.add(self.shared.row(self.slot), self.base, len(ids))
             self.slots.update(zip(ids, fresh, strict=True))

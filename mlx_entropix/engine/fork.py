@@ -64,6 +64,17 @@ def fork_due(
     return None
 
 
+def fork_rows(cfg: SamplerConfig) -> int:
+    """The most rows of a shared batch one fork request decodes at once: its first-token
+    branches, or the answer forks' new branches (``fork_answer.plan_answer_forks``: each
+    parent's sites, ``fork_answer_branches`` candidates each), whichever is more."""
+    if not (cfg.fork_at_answer and cfg.fork_answer_kind is not None):
+        return cfg.fork_branches
+    parents = 1 if cfg.fork_answer_from == "kept" else cfg.fork_branches
+    sites = 2 if cfg.fork_answer_sites == "each" else 1
+    return max(cfg.fork_branches, parents * sites * cfg.fork_answer_branches)
+
+
 def read_branch(
     texts: Sequence[str], kind: Kind | None, options: dict[str, str] | None = None
 ) -> tuple[str | None, tuple[int, int]]:
@@ -135,7 +146,9 @@ def select_branch(scores: Sequence[float], answers: Sequence[str | None], aggreg
     return max(answered, key=lambda i: (scores[i], -i))
 
 
-Ask = tuple[list[int], list[int]]  # one step of branch rows: their ids and fed tokens
+# One step of branch rows: their ids, fed tokens, and the rows not in it whose keys must be
+# held until the choice (ended at the budget, so keepable, while others read the cue).
+Ask = tuple[list[int], list[int], frozenset[int]]
 
 
 @dataclass
@@ -161,7 +174,8 @@ def explore(
     """Decode the branches of the fork whose step values are ``fork_values`` and pick one.
 
     A coroutine, so that every engine runs the same fork logic over its own cache: it yields
-    ``(ids, tokens)``, one greedy step of the branch rows ``ids`` fed ``tokens``, and is sent
+    ``(ids, tokens, held)``, one greedy step of the branch rows ``ids`` fed ``tokens`` (and the
+    rows that left whose keys the engine must keep until the choice), and is sent
     each row's packed values (``step.sample_step``'s, greedy). A row id not seen before is a
     new row: a copy of the fork's cache (everything before the fork token). The rows of a step
     are those of the step before it that go on (a subsequence: ended branches leave the
@@ -185,7 +199,8 @@ def explore(
     while live:
         if should_stop is not None and should_stop():
             break  # cancelled: the engine stops right after the fork
-        rows = yield live, [feed[j] for j in live]  # type: ignore[misc]
+        held = frozenset(j for j in range(k) if feed[j] is None and branches[j].end == "length")
+        rows = yield live, [feed[j] for j in live], held  # type: ignore[misc]
         computed += len(live)
         for j, values in zip(live, rows, strict=True):
             feed[j] = branches[j].take(values, margin_of(values, n_top))

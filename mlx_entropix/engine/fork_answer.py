@@ -123,7 +123,7 @@ def decode_forced(
     first_id: int,
     n_top: int,
     should_stop: Callable[[], bool] | None = None,
-) -> Generator[tuple[list[int], list[int]], list[list[float]], int]:
+) -> Generator[tuple[list[int], list[int], frozenset[int]], list[list[float]], int]:
     """Decode the new branches as one batch of new rows (ids ``first_id`` on, copies of the
     fork's cache; ``fork.explore``'s protocol): each row re-reads its filled tokens, then goes
     on greedily to its end. Returns the tokens computed (a row holds all of its branch but the
@@ -133,7 +133,7 @@ def decode_forced(
     while live:
         if should_stop is not None and should_stop():
             break
-        values = yield [first_id + r for r in live], tokens
+        values = yield [first_id + r for r in live], tokens, frozenset()  # all end together
         computed += len(live)
         following = []
         for r, vals in zip(live, values, strict=True):

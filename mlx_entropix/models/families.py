@@ -39,7 +39,8 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-from .llama import Cancelled, run_steps
+from ..uncertainty.compiled import compiled
+from .llama import Cancelled
 from .shared_cache import SharedCache, SharedStep, masked_attention
 
 __all__ = ["VERIFIED", "BatchedFamilyModel", "FamilyArgs", "FamilyModel", "family_model",
@@ -302,9 +303,30 @@ class BatchedFamilyModel(FamilyModel):
     def decode_shared(
         self, tokens: mx.array, cache: SharedCache, compile: bool = True
     ) -> tuple[mx.array, mx.array]:
-        """``llama.Model.decode_shared``'s contract, uncompiled (mlx-lm's layers are traced
-        through its own cache objects)."""
-        return run_steps(self.step_shared(tokens, cache))
+        """``llama.Model.decode_shared``'s contract: the whole pass as one call, under
+        ``mx.compile`` when ``compile`` (traced once per batch shape: no Python between mlx-lm's
+        layers, element-wise chains fused); the same bits as ``step_shared``."""
+        s = cache.begin_step()
+        run = compiled(self._decode_rows, compile)
+        logits, scores, keys, values = run(tokens, cache.keys, cache.values, s.positions,
+                                           s.valid, s.rows, s.at)  # fmt: skip
+        cache.keys, cache.values = list(keys), list(values)
+        cache.end_step()
+        return logits, scores
+
+    def _decode_rows(self, tokens: mx.array, keys: list[mx.array], values: list[mx.array],
+                     *step: mx.array) -> tuple[mx.array, mx.array, list, list]:  # fmt: skip
+        """``decode_shared``'s pass, a pure function of the cache's buffers (to be traced):
+        mlx-lm's own call over ``SharedLayer``s of a cache laid over them."""
+        cache = self.shared_cache().over(keys, values)
+        positions, valid, rows, at = step
+        shape = SharedStep(positions, valid, valid.shape[-1], rows, at)
+        layers = [SharedLayer(cache, i, shape, tokens.shape[0]) for i in range(cache.n_layers)]
+        observation = self._observation
+        observation.scores = None  # type: ignore[union-attr]
+        logits = self.inner(tokens[:, None], cache=layers)
+        scores = observation.scores  # type: ignore[union-attr]
+        return logits, scores[:, :, 0].astype(mx.float32), cache.keys, cache.values
 
     def layer_steps(
         self, inputs: mx.array, cache: list[Any], last_only: bool = False, evaluate: bool = True

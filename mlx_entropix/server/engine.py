@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from ..config import Mode, SamplerConfig, apply_preset
 from ..engine.batch import BatchDecoder
 from ..engine.confidence import with_abstention
+from ..engine.fork import fork_rows
 from ..engine.generate import Prompt, generate_rows, prepare_prompt
 from ..engine.prefix_cache import PrefixCache
 from ..engine.replica import ReplicatedDecoder
@@ -216,7 +217,8 @@ def generation_work(
             for _, gen in streams:
                 gen.close()  # type: ignore[attr-defined]
 
-    work.size = len(rows)  # type: ignore[attr-defined]  (the worker's slots: one per row)
+    # The worker's slots: one per row, a fork row's branches each (the rows it decodes).
+    work.size = sum(fork_rows(config) if m == "fork" else 1 for m, _ in rows)  # type: ignore[attr-defined]
     return work
 
 
