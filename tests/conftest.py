@@ -14,8 +14,12 @@ from mlx_entropix.runtime.blas import batch_invariant
 
 import pytest
 
-# As the server runs (before anything computes): rows of a batch bitwise as alone, so the
-# batching tests can ask for identical metrics, not only identical tokens.
+# MKL's strict mode always, before anything computes (and for the processes the tests start):
+# where it makes a product's rows batch-invariant (``BATCH_INVARIANT``) the batching tests ask
+# for identical metrics, not only identical tokens; where it does not (an AMD EPYC, where the
+# server leaves it off), it still makes the attention's batched products independent of the
+# batch, which tests/test_shared_cache.py checks bitwise.
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 BATCH_INVARIANT = batch_invariant()
 
 

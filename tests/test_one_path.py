@@ -128,7 +128,7 @@ CALLERS = {
     ("engine.prefix_cache", "prefill_chunks"): ({"layer_steps"},
         "a long prompt's prefill in chunks (the decoder's, the prefix cache's filling)"),
     ("engine.generate", "_forward"): ({"model"},
-        "_run's decode pass: unbatchable mlx-lm families, mlx.launch (issue 20)"),
+        "_run's decode pass: mlx-lm families without plain KV caches (issue 20)"),
     ("engine.generate", "_prefill"): ({"layer_steps", "model"},
         "_run's prefill (``model``: a family model without layer steps)"),
     ("engine.generate", "_run.step"): ({"sample_rows"}, "_run's rows"),
@@ -136,8 +136,7 @@ CALLERS = {
         "_run's fork branches: one greedy call for all of them (in the decoder: _decode)"),
     ("models.llama", "Model.__call__"): ({"layer_steps"}, "a pass is its layer steps, run out"),
     ("uncertainty.step", "sample_rows"): ({"sample_step"},
-        "rows that share a plan in one compiled call"),
-    ("uncertainty.step", "sample_step"): ({"plan_step"}, "compiled, or not under mlx.launch"),
+        "rows that share a plan in one compiled call (``plan_step``, always compiled)"),
 }  # fmt: skip
 STEP_MODULE = "mlx_entropix.uncertainty.step"
 BY_NAME = {"sample_rows", "sample_step", "plan_step"}  # functions of STEP_MODULE

@@ -108,8 +108,10 @@ def batch_invariant(enable: bool = True) -> bool:
     measured, not assumed (``rows_independent``). MKL reads the variable at its first call, so
     this must run before any computation; a value the user set is kept. Cost where it works
     (2-core Intel VM): one stream ~17-27% slower, 8 rows as fast. Where it does not (measured
-    once per CPU and MKL build, ``strict_mode_works``), it is not set: it would cost a stream
-    17% for nothing (AMD EPYC). Returns whether rows are batch-invariant now."""
+    once per CPU and MKL build, ``strict_mode_works``), it is not set: on an AMD EPYC it cost a
+    stream 17% for a partial invariance (the attention's batched products, not the rows of the
+    dense layers' products: no stream equal to itself alone). Returns whether rows are
+    batch-invariant now."""
     if enable and "MKL_CBWR" not in os.environ and strict_mode_works():
         os.environ["MKL_CBWR"] = "AUTO,STRICT"
     preload()
