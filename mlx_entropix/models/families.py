@@ -306,13 +306,7 @@ class BatchedFamilyModel(FamilyModel):
         """``llama.Model.decode_shared``'s contract: the whole pass as one call, under
         ``mx.compile`` when ``compile`` (traced once per batch shape: no Python between mlx-lm's
         layers, element-wise chains fused); the same bits as ``step_shared``."""
-        s = cache.begin_step()
-        run = compiled(self._decode_rows, compile)
-        logits, scores, keys, values = run(tokens, cache.keys, cache.values, s.positions,
-                                           s.valid, s.rows, s.at)  # fmt: skip
-        cache.keys, cache.values = list(keys), list(values)
-        cache.end_step()
-        return logits, scores
+        return cache.decode(compiled(self._decode_rows, compile), tokens)
 
     def _decode_rows(self, tokens: mx.array, keys: list[mx.array], values: list[mx.array],
                      *step: mx.array) -> tuple[mx.array, mx.array, list, list]:  # fmt: skip

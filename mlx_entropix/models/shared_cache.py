@@ -16,6 +16,7 @@ the other rows' lengths (measured, ``tests/test_shared_cache.py``):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import mlx.core as mx
@@ -130,6 +131,17 @@ class SharedCache:
             rows=mx.repeat(mx.arange(n * self.n_kv), queries),
             at=mx.repeat(query_at[:, None], self.n_kv, axis=1).reshape(-1),
         )
+
+    def decode(self, run: Callable[..., tuple], tokens: mx.array) -> tuple[mx.array, mx.array]:
+        """A decode step of every row (a token each) by ``run``, a pure function of the
+        buffers and the step's layout returning (logits, scores, keys, values): traceable, so
+        ``mx.compile`` can take the whole pass (``Model.decode_shared``)."""
+        s = self.begin_step()
+        logits, scores, keys, values = run(tokens, self.keys, self.values, s.positions,
+                                           s.valid, s.rows, s.at)  # fmt: skip
+        self.keys, self.values = list(keys), list(values)
+        self.end_step()
+        return logits, scores
 
     def end_step(self) -> None:
         for i, n in enumerate(self.lengths):
