@@ -45,3 +45,34 @@ def embedded():
     from mlx_entropix.io.load import load
 
     return load()
+
+
+def assert_decode_shared_is_the_steps(model, first_tokens: list[int]) -> None:
+    """``model.decode_shared`` (compiled and not) gives bitwise what ``step_shared`` gives a
+    layer at a time: logits, scores and the keys it stores, for two rows at different lengths
+    (a prompt of ``first_tokens``, then 40 of them), over steps that cross a key block."""
+    from mlx_entropix.models.llama import run_steps
+    from mlx_entropix.models.shared_cache import BLOCK
+
+    import mlx.core as mx
+
+    assert len(first_tokens) == BLOCK - 2
+    cache = model.make_cache()
+    model(mx.array([first_tokens]), cache)
+    prompt = [(c.keys[0], c.values[0]) for c in cache]
+    caches = {how: model.shared_cache() for how in ("layers", "compiled", "plain")}
+    for shared in caches.values():
+        shared.add(prompt, BLOCK - 2, 1)
+        shared.add(prompt, 40, 1)
+    for step in range(3):  # lengths BLOCK-2 .. BLOCK: the keys grow by a block on the way
+        tokens = mx.array([7 + step, 9], dtype=mx.int32)
+        out = {
+            "layers": run_steps(model.step_shared(tokens, caches["layers"])),
+            "compiled": model.decode_shared(tokens, caches["compiled"], compile=True),
+            "plain": model.decode_shared(tokens, caches["plain"], compile=False),
+        }
+        for how in ("compiled", "plain"):
+            pairs = zip(out[how], out["layers"], strict=True)
+            assert all(mx.array_equal(a, b).item() for a, b in pairs)
+            assert caches[how].lengths == caches["layers"].lengths
+            assert mx.array_equal(caches[how].keys[-1], caches["layers"].keys[-1]).item()

@@ -270,26 +270,9 @@ def test_family_decode_step_compiled_gives_the_step_bits(checkpoints, model_type
     """A family's ``decode_shared`` (the decoder's step: mlx-lm's whole pass in one call,
     compiled or not) gives bitwise what ``step_shared`` gives, logits, scores and the keys it
     stores, for rows at different lengths, over steps that cross a key block."""
-    from mlx_entropix.models.llama import run_steps
     from mlx_entropix.models.shared_cache import BLOCK
 
+    from conftest import assert_decode_shared_is_the_steps
+
     model = load(str(checkpoints[model_type])).model
-    cache = model.make_cache()
-    model(mx.array([[(5 * i + 1) % 250 for i in range(BLOCK - 2)]]), cache)
-    prompt = [(c.keys[0], c.values[0]) for c in cache]
-    caches = {how: model.shared_cache() for how in ("layers", "compiled", "plain")}
-    for shared in caches.values():
-        shared.add(prompt, BLOCK - 2, 1)
-        shared.add(prompt, 40, 1)
-    for step in range(3):  # lengths BLOCK-2 .. BLOCK: the keys grow by a block on the way
-        tokens = mx.array([7 + step, 9], dtype=mx.int32)
-        out = {
-            "layers": run_steps(model.step_shared(tokens, caches["layers"])),
-            "compiled": model.decode_shared(tokens, caches["compiled"], compile=True),
-            "plain": model.decode_shared(tokens, caches["plain"], compile=False),
-        }
-        for how in ("compiled", "plain"):
-            pairs = zip(out[how], out["layers"], strict=True)
-            assert all(mx.array_equal(a, b).item() for a, b in pairs)
-            assert caches[how].lengths == caches["layers"].lengths
-            assert mx.array_equal(caches[how].keys[-1], caches["layers"].keys[-1]).item()
+    assert_decode_shared_is_the_steps(model, [(5 * i + 1) % 250 for i in range(BLOCK - 2)])

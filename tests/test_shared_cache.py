@@ -4,11 +4,11 @@ the other rows' lengths, and slots are filled, grown and reused correctly."""
 from __future__ import annotations
 
 import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
-from mlx_entropix.models.llama import run_steps
 from mlx_entropix.models.shared_cache import BLOCK, SharedCache, masked_attention, padded
 
 import mlx.core as mx
 import pytest
+from conftest import assert_decode_shared_is_the_steps
 
 
 def _row(length: int, keys: int, q, k, v):
@@ -92,27 +92,4 @@ def test_the_compiled_decode_step_gives_the_step_bits(embedded):
     """``decode_shared`` (the decoder's step: the whole pass in one call, compiled or not)
     gives bitwise what ``step_shared`` gives a layer at a time, logits, scores and the keys
     it stores, for rows at different lengths, over steps that cross a key block."""
-    model = embedded.model
-    cache = model.make_cache()
-    model(mx.array([list(range(100, 100 + BLOCK - 2))]), cache)
-    prompt = [(c.keys[0], c.values[0]) for c in cache]
-
-    def shared(lengths: list[int]) -> SharedCache:
-        out = model.shared_cache()
-        for n in lengths:
-            out.add(prompt, n, 1)
-        return out
-
-    caches = {how: shared([BLOCK - 2, 40]) for how in ("layers", "compiled", "plain")}
-    for step in range(3):  # lengths BLOCK-2 .. BLOCK: the keys grow by a block on the way
-        tokens = mx.array([7 + step, 9], dtype=mx.int32)
-        out = {
-            "layers": run_steps(model.step_shared(tokens, caches["layers"])),
-            "compiled": model.decode_shared(tokens, caches["compiled"], compile=True),
-            "plain": model.decode_shared(tokens, caches["plain"], compile=False),
-        }
-        for how in ("compiled", "plain"):
-            pairs = zip(out[how], out["layers"], strict=True)
-            assert all(mx.array_equal(a, b).item() for a, b in pairs)
-            assert caches[how].lengths == caches["layers"].lengths
-            assert mx.array_equal(caches[how].keys[-1], caches["layers"].keys[-1]).item()
+    assert_decode_shared_is_the_steps(embedded.model, list(range(100, 100 + BLOCK - 2)))
