@@ -137,6 +137,47 @@ def test_three_ranks_split_heads_through_the_cli(embedded, two_local_ranks):
     _assert_same(tokens, _single(embedded, "entropix"), "3 ranks entropix")
 
 
+def test_ctrl_c_stops_every_rank_of_the_cli_at_the_same_step(embedded, two_local_ranks, tmp_path):
+    """Ctrl-C reaches the ranks at different moments (here rank 1 0.6 s before rank 0): rank
+    0's decides, so both stop at the same step. A rank that stopped on its own would leave the
+    other waiting in a collective (a hang, or a crash when the ring closes)."""
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [str(LAUNCH), "-n", "2", "--backend", "ring", "--starting-port", str(_free_ports(2)),
+           "--python", sys.executable, "mlx_main.py", "--json", "--input", "Tell a long story.",
+           "--max-tokens", "400", "--greedy"]  # fmt: skip
+    out, err = tmp_path / "out.jsonl", tmp_path / "err.log"
+    with out.open("w") as sink, err.open("w") as errors:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=sink, stderr=errors,
+                                start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while out.read_text().count('"type":"token"') < 3:
+            assert proc.poll() is None and time.monotonic() < deadline, err.read_text()[-3000:]
+            time.sleep(0.5)
+        ranks = {_rank_of(pid): pid for pid in _children(proc.pid)}
+        os.kill(ranks[1], signal.SIGINT)
+        time.sleep(0.6)
+        os.kill(ranks[0], signal.SIGINT)
+        proc.wait(90)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        pytest.fail("the ranks did not all stop after Ctrl-C:\n" + err.read_text()[-3000:])
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    assert events[-1]["type"] == "done" and events[-1]["finish_reason"] == "cancelled", events[-1]
+    assert len(events) - 1 < 400
+    assert "Traceback" not in err.read_text(), err.read_text()[-3000:]
+
+
+def _rank_of(pid: int) -> int:
+    """A launched process's rank (``MLX_RANK`` in its environment)."""
+    env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return int(next(v for v in env if v.startswith(b"MLX_RANK=")).split(b"=")[1])
+
+
 def test_sharded_head_statistics_equal_the_whole():
     """The combination formula itself, on a group of one (its collectives are the identity)."""
     scores = mx.random.normal((2, 9, 17), key=mx.random.key(0)) * 3

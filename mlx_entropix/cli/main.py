@@ -207,10 +207,27 @@ class Interrupt:
     """First Ctrl-C: ask the running generation to stop (it then reports 'cancelled').
 
     A second Ctrl-C raises KeyboardInterrupt as usual, for a stuck prefill or model load.
+    Under ``mlx.launch`` the terminal's Ctrl-C reaches every rank, each at its own step: rank
+    0's decides (one collective per check), so all ranks stop at the same step; a rank that
+    stopped alone would leave the others waiting in a collective.
     """
 
-    def __init__(self) -> None:
-        self.requested = False
+    def __init__(self, group: Any = None) -> None:
+        self.requested = False  # this process saw Ctrl-C
+        self.stopped = False  # the answer of the last ``stop_now``: every rank's the same
+        self.group = group
+
+    def stop_now(self) -> bool:
+        if self.group is None:
+            self.stopped = self.requested
+        else:
+            import mlx.core as mx
+
+            from ..uncertainty.step import from_rank0
+
+            flag = from_rank0(mx.array([int(self.requested)]), self.group)
+            self.stopped = bool(flag.item())
+        return self.stopped
 
     def __call__(self, signum: int, frame: Any) -> None:
         self.requested = True
@@ -238,7 +255,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     from .terminal import Style, compare_table, header, legend, prompts_table
 
     # Under mlx.launch every rank runs this same loop; only rank 0 writes (see main()).
-    lm = load(args.model, group=init_group(), attention=args.shard_attention)
+    group = init_group()
+    lm = load(args.model, group=group, attention=args.shard_attention)
     if args.info:
         print_info(lm, out, args.json)
     if not generating:
@@ -254,7 +272,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     first_run = FirstRun.start(lm, args.model)  # a cold kernel cache: uncompiled meanwhile
     style = Style.for_stream(out, args.color)
     modes = modes_for(args)
-    interrupt = Interrupt()
+    interrupt = Interrupt(group)
     interrupt.install()
     if not args.json:
         out.write(style.dim(f"{lm.info.name} · {lm.info.compute_dtype}") + "\n")
@@ -289,7 +307,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             stop=tuple(args.stop or ()),
             system=args.system,
             top_logprobs=args.top_logprobs if args.json else 0,
-            should_stop=lambda: interrupt.requested,
+            should_stop=interrupt.stop_now,
         ):
             ev = with_abstention(ev, args.min_confidence)
             if ev.mode != modes[0]:  # compare: each row's events stay together, in order
@@ -305,7 +323,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
                 dones.append(ev)
         # Interrupted: the rows after the first were never shown, and stay unshown (as when
         # the modes ran one after another and Ctrl-C came during the first).
-        for mode in modes[1:] if not interrupt.requested else ():
+        for mode in modes[1:] if not interrupt.stopped else ():
             mine = [ev for ev in later if ev.mode == mode]
             if args.json:
                 out.write("".join(json_line(ev, index) for ev in mine))
@@ -325,14 +343,14 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
                 out.write(style.dim(f"plot: {path}") + "\n")
         if len(dones) > 1 and not args.json:
             out.write("\n" + compare_table(dones, style) + "\n")
-        if interrupt.requested:
+        if interrupt.stopped:
             break
     if many and finished and not args.json:
         out.write("\n" + header("all prompts", style) + "\n")
         out.write(prompts_table(finished, style) + "\n")
     if first_run is not None:
         first_run.closing_note()
-    return EXIT_INTERRUPTED if interrupt.requested else EXIT_OK
+    return EXIT_INTERRUPTED if interrupt.stopped else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
