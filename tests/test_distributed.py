@@ -262,6 +262,7 @@ def test_server_on_two_ranks(embedded, two_local_ranks, tmp_path):
             tokens = [e for e in events if e["type"] == "token" and e["mode"] == mode]
             _assert_same(tokens, _single(embedded, mode), f"server {mode}")
         _four_at_once(url, embedded)
+        _prefix_reuse(url)
     finally:
         # Ctrl-C as a terminal sends it, to every rank, but not to the launcher: its main thread
         # can be interrupted holding a queue lock its other threads then wait on forever (a race
@@ -323,6 +324,40 @@ def _four_at_once(url: str, lm) -> None:
         for g, w in zip(got[i], want, strict=True):
             for name in METRIC_NAMES:
                 assert g["metrics"][name] == pytest.approx(w["metrics"][name], abs=1e-3), mode
+
+
+def _prefix_reuse(url: str) -> None:
+    """The prefix cache under ``mlx.launch``: every rank keeps the same blocks (rank 0 says
+    when to start and when to fill while idle), so a repeated long prompt reuses its blocks
+    with the same bits, and the next turn finds the previous answer filled in too."""
+    import time
+
+    import httpx
+
+    long = " ".join(f"Item {i} is a {('red', 'green', 'blue')[i % 3]} box." for i in range(60))
+    turn = [{"role": "user", "content": long + " Which item is the first blue box?"}]
+
+    def ask(messages: list[dict]) -> dict:
+        body = {"messages": messages, "mode": "greedy", "max_tokens": 4, "seed": 0,
+                "top_logprobs": 0}  # fmt: skip
+        with httpx.stream("POST", f"{url}/api/generate", json=body, timeout=TIMEOUT_S) as r:
+            events = _sse_events(r)
+        tokens = [{k: v for k, v in e.items() if k != "elapsed_s"} for e in events
+                  if e["type"] == "token"]  # fmt: skip
+        return {"tokens": tokens, "done": events[-1]}
+
+    first, again = ask(turn), ask(turn)
+    # (the first finds only the chat template's opening turn cached, from earlier requests)
+    assert again["done"]["cached_tokens"] >= first["done"]["cached_tokens"] + 256
+    assert again["tokens"] == first["tokens"]
+    answer = "".join(e["text"] for e in first["tokens"])
+    deadline = time.monotonic() + 120
+    while httpx.get(f"{url}/api/info").json()["prefix_cache"]["filling"]:  # idle: every rank
+        assert time.monotonic() < deadline, "the idle filling did not end"
+        time.sleep(0.2)
+    follow = ask([*turn, {"role": "assistant", "content": answer},
+                  {"role": "user", "content": "Why?"}])  # fmt: skip
+    assert follow["done"]["cached_tokens"] > again["done"]["cached_tokens"], follow["done"]
 
 
 def _children(pid: int) -> list[int]:

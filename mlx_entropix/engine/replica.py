@@ -12,8 +12,10 @@ requests under ``mlx.launch`` as it does in one process, with the same events.
 
 Every message opens with a head of 1 + (running requests) integers, which every rank can size
 (they hold the same requests): a tick with each request's stop flag, the length of a JSON
-message that follows (a submit, a consumer leaving), or exit. When rank 0 shuts down it says
-so (``close``); should it die, the followers' wait fails and they exit too.
+message that follows (a submit, a consumer leaving, the prefix cache's start), a layer of the
+prefix cache's filling while no request runs (``idle_step``: every rank's cache holds the same
+blocks), or exit. When rank 0 shuts down it says so (``close``); should it die, the followers'
+wait fails and they exit too.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import mlx.core as mx
 from ..config import Mode, SamplerConfig
 from ..uncertainty.step import from_rank0
 from .batch import BatchDecoder
+from .prefix_cache import PrefixCache
 from .request import BatchRequest
 
 if TYPE_CHECKING:
@@ -35,18 +38,26 @@ if TYPE_CHECKING:
 
 __all__ = ["ReplicatedDecoder"]
 log = logging.getLogger("mlx_entropix.engine")
-TICK, EXIT = -1, 0  # heads that are messages of their own (a positive head: a JSON size)
+# heads that are messages of their own (a positive head: a JSON size)
+TICK, IDLE, EXIT = -1, -2, 0
 
 
 class ReplicatedDecoder(BatchDecoder):
     """A ``BatchDecoder`` whose schedule rank 0 makes and every rank runs."""
 
     def __init__(self, lm: LoadedModel, group: mx.distributed.Group, **options: Any):
-        super().__init__(lm, **options)
         self.group = group
         self.leader = group.rank() == 0
         # each request's stop check (rank 0's own) and the answer agreed at the last tick
         self._stops: dict[BatchRequest, tuple[Callable[[], bool], list[bool]]] = {}
+        super().__init__(lm, **options)
+
+    def use_prefix_cache(self, prefix: PrefixCache | None) -> None:
+        """Rank 0: the followers keep a cache of the same size from this point of the schedule
+        on (the same blocks: the same prompts, in the same order, of the same sizes)."""
+        if self.leader and prefix is not None:
+            self._send({"prefix_cache": prefix.max_bytes})
+        super().use_prefix_cache(prefix)
 
     def submit(  # type: ignore[override]
         self,
@@ -84,6 +95,13 @@ class ReplicatedDecoder(BatchDecoder):
             self._send({"discard": self.requests.index(req)})
         super().discard(req)
 
+    def idle_step(self) -> bool:
+        if self.requests or self.extender is None:
+            return False
+        if self.leader:
+            self._send_head(IDLE)
+        return super().idle_step()
+
     def _out_of_time(self, deadline: float) -> bool:
         return self._agree(super()._out_of_time(deadline))
 
@@ -106,10 +124,14 @@ class ReplicatedDecoder(BatchDecoder):
                 log.info("rank %d: rank 0 shuts down; exiting", rank)
                 return
             try:
-                if message is None:  # a tick, with rank 0's stop flags
+                if kind == IDLE:
+                    self.idle_step()
+                elif message is None:  # a tick, with rank 0's stop flags
                     for req, flag in zip(self.requests, flags, strict=True):
                         self._stops[req][1][0] = bool(flag)
                     self.tick()
+                elif "prefix_cache" in message:
+                    self.use_prefix_cache(PrefixCache(message["prefix_cache"]))
                 elif "discard" in message:
                     self.discard(self.requests[message["discard"]])
                 else:

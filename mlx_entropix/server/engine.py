@@ -81,13 +81,14 @@ class Engine:
         # (the requests' path, and fork mode's where that is another one). Followers replay
         # rank 0's (``follow``).
         warm = (["entropix"], ["fork"]) if decoder is not None else (["entropix"],)
-        for modes in warm if ranks is None or ranks.rank() == 0 else ():
+        leader = ranks is None or ranks.rank() == 0
+        for modes in warm if leader else ():
             for _ in generate_rows(lm, "Hi", modes=modes, seeds=[0], max_tokens=2,
                                    top_logprobs=0, decoder=engine.decoder):  # fmt: skip
                 pass
-        # After the warm-up (it counts for nothing). Not under mlx.launch: the cache fills
-        # itself while idle, work no other rank would know to replay.
-        if decoder is not None and prefix.max_bytes > 0 and ranks is None:
+        # After the warm-up (it counts for nothing). Under mlx.launch the followers start
+        # theirs at rank 0's word (``ReplicatedDecoder.use_prefix_cache``).
+        if decoder is not None and prefix.max_bytes > 0 and leader:
             decoder.use_prefix_cache(prefix)
         return engine
 
