@@ -107,10 +107,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class BadInput(Exception):
-    """Raised for a one-line usage problem found by our own checks."""
-
-
 def _first_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), text)
 
