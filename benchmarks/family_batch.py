@@ -1,4 +1,4 @@
-"""Continuous batching of an mlx-lm family model (``models/families.py`` ``BatchedFamilyModel``):
+"""Continuous batching of an mlx-lm family model (``models/families.py`` ``FamilyModel``):
 4 concurrent requests against the same requests served alone, in one process.
 
 Models (``--models``, default all, in turn each round):
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
     from mlx_entropix.engine.batch import BatchDecoder
     from mlx_entropix.io.load import load
-    from mlx_entropix.models.families import BatchedFamilyModel
+    from mlx_entropix.models.families import FamilyModel
     from mlx_entropix.runtime.blas import batch_invariant
 
     invariant = batch_invariant()
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 models[name] = load(str(tiny_checkpoint(root, embedded.tokenizer)))
     for name, lm in models.items():
-        assert name == "ours" or isinstance(lm.model, BatchedFamilyModel), name
+        assert name == "ours" or isinstance(lm.model, FamilyModel), name
         if name.endswith("-uncompiled"):  # the decoder's step call, its pass uncompiled
             model = lm.model
             model.decode_shared = lambda t, c, _on=True, m=model: type(m).decode_shared(

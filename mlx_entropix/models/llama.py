@@ -276,6 +276,7 @@ class Model(nn.Module):
     # ``scores`` then hold this rank's heads and the metrics combine them over the group).
     group: mx.distributed.Group | None = None
     head_group: mx.distributed.Group | None = None
+    last_window: int | None = None  # every layer global (``SharedBatch``)
 
     def __init__(self, args: ModelArgs):
         super().__init__()

@@ -1,10 +1,9 @@
 """What the engine asks of a model: the contracts ``Model`` (our Llama) and ``FamilyModel``
 (any family mlx-lm runs) meet, written down once instead of checked with ``hasattr``.
 
-Every model decodes (``DecodeModel``); a model that can also run its pass a layer at a time
-(``LayerSteps``: a prefill the server interleaves with other work) or decode the rows of many
-requests in one cache (``SharedBatch``: continuous batching) says so by having the method, and
-the engine asks with ``isinstance``.
+Every model decodes (``DecodeModel``), runs its pass a layer at a time (``LayerSteps``: a
+prefill the server interleaves with other work) and decodes the rows of many requests in one
+cache (``SharedBatch``: continuous batching, the engine's one decode loop).
 """
 
 from __future__ import annotations
@@ -54,6 +53,9 @@ class LayerSteps(Protocol):
 
 @runtime_checkable
 class SharedBatch(Protocol):
+    # The last layer's sliding window (None: global): its scores cover a row's last keys.
+    last_window: int | None
+
     def shared_cache(self) -> Any:
         """An empty ``shared_cache.SharedCache`` for this model's layers and heads."""
         ...
