@@ -16,7 +16,7 @@ shared batch holds keys and values.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,7 @@ import mlx.nn as nn
 from ..errors import ModelLoadError
 from ..uncertainty.compiled import compiled
 from .attention import VERIFIED, SharedLayer, attention_of, observe_last_attention, route_sdpa
-from .llama import Cancelled, run_steps
+from .llama import run_steps
 from .shared_cache import SharedCache, SharedStep
 
 __all__ = ["VERIFIED", "FamilyArgs", "FamilyModel", "family_model", "observe_last_attention"]
@@ -130,12 +130,7 @@ class FamilyModel(nn.Module):
         inputs: mx.array,
         cache: list[Any],
         last_only: bool = False,
-        should_stop: Callable[[], bool] | None = None,
     ) -> tuple[mx.array, mx.array | None]:
-        # mlx-lm runs its layers as one call: a cancel is checked before each (chunk's) pass,
-        # not between layers as in our Llama.
-        if should_stop is not None and should_stop():
-            raise Cancelled
         observation = self._observation
         if observation is not None:
             observation.scores = None

@@ -8,7 +8,7 @@ cache (``SharedBatch``: continuous batching, the engine's one decode loop).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from typing import Any, Protocol, runtime_checkable
 
 import mlx.core as mx
@@ -34,11 +34,9 @@ class DecodeModel(Protocol):
         inputs: mx.array,
         cache: list[Any],
         last_only: bool = False,
-        should_stop: Callable[[], bool] | None = None,
     ) -> Forward:
         """Tokens (B, L) in; logits and the last query's pre-softmax scores of the last layer
-        over the filled keys (B, heads, K), None where the attention cannot be observed.
-        ``should_stop`` true between layers raises ``llama.Cancelled``."""
+        over the filled keys (B, heads, K), None where the attention cannot be observed."""
         ...
 
 
