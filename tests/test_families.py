@@ -305,10 +305,11 @@ def test_a_sliding_last_layer_reports_the_windows_scores(checkpoints):
     assert whole.shape == (1, 4, window) and mx.abs(decoded[..., -window:] - whole).max() < 1e-4
 
 
-@pytest.mark.parametrize("model_type", ["gemma3_text", "mistral_swa"])
-def test_a_fork_request_on_a_sliding_family(checkpoints, model_type):
-    """Fork mode on a sliding family: its branches are rows of the shared batch; beside
-    another request, its events are those it gives alone."""
+@pytest.mark.parametrize("model_type", ["gemma3_text", "mistral_swa", "gemma2"])
+def test_a_fork_request_on_a_sliding_or_unobserved_family(checkpoints, model_type):
+    """Fork mode on a sliding family (or one whose attention is not observed): its branches
+    are rows of the shared batch; beside another request, its events are those it gives
+    alone."""
     from mlx_entropix.engine.batch import BatchDecoder
 
     from test_batch_decoder import _drive
