@@ -131,13 +131,8 @@ class FamilyModel(nn.Module):
         cache: list[Any],
         last_only: bool = False,
     ) -> tuple[mx.array, mx.array | None]:
-        observation = self._observation
-        if observation is not None:
-            observation.scores = None
-        logits = self.inner(inputs, cache=cache)
-        if last_only:
-            logits = logits[:, -1:]
-        return logits, observation.scores if observation is not None else None
+        logits, scores = self._observed(inputs, cache)
+        return logits[:, -1:] if last_only else logits, scores
 
     def layer_steps(
         self, inputs: mx.array, cache: list[Any], last_only: bool = False, evaluate: bool = True
@@ -182,11 +177,12 @@ class FamilyModel(nn.Module):
         return [SharedLayer(cache, i, step, rows, w, masks, self._grouped)
                 for i, w in enumerate(self.windows)]  # fmt: skip
 
-    def _forward_shared(self, tokens: mx.array, layers: list[SharedLayer]) -> tuple:
+    def _observed(self, tokens: mx.array, cache: list) -> tuple[mx.array, mx.array | None]:
+        """mlx-lm's pass over ``cache`` (its caches or ``SharedLayer``s), and the scores."""
         observation = self._observation
         if observation is not None:
             observation.scores = None
-        logits = self.inner(tokens, cache=layers)
+        logits = self.inner(tokens, cache=cache)
         return logits, observation.scores if observation is not None else None
 
     def step_shared(
@@ -199,7 +195,7 @@ class FamilyModel(nn.Module):
         n, queries = tokens.shape
         step = cache.begin_step(queries, counts)
         yield
-        logits, scores = self._forward_shared(tokens, self._layers_of(cache, step, n))
+        logits, scores = self._observed(tokens, self._layers_of(cache, step, n))
         if evaluate:
             mx.eval(logits, scores, cache.keys, cache.values)
         cache.end_step()
@@ -228,7 +224,7 @@ class FamilyModel(nn.Module):
         cache = self.shared_cache().over(keys, values)
         positions, valid, rows, at = step
         shape = SharedStep(positions, valid, valid.shape[-1], rows, at)
-        logits, scores = self._forward_shared(
+        logits, scores = self._observed(
             tokens[:, None], self._layers_of(cache, shape, tokens.shape[0])
         )
         scores = mx.zeros((0,)) if scores is None else scores[:, :, 0].astype(mx.float32)
