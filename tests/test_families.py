@@ -208,41 +208,6 @@ def test_unknown_family_fails_clearly(tmp_path, checkpoints):
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("model_type", ["mistral", "qwen3", "phi3"])
-def test_family_requests_share_one_batch(checkpoints, model_type):
-    """A family with plain KV caches joins the continuous batch: concurrent requests decoded
-    as one batch, each stream the same as the request served alone (bitwise where the BLAS is
-    batch-invariant) and the same tokens as the CLI's own loop."""
-    from mlx_entropix.engine.batch import BatchDecoder
-
-    from conftest import BATCH_INVARIANT
-    from test_batch_decoder import _drive, _same
-
-    lm = load(str(checkpoints[model_type]))
-    assert isinstance(lm.model, FamilyModel)
-    requests = [
-        (PROMPT_IDS, [("greedy", 1)], 10),
-        (PROMPT_IDS[:5], [("entropix", 5), ("normal", 5)], 8),
-        (PROMPT_IDS[3:], [("normal", 9)], 9),
-        (PROMPT_IDS[:2], [("entropix", 3)], 7),
-    ]
-    decoder = BatchDecoder(lm)
-    out = _drive(decoder, lm, requests)
-    for i, (prompt, rows, n) in enumerate(requests):
-        alone = _drive(BatchDecoder(lm), lm, [requests[i]])[0]
-        for r, (mode, seed) in enumerate(rows):
-            got = [e for row, e in out[i] if row == r and e.type == "token"]
-            want = [e for row, e in alone if row == r and e.type == "token"]
-            assert got and got[0].metrics.attn_entropy is not None
-            _same(got, want, exact=BATCH_INVARIANT)
-            if mode != "entropix":  # the CLI's loop (mlx-lm's own attention): same tokens
-                cli = generate(lm, prompt, mode=mode, seed=seed, max_tokens=n)
-                assert [e.id for e in got] == [e.id for e in cli if e.type == "token"]
-    tokens = sum(1 for i in out for _, e in out[i] if e.type == "token")
-    assert decoder.steps < tokens / 2  # the rows really shared steps
-    assert decoder.requests == [] and decoder.shared.slots == 0
-
-
 def _mlx_lm_greedy(path: Path, prompt: list[int], n: int) -> list[int]:
     """mlx-lm's own greedy decoding (its caches: rotating for a sliding layer), up to EOS."""
     ref, _ = load_model(path)
@@ -256,11 +221,14 @@ def _mlx_lm_greedy(path: Path, prompt: list[int], n: int) -> list[int]:
     return out
 
 
-@pytest.mark.parametrize("model_type", ["gemma3_text", *SLIDING, *LOGITS_ONLY])
-def test_sliding_and_unobserved_families_share_a_batch(checkpoints, model_type):
-    """A sliding-window layer (every key kept, each row's window masked) or unobserved
-    attention (the attention metrics unavailable): concurrent requests share one batch, each
-    stream equal to itself served alone, greedy the tokens of mlx-lm's own decoding."""
+@pytest.mark.parametrize("model_type", ["mistral", "qwen3", "phi3", "gemma3_text", *SLIDING,
+                                        *LOGITS_ONLY])  # fmt: skip
+def test_family_requests_share_one_batch(checkpoints, model_type):
+    """Every family joins the continuous batch, sliding-window layers (every key kept, each
+    row's window masked) and unobserved attention (the attention metrics unavailable) too:
+    concurrent requests decoded as one batch, each stream the same as the request served
+    alone (bitwise where the BLAS is batch-invariant) and as the CLI's request, greedy the
+    tokens of mlx-lm's own decoding."""
     from mlx_entropix.engine.batch import BatchDecoder
 
     from conftest import BATCH_INVARIANT
@@ -268,11 +236,12 @@ def test_sliding_and_unobserved_families_share_a_batch(checkpoints, model_type):
 
     lm = load(str(checkpoints[model_type]))
     observed = model_type not in LOGITS_ONLY
-    assert lm.info.attention_metrics == observed
+    assert isinstance(lm.model, FamilyModel) and lm.info.attention_metrics == observed
     long = [(11 * i + 5) % 250 for i in range(150)]  # chunked (two), many windows long
     requests = [
         (PROMPT_IDS, [("greedy", 1)], 12),
         (PROMPT_IDS[:5], [("entropix", 5), ("normal", 5)], 8),
+        (PROMPT_IDS[3:], [("normal", 9)], 9),
         (long, [("greedy", 2)], 10),
         (PROMPT_IDS[:2], [("entropix", 3)], 7),
     ]
@@ -280,11 +249,14 @@ def test_sliding_and_unobserved_families_share_a_batch(checkpoints, model_type):
     out = _drive(decoder, lm, requests)
     for i, (prompt, rows, n) in enumerate(requests):
         alone = _drive(BatchDecoder(lm), lm, [requests[i]])[0]
-        for r, (mode, _) in enumerate(rows):
+        for r, (mode, seed) in enumerate(rows):
             got = [e for row, e in out[i] if row == r and e.type == "token"]
             want = [e for row, e in alone if row == r and e.type == "token"]
             assert got and all((e.metrics.attn_entropy is not None) == observed for e in got)
             _same(got, want, exact=BATCH_INVARIANT)
+            if mode != "entropix":  # the CLI's request: same tokens
+                cli = generate(lm, prompt, mode=mode, seed=seed, max_tokens=n)
+                assert [e.id for e in got] == [e.id for e in cli if e.type == "token"]
             if mode == "greedy":
                 assert [e.id for e in got] == _mlx_lm_greedy(checkpoints[model_type], prompt, n)
     tokens = sum(1 for i in out for _, e in out[i] if e.type == "token")
@@ -359,7 +331,7 @@ def test_family_prompt_reuses_the_prefix_cache(checkpoints):
           exact=True)  # fmt: skip
 
 
-@pytest.mark.parametrize("model_type", ["mistral", "qwen3", "phi3"])
+@pytest.mark.parametrize("model_type", ["mistral", "qwen3", "phi3", "gemma3_text", "mistral_swa"])
 def test_family_decode_step_compiled_gives_the_step_bits(checkpoints, model_type):
     """A family's ``decode_shared`` (the decoder's step: mlx-lm's whole pass in one call,
     compiled or not) gives bitwise what ``step_shared`` gives, logits, scores and the keys it
