@@ -25,12 +25,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import mlx_entropix  # noqa: E402, F401  (BLAS preload before mlx)
-from mlx_entropix.engine.branches import tile_cache  # noqa: E402
-from mlx_entropix.engine.generate import _forward, generate, generate_batch  # noqa: E402
+from mlx_entropix.engine.generate import generate, generate_batch  # noqa: E402
 from mlx_entropix.engine.request import row_plan  # noqa: E402
 from mlx_entropix.io.load import LoadedModel, load  # noqa: E402
 from mlx_entropix.runtime.device import runtime_info  # noqa: E402
-from mlx_entropix.uncertainty.step import sample_rows  # noqa: E402
+from mlx_entropix.uncertainty.step import observe, sample_rows  # noqa: E402
 
 import mlx.core as mx  # noqa: E402
 
@@ -76,8 +75,8 @@ class Stepper:
         self.cache = lm.model.make_cache()
         logits, _ = lm.model(mx.array(ids)[None], self.cache, last_only=True)
         mx.eval(logits, [c.state for c in self.cache])
-        if len(modes) > 1:
-            tile_cache(self.cache, len(modes))
+        for c in self.cache:  # a copy of the prompt's keys per row
+            c.keys, c.values = (mx.repeat(a, len(modes), axis=0) for a in (c.keys, c.values))
         token = mx.argmax(logits[:, -1], axis=-1).astype(mx.int32)
         self.token = mx.broadcast_to(token, (len(modes),))
         self.can = mx.zeros((len(modes),), dtype=mx.bool_)
@@ -85,7 +84,8 @@ class Stepper:
 
     def __call__(self) -> float:
         t = time.perf_counter()
-        fwd = _forward(self.lm, self.token, self.cache)
+        logits, scores = self.lm.model(self.token.reshape(-1, 1), self.cache)
+        fwd = observe(logits, scores, self.lm.compile_steps)
         step = sample_rows(*fwd, self.can, self.plans, self.index, self.lm.compile_steps)
         step.packed.tolist()
         self.token, self.index = step.token, self.index + 1

@@ -1,4 +1,4 @@
-"""Continuous batching of an mlx-lm family model (``models/families.py`` ``BatchedFamilyModel``):
+"""Continuous batching of an mlx-lm family model (``models/families.py`` ``FamilyModel``):
 4 concurrent requests against the same requests served alone, in one process.
 
 Models (``--models``, default all, in turn each round):
@@ -10,7 +10,9 @@ Models (``--models``, default all, in turn each round):
   the per-step overhead dominates; prompts are token ids chosen so every stream runs its whole
   budget (the tokenizer's EOS, id 2, is in the random model's vocabulary);
 - ``tiny-uncompiled``, ``family-uncompiled`` (not by default): the same with the family's
-  decode pass uncompiled (the ablation of ``BatchedFamilyModel.decode_shared``'s ``mx.compile``).
+  decode pass uncompiled (the ablation of ``FamilyModel.decode_shared``'s ``mx.compile``);
+- ``tiny-gemma3`` (not by default): a random tiny ``gemma3_text`` of the same shape, its first
+  layer sliding (window 8, far shorter than the streams), so every step masks a window.
 Per round: request 0 alone, then the 4 requests submitted at once and pulled
 round-robin (as the server's worker does), then each of the 4 alone; entropix, seeds 100 + i.
 Reports tokens/s (all tokens / wall time), tokens per CPU second of the process (less sensitive
@@ -35,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "family_batch.json"
 PROMPTS: list[str] = importlib.import_module("load_client").PROMPTS
-MODELS = ("family", "ours", "tiny", "tiny-uncompiled", "family-uncompiled")
+MODELS = ("family", "ours", "tiny", "tiny-uncompiled", "family-uncompiled", "tiny-gemma3")
 
 
 def checkpoint(root: Path) -> Path:
@@ -65,16 +67,23 @@ TINY = {"model_type": "mistral", "hidden_size": 64, "num_hidden_layers": 2,
 TINY_PROMPTS = [[(7 * j + 9 * i + 1) % 250 for j in range(12 + 3 * i % 5)] for i in range(4)]
 
 
-def tiny_checkpoint(root: Path, tokenizer) -> Path:
-    """A random tiny ``mistral`` made by mlx-lm's own class (seeded: the same every run)."""
+# A sliding first layer (window 8) and a global last one (tests/test_families.py's gemma3_text).
+TINY_GEMMA3 = {**TINY, "model_type": "gemma3_text", "head_dim": 16, "sliding_window": 8,
+               "sliding_window_pattern": 2}  # fmt: skip
+
+
+def tiny_checkpoint(root: Path, tokenizer, config: dict = TINY) -> Path:
+    """A random tiny model made by mlx-lm's own class (seeded: the same every run)."""
     import mlx.core as mx
     from mlx.utils import tree_flatten
-    from mlx_lm.models import llama
 
+    module = importlib.import_module(
+        f"mlx_lm.models.{config['model_type'].replace('mistral', 'llama')}"
+    )
     mx.random.seed(0)
-    model = llama.Model(llama.ModelArgs.from_dict(TINY))
+    model = module.Model(module.ModelArgs.from_dict(config))
     mx.save_safetensors(str(root / "model.safetensors"), dict(tree_flatten(model.parameters())))
-    (root / "config.json").write_text(json.dumps(TINY))
+    (root / "config.json").write_text(json.dumps(config))
     tokenizer.hf.save_pretrained(str(root))
     return root
 
@@ -116,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
     from mlx_entropix.engine.batch import BatchDecoder
     from mlx_entropix.io.load import load
-    from mlx_entropix.models.families import BatchedFamilyModel
+    from mlx_entropix.models.families import FamilyModel
     from mlx_entropix.runtime.blas import batch_invariant
 
     invariant = batch_invariant()
@@ -130,9 +139,10 @@ def main(argv: list[str] | None = None) -> int:
             elif name == "ours":
                 models[name] = embedded
             else:
-                models[name] = load(str(tiny_checkpoint(root, embedded.tokenizer)))
+                config = TINY_GEMMA3 if name == "tiny-gemma3" else TINY
+                models[name] = load(str(tiny_checkpoint(root, embedded.tokenizer, config)))
     for name, lm in models.items():
-        assert name == "ours" or isinstance(lm.model, BatchedFamilyModel), name
+        assert name == "ours" or isinstance(lm.model, FamilyModel), name
         if name.endswith("-uncompiled"):  # the decoder's step call, its pass uncompiled
             model = lm.model
             model.decode_shared = lambda t, c, _on=True, m=model: type(m).decode_shared(

@@ -4,9 +4,9 @@ concurrent fork requests against one alone, in one process.
 Each fork request (mode fork, the default fork: 3 branches at the first token, greedy to the
 end of the budget) is its own rows of one ``BatchDecoder``: its branches step with the other
 requests' rows. Per round: request 0 alone, then the 4 requests submitted at once and pulled
-round-robin (as the server's worker does), then each of the 4 alone; and, for reference,
-request 0 through ``generate._run`` (how a fork request was served before: alone, beside the
-batch). Reports tokens/s (the streams' tokens / wall time; the branches computed ~3x as many)
+round-robin (as the server's worker does), then each of the 4 alone (the ``before_run``
+figures of older results: request 0 through ``generate._run``, the second decode path, since
+removed). Reports tokens/s (the streams' tokens / wall time; the branches computed ~3x as many)
 and how many streams equal the same request served alone (tokens, fork event).
 
     uv run benchmarks/fork_batch.py                # ~3 min on a 2-core CPU
@@ -77,7 +77,6 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
     from mlx_entropix.engine.batch import BatchDecoder
-    from mlx_entropix.engine.generate import _run, prepare_prompt
     from mlx_entropix.io.load import load
     from mlx_entropix.runtime.blas import batch_invariant
 
@@ -88,22 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     serve(decoder, lm, prompts[:2], 4)  # warm-up (compiles), not timed
     rounds = []
     for _ in range(args.rounds):
-        ids = prepare_prompt(lm, prompts[0], max_tokens=args.max_tokens)
-        t0 = clock()
-        before = [x for x in _run(lm, ids, [("fork", 0)], lm.default_config, args.max_tokens, (),
-                                  5, None) if x is not None]  # fmt: skip
-        t_before = since(t0)
         t_one, one = serve(decoder, lm, prompts[:1], args.max_tokens)
         t_all, together = serve(decoder, lm, prompts, args.max_tokens)
         alone = [serve(decoder, lm, [p], args.max_tokens) for p in prompts]
-        n_all, n_before = (
-            sum(tokens(ev) for ev in together),
-            sum(e.type == "token" for _, e in before),
-        )
+        n_all = sum(tokens(ev) for ev in together)
         row = {}
         for clock_name, c in (("", 0), ("cpu_", 1)):  # tokens per wall second, per CPU second
             row |= {
-                f"before_run_{clock_name}tok_s": n_before / t_before[c],
                 f"single_{clock_name}tok_s": tokens(one[0]) / t_one[c],
                 f"concurrent_{clock_name}tok_s": n_all / t_all[c],
                 f"one_after_another_{clock_name}tok_s": n_all / sum(t[c] for t, _ in alone),
@@ -143,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     RESULTS.write_text(json.dumps(report, indent=1) + "\n")
     print(f"{'(best of rounds)':28}{'tok/s':>8}{'tok/CPU-s':>10}")
-    for k in ("before_run", "single", "concurrent", "one_after_another"):
+    for k in ("single", "concurrent", "one_after_another"):
         print(f"{k:28}{summary[k + '_tok_s']:8.1f}{summary[k + '_cpu_tok_s']:10.1f}")
     n, load_1m = args.requests, os.getloadavg()[0]
     print(f"ratio (concurrent / single): wall {summary['ratio_best']:.2f}x (median "

@@ -47,7 +47,8 @@ def _same(got, alone, exact: bool) -> None:
         assert params == (want_params if exact else pytest.approx(want_params, abs=1e-5))
         for name in METRIC_NAMES:
             want = getattr(a.metrics, name)
-            assert getattr(g.metrics, name) == (want if exact else pytest.approx(want, rel=TOL))
+            close = want if exact or want is None else pytest.approx(want, rel=TOL)  # None: n/a
+            assert getattr(g.metrics, name) == close
         assert g.logprob == (a.logprob if exact else pytest.approx(a.logprob, abs=1e-4))
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mlx_entropix.engine.generate import generate
 from mlx_entropix.io.load import load
-from mlx_entropix.models.families import VERIFIED, BatchedFamilyModel, FamilyModel
+from mlx_entropix.models.families import VERIFIED, FamilyModel
 from mlx_entropix.uncertainty.metrics import attention_metrics
 
 import mlx.core as mx
@@ -45,10 +45,15 @@ LOGITS_ONLY = {
     "gemma2": {"head_dim": 16},  # soft-capped attention computed in its own code
     "starcoder2": {"norm_epsilon": 1e-5},  # observable, but not in VERIFIED
 }
+# name -> (model_type, extra): a sliding-window last layer (window 8 < the prompt), observed.
+SLIDING = {
+    "mistral_swa": ("mistral", {"tie_word_embeddings": False, "sliding_window": 8,
+                                "layer_types": ["full_attention", "sliding_attention"]}),
+}  # fmt: skip
 PROMPT_IDS = [5, 17, 99, 3, 250, 41, 8, 77, 123, 9, 64, 200]
 
 
-def write_family(root: Path, model_type: str, extra: dict, tokenizer) -> Path:
+def write_family(root: Path, model_type: str, extra: dict, tokenizer, name: str = "") -> Path:
     """A random tiny checkpoint of ``model_type`` in the HF layout, made by mlx-lm's class."""
     from mlx_lm.utils import MODEL_REMAPPING
 
@@ -58,7 +63,7 @@ def write_family(root: Path, model_type: str, extra: dict, tokenizer) -> Path:
     model = module.Model(module.ModelArgs.from_dict(config))
     # Random norms too, so a family's norm convention (e.g. Gemma's 1 + w) matters.
     params = {k: v + 0.1 * mx.random.normal(v.shape) for k, v in tree_flatten(model.parameters())}
-    path = root / model_type
+    path = root / (name or model_type)
     path.mkdir()
     mx.save_safetensors(str(path / "model.safetensors"), params)
     (path / "config.json").write_text(json.dumps(config))
@@ -69,10 +74,13 @@ def write_family(root: Path, model_type: str, extra: dict, tokenizer) -> Path:
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory, embedded):
     root = tmp_path_factory.mktemp("families")
-    return {
+    paths = {
         t: write_family(root, t, extra, embedded.tokenizer)
         for t, extra in {**FULL, **LOGITS_ONLY}.items()
     }
+    for name, (t, extra) in SLIDING.items():
+        paths[name] = write_family(root, t, extra, embedded.tokenizer, name)
+    return paths
 
 
 def _independent_scores(attn, x: mx.array) -> mx.array:
@@ -200,22 +208,41 @@ def test_unknown_family_fails_clearly(tmp_path, checkpoints):
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("model_type", ["mistral", "qwen3", "phi3"])
+def _mlx_lm_greedy(path: Path, prompt: list[int], n: int) -> list[int]:
+    """mlx-lm's own greedy decoding (its caches: rotating for a sliding layer), up to EOS."""
+    ref, _ = load_model(path)
+    cache, x, out = make_prompt_cache(ref), mx.array(prompt)[None], []
+    for _ in range(n):
+        token = mx.argmax(ref(x, cache=cache)[:, -1], axis=-1)
+        out.append(token.item())
+        if out[-1] == BASE["eos_token_id"]:
+            break
+        x = token[None]
+    return out
+
+
+@pytest.mark.parametrize("model_type", ["mistral", "qwen3", "phi3", "gemma3_text", *SLIDING,
+                                        *LOGITS_ONLY])  # fmt: skip
 def test_family_requests_share_one_batch(checkpoints, model_type):
-    """A family with plain KV caches joins the continuous batch: concurrent requests decoded
-    as one batch, each stream the same as the request served alone (bitwise where the BLAS is
-    batch-invariant) and the same tokens as the CLI's own loop."""
+    """Every family joins the continuous batch, sliding-window layers (every key kept, each
+    row's window masked) and unobserved attention (the attention metrics unavailable) too:
+    concurrent requests decoded as one batch, each stream the same as the request served
+    alone (bitwise where the BLAS is batch-invariant) and as the CLI's request, greedy the
+    tokens of mlx-lm's own decoding."""
     from mlx_entropix.engine.batch import BatchDecoder
 
     from conftest import BATCH_INVARIANT
     from test_batch_decoder import _drive, _same
 
     lm = load(str(checkpoints[model_type]))
-    assert isinstance(lm.model, BatchedFamilyModel) and BatchDecoder.supports(lm)
+    observed = model_type not in LOGITS_ONLY
+    assert isinstance(lm.model, FamilyModel) and lm.info.attention_metrics == observed
+    long = [(11 * i + 5) % 250 for i in range(150)]  # chunked (two), many windows long
     requests = [
-        (PROMPT_IDS, [("greedy", 1)], 10),
+        (PROMPT_IDS, [("greedy", 1)], 12),
         (PROMPT_IDS[:5], [("entropix", 5), ("normal", 5)], 8),
         (PROMPT_IDS[3:], [("normal", 9)], 9),
+        (long, [("greedy", 2)], 10),
         (PROMPT_IDS[:2], [("entropix", 3)], 7),
     ]
     decoder = BatchDecoder(lm)
@@ -225,24 +252,63 @@ def test_family_requests_share_one_batch(checkpoints, model_type):
         for r, (mode, seed) in enumerate(rows):
             got = [e for row, e in out[i] if row == r and e.type == "token"]
             want = [e for row, e in alone if row == r and e.type == "token"]
-            assert got and got[0].metrics.attn_entropy is not None
+            assert got and all((e.metrics.attn_entropy is not None) == observed for e in got)
             _same(got, want, exact=BATCH_INVARIANT)
-            if mode != "entropix":  # the CLI's loop (mlx-lm's own attention): same tokens
+            if mode != "entropix":  # the CLI's request: same tokens
                 cli = generate(lm, prompt, mode=mode, seed=seed, max_tokens=n)
                 assert [e.id for e in got] == [e.id for e in cli if e.type == "token"]
+            if mode == "greedy":
+                assert [e.id for e in got] == _mlx_lm_greedy(checkpoints[model_type], prompt, n)
     tokens = sum(1 for i in out for _, e in out[i] if e.type == "token")
     assert decoder.steps < tokens / 2  # the rows really shared steps
     assert decoder.requests == [] and decoder.shared.slots == 0
 
 
-@pytest.mark.parametrize("model_type", ["gemma3_text", *LOGITS_ONLY])
-def test_families_that_cannot_share_a_batch_run_alone(checkpoints, model_type):
-    """A sliding-window layer (its rotating cache) or unobserved attention: served by the
-    CLI's loop, one request at a time, as before."""
+def test_a_sliding_last_layer_reports_the_windows_scores(checkpoints):
+    """Observed on a sliding last layer: the scores over the window's keys, the same in a
+    prefill of the whole prompt and in a decode step of its last token."""
+    lm = load(str(checkpoints["mistral_swa"]))
+    window = lm.model.last_window
+    assert window == 8 and lm.info.attention_metrics
+    cache = lm.model.make_cache()
+    _, whole = lm.model(mx.array(PROMPT_IDS)[None], lm.model.make_cache())
+    lm.model(mx.array(PROMPT_IDS[:-1])[None], cache)
+    _, decoded = lm.model(mx.array(PROMPT_IDS[-1:])[None], cache)
+    assert whole.shape == (1, 4, window) and mx.abs(decoded[..., -window:] - whole).max() < 1e-4
+
+
+@pytest.mark.parametrize("model_type", ["gemma3_text", "mistral_swa", "gemma2"])
+def test_a_fork_request_on_a_sliding_or_unobserved_family(checkpoints, model_type):
+    """Fork mode on a sliding family (or one whose attention is not observed): its branches
+    are rows of the shared batch; beside another request, its events are those it gives
+    alone."""
     from mlx_entropix.engine.batch import BatchDecoder
 
+    from test_batch_decoder import _drive
+
     lm = load(str(checkpoints[model_type]))
-    assert not isinstance(lm.model, BatchedFamilyModel) and not BatchDecoder.supports(lm)
+    requests = [(PROMPT_IDS, [("fork", 4)], 12), (PROMPT_IDS[2:], [("greedy", 0)], 10)]
+    together = _drive(BatchDecoder(lm), lm, requests)[0]
+    alone = list(generate(lm, PROMPT_IDS, mode="fork", seed=4, max_tokens=12))
+    assert [e.type for _, e in together].count("fork") >= 1 and together[-1][1].type == "done"
+    assert [e.id for _, e in together if e.type == "token"] == [
+        e.id for e in alone if e.type == "token"
+    ]
+    forks = [[b.text for b in e.branches] for e in (next(e for _, e in together if e.type ==
+             "fork"), next(e for e in alone if e.type == "fork"))]  # fmt: skip
+    assert forks[0] == forks[1] and len(forks[0]) > 1
+
+
+def test_recurrent_families_are_refused_at_load(tmp_path, embedded):
+    """A family whose layers keep recurrent state (mamba: ``ArraysCache``) is refused at
+    load, clearly: the engine reads attention and its shared batch holds keys and values."""
+    from mlx_entropix.errors import ModelLoadError
+
+    extra = {"state_size": 8, "conv_kernel": 4, "use_bias": False, "use_conv_bias": True,
+             "time_step_rank": 4}  # fmt: skip
+    path = write_family(tmp_path, "mamba", extra, embedded.tokenizer)
+    with pytest.raises(ModelLoadError, match="'mamba' keeps a ArraysCache .*attention"):
+        load(str(path))
 
 
 def test_family_prompt_reuses_the_prefix_cache(checkpoints):
@@ -265,7 +331,7 @@ def test_family_prompt_reuses_the_prefix_cache(checkpoints):
           exact=True)  # fmt: skip
 
 
-@pytest.mark.parametrize("model_type", ["mistral", "qwen3", "phi3"])
+@pytest.mark.parametrize("model_type", ["mistral", "qwen3", "phi3", "gemma3_text", "mistral_swa"])
 def test_family_decode_step_compiled_gives_the_step_bits(checkpoints, model_type):
     """A family's ``decode_shared`` (the decoder's step: mlx-lm's whole pass in one call,
     compiled or not) gives bitwise what ``step_shared`` gives, logits, scores and the keys it

@@ -8,8 +8,6 @@ import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
 from mlx_entropix.engine.fork_answer import answer_fork_site, answer_fork_sites
 from mlx_entropix.engine.generate import generate
 
-import pytest
-
 EOS = {0}
 # "So 7 x 8 = 56": tokens 0..7, the answer span "5", "6" is [6, 8)
 OWN = [(1, "So"), (2, " 7"), (3, " x"), (4, " 8"), (5, " ="), (6, " 5"), (7, "6"), (8, ".")]
@@ -235,25 +233,20 @@ def test_the_evaluation_reads_fork_branches_through_the_cue_on_request(embedded)
     assert [b["text"] for b in read.branches] == [b["text"] for b in cued.branches]
 
 
-@pytest.mark.parametrize("path", ["decoder", "mlx-lm"])
-def test_a_kept_branch_that_ended_at_its_budget_goes_on_from_its_own_keys(embedded, path):
+def test_a_kept_branch_that_ended_at_its_budget_goes_on_from_its_own_keys(embedded):
     """With the answer cue, a branch that ended at its budget feeds the cue and reads on; its
     row leaves the batch when its reading ends, possibly while another branch still reads.
     Kept, the generation goes on from that row: its keys must be held until the fork is
-    decided (the batch decoder's slots, ``_run``'s batch rows), not those of the fork's row."""
+    decided (the batch decoder's slots), not those of the fork's row."""
     from mlx_entropix.config import PAPER_CUE
-    from mlx_entropix.engine.generate import _run, prepare_prompt
+    from mlx_entropix.engine.generate import prepare_prompt
 
     prompt, n = "What is the capital of France?", 10
     cfg = embedded.default_config.merged(
         {"fork_branch_tokens": 4, "fork_score": "answer_margin", "fork_answer_cue": PAPER_CUE}
     )
     ids = prepare_prompt(embedded, prompt, max_tokens=n)
-    if path == "decoder":
-        events = list(generate(embedded, prompt, mode="fork", config=cfg, max_tokens=n))
-    else:
-        events = [e for _, e in filter(None, _run(embedded, ids, [("fork", 0)], cfg, n, (), 5,
-                                                  None))]  # fmt: skip
+    events = list(generate(embedded, prompt, mode="fork", config=cfg, max_tokens=n))
     fork = next(e for e in events if e.type == "fork")
     kept = fork.branches[fork.kept]
     # the case in point: kept, ended at its budget, its reading after the cue done first

@@ -1,12 +1,16 @@
 """Fork as a strategy of the batch decoder (issue 20): a fork request's branches are rows of
 the shared batch, beside everyone else's, and its events are those of the same request served
-alone, and those of ``generate._run`` (the fork over mlx-lm caches, for the models the decoder
-cannot batch) up to the last bits of the values."""
+alone, and those the fork gave over mlx-lm caches (``generate._run``, the second decode path
+this replaced; its events recorded in ``tests/data/fork_mlx_lm_path.json`` before it went) up
+to the last bits of the values."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from mlx_entropix.engine.batch import BatchDecoder
-from mlx_entropix.engine.generate import _run, prepare_prompt
+from mlx_entropix.engine.generate import prepare_prompt
 from mlx_entropix.errors import InvalidRequestError
 
 import pytest
@@ -25,6 +29,11 @@ FORKS = [
            "fork_branch_tokens": 12}, 12),
     ("Write a haiku about rain.", {"fork_branches": 4, "fork_branch_tokens": 5}, 10),
 ]  # fmt: skip
+
+
+# ``generate._run``'s events for each of FORKS (the embedded model, MKL's strict mode), dumped
+# as JSON without the times: the independent path's answer, kept for the comparison below.
+MLX_LM_PATH = json.loads((Path(__file__).parent / "data" / "fork_mlx_lm_path.json").read_text())
 
 
 def _serve(lm, requests, stagger: int = 1) -> tuple[list[list], BatchDecoder]:
@@ -69,11 +78,9 @@ def test_a_fork_in_the_batch_gives_the_events_of_the_mlx_lm_path(embedded, case)
     (the decoder's shared-cache attention against mlx-lm's cache)."""
     prompt, over, n = case
     (served,), decoder = _serve(embedded, [case])
-    ids = prepare_prompt(embedded, prompt, max_tokens=n)
-    cfg = embedded.default_config.merged(over)
-    alone = [e for _, e in filter(None, _run(embedded, ids, [("fork", 7)], cfg, n, (), 2, None))]
+    [recorded] = [r for r in MLX_LM_PATH if (r["prompt"], r["overrides"], r["max_tokens"]) == case]
     assert [e.type for e in served].count("fork") >= 1 and served[-1].type == "done"
-    _close(_dumped(served), _dumped(alone))
+    _close([e.model_dump(mode="json", exclude=TIMES) for e in served], recorded["events"])
     assert decoder.requests == [] and decoder.shared.slots == 0  # every branch's slot freed
 
 

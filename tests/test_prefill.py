@@ -20,7 +20,7 @@ TIMES = {"elapsed_s", "ttft_s", "total_s", "prefill_tok_s", "decode_tok_s"}  # n
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Several chunks from a short prompt, wherever a prefill chunks: the shared batch (a
-    prompt over ``SHORT_PROMPT`` goes alone, in ``prefix_cache`` chunks) and ``_run``."""
+    prompt over ``SHORT_PROMPT`` goes alone, in ``prefix_cache`` chunks)."""
     for module, name in ((engine, "PREFILL_CHUNK"), (prefix_cache, "BLOCK"),
                          (batch, "SHORT_PROMPT")):  # fmt: skip
         monkeypatch.setattr(module, name, 16)

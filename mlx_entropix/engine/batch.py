@@ -6,9 +6,9 @@ values live in one ``SharedCache``, each row at its own length, and a step runs 
 once over all rows (``Model.decode_shared``); then each row decides and draws under its own key,
 ``step_key(seed, index)``. A request's events do not depend on what else is in the batch:
 bitwise so when the BLAS is batch-invariant (``runtime.blas``; the attention is by
-construction, ``shared_cache``). It is the one decode loop of every request it supports
-(``supports``): ``generate`` submits the CLI's and the harness's requests to a decoder of its
-own, the server its requests to one shared decoder; ``generate._run`` serves the rest.
+construction, ``shared_cache``). It is the package's one decode loop, for every request of
+every model (our Llama, any mlx-lm family: ``families.py``): ``generate`` submits the CLI's
+and the harness's requests to a decoder of its own, the server its requests to one shared one.
 At a fork (mode fork) the branches become slots, copies of its row's keys, stepping with the
 others' rows as ``fork.explore`` asks (``branches.SlotRows``); the kept branch's row goes on.
 
@@ -33,7 +33,7 @@ from ..answers import parse_options
 from ..config import Mode, SamplerConfig
 from ..errors import InvalidRequestError
 from ..events import ErrorEvent
-from ..models.protocol import SharedBatch
+from ..models.shared_cache import observed_keys
 from ..uncertainty.step import Rows, observe, observe_requests, sample_rows
 from .branches import Branches, SlotRows
 from .confidence import shipped_model
@@ -62,8 +62,6 @@ SHORT_PROMPT = PREFILL_CHUNK
 class BatchDecoder:
     def __init__(self, lm: LoadedModel, prefill_slice_s: float = PREFILL_SLICE_S,
                  prefix_cache: PrefixCache | None = None):  # fmt: skip
-        if not self.supports(lm):
-            raise InvalidRequestError("this model cannot decode requests as one batch")
         self.lm = lm
         self.prefix_cache: PrefixCache | None = None
         self.extender: Extender | None = None
@@ -80,12 +78,6 @@ class BatchDecoder:
         ends = self.turn_ends = frozenset(self.lm.tokenizer.eos_token_ids)  # chunks end there
         closing = closing_token(self.lm.tokenizer, ends) if prefix is not None else None
         self.extender = Extender(prefix, self.lm.model, ends, closing=closing) if prefix else None
-
-    @staticmethod
-    def supports(lm: LoadedModel) -> bool:
-        """A ``SharedBatch`` model: our Llama (also split under ``mlx.launch``, where every
-        rank runs the same schedule: ``replica.py``); a family model with plain KV caches."""
-        return isinstance(lm.model, SharedBatch)
 
     # ------------------------------------------------------------------ the consumers' side
     def submit(
@@ -220,7 +212,9 @@ class BatchDecoder:
         keys = {r: shared.lengths[r.slots[0]] + 1 for r in reqs}  # type: ignore[operator]
         logits, scores = self.lm.model.decode_shared(tokens, shared, on)
         # each request's attention over its own keys: the shapes (the kernels) it has alone
-        mine = [scores[mx.array(r.slots), :, : keys[r]] for r in reqs]
+        window = self.lm.model.last_window
+        mine = None if scores is None else [
+            observed_keys(scores[mx.array(r.slots)], keys[r], window) for r in reqs]  # fmt: skip
         forward = observe_requests(logits[order], mine, on, self.lm.model.head_group)
         can = mx.concatenate([r.current.can_clarify for r in reqs])  # type: ignore[union-attr]
         plans, group = [p for r in reqs for p in r.plans], self.lm.model.group

@@ -1,10 +1,9 @@
-"""The rows of a fork's batch: one branch's tokens as they are decoded, and the two drivers of
-``fork.explore`` that put branches into rows of a batch and take ended ones out: over mlx-lm
-caches (``generate._run``) and over the batch decoder's ``SharedCache`` (``batch.py``)."""
+"""The rows of a fork's batch: one branch's tokens as they are decoded, and the driver of
+``fork.explore`` that puts branches into rows of the batch decoder's ``SharedCache``
+(``batch.py``) and takes ended ones out."""
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -24,77 +23,6 @@ if TYPE_CHECKING:
 Branches = tuple[list[int], list[RowPlan], Rows]
 
 
-def tile_cache(cache: list, n: int) -> None:
-    """Copy a one-row KV cache to ``n`` rows, on the device (keys/values along axis 0)."""
-    for c in cache:
-        c.keys, c.values = mx.repeat(c.keys, n, axis=0), mx.repeat(c.values, n, axis=0)
-
-
-def select_row(cache: list, row: int, offset: int) -> list:
-    """Keep one row of a batched cache, filled up to ``offset``."""
-    for c in cache:
-        c.keys, c.values = c.keys[row : row + 1], c.values[row : row + 1]
-        c.offset = offset
-    return cache
-
-
-def explore_in_cache(
-    run: Generator[Ask, list[list[float]], Explored],
-    branch_step: Callable[[mx.array, list], Any],
-    cache: list,
-) -> tuple[Explored, list]:
-    """Drive ``fork.explore`` over a one-row mlx-lm cache holding everything before the fork
-    token (``generate._run``): each batch of new rows is a cache of its own, copies of it
-    (mlx-lm rows share one length), narrowed as its branches end; ``branch_step(tokens,
-    cache)`` runs one greedy step of a batch's rows. Returns the choice and the kept row's
-    cache (``cache`` itself when the kept branch never had a row: it ended at its first
-    token). A row that left its batch is held until the choice where ``explore`` asks (a
-    branch that ended at its budget while another still reads its answer cue)."""
-    base = cache[0].offset
-    batches: list[tuple[list[int], list]] = []  # (row ids, their cache)
-    held: dict[int, list] = {}  # rows that left their batch: one row's cache each
-    try:
-        ids, tokens, keep = next(run)
-        while True:
-            batch = next((b for b in batches if ids[0] in b[0]), None)
-            if batch is None:
-                batch = (list(ids), _prompt_copy(cache, base, len(ids)))
-                batches.append(batch)
-            elif len(ids) < len(batch[0]):  # ended branches leave the batch ...
-                for i in (i for i in batch[0] if i not in ids and i in keep):  # ... or held
-                    held[i] = [_row_of(c, batch[0].index(i)) for c in batch[1]]
-                idx = mx.array([batch[0].index(i) for i in ids])
-                for c in batch[1]:
-                    c.keys, c.values = c.keys[idx], c.values[idx]
-                batch[0][:] = ids
-            values = branch_step(mx.array(tokens), batch[1]).packed.tolist()  # one host sync
-            ids, tokens, keep = run.send(values)
-    except StopIteration as end:
-        found: Explored = end.value
-    rows, kept = next(((b[1], b[0].index(found.kept)) for b in batches if found.kept in b[0]),
-                      (held.get(found.kept, cache), 0))  # fmt: skip
-    return found, select_row(rows, kept, base + found.depth)
-
-
-def _row_of(c: Any, row: int) -> Any:
-    """One row of a batched layer cache, the rest of it as it is (a shallow copy)."""
-    d = copy.copy(c)
-    d.keys, d.values = c.keys[row : row + 1], c.values[row : row + 1]
-    return d
-
-
-def _prompt_copy(cache: list, base: int, n: int) -> list:
-    """A new ``n``-row cache holding only the first ``base`` positions of the one-row
-    ``cache``, which is left as it is."""
-    out = []
-    for c in cache:
-        d = copy.copy(c)
-        d.keys, d.values, d.offset = c.keys[:1], c.values[:1], base
-        out.append(d)
-    tile_cache(out, n)
-    return out
-
-
 class SlotRows:
     """Drive ``fork.explore`` over a ``SharedCache`` (the batch decoder): each branch row is a
     slot, a copy of the fork's slot's first ``base`` positions; ended rows free theirs."""
@@ -102,7 +30,7 @@ class SlotRows:
     def __init__(self, run: Generator[Ask, list[list[float]], Explored], shared: SharedCache,
                  slot: int, base: int, plan: RowPlan):  # fmt: skip
         self.run, self.shared, self.slot, self.base = run, shared, slot, base
-        # the fork row's plan as a branch's (``generate._run``'s): greedy, no key, no pause
+        # the fork row's plan as a branch's: greedy, no key, no pause
         self.plan = plan._replace(mode="greedy", seed=0, width=plan.n_top, n_max=1, clarify_id=None)
         self.slots: dict[int, int] = {}  # row id -> its slot
         self.last: list[int] = []  # the rows of the last step

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import mlx.core as mx
 
+from ..models.shared_cache import observed_keys
 from .prefix_cache import PrefixCache, TurnEnds, prefill_chunks
 
 if TYPE_CHECKING:
@@ -64,7 +65,9 @@ def prefill_short(model: Any, reqs: list[BatchRequest]) -> Generator[None, None,
     logits, scores = yield from model.step_shared(tokens, cache, counts, evaluate=True)
     for r in reqs:
         r.remaining = 0
+    window = model.last_window
     return [
-        Prefilled(r, cache.row(b), n, logits[b : b + 1], scores[b : b + 1, :, :n])
+        Prefilled(r, cache.row(b), n, logits[b : b + 1],
+                  None if scores is None else observed_keys(scores[b : b + 1], n, window))
         for r, b, n in zip(reqs, rows, counts, strict=True)
-    ]
+    ]  # fmt: skip

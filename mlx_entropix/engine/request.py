@@ -1,7 +1,6 @@
 """A request: before the engine runs it, its prompt checked into token ids, its mode checked,
-and one plan per row (policy, config, candidate width, draws, seed), shared by the shared
-batch (``batch.py``) and the loop for what it cannot serve (``generate._run``); in the shared
-batch, its state (``BatchRequest``)."""
+and one plan per row (policy, config, candidate width, draws, seed); in the shared batch
+(``batch.py``), its state (``BatchRequest``)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ MLX has none, the last layer's decode step computes q.k^T once for both).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,34 +69,11 @@ def prefill_attention(
     return out.transpose(0, 2, 1, 3).reshape(B, L, H * d), last
 
 
-class Cancelled(Exception):  # noqa: N818  (control flow, not an error)
-    """``should_stop()`` turned true between two layers of an interruptible forward pass."""
-
-
-def checked_steps(
-    steps: Generator[None, None, Any], should_stop: Callable[[], bool] | None = None
-) -> Generator[None, None, Any]:
-    """A layer-by-layer pass (``layer_steps``, ``step_shared``) checking ``should_stop`` before
-    each layer (``Cancelled`` when it turns true); yields between layers, returns the pass's
-    value."""
-    while True:
-        if should_stop is not None and should_stop():
-            raise Cancelled
-        try:
-            next(steps)
-        except StopIteration as end:
-            return end.value
-        yield
-
-
-def run_steps(
-    steps: Generator[None, None, Any], should_stop: Callable[[], bool] | None = None
-) -> Any:
-    """``checked_steps`` run to its end: the pass's value."""
-    checked = checked_steps(steps, should_stop)
+def run_steps(steps: Generator[None, None, Any]) -> Any:
+    """A layer-by-layer pass (``layer_steps``, ``step_shared``) run to its end: its value."""
     try:
         while True:
-            next(checked)
+            next(steps)
     except StopIteration as end:
         return end.value
 
@@ -276,6 +253,7 @@ class Model(nn.Module):
     # ``scores`` then hold this rank's heads and the metrics combine them over the group).
     group: mx.distributed.Group | None = None
     head_group: mx.distributed.Group | None = None
+    last_window: int | None = None  # every layer global (``SharedBatch``)
 
     def __init__(self, args: ModelArgs):
         super().__init__()
@@ -296,16 +274,10 @@ class Model(nn.Module):
         inputs: mx.array,
         cache: list[KVCache],
         last_only: bool = False,
-        should_stop: Callable[[], bool] | None = None,
     ) -> tuple[mx.array, mx.array]:
         """``last_only``: logits of the last position only (a prefill needs no more; the head
-        is the largest matmul of a long prompt).
-
-        ``should_stop``: an interruptible pass (a prefill): every layer is evaluated before the
-        next one is queued (``layer_steps``), and ``Cancelled`` is raised as soon as
-        ``should_stop()`` is true, so a cancel lands within one layer's work."""
-        steps = self.layer_steps(inputs, cache, last_only, evaluate=should_stop is not None)
-        return run_steps(steps, should_stop)
+        is the largest matmul of a long prompt)."""
+        return run_steps(self.layer_steps(inputs, cache, last_only, evaluate=False))
 
     def layer_steps(
         self, inputs: mx.array, cache: list[KVCache], last_only: bool = False, evaluate: bool = True

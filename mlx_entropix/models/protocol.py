@@ -1,15 +1,14 @@
 """What the engine asks of a model: the contracts ``Model`` (our Llama) and ``FamilyModel``
 (any family mlx-lm runs) meet, written down once instead of checked with ``hasattr``.
 
-Every model decodes (``DecodeModel``); a model that can also run its pass a layer at a time
-(``LayerSteps``: a prefill the server interleaves with other work) or decode the rows of many
-requests in one cache (``SharedBatch``: continuous batching) says so by having the method, and
-the engine asks with ``isinstance``.
+Every model decodes (``DecodeModel``), runs its pass a layer at a time (``LayerSteps``: a
+prefill the server interleaves with other work) and decodes the rows of many requests in one
+cache (``SharedBatch``: continuous batching, the engine's one decode loop).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from typing import Any, Protocol, runtime_checkable
 
 import mlx.core as mx
@@ -35,11 +34,9 @@ class DecodeModel(Protocol):
         inputs: mx.array,
         cache: list[Any],
         last_only: bool = False,
-        should_stop: Callable[[], bool] | None = None,
     ) -> Forward:
         """Tokens (B, L) in; logits and the last query's pre-softmax scores of the last layer
-        over the filled keys (B, heads, K), None where the attention cannot be observed.
-        ``should_stop`` true between layers raises ``llama.Cancelled``."""
+        over the filled keys (B, heads, K), None where the attention cannot be observed."""
         ...
 
 
@@ -54,6 +51,9 @@ class LayerSteps(Protocol):
 
 @runtime_checkable
 class SharedBatch(Protocol):
+    # The last layer's sliding window (None: global): its scores cover a row's last keys.
+    last_window: int | None
+
     def shared_cache(self) -> Any:
         """An empty ``shared_cache.SharedCache`` for this model's layers and heads."""
         ...

@@ -162,6 +162,23 @@ class SharedCache:
                 self.values[layer][: n * self.n_kv].reshape(shape)[:, :, :keys])  # fmt: skip
 
 
+def window_mask(step: SharedStep, window: int | None) -> mx.array:
+    """``step.valid`` narrowed to each query's last ``window`` positions, itself included (a
+    sliding-window layer: what mlx-lm's ``RotatingKVCache`` keeps); None: as it is."""
+    if window is None:
+        return step.valid
+    n, _, _, L, K = step.valid.shape
+    query_at = step.positions[:, None] + mx.arange(L)[None]
+    recent = mx.arange(K)[None, None] > query_at[:, :, None] - window
+    return step.valid & recent.reshape(n, 1, 1, L, K)
+
+
+def observed_keys(scores: mx.array, keys: int, window: int | None) -> mx.array:
+    """A row's last-query scores (..., K) over its ``keys`` keys, or the last ``window`` of
+    them (a sliding last layer: the others are masked)."""
+    return scores[..., max(0, keys - window) if window else 0 : keys]
+
+
 def masked_attention(
     q: mx.array, k: mx.array, v: mx.array, valid: mx.array, scale: float
 ) -> tuple[mx.array, mx.array]:

@@ -92,7 +92,7 @@ async def info(request: Request) -> InfoResponse:
             "max_queue": settings.max_queue,
             # rows decoded together across requests (1: one request at a time)
             "max_batch": request.app.state.worker.max_running,
-            "batched_decoding": engine.decoder is not None,
+            "batched_decoding": True,  # every model: one decode loop
         },
         prefix_cache=engine.prefix_cache_info(),
     )

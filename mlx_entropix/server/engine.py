@@ -48,10 +48,9 @@ class Engine:
     runtime: dict[str, Any]
     model_id: str  # the id /v1/models reports
     token_bytes: TokenBytes  # worker thread only (uses the worker's tokenizer)
-    # Decodes the rows of all running requests as one batch (worker thread only); under
-    # mlx.launch every rank's (rank 0's schedule, ``replica.py``); None for mlx-lm families
-    # with rotating or recurrent caches (``BatchDecoder.supports``).
-    decoder: BatchDecoder | None = None
+    # Decodes the rows of all running requests as one batch (worker thread only), every
+    # model's; under mlx.launch every rank's (rank 0's schedule, ``replica.py``).
+    decoder: BatchDecoder
     # A cold kernel cache: uncompiled until the background build is done (``io.warmup``)
     first_run: FirstRun | None = None
 
@@ -60,10 +59,7 @@ class Engine:
         ranks = init_group()
         lm = load(settings.model, group=ranks)  # split under mlx.launch
         config = settings.config or lm.default_config
-        if ranks is not None:
-            decoder: BatchDecoder | None = ReplicatedDecoder(lm, ranks)
-        else:
-            decoder = BatchDecoder(lm) if BatchDecoder.supports(lm) else None
+        decoder = BatchDecoder(lm) if ranks is None else ReplicatedDecoder(lm, ranks)
         engine = cls(
             lm=lm,
             checker=dataclasses.replace(lm, tokenizer=copy.deepcopy(lm.tokenizer)),
@@ -80,22 +76,21 @@ class Engine:
         # Warm-up: the first forward pass compiles kernels; keep that out of request latency
         # (the requests' path, and fork mode's where that is another one). Followers replay
         # rank 0's (``follow``).
-        warm = (["entropix"], ["fork"]) if decoder is not None else (["entropix"],)
         leader = ranks is None or ranks.rank() == 0
-        for modes in warm if leader else ():
+        for modes in (["entropix"], ["fork"]) if leader else ():
             for _ in generate_rows(lm, "Hi", modes=modes, seeds=[0], max_tokens=2,
                                    top_logprobs=0, decoder=engine.decoder):  # fmt: skip
                 pass
         # After the warm-up (it counts for nothing). Under mlx.launch the followers start
         # theirs at rank 0's word (``ReplicatedDecoder.use_prefix_cache``).
-        if decoder is not None and prefix.max_bytes > 0 and leader:
+        if prefix.max_bytes > 0 and leader:
             decoder.use_prefix_cache(prefix)
         return engine
 
     def prefix_cache_info(self) -> dict[str, Any] | None:
         """The prefix cache's counters (read from any thread: plain numbers)."""
-        prefix = self.decoder.prefix_cache if self.decoder is not None else None
-        if prefix is None or self.decoder is None or self.decoder.extender is None:
+        prefix = self.decoder.prefix_cache
+        if prefix is None or self.decoder.extender is None:
             return None
         ext = self.decoder.extender  # what it still fills in while idle
         return {**prefix.info(), "filling": ext.current is not None or bool(ext.waiting)}
@@ -103,12 +98,12 @@ class Engine:
     def idle_step(self) -> bool:
         """Worker thread, while no job runs: a layer of background work, False when none."""
         self.compiled_if_ready()
-        return self.decoder is not None and self.decoder.idle_step()
+        return self.decoder.idle_step()
 
     def compiled_if_ready(self) -> None:
         """Worker thread: compiled from now on once the kernels are built, when no request is
         decoding (a stream never changes functions midway)."""
-        busy = self.decoder is not None and bool(self.decoder.requests)
+        busy = bool(self.decoder.requests)
         if self.first_run is not None and not busy and self.first_run.resume_if_ready():
             self.runtime = runtime_info().as_dict()
             self.first_run = None

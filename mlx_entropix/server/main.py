@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         except EntropixError as err:
             print(f"error (rank {rank()}): {err}", file=sys.stderr)
             return 2
-        engine.decoder.follow()  # type: ignore[union-attr]  (a ReplicatedDecoder)
+        engine.decoder.follow()  # type: ignore[attr-defined]  (a ReplicatedDecoder)
         return 0
 
     # Load before serving, in the worker thread that will own the model: a bad --model is one

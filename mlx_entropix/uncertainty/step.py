@@ -49,7 +49,7 @@ def observe(
 
 def observe_requests(
     logits: mx.array,
-    scores: Sequence[mx.array],
+    scores: Sequence[mx.array] | None,
     compile_steps: bool = True,
     head_group: mx.distributed.Group | None = None,
 ) -> tuple[mx.array, mx.array, mx.array]:
@@ -59,7 +59,9 @@ def observe_requests(
     ``observe`` gives it alone: the logits metrics are row-wise (no reduction crosses rows;
     measured bitwise for 1 to 8 rows, ``tests/test_batch_decoder.py``), and each request's
     attention keeps its own shape, one input of one shapeless graph. Heads split over ranks
-    (``head_group``): request by request, as ``observe``."""
+    (``head_group``): request by request, as ``observe``. ``scores`` None: not observed."""
+    if scores is None:
+        return observe(logits, None, compile_steps)
     if head_group is not None or any(s.shape[-1] < 2 for s in scores):  # see ``observe``
         ends = list(itertools.accumulate(s.shape[0] for s in scores))
         parts = [observe(logits[end - s.shape[0] : end], s, compile_steps, head_group)
