@@ -27,6 +27,12 @@ def print_info(lm: Any, out: TextIO, as_json: bool) -> None:
             if rt.batch_invariant
             else "as alone up to the last bits (measured; the server asks MKL for strict mode)",
         ),
+        (
+            "one row",
+            f"computed as two in {mi.two_row_products} layers (faster with this BLAS, same bits)"
+            if mi.two_row_products
+            else "",
+        ),  # fmt: skip
         ("dtype", f"{mi.compute_dtype} (weights stored as {mi.stored_as})"),
         (
             "metrics",

@@ -26,6 +26,7 @@ from ..config import SamplerConfig, default_config_for
 from ..errors import ModelLoadError
 from ..models.families import FamilyModel, family_model
 from ..models.llama import Model, ModelArgs
+from ..models.two_rows import two_row_products
 from ..runtime import device
 from ..runtime.distributed import (
     AttentionSharding,
@@ -58,6 +59,9 @@ class ModelInfo:
     # False: the last attention cannot be observed; the four attention metrics are null.
     attention_metrics: bool = True
     sharding: ShardPlan | None = None  # under mlx.launch: what this rank holds
+    # Layers whose lone row's product is computed as two rows, faster with this BLAS
+    # (``models.two_rows``)
+    two_row_products: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -257,7 +261,15 @@ def _model_type(path: Path) -> str:
         raise ModelLoadError(f"cannot read {path / 'config.json'}: {err}") from err
 
 
-def _load_family(path: Path, dtype: str | None) -> tuple[FamilyModel, str, str, dict]:
+def _two_rows(model: nn.Module, compute: str) -> int:
+    """``models.two_rows`` where ``device.two_row_products`` allows: the layers turned."""
+    allowed = device.two_row_products(compute)
+    if allowed is False:
+        return 0
+    return two_row_products(model, device.two_rows_faster if allowed else None)
+
+
+def _load_family(path: Path, dtype: str | None) -> tuple[FamilyModel, str, str, dict, int]:
     """Any non-Llama architecture through mlx-lm's own loader and model class."""
     from mlx_lm.utils import dequantize_model, load_model
 
@@ -281,7 +293,8 @@ def _load_family(path: Path, dtype: str | None) -> tuple[FamilyModel, str, str, 
         inner.set_dtype(_DTYPES[want])
     compute = want if want in _DTYPES or quant else "float32"
     mx.eval(inner.parameters())
-    return family_model(inner, config), compute, stored, config
+    two_rows = _two_rows(inner, compute)
+    return family_model(inner, config), compute, stored, config, two_rows
 
 
 def load(
@@ -307,7 +320,7 @@ def load(
                 f"models only (this is {_model_type(path)})"
             )
 
-        model, compute, stored, config = _load_family(path, dtype)
+        model, compute, stored, config, two_rows = _load_family(path, dtype)
         tokenizer = load_hf_tokenizer(path, config)
         args = model.args
         args.vocab_size = args.vocab_size or len(tokenizer.hf)
@@ -324,6 +337,7 @@ def load(
             load_s=time.perf_counter() - start,
             model_type=args.model_type,
             attention_metrics=args.attention_observed,
+            two_row_products=two_rows,
         )
         return LoadedModel(model, tokenizer, info, default_config_for(path.name),
                            work_phase=device.blas_phase)  # fmt: skip
@@ -346,6 +360,7 @@ def load(
         except ShardingError as err:
             raise ModelLoadError(f"{path.name}: {err}") from err
     mx.eval(model.parameters())
+    two_rows = _two_rows(model, compute)  # after sharding: its layers are left as they are
     info = ModelInfo(
         name=EMBEDDED_NAME if path_or_id is None else path.name,
         path=str(path),
@@ -358,6 +373,7 @@ def load(
         vocab_size=args.vocab_size,
         load_s=time.perf_counter() - start,
         sharding=plan,
+        two_row_products=two_rows,
     )
     return LoadedModel(
         model=model,

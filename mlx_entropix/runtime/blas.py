@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,28 +121,45 @@ def batch_invariant(enable: bool = True) -> bool:
 
 def strict_mode_works() -> bool:
     """Whether MKL's strict mode makes a product's rows batch-invariant on this machine. MKL
-    reads the mode once, so a child process measures it (a few seconds, once); the answer is
-    kept per CPU and MKL build in the user's cache. True where it cannot be measured."""
+    reads the mode once, so a child process measures it (a few seconds, once per CPU and MKL
+    build). True where it cannot be measured."""
     choice = preload()
     if choice.name != "mkl" or choice.path is None:
         return False  # only MKL reads MKL_CBWR
+
+    def measure() -> bool | None:
+        code = "import mlx_entropix.runtime.blas as b; print(int(b.rows_independent()))"
+        env = {**os.environ, "MKL_CBWR": "AUTO,STRICT", ENV_VAR: str(choice.path)}
+        try:
+            run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                 text=True, timeout=300)  # fmt: skip
+            return run.stdout.strip().splitlines()[-1] == "1"
+        except (OSError, subprocess.SubprocessError, IndexError):
+            return None  # unknown: ask for it, as before
+
+    known = measured_once("mkl_strict_mode", measure)
+    return True if known is None else known
+
+
+def measured_once(name: str, measure: Callable[[], bool | None], what: str = "") -> bool | None:
+    """``measure()`` (of ``what``), kept in the user's cache per CPU, BLAS build and MKL mode:
+    measured once per machine (None is not kept: measured again next time)."""
+    choice = preload()
     cpu = next((line for line in _read("/proc/cpuinfo").splitlines() if "model name" in line), "")
-    key = f"{cpu.split(':')[-1].strip()} | {choice.path} | {os.path.getmtime(choice.path):.0f}"
+    mtime = os.path.getmtime(choice.path) if choice.path and os.path.exists(choice.path) else 0
+    key = (f"{cpu.split(':')[-1].strip()} | {choice.path} | {mtime:.0f}"
+           f" | {os.environ.get('MKL_CBWR', '')} | {what}")  # fmt: skip
     home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlx-entropix"
-    path = home / "mkl_strict_mode.json"
+    path = home / f"{name}.json"
     try:
         known = json.loads(path.read_text())
     except (OSError, ValueError):
         known = {}
     if key not in known:
-        code = "import mlx_entropix.runtime.blas as b; print(int(b.rows_independent()))"
-        env = {**os.environ, "MKL_CBWR": "AUTO,STRICT", ENV_VAR: choice.path}
-        try:
-            run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                                 text=True, timeout=300)  # fmt: skip
-            known[key] = run.stdout.strip().splitlines()[-1] == "1"
-        except (OSError, subprocess.SubprocessError, IndexError):
-            return True  # unknown: ask for it, as before
+        value = measure()
+        if value is None:
+            return None
+        known[key] = value
         try:
             home.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(known, indent=1))

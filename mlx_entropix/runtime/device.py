@@ -12,6 +12,7 @@ import functools
 import os
 import platform
 import shutil
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ import mlx.core as mx  # noqa: E402  (after the BLAS preload, on purpose)
 ENV_DEVICE = "MLX_ENTROPIX_DEVICE"  # "cpu" or "gpu": force a device
 ENV_DTYPE = "MLX_ENTROPIX_DTYPE"  # "float32", "float16", "bfloat16" or "quantized"
 ENV_COMPILE = "MLX_ENTROPIX_COMPILE"  # "0" runs the per-token functions uncompiled
+ENV_TWO_ROWS = "MLX_ENTROPIX_TWO_ROWS"  # "0" never, "1" always, unmeasured (``two_row_products``)
 
 
 def backend() -> str:
@@ -107,6 +109,49 @@ def blas_phase(prefill: bool) -> None:
     cores = (os.cpu_count() or 1) // _sharers[0] if _sharers[0] > 1 else None
     blas.set_threads(cores if prefill else 1)
     _phase[0] = prefill
+
+
+def two_row_products(compute_dtype: str) -> bool | None:
+    """Whether a lone row's products may run as two rows (``models.two_rows``): on the CPU, in
+    floating point, with an optimized BLAS, per weight shape where measured faster (True);
+    ``MLX_ENTROPIX_TWO_ROWS`` "0" never (False), "1" every shape unmeasured (None)."""
+    forced = os.environ.get(ENV_TWO_ROWS)
+    if forced in ("0", "1"):
+        return None if forced == "1" else False
+    return backend() == "cpu" and compute_dtype != "quantized" and blas.preload().path is not None
+
+
+def two_rows_faster(weights: list[mx.array]) -> bool:
+    """Whether products with these weights (one shape, (out, in)) give a row the same bits and
+    take at least 10% less time for two rows than for one here; measured once per machine,
+    shape and count (``blas.measured_once``)."""
+    shape, dtype = weights[0].shape, str(weights[0].dtype).split(".")[-1]
+    what = f"{shape[0]}x{shape[1]} x{len(weights)} {dtype}"
+    return bool(blas.measured_once("two_rows", lambda: _two_rows_measured(weights), what))
+
+
+def _two_rows_measured(weights: list[mx.array]) -> bool:
+    """All the products in one graph (out of the caches, as in a decode step), on a decode
+    step's one BLAS thread, medians of 9."""
+    x = mx.random.normal((2, weights[0].shape[1]), key=mx.random.key(0))
+    if not all(mx.array_equal((x @ w.T)[:1], x[:1] @ w.T).item() for w in weights[:2]):
+        return False  # a different kernel's bits: the swap would change the tokens
+
+    def median_s(rows: mx.array) -> float:
+        times = []
+        for i in range(11):
+            start = time.perf_counter()
+            mx.eval([rows @ w.T for w in weights])
+            if i >= 2:  # warm-up
+                times.append(time.perf_counter() - start)
+        return sorted(times)[len(times) // 2]
+
+    blas.set_threads(1)
+    try:
+        return median_s(x) < 0.9 * median_s(x[:1])
+    finally:
+        blas.set_threads(None)
+        _phase[0] = None  # the next phase sets its threads again
 
 
 @dataclass(frozen=True)
