@@ -1,30 +1,28 @@
-"""Fork mode's confidence: the branches' agreement, the fork map in the model and the done
-event, and the fit's reading of agreement. No model."""
+"""Fork mode's confidence: the branches' agreement, a fork map over the shipped confidence,
+and the fit's reading of agreement (``eval/confidence_fork.py``). No model."""
 
 from __future__ import annotations
 
 import math
 
-from mlx_entropix.engine.confidence import (
+from mlx_entropix.engine.confidence import FORMAT_FEATURE, ConfidenceModel, LogisticMap
+from mlx_entropix.eval.confidence_fork import (
     BASE_FEATURE,
-    FORMAT_FEATURE,
-    ConfidenceModel,
-    LogisticMap,
     branch_agreement,
+    compare,
+    fit_fork_maps,
     fork_agreement,
-    logit,
-    shipped_model,
+    fork_records,
+    select,
+    with_fork_map,
 )
-from mlx_entropix.engine.stream import RowStream
-from mlx_entropix.eval.confidence_fork import compare, fit_fork_maps, fork_records, select
-from mlx_entropix.events import ForkBranch, ForkEvent, Metrics, TopLogprob
 
 import numpy as np
 import pytest
 
 ONE = LogisticMap(("mean_logprob",), (-1.0,), (1.0,), (2.0,), 0.0)
 FORK = LogisticMap((BASE_FEATURE, "fork_agree_share"), (0.0, 0.5), (1.0, 0.25), (1.0, 1.0), 0.0)
-MODEL = ConfidenceModel({"chat": ONE, "raw": ONE}, {}, {"raw": 0.05}, {"raw": FORK, "chat": FORK})
+MODEL = ConfidenceModel({"chat": ONE, "raw": ONE}, {}, {"raw": 0.05})
 
 
 def test_branch_agreement_shares():
@@ -40,92 +38,35 @@ def test_branch_agreement_shares():
     assert neg == {"fork_agree_share": 1.0, "fork_agree_score": None}
 
 
-def _fork(answers: list[str | None], kept: int = 0, trigger: str = "first",
-          kind: str | None = "numeric") -> ForkEvent:  # fmt: skip
-    branches = [
-        ForkBranch(
-            token=TopLogprob(id=1, text="x", logprob=-0.1),
-            text=f" {a}",
-            tokens=2,
-            score=0.5,
-            answer=a,
-            kept=j == kept,
-        )  # fmt: skip
-        for j, a in enumerate(answers)
-    ]
-    return ForkEvent(mode="fork", index=0, trigger=trigger, metrics=Metrics.from_values([0.0] * 6),
-                     score="margin", branches=branches, kept=kept, tokens_computed=6,
-                     answer_kind=kind)  # fmt: skip
+def _fork(answers: list[str | None], trigger: str = "first", kind: str | None = "numeric") -> dict:
+    """A ForkEvent's fields (the first branch kept)."""
+    branches = [{"answer": a, "score": 0.5, "kept": j == 0} for j, a in enumerate(answers)]
+    return {"trigger": trigger, "answer_kind": kind, "branches": branches, "kept": 0}
 
 
-def test_fork_agreement_only_for_a_first_token_fork_with_a_reader():
+def test_fork_agreement_only_for_a_first_token_fork_with_a_short_answer_reader():
     assert fork_agreement(None) is None
     assert fork_agreement(_fork(["4", "4", "4"]))["fork_agree_share"] == 1.0
-    assert fork_agreement(_fork(["4", "4", "5"]).model_dump())["fork_agree_share"] == 2 / 3
+    assert fork_agreement(_fork(["B", "B", "C"], kind="choice"))["fork_agree_share"] == 2 / 3
     assert fork_agreement(_fork(["4", "4", "4"], trigger="exploring")) is None
     assert fork_agreement(_fork(["4", "4", "4"], kind=None)) is None
+    assert fork_agreement(_fork(["paris", "paris"], kind="contains")) is None  # whole text
 
 
-def test_fork_map_raises_agreeing_answers_and_keeps_the_cap_and_round_trips(tmp_path):
+def test_fork_map_raises_agreeing_answers_and_keeps_the_cap():
+    maps = {"raw": FORK, "chat": FORK}
     feats = {"mean_logprob": -1.0, "wrong_arithmetic": 0.0}
     base = MODEL(feats)
-    assert base == pytest.approx(0.5)  # no fork features: the per-format map's confidence
-    agree = MODEL({**feats, "fork_agree_share": 1.0})
-    split = MODEL({**feats, "fork_agree_share": 1 / 3})
+    assert base == pytest.approx(0.5)
+    assert with_fork_map(MODEL, maps, feats, "chat") == base  # no agreement: the shipped one
+    agree = with_fork_map(MODEL, maps, {**feats, "fork_agree_share": 1.0}, "chat")
+    split = with_fork_map(MODEL, maps, {**feats, "fork_agree_share": 1 / 3}, "chat")
     assert agree > base > split
-    # the map sees the logit of the base confidence: 1 / (1 + exp(-(0 + 2))) at share 1
-    assert agree == pytest.approx(1 / (1 + math.exp(-(logit(0.5) + 2.0))))
+    # the map sees the logit of the base confidence: sigmoid(0 + 2) at share 1
+    assert agree == pytest.approx(1 / (1 + math.exp(-2.0)))
     # an answer whose own arithmetic fails stays capped whatever its branches say
-    assert MODEL({**feats, "fork_agree_share": 1.0, "wrong_arithmetic": 1.0}, "raw") == 0.05
-    path = tmp_path / "m.json"
-    path.write_text(MODEL.to_json())
-    again = ConfidenceModel.from_file(path)
-    assert again.fork == MODEL.fork
-    assert again({**feats, "fork_agree_share": 1.0}) == pytest.approx(agree)
-
-
-class _Tok:
-    eos_token_ids = {0}
-    PIECES = ["<eos>", " 4", "\n"]
-
-    def detokenizer(self):
-        pieces = self.PIECES
-
-        class D:
-            def add_token(self, i: int) -> str:
-                return pieces[i]
-
-        return D()
-
-    def id_to_text(self, i: int) -> str:
-        return self.PIECES[i]
-
-
-def _done(model: ConfidenceModel, fork: ForkEvent | None) -> float | None:
-    """A raw answer " 4" (p 0.6, runner-up 0.3) after a fork event, or none: its confidence."""
-    s = RowStream(_Tok(), "fork", (), 0, 2, 0.0, model, "raw")
-    if fork is not None:
-        s.add_fork(fork)
-    values = [1.0] + [0.0] * 7 + [math.log(0.6)] + [0.5] * 6 + [1.0, 2.0]
-    s.push(values + [math.log(0.6), math.log(0.3)])
-    s.close()
-    return s.done(3, 0.0, 0).confidence
-
-
-def test_done_event_of_a_fork_reads_its_branches_agreement():
-    alone = _done(MODEL, None)
-    agree, split = _done(MODEL, _fork(["4", "4", "4"])), _done(MODEL, _fork(["4", "5", "6"]))
-    assert agree is not None and split is not None and alone is not None
-    assert agree > alone > split
-
-
-def test_shipped_fork_map_raises_agreement_over_disagreement():
-    model = shipped_model("SmolLM2-135M-Instruct")
-    if model is None or not model.fork:
-        pytest.skip("no fork map shipped")
-    agree, split = _done(model, _fork(["4", "4", "4"])), _done(model, _fork(["4", "5", "6"]))
-    assert agree is not None and split is not None and agree > split
-    assert _done(model, _fork(["4", "4", "4"], kind=None)) == _done(model, None)
+    wrong = {**feats, "fork_agree_share": 1.0, "wrong_arithmetic": 1.0}
+    assert with_fork_map(MODEL, maps, wrong, "raw") == 0.05
 
 
 def _fork_runs(n: int, seed: int) -> dict:

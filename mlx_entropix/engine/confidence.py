@@ -20,12 +20,6 @@ Three steps, all pure:
    and shipped in ``configs/confidence/<model>.json``; monotone in each feature. An answer
    whose text up to it states a false equation ("7 + 7 = 12", ``wrong_arithmetic``) is capped
    at the accuracy such answers had on dev.
-4. **Fork mode** (``branch_agreement``, ``ConfidenceModel.fork``): where a first-token fork
-   ran, how much its branches agree with the kept answer (the share of branches, and of their
-   summed scores, that reached it) is a feature too; a fork map (``eval/confidence_fork.py``,
-   fitted on dev's fork answers) combines it with the logit of the map's confidence. Only for
-   a fork whose branches' answers were read as a number, a choice or yes/no
-   (``SamplerConfig.fork_answer_kind``, as the evaluation sets it).
 """
 
 from __future__ import annotations
@@ -64,11 +58,6 @@ LOGIT_FEATURES: tuple[str, ...] = (
 CONTEXT_FEATURES = ("prefix_mean_logprob", "whole_mean_logprob", "through_mean_logprob",
                     "whole_mean_entropy", "span_start")  # fmt: skip
 ATTENTION_FEATURES = ("attn_entropy", "attn_varentropy", "agreement", "interaction_strength")
-# A fork's branches (``agreement``) and the per-format map's confidence, as its logit: what a
-# fork map sees.
-FORK_FEATURES = ("fork_agree_share", "fork_agree_score")
-BASE_FEATURE = "base_logit"
-READERS = ("numeric", "choice", "yesno")  # answer kinds whose reader reads a short answer
 # "a op b = c" with plain numbers (not part of "1,000", "2.5.1" or "3/4"): the model's working.
 _EQUATION = re.compile(
     r"(?<![\w.,/])(-?\d+(?:\.\d+)?)\s*([-+*x×/])\s*(-?\d+(?:\.\d+)?)\s*=\s*(-?\d+(?:\.\d+)?)(?![.,/]?\d)"
@@ -248,42 +237,6 @@ def features(
     return out
 
 
-def branch_agreement(
-    answers: Sequence[str | None], scores: Sequence[float], kept: int
-) -> dict[str, float | None]:
-    """How much a fork's branches agree with the kept one: the share of branches whose answer
-    is the kept branch's (a branch without an answer disagrees), and the share of the
-    branches' summed scores theirs carry (None unless every score is >= 0 and some > 0: the
-    margins are; a log-probability or entropy score is not a share). None for both when the
-    kept branch has no answer."""
-    if not answers or not 0 <= kept < len(answers) or answers[kept] is None:
-        return dict.fromkeys(FORK_FEATURES)
-    same = [a == answers[kept] for a in answers]
-    total = sum(scores)
-    ok = total > 0 and all(s >= 0 for s in scores)
-    return {
-        "fork_agree_share": sum(same) / len(same),
-        "fork_agree_score": sum(s for s, m in zip(scores, same, strict=True) if m) / total
-        if ok
-        else None,
-    }
-
-
-def fork_agreement(fork: Any) -> dict[str, float | None] | None:
-    """``branch_agreement`` of a ``ForkEvent`` (or its dict); None where the fork map does not
-    apply: no fork, a fork after the first token (an 'exploring' fork reads partial answers), or
-    branches whose answer is their whole text (no answer kind, or ``exact``/``contains``:
-    branches that start with different tokens rarely agree word for word)."""
-    if fork is None:
-        return None
-    get = fork.get if isinstance(fork, dict) else lambda k: getattr(fork, k)
-    if get("trigger") != "first" or get("answer_kind") not in READERS:
-        return None
-    branches = [b if isinstance(b, dict) else b.model_dump() for b in get("branches")]
-    answers, scores = [b["answer"] for b in branches], [b["score"] for b in branches]
-    return branch_agreement(answers, scores, get("kept"))
-
-
 # --------------------------------------------------------------------------- the map
 
 
@@ -360,75 +313,41 @@ class ConfidenceModel:
     # Per format: the most confidence an answer gets whose own arithmetic fails (its accuracy
     # on dev); a format without an entry has no such cap.
     wrong_arithmetic: dict[str, float] = field(default_factory=dict)
-    # Per format: the fork map (features: BASE_FEATURE, the logit of the map's confidence, and
-    # FORK_FEATURES), for answers of a first-token fork; a format without one keeps the map's.
-    fork: dict[str, Map] = field(default_factory=dict)
 
-    def base(self, feats: dict[str, float | None], fmt: str = "chat") -> float | None:
-        """The format's map, capped where the answer's own arithmetic fails."""
+    def __call__(self, feats: dict[str, float | None], fmt: str = "chat") -> float | None:
         m = self.maps.get(fmt) or self.maps.get("chat") or next(iter(self.maps.values()))
         p = m({**feats, FORMAT_FEATURE: float(fmt == "raw")})
-        return self._cap(p, feats, fmt)
-
-    def _cap(self, p: float | None, feats: dict[str, float | None], fmt: str) -> float | None:
         cap = self.wrong_arithmetic.get(fmt if fmt in self.maps else "chat")
         return p if p is None or cap is None or not feats.get("wrong_arithmetic") else min(p, cap)
 
-    def __call__(self, feats: dict[str, float | None], fmt: str = "chat") -> float | None:
-        """``base``; for a fork's answer (FORK_FEATURES known) the format's fork map of it and
-        the branches' agreement, capped the same way."""
-        p = self.base(feats, fmt)
-        fork = self.fork.get(fmt)
-        if p is None or fork is None:
-            return p
-        q = fork({**feats, BASE_FEATURE: logit(p), FORMAT_FEATURE: float(fmt == "raw")})
-        return p if q is None else self._cap(q, feats, fmt)
-
     def to_json(self) -> str:
         maps = {k: m.to_dict() for k, m in self.maps.items()}
-        data: dict[str, Any] = {"maps": maps, "wrong_arithmetic": self.wrong_arithmetic}
-        if self.fork:
-            data["fork"] = {k: m.to_dict() for k, m in self.fork.items()}
-        return json.dumps({**data, "meta": self.meta}, indent=1) + "\n"
+        data = {"maps": maps, "wrong_arithmetic": self.wrong_arithmetic, "meta": self.meta}
+        return json.dumps(data, indent=1) + "\n"
 
     @classmethod
     def from_file(cls, path: str | Path) -> ConfidenceModel:
         data = json.loads(Path(path).read_text())
-        maps = {k: _map_of(v) for k, v in data["maps"].items()}
+        maps: dict[str, Map] = {
+            k: (IsotonicMap if v.get("type") == "isotonic" else LogisticMap).from_dict(v)
+            for k, v in data["maps"].items()
+        }
         if not maps:
             raise ValueError(f"{path}: no fitted map")
         caps = {k: float(v) for k, v in data.get("wrong_arithmetic", {}).items()}
-        fork = {k: _map_of(v) for k, v in data.get("fork", {}).items()}
-        return cls(maps, data.get("meta", {}), caps, fork)
-
-
-def _map_of(d: dict[str, Any]) -> Map:
-    return (IsotonicMap if d.get("type") == "isotonic" else LogisticMap).from_dict(d)
-
-
-def logit(p: float) -> float:
-    """log(p / (1 - p)), p clipped to [1e-6, 1 - 1e-6]."""
-    p = min(max(p, 1e-6), 1 - 1e-6)
-    return math.log(p / (1 - p))
+        return cls(maps, data.get("meta", {}), caps)
 
 
 def _key(name: str) -> str:
     return "".join(c for c in name.lower() if c.isalnum())
 
 
-def model_path(model_name: str) -> Path | None:
-    """The config file of this model's confidence map (file stem a prefix of the name, case
-    and punctuation ignored; the longest such), or None."""
-    found = [p for p in CONFIDENCE_DIR.glob("*.json") if _key(model_name).startswith(_key(p.stem))]
-    return max(found, key=lambda p: len(p.stem)) if found else None
-
-
 @lru_cache(maxsize=8)
 def shipped_model(model_name: str) -> ConfidenceModel | None:
-    """The confidence map shipped for this model (``model_path``), or None: then generations
-    carry no confidence."""
-    path = model_path(model_name)
-    return ConfidenceModel.from_file(path) if path else None
+    """The confidence map shipped for this model (file stem a prefix of the name, case and
+    punctuation ignored), or None: then generations carry no confidence."""
+    found = [p for p in CONFIDENCE_DIR.glob("*.json") if _key(model_name).startswith(_key(p.stem))]
+    return ConfidenceModel.from_file(max(found, key=lambda p: len(p.stem))) if found else None
 
 
 @dataclass(frozen=True)
@@ -440,14 +359,10 @@ class Scored:
 
 def score(text: str, signals: Sequence[TokenSignal], model: ConfidenceModel | None,
           fmt: str = "chat", kind: Kind | None = None,
-          options: dict[str, str] | None = None,
-          fork: dict[str, float | None] | None = None) -> Scored:  # fmt: skip
-    """The answer's span, its features and (with a model) its confidence; ``fork``: the
-    branches' ``fork_agreement`` where a fork chose the answer."""
+          options: dict[str, str] | None = None) -> Scored:  # fmt: skip
+    """The answer's span, its features and (with a model) its confidence."""
     span = answer_span(text, kind, options)
     feats = features(text, signals, span)
-    if fork is not None:
-        feats.update(fork)
     conf = model(feats, fmt) if model is not None and span is not None else None
     return Scored(None if conf is None else round(conf, 6), span, feats)
 

@@ -27,7 +27,7 @@ from ..events import (
     TokenEvent,
     TopLogprob,
 )
-from .confidence import ConfidenceModel, TokenSignal, fork_agreement, score
+from .confidence import ConfidenceModel, TokenSignal, score
 
 TOKEN, STATE, ACTION, PARAMS, LOGPROB, METRICS, TOP = 0, 1, 2, slice(3, 8), 8, slice(9, 15), 15
 
@@ -106,7 +106,6 @@ class RowStream:
         self.finished = False
         self.held: TokenEvent | None = None
         self.queued: list[ForkEvent] = []
-        self.fork: ForkEvent | None = None  # the first fork: its branches' agreement
         self.t0 = self.t_first = t0
 
     def push(self, values: list[float]) -> list[TokenEvent | ForkEvent]:
@@ -166,7 +165,6 @@ class RowStream:
 
     def add_fork(self, event: ForkEvent) -> list[ForkEvent]:
         """Queue a fork event behind a held token event, or release it now."""
-        self.fork = self.fork or event
         self.queued.append(event)
         return self._drain() if self.held is None else []
 
@@ -198,8 +196,7 @@ class RowStream:
         t_end = time.perf_counter()
         n = self.n
         t_first = self.t_first if t_decode is None else t_decode
-        agree = fork_agreement(self.fork)
-        scored = score(self.text, self.signals, self.confidence, self.fmt, fork=agree)
+        scored = score(self.text, self.signals, self.confidence, self.fmt)
         return DoneEvent(
             mode=self.mode,
             text=self.text,

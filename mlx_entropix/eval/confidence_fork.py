@@ -1,41 +1,36 @@
-"""Fork mode's confidence: the shipped map's confidence and the agreement of the fork's
-branches (``confidence.branch_agreement``), fitted on dev's fork answers and chosen the way
-``confidence_select.py`` chooses (leave one category out; AUROC + within-category AUROC, the
-fewest features among practically equal candidates, then ECE).
+"""Fork mode's confidence: does the agreement of the fork's branches add to the answer
+confidence? Measured on dev's fork answers the way ``confidence_select.py`` chooses (leave one
+category out; AUROC + within-category AUROC, the fewest features among practically equal
+candidates, then ECE), against the shipped confidence of the same answers.
 
     uv run benchmarks/eval.py DEV.csv --modes fork --signals --out fork_dev
-    uv run python -m mlx_entropix.eval.confidence_fork fork_dev.json [--test fork_test.json] \\
-        --report benchmarks/results/confidence_fork.md [--write]
+    uv run python -m mlx_entropix.eval.confidence_fork fork_dev.json [--test fork_test.json] \
+        --report benchmarks/results/confidence_fork.md
 
-Every candidate is a logistic map of ``base_logit`` (the logit of the shipped per-format map's
-confidence, arithmetic cap included) and none, one or both agreement features, per format or
-pooled; "shipped" is the per-format map's confidence unchanged. The comparison that decides
-whether agreement helps is paired: the chosen map against the shipped confidence on the same
-fork answers (bootstrap over answers). ``--write`` adds the chosen fork maps to the model's
-config when a chosen map uses agreement (a map of ``base_logit`` alone is a recalibration, not
-agreement: nothing is written). Refitting the per-format maps (``calibrate confidence``)
-changes ``base_logit``: refit the fork maps after it.
+Agreement (``branch_agreement``): the share of branches whose answer is the kept one's, and
+the share of the branches' summed scores theirs carry; only where the branches' answers are
+read as a number, a choice or yes/no (``fork_agreement``). Every candidate is a logistic map
+of ``base_logit`` (the logit of the shipped per-format map's confidence, arithmetic cap
+included) and none, one or both agreement features, per format or pooled; answers without
+agreement keep the shipped confidence. Two paired comparisons (bootstrap over answers): the
+chosen maps against the shipped confidence, and base + share against base alone under the
+same held-out fitting (what agreement itself adds). Result of 2026-12-04: it adds nothing on
+dev (benchmarks/results/confidence_fork.md), so no fork map is shipped and the engine gives a
+fork's answer the same confidence as any answer.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..engine.confidence import (
-    BASE_FEATURE,
-    FORK_FEATURES,
-    FORMAT_FEATURE,
-    ConfidenceModel,
-    fork_agreement,
-    logit,
-)
+from ..engine.confidence import FORMAT_FEATURE, ConfidenceModel, Map
 from .confidence_fit import refeaturized, scores_report, usable
 from .confidence_select import (
     Candidate,
+    _logit,
     bootstrap,
     choose,
     fit_candidate,
@@ -44,6 +39,62 @@ from .confidence_select import (
 )
 from .confidence_stats import auroc, ece, paired_bootstrap
 from .harness import load_items
+
+# A fork's branches (``branch_agreement``) and the per-format map's confidence, as its logit:
+# what a fork map sees.
+FORK_FEATURES = ("fork_agree_share", "fork_agree_score")
+BASE_FEATURE = "base_logit"
+READERS = ("numeric", "choice", "yesno")  # answer kinds whose reader reads a short answer
+
+
+def branch_agreement(
+    answers: Sequence[str | None], scores: Sequence[float], kept: int
+) -> dict[str, float | None]:
+    """How much a fork's branches agree with the kept one: the share of branches whose answer
+    is the kept branch's (a branch without an answer disagrees), and the share of the
+    branches' summed scores theirs carry (None unless every score is >= 0 and some > 0: the
+    margins are; a log-probability or entropy score is not a share). None for both when the
+    kept branch has no answer."""
+    if not answers or not 0 <= kept < len(answers) or answers[kept] is None:
+        return dict.fromkeys(FORK_FEATURES)
+    same = [a == answers[kept] for a in answers]
+    total = sum(scores)
+    ok = total > 0 and all(s >= 0 for s in scores)
+    share = sum(s for s, m in zip(scores, same, strict=True) if m) / total if ok else None
+    return {"fork_agree_share": sum(same) / len(same), "fork_agree_score": share}
+
+
+def fork_agreement(fork: dict[str, Any] | None) -> dict[str, float | None] | None:
+    """``branch_agreement`` of a fork (a ``ForkEvent``'s fields); None where it is not the
+    feature measured here: no fork, a fork after the first token (an 'exploring' fork reads
+    partial answers), or branches whose answer is their whole text (no answer kind, or
+    ``exact``/``contains``: branches that start with different tokens rarely agree word for
+    word)."""
+    if fork is None or fork["trigger"] != "first" or fork["answer_kind"] not in READERS:
+        return None
+    bs = fork["branches"]
+    return branch_agreement([b["answer"] for b in bs], [b["score"] for b in bs], fork["kept"])
+
+
+def with_fork_map(
+    model: ConfidenceModel, maps: dict[str, Map], feats: dict[str, Any], fmt: str
+) -> float | None:
+    """A fork answer's confidence under fork ``maps``: the format's map of the model's
+    confidence (its logit) and the agreement, capped as the model caps (an answer whose own
+    arithmetic fails); the model's confidence where the format has no map or the answer no
+    agreement."""
+    p = model(feats, fmt)
+    m = maps.get(fmt)
+    if p is None or m is None:
+        return p
+    q = m({**feats, BASE_FEATURE: _logit(p), FORMAT_FEATURE: float(fmt == "raw")})
+    return p if q is None else _cap(q, feats, fmt, model)
+
+
+def _cap(p: float | None, feats: dict[str, Any], fmt: str, model: ConfidenceModel) -> float | None:
+    cap = model.wrong_arithmetic.get(fmt if fmt in model.maps else "chat")
+    return p if p is None or cap is None or not feats.get("wrong_arithmetic") else min(p, cap)
+
 
 SHIPPED = "shipped (per-format map)"
 SETS: dict[str, tuple[str, ...]] = {
@@ -80,16 +131,12 @@ def fork_records(
         kept = next((i for i, b in enumerate(bs) if b["kept"]), -1)
         fork = {"trigger": "first", "answer_kind": kinds[r["item"]], "branches": bs, "kept": kept}
         agree = fork_agreement(fork) or dict.fromkeys(FORK_FEATURES)
-        base = model.base(r["features"], r.get("format", "chat"))
+        base = model(r["features"], r.get("format", "chat"))
         if base is None:
             continue
-        out.append({**r, "features": {**r["features"], **agree, BASE_FEATURE: logit(base)},
+        out.append({**r, "features": {**r["features"], **agree, BASE_FEATURE: _logit(base)},
                     "confidence": base})  # fmt: skip
     return out
-
-
-def _capped(p: float | None, r: dict[str, Any], model: ConfidenceModel) -> float | None:
-    return model._cap(p, r["features"], r.get("format", "chat"))
 
 
 def held_out(
@@ -107,7 +154,7 @@ def held_out(
             for i, p in zip(ix, leave_category_out([recs[i] for i in ix], c), strict=True):
                 preds[i] = p
     # an answer without the candidate's features (no agreement) keeps the shipped confidence
-    return [r["confidence"] if p is None else _capped(p, r, model)
+    return [r["confidence"] if p is None else _cap(p, r["features"], r.get("format", "chat"), model)
             for p, r in zip(preds, recs, strict=True)]  # fmt: skip
 
 
@@ -195,12 +242,16 @@ def report(
             "shipped": _figures(shipped, dev, n_boot),
             "chosen vs shipped": compare(mine, shipped, dev, n_boot),
         },
+        # what agreement adds under the same fitting: base + share vs base alone, both held out
+        "agreement vs base alone": compare(
+            preds["base + share"], preds["base (recal)"], dev, n_boot
+        ),  # fmt: skip
         "agreement on dev": agreement_table(dev),
+        "agreement by category": agreement_table(dev, by_category=True),
     }
     if test_result is not None:
         test = fork_records(test_result, model)
-        forked = replace(model, fork=maps)
-        new = [forked(r["features"], r.get("format", "chat")) for r in test]
+        new = [with_fork_map(model, maps, r["features"], r.get("format", "chat")) for r in test]
         old = [r["confidence"] for r in test]
         out["test (fitted on dev)"] = {
             "chosen": _figures(new, test, n_boot),
@@ -211,13 +262,18 @@ def report(
     return out, maps
 
 
-def agreement_table(recs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Accuracy of the fork's answers by share of branches that agree with the kept one."""
-    rows: dict[float, list[bool]] = {}
+def agreement_table(
+    recs: Sequence[dict[str, Any]], by_category: bool = False
+) -> list[dict[str, Any]]:
+    """Accuracy of the fork's answers by share of branches that agree with the kept one (and
+    by category)."""
+    rows: dict[tuple[str, float], list[bool]] = {}
     for r in recs:
         if (share := r["features"]["fork_agree_share"]) is not None:
-            rows.setdefault(round(share, 3), []).append(bool(r["correct"]))
-    return [{"share": s, "n": len(v), "accuracy": sum(v) / len(v)} for s, v in sorted(rows.items())]
+            key = (r["category"] if by_category else "", round(share, 3))
+            rows.setdefault(key, []).append(bool(r["correct"]))
+    return [{"category": c, "share": s, "n": len(v), "accuracy": sum(v) / len(v)}
+            for (c, s), v in sorted(rows.items())]  # fmt: skip
 
 
 def _f(x: float | None) -> str:
@@ -261,16 +317,18 @@ def markdown(rep: dict[str, Any]) -> str:
                     f" | {_f(b['within_category_auroc'])}{_ci(ci.get('within_category_auroc'))}"
                     f" | {_f(b['ece'])}{_ci(ci.get('ece'))} | {top} |"
                 )
-    lines += ["", "| chosen minus shipped [95% paired bootstrap] | split | format | answers "
+    lines += ["", "| difference [95% paired bootstrap] | split | format | answers "
               "| AUROC | ECE |", "|---|---|---|---|---|---|"]  # fmt: skip
-    for split in [s for s in splits if s in rep]:
-        for fmt, b in rep[split]["chosen vs shipped"].items():
+    rows = [("chosen minus shipped", s, rep[s]["chosen vs shipped"]) for s in splits if s in rep]
+    rows.append(("base + share minus base (recal)", splits[0], rep["agreement vs base alone"]))
+    for who, split, by_fmt in rows:
+        for fmt, b in by_fmt.items():
             cells = []
             for k in ("auroc_diff", "ece_diff"):
                 d, ci = b[k], b[k]["ci95"]
                 cells.append("-" if d["diff"] is None else
                              f"{d['diff']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]")  # fmt: skip
-            lines.append(f"| | {split} | {fmt} | {b['n']} | {cells[0]} | {cells[1]} |")
+            lines.append(f"| {who} | {split} | {fmt} | {b['n']} | {cells[0]} | {cells[1]} |")
     lines += ["", "| branches agreeing with the kept answer | split | answers | accuracy % |",
               "|---|---|---|---|"]  # fmt: skip
     tables = [("dev", rep["agreement on dev"])]
@@ -286,14 +344,12 @@ def markdown(rep: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
-    from ..engine.confidence import model_path, shipped_model
+    from ..engine.confidence import shipped_model
 
     p = argparse.ArgumentParser(prog="python -m mlx_entropix.eval.confidence_fork")
     p.add_argument("dev", help="a fork run's result JSON (benchmarks/eval.py --signals)")
     p.add_argument("--test", help="the test split's fork run (report once, after choosing)")
     p.add_argument("--report", help="markdown path (a .json beside it)")
-    p.add_argument("--write", action="store_true",
-                   help="add the fork maps that use agreement to the model's config")  # fmt: skip
     p.add_argument("--boot", type=int, default=1000)
     args = p.parse_args(argv)
     dev_result = json.loads(Path(args.dev).read_text())
@@ -301,24 +357,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = shipped_model(name)
     if model is None:
         p.error(f"no confidence map shipped for {name}")
-    base = replace(model, fork={})
     test_result = json.loads(Path(args.test).read_text()) if args.test else None
-    rep, maps = report(dev_result, base, test_result, args.boot)
-    print(json.dumps({k: v for k, v in rep.items() if k != "candidates"}, indent=1)[:6000])
+    rep, _ = report(dev_result, model, test_result, args.boot)
+    print(markdown(rep))
     if args.report:
         Path(args.report).write_text(markdown(rep))
         Path(args.report).with_suffix(".json").write_text(json.dumps(rep, indent=1) + "\n")
-    if args.write:
-        keep = {f: m for f, m in maps.items() if rep["uses agreement"][f]}
-        path = model_path(name)
-        if path is None or not keep:
-            print("nothing written: no config, or no chosen map uses agreement")
-            return 0
-        meta = {**base.meta, "fork": {"fitted_on": [args.dev], "answers": rep["dev answers"],
-                "chosen": {f: rep["chosen"][f] for f in keep},
-                "selected_by": "leave one category out on dev fork answers"}}  # fmt: skip
-        path.write_text(replace(base, fork=keep, meta=meta).to_json())
-        print(f"wrote {path}")
     return 0
 
 

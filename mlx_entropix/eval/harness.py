@@ -241,7 +241,7 @@ def engine_generate_fn(
     a self-consistent answer (mode "sc"); ``keep_signals``: every token's signals in the record;
     ``fork_reader`` False: fork mode gets no answer kind, and the answer cue (the config's, else
     the paper's) reads its branches."""
-    from ..engine.confidence import TokenSignal, fork_agreement, score, shipped_model
+    from ..engine.confidence import TokenSignal, score, shipped_model
     from ..engine.generate import generate
     from .consistency import sample_rows, vote
 
@@ -302,8 +302,7 @@ def engine_generate_fn(
              "parent": b.parent, "at": b.at, "signal": b.signal, "cue": b.cue}
             for b in fork.branches
         ]  # fmt: skip
-        scored = score(done.text, signals, conf_model, item.format, item.kind, options,
-                       fork=fork_agreement(fork))  # fmt: skip
+        scored = score(done.text, signals, conf_model, item.format, item.kind, options)
         return Generation(
             text=done.text,
             tokens=done.generated_tokens,
