@@ -1,12 +1,18 @@
 """Fork mode's confidence: the branches' agreement, a fork map over the shipped confidence,
-and the fit's reading of agreement (``eval/confidence_fork.py``). No model."""
+and the fit's reading of agreement (``benchmarks/confidence_fork.py``). No model."""
 
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 from mlx_entropix.engine.confidence import FORMAT_FEATURE, ConfidenceModel, LogisticMap
-from mlx_entropix.eval.confidence_fork import (
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import numpy as np
+import pytest
+from confidence_fork import (  # noqa: E402  (a benchmark script, not a package module)
     BASE_FEATURE,
     branch_agreement,
     compare,
@@ -16,9 +22,6 @@ from mlx_entropix.eval.confidence_fork import (
     select,
     with_fork_map,
 )
-
-import numpy as np
-import pytest
 
 ONE = LogisticMap(("mean_logprob",), (-1.0,), (1.0,), (2.0,), 0.0)
 FORK = LogisticMap((BASE_FEATURE, "fork_agree_share"), (0.0, 0.5), (1.0, 0.25), (1.0, 1.0), 0.0)

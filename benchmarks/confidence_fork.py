@@ -4,7 +4,7 @@ category out; AUROC + within-category AUROC, the fewest features among practical
 candidates, then ECE), against the shipped confidence of the same answers.
 
     uv run benchmarks/eval.py DEV.csv --modes fork --signals --out fork_dev
-    uv run python -m mlx_entropix.eval.confidence_fork fork_dev.json [--test fork_test.json] \
+    uv run benchmarks/confidence_fork.py fork_dev.json [--test fork_test.json] \
         --report benchmarks/results/confidence_fork.md
 
 Agreement (``branch_agreement``): the share of branches whose answer is the kept one's, and
@@ -22,13 +22,16 @@ fork's answer the same confidence as any answer.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..engine.confidence import FORMAT_FEATURE, ConfidenceModel, Map
-from .confidence_fit import refeaturized, scores_report, usable
-from .confidence_select import (
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mlx_entropix.engine.confidence import FORMAT_FEATURE, ConfidenceModel, Map
+from mlx_entropix.eval.confidence_fit import refeaturized, scores_report, usable
+from mlx_entropix.eval.confidence_select import (
     Candidate,
     _logit,
     bootstrap,
@@ -37,8 +40,8 @@ from .confidence_select import (
     leave_category_out,
     with_format,
 )
-from .confidence_stats import auroc, ece, paired_bootstrap
-from .harness import load_items
+from mlx_entropix.eval.confidence_stats import auroc, ece, paired_bootstrap
+from mlx_entropix.eval.harness import load_items
 
 # A fork's branches (``branch_agreement``) and the per-format map's confidence, as its logit:
 # what a fork map sees.
@@ -344,9 +347,9 @@ def markdown(rep: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
-    from ..engine.confidence import shipped_model
+    from mlx_entropix.engine.confidence import shipped_model
 
-    p = argparse.ArgumentParser(prog="python -m mlx_entropix.eval.confidence_fork")
+    p = argparse.ArgumentParser(prog="benchmarks/confidence_fork.py")
     p.add_argument("dev", help="a fork run's result JSON (benchmarks/eval.py --signals)")
     p.add_argument("--test", help="the test split's fork run (report once, after choosing)")
     p.add_argument("--report", help="markdown path (a .json beside it)")
