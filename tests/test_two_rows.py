@@ -5,7 +5,7 @@ import json
 
 from mlx_entropix.models import two_rows
 from mlx_entropix.models.llama import Model, ModelArgs
-from mlx_entropix.runtime import device
+from mlx_entropix.runtime import blas, device
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -63,8 +63,11 @@ def test_only_shapes_measured_faster_are_swapped_and_the_answer_is_kept(monkeypa
 
 def test_the_environment_decides_over_the_measurement(monkeypatch):
     monkeypatch.setenv(device.ENV_TWO_ROWS, "0")
-    assert device.two_row_products("float32") is False
+    assert device.two_rows_rule("float32") is None
     monkeypatch.setenv(device.ENV_TWO_ROWS, "1")
-    assert device.two_row_products("float32") is None  # every shape, unmeasured
+    every = device.two_rows_rule("float32")
+    assert every is not None and every([mx.zeros((3, 2))])  # every shape, unmeasured
     monkeypatch.delenv(device.ENV_TWO_ROWS)
-    assert device.two_row_products("quantized") is False
+    assert device.two_rows_rule("quantized") is None
+    expected = device.two_rows_faster if device.backend() == "cpu" else None
+    assert device.two_rows_rule("float32") is (expected if blas.preload().path else None)

@@ -32,7 +32,7 @@ def print_info(lm: Any, out: TextIO, as_json: bool) -> None:
             f"computed as two in {mi.two_row_products} layers (faster with this BLAS, same bits)"
             if mi.two_row_products
             else "",
-        ),  # fmt: skip
+        ),
         ("dtype", f"{mi.compute_dtype} (weights stored as {mi.stored_as})"),
         (
             "metrics",

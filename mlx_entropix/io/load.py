@@ -262,11 +262,9 @@ def _model_type(path: Path) -> str:
 
 
 def _two_rows(model: nn.Module, compute: str) -> int:
-    """``models.two_rows`` where ``device.two_row_products`` allows: the layers turned."""
-    allowed = device.two_row_products(compute)
-    if allowed is False:
-        return 0
-    return two_row_products(model, device.two_rows_faster if allowed else None)
+    """``models.two_rows`` for the shapes ``device.two_rows_rule`` picks: the layers turned."""
+    rule = device.two_rows_rule(compute)
+    return 0 if rule is None else two_row_products(model, rule)
 
 
 def _load_family(path: Path, dtype: str | None) -> tuple[FamilyModel, str, str, dict, int]:

@@ -13,6 +13,7 @@ import os
 import platform
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ import mlx.core as mx  # noqa: E402  (after the BLAS preload, on purpose)
 ENV_DEVICE = "MLX_ENTROPIX_DEVICE"  # "cpu" or "gpu": force a device
 ENV_DTYPE = "MLX_ENTROPIX_DTYPE"  # "float32", "float16", "bfloat16" or "quantized"
 ENV_COMPILE = "MLX_ENTROPIX_COMPILE"  # "0" runs the per-token functions uncompiled
-ENV_TWO_ROWS = "MLX_ENTROPIX_TWO_ROWS"  # "0" never, "1" always, unmeasured (``two_row_products``)
+ENV_TWO_ROWS = "MLX_ENTROPIX_TWO_ROWS"  # "0" never, "1" always, unmeasured (``two_rows_rule``)
 
 
 def backend() -> str:
@@ -111,14 +112,16 @@ def blas_phase(prefill: bool) -> None:
     _phase[0] = prefill
 
 
-def two_row_products(compute_dtype: str) -> bool | None:
-    """Whether a lone row's products may run as two rows (``models.two_rows``): on the CPU, in
-    floating point, with an optimized BLAS, per weight shape where measured faster (True);
-    ``MLX_ENTROPIX_TWO_ROWS`` "0" never (False), "1" every shape unmeasured (None)."""
+def two_rows_rule(compute_dtype: str) -> Callable[[list[mx.array]], bool] | None:
+    """Which weight shapes compute a lone row as two rows (``models.two_rows``): on the CPU, in
+    floating point, with an optimized BLAS, those measured faster (``two_rows_faster``); None
+    elsewhere. ``MLX_ENTROPIX_TWO_ROWS`` "0": none, "1": every shape, unmeasured."""
     forced = os.environ.get(ENV_TWO_ROWS)
     if forced in ("0", "1"):
-        return None if forced == "1" else False
-    return backend() == "cpu" and compute_dtype != "quantized" and blas.preload().path is not None
+        return (lambda weights: True) if forced == "1" else None
+    if backend() != "cpu" or compute_dtype == "quantized" or blas.preload().path is None:
+        return None
+    return two_rows_faster
 
 
 def two_rows_faster(weights: list[mx.array]) -> bool:
