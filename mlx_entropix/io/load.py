@@ -311,41 +311,34 @@ def load(
         tokenizer = load_hf_tokenizer(path, config)
         args = model.args
         args.vocab_size = args.vocab_size or len(tokenizer.hf)
-        info = ModelInfo(
-            name=path.name,
-            path=str(path),
-            format=fmt,
-            context_length=args.max_position_embeddings,
-            compute_dtype=compute,
-            stored_as=stored,
-            n_params=int(sum(v.size for _, v in tree_flatten(model.parameters()))),
-            n_layers=args.num_hidden_layers,
-            vocab_size=args.vocab_size,
-            load_s=time.perf_counter() - start,
-            model_type=args.model_type,
-            attention_metrics=args.attention_observed,
-        )
-        return LoadedModel(model, tokenizer, info, default_config_for(path.name),
-                           work_phase=device.blas_phase)  # fmt: skip
-    if fmt == "gguf":
-        args, weights, tokenizer = _load_gguf(path)
+        n_params = sum(v.size for _, v in tree_flatten(model.parameters()))
+        kind: dict[str, Any] = {
+            "model_type": args.model_type,
+            "attention_metrics": args.attention_observed,
+        }
+        compile_steps = True
     else:
-        args, weights, tokenizer, _ = _load_dir(path)
-    quantized = any(k.endswith(".scales") for k in weights)
-    want = dtype or device.compute_dtype(quantized)
-    try:
-        model, compute, stored = _build(args, weights, want)
-    except (ValueError, KeyError) as err:
-        raise ModelLoadError(f"weights in {path} do not fit a Llama model: {err}") from err
-    n_params = sum(v.size for _, v in tree_flatten(model.parameters()))  # the whole model's
-    plan = None
-    if group is not None and group.size() > 1:
+        if fmt == "gguf":
+            args, weights, tokenizer = _load_gguf(path)
+        else:
+            args, weights, tokenizer, _ = _load_dir(path)
+        quantized = any(k.endswith(".scales") for k in weights)
+        want = dtype or device.compute_dtype(quantized)
         try:
-            plan = shard_model(model, group, attention)
-            device.share_cores(ranks_here(group))
-        except ShardingError as err:
-            raise ModelLoadError(f"{path.name}: {err}") from err
-    mx.eval(model.parameters())
+            model, compute, stored = _build(args, weights, want)
+        except (ValueError, KeyError) as err:
+            raise ModelLoadError(f"weights in {path} do not fit a Llama model: {err}") from err
+        n_params = sum(v.size for _, v in tree_flatten(model.parameters()))  # the whole model's
+        plan = None
+        if group is not None and group.size() > 1:
+            try:
+                plan = shard_model(model, group, attention)
+                device.share_cores(ranks_here(group))
+            except ShardingError as err:
+                raise ModelLoadError(f"{path.name}: {err}") from err
+        mx.eval(model.parameters())
+        kind = {"sharding": plan}
+        compile_steps = device.compile_steps()[0]
     info = ModelInfo(
         name=EMBEDDED_NAME if path_or_id is None else path.name,
         path=str(path),
@@ -357,13 +350,13 @@ def load(
         n_layers=args.num_hidden_layers,
         vocab_size=args.vocab_size,
         load_s=time.perf_counter() - start,
-        sharding=plan,
+        **kind,
     )
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
         info=info,
         default_config=default_config_for(path.name),
-        compile_steps=device.compile_steps()[0],
+        compile_steps=compile_steps,
         work_phase=device.blas_phase,
     )
