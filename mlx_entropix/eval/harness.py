@@ -292,12 +292,8 @@ def engine_generate_fn(
             elif event.type == "fork" and fork is None:
                 fork = event
         assert done is not None  # the engine always ends with a DoneEvent
-        branches = [] if fork is None else [
-            {"text": b.text, "answer": b.answer, "score": b.score, "tokens": b.tokens,
-             "finish": b.finish, "kept": b.kept, "span": list(b.span), "margins": b.margins,
-             "parent": b.parent, "at": b.at, "signal": b.signal, "cue": b.cue}
-            for b in fork.branches
-        ]  # fmt: skip
+        # every field of a branch but its first token
+        branches = [] if fork is None else [b.model_dump(exclude={"token"}) for b in fork.branches]
         scored = score(done.text, signals, conf_model, item.format, item.kind, options)
         return Generation(
             text=done.text,
