@@ -23,7 +23,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from ..config import SamplerConfig, default_config_for
-from ..errors import ModelLoadError
+from ..errors import ModelLoadError, first_line
 from ..models.families import FamilyModel, family_model
 from ..models.llama import Model, ModelArgs
 from ..runtime import device
@@ -246,8 +246,7 @@ def _from_hub(repo_id: str) -> Path:
     try:
         return Path(snapshot_download(repo_id, **files))
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelLoadError(f"cannot download {repo_id}: {first}") from err
+        raise ModelLoadError(f"cannot download {repo_id}: {first_line(err)}") from err
 
 
 def _model_type(path: Path) -> str:
@@ -264,8 +263,7 @@ def _load_family(path: Path, dtype: str | None) -> tuple[FamilyModel, str, str, 
     try:
         inner, config = load_model(path)
     except Exception as err:  # mlx-lm raises ValueError/KeyError/... with long messages
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ModelLoadError(f"mlx-lm cannot load {path}: {first}") from err
+        raise ModelLoadError(f"mlx-lm cannot load {path}: {first_line(err)}") from err
     quant = config.get("quantization") or {}
     floats = {str(v.dtype).split(".")[-1] for _, v in tree_flatten(inner.parameters())}
     floats.discard("uint32")
