@@ -177,10 +177,7 @@ def _load_gguf(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer]:
 def _load_dir(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer, dict]:
     from .tokenizer_hf import load_hf_tokenizer
 
-    try:
-        config = json.loads((path / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ModelLoadError(f"cannot read {path / 'config.json'}: {err}") from err
+    config = _read_config(path)
     files = sorted(glob.glob(str(path / "*.safetensors")))
     if not files:
         raise ModelLoadError(f"no *.safetensors files in {path}")
@@ -218,11 +215,7 @@ def resolve(path_or_id: str | None) -> tuple[Path, str]:
             f"unknown model format: {path} (expected a .gguf file or a checkpoint directory)"
         )
     if (path / "config.json").exists():
-        try:
-            config = json.loads((path / "config.json").read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ModelLoadError(f"cannot read {path / 'config.json'}: {err}") from err
-        return path, "mlx" if "quantization" in config else "hf"
+        return path, "mlx" if "quantization" in _read_config(path) else "hf"
     ggufs = sorted(path.glob("*.gguf"))
     if ggufs:
         return ggufs[0], "gguf"
@@ -249,11 +242,16 @@ def _from_hub(repo_id: str) -> Path:
         raise ModelLoadError(f"cannot download {repo_id}: {first_line(err)}") from err
 
 
-def _model_type(path: Path) -> str:
+def _read_config(path: Path) -> dict[str, Any]:
+    """A checkpoint directory's ``config.json``; unreadable: a ``ModelLoadError`` naming it."""
     try:
-        return str(json.loads((path / "config.json").read_text()).get("model_type", "llama"))
+        return json.loads((path / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ModelLoadError(f"cannot read {path / 'config.json'}: {err}") from err
+
+
+def _model_type(path: Path) -> str:
+    return str(_read_config(path).get("model_type", "llama"))
 
 
 def _load_family(path: Path, dtype: str | None) -> tuple[FamilyModel, str, str, dict]:
