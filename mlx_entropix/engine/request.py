@@ -47,14 +47,9 @@ def prepare_prompt(
     if max_tokens < 1:
         raise InvalidRequestError(f"max_tokens must be at least 1 (got {max_tokens})")
     tok = lm.tokenizer
-    if isinstance(prompt, str):
-        if not prompt.strip():
-            raise InvalidRequestError("the prompt is empty")
-        messages = [{"role": "user", "content": prompt}]
-        if system:
-            messages.insert(0, {"role": "system", "content": system})
-        ids = tok.apply_chat_template(messages)
-    elif prompt and all(isinstance(m, dict) for m in prompt):
+    if isinstance(prompt, str):  # one user message
+        prompt = [{"role": "user", "content": prompt}]
+    if prompt and all(isinstance(m, dict) for m in prompt):
         messages = [dict(m) for m in prompt]  # type: ignore[arg-type]
         for m in messages:
             if m.get("role") not in ("system", "user", "assistant") or not isinstance(
