@@ -21,7 +21,7 @@ from fastapi import APIRouter, Request
 
 from ..errors import InvalidRequestError
 from ..events import DoneEvent, TokenEvent
-from .deps import ERROR_RESPONSES, engine_of, resolve_max_tokens, settings_of
+from .deps import engine_of, resolve_max_tokens, settings_of, streamed
 from .engine import generation_work
 from .openai_api import (
     FINISH,
@@ -106,14 +106,10 @@ class TextChunks:
 
 @router.post(
     "/completions",
-    responses={
-        200: {
-            "description": "A text_completion, or with stream=true an SSE stream of "
-            "text_completion chunks ending with `data: [DONE]`.",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-        },
-        **ERROR_RESPONSES,
-    },
+    responses=streamed(
+        "A text_completion, or with stream=true an SSE stream of "
+        "text_completion chunks ending with `data: [DONE]`."
+    ),
 )
 async def completions(body: CompletionRequest, request: Request) -> Any:
     settings, engine = settings_of(request), engine_of(request)

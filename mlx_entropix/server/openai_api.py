@@ -33,12 +33,12 @@ from sse_starlette import EventSourceResponse
 from .. import __version__
 from ..events import DoneEvent, ErrorEvent, TokenEvent
 from .deps import (
-    ERROR_RESPONSES,
     INTERNAL_ERROR,
     SEND_TIMEOUT_S,
     engine_of,
     resolve_max_tokens,
     settings_of,
+    streamed,
 )
 from .engine import Engine, Event, generation_work
 from .errors import error_response
@@ -344,14 +344,10 @@ async def models(request: Request) -> dict[str, Any]:
 
 @router.post(
     "/chat/completions",
-    responses={
-        200: {
-            "description": "A chat.completion, or with stream=true an SSE stream of "
-            "chat.completion.chunk objects ending with `data: [DONE]`.",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-        },
-        **ERROR_RESPONSES,
-    },
+    responses=streamed(
+        "A chat.completion, or with stream=true an SSE stream of "
+        "chat.completion.chunk objects ending with `data: [DONE]`."
+    ),
 )
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
     settings, engine = settings_of(request), engine_of(request)
