@@ -82,15 +82,10 @@ def _number_in(text: str, pos: int = 0) -> tuple[float, Span] | None:
     return None
 
 
-def _number_at(text: str) -> float | None:
-    """The value of the first well-formed number in ``text``."""
-    found = _number_in(text)
-    return None if found is None else found[0]
-
-
 def parse_number(text: str) -> float | None:
     """The value of the first number in ``text`` (see the module docstring), or None."""
-    return _number_at(text)
+    found = _number_in(text)
+    return None if found is None else found[0]
 
 
 def read_number(response: str) -> tuple[float, Span] | None:

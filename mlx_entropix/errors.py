@@ -15,3 +15,10 @@ class PromptTooLongError(EntropixError):
 
 class InvalidRequestError(EntropixError):
     """A request or argument that cannot be served as given (empty prompt, bad range...)."""
+
+
+def first_line(err: BaseException) -> str:
+    """An exception's message cut to its first non-empty line (else the exception's type):
+    libraries' long messages as one of ours."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__

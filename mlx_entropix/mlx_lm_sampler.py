@@ -18,7 +18,6 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .config import Mode, SamplerConfig
-from .events import STATES
 from .models.families import observe_last_attention
 from .uncertainty.metrics import compute_metrics
 from .uncertainty.sampler import CLARIFY, candidate_width, decide, sample, step_key, top_candidates
@@ -85,10 +84,6 @@ class EntropixSampler:
         self.last_metrics, self.last_state = metrics, plan.state
         self.step += 1
         return token
-
-    @staticmethod
-    def state_names(states: mx.array) -> list[str]:
-        return [STATES[i] for i in states.tolist()]
 
 
 def _single_token(tokenizer: Any, text: str | None) -> int | None:

@@ -31,7 +31,6 @@ import mlx.core as mx
 
 from ..answers import parse_options
 from ..config import Mode, SamplerConfig
-from ..errors import InvalidRequestError
 from ..events import ErrorEvent
 from ..models.shared_cache import observed_keys
 from ..uncertainty.step import Rows, observe, observe_requests, sample_rows
@@ -40,7 +39,7 @@ from .confidence import shipped_model
 from .fork import Explored, explore, fork_due, kept_events
 from .prefill import Prefill, Prefilled, prefill_long, prefill_short
 from .prefix_cache import Extender, PrefixCache, closing_token
-from .request import PREFILL_CHUNK, BatchRequest, Event, check_mode, clarify_token, row_plan
+from .request import PREFILL_CHUNK, BatchRequest, Event, check_modes, clarify_token, row_plan
 from .stream import METRICS, STATE, RowStream
 
 if TYPE_CHECKING:
@@ -94,12 +93,7 @@ class BatchDecoder:
     ) -> BatchRequest:
         """Queue a prompt (token ids, already checked: ``request.prepare_prompt``) and its
         rows (mode, seed), each with its own events."""
-        if not rows:
-            raise InvalidRequestError("no mode to run")
-        for mode, _ in rows:
-            check_mode(mode, top_logprobs)
-        if len(rows) > 1 and any(m == "fork" for m, _ in rows):
-            raise InvalidRequestError("fork mode runs alone (its branches are the batch)")
+        check_modes([m for m, _ in rows], top_logprobs)
         lm, cfg = self.lm, config or self.lm.default_config
         clarify, vocab, t0 = clarify_token(lm, cfg), lm.info.vocab_size, time.perf_counter()
         # Two candidates at least: the answer confidence (confidence.py) uses p1 - p2; a fork's

@@ -19,7 +19,7 @@ from ..config import Mode, SamplerConfig
 from ..errors import InvalidRequestError
 from ..events import DoneEvent, ForkEvent, TokenEvent
 from .batch import BatchDecoder
-from .request import PREFILL_CHUNK, Prompt, check_mode
+from .request import PREFILL_CHUNK, Prompt, check_modes
 from .request import prepare_prompt as prepare_prompt  # the front ends' prompt check
 
 if TYPE_CHECKING:  # the core never imports the loaders; they hand it a LoadedModel
@@ -88,12 +88,7 @@ def generate_rows(
     confidence, "chat" or "raw" (default: raw for token ids). ``decoder``: the shared batch to
     join (the server's); by default a decoder of its own.
     Raises ``InvalidRequestError`` / ``PromptTooLongError`` before the first event."""
-    if not modes:
-        raise InvalidRequestError("no mode to run")
-    for mode in modes:
-        check_mode(mode, top_logprobs)
-    if "fork" in modes and len(modes) > 1:
-        raise InvalidRequestError("fork mode runs alone (its branches are the batch)")
+    check_modes(modes, top_logprobs)
     ids = prepare_prompt(lm, prompt, system, max_tokens)
     cfg = config or lm.default_config
     shared = secrets.randbelow(2**31)

@@ -5,7 +5,7 @@ and one plan per row (policy, config, candidate width, draws, seed); in the shar
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # the core never imports the loaders; they hand it a LoadedMo
     from .branches import SlotRows
     from .stream import RowStream
 
-__all__ = ["MODES", "PREFILL_CHUNK", "BatchRequest", "Prompt", "check_mode", "clarify_token",
+__all__ = ["MODES", "PREFILL_CHUNK", "BatchRequest", "Prompt", "check_modes", "clarify_token",
            "prepare_prompt", "row_plan"]  # fmt: skip
 Event = TokenEvent | DoneEvent | ErrorEvent
 Prompt = str | list[dict[str, Any]] | list[int]
@@ -47,14 +47,9 @@ def prepare_prompt(
     if max_tokens < 1:
         raise InvalidRequestError(f"max_tokens must be at least 1 (got {max_tokens})")
     tok = lm.tokenizer
-    if isinstance(prompt, str):
-        if not prompt.strip():
-            raise InvalidRequestError("the prompt is empty")
-        messages = [{"role": "user", "content": prompt}]
-        if system:
-            messages.insert(0, {"role": "system", "content": system})
-        ids = tok.apply_chat_template(messages)
-    elif prompt and all(isinstance(m, dict) for m in prompt):
+    if isinstance(prompt, str):  # one user message
+        prompt = [{"role": "user", "content": prompt}]
+    if prompt and all(isinstance(m, dict) for m in prompt):
         messages = [dict(m) for m in prompt]  # type: ignore[arg-type]
         for m in messages:
             if m.get("role") not in ("system", "user", "assistant") or not isinstance(
@@ -83,12 +78,18 @@ def prepare_prompt(
     return ids
 
 
-def check_mode(mode: Mode, top_logprobs: int) -> None:
-    """A clear error for an unknown mode or a ``top_logprobs`` out of range."""
-    if mode not in MODES:
-        raise InvalidRequestError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
-    if not 0 <= top_logprobs <= MAX_TOP_LOGPROBS:
-        raise InvalidRequestError(f"top_logprobs must lie in [0, {MAX_TOP_LOGPROBS}]")
+def check_modes(modes: Sequence[Mode], top_logprobs: int) -> None:
+    """A clear error for no mode, an unknown one, a fork row beside others or a
+    ``top_logprobs`` out of range."""
+    if not modes:
+        raise InvalidRequestError("no mode to run")
+    for mode in modes:
+        if mode not in MODES:
+            raise InvalidRequestError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
+        if not 0 <= top_logprobs <= MAX_TOP_LOGPROBS:
+            raise InvalidRequestError(f"top_logprobs must lie in [0, {MAX_TOP_LOGPROBS}]")
+    if "fork" in modes and len(modes) > 1:
+        raise InvalidRequestError("fork mode runs alone (its branches are the batch)")
 
 
 def row_plan(

@@ -146,14 +146,14 @@ def run_eval(
     if seeds < 1:
         raise InvalidRequestError(f"--seeds must be at least 1 (got {seeds})")
     runs = [(m, j) for m in modes for j in range(1 if m in DETERMINISTIC else seeds)]
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    from tqdm import tqdm
 
-        bar = tqdm(total=len(items) * len(runs), unit="gen", file=sys.stderr, dynamic_ncols=True)
     records: list[dict[str, Any]] = [] if sink is None else sink  # sink: kept on Ctrl-C
     running: dict[str, list[float]] = {m: [] for m in modes}
-    try:
+    total = len(items) * len(runs)
+    with tqdm(
+        total=total, unit="gen", file=sys.stderr, dynamic_ncols=True, disable=not progress
+    ) as bar:
         for item in items:
             for mode, j in runs:
                 seed = item_seed(base_seed, item.index, j)
@@ -192,12 +192,8 @@ def run_eval(
                 if gen.signals is not None:
                     records[-1]["signals"] = gen.signals
                 running[mode].append(float(ok))
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix_str(_running_postfix(running), refresh=False)
-    finally:
-        if bar is not None:
-            bar.close()
+                bar.update(1)
+                bar.set_postfix_str(_running_postfix(running), refresh=False)
     return records
 
 
@@ -296,12 +292,8 @@ def engine_generate_fn(
             elif event.type == "fork" and fork is None:
                 fork = event
         assert done is not None  # the engine always ends with a DoneEvent
-        branches = [] if fork is None else [
-            {"text": b.text, "answer": b.answer, "score": b.score, "tokens": b.tokens,
-             "finish": b.finish, "kept": b.kept, "span": list(b.span), "margins": b.margins,
-             "parent": b.parent, "at": b.at, "signal": b.signal, "cue": b.cue}
-            for b in fork.branches
-        ]  # fmt: skip
+        # every field of a branch but its first token
+        branches = [] if fork is None else [b.model_dump(exclude={"token"}) for b in fork.branches]
         scored = score(done.text, signals, conf_model, item.format, item.kind, options)
         return Generation(
             text=done.text,

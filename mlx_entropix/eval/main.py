@@ -94,6 +94,12 @@ def _parse_modes(text: str) -> list[Mode]:
     return sorted(set(modes), key=KNOWN_MODES.index)  # type: ignore[arg-type]
 
 
+def _at_least_1(name: str, value: int | None) -> None:
+    """A count option's check (None: not given)."""
+    if value is not None and value < 1:
+        raise InvalidRequestError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -114,27 +120,16 @@ def _main(args: argparse.Namespace) -> int:
     if str(args.csv).endswith(".json"):
         return _rerender(Path(args.csv), args.out, args.png)
     modes = _parse_modes(args.modes)
-    if args.max_tokens < 1:
-        raise InvalidRequestError(f"--max-tokens must be at least 1 (got {args.max_tokens})")
-    if args.chat_max_tokens is not None and args.chat_max_tokens < 1:
-        raise InvalidRequestError(
-            f"--chat-max-tokens must be at least 1 (got {args.chat_max_tokens})"
-        )
-    if args.sc_k < 1:
-        raise InvalidRequestError(f"--sc-k must be at least 1 (got {args.sc_k})")
+    for name in ("max_tokens", "chat_max_tokens", "sc_k", "limit"):
+        _at_least_1(name, getattr(args, name))
     default_format: Format = "raw" if args.no_chat_template else "chat"
-    if args.limit is not None and args.limit < 1:
-        raise InvalidRequestError(f"--limit must be at least 1 (got {args.limit})")
     if args.shots < 0:
         raise InvalidRequestError(f"--shots must be 0 or more (got {args.shots})")
     items = load_items(args.csv, default_format)[: args.limit]
     if args.reason:
         from .reasoning import to_reasoning
 
-        if args.reason_max_tokens < 1:
-            raise InvalidRequestError(
-                f"--reason-max-tokens must be at least 1 (got {args.reason_max_tokens})"
-            )
+        _at_least_1("reason_max_tokens", args.reason_max_tokens)
         items = [to_reasoning(i) for i in items]
         args.max_tokens = args.chat_max_tokens = args.reason_max_tokens
     fewshot = load_items(args.fewshot, default_format)[: args.shots] if args.fewshot else []

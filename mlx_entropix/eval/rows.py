@@ -8,6 +8,7 @@ Each row's tokens are those ``generate`` gives for the same prompt, config, mode
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,20 +52,17 @@ def run_jobs(
 ) -> list[RowResult]:
     """Decode every job's rows, ``max_rows`` rows in flight at most; results in job order,
     then seed order. Jobs join the batch as rows free up (continuous batching)."""
+    from tqdm import tqdm
+
     from ..engine.batch import BatchDecoder
 
     decoder = BatchDecoder(lm)
     results: list[list[RowResult]] = [[RowResult(j.key, s) for s in j.seeds] for j in jobs]
     pending = list(range(len(jobs)))[::-1]
     live: dict[Any, int] = {}  # BatchRequest -> job index
-    bar = None
-    if progress:
-        import sys
-
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(jobs), unit="job", file=sys.stderr, dynamic_ncols=True)
-    try:
+    with tqdm(
+        total=len(jobs), unit="job", file=sys.stderr, dynamic_ncols=True, disable=not progress
+    ) as bar:
         while pending or live:
             rows = sum(len(jobs[i].seeds) for i in live.values())
             while (
@@ -96,9 +94,5 @@ def run_jobs(
                         raise RuntimeError(event.message)
                 if req.finished:
                     del live[req]
-                    if bar is not None:
-                        bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+                    bar.update(1)
     return [r for rs in results for r in rs]

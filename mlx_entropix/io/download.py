@@ -11,7 +11,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import EntropixError
+from ..errors import EntropixError, first_line
 
 # What load.py reads from a checkpoint directory: config, weights, tokenizer, chat template.
 # Llama repos also carry the original Meta checkpoint under original/ (a second copy of the
@@ -23,12 +23,6 @@ LOGIN_HINT = "log in with `hf auth login` or set HF_TOKEN"
 
 class DownloadError(EntropixError):
     """The download or conversion could not be done; the message says why and what to do."""
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
 
 
 def _explain(err: Exception, repo_id: str, endpoint: str, token: str | None) -> DownloadError:
@@ -53,7 +47,7 @@ def _explain(err: Exception, repo_id: str, endpoint: str, token: str | None) -> 
             f"{page} (and wait for approval), or use a token of an approved account"
         )
     if isinstance(err, RevisionNotFoundError):
-        return DownloadError(f"revision not found in {repo_id}: {_first_line(err)}")
+        return DownloadError(f"revision not found in {repo_id}: {first_line(err)}")
     if isinstance(err, RepositoryNotFoundError):
         hint = f"; if it is private or gated, {LOGIN_HINT}" if token is None else ""
         return DownloadError(f"repository not found: {repo_id} (check the id{hint})")
@@ -63,10 +57,10 @@ def _explain(err: Exception, repo_id: str, endpoint: str, token: str | None) -> 
             return DownloadError(f"access denied to {repo_id} (HTTP {status}): {LOGIN_HINT}")
         return DownloadError(f"the hub refused the download of {repo_id} (HTTP {status})")
     if isinstance(err, (LocalEntryNotFoundError, OSError)):
-        return DownloadError(f"cannot download {repo_id} from {endpoint}: {_first_line(err)}")
+        return DownloadError(f"cannot download {repo_id} from {endpoint}: {first_line(err)}")
     # Anything else is most likely the network (the HTTP client differs across hub versions).
     return DownloadError(
-        f"cannot download {repo_id} from {endpoint}: {type(err).__name__}: {_first_line(err)}"
+        f"cannot download {repo_id} from {endpoint}: {type(err).__name__}: {first_line(err)}"
     )
 
 
@@ -179,7 +173,7 @@ def convert(
             dtype=dtype,
         )
     except Exception as err:  # mlx-lm raises ValueError/KeyError/OSError with long messages
-        raise DownloadError(f"cannot convert {src} to MLX: {_first_line(err)}") from err
+        raise DownloadError(f"cannot convert {src} to MLX: {first_line(err)}") from err
     return dst
 
 

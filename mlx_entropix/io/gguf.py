@@ -8,6 +8,7 @@ chat template stored there.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -293,10 +294,9 @@ def validate(path: str | Path) -> None:
 
     path = Path(path)
     try:
-        data = path.read_bytes() if path.stat().st_size < 1 << 20 else None
         size = path.stat().st_size
         with path.open("rb") as fh:
-            head = data if data is not None else fh.read(32 << 20)
+            head = fh.read(32 << 20)  # a small file whole
     except OSError as err:
         raise ModelLoadError(f"cannot read GGUF file {path}: {err.strerror}") from err
 
@@ -355,10 +355,7 @@ def validate(path: str | Path) -> None:
         ttype, offset = u32(), u64()
         if ttype in _GGML_BLOCKS:
             block_bytes, block_elems = _GGML_BLOCKS[ttype]
-            elems = 1
-            for d in shape:
-                elems *= d
-            extents.append(offset + elems // block_elems * block_bytes)
+            extents.append(offset + math.prod(shape) // block_elems * block_bytes)
     data_start = (pos + alignment - 1) // alignment * alignment
     if extents and data_start + max(extents) > size:
         raise ModelLoadError(f"cannot read GGUF file {path}: truncated (tensor data missing)")

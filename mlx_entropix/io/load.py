@@ -23,7 +23,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from ..config import SamplerConfig, default_config_for
-from ..errors import ModelLoadError
+from ..errors import ModelLoadError, first_line
 from ..models.families import FamilyModel, family_model
 from ..models.llama import Model, ModelArgs
 from ..models.two_rows import two_row_products
@@ -181,10 +181,7 @@ def _load_gguf(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer]:
 def _load_dir(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer, dict]:
     from .tokenizer_hf import load_hf_tokenizer
 
-    try:
-        config = json.loads((path / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ModelLoadError(f"cannot read {path / 'config.json'}: {err}") from err
+    config = _read_config(path)
     files = sorted(glob.glob(str(path / "*.safetensors")))
     if not files:
         raise ModelLoadError(f"no *.safetensors files in {path}")
@@ -222,11 +219,7 @@ def resolve(path_or_id: str | None) -> tuple[Path, str]:
             f"unknown model format: {path} (expected a .gguf file or a checkpoint directory)"
         )
     if (path / "config.json").exists():
-        try:
-            config = json.loads((path / "config.json").read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ModelLoadError(f"cannot read {path / 'config.json'}: {err}") from err
-        return path, "mlx" if "quantization" in config else "hf"
+        return path, "mlx" if "quantization" in _read_config(path) else "hf"
     ggufs = sorted(path.glob("*.gguf"))
     if ggufs:
         return ggufs[0], "gguf"
@@ -250,15 +243,19 @@ def _from_hub(repo_id: str) -> Path:
     try:
         return Path(snapshot_download(repo_id, **files))
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelLoadError(f"cannot download {repo_id}: {first}") from err
+        raise ModelLoadError(f"cannot download {repo_id}: {first_line(err)}") from err
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """A checkpoint directory's ``config.json``; unreadable: a ``ModelLoadError`` naming it."""
+    try:
+        return json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ModelLoadError(f"cannot read {path / 'config.json'}: {err}") from err
 
 
 def _model_type(path: Path) -> str:
-    try:
-        return str(json.loads((path / "config.json").read_text()).get("model_type", "llama"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise ModelLoadError(f"cannot read {path / 'config.json'}: {err}") from err
+    return str(_read_config(path).get("model_type", "llama"))
 
 
 def _two_rows(model: nn.Module, compute: str) -> int:
@@ -267,15 +264,14 @@ def _two_rows(model: nn.Module, compute: str) -> int:
     return 0 if rule is None else two_row_products(model, rule)
 
 
-def _load_family(path: Path, dtype: str | None) -> tuple[FamilyModel, str, str, dict, int]:
+def _load_family(path: Path, dtype: str | None) -> tuple[FamilyModel, str, str, dict]:
     """Any non-Llama architecture through mlx-lm's own loader and model class."""
     from mlx_lm.utils import dequantize_model, load_model
 
     try:
         inner, config = load_model(path)
     except Exception as err:  # mlx-lm raises ValueError/KeyError/... with long messages
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ModelLoadError(f"mlx-lm cannot load {path}: {first}") from err
+        raise ModelLoadError(f"mlx-lm cannot load {path}: {first_line(err)}") from err
     quant = config.get("quantization") or {}
     floats = {str(v.dtype).split(".")[-1] for _, v in tree_flatten(inner.parameters())}
     floats.discard("uint32")
@@ -291,8 +287,7 @@ def _load_family(path: Path, dtype: str | None) -> tuple[FamilyModel, str, str, 
         inner.set_dtype(_DTYPES[want])
     compute = want if want in _DTYPES or quant else "float32"
     mx.eval(inner.parameters())
-    two_rows = _two_rows(inner, compute)
-    return family_model(inner, config), compute, stored, config, two_rows
+    return family_model(inner, config), compute, stored, config
 
 
 def load(
@@ -318,47 +313,39 @@ def load(
                 f"models only (this is {_model_type(path)})"
             )
 
-        model, compute, stored, config, two_rows = _load_family(path, dtype)
+        model, compute, stored, config = _load_family(path, dtype)
         tokenizer = load_hf_tokenizer(path, config)
         args = model.args
         args.vocab_size = args.vocab_size or len(tokenizer.hf)
-        info = ModelInfo(
-            name=path.name,
-            path=str(path),
-            format=fmt,
-            context_length=args.max_position_embeddings,
-            compute_dtype=compute,
-            stored_as=stored,
-            n_params=int(sum(v.size for _, v in tree_flatten(model.parameters()))),
-            n_layers=args.num_hidden_layers,
-            vocab_size=args.vocab_size,
-            load_s=time.perf_counter() - start,
-            model_type=args.model_type,
-            attention_metrics=args.attention_observed,
-            two_row_products=two_rows,
-        )
-        return LoadedModel(model, tokenizer, info, default_config_for(path.name),
-                           work_phase=device.blas_phase)  # fmt: skip
-    if fmt == "gguf":
-        args, weights, tokenizer = _load_gguf(path)
+        n_params = sum(v.size for _, v in tree_flatten(model.parameters()))
+        kind: dict[str, Any] = {
+            "model_type": args.model_type,
+            "attention_metrics": args.attention_observed,
+        }
+        compile_steps = True
     else:
-        args, weights, tokenizer, _ = _load_dir(path)
-    quantized = any(k.endswith(".scales") for k in weights)
-    want = dtype or device.compute_dtype(quantized)
-    try:
-        model, compute, stored = _build(args, weights, want)
-    except (ValueError, KeyError) as err:
-        raise ModelLoadError(f"weights in {path} do not fit a Llama model: {err}") from err
-    n_params = sum(v.size for _, v in tree_flatten(model.parameters()))  # the whole model's
-    plan = None
-    if group is not None and group.size() > 1:
+        if fmt == "gguf":
+            args, weights, tokenizer = _load_gguf(path)
+        else:
+            args, weights, tokenizer, _ = _load_dir(path)
+        quantized = any(k.endswith(".scales") for k in weights)
+        want = dtype or device.compute_dtype(quantized)
         try:
-            plan = shard_model(model, group, attention)
-            device.share_cores(ranks_here(group))
-        except ShardingError as err:
-            raise ModelLoadError(f"{path.name}: {err}") from err
-    mx.eval(model.parameters())
-    two_rows = _two_rows(model, compute)  # after sharding: its layers are left as they are
+            model, compute, stored = _build(args, weights, want)
+        except (ValueError, KeyError) as err:
+            raise ModelLoadError(f"weights in {path} do not fit a Llama model: {err}") from err
+        n_params = sum(v.size for _, v in tree_flatten(model.parameters()))  # the whole model's
+        plan = None
+        if group is not None and group.size() > 1:
+            try:
+                plan = shard_model(model, group, attention)
+                device.share_cores(ranks_here(group))
+            except ShardingError as err:
+                raise ModelLoadError(f"{path.name}: {err}") from err
+        mx.eval(model.parameters())
+        kind = {"sharding": plan}
+        compile_steps = device.compile_steps()[0]
+    two_rows = _two_rows(model, compute)  # after sharding: its layers are other classes
     info = ModelInfo(
         name=EMBEDDED_NAME if path_or_id is None else path.name,
         path=str(path),
@@ -370,14 +357,14 @@ def load(
         n_layers=args.num_hidden_layers,
         vocab_size=args.vocab_size,
         load_s=time.perf_counter() - start,
-        sharding=plan,
         two_row_products=two_rows,
+        **kind,
     )
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
         info=info,
         default_config=default_config_for(path.name),
-        compile_steps=device.compile_steps()[0],
+        compile_steps=compile_steps,
         work_phase=device.blas_phase,
     )

@@ -237,11 +237,9 @@ def _one_row(model: FamilyModel) -> SharedCache:
     return cache
 
 
-def family_model(
-    inner: nn.Module, config: dict[str, Any] | None = None, any_family: bool = False
-) -> FamilyModel:
+def family_model(inner: nn.Module, config: dict[str, Any] | None = None) -> FamilyModel:
     """``inner`` behind our contract, checked at load to join the shared batch
     (``ModelLoadError`` if it cannot: recurrent layers, attention sinks, ...)."""
-    model = FamilyModel(inner, config, any_family)
+    model = FamilyModel(inner, config)
     model.check_shared()
     return model

@@ -32,9 +32,6 @@ class BlasChoice:
     note: str
 
 
-_choice: BlasChoice | None = None
-
-
 def _mkl_candidates() -> list[str]:
     prefixes = {sys.prefix, sys.base_prefix, os.environ.get("CONDA_PREFIX", "")}
     found = []
@@ -62,21 +59,16 @@ def _try_load(path: str) -> bool:
         return False
 
 
+@functools.cache
 def preload() -> BlasChoice:
     """Load the chosen BLAS once. Safe to call many times; a no-op off Linux."""
-    global _choice
-    if _choice is not None:
-        return _choice
     want = os.environ.get(ENV_VAR, "auto").strip() or "auto"
     if sys.platform != "linux":
-        _choice = BlasChoice("bundled", None, "macOS: MLX uses Accelerate/Metal")
-        return _choice
+        return BlasChoice("bundled", None, "macOS: MLX uses Accelerate/Metal")
     if "mlx.core" in sys.modules:
-        _choice = BlasChoice("bundled", None, "mlx.core was imported before the BLAS preload")
-        return _choice
+        return BlasChoice("bundled", None, "mlx.core was imported before the BLAS preload")
     if want == "none":
-        _choice = BlasChoice("bundled", None, f"{ENV_VAR}=none: reference BLAS (slow)")
-        return _choice
+        return BlasChoice("bundled", None, f"{ENV_VAR}=none: reference BLAS (slow)")
 
     if want in ("auto", "mkl", "openblas"):
         order = {"auto": ("mkl", "openblas"), "mkl": ("mkl",), "openblas": ("openblas",)}[want]
@@ -84,16 +76,13 @@ def preload() -> BlasChoice:
             paths = _mkl_candidates() if name == "mkl" else _openblas_candidates()
             for path in paths:
                 if _try_load(path):
-                    _choice = BlasChoice(name, path, "preloaded")
-                    return _choice
+                    return BlasChoice(name, path, "preloaded")
         note = f"no {'optimized BLAS' if want == 'auto' else want} found: reference BLAS (slow)"
     else:  # an explicit library path
         if _try_load(want):
-            _choice = BlasChoice("custom", want, "preloaded")
-            return _choice
+            return BlasChoice("custom", want, "preloaded")
         note = f"{ENV_VAR}={want} could not be loaded: reference BLAS (slow)"
-    _choice = BlasChoice("bundled", None, note)
-    return _choice
+    return BlasChoice("bundled", None, note)
 
 
 def batch_invariant(enable: bool = True) -> bool:

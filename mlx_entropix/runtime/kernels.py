@@ -30,7 +30,6 @@ from pathlib import Path
 ENV_CACHE = "MLX_ENTROPIX_KERNEL_CACHE"  # a folder, or "tmp": MLX's default (the temp dir)
 ENV_WARMUP = "MLX_ENTROPIX_KERNEL_WARMUP"  # "0": build kernels in the foreground, as MLX does
 MARKER = "mlx-entropix-warm"  # in the kernel folder: the warm-up finished there
-_chosen: Path | None = None
 
 
 def default_root() -> Path:
@@ -44,7 +43,6 @@ def use_cache_dir() -> Path | None:
     """Point MLX's kernel cache at the per-user folder (once; before the first compile).
     Returns the folder, or None when MLX keeps its default (``tmp``, or the folder cannot be
     made)."""
-    global _chosen
     want = os.environ.get(ENV_CACHE, "").strip()
     if want.lower() == "tmp":
         return None
@@ -55,7 +53,6 @@ def use_cache_dir() -> Path | None:
         return None
     tempfile.gettempdir()  # Python's temporary files stay in the usual place (cached now)
     os.environ["TMPDIR"] = str(root)  # MLX reads it at every new kernel; g++ inherits it
-    _chosen = root
     return root
 
 

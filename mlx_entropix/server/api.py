@@ -14,13 +14,12 @@ from ..errors import EntropixError
 from ..events import STATE_INFO, ErrorEvent
 from ..io.prompts import load_prompts
 from .deps import (
-    ERROR_RESPONSES,
     INTERNAL_ERROR,
     SEND_TIMEOUT_S,
-    SSE_RESPONSE,
     engine_of,
     resolve_max_tokens,
     settings_of,
+    streamed,
 )
 from .engine import generation_work
 from .schemas import (
@@ -70,6 +69,7 @@ def start_generation(
 
 
 router = APIRouter(prefix="/api", tags=["entropix"])
+SSE_EVENTS = streamed("SSE: `event: token|done|error`, `data:` the event JSON (events.py).")
 
 
 @router.get("/health", response_model=HealthResponse)
@@ -115,13 +115,13 @@ async def prompts(request: Request) -> list[PromptOut]:
     return [PromptOut.model_validate(item.model_dump()) for item in items]
 
 
-@router.post("/generate", responses={**SSE_RESPONSE, **ERROR_RESPONSES})
+@router.post("/generate", responses=SSE_EVENTS)
 async def api_generate(body: GenerateRequest, request: Request) -> EventSourceResponse:
     """Stream one generation: a `token` event per token, then `done` (or `error`)."""
     return start_generation(request, body, [body.mode])
 
 
-@router.post("/compare", responses={**SSE_RESPONSE, **ERROR_RESPONSES})
+@router.post("/compare", responses=SSE_EVENTS)
 async def api_compare(body: CompareRequest, request: Request) -> EventSourceResponse:
     """Stream several modes for the same prompt and seed, interleaved token by token; every
     event carries its `mode`; the stream ends after each mode's `done`."""

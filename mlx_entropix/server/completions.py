@@ -13,28 +13,24 @@ them every chunk carries ``entropix: {index, state, action, metrics, params}``. 
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
-from sse_starlette import EventSourceResponse
 
-from .. import __version__
 from ..errors import InvalidRequestError
 from ..events import DoneEvent, TokenEvent
-from .deps import ERROR_RESPONSES, SEND_TIMEOUT_S, engine_of, resolve_max_tokens, settings_of
+from .deps import engine_of, resolve_max_tokens, settings_of, streamed
 from .engine import generation_work
 from .openai_api import (
     FINISH,
     Tokens,
-    collect_choices,
     entropix_detail,
     entropix_summary,
     entropix_token,
+    respond,
+    response_head,
     sampler_config,
     sse_chunks,
     usage,
@@ -73,13 +69,7 @@ class TextChunks:
     """The ``text_completion`` objects of one completion (streamed chunks or the whole)."""
 
     def __init__(self, model: str, mode: str, logprobs: bool, metrics: bool):
-        self.head = {
-            "id": f"cmpl-{uuid.uuid4().hex}",
-            "object": "text_completion",
-            "created": int(time.time()),
-            "model": model,
-            "system_fingerprint": f"mlx-entropix-{__version__}-{mode}",
-        }
+        self.head = response_head("cmpl", "text_completion", model, mode)
         self.logprobs, self.metrics = logprobs, metrics
         self.columns: defaultdict[int, LegacyLogprobs] = defaultdict(LegacyLogprobs)  # per choice
 
@@ -114,27 +104,12 @@ class TextChunks:
         return {**body, "usage": usage([done for _, done in choices])}
 
 
-def stream_text(
-    stream: JobStream, build: TextChunks, include_usage: bool, n: int
-) -> AsyncIterator[dict[str, str]]:
-    """The text completion stream (``openai_api.sse_chunks``)."""
-
-    def usage_chunk(dones: list[DoneEvent]) -> dict[str, Any]:
-        return {**build.head, "choices": [], "usage": usage(dones)}
-
-    return sse_chunks(stream, build.chunk, usage_chunk if include_usage else None, n)
-
-
 @router.post(
     "/completions",
-    responses={
-        200: {
-            "description": "A text_completion, or with stream=true an SSE stream of "
-            "text_completion chunks ending with `data: [DONE]`.",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-        },
-        **ERROR_RESPONSES,
-    },
+    responses=streamed(
+        "A text_completion, or with stream=true an SSE stream of "
+        "text_completion chunks ending with `data: [DONE]`."
+    ),
 )
 async def completions(body: CompletionRequest, request: Request) -> Any:
     settings, engine = settings_of(request), engine_of(request)
@@ -157,14 +132,8 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     stream = JobStream(request.app.state.worker, with_logprobs(work, n_top),
                        settings.request_timeout_s, label=f"v1/completions/{mode}")  # fmt: skip
     build = TextChunks(engine.model_id, mode, n_top is not None, metrics)
-    if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return EventSourceResponse(
-            stream_text(stream, build, include_usage, body.n),
-            ping=settings.ping_s,
-            send_timeout=SEND_TIMEOUT_S,
-        )
-    choices = await collect_choices(request, stream, body.n)
-    if isinstance(choices, JSONResponse):
-        return choices
-    return JSONResponse(build.whole(choices))
+
+    def sse(include_usage: bool) -> AsyncIterator[dict[str, str]]:
+        return sse_chunks(stream, build.chunk, build.head if include_usage else None, body.n)
+
+    return await respond(request, body, stream, sse, build.whole)

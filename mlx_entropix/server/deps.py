@@ -23,12 +23,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorBody, "description": "Body does not match the schema."},
     503: {"model": ErrorBody, "description": "Queue full: retry after Retry-After seconds."},
 }
-SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "SSE: `event: token|done|error`, `data:` the event JSON (events.py).",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
-    }
-}
+
+
+def streamed(description: str) -> dict[int | str, dict[str, Any]]:
+    """The documented responses of a route that may answer with an SSE stream."""
+    sse = {"text/event-stream": {"schema": {"type": "string"}}}
+    return {200: {"description": description, "content": sse}, **ERROR_RESPONSES}
 
 
 def engine_of(request: Request) -> Engine:

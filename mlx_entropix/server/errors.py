@@ -47,10 +47,6 @@ def _number_name(value: Any) -> str:
     return "-Infinity" if text.startswith("-") else "Infinity"
 
 
-def _is_openai(request: Request) -> bool:
-    return request.url.path.startswith("/v1/")
-
-
 def error_body(path: str, status: int, message: str, code: str | None = None) -> dict[str, Any]:
     """``{"detail": message}``, or OpenAI's error object under ``/v1/``."""
     if not path.startswith("/v1/"):
@@ -77,7 +73,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, malformed = describe_validation(list(exc.errors()))
-        status = 400 if malformed or _is_openai(request) else 422
+        status = 400 if malformed or request.url.path.startswith("/v1/") else 422
         return error_response(request, status, message)
 
     @app.exception_handler(EntropixError)

@@ -17,13 +17,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .errors import error_body
 
 
-async def send_json_error(
-    scope: Scope, send: Send, status: int, message: str, headers: dict[str, str] | None = None
-) -> None:
+async def send_json_error(scope: Scope, send: Send, status: int, message: str) -> None:
     """A JSON error response straight from middleware (before the app's handlers)."""
     raw = json.dumps(error_body(scope.get("path", ""), status, message)).encode()
     head = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
-    head += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": head})
     await send({"type": "http.response.body", "body": raw})
 

@@ -23,7 +23,7 @@ class BodySizeLimit:
         length = dict(scope.get("headers") or ()).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
             await _drain(receive)
-            await self._reject(scope, send)
+            await send_json_error(scope, send, 413, self._message())
             return
         received = 0
 
@@ -41,9 +41,6 @@ class BodySizeLimit:
             return message
 
         await self.app(scope, limited, send)
-
-    async def _reject(self, scope: Scope, send: Send) -> None:
-        await send_json_error(scope, send, 413, self._message())
 
 
 DRAIN_LIMIT = 64 * 1024 * 1024

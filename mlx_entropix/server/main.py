@@ -21,7 +21,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from ..config import SamplerConfig
-from ..errors import EntropixError
+from ..errors import EntropixError, first_line
 from .settings import DEFAULT_UI_DIR, LOOPBACK_HOSTS, ServerSettings
 
 
@@ -110,8 +110,7 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
             where = ".".join(str(p) for p in first["loc"])
             raise ValueError(f"bad sampler config {args.config}: {where}: {first['msg']}") from None
         except Exception as err:  # JSON/TOML syntax, unreadable file
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise ValueError(f"bad sampler config {args.config}: {first}") from None
+            raise ValueError(f"bad sampler config {args.config}: {first_line(err)}") from None
     return ServerSettings(
         model=args.model,
         config=config,

@@ -33,16 +33,16 @@ from sse_starlette import EventSourceResponse
 from .. import __version__
 from ..events import DoneEvent, ErrorEvent, TokenEvent
 from .deps import (
-    ERROR_RESPONSES,
     INTERNAL_ERROR,
     SEND_TIMEOUT_S,
     engine_of,
     resolve_max_tokens,
     settings_of,
+    streamed,
 )
 from .engine import Engine, Event, generation_work
 from .errors import error_response
-from .schemas import ChatCompletionRequest, overrides_dict
+from .schemas import ChatCompletionRequest, OpenAIFields, overrides_dict
 from .worker import IDLE, JobFailed, JobStream
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -101,6 +101,17 @@ def usage(dones: Sequence[DoneEvent]) -> dict[str, Any]:
     }
 
 
+def response_head(prefix: str, kind: str, model: str, mode: str) -> dict[str, Any]:
+    """The fields every OpenAI object starts with: a fresh ``{prefix}-`` id, ``object: kind``."""
+    return {
+        "id": f"{prefix}-{uuid.uuid4().hex}",
+        "object": kind,
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": f"mlx-entropix-{__version__}-{mode}",
+    }
+
+
 def by_choice(items: list[Any], n: int) -> list[tuple[Tokens, DoneEvent]] | None:
     """Each choice's token events (with their logprobs entries) and its done event; None when
     a choice never finished (the request was cancelled)."""
@@ -124,13 +135,7 @@ class ChunkBuilder:
     def __init__(
         self, model: str, mode: str, logprobs: bool, metrics: bool, usage: bool, n: int = 1
     ):
-        self.head = {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": model,
-            "system_fingerprint": f"mlx-entropix-{__version__}-{mode}",
-        }
+        self.head = response_head("chatcmpl", "chat.completion.chunk", model, mode)
         self.logprobs, self.metrics, self.usage, self.n = logprobs, metrics, usage, n
         self.started: set[int] = set()
 
@@ -161,9 +166,6 @@ class ChunkBuilder:
         if self.metrics:
             chunk["entropix"]["summary"] = entropix_summary(done)
         return chunk
-
-    def usage_chunk(self, dones: Sequence[DoneEvent]) -> dict[str, Any]:
-        return {**self.head, "choices": [], "usage": usage(dones)}
 
 
 def _error_object(message: str) -> dict[str, Any]:
@@ -212,12 +214,13 @@ async def released(stream: JobStream) -> AsyncIterator[Released | str]:
 async def sse_chunks(
     stream: JobStream,
     chunk: Callable[[int, tuple[TokenEvent, Any] | None, DoneEvent | None], dict[str, Any]],
-    usage_chunk: Callable[[list[DoneEvent]], dict[str, Any]] | None,
+    usage_head: dict[str, Any] | None,
     n: int,
 ) -> AsyncIterator[dict[str, str]]:
     """An OpenAI stream's SSE ``data:`` lines (chat and text completions alike): a chunk per
     token (``released``; ``chunk`` builds it, the choice's last with ``finish_reason``), the
-    usage chunk after the last of the ``n`` choices ends, an error object, then ``[DONE]``."""
+    usage chunk (``usage_head`` and the usage; None: none) after the last of the ``n`` choices
+    ends, an error object, then ``[DONE]``."""
 
     def data(obj: Any) -> dict[str, str]:
         return {"data": json.dumps(obj, ensure_ascii=False, separators=(",", ":"))}
@@ -231,8 +234,8 @@ async def sse_chunks(
         yield data(chunk(row, token, done))
         if done is not None:
             dones.append(done)
-            if usage_chunk is not None and len(dones) == n:
-                yield data(usage_chunk(dones))
+            if usage_head is not None and len(dones) == n:
+                yield data({**usage_head, "choices": [], "usage": usage(dones)})
     yield {"data": "[DONE]"}
 
 
@@ -243,7 +246,7 @@ def stream_chunks(stream: JobStream, build: ChunkBuilder) -> AsyncIterator[dict[
         out = build.token(row, *(token or (None, None)))
         return out if done is None else build.finish(out, done)
 
-    return sse_chunks(stream, chunk, build.usage_chunk if build.usage else None, build.n)
+    return sse_chunks(stream, chunk, build.head if build.usage else None, build.n)
 
 
 def completion(
@@ -251,11 +254,7 @@ def completion(
 ) -> dict:
     """The non-streaming ``chat.completion`` object (``choices`` from ``by_choice``)."""
     body: dict[str, Any] = {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "system_fingerprint": f"mlx-entropix-{__version__}-{mode}",
+        **response_head("chatcmpl", "chat.completion", model, mode),
         "choices": [],
         "usage": usage([done for _, done in choices]),
     }
@@ -307,18 +306,29 @@ def sampler_config(engine: Engine, mode: str, body: Any) -> Any:
     return engine.config_for(overrides, body.preset)
 
 
-async def collect_choices(
-    request: Request, stream: JobStream, n: int
-) -> list[tuple[Tokens, DoneEvent]] | JSONResponse:
-    """A non-streaming answer's n choices, or the error response to send instead."""
+async def respond(
+    request: Request,
+    body: OpenAIFields,
+    stream: JobStream,
+    sse: Callable[[bool], AsyncIterator[dict[str, str]]],
+    whole: Callable[[list[tuple[Tokens, DoneEvent]]], dict[str, Any]],
+) -> Any:
+    """An OpenAI answer (chat and text completions alike): with ``stream``, the SSE stream
+    ``sse(include_usage)``; without, the object ``whole`` makes of the ``n`` choices, or the
+    error response to send instead."""
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return EventSourceResponse(
+            sse(include_usage), ping=settings_of(request).ping_s, send_timeout=SEND_TIMEOUT_S
+        )
     items = await stream.collect(request.is_disconnected)
     message = next((m for m in map(_as_error, items) if m is not None), None)
     if message is not None:
         return error_response(request, 500, message)
-    choices = by_choice(items, n)
+    choices = by_choice(items, body.n)
     if choices is None:
         return error_response(request, 499, "request cancelled")
-    return choices
+    return JSONResponse(whole(choices))
 
 
 @router.get("/models")
@@ -334,14 +344,10 @@ async def models(request: Request) -> dict[str, Any]:
 
 @router.post(
     "/chat/completions",
-    responses={
-        200: {
-            "description": "A chat.completion, or with stream=true an SSE stream of "
-            "chat.completion.chunk objects ending with `data: [DONE]`.",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-        },
-        **ERROR_RESPONSES,
-    },
+    responses=streamed(
+        "A chat.completion, or with stream=true an SSE stream of "
+        "chat.completion.chunk objects ending with `data: [DONE]`."
+    ),
 )
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
     settings, engine = settings_of(request), engine_of(request)
@@ -369,13 +375,12 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
         settings.request_timeout_s,
         label=f"v1/{mode}",
     )
-    if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+    def sse(include_usage: bool) -> AsyncIterator[dict[str, str]]:
         build = ChunkBuilder(engine.model_id, mode, body.logprobs, metrics, include_usage, n=body.n)
-        return EventSourceResponse(
-            stream_chunks(stream, build), ping=settings.ping_s, send_timeout=SEND_TIMEOUT_S
-        )
-    choices = await collect_choices(request, stream, body.n)
-    if isinstance(choices, JSONResponse):
-        return choices
-    return JSONResponse(completion(choices, engine.model_id, mode, body.logprobs, metrics))
+        return stream_chunks(stream, build)
+
+    def whole(choices: list[tuple[Tokens, DoneEvent]]) -> dict[str, Any]:
+        return completion(choices, engine.model_id, mode, body.logprobs, metrics)
+
+    return await respond(request, body, stream, sse, whole)

@@ -351,7 +351,6 @@ class JobStream:
         work: Work,
         timeout_s: float,
         label: str = "",
-        size: int | None = None,
     ):
         loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -360,8 +359,7 @@ class JobStream:
         def emit(item: Any) -> None:
             loop.call_soon_threadsafe(self._queue.put_nowait, item)
 
-        if size is None:  # a work may say how many slots (batch rows) it takes
-            size = getattr(work, "size", 1)
+        size = getattr(work, "size", 1)  # a work may say how many slots (batch rows) it takes
         job = Job(work=work, emit=emit, timeout_s=timeout_s, label=label, size=size)
         self.job = worker.submit(job)
 
