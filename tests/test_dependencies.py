@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 OURS = {"mlx_entropix", "tests", "mlx_main", "mlx_server", "mlx_download_weights", "_live_server",
         "conftest"}  # fmt: skip
-OURS |= {p.stem for p in (ROOT / "tests").glob("*.py")}  # a test may use another's helpers
+# a test may use another's helpers, or a benchmark script's (which import each other too)
+OURS |= {p.stem for d in ("tests", "benchmarks", "scripts") for p in (ROOT / d).glob("*.py")}
 
 
 def _names(specs: list[str]) -> set[str]:
