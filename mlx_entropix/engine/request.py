@@ -86,8 +86,8 @@ def check_modes(modes: Sequence[Mode], top_logprobs: int) -> None:
     for mode in modes:
         if mode not in MODES:
             raise InvalidRequestError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
-        if not 0 <= top_logprobs <= MAX_TOP_LOGPROBS:
-            raise InvalidRequestError(f"top_logprobs must lie in [0, {MAX_TOP_LOGPROBS}]")
+    if not 0 <= top_logprobs <= MAX_TOP_LOGPROBS:
+        raise InvalidRequestError(f"top_logprobs must lie in [0, {MAX_TOP_LOGPROBS}]")
     if "fork" in modes and len(modes) > 1:
         raise InvalidRequestError("fork mode runs alone (its branches are the batch)")
 
