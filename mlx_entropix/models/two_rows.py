@@ -3,13 +3,13 @@
 One stream's decode step is all one-row products. With some BLAS builds and weight shapes a
 one-row product streams the weights slower than a two-row one: MKL on an AMD EPYC (AVX2),
 with 576 inputs (the embedded model's width), takes 11.3 ms for the 49152 x 576 head with one
-row and 7.2 with two, and the model's step products 50 against 37 ms
+row and 7.2 with two, and the model's step products 54 against 46 ms
 (``benchmarks/rows_bound.py``), while with 1024 or 2048 inputs one row is the faster. So it is
 measured per weight shape, on the model's own weights, once per machine
-(``runtime.device.two_rows_faster``), and only the shapes that gain are swapped.
-The kept row is the first copy: rows of a two-row product are bitwise the same row alone
-wherever ``benchmarks/blas_rows.py`` measured it (MKL, default and strict modes), so the swap
-changes the speed, not the tokens. Products of more rows are left as they are.
+(``runtime.device.two_rows_faster``), and only the shapes that gain are swapped, and only
+where the kept row (the first copy) has the bits of the row alone (as ``benchmarks/blas_rows.py``
+found for MKL's default and strict modes): the swap changes the speed, not the tokens.
+Products of more rows are left as they are.
 """
 
 from __future__ import annotations
