@@ -32,7 +32,7 @@ PROMPTS: list[str] = importlib.import_module("load_client").PROMPTS
 SETTINGS = {"batch-invariant": "AUTO,STRICT", "default MKL": None}
 
 
-def measure(rows: list[int], steps: int) -> dict[str, float]:
+def measure(rows: list[int], steps: int, model: str | None = None) -> dict[str, float]:
     """One process: the figures of one setting (its MKL mode set by the parent)."""
     sys.path.insert(0, str(ROOT))
     import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
@@ -40,7 +40,7 @@ def measure(rows: list[int], steps: int) -> dict[str, float]:
     from mlx_entropix.engine.generate import generate, prepare_prompt
     from mlx_entropix.io.load import load
 
-    lm = load(None)
+    lm = load(model)
     out: dict[str, float] = {}
     times = [e.elapsed_s for e in generate(lm, PROMPTS[0], mode="entropix", seed=100,
                                            max_tokens=steps + 1) if e.type == "token"]  # fmt: skip
@@ -76,10 +76,12 @@ def main() -> None:
     p.add_argument("--rows", type=int, nargs="+", default=[1, 2, 4, 8])
     p.add_argument("--steps", type=int, default=24, help="decode steps measured per setting")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--model", help="model path (default: the embedded SmolLM2-135M)")
+    p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        print(json.dumps(measure(args.rows, args.steps)))
+        print(json.dumps(measure(args.rows, args.steps, args.model)))
         return
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in SETTINGS}
     loads = [os.getloadavg()[0]]
@@ -90,6 +92,7 @@ def main() -> None:
                 env["MKL_CBWR"] = cbwr
             cmd = [sys.executable, __file__, "--child", name, "--steps", str(args.steps),
                    "--rows", *map(str, args.rows)]  # fmt: skip
+            cmd += ["--model", args.model] if args.model else []
             done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
             runs[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
             loads.append(os.getloadavg()[0])
@@ -101,11 +104,12 @@ def main() -> None:
     print(f"{'':22}" + "".join(f"{n:>18}" for n in SETTINGS))
     for k in keys:
         print(f"{k:22}" + "".join(f"{table[n][k]:18.2f}" for n in SETTINGS))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                   "load_average": loads, "settings": vars(args),
-                                   "median": table, "runs": runs}, indent=1))  # fmt: skip
-    print(f"wrote {RESULTS}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                    "load_average": loads, "settings": settings,
+                                    "median": table, "runs": runs}, indent=1))  # fmt: skip
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--tiny-tokens", type=int, default=128, help="tokens per tiny-model stream")
     p.add_argument("--models", nargs="+", default=list(MODELS[:4]), choices=list(MODELS))
+    p.add_argument("--model", help="ours / the tokenizer (default: the embedded SmolLM2-135M)")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlx_entropix.runtime.blas import batch_invariant
 
     invariant = batch_invariant()
-    models, embedded = {}, load(None)
+    models, embedded = {}, load(args.model)
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             root = Path(tmp) / name

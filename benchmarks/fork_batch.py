@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--requests", type=int, default=4)
     p.add_argument("--max-tokens", type=int, default=32)
+    p.add_argument("--model", help="model path (default: the embedded SmolLM2-135M)")
+    p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlx_entropix.runtime.blas import batch_invariant
 
     invariant = batch_invariant()
-    lm = load(None)
+    lm = load(args.model)
     prompts = PROMPTS[: args.requests]
     decoder = BatchDecoder(lm)
     serve(decoder, lm, prompts[:2], 4)  # warm-up (compiles), not timed
@@ -124,14 +126,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     report = {
         "what": f"{args.requests} concurrent fork requests (default fork) in one BatchDecoder",
-        "args": vars(args),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "batch_invariant": invariant,
         "load_average_after": os.getloadavg(),
         "summary": summary,
         "goal": f"{args.requests} concurrent >= 2.5x one alone, each stream equal to itself alone",
         "rounds": rounds,
     }
-    RESULTS.write_text(json.dumps(report, indent=1) + "\n")
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"{'(best of rounds)':28}{'tok/s':>8}{'tok/CPU-s':>10}")
     for k in ("single", "concurrent", "one_after_another"):
         print(f"{k:28}{summary[k + '_tok_s']:8.1f}{summary[k + '_cpu_tok_s']:10.1f}")

@@ -3,8 +3,8 @@
 Llama checkpoints (all three formats) give our ``Model``; any other ``model_type`` mlx-lm
 supports (Qwen, Mistral, Gemma, Phi, ...) is loaded by mlx-lm's own loader and class and
 wrapped in ``families.FamilyModel`` (same contract; attention metrics where observable).
-Quantized weights are dequantized to fp32 on the CPU (fastest there with an optimized BLAS)
-and kept quantized on Metal/CUDA (see ``device.py``).
+Quantized weights are dequantized to fp32 on the CPU (fastest there with an optimized BLAS),
+kept quantized on Metal and fp16 on CUDA (see ``device.py``).
 """
 
 from __future__ import annotations

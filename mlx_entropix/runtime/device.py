@@ -2,8 +2,12 @@
 
 MLX picks Metal on Apple Silicon, CUDA with the ``mlx[cuda*]`` wheels, else the CPU. On the CPU,
 fp32 with an optimized BLAS beats both MLX's quantized matmul and fp16/bf16 (measured on a 2-core
-x86: 29 vs 9 vs 5-9 tok/s), so quantized weights are dequantized to fp32 there; on GPUs they stay
-quantized (less memory traffic is what makes decode fast there).
+x86: 29 vs 9 vs 5-9 tok/s), so quantized weights are dequantized to fp32 there. On Metal they stay
+quantized (less memory traffic is what makes decode fast there). On CUDA they are dequantized to
+fp16: MLX 0.32's CUDA quantized product of more than one row builds a kernel for each new row
+count at first use, 23-26 s each (H200, ``benchmarks/README.md`` "CUDA"), so every new prompt
+length or batch size would stall for that long; ``MLX_ENTROPIX_DTYPE=quantized`` keeps them (a
+model whose fp16 weights do not fit the GPU).
 """
 
 from __future__ import annotations
@@ -53,9 +57,10 @@ def compute_dtype(quantized: bool) -> str:
     want = os.environ.get(ENV_DTYPE, "").lower()
     if want:
         return want
-    if backend() == "cpu":
+    name = backend()
+    if name == "cpu":
         return "float32"
-    return "quantized" if quantized else "float16"
+    return "quantized" if quantized and name == "metal" else "float16"
 
 
 @functools.cache
