@@ -1,10 +1,18 @@
 """The shared KV cache of continuous batching: a row's attention gives the same bits whatever
-the other rows' lengths, and slots are filled, grown and reused correctly."""
+the other rows' lengths (a decode step's live keys too), and slots are filled, grown and reused
+correctly."""
 
 from __future__ import annotations
 
 import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
-from mlx_entropix.models.shared_cache import BLOCK, SharedCache, masked_attention, padded
+from mlx_entropix.models.shared_cache import (
+    BLOCK,
+    LIVE,
+    SharedCache,
+    live_keys_exact,
+    masked_attention,
+    padded,
+)
 
 import mlx.core as mx
 import pytest
@@ -35,6 +43,42 @@ def test_a_rows_attention_does_not_depend_on_the_padding(length):
     # and the same as plain attention over the valid keys, to float precision
     ref = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.125)
     assert mx.allclose(own_out, ref.transpose(0, 2, 1, 3).reshape(1, 1, -1), atol=1e-5).item()
+
+
+@pytest.mark.parametrize("keys", [LIVE, 3 * LIVE, BLOCK + LIVE, 2 * BLOCK + 3 * LIVE])
+def test_a_step_over_its_live_keys_gives_the_bits_of_whole_blocks(keys):
+    """The cut last block (``SharedCache(live=True)``): plain attention to float precision
+    always, and bitwise the whole blocks' output where this BLAS allows it (``live_keys_exact``:
+    the models take live keys only then)."""
+    mx.random.seed(keys)
+    q = mx.random.normal((3, 9, 1, 64))
+    k, v = mx.random.normal((3, 3, padded(keys), 64)), mx.random.normal((3, 3, padded(keys), 64))
+    lengths = mx.array([keys, keys - 1, keys - LIVE + 1])  # the longest row fills its live keys
+    valid = (mx.arange(padded(keys))[None] < lengths[:, None]).reshape(3, 1, 1, 1, -1)
+    out, scores = masked_attention(q, k[:, :, :keys], v[:, :, :keys], valid[..., :keys], 0.125)
+    assert scores.shape == (3, 9, 1, keys)
+    for r, n in enumerate(lengths.tolist()):
+        ref = mx.fast.scaled_dot_product_attention(q[r : r + 1], k[r : r + 1, :, :n],
+                                                   v[r : r + 1, :, :n], scale=0.125)  # fmt: skip
+        assert mx.allclose(out[r], ref.transpose(0, 2, 1, 3).reshape(1, -1), atol=1e-5).item()
+    if live_keys_exact(9, 3, 64):
+        whole_out, whole_scores = masked_attention(q, k, v, valid, 0.125)
+        assert mx.array_equal(out, whole_out).item()
+        assert mx.array_equal(scores, whole_scores[..., :keys]).item()
+
+
+def test_a_decode_step_takes_its_live_keys_and_a_prefill_whole_blocks():
+    rows = [(mx.zeros((3, 70, 4)), mx.zeros((3, 70, 4)))]
+    for live in (True, False):
+        cache = SharedCache(n_layers=1, n_kv_heads=3, head_dim=4, live=live)
+        cache.add(rows, 70, 1)
+        cache.add(rows, 10, 1)
+        step = cache.begin_step()  # the longest row's 71st key: two LIVE spans, or a block
+        assert step.keys == (2 * LIVE if live else BLOCK) and step.valid.shape[-1] == step.keys
+        keys, values = cache.view(0, 2, step.keys)
+        assert keys.shape == values.shape == (2, 3, step.keys, 4)
+        cache.end_step()
+        assert cache.begin_step(queries=5).keys == BLOCK  # a prompt's chunk: whole blocks
 
 
 def test_slots_are_filled_grown_and_reused():

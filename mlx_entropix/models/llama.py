@@ -25,7 +25,7 @@ from mlx_lm.models.rope_utils import initialize_rope
 
 from ..uncertainty.compiled import compiled
 from ..uncertainty.metrics import softmax_keys, vocab_exp
-from .shared_cache import SharedCache, SharedStep, masked_attention
+from .shared_cache import SharedCache, SharedStep, live_keys_exact, masked_attention
 
 ONE_QK_ON_CPU = True  # False: SDPA + separate scores on the CPU too (for measurements)
 FAST_SILU_ON_CPU = True  # False: MLX's sigmoid (its CPU exp: ~26 ns per element)
@@ -353,7 +353,8 @@ class Model(nn.Module):
     def _decode_rows(self, tokens: mx.array, keys: list[mx.array], values: list[mx.array],
                      *step: mx.array) -> tuple[mx.array, mx.array, list, list]:  # fmt: skip
         """``decode_shared``'s pass, a pure function of the cache's buffers (to be traced)."""
-        cache = self.shared_cache().over(keys, values)
+        attn = self.layers[0].self_attn
+        cache = SharedCache(len(self.layers), attn.n_kv_heads, attn.head_dim).over(keys, values)
         positions, valid, rows, at = step
         shape = SharedStep(positions, valid, valid.shape[-1], rows, at)
         h = self.model.embed_tokens(tokens[:, None])
@@ -362,5 +363,6 @@ class Model(nn.Module):
         return self.head(h), scores[:, :, 0], cache.keys, cache.values
 
     def shared_cache(self) -> SharedCache:
-        attn = self.layers[0].self_attn  # this rank's kv heads, when they are split over ranks
-        return SharedCache(len(self.layers), attn.n_kv_heads, self.args.head_dim)  # type: ignore[arg-type]
+        attn = self.layers[0].self_attn  # this rank's heads, when they are split over ranks
+        live = live_keys_exact(attn.n_heads, attn.n_kv_heads, attn.head_dim)  # type: ignore[arg-type]
+        return SharedCache(len(self.layers), attn.n_kv_heads, self.args.head_dim, live=live)  # type: ignore[arg-type]
