@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--plot", metavar="PATH", help="PNG of entropy/varentropy per token")
     out.add_argument("--min-confidence", type=probability, metavar="P",
                      help="mark an answer with a confidence below P an abstention")  # fmt: skip
+    out.add_argument("--confidence-samples", type=int, metavar="K",
+                     help="K hidden rows sampled beside the answer: their agreement with it is "
+                     "a confidence feature (default: 0 for chat prompts)")  # fmt: skip
     out.add_argument("--info", action="store_true", help="device, BLAS, dtype and model info")
     out.add_argument(
         "--color", choices=("auto", "always", "never"), default="auto", help="default: auto"
@@ -304,6 +307,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             system=args.system,
             top_logprobs=args.top_logprobs if args.json else 0,
             should_stop=interrupt.stop_now,
+            confidence_samples=args.confidence_samples,
         ):
             ev = with_abstention(ev, args.min_confidence)
             if ev.mode != modes[0]:  # compare: each row's events stay together, in order

@@ -20,6 +20,10 @@ Three steps, all pure:
    and shipped in ``configs/confidence/<model>.json``; monotone in each feature. An answer
    whose text up to it states a false equation ("7 + 7 = 12", ``wrong_arithmetic``) is capped
    at the accuracy such answers had on dev.
+
+With k hidden sampled rows (``agreement.py``), the share of them whose answer is this one
+(``AGREEMENT_FEATURE``) is a feature too, and the format's map that takes it
+(``"<format>+agreement"``) replaces the format's own; without rows, nothing changes.
 """
 
 from __future__ import annotations
@@ -58,6 +62,9 @@ LOGIT_FEATURES: tuple[str, ...] = (
 CONTEXT_FEATURES = ("prefix_mean_logprob", "whole_mean_logprob", "through_mean_logprob",
                     "whole_mean_entropy", "span_start")  # fmt: skip
 ATTENTION_FEATURES = ("attn_entropy", "attn_varentropy", "agreement", "interaction_strength")
+# Self-consistency: the share of k sampled rows whose answer is this answer (``agreement.py``).
+AGREEMENT_FEATURE = "sc_agreement"
+AGREEMENT_SUFFIX = "+agreement"  # the map key of a format's map that takes it
 # "a op b = c" with plain numbers (not part of "1,000", "2.5.1" or "3/4"): the model's working.
 _EQUATION = re.compile(
     r"(?<![\w.,/])(-?\d+(?:\.\d+)?)\s*([-+*x×/])\s*(-?\d+(?:\.\d+)?)\s*=\s*(-?\d+(?:\.\d+)?)(?![.,/]?\d)"
@@ -315,10 +322,17 @@ class ConfidenceModel:
     wrong_arithmetic: dict[str, float] = field(default_factory=dict)
 
     def __call__(self, feats: dict[str, float | None], fmt: str = "chat") -> float | None:
-        m = self.maps.get(fmt) or self.maps.get("chat") or next(iter(self.maps.values()))
+        m = self.map_for(fmt, feats.get(AGREEMENT_FEATURE) is not None)
         p = m({**feats, FORMAT_FEATURE: float(fmt == "raw")})
         cap = self.wrong_arithmetic.get(fmt if fmt in self.maps else "chat")
         return p if p is None or cap is None or not feats.get("wrong_arithmetic") else min(p, cap)
+
+    def map_for(self, fmt: str, agreement: bool = False) -> Map:
+        """The format's map ("chat" serves a format not fitted); with an agreement, the
+        format's map that takes it where one is fitted."""
+        if agreement and (m := self.maps.get(fmt + AGREEMENT_SUFFIX)) is not None:
+            return m
+        return self.maps.get(fmt) or self.maps.get("chat") or next(iter(self.maps.values()))
 
     def to_json(self) -> str:
         maps = {k: m.to_dict() for k, m in self.maps.items()}
@@ -359,10 +373,15 @@ class Scored:
 
 def score(text: str, signals: Sequence[TokenSignal], model: ConfidenceModel | None,
           fmt: str = "chat", kind: Kind | None = None,
-          options: dict[str, str] | None = None) -> Scored:  # fmt: skip
-    """The answer's span, its features and (with a model) its confidence."""
+          options: dict[str, str] | None = None,
+          agreement: float | None = None) -> Scored:  # fmt: skip
+    """The answer's span, its features and (with a model) its confidence; ``agreement``: the
+    share of hidden sampled rows that gave this answer (None: no rows, the features and the
+    map of today)."""
     span = answer_span(text, kind, options)
     feats = features(text, signals, span)
+    if agreement is not None:
+        feats[AGREEMENT_FEATURE] = agreement
     conf = model(feats, fmt) if model is not None and span is not None else None
     return Scored(None if conf is None else round(conf, 6), span, feats)
 
