@@ -101,9 +101,10 @@ def test_the_map_switches_with_the_agreement():
 
 
 def _done(text: str, mode: str = "greedy") -> DoneEvent:
+    zero = dict(ttft_s=0.0, total_s=0.0, prefill_tok_s=0.0, decode_tok_s=0.0)
     return DoneEvent(mode=mode, text=text, finish_reason="stop", prompt_tokens=3,
-                     generated_tokens=2, ttft_s=0.0, total_s=0.0, prefill_tok_s=0.0,
-                     decode_tok_s=0.0, state_counts={}, action_counts={}, confidence=0.5)  # fmt: skip
+                     generated_tokens=2, state_counts={}, action_counts={}, confidence=0.5,
+                     **zero)  # fmt: skip
 
 
 def test_hidden_rows_never_leave_and_the_done_event_is_scored_again():

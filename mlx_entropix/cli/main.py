@@ -21,13 +21,21 @@ from typing import Any, TextIO
 from pydantic import ValidationError
 
 from ..config import PRESET_NAMES, Mode, SamplerConfig, apply_preset
-from ..engine.confidence import probability, with_abstention
+from ..engine.confidence import with_abstention
 from ..errors import EntropixError, InvalidRequestError
 from ..io.prompts import BUILTIN_PROMPTS_PATH, PromptItem, load_prompts
 
 PROG = "mlx_main.py"
 DEFAULT_PROMPT = "Which number is larger, 9.9 or 9.11?"
 EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
+
+
+def probability(text: str) -> float:
+    """A threshold in [0, 1] from a command line (argparse ``type``)."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{text} is not in [0, 1]")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,10 +20,7 @@ Three steps, all pure:
    and shipped in ``configs/confidence/<model>.json``; monotone in each feature. An answer
    whose text up to it states a false equation ("7 + 7 = 12", ``wrong_arithmetic``) is capped
    at the accuracy such answers had on dev.
-
-With k hidden sampled rows (``agreement.py``), the share of them whose answer is this one
-(``AGREEMENT_FEATURE``) is a feature too, and the format's map that takes it
-(``"<format>+agreement"``) replaces the format's own; without rows, nothing changes.
+ With hidden sampled rows, their agreement (``agreement.py``) and its map.
 """
 
 from __future__ import annotations
@@ -62,9 +59,8 @@ LOGIT_FEATURES: tuple[str, ...] = (
 CONTEXT_FEATURES = ("prefix_mean_logprob", "whole_mean_logprob", "through_mean_logprob",
                     "whole_mean_entropy", "span_start")  # fmt: skip
 ATTENTION_FEATURES = ("attn_entropy", "attn_varentropy", "agreement", "interaction_strength")
-# Self-consistency: the share of k sampled rows whose answer is this answer (``agreement.py``).
-AGREEMENT_FEATURE = "sc_agreement"
-AGREEMENT_SUFFIX = "+agreement"  # the map key of a format's map that takes it
+# The share of k sampled rows that gave this answer (agreement.py); "<fmt>+agreement": its map
+AGREEMENT_FEATURE, AGREEMENT_SUFFIX = "sc_agreement", "+agreement"
 # "a op b = c" with plain numbers (not part of "1,000", "2.5.1" or "3/4"): the model's working.
 _EQUATION = re.compile(
     r"(?<![\w.,/])(-?\d+(?:\.\d+)?)\s*([-+*x×/])\s*(-?\d+(?:\.\d+)?)\s*=\s*(-?\d+(?:\.\d+)?)(?![.,/]?\d)"
@@ -327,12 +323,9 @@ class ConfidenceModel:
         cap = self.wrong_arithmetic.get(fmt if fmt in self.maps else "chat")
         return p if p is None or cap is None or not feats.get("wrong_arithmetic") else min(p, cap)
 
-    def map_for(self, fmt: str, agreement: bool = False) -> Map:
-        """The format's map ("chat" serves a format not fitted); with an agreement, the
-        format's map that takes it where one is fitted."""
-        if agreement and (m := self.maps.get(fmt + AGREEMENT_SUFFIX)) is not None:
-            return m
-        return self.maps.get(fmt) or self.maps.get("chat") or next(iter(self.maps.values()))
+    def map_for(self, fmt: str, agreement: bool = False) -> Map:  # with it: its map, if any
+        m = self.maps.get(fmt + AGREEMENT_SUFFIX) if agreement else None
+        return m or self.maps.get(fmt) or self.maps.get("chat") or next(iter(self.maps.values()))
 
     def to_json(self) -> str:
         maps = {k: m.to_dict() for k, m in self.maps.items()}
@@ -372,16 +365,13 @@ class Scored:
 
 
 def score(text: str, signals: Sequence[TokenSignal], model: ConfidenceModel | None,
-          fmt: str = "chat", kind: Kind | None = None,
-          options: dict[str, str] | None = None,
+          fmt: str = "chat", kind: Kind | None = None, options: dict[str, str] | None = None,
           agreement: float | None = None) -> Scored:  # fmt: skip
-    """The answer's span, its features and (with a model) its confidence; ``agreement``: the
-    share of hidden sampled rows that gave this answer (None: no rows, the features and the
-    map of today)."""
+    """The answer's span, its features and (with a model) its confidence; ``agreement``: of
+    hidden sampled rows (None: none, the features and map without it)."""
     span = answer_span(text, kind, options)
     feats = features(text, signals, span)
-    if agreement is not None:
-        feats[AGREEMENT_FEATURE] = agreement
+    feats |= {} if agreement is None else {AGREEMENT_FEATURE: agreement}
     conf = model(feats, fmt) if model is not None and span is not None else None
     return Scored(None if conf is None else round(conf, 6), span, feats)
 
@@ -398,14 +388,6 @@ def reading(confidence: float | None) -> str:
     return (
         "likely right" if confidence >= 0.7 else "unsure" if confidence >= 0.35 else "likely wrong"
     )
-
-
-def probability(text: str) -> float:
-    """A threshold in [0, 1] from a command line (argparse ``type``)."""
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{text} is not in [0, 1]")
-    return value
 
 
 def with_abstention(event: Any, min_confidence: float | None) -> Any:
