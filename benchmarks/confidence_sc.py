@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mlx_entropix.answers import normalize  # noqa: E402
 from mlx_entropix.engine.agreement import agreement  # noqa: E402
 from mlx_entropix.engine.confidence import (  # noqa: E402
     AGREEMENT_FEATURE,
@@ -40,40 +41,57 @@ from mlx_entropix.eval import confidence_select as cs  # noqa: E402
 from mlx_entropix.eval.confidence_cli import _load_records  # noqa: E402
 from mlx_entropix.eval.confidence_fit import scores_report  # noqa: E402
 from mlx_entropix.eval.confidence_stats import auroc, ece, paired_bootstrap  # noqa: E402
+from mlx_entropix.eval.harness import load_items  # noqa: E402
 
 SHIPPED = CONFIDENCE_DIR / "smollm2-135m-instruct.json"
 A = AGREEMENT_FEATURE
-BASE = cs.Candidate("answer_sum_logprob (recal)", ("answer_sum_logprob",), recalibrate=True)
-CANDIDATES = [
-    BASE,  # the shipped raw map
-    cs.Candidate("agreement", (A,)),
-    cs.Candidate("agreement (recal)", (A,), recalibrate=True),
-    cs.Candidate("agreement (isotonic)", (A,), kind="isotonic"),
-    *[
-        cs.Candidate(
-            f"answer_sum_logprob + agreement l2={l2:g}{' (recal)' * r}",
-            ("answer_sum_logprob", A),
-            l2,
-            recalibrate=r,
-        )  # fmt: skip
-        for l2 in (1.0, 10.0)
-        for r in (False, True)
-    ],
-]
+BASE = {  # the shipped maps (configs/confidence/)
+    "raw": cs.Candidate("answer_sum_logprob (recal)", ("answer_sum_logprob",), recalibrate=True),
+    "chat": cs.Candidate("whole_mean_logprob (isotonic)", ("whole_mean_logprob",), kind="isotonic"),
+}
 
 
-def with_agreement(greedy_path: str, sc_path: str) -> list[dict]:
-    """The raw greedy records of ``greedy_path`` with ``sc_agreement`` (of ``sc_path``'s rows)
-    in their features."""
-    greedy = {r["item"]: r for r in _load_records([greedy_path], "greedy")}
+def candidates(fmt: str) -> list[cs.Candidate]:
+    """The shipped map of ``fmt`` and maps that take the agreement: alone (Platt, recalibrated,
+    isotonic) or with the shipped map's feature (l2 1 and 10, recalibrated or not)."""
+    base = BASE[fmt]
+    (f,) = base.features
+    return [
+        base,
+        cs.Candidate("agreement", (A,)),
+        cs.Candidate("agreement (recal)", (A,), recalibrate=True),
+        cs.Candidate("agreement (isotonic)", (A,), kind="isotonic"),
+        *[
+            cs.Candidate(f"{f} + agreement l2={l2:g}{' (recal)' * r}", (f, A), l2, recalibrate=r)
+            for l2 in (1.0, 10.0)
+            for r in (False, True)
+        ],
+    ]
+
+
+def _prompts(result: dict) -> list[str]:
+    return [i.prompt for i in load_items(ROOT / result["run"]["csv"])]
+
+
+def with_agreement(greedy_path: str, sc_path: str, reader: str = "engine") -> list[dict]:
+    """The greedy records of ``greedy_path`` with ``sc_agreement`` (of ``sc_path``'s rows, the
+    same prompts: a subset CSV may hold them) in their features. ``reader``: "engine", the
+    engine's (``agreement.answer_of``, no answer kind, as a request); "grader", the item's."""
+    greedy_prompts = _prompts(json.loads(Path(greedy_path).read_text()))
+    greedy = {greedy_prompts[r["item"]]: r for r in _load_records([greedy_path], "greedy")}
+    sc = json.loads(Path(sc_path).read_text())
+    sc_prompts = _prompts(sc)
     out = []
-    for r in json.loads(Path(sc_path).read_text())["records"]:
-        if r["mode"] != "sc" or r["item"] not in greedy:
+    for r in sc["records"]:
+        g = greedy.get(sc_prompts[r["item"]])
+        if r["mode"] != "sc" or g is None:
             continue
-        g = greedy[r["item"]]
-        if g.get("format") != "raw":
-            continue
-        a = agreement(g["text"], [b["text"] for b in r["branches"]])
+        if reader == "engine":
+            a = agreement(g["text"], [b["text"] for b in r["branches"]])
+        else:
+            mine = normalize(g["extracted"] or "")
+            rows = [normalize(b["answer"] or "") for b in r["branches"]]
+            a = sum(x == mine and x != "" for x in rows) / len(rows)
         out.append(dict(g, features=dict(g["features"], **{A: a})))
     return out
 
@@ -105,35 +123,36 @@ def _paired(a: list, b: list, recs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def dev(pairs: list[str], write: bool) -> None:
-    recs = [r for arg in pairs for r in with_agreement(*arg.split(":"))]
-    n_cat = len({r["category"] for r in recs})
-    print(f"dev raw answers: {len(recs)} of {n_cat} kinds, leave one category out\n")
-    chosen, results, caps = cs.select(recs, CANDIDATES)
-    print(f"arithmetic cap: {'raw' if caps else 'none'}\n")
+def dev_format(recs: list[dict], fmt: str) -> cs.Candidate:
+    """One format's comparison (printed); the chosen candidate."""
+    cands = candidates(fmt)
+    print(f"## {fmt}: {len(recs)} dev answers of {len({r['category'] for r in recs})} kinds, "
+          "leave one category out\n")  # fmt: skip
+    chosen, results, caps = cs.select(recs, cands)
+    print(f"arithmetic cap: {'yes' if caps else 'no'}\n")
     print("| candidate | AUROC | within-category AUROC | ECE | top half % | all % |\n"
           "|---|---|---|---|---|---|")  # fmt: skip
-    for c in CANDIDATES:
-        b = results[c.name]["raw"]
+    for c in cands:
+        b = results[c.name][fmt]
         top, acc = 100 * b["top_half_accuracy"], 100 * b["accuracy"]
         print(f"| {c.name} | {b['auroc']:.3f} | {b['within_category_auroc']:.3f} | "
               f"{b['ece']:.3f} | {top:.1f} | {acc:.1f} |")  # fmt: skip
-    pick = chosen["raw"]
+    pick = chosen[fmt]
     print(f"\nchosen: {pick.name}\n")
     if A not in pick.features:  # what the agreement would add: its best map, as ranked
 
         def ranking(c: cs.Candidate) -> float:
-            b = results[c.name]["raw"]
+            b = results[c.name][fmt]
             return b["auroc"] + b["within_category_auroc"]
 
-        pick = max((c for c in CANDIDATES if A in c.features), key=ranking)
+        pick = max((c for c in cands if A in c.features), key=ranking)
         print(f"(not chosen; the best map with the agreement, compared: {pick.name})\n")
-    held_pick = cs.held_out(recs, {"raw": pick}, caps)
-    held_base = cs.held_out(recs, {"raw": BASE}, caps)
+    held_pick = cs.held_out(recs, {fmt: pick}, caps)
+    held_base = cs.held_out(recs, {fmt: BASE[fmt]}, caps)
     assert [r["item"] for r in held_pick[0]] == [r["item"] for r in held_base[0]]
     rs = held_pick[0]
     print(HEAD)
-    print(_row(f"shipped: {BASE.name}", held_base[1], rs))
+    print(_row(f"shipped: {BASE[fmt].name}", held_base[1], rs))
     print(_row(f"with agreement: {pick.name}", held_pick[1], rs))
     print(f"\nwith agreement - shipped (paired bootstrap 95%, {len(rs)} answers):")
     print(_paired(held_pick[1], held_base[1], rs))
@@ -146,53 +165,55 @@ def dev(pairs: list[str], write: bool) -> None:
         f = "-" if a is None else f"{a:.2f}"
         g = "-" if b is None else f"{b:.2f}"
         print(f"- {cat}: {f} -> {g} (accuracy {sum(y) / len(y):.2f}, mean agreement {mean_a:.2f})")
-    if write and A in chosen["raw"].features:
-        model = ConfidenceModel.from_file(SHIPPED)
-        fitted = cs.fit_chosen(recs, {"raw": pick}, {}, caps)
-        data = json.loads(SHIPPED.read_text())
-        data["maps"]["raw" + AGREEMENT_SUFFIX] = fitted.maps["raw"].to_dict()
-        data["meta"]["chosen"]["raw" + AGREEMENT_SUFFIX] = pick.name
-        data["meta"]["agreement"] = {
-            "feature": A,
-            "rows": "k hidden rows in normal mode (engine/agreement.py); fitted with k = 4",
-            "fitted_on": [p.split(":")[0] for p in pairs],
-            "rows_from": [p.split(":")[1] for p in pairs],
-            "answers": len(recs),
-            "selected_by": "leave one category out on dev (benchmarks/confidence_sc.py)",
-        }
-        SHIPPED.write_text(json.dumps(data, indent=1) + "\n")
-        assert ConfidenceModel.from_file(SHIPPED).maps["raw"] == model.maps["raw"]
-        print(f"\nwrote {SHIPPED.relative_to(ROOT)}: maps['raw{AGREEMENT_SUFFIX}']")
+    print()
+    return chosen[fmt]
 
 
-def test(pairs: list[str]) -> None:
-    recs = [r for arg in pairs for r in with_agreement(*arg.split(":"))]
+def dev(pairs: list[str], reader: str, write: bool) -> None:
+    recs = [r for arg in pairs for r in with_agreement(*arg.split(":"), reader)]
+    print(f"agreement read by the {reader}'s reader; k = 4\n")
+    for fmt in sorted({r.get("format", "chat") for r in recs}):
+        mine = [r for r in recs if r.get("format", "chat") == fmt]
+        pick = dev_format(mine, fmt)
+        if write and A in pick.features:  # not reached on today's dev (see README)
+            _, _, caps = cs.select(mine, candidates(fmt))
+            fitted = cs.fit_chosen(mine, {fmt: pick}, {}, caps)
+            data = json.loads(SHIPPED.read_text())
+            data["maps"][fmt + AGREEMENT_SUFFIX] = fitted.maps[fmt].to_dict()
+            data["meta"]["chosen"][fmt + AGREEMENT_SUFFIX] = pick.name
+            SHIPPED.write_text(json.dumps(data, indent=1) + "\n")
+            print(f"wrote {SHIPPED.relative_to(ROOT)}: maps['{fmt}{AGREEMENT_SUFFIX}']\n")
+
+
+def test(pairs: list[str], reader: str) -> None:
+    recs = [r for arg in pairs for r in with_agreement(*arg.split(":"), reader)]
     model = ConfidenceModel.from_file(SHIPPED)
-    if "raw" + AGREEMENT_SUFFIX not in model.maps:
-        raise SystemExit("no agreement map shipped: nothing to test")
-    shipped = [model({k: v for k, v in r["features"].items() if k != A}, "raw") for r in recs]
-    sampled = [model(r["features"], "raw") for r in recs]
-    print(f"test raw answers: {len(recs)} of {len({r['category'] for r in recs})} kinds "
-          "(fitted on dev, run once)\n")  # fmt: skip
-    print(HEAD)
-    print(_row("shipped raw map (k = 0)", shipped, recs))
-    print(_row(f"raw{AGREEMENT_SUFFIX} (k = 4)", sampled, recs))
-    print(f"\nk = 4 - k = 0 (paired bootstrap 95%, {len(recs)} answers):")
-    print(_paired(sampled, shipped, recs))
-    print("\nper kind, AUROC k = 0 -> k = 4:")
-    for cat in sorted({r["category"] for r in recs}):
-        ix = [i for i, r in enumerate(recs) if r["category"] == cat]
-        y = [bool(recs[i]["correct"]) for i in ix]
-        a, b = auroc([shipped[i] for i in ix], y), auroc([sampled[i] for i in ix], y)
-        f = "-" if a is None else f"{a:.2f}"
-        g = "-" if b is None else f"{b:.2f}"
-        print(f"- {cat}: {f} -> {g} (accuracy {sum(y) / len(y):.2f})")
+    for fmt in sorted({r.get("format", "chat") for r in recs}):
+        if fmt + AGREEMENT_SUFFIX not in model.maps:
+            print(f"## {fmt}: no agreement map shipped, nothing to test\n")
+            continue
+        rs = [r for r in recs if r.get("format", "chat") == fmt]
+        shipped = [model({k: v for k, v in r["features"].items() if k != A}, fmt) for r in rs]
+        sampled = [model(r["features"], fmt) for r in rs]
+        print(f"## {fmt}: {len(rs)} test answers of {len({r['category'] for r in rs})} kinds "
+              "(fitted on dev, run once)\n")  # fmt: skip
+        print(HEAD)
+        print(_row("shipped map (k = 0)", shipped, rs))
+        print(_row(f"{fmt}{AGREEMENT_SUFFIX} (k = 4)", sampled, rs))
+        print(f"\nk = 4 - k = 0 (paired bootstrap 95%, {len(rs)} answers):")
+        print(_paired(sampled, shipped, rs))
+        print()
 
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("split", choices=("dev", "test"))
     p.add_argument("pairs", nargs="+", help="GREEDY.json:SC.json")
-    p.add_argument("--write", action="store_true", help="dev: ship the chosen agreement map")
+    p.add_argument("--reader", choices=("engine", "grader"), default="engine",
+                   help="whose reader gives each row's answer (default: the engine's)")  # fmt: skip
+    p.add_argument("--write", action="store_true", help="dev: ship a chosen agreement map")
     args = p.parse_args()
-    dev(args.pairs, args.write) if args.split == "dev" else test(args.pairs)
+    if args.split == "dev":
+        dev(args.pairs, args.reader, args.write)
+    else:
+        test(args.pairs, args.reader)
