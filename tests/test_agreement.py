@@ -55,7 +55,7 @@ def test_answer_complete_needs_a_boundary_after_the_answer():
 
 
 def test_samples_for_defaults_and_limits():
-    assert samples_for(None, "raw", ["greedy"]) == 4
+    assert samples_for(None, "raw", ["greedy"]) == 0  # off unless asked (README: cost vs gain)
     assert samples_for(None, "chat", ["greedy"]) == 0
     assert samples_for(2, "chat", ["greedy", "normal"]) == 2
     assert samples_for(4, "raw", ["fork"]) == 0  # a fork's branches are its batch
@@ -152,10 +152,27 @@ def test_engine_hidden_rows(embedded):
     # ... scored with the agreement (and the map that takes it, where one is shipped)
     want = score(d4.text, _signals(sampled), model, "raw", agreement=d4.agreement)
     assert d4.confidence == want.confidence and d4.answer_span == list(want.span)
-    # raw token ids default to 4 hidden rows, chat text to none
-    assert list(generate(embedded, ids, **run))[-1].confidence_samples == 4
-    chat = list(generate(embedded, "What is 6 + 2?", mode="greedy", max_tokens=4))
-    assert chat[-1].confidence_samples == 0 and chat[-1].agreement is None
+    # no raw map takes the agreement: the raw map of k = 0 scores it
+    assert model.map_for("raw", agreement=True) is model.maps["raw"]
+    # by default, no hidden rows
+    assert list(generate(embedded, ids, **run))[-1].confidence_samples == 0
+
+
+def test_engine_chat_switches_to_the_shipped_agreement_map(embedded):
+    model = shipped_model(embedded.info.name)
+    assert model.map_for("chat", agreement=True) is model.maps["chat+agreement"]
+    run = dict(mode="greedy", max_tokens=12, top_logprobs=2, seed=1)
+    question = "What is the capital of France? Answer with the city name only."
+    plain = list(generate(embedded, question, **run))
+    sampled = list(generate(embedded, question, confidence_samples=2, **run))
+    d0, d2 = plain[-1], sampled[-1]
+    assert d0.confidence_samples == 0 and d0.agreement is None  # the default: k = 0
+    assert d0.confidence == score(d0.text, _signals(plain), model, "chat").confidence
+    assert d2.text == d0.text and d2.confidence_samples == 2 and d2.agreement is not None
+    feats = score(d2.text, _signals(sampled), model, "chat", agreement=d2.agreement).features
+    want = model.maps["chat+agreement"](feats)  # the map that takes the agreement
+    assert want is not None and d2.confidence == round(want, 6)
+    assert model.maps["chat"](feats) != want
 
 
 def test_engine_rows_share_the_hidden_rows_and_bad_k_is_refused(embedded):

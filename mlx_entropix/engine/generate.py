@@ -93,8 +93,8 @@ def generate_rows(
     confidence, "chat" or "raw" (default: raw for token ids). ``decoder``: the shared batch to
     join (the server's); by default a decoder of its own. ``confidence_samples``: k hidden
     rows sampled in normal mode in the same batch, whose answers' agreement with each row's
-    is a confidence feature (``agreement.py``; None: the format's default, 4 for raw text, 0
-    for chat; none beside fork mode); their events never come out.
+    is a confidence feature (``agreement.py``; None: the format's default, 0 today; none
+    beside fork mode); their events never come out.
     Raises ``InvalidRequestError`` / ``PromptTooLongError`` before the first event."""
     check_modes(modes, top_logprobs)
     ids = prepare_prompt(lm, prompt, system, max_tokens)
