@@ -1,22 +1,26 @@
 """Sampled agreement as a confidence feature (``engine/agreement.py``): the share of k rows
 sampled in normal mode whose answer is the greedy answer's, read with the engine's own reader
-(``agreement.answer_of``: the span reader without an answer kind, as a request has), next to
-the raw map's score; chosen with ``confidence_select``'s leave-one-category-out rule among the
-shipped raw map and maps that take the agreement. Raw few-shot items only (dev's 13 kinds).
+(``agreement.answer_of``: the span reader without an answer kind, as a request has; ``--reader
+grader``: the item's), next to the shipped map's score; per format, chosen with
+``confidence_select``'s leave-one-category-out rule among the shipped map and maps that take
+the agreement (``candidates``).
 
 The rows come from an evaluation in mode sc of a set (its records keep every row's text), the
-greedy answer and its features from that set's greedy result (``--signals``):
+greedy answer and its features from that set's greedy result (``--signals``), matched by
+prompt (a CSV of some of the set's items will do):
 
-    uv run benchmarks/eval.py benchmarks/results/confidence_calib_raw.csv --modes sc \\
+    uv run benchmarks/eval.py benchmarks/results/confidence_calib_raw.csv --modes sc \
         --sc-k 4 --seeds 1 --max-tokens 8 --out sc_calib_raw   # likewise calib2_raw; dev.csv's
-        # raw items: data/eval/dev.csv --limit 160 --max-tokens 16 (word problems run longer)
-    uv run benchmarks/confidence_sc.py dev benchmarks/results/confidence/calib_raw.json:\\
-        sc_calib_raw.json ... [--write]  # --write: the chosen map into the shipped config
-    uv run benchmarks/confidence_sc.py test benchmarks/results/confidence/core.json:sc_core.json
+        # raw items: data/eval/dev.csv --limit 160 --max-tokens 16 (word problems run longer);
+        # chat sets: --max-tokens 32 (their greedy budget)
+    uv run benchmarks/confidence_sc.py dev GREEDY.json:SC.json ... [--write]
+    uv run benchmarks/confidence_sc.py test benchmarks/results/confidence/core.json:SC.json
 
-``dev`` prints every candidate's leave-one-category-out figures and the chosen map against the
-shipped one (paired bootstrap); ``test`` (run once, after choosing) the shipped config's
-confidence with and without the agreement on the test answers.
+``dev`` prints every candidate's leave-one-category-out figures and the best map with the
+agreement against the shipped one (paired bootstrap); ``--write`` puts a chosen agreement map
+into the shipped config (``"<format>+agreement"``; ``calibrate confidence`` does not write
+it); ``test`` (run once, after choosing) the shipped config's confidence with and without the
+agreement. The runs, their files and commands: ``benchmarks/results/confidence_sc.md``.
 """
 
 from __future__ import annotations

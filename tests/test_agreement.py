@@ -26,8 +26,12 @@ from mlx_entropix.engine.confidence import (
 from mlx_entropix.engine.generate import generate, generate_rows
 from mlx_entropix.errors import InvalidRequestError
 from mlx_entropix.events import DoneEvent, TokenEvent
+from mlx_entropix.server import ServerSettings
 
+import httpx
 import pytest
+
+from tests._live_server import LiveServer, openai_client, read_sse
 
 RAW = "2 + 3 = 5\n4 + 1 = 5\n6 + 2 ="
 
@@ -184,3 +188,34 @@ def test_engine_rows_share_the_hidden_rows_and_bad_k_is_refused(embedded):
     assert len(dones) == 2 and all(d.confidence_samples == 3 for d in dones)
     with pytest.raises(InvalidRequestError):
         list(generate_rows(embedded, ids, modes=["greedy"], confidence_samples=99))
+
+
+def test_served_confidence_samples(embedded):
+    """/api/generate's field and the OpenAI extension: the done event / summary carries the
+    agreement and k, the text is the one without hidden rows, no hidden row's text is sent."""
+    question = "What is the capital of France? Answer with the city name only."
+    with LiveServer(ServerSettings(max_tokens_limit=64, ui_dir=None)) as live:
+        with httpx.Client(base_url=live.url, timeout=120) as client:
+            body = {"prompt": question, "mode": "greedy", "max_tokens": 8, "seed": 1}
+            dones = []
+            for k in (0, 2):
+                with client.stream("POST", "/api/generate",
+                                   json=body | {"confidence_samples": k}) as r:  # fmt: skip
+                    assert r.status_code == 200
+                    sse = read_sse(r)
+                    dones.append(sse.json("done"))
+                    tokens = sse.json("token")
+            assert len(dones[1]) == 1 and {t["mode"] for t in tokens} == {"greedy"}
+            d0, d2 = dones[0][0], dones[1][0]
+            assert d0["confidence_samples"] == 0 and d0["agreement"] is None
+            assert d2["confidence_samples"] == 2 and d2["agreement"] is not None
+            assert d2["text"] == d0["text"] == "".join(t["text"] for t in tokens)
+            bad = client.post("/api/generate", json=body | {"confidence_samples": 99})
+            assert bad.status_code in (400, 422) and "confidence_samples" in bad.text
+        oa = openai_client(live)
+        r = oa.chat.completions.create(model="x", messages=[{"role": "user", "content": question}],
+                                       max_tokens=8, temperature=0,
+                                       extra_body={"confidence_samples": 2})  # fmt: skip
+        summary = r.model_extra["entropix"]["summary"]
+        assert summary["confidence_samples"] == 2 and summary["agreement"] is not None
+        assert len(r.choices) == 1 and r.choices[0].message.content == d0["text"]
