@@ -219,3 +219,19 @@ def test_served_confidence_samples(embedded):
         summary = r.model_extra["entropix"]["summary"]
         assert summary["confidence_samples"] == 2 and summary["agreement"] is not None
         assert len(r.choices) == 1 and r.choices[0].message.content == d0["text"]
+
+
+def test_evaluation_takes_the_agreement(embedded):
+    """``eval.py --confidence-samples k``: the record's features carry it and its confidence
+    is the shipped map's with it; by default (0) neither."""
+    from mlx_entropix.eval.harness import Item, engine_generate_fn
+
+    item = Item(0, "What is the capital of France? Answer with the city name only.", "Paris",
+                "contains", "capital", "chat")  # fmt: skip
+    plain = engine_generate_fn(embedded, max_tokens=8)(item, "greedy", 1)
+    sampled = engine_generate_fn(embedded, max_tokens=8, confidence_samples=2)(item, "greedy", 1)
+    assert AGREEMENT_FEATURE not in plain.features
+    a = sampled.features[AGREEMENT_FEATURE]
+    assert a in (0.0, 0.5, 1.0) and sampled.text == plain.text
+    model = shipped_model(embedded.info.name)
+    assert sampled.confidence == round(model.maps["chat+agreement"](sampled.features), 6)
