@@ -241,6 +241,14 @@ class DoneEvent(BaseModel):
     abstained: bool = Field(
         False, description="The confidence is below the request's min_confidence (text kept)."
     )
+    agreement: float | None = Field(
+        None,
+        description="Share of the request's hidden sampled rows whose answer is this one (a "
+        "confidence feature); null without them.",
+    )
+    confidence_samples: int = Field(
+        0, description="Hidden rows sampled for the confidence (decoded, never returned)."
+    )
 
 
 class ErrorEvent(BaseModel):

@@ -21,13 +21,21 @@ from typing import Any, TextIO
 from pydantic import ValidationError
 
 from ..config import PRESET_NAMES, Mode, SamplerConfig, apply_preset
-from ..engine.confidence import probability, with_abstention
+from ..engine.confidence import with_abstention
 from ..errors import EntropixError, InvalidRequestError
 from ..io.prompts import BUILTIN_PROMPTS_PATH, PromptItem, load_prompts
 
 PROG = "mlx_main.py"
 DEFAULT_PROMPT = "Which number is larger, 9.9 or 9.11?"
 EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
+
+
+def probability(text: str) -> float:
+    """A threshold in [0, 1] from a command line (argparse ``type``)."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{text} is not in [0, 1]")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--plot", metavar="PATH", help="PNG of entropy/varentropy per token")
     out.add_argument("--min-confidence", type=probability, metavar="P",
                      help="mark an answer with a confidence below P an abstention")  # fmt: skip
+    out.add_argument("--confidence-samples", type=int, metavar="K",
+                     help="K hidden rows sampled beside the answer: their agreement with it is "
+                     "a confidence feature (default 0; 4 measured: README)")  # fmt: skip
     out.add_argument("--info", action="store_true", help="device, BLAS, dtype and model info")
     out.add_argument(
         "--color", choices=("auto", "always", "never"), default="auto", help="default: auto"
@@ -304,6 +315,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             system=args.system,
             top_logprobs=args.top_logprobs if args.json else 0,
             should_stop=interrupt.stop_now,
+            confidence_samples=args.confidence_samples,
         ):
             ev = with_abstention(ev, args.min_confidence)
             if ev.mode != modes[0]:  # compare: each row's events stay together, in order

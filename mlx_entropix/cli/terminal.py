@@ -156,9 +156,13 @@ def confidence_line(done: DoneEvent) -> str:
     answer = done.text[start:end].strip()
     answer = answer if len(answer) <= 40 else answer[:37] + "..."
     abstained = " · ABSTAINED (below --min-confidence; the text is kept)" if done.abstained else ""
+    agree = ""
+    if done.agreement is not None:
+        agreed = round(done.agreement * done.confidence_samples)
+        agree = f" · {agreed}/{done.confidence_samples} samples agree"
     return (
         f"\n  answer:  {answer!r} · confidence {done.confidence:.2f} "
-        f"({reading(done.confidence)}){abstained}"
+        f"({reading(done.confidence)}){agree}{abstained}"
     )
 
 

@@ -20,6 +20,7 @@ Three steps, all pure:
    and shipped in ``configs/confidence/<model>.json``; monotone in each feature. An answer
    whose text up to it states a false equation ("7 + 7 = 12", ``wrong_arithmetic``) is capped
    at the accuracy such answers had on dev.
+ With hidden sampled rows, their agreement (``agreement.py``) and its map.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ LOGIT_FEATURES: tuple[str, ...] = (
 CONTEXT_FEATURES = ("prefix_mean_logprob", "whole_mean_logprob", "through_mean_logprob",
                     "whole_mean_entropy", "span_start")  # fmt: skip
 ATTENTION_FEATURES = ("attn_entropy", "attn_varentropy", "agreement", "interaction_strength")
+# The share of k sampled rows that gave this answer (agreement.py); "<fmt>+agreement": its map
+AGREEMENT_FEATURE, AGREEMENT_SUFFIX = "sc_agreement", "+agreement"
 # "a op b = c" with plain numbers (not part of "1,000", "2.5.1" or "3/4"): the model's working.
 _EQUATION = re.compile(
     r"(?<![\w.,/])(-?\d+(?:\.\d+)?)\s*([-+*x×/])\s*(-?\d+(?:\.\d+)?)\s*=\s*(-?\d+(?:\.\d+)?)(?![.,/]?\d)"
@@ -315,10 +318,14 @@ class ConfidenceModel:
     wrong_arithmetic: dict[str, float] = field(default_factory=dict)
 
     def __call__(self, feats: dict[str, float | None], fmt: str = "chat") -> float | None:
-        m = self.maps.get(fmt) or self.maps.get("chat") or next(iter(self.maps.values()))
+        m = self.map_for(fmt, feats.get(AGREEMENT_FEATURE) is not None)
         p = m({**feats, FORMAT_FEATURE: float(fmt == "raw")})
         cap = self.wrong_arithmetic.get(fmt if fmt in self.maps else "chat")
         return p if p is None or cap is None or not feats.get("wrong_arithmetic") else min(p, cap)
+
+    def map_for(self, fmt: str, agreement: bool = False) -> Map:  # with it: its map, if any
+        m = self.maps.get(fmt + AGREEMENT_SUFFIX) if agreement else None
+        return m or self.maps.get(fmt) or self.maps.get("chat") or next(iter(self.maps.values()))
 
     def to_json(self) -> str:
         maps = {k: m.to_dict() for k, m in self.maps.items()}
@@ -358,11 +365,13 @@ class Scored:
 
 
 def score(text: str, signals: Sequence[TokenSignal], model: ConfidenceModel | None,
-          fmt: str = "chat", kind: Kind | None = None,
-          options: dict[str, str] | None = None) -> Scored:  # fmt: skip
-    """The answer's span, its features and (with a model) its confidence."""
+          fmt: str = "chat", kind: Kind | None = None, options: dict[str, str] | None = None,
+          agreement: float | None = None) -> Scored:  # fmt: skip
+    """The answer's span, its features and (with a model) its confidence; ``agreement``: of
+    hidden sampled rows (None: none, the features and map without it)."""
     span = answer_span(text, kind, options)
     feats = features(text, signals, span)
+    feats |= {} if agreement is None else {AGREEMENT_FEATURE: agreement}
     conf = model(feats, fmt) if model is not None and span is not None else None
     return Scored(None if conf is None else round(conf, 6), span, feats)
 
@@ -379,14 +388,6 @@ def reading(confidence: float | None) -> str:
     return (
         "likely right" if confidence >= 0.7 else "unsure" if confidence >= 0.35 else "likely wrong"
     )
-
-
-def probability(text: str) -> float:
-    """A threshold in [0, 1] from a command line (argparse ``type``)."""
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{text} is not in [0, 1]")
-    return value
 
 
 def with_abstention(event: Any, min_confidence: float | None) -> Any:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import Mode, SamplerConfig
 from ..errors import InvalidRequestError
 from ..events import DoneEvent, ForkEvent, TokenEvent
+from .agreement import HIDDEN_MODE, done_early, hidden_seeds, samples_for, with_agreement
 from .batch import BatchDecoder
 from .request import PREFILL_CHUNK, Prompt, check_modes
 from .request import prepare_prompt as prepare_prompt  # the front ends' prompt check
@@ -42,13 +43,16 @@ def generate(
     system: str | None = None,
     top_logprobs: int = 5,
     should_stop: Callable[[], bool] | None = None,
+    confidence_samples: int | None = None,
 ) -> Iterator[Event]:
     """Yield a ``TokenEvent`` per generated token (and a ``ForkEvent`` before the tokens of
     each explored fork, mode fork), then one ``DoneEvent``. Raises ``InvalidRequestError`` /
-    ``PromptTooLongError`` before the first event."""
+    ``PromptTooLongError`` before the first event. ``confidence_samples``: see
+    ``generate_rows``."""
     return generate_batch(
         lm, prompt, modes=[mode], seeds=[seed], config=config, max_tokens=max_tokens,
         stop=stop, system=system, top_logprobs=top_logprobs, should_stop=should_stop,
+        confidence_samples=confidence_samples,
     )  # fmt: skip
 
 
@@ -79,6 +83,7 @@ def generate_rows(
     idle: bool = False,
     fmt: str | None = None,
     decoder: BatchDecoder | None = None,
+    confidence_samples: int | None = None,
 ) -> Iterator[tuple[int, Event] | None]:
     """``generate_batch``'s events as ``(r, event)``: r is the row the event belongs to, which
     tells apart rows of the same mode (several choices of one request, each its own seed).
@@ -86,7 +91,10 @@ def generate_rows(
     prefill; in a shared ``decoder``, a step for the others), so a scheduler can run other work
     between them (the tokens are the same). ``fmt``: the prompt's format for the answer
     confidence, "chat" or "raw" (default: raw for token ids). ``decoder``: the shared batch to
-    join (the server's); by default a decoder of its own.
+    join (the server's); by default a decoder of its own. ``confidence_samples``: k hidden
+    rows sampled in normal mode in the same batch, whose answers' agreement with each row's
+    is a confidence feature (``agreement.py``; None: the format's default, 0 today; none
+    beside fork mode); their events never come out.
     Raises ``InvalidRequestError`` / ``PromptTooLongError`` before the first event."""
     check_modes(modes, top_logprobs)
     ids = prepare_prompt(lm, prompt, system, max_tokens)
@@ -98,10 +106,23 @@ def generate_rows(
     rows = list(zip(modes, seeds, strict=True))
     if fmt is None:
         fmt = "raw" if all(isinstance(t, int) for t in prompt) and prompt else "chat"
+    try:
+        k = samples_for(confidence_samples, fmt, modes)
+    except ValueError as err:
+        raise InvalidRequestError(str(err)) from None
+    rows += [(HIDDEN_MODE, s) for s in hidden_seeds(seeds[0], k)]
+    stop_asked = should_stop or (lambda: False)
+    early: list[Callable[[], bool]] = []  # the hidden rows' end, once the streams exist
     # the one decode loop; a decoder of its own prefills a layer per item
     decoder = decoder or BatchDecoder(lm, prefill_slice_s=0.0)
     req = decoder.submit(ids, rows, config=cfg, max_tokens=max_tokens, stop=stop,
-                         top_logprobs=top_logprobs, should_stop=should_stop or (lambda: False),
+                         top_logprobs=top_logprobs,
+                         should_stop=(lambda: stop_asked() or any(e() for e in early))
+                         if k else stop_asked,
                          fmt=fmt)  # fmt: skip
     items = decoder.pull(req)
+    if k:
+        early.append(done_early(req.streams, len(modes)))
+        model = req.streams[0].confidence
+        items = with_agreement(items, req.streams, len(modes), model, fmt)
     return items if idle else (item for item in items if item is not None)

@@ -40,7 +40,7 @@ def sample_rows(
     dones: list[Any] = [None] * k
     for item in generate_rows(lm, prompt, modes=["normal"] * k, seeds=row_seeds(seed, k),
                               config=config, max_tokens=max_tokens, stop=stop,
-                              top_logprobs=0):  # fmt: skip
+                              top_logprobs=0, confidence_samples=0):  # fmt: skip
         if item is not None and item[1].type == "done":
             dones[item[0]] = item[1]
     return dones

@@ -231,12 +231,15 @@ def engine_generate_fn(
     sc_k: int = 5,
     keep_signals: bool = False,
     fork_reader: bool = True,
+    confidence_samples: int = 0,
 ) -> GenerateFn:
     """A ``GenerateFn`` over the engine's ``generate``. Raw items stop at "\\n" unless ``stop``.
     ``chat_max_tokens``: the budget of chat items (default ``max_tokens``); ``sc_k``: the rows of
     a self-consistent answer (mode "sc"); ``keep_signals``: every token's signals in the record;
     ``fork_reader`` False: fork mode gets no answer kind, and the answer cue (the config's, else
-    the paper's) reads its branches."""
+    the paper's) reads its branches. ``confidence_samples``: hidden sampled rows per answer whose
+    agreement the confidence takes (``engine/agreement.py``; 0 here by default: the evaluation
+    measures the answer, and the rows cost k times its tokens)."""
     from ..engine.confidence import TokenSignal, score, shipped_model
     from ..engine.generate import generate
     from .consistency import sample_rows, vote
@@ -279,6 +282,7 @@ def engine_generate_fn(
             seed=seed,
             stop=stops,
             top_logprobs=2,  # the answer confidence's margin p1 - p2
+            confidence_samples=confidence_samples,
         ):
             if event.type == "token":
                 end += len(event.text)
@@ -294,7 +298,8 @@ def engine_generate_fn(
         assert done is not None  # the engine always ends with a DoneEvent
         # every field of a branch but its first token
         branches = [] if fork is None else [b.model_dump(exclude={"token"}) for b in fork.branches]
-        scored = score(done.text, signals, conf_model, item.format, item.kind, options)
+        scored = score(done.text, signals, conf_model, item.format, item.kind, options,
+                       agreement=done.agreement)  # fmt: skip
         return Generation(
             text=done.text,
             tokens=done.generated_tokens,

@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sc-k", type=int, default=5, help="rows voted per answer in mode sc (default 5)"
     )
+    p.add_argument(
+        "--confidence-samples", type=int, default=0,
+        help="hidden rows sampled per answer whose agreement the confidence takes (default 0)",
+    )  # fmt: skip
     p.add_argument("--limit", type=int, help="only the first N items")
     p.add_argument("--config", help="sampler config JSON/TOML (default: the model's calibrated)")
     p.add_argument("--preset", help="entropix preset on top of the config (configs/presets/)")
@@ -161,6 +165,7 @@ def _main(args: argparse.Namespace) -> int:
         sc_k=args.sc_k,
         keep_signals=args.signals,
         fork_reader=not args.fork_cue,
+        confidence_samples=args.confidence_samples,
     )
     meta = {
         "csv": str(args.csv),
@@ -168,6 +173,7 @@ def _main(args: argparse.Namespace) -> int:
         "max_tokens": args.max_tokens,
         "chat_max_tokens": args.chat_max_tokens or args.max_tokens,
         "sc_k": args.sc_k,
+        "confidence_samples": args.confidence_samples,
         "reason": args.reason,
         "fork_cue": args.fork_cue,
         "fewshot": args.fewshot,

@@ -59,6 +59,7 @@ def start_generation(
         stop=body.stop,
         top_logprobs=body.top_logprobs,
         min_confidence=body.min_confidence,
+        confidence_samples=body.confidence_samples,
     )
     stream = JobStream(
         request.app.state.worker, work, settings.request_timeout_s, label="/".join(modes)

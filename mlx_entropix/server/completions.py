@@ -124,11 +124,15 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     config = sampler_config(engine, mode, body)
     n_top = body.logprobs
     metrics = (
-        body.sampler is not None or body.entropix is not None or body.min_confidence is not None
+        body.sampler is not None
+        or body.entropix is not None
+        or body.min_confidence is not None
+        or body.confidence_samples is not None
     )
     work = generation_work(ids, [mode], config=config, max_tokens=max_tokens, seed=body.seed,
                            stop=body.stop_list(), top_logprobs=n_top or 0, n=body.n,
-                           fmt="raw", min_confidence=body.min_confidence)  # fmt: skip
+                           fmt="raw", min_confidence=body.min_confidence,
+                           confidence_samples=body.confidence_samples)  # fmt: skip
     stream = JobStream(request.app.state.worker, with_logprobs(work, n_top),
                        settings.request_timeout_s, label=f"v1/completions/{mode}")  # fmt: skip
     build = TextChunks(engine.model_id, mode, n_top is not None, metrics)

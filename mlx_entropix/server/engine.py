@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..config import Mode, SamplerConfig, apply_preset
+from ..engine.agreement import samples_for
 from ..engine.batch import BatchDecoder
 from ..engine.confidence import with_abstention
 from ..engine.fork import fork_rows
@@ -155,6 +156,7 @@ def generation_work(
     n: int = 1,
     fmt: str = "chat",
     min_confidence: float | None = None,
+    confidence_samples: int | None = None,
 ) -> Callable[[Engine, Callable[[], bool]], Iterator[tuple[int, Event]]]:
     """The job for one mode, or several interleaved token by token (the compare view), or
     ``n`` choices of one mode (OpenAI's ``n``). It yields ``(row, event)``: row r is
@@ -167,7 +169,9 @@ def generation_work(
     while it has nothing (a prefill layer, the others' step), so a long prompt does not hold up
     the other requests. Each row draws from
     its own per-step RNG stream (seed, step): the tokens are those of separate runs. Without a
-    seed, one is chosen here: every mode shares it, choice i of ``n`` runs with seed + i."""
+    seed, one is chosen here: every mode shares it, choice i of ``n`` runs with seed + i.
+    ``confidence_samples``: hidden rows beside the rows but fork (``engine/agreement.py``; None:
+    the format's default), in their batch, their events never sent."""
     if n > 1 and len(modes) != 1:
         raise InvalidRequestError("several choices (n > 1) take one mode")
     base = secrets.randbelow(2**31) if seed is None else seed
@@ -185,6 +189,7 @@ def generation_work(
                     seeds=[rows[r][1] for r in group], config=config, max_tokens=max_tokens,
                     stop=stop, top_logprobs=top_logprobs, should_stop=should_stop,
                     idle=True, fmt=fmt, decoder=engine.decoder,
+                    confidence_samples=confidence_samples if group is batched else 0,
                 )  # fmt: skip
             except EntropixError as err:
                 for r in group:
@@ -214,7 +219,8 @@ def generation_work(
                 gen.close()  # type: ignore[attr-defined]
 
     # The worker's slots: one per row, a fork row's branches each (the rows it decodes).
-    work.size = sum(fork_rows(config) if m == "fork" else 1 for m, _ in rows)  # type: ignore[attr-defined]
+    hidden = samples_for(confidence_samples, fmt, [rows[r][0] for r in batched]) if batched else 0
+    work.size = hidden + sum(fork_rows(config) if m == "fork" else 1 for m, _ in rows)  # type: ignore[attr-defined]
     return work
 
 

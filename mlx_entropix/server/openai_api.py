@@ -78,6 +78,7 @@ def entropix_token(event: TokenEvent) -> dict[str, Any]:
 def entropix_summary(done: DoneEvent) -> dict[str, Any]:
     keep = {"state_counts", "action_counts", "seed", "ttft_s"}
     keep |= {"confidence", "answer_span", "abstained"}  # the answer's (confidence.py)
+    keep |= {"agreement", "confidence_samples"}  # its hidden sampled rows' (agreement.py)
     return done.model_dump(include=keep) | {
         "decode_tok_s": done.decode_tok_s,
         "finish_reason": done.finish_reason,
@@ -356,8 +357,10 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     ids = engine.prepare(body.chat(), None, max_tokens, settings.max_prompt_tokens)
     config = sampler_config(engine, mode, body)
     n_top = (body.top_logprobs or 0) if body.logprobs else None
-    # min_confidence is an extension too: its answer (confidence, abstained) is in the summary
+    # min_confidence and confidence_samples are extensions too: their answer (confidence,
+    # abstained, agreement) is in the summary
     metrics = body.sampler is not None or bool(body.entropix) or body.min_confidence is not None
+    metrics |= body.confidence_samples is not None
     work = generation_work(
         ids,
         [mode],
@@ -368,6 +371,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
         top_logprobs=n_top or 0,
         n=body.n,
         min_confidence=body.min_confidence,
+        confidence_samples=body.confidence_samples,
     )
     stream = JobStream(
         request.app.state.worker,

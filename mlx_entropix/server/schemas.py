@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from pydantic.fields import FieldInfo
 
 from ..config import PRESET_NAMES, Mode, SamplerConfig, apply_preset
+from ..engine.agreement import MAX_SAMPLES
 from ..events import StateInfo
 
 MAX_TOKENS = 4096  # schema cap; the server may set a lower one (ServerSettings.max_tokens_limit)
@@ -99,6 +100,11 @@ class GenerationFields(BaseModel):
     min_confidence: float | None = Field(
         None, ge=0.0, le=1.0, description="Below it the done event is marked abstained."
     )
+    confidence_samples: int | None = Field(
+        None, ge=0, le=MAX_SAMPLES,
+        description="Hidden rows sampled beside the answer; their agreement with it is a "
+        "confidence feature (done event: agreement). Default: 0.",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _one_prompt(self) -> GenerationFields:
@@ -234,6 +240,11 @@ class OpenAIFields(BaseModel):
     min_confidence: float | None = Field(
         None, ge=0.0, le=1.0, description="Extension: below it the answer is marked abstained."
     )
+    confidence_samples: int | None = Field(
+        None, ge=0, le=MAX_SAMPLES,
+        description="Extension: hidden rows sampled beside each answer; their agreement with it "
+        "is a confidence feature (the chat map that takes it). Default: 0.",
+    )  # fmt: skip
     preset: str | None = PRESET_FIELD
     _preset = field_validator("preset")(check_preset)
 
