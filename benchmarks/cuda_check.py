@@ -20,6 +20,7 @@ model's tokenizer: speeds and ratios are those of the real model; its text is no
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import shutil
@@ -30,6 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the sibling benchmark modules
 import mlx_entropix  # noqa: E402, F401  (BLAS preload before mlx)
 
 import mlx.core as mx  # noqa: E402
@@ -128,17 +130,9 @@ def batch_invariance(lm, tokens: int) -> dict:
             decoder.submit(prepare_prompt(lm, t), [("entropix", 100 + i)], max_tokens=tokens)
             for i, t in enumerate(texts)
         ]
-        pulls = {i: decoder.pull(r) for i, r in enumerate(reqs)}
-        out: dict[int, list] = {i: [] for i in pulls}
-        while pulls:
-            for i, pull in list(pulls.items()):
-                item = next(pull, "end")
-                if item == "end":
-                    del pulls[i]
-                elif item is not None and item[1].type == "token":
-                    e = item[1]
-                    out[i].append((e.id, e.logprob, tuple(e.metrics.model_dump().values())))
-        return [out[i] for i in range(len(texts))]
+        rows = importlib.import_module("family_batch").token_events(decoder, reqs)
+        return [[(e.id, e.logprob, tuple(e.metrics.model_dump().values())) for e in row]
+                for row in rows]  # fmt: skip
 
     alone, together = serve(prompts[:1])[0], serve(prompts)[0]
     same_ids = [a[0] for a in alone] == [b[0] for b in together]

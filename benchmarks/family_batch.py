@@ -96,20 +96,30 @@ def serve(
     from mlx_entropix.engine.generate import prepare_prompt
 
     t0, c0 = time.perf_counter(), time.process_time()
-    pulls, out = {}, {}
-    for i, p in enumerate(prompts):
-        ids = prepare_prompt(lm, p, max_tokens=max_tokens)
-        req = decoder.submit(ids, [("entropix", 100 + first + i)], max_tokens=max_tokens)
-        pulls[i], out[i] = decoder.pull(req), []
+    reqs = [
+        decoder.submit(prepare_prompt(lm, p, max_tokens=max_tokens),
+                       [("entropix", 100 + first + i)], max_tokens=max_tokens)
+        for i, p in enumerate(prompts)
+    ]  # fmt: skip
+    out = [[e.id for e in events] for events in token_events(decoder, reqs)]
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return wall, out, cpu
+
+
+def token_events(decoder, reqs: list) -> list[list]:
+    """Each submitted request's token events, its pull served round-robin as the server's
+    worker does (a round runs once every request's events are out: one pulled to its end
+    alone would wait for the others forever)."""
+    pulls = dict(enumerate(decoder.pull(r) for r in reqs))
+    out: list[list] = [[] for _ in reqs]
     while pulls:
         for i, pull in list(pulls.items()):
             item = next(pull, "end")
             if item == "end":
                 del pulls[i]
             elif item is not None and item[1].type == "token":
-                out[i].append(item[1].id)
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return wall, [out[i] for i in range(len(prompts))], cpu
+                out[i].append(item[1])
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
