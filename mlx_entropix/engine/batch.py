@@ -129,7 +129,9 @@ class BatchDecoder:
     def pull(self, req: BatchRequest) -> Iterator[tuple[int, Event] | None]:
         """``req``'s events as they come; None when it has none yet: its prompt is being
         prefilled, or the others' events go out before the next round (the caller may serve
-        someone else meanwhile). Leaving early discards the request."""
+        someone else meanwhile). A round runs once every request's events are out, so pull all
+        submitted requests in turn: one drained to its end alone would wait on the others'
+        unread events forever. Leaving early discards the request."""
         try:
             while True:
                 while req.events:
