@@ -404,6 +404,8 @@ test("token text is untrusted: markup shows as text and never runs", async (page
     confidence: null,
     answer_span: null,
     abstained: false,
+    agreement: null,
+    confidence_samples: 0,
     cached_tokens: 0,
   };
   await page.route("**/api/generate", (route) =>
@@ -446,6 +448,8 @@ function fakeDone(mode: Mode, tokens: TokenEvent[], extra: Partial<DoneEvent> = 
     confidence: null,
     answer_span: null,
     abstained: false,
+    agreement: null,
+    confidence_samples: 0,
     cached_tokens: 0,
     ...extra,
   };

@@ -47,6 +47,8 @@ export function done(mode: Mode = "entropix", n = 2): DoneEvent {
     confidence: null,
     answer_span: null,
     abstained: false,
+    agreement: null,
+    confidence_samples: 0,
     cached_tokens: 0,
   };
 }
