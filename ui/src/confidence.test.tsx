@@ -25,6 +25,9 @@ describe("answer confidence", () => {
     expect(html).toContain("likely right · 83%");
     expect(html).toContain("<mark>Paris</mark>");
     expect(html).not.toContain("abstained");
+    expect(html).not.toContain("samples agree");
+    const sampled = renderToStaticMarkup(<ConfidenceBadge done={{ ...d, agreement: 0.75, confidence_samples: 4 }} />);
+    expect(sampled).toContain("3/4 samples agree");
     const low = renderToStaticMarkup(<ConfidenceBadge done={{ ...d, confidence: 0.2, abstained: true }} />);
     expect(low).toContain("likely wrong · 20%");
     expect(low).toContain("abstained");

@@ -1,8 +1,9 @@
 import type { DoneEvent } from "../generated/events";
 import { confidenceReading } from "../confidence";
 
-/** How likely the answer is right, in plain words, with the answer it was computed on;
- * "abstained" when it fell below the request's min_confidence (the text is still shown). */
+/** How likely the answer is right, in plain words, with the answer it was computed on, how
+ * many hidden sampled answers agreed (a request's confidence_samples), and "abstained" when it
+ * fell below the request's min_confidence (the text is still shown). */
 export function ConfidenceBadge({ done }: { done?: DoneEvent }) {
   if (!done || done.confidence == null) return null;
   const reading = confidenceReading(done.confidence);
@@ -17,6 +18,11 @@ export function ConfidenceBadge({ done }: { done?: DoneEvent }) {
       {answer && (
         <span className="confidence-answer">
           answer <mark>{answer.length > 60 ? `${answer.slice(0, 57)}...` : answer}</mark>
+        </span>
+      )}
+      {done.confidence_samples > 0 && done.agreement != null && (
+        <span className="confidence-samples" data-testid="agreement" title="Answers of hidden rows sampled in normal mode, compared with this one: their agreement is part of the confidence">
+          {Math.round(done.agreement * done.confidence_samples)}/{done.confidence_samples} samples agree
         </span>
       )}
       {done.abstained && (
