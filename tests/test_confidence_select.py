@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mlx_entropix.engine.confidence import (
     ATTENTION_FEATURES,
+    CONFIDENCE_DIR,
     CONTEXT_FEATURES,
     FORMAT_FEATURE,
     LOGIT_FEATURES,
@@ -222,10 +223,15 @@ def test_select_command_writes_a_usable_map(tmp_path: Path, monkeypatch):
     src = tmp_path / "dev.json"
     src.write_text(json.dumps({"run": {"model": "Tiny model", "csv": "x"}, "records": records}))
     out, report = tmp_path / "map.json", tmp_path / "r.md"
+    # a map fitted elsewhere on sampled rows' agreement (confidence_sc.py) outlives the rewrite
+    shipped = json.loads((CONFIDENCE_DIR / "smollm2-135m-instruct.json").read_text())
+    out.write_text(json.dumps(shipped))
     args = [str(src), "--test", str(src), "--select", "--out", str(out)]
     assert main([*args, "--report", str(report), "--boot", "50"]) == 0
     model = ConfidenceModel.from_file(out)
     assert set(model.meta["chosen"]) == {"chat", "raw"}
+    assert set(model.maps) == {"chat", "raw", "chat+agreement"}
+    assert model.maps["chat+agreement"].to_dict() == shipped["maps"]["chat+agreement"]
     text = report.read_text()
     assert "Chosen (dev, leave one category out)" in text and "attention test" in text
     # the signal is min_logprob: a map that uses it ranks the answers

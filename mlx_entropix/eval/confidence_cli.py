@@ -155,7 +155,7 @@ def _main_select(args: Any) -> int:
     """``--select``: choose, fit, write, report (see ``confidence_select.py``)."""
     import sys
 
-    from ..engine.confidence import CONFIDENCE_DIR
+    from ..engine.confidence import AGREEMENT_SUFFIX, CONFIDENCE_DIR, ConfidenceModel
     from .confidence_select import attention_test as attention_on
     from .confidence_select import fit_chosen, held_out, select, with_format
 
@@ -172,6 +172,12 @@ def _main_select(args: Any) -> int:
         return 2
     out = Path(args.out) if args.out else CONFIDENCE_DIR / f"{name.split()[0].lower()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():  # maps fitted elsewhere (on sampled rows, benchmarks/confidence_sc.py) stay
+        kept = {k: m for k, m in ConfidenceModel.from_file(out).maps.items()
+                if k.endswith(AGREEMENT_SUFFIX) and k not in model.maps}  # fmt: skip
+        model.maps.update(kept)
+        for k in kept:
+            print(f"calibrate confidence: kept {k!r} from {out} (refit: confidence_sc.py)")
     out.write_text(model.to_json())
     n_boot = min(args.boot, 1000)
     report: dict[str, Any] = {
