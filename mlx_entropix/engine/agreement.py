@@ -40,10 +40,16 @@ def samples_for(requested: int | None, fmt: str, modes: Sequence[str]) -> int:
     return k
 
 
+def row_seeds(seed: int, k: int) -> list[int]:
+    """The k sampling seeds of one answer's rows (row 0 uses ``seed`` itself), far apart: the
+    hidden rows' here, self-consistency's rows (``eval.consistency``)."""
+    return [(seed + i * 15_485_863) % (2**31) for i in range(k)]
+
+
 def hidden_seeds(seed: int, k: int) -> list[int]:
     """The k hidden rows' seeds, none equal to ``seed`` (a user row in normal mode with the same
-    seed would be copied, not sampled): ``consistency.row_seeds``'s rows 1..k."""
-    return [(seed + i * 15_485_863) % (2**31) for i in range(1, k + 1)]
+    seed would be copied, not sampled): ``row_seeds``'s rows 1..k."""
+    return row_seeds(seed, k + 1)[1:]
 
 
 def answer_of(text: str) -> str:

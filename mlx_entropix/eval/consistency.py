@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..engine.agreement import row_seeds
+
 
 def vote(answers: Sequence[str | None]) -> int:
     """Index of the row whose text stands for the majority answer (see the module docstring)."""
@@ -24,11 +26,6 @@ def vote(answers: Sequence[str | None]) -> int:
     top = max(counts.values())
     winner = next(a for a, n in counts.items() if n == top)
     return list(answers).index(winner)
-
-
-def row_seeds(seed: int, k: int) -> list[int]:
-    """The k sampling seeds of one self-consistent answer (row 0 uses ``seed`` itself)."""
-    return [(seed + i * 15_485_863) % (2**31) for i in range(k)]
 
 
 def sample_rows(
