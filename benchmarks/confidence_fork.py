@@ -10,7 +10,7 @@ candidates, then ECE), against the shipped confidence of the same answers.
 Agreement (``branch_agreement``): the share of branches whose answer is the kept one's, and
 the share of the branches' summed scores theirs carry; only where the branches' answers are
 read as a number, a choice or yes/no (``fork_agreement``). Every candidate is a logistic map
-of ``base_logit`` (the logit of the shipped per-format map's confidence, arithmetic cap
+of ``base_logit`` (the logit of the shipped per-format map's confidence, check cap
 included) and none, one or both agreement features, per format or pooled; answers without
 agreement keep the shipped confidence. Two paired comparisons (bootstrap over answers): the
 chosen maps against the shipped confidence, and base + share against base alone under the
@@ -29,6 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mlx_entropix.engine.answer_checks import failed
 from mlx_entropix.engine.confidence import FORMAT_FEATURE, ConfidenceModel, Map
 from mlx_entropix.eval.confidence_fit import refeaturized, scores_report, usable
 from mlx_entropix.eval.confidence_select import (
@@ -95,8 +96,8 @@ def with_fork_map(
 
 
 def _cap(p: float | None, feats: dict[str, Any], fmt: str, model: ConfidenceModel) -> float | None:
-    cap = model.wrong_arithmetic.get(fmt if fmt in model.maps else "chat")
-    return p if p is None or cap is None or not feats.get("wrong_arithmetic") else min(p, cap)
+    cap = model.failed_check.get(fmt if fmt in model.maps else "chat")
+    return p if p is None or cap is None or not failed(feats) else min(p, cap)
 
 
 SHIPPED = "shipped (per-format map)"

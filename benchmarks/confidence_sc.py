@@ -133,7 +133,7 @@ def dev_format(recs: list[dict], fmt: str) -> cs.Candidate:
     print(f"## {fmt}: {len(recs)} dev answers of {len({r['category'] for r in recs})} kinds, "
           "leave one category out\n")  # fmt: skip
     chosen, results, caps = cs.select(recs, cands)
-    print(f"arithmetic cap: {'yes' if caps else 'no'}\n")
+    print(f"check cap: {'yes' if caps else 'no'}\n")
     print("| candidate | AUROC | within-category AUROC | ECE | top half % | all % |\n"
           "|---|---|---|---|---|---|")  # fmt: skip
     for c in cands:

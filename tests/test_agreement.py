@@ -116,7 +116,9 @@ def test_hidden_rows_never_leave_and_the_done_event_is_scored_again():
     hidden = TokenEvent.model_construct(type="token", mode="normal", text=" 12")
     items = [None, (0, token), (1, hidden), (2, hidden), (0, _done(" 11\n")), (1, _done(" 11\n")),
              (2, _done(" 12\n"))]  # fmt: skip
-    streams = [SimpleNamespace(text=t, signals=SIGNALS) for t in (" 11\n", " 11\n", " 12\n")]
+    streams = [
+        SimpleNamespace(text=t, signals=SIGNALS, prompt=None) for t in (" 11\n", " 11\n", " 12\n")
+    ]
     out = list(with_agreement(iter(items), streams, 1, MODEL, "raw"))
     assert out[:2] == [None, (0, token)]  # the user row's events, in order; none of rows 1, 2
     assert len(out) == 3 and out[2][0] == 0

@@ -342,9 +342,12 @@ def test_wrong_arithmetic_reads_only_up_to_the_answer_and_caps_the_confidence(tm
     path.write_text(model.to_json())
     assert ConfidenceModel.from_file(path) == model
     old = json.loads(model.to_json())
+    old["wrong_arithmetic"] = old.pop("failed_check")  # its key when the arithmetic was alone
+    path.write_text(json.dumps(old))
+    assert ConfidenceModel.from_file(path) == model
     del old["wrong_arithmetic"]  # a map written before the cap: no cap
     path.write_text(json.dumps(old))
-    assert ConfidenceModel.from_file(path).wrong_arithmetic == {}
+    assert ConfidenceModel.from_file(path).failed_check == {}
 
 
 def test_ece_floor_is_the_small_sample_bias_of_a_calibrated_confidence():

@@ -22,9 +22,9 @@ from mlx_entropix.engine.confidence import (
 )
 from mlx_entropix.eval.confidence_select import (
     Candidate,
-    arithmetic_cap,
     bootstrap,
     capped,
+    check_cap,
     choose,
     fit_candidate,
     fit_isotonic,
@@ -124,13 +124,13 @@ def test_isotonic_recalibration_keeps_the_knots_and_flattens_a_shifted_kind():
     assert recal.p[-1] - recal.p[0] < plain.p[-1] - plain.p[0]
 
 
-def test_arithmetic_cap_is_fitted_without_the_held_out_category():
+def test_check_cap_is_fitted_without_the_held_out_category():
     def rec(cat: str, wrong: float, right: bool) -> dict:
         return {"features": {"wrong_arithmetic": wrong}, "correct": right, "category": cat}
 
     pool = [rec("a", 1.0, False)] * 8 + [rec("b", 1.0, True)] * 2 + [rec("b", 0.0, True)] * 5
-    assert arithmetic_cap(pool) == pytest.approx((2 + 1) / (10 + 2))
-    assert arithmetic_cap([rec("a", 0.0, True)]) is None
+    assert check_cap(pool) == pytest.approx((2 + 1) / (10 + 2))
+    assert check_cap([rec("a", 0.0, True)]) is None
     out = capped([0.9, 0.9, 0.9], [pool[0], pool[8], pool[10]], pool)
     assert out[0] == pytest.approx(3 / 4)  # a's cap from b's two flagged answers, both right
     assert out[1] == pytest.approx(1 / 10)  # b's from a's eight, all wrong
@@ -160,6 +160,11 @@ def test_choose_prefers_fewer_features_then_lowest_ece():
         "other": _block(0.60, 0.60, 0.01),
     }
     assert choose(results, cands, "raw").name == "small iso"
+    # one score's map fitted on both formats is one more variant of it, not another score
+    pooled = [*cands, Candidate("small iso pooled", ("a",), kind="isotonic", pooled=True)]
+    results["small iso pooled"] = _block(0.797, 0.781, 0.11)
+    assert choose(results, pooled, "raw").name == "small iso"
+    del results["small iso pooled"]
     results["small"] = _block(0.70, 0.70, 0.08)
     results["small iso"] = _block(0.70, 0.70, 0.04)
     assert choose(results, cands, "raw").name == "big recal"  # the simple one is too far behind

@@ -29,27 +29,41 @@ def live():
         yield server
 
 
-def rescored(events, fmt):
+def rescored(events, fmt, prompt=None):
     """The confidence recomputed from the token events alone (as the evaluation does)."""
     signals, end = [], 0
     for e in events[:-1]:
         end += len(e.text)
         top2 = (e.top[0].logprob, e.top[1].logprob)
         signals.append(TokenSignal(end, e.logprob, top2, tuple(e.metrics.model_dump().values())))
-    return score(events[-1].text, signals, shipped_model("SmolLM2-135M-Instruct"), fmt)
+    model = shipped_model("SmolLM2-135M-Instruct")
+    return score(events[-1].text, signals, model, fmt, prompt=prompt)
 
 
 @pytest.mark.parametrize("raw", [False, True])
 def test_done_event_carries_the_answer_confidence(embedded, raw):
-    prompt = embedded.tokenizer.encode("2 + 3 = 5\n4 + 1 =") if raw else QUESTION
+    text = "2 + 3 = 5\n4 + 1 ="
+    prompt = embedded.tokenizer.encode(text) if raw else QUESTION
     events = list(generate(embedded, prompt, mode="greedy", max_tokens=12, top_logprobs=2,
                            stop=["\n"] if raw else ()))  # fmt: skip
     done = events[-1]
     assert done.type == "done" and done.confidence is not None and 0 < done.confidence < 1
-    want = rescored(events, "raw" if raw else "chat")
+    want = rescored(events, "raw" if raw else "chat", text if raw else None)
     assert done.confidence == want.confidence and done.answer_span == list(want.span)
     assert done.text[slice(*done.answer_span)].strip()  # the span holds the answer's text
     assert not done.abstained
+
+
+def test_a_raw_answer_copied_from_its_question_gets_the_check_cap(embedded):
+    """The engine reads a raw prompt's solved examples: "2 x 2 =" answered " 2" (the embedded
+    model's greedy answer) copies its question where no example does: capped."""
+    text = "3 x 2 = 6\n2 x 4 = 8\n3 x 2 = 6\n3 x 2 = 6\n2 x 2 ="
+    events = list(generate(embedded, embedded.tokenizer.encode(text), mode="greedy",
+                           max_tokens=4, top_logprobs=2, stop=["\n"]))  # fmt: skip
+    done, cap = events[-1], shipped_model("SmolLM2-135M-Instruct").failed_check["raw"]
+    assert done.text.strip() == "2" and done.confidence == cap
+    assert done.confidence == rescored(events, "raw", text).confidence
+    assert rescored(events, "raw").confidence > cap  # without the prompt: not capped
 
 
 def test_cli_summary_and_min_confidence():

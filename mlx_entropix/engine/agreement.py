@@ -115,7 +115,7 @@ def with_agreement(
     for r in sorted(held):
         s, done = streams[r], held[r]
         a = agreement(s.text, rows)
-        scored = score(s.text, s.signals, model, fmt, agreement=a)
+        scored = score(s.text, s.signals, model, fmt, agreement=a, prompt=s.prompt)
         span = None if scored.span is None else list(scored.span)
         update = {"confidence": scored.confidence, "answer_span": span, "agreement": a,
                   "confidence_samples": len(rows)}  # fmt: skip

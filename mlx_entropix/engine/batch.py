@@ -100,7 +100,10 @@ class BatchDecoder:
         # branches start from them (and the answer forks' next ones).
         fork = rows[0][0] == "fork"
         widths = (cfg.fork_branches, cfg.fork_answer_branches + 1) if fork else ()
-        n_top, confidence = max(top_logprobs, 2, *widths), (shipped_model(lm.info.name), fmt)
+        n_top = max(top_logprobs, 2, *widths)
+        # A raw prompt's text: the confidence checks its solved examples (``answer_checks``)
+        text = lm.tokenizer.decode(list(ids), skip_special_tokens=True) if fmt == "raw" else None
+        confidence = (shipped_model(lm.info.name), fmt, text)
         req = BatchRequest(
             ids=list(ids),
             rows=[(m, int(s)) for m, s in rows],

@@ -18,7 +18,8 @@ Three steps, all pure:
    logistic regression on standardized features or an isotonic map of one feature, chosen
    and fitted per model on dev by ``calibrate confidence`` (``eval/confidence_select.py``)
    and shipped in ``configs/confidence/<model>.json``; monotone in each feature. An answer
-   whose text up to it states a false equation ("7 + 7 = 12", ``wrong_arithmetic``) is capped
+   that fails a check on its own text (``answer_checks``: a false equation up to it, "7 + 7 =
+   12"; a number copied from its question where the prompt's examples never copy) is capped
    at the accuracy such answers had on dev.
  With hidden sampled rows, their agreement (``agreement.py``) and its map.
 """
@@ -37,6 +38,7 @@ from typing import Any
 
 from ..answers import _MARKERS, _NUMBER, Kind, extract_choice, normalize
 from ..config import CONFIG_DIR
+from .answer_checks import copied, failed, wrong_arithmetic
 
 CONFIDENCE_DIR = CONFIG_DIR / "confidence"
 LOGIT_FEATURES: tuple[str, ...] = (
@@ -61,10 +63,6 @@ CONTEXT_FEATURES = ("prefix_mean_logprob", "whole_mean_logprob", "through_mean_l
 ATTENTION_FEATURES = ("attn_entropy", "attn_varentropy", "agreement", "interaction_strength")
 # The share of k sampled rows that gave this answer (agreement.py); "<fmt>+agreement": its map
 AGREEMENT_FEATURE, AGREEMENT_SUFFIX = "sc_agreement", "+agreement"
-# "a op b = c" with plain numbers (not part of "1,000", "2.5.1" or "3/4"): the model's working.
-_EQUATION = re.compile(
-    r"(?<![\w.,/])(-?\d+(?:\.\d+)?)\s*([-+*x×/])\s*(-?\d+(?:\.\d+)?)\s*=\s*(-?\d+(?:\.\d+)?)(?![.,/]?\d)"
-)
 _SENTENCE_END = re.compile(r"(?<!\d)[.!?](?=\s|$)|(?<=\d)[.!?](?!\d)")
 _YESNO = re.compile(r"\b(yes|true|correct|no|false|incorrect)\b", re.IGNORECASE)
 
@@ -169,17 +167,6 @@ def _span_indices(signals: Sequence[TokenSignal], span: tuple[int, int]) -> list
 # --------------------------------------------------------------------------- features
 
 
-def wrong_arithmetic(text: str) -> float:
-    """1.0 when ``text`` states a one-operation equation that does not hold ("7 + 7 = 12"):
-    an answer that contradicts its own working (on dev, 1 of 55 such answers was right)."""
-    for m in _EQUATION.finditer(text):
-        a, op, b, c = float(m[1]), m[2], float(m[3]), float(m[4])
-        value = {"+": a + b, "-": a - b, "/": a / b if b else math.nan}.get(op, a * b)
-        if not math.isclose(value, c, rel_tol=1e-9, abs_tol=1e-9):
-            return 1.0
-    return 0.0
-
-
 def _mean(values: Sequence[float | None]) -> float | None:
     vals = [v for v in values if v is not None and math.isfinite(v)]
     return sum(vals) / len(vals) if vals else None
@@ -219,11 +206,15 @@ def span_features(
 
 
 def features(
-    text: str, signals: Sequence[TokenSignal], span: tuple[int, int] | None
+    text: str,
+    signals: Sequence[TokenSignal],
+    span: tuple[int, int] | None,
+    prompt: str | None = None,
 ) -> dict[str, float | None]:
     """The span's features (ending: the token after it) and the whole generation's: mean
     log-prob before the span (0 if none), of all tokens, of those through the ending; mean
-    entropy; where the span starts (fraction of the text)."""
+    entropy; where the span starts (fraction of the text); the checks (``answer_checks``),
+    ``copied`` only with the ``prompt``'s text (a raw prompt's; None otherwise)."""
     ix = _span_indices(signals, span) if span else []
     last = ix[-1] + 1 if ix else 0  # one past the span's last token
     ending = signals[last] if ix and last < len(signals) else None
@@ -237,6 +228,7 @@ def features(
     out["whole_mean_entropy"] = _mean([s.metrics[0] for s in signals])
     out["span_start"] = span[0] / max(len(text), 1) if span else None
     out["wrong_arithmetic"] = wrong_arithmetic(text[: span[1]]) if span else None
+    out["copied"] = copied(prompt, text[span[0] : span[1]]) if span and prompt else None
     return out
 
 
@@ -313,15 +305,15 @@ class ConfidenceModel:
 
     maps: dict[str, Map]
     meta: dict[str, Any]  # every map also sees FORMAT_FEATURE (a pooled fit serves both)
-    # Per format: the most confidence an answer gets whose own arithmetic fails (its accuracy
-    # on dev); a format without an entry has no such cap.
-    wrong_arithmetic: dict[str, float] = field(default_factory=dict)
+    # Per format: the most confidence an answer gets that fails a check (``answer_checks``:
+    # such answers' accuracy on dev); a format without an entry has no such cap.
+    failed_check: dict[str, float] = field(default_factory=dict)
 
     def __call__(self, feats: dict[str, float | None], fmt: str = "chat") -> float | None:
         m = self.map_for(fmt, feats.get(AGREEMENT_FEATURE) is not None)
         p = m({**feats, FORMAT_FEATURE: float(fmt == "raw")})
-        cap = self.wrong_arithmetic.get(fmt if fmt in self.maps else "chat")
-        return p if p is None or cap is None or not feats.get("wrong_arithmetic") else min(p, cap)
+        cap = self.failed_check.get(fmt if fmt in self.maps else "chat")
+        return p if p is None or cap is None or not failed(feats) else min(p, cap)
 
     def map_for(self, fmt: str, agreement: bool = False) -> Map:  # with it: its map, if any
         m = self.maps.get(fmt + AGREEMENT_SUFFIX) if agreement else None
@@ -329,7 +321,7 @@ class ConfidenceModel:
 
     def to_json(self) -> str:
         maps = {k: m.to_dict() for k, m in self.maps.items()}
-        data = {"maps": maps, "wrong_arithmetic": self.wrong_arithmetic, "meta": self.meta}
+        data = {"maps": maps, "failed_check": self.failed_check, "meta": self.meta}
         return json.dumps(data, indent=1) + "\n"
 
     @classmethod
@@ -341,7 +333,9 @@ class ConfidenceModel:
         }
         if not maps:
             raise ValueError(f"{path}: no fitted map")
-        caps = {k: float(v) for k, v in data.get("wrong_arithmetic", {}).items()}
+        # "wrong_arithmetic": the key when the arithmetic was the only check
+        caps = data.get("failed_check", data.get("wrong_arithmetic", {}))
+        caps = {k: float(v) for k, v in caps.items()}
         return cls(maps, data.get("meta", {}), caps)
 
 
@@ -366,11 +360,12 @@ class Scored:
 
 def score(text: str, signals: Sequence[TokenSignal], model: ConfidenceModel | None,
           fmt: str = "chat", kind: Kind | None = None, options: dict[str, str] | None = None,
-          agreement: float | None = None) -> Scored:  # fmt: skip
+          agreement: float | None = None, prompt: str | None = None) -> Scored:  # fmt: skip
     """The answer's span, its features and (with a model) its confidence; ``agreement``: of
-    hidden sampled rows (None: none, the features and map without it)."""
+    hidden sampled rows (None: none, the features and map without it); ``prompt``: a raw
+    prompt's text (its solved examples, ``answer_checks.copied``)."""
     span = answer_span(text, kind, options)
-    feats = features(text, signals, span)
+    feats = features(text, signals, span, prompt)
     feats |= {} if agreement is None else {AGREEMENT_FEATURE: agreement}
     conf = model(feats, fmt) if model is not None and span is not None else None
     return Scored(None if conf is None else round(conf, 6), span, feats)

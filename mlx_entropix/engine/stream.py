@@ -91,10 +91,12 @@ class RowStream:
         t0: float,
         confidence: ConfidenceModel | None = None,
         fmt: str = "chat",
+        prompt: str | None = None,
     ):
         self.tok, self.mode, self.top_logprobs, self.n_top = tok, mode, top_logprobs, n_top
-        # The answer confidence (``confidence.py``): the map and the prompt's format.
-        self.confidence, self.fmt = confidence, fmt
+        # The answer confidence (``confidence.py``): the map, the prompt's format and, for a
+        # raw prompt, its text (its solved examples: ``answer_checks.copied``).
+        self.confidence, self.fmt, self.prompt = confidence, fmt, prompt
         self.signals: list[TokenSignal] = []
         self.detok = tok.detokenizer()
         self.stops = StopMatcher(stop)
@@ -196,7 +198,7 @@ class RowStream:
         t_end = time.perf_counter()
         n = self.n
         t_first = self.t_first if t_decode is None else t_decode
-        scored = score(self.text, self.signals, self.confidence, self.fmt)
+        scored = score(self.text, self.signals, self.confidence, self.fmt, prompt=self.prompt)
         return DoneEvent(
             mode=self.mode,
             text=self.text,

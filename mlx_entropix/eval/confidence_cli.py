@@ -104,7 +104,7 @@ def selection_markdown(report: dict[str, Any], top: int = 12) -> str:
     chosen = report["chosen"]
     lines = ["Chosen (dev, leave one category out): "
              + "; ".join(f"{k}: {v}" for k, v in chosen.items())
-             + f"; arithmetic cap: {report.get('arithmetic cap') or 'none'}", ""]  # fmt: skip
+             + f"; check cap: {report.get('check cap') or 'none'}", ""]  # fmt: skip
     head = "| {} | answers | AUROC | within-category AUROC | ECE | top half % | all % |"
     for fmt in chosen:
         lines += [head.format(f"{fmt}: candidate (dev, leave one category out)"),
@@ -182,7 +182,7 @@ def _main_select(args: Any) -> int:
     n_boot = min(args.boot, 1000)
     report: dict[str, Any] = {
         "chosen": {f: c.name for f, c in chosen.items()},
-        "arithmetic cap": model.wrong_arithmetic,
+        "check cap": model.failed_check,
         "candidates": results,
         "dev (leave one category out)": _figures(*held_out(dev, chosen, caps)[::-1], n_boot),
     }

@@ -4,7 +4,7 @@ Every record of an evaluation carries the answer span's ``features`` (``confiden
 a logistic map is an L2-regularized logistic regression on standardized features (Newton's
 method, numpy only), one per prompt format (chat, raw). Also: the figures of a scoring
 (``scores_report``), a row of the attention test, the records refeaturized from their kept
-signals, a result rescored by a new map, and the arithmetic cap.
+signals, a result rescored by a new map, and the cap of answers that fail a check.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.answer_checks import failed
 from ..engine.confidence import ConfidenceModel, LogisticMap
 from .confidence_stats import auroc, ece, paired_bootstrap, top_half_accuracy
 
@@ -181,7 +182,7 @@ def refeaturized(result: dict[str, Any]) -> list[dict[str, Any]]:
         ]
         options = parse_options(item.prompt) if item.kind == "choice" else None
         span = answer_span(r["text"], item.kind, options)
-        feats = features(r["text"], signals, span)
+        feats = features(r["text"], signals, span, item.prompt if item.format == "raw" else None)
         out.append({**r, "answer_span": span, "features": feats})
     return out
 
@@ -201,11 +202,11 @@ def rescored(result: dict[str, Any], model: ConfidenceModel) -> dict[str, Any]:
     return {**result, "run": run, "summary": summarize(records, run["modes"]), "records": records}
 
 
-def arithmetic_cap(records: Sequence[dict[str, Any]]) -> float | None:
-    """The accuracy of answers whose own arithmetic fails (``wrong_arithmetic``), both formats
-    pooled (the check does not hang on the format), with one pseudo-answer of each kind; None
+def check_cap(records: Sequence[dict[str, Any]]) -> float | None:
+    """The accuracy of answers that fail a check (``engine.answer_checks``), both formats
+    pooled (the checks do not hang on the format), with one pseudo-answer of each kind; None
     without such answers."""
-    flagged = [bool(r["correct"]) for r in records if r["features"].get("wrong_arithmetic")]
+    flagged = [bool(r["correct"]) for r in records if failed(r["features"])]
     return (sum(flagged) + 1) / (len(flagged) + 2) if flagged else None
 
 
@@ -216,10 +217,10 @@ def capped(
     formats: Sequence[str] = ("chat", "raw"),
 ) -> list[float | None]:
     """Leave-one-category-out predictions with the cap on the answers of ``formats`` that fail
-    their arithmetic, each category's cap fitted on ``pool``'s other categories."""
-    caps = {k: arithmetic_cap([r for r in pool if r.get("category", "") != k])
+    a check, each category's cap fitted on ``pool``'s other categories."""
+    caps = {k: check_cap([r for r in pool if r.get("category", "") != k])
             for k in {r.get("category", "") for r in recs}}  # fmt: skip
-    return [p if p is None or not r["features"].get("wrong_arithmetic")
+    return [p if p is None or not failed(r["features"])
             or r.get("format", "chat") not in formats
             or (cap := caps[r.get("category", "")]) is None else min(p, cap)
             for p, r in zip(preds, recs, strict=True)]  # fmt: skip

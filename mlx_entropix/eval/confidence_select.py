@@ -12,8 +12,8 @@ The rule (``choose``), per format: the best leave-one-category-out AUROC plus wi
 AUROC (the ranking), preferring fewer features within 2 x ``TOLERANCE`` of the best (a small dev
 set chooses noisily among near-equal candidates; the simpler one generalizes more often); then
 among that score's map variants that rank nearly as well (``VARIANT_TOLERANCE``), the lowest
-leave-one-category-out ECE (the calibration). An answer whose text up to it states a false
-equation (``wrong_arithmetic``) is capped at such answers' dev accuracy (pooled over formats;
+leave-one-category-out ECE (the calibration). An answer that fails a check on its own text
+(``engine.answer_checks``) is capped at such answers' dev accuracy (pooled over formats;
 held out, from the other categories), the map then fitted on the other answers: chosen per
 format where it does not lower the ranking, the candidates then compared again with it.
 """
@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.answer_checks import failed
 from ..engine.confidence import (
     ATTENTION_FEATURES,
     CONTEXT_FEATURES,
@@ -38,9 +39,9 @@ from ..engine.confidence import (
     Map,
 )
 from .confidence_fit import (
-    arithmetic_cap,
     attention_row,
     capped,
+    check_cap,
     fit_logistic,
     fit_map,
     scores_report,
@@ -139,11 +140,11 @@ def leave_category_out(
     records: Sequence[dict[str, Any]], c: Candidate, capped_out: bool = False
 ) -> list[float | None]:
     """Each record scored by the candidate fitted on the other categories (of its format, or
-    both when pooled; ``capped_out``: less the answers the arithmetic cap scores)."""
+    both when pooled; ``capped_out``: less the answers the check cap scores)."""
     out: list[float | None] = [None] * len(records)
     for cat in sorted({r.get("category", "") for r in records}):
         train = [r for r in records if r.get("category", "") != cat
-                 and not (capped_out and r["features"].get("wrong_arithmetic"))]  # fmt: skip
+                 and not (capped_out and failed(r["features"]))]  # fmt: skip
         if len({bool(r["correct"]) for r in train}) < 2:
             continue
         m = fit_candidate(train, c)
@@ -157,7 +158,7 @@ def evaluate(
     records: Sequence[dict[str, Any]], c: Candidate, caps: Sequence[str] = ()
 ) -> dict[str, Any]:
     """Leave-one-category-out figures of a candidate, per format (``scores_report``), with the
-    arithmetic cap for the formats in ``caps``."""
+    check cap for the formats in ``caps``."""
     recs = usable(with_format(records), c.features)
     if c.pooled:
         held = leave_category_out(recs, c, capped_out=bool(caps))
@@ -171,9 +172,11 @@ def evaluate(
 
 
 def _score_key(c: Candidate) -> tuple[Any, ...]:
-    """What decides the ranking: the features (and their l2, beyond one feature), pooled or not;
-    the map variants of one score share it."""
-    return (c.features, c.pooled, c.l2 if len(c.features) > 1 else None)
+    """What decides the ranking: the features, and beyond one feature their l2 and whether the
+    format is one of them (pooled); the map variants of one score share it (one feature's map
+    fitted on both formats, or on its own, ranks its answers alike)."""
+    many = _size(c) > 1
+    return (c.features, c.pooled if many else None, c.l2 if many else None)
 
 
 # Where the caller stops a raw text decides what these see (the evaluation stops at a line
@@ -303,7 +306,7 @@ def select(
     dev: Sequence[dict[str, Any]], cands: Sequence[Candidate] | None = None
 ) -> tuple[dict[str, Candidate], dict[str, dict[str, Any]], list[str]]:
     """Every candidate's leave-one-category-out figures on dev and the choice per format; if
-    the arithmetic cap does not lower the choice's ranking (``choose_caps``), again with it."""
+    the check cap does not lower the choice's ranking (``choose_caps``), again with it."""
     cands = list(cands or candidates())
     formats = sorted({_fmt(r) for r in dev})
     results = {c.name: evaluate(dev, c) for c in cands}
@@ -324,12 +327,13 @@ def fit_chosen(
     """The shipped model: each format's chosen candidate fitted on all of dev; the arithmetic
     cap (fitted on all of dev) for the formats in ``caps``, their map then fitted on the
     answers the cap does not score."""
-    unflagged = [r for r in dev if not r["features"].get("wrong_arithmetic")]
+    unflagged = [r for r in dev if not failed(r["features"])]
     maps = {f: fit_candidate(_format_records(unflagged if f in caps else dev, c, f), c)
             for f, c in chosen.items()}  # fmt: skip
-    cap = arithmetic_cap(dev)
-    wrong = {f: round(cap, 6) for f in caps if cap is not None}
-    return ConfidenceModel(maps, {**meta, "chosen": {f: c.name for f, c in chosen.items()}}, wrong)
+    cap = check_cap(dev)
+    failed_check = {f: round(cap, 6) for f in caps if cap is not None}
+    chosen_names = {f: c.name for f, c in chosen.items()}
+    return ConfidenceModel(maps, {**meta, "chosen": chosen_names}, failed_check)
 
 
 def attention_test(
@@ -372,7 +376,7 @@ def held_out(
     dev: Sequence[dict[str, Any]], chosen: dict[str, Candidate], caps: Sequence[str] = ()
 ) -> tuple[list[dict[str, Any]], list[float | None]]:
     """Dev's answers of every chosen format, each scored leave one category out (with the
-    arithmetic cap for the formats in ``caps``)."""
+    check cap for the formats in ``caps``)."""
     recs: list[dict[str, Any]] = []
     preds: list[float | None] = []
     for fmt, c in chosen.items():
@@ -387,13 +391,13 @@ def held_out(
 
 def choose_caps(dev: Sequence[dict[str, Any]], chosen: dict[str, Candidate]) -> list[str]:
     """The formats whose leave-one-category-out ranking (AUROC + within-category AUROC) the
-    arithmetic cap does not lower."""
+    check cap does not lower."""
 
     def ranking(recs: list[dict[str, Any]], preds: list[float | None]) -> float:
         b = scores_report(preds, recs)["all"]
         return (b["auroc"] or 0.5) + (b["within_category_auroc"] or 0.5)
 
-    if arithmetic_cap(dev) is None:
+    if check_cap(dev) is None:
         return []
     return [f for f, c in chosen.items()
             if ranking(*held_out(dev, {f: c}, [f])) >= ranking(*held_out(dev, {f: c}))]  # fmt: skip

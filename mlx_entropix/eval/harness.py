@@ -298,8 +298,11 @@ def engine_generate_fn(
         assert done is not None  # the engine always ends with a DoneEvent
         # every field of a branch but its first token
         branches = [] if fork is None else [b.model_dump(exclude={"token"}) for b in fork.branches]
+        text = (
+            lm.tokenizer.decode(prompt, skip_special_tokens=True) if item.format == "raw" else None
+        )
         scored = score(done.text, signals, conf_model, item.format, item.kind, options,
-                       agreement=done.agreement)  # fmt: skip
+                       agreement=done.agreement, prompt=text)  # fmt: skip
         return Generation(
             text=done.text,
             tokens=done.generated_tokens,
