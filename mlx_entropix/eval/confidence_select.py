@@ -4,9 +4,8 @@ fitted on (leave one category out), since that is what a user's new task is.
 A candidate is a score (one feature, or a regularized logistic combination of a few), a map
 (logistic, or isotonic on one feature), fitted per prompt format or pooled over both formats
 with a format indicator, and optionally recalibrated: Platt scaling of the map's logit (the
-logistic's linear predictor, an isotonic map's knots) on its leave-one-category-out values,
-which flattens a map that separates the fitted categories better than it separates a new one
-(the cause of a large ECE on a new kind).
+logistic's linear predictor, an isotonic map's knots) on its leave-one-category-out values
+(flattens a map that separates the fitted kinds better than a new one: a large ECE there).
 
 The rule (``choose``), per format: the best leave-one-category-out AUROC plus within-category
 AUROC (the ranking), preferring fewer features within 2 x ``TOLERANCE`` of the best (a small dev
@@ -172,11 +171,9 @@ def evaluate(
 
 
 def _score_key(c: Candidate) -> tuple[Any, ...]:
-    """What decides the ranking: the features, and beyond one feature their l2 and whether the
-    format is one of them (pooled); the map variants of one score share it (one feature's map
-    fitted on both formats, or on its own, ranks its answers alike)."""
-    many = _size(c) > 1
-    return (c.features, c.pooled if many else None, c.l2 if many else None)
+    """What decides the ranking: the features, beyond one their l2 and pooled or not; one
+    score's map variants share it (one feature's map, per format or pooled, ranks alike)."""
+    return (c.features, *((c.pooled, c.l2) if _size(c) > 1 else ()))
 
 
 # Where the caller stops a raw text decides what these see (the evaluation stops at a line
@@ -332,8 +329,8 @@ def fit_chosen(
             for f, c in chosen.items()}  # fmt: skip
     cap = check_cap(dev)
     failed_check = {f: round(cap, 6) for f in caps if cap is not None}
-    chosen_names = {f: c.name for f, c in chosen.items()}
-    return ConfidenceModel(maps, {**meta, "chosen": chosen_names}, failed_check)
+    meta = {**meta, "chosen": {f: c.name for f, c in chosen.items()}}
+    return ConfidenceModel(maps, meta, failed_check)
 
 
 def attention_test(
