@@ -99,16 +99,10 @@ def _quant_params(weights: dict[str, mx.array], prefix: str, in_dim: int) -> tup
 
 def _in_dims(args: ModelArgs) -> dict[str, int]:
     """Input width of each linear layer family (needed to read packed quantized shapes)."""
-    attn_out = args.num_attention_heads * args.head_dim
+    hidden = ("embed_tokens", "lm_head", "q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
     return {
-        "embed_tokens": args.hidden_size,
-        "lm_head": args.hidden_size,
-        "q_proj": args.hidden_size,
-        "k_proj": args.hidden_size,
-        "v_proj": args.hidden_size,
-        "o_proj": attn_out,
-        "gate_proj": args.hidden_size,
-        "up_proj": args.hidden_size,
+        **dict.fromkeys(hidden, args.hidden_size),
+        "o_proj": args.num_attention_heads * args.head_dim,
         "down_proj": args.intermediate_size,
     }
 
@@ -178,7 +172,7 @@ def _load_gguf(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer]:
     return ModelArgs.from_dict(config), weights, gguf.tokenizer_from_metadata(meta)
 
 
-def _load_dir(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer, dict]:
+def _load_dir(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer]:
     from .tokenizer_hf import load_hf_tokenizer
 
     config = _read_config(path)
@@ -195,7 +189,7 @@ def _load_dir(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer, di
     args = ModelArgs.from_dict(config)
     if args.tie_word_embeddings:
         weights.pop("lm_head.weight", None)
-    return args, weights, load_hf_tokenizer(path, config), config
+    return args, weights, load_hf_tokenizer(path, config)
 
 
 def resolve(path_or_id: str | None) -> tuple[Path, str]:
@@ -324,10 +318,7 @@ def load(
         }
         compile_steps = True
     else:
-        if fmt == "gguf":
-            args, weights, tokenizer = _load_gguf(path)
-        else:
-            args, weights, tokenizer, _ = _load_dir(path)
+        args, weights, tokenizer = _load_gguf(path) if fmt == "gguf" else _load_dir(path)
         quantized = any(k.endswith(".scales") for k in weights)
         want = dtype or device.compute_dtype(quantized)
         try:

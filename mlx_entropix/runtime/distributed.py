@@ -91,18 +91,12 @@ def plan_sharding(
             f"divides {n_kv_heads}, or keep attention whole on every rank (attention 'auto')"
         )
     split = heads_divide and attention != "replicate" and ranks > 1
-    if split:
-        note = (
-            f"{ranks} ranks: MLP split ({intermediate_size // ranks} of {intermediate_size} "
-            f"per rank), attention split ({n_heads // ranks} query / {n_kv_heads // ranks} kv "
-            f"heads per rank)"
-        )
-    else:
-        why = "by choice" if attention == "replicate" else f"{n_kv_heads} kv heads"
-        note = (
-            f"{ranks} ranks: MLP split ({intermediate_size // ranks} of {intermediate_size} "
-            f"per rank), attention whole on every rank ({why})"
-        )
+    why = "by choice" if attention == "replicate" else f"{n_kv_heads} kv heads"
+    heads = f"split ({n_heads // ranks} query / {n_kv_heads // ranks} kv heads per rank)"
+    note = (
+        f"{ranks} ranks: MLP split ({intermediate_size // ranks} of {intermediate_size} per rank), "
+        f"attention {heads if split else f'whole on every rank ({why})'}"
+    )
     return ShardPlan(
         ranks=ranks,
         attention=split,
@@ -122,14 +116,10 @@ def shard_model(
     are split, ``model.head_group`` (the metrics combine the per-head statistics over it).
     """
     args = model.args
-    plan = plan_sharding(
-        args.num_attention_heads,
-        args.num_key_value_heads,
-        args.intermediate_size,
-        group.size(),
-        attention,
-    )
     n = group.size()
+    plan = plan_sharding(
+        args.num_attention_heads, args.num_key_value_heads, args.intermediate_size, n, attention
+    )
     for layer in model.layers:
         if plan.attention:
             attn = layer.self_attn
