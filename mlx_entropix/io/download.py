@@ -7,7 +7,9 @@ network) become one ``DownloadError`` line; ``HF_ENDPOINT`` points the whole thi
 
 from __future__ import annotations
 
+import argparse
 import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -177,9 +179,7 @@ def convert(
     return dst
 
 
-def build_parser():
-    import argparse
-
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mlx_download_weights.py",
         description="Download a Hugging Face Llama checkpoint (config, safetensors, tokenizer "
@@ -215,8 +215,6 @@ def build_parser():
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of mlx_download_weights.py: exit 0 on success, 2 with one error line."""
-    import sys
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.quantize and not args.convert:

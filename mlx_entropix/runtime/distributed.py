@@ -21,6 +21,8 @@ This module reaches the model through its attribute names only (``layers[i].self
 
 from __future__ import annotations
 
+import socket
+import zlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -52,9 +54,6 @@ def init_group() -> mx.distributed.Group | None:
 
 def ranks_here(group: mx.distributed.Group) -> int:
     """How many of the group's ranks run on this machine (by host name; one all_gather)."""
-    import socket
-    import zlib
-
     mine = zlib.crc32(socket.gethostname().encode()) & 0x7FFFFFFF
     names = mx.distributed.all_gather(mx.array([mine], dtype=mx.int32), group=group)
     return int((names == mine).sum().item())
