@@ -72,9 +72,6 @@ class Generation:
 GenerateFn = Callable[[Item, Mode, int], Generation]
 
 
-# --------------------------------------------------------------------------- data
-
-
 def load_items(path: str | Path, default_format: Format = "chat") -> list[Item]:
     """Read and validate an evaluation CSV; any problem is one ``InvalidRequestError`` line."""
     path = Path(path)
@@ -118,13 +115,6 @@ def load_items(path: str | Path, default_format: Format = "chat") -> list[Item]:
 def item_seed(base: int, item: int, j: int) -> int:
     """The generation seed of item ``item`` and seed index ``j`` (same in every mode: paired)."""
     return (base * 1_000_003 + j * 104_729 + item * 7_919) % (2**31)
-
-
-# --------------------------------------------------------------------------- running
-
-
-def _running_postfix(scores: dict[str, list[float]]) -> str:
-    return " | ".join(f"{m} {100 * sum(s) / len(s):.0f}%" for m, s in scores.items() if s)
 
 
 def run_eval(
@@ -193,11 +183,9 @@ def run_eval(
                     records[-1]["signals"] = gen.signals
                 running[mode].append(float(ok))
                 bar.update(1)
-                bar.set_postfix_str(_running_postfix(running), refresh=False)
+                accuracy = (f"{m} {100 * sum(s) / len(s):.0f}%" for m, s in running.items() if s)
+                bar.set_postfix_str(" | ".join(accuracy), refresh=False)
     return records
-
-
-# --------------------------------------------------------------------------- the real engine
 
 
 def build_prompt(tokenizer: Any, item: Item, system: str | None, fewshot: Sequence[Item]) -> Any:
