@@ -85,14 +85,10 @@ def plan(
         # model_info first: it fails fast (no retries) when the hub is unreachable or the repo
         # unknown, and pins the commit so the listing and the download agree.
         sha = api.model_info(repo_id, revision=revision).sha
-        files = [
-            f
-            for f in api.list_repo_tree(repo_id, recursive=True, revision=sha or revision)
-            if isinstance(f, RepoFile)
-        ]
+        tree = api.list_repo_tree(repo_id, recursive=True, revision=sha or revision)
+        sizes = {f.path: f.size for f in tree if isinstance(f, RepoFile)}
     except Exception as err:
         raise _explain(err, repo_id, endpoint, token) from err
-    sizes = {f.path: f.size for f in files}
     # An explicit --include wins over the default exclusions (e.g. to fetch one .gguf).
     patterns = list(include) if include else list(DEFAULT_PATTERNS)
     ignore = None if include else list(IGNORE_PATTERNS)

@@ -207,9 +207,7 @@ class _RenderedTexts:
     def encode(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         if self.exact is None:
             self.exact = self._probe()
-        out = self._reused(text) if self.exact else None
-        if out is None:
-            out = self.tok.encode_offsets(text)
+        out = (self._reused(text) if self.exact else None) or self.tok.encode_offsets(text)
         if self.exact:
             self.kept[text] = out
             self.kept.move_to_end(text)
