@@ -123,20 +123,17 @@ def by_choice(items: list[Any], n: int) -> list[tuple[Tokens, DoneEvent]] | None
 
 
 class ChunkBuilder:
-    """Builds the JSON objects of one streamed completion."""
+    """Builds the JSON objects of one streamed chat completion."""
 
-    def __init__(
-        self, model: str, mode: str, logprobs: bool, metrics: bool, usage: bool, n: int = 1
-    ):
+    def __init__(self, model: str, mode: str, logprobs: bool, metrics: bool, usage: bool):
         self.head = response_head("chatcmpl", "chat.completion.chunk", model, mode)
-        self.logprobs, self.metrics, self.usage, self.n = logprobs, metrics, usage, n
+        self.logprobs, self.metrics, self.usage = logprobs, metrics, usage
         self.started: set[int] = set()
 
-    def token(
-        self, row: int, event: TokenEvent | None, entry: dict[str, Any] | None
-    ) -> dict[str, Any]:
-        """The chunk of one token of choice ``row`` (``event`` None: an empty final chunk,
-        zero tokens made)."""
+    def chunk(self, row: int, held: tuple[TokenEvent, Any] | None, done: DoneEvent | None) -> dict:
+        """The chunk of choice ``row``'s token (None: an empty final chunk), the choice's last
+        with its ``done``."""
+        event, entry = held or (None, None)
         delta: dict[str, Any] = {"content": event.text if event is not None else ""}
         if row not in self.started:  # the role rides on a choice's first chunk (with logprobs)
             delta = {"role": "assistant", **delta}
@@ -152,17 +149,11 @@ class ChunkBuilder:
             chunk["usage"] = None
         if self.metrics:
             chunk["entropix"] = entropix_token(event) if event is not None else {}
+        if done is not None:
+            choice["finish_reason"] = FINISH[done.finish_reason]
+            if self.metrics:
+                chunk["entropix"]["summary"] = entropix_summary(done)
         return chunk
-
-    def finish(self, chunk: dict[str, Any], done: DoneEvent) -> dict[str, Any]:
-        chunk["choices"][0]["finish_reason"] = FINISH[done.finish_reason]
-        if self.metrics:
-            chunk["entropix"]["summary"] = entropix_summary(done)
-        return chunk
-
-
-def _error_object(message: str) -> dict[str, Any]:
-    return {"error": {"message": message, "type": "server_error", "param": None, "code": None}}
 
 
 def _as_error(item: Any) -> str | None:
@@ -219,7 +210,9 @@ async def sse_chunks(
     dones: list[DoneEvent] = []
     async for out in released(stream):
         if isinstance(out, str):
-            yield data(_error_object(out))
+            yield data(
+                {"error": {"message": out, "type": "server_error", "param": None, "code": None}}
+            )
             break
         row, token, done = out
         yield data(chunk(row, token, done))
@@ -228,16 +221,6 @@ async def sse_chunks(
             if usage_head is not None and len(dones) == n:
                 yield data({**usage_head, "choices": [], "usage": usage(dones)})
     yield {"data": "[DONE]"}
-
-
-def stream_chunks(stream: JobStream, build: ChunkBuilder) -> AsyncIterator[dict[str, str]]:
-    """The chat completion stream (``sse_chunks``)."""
-
-    def chunk(row: int, token: tuple[TokenEvent, Any] | None, done: DoneEvent | None) -> dict:
-        out = build.token(row, *(token or (None, None)))
-        return out if done is None else build.finish(out, done)
-
-    return sse_chunks(stream, chunk, build.head if build.usage else None, build.n)
 
 
 def completion(
@@ -371,8 +354,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     metrics |= body.confidence_samples is not None
 
     def sse(include_usage: bool) -> AsyncIterator[dict[str, str]]:
-        build = ChunkBuilder(engine.model_id, mode, body.logprobs, metrics, include_usage, n=body.n)
-        return stream_chunks(stream, build)
+        build = ChunkBuilder(engine.model_id, mode, body.logprobs, metrics, include_usage)
+        return sse_chunks(stream, build.chunk, build.head if include_usage else None, body.n)
 
     def whole(choices: list[tuple[Tokens, DoneEvent]]) -> dict[str, Any]:
         return completion(choices, engine.model_id, mode, body.logprobs, metrics)
