@@ -3,7 +3,7 @@
 Llama checkpoints (all three formats) give our ``Model``; any other ``model_type`` mlx-lm
 supports (Qwen, Mistral, Gemma, Phi, ...) is loaded by mlx-lm's own loader and class and
 wrapped in ``families.FamilyModel`` (same contract; attention metrics where observable).
-Quantized weights run as ``device.compute_dtype`` says (fp32 on the CPU, quantized on Metal).
+Quantized weights run as ``device.compute_dtype`` says (CPU fp32, Metal quantized, CUDA fp16).
 """
 
 from __future__ import annotations
