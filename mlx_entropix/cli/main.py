@@ -178,13 +178,7 @@ def _pydantic_line(err: Exception) -> str:
 def modes_for(args: argparse.Namespace) -> list[Mode]:
     if args.compare:
         return ["entropix", "normal"]
-    if args.normal:
-        return ["normal"]
-    if args.greedy:
-        return ["greedy"]
-    if args.fork:
-        return ["fork"]
-    return ["entropix"]
+    return [next((m for m in ("normal", "greedy", "fork") if getattr(args, m)), "entropix")]
 
 
 def event_text(ev: Any, style: Any) -> str:
