@@ -89,8 +89,7 @@ def parse_number(text: str) -> float | None:
 
 
 def read_number(response: str) -> tuple[float, Span] | None:
-    """The number a response commits to and where it stands: after the last marker, else
-    after the last '=', else the first (the reader of ``extract_number``)."""
+    """The number a response commits to (the module docstring's rule) and where it stands."""
     markers = list(_MARKERS.finditer(response))
     if markers:
         found = _number_in(response, markers[-1].end())
@@ -104,7 +103,7 @@ def read_number(response: str) -> tuple[float, Span] | None:
 
 
 def extract_number(response: str) -> float | None:
-    """The number a response commits to: after the last marker, else last '=', else the first."""
+    """The number a response commits to (``read_number``), or None."""
     found = read_number(response)
     return None if found is None else found[0]
 

@@ -24,7 +24,7 @@ ForkTrigger = Literal["first", "exploring", "both"]
 AnswerSites = Literal["max", "span", "each"]
 PAPER_CUE = "So the answer is"  # CoT-decoding's answer cue (``fork_answer_cue``)
 ForkScore = Literal["answer_margin", "margin", "entropy", "logprob"]
-# The quadrant states, in ``events.STATES`` order (events imports this module, not the reverse).
+# The quadrant states (``events.STATES``: events imports this module, not the reverse).
 StateName = Literal["flowing", "treading", "exploring", "resampling", "adaptive"]
 STATE_NAMES: tuple[StateName, ...] = ("flowing", "treading", "exploring", "resampling", "adaptive")
 
@@ -230,19 +230,15 @@ def apply_preset(cfg: SamplerConfig, name: str | None) -> SamplerConfig:
     return cfg.merged(presets[name].overrides)
 
 
-def _key(name: str) -> str:
-    return "".join(c for c in name.lower() if c.isalnum())
-
-
-def calibrated_config_path(model_name: str) -> Path | None:
-    """The shipped calibrated config whose file stem starts ``model_name`` (case, punctuation
-    ignored), e.g. ``SmolLM2-135M-Instruct.Q4_1.gguf`` -> ``smollm2-135m-instruct.json``."""
-    key = _key(model_name)
-    matches = [p for p in CONFIG_DIR.glob("*.json") if key.startswith(_key(p.stem))]
-    return max(matches, key=lambda p: len(p.stem)) if matches else None
+def shipped_file(folder: Path, model_name: str) -> Path | None:
+    """The JSON file of ``folder`` whose stem starts ``model_name`` (case, punctuation ignored;
+    the longest), e.g. ``SmolLM2-135M-Instruct.Q4_1.gguf`` -> ``smollm2-135m-instruct.json``."""
+    key = lambda name: "".join(c for c in name.lower() if c.isalnum())  # noqa: E731
+    found = [p for p in folder.glob("*.json") if key(model_name).startswith(key(p.stem))]
+    return max(found, key=lambda p: len(p.stem)) if found else None
 
 
 def default_config_for(model_name: str) -> SamplerConfig:
     """The calibrated config shipped for this model, else the original entropix defaults."""
-    path = calibrated_config_path(model_name)
+    path = shipped_file(CONFIG_DIR, model_name)
     return SamplerConfig.from_file(path) if path else SamplerConfig()

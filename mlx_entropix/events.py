@@ -12,12 +12,11 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from .answers import Kind
-from .config import ForkTrigger, Mode
+from .config import STATE_NAMES, ForkTrigger, Mode, StateName
 
 # The quadrant of (entropy, varentropy) plus the middle ground; the same classification is
 # reported in every mode so entropix and normal runs can be compared token by token.
-State = Literal["flowing", "treading", "exploring", "resampling", "adaptive"]
-STATES: tuple[State, ...] = ("flowing", "treading", "exploring", "resampling", "adaptive")
+State, STATES = StateName, STATE_NAMES
 
 
 class StateInfo(BaseModel):

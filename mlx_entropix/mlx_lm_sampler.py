@@ -27,7 +27,15 @@ _ENGINE_TOP_LOGPROBS = 5  # the engine's default width floor: same width, same d
 
 
 class EntropixSampler:
-    """A stateful mlx-lm sampler: one instance per generation (it counts steps).
+    """An mlx-lm sampler running entropix (``mode`` "normal"/"greedy": our other policies),
+    stateful: one instance per generation (it counts steps).
+
+    - ``config``: the thresholds and coefficients (default: the original entropix's).
+    - ``model``: the mlx-lm model, to observe its last attention layer: six metrics instead
+      of two (``any_family``: also families outside ``families.VERIFIED``).
+    - ``tokenizer``: to insert the clarifying token (" ...") as the original does.
+    - ``seed``: per-step keys ``step_key(seed, step)``; a new generation needs a new sampler
+      (or ``sampler.reset()``).
 
     After each call, ``last_metrics`` (B, 6) and ``last_state`` (B,) hold that step's metrics
     and state index into ``events.STATES`` (lazy arrays: reading them costs a host sync).
@@ -36,6 +44,7 @@ class EntropixSampler:
     def __init__(
         self,
         config: SamplerConfig | None = None,
+        *,
         mode: Mode = "entropix",
         seed: int | None = None,
         model: nn.Module | None = None,
@@ -97,22 +106,4 @@ def _single_token(tokenizer: Any, text: str | None) -> int | None:
     return int(ids[0]) if len(ids) == 1 else None
 
 
-def make_sampler(
-    config: SamplerConfig | None = None,
-    *,
-    mode: Mode = "entropix",
-    seed: int | None = None,
-    model: nn.Module | None = None,
-    tokenizer: Any = None,
-    any_family: bool = False,
-) -> EntropixSampler:
-    """An mlx-lm sampler running entropix (``mode`` "normal"/"greedy": our other policies).
-
-    - ``config``: the thresholds and coefficients (default: the original entropix's).
-    - ``model``: the mlx-lm model, to observe its last attention layer: six metrics instead
-      of two (``any_family``: also families outside ``families.VERIFIED``).
-    - ``tokenizer``: to insert the clarifying token (" ...") as the original does.
-    - ``seed``: per-step keys ``step_key(seed, step)``; a new generation needs a new sampler
-      (or ``sampler.reset()``).
-    """
-    return EntropixSampler(config, mode, seed, model, tokenizer, any_family)
+make_sampler = EntropixSampler  # the name mlx-lm's own ``make_sampler`` suggests

@@ -178,17 +178,7 @@ def _pydantic_line(err: Exception) -> str:
 def modes_for(args: argparse.Namespace) -> list[Mode]:
     if args.compare:
         return ["entropix", "normal"]
-    if args.normal:
-        return ["normal"]
-    if args.greedy:
-        return ["greedy"]
-    if args.fork:
-        return ["fork"]
-    return ["entropix"]
-
-
-def title_of(mode: str, item: PromptItem, n_items: int) -> str:
-    return f"{mode} · {item.name}" if n_items > 1 else mode
+    return [next((m for m in ("normal", "greedy", "fork") if getattr(args, m)), "entropix")]
 
 
 def event_text(ev: Any, style: Any) -> str:
@@ -258,8 +248,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     from ..io.load import load
     from ..io.warmup import FirstRun
     from ..runtime.distributed import init_group
-    from .info import print_info
-    from .terminal import Style, compare_table, header, legend, prompts_table
+    from .terminal import Style, compare_table, header, legend, print_info, prompts_table
 
     # Under mlx.launch every rank runs this same loop; only rank 0 writes (see main()).
     group = init_group()
@@ -294,6 +283,10 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             line = f'{{"prompt_index":{index},' + line[1:]
         return line + "\n"
 
+    def heading(mode: str, item: PromptItem) -> None:
+        out.write(f"\n{header(f'{mode} · {item.name}' if many else mode, style)}\n")
+        out.write(style.dim("> " + item.prompt) + "\n")
+
     for index, item in enumerate(items):
         if first_run is not None:
             first_run.resume_if_ready()
@@ -302,8 +295,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         dones = []
         later: list = []  # compare: the second row is printed after the first
         if not args.json:
-            out.write(f"\n{header(title_of(modes[0], item, len(items)), style)}\n")
-            out.write(style.dim("> " + item.prompt) + "\n")
+            heading(modes[0], item)
         for ev in generate_batch(
             lm,
             item.prompt,
@@ -336,8 +328,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             if args.json:
                 out.write("".join(json_line(ev, index) for ev in mine))
             else:
-                out.write(f"\n{header(title_of(mode, item, len(items)), style)}\n")
-                out.write(style.dim("> " + item.prompt) + "\n")
+                heading(mode, item)
                 out.write("".join(event_text(ev, style) for ev in mine))
         dones.sort(key=lambda d: modes.index(d.mode))
         finished += [(item.name, d) for d in dones]

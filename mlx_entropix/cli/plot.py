@@ -43,11 +43,13 @@ def _state_regions(cfg: SamplerConfig, xmax: float, ymax: float) -> np.ndarray:
     return np.array(classify(mx.array(metrics, dtype=mx.float32), cfg))
 
 
-def _series(ax, events, values, thresholds, ylabel: str) -> None:
+def _series(ax, events, values, config: SamplerConfig, thresholds, ylabel: str) -> None:
+    """``values`` per token, with the config's ``thresholds`` (names of its fields) as lines."""
     x = np.arange(len(events))
     ax.plot(x, values, color="0.6", lw=1, zorder=1)
     ax.scatter(x, values, c=_colours(events), s=22, zorder=2, edgecolors="none")
-    for name, value in thresholds:
+    for name in thresholds:
+        value = getattr(config, name)
         ax.axhline(value, ls="--", lw=0.8, color="0.35", zorder=0)
         ax.annotate(
             f"{name} {value:g}",
@@ -90,24 +92,8 @@ def plot_runs(
         ax_p = fig.add_subplot(grid[2 * i : 2 * i + 2, 1])
         ent = [e.metrics.entropy for e in events]
         vent = [e.metrics.varentropy for e in events]
-        _series(
-            ax_e,
-            events,
-            ent,
-            [
-                ("low_ent", config.low_ent),
-                ("med_ent", config.med_ent),
-                ("high_ent", config.high_ent),
-            ],
-            "entropy (bits)",
-        )
-        _series(
-            ax_v,
-            events,
-            vent,
-            [("low_vent", config.low_vent), ("high_vent", config.high_vent)],
-            "varentropy (bits²)",
-        )
+        _series(ax_e, events, ent, config, ("low_ent", "med_ent", "high_ent"), "entropy (bits)")
+        _series(ax_v, events, vent, config, ("low_vent", "high_vent"), "varentropy (bits²)")
         ax_e.set_title(f"{name}: {len(events)} tokens", fontsize=10, loc="left")
         ax_e.tick_params(labelbottom=False)
         ax_v.set_xlabel("token position", fontsize=9)
@@ -139,14 +125,10 @@ def plot_runs(
         ax_p.set_title(f"{name}: quadrants", fontsize=10, loc="left")
         ax_p.tick_params(labelsize=8)
 
+    labels = [(s, STATE_INFO[s].label) for s in STATES]
     handles = [
-        Patch(
-            color=STATE_INFO[s].colour,
-            label=STATE_INFO[s].label
-            if s in STATE_INFO[s].label
-            else f"{STATE_INFO[s].label} ({s})",
-        )
-        for s in STATES
+        Patch(color=STATE_INFO[s].colour, label=label if s in label else f"{label} ({s})")
+        for s, label in labels
     ]
     fig.legend(handles=handles, loc="outside lower center", ncols=len(STATES), fontsize=9)
     if title:

@@ -1,4 +1,5 @@
-"""Terminal rendering: tokens coloured by their quadrant as they stream, a legend, summaries.
+"""Terminal rendering: tokens coloured by their quadrant as they stream, a legend, summaries,
+and ``--info``.
 
 Colours come from ``STATE_INFO`` (one palette for the terminal, the plots and the UI): 24-bit
 ANSI when the terminal says it supports it (``COLORTERM=truecolor``), else the nearest of the
@@ -8,10 +9,11 @@ xterm 256 colours. No colour at all when the stream is not a TTY or ``NO_COLOR``
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO
 
 from ..engine.confidence import reading
 from ..events import ACTIONS, STATE_INFO, STATES, DoneEvent, ForkEvent, TokenEvent
@@ -21,12 +23,6 @@ RESET = "\x1b[0m"
 BOLD = "\x1b[1m"
 DIM = "\x1b[2m"
 SWATCH = "\u25a0"  # a filled square in the legend
-
-
-def hex_rgb(colour: str) -> tuple[int, int, int]:
-    """'#0072B2' -> (0, 114, 178)."""
-    h = colour.lstrip("#")
-    return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
 
 
 _CUBE = (0, 95, 135, 175, 215, 255)  # xterm's 6x6x6 colour cube levels
@@ -51,18 +47,6 @@ def rgb_to_256(r: int, g: int, b: int) -> int:
     return 16 + 36 * ci[0] + 6 * ci[1] + ci[2]
 
 
-def colour_enabled(
-    stream: TextIO, choice: ColourChoice = "auto", env: Mapping[str, str] | None = None
-) -> bool:
-    env = os.environ if env is None else env
-    if choice != "auto":
-        return choice == "always"
-    if env.get("NO_COLOR"):
-        return False
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty()) and env.get("TERM") != "dumb"
-
-
 @dataclass(frozen=True)
 class Style:
     """How to paint text: no colour, 256 colours or 24-bit."""
@@ -75,11 +59,14 @@ class Style:
         cls, stream: TextIO, choice: ColourChoice = "auto", env: Mapping[str, str] | None = None
     ) -> Style:
         env = os.environ if env is None else env
-        on = colour_enabled(stream, choice, env)
+        on = choice == "always"
+        if choice == "auto":
+            isatty = getattr(stream, "isatty", None)
+            on = not env.get("NO_COLOR") and bool(isatty and isatty()) and env.get("TERM") != "dumb"
         return cls(colour=on, truecolor=on and env.get("COLORTERM", "") in ("truecolor", "24bit"))
 
     def fg(self, colour: str) -> str:
-        r, g, b = hex_rgb(colour)
+        r, g, b = (int(colour.lstrip("#")[i : i + 2], 16) for i in (0, 2, 4))
         if self.truecolor:
             return f"\x1b[38;2;{r};{g};{b}m"
         return f"\x1b[38;5;{rgb_to_256(r, g, b)}m"
@@ -255,3 +242,55 @@ def prompts_table(runs: Sequence[tuple[str, DoneEvent]], style: Style) -> str:
     lines.append(style.dim("-" * len(line(totals[0]))))
     lines += [style.paint(line(t), bold=True) for t in totals]
     return "\n".join(lines)
+
+
+def print_info(lm: Any, out: TextIO, as_json: bool) -> None:
+    """``--info``: the device, BLAS, compilation, kernel cache and model, as text or JSON."""
+    from ..runtime import device
+
+    rt = device.runtime_info()
+    mi = lm.info
+    if as_json:
+        out.write(json.dumps({"runtime": rt.as_dict(), "model": mi.as_dict()}) + "\n")
+        return
+    rows = [
+        ("device", rt.device),
+        ("backend", rt.backend),
+        ("BLAS", f"{rt.blas} ({rt.blas_path})" if rt.blas_path else rt.blas),
+        ("BLAS note", rt.blas_note),
+        ("compiled", rt.compile_note),
+        ("kernels", rt.kernel_note),
+        (
+            "batch rows",
+            "bitwise as alone (measured)"
+            if rt.batch_invariant
+            else "as alone up to the last bits (measured; the server asks MKL for strict mode)",
+        ),
+        (
+            "one row",
+            f"computed as two in {mi.two_row_products} layers (faster with this BLAS, same bits)"
+            if mi.two_row_products
+            else "",
+        ),
+        ("dtype", f"{mi.compute_dtype} (weights stored as {mi.stored_as})"),
+        (
+            "metrics",
+            "all six (logits + last-layer attention)"
+            if mi.attention_metrics
+            else f"logits only: attention not observable for {mi.model_type} (null)",
+        ),
+        ("model", mi.name),
+        ("path", f"{mi.path} ({mi.format})"),
+        (
+            "size",
+            f"{mi.n_params / 1e6:.1f}M params, {mi.n_layers} layers, "
+            f"context {mi.context_length}, vocab {mi.vocab_size}",
+        ),
+        ("sharding", mi.sharding.note if mi.sharding else ""),
+        ("load time", f"{mi.load_s:.2f} s"),
+        ("mlx", rt.mlx_version),
+        ("platform", rt.platform),
+    ]
+    for name, value in rows:
+        if value:
+            out.write(f"{name + ':':<11} {value}\n")

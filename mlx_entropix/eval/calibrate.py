@@ -32,6 +32,7 @@ reference's gains were set by hand for Llama-3.2-1B; on a 135M model whose H + V
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from collections import Counter
@@ -42,8 +43,11 @@ import numpy as np
 from ..config import CONFIG_DIR, SamplerConfig
 from ..errors import EntropixError
 from ..events import STATE_INFO, STATES
+from ..io.prompts import load_prompts
 from ..uncertainty.metrics import METRIC_NAMES
 from ..uncertainty.sampler import classify_states
+from .harness import build_prompt, load_items
+from .rows import Job, run_jobs
 
 DEFAULT_QUANTILES = {"q_low": 0.25, "q_med": 0.60, "q_high": 0.90}
 
@@ -61,20 +65,16 @@ def propose(
     """
     if not 0 < q_low < q_med < q_high < 1:
         raise ValueError("need 0 < q_low < q_med < q_high < 1")
-    ent, vent = metrics[:, 0], metrics[:, 1]
+    at = {"low_ent": (0, q_low), "low_vent": (1, q_low), "med_ent": (0, q_med),
+          "high_ent": (0, q_high), "high_vent": (1, q_high)}  # fmt: skip
+    quantiles = {k: round(float(np.quantile(metrics[:, i], q)), 4) for k, (i, q) in at.items()}
+    return (base or SamplerConfig()).merged(quantiles)
 
-    def q(x: np.ndarray, level: float) -> float:
-        return round(float(np.quantile(x, level)), 4)
 
-    return (base or SamplerConfig()).merged(
-        {
-            "low_ent": q(ent, q_low),
-            "low_vent": q(vent, q_low),
-            "med_ent": q(ent, q_med),
-            "high_ent": q(ent, q_high),
-            "high_vent": q(vent, q_high),
-        }
-    )
+def _adaptive_u(metrics: np.ndarray, base: SamplerConfig) -> np.ndarray:
+    """H + V of the tokens ``base`` files under "adaptive"."""
+    states = np.array(classify_states(metrics.tolist(), base))
+    return metrics[states == "adaptive"][:, :2].sum(axis=1)
 
 
 def fit_policy(
@@ -90,11 +90,9 @@ def fit_policy(
     lo, hi = band
     if not 0 < lo < hi:
         raise ValueError("need 0 < band low < band high")
-    states = np.array(classify_states(metrics.tolist(), base))
-    adaptive = metrics[states == "adaptive"]
-    if len(adaptive) < 10:
+    u = _adaptive_u(metrics, base)
+    if len(u) < 10:
         raise ValueError("too few adaptive tokens to fit the adaptive temperature")
-    u = adaptive[:, 0] + adaptive[:, 1]
     u10, u90 = float(np.quantile(u, 0.1)), float(np.quantile(u, 0.9))
     t0 = base.temperature
     gain = (hi - lo) / (t0 * (u90 - u10))  # T(u) = t0 (offset + gain u) through both points
@@ -202,8 +200,7 @@ def heat_policy(
     # fit_policy's other gains (top-p, top-k, min-p, the mist's top-p); its adaptive band is
     # replaced below, so a narrow one that any spread of H + V can carry is given.
     fitted = fit_policy(metrics, base, (0.2, 0.2001), adaptive_min_p, mist=True)
-    states = np.array(classify_states(metrics.tolist(), base))
-    u = metrics[states == "adaptive"][:, :2].sum(axis=1)
+    u = _adaptive_u(metrics, base)
     u_gate, u90 = float(np.quantile(u, gate)), float(np.quantile(u, 0.9))
     t0 = base.temperature
     gain = heat / (t0 * (u90 - u_gate))
@@ -247,12 +244,7 @@ def mix_jobs(lm, seed: int, per_category: int = 10, root: Path | None = None) ->
     """The realistic prompt mix: the built-in prompt set, the open dev prompts
     (``data/open/dev.csv``) and the first ``per_category`` items of each category of the eval
     dev split (``data/eval/dev.csv``), each one row of normal sampling."""
-    import csv
-
     from ..engine.generate import prepare_prompt
-    from ..io.prompts import load_prompts
-    from .harness import build_prompt, load_items
-    from .rows import Job
 
     root = root or Path(__file__).resolve().parents[2] / "data"
     cfg = lm.default_config
@@ -323,13 +315,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--band takes LO,HI (got {args.band!r})")
 
     from ..io.load import load
-    from ..io.prompts import load_prompts
 
     try:
         lm = load(args.model)
         if args.mix:
-            from .rows import run_jobs
-
             jobs = mix_jobs(lm, args.seed)
             prompts = [str(j.key) for j in jobs]
             results = run_jobs(lm, jobs, max_tokens=args.max_tokens)
@@ -373,20 +362,15 @@ def main(argv: list[str] | None = None) -> int:
             name: np.percentile(metrics[:, i], [5, 25, 50, 75, 90, 95]).round(4).tolist()
             for i, name in enumerate(METRIC_NAMES)
         }
-        Path(args.report).write_text(
-            json.dumps(
-                {
-                    "model": lm.info.name,
-                    "tokens": len(metrics),
-                    "prompts": len(prompts),
-                    "percentiles_5_25_50_75_90_95": pct,
-                    "state_shares": shares,
-                    "quantiles": {"q_low": args.q_low, "q_med": args.q_med, "q_high": args.q_high},
-                },
-                indent=2,
-            )
-            + "\n"
-        )
+        report = {
+            "model": lm.info.name,
+            "tokens": len(metrics),
+            "prompts": len(prompts),
+            "percentiles_5_25_50_75_90_95": pct,
+            "state_shares": shares,
+            "quantiles": {"q_low": args.q_low, "q_med": args.q_med, "q_high": args.q_high},
+        }
+        Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 

@@ -72,9 +72,6 @@ class Generation:
 GenerateFn = Callable[[Item, Mode, int], Generation]
 
 
-# --------------------------------------------------------------------------- data
-
-
 def load_items(path: str | Path, default_format: Format = "chat") -> list[Item]:
     """Read and validate an evaluation CSV; any problem is one ``InvalidRequestError`` line."""
     path = Path(path)
@@ -120,13 +117,6 @@ def item_seed(base: int, item: int, j: int) -> int:
     return (base * 1_000_003 + j * 104_729 + item * 7_919) % (2**31)
 
 
-# --------------------------------------------------------------------------- running
-
-
-def _running_postfix(scores: dict[str, list[float]]) -> str:
-    return " | ".join(f"{m} {100 * sum(s) / len(s):.0f}%" for m, s in scores.items() if s)
-
-
 def run_eval(
     items: Sequence[Item],
     generate_fn: GenerateFn,
@@ -137,12 +127,9 @@ def run_eval(
     progress: bool = True,
     sink: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Generate and score every (item, mode, seed); returns one record per generation.
-
-    Order: item by item, every mode on the item before the next, so the running accuracies in
-    the progress bar compare the modes on the same items at every moment. Records are appended
-    to ``sink`` as they come, so a caller keeps them if the run is interrupted.
-    """
+    """Generate and score every (item, mode, seed); returns one record per generation, also
+    appended to ``sink`` as they come (kept on Ctrl-C). Item by item, every mode on an item
+    before the next: the progress bar's running accuracies compare the modes on the same items."""
     if seeds < 1:
         raise InvalidRequestError(f"--seeds must be at least 1 (got {seeds})")
     runs = [(m, j) for m in modes for j in range(1 if m in DETERMINISTIC else seeds)]
@@ -193,19 +180,14 @@ def run_eval(
                     records[-1]["signals"] = gen.signals
                 running[mode].append(float(ok))
                 bar.update(1)
-                bar.set_postfix_str(_running_postfix(running), refresh=False)
+                accuracy = (f"{m} {100 * sum(s) / len(s):.0f}%" for m, s in running.items() if s)
+                bar.set_postfix_str(" | ".join(accuracy), refresh=False)
     return records
 
 
-# --------------------------------------------------------------------------- the real engine
-
-
 def build_prompt(tokenizer: Any, item: Item, system: str | None, fewshot: Sequence[Item]) -> Any:
-    """What ``generate`` receives: chat messages (``chat``) or token ids (``raw``).
-
-    Few-shot examples become user/assistant turns before the question (chat), or
-    "prompt answer" lines before it (raw; ``system`` is not used there).
-    """
+    """What ``generate`` receives: chat messages (``chat``; few-shot examples as user/assistant
+    turns first) or token ids (``raw``; "prompt answer" lines first, no ``system``)."""
     if item.format == "raw":
         text = "".join(f"{s.prompt} {s.answer.split('|')[0]}\n" for s in fewshot) + item.prompt
         return tokenizer.encode(text, add_special_tokens=True)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import Mode
+from ..config import Mode, SamplerConfig, apply_preset
 from ..errors import EntropixError, InvalidRequestError
 from .confidence_report import confidence_markdown, confidence_plot
 from .harness import KNOWN_MODES, MODES, Format, engine_generate_fn, evaluate, load_items
@@ -117,7 +117,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from ..config import SamplerConfig
     from ..io.load import load
     from ..runtime.device import runtime_info
 
@@ -144,8 +143,6 @@ def _main(args: argparse.Namespace) -> int:
         except Exception as err:  # OSError, JSON/TOML and validation errors alike
             raise InvalidRequestError(f"cannot use sampler config {args.config}: {err}") from err
     if args.preset:
-        from ..config import apply_preset
-
         try:
             apply_preset(SamplerConfig(), args.preset)  # a bad name fails before the load
         except ValueError as err:

@@ -20,27 +20,13 @@ def to_mlx_lm(lm: LoadedModel) -> nn.Module:
 
     if isinstance(lm.model, FamilyModel):
         return lm.model.inner
+    names = (
+        "hidden_size num_hidden_layers intermediate_size num_attention_heads num_key_value_heads "
+        "head_dim rms_norm_eps vocab_size max_position_embeddings rope_theta rope_traditional "
+        "rope_scaling tie_word_embeddings attention_bias mlp_bias"
+    ).split()
     a = lm.model.args
-    ref = llama.Model(
-        llama.ModelArgs(
-            model_type="llama",
-            hidden_size=a.hidden_size,
-            num_hidden_layers=a.num_hidden_layers,
-            intermediate_size=a.intermediate_size,
-            num_attention_heads=a.num_attention_heads,
-            num_key_value_heads=a.num_key_value_heads,
-            head_dim=a.head_dim,
-            rms_norm_eps=a.rms_norm_eps,
-            vocab_size=a.vocab_size,
-            max_position_embeddings=a.max_position_embeddings,
-            rope_theta=a.rope_theta,
-            rope_traditional=a.rope_traditional,
-            rope_scaling=a.rope_scaling,
-            tie_word_embeddings=a.tie_word_embeddings,
-            attention_bias=a.attention_bias,
-            mlp_bias=a.mlp_bias,
-        )
-    )
+    ref = llama.Model(llama.ModelArgs(model_type="llama", **{k: getattr(a, k) for k in names}))
     params = tree_flatten(lm.model.parameters())
     quantized = {k[: -len(".scales")] for k, _ in params if k.endswith(".scales")}
     if quantized:

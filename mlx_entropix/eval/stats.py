@@ -81,12 +81,11 @@ def summarize(
         tokens = sum(r["tokens"] for r in recs)
         seconds = sum(r["seconds"] for r in recs)
         states = Counter({s: 0 for s in STATES})
+        by_seed: dict[int, list[bool]] = defaultdict(list)
         for r in recs:
             states.update(r["state_counts"])
-        by_seed: dict[int, list[bool]] = defaultdict(list)
-        by_cat: dict[str, list[float]] = defaultdict(list)
-        for r in recs:
             by_seed[r["seed_index"]].append(r["correct"])
+        by_cat: dict[str, list[float]] = defaultdict(list)
         cats = {r["item"]: r["category"] for r in recs}
         for i, s in scores.items():
             by_cat[cats[i]].append(s)

@@ -7,7 +7,9 @@ network) become one ``DownloadError`` line; ``HF_ENDPOINT`` points the whole thi
 
 from __future__ import annotations
 
+import argparse
 import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -83,14 +85,10 @@ def plan(
         # model_info first: it fails fast (no retries) when the hub is unreachable or the repo
         # unknown, and pins the commit so the listing and the download agree.
         sha = api.model_info(repo_id, revision=revision).sha
-        files = [
-            f
-            for f in api.list_repo_tree(repo_id, recursive=True, revision=sha or revision)
-            if isinstance(f, RepoFile)
-        ]
+        tree = api.list_repo_tree(repo_id, recursive=True, revision=sha or revision)
+        sizes = {f.path: f.size for f in tree if isinstance(f, RepoFile)}
     except Exception as err:
         raise _explain(err, repo_id, endpoint, token) from err
-    sizes = {f.path: f.size for f in files}
     # An explicit --include wins over the default exclusions (e.g. to fetch one .gguf).
     patterns = list(include) if include else list(DEFAULT_PATTERNS)
     ignore = None if include else list(IGNORE_PATTERNS)
@@ -177,9 +175,7 @@ def convert(
     return dst
 
 
-def build_parser():
-    import argparse
-
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mlx_download_weights.py",
         description="Download a Hugging Face Llama checkpoint (config, safetensors, tokenizer "
@@ -215,8 +211,6 @@ def build_parser():
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of mlx_download_weights.py: exit 0 on success, 2 with one error line."""
-    import sys
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.quantize and not args.convert:

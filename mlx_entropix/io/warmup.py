@@ -1,12 +1,8 @@
 """A fresh machine's first run: uncompiled until MLX's CPU kernels are built in the background.
 
-``mx.compile`` on the CPU builds each fused kernel with g++ at its first use: about 50 of them
-before the first token of a fresh machine's first run (37.7 to 83 s on the 2-core VM). The
-compiled and uncompiled functions give the same tokens (``tests/test_compiled.py``), so a run
-that finds the kernel folder cold (``runtime.kernels``) starts uncompiled, says so on stderr,
-and a low-priority process builds the kernels meanwhile; ``resume_if_ready`` switches to the
-compiled functions once they are all there (the server between requests, the CLI between
-prompts). Later runs find them in the per-user cache and compile nothing.
+A run that finds the kernel folder cold (``runtime.kernels``: why, and how long a build takes)
+starts uncompiled (the same tokens), says so on stderr, and ``resume_if_ready`` switches to the
+compiled functions once they are built (the server between requests, the CLI between prompts).
 """
 
 from __future__ import annotations

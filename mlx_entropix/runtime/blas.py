@@ -86,22 +86,15 @@ def preload() -> BlasChoice:
 
 
 def batch_invariant(enable: bool = True) -> bool:
-    """Ask the BLAS for products whose rows do not depend on how many rows there are.
+    """Ask the BLAS for products whose rows do not depend on how many rows there are; returns
+    whether rows are batch-invariant now (measured, not assumed: ``rows_independent``).
 
     With MKL's default kernels a row of a batched product differs in the last bits from the
-    same row computed alone (a GEMM is not a GEMV), so a request decoded in a shared batch
-    would get slightly different metrics, and once in a long while a different token, than
-    served alone. MKL's strict reproducibility mode (``MKL_CBWR=AUTO,STRICT``) makes each row
-    bitwise independent of the batch on the Intel (AVX-512) machines it was measured on (1 to
-    16 rows, any position), but not everywhere: on an AMD EPYC (AVX2) no ``MKL_CBWR`` setting
-    did (products of 1 to 3 rows differ from the same rows in a product of 8). So the answer is
-    measured, not assumed (``rows_independent``). MKL reads the variable at its first call, so
-    this must run before any computation; a value the user set is kept. Cost where it works
-    (2-core Intel VM): one stream ~17-27% slower, 8 rows as fast. Where it does not (measured
-    once per CPU and MKL build, ``strict_mode_works``), it is not set: on an AMD EPYC it cost a
-    stream 17% for a partial invariance (the attention's batched products, not the rows of the
-    dense layers' products: no stream equal to itself alone). Returns whether rows are
-    batch-invariant now."""
+    same row alone (a GEMM is not a GEMV): a request in a shared batch would get slightly other
+    metrics, once in a long while another token. MKL's strict mode (``MKL_CBWR=AUTO,STRICT``,
+    read at MKL's first call: run this before any computation; a user's value is kept) fixes
+    that on the Intel (AVX-512) machines measured, one stream ~17-27% slower; on an AMD EPYC
+    (AVX2) no setting did, so it is set only where it works (``strict_mode_works``, README)."""
     if enable and "MKL_CBWR" not in os.environ and strict_mode_works():
         os.environ["MKL_CBWR"] = "AUTO,STRICT"
     preload()

@@ -1,19 +1,15 @@
 """Tensor parallelism over MLX's distributed engine (``mlx.launch``: ring over TCP/Thunderbolt,
 or MPI), with mlx's own sharded layers (``mlx.nn.layers.distributed.shard_linear``).
 
-What is split, and what must divide by the number of ranks N:
-- MLP, always: gate/up are split by output rows ("all-to-sharded"), down by input columns
-  ("sharded-to-all", one all-reduce of the hidden state per layer). ``intermediate_size`` must
-  divide by N, else ``ShardingError``: the MLP is most of a Llama's weights, and a run that
+What is split over N ranks:
+- MLP, always: gate/up by output rows, down by input columns (one all-reduce per layer);
+  ``intermediate_size`` must divide by N: the MLP is most of a Llama's weights, and a run that
   keeps it whole on every rank saves no memory.
-- Attention, by kv-head groups: q/k/v by output rows, o by input columns (the second all-reduce
-  per layer). ``num_key_value_heads`` must divide by N (then the query heads do too, and every
-  rank keeps whole GQA groups: its query heads with the kv heads they read, and its slice of
-  the KV cache). ``attention="auto"`` keeps attention whole on every rank when the kv heads do
-  not divide (SmolLM2-135M on 2 ranks: 3 kv heads), "shard" makes it an error, "replicate"
-  never splits it.
-- Embedding, norms and the head stay whole on every rank: the logits are complete everywhere.
-  Nothing else needs to divide: the hidden state is whole between blocks.
+- Attention, by kv-head groups: q/k/v by output rows, o by input columns (the second
+  all-reduce), when ``num_key_value_heads`` divides by N (every rank keeps whole GQA groups and
+  its slice of the KV cache); else whole on every rank (``plan_sharding``: auto/shard/replicate).
+- Embedding, norms and the head stay whole: the logits and the hidden state between blocks are
+  complete on every rank.
 
 This module reaches the model through its attribute names only (``layers[i].self_attn.q_proj``
 ...), as mlx-lm's ``Model.shard`` does; the runtime room imports nothing of the package.
@@ -21,6 +17,8 @@ This module reaches the model through its attribute names only (``layers[i].self
 
 from __future__ import annotations
 
+import socket
+import zlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -52,9 +50,6 @@ def init_group() -> mx.distributed.Group | None:
 
 def ranks_here(group: mx.distributed.Group) -> int:
     """How many of the group's ranks run on this machine (by host name; one all_gather)."""
-    import socket
-    import zlib
-
     mine = zlib.crc32(socket.gethostname().encode()) & 0x7FFFFFFF
     names = mx.distributed.all_gather(mx.array([mine], dtype=mx.int32), group=group)
     return int((names == mine).sum().item())
@@ -91,18 +86,12 @@ def plan_sharding(
             f"divides {n_kv_heads}, or keep attention whole on every rank (attention 'auto')"
         )
     split = heads_divide and attention != "replicate" and ranks > 1
-    if split:
-        note = (
-            f"{ranks} ranks: MLP split ({intermediate_size // ranks} of {intermediate_size} "
-            f"per rank), attention split ({n_heads // ranks} query / {n_kv_heads // ranks} kv "
-            f"heads per rank)"
-        )
-    else:
-        why = "by choice" if attention == "replicate" else f"{n_kv_heads} kv heads"
-        note = (
-            f"{ranks} ranks: MLP split ({intermediate_size // ranks} of {intermediate_size} "
-            f"per rank), attention whole on every rank ({why})"
-        )
+    why = "by choice" if attention == "replicate" else f"{n_kv_heads} kv heads"
+    heads = f"split ({n_heads // ranks} query / {n_kv_heads // ranks} kv heads per rank)"
+    note = (
+        f"{ranks} ranks: MLP split ({intermediate_size // ranks} of {intermediate_size} per rank), "
+        f"attention {heads if split else f'whole on every rank ({why})'}"
+    )
     return ShardPlan(
         ranks=ranks,
         attention=split,
@@ -122,14 +111,10 @@ def shard_model(
     are split, ``model.head_group`` (the metrics combine the per-head statistics over it).
     """
     args = model.args
-    plan = plan_sharding(
-        args.num_attention_heads,
-        args.num_key_value_heads,
-        args.intermediate_size,
-        group.size(),
-        attention,
-    )
     n = group.size()
+    plan = plan_sharding(
+        args.num_attention_heads, args.num_key_value_heads, args.intermediate_size, n, attention
+    )
     for layer in model.layers:
         if plan.attention:
             attn = layer.self_attn

@@ -11,7 +11,7 @@ cache folder (``$XDG_CACHE_HOME/mlx-entropix``, else ``~/.cache/mlx-entropix``; 
 ``~/Library/Caches/mlx-entropix``; ``MLX_ENTROPIX_KERNEL_CACHE``: another folder, or ``tmp`` for
 MLX's default), with Python's own temporary files kept where they were; and while the kernels
 are not built yet (``is_warm``), a first run goes uncompiled (the same tokens,
-``tests/test_compiled.py``) and ``start_warmup`` builds them in a background process at low
+``tests/test_compiled.py``) and ``Warmup`` builds them in a background process at low
 priority (``python -m mlx_entropix.cli.warm``), which marks the folder warm when done.
 """
 

@@ -1,7 +1,4 @@
-"""HTTP server: the SSE API for the UI (``/api/*``) and an OpenAI-compatible API (``/v1/*``).
-
-``create_app(settings)`` builds the FastAPI app; ``mlx_server.py`` runs it under uvicorn.
-"""
+"""HTTP server: ``create_app(settings)`` builds the FastAPI app, ``mlx_server.py`` runs it."""
 
 from .app import create_app
 from .settings import ServerSettings

@@ -1,11 +1,8 @@
-"""The FastAPI app: the UI's SSE API (``/api/*``), the OpenAI API (``/v1/*``) and the built UI.
-
-``create_app(settings)`` builds it; the lifespan starts the worker thread, which loads the model
-once (in that thread) before the first request is served.
-"""
+"""The FastAPI app: the UI's SSE API (``/api/*``), the OpenAI API (``/v1/*``) and the built UI."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -19,8 +16,7 @@ from . import errors
 from .api import router as api_router
 from .completions import router as completions_router
 from .engine import Engine
-from .guards import HeadAsGet, HostGuard
-from .limits import BodySizeLimit
+from .guards import BodySizeLimit, HeadAsGet, HostGuard
 from .openai_api import router as openai_router
 from .settings import ServerSettings
 from .worker import Worker
@@ -51,8 +47,6 @@ def create_app(settings: ServerSettings | None = None, worker: Worker[Engine] | 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        import asyncio
-
         own = worker or make_worker(settings)
         if worker is None:
             own.start()

@@ -1,14 +1,9 @@
 """OpenAI's legacy ``POST /v1/completions``: raw text (or token ids) in, text out, streaming or not.
 
-The prompt is the client's whole text: no chat template is applied, and it is tokenized as
-mlx-lm's, llama.cpp's and vLLM's servers do (the tokenizer's BOS, special-token strings as the
-tokens they name: there is no template turn to forge; chat contents are never parsed so).
-``logprobs: k`` returns the legacy columns: ``tokens`` (each token's own bytes as text),
-``token_logprobs``, ``top_logprobs`` (k alternatives, ``{token: logprob}``) and
-``text_offset`` (where each token's text starts in the returned text). The sampler defaults to
-``entropix``; ``sampler``/``entropix``/``sampler_config`` work as in chat completions, and with
-them every chunk carries ``entropix: {index, state, action, metrics, params}``. ``n`` (1 to
-8) choices come from one batch, choice i with seed ``seed + i``, as in chat completions.
+The prompt is the client's whole text: no chat template, tokenized as mlx-lm's, llama.cpp's and
+vLLM's servers do (the tokenizer's BOS, special-token strings as the tokens they name: there is
+no template turn to forge; chat contents are never parsed so). ``logprobs: k`` returns the
+legacy columns (``LegacyLogprobs``); the extensions and ``n`` work as in chat completions.
 """
 
 from __future__ import annotations
@@ -22,7 +17,6 @@ from fastapi import APIRouter, Request
 from ..errors import InvalidRequestError
 from ..events import DoneEvent, TokenEvent
 from .deps import engine_of, resolve_max_tokens, settings_of, streamed
-from .engine import generation_work
 from .openai_api import (
     FINISH,
     Tokens,
@@ -31,13 +25,11 @@ from .openai_api import (
     entropix_token,
     respond,
     response_head,
-    sampler_config,
     sse_chunks,
+    start_job,
     usage,
-    with_logprobs,
 )
 from .schemas import CompletionRequest
-from .worker import JobStream
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -112,30 +104,21 @@ class TextChunks:
     ),
 )
 async def completions(body: CompletionRequest, request: Request) -> Any:
-    settings, engine = settings_of(request), engine_of(request)
-    mode = body.mode()
-    max_tokens = resolve_max_tokens(body.max_tokens, settings)
+    engine, mode = engine_of(request), body.mode()
+    max_tokens = resolve_max_tokens(body.max_tokens, settings_of(request))
     prompt = body.text_or_ids()
     if isinstance(prompt, str):
         if not prompt:
             raise InvalidRequestError("the prompt is empty")
         prompt = engine.checker.tokenizer.encode(prompt, add_special_tokens=True)
-    ids = engine.prepare(prompt, None, max_tokens, settings.max_prompt_tokens)
-    config = sampler_config(engine, mode, body)
-    n_top = body.logprobs
+    stream = start_job(request, body, prompt, mode, max_tokens, body.logprobs, fmt="raw")
     metrics = (
         body.sampler is not None
         or body.entropix is not None
         or body.min_confidence is not None
         or body.confidence_samples is not None
     )
-    work = generation_work(ids, [mode], config=config, max_tokens=max_tokens, seed=body.seed,
-                           stop=body.stop_list(), top_logprobs=n_top or 0, n=body.n,
-                           fmt="raw", min_confidence=body.min_confidence,
-                           confidence_samples=body.confidence_samples)  # fmt: skip
-    stream = JobStream(request.app.state.worker, with_logprobs(work, n_top),
-                       settings.request_timeout_s, label=f"v1/completions/{mode}")  # fmt: skip
-    build = TextChunks(engine.model_id, mode, n_top is not None, metrics)
+    build = TextChunks(engine.model_id, mode, body.logprobs is not None, metrics)
 
     def sse(include_usage: bool) -> AsyncIterator[dict[str, str]]:
         return sse_chunks(stream, build.chunk, build.head if include_usage else None, body.n)

@@ -162,16 +162,13 @@ def generation_work(
     ``n`` choices of one mode (OpenAI's ``n``). It yields ``(row, event)``: row r is
     ``modes[r]``, or choice r of the one mode.
 
-    ``generate_rows``, the CLI's path too: the rows join the engine's shared batch (decoded
-    with every other running request's rows, on every rank under ``mlx.launch``; a fork row as
-    a request of its own, its branches rows of that batch), or, where there is none (mlx-lm
-    families without plain KV caches), run as one batch of their own. The job yields ``IDLE``
-    while it has nothing (a prefill layer, the others' step), so a long prompt does not hold up
-    the other requests. Each row draws from
-    its own per-step RNG stream (seed, step): the tokens are those of separate runs. Without a
-    seed, one is chosen here: every mode shares it, choice i of ``n`` runs with seed + i.
+    ``generate_rows`` (the CLI's path too) puts the rows in the engine's shared batch, a fork
+    row as a request of its own; the job yields ``IDLE`` while it has nothing (a prefill layer,
+    the others' step), so a long prompt does not hold up the other requests. Each row draws
+    from its own (seed, step) stream: the tokens are those of separate runs. Without a seed,
+    one is chosen here: every mode shares it, choice i of ``n`` runs with seed + i.
     ``confidence_samples``: hidden rows beside the rows but fork (``engine/agreement.py``; None:
-    the format's default), in their batch, their events never sent."""
+    the format's default), their events never sent."""
     if n > 1 and len(modes) != 1:
         raise InvalidRequestError("several choices (n > 1) take one mode")
     base = secrets.randbelow(2**31) if seed is None else seed
@@ -255,11 +252,5 @@ class TokenBytes:
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte <-> printable character map of byte-level BPE vocabularies."""
     keep = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
-    table, extra = {}, 0
-    for b in range(256):
-        if b in keep:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return table
+    moved = [b for b in range(256) if b not in keep]  # to 256, 257, ... in byte order
+    return {b: chr(b) for b in keep} | {b: chr(256 + i) for i, b in enumerate(moved)}

@@ -1,21 +1,12 @@
 """OpenAI-compatible ``/v1/chat/completions`` (streaming and not) and ``/v1/models``.
 
-Streams keep what clients rely on: ``chat.completion.chunk`` objects, ``logprobs.content``
-(token, logprob, bytes, top_logprobs) in every token's chunk (mlx-lm drops them when
-streaming), ``finish_reason`` on the last content chunk, an optional usage chunk, then
-``data: [DONE]``.
-
-Extensions (the official client sends them with ``extra_body={...}``): ``sampler``
-(``"entropix" | "normal" | "greedy"``) or ``entropix: true`` picks the sampler, and then every
-chunk carries ``entropix: {index, state, action, metrics, params}`` (the last one also
-``summary``); ``sampler_config`` overrides sampler knobs. Without them: ``normal`` sampling
-with the request's ``temperature``/``top_p`` (``temperature: 0`` is greedy).
-
-``n`` (1 to 8) choices come from one batch (one prefill, a row per choice): choice i samples
-with seed ``seed + i`` (without a seed, from one random base seed), so its text is that of a
-separate request with that seed. Streamed chunks carry one choice each (``choices[0].index``);
-usage counts the tokens of all choices. With ``n > 1`` the non-streaming ``entropix`` extension
-sits in each choice rather than at the top level.
+Streams keep what clients rely on: ``logprobs.content`` in every token's chunk (mlx-lm drops
+them when streaming), ``finish_reason`` on the last content chunk, an optional usage chunk, then
+``data: [DONE]``. The extensions (``schemas.ChatCompletionRequest``; the official client sends
+them with ``extra_body={...}``) put ``entropix: {index, state, action, metrics, params}`` in
+every chunk (the last one also ``summary``). ``n`` choices come from one batch
+(``engine.generation_work``); streamed chunks carry one choice each, usage counts all of them,
+and with ``n > 1`` the non-streaming extension sits in each choice.
 """
 
 from __future__ import annotations
@@ -31,6 +22,7 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
 from .. import __version__
+from ..config import Mode
 from ..events import DoneEvent, ErrorEvent, TokenEvent
 from .deps import (
     INTERNAL_ERROR,
@@ -131,20 +123,17 @@ def by_choice(items: list[Any], n: int) -> list[tuple[Tokens, DoneEvent]] | None
 
 
 class ChunkBuilder:
-    """Builds the JSON objects of one streamed completion."""
+    """Builds the JSON objects of one streamed chat completion."""
 
-    def __init__(
-        self, model: str, mode: str, logprobs: bool, metrics: bool, usage: bool, n: int = 1
-    ):
+    def __init__(self, model: str, mode: str, logprobs: bool, metrics: bool, usage: bool):
         self.head = response_head("chatcmpl", "chat.completion.chunk", model, mode)
-        self.logprobs, self.metrics, self.usage, self.n = logprobs, metrics, usage, n
+        self.logprobs, self.metrics, self.usage = logprobs, metrics, usage
         self.started: set[int] = set()
 
-    def token(
-        self, row: int, event: TokenEvent | None, entry: dict[str, Any] | None
-    ) -> dict[str, Any]:
-        """The chunk of one token of choice ``row`` (``event`` None: an empty final chunk,
-        zero tokens made)."""
+    def chunk(self, row: int, held: tuple[TokenEvent, Any] | None, done: DoneEvent | None) -> dict:
+        """The chunk of choice ``row``'s token (None: an empty final chunk), the choice's last
+        with its ``done``."""
+        event, entry = held or (None, None)
         delta: dict[str, Any] = {"content": event.text if event is not None else ""}
         if row not in self.started:  # the role rides on a choice's first chunk (with logprobs)
             delta = {"role": "assistant", **delta}
@@ -160,17 +149,11 @@ class ChunkBuilder:
             chunk["usage"] = None
         if self.metrics:
             chunk["entropix"] = entropix_token(event) if event is not None else {}
+        if done is not None:
+            choice["finish_reason"] = FINISH[done.finish_reason]
+            if self.metrics:
+                chunk["entropix"]["summary"] = entropix_summary(done)
         return chunk
-
-    def finish(self, chunk: dict[str, Any], done: DoneEvent) -> dict[str, Any]:
-        chunk["choices"][0]["finish_reason"] = FINISH[done.finish_reason]
-        if self.metrics:
-            chunk["entropix"]["summary"] = entropix_summary(done)
-        return chunk
-
-
-def _error_object(message: str) -> dict[str, Any]:
-    return {"error": {"message": message, "type": "server_error", "param": None, "code": None}}
 
 
 def _as_error(item: Any) -> str | None:
@@ -185,11 +168,10 @@ Released = tuple[int, tuple[TokenEvent, Any] | None, DoneEvent | None]
 
 
 async def released(stream: JobStream) -> AsyncIterator[Released | str]:
-    """A stream's tokens per choice in the order the OpenAI streams send them: ``(row, token,
-    done)``. A choice's first token goes out at once (the client's time to first token is the
-    engine's); each later one waits for the choice's next event, so the last goes out with its
-    ``DoneEvent`` (``token`` None: the choice's end has no token left to carry it, an empty
-    chunk). An error: what was held, then its message (a str), and the end."""
+    """A stream's ``(row, token, done)`` per choice in the order OpenAI streams send them: a
+    choice's first token at once (time to first token), each later one held until the choice's
+    next event, so the last goes out with its ``DoneEvent`` (``token`` None: an empty chunk).
+    An error: what was held, then its message (a str), and the end."""
     held: dict[int, tuple[TokenEvent, Any]] = {}  # per choice
     started: set[int] = set()  # choices whose first token went out
     async for item in stream:
@@ -218,10 +200,9 @@ async def sse_chunks(
     usage_head: dict[str, Any] | None,
     n: int,
 ) -> AsyncIterator[dict[str, str]]:
-    """An OpenAI stream's SSE ``data:`` lines (chat and text completions alike): a chunk per
-    token (``released``; ``chunk`` builds it, the choice's last with ``finish_reason``), the
-    usage chunk (``usage_head`` and the usage; None: none) after the last of the ``n`` choices
-    ends, an error object, then ``[DONE]``."""
+    """An OpenAI stream's SSE ``data:`` lines (chat and text completions alike): ``chunk`` per
+    ``released`` token, the usage chunk (``usage_head`` None: none) once the ``n`` choices
+    ended, an error object, then ``[DONE]``."""
 
     def data(obj: Any) -> dict[str, str]:
         return {"data": json.dumps(obj, ensure_ascii=False, separators=(",", ":"))}
@@ -229,7 +210,9 @@ async def sse_chunks(
     dones: list[DoneEvent] = []
     async for out in released(stream):
         if isinstance(out, str):
-            yield data(_error_object(out))
+            yield data(
+                {"error": {"message": out, "type": "server_error", "param": None, "code": None}}
+            )
             break
         row, token, done = out
         yield data(chunk(row, token, done))
@@ -238,16 +221,6 @@ async def sse_chunks(
             if usage_head is not None and len(dones) == n:
                 yield data({**usage_head, "choices": [], "usage": usage(dones)})
     yield {"data": "[DONE]"}
-
-
-def stream_chunks(stream: JobStream, build: ChunkBuilder) -> AsyncIterator[dict[str, str]]:
-    """The chat completion stream (``sse_chunks``)."""
-
-    def chunk(row: int, token: tuple[TokenEvent, Any] | None, done: DoneEvent | None) -> dict:
-        out = build.token(row, *(token or (None, None)))
-        return out if done is None else build.finish(out, done)
-
-    return sse_chunks(stream, chunk, build.head if build.usage else None, build.n)
 
 
 def completion(
@@ -275,9 +248,8 @@ def completion(
 
 
 def with_logprobs(work: Callable, n_top: int | None) -> Callable:
-    """Wrap a generation job: ``(row, event)`` -> ``(row, event, entry)``, each token with its
-    logprobs entry, made in the worker thread (it reads the tokenizer's vocabulary).
-    ``n_top`` None: no logprobs."""
+    """``(row, event)`` -> ``(row, event, entry)``: each token's logprobs entry (None: no
+    ``n_top``), made in the worker thread (it reads the tokenizer's vocabulary)."""
 
     def wrapped(engine: Engine, should_stop: Callable[[], bool]) -> Iterator[Item]:
         for item in work(engine, should_stop):
@@ -307,6 +279,28 @@ def sampler_config(engine: Engine, mode: str, body: Any) -> Any:
     return engine.config_for(overrides, body.preset)
 
 
+def start_job(
+    request: Request,
+    body: OpenAIFields,
+    prompt: Any,
+    mode: Mode,
+    max_tokens: int,
+    n_top: int | None,
+    fmt: str = "chat",
+) -> JobStream:
+    """An OpenAI request's job (chat and text completions alike), checked (4xx) and queued."""
+    label = f"v1/completions/{mode}" if fmt == "raw" else f"v1/{mode}"
+    settings, engine = settings_of(request), engine_of(request)
+    ids = engine.prepare(prompt, None, max_tokens, settings.max_prompt_tokens)
+    work = generation_work(ids, [mode], config=sampler_config(engine, mode, body),
+                           max_tokens=max_tokens, seed=body.seed, stop=body.stop_list(),
+                           top_logprobs=n_top or 0, n=body.n, fmt=fmt,
+                           min_confidence=body.min_confidence,
+                           confidence_samples=body.confidence_samples)  # fmt: skip
+    return JobStream(request.app.state.worker, with_logprobs(work, n_top),
+                     settings.request_timeout_s, label=label)  # fmt: skip
+
+
 async def respond(
     request: Request,
     body: OpenAIFields,
@@ -314,9 +308,8 @@ async def respond(
     sse: Callable[[bool], AsyncIterator[dict[str, str]]],
     whole: Callable[[list[tuple[Tokens, DoneEvent]]], dict[str, Any]],
 ) -> Any:
-    """An OpenAI answer (chat and text completions alike): with ``stream``, the SSE stream
-    ``sse(include_usage)``; without, the object ``whole`` makes of the ``n`` choices, or the
-    error response to send instead."""
+    """With ``stream``, the SSE stream ``sse(include_usage)``; without, ``whole`` of the ``n``
+    choices (or an error response)."""
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return EventSourceResponse(
@@ -351,38 +344,18 @@ async def models(request: Request) -> dict[str, Any]:
     ),
 )
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
-    settings, engine = settings_of(request), engine_of(request)
-    mode = body.mode()
+    settings, engine, mode = settings_of(request), engine_of(request), body.mode()
     max_tokens = resolve_max_tokens(body.max_completion_tokens or body.max_tokens, settings)
-    ids = engine.prepare(body.chat(), None, max_tokens, settings.max_prompt_tokens)
-    config = sampler_config(engine, mode, body)
     n_top = (body.top_logprobs or 0) if body.logprobs else None
+    stream = start_job(request, body, body.chat(), mode, max_tokens, n_top)
     # min_confidence and confidence_samples are extensions too: their answer (confidence,
     # abstained, agreement) is in the summary
     metrics = body.sampler is not None or bool(body.entropix) or body.min_confidence is not None
     metrics |= body.confidence_samples is not None
-    work = generation_work(
-        ids,
-        [mode],
-        config=config,
-        max_tokens=max_tokens,
-        seed=body.seed,
-        stop=body.stop_list(),
-        top_logprobs=n_top or 0,
-        n=body.n,
-        min_confidence=body.min_confidence,
-        confidence_samples=body.confidence_samples,
-    )
-    stream = JobStream(
-        request.app.state.worker,
-        with_logprobs(work, n_top),
-        settings.request_timeout_s,
-        label=f"v1/{mode}",
-    )
 
     def sse(include_usage: bool) -> AsyncIterator[dict[str, str]]:
-        build = ChunkBuilder(engine.model_id, mode, body.logprobs, metrics, include_usage, n=body.n)
-        return stream_chunks(stream, build)
+        build = ChunkBuilder(engine.model_id, mode, body.logprobs, metrics, include_usage)
+        return sse_chunks(stream, build.chunk, build.head if include_usage else None, body.n)
 
     def whole(choices: list[tuple[Tokens, DoneEvent]]) -> dict[str, Any]:
         return completion(choices, engine.model_id, mode, body.logprobs, metrics)

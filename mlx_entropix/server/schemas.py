@@ -14,6 +14,7 @@ from pydantic.fields import FieldInfo
 from ..config import PRESET_NAMES, Mode, SamplerConfig, apply_preset
 from ..engine.agreement import MAX_SAMPLES
 from ..events import StateInfo
+from ..io.prompts import PromptItem
 
 MAX_TOKENS = 4096  # schema cap; the server may set a lower one (ServerSettings.max_tokens_limit)
 DEFAULT_MAX_TOKENS = 256  # when a request gives none (or the server cap, if lower)
@@ -179,11 +180,7 @@ class ConfigResponse(BaseModel):
     )
 
 
-class PromptOut(BaseModel):
-    name: str
-    category: str = ""
-    prompt: str
-    answer: str | None = None
+PromptOut = create_model("PromptOut", __base__=PromptItem)  # the same fields, the API's name
 
 
 # ---------------------------------------------------------------- OpenAI-compatible API

@@ -17,9 +17,8 @@ class ServerSettings:
     config: SamplerConfig | None = None  # sampler defaults; None = the model's calibrated ones
     max_queue: int = 16  # requests waiting behind the running one; more -> 503
     max_tokens_limit: int = 4096  # per-request cap (the schema allows 1..4096)
-    # Prompt tokens per request; longer -> 400. The 2-core CPU prefills the embedded model at
-    # roughly 20-60 tokens/s (slower as the context grows), so 4096 tokens is one to two
-    # minutes of the only worker (the whole 8192 context: three minutes).
+    # Prompt tokens per request; longer -> 400. 4096: one to two minutes of prefill on the
+    # 2-core CPU (20-60 tokens/s, slower as the context grows).
     max_prompt_tokens: int = 4096
     max_body_bytes: int = 256 * 1024  # request bodies over this -> 413
     request_timeout_s: float = 300.0  # per-request generation time limit
@@ -29,9 +28,7 @@ class ServerSettings:
     cors_origins: list[str] = field(default_factory=list)  # explicit origins only, never "*"
     allowed_hosts: list[str] | None = None  # Host header allow-list (DNS-rebinding guard)
     prompts_path: Path | None = None  # CSV for /api/prompts; None = the built-in set
-    # Rows decoded together in one step across requests (continuous batching); a request
-    # takes one row per mode or choice. 1 = one request at a time.
-    max_batch: int = 8
+    max_batch: int = 8  # rows decoded together across requests (a row per mode or choice)
     # Each stream's tokens bitwise equal to the same request served alone, whatever else is
     # in the batch (``runtime.blas.batch_invariant``: MKL's strict mode, set before loading).
     batch_invariant: bool = True

@@ -1,15 +1,11 @@
 """One thread owns the model: it loads it and runs the jobs from a bounded FIFO queue.
 
 MLX state (default device, streams, the model's arrays) belongs to the thread that made it, so
-every job runs on that one thread. Up to ``max_running`` slots of jobs run at once, interleaved
-round-robin one item per job per round (a batch decoder shared by several jobs advances at these
-step boundaries; a job with nothing for its client yet yields ``IDLE``); the queue head starts
-when its ``size`` fits in the free slots, never overtaken. The asyncio side talks to the thread
-through ``JobStream``: items cross with ``loop.call_soon_threadsafe``, cancellation crosses back
-with a ``threading.Event`` polled once per token by the job (``generate``'s ``should_stop``).
-
-Nothing here knows about models or events: the loader and the jobs' work are injected, so the
-queueing, ordering, cancellation and time limits are tested with fakes.
+every job runs on that one thread. Up to ``max_running`` slots of jobs run at once, one item per
+job per round (a job with nothing for its client yet yields ``IDLE``); the queue head starts
+when its ``size`` fits in the free slots, never overtaken. ``JobStream`` is the asyncio side:
+items cross with ``loop.call_soon_threadsafe``, cancellation with a ``threading.Event`` polled
+once per token. The loader and the jobs' work are injected: the queueing is tested with fakes.
 """
 
 from __future__ import annotations
