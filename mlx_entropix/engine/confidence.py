@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..answers import _MARKERS, _NUMBER, Kind, extract_choice, normalize
-from ..config import CONFIG_DIR
+from ..config import CONFIG_DIR, shipped_file
 from .answer_checks import copied, failed, wrong_arithmetic
 
 CONFIDENCE_DIR = CONFIG_DIR / "confidence"
@@ -339,16 +339,12 @@ class ConfidenceModel:
         return cls(maps, data.get("meta", {}), caps)
 
 
-def _key(name: str) -> str:
-    return "".join(c for c in name.lower() if c.isalnum())
-
-
 @lru_cache(maxsize=8)
 def shipped_model(model_name: str) -> ConfidenceModel | None:
-    """The confidence map shipped for this model (file stem a prefix of the name, case and
-    punctuation ignored), or None: then generations carry no confidence."""
-    found = [p for p in CONFIDENCE_DIR.glob("*.json") if _key(model_name).startswith(_key(p.stem))]
-    return ConfidenceModel.from_file(max(found, key=lambda p: len(p.stem))) if found else None
+    """The confidence map shipped for this model (``config.shipped_file``), or None: then
+    generations carry no confidence."""
+    path = shipped_file(CONFIDENCE_DIR, model_name)
+    return ConfidenceModel.from_file(path) if path else None
 
 
 @dataclass(frozen=True)
