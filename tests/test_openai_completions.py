@@ -106,8 +106,12 @@ def test_token_id_prompt_stop_and_greedy(client, embedded):
     assert " six" not in r.choices[0].text
 
 
-def test_raw_stream_shape(live):
+@pytest.mark.parametrize("entropix", [None, False, True])
+def test_raw_stream_shape(live, entropix):
+    """Metrics only when the extension is asked for: ``entropix: false`` (normal sampling) is
+    not asking, as in chat."""
     body = {"prompt": PROMPT, "max_tokens": 3, "stream": True, "seed": 1}
+    body |= {} if entropix is None else {"entropix": entropix}
     with httpx.Client(base_url=live.url, timeout=60) as c:
         with c.stream("POST", "/v1/completions", json=body) as r:
             assert r.status_code == 200
@@ -117,7 +121,7 @@ def test_raw_stream_shape(live):
     first = json.loads(data[0])
     assert first["object"] == "text_completion" and first["id"].startswith("cmpl-")
     assert set(first["choices"][0]) == {"text", "index", "logprobs", "finish_reason"}
-    assert "entropix" not in first  # metrics only when the extension is asked for
+    assert ("entropix" in first) == bool(entropix)
 
 
 @pytest.mark.parametrize(

@@ -112,13 +112,7 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
             raise InvalidRequestError("the prompt is empty")
         prompt = engine.checker.tokenizer.encode(prompt, add_special_tokens=True)
     stream = start_job(request, body, prompt, mode, max_tokens, body.logprobs, fmt="raw")
-    metrics = (
-        body.sampler is not None
-        or body.entropix is not None
-        or body.min_confidence is not None
-        or body.confidence_samples is not None
-    )
-    build = TextChunks(engine.model_id, mode, body.logprobs is not None, metrics)
+    build = TextChunks(engine.model_id, mode, body.logprobs is not None, body.wants_extension())
 
     def sse(include_usage: bool) -> AsyncIterator[dict[str, str]]:
         return sse_chunks(stream, build.chunk, build.head if include_usage else None, body.n)

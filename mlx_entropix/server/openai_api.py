@@ -348,10 +348,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     max_tokens = resolve_max_tokens(body.max_completion_tokens or body.max_tokens, settings)
     n_top = (body.top_logprobs or 0) if body.logprobs else None
     stream = start_job(request, body, body.chat(), mode, max_tokens, n_top)
-    # min_confidence and confidence_samples are extensions too: their answer (confidence,
-    # abstained, agreement) is in the summary
-    metrics = body.sampler is not None or bool(body.entropix) or body.min_confidence is not None
-    metrics |= body.confidence_samples is not None
+    metrics = body.wants_extension()
 
     def sse(include_usage: bool) -> AsyncIterator[dict[str, str]]:
         build = ChunkBuilder(engine.model_id, mode, body.logprobs, metrics, include_usage)

@@ -263,6 +263,12 @@ class OpenAIFields(BaseModel):
             return []
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
+    def wants_extension(self) -> bool:
+        """Whether the response carries the ``entropix`` extension: a sampler picked by name or
+        ``entropix: true``, or a confidence field (its answer is in the extension's summary)."""
+        confidence = self.min_confidence is not None or self.confidence_samples is not None
+        return self.sampler is not None or bool(self.entropix) or confidence
+
     def _mode(self, default: Mode) -> Mode:
         if self.sampler is not None:
             return self.sampler
