@@ -222,7 +222,7 @@ class BatchDecoder:
         out, start = {}, 0
         for req in reqs:
             rows = slice(start, start + len(req.plans))
-            out[req] = Rows(step.token[rows], step.can_clarify[rows], step.packed[rows])
+            out[req] = Rows(*(a[rows] for a in step))
             start = rows.stop
         mx.async_eval([a for rows in out.values() for a in rows.arrays()])
         self.steps += 1
@@ -354,7 +354,7 @@ class BatchDecoder:
         n = len(req.rows)
         req.slots = self.shared.add(prompt.kv, prompt.length, n)
         can = mx.array([req.clarify_id is not None] * n)
-        req.current = Rows(*sample_rows(*forward, can, req.plans, 0, on, model.group))
+        req.current = sample_rows(*forward, can, req.plans, 0, on, model.group)
         # The first token's events now, not after the next tick queued a decode step of the
         # batch (on the CPU queuing a step runs most of it: a first token waited for a step).
         self._emit(req)

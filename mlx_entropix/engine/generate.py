@@ -36,24 +36,13 @@ def generate(
     prompt: Prompt,
     *,
     mode: Mode = "entropix",
-    config: SamplerConfig | None = None,
-    max_tokens: int = 256,
     seed: int | None = None,
-    stop: Sequence[str] = (),
-    system: str | None = None,
-    top_logprobs: int = 5,
-    should_stop: Callable[[], bool] | None = None,
-    confidence_samples: int | None = None,
+    **options: Any,
 ) -> Iterator[Event]:
     """Yield a ``TokenEvent`` per generated token (and a ``ForkEvent`` before the tokens of
     each explored fork, mode fork), then one ``DoneEvent``. Raises ``InvalidRequestError`` /
-    ``PromptTooLongError`` before the first event. ``confidence_samples``: see
-    ``generate_rows``."""
-    return generate_batch(
-        lm, prompt, modes=[mode], seeds=[seed], config=config, max_tokens=max_tokens,
-        stop=stop, system=system, top_logprobs=top_logprobs, should_stop=should_stop,
-        confidence_samples=confidence_samples,
-    )  # fmt: skip
+    ``PromptTooLongError`` before the first event. Options: those of ``generate_rows``."""
+    return generate_batch(lm, prompt, modes=[mode], seeds=[seed], **options)
 
 
 def generate_batch(

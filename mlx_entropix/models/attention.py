@@ -117,11 +117,7 @@ def attention_of(layer: nn.Module) -> nn.Module | None:
 
 def observe_last_attention(model: nn.Module, any_family: bool = False) -> _Observation | None:
     """Observe ``model``'s last attention layer (idempotent); None if it cannot be observed
-    (or, unless ``any_family``, if its family is not in ``VERIFIED``).
-
-    Patches the family module's ``scaled_dot_product_attention`` name once: the wrapper only
-    records while an observed module runs, every other call passes straight through.
-    """
+    (or, unless ``any_family``, if its family is not in ``VERIFIED``)."""
     layers = getattr(model, "layers", None)
     attn = attention_of(layers[-1]) if layers else None
     if attn is None:

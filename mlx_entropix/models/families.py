@@ -167,7 +167,9 @@ class FamilyModel(nn.Module):
         """One token through the shared batch (at load): a family whose attention cannot join
         it (attention sinks, per-head scales, a cache it uses otherwise) fails here, clearly."""
         try:
-            run_steps(self.step_shared(mx.zeros((1, 1), dtype=mx.int32), _one_row(self)))
+            cache = self.shared_cache()
+            cache.add([], 0, 1)
+            run_steps(self.step_shared(mx.zeros((1, 1), dtype=mx.int32), cache))
         except (ValueError, TypeError, AttributeError) as err:
             raise ModelLoadError(f"model family {self.args.model_type!r} cannot be served by "
                                  f"the shared batch: {err}") from None  # fmt: skip
@@ -229,12 +231,6 @@ class FamilyModel(nn.Module):
         )
         scores = mx.zeros((0,)) if scores is None else scores[:, :, 0].astype(mx.float32)
         return logits, scores, cache.keys, cache.values
-
-
-def _one_row(model: FamilyModel) -> SharedCache:
-    cache = model.shared_cache()
-    cache.add([], 0, 1)
-    return cache
 
 
 def family_model(inner: nn.Module, config: dict[str, Any] | None = None) -> FamilyModel:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import mlx.core as mx
@@ -81,13 +80,19 @@ def _attention_each(*scores: mx.array) -> list[mx.array]:
 
 
 class Step(NamedTuple):
-    """One step's results, still on the device until the host reads ``packed``."""
+    """One step's results, still on the device until the host reads ``packed``: of a batch's
+    rows, or of one request's (``Rows``, the shared batch: ``batch.py``)."""
 
     token: mx.array  # (B,) int32: feeds the next forward pass without a host round trip
     can_clarify: mx.array  # (B,) bool
-    packed: (
-        mx.array
-    )  # (B, P) float32: token, state, action, 5 params, logprob, 6 metrics, top ids/logprobs
+    # (B, P) float32: token, state, action, 5 params, logprob, 6 metrics, top ids/logprobs
+    packed: mx.array
+
+    def arrays(self) -> list[mx.array]:
+        return list(self)
+
+
+Rows = Step
 
 
 class RowPlan(NamedTuple):
@@ -210,16 +215,3 @@ def plan_step(
         axis=-1,
     )
     return token, can_clarify & (plan.action != CLARIFY), packed
-
-
-@dataclass
-class Rows:
-    """One step of a request's rows on the device (the shared batch, ``batch.py``): tokens
-    (n,), clarify flags (n,), and the rows' packed values (n, P) (see ``stream.py``)."""
-
-    token: mx.array
-    can_clarify: mx.array
-    packed: mx.array
-
-    def arrays(self) -> list[mx.array]:
-        return [self.token, self.can_clarify, self.packed]
