@@ -256,7 +256,7 @@ class BatchDecoder:
                               req.should_stop, req.options)  # fmt: skip
                 at = len(req.ids) + req.index  # the fork token's position
                 req.branches = SlotRows(run, self.shared, req.slots[0], at, req.plans[0])
-                return self._branch(req, req.branches.start())
+                return self._branch(req, req.branches.send())
         for r, (s, vals) in enumerate(zip(req.streams, values, strict=True)):
             if not s.finished:
                 req.generated[r].append(int(vals[0]))

@@ -41,12 +41,15 @@ from mlx_lm.models.cache import KVCache
 
 from .request import PREFILL_CHUNK
 
-__all__ = ["BLOCK", "Extender", "PrefixCache", "Prefilled", "chunk_ends", "closing_token",
+__all__ = ["BLOCK", "Extender", "PrefixCache", "chunk_ends", "closing_token",
            "final_pass", "prefill_chunks", "reusable"]  # fmt: skip
 BLOCK = PREFILL_CHUNK
 HOT_KEEP = 4  # prefills whose buffers are kept for a next turn (``PrefixCache.hot``)
 KV = list[tuple[mx.array, mx.array]]  # per layer: keys, values (kv heads, chunk, head dim)
 TurnEnds = frozenset[int] | set[int] | Sequence[int]
+# A chunked prefill's result: its cache, the tokens it took from the prefix cache, and the last
+# chunk's logits (last position) and scores (None if it computed nothing).
+Chunked = tuple[list[KVCache], int, mx.array | None, mx.array | None]
 
 
 def chunk_ends(ids: Sequence[int], turn_ends: TurnEnds = ()) -> list[int]:
@@ -290,17 +293,6 @@ def preloaded(blocks: list[KV], n_layers: int) -> list[KVCache]:
     return caches
 
 
-@dataclass
-class Prefilled:
-    """A chunked prefill's result: its cache, the tokens it took from the prefix cache, and
-    the last chunk's logits (last position) and scores (None if it computed nothing)."""
-
-    cache: list[KVCache]
-    cached: int
-    logits: mx.array | None
-    scores: mx.array | None
-
-
 def prefill_chunks(
     model: Any,
     ids: Sequence[int],
@@ -310,7 +302,7 @@ def prefill_chunks(
     count: bool = True,
     whole_only: bool = False,
     progress: Callable[[int], None] = lambda n: None,
-) -> Generator[None, None, Prefilled]:
+) -> Generator[None, None, Chunked]:
     """The chunked prefill of ``ids`` (``chunk_ends``), a layer at a time (``layer_steps``),
     from the cached blocks on; each whole chunk enters ``prefix`` once all its layers are done
     (a cancel between layers leaves no part of a block). ``whole_only``: only the whole chunks
@@ -338,7 +330,7 @@ def prefill_chunks(
             prefix.insert(ids, ends, cache, a)
     if prefix is not None:  # what its chunks' own passes computed (not a merged last pass)
         prefix.keep_hot(ids[: ends[last - 1] if last else 0], cache)
-    return Prefilled(cache, start, logits, scores)
+    return cache, start, logits, scores
 
 
 def closing_token(tokenizer: Any, turn_ends: TurnEnds) -> int | None:
@@ -370,7 +362,7 @@ class Extender:
         self.prefix, self.model, self.turn_ends = prefix, model, turn_ends
         self.closing = closing  # the token a chat template ends an answer with
         self.waiting: deque[list[int]] = deque(maxlen=keep)
-        self.current: Generator[None, None, Prefilled] | None = None
+        self.current: Generator[None, None, Chunked] | None = None
 
     def add(self, ids: list[int]) -> None:
         """Queue ``ids`` (a prompt and what one row generated). An answer cut short (by its

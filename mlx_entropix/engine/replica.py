@@ -92,9 +92,7 @@ class ReplicatedDecoder(BatchDecoder):
         super().discard(req)
 
     def idle_step(self) -> bool:
-        if self.requests or self.extender is None:
-            return False
-        if self.leader:
+        if self.leader and not self.requests and self.extender is not None:
             self._send_head(IDLE)
         return super().idle_step()
 

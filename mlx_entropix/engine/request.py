@@ -34,6 +34,7 @@ Prompt = str | list[dict[str, Any]] | list[int]
 PREFILL_CHUNK = 128
 MODES: tuple[Mode, ...] = ("entropix", "normal", "greedy", "fork")
 MAX_TOP_LOGPROBS = 20
+ROLES = ("system", "user", "assistant")
 
 
 def prepare_prompt(
@@ -51,13 +52,10 @@ def prepare_prompt(
         prompt = [{"role": "user", "content": prompt}]
     if prompt and all(isinstance(m, dict) for m in prompt):
         messages = [dict(m) for m in prompt]  # type: ignore[arg-type]
-        for m in messages:
-            if m.get("role") not in ("system", "user", "assistant") or not isinstance(
-                m.get("content"), str
-            ):
-                raise InvalidRequestError(
-                    "each message needs a role (system, user or assistant) and a text content"
-                )
+        if not all(m.get("role") in ROLES and isinstance(m.get("content"), str) for m in messages):
+            raise InvalidRequestError(
+                "each message needs a role (system, user or assistant) and a text content"
+            )
         if not any(m["content"].strip() for m in messages):
             raise InvalidRequestError("the prompt is empty")
         if system and messages[0]["role"] != "system":

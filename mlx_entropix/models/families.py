@@ -22,6 +22,7 @@ from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx_lm.models.cache import KVCache, RotatingKVCache, make_prompt_cache
 
 from ..errors import ModelLoadError
 from ..uncertainty.compiled import compiled
@@ -35,8 +36,6 @@ __all__ = ["VERIFIED", "FamilyArgs", "FamilyModel", "family_model", "observe_las
 def _windows(model: nn.Module, model_type: str) -> list[int | None]:
     """Each layer's sliding window (None: global), from the caches mlx-lm makes for it;
     ``ModelLoadError`` for a layer whose cache is neither (recurrent state, chunks, ...)."""
-    from mlx_lm.models.cache import KVCache, RotatingKVCache, make_prompt_cache
-
     windows: list[int | None] = []
     for c in make_prompt_cache(model):
         if type(c) is RotatingKVCache and c.keep == 0:
@@ -121,8 +120,6 @@ class FamilyModel(nn.Module):
     def make_cache(self) -> list[Any]:
         """A plain ``KVCache`` per layer: a sliding layer keeps every key, its window masked
         (mlx-lm's masks do that from the layer's ``window_size``), as in the shared batch."""
-        from mlx_lm.models.cache import KVCache
-
         return [KVCache() for _ in self.layers]
 
     def __call__(
