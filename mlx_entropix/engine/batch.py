@@ -39,7 +39,7 @@ from .confidence import shipped_model
 from .fork import Explored, explore, fork_due, kept_events
 from .prefill import Prefill, Prefilled, prefill_long, prefill_short
 from .prefix_cache import Extender, PrefixCache, closing_token
-from .request import PREFILL_CHUNK, BatchRequest, Event, check_modes, clarify_token, row_plan
+from .request import PREFILL_CHUNK, BatchRequest, Event, check_modes, row_plan
 from .stream import METRICS, STATE, RowStream
 
 if TYPE_CHECKING:
@@ -62,8 +62,6 @@ class BatchDecoder:
     def __init__(self, lm: LoadedModel, prefill_slice_s: float = PREFILL_SLICE_S,
                  prefix_cache: PrefixCache | None = None):  # fmt: skip
         self.lm = lm
-        self.prefix_cache: PrefixCache | None = None
-        self.extender: Extender | None = None
         self.use_prefix_cache(prefix_cache)
         self.shared = lm.model.shared_cache()
         self.prefill_slice_s = prefill_slice_s
@@ -95,7 +93,8 @@ class BatchDecoder:
         rows (mode, seed), each with its own events."""
         check_modes([m for m, _ in rows], top_logprobs)
         lm, cfg = self.lm, config or self.lm.default_config
-        clarify, vocab, t0 = clarify_token(lm, cfg), lm.info.vocab_size, time.perf_counter()
+        clarify = lm.tokenizer.token_id(cfg.clarifying_token) if cfg.clarifying_token else None
+        vocab, t0 = lm.info.vocab_size, time.perf_counter()
         # Two candidates at least: the answer confidence (confidence.py) uses p1 - p2; a fork's
         # branches start from them (and the answer forks' next ones).
         fork = rows[0][0] == "fork"

@@ -186,7 +186,9 @@ def explore(
     k = min(cfg.fork_branches, n_top)
     limit = min(cfg.fork_branch_tokens, remaining)
     fork_margin = margin_of(fork_values, n_top)  # every branch's first token: one scale
-    cue = _cue_ids(tok, cfg)
+    # the answer cue's tokens when the branches have no reader (no answer kind)
+    said = cfg.fork_answer_cue if cfg.fork_answer_kind is None else None
+    cue = (list(tok.encode(" " + said.strip())) or None) if said else None
     branches = [Branch(tok, StopMatcher(stop), limit, cue=cue, cue_limit=cfg.fork_cue_tokens)
                 for _ in range(k)]  # fmt: skip
     feed: list[int | None] = []
@@ -282,13 +284,6 @@ def _token(tok: Any, b: Branch, first: tuple[int, float] | None) -> TopLogprob:
         first if first is not None else (int(b.rows[b.at or 0][TOKEN]), b.rows[b.at or 0][LOGPROB])
     )
     return TopLogprob(id=i, text=tok.id_to_text(i), logprob=lp)
-
-
-def _cue_ids(tok: Any, cfg: SamplerConfig) -> list[int] | None:
-    """The answer cue's tokens when the branches have no reader (no answer kind)."""
-    if cfg.fork_answer_kind is not None or not cfg.fork_answer_cue:
-        return None
-    return list(tok.encode(" " + cfg.fork_answer_cue.strip())) or None
 
 
 def _read_all(

@@ -132,9 +132,7 @@ class PrefixCache:
     # instead of copying the blocks together: a follow-up turn starts from its previous turn's
     # buffers at no cost (``take_hot``). Within the bound, least recently used out first with
     # the blocks.
-    hot: list[tuple[list[int], list[tuple[mx.array, mx.array]], int, int]] = field(
-        default_factory=list
-    )
+    hot: list[tuple[list[int], KV, int, int]] = field(default_factory=list)
     _clock: int = 0
 
     def lookup(self, ids: Sequence[int], ends: list[int], count: bool = True) -> list[KV]:
@@ -146,8 +144,7 @@ class PrefixCache:
             block = self.blocks.get(key)
             if block is None:
                 break
-            self._clock += 1
-            block.used = self._clock
+            block.used = self._tick()
             found.append(block.kv)
         if count:
             self.hits += bool(found)
@@ -352,16 +349,11 @@ class Extender:
     token sequences wait; one is filled a layer per ``step``."""
 
     def __init__(
-        self,
-        prefix: PrefixCache,
-        model: Any,
-        turn_ends: TurnEnds = (),
-        keep: int = 4,
-        closing: int | None = None,
+        self, prefix: PrefixCache, model: Any, turn_ends: TurnEnds = (), closing: int | None = None
     ):
         self.prefix, self.model, self.turn_ends = prefix, model, turn_ends
         self.closing = closing  # the token a chat template ends an answer with
-        self.waiting: deque[list[int]] = deque(maxlen=keep)
+        self.waiting: deque[list[int]] = deque(maxlen=4)
         self.current: Generator[None, None, Chunked] | None = None
 
     def add(self, ids: list[int]) -> None:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # the core never imports the loaders; they hand it a LoadedMo
     from .branches import SlotRows
     from .stream import RowStream
 
-__all__ = ["MODES", "PREFILL_CHUNK", "BatchRequest", "Prompt", "check_modes", "clarify_token",
+__all__ = ["MODES", "PREFILL_CHUNK", "BatchRequest", "Prompt", "check_modes",
            "prepare_prompt", "row_plan"]  # fmt: skip
 Event = TokenEvent | DoneEvent | ErrorEvent
 Prompt = str | list[dict[str, Any]] | list[int]
@@ -99,11 +99,6 @@ def row_plan(
     width = max(candidate_width(cfg, policy_, vocab), n_top, 1)
     n_max = cfg.n_adaptive_samples if mode == "entropix" else 1
     return RowPlan(policy_, seed, cfg, width, n_max, n_top, clarify_id)
-
-
-def clarify_token(lm: LoadedModel, cfg: SamplerConfig) -> int | None:
-    """The clarifying pause's token id under ``cfg`` (None: the config has none)."""
-    return lm.tokenizer.token_id(cfg.clarifying_token) if cfg.clarifying_token else None
 
 
 @dataclass(eq=False)

@@ -150,11 +150,10 @@ class SharedLayer:
     L, K) against query heads grouped by kv head (Gemma 2), else (rows, 1, L, K)."""
 
     def __init__(self, shared: SharedCache, layer: int, step: SharedStep, rows: int,
-                 window: int | None = None, masks: dict | None = None,
-                 grouped: bool = True):  # fmt: skip
+                 window: int | None, masks: dict, grouped: bool):  # fmt: skip
         self.shared, self.layer, self.step, self.rows = shared, layer, step, rows
         self.offset = step.positions
-        self.window, self.masks, self.grouped = window, {} if masks is None else masks, grouped
+        self.window, self.masks, self.grouped = window, masks, grouped
 
     def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
         self.shared.write(self.layer, self.step, keys, values)

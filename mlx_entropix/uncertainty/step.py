@@ -107,10 +107,6 @@ class RowPlan(NamedTuple):
     n_top: int  # alternatives packed per step
     clarify_id: int | None  # the pause token's id, None when the config has none
 
-    def shared(self) -> tuple:
-        """What rows must share to be drawn in one call (everything but the seed)."""
-        return (self.mode, self.cfg, self.width, self.n_max, self.n_top, self.clarify_id)
-
 
 def sample_rows(
     logits: mx.array,
@@ -130,7 +126,8 @@ def sample_rows(
         logits, metrics, log_norm = (mx.broadcast_to(a, (len(plans), *a.shape[1:]))
                                      for a in (logits, metrics, log_norm))  # fmt: skip
     parts, start = [], 0
-    for _, run in itertools.groupby(zip(plans, steps, strict=True), lambda r: r[0].shared()):
+    runs = itertools.groupby(zip(plans, steps, strict=True), lambda r: r[0]._replace(seed=0))
+    for _, run in runs:  # rows whose plans agree but for the seed: one call
         keys = [step_key(p.seed, i) for p, i in run]
         rows = slice(start, start + len(keys))
         inputs = [a[rows] for a in (logits, metrics, log_norm, can_clarify)]
