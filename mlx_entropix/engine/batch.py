@@ -109,7 +109,6 @@ class BatchDecoder:
             cfg=cfg,
             budget=min(max_tokens, lm.info.context_length - len(ids)),
             should_stop=should_stop,
-            clarify_id=clarify,
             streams=[
                 RowStream(lm.tokenizer, m, stop, top_logprobs, n_top, t0, *confidence)
                 for m, _ in rows
@@ -352,7 +351,7 @@ class BatchDecoder:
         forward = observe(prompt.logits, prompt.scores, on, model.head_group)
         n = len(req.rows)
         req.slots = self.shared.add(prompt.kv, prompt.length, n)
-        can = mx.array([req.clarify_id is not None] * n)
+        can = mx.array([p.clarify_id is not None for p in req.plans])
         req.current = sample_rows(*forward, can, req.plans, 0, on, model.group)
         # The first token's events now, not after the next tick queued a decode step of the
         # batch (on the CPU queuing a step runs most of it: a first token waited for a step).

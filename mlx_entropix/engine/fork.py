@@ -36,6 +36,7 @@ tokens inside or just before their answer spans open more branches, which join t
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -89,15 +90,9 @@ def read_branch(
     if chars is None:
         return answer or None, (0, len(texts))
     start, end = chars
-    lo = hi = None
-    pos = 0
-    for i, t in enumerate(texts):
-        if pos < end and pos + len(t) > start:
-            lo = i if lo is None else lo
-            hi = i + 1
-        pos += len(t)
-    span = (lo, hi) if lo is not None and hi is not None else (0, len(texts))
-    return answer or None, span
+    ends = list(itertools.accumulate(map(len, texts)))  # each token's text ends there
+    hit = [i for i, e in enumerate(ends) if e - len(texts[i]) < end and e > start]
+    return answer or None, ((hit[0], hit[-1] + 1) if hit else (0, len(texts)))
 
 
 def branch_score(

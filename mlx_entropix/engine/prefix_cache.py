@@ -227,15 +227,12 @@ class PrefixCache:
                 continue
             if not leaves:
                 return False
-            self._evict(min(leaves)[1])
+            block = self.blocks.pop(min(leaves)[1])
+            self.nbytes -= block.nbytes
+            self.evictions += 1
+            if block.parent is not None and block.parent in self.blocks:
+                self.blocks[block.parent].children -= 1
         return True
-
-    def _evict(self, key: bytes) -> None:
-        block = self.blocks.pop(key)
-        self.nbytes -= block.nbytes
-        self.evictions += 1
-        if block.parent is not None and block.parent in self.blocks:
-            self.blocks[block.parent].children -= 1
 
     def clear(self) -> None:
         self.blocks.clear()

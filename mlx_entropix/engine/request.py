@@ -113,7 +113,6 @@ class BatchRequest:
     cfg: SamplerConfig
     budget: int
     should_stop: Callable[[], bool]
-    clarify_id: int | None
     streams: list[RowStream]
     events: deque[tuple[int, Event]] = field(default_factory=deque)
     finished: bool = False

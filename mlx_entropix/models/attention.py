@@ -18,9 +18,6 @@ metrics as unavailable (the decision then follows its logits-only rules, ``sampl
   its own code), or the family is not verified (Starcoder 2, unless ``any_family``);
 - outside the shared batch (a chunked prefill, ``layer_steps``), the last query's mask is an
   array on a global last layer: that pass only.
-
-In a shared batch (``families.FamilyModel``) each layer's attention gets a ``SharedLayer``
-as its cache, and its SDPA call, through the patched name, comes to ``SharedLayer.attend``.
 """
 
 from __future__ import annotations
