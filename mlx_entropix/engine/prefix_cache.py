@@ -234,11 +234,6 @@ class PrefixCache:
                 self.blocks[block.parent].children -= 1
         return True
 
-    def clear(self) -> None:
-        self.blocks.clear()
-        self.hot.clear()
-        self.nbytes = 0
-
     def info(self) -> dict[str, Any]:
         """What ``/api/info`` reports."""
         return {

@@ -64,13 +64,8 @@ class StopMatcher:
 
     def safe_end(self, text: str) -> int:
         """How much of ``text`` can be released: none of its tail may start a stop string."""
-        end = len(text)
-        for s in self.stops:
-            for n in range(min(len(s) - 1, len(text)), 0, -1):
-                if text.endswith(s[:n]):
-                    end = min(end, len(text) - n)
-                    break
-        return end
+        held = [n for s in self.stops for n in range(1, len(s)) if text.endswith(s[:n])]
+        return len(text) - max(held, default=0)
 
 
 class RowStream:
