@@ -20,8 +20,7 @@ from ..errors import InvalidRequestError
 from ..events import DoneEvent, ForkEvent, TokenEvent
 from .agreement import HIDDEN_MODE, done_early, hidden_seeds, samples_for, with_agreement
 from .batch import BatchDecoder
-from .request import PREFILL_CHUNK, Prompt, check_modes
-from .request import prepare_prompt as prepare_prompt  # the front ends' prompt check
+from .request import PREFILL_CHUNK, Prompt, check_modes, prepare_prompt
 
 if TYPE_CHECKING:  # the core never imports the loaders; they hand it a LoadedModel
     from ..io.load import LoadedModel

@@ -28,6 +28,7 @@ from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx_lm.models.cache import RotatingKVCache, make_prompt_cache
 
 from .shared_cache import SharedCache, SharedStep, masked_attention, window_mask
 
@@ -129,8 +130,6 @@ def observe_last_attention(model: nn.Module, any_family: bool = False) -> _Obser
     if cls not in _SUBCLASSES:
         body = {"__call__": _observed_call, "__module__": cls.__module__}
         _SUBCLASSES[cls] = type(cls.__name__, (cls,), body)
-    from mlx_lm.models.cache import RotatingKVCache, make_prompt_cache
-
     last = make_prompt_cache(model)[-1]
     observation = _Observation(last.max_size if isinstance(last, RotatingKVCache) else None)
     attn.__class__ = _SUBCLASSES[cls]

@@ -74,10 +74,8 @@ def _config_value(args: Any, *names: str, default: Any = None) -> Any:
 
 
 class FamilyModel(nn.Module):
-    """An mlx-lm model with our ``Model``'s contract:
-    ``model(tokens (B, L), cache, last_only=False) -> (logits, scores (B, H, K) or None)``,
-    and the shared batch's (``SharedBatch``: ``shared_cache``, ``step_shared``,
-    ``decode_shared``). Refuses a family whose layers keep other than keys and values."""
+    """An mlx-lm model with our ``Model``'s contracts (``protocol.py``); refuses a family whose
+    layers keep other than keys and values."""
 
     # Tensor-parallel groups (runtime/distributed.py): family models are never split.
     group = None

@@ -1,5 +1,5 @@
 """One decode step on the device, after the forward pass: the decision, the draw and the
-packing of everything an event needs into one row of floats per batch row (``_Step.packed``),
+packing of everything an event needs into one row of floats per batch row (``Step.packed``),
 so the engine reads a whole step in one host sync. Compiled per structural parameters, with
 the config entering as an array (``compiled.py``): a new request does not recompile.
 """
