@@ -47,7 +47,6 @@ def prepare_prompt(
     """
     if max_tokens < 1:
         raise InvalidRequestError(f"max_tokens must be at least 1 (got {max_tokens})")
-    tok = lm.tokenizer
     if isinstance(prompt, str):  # one user message
         prompt = [{"role": "user", "content": prompt}]
     if prompt and all(isinstance(m, dict) for m in prompt):
@@ -60,7 +59,7 @@ def prepare_prompt(
             raise InvalidRequestError("the prompt is empty")
         if system and messages[0]["role"] != "system":
             messages.insert(0, {"role": "system", "content": system})
-        ids = tok.apply_chat_template(messages)
+        ids = lm.tokenizer.apply_chat_template(messages)
     elif prompt and all(isinstance(t, int) for t in prompt):
         ids = list(prompt)  # type: ignore[arg-type]
         if min(ids) < 0 or max(ids) >= lm.info.vocab_size:
@@ -81,9 +80,8 @@ def check_modes(modes: Sequence[Mode], top_logprobs: int) -> None:
     ``top_logprobs`` out of range."""
     if not modes:
         raise InvalidRequestError("no mode to run")
-    for mode in modes:
-        if mode not in MODES:
-            raise InvalidRequestError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
+    if unknown := [m for m in modes if m not in MODES]:
+        raise InvalidRequestError(f"unknown mode {unknown[0]!r} (choose from {', '.join(MODES)})")
     if not 0 <= top_logprobs <= MAX_TOP_LOGPROBS:
         raise InvalidRequestError(f"top_logprobs must lie in [0, {MAX_TOP_LOGPROBS}]")
     if "fork" in modes and len(modes) > 1:
