@@ -6,9 +6,7 @@ values live in one ``SharedCache``, each row at its own length, and a step runs 
 once over all rows (``Model.decode_shared``); then each row decides and draws under its own key,
 ``step_key(seed, index)``. A request's events do not depend on what else is in the batch:
 bitwise so when the BLAS is batch-invariant (``runtime.blas``; the attention is by
-construction, ``shared_cache``). It is the package's one decode loop, for every request of
-every model (our Llama, any mlx-lm family: ``families.py``): ``generate`` submits the CLI's
-and the harness's requests to a decoder of its own, the server its requests to one shared one.
+construction, ``shared_cache``). It is the package's one decode loop (``generate.py``).
 At a fork (mode fork) the branches become slots, copies of its row's keys, stepping with the
 others' rows as ``fork.explore`` asks (``branches.SlotRows``); the kept branch's row goes on.
 

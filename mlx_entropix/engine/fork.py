@@ -20,9 +20,7 @@ first token's is the fork's (the same for every branch), so all branches are on 
 - ``entropy``: minus the mean entropy (bits) of the branch's distributions;
 - ``logprob``: the mean log-probability of the branch's tokens.
 Branches without an answer rank last. ``fork_aggregate`` sums the scores of branches with the
-same answer and keeps the best branch of the winning answer (CoT-decoding's aggregation; the
-margins are never negative). Ties go to the earlier branch (the greedy one first), and a tie
-between answers to the one whose best branch comes first.
+same answer (CoT-decoding's aggregation; the margins are never negative): ``select_branch``.
 
 No reader (no ``fork_answer_kind``): the whole text is the answer; or, with
 ``fork_answer_cue`` set (the paper's "So the answer is"; off by default: no gain on dev), the cue

@@ -111,6 +111,5 @@ def generate_rows(
     items = decoder.pull(req)
     if k:
         early.append(done_early(req.streams, len(modes)))
-        model = req.streams[0].confidence
-        items = with_agreement(items, req.streams, len(modes), model, fmt)
+        items = with_agreement(items, req.streams, len(modes), req.streams[0].confidence, fmt)
     return items if idle else (item for item in items if item is not None)

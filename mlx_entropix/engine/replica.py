@@ -144,8 +144,6 @@ class ReplicatedDecoder(BatchDecoder):
         return from_rank0(mx.array(values, dtype=mx.int32), self.group).tolist()
 
     def _send_head(self, kind: int, flags: list[int] | None = None) -> None:
-        """A message's head: its kind (a size: JSON follows) and one flag per request (in
-        ``self.requests``' order, which every rank holds the same)."""
         self._broadcast([kind, *(flags or [0] * len(self.requests))])
 
     def _send(self, message: dict[str, Any]) -> None:

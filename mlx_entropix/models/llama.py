@@ -289,11 +289,10 @@ class Model(nn.Module):
         h = self.model.embed_tokens(inputs)
         # "causal" lets the fused kernel build the mask; a single query needs none.
         mask = "causal" if h.shape[1] > 1 else None
-        last = len(self.layers) - 1
         scores = None
         for i, (layer, c) in enumerate(zip(self.layers, cache, strict=True)):
             yield
-            h, s = layer(h, mask, c, want_scores=i == last)
+            h, s = layer(h, mask, c, want_scores=i == len(self.layers) - 1)
             scores = s if s is not None else scores
             if evaluate:
                 mx.eval(h, c.state, *([] if s is None else [s]))
