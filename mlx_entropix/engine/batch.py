@@ -347,8 +347,7 @@ class BatchDecoder:
             return
         on, model = self.lm.compile_steps, self.lm.model
         forward = observe(prompt.logits, prompt.scores, on, model.head_group)
-        n = len(req.rows)
-        req.slots = self.shared.add(prompt.kv, prompt.length, n)
+        req.slots = self.shared.add(prompt.kv, prompt.length, len(req.rows))
         can = mx.array([p.clarify_id is not None for p in req.plans])
         req.current = sample_rows(*forward, can, req.plans, 0, on, model.group)
         # The first token's events now, not after the next tick queued a decode step of the

@@ -138,12 +138,11 @@ def observe_last_attention(model: nn.Module, any_family: bool = False) -> _Obser
 
 
 class SharedLayer:
-    """One layer of a ``SharedCache`` during one step, as a family's attention uses a cache:
-    ``offset`` (each row's position, for RoPE), ``update_and_fetch`` and ``make_mask``; its
-    SDPA call comes to ``attend`` (the patched name, ``_observing_sdpa``). ``window``: the
-    layer's sliding window (None: global); ``masks``: the step's masks, per window, shared by
-    its layers; ``grouped``: the mask's shape for a family's own attention code, (rows, 1, 1,
-    L, K) against query heads grouped by kv head (Gemma 2), else (rows, 1, L, K)."""
+    """One layer of a ``SharedCache`` during one step, as a family's attention uses a cache
+    (``families.py``). ``window``: the layer's sliding window (None: global); ``masks``: the
+    step's masks, per window, shared by its layers; ``grouped``: the mask's shape for a
+    family's own attention code, (rows, 1, 1, L, K) against query heads grouped by kv head
+    (Gemma 2), else (rows, 1, L, K)."""
 
     def __init__(self, shared: SharedCache, layer: int, step: SharedStep, rows: int,
                  window: int | None, masks: dict, grouped: bool):  # fmt: skip
