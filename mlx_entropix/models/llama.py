@@ -248,9 +248,7 @@ class LlamaModel(nn.Module):
 
 
 class Model(nn.Module):
-    # Set by ``runtime.distributed.shard_model`` under ``mlx.launch``: ``group`` (all ranks:
-    # they continue with rank 0's token) and ``head_group`` (only when the heads are split:
-    # ``scores`` then hold this rank's heads and the metrics combine them over the group).
+    # Set by ``runtime.distributed.shard_model`` under ``mlx.launch`` (``protocol.py``).
     group: mx.distributed.Group | None = None
     head_group: mx.distributed.Group | None = None
     last_window: int | None = None  # every layer global (``SharedBatch``)
