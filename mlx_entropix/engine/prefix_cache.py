@@ -53,9 +53,8 @@ Chunked = tuple[list[KVCache], int, mx.array | None, mx.array | None]
 
 
 def chunk_ends(ids: Sequence[int], turn_ends: TurnEnds = ()) -> list[int]:
-    """Where the prefill's chunks of ``ids`` end: after ``BLOCK`` tokens or after a token of
-    ``turn_ends``, whichever first (a rule of the tokens so far: a prompt's chunks are the
-    first chunks of any longer prompt it starts), the last one at ``len(ids)``."""
+    """Where the prefill's chunks of ``ids`` end (the module's rule, causal: a prompt's chunks
+    are the first chunks of any longer prompt it starts), the last one at ``len(ids)``."""
     ends, start = [], 0
     for i, token in enumerate(ids):
         if i + 1 - start == BLOCK or token in turn_ends:
@@ -336,9 +335,8 @@ def closing_token(tokenizer: Any, turn_ends: TurnEnds) -> int | None:
 
 
 class Extender:
-    """What requests generated, put in the cache by chunked prefills while the server is idle:
-    the next turn of a conversation then finds its previous answer cached too. The newest few
-    token sequences wait; one is filled a layer per ``step``."""
+    """What requests generated, put in the cache while the server is idle (see the module): the
+    newest few token sequences wait; one is filled a layer per ``step``."""
 
     def __init__(
         self, prefix: PrefixCache, model: Any, turn_ends: TurnEnds = (), closing: int | None = None
