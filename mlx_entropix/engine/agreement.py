@@ -84,12 +84,10 @@ def done_early(streams: Sequence[Any], n_user: int) -> Callable[[], bool]:
     """``should_stop`` for the hidden rows: true once every user row is done and every hidden
     row is done or has its answer."""
 
-    def check() -> bool:
-        return all(s.finished for s in streams[:n_user]) and all(
-            s.finished or answer_complete(s.text) for s in streams[n_user:]
-        )
-
-    return check
+    return lambda: (
+        all(s.finished for s in streams[:n_user])
+        and all(s.finished or answer_complete(s.text) for s in streams[n_user:])
+    )
 
 
 def with_agreement(

@@ -6,9 +6,7 @@ values live in one ``SharedCache``, each row at its own length, and a step runs 
 once over all rows (``Model.decode_shared``); then each row decides and draws under its own key,
 ``step_key(seed, index)``. A request's events do not depend on what else is in the batch:
 bitwise so when the BLAS is batch-invariant (``runtime.blas``; the attention is by
-construction, ``shared_cache``). It is the package's one decode loop, for every request of
-every model (our Llama, any mlx-lm family: ``families.py``): ``generate`` submits the CLI's
-and the harness's requests to a decoder of its own, the server its requests to one shared one.
+construction, ``shared_cache``). It is the package's one decode loop (``generate.py``).
 At a fork (mode fork) the branches become slots, copies of its row's keys, stepping with the
 others' rows as ``fork.explore`` asks (``branches.SlotRows``); the kept branch's row goes on.
 
@@ -39,7 +37,7 @@ from .confidence import shipped_model
 from .fork import Explored, explore, fork_due, kept_events
 from .prefill import Prefill, Prefilled, prefill_long, prefill_short
 from .prefix_cache import Extender, PrefixCache, closing_token
-from .request import PREFILL_CHUNK, BatchRequest, Event, check_modes, clarify_token, row_plan
+from .request import PREFILL_CHUNK, BatchRequest, Event, check_modes, row_plan
 from .stream import METRICS, STATE, RowStream
 
 if TYPE_CHECKING:
@@ -62,8 +60,6 @@ class BatchDecoder:
     def __init__(self, lm: LoadedModel, prefill_slice_s: float = PREFILL_SLICE_S,
                  prefix_cache: PrefixCache | None = None):  # fmt: skip
         self.lm = lm
-        self.prefix_cache: PrefixCache | None = None
-        self.extender: Extender | None = None
         self.use_prefix_cache(prefix_cache)
         self.shared = lm.model.shared_cache()
         self.prefill_slice_s = prefill_slice_s
@@ -95,7 +91,8 @@ class BatchDecoder:
         rows (mode, seed), each with its own events."""
         check_modes([m for m, _ in rows], top_logprobs)
         lm, cfg = self.lm, config or self.lm.default_config
-        clarify, vocab, t0 = clarify_token(lm, cfg), lm.info.vocab_size, time.perf_counter()
+        clarify = lm.tokenizer.token_id(cfg.clarifying_token) if cfg.clarifying_token else None
+        vocab, t0 = lm.info.vocab_size, time.perf_counter()
         # Two candidates at least: the answer confidence (confidence.py) uses p1 - p2; a fork's
         # branches start from them (and the answer forks' next ones).
         fork = rows[0][0] == "fork"
@@ -110,7 +107,6 @@ class BatchDecoder:
             cfg=cfg,
             budget=min(max_tokens, lm.info.context_length - len(ids)),
             should_stop=should_stop,
-            clarify_id=clarify,
             streams=[
                 RowStream(lm.tokenizer, m, stop, top_logprobs, n_top, t0, *confidence)
                 for m, _ in rows
@@ -222,7 +218,7 @@ class BatchDecoder:
         out, start = {}, 0
         for req in reqs:
             rows = slice(start, start + len(req.plans))
-            out[req] = Rows(step.token[rows], step.can_clarify[rows], step.packed[rows])
+            out[req] = Rows(*(a[rows] for a in step))
             start = rows.stop
         mx.async_eval([a for rows in out.values() for a in rows.arrays()])
         self.steps += 1
@@ -256,7 +252,7 @@ class BatchDecoder:
                               req.should_stop, req.options)  # fmt: skip
                 at = len(req.ids) + req.index  # the fork token's position
                 req.branches = SlotRows(run, self.shared, req.slots[0], at, req.plans[0])
-                return self._branch(req, req.branches.start())
+                return self._branch(req, req.branches.send())
         for r, (s, vals) in enumerate(zip(req.streams, values, strict=True)):
             if not s.finished:
                 req.generated[r].append(int(vals[0]))
@@ -351,10 +347,9 @@ class BatchDecoder:
             return
         on, model = self.lm.compile_steps, self.lm.model
         forward = observe(prompt.logits, prompt.scores, on, model.head_group)
-        n = len(req.rows)
-        req.slots = self.shared.add(prompt.kv, prompt.length, n)
-        can = mx.array([req.clarify_id is not None] * n)
-        req.current = Rows(*sample_rows(*forward, can, req.plans, 0, on, model.group))
+        req.slots = self.shared.add(prompt.kv, prompt.length, len(req.rows))
+        can = mx.array([p.clarify_id is not None for p in req.plans])
+        req.current = sample_rows(*forward, can, req.plans, 0, on, model.group)
         # The first token's events now, not after the next tick queued a decode step of the
         # batch (on the CPU queuing a step runs most of it: a first token waited for a step).
         self._emit(req)

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,17 +35,11 @@ class SlotRows:
         self.slots: dict[int, int] = {}  # row id -> its slot
         self.last: list[int] = []  # the rows of the last step
 
-    def start(self) -> Branches | Explored:
-        """The first step of the branch rows, or the choice if no row runs at all."""
-        return self._place(lambda: next(self.run))
-
-    def send(self, values: list[list[float]]) -> Branches | Explored:
-        """The step's values in: the next step of the branch rows, or the choice."""
-        return self._place(lambda: self.run.send(values))
-
-    def _place(self, step: Callable[[], Ask]) -> Branches | Explored:
+    def send(self, values: list[list[float]] | None = None) -> Branches | Explored:
+        """The step's values in (None: before the first step): the next step of the branch
+        rows, or the choice (at once if no row runs at all)."""
         try:
-            ids, tokens, held = step()
+            ids, tokens, held = next(self.run) if values is None else self.run.send(values)
         except StopIteration as end:
             return end.value
         if ids[0] in self.slots:  # the same batch: ended rows leave it, their slots freed

@@ -20,9 +20,7 @@ first token's is the fork's (the same for every branch), so all branches are on 
 - ``entropy``: minus the mean entropy (bits) of the branch's distributions;
 - ``logprob``: the mean log-probability of the branch's tokens.
 Branches without an answer rank last. ``fork_aggregate`` sums the scores of branches with the
-same answer and keeps the best branch of the winning answer (CoT-decoding's aggregation; the
-margins are never negative). Ties go to the earlier branch (the greedy one first), and a tie
-between answers to the one whose best branch comes first.
+same answer (CoT-decoding's aggregation; the margins are never negative): ``select_branch``.
 
 No reader (no ``fork_answer_kind``): the whole text is the answer; or, with
 ``fork_answer_cue`` set (the paper's "So the answer is"; off by default: no gain on dev), the cue
@@ -36,6 +34,7 @@ tokens inside or just before their answer spans open more branches, which join t
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -89,15 +88,9 @@ def read_branch(
     if chars is None:
         return answer or None, (0, len(texts))
     start, end = chars
-    lo = hi = None
-    pos = 0
-    for i, t in enumerate(texts):
-        if pos < end and pos + len(t) > start:
-            lo = i if lo is None else lo
-            hi = i + 1
-        pos += len(t)
-    span = (lo, hi) if lo is not None and hi is not None else (0, len(texts))
-    return answer or None, span
+    ends = list(itertools.accumulate(map(len, texts)))  # each token's text ends there
+    hit = [i for i, e in enumerate(ends) if e - len(texts[i]) < end and e > start]
+    return answer or None, ((hit[0], hit[-1] + 1) if hit else (0, len(texts)))
 
 
 def branch_score(
@@ -186,7 +179,9 @@ def explore(
     k = min(cfg.fork_branches, n_top)
     limit = min(cfg.fork_branch_tokens, remaining)
     fork_margin = margin_of(fork_values, n_top)  # every branch's first token: one scale
-    cue = _cue_ids(tok, cfg)
+    # the answer cue's tokens when the branches have no reader (no answer kind)
+    said = cfg.fork_answer_cue if cfg.fork_answer_kind is None else None
+    cue = (list(tok.encode(" " + said.strip())) or None) if said else None
     branches = [Branch(tok, StopMatcher(stop), limit, cue=cue, cue_limit=cfg.fork_cue_tokens)
                 for _ in range(k)]  # fmt: skip
     feed: list[int | None] = []
@@ -282,13 +277,6 @@ def _token(tok: Any, b: Branch, first: tuple[int, float] | None) -> TopLogprob:
         first if first is not None else (int(b.rows[b.at or 0][TOKEN]), b.rows[b.at or 0][LOGPROB])
     )
     return TopLogprob(id=i, text=tok.id_to_text(i), logprob=lp)
-
-
-def _cue_ids(tok: Any, cfg: SamplerConfig) -> list[int] | None:
-    """The answer cue's tokens when the branches have no reader (no answer kind)."""
-    if cfg.fork_answer_kind is not None or not cfg.fork_answer_cue:
-        return None
-    return list(tok.encode(" " + cfg.fork_answer_cue.strip())) or None
 
 
 def _read_all(

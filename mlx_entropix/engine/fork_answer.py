@@ -66,12 +66,8 @@ def answer_fork_sites(
     inside the span; ``each``, both the site inside the span and the token before it
     (``args``: the rest of ``answer_fork_site``'s)."""
     lo, hi = span
-    if sites == "max":
-        windows = [range(lo - 1, hi)]
-    elif sites == "span":
-        windows = [range(lo, hi)]
-    else:
-        windows = [range(lo - 1, lo), range(lo, hi)]
+    each = [range(lo - 1, lo), range(lo, hi)]
+    windows = {"max": [range(lo - 1, hi)], "span": [range(lo, hi)]}.get(sites, each)
     found = [answer_fork_site(w, *args) for w in windows]
     return [f for f in found if f is not None]
 

@@ -20,8 +20,7 @@ from ..errors import InvalidRequestError
 from ..events import DoneEvent, ForkEvent, TokenEvent
 from .agreement import HIDDEN_MODE, done_early, hidden_seeds, samples_for, with_agreement
 from .batch import BatchDecoder
-from .request import PREFILL_CHUNK, Prompt, check_modes
-from .request import prepare_prompt as prepare_prompt  # the front ends' prompt check
+from .request import PREFILL_CHUNK, Prompt, check_modes, prepare_prompt
 
 if TYPE_CHECKING:  # the core never imports the loaders; they hand it a LoadedModel
     from ..io.load import LoadedModel
@@ -36,24 +35,13 @@ def generate(
     prompt: Prompt,
     *,
     mode: Mode = "entropix",
-    config: SamplerConfig | None = None,
-    max_tokens: int = 256,
     seed: int | None = None,
-    stop: Sequence[str] = (),
-    system: str | None = None,
-    top_logprobs: int = 5,
-    should_stop: Callable[[], bool] | None = None,
-    confidence_samples: int | None = None,
+    **options: Any,
 ) -> Iterator[Event]:
     """Yield a ``TokenEvent`` per generated token (and a ``ForkEvent`` before the tokens of
     each explored fork, mode fork), then one ``DoneEvent``. Raises ``InvalidRequestError`` /
-    ``PromptTooLongError`` before the first event. ``confidence_samples``: see
-    ``generate_rows``."""
-    return generate_batch(
-        lm, prompt, modes=[mode], seeds=[seed], config=config, max_tokens=max_tokens,
-        stop=stop, system=system, top_logprobs=top_logprobs, should_stop=should_stop,
-        confidence_samples=confidence_samples,
-    )  # fmt: skip
+    ``PromptTooLongError`` before the first event. Options: those of ``generate_rows``."""
+    return generate_batch(lm, prompt, modes=[mode], seeds=[seed], **options)
 
 
 def generate_batch(
@@ -123,6 +111,5 @@ def generate_rows(
     items = decoder.pull(req)
     if k:
         early.append(done_early(req.streams, len(modes)))
-        model = req.streams[0].confidence
-        items = with_agreement(items, req.streams, len(modes), model, fmt)
+        items = with_agreement(items, req.streams, len(modes), req.streams[0].confidence, fmt)
     return items if idle else (item for item in items if item is not None)

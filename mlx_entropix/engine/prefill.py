@@ -48,10 +48,11 @@ def prefill_long(
     def progress(n: int) -> None:
         req.remaining -= n
 
-    done = yield from prefill_chunks(model, req.ids, prefix, turn_ends, progress=progress)
-    req.cached = done.cached
-    kv = [(c.keys[0], c.values[0]) for c in done.cache]
-    return [Prefilled(req, kv, len(req.ids), done.logits, done.scores)]  # type: ignore[arg-type]
+    cache, req.cached, logits, scores = yield from prefill_chunks(
+        model, req.ids, prefix, turn_ends, progress=progress
+    )
+    kv = [(c.keys[0], c.values[0]) for c in cache]
+    return [Prefilled(req, kv, len(req.ids), logits, scores)]  # type: ignore[arg-type]
 
 
 def prefill_short(model: Any, reqs: list[BatchRequest]) -> Generator[None, None, list[Prefilled]]:

@@ -41,18 +41,20 @@ from mlx_lm.models.cache import KVCache
 
 from .request import PREFILL_CHUNK
 
-__all__ = ["BLOCK", "Extender", "PrefixCache", "Prefilled", "chunk_ends", "closing_token",
+__all__ = ["BLOCK", "Extender", "PrefixCache", "chunk_ends", "closing_token",
            "final_pass", "prefill_chunks", "reusable"]  # fmt: skip
 BLOCK = PREFILL_CHUNK
 HOT_KEEP = 4  # prefills whose buffers are kept for a next turn (``PrefixCache.hot``)
 KV = list[tuple[mx.array, mx.array]]  # per layer: keys, values (kv heads, chunk, head dim)
 TurnEnds = frozenset[int] | set[int] | Sequence[int]
+# A chunked prefill's result: its cache, the tokens it took from the prefix cache, and the last
+# chunk's logits (last position) and scores (None if it computed nothing).
+Chunked = tuple[list[KVCache], int, mx.array | None, mx.array | None]
 
 
 def chunk_ends(ids: Sequence[int], turn_ends: TurnEnds = ()) -> list[int]:
-    """Where the prefill's chunks of ``ids`` end: after ``BLOCK`` tokens or after a token of
-    ``turn_ends``, whichever first (a rule of the tokens so far: a prompt's chunks are the
-    first chunks of any longer prompt it starts), the last one at ``len(ids)``."""
+    """Where the prefill's chunks of ``ids`` end (the module's rule, causal: a prompt's chunks
+    are the first chunks of any longer prompt it starts), the last one at ``len(ids)``."""
     ends, start = [], 0
     for i, token in enumerate(ids):
         if i + 1 - start == BLOCK or token in turn_ends:
@@ -129,9 +131,7 @@ class PrefixCache:
     # instead of copying the blocks together: a follow-up turn starts from its previous turn's
     # buffers at no cost (``take_hot``). Within the bound, least recently used out first with
     # the blocks.
-    hot: list[tuple[list[int], list[tuple[mx.array, mx.array]], int, int]] = field(
-        default_factory=list
-    )
+    hot: list[tuple[list[int], KV, int, int]] = field(default_factory=list)
     _clock: int = 0
 
     def lookup(self, ids: Sequence[int], ends: list[int], count: bool = True) -> list[KV]:
@@ -143,8 +143,7 @@ class PrefixCache:
             block = self.blocks.get(key)
             if block is None:
                 break
-            self._clock += 1
-            block.used = self._clock
+            block.used = self._tick()
             found.append(block.kv)
         if count:
             self.hits += bool(found)
@@ -227,20 +226,12 @@ class PrefixCache:
                 continue
             if not leaves:
                 return False
-            self._evict(min(leaves)[1])
+            block = self.blocks.pop(min(leaves)[1])
+            self.nbytes -= block.nbytes
+            self.evictions += 1
+            if block.parent is not None and block.parent in self.blocks:
+                self.blocks[block.parent].children -= 1
         return True
-
-    def _evict(self, key: bytes) -> None:
-        block = self.blocks.pop(key)
-        self.nbytes -= block.nbytes
-        self.evictions += 1
-        if block.parent is not None and block.parent in self.blocks:
-            self.blocks[block.parent].children -= 1
-
-    def clear(self) -> None:
-        self.blocks.clear()
-        self.hot.clear()
-        self.nbytes = 0
 
     def info(self) -> dict[str, Any]:
         """What ``/api/info`` reports."""
@@ -290,17 +281,6 @@ def preloaded(blocks: list[KV], n_layers: int) -> list[KVCache]:
     return caches
 
 
-@dataclass
-class Prefilled:
-    """A chunked prefill's result: its cache, the tokens it took from the prefix cache, and
-    the last chunk's logits (last position) and scores (None if it computed nothing)."""
-
-    cache: list[KVCache]
-    cached: int
-    logits: mx.array | None
-    scores: mx.array | None
-
-
 def prefill_chunks(
     model: Any,
     ids: Sequence[int],
@@ -310,7 +290,7 @@ def prefill_chunks(
     count: bool = True,
     whole_only: bool = False,
     progress: Callable[[int], None] = lambda n: None,
-) -> Generator[None, None, Prefilled]:
+) -> Generator[None, None, Chunked]:
     """The chunked prefill of ``ids`` (``chunk_ends``), a layer at a time (``layer_steps``),
     from the cached blocks on; each whole chunk enters ``prefix`` once all its layers are done
     (a cancel between layers leaves no part of a block). ``whole_only``: only the whole chunks
@@ -338,7 +318,7 @@ def prefill_chunks(
             prefix.insert(ids, ends, cache, a)
     if prefix is not None:  # what its chunks' own passes computed (not a merged last pass)
         prefix.keep_hot(ids[: ends[last - 1] if last else 0], cache)
-    return Prefilled(cache, start, logits, scores)
+    return cache, start, logits, scores
 
 
 def closing_token(tokenizer: Any, turn_ends: TurnEnds) -> int | None:
@@ -355,22 +335,16 @@ def closing_token(tokenizer: Any, turn_ends: TurnEnds) -> int | None:
 
 
 class Extender:
-    """What requests generated, put in the cache by chunked prefills while the server is idle:
-    the next turn of a conversation then finds its previous answer cached too. The newest few
-    token sequences wait; one is filled a layer per ``step``."""
+    """What requests generated, put in the cache while the server is idle (see the module): the
+    newest few token sequences wait; one is filled a layer per ``step``."""
 
     def __init__(
-        self,
-        prefix: PrefixCache,
-        model: Any,
-        turn_ends: TurnEnds = (),
-        keep: int = 4,
-        closing: int | None = None,
+        self, prefix: PrefixCache, model: Any, turn_ends: TurnEnds = (), closing: int | None = None
     ):
         self.prefix, self.model, self.turn_ends = prefix, model, turn_ends
         self.closing = closing  # the token a chat template ends an answer with
-        self.waiting: deque[list[int]] = deque(maxlen=keep)
-        self.current: Generator[None, None, Prefilled] | None = None
+        self.waiting: deque[list[int]] = deque(maxlen=4)
+        self.current: Generator[None, None, Chunked] | None = None
 
     def add(self, ids: list[int]) -> None:
         """Queue ``ids`` (a prompt and what one row generated). An answer cut short (by its

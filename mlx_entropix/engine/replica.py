@@ -65,15 +65,11 @@ class ReplicatedDecoder(BatchDecoder):
         rows: Sequence[tuple[Mode, int]],
         *,
         config: SamplerConfig | None = None,
-        max_tokens: int = 256,
-        stop: Sequence[str] = (),
-        top_logprobs: int = 5,
         should_stop: Callable[[], bool] = lambda: False,
-        fmt: str = "chat",
+        **options: Any,  # ``BatchDecoder.submit``'s: sent to every rank as they are
     ) -> BatchRequest:
         cfg = config or self.lm.default_config
-        args = {"ids": list(ids), "rows": [[m, int(s)] for m, s in rows], "max_tokens": max_tokens,
-                "stop": list(stop), "top_logprobs": top_logprobs, "fmt": fmt}  # fmt: skip
+        args = {"ids": list(ids), "rows": [[m, int(s)] for m, s in rows], **options}
         if self.leader:
             self._send({**args, "config": cfg.model_dump(mode="json")})
         args["rows"] = [tuple(r) for r in args["rows"]]
@@ -96,14 +92,14 @@ class ReplicatedDecoder(BatchDecoder):
         super().discard(req)
 
     def idle_step(self) -> bool:
-        if self.requests or self.extender is None:
-            return False
-        if self.leader:
+        if self.leader and not self.requests and self.extender is not None:
             self._send_head(IDLE)
         return super().idle_step()
 
     def _out_of_time(self, deadline: float) -> bool:
-        return self._agree(super()._out_of_time(deadline))
+        """Rank 0's clock on every rank."""
+        late = self._broadcast([int(super()._out_of_time(deadline)) if self.leader else 0])
+        return bool(late[0])
 
     def close(self) -> None:
         """Rank 0, after its last request: the followers exit."""
@@ -115,8 +111,8 @@ class ReplicatedDecoder(BatchDecoder):
         rank = self.group.rank()
         while True:
             try:
-                kind, flags = self._receive_head()
-                message = json.loads(self._receive(kind)) if kind > 0 else None
+                kind, *flags = self._broadcast([0] * (1 + len(self.requests)))
+                message = json.loads(bytes(self._broadcast([0] * kind))) if kind > 0 else None
             except RuntimeError as err:  # rank 0 exited (a crash): so do we
                 log.info("rank %d: rank 0 is gone (%s); exiting", rank, err)
                 return
@@ -144,26 +140,13 @@ class ReplicatedDecoder(BatchDecoder):
                 req.events.clear()
 
     # ------------------------------------------------------------------ the wire
-    def _agree(self, value: bool) -> bool:
-        """Rank 0's ``value`` on every rank."""
-        return bool(self._broadcast([int(value) if self.leader else 0])[0])
-
     def _broadcast(self, values: list[int]) -> list[int]:
         return from_rank0(mx.array(values, dtype=mx.int32), self.group).tolist()
 
     def _send_head(self, kind: int, flags: list[int] | None = None) -> None:
-        """A message's head: its kind (a size: JSON follows) and one flag per request (in
-        ``self.requests``' order, which every rank holds the same)."""
         self._broadcast([kind, *(flags or [0] * len(self.requests))])
-
-    def _receive_head(self) -> tuple[int, list[int]]:
-        kind, *flags = self._broadcast([0] * (1 + len(self.requests)))
-        return kind, flags
 
     def _send(self, message: dict[str, Any]) -> None:
         data = json.dumps(message).encode()
         self._send_head(len(data))
         self._broadcast(list(data))
-
-    def _receive(self, size: int) -> bytes:
-        return bytes(self._broadcast([0] * size))

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # the core never imports the loaders; they hand it a LoadedMo
     from .branches import SlotRows
     from .stream import RowStream
 
-__all__ = ["MODES", "PREFILL_CHUNK", "BatchRequest", "Prompt", "check_modes", "clarify_token",
+__all__ = ["MODES", "PREFILL_CHUNK", "BatchRequest", "Prompt", "check_modes",
            "prepare_prompt", "row_plan"]  # fmt: skip
 Event = TokenEvent | DoneEvent | ErrorEvent
 Prompt = str | list[dict[str, Any]] | list[int]
@@ -34,6 +34,7 @@ Prompt = str | list[dict[str, Any]] | list[int]
 PREFILL_CHUNK = 128
 MODES: tuple[Mode, ...] = ("entropix", "normal", "greedy", "fork")
 MAX_TOP_LOGPROBS = 20
+ROLES = ("system", "user", "assistant")
 
 
 def prepare_prompt(
@@ -46,23 +47,19 @@ def prepare_prompt(
     """
     if max_tokens < 1:
         raise InvalidRequestError(f"max_tokens must be at least 1 (got {max_tokens})")
-    tok = lm.tokenizer
     if isinstance(prompt, str):  # one user message
         prompt = [{"role": "user", "content": prompt}]
     if prompt and all(isinstance(m, dict) for m in prompt):
         messages = [dict(m) for m in prompt]  # type: ignore[arg-type]
-        for m in messages:
-            if m.get("role") not in ("system", "user", "assistant") or not isinstance(
-                m.get("content"), str
-            ):
-                raise InvalidRequestError(
-                    "each message needs a role (system, user or assistant) and a text content"
-                )
+        if not all(m.get("role") in ROLES and isinstance(m.get("content"), str) for m in messages):
+            raise InvalidRequestError(
+                "each message needs a role (system, user or assistant) and a text content"
+            )
         if not any(m["content"].strip() for m in messages):
             raise InvalidRequestError("the prompt is empty")
         if system and messages[0]["role"] != "system":
             messages.insert(0, {"role": "system", "content": system})
-        ids = tok.apply_chat_template(messages)
+        ids = lm.tokenizer.apply_chat_template(messages)
     elif prompt and all(isinstance(t, int) for t in prompt):
         ids = list(prompt)  # type: ignore[arg-type]
         if min(ids) < 0 or max(ids) >= lm.info.vocab_size:
@@ -83,9 +80,8 @@ def check_modes(modes: Sequence[Mode], top_logprobs: int) -> None:
     ``top_logprobs`` out of range."""
     if not modes:
         raise InvalidRequestError("no mode to run")
-    for mode in modes:
-        if mode not in MODES:
-            raise InvalidRequestError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
+    if unknown := [m for m in modes if m not in MODES]:
+        raise InvalidRequestError(f"unknown mode {unknown[0]!r} (choose from {', '.join(MODES)})")
     if not 0 <= top_logprobs <= MAX_TOP_LOGPROBS:
         raise InvalidRequestError(f"top_logprobs must lie in [0, {MAX_TOP_LOGPROBS}]")
     if "fork" in modes and len(modes) > 1:
@@ -103,11 +99,6 @@ def row_plan(
     return RowPlan(policy_, seed, cfg, width, n_max, n_top, clarify_id)
 
 
-def clarify_token(lm: LoadedModel, cfg: SamplerConfig) -> int | None:
-    """The clarifying pause's token id under ``cfg`` (None: the config has none)."""
-    return lm.tokenizer.token_id(cfg.clarifying_token) if cfg.clarifying_token else None
-
-
 @dataclass(eq=False)
 class BatchRequest:
     """One request in the decoder: one prompt, one or more rows (mode, seed) from its prefill.
@@ -120,7 +111,6 @@ class BatchRequest:
     cfg: SamplerConfig
     budget: int
     should_stop: Callable[[], bool]
-    clarify_id: int | None
     streams: list[RowStream]
     events: deque[tuple[int, Event]] = field(default_factory=deque)
     finished: bool = False

@@ -3,7 +3,7 @@ and the closing ``DoneEvent``.
 
 The engine decodes one or several rows at once (compare mode, fork branches); each row keeps
 its own detokenizer, stop-string matcher, counters and timings here, so the loop in
-``generate.py`` only moves arrays. Packed layout of a row (float32, one host read per step):
+``batch.py`` only moves arrays. Packed layout of a row (float32, one host read per step):
 token, state, action, temperature, top_p, top_k, min_p, n_samples, logprob, the six metrics,
 then ``n_top`` candidate ids and their log-probabilities (descending).
 """
@@ -64,13 +64,8 @@ class StopMatcher:
 
     def safe_end(self, text: str) -> int:
         """How much of ``text`` can be released: none of its tail may start a stop string."""
-        end = len(text)
-        for s in self.stops:
-            for n in range(min(len(s) - 1, len(text)), 0, -1):
-                if text.endswith(s[:n]):
-                    end = min(end, len(text) - n)
-                    break
-        return end
+        held = [n for s in self.stops for n in range(1, len(s)) if text.endswith(s[:n])]
+        return len(text) - max(held, default=0)
 
 
 class RowStream:
@@ -159,9 +154,7 @@ class RowStream:
         self.n += 1
         if not self.stops.stops:
             return [event, *self._drain()]
-        out: list[TokenEvent | ForkEvent] = []
-        if self.held is not None:
-            out = [self.held, *self._drain()]
+        out = [] if self.held is None else [self.held, *self._drain()]
         self.held = event
         return out
 

@@ -18,9 +18,6 @@ metrics as unavailable (the decision then follows its logits-only rules, ``sampl
   its own code), or the family is not verified (Starcoder 2, unless ``any_family``);
 - outside the shared batch (a chunked prefill, ``layer_steps``), the last query's mask is an
   array on a global last layer: that pass only.
-
-In a shared batch (``families.FamilyModel``) each layer's attention gets a ``SharedLayer``
-as its cache, and its SDPA call, through the patched name, comes to ``SharedLayer.attend``.
 """
 
 from __future__ import annotations
@@ -31,6 +28,7 @@ from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx_lm.models.cache import RotatingKVCache, make_prompt_cache
 
 from .shared_cache import SharedCache, SharedStep, masked_attention, window_mask
 
@@ -117,11 +115,7 @@ def attention_of(layer: nn.Module) -> nn.Module | None:
 
 def observe_last_attention(model: nn.Module, any_family: bool = False) -> _Observation | None:
     """Observe ``model``'s last attention layer (idempotent); None if it cannot be observed
-    (or, unless ``any_family``, if its family is not in ``VERIFIED``).
-
-    Patches the family module's ``scaled_dot_product_attention`` name once: the wrapper only
-    records while an observed module runs, every other call passes straight through.
-    """
+    (or, unless ``any_family``, if its family is not in ``VERIFIED``)."""
     layers = getattr(model, "layers", None)
     attn = attention_of(layers[-1]) if layers else None
     if attn is None:
@@ -136,8 +130,6 @@ def observe_last_attention(model: nn.Module, any_family: bool = False) -> _Obser
     if cls not in _SUBCLASSES:
         body = {"__call__": _observed_call, "__module__": cls.__module__}
         _SUBCLASSES[cls] = type(cls.__name__, (cls,), body)
-    from mlx_lm.models.cache import RotatingKVCache, make_prompt_cache
-
     last = make_prompt_cache(model)[-1]
     observation = _Observation(last.max_size if isinstance(last, RotatingKVCache) else None)
     attn.__class__ = _SUBCLASSES[cls]
@@ -146,19 +138,17 @@ def observe_last_attention(model: nn.Module, any_family: bool = False) -> _Obser
 
 
 class SharedLayer:
-    """One layer of a ``SharedCache`` during one step, as a family's attention uses a cache:
-    ``offset`` (each row's position, for RoPE), ``update_and_fetch`` and ``make_mask``; its
-    SDPA call comes to ``attend`` (the patched name, ``_observing_sdpa``). ``window``: the
-    layer's sliding window (None: global); ``masks``: the step's masks, per window, shared by
-    its layers; ``grouped``: the mask's shape for a family's own attention code, (rows, 1, 1,
-    L, K) against query heads grouped by kv head (Gemma 2), else (rows, 1, L, K)."""
+    """One layer of a ``SharedCache`` during one step, as a family's attention uses a cache
+    (``families.py``). ``window``: the layer's sliding window (None: global); ``masks``: the
+    step's masks, per window, shared by its layers; ``grouped``: the mask's shape for a
+    family's own attention code, (rows, 1, 1, L, K) against query heads grouped by kv head
+    (Gemma 2), else (rows, 1, L, K)."""
 
     def __init__(self, shared: SharedCache, layer: int, step: SharedStep, rows: int,
-                 window: int | None = None, masks: dict | None = None,
-                 grouped: bool = True):  # fmt: skip
+                 window: int | None, masks: dict, grouped: bool):  # fmt: skip
         self.shared, self.layer, self.step, self.rows = shared, layer, step, rows
         self.offset = step.positions
-        self.window, self.masks, self.grouped = window, {} if masks is None else masks, grouped
+        self.window, self.masks, self.grouped = window, masks, grouped
 
     def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
         self.shared.write(self.layer, self.step, keys, values)

@@ -22,6 +22,7 @@ from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx_lm.models.cache import KVCache, RotatingKVCache, make_prompt_cache
 
 from ..errors import ModelLoadError
 from ..uncertainty.compiled import compiled
@@ -35,8 +36,6 @@ __all__ = ["VERIFIED", "FamilyArgs", "FamilyModel", "family_model", "observe_las
 def _windows(model: nn.Module, model_type: str) -> list[int | None]:
     """Each layer's sliding window (None: global), from the caches mlx-lm makes for it;
     ``ModelLoadError`` for a layer whose cache is neither (recurrent state, chunks, ...)."""
-    from mlx_lm.models.cache import KVCache, RotatingKVCache, make_prompt_cache
-
     windows: list[int | None] = []
     for c in make_prompt_cache(model):
         if type(c) is RotatingKVCache and c.keep == 0:
@@ -75,10 +74,8 @@ def _config_value(args: Any, *names: str, default: Any = None) -> Any:
 
 
 class FamilyModel(nn.Module):
-    """An mlx-lm model with our ``Model``'s contract:
-    ``model(tokens (B, L), cache, last_only=False) -> (logits, scores (B, H, K) or None)``,
-    and the shared batch's (``SharedBatch``: ``shared_cache``, ``step_shared``,
-    ``decode_shared``). Refuses a family whose layers keep other than keys and values."""
+    """An mlx-lm model with our ``Model``'s contracts (``protocol.py``); refuses a family whose
+    layers keep other than keys and values."""
 
     # Tensor-parallel groups (runtime/distributed.py): family models are never split.
     group = None
@@ -121,8 +118,6 @@ class FamilyModel(nn.Module):
     def make_cache(self) -> list[Any]:
         """A plain ``KVCache`` per layer: a sliding layer keeps every key, its window masked
         (mlx-lm's masks do that from the layer's ``window_size``), as in the shared batch."""
-        from mlx_lm.models.cache import KVCache
-
         return [KVCache() for _ in self.layers]
 
     def __call__(
@@ -167,7 +162,9 @@ class FamilyModel(nn.Module):
         """One token through the shared batch (at load): a family whose attention cannot join
         it (attention sinks, per-head scales, a cache it uses otherwise) fails here, clearly."""
         try:
-            run_steps(self.step_shared(mx.zeros((1, 1), dtype=mx.int32), _one_row(self)))
+            cache = self.shared_cache()
+            cache.add([], 0, 1)
+            run_steps(self.step_shared(mx.zeros((1, 1), dtype=mx.int32), cache))
         except (ValueError, TypeError, AttributeError) as err:
             raise ModelLoadError(f"model family {self.args.model_type!r} cannot be served by "
                                  f"the shared batch: {err}") from None  # fmt: skip
@@ -229,12 +226,6 @@ class FamilyModel(nn.Module):
         )
         scores = mx.zeros((0,)) if scores is None else scores[:, :, 0].astype(mx.float32)
         return logits, scores, cache.keys, cache.values
-
-
-def _one_row(model: FamilyModel) -> SharedCache:
-    cache = model.shared_cache()
-    cache.add([], 0, 1)
-    return cache
 
 
 def family_model(inner: nn.Module, config: dict[str, Any] | None = None) -> FamilyModel:

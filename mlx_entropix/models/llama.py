@@ -248,9 +248,7 @@ class LlamaModel(nn.Module):
 
 
 class Model(nn.Module):
-    # Set by ``runtime.distributed.shard_model`` under ``mlx.launch``: ``group`` (all ranks:
-    # they continue with rank 0's token) and ``head_group`` (only when the heads are split:
-    # ``scores`` then hold this rank's heads and the metrics combine them over the group).
+    # Set by ``runtime.distributed.shard_model`` under ``mlx.launch`` (``protocol.py``).
     group: mx.distributed.Group | None = None
     head_group: mx.distributed.Group | None = None
     last_window: int | None = None  # every layer global (``SharedBatch``)
@@ -289,11 +287,10 @@ class Model(nn.Module):
         h = self.model.embed_tokens(inputs)
         # "causal" lets the fused kernel build the mask; a single query needs none.
         mask = "causal" if h.shape[1] > 1 else None
-        last = len(self.layers) - 1
         scores = None
         for i, (layer, c) in enumerate(zip(self.layers, cache, strict=True)):
             yield
-            h, s = layer(h, mask, c, want_scores=i == last)
+            h, s = layer(h, mask, c, want_scores=i == len(self.layers) - 1)
             scores = s if s is not None else scores
             if evaluate:
                 mx.eval(h, c.state, *([] if s is None else [s]))

@@ -27,7 +27,6 @@ class DecodeModel(Protocol):
 
     def make_cache(self) -> list[Any]:
         """One KV cache per layer for one batch of rows."""
-        ...
 
     def __call__(
         self,
@@ -37,7 +36,6 @@ class DecodeModel(Protocol):
     ) -> Forward:
         """Tokens (B, L) in; logits and the last query's pre-softmax scores of the last layer
         over the filled keys (B, heads, K), None where the attention cannot be observed."""
-        ...
 
 
 @runtime_checkable
@@ -46,7 +44,6 @@ class LayerSteps(Protocol):
         self, inputs: mx.array, cache: list[Any], last_only: bool = False, evaluate: bool = True
     ) -> Generator[None, None, Forward]:
         """The same pass, yielding before each layer: ``yield from`` it to interleave."""
-        ...
 
 
 @runtime_checkable
@@ -56,14 +53,11 @@ class SharedBatch(Protocol):
 
     def shared_cache(self) -> Any:
         """An empty ``shared_cache.SharedCache`` for this model's layers and heads."""
-        ...
 
     def step_shared(
         self, tokens: mx.array, cache: Any, counts: list[int] | None = None, evaluate: bool = False
     ) -> Generator[None, None, Forward]:
         """One step of every row of ``cache``, each at its own length (a layer per yield)."""
-        ...
 
     def decode_shared(self, tokens: mx.array, cache: Any, compile: bool = True) -> Forward:
         """A decode step (a token per row) of every row of ``cache`` in one call."""
-        ...

@@ -30,6 +30,7 @@ CONFIG_FIELDS: tuple[str, ...] = (
     "greedy_mask",  # a property: ``greedy_states`` as bits
 )
 _failed: set[tuple[Any, ...]] = set()
+_OFF = ("0", "false", "no", "off")
 _paused = False  # ``pause``: uncompiled until the kernels are built (a fresh machine's first run)
 
 
@@ -90,8 +91,10 @@ def compiled(
     for inputs whose shape changes every step (attention scores grow with the context): the
     function must then not bake a shape into its graph.
     """
-    enabled = enabled and not _switched_off()
-    return _build(fn, enabled, shapeless, tuple(sorted(static.items())))
+    # ``MLX_ENTROPIX_COMPILE=0`` (read by ``runtime.device`` too) also covers the callers that
+    # have no loaded model at hand (the model's prefill activation); so does ``pause``.
+    off = _paused or os.environ.get("MLX_ENTROPIX_COMPILE", "").strip().lower() in _OFF
+    return _build(fn, enabled and not off, shapeless, tuple(sorted(static.items())))
 
 
 def pause(paused: bool) -> None:
@@ -99,14 +102,3 @@ def pause(paused: bool) -> None:
     waits for no kernel build (``runtime.kernels``); the same results either way."""
     global _paused
     _paused = paused
-
-
-def _switched_off() -> bool:
-    """``MLX_ENTROPIX_COMPILE=0`` (read by ``runtime.device`` too) also covers the callers that
-    have no loaded model at hand (the model's prefill activation); so does ``pause``."""
-    return _paused or os.environ.get("MLX_ENTROPIX_COMPILE", "").strip().lower() in (
-        "0",
-        "false",
-        "no",
-        "off",
-    )

@@ -1,5 +1,5 @@
 """One decode step on the device, after the forward pass: the decision, the draw and the
-packing of everything an event needs into one row of floats per batch row (``_Step.packed``),
+packing of everything an event needs into one row of floats per batch row (``Step.packed``),
 so the engine reads a whole step in one host sync. Compiled per structural parameters, with
 the config entering as an array (``compiled.py``): a new request does not recompile.
 """
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import mlx.core as mx
@@ -81,13 +80,19 @@ def _attention_each(*scores: mx.array) -> list[mx.array]:
 
 
 class Step(NamedTuple):
-    """One step's results, still on the device until the host reads ``packed``."""
+    """One step's results, still on the device until the host reads ``packed``: of a batch's
+    rows, or of one request's (``Rows``, the shared batch: ``batch.py``)."""
 
     token: mx.array  # (B,) int32: feeds the next forward pass without a host round trip
     can_clarify: mx.array  # (B,) bool
-    packed: (
-        mx.array
-    )  # (B, P) float32: token, state, action, 5 params, logprob, 6 metrics, top ids/logprobs
+    # (B, P) float32: token, state, action, 5 params, logprob, 6 metrics, top ids/logprobs
+    packed: mx.array
+
+    def arrays(self) -> list[mx.array]:
+        return list(self)
+
+
+Rows = Step
 
 
 class RowPlan(NamedTuple):
@@ -101,10 +106,6 @@ class RowPlan(NamedTuple):
     n_max: int  # draws per step (best-of-n in entropix's adaptive state)
     n_top: int  # alternatives packed per step
     clarify_id: int | None  # the pause token's id, None when the config has none
-
-    def shared(self) -> tuple:
-        """What rows must share to be drawn in one call (everything but the seed)."""
-        return (self.mode, self.cfg, self.width, self.n_max, self.n_top, self.clarify_id)
 
 
 def sample_rows(
@@ -125,18 +126,14 @@ def sample_rows(
         logits, metrics, log_norm = (mx.broadcast_to(a, (len(plans), *a.shape[1:]))
                                      for a in (logits, metrics, log_norm))  # fmt: skip
     parts, start = [], 0
-    while start < len(plans):
-        end = start + 1
-        while end < len(plans) and plans[end].shared() == plans[start].shared():
-            end += 1
-        keys = [
-            step_key(p.seed, i) for p, i in zip(plans[start:end], steps[start:end], strict=True)
-        ]
-        key = keys[0] if end - start == 1 else mx.stack(keys)
-        rows = slice(start, end)
-        parts.append(sample_step(logits[rows], metrics[rows], log_norm[rows], can_clarify[rows],
-                                 key, plans[start], compile_steps, group))  # fmt: skip
-        start = end
+    runs = itertools.groupby(zip(plans, steps, strict=True), lambda r: r[0]._replace(seed=0))
+    for _, run in runs:  # rows whose plans agree but for the seed: one call
+        keys = [step_key(p.seed, i) for p, i in run]
+        rows = slice(start, start + len(keys))
+        inputs = [a[rows] for a in (logits, metrics, log_norm, can_clarify)]
+        key = keys[0] if len(keys) == 1 else mx.stack(keys)
+        parts.append(sample_step(inputs, key, plans[start], compile_steps, group))
+        start = rows.stop
     if len(parts) == 1:
         return parts[0]
     # Rows with fewer alternatives (n_top) than others: zeros after their own layout.
@@ -147,30 +144,26 @@ def sample_rows(
 
 
 def sample_step(
-    logits: mx.array,
-    metrics: mx.array,
-    log_norm: mx.array,
-    can_clarify: mx.array,
+    inputs: Sequence[mx.array],
     key: mx.array,
     plan: RowPlan,
     compile_steps: bool = True,
     group: mx.distributed.Group | None = None,
 ) -> Step:
     """Decision, draw and packing of one step of rows that share ``plan`` (but for the seed:
-    ``key`` is one key, or one per row); the config enters as an array (no recompile).
+    ``key`` is one key, or one per row), from their ``inputs`` (logits, metrics, log_norm,
+    can_clarify); the config enters as an array (no recompile).
 
     Under ``mlx.launch`` (``group``) every rank takes rank 0's step: ranks hold identical
     logits on identical machines, but replicated layers on different chips can differ in the
     last bit, and one different draw would split the ranks' caches and stop conditions. One
     broadcast of the packed values (tokens and decisions in them) per step."""
-    static = {"mode": plan.mode, "width": plan.width, "n_max": plan.n_max, "n_top": plan.n_top,
-              "clarify_id": plan.clarify_id}  # fmt: skip
-    args = (logits, metrics, log_norm, can_clarify, key, config_array(plan.cfg))
-    step = Step(*compiled(plan_step, compile_steps, **static)(*args))
+    static = {k: getattr(plan, k) for k in ("mode", "width", "n_max", "n_top", "clarify_id")}
+    step = Step(*compiled(plan_step, compile_steps, **static)(*inputs, key, config_array(plan.cfg)))
     if group is None:
         return step
     packed = from_rank0(step.packed, group)  # columns: token, state, action, ... (stream.py)
-    can = can_clarify & (packed[:, 2] != CLARIFY)
+    can = inputs[3] & (packed[:, 2] != CLARIFY)
     return Step(packed[:, 0].astype(mx.int32), can, packed)
 
 
@@ -210,16 +203,3 @@ def plan_step(
         axis=-1,
     )
     return token, can_clarify & (plan.action != CLARIFY), packed
-
-
-@dataclass
-class Rows:
-    """One step of a request's rows on the device (the shared batch, ``batch.py``): tokens
-    (n,), clarify flags (n,), and the rows' packed values (n, P) (see ``stream.py``)."""
-
-    token: mx.array
-    can_clarify: mx.array
-    packed: mx.array
-
-    def arrays(self) -> list[mx.array]:
-        return [self.token, self.can_clarify, self.packed]
