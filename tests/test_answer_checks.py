@@ -3,7 +3,7 @@ they bring in the confidence map, as a request and the evaluation score it."""
 
 from __future__ import annotations
 
-from mlx_entropix.engine.answer_checks import copied, failed, solved_examples
+from mlx_entropix.engine.answer_checks import copied, failed, question_text, solved_examples
 from mlx_entropix.engine.confidence import ConfidenceModel, score
 
 import pytest
@@ -39,7 +39,7 @@ def test_solved_examples_read_both_layouts():
         (SUMS, "73", 0.0),  # whole numbers only: "7" and "3" are not "73"
         (LARGER, "89", 0.0),  # the examples' answers are numbers of their questions: no failure
         (WORDS, "3", 0.0),  # "6 - 3 = 3" repeats its question's 3: copying is what it does
-        ("What is 7 + 3?", "3", 0.0),  # no examples (a chat question): nothing to compare
+        ("What is 7 + 3?", "3", 1.0),  # no examples: nothing offered to choose from
         (SUMS, "ten", 0.0),  # no number
     ],
 )
@@ -60,3 +60,33 @@ def test_a_copied_raw_answer_is_capped_and_the_continuation_does_not_count():
     assert kept.features["copied"] == 0.0 and kept.confidence > 0.5
     assert score(text, signals, model, "raw").features["copied"] is None
     assert score(text, signals, model, "raw").confidence == kept.confidence
+
+
+@pytest.mark.parametrize(
+    ("question", "answer", "want"),
+    [
+        ("What number comes after 7?", "7", 1.0),  # no examples: a number of the question
+        ("What number comes after 7?", "8", 0.0),
+        ("Which is larger, 9.9 or 9.11?", "9.9", 0.0),  # numbers offered to choose from
+        ("Pick one: 3, 5 or 8.", "5", 0.0),
+        ("Which is right?\nA) 12\nB) 15", "12", 0.0),  # listed options
+        ("Tom has 3 apples and gets 2 more. How many?", "3", 1.0),
+    ],
+)
+def test_copied_without_examples(question, answer, want):
+    assert copied(question, answer) == want
+
+
+def test_question_text_is_the_last_turn(embedded):
+    """A chat prompt's question is its last user turn: numbers of earlier turns do not count
+    (a conversation's running total is no copy); a raw prompt is its whole text."""
+    tok = embedded.tokenizer
+    chat = [
+        {"role": "user", "content": "What is 5 + 5?"},
+        {"role": "assistant", "content": "10"},
+        {"role": "user", "content": "And 13 - 3?"},
+    ]
+    q = question_text(tok, tok.apply_chat_template(chat), "chat")
+    assert "And 13 - 3?" in q and "5 + 5" not in q
+    assert copied(q, "10") == 0.0 and copied(q, "13") == 1.0
+    assert question_text(tok, tok.encode(SUMS), "raw") == SUMS

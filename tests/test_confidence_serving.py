@@ -66,6 +66,16 @@ def test_a_raw_answer_copied_from_its_question_gets_the_check_cap(embedded):
     assert rescored(events, "raw").confidence > cap  # without the prompt: not capped
 
 
+def test_a_chat_answer_that_repeats_its_question_is_capped(embedded):
+    """A chat question is its last user turn: "after 80" answered "80" is a copy (the embedded
+    model's greedy answer); the cap is the map's."""
+    question = "What number comes after 80? Answer with the number only."
+    events = list(generate(embedded, question, mode="greedy", max_tokens=16, top_logprobs=2))
+    done, cap = events[-1], shipped_model("SmolLM2-135M-Instruct").failed_check["chat"]
+    assert done.text.startswith("The number after 80 is 80") and done.confidence == cap
+    assert rescored(events, "chat").confidence > cap  # without the question: not capped
+
+
 def test_cli_summary_and_min_confidence():
     def cli(*args: str) -> subprocess.CompletedProcess:
         argv = [sys.executable, str(ROOT / "mlx_main.py"), "--input", QUESTION, "--greedy"]

@@ -2,11 +2,13 @@
 
 - ``wrong_arithmetic``: the text up to the answer states a false equation ("7 + 7 = 12"): the
   answer contradicts its own working (on dev, 1 of 55 such answers was right).
-- ``copied``: in a few-shot prompt whose examples' answers never repeat a number of their own
-  question ("7 + 1 = 8"), the answer is a number of its question ("6 x 2 =" -> "2"): a copy,
-  not a computation (on dev, 0 of 25 such raw answers were right, in 6 of 13 kinds; where the
-  examples' answers are numbers of their questions, "Which is larger, 62 or 77?", it is no
-  failure and nothing is flagged).
+- ``copied``: the answer is a number of its question ("2 x 2 =" -> "2"), where the question
+  does not ask for one: a copy, not a computation. In a few-shot prompt, when no solved
+  example's answer is a number of its own question ("7 + 1 = 8"; on dev 0 of 25 such raw
+  answers were right, in 6 of 13 kinds); without examples (a chat question), when the
+  question offers no numbers to choose from ("9.9 or 9.11", listed options; on dev 4 of 66
+  such chat answers were right, in 6 of 13 kinds). Comparisons ("Which is larger, 62 or
+  77?") and word problems whose examples repeat a number are never flagged.
 
 The confidence map caps an answer that fails either at the accuracy such answers had on dev
 (``ConfidenceModel.failed_check``).
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 
 # "a op b = c" with plain numbers (not part of "1,000", "2.5.1" or "3/4"): the model's working.
 _EQUATION = re.compile(
@@ -23,6 +26,9 @@ _EQUATION = re.compile(
 )
 # A whole number or decimal, not part of a longer one ("3." ending a sentence is 3)
 _PLAIN_NUMBER = re.compile(r"(?<![\d.])-?\d+(?:\.\d+)?(?!\.?\d)")
+# Numbers offered to choose from: "9.9 or 9.11", "12, 15 or 20"
+_ALTERNATIVES = re.compile(r"\d\s*,?\s+or\s+-?\d")
+_OPTION = re.compile(r"^\s*\(?[A-J][).:]\s+\S", re.MULTILINE)
 
 
 def wrong_arithmetic(text: str) -> float:
@@ -65,14 +71,33 @@ def _holds_number(text: str, answer: str) -> bool:
 
 
 def copied(prompt: str, answer: str) -> float:
-    """1.0 when ``answer``'s number is one of its question's numbers while no solved example's
-    answer is one of its own question's; 0.0 otherwise (no examples, no number: 0.0)."""
-    question, examples = solved_examples(prompt)
-    if not examples or not _PLAIN_NUMBER.search(answer):
+    """1.0 when ``answer``'s number is one of its question's numbers and the prompt does not
+    ask for one (see the module docstring), else 0.0. ``prompt``: a raw prompt, or a chat
+    request's last user message (``question_text``)."""
+    if not _PLAIN_NUMBER.search(answer):
         return 0.0
+    question, examples = solved_examples(prompt)
+    if not examples:
+        offered = _ALTERNATIVES.search(prompt) or _OPTION.search(prompt)
+        return 0.0 if offered else float(_holds_number(prompt, answer))
     if any(_holds_number(q, a) for q, a in examples):
         return 0.0
     return float(_holds_number(question, answer))
+
+
+def question_text(tokenizer: Any, ids: list[int], fmt: str) -> str:
+    """What ``copied`` reads of a prompt: a raw prompt's text; of a chat prompt, the last turn
+    before the reply (the text between the last control tokens that holds more than a role
+    name: "user\nWhat is 7 + 3?"), so numbers of earlier turns do not count."""
+    if fmt == "raw" or not tokenizer.control_ids:
+        return tokenizer.decode(ids, skip_special_tokens=True)
+    turns, start = [], 0
+    for i, t in enumerate([*ids, next(iter(tokenizer.control_ids))]):
+        if t in tokenizer.control_ids:
+            turns.append(tokenizer.decode(ids[start:i]))
+            start = i + 1
+    said = [t for t in turns if len(t.strip().split(None, 1)) > 1]
+    return said[-1] if said else ""
 
 
 def failed(feats: dict[str, float | None]) -> bool:

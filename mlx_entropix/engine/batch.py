@@ -32,6 +32,7 @@ from ..config import Mode, SamplerConfig
 from ..events import ErrorEvent
 from ..models.shared_cache import observed_keys
 from ..uncertainty.step import Rows, observe, observe_requests, sample_rows
+from .answer_checks import question_text
 from .branches import Branches, SlotRows
 from .confidence import shipped_model
 from .fork import Explored, explore, fork_due, kept_events
@@ -98,9 +99,8 @@ class BatchDecoder:
         fork = rows[0][0] == "fork"
         widths = (cfg.fork_branches, cfg.fork_answer_branches + 1) if fork else ()
         n_top = max(top_logprobs, 2, *widths)
-        # A raw prompt's text: the confidence checks its solved examples (``answer_checks``)
-        text = lm.tokenizer.decode(list(ids), skip_special_tokens=True) if fmt == "raw" else None
-        confidence = (shipped_model(lm.info.name), fmt, text)
+        # What the confidence checks the answer against (``answer_checks.copied``)
+        confidence = (shipped_model(lm.info.name), fmt, question_text(lm.tokenizer, ids, fmt))
         req = BatchRequest(
             ids=list(ids),
             rows=[(m, int(s)) for m, s in rows],

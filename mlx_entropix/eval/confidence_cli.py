@@ -134,7 +134,10 @@ def selection_markdown(report: dict[str, Any], top: int = 12) -> str:
                 f"| {100 * b['top_half_accuracy']:.1f} (gain{_interval(ci.get('gain'))}) "
                 f"| {100 * b['accuracy']:.1f} |"
             )
-    lines += ["", *_attention_table(report["attention"], "AUROC chosen", "AUROC + attention")]
+    lines += [
+        "",
+        *_attention_table(report["attention"], "AUROC without attention", "AUROC with attention"),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -194,7 +197,7 @@ def _main_select(args: Any) -> int:
         if caps:
             plain = fit_chosen(dev, chosen, meta)  # the same maps fitted on every answer
             report["test, no cap"] = _figures(predict(plain, tests), tests, n_boot)
-    report["attention"] = attention_on(dev, test, chosen, args.boot)
+    report["attention"] = attention_on(dev, test, chosen, caps, args.boot)
     print(json.dumps({k: v for k, v in report.items() if k != "candidates"}, indent=1))
     print(f"wrote {out}")
     return _write_outputs(args, report, selection_markdown, model)

@@ -182,7 +182,7 @@ def refeaturized(result: dict[str, Any]) -> list[dict[str, Any]]:
         ]
         options = parse_options(item.prompt) if item.kind == "choice" else None
         span = answer_span(r["text"], item.kind, options)
-        feats = features(r["text"], signals, span, item.prompt if item.format == "raw" else None)
+        feats = features(r["text"], signals, span, item.prompt)  # the raw text, or the question
         out.append({**r, "answer_span": span, "features": feats})
     return out
 

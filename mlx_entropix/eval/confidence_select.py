@@ -8,13 +8,13 @@ logistic's linear predictor, an isotonic map's knots) on its leave-one-category-
 (flattens a map that separates the fitted kinds better than a new one: a large ECE there).
 
 The rule (``choose``), per format: the best leave-one-category-out AUROC plus within-category
-AUROC (the ranking), preferring fewer features within 2 x ``TOLERANCE`` of the best (a small dev
-set chooses noisily among near-equal candidates; the simpler one generalizes more often); then
-among that score's map variants that rank nearly as well (``VARIANT_TOLERANCE``), the lowest
-leave-one-category-out ECE (the calibration). An answer that fails a check on its own text
-(``engine.answer_checks``) is capped at such answers' dev accuracy (pooled over formats;
-held out, from the other categories), the map then fitted on the other answers: chosen per
-format where it does not lower the ranking, the candidates then compared again with it.
+AUROC (the ranking), preferring fewer features within 2 x ``TOLERANCE`` of the best (on a small
+dev set the simpler one generalizes more often); then among that score's map variants that
+rank nearly as well (``VARIANT_TOLERANCE``), the lowest leave-one-category-out ECE. An answer
+that fails a check on its own text (``engine.answer_checks``) is capped at such answers' dev
+accuracy (pooled over formats; held out, from the other categories), the map then fitted on
+the other answers: chosen per format where it does not lower the ranking, the candidates then
+compared again with it.
 """
 
 from __future__ import annotations
@@ -337,35 +337,35 @@ def attention_test(
     dev: Sequence[dict[str, Any]],
     test: Sequence[dict[str, Any]],
     chosen: dict[str, Candidate],
+    caps: Sequence[str] = (),
     n_boot: int = 2000,
 ) -> dict[str, Any]:
-    """The chosen map vs the same with the four attention features added (a logistic map, same
-    l2 and recalibration): AUROC of each and the paired bootstrap interval of the difference,
-    leave one category out on dev and fitted on dev for test, per format."""
+    """The chosen map without the four attention features vs with them (logistic, same l2 and
+    recalibration), capped as shipped: AUROC of each and the paired bootstrap interval of the
+    difference, leave one category out on dev and fitted on dev for test, per format."""
     out: dict[str, Any] = {"dev (leave one category out)": {}, "test (fitted on dev)": {}}
+    cap = check_cap(dev)
     for fmt, c in chosen.items():
-        att = replace(c, name=f"{c.name} + attention", kind="logistic",
-                      features=(*c.features, *ATTENTION_FEATURES))  # fmt: skip
-        recs = _format_records(dev, att, fmt)
-        mine = [r for r in recs if _fmt(r) == fmt]
-        splits = {}
-        if c.pooled:
-            held_a, held_b = leave_category_out(recs, c), leave_category_out(recs, att)
-            keep = [i for i, r in enumerate(recs) if _fmt(r) == fmt]
-            splits["dev (leave one category out)"] = (
-                mine, [held_a[i] for i in keep], [held_b[i] for i in keep])  # fmt: skip
-        else:
-            splits["dev (leave one category out)"] = (
-                mine, leave_category_out(mine, c), leave_category_out(mine, att))  # fmt: skip
-        tests = [r for r in usable(with_format(test), att.features) if _fmt(r) == fmt]
-        if tests:
-            a, b = fit_candidate(recs, c), fit_candidate(recs, att)
-            pa, pb = [a(r["features"]) for r in tests], [b(r["features"]) for r in tests]
-            splits["test (fitted on dev)"] = (tests, pa, pb)
-        for split, (rs, pa, pb) in splits.items():
-            ix = [i for i in range(len(rs)) if pa[i] is not None and pb[i] is not None]
-            y = [bool(rs[i]["correct"]) for i in ix]
-            out[split][fmt] = attention_row([pa[i] for i in ix], [pb[i] for i in ix], y, n_boot)  # type: ignore[misc]
+        base = replace(c, features=tuple(f for f in c.features if f not in ATTENTION_FEATURES))
+        att = replace(base, name=f"{base.name} + attention", kind="logistic",
+                      features=(*base.features, *ATTENTION_FEATURES))  # fmt: skip
+        ok, tests = (usable(with_format(x), att.features) for x in (dev, test))
+        (rs, pa), (_, pb) = held_out(ok, {fmt: base}, caps), held_out(ok, {fmt: att}, caps)
+        splits = {"dev (leave one category out)": (rs, pa, pb)}
+        if tests := [r for r in tests if _fmt(r) == fmt]:
+            fit_on = [r for r in ok if not failed(r["features"])] if fmt in caps else ok
+            preds = []
+            for m in (base, att):
+                mapped = fit_candidate(_format_records(fit_on, m, fmt), m)
+                ps = [mapped(r["features"]) for r in tests]
+                preds.append([p if p is None or cap is None or fmt not in caps
+                              or not failed(r["features"]) else min(p, cap)
+                              for p, r in zip(ps, tests, strict=True)])  # fmt: skip
+            splits["test (fitted on dev)"] = (tests, *preds)
+        for split, (recs, qa, qb) in splits.items():
+            ix = [i for i in range(len(recs)) if qa[i] is not None and qb[i] is not None]
+            y = [bool(recs[i]["correct"]) for i in ix]
+            out[split][fmt] = attention_row([qa[i] for i in ix], [qb[i] for i in ix], y, n_boot)  # type: ignore[misc]
     return out
 
 

@@ -280,9 +280,9 @@ def engine_generate_fn(
         assert done is not None  # the engine always ends with a DoneEvent
         # every field of a branch but its first token
         branches = [] if fork is None else [b.model_dump(exclude={"token"}) for b in fork.branches]
-        text = (
-            lm.tokenizer.decode(prompt, skip_special_tokens=True) if item.format == "raw" else None
-        )
+        # as the engine reads it: the raw text, or the question (``answer_checks.copied``)
+        raw = item.format == "raw"
+        text = lm.tokenizer.decode(prompt, True) if raw else prompt[-1]["content"]
         scored = score(done.text, signals, conf_model, item.format, item.kind, options,
                        agreement=done.agreement, prompt=text)  # fmt: skip
         return Generation(
