@@ -164,9 +164,11 @@ def test_engine_hidden_rows(embedded):
     assert list(generate(embedded, ids, **run))[-1].confidence_samples == 0
 
 
-def test_engine_chat_switches_to_the_shipped_agreement_map(embedded):
+def test_engine_chat_without_a_shipped_agreement_map_keeps_its_map(embedded):
+    """The agreement is reported; where no map takes it (none ships for chat since its map
+    took the attention's features: see README), the format's own map scores the answer."""
     model = shipped_model(embedded.info.name)
-    assert model.map_for("chat", agreement=True) is model.maps["chat+agreement"]
+    assert model.map_for("chat", agreement=True) is model.maps["chat"]
     run = dict(mode="greedy", max_tokens=12, top_logprobs=2, seed=1)
     question = "What is the capital of France? Answer with the city name only."
     plain = list(generate(embedded, question, **run))
@@ -175,10 +177,9 @@ def test_engine_chat_switches_to_the_shipped_agreement_map(embedded):
     assert d0.confidence_samples == 0 and d0.agreement is None  # the default: k = 0
     assert d0.confidence == score(d0.text, _signals(plain), model, "chat").confidence
     assert d2.text == d0.text and d2.confidence_samples == 2 and d2.agreement is not None
-    feats = score(d2.text, _signals(sampled), model, "chat", agreement=d2.agreement).features
-    want = model.maps["chat+agreement"](feats)  # the map that takes the agreement
-    assert want is not None and d2.confidence == round(want, 6)
-    assert model.maps["chat"](feats) != want
+    want = score(d2.text, _signals(sampled), model, "chat", agreement=d2.agreement)
+    assert want.features[AGREEMENT_FEATURE] == d2.agreement
+    assert d2.confidence == want.confidence == round(model.maps["chat"](want.features), 6)
 
 
 def test_engine_rows_share_the_hidden_rows_and_bad_k_is_refused(embedded):
@@ -236,4 +237,5 @@ def test_evaluation_takes_the_agreement(embedded):
     a = sampled.features[AGREEMENT_FEATURE]
     assert a in (0.0, 0.5, 1.0) and sampled.text == plain.text
     model = shipped_model(embedded.info.name)
-    assert sampled.confidence == round(model.maps["chat+agreement"](sampled.features), 6)
+    assert sampled.confidence == round(model(sampled.features, "chat"), 6)
+    assert sampled.confidence == plain.confidence  # no chat map takes it: it changes nothing
