@@ -230,6 +230,9 @@ def test_select_command_writes_a_usable_map(tmp_path: Path, monkeypatch):
     out, report = tmp_path / "map.json", tmp_path / "r.md"
     # a map fitted elsewhere on sampled rows' agreement (confidence_sc.py) outlives the rewrite
     shipped = json.loads((CONFIDENCE_DIR / "smollm2-135m-instruct.json").read_text())
+    agreement = LogisticMap(("whole_mean_logprob", "sc_agreement"), (-0.5, 0.3), (0.2, 0.3),
+                            (0.6, 0.9), 0.1)  # fmt: skip
+    shipped["maps"]["chat+agreement"] = agreement.to_dict()
     out.write_text(json.dumps(shipped))
     args = [str(src), "--test", str(src), "--select", "--out", str(out)]
     assert main([*args, "--report", str(report), "--boot", "50"]) == 0
