@@ -20,15 +20,16 @@ import math
 import re
 from typing import Any
 
+from ..answers import parse_options
+
 # "a op b = c" with plain numbers (not part of "1,000", "2.5.1" or "3/4"): the model's working.
 _EQUATION = re.compile(
     r"(?<![\w.,/])(-?\d+(?:\.\d+)?)\s*([-+*x×/])\s*(-?\d+(?:\.\d+)?)\s*=\s*(-?\d+(?:\.\d+)?)(?![.,/]?\d)"
 )
 # A whole number or decimal, not part of a longer one ("3." ending a sentence is 3)
 _PLAIN_NUMBER = re.compile(r"(?<![\d.])-?\d+(?:\.\d+)?(?!\.?\d)")
-# Numbers offered to choose from: "9.9 or 9.11", "12, 15 or 20"
+# Numbers offered to choose from: "9.9 or 9.11", "12, 15 or 20" (or listed options)
 _ALTERNATIVES = re.compile(r"\d\s*,?\s+or\s+-?\d")
-_OPTION = re.compile(r"^\s*\(?[A-J][).:]\s+\S", re.MULTILINE)
 
 
 def wrong_arithmetic(text: str) -> float:
@@ -78,7 +79,7 @@ def copied(prompt: str, answer: str) -> float:
         return 0.0
     question, examples = solved_examples(prompt)
     if not examples:
-        offered = _ALTERNATIVES.search(prompt) or _OPTION.search(prompt)
+        offered = _ALTERNATIVES.search(prompt) or parse_options(prompt)
         return 0.0 if offered else float(_holds_number(prompt, answer))
     if any(_holds_number(q, a) for q, a in examples):
         return 0.0
@@ -89,15 +90,15 @@ def question_text(tokenizer: Any, ids: list[int], fmt: str) -> str:
     """What ``copied`` reads of a prompt: a raw prompt's text; of a chat prompt, the last turn
     before the reply (the text between the last control tokens that holds more than a role
     name: "user\nWhat is 7 + 3?"), so numbers of earlier turns do not count."""
-    if fmt == "raw" or not tokenizer.control_ids:
+    control = tokenizer.control_ids
+    if fmt == "raw" or not control:
         return tokenizer.decode(ids, skip_special_tokens=True)
-    turns, start = [], 0
-    for i, t in enumerate([*ids, next(iter(tokenizer.control_ids))]):
-        if t in tokenizer.control_ids:
-            turns.append(tokenizer.decode(ids[start:i]))
-            start = i + 1
-    said = [t for t in turns if len(t.strip().split(None, 1)) > 1]
-    return said[-1] if said else ""
+    cuts = [i for i, t in enumerate(ids) if t in control]
+    for start, end in reversed(list(zip([-1, *cuts], [*cuts, len(ids)], strict=True))):
+        turn = tokenizer.decode(ids[start + 1 : end])  # from the end: a few decodes, not all
+        if len(turn.split(None, 1)) > 1:
+            return turn
+    return ""
 
 
 def failed(feats: dict[str, float | None]) -> bool:

@@ -99,8 +99,9 @@ class BatchDecoder:
         fork = rows[0][0] == "fork"
         widths = (cfg.fork_branches, cfg.fork_answer_branches + 1) if fork else ()
         n_top = max(top_logprobs, 2, *widths)
-        # What the confidence checks the answer against (``answer_checks.copied``)
-        confidence = (shipped_model(lm.info.name), fmt, question_text(lm.tokenizer, ids, fmt))
+        # The map and what it checks the answer against (``answer_checks.copied``), if one ships
+        model = shipped_model(lm.info.name)
+        confidence = (model, fmt, question_text(lm.tokenizer, ids, fmt) if model else None)
         req = BatchRequest(
             ids=list(ids),
             rows=[(m, int(s)) for m, s in rows],

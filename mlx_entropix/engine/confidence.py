@@ -19,7 +19,7 @@ Three steps, all pure:
    and fitted per model on dev by ``calibrate confidence`` (``eval/confidence_select.py``)
    and shipped in ``configs/confidence/<model>.json``; monotone in each feature. An answer
    that fails a check on its own text (``answer_checks``: a false equation up to it, "7 + 7 =
-   12"; a number copied from its question where the prompt's examples never copy) is capped
+   12"; a number copied from its question where the question does not ask for one) is capped
    at the accuracy such answers had on dev.
  With hidden sampled rows, their agreement (``agreement.py``) and its map.
 """
@@ -214,7 +214,8 @@ def features(
     """The span's features (ending: the token after it) and the whole generation's: mean
     log-prob before the span (0 if none), of all tokens, of those through the ending; mean
     entropy; where the span starts (fraction of the text); the checks (``answer_checks``),
-    ``copied`` only with the ``prompt``'s text (a raw prompt's; None otherwise)."""
+    ``copied`` only with the ``prompt``'s text (``answer_checks.question_text``; None
+    otherwise)."""
     ix = _span_indices(signals, span) if span else []
     last = ix[-1] + 1 if ix else 0  # one past the span's last token
     ending = signals[last] if ix and last < len(signals) else None

@@ -222,6 +222,7 @@ def engine_generate_fn(
     the paper's) reads its branches. ``confidence_samples``: hidden sampled rows per answer whose
     agreement the confidence takes (``engine/agreement.py``; 0 here by default: the evaluation
     measures the answer, and the rows cost k times its tokens)."""
+    from ..engine.answer_checks import question_text
     from ..engine.confidence import TokenSignal, score, shipped_model
     from ..engine.generate import generate
     from .consistency import sample_rows, vote
@@ -282,7 +283,7 @@ def engine_generate_fn(
         branches = [] if fork is None else [b.model_dump(exclude={"token"}) for b in fork.branches]
         # as the engine reads it: the raw text, or the question (``answer_checks.copied``)
         raw = item.format == "raw"
-        text = lm.tokenizer.decode(prompt, True) if raw else prompt[-1]["content"]
+        text = question_text(lm.tokenizer, prompt, "raw") if raw else prompt[-1]["content"]
         scored = score(done.text, signals, conf_model, item.format, item.kind, options,
                        agreement=done.agreement, prompt=text)  # fmt: skip
         return Generation(
