@@ -29,7 +29,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlx_entropix.engine.answer_checks import failed
 from mlx_entropix.engine.confidence import FORMAT_FEATURE, ConfidenceModel, Map
 from mlx_entropix.eval.confidence_fit import refeaturized, scores_report, usable
 from mlx_entropix.eval.confidence_select import (
@@ -92,12 +91,7 @@ def with_fork_map(
     if p is None or m is None:
         return p
     q = m({**feats, BASE_FEATURE: _logit(p), FORMAT_FEATURE: float(fmt == "raw")})
-    return p if q is None else _cap(q, feats, fmt, model)
-
-
-def _cap(p: float | None, feats: dict[str, Any], fmt: str, model: ConfidenceModel) -> float | None:
-    cap = model.failed_check.get(fmt if fmt in model.maps else "chat")
-    return p if p is None or cap is None or not failed(feats) else min(p, cap)
+    return p if q is None else model.capped(q, feats, fmt)
 
 
 SHIPPED = "shipped (per-format map)"
@@ -158,7 +152,8 @@ def held_out(
             for i, p in zip(ix, leave_category_out([recs[i] for i in ix], c), strict=True):
                 preds[i] = p
     # an answer without the candidate's features (no agreement) keeps the shipped confidence
-    return [r["confidence"] if p is None else _cap(p, r["features"], r.get("format", "chat"), model)
+    return [r["confidence"] if p is None
+            else model.capped(p, r["features"], r.get("format", "chat"))
             for p, r in zip(preds, recs, strict=True)]  # fmt: skip
 
 

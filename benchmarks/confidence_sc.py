@@ -49,24 +49,31 @@ from mlx_entropix.eval.harness import load_items  # noqa: E402
 
 SHIPPED = CONFIDENCE_DIR / "smollm2-135m-instruct.json"
 A = AGREEMENT_FEATURE
-BASE = {  # the shipped maps (configs/confidence/)
-    "raw": cs.Candidate("answer_sum_logprob (recal)", ("answer_sum_logprob",), recalibrate=True),
-    "chat": cs.Candidate("whole_mean_logprob (isotonic)", ("whole_mean_logprob",), kind="isotonic"),
-}
+
+
+def shipped_candidate(fmt: str) -> cs.Candidate:
+    """The shipped map's candidate of ``fmt`` (its name in the config's meta)."""
+    name = json.loads(SHIPPED.read_text())["meta"]["chosen"][fmt]
+    return next(c for c in cs.candidates() if c.name == name)
 
 
 def candidates(fmt: str) -> list[cs.Candidate]:
     """The shipped map of ``fmt`` and maps that take the agreement: alone (Platt, recalibrated,
-    isotonic) or with the shipped map's feature (l2 1 and 10, recalibrated or not)."""
-    base = BASE[fmt]
-    (f,) = base.features
+    isotonic) or beside the shipped map's features (logistic, l2 1 and 10, recalibrated or
+    not)."""
+    base = shipped_candidate(fmt)
     return [
         base,
         cs.Candidate("agreement", (A,)),
         cs.Candidate("agreement (recal)", (A,), recalibrate=True),
         cs.Candidate("agreement (isotonic)", (A,), kind="isotonic"),
         *[
-            cs.Candidate(f"{f} + agreement l2={l2:g}{' (recal)' * r}", (f, A), l2, recalibrate=r)
+            cs.Candidate(
+                f"{base.name} + agreement l2={l2:g}{' (recal)' * r}",
+                (*base.features, A),
+                l2,
+                recalibrate=r,
+            )  # fmt: skip
             for l2 in (1.0, 10.0)
             for r in (False, True)
         ],
@@ -152,11 +159,11 @@ def dev_format(recs: list[dict], fmt: str) -> cs.Candidate:
         pick = max((c for c in cands if A in c.features), key=ranking)
         print(f"(not chosen; the best map with the agreement, compared: {pick.name})\n")
     held_pick = cs.held_out(recs, {fmt: pick}, caps)
-    held_base = cs.held_out(recs, {fmt: BASE[fmt]}, caps)
+    held_base = cs.held_out(recs, {fmt: cands[0]}, caps)
     assert [r["item"] for r in held_pick[0]] == [r["item"] for r in held_base[0]]
     rs = held_pick[0]
     print(HEAD)
-    print(_row(f"shipped: {BASE[fmt].name}", held_base[1], rs))
+    print(_row(f"shipped: {cands[0].name}", held_base[1], rs))
     print(_row(f"with agreement: {pick.name}", held_pick[1], rs))
     print(f"\nwith agreement - shipped (paired bootstrap 95%, {len(rs)} answers):")
     print(_paired(held_pick[1], held_base[1], rs))

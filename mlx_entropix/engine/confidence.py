@@ -312,7 +312,10 @@ class ConfidenceModel:
 
     def __call__(self, feats: dict[str, float | None], fmt: str = "chat") -> float | None:
         m = self.map_for(fmt, feats.get(AGREEMENT_FEATURE) is not None)
-        p = m({**feats, FORMAT_FEATURE: float(fmt == "raw")})
+        return self.capped(m({**feats, FORMAT_FEATURE: float(fmt == "raw")}), feats, fmt)
+
+    def capped(self, p: float | None, feats: dict[str, float | None], fmt: str) -> float | None:
+        """``p`` capped at the format's ``failed_check`` where the answer fails a check."""
         cap = self.failed_check.get(fmt if fmt in self.maps else "chat")
         return p if p is None or cap is None or not failed(feats) else min(p, cap)
 

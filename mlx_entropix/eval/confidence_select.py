@@ -344,7 +344,6 @@ def attention_test(
     recalibration), capped as shipped: AUROC of each and the paired bootstrap interval of the
     difference, leave one category out on dev and fitted on dev for test, per format."""
     out: dict[str, Any] = {"dev (leave one category out)": {}, "test (fitted on dev)": {}}
-    cap = check_cap(dev)
     for fmt, c in chosen.items():
         base = replace(c, features=tuple(f for f in c.features if f not in ATTENTION_FEATURES))
         att = replace(base, name=f"{base.name} + attention", kind="logistic",
@@ -352,16 +351,10 @@ def attention_test(
         ok, tests = (usable(with_format(x), att.features) for x in (dev, test))
         (rs, pa), (_, pb) = held_out(ok, {fmt: base}, caps), held_out(ok, {fmt: att}, caps)
         splits = {"dev (leave one category out)": (rs, pa, pb)}
-        if tests := [r for r in tests if _fmt(r) == fmt]:
-            fit_on = [r for r in ok if not failed(r["features"])] if fmt in caps else ok
-            preds = []
-            for m in (base, att):
-                mapped = fit_candidate(_format_records(fit_on, m, fmt), m)
-                ps = [mapped(r["features"]) for r in tests]
-                preds.append([p if p is None or cap is None or fmt not in caps
-                              or not failed(r["features"]) else min(p, cap)
-                              for p, r in zip(ps, tests, strict=True)])  # fmt: skip
-            splits["test (fitted on dev)"] = (tests, *preds)
+        if tests := [r for r in tests if _fmt(r) == fmt]:  # each fitted as shipped
+            models = [fit_chosen(ok, {fmt: m}, {}, caps) for m in (base, att)]
+            splits["test (fitted on dev)"] = (tests, *([m(r["features"], fmt) for r in tests]
+                                                       for m in models))  # fmt: skip
         for split, (recs, qa, qb) in splits.items():
             ix = [i for i in range(len(recs)) if qa[i] is not None and qb[i] is not None]
             y = [bool(recs[i]["correct"]) for i in ix]
