@@ -220,31 +220,24 @@ class Worker(Generic[R]):
                 for run in list(self._running):  # one item per job, in start order
                     progressed |= self._step(run)
                 if not self._running and not admitted and self._idle_work:
-                    self._idle_work = progressed = self._idle_step()
+                    step = self._call_resource("idle_step", "background work failed")
+                    self._idle_work = progressed = bool(step)
                 if not progressed:
                     time.sleep(0)  # all idle (each next() did some shared work): let others run
         finally:  # a BaseException escaped a work: still end every stream
             for run in list(self._running):
                 self._finish(run)
-            self._close_resource()
+            self._call_resource("close", "closing the worker's resource failed")
 
-    def _idle_step(self) -> bool:
-        """A step of the resource's background work (between jobs, never during one)."""
-        step = getattr(self.resource, "idle_step", None)
+    def _call_resource(self, name: str, failure: str) -> Any:
+        """The resource's own method ``name`` if it has one, in this thread (the one that uses
+        it): ``idle_step`` between jobs, ``close`` at the end. Its failure is logged."""
+        method = getattr(self.resource, name, None)
         try:
-            return bool(step()) if callable(step) else False
+            return method() if callable(method) else None
         except Exception:
-            log.exception("background work failed")
-            return False
-
-    def _close_resource(self) -> None:
-        """The resource's own ``close()``, if it has one, in this thread (the one that used it)."""
-        close = getattr(self.resource, "close", None)
-        if callable(close):
-            try:
-                close()
-            except Exception:
-                log.exception("closing the worker's resource failed")
+            log.exception(failure)
+            return None
 
     def _admit(self) -> list[_Running] | None:
         """At a round boundary: wait while there is nothing to do, then take the queue's head
@@ -341,13 +334,7 @@ class JobStream:
     moves on within one token and a waiting job gives its place back.
     """
 
-    def __init__(
-        self,
-        worker: Worker[Any],
-        work: Work,
-        timeout_s: float,
-        label: str = "",
-    ):
+    def __init__(self, worker: Worker[Any], work: Work, timeout_s: float, label: str = ""):
         loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._worker = worker
