@@ -9,7 +9,6 @@ legacy columns (``LegacyLogprobs``); the extensions and ``n`` work as in chat co
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -20,14 +19,12 @@ from .deps import engine_of, resolve_max_tokens, settings_of, streamed
 from .openai_api import (
     FINISH,
     Tokens,
-    entropix_detail,
-    entropix_summary,
-    entropix_token,
+    entropix_chunk,
     respond,
     response_head,
-    sse_chunks,
     start_job,
     usage,
+    with_detail,
 )
 from .schemas import CompletionRequest
 
@@ -79,20 +76,13 @@ class TextChunks:
         text = held[0].text if held is not None else ""
         body: dict[str, Any] = {**self.head, "choices": [self.choice(row, text, tokens, done)]}
         if self.metrics:  # as in chat: one token's fields per chunk
-            body["entropix"] = entropix_token(held[0]) if held is not None else {}
-            if done is not None:
-                body["entropix"]["summary"] = entropix_summary(done)
+            body["entropix"] = entropix_chunk(held[0] if held is not None else None, done)
         return body
 
     def whole(self, choices: list[tuple[Tokens, DoneEvent]]) -> dict[str, Any]:
         """The non-streaming object (``choices`` from ``by_choice``)."""
         out = [self.choice(i, done.text, tokens, done) for i, (tokens, done) in enumerate(choices)]
-        body: dict[str, Any] = {**self.head, "choices": out}
-        if self.metrics and len(choices) > 1:  # each choice its own, as in chat
-            for choice, (tokens, done) in zip(out, choices, strict=True):
-                choice["entropix"] = entropix_detail(tokens, done)
-        elif self.metrics:
-            body["entropix"] = entropix_detail(*choices[0])
+        body = with_detail({**self.head, "choices": out}, choices, self.metrics)
         return {**body, "usage": usage([done for _, done in choices])}
 
 
@@ -113,8 +103,4 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
         prompt = engine.checker.tokenizer.encode(prompt, add_special_tokens=True)
     stream = start_job(request, body, prompt, mode, max_tokens, body.logprobs, fmt="raw")
     build = TextChunks(engine.model_id, mode, body.logprobs is not None, body.wants_extension())
-
-    def sse(include_usage: bool) -> AsyncIterator[dict[str, str]]:
-        return sse_chunks(stream, build.chunk, build.head if include_usage else None, body.n)
-
-    return await respond(request, body, stream, sse, build.whole)
+    return await respond(request, body, stream, build)

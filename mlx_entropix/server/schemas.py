@@ -263,6 +263,10 @@ class OpenAIFields(BaseModel):
             return []
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
+    def usage_chunk(self) -> bool:
+        """Whether a stream ends with a usage chunk (``stream_options.include_usage``)."""
+        return bool(self.stream_options and self.stream_options.include_usage)
+
     def wants_extension(self) -> bool:
         """Whether the response carries the ``entropix`` extension: a sampler picked by name or
         ``entropix: true``, or a confidence field (its answer is in the extension's summary)."""
