@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from ..config import PRESET_NAMES, Mode, SamplerConfig, apply_preset
 from ..engine.confidence import with_abstention
-from ..errors import EntropixError, InvalidRequestError
+from ..errors import EntropixError, InvalidRequestError, first_line
 from ..io.prompts import BUILTIN_PROMPTS_PATH, PromptItem, load_prompts
 
 PROG = "mlx_main.py"
@@ -118,10 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _first_line(text: str) -> str:
-    return next((line.strip() for line in text.splitlines() if line.strip()), text)
-
-
 def select_prompts(args: argparse.Namespace) -> list[PromptItem]:
     if args.input is not None:
         items = [PromptItem(name="input", prompt=args.input)]
@@ -172,7 +168,7 @@ def _pydantic_line(err: Exception) -> str:
         e = err.errors()[0]
         where = ".".join(str(x) for x in e["loc"]) or "config"
         return f"{where}: {e['msg']}"
-    return _first_line(str(err))
+    return first_line(err)
 
 
 def modes_for(args: argparse.Namespace) -> list[Mode]:
@@ -363,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args, out)
     except EntropixError as err:
-        print(f"{prog}: error: {_first_line(str(err))}", file=sys.stderr)
+        print(f"{prog}: error: {first_line(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted", file=sys.stderr)
