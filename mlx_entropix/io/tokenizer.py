@@ -77,10 +77,6 @@ class Tokenizer:
         self._rendered = _RenderedTexts(self)
 
     @property
-    def vocab_size(self) -> int:
-        return len(self.hf)
-
-    @property
     def has_chat_template(self) -> bool:
         return bool(self.hf.chat_template)
 
