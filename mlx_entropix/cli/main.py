@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from ..config import PRESET_NAMES, Mode, SamplerConfig, apply_preset
+from ..config import PRESET_NAMES, Mode, SamplerConfig, apply_preset, first_error
 from ..engine.confidence import with_abstention
 from ..errors import EntropixError, InvalidRequestError, first_line
 from ..io.prompts import BUILTIN_PROMPTS_PATH, PromptItem, load_prompts
@@ -164,11 +164,7 @@ def read_config(args: argparse.Namespace, default: Callable[[], SamplerConfig]) 
 
 
 def _pydantic_line(err: Exception) -> str:
-    if isinstance(err, ValidationError):
-        e = err.errors()[0]
-        where = ".".join(str(x) for x in e["loc"]) or "config"
-        return f"{where}: {e['msg']}"
-    return first_line(err)
+    return first_error(err, "config") if isinstance(err, ValidationError) else first_line(err)
 
 
 def modes_for(args: argparse.Namespace) -> list[Mode]:

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..config import Mode, SamplerConfig, apply_preset
+from ..config import Mode, SamplerConfig, apply_preset, first_error
 from ..engine.agreement import samples_for
 from ..engine.batch import BatchDecoder
 from ..engine.confidence import with_abstention
@@ -139,9 +139,7 @@ class Engine:
         try:
             return apply_preset(self.config, preset).merged(overrides)
         except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise InvalidRequestError(f"sampler.{where}: {first['msg']}") from None
+            raise InvalidRequestError(f"sampler.{first_error(err)}") from None
 
 
 def generation_work(
