@@ -283,9 +283,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         if first_run is not None:
             first_run.resume_if_ready()
         seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
-        runs: list[tuple[str, list]] = [(mode, []) for mode in modes]
-        dones = []
-        later: list = []  # compare: the second row is printed after the first
+        seen: list[Any] = []  # every row's events; compare: the rows after the first print later
         if not args.json:
             heading(modes[0], item)
         for ev in generate_batch(
@@ -302,33 +300,27 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             confidence_samples=args.confidence_samples,
         ):
             ev = with_abstention(ev, args.min_confidence)
-            if ev.mode != modes[0]:  # compare: each row's events stay together, in order
-                later.append(ev)
-            elif args.json:
-                out.write(json_line(ev, index))
-            else:
-                out.write(event_text(ev, style))
-            out.flush()
-            if ev.type == "token":
-                runs[modes.index(ev.mode)][1].append(ev)
-            elif ev.type == "done":
-                dones.append(ev)
+            seen.append(ev)
+            if ev.mode == modes[0]:  # compare: each row's events stay together, in order
+                out.write(json_line(ev, index) if args.json else event_text(ev, style))
+                out.flush()
         # Interrupted: the rows after the first were never shown, and stay unshown (as when
         # the modes ran one after another and Ctrl-C came during the first).
         for mode in modes[1:] if not interrupt.stopped else ():
-            mine = [ev for ev in later if ev.mode == mode]
+            mine = [ev for ev in seen if ev.mode == mode]
             if args.json:
                 out.write("".join(json_line(ev, index) for ev in mine))
             else:
                 heading(mode, item)
                 out.write("".join(event_text(ev, style) for ev in mine))
-        dones.sort(key=lambda d: modes.index(d.mode))
+        dones = [ev for mode in modes for ev in seen if ev.mode == mode and ev.type == "done"]
         finished += [(item.name, d) for d in dones]
         if args.plot:
             title = item.prompt if len(item.prompt) < 100 else item.prompt[:97] + "..."
-            path = plot_path(args.plot, item, len(items) > 1)
+            path = plot_path(args.plot, item, many)
             from .plot import plot_runs
 
+            runs = [(m, [ev for ev in seen if ev.mode == m and ev.type == "token"]) for m in modes]
             plot_runs(runs, cfg, path, title=f"{lm.info.name}: {title}")
             if not args.json:
                 out.write(style.dim(f"plot: {path}") + "\n")
