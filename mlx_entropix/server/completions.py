@@ -3,7 +3,7 @@
 The prompt is the client's whole text: no chat template, tokenized as mlx-lm's, llama.cpp's and
 vLLM's servers do (the tokenizer's BOS, special-token strings as the tokens they name: there is
 no template turn to forge; chat contents are never parsed so). ``logprobs: k`` returns the
-legacy columns (``LegacyLogprobs``); the extensions and ``n`` work as in chat completions.
+legacy columns (``TextChunks.legacy_logprobs``); the extensions and ``n`` work as in chat.
 """
 
 from __future__ import annotations
@@ -31,42 +31,31 @@ from .schemas import CompletionRequest
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 
-class LegacyLogprobs:
-    """The legacy ``logprobs`` object, filled token by token."""
-
-    def __init__(self) -> None:
-        self.offset = 0
-
-    def of(self, entries: Tokens) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "tokens": [],
-            "token_logprobs": [],
-            "top_logprobs": [],
-            "text_offset": [],
-        }
-        for event, entry in entries:
-            assert entry is not None  # logprobs were asked for
-            out["tokens"].append(entry["token"])
-            out["token_logprobs"].append(entry["logprob"])
-            out["top_logprobs"].append({t["token"]: t["logprob"] for t in entry["top_logprobs"]})
-            out["text_offset"].append(self.offset)
-            self.offset += len(event.text)
-        return out
-
-
 class TextChunks:
     """The ``text_completion`` objects of one completion (streamed chunks or the whole)."""
 
     def __init__(self, model: str, mode: str, logprobs: bool, metrics: bool):
         self.head = response_head("cmpl", "text_completion", model, mode)
         self.logprobs, self.metrics = logprobs, metrics
-        self.columns: defaultdict[int, LegacyLogprobs] = defaultdict(LegacyLogprobs)  # per choice
+        self.offsets: defaultdict[int, int] = defaultdict(int)  # per choice: its text's length
+
+    def legacy_logprobs(self, row: int, entries: Tokens) -> dict[str, list]:
+        """The legacy ``logprobs`` columns of choice ``row``'s next tokens."""
+        out = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+        for event, entry in entries:
+            assert entry is not None  # logprobs were asked for
+            out["tokens"].append(entry["token"])
+            out["token_logprobs"].append(entry["logprob"])
+            out["top_logprobs"].append({t["token"]: t["logprob"] for t in entry["top_logprobs"]})
+            out["text_offset"].append(self.offsets[row])
+            self.offsets[row] += len(event.text)
+        return out
 
     def choice(self, row: int, text: str, tokens: Tokens, done: DoneEvent | None) -> dict:
         return {
             "text": text,
             "index": row,
-            "logprobs": self.columns[row].of(tokens) if self.logprobs else None,
+            "logprobs": self.legacy_logprobs(row, tokens) if self.logprobs else None,
             "finish_reason": FINISH[done.finish_reason] if done is not None else None,
         }
 
