@@ -276,13 +276,8 @@ def with_logprobs(work: Callable, n_top: int | None) -> Callable:
 def sampler_config(engine: Engine, mode: str, body: Any) -> Any:
     """The request's sampler config: OpenAI's temperature/top_p first (not for greedy), then
     the explicit ``sampler_config`` extension, which wins."""
-    overrides: dict[str, Any] = {}
-    if mode != "greedy":
-        if body.temperature:
-            overrides["temperature"] = body.temperature
-        if body.top_p:
-            overrides["top_p"] = body.top_p
-    overrides.update(overrides_dict(body.sampler_config))
+    knobs = {} if mode == "greedy" else {"temperature": body.temperature, "top_p": body.top_p}
+    overrides = {k: v for k, v in knobs.items() if v} | overrides_dict(body.sampler_config)
     return engine.config_for(overrides, body.preset)
 
 
