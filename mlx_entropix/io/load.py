@@ -189,11 +189,7 @@ def resolve(path_or_id: str | None) -> tuple[Path, str]:
         return embedded_model_path(), "gguf"
     path = Path(path_or_id).expanduser()
     if not path.exists():
-        if (
-            "/" in path_or_id
-            and not path_or_id.startswith((".", "/"))
-            and path_or_id.count("/") == 1
-        ):
+        if path_or_id.count("/") == 1 and not path_or_id.startswith((".", "/")):  # org/name
             path = _from_hub(path_or_id)
         else:
             raise ModelLoadError(f"model path not found: {path_or_id}")
