@@ -222,9 +222,6 @@ class Interrupt:
         self.requested = True
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    def install(self) -> None:
-        signal.signal(signal.SIGINT, self)
-
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
     if args.max_tokens < 1:
@@ -261,7 +258,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     style = Style.for_stream(out, args.color)
     modes = modes_for(args)
     interrupt = Interrupt(group)
-    interrupt.install()
+    signal.signal(signal.SIGINT, interrupt)
     if not args.json:
         out.write(style.dim(f"{lm.info.name} · {lm.info.compute_dtype}") + "\n")
         if style.colour:
