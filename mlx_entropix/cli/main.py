@@ -184,14 +184,6 @@ def event_text(ev: Any, style: Any) -> str:
     return "\n\n" + summary(ev, style) + "\n"
 
 
-def plot_path(base: str, item: PromptItem, many: bool) -> Path:
-    path = Path(base)
-    if not many:
-        return path
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in item.name)
-    return path.with_name(f"{path.stem}-{safe}{path.suffix or '.png'}")
-
-
 class Interrupt:
     """First Ctrl-C: ask the running generation to stop (it then reports 'cancelled').
 
@@ -314,7 +306,10 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         finished += [(item.name, d) for d in dones]
         if args.plot:
             title = item.prompt if len(item.prompt) < 100 else item.prompt[:97] + "..."
-            path = plot_path(args.plot, item, many)
+            path = Path(args.plot)
+            if many:  # a file per prompt, named after it
+                safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in item.name)
+                path = path.with_name(f"{path.stem}-{safe}{path.suffix or '.png'}")
             from .plot import plot_runs
 
             runs = [(m, [ev for ev in seen if ev.mode == m and ev.type == "token"]) for m in modes]
