@@ -29,7 +29,7 @@ from ..engine.generate import Prompt, generate_rows, prepare_prompt
 from ..engine.prefix_cache import PrefixCache
 from ..engine.replica import ReplicatedDecoder
 from ..errors import EntropixError, InvalidRequestError, PromptTooLongError
-from ..events import DoneEvent, ErrorEvent, ForkEvent, TokenEvent
+from ..events import ErrorEvent, Event
 from ..io.load import LoadedModel, load
 from ..io.warmup import FirstRun
 from ..runtime.device import runtime_info
@@ -37,7 +37,6 @@ from ..runtime.distributed import init_group
 from .settings import ServerSettings
 from .worker import IDLE
 
-Event = TokenEvent | ForkEvent | DoneEvent | ErrorEvent
 log = logging.getLogger("mlx_entropix.server")
 
 

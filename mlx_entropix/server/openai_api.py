@@ -23,7 +23,7 @@ from sse_starlette import EventSourceResponse
 
 from .. import __version__
 from ..config import Mode
-from ..events import DoneEvent, ErrorEvent, TokenEvent
+from ..events import DoneEvent, ErrorEvent, Event, TokenEvent
 from .deps import (
     INTERNAL_ERROR,
     SEND_TIMEOUT_S,
@@ -32,7 +32,7 @@ from .deps import (
     settings_of,
     streamed,
 )
-from .engine import Engine, Event, generation_work
+from .engine import Engine, generation_work
 from .errors import error_response
 from .schemas import ChatCompletionRequest, OpenAIFields, overrides_dict
 from .worker import IDLE, JobFailed, JobStream
