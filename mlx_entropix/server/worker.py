@@ -295,6 +295,7 @@ class Worker(Generic[R]):
         with self._cond:
             self._running.remove(job)
             self._idle_work = True
+        job._items = iter(())  # an unfinished work is freed (and closed) here, in this thread
         job.ended_at = time.monotonic()
         job.status = "cancelled" if job.cancelled else "done"
         if job.started_at is not None:
