@@ -68,7 +68,7 @@ class Tokenizer:
         # Chat models end a turn with their own marker; stop on it too when the vocab has it.
         for marker in ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<end_of_turn>"):
             tid = hf.convert_tokens_to_ids(marker)
-            if isinstance(tid, int) and tid != hf.unk_token_id and tid is not None:
+            if isinstance(tid, int) and tid != hf.unk_token_id:
                 ids.add(tid)
         self.eos_token_ids = ids
         self._texts: dict[int, str] = {}  # id_to_text per id: every event shows 5 alternatives
