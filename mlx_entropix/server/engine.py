@@ -230,7 +230,7 @@ class TokenBytes:
         decoder = json.loads(self._hf.backend_tokenizer.to_str()).get("decoder") or {}
         kinds = [decoder.get("type")] + [d.get("type") for d in decoder.get("decoders", [])]
         self._byte_level = "ByteLevel" in kinds
-        self._unbyte = {c: b for b, c in _bytes_to_unicode().items()}
+        self._unbyte = _unicode_to_bytes()
         self.of = lru_cache(maxsize=65536)(self._of)
 
     def _of(self, token_id: int) -> bytes:
@@ -245,9 +245,9 @@ class TokenBytes:
         return self._hf.decode([token_id]).encode()
 
 
-@lru_cache(maxsize=1)
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte <-> printable character map of byte-level BPE vocabularies."""
+def _unicode_to_bytes() -> dict[str, int]:
+    """GPT-2's reversible byte <-> printable character map of byte-level BPE vocabularies, from
+    the character back to its byte."""
     keep = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
     moved = [b for b in range(256) if b not in keep]  # to 256, 257, ... in byte order
-    return {b: chr(b) for b in keep} | {b: chr(256 + i) for i, b in enumerate(moved)}
+    return {chr(b): b for b in keep} | {chr(256 + i): b for i, b in enumerate(moved)}
