@@ -348,22 +348,16 @@ class JobStream:
         finally:
             self._worker.cancel(self.job)
 
-    async def collect(self, is_disconnected: Callable[[], Any] | None = None) -> list[Any]:
+    async def collect(self, is_disconnected: Callable[[], Any]) -> list[Any]:
         """All items (non-streaming responses); cancel if ``is_disconnected()`` turns true."""
-        items: list[Any] = []
-        watcher = None
-        if is_disconnected is not None:
 
-            async def watch() -> None:
-                while not await is_disconnected():
-                    await asyncio.sleep(0.25)
-                self._worker.cancel(self.job)
+        async def watch() -> None:
+            while not await is_disconnected():
+                await asyncio.sleep(0.25)
+            self._worker.cancel(self.job)
 
-            watcher = asyncio.create_task(watch())
+        watcher = asyncio.create_task(watch())
         try:
-            async for item in self:
-                items.append(item)
+            return [item async for item in self]
         finally:
-            if watcher is not None:
-                watcher.cancel()
-        return items
+            watcher.cancel()
