@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .answers import Kind
 
@@ -191,6 +191,13 @@ class SamplerConfig(BaseModel):
 
     def to_file(self, path: str | Path) -> None:
         Path(path).write_text(self.model_dump_json(indent=2) + "\n")
+
+
+def first_error(err: ValidationError, whole: str = "") -> str:
+    """A rejected config's first problem as one line, ``field: message`` (``whole``: the field
+    named for an error of the whole object). The front ends' own wording goes around it."""
+    first = err.errors()[0]
+    return f"{'.'.join(str(p) for p in first['loc']) or whole}: {first['msg']}"
 
 
 CONFIG_DIR = Path(__file__).parent / "configs"

@@ -20,9 +20,9 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from ..config import PRESET_NAMES, Mode, SamplerConfig, apply_preset
+from ..config import PRESET_NAMES, Mode, SamplerConfig, apply_preset, first_error
 from ..engine.confidence import with_abstention
-from ..errors import EntropixError, InvalidRequestError
+from ..errors import EntropixError, InvalidRequestError, first_line
 from ..io.prompts import BUILTIN_PROMPTS_PATH, PromptItem, load_prompts
 
 PROG = "mlx_main.py"
@@ -118,10 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _first_line(text: str) -> str:
-    return next((line.strip() for line in text.splitlines() if line.strip()), text)
-
-
 def select_prompts(args: argparse.Namespace) -> list[PromptItem]:
     if args.input is not None:
         items = [PromptItem(name="input", prompt=args.input)]
@@ -168,11 +164,7 @@ def read_config(args: argparse.Namespace, default: Callable[[], SamplerConfig]) 
 
 
 def _pydantic_line(err: Exception) -> str:
-    if isinstance(err, ValidationError):
-        e = err.errors()[0]
-        where = ".".join(str(x) for x in e["loc"]) or "config"
-        return f"{where}: {e['msg']}"
-    return _first_line(str(err))
+    return first_error(err, "config") if isinstance(err, ValidationError) else first_line(err)
 
 
 def modes_for(args: argparse.Namespace) -> list[Mode]:
@@ -190,14 +182,6 @@ def event_text(ev: Any, style: Any) -> str:
     if ev.type == "fork":
         return "\n" + fork_line(ev, style) + "\n"
     return "\n\n" + summary(ev, style) + "\n"
-
-
-def plot_path(base: str, item: PromptItem, many: bool) -> Path:
-    path = Path(base)
-    if not many:
-        return path
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in item.name)
-    return path.with_name(f"{path.stem}-{safe}{path.suffix or '.png'}")
 
 
 class Interrupt:
@@ -229,9 +213,6 @@ class Interrupt:
     def __call__(self, signum: int, frame: Any) -> None:
         self.requested = True
         signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    def install(self) -> None:
-        signal.signal(signal.SIGINT, self)
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
@@ -269,7 +250,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     style = Style.for_stream(out, args.color)
     modes = modes_for(args)
     interrupt = Interrupt(group)
-    interrupt.install()
+    signal.signal(signal.SIGINT, interrupt)
     if not args.json:
         out.write(style.dim(f"{lm.info.name} · {lm.info.compute_dtype}") + "\n")
         if style.colour:
@@ -291,9 +272,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         if first_run is not None:
             first_run.resume_if_ready()
         seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
-        runs: list[tuple[str, list]] = [(mode, []) for mode in modes]
-        dones = []
-        later: list = []  # compare: the second row is printed after the first
+        seen: list[Any] = []  # every row's events; compare: the rows after the first print later
         if not args.json:
             heading(modes[0], item)
         for ev in generate_batch(
@@ -310,33 +289,30 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             confidence_samples=args.confidence_samples,
         ):
             ev = with_abstention(ev, args.min_confidence)
-            if ev.mode != modes[0]:  # compare: each row's events stay together, in order
-                later.append(ev)
-            elif args.json:
-                out.write(json_line(ev, index))
-            else:
-                out.write(event_text(ev, style))
-            out.flush()
-            if ev.type == "token":
-                runs[modes.index(ev.mode)][1].append(ev)
-            elif ev.type == "done":
-                dones.append(ev)
+            seen.append(ev)
+            if ev.mode == modes[0]:  # compare: each row's events stay together, in order
+                out.write(json_line(ev, index) if args.json else event_text(ev, style))
+                out.flush()
         # Interrupted: the rows after the first were never shown, and stay unshown (as when
         # the modes ran one after another and Ctrl-C came during the first).
         for mode in modes[1:] if not interrupt.stopped else ():
-            mine = [ev for ev in later if ev.mode == mode]
+            mine = [ev for ev in seen if ev.mode == mode]
             if args.json:
                 out.write("".join(json_line(ev, index) for ev in mine))
             else:
                 heading(mode, item)
                 out.write("".join(event_text(ev, style) for ev in mine))
-        dones.sort(key=lambda d: modes.index(d.mode))
+        dones = [ev for mode in modes for ev in seen if ev.mode == mode and ev.type == "done"]
         finished += [(item.name, d) for d in dones]
         if args.plot:
             title = item.prompt if len(item.prompt) < 100 else item.prompt[:97] + "..."
-            path = plot_path(args.plot, item, len(items) > 1)
+            path = Path(args.plot)
+            if many:  # a file per prompt, named after it
+                safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in item.name)
+                path = path.with_name(f"{path.stem}-{safe}{path.suffix or '.png'}")
             from .plot import plot_runs
 
+            runs = [(m, [ev for ev in seen if ev.mode == m and ev.type == "token"]) for m in modes]
             plot_runs(runs, cfg, path, title=f"{lm.info.name}: {title}")
             if not args.json:
                 out.write(style.dim(f"plot: {path}") + "\n")
@@ -363,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args, out)
     except EntropixError as err:
-        print(f"{prog}: error: {_first_line(str(err))}", file=sys.stderr)
+        print(f"{prog}: error: {first_line(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted", file=sys.stderr)

@@ -77,12 +77,10 @@ def plot_runs(
     runs = list(runs) or [("no run", [])]
     fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     grid = fig.add_gridspec(2 * len(runs), 2, width_ratios=(3.2, 1))
-    all_events = [e for _, evs in runs for e in evs]
-    ent_all = [e.metrics.entropy for e in all_events]
-    vent_all = [e.metrics.varentropy for e in all_events]
+    metrics = [e.metrics for _, events in runs for e in events]
     # One plane extent for every run so they can be compared at a glance.
-    xmax = max([config.high_ent * 1.25, *(v * 1.05 for v in ent_all)])
-    ymax = max([config.high_vent * 1.25, *(v * 1.05 for v in vent_all)])
+    xmax = max([config.high_ent * 1.25, *(m.entropy * 1.05 for m in metrics)])
+    ymax = max([config.high_vent * 1.25, *(m.varentropy * 1.05 for m in metrics)])
     regions = _state_regions(config, xmax, ymax)
     cmap = ListedColormap([STATE_INFO[s].colour for s in STATES])
 

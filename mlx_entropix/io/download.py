@@ -68,18 +68,16 @@ def _explain(err: Exception, repo_id: str, endpoint: str, token: str | None) -> 
 
 def plan(
     repo_id: str,
-    revision: str | None = None,
-    include: Sequence[str] | None = None,
-    token: str | None = None,
-    endpoint: str | None = None,
+    revision: str | None,
+    include: Sequence[str] | None,
+    token: str | None,
+    endpoint: str,
 ) -> list[tuple[str, int]]:
     """The (path, size) of each file a download would fetch, from the repo's file listing."""
-    from huggingface_hub import HfApi, constants, get_token
+    from huggingface_hub import HfApi
     from huggingface_hub.hf_api import RepoFile
     from huggingface_hub.utils import filter_repo_objects
 
-    token = token or get_token()
-    endpoint = endpoint or constants.ENDPOINT
     api = HfApi(endpoint=endpoint, token=token)
     try:
         # model_info first: it fails fast (no retries) when the hub is unreachable or the repo
@@ -109,9 +107,7 @@ def download(
     revision: str | None = None,
     include: Sequence[str] | None = None,
     token: str | None = None,
-    endpoint: str | None = None,
     progress: bool = True,
-    log=print,
 ) -> Path:
     """Fetch the needed files of ``repo_id`` into ``out_dir``; returns ``out_dir``."""
     from huggingface_hub import constants, get_token, snapshot_download
@@ -119,10 +115,10 @@ def download(
     if repo_id.count("/") != 1 or repo_id.startswith("/") or repo_id.endswith("/"):
         raise DownloadError(f"not a Hugging Face repo id: {repo_id!r} (expected 'org/name')")
     token = token or get_token()
-    endpoint = endpoint or constants.ENDPOINT
+    endpoint = constants.ENDPOINT  # HF_ENDPOINT, if set
     files = plan(repo_id, revision, include, token, endpoint)
     total = sum(size for _, size in files)
-    log(
+    print(
         f"Downloading {len(files)} files ({total / 1e6:.1f} MB) from {repo_id}"
         f"{'@' + revision if revision else ''} to {out_dir}"
     )

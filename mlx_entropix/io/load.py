@@ -189,11 +189,7 @@ def resolve(path_or_id: str | None) -> tuple[Path, str]:
         return embedded_model_path(), "gguf"
     path = Path(path_or_id).expanduser()
     if not path.exists():
-        if (
-            "/" in path_or_id
-            and not path_or_id.startswith((".", "/"))
-            and path_or_id.count("/") == 1
-        ):
+        if path_or_id.count("/") == 1 and not path_or_id.startswith((".", "/")):  # org/name
             path = _from_hub(path_or_id)
         else:
             raise ModelLoadError(f"model path not found: {path_or_id}")
@@ -237,10 +233,6 @@ def _read_config(path: Path) -> dict[str, Any]:
         raise ModelLoadError(f"cannot read {path / 'config.json'}: {err}") from err
 
 
-def _model_type(path: Path) -> str:
-    return str(_read_config(path).get("model_type", "llama"))
-
-
 def _load_family(path: Path, dtype: str | None) -> tuple[FamilyModel, str, str, dict]:
     """Any non-Llama architecture through mlx-lm's own loader and model class."""
     from mlx_lm.utils import dequantize_model, load_model
@@ -281,11 +273,12 @@ def load(
     start = time.perf_counter()
     device.select_device()
     path, fmt = resolve(path_or_id)
-    if fmt != "gguf" and _model_type(path) != "llama":
+    model_type = "llama" if fmt == "gguf" else str(_read_config(path).get("model_type", "llama"))
+    if model_type != "llama":
         if group is not None and group.size() > 1:
             raise ModelLoadError(
                 f"{path.name}: splitting over ranks is implemented for Llama-architecture "
-                f"models only (this is {_model_type(path)})"
+                f"models only (this is {model_type})"
             )
 
         model, compute, stored, config = _load_family(path, dtype)

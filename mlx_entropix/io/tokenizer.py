@@ -68,17 +68,13 @@ class Tokenizer:
         # Chat models end a turn with their own marker; stop on it too when the vocab has it.
         for marker in ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<end_of_turn>"):
             tid = hf.convert_tokens_to_ids(marker)
-            if isinstance(tid, int) and tid != hf.unk_token_id and tid is not None:
+            if isinstance(tid, int) and tid != hf.unk_token_id:
                 ids.add(tid)
         self.eos_token_ids = ids
         self._texts: dict[int, str] = {}  # id_to_text per id: every event shows 5 alternatives
         # Ids of the special (control) tokens: only the template may produce them.
         self.control_ids = {i for i, t in hf.added_tokens_decoder.items() if t.special}
         self._rendered = _RenderedTexts(self)
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.hf)
 
     @property
     def has_chat_template(self) -> bool:

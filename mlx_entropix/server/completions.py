@@ -3,13 +3,12 @@
 The prompt is the client's whole text: no chat template, tokenized as mlx-lm's, llama.cpp's and
 vLLM's servers do (the tokenizer's BOS, special-token strings as the tokens they name: there is
 no template turn to forge; chat contents are never parsed so). ``logprobs: k`` returns the
-legacy columns (``LegacyLogprobs``); the extensions and ``n`` work as in chat completions.
+legacy columns (``TextChunks.legacy_logprobs``); the extensions and ``n`` work as in chat.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -20,41 +19,16 @@ from .deps import engine_of, resolve_max_tokens, settings_of, streamed
 from .openai_api import (
     FINISH,
     Tokens,
-    entropix_detail,
-    entropix_summary,
-    entropix_token,
+    entropix_chunk,
     respond,
     response_head,
-    sse_chunks,
     start_job,
     usage,
+    with_detail,
 )
 from .schemas import CompletionRequest
 
 router = APIRouter(prefix="/v1", tags=["openai"])
-
-
-class LegacyLogprobs:
-    """The legacy ``logprobs`` object, filled token by token."""
-
-    def __init__(self) -> None:
-        self.offset = 0
-
-    def of(self, entries: Tokens) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "tokens": [],
-            "token_logprobs": [],
-            "top_logprobs": [],
-            "text_offset": [],
-        }
-        for event, entry in entries:
-            assert entry is not None  # logprobs were asked for
-            out["tokens"].append(entry["token"])
-            out["token_logprobs"].append(entry["logprob"])
-            out["top_logprobs"].append({t["token"]: t["logprob"] for t in entry["top_logprobs"]})
-            out["text_offset"].append(self.offset)
-            self.offset += len(event.text)
-        return out
 
 
 class TextChunks:
@@ -63,13 +37,25 @@ class TextChunks:
     def __init__(self, model: str, mode: str, logprobs: bool, metrics: bool):
         self.head = response_head("cmpl", "text_completion", model, mode)
         self.logprobs, self.metrics = logprobs, metrics
-        self.columns: defaultdict[int, LegacyLogprobs] = defaultdict(LegacyLogprobs)  # per choice
+        self.offsets: defaultdict[int, int] = defaultdict(int)  # per choice: its text's length
+
+    def legacy_logprobs(self, row: int, entries: Tokens) -> dict[str, list]:
+        """The legacy ``logprobs`` columns of choice ``row``'s next tokens."""
+        out = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+        for event, entry in entries:
+            assert entry is not None  # logprobs were asked for
+            out["tokens"].append(entry["token"])
+            out["token_logprobs"].append(entry["logprob"])
+            out["top_logprobs"].append({t["token"]: t["logprob"] for t in entry["top_logprobs"]})
+            out["text_offset"].append(self.offsets[row])
+            self.offsets[row] += len(event.text)
+        return out
 
     def choice(self, row: int, text: str, tokens: Tokens, done: DoneEvent | None) -> dict:
         return {
             "text": text,
             "index": row,
-            "logprobs": self.columns[row].of(tokens) if self.logprobs else None,
+            "logprobs": self.legacy_logprobs(row, tokens) if self.logprobs else None,
             "finish_reason": FINISH[done.finish_reason] if done is not None else None,
         }
 
@@ -79,20 +65,13 @@ class TextChunks:
         text = held[0].text if held is not None else ""
         body: dict[str, Any] = {**self.head, "choices": [self.choice(row, text, tokens, done)]}
         if self.metrics:  # as in chat: one token's fields per chunk
-            body["entropix"] = entropix_token(held[0]) if held is not None else {}
-            if done is not None:
-                body["entropix"]["summary"] = entropix_summary(done)
+            body["entropix"] = entropix_chunk(held[0] if held is not None else None, done)
         return body
 
     def whole(self, choices: list[tuple[Tokens, DoneEvent]]) -> dict[str, Any]:
         """The non-streaming object (``choices`` from ``by_choice``)."""
         out = [self.choice(i, done.text, tokens, done) for i, (tokens, done) in enumerate(choices)]
-        body: dict[str, Any] = {**self.head, "choices": out}
-        if self.metrics and len(choices) > 1:  # each choice its own, as in chat
-            for choice, (tokens, done) in zip(out, choices, strict=True):
-                choice["entropix"] = entropix_detail(tokens, done)
-        elif self.metrics:
-            body["entropix"] = entropix_detail(*choices[0])
+        body = with_detail({**self.head, "choices": out}, choices, self.metrics)
         return {**body, "usage": usage([done for _, done in choices])}
 
 
@@ -113,8 +92,4 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
         prompt = engine.checker.tokenizer.encode(prompt, add_special_tokens=True)
     stream = start_job(request, body, prompt, mode, max_tokens, body.logprobs, fmt="raw")
     build = TextChunks(engine.model_id, mode, body.logprobs is not None, body.wants_extension())
-
-    def sse(include_usage: bool) -> AsyncIterator[dict[str, str]]:
-        return sse_chunks(stream, build.chunk, build.head if include_usage else None, body.n)
-
-    return await respond(request, body, stream, sse, build.whole)
+    return await respond(request, body, stream, build)

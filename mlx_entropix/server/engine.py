@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..config import Mode, SamplerConfig, apply_preset
+from ..config import Mode, SamplerConfig, apply_preset, first_error
 from ..engine.agreement import samples_for
 from ..engine.batch import BatchDecoder
 from ..engine.confidence import with_abstention
@@ -29,7 +29,7 @@ from ..engine.generate import Prompt, generate_rows, prepare_prompt
 from ..engine.prefix_cache import PrefixCache
 from ..engine.replica import ReplicatedDecoder
 from ..errors import EntropixError, InvalidRequestError, PromptTooLongError
-from ..events import DoneEvent, ErrorEvent, ForkEvent, TokenEvent
+from ..events import ErrorEvent, Event
 from ..io.load import LoadedModel, load
 from ..io.warmup import FirstRun
 from ..runtime.device import runtime_info
@@ -37,7 +37,6 @@ from ..runtime.distributed import init_group
 from .settings import ServerSettings
 from .worker import IDLE
 
-Event = TokenEvent | ForkEvent | DoneEvent | ErrorEvent
 log = logging.getLogger("mlx_entropix.server")
 
 
@@ -139,9 +138,7 @@ class Engine:
         try:
             return apply_preset(self.config, preset).merged(overrides)
         except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise InvalidRequestError(f"sampler.{where}: {first['msg']}") from None
+            raise InvalidRequestError(f"sampler.{first_error(err)}") from None
 
 
 def generation_work(
@@ -233,7 +230,7 @@ class TokenBytes:
         decoder = json.loads(self._hf.backend_tokenizer.to_str()).get("decoder") or {}
         kinds = [decoder.get("type")] + [d.get("type") for d in decoder.get("decoders", [])]
         self._byte_level = "ByteLevel" in kinds
-        self._unbyte = {c: b for b, c in _bytes_to_unicode().items()}
+        self._unbyte = _unicode_to_bytes()
         self.of = lru_cache(maxsize=65536)(self._of)
 
     def _of(self, token_id: int) -> bytes:
@@ -248,9 +245,9 @@ class TokenBytes:
         return self._hf.decode([token_id]).encode()
 
 
-@lru_cache(maxsize=1)
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte <-> printable character map of byte-level BPE vocabularies."""
+def _unicode_to_bytes() -> dict[str, int]:
+    """GPT-2's reversible byte <-> printable character map of byte-level BPE vocabularies, from
+    the character back to its byte."""
     keep = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
     moved = [b for b in range(256) if b not in keep]  # to 256, 257, ... in byte order
-    return {b: chr(b) for b in keep} | {b: chr(256 + i) for i, b in enumerate(moved)}
+    return {chr(b): b for b in keep} | {chr(256 + i): b for i, b in enumerate(moved)}

@@ -32,19 +32,14 @@ def describe_validation(errors: list[Any]) -> tuple[str, bool]:
         if err.get("type") == "extra_forbidden":
             msg = "unknown or unsupported field"
         elif err.get("type") == "finite_number":
-            msg = f"must be a finite number, not {_number_name(err.get('input'))}"
+            text = str(err.get("input")).strip().lower()
+            name = "NaN" if "nan" in text else "-Infinity" if text.startswith("-") else "Infinity"
+            msg = f"must be a finite number, not {name}"
         parts.append(f"{'.'.join(loc)}: {msg}" if loc else f"request body: {msg}")
     if not parts:
         return "invalid request", False
     extra = f" (and {len(parts) - 3} more errors)" if len(parts) > 3 else ""
     return "; ".join(parts[:3]) + extra, False
-
-
-def _number_name(value: Any) -> str:
-    text = str(value).strip().lower()
-    if "nan" in text:
-        return "NaN"
-    return "-Infinity" if text.startswith("-") else "Infinity"
 
 
 def error_body(path: str, status: int, message: str, code: str | None = None) -> dict[str, Any]:

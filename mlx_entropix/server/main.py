@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from ..config import SamplerConfig
+from ..config import SamplerConfig, first_error
 from ..errors import EntropixError, first_line
 from .settings import DEFAULT_UI_DIR, LOOPBACK_HOSTS, ServerSettings
 
@@ -106,9 +106,7 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         except FileNotFoundError:
             raise ValueError(f"sampler config not found: {args.config}") from None
         except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ValueError(f"bad sampler config {args.config}: {where}: {first['msg']}") from None
+            raise ValueError(f"bad sampler config {args.config}: {first_error(err)}") from None
         except Exception as err:  # JSON/TOML syntax, unreadable file
             raise ValueError(f"bad sampler config {args.config}: {first_line(err)}") from None
     return ServerSettings(

@@ -23,7 +23,7 @@ from sse_starlette import EventSourceResponse
 
 from .. import __version__
 from ..config import Mode
-from ..events import DoneEvent, ErrorEvent, TokenEvent
+from ..events import DoneEvent, ErrorEvent, Event, TokenEvent
 from .deps import (
     INTERNAL_ERROR,
     SEND_TIMEOUT_S,
@@ -32,7 +32,7 @@ from .deps import (
     settings_of,
     streamed,
 )
-from .engine import Engine, Event, generation_work
+from .engine import Engine, generation_work
 from .errors import error_response
 from .schemas import ChatCompletionRequest, OpenAIFields, overrides_dict
 from .worker import IDLE, JobFailed, JobStream
@@ -77,9 +77,28 @@ def entropix_summary(done: DoneEvent) -> dict[str, Any]:
     }
 
 
+def entropix_chunk(event: TokenEvent | None, done: DoneEvent | None) -> dict[str, Any]:
+    """A streamed chunk's extension: its token's fields, and on a choice's last the summary."""
+    out = entropix_token(event) if event is not None else {}
+    if done is not None:
+        out["summary"] = entropix_summary(done)
+    return out
+
+
 def entropix_detail(tokens: Tokens, done: DoneEvent) -> dict[str, Any]:
     """The non-streaming extension of one choice: every token's fields and the summary."""
     return {"tokens": [entropix_token(e) for e, _ in tokens], "summary": entropix_summary(done)}
+
+
+def with_detail(body: dict[str, Any], choices: list[tuple[Tokens, DoneEvent]], metrics: bool):
+    """A non-streaming object with its extension: in each choice with ``n > 1``, else beside
+    the choices."""
+    if metrics and len(choices) > 1:
+        for out, (tokens, done) in zip(body["choices"], choices, strict=True):
+            out["entropix"] = entropix_detail(tokens, done)
+    elif metrics:
+        body["entropix"] = entropix_detail(*choices[0])
+    return body
 
 
 def usage(dones: Sequence[DoneEvent]) -> dict[str, Any]:
@@ -122,10 +141,11 @@ def by_choice(items: list[Any], n: int) -> list[tuple[Tokens, DoneEvent]] | None
     return list(zip(tokens, dones, strict=True))  # type: ignore[arg-type]
 
 
-class ChunkBuilder:
-    """Builds the JSON objects of one streamed chat completion."""
+class ChatChunks:
+    """The ``chat.completion`` objects of one request (streamed chunks or the whole)."""
 
     def __init__(self, model: str, mode: str, logprobs: bool, metrics: bool, usage: bool):
+        self.model, self.mode = model, mode
         self.head = response_head("chatcmpl", "chat.completion.chunk", model, mode)
         self.logprobs, self.metrics, self.usage = logprobs, metrics, usage
         self.started: set[int] = set()
@@ -142,18 +162,32 @@ class ChunkBuilder:
             "index": row,
             "delta": delta,
             "logprobs": {"content": [entry] if entry else []} if self.logprobs else None,
-            "finish_reason": None,
+            "finish_reason": FINISH[done.finish_reason] if done is not None else None,
         }
         chunk: dict[str, Any] = {**self.head, "choices": [choice]}
         if self.usage:
             chunk["usage"] = None
         if self.metrics:
-            chunk["entropix"] = entropix_token(event) if event is not None else {}
-        if done is not None:
-            choice["finish_reason"] = FINISH[done.finish_reason]
-            if self.metrics:
-                chunk["entropix"]["summary"] = entropix_summary(done)
+            chunk["entropix"] = entropix_chunk(event, done)
         return chunk
+
+    def whole(self, choices: list[tuple[Tokens, DoneEvent]]) -> dict[str, Any]:
+        """The non-streaming ``chat.completion`` object (``choices`` from ``by_choice``)."""
+        out = [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": done.text},
+                "logprobs": {"content": [entry for _, entry in tokens]} if self.logprobs else None,
+                "finish_reason": FINISH[done.finish_reason],
+            }
+            for i, (tokens, done) in enumerate(choices)
+        ]
+        body = {
+            **response_head("chatcmpl", "chat.completion", self.model, self.mode),
+            "choices": out,
+            "usage": usage([done for _, done in choices]),
+        }
+        return with_detail(body, choices, self.metrics)
 
 
 def _as_error(item: Any) -> str | None:
@@ -195,14 +229,11 @@ async def released(stream: JobStream) -> AsyncIterator[Released | str]:
 
 
 async def sse_chunks(
-    stream: JobStream,
-    chunk: Callable[[int, tuple[TokenEvent, Any] | None, DoneEvent | None], dict[str, Any]],
-    usage_head: dict[str, Any] | None,
-    n: int,
+    stream: JobStream, build: Any, usage_chunk: bool, n: int
 ) -> AsyncIterator[dict[str, str]]:
-    """An OpenAI stream's SSE ``data:`` lines (chat and text completions alike): ``chunk`` per
-    ``released`` token, the usage chunk (``usage_head`` None: none) once the ``n`` choices
-    ended, an error object, then ``[DONE]``."""
+    """An OpenAI stream's SSE ``data:`` lines (chat and text completions alike): ``build``'s
+    chunk per ``released`` token, the usage chunk (if asked) once the ``n`` choices ended, an
+    error object, then ``[DONE]``."""
 
     def data(obj: Any) -> dict[str, str]:
         return {"data": json.dumps(obj, ensure_ascii=False, separators=(",", ":"))}
@@ -215,36 +246,12 @@ async def sse_chunks(
             )
             break
         row, token, done = out
-        yield data(chunk(row, token, done))
+        yield data(build.chunk(row, token, done))
         if done is not None:
             dones.append(done)
-            if usage_head is not None and len(dones) == n:
-                yield data({**usage_head, "choices": [], "usage": usage(dones)})
+            if usage_chunk and len(dones) == n:
+                yield data({**build.head, "choices": [], "usage": usage(dones)})
     yield {"data": "[DONE]"}
-
-
-def completion(
-    choices: list[tuple[Tokens, DoneEvent]], model: str, mode: str, logprobs: bool, metrics: bool
-) -> dict:
-    """The non-streaming ``chat.completion`` object (``choices`` from ``by_choice``)."""
-    body: dict[str, Any] = {
-        **response_head("chatcmpl", "chat.completion", model, mode),
-        "choices": [],
-        "usage": usage([done for _, done in choices]),
-    }
-    for i, (tokens, done) in enumerate(choices):
-        choice = {
-            "index": i,
-            "message": {"role": "assistant", "content": done.text},
-            "logprobs": {"content": [entry for _, entry in tokens]} if logprobs else None,
-            "finish_reason": FINISH[done.finish_reason],
-        }
-        if metrics and len(choices) > 1:
-            choice["entropix"] = entropix_detail(tokens, done)
-        body["choices"].append(choice)
-    if metrics and len(choices) == 1:
-        body["entropix"] = entropix_detail(*choices[0])
-    return body
 
 
 def with_logprobs(work: Callable, n_top: int | None) -> Callable:
@@ -269,13 +276,8 @@ def with_logprobs(work: Callable, n_top: int | None) -> Callable:
 def sampler_config(engine: Engine, mode: str, body: Any) -> Any:
     """The request's sampler config: OpenAI's temperature/top_p first (not for greedy), then
     the explicit ``sampler_config`` extension, which wins."""
-    overrides: dict[str, Any] = {}
-    if mode != "greedy":
-        if body.temperature:
-            overrides["temperature"] = body.temperature
-        if body.top_p:
-            overrides["top_p"] = body.top_p
-    overrides.update(overrides_dict(body.sampler_config))
+    knobs = {} if mode == "greedy" else {"temperature": body.temperature, "top_p": body.top_p}
+    overrides = {k: v for k, v in knobs.items() if v} | overrides_dict(body.sampler_config)
     return engine.config_for(overrides, body.preset)
 
 
@@ -301,19 +303,13 @@ def start_job(
                      settings.request_timeout_s, label=label)  # fmt: skip
 
 
-async def respond(
-    request: Request,
-    body: OpenAIFields,
-    stream: JobStream,
-    sse: Callable[[bool], AsyncIterator[dict[str, str]]],
-    whole: Callable[[list[tuple[Tokens, DoneEvent]]], dict[str, Any]],
-) -> Any:
-    """With ``stream``, the SSE stream ``sse(include_usage)``; without, ``whole`` of the ``n``
-    choices (or an error response)."""
+async def respond(request: Request, body: OpenAIFields, stream: JobStream, build: Any) -> Any:
+    """With ``stream``, the SSE stream of ``build``'s chunks; without, ``build.whole`` of the
+    ``n`` choices (or an error response). ``build``: ``ChatChunks`` or ``TextChunks``."""
     if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        chunks = sse_chunks(stream, build, body.usage_chunk(), body.n)
         return EventSourceResponse(
-            sse(include_usage), ping=settings_of(request).ping_s, send_timeout=SEND_TIMEOUT_S
+            chunks, ping=settings_of(request).ping_s, send_timeout=SEND_TIMEOUT_S
         )
     items = await stream.collect(request.is_disconnected)
     message = next((m for m in map(_as_error, items) if m is not None), None)
@@ -322,7 +318,7 @@ async def respond(
     choices = by_choice(items, body.n)
     if choices is None:
         return error_response(request, 499, "request cancelled")
-    return JSONResponse(whole(choices))
+    return JSONResponse(build.whole(choices))
 
 
 @router.get("/models")
@@ -348,13 +344,6 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     max_tokens = resolve_max_tokens(body.max_completion_tokens or body.max_tokens, settings)
     n_top = (body.top_logprobs or 0) if body.logprobs else None
     stream = start_job(request, body, body.chat(), mode, max_tokens, n_top)
-    metrics = body.wants_extension()
-
-    def sse(include_usage: bool) -> AsyncIterator[dict[str, str]]:
-        build = ChunkBuilder(engine.model_id, mode, body.logprobs, metrics, include_usage)
-        return sse_chunks(stream, build.chunk, build.head if include_usage else None, body.n)
-
-    def whole(choices: list[tuple[Tokens, DoneEvent]]) -> dict[str, Any]:
-        return completion(choices, engine.model_id, mode, body.logprobs, metrics)
-
-    return await respond(request, body, stream, sse, whole)
+    usage_chunk = body.usage_chunk()  # chat puts "usage": null in every chunk before it
+    build = ChatChunks(engine.model_id, mode, body.logprobs, body.wants_extension(), usage_chunk)
+    return await respond(request, body, stream, build)

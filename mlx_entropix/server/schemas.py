@@ -6,7 +6,7 @@ Event payloads are the shared schema of ``mlx_entropix.events`` (not redefined h
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -214,6 +214,7 @@ class OpenAIFields(BaseModel):
     sampling knobs, stop strings, streaming, ``n`` choices, and this server's extensions."""
 
     model_config = STRICT
+    default_mode: ClassVar[Mode]  # the sampler when the request picks none
 
     model: str | None = Field(None, description="Ignored: the server serves one model.")
     temperature: float | None = Field(None, ge=0.0, le=2.0, description="0 = greedy.")
@@ -263,20 +264,26 @@ class OpenAIFields(BaseModel):
             return []
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
+    def usage_chunk(self) -> bool:
+        """Whether a stream ends with a usage chunk (``stream_options.include_usage``)."""
+        return bool(self.stream_options and self.stream_options.include_usage)
+
     def wants_extension(self) -> bool:
         """Whether the response carries the ``entropix`` extension: a sampler picked by name or
         ``entropix: true``, or a confidence field (its answer is in the extension's summary)."""
         confidence = self.min_confidence is not None or self.confidence_samples is not None
         return self.sampler is not None or bool(self.entropix) or confidence
 
-    def _mode(self, default: Mode) -> Mode:
+    def mode(self) -> Mode:
+        """The sampler: by name, ``entropix: true``, greedy at temperature or top_p 0, else the
+        request type's ``default_mode``."""
         if self.sampler is not None:
             return self.sampler
         if self.entropix:
             return "entropix"
         if self.temperature == 0.0 or self.top_p == 0.0:
             return "greedy"
-        return "normal" if self.entropix is False else default
+        return "normal" if self.entropix is False else self.default_mode
 
 
 class ChatCompletionRequest(OpenAIFields):
@@ -287,15 +294,13 @@ class ChatCompletionRequest(OpenAIFields):
     - ``sampler_config``: partial SamplerConfig overrides.
     """
 
+    default_mode: ClassVar[Mode] = "normal"  # as OpenAI's sampling is
+
     messages: list[OAIMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
-
-    def mode(self) -> Mode:
-        """The sampler (default normal, as OpenAI's sampling is)."""
-        return self._mode("normal")
 
     def chat(self) -> list[dict[str, str]]:
         # The chat templates know system/user/assistant; "developer" is OpenAI's new "system".
@@ -312,6 +317,8 @@ class CompletionRequest(OpenAIFields):
     ``entropix`` and ``sampler_config`` are the chat extensions. ``logprobs: k`` gives the
     legacy shape (tokens, token_logprobs, top_logprobs with k alternatives, text_offset).
     """
+
+    default_mode: ClassVar[Mode] = "entropix"
 
     prompt: str | list[int] | list[str] | list[list[int]] = Field(
         description="Raw text or token ids (one prompt; a list of one is accepted)."
@@ -341,7 +348,3 @@ class CompletionRequest(OpenAIFields):
         if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
             prompt = prompt[0]  # a list of one prompt
         return prompt  # type: ignore[return-value]
-
-    def mode(self) -> Mode:
-        """The sampler (default entropix)."""
-        return self._mode("entropix")

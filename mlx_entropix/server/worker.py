@@ -64,6 +64,8 @@ class Job:
     started_at: float | None = None
     ended_at: float | None = None
     _cancel: threading.Event = field(default_factory=threading.Event)
+    # The worker thread's iterator of its work's items (empty until started, or if it failed)
+    _items: Iterator[Any] = field(default_factory=lambda: iter(()))
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -114,7 +116,7 @@ class Worker(Generic[R]):
         self.max_running = max_running
         self._cond = threading.Condition()
         self._pending: deque[Job] = deque()
-        self._running: list[_Running] = []  # in start order: the round-robin order
+        self._running: list[Job] = []  # in start order: the round-robin order
         self._closed = False
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._main, name="mlx-worker", daemon=True)
@@ -146,8 +148,8 @@ class Worker(Generic[R]):
             self._closed = True
             dropped = list(self._pending)
             self._pending.clear()
-            for run in self._running:  # the thread drains them, then returns
-                run.job.cancel()
+            for job in self._running:  # the thread drains them, then returns
+                job.cancel()
             self._cond.notify_all()
         for job in dropped:
             job.cancel()
@@ -214,39 +216,32 @@ class Worker(Generic[R]):
                 admitted = self._admit()
                 if admitted is None:
                     return
-                for run in admitted:  # outside the lock: starting a work may take a while
-                    self._start(run)
+                for job in admitted:  # outside the lock: starting a work may take a while
+                    self._start(job)
                 progressed = False
-                for run in list(self._running):  # one item per job, in start order
-                    progressed |= self._step(run)
+                for job in list(self._running):  # one item per job, in start order
+                    progressed |= self._step(job)
                 if not self._running and not admitted and self._idle_work:
-                    self._idle_work = progressed = self._idle_step()
+                    step = self._call_resource("idle_step", "background work failed")
+                    self._idle_work = progressed = bool(step)
                 if not progressed:
                     time.sleep(0)  # all idle (each next() did some shared work): let others run
         finally:  # a BaseException escaped a work: still end every stream
-            for run in list(self._running):
-                self._finish(run)
-            self._close_resource()
+            for job in list(self._running):
+                self._finish(job)
+            self._call_resource("close", "closing the worker's resource failed")
 
-    def _idle_step(self) -> bool:
-        """A step of the resource's background work (between jobs, never during one)."""
-        step = getattr(self.resource, "idle_step", None)
+    def _call_resource(self, name: str, failure: str) -> Any:
+        """The resource's own method ``name`` if it has one, in this thread (the one that uses
+        it): ``idle_step`` between jobs, ``close`` at the end. Its failure is logged."""
+        method = getattr(self.resource, name, None)
         try:
-            return bool(step()) if callable(step) else False
+            return method() if callable(method) else None
         except Exception:
-            log.exception("background work failed")
-            return False
+            log.exception(failure)
+            return None
 
-    def _close_resource(self) -> None:
-        """The resource's own ``close()``, if it has one, in this thread (the one that used it)."""
-        close = getattr(self.resource, "close", None)
-        if callable(close):
-            try:
-                close()
-            except Exception:
-                log.exception("closing the worker's resource failed")
-
-    def _admit(self) -> list[_Running] | None:
+    def _admit(self) -> list[Job] | None:
         """At a round boundary: wait while there is nothing to do, then take the queue's head
         while it fits in the free slots (or runs alone); ``None`` once closed and drained."""
         with self._cond:
@@ -256,39 +251,37 @@ class Worker(Generic[R]):
                 self._cond.wait()
             if self._closed and not self._running:
                 return None
-            admitted: list[_Running] = []
-            used = sum(run.job.size for run in self._running)
+            admitted: list[Job] = []
+            used = sum(job.size for job in self._running)
             while self._pending and (used == 0 or used + self._pending[0].size <= self.max_running):
-                run = _Running(self._pending.popleft())
-                used += run.job.size
-                admitted.append(run)
-                self._running.append(run)  # counted in status() from now on
+                job = self._pending.popleft()
+                used += job.size
+                admitted.append(job)
+                self._running.append(job)  # counted in status() from now on
             return admitted
 
-    def _start(self, run: _Running) -> None:
-        job = run.job
+    def _start(self, job: Job) -> None:
         job.started_at = time.monotonic()  # its time limit counts from here
         job.status = "running"
         try:
-            run.items = (
+            job._items = (
                 iter(()) if job.cancelled else iter(job.work(self.resource, job.should_stop))
             )
         except Exception as err:  # e.g. work() validates eagerly: report; its next step ends it
             log.exception("job %s (%s) failed to start", job.id, job.label)
             _safe_emit(job, JobFailed(err))
 
-    def _step(self, run: _Running) -> bool:
+    def _step(self, job: Job) -> bool:
         """Advance one job by one item; True if it emitted something or ended."""
-        job = run.job
         try:
-            item = next(run.items)
+            item = next(job._items)
         except StopIteration:
-            self._finish(run)
+            self._finish(job)
             return True
         except Exception as err:  # the work's own bug or an MLX error: report, serve the others
             log.exception("job %s (%s) failed", job.id, job.label)
             _safe_emit(job, JobFailed(err))
-            self._finish(run)
+            self._finish(job)
             return True
         if item is IDLE:
             return False
@@ -298,11 +291,11 @@ class Worker(Generic[R]):
         _safe_emit(job, item)
         return True
 
-    def _finish(self, run: _Running) -> None:
-        job = run.job
+    def _finish(self, job: Job) -> None:
         with self._cond:
-            self._running.remove(run)
+            self._running.remove(job)
             self._idle_work = True
+        job._items = iter(())  # an unfinished work is freed (and closed) here, in this thread
         job.ended_at = time.monotonic()
         job.status = "cancelled" if job.cancelled else "done"
         if job.started_at is not None:
@@ -319,14 +312,6 @@ class Worker(Generic[R]):
             self.last_job = job.summary()
 
 
-@dataclass(eq=False)
-class _Running:
-    """A running job and its items' iterator (empty until started, or if its work failed)."""
-
-    job: Job
-    items: Iterator[Any] = field(default_factory=lambda: iter(()))
-
-
 def _safe_emit(job: Job, item: Any) -> None:
     try:
         job.emit(item)
@@ -341,13 +326,7 @@ class JobStream:
     moves on within one token and a waiting job gives its place back.
     """
 
-    def __init__(
-        self,
-        worker: Worker[Any],
-        work: Work,
-        timeout_s: float,
-        label: str = "",
-    ):
+    def __init__(self, worker: Worker[Any], work: Work, timeout_s: float, label: str = ""):
         loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._worker = worker
@@ -369,22 +348,16 @@ class JobStream:
         finally:
             self._worker.cancel(self.job)
 
-    async def collect(self, is_disconnected: Callable[[], Any] | None = None) -> list[Any]:
+    async def collect(self, is_disconnected: Callable[[], Any]) -> list[Any]:
         """All items (non-streaming responses); cancel if ``is_disconnected()`` turns true."""
-        items: list[Any] = []
-        watcher = None
-        if is_disconnected is not None:
 
-            async def watch() -> None:
-                while not await is_disconnected():
-                    await asyncio.sleep(0.25)
-                self._worker.cancel(self.job)
+        async def watch() -> None:
+            while not await is_disconnected():
+                await asyncio.sleep(0.25)
+            self._worker.cancel(self.job)
 
-            watcher = asyncio.create_task(watch())
+        watcher = asyncio.create_task(watch())
         try:
-            async for item in self:
-                items.append(item)
+            return [item async for item in self]
         finally:
-            if watcher is not None:
-                watcher.cancel()
-        return items
+            watcher.cancel()
