@@ -242,8 +242,8 @@ class DoneEvent(BaseModel):
     )
     agreement: float | None = Field(
         None,
-        description="Share of the request's hidden sampled rows whose answer is this one (a "
-        "confidence feature); null without them.",
+        description="Share of the request's hidden sampled rows whose answer is this one; "
+        "null without them.",
     )
     confidence_samples: int = Field(
         0, description="Hidden rows sampled for the confidence (decoded, never returned)."

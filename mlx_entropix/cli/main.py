@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="mark an answer with a confidence below P an abstention")  # fmt: skip
     out.add_argument("--confidence-samples", type=int, metavar="K",
                      help="K hidden rows sampled beside the answer: their agreement with it is "
-                     "a confidence feature (default 0; 4 measured: README)")  # fmt: skip
+                     "reported (default 0; 4 measured: README)")  # fmt: skip
     out.add_argument("--info", action="store_true", help="device, BLAS, dtype and model info")
     out.add_argument(
         "--color", choices=("auto", "always", "never"), default="auto", help="default: auto"

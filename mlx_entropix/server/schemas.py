@@ -103,8 +103,8 @@ class GenerationFields(BaseModel):
     )
     confidence_samples: int | None = Field(
         None, ge=0, le=MAX_SAMPLES,
-        description="Hidden rows sampled beside the answer; their agreement with it is a "
-        "confidence feature (done event: agreement). Default: 0.",
+        description="Hidden rows sampled beside the answer; their agreement with it is "
+        "reported (done event: agreement). Default: 0.",
     )  # fmt: skip
 
     @model_validator(mode="after")
@@ -241,7 +241,7 @@ class OpenAIFields(BaseModel):
     confidence_samples: int | None = Field(
         None, ge=0, le=MAX_SAMPLES,
         description="Extension: hidden rows sampled beside each answer; their agreement with it "
-        "is a confidence feature (the chat map that takes it). Default: 0.",
+        "is reported (entropix.agreement). Default: 0.",
     )  # fmt: skip
     preset: str | None = PRESET_FIELD
     _preset = field_validator("preset")(check_preset)

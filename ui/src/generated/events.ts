@@ -152,7 +152,7 @@ export interface DoneEvent {
   answer_span: number[] | null;
   /** The confidence is below the request's min_confidence (text kept). */
   abstained: boolean;
-  /** Share of the request's hidden sampled rows whose answer is this one (a confidence feature); null without them. */
+  /** Share of the request's hidden sampled rows whose answer is this one; null without them. */
   agreement: number | null;
   /** Hidden rows sampled for the confidence (decoded, never returned). */
   confidence_samples: number;
