@@ -65,29 +65,13 @@ def fit_map(
     )
 
 
-PerFormat = Sequence[str] | dict[str, Sequence[str]]
-
-
-def _of(value: Any, fmt: str) -> Any:
-    """A per-format setting: the format's entry of a dict, else the value itself."""
-    return value[fmt] if isinstance(value, dict) else value
-
-
 def fit_model(
-    records: Sequence[dict[str, Any]],
-    features: PerFormat,
-    l2: float | dict[str, float] = L2,
-    meta: Any = None,
+    records: Sequence[dict[str, Any]], features: Sequence[str], l2: float = L2, meta: Any = None
 ) -> ConfidenceModel:
-    """One map per prompt format present in ``records`` (features and l2 may differ per
-    format: a dict by format)."""
+    """One map per prompt format present in ``records``."""
     formats = sorted({r.get("format", "chat") for r in records})
-    maps = {
-        f: fit_map(
-            [r for r in records if r.get("format", "chat") == f], _of(features, f), _of(l2, f)
-        )
-        for f in formats
-    }
+    maps = {f: fit_map([r for r in records if r.get("format", "chat") == f], features, l2)
+            for f in formats}  # fmt: skip
     return ConfidenceModel(maps, dict(meta or {}))
 
 
@@ -96,10 +80,7 @@ def predict(model: ConfidenceModel, records: Sequence[dict[str, Any]]) -> list[f
 
 
 def out_of_fold(
-    records: Sequence[dict[str, Any]],
-    features: PerFormat,
-    folds: int = 5,
-    l2: float | dict[str, float] = L2,
+    records: Sequence[dict[str, Any]], features: Sequence[str], folds: int = 5, l2: float = L2
 ) -> list[float | None]:
     """Each record scored by a map fitted on the other folds (folds by item, interleaved)."""
     out: list[float | None] = [None] * len(records)
