@@ -3,8 +3,8 @@
 Every record of an evaluation carries the answer span's ``features`` (``confidence.py``);
 a logistic map is an L2-regularized logistic regression on standardized features (Newton's
 method, numpy only), one per prompt format (chat, raw). Also: the figures of a scoring
-(``scores_report``), a row of the attention test, the records refeaturized from their kept
-signals, a result rescored by a new map, and the cap of answers that fail a check.
+(``scores_report``), the records refeaturized from their kept signals, a result rescored by
+a new map, and the cap of answers that fail a check.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 
 from ..engine.answer_checks import failed
 from ..engine.confidence import ConfidenceModel, LogisticMap
-from .confidence_stats import auroc, ece, paired_bootstrap, top_half_accuracy
+from .confidence_stats import auroc, ece, top_half_accuracy
 
 L2 = 1.0
 
@@ -120,19 +120,6 @@ def scores_report(
     return {
         "all": block(rows),
         **{f: block([(c, r) for c, r in rows if r.get("format", "chat") == f]) for f in formats},
-    }
-
-
-def attention_row(
-    logits: list[float], with_att: list[float], y: list[bool], n_boot: int
-) -> dict[str, Any]:
-    """One row of the attention test: both maps' AUROC and the paired bootstrap interval of
-    their difference (with attention minus logits only)."""
-    return {
-        "n": len(y),
-        "auroc_logits": auroc(logits, y),
-        "auroc_with_attention": auroc(with_att, y),
-        "difference": paired_bootstrap(auroc, with_att, logits, y, n_boot),  # type: ignore[arg-type]
     }
 
 

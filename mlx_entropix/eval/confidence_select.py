@@ -38,7 +38,6 @@ from ..engine.confidence import (
     Map,
 )
 from .confidence_fit import (
-    attention_row,
     capped,
     check_cap,
     fit_logistic,
@@ -46,6 +45,7 @@ from .confidence_fit import (
     scores_report,
     usable,
 )
+from .confidence_stats import auroc, paired_bootstrap
 
 # Simpler wins only among practically equal candidates (sum of the two AUROCs within
 # 2 x TOLERANCE; dev's AUROC intervals are +-0.04). At 0.005 raw went to a 12-feature map
@@ -100,20 +100,18 @@ def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
-def _base_fit(records: Sequence[dict[str, Any]], c: Candidate) -> Map:
-    if c.kind == "isotonic":
-        (f,) = c.features
-        recs = usable(records, c.features)
-        return fit_isotonic([r["features"][f] for r in recs], [bool(r["correct"]) for r in recs], f)
-    return fit_map(records, c.features, c.l2)
-
-
 def fit_candidate(records: Sequence[dict[str, Any]], c: Candidate) -> Map:
     """The candidate's map fitted on ``records`` (one format's, or both when pooled)."""
-    base = _base_fit(records, c)
+    recs = usable(records, c.features)
+    if c.kind == "isotonic":
+        (f,) = c.features
+        base: Map = fit_isotonic(
+            [r["features"][f] for r in recs], [bool(r["correct"]) for r in recs], f
+        )
+    else:
+        base = fit_map(recs, c.features, c.l2)
     if not c.recalibrate:
         return base
-    recs = usable(records, c.features)
     held = leave_category_out(recs, replace(c, recalibrate=False))
     pairs = [
         (_logit(p), bool(r["correct"])) for p, r in zip(held, recs, strict=True) if p is not None
@@ -358,7 +356,13 @@ def attention_test(
         for split, (recs, qa, qb) in splits.items():
             ix = [i for i in range(len(recs)) if qa[i] is not None and qb[i] is not None]
             y = [bool(recs[i]["correct"]) for i in ix]
-            out[split][fmt] = attention_row([qa[i] for i in ix], [qb[i] for i in ix], y, n_boot)  # type: ignore[misc]
+            a, b = [qa[i] for i in ix], [qb[i] for i in ix]
+            out[split][fmt] = {  # the difference: with attention minus without
+                "n": len(y),
+                "auroc_logits": auroc(a, y),  # type: ignore[arg-type]
+                "auroc_with_attention": auroc(b, y),  # type: ignore[arg-type]
+                "difference": paired_bootstrap(auroc, b, a, y, n_boot),  # type: ignore[arg-type]
+            }
     return out
 
 
