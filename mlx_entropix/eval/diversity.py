@@ -22,9 +22,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-__all__ = ["DIVERSITY_NS", "distinct_across", "diversity", "mean_logprob", "ngrams",
-           "repetition_rate", "words"]  # fmt: skip
-
 DIVERSITY_NS = (1, 2, 3)
 _WORD = re.compile(r"\w+|[^\w\s]")
 
