@@ -33,17 +33,10 @@ def auroc(scores: Sequence[float], correct: Sequence[bool]) -> float | None:
     pos, neg = s[y], s[~y]
     if len(pos) == 0 or len(neg) == 0:
         return None
-    # Mann-Whitney U from average ranks (ties get the mean rank: they count 1/2).
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s))
-    sorted_s = s[order]
-    i = 0
-    while i < len(s):
-        j = i
-        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
+    # Mann-Whitney U from average ranks (ties get the mean rank: they count 1/2); a run of
+    # equal scores ending at 1-based rank ``end`` has the mean rank end - (count - 1) / 2.
+    _, group, counts = np.unique(s, return_inverse=True, return_counts=True)
+    ranks = (np.cumsum(counts) - (counts - 1) / 2)[group]
     u = ranks[y].sum() - len(pos) * (len(pos) + 1) / 2
     return float(u / (len(pos) * len(neg)))
 
