@@ -117,16 +117,15 @@ def read_choice(response: str) -> Span | None:
         if after:
             return lead + m.end() + after.start(1), lead + m.end() + after.end(1)
     # "A" and "I" open English sentences, so alone they need a bracket, "." or ":" to count.
-    opening = re.match(r"\(([A-J])\)|([A-J])(?:[).:]|$)|([B-HJ])\s", text)
-    if opening:
-        g = next(i for i in (1, 2, 3) if opening.group(i))
-        return lead + opening.start(g), lead + opening.end(g)
-    bracketed = re.search(r"\(([A-J])\)|(?<![\w])([A-J])\)", text)
-    if bracketed:
-        g = 1 if bracketed.group(1) else 2
-        return lead + bracketed.start(g), lead + bracketed.end(g)
-    lone = re.search(r"(?<![\w'])([B-HJ])(?![\w'])", text)
-    return (lead + lone.start(1), lead + lone.end(1)) if lone else None
+    # Else a bracketed letter anywhere, else a lone one. Each alternative has its own group.
+    found = (
+        re.match(r"\(([A-J])\)|([A-J])(?:[).:]|$)|([B-HJ])\s", text)
+        or re.search(r"\(([A-J])\)|(?<![\w])([A-J])\)", text)
+        or re.search(r"(?<![\w'])([B-HJ])(?![\w'])", text)
+    )
+    if found is None:
+        return None
+    return lead + found.start(found.lastindex), lead + found.end(found.lastindex)
 
 
 def extract_choice(response: str) -> str | None:
