@@ -91,15 +91,9 @@ def parse_number(text: str) -> float | None:
 def read_number(response: str) -> tuple[float, Span] | None:
     """The number a response commits to (the module docstring's rule) and where it stands."""
     markers = list(_MARKERS.finditer(response))
-    if markers:
-        found = _number_in(response, markers[-1].end())
-        if found is not None:
-            return found
-    if "=" in response:
-        found = _number_in(response, response.rindex("=") + 1)
-        if found is not None:
-            return found
-    return _number_in(response)
+    after_marker = _number_in(response, markers[-1].end()) if markers else None
+    after_equals = _number_in(response, response.rindex("=") + 1) if "=" in response else None
+    return after_marker or after_equals or _number_in(response)
 
 
 def extract_number(response: str) -> float | None:
