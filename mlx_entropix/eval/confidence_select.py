@@ -180,11 +180,6 @@ def _score_key(c: Candidate) -> tuple[Any, ...]:
 STOP_DEPENDENT: tuple[str, ...] = ("whole_mean_logprob", "whole_mean_entropy", "span_start")
 
 
-def allowed(c: Candidate, fmt: str) -> bool:
-    """Whether a candidate may serve ``fmt``: for raw text, none of the STOP_DEPENDENT."""
-    return fmt != "raw" or not set(c.features) & set(STOP_DEPENDENT)
-
-
 def _size(c: Candidate) -> int:
     return len([f for f in c.features if f != FORMAT_FEATURE])
 
@@ -194,8 +189,9 @@ def choose(
 ) -> Candidate:
     """The rule of the module docstring, on ``evaluate``'s figures by candidate name."""
     by_name = {c.name: c for c in candidates}
-    rows = [(by_name[n], r[fmt]) for n, r in results.items()
-            if fmt in r and r[fmt]["auroc"] is not None and allowed(by_name[n], fmt)]  # fmt: skip
+    banned = set(STOP_DEPENDENT) if fmt == "raw" else set()
+    rows = [(by_name[n], r[fmt]) for n, r in results.items() if fmt in r
+            and r[fmt]["auroc"] is not None and not banned & set(by_name[n].features)]  # fmt: skip
     if not rows:
         raise ValueError(f"no candidate scores {fmt} answers")
 
