@@ -160,12 +160,10 @@ def rescored(result: dict[str, Any], model: ConfidenceModel) -> dict[str, Any]:
     recomputed (the accuracy figures are unchanged)."""
     from .stats import summarize
 
-    records = [
-        dict(r, confidence=model(r["features"], r.get("format", "chat")))
-        for r in refeaturized(result)  # the features the fit saw (of the signals, if kept)
-    ]
-    for r in records:
-        r["confidence"] = None if r["confidence"] is None else round(r["confidence"], 6)
+    records = []
+    for r in refeaturized(result):  # the features the fit saw (of the signals, if kept)
+        c = model(r["features"], r.get("format", "chat"))
+        records.append(dict(r, confidence=None if c is None else round(c, 6)))
     run = dict(result["run"], confidence_map=model.meta)
     return {**result, "run": run, "summary": summarize(records, run["modes"]), "records": records}
 
