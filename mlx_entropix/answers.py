@@ -170,10 +170,8 @@ def normalize(text: str) -> str:
 def infer_kind(answer: str) -> Kind:
     """numeric if the answer is a number, choice if a single letter A-J, yesno, else contains."""
     first = answer.split("|")[0].strip()
-    if re.fullmatch(r"[-\u2212]?\$?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?(\s*/\s*\d+)?%?", first) and any(
-        c.isdigit() for c in first
-    ):
-        return "numeric"
+    if re.fullmatch(r"(?=\D*\d)[-\u2212]?\$?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?(\s*/\s*\d+)?%?", first):
+        return "numeric"  # a number with at least one digit
     if re.fullmatch(r"\(?[A-Ja-j]\)?", first):
         return "choice"
     if first.lower() in _YES | _NO:
