@@ -60,10 +60,7 @@ def propose(
     q_med: float = DEFAULT_QUANTILES["q_med"],
     q_high: float = DEFAULT_QUANTILES["q_high"],
 ) -> SamplerConfig:
-    """A config whose thresholds sit at quantiles of ``metrics`` (N, 6); all else from ``base``.
-
-    Pure: the same metrics give the same thresholds.
-    """
+    """A config whose thresholds sit at quantiles of ``metrics`` (N, 6); all else from ``base``."""
     if not 0 < q_low < q_med < q_high < 1:
         raise ValueError("need 0 < q_low < q_med < q_high < 1")
     at = {"low_ent": (0, q_low), "low_vent": (1, q_low), "med_ent": (0, q_med),
