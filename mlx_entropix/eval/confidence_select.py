@@ -113,11 +113,9 @@ def fit_candidate(records: Sequence[dict[str, Any]], c: Candidate) -> Map:
     if not c.recalibrate:
         return base
     held = leave_category_out(recs, replace(c, recalibrate=False))
-    pairs = [
-        (_logit(p), bool(r["correct"])) for p, r in zip(held, recs, strict=True) if p is not None
-    ]
-    z = np.array([[v] for v, _ in pairs])
-    y = np.array([float(t) for _, t in pairs])
+    ix = [i for i, p in enumerate(held) if p is not None]
+    z = np.array([[_logit(held[i])] for i in ix])  # type: ignore[arg-type]
+    y = np.array([float(bool(recs[i]["correct"])) for i in ix])
     if len(set(y)) < 2:
         return base
     mu, sd = float(z.mean()), float(z.std()) or 1.0
@@ -231,9 +229,8 @@ SETS: dict[str, tuple[str, ...]] = {
 
 
 def candidates() -> list[Candidate]:
-    """The list compared: every single feature as a logistic (Platt) map, recalibrated or
-    not, and isotonic (per format and pooled); every set at l2 1 and 10,
-    recalibrated or not, per format and pooled."""
+    """The list compared: each single feature's maps (logistic and isotonic, variants below);
+    each set at l2 1 and 10, recalibrated or not, per format and pooled."""
     out = []
     for f in SINGLES:
         out += [
