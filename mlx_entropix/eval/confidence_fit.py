@@ -14,9 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from ..answers import parse_options
 from ..engine.answer_checks import failed
-from ..engine.confidence import ConfidenceModel, LogisticMap
+from ..engine.confidence import ConfidenceModel, LogisticMap, TokenSignal, answer_span
+from ..engine.confidence import features as span_features
 from .confidence_stats import auroc, ece, top_half_accuracy
+from .harness import load_items
+from .stats import summarize
 
 L2 = 1.0
 
@@ -127,10 +131,6 @@ def refeaturized(result: dict[str, Any]) -> list[dict[str, Any]]:
     """The records with span and features recomputed from their ``signals`` (``--signals``)
     by the current ``confidence.py``: new features without generating again. The items'
     kinds and options come from the result's CSV."""
-    from ..answers import parse_options
-    from ..engine.confidence import TokenSignal, answer_span, features
-    from .harness import load_items
-
     recs = result["records"]
     if not any("signals" in r for r in recs):
         return recs
@@ -150,7 +150,7 @@ def refeaturized(result: dict[str, Any]) -> list[dict[str, Any]]:
         ]
         options = parse_options(item.prompt) if item.kind == "choice" else None
         span = answer_span(r["text"], item.kind, options)
-        feats = features(r["text"], signals, span, item.prompt)  # the raw text, or the question
+        feats = span_features(r["text"], signals, span, item.prompt)  # the raw text or the question
         out.append({**r, "answer_span": span, "features": feats})
     return out
 
@@ -158,8 +158,6 @@ def refeaturized(result: dict[str, Any]) -> list[dict[str, Any]]:
 def rescored(result: dict[str, Any], model: ConfidenceModel) -> dict[str, Any]:
     """An evaluation result with every record's confidence from ``model`` and the summary
     recomputed (the accuracy figures are unchanged)."""
-    from .stats import summarize
-
     records = []
     for r in refeaturized(result):  # the features the fit saw (of the signals, if kept)
         c = model(r["features"], r.get("format", "chat"))
