@@ -340,12 +340,11 @@ def evaluate(
         per_item = Counter(r["item"] for r in records)
         full = len(modes) + (seeds - 1) * sum(m not in DETERMINISTIC for m in modes)
         records = [r for r in records if per_item[r["item"]] == full]
-    n_done = len({r["item"] for r in records})
     return {
         "run": {
             **(meta or {}),
             "interrupted": interrupted,
-            "n_items": n_done,
+            "n_items": len({r["item"] for r in records}),
             "modes": list(modes),
             "seeds": seeds,
             "base_seed": base_seed,
