@@ -223,11 +223,8 @@ def read_answer(
     if kind == "numeric":
         number = read_number(response)
         return (None, None) if number is None else (f"{number[0]:g}", number[1])
-    if kind == "choice":
-        span = read_choice(response)
-        if span is not None:
-            return response[span[0] : span[1]].upper(), span
-        return extract_choice_or_option(response, options), None
+    if kind == "choice":  # the letter's span, if a letter was read (else an option's text)
+        return extract_choice_or_option(response, options), read_choice(response)
     if kind == "yesno":
         word = read_yesno(response)
         return (None, None) if word is None else word
