@@ -91,15 +91,9 @@ def parse_number(text: str) -> float | None:
 def read_number(response: str) -> tuple[float, Span] | None:
     """The number a response commits to (the module docstring's rule) and where it stands."""
     markers = list(_MARKERS.finditer(response))
-    if markers:
-        found = _number_in(response, markers[-1].end())
-        if found is not None:
-            return found
-    if "=" in response:
-        found = _number_in(response, response.rindex("=") + 1)
-        if found is not None:
-            return found
-    return _number_in(response)
+    after_marker = _number_in(response, markers[-1].end()) if markers else None
+    after_equals = _number_in(response, response.rindex("=") + 1) if "=" in response else None
+    return after_marker or after_equals or _number_in(response)
 
 
 def extract_number(response: str) -> float | None:
@@ -117,16 +111,15 @@ def read_choice(response: str) -> Span | None:
         if after:
             return lead + m.end() + after.start(1), lead + m.end() + after.end(1)
     # "A" and "I" open English sentences, so alone they need a bracket, "." or ":" to count.
-    opening = re.match(r"\(([A-J])\)|([A-J])(?:[).:]|$)|([B-HJ])\s", text)
-    if opening:
-        g = next(i for i in (1, 2, 3) if opening.group(i))
-        return lead + opening.start(g), lead + opening.end(g)
-    bracketed = re.search(r"\(([A-J])\)|(?<![\w])([A-J])\)", text)
-    if bracketed:
-        g = 1 if bracketed.group(1) else 2
-        return lead + bracketed.start(g), lead + bracketed.end(g)
-    lone = re.search(r"(?<![\w'])([B-HJ])(?![\w'])", text)
-    return (lead + lone.start(1), lead + lone.end(1)) if lone else None
+    # Else a bracketed letter anywhere, else a lone one. Each alternative has its own group.
+    found = (
+        re.match(r"\(([A-J])\)|([A-J])(?:[).:]|$)|([B-HJ])\s", text)
+        or re.search(r"\(([A-J])\)|(?<![\w])([A-J])\)", text)
+        or re.search(r"(?<![\w'])([B-HJ])(?![\w'])", text)
+    )
+    if found is None:
+        return None
+    return lead + found.start(found.lastindex), lead + found.end(found.lastindex)
 
 
 def extract_choice(response: str) -> str | None:
@@ -177,10 +170,8 @@ def normalize(text: str) -> str:
 def infer_kind(answer: str) -> Kind:
     """numeric if the answer is a number, choice if a single letter A-J, yesno, else contains."""
     first = answer.split("|")[0].strip()
-    if re.fullmatch(r"[-\u2212]?\$?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?(\s*/\s*\d+)?%?", first) and any(
-        c.isdigit() for c in first
-    ):
-        return "numeric"
+    if re.fullmatch(r"(?=\D*\d)[-\u2212]?\$?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?(\s*/\s*\d+)?%?", first):
+        return "numeric"  # a number with at least one digit
     if re.fullmatch(r"\(?[A-Ja-j]\)?", first):
         return "choice"
     if first.lower() in _YES | _NO:
@@ -232,11 +223,8 @@ def read_answer(
     if kind == "numeric":
         number = read_number(response)
         return (None, None) if number is None else (f"{number[0]:g}", number[1])
-    if kind == "choice":
-        span = read_choice(response)
-        if span is not None:
-            return response[span[0] : span[1]].upper(), span
-        return extract_choice_or_option(response, options), None
+    if kind == "choice":  # the letter's span, if a letter was read (else an option's text)
+        return extract_choice_or_option(response, options), read_choice(response)
     if kind == "yesno":
         word = read_yesno(response)
         return (None, None) if word is None else word

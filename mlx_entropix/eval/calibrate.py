@@ -50,6 +50,7 @@ from .harness import build_prompt, load_items
 from .rows import Job, run_jobs
 
 DEFAULT_QUANTILES = {"q_low": 0.25, "q_med": 0.60, "q_high": 0.90}
+THRESHOLDS = ("low_ent", "low_vent", "med_ent", "high_ent", "high_vent")
 
 
 def propose(
@@ -59,10 +60,7 @@ def propose(
     q_med: float = DEFAULT_QUANTILES["q_med"],
     q_high: float = DEFAULT_QUANTILES["q_high"],
 ) -> SamplerConfig:
-    """A config whose thresholds sit at quantiles of ``metrics`` (N, 6); all else from ``base``.
-
-    Pure: the same metrics give the same thresholds.
-    """
+    """A config whose thresholds sit at quantiles of ``metrics`` (N, 6); all else from ``base``."""
     if not 0 < q_low < q_med < q_high < 1:
         raise ValueError("need 0 < q_low < q_med < q_high < 1")
     at = {"low_ent": (0, q_low), "low_vent": (1, q_low), "med_ent": (0, q_med),
@@ -96,17 +94,16 @@ def fit_policy(
     u10, u90 = float(np.quantile(u, 0.1)), float(np.quantile(u, 0.9))
     t0 = base.temperature
     gain = (hi - lo) / (t0 * (u90 - u10))  # T(u) = t0 (offset + gain u) through both points
-    offset = lo / t0 - gain * u10
-    # offset = T(H + V = 0) / t0: the adaptive scale that the reference's "T0" stood for; the
-    # other states' temperature formulas are expressed on it.
-    if offset <= 0:
+    # scale = offset = T(H + V = 0) / t0: the adaptive scale that the reference's "T0" stood
+    # for; the other states' temperature formulas are expressed on it.
+    scale = lo / t0 - gain * u10
+    if scale <= 0:
         raise ValueError(f"band {band} extrapolates to T <= 0 at H + V = 0: widen it")
-    scale = offset
     med_aent, med_avent, med_ints = (float(np.median(metrics[:, i])) for i in (2, 3, 5))
     r = lambda x: round(float(x), 6)  # noqa: E731
     return base.merged(
         {
-            "ada_temp_offset": r(offset),
+            "ada_temp_offset": r(scale),
             "ada_temp_logits": r(gain),
             "ada_temp_attn": 0.0,
             "ada_temp_agree": 0.0,
@@ -173,9 +170,8 @@ def fit_thresholds(
                     best = (float(loss[i]), (le, lv, me, he, float(hvs[i])))
     if best is None:
         raise ValueError(f"no thresholds give every state {min_share:.0%} of these tokens")
-    names = ("low_ent", "low_vent", "med_ent", "high_ent", "high_vent")
     return (base or SamplerConfig()).merged(
-        {k: round(float(x), 4) for k, x in zip(names, best[1], strict=True)}
+        {k: round(float(x), 4) for k, x in zip(THRESHOLDS, best[1], strict=True)}
     )
 
 
@@ -263,15 +259,6 @@ def mix_jobs(lm, seed: int, per_category: int = 10, root: Path | None = None) ->
     return jobs
 
 
-def _table(shares: dict[str, dict[str, float]]) -> str:
-    names = list(shares)
-    lines = ["| state | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    for s in STATES:
-        row = " | ".join(f"{shares[n][s]:.1%}" for n in names)
-        lines.append(f"| {s} ({STATE_INFO[s].label}) | {row} |")
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     given = sys.argv[1:] if argv is None else argv
     if given[:1] == ["confidence"]:  # the answer-confidence map: eval/confidence_fit.py
@@ -353,9 +340,12 @@ def main(argv: list[str] | None = None) -> int:
         "calibrated": state_shares(metrics, cfg),
     }
     print(f"{len(metrics)} tokens from {len(prompts)} prompts on {lm.info.name}")
-    thresholds = ("low_ent", "low_vent", "med_ent", "high_ent", "high_vent")
-    print(json.dumps({k: getattr(cfg, k) for k in thresholds}))
-    print(_table(shares))
+    print(json.dumps({k: getattr(cfg, k) for k in THRESHOLDS}))
+    lines = ["| state | " + " | ".join(shares) + " |", "|---|" + "---|" * len(shares)]
+    for s in STATES:
+        row = " | ".join(f"{shares[n][s]:.1%}" for n in shares)
+        lines.append(f"| {s} ({STATE_INFO[s].label}) | {row} |")
+    print("\n".join(lines))
     print(f"wrote {out}")
     if args.report:
         pct = {

@@ -12,12 +12,17 @@ made maps that learnt dev's kinds).
 
 from __future__ import annotations
 
+import argparse
 import json
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..engine.confidence import AGREEMENT_SUFFIX, CONFIDENCE_DIR, ConfidenceModel
 from .confidence_fit import predict, refeaturized, rescored, scores_report
+from .confidence_select import attention_test, bootstrap, fit_chosen, held_out, select, with_format
+from .confidence_stats import ece_floor
 
 
 def _load_records(paths: Sequence[str], mode: str) -> list[dict[str, Any]]:
@@ -33,74 +38,14 @@ def _load_records(paths: Sequence[str], mode: str) -> list[dict[str, Any]]:
     return out
 
 
-def _attention_table(attention: dict[str, Any], base: str, added: str) -> list[str]:
-    """The attention test's rows (split, format): AUROC without and with the attention
-    features and their difference with its paired bootstrap interval."""
-
-    def f(x: float | None) -> str:
-        return "-" if x is None else f"{x:.3f}"
-
-    lines = [f"| attention test | format | answers | {base} | {added} "
-             "| difference [95% paired bootstrap] |", "|---|---|---|---|---|---|"]  # fmt: skip
-    for split, by_format in attention.items():
-        for fmt, b in by_format.items():
-            d = b["difference"]
-            ci = "-" if d["ci95"] is None else f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
-            diff = "-" if d["diff"] is None else f"{d['diff']:+.3f}"
-            lines.append(f"| {split} | {fmt} | {b['n']} | {f(b['auroc_logits'])} "
-                         f"| {f(b['auroc_with_attention'])} | {diff} {ci} |")  # fmt: skip
-    return lines
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``calibrate confidence DEV.json [...] [--test TEST.json]``: choose, fit, write, report."""
-    import argparse
-
-    p = argparse.ArgumentParser(
-        prog="python -m mlx_entropix.eval.calibrate confidence",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("dev", nargs="+", help="benchmarks/eval.py result JSON(s) of the dev split")
-    p.add_argument("--test", nargs="*", default=[], help="result JSON(s) to report on (test)")
-    p.add_argument("--mode", default="greedy", help="whose answers (default greedy)")
-    p.add_argument("--select", action="store_true", help="(the default; kept for old commands)")
-    p.add_argument("--out", help="map JSON to write (default: configs/confidence/<model>.json)")
-    p.add_argument("--report", help="also write the fit report here (.md: tables, else JSON)")
-    p.add_argument("--boot", type=int, default=2000, help="bootstrap resamples (attention test)")
-    p.add_argument(
-        "--rescore",
-        action="store_true",
-        help="write each --test JSON again as <stem>.confidence.json with the new map's "
-        "confidence (redraw its report: benchmarks/eval.py <stem>.confidence.json)",
-    )
-    return _main_select(p.parse_args(argv))
-
-
-def _write_outputs(
-    args: Any, report: dict[str, Any], markdown: Callable[[dict[str, Any]], str], model: Any
-) -> int:
-    """``--report`` (Markdown by ``markdown`` for a .md path, else JSON) and ``--rescore``:
-    each ``--test`` result's records scored again by ``model`` into <result>.confidence.json."""
-    if args.report:
-        md = args.report.endswith(".md")
-        text = markdown(report) if md else json.dumps(report, indent=1) + "\n"
-        Path(args.report).write_text(text)
-    for path in args.test if args.rescore else ():
-        target = Path(path).with_suffix(".confidence.json")
-        target.write_text(json.dumps(rescored(json.loads(Path(path).read_text()), model),
-                                     indent=1, ensure_ascii=False) + "\n")  # fmt: skip
-        print(f"wrote {target}")
-    return 0
-
-
 def _interval(ci: list[float] | None) -> str:
     return "" if ci is None else f" [{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
 def selection_markdown(report: dict[str, Any], top: int = 12) -> str:
-    """The ``--select`` report as markdown: the candidates, the chosen map with intervals on
-    dev (leave one category out) and test, the attention test on the chosen map."""
+    """The report as markdown: the candidates, the chosen map with intervals on dev (leave one
+    category out) and test, the attention test on the chosen map (AUROC without and with the
+    attention features, their difference with its paired bootstrap interval)."""
     chosen = report["chosen"]
     lines = ["Chosen (dev, leave one category out): "
              + "; ".join(f"{k}: {v}" for k, v in chosen.items())
@@ -134,18 +79,23 @@ def selection_markdown(report: dict[str, Any], top: int = 12) -> str:
                 f"| {100 * b['top_half_accuracy']:.1f} (gain{_interval(ci.get('gain'))}) "
                 f"| {100 * b['accuracy']:.1f} |"
             )
-    lines += [
-        "",
-        *_attention_table(report["attention"], "AUROC without attention", "AUROC with attention"),
-    ]
+    lines += ["", "| attention test | format | answers | AUROC without attention | AUROC with "
+              "attention | difference [95% paired bootstrap] |", "|---" * 6 + "|"]  # fmt: skip
+    for split, by_format in report["attention"].items():
+        for fmt, b in by_format.items():
+            d = b["difference"]
+            ci = "-" if d["ci95"] is None else f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+            diff = "-" if d["diff"] is None else f"{d['diff']:+.3f}"
+            aurocs = (
+                "-" if x is None else f"{x:.3f}"
+                for x in (b["auroc_logits"], b["auroc_with_attention"])
+            )
+            lines.append(f"| {split} | {fmt} | {b['n']} | {' | '.join(aurocs)} | {diff} {ci} |")
     return "\n".join(lines) + "\n"
 
 
 def _figures(conf: list[float | None], recs: list[dict[str, Any]], n_boot: int) -> dict[str, Any]:
     """``scores_report`` per format and overall, each with bootstrap intervals."""
-    from .confidence_select import bootstrap
-    from .confidence_stats import ece_floor
-
     out = scores_report(conf, recs)
     for fmt in out:
         ix = [i for i, r in enumerate(recs) if fmt == "all" or r.get("format", "chat") == fmt]
@@ -154,14 +104,27 @@ def _figures(conf: list[float | None], recs: list[dict[str, Any]], n_boot: int) 
     return out
 
 
-def _main_select(args: Any) -> int:
-    """``--select``: choose, fit, write, report (see ``confidence_select.py``)."""
-    import sys
-
-    from ..engine.confidence import AGREEMENT_SUFFIX, CONFIDENCE_DIR, ConfidenceModel
-    from .confidence_select import attention_test as attention_on
-    from .confidence_select import fit_chosen, held_out, select, with_format
-
+def main(argv: Sequence[str] | None = None) -> int:
+    """``calibrate confidence DEV.json [...] [--test TEST.json]``: choose, fit, write, report."""
+    p = argparse.ArgumentParser(
+        prog="python -m mlx_entropix.eval.calibrate confidence",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("dev", nargs="+", help="benchmarks/eval.py result JSON(s) of the dev split")
+    p.add_argument("--test", nargs="*", default=[], help="result JSON(s) to report on (test)")
+    p.add_argument("--mode", default="greedy", help="whose answers (default greedy)")
+    p.add_argument("--select", action="store_true", help="(the default; kept for old commands)")
+    p.add_argument("--out", help="map JSON to write (default: configs/confidence/<model>.json)")
+    p.add_argument("--report", help="also write the fit report here (.md: tables, else JSON)")
+    p.add_argument("--boot", type=int, default=2000, help="bootstrap resamples (attention test)")
+    p.add_argument(
+        "--rescore",
+        action="store_true",
+        help="write each --test JSON again as <stem>.confidence.json with the new map's "
+        "confidence (redraw its report: benchmarks/eval.py <stem>.confidence.json)",
+    )
+    args = p.parse_args(argv)
     try:
         dev = _load_records(args.dev, args.mode)
         test = _load_records(args.test, args.mode) if args.test else []
@@ -197,7 +160,16 @@ def _main_select(args: Any) -> int:
         if caps:
             plain = fit_chosen(dev, chosen, meta)  # the same maps fitted on every answer
             report["test, no cap"] = _figures(predict(plain, tests), tests, n_boot)
-    report["attention"] = attention_on(dev, test, chosen, caps, args.boot)
+    report["attention"] = attention_test(dev, test, chosen, caps, args.boot)
     print(json.dumps({k: v for k, v in report.items() if k != "candidates"}, indent=1))
     print(f"wrote {out}")
-    return _write_outputs(args, report, selection_markdown, model)
+    if args.report:  # Markdown for a .md path, else JSON
+        md = args.report.endswith(".md")
+        text = selection_markdown(report) if md else json.dumps(report, indent=1) + "\n"
+        Path(args.report).write_text(text)
+    for path in args.test if args.rescore else ():  # each scored again by the new map
+        target = Path(path).with_suffix(".confidence.json")
+        target.write_text(json.dumps(rescored(json.loads(Path(path).read_text()), model),
+                                     indent=1, ensure_ascii=False) + "\n")  # fmt: skip
+        print(f"wrote {target}")
+    return 0

@@ -3,8 +3,8 @@
 Every record of an evaluation carries the answer span's ``features`` (``confidence.py``);
 a logistic map is an L2-regularized logistic regression on standardized features (Newton's
 method, numpy only), one per prompt format (chat, raw). Also: the figures of a scoring
-(``scores_report``), a row of the attention test, the records refeaturized from their kept
-signals, a result rescored by a new map, and the cap of answers that fail a check.
+(``scores_report``), the records refeaturized from their kept signals, a result rescored by
+a new map, and the cap of answers that fail a check.
 """
 
 from __future__ import annotations
@@ -14,9 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from ..answers import parse_options
 from ..engine.answer_checks import failed
-from ..engine.confidence import ConfidenceModel, LogisticMap
-from .confidence_stats import auroc, ece, paired_bootstrap, top_half_accuracy
+from ..engine.confidence import ConfidenceModel, LogisticMap, TokenSignal, answer_span
+from ..engine.confidence import features as span_features
+from .confidence_stats import auroc, ece, top_half_accuracy
+from .harness import load_items
+from .stats import summarize
 
 L2 = 1.0
 
@@ -65,29 +69,13 @@ def fit_map(
     )
 
 
-PerFormat = Sequence[str] | dict[str, Sequence[str]]
-
-
-def _of(value: Any, fmt: str) -> Any:
-    """A per-format setting: the format's entry of a dict, else the value itself."""
-    return value[fmt] if isinstance(value, dict) else value
-
-
 def fit_model(
-    records: Sequence[dict[str, Any]],
-    features: PerFormat,
-    l2: float | dict[str, float] = L2,
-    meta: Any = None,
+    records: Sequence[dict[str, Any]], features: Sequence[str], l2: float = L2, meta: Any = None
 ) -> ConfidenceModel:
-    """One map per prompt format present in ``records`` (features and l2 may differ per
-    format: a dict by format)."""
+    """One map per prompt format present in ``records``."""
     formats = sorted({r.get("format", "chat") for r in records})
-    maps = {
-        f: fit_map(
-            [r for r in records if r.get("format", "chat") == f], _of(features, f), _of(l2, f)
-        )
-        for f in formats
-    }
+    maps = {f: fit_map([r for r in records if r.get("format", "chat") == f], features, l2)
+            for f in formats}  # fmt: skip
     return ConfidenceModel(maps, dict(meta or {}))
 
 
@@ -96,10 +84,7 @@ def predict(model: ConfidenceModel, records: Sequence[dict[str, Any]]) -> list[f
 
 
 def out_of_fold(
-    records: Sequence[dict[str, Any]],
-    features: PerFormat,
-    folds: int = 5,
-    l2: float | dict[str, float] = L2,
+    records: Sequence[dict[str, Any]], features: Sequence[str], folds: int = 5, l2: float = L2
 ) -> list[float | None]:
     """Each record scored by a map fitted on the other folds (folds by item, interleaved)."""
     out: list[float | None] = [None] * len(records)
@@ -142,27 +127,10 @@ def scores_report(
     }
 
 
-def attention_row(
-    logits: list[float], with_att: list[float], y: list[bool], n_boot: int
-) -> dict[str, Any]:
-    """One row of the attention test: both maps' AUROC and the paired bootstrap interval of
-    their difference (with attention minus logits only)."""
-    return {
-        "n": len(y),
-        "auroc_logits": auroc(logits, y),
-        "auroc_with_attention": auroc(with_att, y),
-        "difference": paired_bootstrap(auroc, with_att, logits, y, n_boot),  # type: ignore[arg-type]
-    }
-
-
 def refeaturized(result: dict[str, Any]) -> list[dict[str, Any]]:
     """The records with span and features recomputed from their ``signals`` (``--signals``)
     by the current ``confidence.py``: new features without generating again. The items'
     kinds and options come from the result's CSV."""
-    from ..answers import parse_options
-    from ..engine.confidence import TokenSignal, answer_span, features
-    from .harness import load_items
-
     recs = result["records"]
     if not any("signals" in r for r in recs):
         return recs
@@ -182,7 +150,7 @@ def refeaturized(result: dict[str, Any]) -> list[dict[str, Any]]:
         ]
         options = parse_options(item.prompt) if item.kind == "choice" else None
         span = answer_span(r["text"], item.kind, options)
-        feats = features(r["text"], signals, span, item.prompt)  # the raw text, or the question
+        feats = span_features(r["text"], signals, span, item.prompt)  # the raw text or the question
         out.append({**r, "answer_span": span, "features": feats})
     return out
 
@@ -190,14 +158,10 @@ def refeaturized(result: dict[str, Any]) -> list[dict[str, Any]]:
 def rescored(result: dict[str, Any], model: ConfidenceModel) -> dict[str, Any]:
     """An evaluation result with every record's confidence from ``model`` and the summary
     recomputed (the accuracy figures are unchanged)."""
-    from .stats import summarize
-
-    records = [
-        dict(r, confidence=model(r["features"], r.get("format", "chat")))
-        for r in refeaturized(result)  # the features the fit saw (of the signals, if kept)
-    ]
-    for r in records:
-        r["confidence"] = None if r["confidence"] is None else round(r["confidence"], 6)
+    records = []
+    for r in refeaturized(result):  # the features the fit saw (of the signals, if kept)
+        c = model(r["features"], r.get("format", "chat"))
+        records.append(dict(r, confidence=None if c is None else round(c, 6)))
     run = dict(result["run"], confidence_map=model.meta)
     return {**result, "run": run, "summary": summarize(records, run["modes"]), "records": records}
 

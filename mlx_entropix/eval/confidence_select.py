@@ -38,7 +38,6 @@ from ..engine.confidence import (
     Map,
 )
 from .confidence_fit import (
-    attention_row,
     capped,
     check_cap,
     fit_logistic,
@@ -46,6 +45,7 @@ from .confidence_fit import (
     scores_report,
     usable,
 )
+from .confidence_stats import auroc, paired_bootstrap
 
 # Simpler wins only among practically equal candidates (sum of the two AUROCs within
 # 2 x TOLERANCE; dev's AUROC intervals are +-0.04). At 0.005 raw went to a 12-feature map
@@ -100,26 +100,22 @@ def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
-def _base_fit(records: Sequence[dict[str, Any]], c: Candidate) -> Map:
-    if c.kind == "isotonic":
-        (f,) = c.features
-        recs = usable(records, c.features)
-        return fit_isotonic([r["features"][f] for r in recs], [bool(r["correct"]) for r in recs], f)
-    return fit_map(records, c.features, c.l2)
-
-
 def fit_candidate(records: Sequence[dict[str, Any]], c: Candidate) -> Map:
     """The candidate's map fitted on ``records`` (one format's, or both when pooled)."""
-    base = _base_fit(records, c)
+    recs = usable(records, c.features)
+    if c.kind == "isotonic":
+        (f,) = c.features
+        base: Map = fit_isotonic(
+            [r["features"][f] for r in recs], [bool(r["correct"]) for r in recs], f
+        )
+    else:
+        base = fit_map(recs, c.features, c.l2)
     if not c.recalibrate:
         return base
-    recs = usable(records, c.features)
     held = leave_category_out(recs, replace(c, recalibrate=False))
-    pairs = [
-        (_logit(p), bool(r["correct"])) for p, r in zip(held, recs, strict=True) if p is not None
-    ]
-    z = np.array([[v] for v, _ in pairs])
-    y = np.array([float(t) for _, t in pairs])
+    ix = [i for i, p in enumerate(held) if p is not None]
+    z = np.array([[_logit(held[i])] for i in ix])  # type: ignore[arg-type]
+    y = np.array([float(bool(recs[i]["correct"])) for i in ix])
     if len(set(y)) < 2:
         return base
     mu, sd = float(z.mean()), float(z.std()) or 1.0
@@ -182,11 +178,6 @@ def _score_key(c: Candidate) -> tuple[Any, ...]:
 STOP_DEPENDENT: tuple[str, ...] = ("whole_mean_logprob", "whole_mean_entropy", "span_start")
 
 
-def allowed(c: Candidate, fmt: str) -> bool:
-    """Whether a candidate may serve ``fmt``: for raw text, none of the STOP_DEPENDENT."""
-    return fmt != "raw" or not set(c.features) & set(STOP_DEPENDENT)
-
-
 def _size(c: Candidate) -> int:
     return len([f for f in c.features if f != FORMAT_FEATURE])
 
@@ -196,8 +187,9 @@ def choose(
 ) -> Candidate:
     """The rule of the module docstring, on ``evaluate``'s figures by candidate name."""
     by_name = {c.name: c for c in candidates}
-    rows = [(by_name[n], r[fmt]) for n, r in results.items()
-            if fmt in r and r[fmt]["auroc"] is not None and allowed(by_name[n], fmt)]  # fmt: skip
+    banned = set(STOP_DEPENDENT) if fmt == "raw" else set()
+    rows = [(by_name[n], r[fmt]) for n, r in results.items() if fmt in r
+            and r[fmt]["auroc"] is not None and not banned & set(by_name[n].features)]  # fmt: skip
     if not rows:
         raise ValueError(f"no candidate scores {fmt} answers")
 
@@ -237,9 +229,8 @@ SETS: dict[str, tuple[str, ...]] = {
 
 
 def candidates() -> list[Candidate]:
-    """The list compared: every single feature as a logistic (Platt) map, recalibrated or
-    not, and isotonic (per format and pooled); every set at l2 1 and 10,
-    recalibrated or not, per format and pooled."""
+    """The list compared: each single feature's maps (logistic and isotonic, variants below);
+    each set at l2 1 and 10, recalibrated or not, per format and pooled."""
     out = []
     for f in SINGLES:
         out += [
@@ -358,7 +349,13 @@ def attention_test(
         for split, (recs, qa, qb) in splits.items():
             ix = [i for i in range(len(recs)) if qa[i] is not None and qb[i] is not None]
             y = [bool(recs[i]["correct"]) for i in ix]
-            out[split][fmt] = attention_row([qa[i] for i in ix], [qb[i] for i in ix], y, n_boot)  # type: ignore[misc]
+            a, b = [qa[i] for i in ix], [qb[i] for i in ix]
+            out[split][fmt] = {  # the difference: with attention minus without
+                "n": len(y),
+                "auroc_logits": auroc(a, y),  # type: ignore[arg-type]
+                "auroc_with_attention": auroc(b, y),  # type: ignore[arg-type]
+                "difference": paired_bootstrap(auroc, b, a, y, n_boot),  # type: ignore[arg-type]
+            }
     return out
 
 

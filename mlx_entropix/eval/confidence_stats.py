@@ -33,17 +33,10 @@ def auroc(scores: Sequence[float], correct: Sequence[bool]) -> float | None:
     pos, neg = s[y], s[~y]
     if len(pos) == 0 or len(neg) == 0:
         return None
-    # Mann-Whitney U from average ranks (ties get the mean rank: they count 1/2).
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s))
-    sorted_s = s[order]
-    i = 0
-    while i < len(s):
-        j = i
-        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
+    # Mann-Whitney U from average ranks (ties get the mean rank: they count 1/2); a run of
+    # equal scores ending at 1-based rank ``end`` has the mean rank end - (count - 1) / 2.
+    _, group, counts = np.unique(s, return_inverse=True, return_counts=True)
+    ranks = (np.cumsum(counts) - (counts - 1) / 2)[group]
     u = ranks[y].sum() - len(pos) * (len(pos) + 1) / 2
     return float(u / (len(pos) * len(neg)))
 
@@ -136,10 +129,10 @@ def summarize_confidence(records: Sequence[dict[str, Any]]) -> dict[str, Any] | 
     if not recs:
         return None
 
-    def block(rs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    def block(rs: Sequence[dict[str, Any]], curves: bool = False) -> dict[str, Any]:
         c = [r["confidence"] for r in rs]
         y = [bool(r["correct"]) for r in rs]
-        return {
+        out: dict[str, Any] = {
             "n": len(rs),
             "accuracy": sum(y) / len(y),
             "auroc": auroc(c, y),
@@ -147,6 +140,10 @@ def summarize_confidence(records: Sequence[dict[str, Any]]) -> dict[str, Any] | 
             "top_half_accuracy": top_half_accuracy(c, y),
             "mean_confidence": sum(c) / len(c),
         }
+        if curves:
+            out["reliability"] = reliability(c, y)
+            out["risk_coverage"] = [[round(a, 4), round(b, 4)] for a, b in risk_coverage(c, y)]
+        return out
 
     def groups(key: str) -> dict[str, list[dict[str, Any]]]:
         out: dict[str, list[dict[str, Any]]] = {}
@@ -154,25 +151,16 @@ def summarize_confidence(records: Sequence[dict[str, Any]]) -> dict[str, Any] | 
             out.setdefault(r.get(key) or "", []).append(r)
         return dict(sorted(out.items()))
 
-    def curves(rs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        c = [r["confidence"] for r in rs]
-        y = [bool(r["correct"]) for r in rs]
-        return {
-            **block(rs),
-            "reliability": reliability(c, y),
-            "risk_coverage": [[round(a, 4), round(b, 4)] for a, b in risk_coverage(c, y)],
-        }
-
     def within(rs: Sequence[dict[str, Any]]) -> float | None:
         cats = {r.get("category") or "" for r in rs}
         vals = [per_cat[k]["auroc"] for k in cats if per_cat[k]["auroc"] is not None]
         return sum(vals) / len(vals) if vals else None
 
     per_cat = {c: block(rs) for c, rs in groups("category").items()}
-    per_format = {f: {**curves(rs), "within_category_auroc": within(rs)}
+    per_format = {f: {**block(rs, True), "within_category_auroc": within(rs)}
                   for f, rs in groups("format").items()}  # fmt: skip
     return {
-        **curves(recs),
+        **block(recs, True),
         "within_category_auroc": within(recs),
         "per_category": per_cat,
         "per_format": per_format,

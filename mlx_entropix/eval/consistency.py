@@ -9,6 +9,7 @@ row that gave the winning answer (row 0 when no row answered).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,15 +18,9 @@ from ..engine.agreement import row_seeds
 
 def vote(answers: Sequence[str | None]) -> int:
     """Index of the row whose text stands for the majority answer (see the module docstring)."""
-    counts: dict[str, int] = {}
-    for a in answers:
-        if a is not None:
-            counts[a] = counts.get(a, 0) + 1  # dict order: first vote first
-    if not counts:
-        return 0
-    top = max(counts.values())
-    winner = next(a for a, n in counts.items() if n == top)
-    return list(answers).index(winner)
+    # most_common sorts stably: equal counts keep the order of their first vote
+    counts = Counter(a for a in answers if a is not None)
+    return list(answers).index(counts.most_common(1)[0][0]) if counts else 0
 
 
 def sample_rows(

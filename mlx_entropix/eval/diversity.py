@@ -22,9 +22,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-__all__ = ["DIVERSITY_NS", "distinct_across", "diversity", "mean_logprob", "ngrams",
-           "repetition_rate", "words"]  # fmt: skip
-
 DIVERSITY_NS = (1, 2, 3)
 _WORD = re.compile(r"\w+|[^\w\s]")
 
@@ -45,35 +42,24 @@ def distinct_across(texts: Sequence[str], n: int) -> float:
     Fewer than two non-empty outputs: 0 (nothing to differ)."""
     sets = [set(ngrams(words(t), n)) for t in texts]
     sizes = [len(s) for s in sets]
-    if not sizes:
-        return 0.0
-    spare = sum(sizes) - max(sizes)
-    if spare == 0:
-        return 0.0
-    union = len(set().union(*sets))
-    return (union - max(sizes)) / spare
+    spare = sum(sizes) - max(sizes, default=0)
+    return (len(set().union(*sets)) - max(sizes)) / spare if spare else 0.0
 
 
 def diversity(texts: Sequence[str], ns: Sequence[int] = DIVERSITY_NS) -> float:
     """Mean of ``distinct_across`` over those ``ns`` at which two or more outputs have an
     n-gram (two-word answers have no 3-grams: they count on n = 1, 2 only); 0 if none has."""
     usable = [n for n in ns if sum(bool(ngrams(words(t), n)) for t in texts) >= 2]
-    if not usable:
-        return 0.0
-    return sum(distinct_across(texts, n) for n in usable) / len(usable)
+    return sum(distinct_across(texts, n) for n in usable) / len(usable) if usable else 0.0
 
 
 def repetition_rate(text: str, n: int = 3) -> float:
     """Share of the text's word n-grams that already occurred in it (0: no loop)."""
     grams = ngrams(words(text), n)
-    if not grams:
-        return 0.0
-    return 1.0 - len(set(grams)) / len(grams)
+    return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
 
 
 def mean_logprob(logprobs: Sequence[Sequence[float]]) -> float:
     """Mean log p per token over several outputs' token log-probs (natural log)."""
     flat = [x for lp in logprobs for x in lp]
-    if not flat:
-        return 0.0
-    return sum(flat) / len(flat)
+    return sum(flat) / len(flat) if flat else 0.0

@@ -12,8 +12,7 @@ Design:
   difference to greedy is computed per item. Greedy ignores the seed, so it runs once per item.
 - Item i, seed index j uses the generation seed ``item_seed(base, i, j)``: the same command
   gives the same tokens, hence identical results apart from timings (``without_timings``).
-- Statistics (``wilson``, ``paired_difference``), documented where defined: a per-item score is
-  the fraction of seeds answered correctly; accuracy is the mean score over items.
+- Statistics: ``stats.py`` (a per-item score is the fraction of seeds answered correctly).
 - The generator is injected (``GenerateFn``) so the harness is tested without a model.
 """
 
@@ -103,9 +102,8 @@ def load_items(path: str | Path, default_format: Format = "chat") -> list[Item]:
             match("", answer, kind)  # type: ignore[arg-type]  # validates the answer
         except ValueError as err:
             raise InvalidRequestError(f"{line}: {err}") from err
-        raw_prompt = r.get("prompt") or ""
         # Raw completions continue the text exactly; keep the prompt's own whitespace there.
-        text = raw_prompt.rstrip("\n") if fmt == "raw" else prompt
+        text = r["prompt"].rstrip("\n") if fmt == "raw" else prompt
         items.append(Item(i, text, answer, kind, (r.get("category") or "").strip(), fmt))  # type: ignore[arg-type]
     if not items:
         raise InvalidRequestError(f"{path} has no items")
@@ -342,12 +340,11 @@ def evaluate(
         per_item = Counter(r["item"] for r in records)
         full = len(modes) + (seeds - 1) * sum(m not in DETERMINISTIC for m in modes)
         records = [r for r in records if per_item[r["item"]] == full]
-    n_done = len({r["item"] for r in records})
     return {
         "run": {
             **(meta or {}),
             "interrupted": interrupted,
-            "n_items": n_done,
+            "n_items": len({r["item"] for r in records}),
             "modes": list(modes),
             "seeds": seeds,
             "base_seed": base_seed,

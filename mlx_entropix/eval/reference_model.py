@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
@@ -30,21 +28,14 @@ def to_mlx_lm(lm: LoadedModel) -> nn.Module:
     params = tree_flatten(lm.model.parameters())
     quantized = {k[: -len(".scales")] for k, _ in params if k.endswith(".scales")}
     if quantized:
+        ours = dict(lm.model.named_modules())
 
         def predicate(path: str, module: nn.Module) -> bool | dict[str, int]:
             if path not in quantized:
                 return False
-            src = _module(lm.model, path)
-            return {"group_size": src.group_size, "bits": src.bits}
+            return {"group_size": ours[path].group_size, "bits": ours[path].bits}
 
         nn.quantize(ref, class_predicate=predicate)
     ref.load_weights(params, strict=True)
     mx.eval(ref.parameters())
     return ref
-
-
-def _module(root: nn.Module, path: str) -> Any:
-    node: Any = root
-    for part in path.split("."):
-        node = node[int(part)] if part.isdigit() else getattr(node, part)
-    return node

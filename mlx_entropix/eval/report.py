@@ -26,12 +26,10 @@ def to_markdown(result: dict[str, Any]) -> str:
     ]
     for mode, s in summary.items():
         d = s.get("vs_greedy")
-        diff = (
-            f"{100 * d['mean']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]"
-            if d
-            else "baseline"
-        )
-        wl = f"{d['wins']} / {d['losses']}" if d else "-"
+        diff, wl = "baseline", "-"
+        if d:
+            diff = f"{100 * d['mean']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]"
+            wl = f"{d['wins']} / {d['losses']}"
         states = " / ".join(str(s["state_counts"].get(k, 0)) for k in STATES)
         computed = s.get("mean_tokens_computed", s["mean_tokens"])
         tokens = f"{s['mean_tokens']:.1f}" + (

@@ -65,11 +65,7 @@ def run_jobs(
     ) as bar:
         while pending or live:
             rows = sum(len(jobs[i].seeds) for i in live.values())
-            while (
-                pending
-                and rows + len(jobs[pending[-1]].seeds) <= max(max_rows, 1)
-                or (pending and not live)
-            ):
+            while pending and (not live or rows + len(jobs[pending[-1]].seeds) <= max(max_rows, 1)):
                 i = pending.pop()
                 job = jobs[i]
                 req = decoder.submit(

@@ -89,10 +89,9 @@ def summarize(
         cats = {r["item"]: r["category"] for r in recs}
         for i, s in scores.items():
             by_cat[cats[i]].append(s)
-        lo, hi = wilson(acc, n)
         row: dict[str, Any] = {
             "accuracy": acc,
-            "ci95": [lo, hi],
+            "ci95": list(wilson(acc, n)),
             "n_items": n,
             "n_generations": len(recs),
             "accuracy_per_seed": [sum(v) / len(v) for _, v in sorted(by_seed.items())],
