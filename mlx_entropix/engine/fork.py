@@ -47,8 +47,6 @@ from .branches import Branch, margin_of
 from .fork_answer import decode_forced, plan_answer_forks
 from .stream import LOGPROB, METRICS, TOKEN, RowStream, StopMatcher, top_of
 
-_Branch = Branch  # the name the tests know
-
 
 def fork_due(
     cfg: SamplerConfig, index: int, state: int, entropy: float = 0.0

@@ -13,7 +13,7 @@ from ..config import Mode, SamplerConfig
 from ..errors import InvalidRequestError, PromptTooLongError
 from ..events import DoneEvent, ErrorEvent, TokenEvent
 from ..uncertainty.sampler import candidate_width
-from ..uncertainty.step import RowPlan, Rows
+from ..uncertainty.step import RowPlan, Step
 
 if TYPE_CHECKING:  # the core never imports the loaders; they hand it a LoadedModel
     from ..io.load import LoadedModel
@@ -121,7 +121,7 @@ class BatchRequest:
     remaining: int = 0  # prompt tokens not prefilled yet (shortest first)
     index: int = 0  # step of ``current``
     emitted: int = -1  # the last step whose events are out
-    current: Rows | None = None
+    current: Step | None = None
     cached: int = 0  # prompt tokens taken from the prefix cache
     generated: defaultdict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
     t_prefill: float = 0.0
@@ -129,6 +129,6 @@ class BatchRequest:
     # mode fork: choice options, a running fork's rows, the plan and step at it, forks, work
     options: dict[str, str] | None = None
     branches: SlotRows | None = None
-    at_fork: tuple[RowPlan, Rows] | None = None
+    at_fork: tuple[RowPlan, Step] | None = None
     forks: int = 0
     computed: int = 0

@@ -81,7 +81,7 @@ def _attention_each(*scores: mx.array) -> list[mx.array]:
 
 class Step(NamedTuple):
     """One step's results, still on the device until the host reads ``packed``: of a batch's
-    rows, or of one request's (``Rows``, the shared batch: ``batch.py``)."""
+    rows, or of one request's (the shared batch: ``batch.py``)."""
 
     token: mx.array  # (B,) int32: feeds the next forward pass without a host round trip
     can_clarify: mx.array  # (B,) bool
@@ -90,9 +90,6 @@ class Step(NamedTuple):
 
     def arrays(self) -> list[mx.array]:
         return list(self)
-
-
-Rows = Step
 
 
 class RowPlan(NamedTuple):
