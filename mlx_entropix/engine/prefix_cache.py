@@ -34,12 +34,15 @@ import hashlib
 from collections import deque
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlx.core as mx
 from mlx_lm.models.cache import KVCache
 
 from .request import PREFILL_CHUNK
+
+if TYPE_CHECKING:
+    from ..models.protocol import LayerSteps
 
 __all__ = ["BLOCK", "Extender", "PrefixCache", "chunk_ends", "closing_token",
            "final_pass", "prefill_chunks", "reusable"]  # fmt: skip
@@ -282,7 +285,7 @@ def preloaded(blocks: list[KV], n_layers: int) -> list[KVCache]:
 
 
 def prefill_chunks(
-    model: Any,
+    model: LayerSteps,
     ids: Sequence[int],
     prefix: PrefixCache | None,
     turn_ends: TurnEnds = (),
@@ -338,9 +341,8 @@ class Extender:
     """What requests generated, put in the cache while the server is idle (see the module): the
     newest few token sequences wait; one is filled a layer per ``step``."""
 
-    def __init__(
-        self, prefix: PrefixCache, model: Any, turn_ends: TurnEnds = (), closing: int | None = None
-    ):
+    def __init__(self, prefix: PrefixCache, model: LayerSteps, turn_ends: TurnEnds = (),
+                 closing: int | None = None):  # fmt: skip
         self.prefix, self.model, self.turn_ends = prefix, model, turn_ends
         self.closing = closing  # the token a chat template ends an answer with
         self.waiting: deque[list[int]] = deque(maxlen=4)
