@@ -25,6 +25,7 @@ from mlx_lm.models.rope_utils import initialize_rope
 
 from ..uncertainty.compiled import compiled
 from ..uncertainty.metrics import softmax_keys, vocab_exp
+from .protocol import Forward
 from .shared_cache import SharedCache, SharedStep, live_keys_exact, masked_attention
 
 ONE_QK_ON_CPU = True  # False: SDPA + separate scores on the CPU too (for measurements)
@@ -267,19 +268,14 @@ class Model(nn.Module):
     def make_cache(self) -> list[KVCache]:
         return [KVCache() for _ in self.layers]
 
-    def __call__(
-        self,
-        inputs: mx.array,
-        cache: list[KVCache],
-        last_only: bool = False,
-    ) -> tuple[mx.array, mx.array]:
+    def __call__(self, inputs: mx.array, cache: list[KVCache], last_only: bool = False) -> Forward:
         """``last_only``: logits of the last position only (a prefill needs no more; the head
         is the largest matmul of a long prompt)."""
         return run_steps(self.layer_steps(inputs, cache, last_only, evaluate=False))
 
     def layer_steps(
         self, inputs: mx.array, cache: list[KVCache], last_only: bool = False, evaluate: bool = True
-    ) -> Generator[None, None, tuple[mx.array, mx.array]]:
+    ) -> Generator[None, None, Forward]:
         """The forward pass one layer at a time: yields before each layer (and before the head),
         evaluating the previous one first when ``evaluate``; returns ``(logits, scores)``. The
         operations are those of one lazy pass, so the results are too; only the head is left
@@ -304,13 +300,8 @@ class Model(nn.Module):
             return self.model.embed_tokens.as_linear(h)
         return self.lm_head(h)
 
-    def step_shared(
-        self,
-        tokens: mx.array,
-        cache: SharedCache,
-        counts: list[int] | None = None,
-        evaluate: bool = False,
-    ) -> Generator[None, None, tuple[mx.array, mx.array]]:
+    def step_shared(self, tokens: mx.array, cache: SharedCache, counts: list[int] | None = None,
+                    evaluate: bool = False) -> Generator[None, None, Forward]:  # fmt: skip
         """A step of the rows of a ``SharedCache``, a layer at a time (as ``layer_steps``):
         ``tokens`` (slots,) one per row (a decode step; free slots: any) or (slots, L) with
         ``counts`` real ones per row, right-padded (a batch of prompts). Returns the logits of
@@ -337,9 +328,7 @@ class Model(nn.Module):
         scores = mx.take_along_axis(scores, last[:, None, None, None], axis=2)  # type: ignore[arg-type]
         return self.head(h), scores[:, :, 0]
 
-    def decode_shared(
-        self, tokens: mx.array, cache: SharedCache, compile: bool = True
-    ) -> tuple[mx.array, mx.array]:
+    def decode_shared(self, tokens: mx.array, cache: SharedCache, compile: bool = True) -> Forward:
         """A decode step of every row of ``cache`` (a token each; free slots: any) in one call:
         ``step_shared``'s logits (slots, 1, V) and scores (slots, heads, K). ``compile``: under
         ``mx.compile``, traced once per batch shape (rows, buffer and key blocks): no Python
