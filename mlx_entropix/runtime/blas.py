@@ -127,7 +127,11 @@ def measured_once(name: str, measure: Callable[[], bool | None], what: str = "")
     """``measure()`` (of ``what``), kept in the user's cache per CPU, BLAS build and MKL mode:
     measured once per machine (None is not kept: measured again next time)."""
     choice = preload()
-    cpu = next((line for line in _read("/proc/cpuinfo").splitlines() if "model name" in line), "")
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        cpuinfo = ""
+    cpu = next((line for line in cpuinfo.splitlines() if "model name" in line), "")
     mtime = os.path.getmtime(choice.path) if choice.path and os.path.exists(choice.path) else 0
     key = (f"{cpu.split(':')[-1].strip()} | {choice.path} | {mtime:.0f}"
            f" | {os.environ.get('MKL_CBWR', '')} | {what}")  # fmt: skip
@@ -148,13 +152,6 @@ def measured_once(name: str, measure: Callable[[], bool | None], what: str = "")
         except OSError:
             pass
     return bool(known[key])
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return ""
 
 
 @functools.cache
