@@ -45,10 +45,8 @@ def backend() -> str:
 def select_device() -> str:
     """Apply ``MLX_ENTROPIX_DEVICE`` if set, then return the backend in use."""
     want = os.environ.get(ENV_DEVICE, "").lower()
-    if want == "cpu":
-        mx.set_default_device(mx.cpu)
-    elif want == "gpu":
-        mx.set_default_device(mx.gpu)
+    if want in ("cpu", "gpu"):
+        mx.set_default_device(getattr(mx, want))
     return backend()
 
 
