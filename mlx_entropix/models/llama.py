@@ -306,11 +306,8 @@ class Model(nn.Module):
         ``tokens`` (slots,) one per row (a decode step; free slots: any) or (slots, L) with
         ``counts`` real ones per row, right-padded (a batch of prompts). Returns the logits of
         each row's last real token (slots, 1, V) and its last-layer scores (slots, heads, K),
-        the keys it does not see at -inf.
-
-        A row's results do not depend on the other rows: their lengths only pad the keys and
-        queries (``shared_cache``), and the dense layers see the rows of one matrix (bitwise
-        per row when the BLAS is batch-invariant, ``runtime.blas``)."""
+        the keys it does not see at -inf. A row's results do not depend on the other rows
+        (``shared_cache``; the dense layers': where the BLAS is batch-invariant, ``blas``)."""
         tokens = tokens.reshape(tokens.shape[0], -1)
         n, queries = tokens.shape
         step = cache.begin_step(queries, counts)
