@@ -14,7 +14,7 @@ MLX has none, the last layer's decode step computes q.k^T once for both).
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
@@ -98,7 +98,6 @@ class ModelArgs:
     attention_bias: bool = False
     mlp_bias: bool = False
     model_type: str = "llama"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.num_key_value_heads is None:
@@ -108,9 +107,8 @@ class ModelArgs:
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> ModelArgs:
-        known = set(cls.__dataclass_fields__) - {"extra"}
-        args = {k: v for k, v in config.items() if k in known and v is not None}
-        return cls(**args, extra={k: v for k, v in config.items() if k not in known})
+        known = set(cls.__dataclass_fields__)  # the rest of a config.json: not read
+        return cls(**{k: v for k, v in config.items() if k in known and v is not None})
 
 
 class Attention(nn.Module):
