@@ -127,9 +127,8 @@ def decide(
     zero = mx.zeros(state.shape, dtype=mx.float32)
     if mode == "greedy":
         return Plan(state, one * ARGMAX, zero, zero + 1, one, zero, one)
-    base = (cfg.temperature, cfg.top_p, cfg.top_k, cfg.min_p)
     if mode == "normal":
-        t, p, k, mp = (zero + v for v in base)
+        t, p, k, mp = (zero + v for v in (cfg.temperature, cfg.top_p, cfg.top_k, cfg.min_p))
         return Plan(state, one * SAMPLE, t, p, k.astype(mx.int32), mp, one)
 
     t0, cap = cfg.temperature, MAX_CAREFUL_TEMPERATURE
