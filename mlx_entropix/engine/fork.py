@@ -159,7 +159,7 @@ def explore(
     n_top: int,
     remaining: int,
     stop: Sequence[str],
-    should_stop: Callable[[], bool] | None = None,
+    should_stop: Callable[[], bool],
     options: dict[str, str] | None = None,
 ) -> Generator[Ask, list[list[float]], Explored]:
     """Decode the branches of the fork whose step values are ``fork_values`` and pick one.
@@ -190,7 +190,7 @@ def explore(
     live = [j for j in range(k) if feed[j] is not None]  # branch of each row of the batch
     computed = 0
     while live:
-        if should_stop is not None and should_stop():
+        if should_stop():
             break  # cancelled: the engine stops right after the fork
         held = frozenset(j for j in range(k) if feed[j] is None and branches[j].end == "length")
         rows = yield live, [feed[j] for j in live], held  # type: ignore[misc]
@@ -201,7 +201,7 @@ def explore(
 
     scores, answers, spans = _read_all(branches, cfg, options)
     answerable = cfg.fork_at_answer and cfg.fork_answer_kind is not None  # a span to fork at
-    if answerable and not (should_stop is not None and should_stop()):
+    if answerable and not should_stop():
         first = select_branch(scores, answers, cfg.fork_aggregate)
         parents = [first] if cfg.fork_answer_from == "kept" else list(range(k))
         new = plan_answer_forks(tok, branches, spans, answers, parents, cfg, n_top, stop, limit)
