@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import Mode, SamplerConfig
 from ..errors import InvalidRequestError, PromptTooLongError
-from ..events import DoneEvent, ErrorEvent, TokenEvent
+from ..events import DoneEvent, ErrorEvent, ForkEvent, TokenEvent
 from ..uncertainty.sampler import candidate_width
 from ..uncertainty.step import RowPlan, Step
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # the core never imports the loaders; they hand it a LoadedMo
 
 __all__ = ["MODES", "PREFILL_CHUNK", "BatchRequest", "Prompt", "check_modes",
            "prepare_prompt", "row_plan"]  # fmt: skip
-Event = TokenEvent | DoneEvent | ErrorEvent
+Event = TokenEvent | ForkEvent | DoneEvent | ErrorEvent
 Prompt = str | list[dict[str, Any]] | list[int]
 # A long prompt is prefilled in chunks of this many tokens, which bounds the prefill's peak
 # memory (one chunk's attention scores). With ``should_stop`` the model evaluates a chunk layer
