@@ -71,8 +71,7 @@ def preload() -> BlasChoice:
         return BlasChoice("bundled", None, f"{ENV_VAR}=none: reference BLAS (slow)")
 
     if want in ("auto", "mkl", "openblas"):
-        order = {"auto": ("mkl", "openblas"), "mkl": ("mkl",), "openblas": ("openblas",)}[want]
-        for name in order:
+        for name in ("mkl", "openblas") if want == "auto" else (want,):
             paths = _mkl_candidates() if name == "mkl" else _openblas_candidates()
             for path in paths:
                 if _try_load(path):
