@@ -101,12 +101,7 @@ def branch_score(
     """The confidence of one branch from its per-token values (first token included): the mean
     over the answer span ``[lo, hi)`` (``answer_margin``) or over every token (the others)."""
     lo, hi = span if rule == "answer_margin" else (0, len(margins))
-    values = {
-        "answer_margin": margins,
-        "margin": margins,
-        "entropy": [-e for e in entropies],
-        "logprob": logprobs,
-    }[rule][lo:hi]
+    values = {"entropy": [-e for e in entropies], "logprob": logprobs}.get(rule, margins)[lo:hi]
     return sum(values) / len(values) if values else 0.0
 
 
