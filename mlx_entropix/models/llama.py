@@ -29,7 +29,6 @@ from .protocol import Forward
 from .shared_cache import SharedCache, SharedStep, live_keys_exact, masked_attention
 
 ONE_QK_ON_CPU = True  # False: SDPA + separate scores on the CPU too (for measurements)
-FAST_SILU_ON_CPU = True  # False: MLX's sigmoid (its CPU exp: ~26 ns per element)
 # From this many keys on, a CPU decode step's attention uses ``softmax_keys`` (None: never),
 # and a prefill chunk of up to LONG_CONTEXT_CHUNK queries ``prefill_attention``.
 FAST_SOFTMAX_KEYS: int | None = 1024
@@ -202,7 +201,7 @@ class MLP(nn.Module):
         gate, up = self.gate_proj(x), self.up_proj(x)
         # A prefill only: a decode step's 1536 values gain less than a compiled call costs.
         # Compiled per shape (``vocab_exp``'s view is not shapeless): a trace per new length.
-        if FAST_SILU_ON_CPU and x.shape[1] > 1 and mx.default_device() == mx.cpu:
+        if x.shape[1] > 1 and mx.default_device() == mx.cpu:
             return self.down_proj(compiled(_swiglu)(gate, up))
         return self.down_proj(nn.silu(gate) * up)
 
