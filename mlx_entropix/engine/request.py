@@ -25,12 +25,9 @@ __all__ = ["MODES", "PREFILL_CHUNK", "BatchRequest", "Prompt", "check_modes",
 Event = TokenEvent | ForkEvent | DoneEvent | ErrorEvent
 Prompt = str | list[dict[str, Any]] | list[int]
 # A long prompt is prefilled in chunks of this many tokens, which bounds the prefill's peak
-# memory (one chunk's attention scores). With ``should_stop`` the model evaluates a chunk layer
-# by layer and checks it between layers, so a cancel or a time limit lands within one layer of
-# one chunk (1/30 of a chunk for the embedded model). Measured on the 2-core CPU while shared
-# (load average 9-13): one layer of a 128-token chunk takes 0.07 s at the start of a prompt and
-# 1.2 s on average (2.8 s at most) at 7,900 tokens, where attention over the context dominates;
-# a 256-token chunk took twice that (benchmarks/README.md, "Serving a long prompt").
+# memory (one chunk's attention scores); a chunk runs a layer at a time, so a cancel or a time
+# limit lands within one layer of one chunk: 1.2 s on average at 7,900 tokens on the 2-core
+# CPU, twice that for 256 tokens (benchmarks/README.md, "Serving a long prompt").
 PREFILL_CHUNK = 128
 MODES: tuple[Mode, ...] = ("entropix", "normal", "greedy", "fork")
 MAX_TOP_LOGPROBS = 20
