@@ -49,11 +49,9 @@ def prefill_attention(
     (B, Hkv, K, d). Over long contexts a prefill's attention is mostly its softmax, and MLX's
     CPU exp is scalar (~15 ns a score); numpy's is vectorised (~2). The heads of a group are
     one matrix; the products stay in MLX (numpy's own BLAS threads would fight MKL's for the
-    cores: a whole prefill ran 1.5x slower), the softmax runs in place in one numpy copy.
-    Measured per layer, quiet (SDPA / numpy's softmax on a masked copy / this): a follow-up's
-    15 queries over 1,824 keys 8.2 / 5.4 / 2.6 ms; a 128-token chunk over 1,024 / 1,824 / 4,000
-    keys 36 / 63 / 133, 15 / 25 / 55, 10 / 18 / 56 ms. Returns the output (B, L, H * d) and
-    the last query's scores (B, H, K)."""
+    cores: a whole prefill ran 1.5x slower), the softmax runs in place in one numpy copy
+    (15 queries over 1,824 keys: 8.2 ms a layer with SDPA, 2.6 with this; benchmarks/README.md).
+    Returns the output (B, L, H * d) and the last query's scores (B, H, K)."""
     B, H, L, d = q.shape
     n_kv, K = k.shape[1], k.shape[2]
     rep = H // n_kv
