@@ -205,7 +205,6 @@ def explore(
         scores, answers, spans = scores + s2, answers + a2, spans + sp2
         branches = [*branches, *new]
     kept = select_branch(scores, answers, cfg.fork_aggregate)
-    groups = answer_groups(scores, answers)
     event = ForkEvent(
         mode="fork",
         index=0,
@@ -242,7 +241,7 @@ def explore(
                 best=members[0],
                 won=kept in members,
             )
-            for a, total, members in groups
+            for a, total, members in answer_groups(scores, answers)
         ],  # fmt: skip
     )
     chosen = branches[kept]
