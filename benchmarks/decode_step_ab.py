@@ -25,7 +25,7 @@ from mlx_entropix.engine.batch import BatchDecoder  # noqa: E402
 from mlx_entropix.engine.generate import prepare_prompt  # noqa: E402
 from mlx_entropix.io.load import load  # noqa: E402
 from mlx_entropix.models.llama import run_steps  # noqa: E402
-from mlx_entropix.uncertainty.step import Rows, observe, sample_rows  # noqa: E402
+from mlx_entropix.uncertainty.step import Step, observe, sample_rows  # noqa: E402
 
 import mlx.core as mx  # noqa: E402
 
@@ -51,7 +51,7 @@ def old_decode(self: BatchDecoder, reqs: list) -> dict:
     out, start = {}, 0
     for req in reqs:
         rows = slice(start, start + len(req.plans))
-        out[req] = Rows(step.token[rows], step.can_clarify[rows], step.packed[rows])
+        out[req] = Step(step.token[rows], step.can_clarify[rows], step.packed[rows])
         start = rows.stop
     mx.async_eval([a for rows in out.values() for a in rows.arrays()])
     self.steps += 1

@@ -5,8 +5,8 @@ from __future__ import annotations
 import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
 from mlx_entropix.answers import extracted
 from mlx_entropix.config import SamplerConfig
+from mlx_entropix.engine.branches import Branch
 from mlx_entropix.engine.fork import (
-    _Branch,
     answer_groups,
     branch_score,
     fork_due,
@@ -125,18 +125,18 @@ def _values(token: int) -> list[float]:
 
 
 def test_a_branch_is_not_cut_at_a_line_break():
-    branch = _Branch(_Tok(), StopMatcher(["##"]), limit=6)
+    branch = Branch(_Tok(), StopMatcher(["##"]), limit=6)
     for t in (1, 2, 3, 2):
         branch.add(_values(t), 0.5)
         assert branch.active  # "Paris\n is\n": line breaks are no end
     branch.add(_values(6), 0.5)
     assert not branch.active and branch.end == "stop_string"
     assert "".join(branch.visible()) == "Paris\n is\n"  # the stop string is not text
-    eos = _Branch(_Tok(), StopMatcher([]), limit=6)
+    eos = Branch(_Tok(), StopMatcher([]), limit=6)
     eos.add(_values(1), 0.5)
     eos.add(_values(0), 0.5)
     assert not eos.active and eos.end == "stop" and eos.texts == ["Paris"]
-    budget = _Branch(_Tok(), StopMatcher(["\n\n"]), limit=3)
+    budget = Branch(_Tok(), StopMatcher(["\n\n"]), limit=3)
     for t in (1, 2, 3):
         budget.add(_values(t), 0.5)
     assert not budget.active and budget.end == "length" and len(budget.rows) == 3

@@ -31,7 +31,7 @@ from ..answers import parse_options
 from ..config import Mode, SamplerConfig
 from ..events import ErrorEvent
 from ..models.shared_cache import observed_keys
-from ..uncertainty.step import Rows, observe, observe_requests, sample_rows
+from ..uncertainty.step import Step, observe, observe_requests, sample_rows
 from .answer_checks import question_text
 from .branches import Branches, SlotRows
 from .confidence import shipped_model
@@ -198,7 +198,7 @@ class BatchDecoder:
         waiting = sum(r.current is None for r in self.requests)
         self._prefill_slice(min(self.prefill_slice_s * waiting, PREFILL_SLICE_MAX_S))
 
-    def _decode(self, reqs: list[BatchRequest]) -> dict[BatchRequest, Rows]:
+    def _decode(self, reqs: list[BatchRequest]) -> dict[BatchRequest, Step]:
         if not reqs:
             return {}
         on, shared = self.lm.compile_steps, self.shared
@@ -219,13 +219,13 @@ class BatchDecoder:
         out, start = {}, 0
         for req in reqs:
             rows = slice(start, start + len(req.plans))
-            out[req] = Rows(*(a[rows] for a in step))
+            out[req] = Step(*(a[rows] for a in step))
             start = rows.stop
         mx.async_eval([a for rows in out.values() for a in rows.arrays()])
         self.steps += 1
         return out
 
-    def _read(self, req: BatchRequest, following: Rows | None) -> None:
+    def _read(self, req: BatchRequest, following: Step | None) -> None:
         """Turn the current step's values into events; end the request or move it on."""
         if req.emitted < req.index:
             self._emit(req, following is not None)
@@ -276,7 +276,7 @@ class BatchDecoder:
         req.generated[0] += [int(v[0]) for v in found.rows]
         req.index = req.emitted = req.index + len(found.rows) - 1  # the kept branch's last step
         last = mx.array(found.rows[-1:])
-        req.plans, req.current = [plan], Rows(last[:, 0].astype(mx.int32), at.can_clarify, last)
+        req.plans, req.current = [plan], Step(last[:, 0].astype(mx.int32), at.can_clarify, last)
         if s.finished or req.index + 1 >= req.budget:
             self._end(req)
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import mlx.core as mx
 
-from ..uncertainty.step import RowPlan, Rows
+from ..uncertainty.step import RowPlan, Step
 from .stream import TOKEN, StopMatcher, top_of
 
 if TYPE_CHECKING:
@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from .fork import Ask, Explored
 
 # One step of a fork's branch rows in the batch decoder: their slots, plans (greedy: no key)
-# and fed tokens (a step's ``Rows`` whose values are not read).
-Branches = tuple[list[int], list[RowPlan], Rows]
+# and fed tokens (a ``Step`` whose values are not read).
+Branches = tuple[list[int], list[RowPlan], Step]
 
 
 class SlotRows:
@@ -51,7 +51,7 @@ class SlotRows:
             fresh = self.shared.add(self.shared.row(self.slot), self.base, len(ids))
             self.slots.update(zip(ids, fresh, strict=True))
         self.last, n = list(ids), len(ids)
-        fed = Rows(mx.array(tokens), mx.zeros((n,), dtype=mx.bool_), mx.zeros((n,)))
+        fed = Step(mx.array(tokens), mx.zeros((n,), dtype=mx.bool_), mx.zeros((n,)))
         return [self.slots[i] for i in ids], [self.plan] * n, fed
 
     def keep(self, found: Explored) -> int:

@@ -47,8 +47,6 @@ from .branches import Branch, margin_of
 from .fork_answer import decode_forced, plan_answer_forks
 from .stream import LOGPROB, METRICS, TOKEN, RowStream, StopMatcher, top_of
 
-_Branch = Branch  # the name the tests know
-
 
 def fork_due(
     cfg: SamplerConfig, index: int, state: int, entropy: float = 0.0
@@ -103,12 +101,7 @@ def branch_score(
     """The confidence of one branch from its per-token values (first token included): the mean
     over the answer span ``[lo, hi)`` (``answer_margin``) or over every token (the others)."""
     lo, hi = span if rule == "answer_margin" else (0, len(margins))
-    values = {
-        "answer_margin": margins,
-        "margin": margins,
-        "entropy": [-e for e in entropies],
-        "logprob": logprobs,
-    }[rule][lo:hi]
+    values = {"entropy": [-e for e in entropies], "logprob": logprobs}.get(rule, margins)[lo:hi]
     return sum(values) / len(values) if values else 0.0
 
 
@@ -161,7 +154,7 @@ def explore(
     n_top: int,
     remaining: int,
     stop: Sequence[str],
-    should_stop: Callable[[], bool] | None = None,
+    should_stop: Callable[[], bool],
     options: dict[str, str] | None = None,
 ) -> Generator[Ask, list[list[float]], Explored]:
     """Decode the branches of the fork whose step values are ``fork_values`` and pick one.
@@ -192,7 +185,7 @@ def explore(
     live = [j for j in range(k) if feed[j] is not None]  # branch of each row of the batch
     computed = 0
     while live:
-        if should_stop is not None and should_stop():
+        if should_stop():
             break  # cancelled: the engine stops right after the fork
         held = frozenset(j for j in range(k) if feed[j] is None and branches[j].end == "length")
         rows = yield live, [feed[j] for j in live], held  # type: ignore[misc]
@@ -203,7 +196,7 @@ def explore(
 
     scores, answers, spans = _read_all(branches, cfg, options)
     answerable = cfg.fork_at_answer and cfg.fork_answer_kind is not None  # a span to fork at
-    if answerable and not (should_stop is not None and should_stop()):
+    if answerable and not should_stop():
         first = select_branch(scores, answers, cfg.fork_aggregate)
         parents = [first] if cfg.fork_answer_from == "kept" else list(range(k))
         new = plan_answer_forks(tok, branches, spans, answers, parents, cfg, n_top, stop, limit)
@@ -212,7 +205,6 @@ def explore(
         scores, answers, spans = scores + s2, answers + a2, spans + sp2
         branches = [*branches, *new]
     kept = select_branch(scores, answers, cfg.fork_aggregate)
-    groups = answer_groups(scores, answers)
     event = ForkEvent(
         mode="fork",
         index=0,
@@ -249,7 +241,7 @@ def explore(
                 best=members[0],
                 won=kept in members,
             )
-            for a, total, members in groups
+            for a, total, members in answer_groups(scores, answers)
         ],  # fmt: skip
     )
     chosen = branches[kept]

@@ -118,7 +118,7 @@ def decode_forced(
     new: Sequence[Branch],
     first_id: int,
     n_top: int,
-    should_stop: Callable[[], bool] | None = None,
+    should_stop: Callable[[], bool],
 ) -> Generator[tuple[list[int], list[int], frozenset[int]], list[list[float]], int]:
     """Decode the new branches as one batch of new rows (ids ``first_id`` on, copies of the
     fork's cache; ``fork.explore``'s protocol): each row re-reads its filled tokens, then goes
@@ -127,7 +127,7 @@ def decode_forced(
     live = [r for r, b in enumerate(new) if b.active]
     tokens, pos, computed = [int(new[r].rows[0][TOKEN]) for r in live], 0, 0
     while live:
-        if should_stop is not None and should_stop():
+        if should_stop():
             break
         values = yield [first_id + r for r in live], tokens, frozenset()  # all end together
         computed += len(live)

@@ -17,17 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import Mode, SamplerConfig
 from ..errors import InvalidRequestError
-from ..events import DoneEvent, ForkEvent, TokenEvent
 from .agreement import HIDDEN_MODE, done_early, hidden_seeds, samples_for, with_agreement
 from .batch import BatchDecoder
-from .request import PREFILL_CHUNK, Prompt, check_modes, prepare_prompt
+from .request import PREFILL_CHUNK, Event, Prompt, check_modes, prepare_prompt
 
 if TYPE_CHECKING:  # the core never imports the loaders; they hand it a LoadedModel
     from ..io.load import LoadedModel
 
 __all__ = ["PREFILL_CHUNK", "Prompt", "generate", "generate_batch", "generate_rows",
            "prepare_prompt"]  # fmt: skip
-Event = TokenEvent | ForkEvent | DoneEvent
 
 
 def generate(

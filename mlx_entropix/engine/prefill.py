@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import mlx.core as mx
 
@@ -14,6 +14,7 @@ from ..models.shared_cache import observed_keys
 from .prefix_cache import PrefixCache, TurnEnds, prefill_chunks
 
 if TYPE_CHECKING:
+    from ..models.protocol import LayerSteps, SharedBatch
     from .request import BatchRequest
 
 __all__ = ["Prefill", "Prefilled", "prefill_long", "prefill_short"]
@@ -40,7 +41,7 @@ class Prefill:
 
 
 def prefill_long(
-    model: Any, req: BatchRequest, prefix: PrefixCache | None, turn_ends: TurnEnds
+    model: LayerSteps, req: BatchRequest, prefix: PrefixCache | None, turn_ends: TurnEnds
 ) -> Generator[None, None, list[Prefilled]]:
     """A long prompt alone, a layer at a time, in chunks ending at its turns' ends (as in
     ``prefix_cache``), from the blocks the prefix cache holds (the same bits as without)."""
@@ -55,7 +56,9 @@ def prefill_long(
     return [Prefilled(req, kv, len(req.ids), logits, scores)]  # type: ignore[arg-type]
 
 
-def prefill_short(model: Any, reqs: list[BatchRequest]) -> Generator[None, None, list[Prefilled]]:
+def prefill_short(
+    model: SharedBatch, reqs: list[BatchRequest]
+) -> Generator[None, None, list[Prefilled]]:
     """Short prompts together, one row each (right-padded), a layer at a time, in a cache of
     their own; each row's results are those of its prompt alone (``step_shared``)."""
     cache = model.shared_cache()

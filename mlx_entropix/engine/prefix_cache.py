@@ -31,15 +31,19 @@ the decoder that owns it.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections import deque
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlx.core as mx
 from mlx_lm.models.cache import KVCache
 
 from .request import PREFILL_CHUNK
+
+if TYPE_CHECKING:
+    from ..models.protocol import LayerSteps
 
 __all__ = ["BLOCK", "Extender", "PrefixCache", "chunk_ends", "closing_token",
            "final_pass", "prefill_chunks", "reusable"]  # fmt: skip
@@ -132,7 +136,7 @@ class PrefixCache:
     # buffers at no cost (``take_hot``). Within the bound, least recently used out first with
     # the blocks.
     hot: list[tuple[list[int], KV, int, int]] = field(default_factory=list)
-    _clock: int = 0
+    _clock: Iterator[int] = field(default_factory=itertools.count)  # use times, increasing
 
     def lookup(self, ids: Sequence[int], ends: list[int], count: bool = True) -> list[KV]:
         """The cached blocks of the chunks ``ends`` of ``ids``, from the start, as far as they
@@ -143,7 +147,7 @@ class PrefixCache:
             block = self.blocks.get(key)
             if block is None:
                 break
-            block.used = self._tick()
+            block.used = next(self._clock)
             found.append(block.kv)
         if count:
             self.hits += bool(found)
@@ -160,7 +164,7 @@ class PrefixCache:
         keys = chain_keys(ids, ends[: block + 1])
         key, parent = keys[-1], (keys[-2] if block else None)
         if key in self.blocks:
-            self.blocks[key].used = self._tick()
+            self.blocks[key].used = next(self._clock)
             return True
         if parent is not None and parent not in self.blocks:
             return False
@@ -172,7 +176,7 @@ class PrefixCache:
         if not self._make_room(nbytes, keep=set(keys[:-1])):
             return False
         mx.eval(kv)
-        self.blocks[key] = _Block(parent, kv, nbytes, used=self._tick())
+        self.blocks[key] = _Block(parent, kv, nbytes, used=next(self._clock))
         if parent is not None:
             self.blocks[parent].children += 1
         self.nbytes += nbytes
@@ -189,7 +193,7 @@ class PrefixCache:
         while len(self.hot) >= HOT_KEEP:
             self._drop_hot(-1)
         if nbytes <= self.max_bytes and self._make_room(nbytes, keep=set()):
-            self.hot.insert(0, (list(ids), kv, nbytes, self._tick()))
+            self.hot.insert(0, (list(ids), kv, nbytes, next(self._clock)))
             self.nbytes += nbytes
 
     def take_hot(self, ids: Sequence[int], n: int) -> list[KVCache] | None:
@@ -209,10 +213,6 @@ class PrefixCache:
 
     def _drop_hot(self, i: int) -> None:
         self.nbytes -= self.hot.pop(i)[2]
-
-    def _tick(self) -> int:
-        self._clock += 1
-        return self._clock
 
     def _make_room(self, nbytes: int, keep: set[bytes]) -> bool:
         """Evict least recently used leaves (not in ``keep``) and kept buffers until ``nbytes``
@@ -282,7 +282,7 @@ def preloaded(blocks: list[KV], n_layers: int) -> list[KVCache]:
 
 
 def prefill_chunks(
-    model: Any,
+    model: LayerSteps,
     ids: Sequence[int],
     prefix: PrefixCache | None,
     turn_ends: TurnEnds = (),
@@ -338,9 +338,8 @@ class Extender:
     """What requests generated, put in the cache while the server is idle (see the module): the
     newest few token sequences wait; one is filled a layer per ``step``."""
 
-    def __init__(
-        self, prefix: PrefixCache, model: Any, turn_ends: TurnEnds = (), closing: int | None = None
-    ):
+    def __init__(self, prefix: PrefixCache, model: LayerSteps, turn_ends: TurnEnds = (),
+                 closing: int | None = None):  # fmt: skip
         self.prefix, self.model, self.turn_ends = prefix, model, turn_ends
         self.closing = closing  # the token a chat template ends an answer with
         self.waiting: deque[list[int]] = deque(maxlen=4)

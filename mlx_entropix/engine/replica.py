@@ -72,7 +72,6 @@ class ReplicatedDecoder(BatchDecoder):
         args = {"ids": list(ids), "rows": [[m, int(s)] for m, s in rows], **options}
         if self.leader:
             self._send({**args, "config": cfg.model_dump(mode="json")})
-        args["rows"] = [tuple(r) for r in args["rows"]]
         agreed = [False]  # rank 0's answer at the last tick: the decoder reads it until the next
         req = super().submit(**args, config=cfg, should_stop=lambda: agreed[0])
         self._stops[req] = (should_stop, agreed)
@@ -132,7 +131,6 @@ class ReplicatedDecoder(BatchDecoder):
                     self.discard(self.requests[message["discard"]])
                 else:
                     config = SamplerConfig.model_validate(message.pop("config"))
-                    message["rows"] = [tuple(r) for r in message["rows"]]
                     self.submit(**message, config=config)
             except Exception:  # rank 0 met the same error and reports it to its client
                 log.exception("rank %d: a replayed call failed", rank)

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import Mode, SamplerConfig
 from ..errors import InvalidRequestError, PromptTooLongError
-from ..events import DoneEvent, ErrorEvent, TokenEvent
+from ..events import DoneEvent, ErrorEvent, ForkEvent, TokenEvent
 from ..uncertainty.sampler import candidate_width
-from ..uncertainty.step import RowPlan, Rows
+from ..uncertainty.step import RowPlan, Step
 
 if TYPE_CHECKING:  # the core never imports the loaders; they hand it a LoadedModel
     from ..io.load import LoadedModel
@@ -22,15 +22,12 @@ if TYPE_CHECKING:  # the core never imports the loaders; they hand it a LoadedMo
 
 __all__ = ["MODES", "PREFILL_CHUNK", "BatchRequest", "Prompt", "check_modes",
            "prepare_prompt", "row_plan"]  # fmt: skip
-Event = TokenEvent | DoneEvent | ErrorEvent
+Event = TokenEvent | ForkEvent | DoneEvent | ErrorEvent
 Prompt = str | list[dict[str, Any]] | list[int]
 # A long prompt is prefilled in chunks of this many tokens, which bounds the prefill's peak
-# memory (one chunk's attention scores). With ``should_stop`` the model evaluates a chunk layer
-# by layer and checks it between layers, so a cancel or a time limit lands within one layer of
-# one chunk (1/30 of a chunk for the embedded model). Measured on the 2-core CPU while shared
-# (load average 9-13): one layer of a 128-token chunk takes 0.07 s at the start of a prompt and
-# 1.2 s on average (2.8 s at most) at 7,900 tokens, where attention over the context dominates;
-# a 256-token chunk took twice that (benchmarks/README.md, "Serving a long prompt").
+# memory (one chunk's attention scores); a chunk runs a layer at a time, so a cancel or a time
+# limit lands within one layer of one chunk: 1.2 s on average at 7,900 tokens on the 2-core
+# CPU, twice that for 256 tokens (benchmarks/README.md, "Serving a long prompt").
 PREFILL_CHUNK = 128
 MODES: tuple[Mode, ...] = ("entropix", "normal", "greedy", "fork")
 MAX_TOP_LOGPROBS = 20
@@ -121,7 +118,7 @@ class BatchRequest:
     remaining: int = 0  # prompt tokens not prefilled yet (shortest first)
     index: int = 0  # step of ``current``
     emitted: int = -1  # the last step whose events are out
-    current: Rows | None = None
+    current: Step | None = None
     cached: int = 0  # prompt tokens taken from the prefix cache
     generated: defaultdict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
     t_prefill: float = 0.0
@@ -129,6 +126,6 @@ class BatchRequest:
     # mode fork: choice options, a running fork's rows, the plan and step at it, forks, work
     options: dict[str, str] | None = None
     branches: SlotRows | None = None
-    at_fork: tuple[RowPlan, Rows] | None = None
+    at_fork: tuple[RowPlan, Step] | None = None
     forks: int = 0
     computed: int = 0

@@ -48,11 +48,9 @@ class _Observation:
 
     def __init__(self, window: int | None = None) -> None:
         self.scores: mx.array | None = None
-        self.seen = False  # the shared SDPA was reached at least once
         self.window = window
 
     def record(self, queries: Any, keys: Any, scale: Any, mask: Any) -> None:
-        self.seen = True
         self.scores = None
         if not isinstance(keys, mx.array) or not isinstance(queries, mx.array):
             return  # quantized cache: packed (weights, scales, biases) tuples
@@ -76,7 +74,7 @@ def _observing_sdpa(original: Any) -> Any:
         if isinstance(cache, SharedLayer):  # a step of a shared batch: our masked attention
             out, scores = cache.attend(queries, keys, values, scale, *a, **kw)
             if observation is not None:
-                observation.seen, observation.scores = True, scores  # every query's
+                observation.scores = scores  # every query's
             return out
         if observation is not None:
             observation.record(queries, keys, scale, mask)

@@ -28,6 +28,7 @@ from ..errors import ModelLoadError
 from ..uncertainty.compiled import compiled
 from .attention import VERIFIED, SharedLayer, attention_of, observe_last_attention, route_sdpa
 from .llama import run_steps
+from .protocol import Forward
 from .shared_cache import SharedCache, SharedStep
 
 __all__ = ["VERIFIED", "FamilyArgs", "FamilyModel", "family_model", "observe_last_attention"]
@@ -120,18 +121,13 @@ class FamilyModel(nn.Module):
         (mlx-lm's masks do that from the layer's ``window_size``), as in the shared batch."""
         return [KVCache() for _ in self.layers]
 
-    def __call__(
-        self,
-        inputs: mx.array,
-        cache: list[Any],
-        last_only: bool = False,
-    ) -> tuple[mx.array, mx.array | None]:
+    def __call__(self, inputs: mx.array, cache: list[Any], last_only: bool = False) -> Forward:
         logits, scores = self._observed(inputs, cache)
         return logits[:, -1:] if last_only else logits, scores
 
     def layer_steps(
         self, inputs: mx.array, cache: list[Any], last_only: bool = False, evaluate: bool = True
-    ) -> Generator[None, None, tuple[mx.array, mx.array | None]]:
+    ) -> Generator[None, None, Forward]:
         """The plain pass with one yield before it (``LayerSteps``: prefills the server
         interleaves, the prefix cache's chunks)."""
         yield
@@ -174,7 +170,7 @@ class FamilyModel(nn.Module):
         return [SharedLayer(cache, i, step, rows, w, masks, self._grouped)
                 for i, w in enumerate(self.windows)]  # fmt: skip
 
-    def _observed(self, tokens: mx.array, cache: list) -> tuple[mx.array, mx.array | None]:
+    def _observed(self, tokens: mx.array, cache: list) -> Forward:
         """mlx-lm's pass over ``cache`` (its caches or ``SharedLayer``s), and the scores."""
         observation = self._observation
         if observation is not None:
@@ -182,10 +178,8 @@ class FamilyModel(nn.Module):
         logits = self.inner(tokens, cache=cache)
         return logits, observation.scores if observation is not None else None
 
-    def step_shared(
-        self, tokens: mx.array, cache: SharedCache, counts: list[int] | None = None,
-        evaluate: bool = False,
-    ) -> Generator[None, None, tuple[mx.array, mx.array | None]]:  # fmt: skip
+    def step_shared(self, tokens: mx.array, cache: SharedCache, counts: list[int] | None = None,
+                    evaluate: bool = False) -> Generator[None, None, Forward]:  # fmt: skip
         """``llama.Model.step_shared``'s contract; mlx-lm runs its layers as one call, so the
         pass yields once before it, not between layers."""
         tokens = tokens.reshape(tokens.shape[0], -1)
@@ -204,9 +198,7 @@ class FamilyModel(nn.Module):
         scores = mx.take_along_axis(scores, last[:, None, None, None], axis=2)
         return logits, scores[:, :, 0].astype(mx.float32)
 
-    def decode_shared(
-        self, tokens: mx.array, cache: SharedCache, compile: bool = True
-    ) -> tuple[mx.array, mx.array | None]:
+    def decode_shared(self, tokens: mx.array, cache: SharedCache, compile: bool = True) -> Forward:
         """``llama.Model.decode_shared``'s contract: the whole pass as one call, under
         ``mx.compile`` when ``compile`` (traced once per batch shape: no Python between mlx-lm's
         layers, element-wise chains fused); the same bits as ``step_shared``."""

@@ -14,7 +14,7 @@ MLX has none, the last layer's decode step computes q.k^T once for both).
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
@@ -25,10 +25,10 @@ from mlx_lm.models.rope_utils import initialize_rope
 
 from ..uncertainty.compiled import compiled
 from ..uncertainty.metrics import softmax_keys, vocab_exp
+from .protocol import Forward
 from .shared_cache import SharedCache, SharedStep, live_keys_exact, masked_attention
 
 ONE_QK_ON_CPU = True  # False: SDPA + separate scores on the CPU too (for measurements)
-FAST_SILU_ON_CPU = True  # False: MLX's sigmoid (its CPU exp: ~26 ns per element)
 # From this many keys on, a CPU decode step's attention uses ``softmax_keys`` (None: never),
 # and a prefill chunk of up to LONG_CONTEXT_CHUNK queries ``prefill_attention``.
 FAST_SOFTMAX_KEYS: int | None = 1024
@@ -49,11 +49,9 @@ def prefill_attention(
     (B, Hkv, K, d). Over long contexts a prefill's attention is mostly its softmax, and MLX's
     CPU exp is scalar (~15 ns a score); numpy's is vectorised (~2). The heads of a group are
     one matrix; the products stay in MLX (numpy's own BLAS threads would fight MKL's for the
-    cores: a whole prefill ran 1.5x slower), the softmax runs in place in one numpy copy.
-    Measured per layer, quiet (SDPA / numpy's softmax on a masked copy / this): a follow-up's
-    15 queries over 1,824 keys 8.2 / 5.4 / 2.6 ms; a 128-token chunk over 1,024 / 1,824 / 4,000
-    keys 36 / 63 / 133, 15 / 25 / 55, 10 / 18 / 56 ms. Returns the output (B, L, H * d) and
-    the last query's scores (B, H, K)."""
+    cores: a whole prefill ran 1.5x slower), the softmax runs in place in one numpy copy
+    (15 queries over 1,824 keys: 8.2 ms a layer with SDPA, 2.6 with this; benchmarks/README.md).
+    Returns the output (B, L, H * d) and the last query's scores (B, H, K)."""
     B, H, L, d = q.shape
     n_kv, K = k.shape[1], k.shape[2]
     rep = H // n_kv
@@ -97,7 +95,6 @@ class ModelArgs:
     attention_bias: bool = False
     mlp_bias: bool = False
     model_type: str = "llama"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.num_key_value_heads is None:
@@ -107,9 +104,8 @@ class ModelArgs:
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> ModelArgs:
-        known = set(cls.__dataclass_fields__) - {"extra"}
-        args = {k: v for k, v in config.items() if k in known and v is not None}
-        return cls(**args, extra={k: v for k, v in config.items() if k not in known})
+        known = set(cls.__dataclass_fields__)  # the rest of a config.json: not read
+        return cls(**{k: v for k, v in config.items() if k in known and v is not None})
 
 
 class Attention(nn.Module):
@@ -203,7 +199,7 @@ class MLP(nn.Module):
         gate, up = self.gate_proj(x), self.up_proj(x)
         # A prefill only: a decode step's 1536 values gain less than a compiled call costs.
         # Compiled per shape (``vocab_exp``'s view is not shapeless): a trace per new length.
-        if FAST_SILU_ON_CPU and x.shape[1] > 1 and mx.default_device() == mx.cpu:
+        if x.shape[1] > 1 and mx.default_device() == mx.cpu:
             return self.down_proj(compiled(_swiglu)(gate, up))
         return self.down_proj(nn.silu(gate) * up)
 
@@ -267,19 +263,14 @@ class Model(nn.Module):
     def make_cache(self) -> list[KVCache]:
         return [KVCache() for _ in self.layers]
 
-    def __call__(
-        self,
-        inputs: mx.array,
-        cache: list[KVCache],
-        last_only: bool = False,
-    ) -> tuple[mx.array, mx.array]:
+    def __call__(self, inputs: mx.array, cache: list[KVCache], last_only: bool = False) -> Forward:
         """``last_only``: logits of the last position only (a prefill needs no more; the head
         is the largest matmul of a long prompt)."""
         return run_steps(self.layer_steps(inputs, cache, last_only, evaluate=False))
 
     def layer_steps(
         self, inputs: mx.array, cache: list[KVCache], last_only: bool = False, evaluate: bool = True
-    ) -> Generator[None, None, tuple[mx.array, mx.array]]:
+    ) -> Generator[None, None, Forward]:
         """The forward pass one layer at a time: yields before each layer (and before the head),
         evaluating the previous one first when ``evaluate``; returns ``(logits, scores)``. The
         operations are those of one lazy pass, so the results are too; only the head is left
@@ -304,22 +295,14 @@ class Model(nn.Module):
             return self.model.embed_tokens.as_linear(h)
         return self.lm_head(h)
 
-    def step_shared(
-        self,
-        tokens: mx.array,
-        cache: SharedCache,
-        counts: list[int] | None = None,
-        evaluate: bool = False,
-    ) -> Generator[None, None, tuple[mx.array, mx.array]]:
+    def step_shared(self, tokens: mx.array, cache: SharedCache, counts: list[int] | None = None,
+                    evaluate: bool = False) -> Generator[None, None, Forward]:  # fmt: skip
         """A step of the rows of a ``SharedCache``, a layer at a time (as ``layer_steps``):
         ``tokens`` (slots,) one per row (a decode step; free slots: any) or (slots, L) with
         ``counts`` real ones per row, right-padded (a batch of prompts). Returns the logits of
         each row's last real token (slots, 1, V) and its last-layer scores (slots, heads, K),
-        the keys it does not see at -inf.
-
-        A row's results do not depend on the other rows: their lengths only pad the keys and
-        queries (``shared_cache``), and the dense layers see the rows of one matrix (bitwise
-        per row when the BLAS is batch-invariant, ``runtime.blas``)."""
+        the keys it does not see at -inf. A row's results do not depend on the other rows
+        (``shared_cache``; the dense layers': where the BLAS is batch-invariant, ``blas``)."""
         tokens = tokens.reshape(tokens.shape[0], -1)
         n, queries = tokens.shape
         step = cache.begin_step(queries, counts)
@@ -337,9 +320,7 @@ class Model(nn.Module):
         scores = mx.take_along_axis(scores, last[:, None, None, None], axis=2)  # type: ignore[arg-type]
         return self.head(h), scores[:, :, 0]
 
-    def decode_shared(
-        self, tokens: mx.array, cache: SharedCache, compile: bool = True
-    ) -> tuple[mx.array, mx.array]:
+    def decode_shared(self, tokens: mx.array, cache: SharedCache, compile: bool = True) -> Forward:
         """A decode step of every row of ``cache`` (a token each; free slots: any) in one call:
         ``step_shared``'s logits (slots, 1, V) and scores (slots, heads, K). ``compile``: under
         ``mx.compile``, traced once per batch shape (rows, buffer and key blocks): no Python

@@ -1,9 +1,9 @@
 """What the engine asks of a model: the contracts ``Model`` (our Llama) and ``FamilyModel``
 (any family mlx-lm runs) meet, written down once instead of checked with ``hasattr``.
 
-Every model decodes (``DecodeModel``), runs its pass a layer at a time (``LayerSteps``: a
-prefill the server interleaves with other work) and decodes the rows of many requests in one
-cache (``SharedBatch``: continuous batching, the engine's one decode loop).
+A model runs its pass a layer at a time (``LayerSteps``: a prefill the server interleaves
+with other work, the prefix cache's chunks) and decodes the rows of many requests in one cache
+(``SharedBatch``: continuous batching, the engine's one decode loop).
 """
 
 from __future__ import annotations
@@ -16,38 +16,26 @@ import mlx.core as mx
 Forward = tuple[mx.array, mx.array | None]  # logits (B, L or 1, V), last-layer scores or None
 
 
-class DecodeModel(Protocol):
-    # Under ``mlx.launch`` (``runtime.distributed``): ``group``, every rank continues with rank
-    # 0's token; ``head_group``, set when the heads are split (scores hold this rank's heads).
-    group: mx.distributed.Group | None
-    head_group: mx.distributed.Group | None
-
+@runtime_checkable
+class LayerSteps(Protocol):
     @property
     def layers(self) -> list[Any]: ...
 
-    def make_cache(self) -> list[Any]:
-        """One KV cache per layer for one batch of rows."""
-
-    def __call__(
-        self,
-        inputs: mx.array,
-        cache: list[Any],
-        last_only: bool = False,
-    ) -> Forward:
-        """Tokens (B, L) in; logits and the last query's pre-softmax scores of the last layer
-        over the filled keys (B, heads, K), None where the attention cannot be observed."""
-
-
-@runtime_checkable
-class LayerSteps(Protocol):
     def layer_steps(
         self, inputs: mx.array, cache: list[Any], last_only: bool = False, evaluate: bool = True
     ) -> Generator[None, None, Forward]:
-        """The same pass, yielding before each layer: ``yield from`` it to interleave."""
+        """Tokens (B, L) in, over one mlx-lm cache per layer, yielding before each layer
+        (``yield from`` it to interleave); returns the logits and the last query's pre-softmax
+        scores of the last layer over the filled keys (B, heads, K), None where the attention
+        cannot be observed."""
 
 
 @runtime_checkable
 class SharedBatch(Protocol):
+    # Under ``mlx.launch`` (``runtime.distributed``): ``group``, every rank continues with rank
+    # 0's token; ``head_group``, set when the heads are split (scores hold this rank's heads).
+    group: mx.distributed.Group | None
+    head_group: mx.distributed.Group | None
     # The last layer's sliding window (None: global): its scores cover a row's last keys.
     last_window: int | None
 

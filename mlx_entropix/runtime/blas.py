@@ -71,8 +71,7 @@ def preload() -> BlasChoice:
         return BlasChoice("bundled", None, f"{ENV_VAR}=none: reference BLAS (slow)")
 
     if want in ("auto", "mkl", "openblas"):
-        order = {"auto": ("mkl", "openblas"), "mkl": ("mkl",), "openblas": ("openblas",)}[want]
-        for name in order:
+        for name in ("mkl", "openblas") if want == "auto" else (want,):
             paths = _mkl_candidates() if name == "mkl" else _openblas_candidates()
             for path in paths:
                 if _try_load(path):
@@ -127,7 +126,11 @@ def measured_once(name: str, measure: Callable[[], bool | None], what: str = "")
     """``measure()`` (of ``what``), kept in the user's cache per CPU, BLAS build and MKL mode:
     measured once per machine (None is not kept: measured again next time)."""
     choice = preload()
-    cpu = next((line for line in _read("/proc/cpuinfo").splitlines() if "model name" in line), "")
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        cpuinfo = ""
+    cpu = next((line for line in cpuinfo.splitlines() if "model name" in line), "")
     mtime = os.path.getmtime(choice.path) if choice.path and os.path.exists(choice.path) else 0
     key = (f"{cpu.split(':')[-1].strip()} | {choice.path} | {mtime:.0f}"
            f" | {os.environ.get('MKL_CBWR', '')} | {what}")  # fmt: skip
@@ -148,13 +151,6 @@ def measured_once(name: str, measure: Callable[[], bool | None], what: str = "")
         except OSError:
             pass
     return bool(known[key])
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return ""
 
 
 @functools.cache

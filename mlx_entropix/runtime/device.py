@@ -45,10 +45,8 @@ def backend() -> str:
 def select_device() -> str:
     """Apply ``MLX_ENTROPIX_DEVICE`` if set, then return the backend in use."""
     want = os.environ.get(ENV_DEVICE, "").lower()
-    if want == "cpu":
-        mx.set_default_device(mx.cpu)
-    elif want == "gpu":
-        mx.set_default_device(mx.gpu)
+    if want in ("cpu", "gpu"):
+        mx.set_default_device(getattr(mx, want))
     return backend()
 
 
@@ -188,12 +186,11 @@ class RuntimeInfo:
 def runtime_info() -> RuntimeInfo:
     dev = mx.default_device()
     name = backend()
-    if name == "metal":
-        device = mx.device_info().get("device_name", "Apple GPU")
-    elif name == "cuda":
-        device = str(mx.device_info().get("device_name", "CUDA GPU"))
-    else:
+    if name == "cpu":
         device = f"{platform.processor() or platform.machine()} CPU ({os.cpu_count()} cores)"
+    else:
+        gpu = "Apple GPU" if name == "metal" else "CUDA GPU"
+        device = str(mx.device_info().get("device_name", gpu))
     blas_name = _blas.name if name == "cpu" else f"{_blas.name} (unused on {name})"
     return RuntimeInfo(
         backend=name,

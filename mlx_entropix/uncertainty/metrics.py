@@ -22,15 +22,8 @@ import mlx.core as mx
 from ..events import METRIC_NAMES
 
 LOG2E = 1.0 / math.log(2.0)
-__all__ = [
-    "METRIC_NAMES",
-    "attention_metrics",
-    "compute_metrics",
-    "log_normaliser",
-    "logits_entropy",
-    "logits_metrics",
-    "vocab_exp",
-]
+__all__ = ["METRIC_NAMES", "attention_metrics", "compute_metrics", "log_normaliser",
+           "logits_entropy", "logits_metrics", "vocab_exp"]  # fmt: skip
 
 
 def vocab_exp(x: mx.array) -> mx.array:

@@ -127,81 +127,40 @@ def decide(
     zero = mx.zeros(state.shape, dtype=mx.float32)
     if mode == "greedy":
         return Plan(state, one * ARGMAX, zero, zero + 1, one, zero, one)
-    base = (cfg.temperature, cfg.top_p, cfg.top_k, cfg.min_p)
     if mode == "normal":
-        t, p, k, mp = (zero + v for v in base)
+        t, p, k, mp = (zero + v for v in (cfg.temperature, cfg.top_p, cfg.top_k, cfg.min_p))
         return Plan(state, one * SAMPLE, t, p, k.astype(mx.int32), mp, one)
 
-    t0 = cfg.temperature
+    t0, cap = cfg.temperature, MAX_CAREFUL_TEMPERATURE
     logits_unc, attn_unc = ent + vent, aent + avent
-    temperature = _select(
-        state,
-        t0,
-        {
-            FLOWING: zero,
-            TREADING: mx.minimum(
-                MAX_CAREFUL_TEMPERATURE,
-                t0 * (cfg.helv_attn_ent_offset + cfg.helv_attn_ent_coef * aent),
-            ),
-            EXPLORING: mx.minimum(
-                MAX_CAREFUL_TEMPERATURE,
-                t0
-                * (
-                    cfg.lehv_interaction_strength_offset + cfg.lehv_interaction_strength_coef * ints
-                ),
-            ),
-            RESAMPLING: mx.maximum(
-                cfg.mist_min_temperature,
-                t0 * (cfg.hehv_attn_vent_offset + cfg.hehv_attn_vent_coef * avent),
-            ),
-            ADAPTIVE: mx.maximum(
-                0.0,
-                t0
-                * (
-                    cfg.ada_temp_offset
-                    + cfg.ada_temp_logits * logits_unc
-                    + cfg.ada_temp_attn * attn_unc
-                    - cfg.ada_temp_agree * agr
-                ),
-            ),
-        },
-    )
-    top_p = _select(
-        state,
-        cfg.top_p,
-        {
-            RESAMPLING: mx.maximum(MIN_MIST_TOP_P, cfg.top_p - cfg.hehv_attn_ent_coef * aent),
-            ADAPTIVE: mx.clip(cfg.top_p * (1 + cfg.ada_top_p * avent), 0.1, 1.0),
-        },
-    )
+    helv = cfg.helv_attn_ent_offset + cfg.helv_attn_ent_coef * aent
+    lehv = cfg.lehv_interaction_strength_offset + cfg.lehv_interaction_strength_coef * ints
+    hehv = cfg.hehv_attn_vent_offset + cfg.hehv_attn_vent_coef * avent
+    ada = cfg.ada_temp_offset + cfg.ada_temp_logits * logits_unc + cfg.ada_temp_attn * attn_unc
+    temperature = _select(state, t0, {
+        FLOWING: zero,
+        TREADING: mx.minimum(cap, t0 * helv),
+        EXPLORING: mx.minimum(cap, t0 * lehv),
+        RESAMPLING: mx.maximum(cfg.mist_min_temperature, t0 * hehv),
+        ADAPTIVE: mx.maximum(0.0, t0 * (ada - cfg.ada_temp_agree * agr)),
+    })  # fmt: skip
+    top_p = _select(state, cfg.top_p, {
+        RESAMPLING: mx.maximum(MIN_MIST_TOP_P, cfg.top_p - cfg.hehv_attn_ent_coef * aent),
+        ADAPTIVE: mx.clip(cfg.top_p * (1 + cfg.ada_top_p * avent), 0.1, 1.0),
+    })  # fmt: skip
     # Clip before rounding/flooring, so extreme coefficients cannot overflow the int cast.
+    fork_top_k = mx.minimum(cfg.top_k * (1 + FORK_TOP_K_COEF * (1 - agr)), 2**30)
     ada_top_k = cfg.top_k * (1 + cfg.ada_top_k_int * ints - cfg.ada_top_k_agree * agr)
-    top_k = _select(
-        state,
-        cfg.top_k,
-        {
-            FLOWING: zero + 1,
-            EXPLORING: mx.maximum(
-                MIN_FORK_TOP_K,
-                mx.floor(mx.minimum(cfg.top_k * (1 + FORK_TOP_K_COEF * (1 - agr)), 2**30)),
-            ),
-            ADAPTIVE: mx.round(mx.clip(ada_top_k, 1, ADAPTIVE_MAX_TOP_K)),
-        },
-    ).astype(mx.int32)
-    min_p = _select(
-        state,
-        cfg.min_p,
-        {
-            ADAPTIVE: mx.clip(
-                cfg.min_p * (cfg.ada_min_p_offset - cfg.ada_min_p * logits_unc), 0.01, 0.5
-            )
-        },
-    )
+    top_k = _select(state, cfg.top_k, {
+        FLOWING: zero + 1,
+        EXPLORING: mx.maximum(MIN_FORK_TOP_K, mx.floor(fork_top_k)),
+        ADAPTIVE: mx.round(mx.clip(ada_top_k, 1, ADAPTIVE_MAX_TOP_K)),
+    }).astype(mx.int32)  # fmt: skip
+    ada_min_p = cfg.min_p * (cfg.ada_min_p_offset - cfg.ada_min_p * logits_unc)
+    min_p = _select(state, cfg.min_p, {ADAPTIVE: mx.clip(ada_min_p, 0.01, 0.5)})
     n_samples = mx.where(state == ADAPTIVE, cfg.n_adaptive_samples, 1).astype(mx.int32)
     clarify = (state == TREADING) & can_clarify
-    action = _select(state, SAMPLE, {FLOWING: zero + ARGMAX, ADAPTIVE: zero + BEST_OF_N}).astype(
-        mx.int32
-    )
+    action = _select(state, SAMPLE, {FLOWING: zero + ARGMAX, ADAPTIVE: zero + BEST_OF_N})
     # Ablation (``greedy_states``): bit ``state`` of the mask set -> argmax, no pause token.
     greedy = mx.remainder(mx.floor(cfg.greedy_mask / mx.power(2.0, state)), 2) > 0
     clarify = clarify & ~greedy

@@ -81,7 +81,7 @@ def _attention_each(*scores: mx.array) -> list[mx.array]:
 
 class Step(NamedTuple):
     """One step's results, still on the device until the host reads ``packed``: of a batch's
-    rows, or of one request's (``Rows``, the shared batch: ``batch.py``)."""
+    rows, or of one request's (the shared batch: ``batch.py``)."""
 
     token: mx.array  # (B,) int32: feeds the next forward pass without a host round trip
     can_clarify: mx.array  # (B,) bool
@@ -90,9 +90,6 @@ class Step(NamedTuple):
 
     def arrays(self) -> list[mx.array]:
         return list(self)
-
-
-Rows = Step
 
 
 class RowPlan(NamedTuple):
@@ -193,13 +190,8 @@ def plan_step(
     logprob = mx.take_along_axis(logits, token[:, None], axis=-1)[:, 0] - log_norm
     columns = [token, plan.state, plan.action, plan.temperature, plan.top_p, plan.top_k,
                plan.min_p, plan.n_samples, logprob]  # fmt: skip
-    packed = mx.concatenate(
-        [
-            mx.stack([c.astype(mx.float32) for c in columns], axis=-1),
-            metrics,
-            ids[:, :n_top].astype(mx.float32),  # exact: ids < 2**24
-            cand_logits[:, :n_top] - log_norm[:, None],
-        ],
-        axis=-1,
-    )
+    head = mx.stack([c.astype(mx.float32) for c in columns], axis=-1)
+    top_ids = ids[:, :n_top].astype(mx.float32)  # exact: ids < 2**24
+    top_lps = cand_logits[:, :n_top] - log_norm[:, None]
+    packed = mx.concatenate([head, metrics, top_ids, top_lps], axis=-1)
     return token, can_clarify & (plan.action != CLARIFY), packed
