@@ -146,8 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..runtime.blas import batch_invariant
     from ..runtime.distributed import rank
-    from . import create_app
-    from .app import make_worker
+    from .app import create_app, make_worker
     from .engine import Engine
 
     if settings.batch_invariant:  # before anything computes (MKL reads it at its first call)
