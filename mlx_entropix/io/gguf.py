@@ -214,14 +214,8 @@ def tokenizer_from_metadata(meta: dict[str, Any]) -> Tokenizer:
     merges = [tuple(m.split(" ", 1)) for m in meta["tokenizer.ggml.merges"]]
     types = np.array(meta.get("tokenizer.ggml.token_type", mx.ones(len(tokens))))
 
-    raw = RawTokenizer(
-        models.BPE(
-            vocab={t: i for i, t in enumerate(tokens)},
-            merges=merges,
-            fuse_unk=False,
-            byte_fallback=False,
-        )
-    )
+    vocab = {t: i for i, t in enumerate(tokens)}
+    raw = RawTokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
     raw.pre_tokenizer = _pre_tokenizer(str(_scalar(meta, "tokenizer.ggml.pre", "gpt2")))
     raw.decoder = decoders.ByteLevel()
     # Control (3) and user-defined (4) tokens are matched whole in the text, never split.
