@@ -8,6 +8,7 @@ Quantized weights run as ``device.compute_dtype`` says (CPU fp32, Metal quantize
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import importlib.metadata
 import json
@@ -183,14 +184,10 @@ def _load_dir(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer]:
 
 
 def _eos_ids(path: Path, config: dict[str, Any]) -> set[int]:
-    ids: set[int] = set()
     sources = [config]
-    gen = path / "generation_config.json"
-    if gen.exists():
-        try:
-            sources.append(json.loads(gen.read_text()))
-        except (OSError, json.JSONDecodeError):
-            pass
+    with contextlib.suppress(OSError, json.JSONDecodeError):  # no generation_config, or broken
+        sources.append(json.loads((path / "generation_config.json").read_text()))
+    ids: set[int] = set()
     for src in sources:
         value = src.get("eos_token_id")
         if isinstance(value, int):
