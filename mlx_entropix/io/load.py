@@ -93,10 +93,7 @@ def embedded_model_path() -> Path:
 
 
 def _build(args: ModelArgs, weights: dict[str, mx.array], dtype: str) -> tuple[Model, str, str]:
-    """Instantiate the model with ``weights`` in the compute ``dtype``.
-
-    Returns (model, compute dtype actually used, how the weights were stored).
-    """
+    """The model with ``weights`` in the compute ``dtype``, the dtype used, how they were stored."""
     model = Model(args)
     # The input width of each linear layer family: packed quantized shapes are read with it.
     hidden = ("embed_tokens", "lm_head", "q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
