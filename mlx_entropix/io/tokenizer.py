@@ -1,8 +1,5 @@
 """Tokenizer wrapper: one interface over Hugging Face fast tokenizers, however they were built.
 
-Holds encode/decode, the chat template (rendered by transformers), the set of ids that end a
-turn, and a streaming detokenizer whose pieces always concatenate to ``decode(all ids)``.
-
 User text stays text: message contents are tokenized with special-token strings treated as
 plain text (``<|im_end|>`` typed by a user is the characters, never the control id), so only
 the chat template itself produces control ids and nobody can forge a system or assistant turn.
