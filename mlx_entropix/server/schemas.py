@@ -1,6 +1,5 @@
 """Request and response models: the server's API contract (and its OpenAPI schema).
 
-Our own endpoints forbid unknown fields so a typo is a clear 422, not a silently ignored knob.
 Event payloads are the shared schema of ``mlx_entropix.events`` (not redefined here).
 """
 
