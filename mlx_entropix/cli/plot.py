@@ -1,9 +1,8 @@
 """``--plot``: a PNG of each token's entropy and varentropy, its quadrant, and the thresholds.
 
-Per run: entropy and varentropy against token position (markers in the state's colour, the
-config's thresholds as dashed lines), and the (entropy, varentropy) plane with the regions each
-state covers under that config, shaded, and the run's tokens on it. Matplotlib's Agg canvas is
-used directly (no pyplot global state), at a fixed size: ``FIGSIZE`` inches at ``DPI``.
+Per run: both metrics against token position, and the (entropy, varentropy) plane shaded by the
+state each point would get under the config. Matplotlib's Agg canvas is used directly (no pyplot
+global state), at a fixed size: ``FIGSIZE`` inches at ``DPI``.
 """
 
 from __future__ import annotations
