@@ -269,12 +269,9 @@ def _load_family(path: Path, dtype: str | None) -> tuple[FamilyModel, str, str, 
         raise ModelLoadError(f"mlx-lm cannot load {path}: {first_line(err)}") from err
     quant = config.get("quantization") or {}
     floats = {str(v.dtype).split(".")[-1] for _, v in tree_flatten(inner.parameters())}
-    floats.discard("uint32")
-    stored = (
-        f"{quant.get('bits')}-bit groups of {quant.get('group_size')}"
-        if quant
-        else "/".join(sorted(floats))
-    )
+    stored = "/".join(sorted(floats - {"uint32"}))
+    if quant:
+        stored = f"{quant.get('bits')}-bit groups of {quant.get('group_size')}"
     want = dtype or device.compute_dtype(bool(quant))
     if quant and want != "quantized":
         inner = dequantize_model(inner)
