@@ -27,9 +27,7 @@ NO_UI_PAGE = """<!doctype html><meta charset="utf-8"><title>mlx-entropix</title>
 
 
 def make_worker(settings: ServerSettings) -> Worker[Engine]:
-    """The model thread (not started). It runs up to ``max_batch`` rows of requests at once,
-    decoded as one batch by the engine (under ``mlx.launch`` too: every rank runs rank 0's
-    schedule, ``engine.replica``)."""
+    """The model thread (not started): up to ``max_batch`` rows of requests, one batch."""
     return Worker(
         lambda: Engine.load(settings),
         settings.max_queue,
