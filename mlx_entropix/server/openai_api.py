@@ -231,9 +231,7 @@ async def released(stream: JobStream) -> AsyncIterator[Released | str]:
 async def sse_chunks(
     stream: JobStream, build: Any, usage_chunk: bool, n: int
 ) -> AsyncIterator[dict[str, str]]:
-    """An OpenAI stream's SSE ``data:`` lines (chat and text completions alike): ``build``'s
-    chunk per ``released`` token, the usage chunk (if asked) once the ``n`` choices ended, an
-    error object, then ``[DONE]``."""
+    """An OpenAI stream's SSE ``data:`` lines (chat and text completions alike)."""
 
     def data(obj: Any) -> dict[str, str]:
         return {"data": json.dumps(obj, ensure_ascii=False, separators=(",", ":"))}
