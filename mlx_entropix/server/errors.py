@@ -85,10 +85,8 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         headers = dict(exc.headers or {})
         allow = [m.strip() for m in headers.get("Allow", "").split(",") if m.strip()]
-        if "GET" in allow and "HEAD" not in allow:  # HeadAsGet serves HEAD wherever GET is
-            headers["Allow"] = ", ".join(sorted({*allow, "HEAD"}))
-        elif allow:
-            headers["Allow"] = ", ".join(sorted(set(allow)))
+        if allow:  # HeadAsGet serves HEAD wherever GET is
+            headers["Allow"] = ", ".join(sorted({*allow, "HEAD"} if "GET" in allow else set(allow)))
         message = str(exc.detail)
         if exc.status_code == 405:
             message = f"method {request.method} not allowed here (allowed: {headers['Allow']})"
