@@ -124,18 +124,16 @@ def response_head(prefix: str, kind: str, model: str, mode: str) -> dict[str, An
     }
 
 
-def by_choice(items: list[Any], n: int) -> list[tuple[Tokens, DoneEvent]] | None:
+def by_choice(items: list[Item], n: int) -> list[tuple[Tokens, DoneEvent]] | None:
     """Each choice's token events (with their logprobs entries) and its done event; None when
     a choice never finished (the request was cancelled)."""
     tokens: list[Tokens] = [[] for _ in range(n)]
     dones: list[DoneEvent | None] = [None] * n
-    for item in items:
-        if isinstance(item, tuple):
-            row, event, entry = item
-            if isinstance(event, TokenEvent):
-                tokens[row].append((event, entry))
-            elif isinstance(event, DoneEvent):
-                dones[row] = event
+    for row, event, entry in items:  # no JobFailed: ``respond`` answered those first
+        if isinstance(event, TokenEvent):
+            tokens[row].append((event, entry))
+        elif isinstance(event, DoneEvent):
+            dones[row] = event
     if any(d is None for d in dones):
         return None
     return list(zip(tokens, dones, strict=True))  # type: ignore[arg-type]
