@@ -5,10 +5,8 @@ with RoPE -> residual, RMSNorm -> SwiGLU MLP -> residual), final RMSNorm, tied o
 Parameter names follow Hugging Face / mlx-lm (``model.layers.0.self_attn.q_proj``...), so
 safetensors and MLX checkpoints load as they are and GGUF names map onto them.
 
-Each forward call returns ``(logits, scores)``: ``scores`` are the last layer's pre-softmax
-attention scores q.k^T/sqrt(d) of the last query position over the filled key positions,
-shape (B, n_heads, K). Every other layer keeps the fused attention kernel (on the CPU, where
-MLX has none, the last layer's decode step computes q.k^T once for both).
+Each pass returns ``(logits, scores)`` (``protocol.Forward``: the last layer's scores of the last
+query); every other layer keeps the fused attention kernel.
 """
 
 from __future__ import annotations
