@@ -1,8 +1,7 @@
 """Self-consistency beside the answer: k hidden rows sampled in normal mode beside the user's
 rows (one shared batch, one prefill), each row's answer read with the confidence's span reader,
 and the share of them that gave the user row's answer (Wang et al. 2023's vote). It is
-reported; a confidence map may take it as a feature, but none ships: beside today's maps it
-adds +0.011 [-0.002, +0.023] AUROC on dev chat, nothing on raw (README "Answer confidence").
+reported; a confidence map may take it as a feature, but none ships (``DEFAULT_SAMPLES``).
 
 The hidden rows never reach the caller: their events are dropped, and each user row's done
 event is held until the hidden rows are done, then given the agreement and scored again (with
@@ -82,7 +81,6 @@ def answer_complete(text: str) -> bool:
 def done_early(streams: Sequence[Any], n_user: int) -> Callable[[], bool]:
     """``should_stop`` for the hidden rows: true once every user row is done and every hidden
     row is done or has its answer."""
-
     return lambda: (
         all(s.finished for s in streams[:n_user])
         and all(s.finished or answer_complete(s.text) for s in streams[n_user:])
