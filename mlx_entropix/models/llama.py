@@ -319,10 +319,8 @@ class Model(nn.Module):
         return self.head(h), scores[:, :, 0]
 
     def decode_shared(self, tokens: mx.array, cache: SharedCache, compile: bool = True) -> Forward:
-        """A decode step of every row of ``cache`` (a token each; free slots: any) in one call:
-        ``step_shared``'s logits (slots, 1, V) and scores (slots, heads, K). ``compile``: under
-        ``mx.compile``, traced once per batch shape (rows, buffer and key blocks): no Python
-        between layers, element-wise chains fused; the same bits (``test_shared_cache.py``),
+        """``step_shared``'s decode step (a token per row) in one call; ``compile``: traced once
+        per batch shape, no Python between layers: the same bits (``test_shared_cache.py``),
         about a fifth less time a token on a 2-core CPU."""
         return cache.decode(compiled(self._decode_rows, compile), tokens)
 
