@@ -3,11 +3,8 @@ rows (one shared batch, one prefill), each row's answer read with the confidence
 and the share of them that gave the user row's answer (Wang et al. 2023's vote). It is
 reported; a confidence map may take it as a feature, but none ships (``DEFAULT_SAMPLES``).
 
-The hidden rows never reach the caller: their events are dropped, and each user row's done
-event is held until the hidden rows are done, then given the agreement and scored again (with
-the format's map that takes it where one ships, ``confidence.ConfidenceModel.map_for``).
-Once every user row is done and every hidden row's answer is complete (a line break or
-sentence end after it), the hidden rows are cut short: more tokens cannot change their answers.
+The hidden rows' events never reach the caller, each user row's done event waits for them
+(``with_agreement``), and they are cut short once their answers are complete (``done_early``).
 """
 
 from __future__ import annotations
@@ -96,8 +93,9 @@ def with_agreement(
 ) -> Iterator[tuple[int, Any] | None]:
     """The user rows' items of ``items`` (a request's ``(row, event)`` or None): the hidden
     rows' (rows ``n_user`` on) dropped, each user row's done event held until the end, then
-    given ``agreement`` and ``confidence_samples`` and scored again with the agreement
-    (``streams``: the request's ``RowStream``s, text and signals of every row)."""
+    given ``agreement`` and ``confidence_samples`` and scored again with it (the map that takes
+    it where one ships: ``ConfidenceModel.map_for``; ``streams``: the request's
+    ``RowStream``s, text and signals of every row)."""
     held: dict[int, Any] = {}
     for item in items:
         if item is not None and item[0] >= n_user:
