@@ -169,10 +169,6 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-def _margin(s: TokenSignal) -> float | None:
-    return None if s.top2 is None else math.exp(s.top2[0]) - math.exp(s.top2[1])
-
-
 def span_features(
     tokens: Sequence[TokenSignal], ending: TokenSignal | None = None
 ) -> dict[str, float | None]:
@@ -181,7 +177,9 @@ def span_features(
     if not tokens:
         return dict.fromkeys((*LOGIT_FEATURES, *ATTENTION_FEATURES))
     lps = [max(t.logprob, -50.0) for t in tokens]  # -inf (a masked token) would swamp a mean
-    margins = [_margin(t) for t in tokens]
+    margins = [
+        None if t.top2 is None else math.exp(t.top2[0]) - math.exp(t.top2[1]) for t in tokens
+    ]
     out: dict[str, float | None] = {
         "mean_logprob": sum(lps) / len(lps),
         "min_logprob": min(lps),
