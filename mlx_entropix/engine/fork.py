@@ -153,15 +153,13 @@ def explore(
 ) -> Generator[Ask, list[list[float]], Explored]:
     """Decode the branches of the fork whose step values are ``fork_values`` and pick one.
 
-    A coroutine, so that every engine runs the same fork logic over its own cache: it yields
-    ``(ids, tokens, held)``, one greedy step of the branch rows ``ids`` fed ``tokens`` (and the
-    rows that left whose keys the engine must keep until the choice), and is sent
-    each row's packed values (``step.sample_step``'s, greedy). A row id not seen before is a
-    new row: a copy of the fork's cache (everything before the fork token). The rows of a step
-    are those of the step before it that go on (a subsequence: ended branches leave the
-    batch), or all new ones (the answer forks' batch; the rows before it stay where they
-    are). Returns the choice; the kept branch's row is id ``kept`` if it still exists.
-    ``options``: the multiple-choice options of the prompt, for the ``choice`` reader."""
+    A coroutine (driven by ``branches.SlotRows``): it yields ``Ask``s and is sent each row's
+    packed values (greedy). A row id not seen before is a new row: a copy of the fork's cache
+    (everything before the fork token). The rows of a step are those of the step before it
+    that go on (a subsequence: ended branches leave the batch), or all new ones (the answer
+    forks' batch; the rows before it stay where they are). Returns the choice; the kept
+    branch's row is id ``kept`` if it still exists. ``options``: the multiple-choice options
+    of the prompt, for the ``choice`` reader."""
     ids, lps = top_of(fork_values, n_top)
     k = min(cfg.fork_branches, n_top)
     limit = min(cfg.fork_branch_tokens, remaining)
