@@ -1,2 +1,1 @@
-"""The engine: prompts in, events out. Generation loops, continuous batching, fork
-exploration, one row's event stream, the answer reader."""
+"""The engine: prompts in, events out (``generate.py`` the door, ``batch.py`` the one loop)."""

@@ -1,14 +1,10 @@
 """Self-consistency beside the answer: k hidden rows sampled in normal mode beside the user's
 rows (one shared batch, one prefill), each row's answer read with the confidence's span reader,
 and the share of them that gave the user row's answer (Wang et al. 2023's vote). It is
-reported; a confidence map may take it as a feature, but none ships: beside today's maps it
-adds +0.011 [-0.002, +0.023] AUROC on dev chat, nothing on raw (README "Answer confidence").
+reported; a confidence map may take it as a feature, but none ships (``DEFAULT_SAMPLES``).
 
-The hidden rows never reach the caller: their events are dropped, and each user row's done
-event is held until the hidden rows are done, then given the agreement and scored again (with
-the format's map that takes it where one ships, ``confidence.ConfidenceModel.map_for``).
-Once every user row is done and every hidden row's answer is complete (a line break or
-sentence end after it), the hidden rows are cut short: more tokens cannot change their answers.
+The hidden rows' events never reach the caller, each user row's done event waits for them
+(``with_agreement``), and they are cut short once their answers are complete (``done_early``).
 """
 
 from __future__ import annotations
@@ -82,7 +78,6 @@ def answer_complete(text: str) -> bool:
 def done_early(streams: Sequence[Any], n_user: int) -> Callable[[], bool]:
     """``should_stop`` for the hidden rows: true once every user row is done and every hidden
     row is done or has its answer."""
-
     return lambda: (
         all(s.finished for s in streams[:n_user])
         and all(s.finished or answer_complete(s.text) for s in streams[n_user:])
@@ -98,8 +93,9 @@ def with_agreement(
 ) -> Iterator[tuple[int, Any] | None]:
     """The user rows' items of ``items`` (a request's ``(row, event)`` or None): the hidden
     rows' (rows ``n_user`` on) dropped, each user row's done event held until the end, then
-    given ``agreement`` and ``confidence_samples`` and scored again with the agreement
-    (``streams``: the request's ``RowStream``s, text and signals of every row)."""
+    given ``agreement`` and ``confidence_samples`` and scored again with it (the map that takes
+    it where one ships: ``ConfidenceModel.map_for``; ``streams``: the request's
+    ``RowStream``s, text and signals of every row)."""
     held: dict[int, Any] = {}
     for item in items:
         if item is not None and item[0] >= n_user:

@@ -138,9 +138,8 @@ class BatchDecoder:
                     yield req.events.popleft()
                 if req.finished:
                     return
-                # A round once every request's events are out (a round adds a step's events for
-                # all); one that only moved this one on (its first token went out at its start):
-                # the next at once.
+                # a round that only moved this one on (its first token went out at its start):
+                # the next at once
                 ran = not any(r.events for r in self.requests)
                 if ran:
                     self.tick()

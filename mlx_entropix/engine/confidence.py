@@ -9,11 +9,8 @@ Three steps, all pure:
    non-space character to its first **answer boundary** (a line break; a sentence end, not a
    decimal point); with no kind, an equation there ("3 + 1 = 4") gives its right-hand side.
    Text after the span (a continuation) does not count.
-2. **Features** over the span's tokens (``span_features``): mean, minimum and sum of
-   log-probabilities, the first token's log-probability and margin p1 - p2, the smallest and
-   mean margin, mean entropy and varentropy; the same log-probabilities with the token that
-   ends the answer (``answer_*``); of the whole generation (``features``); and separately the
-   four attention metrics' means.
+2. **Features** over the span's tokens (``span_features``: ``LOGIT_FEATURES``, the four
+   attention metrics' means) and of the whole generation (``features``).
 3. **The map to [0, 1]** (``ConfidenceModel``), per prompt format (chat or raw text): a
    logistic regression on standardized features or an isotonic map of one feature, chosen
    and fitted per model on dev by ``calibrate confidence`` (``eval/confidence_select.py``)
@@ -172,10 +169,6 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-def _margin(s: TokenSignal) -> float | None:
-    return None if s.top2 is None else math.exp(s.top2[0]) - math.exp(s.top2[1])
-
-
 def span_features(
     tokens: Sequence[TokenSignal], ending: TokenSignal | None = None
 ) -> dict[str, float | None]:
@@ -184,7 +177,9 @@ def span_features(
     if not tokens:
         return dict.fromkeys((*LOGIT_FEATURES, *ATTENTION_FEATURES))
     lps = [max(t.logprob, -50.0) for t in tokens]  # -inf (a masked token) would swamp a mean
-    margins = [_margin(t) for t in tokens]
+    margins = [
+        None if t.top2 is None else math.exp(t.top2[0]) - math.exp(t.top2[1]) for t in tokens
+    ]
     out: dict[str, float | None] = {
         "mean_logprob": sum(lps) / len(lps),
         "min_logprob": min(lps),
@@ -211,11 +206,9 @@ def features(
     span: tuple[int, int] | None,
     prompt: str | None = None,
 ) -> dict[str, float | None]:
-    """The span's features (ending: the token after it) and the whole generation's: mean
-    log-prob before the span (0 if none), of all tokens, of those through the ending; mean
-    entropy; where the span starts (fraction of the text); the checks (``answer_checks``),
-    ``copied`` only with the ``prompt``'s text (``answer_checks.question_text``; None
-    otherwise)."""
+    """The span's features (ending: the token after it), the whole generation's
+    (``CONTEXT_FEATURES``) and the checks' (``answer_checks``; ``copied`` only with the
+    ``prompt``'s text, ``answer_checks.question_text``)."""
     ix = _span_indices(signals, span) if span else []
     last = ix[-1] + 1 if ix else 0  # one past the span's last token
     ending = signals[last] if ix and last < len(signals) else None

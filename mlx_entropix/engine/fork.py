@@ -11,22 +11,16 @@ branch that ends leaves the batch, so the work is what the branches decode
 (``answers.read_answer`` for ``fork_answer_kind``), it gets a confidence (``fork_score``) and
 one branch is kept; generation goes on from its row.
 
-Scores: every token of a branch has the values of the distribution it was read from; the
-first token's is the fork's (the same for every branch), so all branches are on one scale:
-- ``answer_margin``: CoT-decoding's answer confidence, the mean of p(top1) - p(top2) over the
-  tokens of the answer span (where the reader found the answer; the whole branch when the
-  kind has no narrower place: free text, or no kind given);
-- ``margin``: the same mean over the whole branch;
-- ``entropy``: minus the mean entropy (bits) of the branch's distributions;
-- ``logprob``: the mean log-probability of the branch's tokens.
+Scores (``SamplerConfig.fork_score``, ``branch_score``): every token of a branch has the values
+of the distribution it was read from; the first token's is the fork's (the same for every
+branch), so all branches are on one scale. ``answer_margin``'s span is where the reader found
+the answer (the whole branch when the kind has no narrower place: free text, or no kind).
 Branches without an answer rank last. ``fork_aggregate`` sums the scores of branches with the
 same answer (CoT-decoding's aggregation; the margins are never negative): ``select_branch``.
 
-No reader (no ``fork_answer_kind``): the whole text is the answer; or, with
-``fork_answer_cue`` set (the paper's "So the answer is"; off by default: no gain on dev), the cue
-is fed to each branch's row once the branch ends and the answer is what the model says after it
-(``fork_cue_tokens`` at most, to a line break or a full stop); ``answer_margin`` scores those
-tokens. The cue is not part of the branch's text.
+No reader (no ``fork_answer_kind``): the whole text is the answer, or what the model says after
+``fork_answer_cue`` (``Branch.take``; the cue is not part of the branch's text), whose tokens
+``answer_margin`` then scores.
 
 Forks at the answer (``fork_at_answer``, ``fork_answer.py``): the branches' most uncertain
 tokens inside or just before their answer spans open more branches, which join the groups.
@@ -159,15 +153,13 @@ def explore(
 ) -> Generator[Ask, list[list[float]], Explored]:
     """Decode the branches of the fork whose step values are ``fork_values`` and pick one.
 
-    A coroutine, so that every engine runs the same fork logic over its own cache: it yields
-    ``(ids, tokens, held)``, one greedy step of the branch rows ``ids`` fed ``tokens`` (and the
-    rows that left whose keys the engine must keep until the choice), and is sent
-    each row's packed values (``step.sample_step``'s, greedy). A row id not seen before is a
-    new row: a copy of the fork's cache (everything before the fork token). The rows of a step
-    are those of the step before it that go on (a subsequence: ended branches leave the
-    batch), or all new ones (the answer forks' batch; the rows before it stay where they
-    are). Returns the choice; the kept branch's row is id ``kept`` if it still exists.
-    ``options``: the multiple-choice options of the prompt, for the ``choice`` reader."""
+    A coroutine (driven by ``branches.SlotRows``): it yields ``Ask``s and is sent each row's
+    packed values (greedy). A row id not seen before is a new row: a copy of the fork's cache
+    (everything before the fork token). The rows of a step are those of the step before it
+    that go on (a subsequence: ended branches leave the batch), or all new ones (the answer
+    forks' batch; the rows before it stay where they are). Returns the choice; the kept
+    branch's row is id ``kept`` if it still exists. ``options``: the multiple-choice options
+    of the prompt, for the ``choice`` reader."""
     ids, lps = top_of(fork_values, n_top)
     k = min(cfg.fork_branches, n_top)
     limit = min(cfg.fork_branch_tokens, remaining)

@@ -5,9 +5,8 @@ just before it) is forked again there: its next candidates each start a new bran
 the branch's tokens before that point and is decoded greedily to its end. The new branches are
 read and scored like the others and join the answer groups.
 
-Never on a line break or EOS: a candidate that is EOS or holds a line break starts no branch,
-and a branch's own line-break token is no site (a fork there changes the layout, not the
-answer). The first token is no site either (it is the first-token fork's).
+Never on a line break or EOS (``answer_fork_site``): a fork there changes the layout, not the
+answer; nor at the first token (the first-token fork's).
 
 The new branches decode as one batch from a copy of the prompt's cache, each re-reading its
 parent's tokens up to the fork (teacher-forced rows: the parent's row may have left the batch

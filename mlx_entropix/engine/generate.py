@@ -4,9 +4,7 @@ Every request, of every model (our Llama, split under ``mlx.launch`` or not; any
 family), is submitted to a ``BatchDecoder`` and its events drained: the server's (``decoder=``,
 shared with every running request) or one of its own (the CLI, the evaluation harness: no
 prefix cache). So every front end decodes a request with the same prefill, step and events:
-the package's one decode path. Per step, all on the device: the forward pass, the six
-metrics, the decision and the draw; step n+1 is queued before step n is read in one host sync,
-so the device keeps working while the CLI prints or the server streams.
+the package's one decode path (``batch.py``).
 """
 
 from __future__ import annotations
@@ -77,10 +75,8 @@ def generate_rows(
     prefill; in a shared ``decoder``, a step for the others), so a scheduler can run other work
     between them (the tokens are the same). ``fmt``: the prompt's format for the answer
     confidence, "chat" or "raw" (default: raw for token ids). ``decoder``: the shared batch to
-    join (the server's); by default a decoder of its own. ``confidence_samples``: k hidden
-    rows sampled in normal mode in the same batch, whose answers' agreement with each row's
-    is a confidence feature (``agreement.py``; None: the format's default, 0 today; none
-    beside fork mode); their events never come out.
+    join (the server's); by default a decoder of its own. ``confidence_samples``: hidden rows
+    whose answers' agreement is reported (``agreement.py``; None: the format's default).
     Raises ``InvalidRequestError`` / ``PromptTooLongError`` before the first event."""
     check_modes(modes, top_logprobs)
     ids = prepare_prompt(lm, prompt, system, max_tokens)
@@ -102,10 +98,8 @@ def generate_rows(
     # the one decode loop; a decoder of its own prefills a layer per item
     decoder = decoder or BatchDecoder(lm, prefill_slice_s=0.0)
     req = decoder.submit(ids, rows, config=cfg, max_tokens=max_tokens, stop=stop,
-                         top_logprobs=top_logprobs,
-                         should_stop=(lambda: stop_asked() or any(e() for e in early))
-                         if k else stop_asked,
-                         fmt=fmt)  # fmt: skip
+                         top_logprobs=top_logprobs, fmt=fmt,
+                         should_stop=lambda: stop_asked() or any(e() for e in early))  # fmt: skip
     items = decoder.pull(req)
     if k:
         early.append(done_early(req.streams, len(modes)))

@@ -1,6 +1,5 @@
 """The shared batch's prefills (``batch.py``), a layer per ``next()`` so the decoder
-interleaves them with its decode steps: a long prompt alone, in the prefix cache's chunks from
-the blocks it holds; short prompts together, one right-padded row each."""
+interleaves them with its decode steps: a long prompt alone, short prompts together."""
 
 from __future__ import annotations
 

@@ -131,10 +131,7 @@ class PrefixCache:
     cached_tokens: int = 0  # prompt tokens served from the cache, all lookups together
     evictions: int = 0
     # The last few chunked prefills' own buffers (tokens, per layer keys and values, bytes,
-    # last use), newest first, each handed to the next prefill that starts with its tokens
-    # instead of copying the blocks together: a follow-up turn starts from its previous turn's
-    # buffers at no cost (``take_hot``). Within the bound, least recently used out first with
-    # the blocks.
+    # last use), newest first: a follow-up turn starts from its previous turn's (``take_hot``).
     hot: list[tuple[list[int], KV, int, int]] = field(default_factory=list)
     _clock: Iterator[int] = field(default_factory=itertools.count)  # use times, increasing
 

@@ -89,8 +89,7 @@ class RowStream:
         prompt: str | None = None,
     ):
         self.tok, self.mode, self.top_logprobs, self.n_top = tok, mode, top_logprobs, n_top
-        # The answer confidence (``confidence.py``): the map, the prompt's format and, for a
-        # raw prompt, its text (its solved examples: ``answer_checks.copied``).
+        # the answer confidence's map, the prompt's format and its question (``confidence.score``)
         self.confidence, self.fmt, self.prompt = confidence, fmt, prompt
         self.signals: list[TokenSignal] = []
         self.detok = tok.detokenizer()

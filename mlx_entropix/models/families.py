@@ -1,16 +1,8 @@
-"""Any mlx-lm model behind our ``Model``'s contract, with the last layer's attention observed
-(``attention.py``: how, and where it cannot be).
-
-Every family is served by the shared batch (``SharedBatch``): its rows live in our
-``SharedCache`` as our Llama's do. Each layer's attention gets a ``SharedLayer`` as its cache:
-per-row RoPE offsets, the new keys written at each row's own position, and, through the same
-patched SDPA name, our block-wise masked attention (a row's bits do not depend on the others');
-a family that computes attention in its own code (Gemma 2) gets a mask of every row's keys.
-A sliding-window layer (mlx-lm's ``RotatingKVCache``) keeps every key too, masked to each
-row's last ``window`` positions (the same attention; an observed sliding last layer reports
-the window's scores). Layers that keep recurrent state (mamba, hybrids: ``ArraysCache``) or
-any other cache are refused at load (``family_model``): entropix reads the attention, and the
-shared batch holds keys and values.
+"""Any mlx-lm model behind our ``Model``'s contracts, with the last layer's attention observed
+and every layer's attention run in the shared batch (``attention.py``: how, and where the
+attention cannot be observed). A sliding-window layer keeps every key, masked to each row's
+window. Layers that keep other state (mamba, hybrids: ``ArraysCache``) are refused at load
+(``family_model``): entropix reads the attention, and the shared batch holds keys and values.
 """
 
 from __future__ import annotations
@@ -199,9 +191,7 @@ class FamilyModel(nn.Module):
         return logits, scores[:, :, 0].astype(mx.float32)
 
     def decode_shared(self, tokens: mx.array, cache: SharedCache, compile: bool = True) -> Forward:
-        """``llama.Model.decode_shared``'s contract: the whole pass as one call, under
-        ``mx.compile`` when ``compile`` (traced once per batch shape: no Python between mlx-lm's
-        layers, element-wise chains fused); the same bits as ``step_shared``."""
+        """``llama.Model.decode_shared``'s contract: mlx-lm's whole pass as one call."""
         logits, scores = cache.decode(compiled(self._decode_rows, compile), tokens)
         return logits, scores if self._observation is not None else None
 

@@ -5,10 +5,8 @@ with RoPE -> residual, RMSNorm -> SwiGLU MLP -> residual), final RMSNorm, tied o
 Parameter names follow Hugging Face / mlx-lm (``model.layers.0.self_attn.q_proj``...), so
 safetensors and MLX checkpoints load as they are and GGUF names map onto them.
 
-Each forward call returns ``(logits, scores)``: ``scores`` are the last layer's pre-softmax
-attention scores q.k^T/sqrt(d) of the last query position over the filled key positions,
-shape (B, n_heads, K). Every other layer keeps the fused attention kernel (on the CPU, where
-MLX has none, the last layer's decode step computes q.k^T once for both).
+Each pass returns ``(logits, scores)`` (``protocol.Forward``: the last layer's scores of the last
+query); every other layer keeps the fused attention kernel.
 """
 
 from __future__ import annotations
@@ -321,10 +319,8 @@ class Model(nn.Module):
         return self.head(h), scores[:, :, 0]
 
     def decode_shared(self, tokens: mx.array, cache: SharedCache, compile: bool = True) -> Forward:
-        """A decode step of every row of ``cache`` (a token each; free slots: any) in one call:
-        ``step_shared``'s logits (slots, 1, V) and scores (slots, heads, K). ``compile``: under
-        ``mx.compile``, traced once per batch shape (rows, buffer and key blocks): no Python
-        between layers, element-wise chains fused; the same bits (``test_shared_cache.py``),
+        """``step_shared``'s decode step (a token per row) in one call; ``compile``: traced once
+        per batch shape, no Python between layers: the same bits (``test_shared_cache.py``),
         about a fifth less time a token on a 2-core CPU."""
         return cache.decode(compiled(self._decode_rows, compile), tokens)
 

@@ -54,10 +54,8 @@ class SharedCache:
 
     def __init__(self, n_layers: int, n_kv_heads: int, head_dim: int, dtype: Any = mx.float32,
                  live: bool = False):  # fmt: skip
-        """``live``: a decode step attends to its ``LIVE`` keys, not whole blocks (the same
-        bits where ``live_keys_exact`` holds: the caller's check)."""
         self.n_layers, self.n_kv, self.head_dim, self.dtype = n_layers, n_kv_heads, head_dim, dtype
-        self.live = live
+        self.live = live  # a decode step over ``LIVE`` keys (the caller checks live_keys_exact)
         self.keys: list[mx.array] = []
         self.values: list[mx.array] = []
         self.lengths: list[int | None] = []  # keys held per slot; None = free
