@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--confidence-samples", type=int, default=0,
-        help="hidden rows sampled per answer whose agreement the confidence takes (default 0)",
+        help="hidden rows sampled per answer, their agreement recorded (default 0)",
     )  # fmt: skip
     p.add_argument("--limit", type=int, help="only the first N items")
     p.add_argument("--config", help="sampler config JSON/TOML (default: the model's calibrated)")
