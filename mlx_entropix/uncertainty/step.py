@@ -127,9 +127,9 @@ def sample_rows(
     for _, run in runs:  # rows whose plans agree but for the seed: one call
         keys = [step_key(p.seed, i) for p, i in run]
         rows = slice(start, start + len(keys))
-        inputs = [a[rows] for a in (logits, metrics, log_norm, can_clarify)]
         key = keys[0] if len(keys) == 1 else mx.stack(keys)
-        parts.append(sample_step(inputs, key, plans[start], compile_steps, group))
+        parts.append(sample_step(logits[rows], metrics[rows], log_norm[rows], can_clarify[rows],
+                                 key, plans[start], compile_steps, group))  # fmt: skip
         start = rows.stop
     if len(parts) == 1:
         return parts[0]
@@ -141,26 +141,29 @@ def sample_rows(
 
 
 def sample_step(
-    inputs: Sequence[mx.array],
+    logits: mx.array,
+    metrics: mx.array,
+    log_norm: mx.array,
+    can_clarify: mx.array,
     key: mx.array,
     plan: RowPlan,
     compile_steps: bool = True,
     group: mx.distributed.Group | None = None,
 ) -> Step:
     """Decision, draw and packing of one step of rows that share ``plan`` (but for the seed:
-    ``key`` is one key, or one per row), from their ``inputs`` (logits, metrics, log_norm,
-    can_clarify); the config enters as an array (no recompile).
+    ``key`` is one key, or one per row); the config enters as an array (no recompile).
 
     Under ``mlx.launch`` (``group``) every rank takes rank 0's step: ranks hold identical
     logits on identical machines, but replicated layers on different chips can differ in the
     last bit, and one different draw would split the ranks' caches and stop conditions. One
     broadcast of the packed values (tokens and decisions in them) per step."""
     static = {k: getattr(plan, k) for k in ("mode", "width", "n_max", "n_top", "clarify_id")}
-    step = Step(*compiled(plan_step, compile_steps, **static)(*inputs, key, config_array(plan.cfg)))
+    args = (logits, metrics, log_norm, can_clarify, key, config_array(plan.cfg))
+    step = Step(*compiled(plan_step, compile_steps, **static)(*args))
     if group is None:
         return step
     packed = from_rank0(step.packed, group)  # columns: token, state, action, ... (stream.py)
-    can = inputs[3] & (packed[:, 2] != CLARIFY)
+    can = can_clarify & (packed[:, 2] != CLARIFY)
     return Step(packed[:, 0].astype(mx.int32), can, packed)
 
 
