@@ -130,8 +130,7 @@ def extract_choice(response: str) -> str | None:
 
 def parse_options(prompt: str) -> dict[str, str]:
     """Multiple-choice options listed one per line in a prompt: {"A": "Paris", ...}."""
-    found = re.findall(r"^\s*\(?([A-J])[).:]\s+(.+?)\s*$", prompt, flags=re.MULTILINE)
-    return {letter: text for letter, text in found}
+    return dict(re.findall(r"^\s*\(?([A-J])[).:]\s+(.+?)\s*$", prompt, flags=re.MULTILINE))
 
 
 def extract_choice_or_option(response: str, options: dict[str, str] | None) -> str | None:

@@ -269,7 +269,7 @@ def test_summarize_confidence_within_category():
 
 def test_rescored_result_reports_and_plots(tmp_path):
     from mlx_entropix.eval.confidence_fit import rescored
-    from mlx_entropix.eval.confidence_report import confidence_markdown, confidence_plot
+    from mlx_entropix.eval.report import confidence_markdown, confidence_plot
 
     recs, _ = _records(60, 3)
     for i, r in enumerate(recs):

@@ -18,7 +18,7 @@ from ..answers import parse_options
 from ..engine.answer_checks import failed
 from ..engine.confidence import ConfidenceModel, LogisticMap, TokenSignal, answer_span
 from ..engine.confidence import features as span_features
-from .confidence_stats import auroc, ece, top_half_accuracy
+from .confidence_stats import auroc, ece, top_half_accuracy, within_category_auroc
 from .harness import load_items
 from .stats import summarize
 
@@ -106,16 +106,13 @@ def scores_report(
     def block(rs: Sequence[tuple[float, dict[str, Any]]]) -> dict[str, Any]:
         c = [x for x, _ in rs]
         y = [bool(r["correct"]) for _, r in rs]
-        cats: dict[str, list[int]] = {}
-        for i, (_, r) in enumerate(rs):
-            cats.setdefault(r.get("category", ""), []).append(i)
-        within = [auroc([c[i] for i in ix], [y[i] for i in ix]) for ix in cats.values()]
-        within = [w for w in within if w is not None]
         return {
             "n": len(rs),
             "accuracy": sum(y) / len(y) if y else None,
             "auroc": auroc(c, y),
-            "within_category_auroc": sum(within) / len(within) if within else None,
+            "within_category_auroc": within_category_auroc(
+                c, y, [r.get("category", "") for _, r in rs]
+            ),
             "ece": ece(c, y),
             "top_half_accuracy": top_half_accuracy(c, y),
         }

@@ -198,9 +198,7 @@ def choose(
 
     best = max(ranking(b) for _, b in rows)
     near = [(c, b) for c, b in rows if ranking(b) >= best - 2 * TOLERANCE]
-    fewest = min(_size(c) for c, _ in near)
-    simple = [(c, b) for c, b in near if _size(c) == fewest]
-    pick = max(simple, key=lambda cb: ranking(cb[1]))
+    pick = max(near, key=lambda cb: (-_size(cb[0]), ranking(cb[1])))  # fewest, then best
     variants = [(c, b) for c, b in rows if _score_key(c) == _score_key(pick[0])
                 and ranking(b) >= ranking(pick[1]) - VARIANT_TOLERANCE]  # fmt: skip
     return min(variants, key=lambda cb: cb[1]["ece"])[0]

@@ -4,6 +4,7 @@ Pure functions on (confidence, correct) pairs:
 
 - ``auroc``: the probability that a right answer gets a higher confidence than a wrong one
   (ties count one half: the Mann-Whitney statistic); None without both kinds of answer.
+- ``within_category_auroc``: the mean AUROC of the categories that have both kinds.
 - ``ece``: expected calibration error over ``bins`` equal-width bins of [0, 1]: the
   answer-weighted mean |accuracy - mean confidence| of each bin (a confidence of exactly 1
   falls in the last bin).
@@ -39,6 +40,15 @@ def auroc(scores: Sequence[float], correct: Sequence[bool]) -> float | None:
     ranks = (np.cumsum(counts) - (counts - 1) / 2)[group]
     u = ranks[y].sum() - len(pos) * (len(pos) + 1) / 2
     return float(u / (len(pos) * len(neg)))
+
+
+def within_category_auroc(
+    scores: Sequence[float], correct: Sequence[bool], categories: Sequence[str]
+) -> float | None:
+    s, y, k = np.asarray(scores, float), np.asarray(correct, bool), np.asarray(categories)
+    found = (auroc(s[k == cat], y[k == cat]) for cat in dict.fromkeys(categories))
+    vals = [a for a in found if a is not None]
+    return sum(vals) / len(vals) if vals else None
 
 
 def reliability(
@@ -140,9 +150,11 @@ def summarize_confidence(records: Sequence[dict[str, Any]]) -> dict[str, Any] | 
             "top_half_accuracy": top_half_accuracy(c, y),
             "mean_confidence": sum(c) / len(c),
         }
-        if curves:
+        if curves:  # the whole set's and each format's, with the mean AUROC of its categories
             out["reliability"] = reliability(c, y)
             out["risk_coverage"] = [[round(a, 4), round(b, 4)] for a, b in risk_coverage(c, y)]
+            cats = [r.get("category") or "" for r in rs]
+            out["within_category_auroc"] = within_category_auroc(c, y, cats)
         return out
 
     def groups(key: str) -> dict[str, list[dict[str, Any]]]:
@@ -151,17 +163,8 @@ def summarize_confidence(records: Sequence[dict[str, Any]]) -> dict[str, Any] | 
             out.setdefault(r.get(key) or "", []).append(r)
         return dict(sorted(out.items()))
 
-    def within(rs: Sequence[dict[str, Any]]) -> float | None:
-        cats = {r.get("category") or "" for r in rs}
-        vals = [per_cat[k]["auroc"] for k in cats if per_cat[k]["auroc"] is not None]
-        return sum(vals) / len(vals) if vals else None
-
-    per_cat = {c: block(rs) for c, rs in groups("category").items()}
-    per_format = {f: {**block(rs, True), "within_category_auroc": within(rs)}
-                  for f, rs in groups("format").items()}  # fmt: skip
     return {
         **block(recs, True),
-        "within_category_auroc": within(recs),
-        "per_category": per_cat,
-        "per_format": per_format,
+        "per_category": {c: block(rs) for c, rs in groups("category").items()},
+        "per_format": {f: block(rs, True) for f, rs in groups("format").items()},
     }

@@ -12,9 +12,8 @@ from typing import Any
 
 from ..config import Mode, SamplerConfig, apply_preset
 from ..errors import EntropixError, InvalidRequestError
-from .confidence_report import confidence_markdown, confidence_plot
 from .harness import KNOWN_MODES, MODES, Format, engine_generate_fn, evaluate, load_items
-from .report import plot, to_markdown
+from .report import confidence_markdown, confidence_plot, plot, to_markdown
 
 
 def build_parser() -> argparse.ArgumentParser:
