@@ -177,9 +177,7 @@ class Worker(Generic[R]):
                 self._pending.remove(job)
             except ValueError:
                 return  # running or finished: the work sees should_stop()
-        job.status = "cancelled"
-        self._record(job)
-        _safe_emit(job, END)
+        self._end(job)
 
     def _retry_after(self) -> int:
         """A guess at when a place frees up: recent job durations times the queue ahead, shared
@@ -297,19 +295,20 @@ class Worker(Generic[R]):
             self._idle_work = True
         job._items = iter(())  # an unfinished work is freed (and closed) here, in this thread
         job.ended_at = time.monotonic()
-        job.status = "cancelled" if job.cancelled else "done"
         if job.started_at is not None:
             self._durations.append(job.ended_at - job.started_at)
-        self._record(job)
-        _safe_emit(job, END)
+        self._end(job)
 
-    def _record(self, job: Job) -> None:
+    def _end(self, job: Job) -> None:
+        """A job's end (run or dropped from the queue): counted, and its stream's END."""
+        job.status = "cancelled" if job.cancelled else "done"
         with self._cond:
             if job.status == "cancelled":
                 self.cancelled += 1
             else:
                 self.served += 1
             self.last_job = job.summary()
+        _safe_emit(job, END)
 
 
 def _safe_emit(job: Job, item: Any) -> None:
