@@ -145,10 +145,11 @@ def read_config(args: argparse.Namespace, default: Callable[[], SamplerConfig]) 
             cfg = SamplerConfig.from_file(args.config)
         except FileNotFoundError as err:
             raise InvalidRequestError(f"config file not found: {args.config}") from err
-        except (OSError, ValueError) as err:  # JSON/TOML syntax and pydantic validation
-            raise InvalidRequestError(
-                f"invalid config {args.config}: {_pydantic_line(err)}"
-            ) from err
+        except ValidationError as err:
+            why = first_error(err, "config")
+            raise InvalidRequestError(f"invalid config {args.config}: {why}") from err
+        except (OSError, ValueError) as err:  # JSON/TOML syntax, an unreadable file
+            raise InvalidRequestError(f"invalid config {args.config}: {first_line(err)}") from err
     else:
         cfg = default()
     try:  # the preset's overrides, then the command line's
@@ -160,11 +161,8 @@ def read_config(args: argparse.Namespace, default: Callable[[], SamplerConfig]) 
     try:
         return cfg.merged(overrides)
     except ValidationError as err:
-        raise InvalidRequestError(f"invalid sampling parameter: {_pydantic_line(err)}") from err
-
-
-def _pydantic_line(err: Exception) -> str:
-    return first_error(err, "config") if isinstance(err, ValidationError) else first_line(err)
+        why = first_error(err, "config")
+        raise InvalidRequestError(f"invalid sampling parameter: {why}") from err
 
 
 def modes_for(args: argparse.Namespace) -> list[Mode]:
