@@ -186,12 +186,8 @@ def compare_table(dones: Sequence[DoneEvent], style: Style) -> str:
         ("finish", None, [d.finish_reason for d in dones]),
         ("decode tok/s", None, [f"{d.decode_tok_s:.1f}" for d in dones]),
         ("first token", None, [_fmt_s(d.ttft_s) for d in dones]),
-    ]
-    rows += [
-        (STATE_INFO[s].label, s, [str(d.state_counts.get(s, 0)) for d in dones]) for s in STATES
-    ]
-    rows += [
-        (f"action {a}", None, [str(d.action_counts.get(a, 0)) for d in dones]) for a in ACTIONS
+        *[(STATE_INFO[s].label, s, [str(d.state_counts.get(s, 0)) for d in dones]) for s in STATES],
+        *[(f"action {a}", None, [str(d.action_counts.get(a, 0)) for d in dones]) for a in ACTIONS],
     ]
     width = max(len(r[0]) for r in rows) + 2
     cols = [max(10, len(d.mode) + 2) for d in dones]
