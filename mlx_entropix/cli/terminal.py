@@ -30,11 +30,7 @@ _CUBE = (0, 95, 135, 175, 215, 255)  # xterm's 6x6x6 colour cube levels
 
 def rgb_to_256(r: int, g: int, b: int) -> int:
     """The nearest xterm-256 colour (cube or grey ramp), by squared RGB distance."""
-
-    def nearest(v: int) -> int:
-        return min(range(6), key=lambda i: abs(_CUBE[i] - v))
-
-    ci = (nearest(r), nearest(g), nearest(b))
+    ci = [min(range(6), key=lambda i: abs(_CUBE[i] - v)) for v in (r, g, b)]
     cube = tuple(_CUBE[i] for i in ci)
     grey_i = min(23, max(0, round((sum((r, g, b)) / 3 - 8) / 10)))
     grey = (8 + 10 * grey_i,) * 3
