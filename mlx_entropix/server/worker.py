@@ -19,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 log = logging.getLogger("mlx_entropix.server")
@@ -326,13 +327,9 @@ class JobStream:
     """
 
     def __init__(self, worker: Worker[Any], work: Work, timeout_s: float, label: str = ""):
-        loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._worker = worker
-
-        def emit(item: Any) -> None:
-            loop.call_soon_threadsafe(self._queue.put_nowait, item)
-
+        emit = partial(asyncio.get_running_loop().call_soon_threadsafe, self._queue.put_nowait)
         size = getattr(work, "size", 1)  # a work may say how many slots (batch rows) it takes
         job = Job(work=work, emit=emit, timeout_s=timeout_s, label=label, size=size)
         self.job = worker.submit(job)
