@@ -121,9 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 def select_prompts(args: argparse.Namespace) -> list[PromptItem]:
     if args.input is not None:
         items = [PromptItem(name="input", prompt=args.input)]
-    elif args.prompts:
-        items = load_prompts()
-    elif args.prompt_csv is not None:
+    elif args.prompts or args.prompt_csv is not None:  # --prompts: the built-in set
         items = load_prompts(args.prompt_csv)
     else:
         items = [PromptItem(name="default", category="arithmetic", prompt=DEFAULT_PROMPT)]
