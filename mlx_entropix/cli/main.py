@@ -325,8 +325,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)  # usage errors: argparse prints them and exits 2
+    args = build_parser().parse_args(argv)  # usage errors: argparse prints them and exits 2
     from ..runtime.distributed import rank
 
     where = rank()  # under mlx.launch: rank 0 prints, the other ranks compute silently
