@@ -204,7 +204,6 @@ def prompts_table(runs: Sequence[tuple[str, DoneEvent]], style: Style) -> str:
     of tokens in each quadrant (``--prompts`` / ``--prompt_csv``)."""
     labels = [STATE_INFO[s].label for s in STATES]
     head = ["prompt", "mode", "tokens", "tok/s", *labels]
-    rows: list[list[str]] = []
 
     def row(name: str, mode: str, dones: Sequence[DoneEvent]) -> list[str]:
         n = sum(d.generated_tokens for d in dones)
@@ -215,8 +214,7 @@ def prompts_table(runs: Sequence[tuple[str, DoneEvent]], style: Style) -> str:
             f"{100 * x:.0f}%" for x in shares
         ]
 
-    for name, done in runs:
-        rows.append(row(name, done.mode, [done]))
+    rows = [row(name, done.mode, [done]) for name, done in runs]
     modes = list(dict.fromkeys(d.mode for _, d in runs))
     totals = [row(f"all ({len(runs) // len(modes)})", m, [d for _, d in runs if d.mode == m])
               for m in modes]  # fmt: skip
