@@ -121,9 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 def select_prompts(args: argparse.Namespace) -> list[PromptItem]:
     if args.input is not None:
         items = [PromptItem(name="input", prompt=args.input)]
-    elif args.prompts:
-        items = load_prompts()
-    elif args.prompt_csv is not None:
+    elif args.prompts or args.prompt_csv is not None:  # --prompts: the built-in set
         items = load_prompts(args.prompt_csv)
     else:
         items = [PromptItem(name="default", category="arithmetic", prompt=DEFAULT_PROMPT)]
@@ -145,10 +143,11 @@ def read_config(args: argparse.Namespace, default: Callable[[], SamplerConfig]) 
             cfg = SamplerConfig.from_file(args.config)
         except FileNotFoundError as err:
             raise InvalidRequestError(f"config file not found: {args.config}") from err
-        except (OSError, ValueError) as err:  # JSON/TOML syntax and pydantic validation
-            raise InvalidRequestError(
-                f"invalid config {args.config}: {_pydantic_line(err)}"
-            ) from err
+        except ValidationError as err:
+            why = first_error(err, "config")
+            raise InvalidRequestError(f"invalid config {args.config}: {why}") from err
+        except (OSError, ValueError) as err:  # JSON/TOML syntax, an unreadable file
+            raise InvalidRequestError(f"invalid config {args.config}: {first_line(err)}") from err
     else:
         cfg = default()
     try:  # the preset's overrides, then the command line's
@@ -160,11 +159,8 @@ def read_config(args: argparse.Namespace, default: Callable[[], SamplerConfig]) 
     try:
         return cfg.merged(overrides)
     except ValidationError as err:
-        raise InvalidRequestError(f"invalid sampling parameter: {_pydantic_line(err)}") from err
-
-
-def _pydantic_line(err: Exception) -> str:
-    return first_error(err, "config") if isinstance(err, ValidationError) else first_line(err)
+        why = first_error(err, "config")
+        raise InvalidRequestError(f"invalid sampling parameter: {why}") from err
 
 
 def modes_for(args: argparse.Namespace) -> list[Mode]:
@@ -329,8 +325,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)  # usage errors: argparse prints them and exits 2
+    args = build_parser().parse_args(argv)  # usage errors: argparse prints them and exits 2
     from ..runtime.distributed import rank
 
     where = rank()  # under mlx.launch: rank 0 prints, the other ranks compute silently

@@ -30,11 +30,7 @@ _CUBE = (0, 95, 135, 175, 215, 255)  # xterm's 6x6x6 colour cube levels
 
 def rgb_to_256(r: int, g: int, b: int) -> int:
     """The nearest xterm-256 colour (cube or grey ramp), by squared RGB distance."""
-
-    def nearest(v: int) -> int:
-        return min(range(6), key=lambda i: abs(_CUBE[i] - v))
-
-    ci = (nearest(r), nearest(g), nearest(b))
+    ci = [min(range(6), key=lambda i: abs(_CUBE[i] - v)) for v in (r, g, b)]
     cube = tuple(_CUBE[i] for i in ci)
     grey_i = min(23, max(0, round((sum((r, g, b)) / 3 - 8) / 10)))
     grey = (8 + 10 * grey_i,) * 3
@@ -186,12 +182,8 @@ def compare_table(dones: Sequence[DoneEvent], style: Style) -> str:
         ("finish", None, [d.finish_reason for d in dones]),
         ("decode tok/s", None, [f"{d.decode_tok_s:.1f}" for d in dones]),
         ("first token", None, [_fmt_s(d.ttft_s) for d in dones]),
-    ]
-    rows += [
-        (STATE_INFO[s].label, s, [str(d.state_counts.get(s, 0)) for d in dones]) for s in STATES
-    ]
-    rows += [
-        (f"action {a}", None, [str(d.action_counts.get(a, 0)) for d in dones]) for a in ACTIONS
+        *[(STATE_INFO[s].label, s, [str(d.state_counts.get(s, 0)) for d in dones]) for s in STATES],
+        *[(f"action {a}", None, [str(d.action_counts.get(a, 0)) for d in dones]) for a in ACTIONS],
     ]
     width = max(len(r[0]) for r in rows) + 2
     cols = [max(10, len(d.mode) + 2) for d in dones]
@@ -212,7 +204,6 @@ def prompts_table(runs: Sequence[tuple[str, DoneEvent]], style: Style) -> str:
     of tokens in each quadrant (``--prompts`` / ``--prompt_csv``)."""
     labels = [STATE_INFO[s].label for s in STATES]
     head = ["prompt", "mode", "tokens", "tok/s", *labels]
-    rows: list[list[str]] = []
 
     def row(name: str, mode: str, dones: Sequence[DoneEvent]) -> list[str]:
         n = sum(d.generated_tokens for d in dones)
@@ -223,8 +214,7 @@ def prompts_table(runs: Sequence[tuple[str, DoneEvent]], style: Style) -> str:
             f"{100 * x:.0f}%" for x in shares
         ]
 
-    for name, done in runs:
-        rows.append(row(name, done.mode, [done]))
+    rows = [row(name, done.mode, [done]) for name, done in runs]
     modes = list(dict.fromkeys(d.mode for _, d in runs))
     totals = [row(f"all ({len(runs) // len(modes)})", m, [d for _, d in runs if d.mode == m])
               for m in modes]  # fmt: skip

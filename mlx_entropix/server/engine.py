@@ -58,16 +58,14 @@ class Engine:
     def load(cls, settings: ServerSettings) -> Engine:
         ranks = init_group()
         lm = load(settings.model, group=ranks)  # split under mlx.launch
-        config = settings.config or lm.default_config
-        decoder = BatchDecoder(lm) if ranks is None else ReplicatedDecoder(lm, ranks)
         engine = cls(
             lm=lm,
             checker=dataclasses.replace(lm, tokenizer=copy.deepcopy(lm.tokenizer)),
-            config=config,
+            config=settings.config or lm.default_config,
             runtime=runtime_info().as_dict(),
             model_id=Path(lm.info.path).stem if settings.model is None else str(settings.model),
             token_bytes=TokenBytes(lm),
-            decoder=decoder,
+            decoder=BatchDecoder(lm) if ranks is None else ReplicatedDecoder(lm, ranks),
         )
         prefix = PrefixCache(int(settings.prefix_cache_mb * 2**20))
         engine.first_run = FirstRun.start(lm, settings.model, say=log.warning)
@@ -84,7 +82,7 @@ class Engine:
         # After the warm-up (it counts for nothing). Under mlx.launch the followers start
         # theirs at rank 0's word (``ReplicatedDecoder.use_prefix_cache``).
         if prefix.max_bytes > 0 and leader:
-            decoder.use_prefix_cache(prefix)
+            engine.decoder.use_prefix_cache(prefix)
         return engine
 
     def prefix_cache_info(self) -> dict[str, Any] | None:

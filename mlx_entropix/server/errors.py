@@ -53,15 +53,9 @@ def error_body(path: str, status: int, message: str, code: str | None = None) ->
 
 
 def error_response(
-    request: Request,
-    status: int,
-    message: str,
-    *,
-    headers: dict[str, str] | None = None,
-    code: str | None = None,
+    request: Request, status: int, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    body = error_body(request.url.path, status, message, code)
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(error_body(request.url.path, status, message), status, headers)
 
 
 def install(app: FastAPI) -> None:
@@ -74,7 +68,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(EntropixError)
     async def _entropix(request: Request, exc: EntropixError) -> JSONResponse:
         code = "context_length_exceeded" if isinstance(exc, PromptTooLongError) else None
-        return error_response(request, 400, str(exc), code=code)
+        return JSONResponse(error_body(request.url.path, 400, str(exc), code), 400)
 
     @app.exception_handler(QueueFullError)
     async def _busy(request: Request, exc: QueueFullError) -> JSONResponse:

@@ -81,9 +81,7 @@ class BodySizeLimit:
     def __init__(self, app: ASGIApp, max_bytes: int):
         self.app = app
         self.max_bytes = max_bytes
-
-    def _message(self) -> str:
-        return f"request body over the {self.max_bytes}-byte limit"
+        self.message = f"request body over the {max_bytes}-byte limit"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -92,7 +90,7 @@ class BodySizeLimit:
         length = dict(scope.get("headers") or ()).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
             await _drain(receive)
-            await send_json_error(scope, send, 413, self._message())
+            await send_json_error(scope, send, 413, self.message)
             return
         received = 0
 
@@ -106,7 +104,7 @@ class BodySizeLimit:
                 if received > self.max_bytes:
                     if message.get("more_body", False):
                         await _drain(receive)
-                    raise HTTPException(413, self._message())
+                    raise HTTPException(413, self.message)
             return message
 
         await self.app(scope, limited, send)

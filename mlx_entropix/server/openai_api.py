@@ -91,8 +91,7 @@ def entropix_detail(tokens: Tokens, done: DoneEvent) -> dict[str, Any]:
 
 
 def with_detail(body: dict[str, Any], choices: list[tuple[Tokens, DoneEvent]], metrics: bool):
-    """A non-streaming object with its extension: in each choice with ``n > 1``, else beside
-    the choices."""
+    """A non-streaming object with its extension: per choice with ``n > 1``, else beside them."""
     if metrics and len(choices) > 1:
         for out, (tokens, done) in zip(body["choices"], choices, strict=True):
             out["entropix"] = entropix_detail(tokens, done)

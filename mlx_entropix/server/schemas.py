@@ -333,10 +333,9 @@ class CompletionRequest(OpenAIFields):
     def _check(self) -> CompletionRequest:
         if self.echo:
             raise ValueError("'echo' is not supported (only false)")
-        if self.suffix:
-            raise ValueError("'suffix' is not supported")
-        if self.logit_bias:
-            raise ValueError("'logit_bias' is not supported")
+        for name in ("suffix", "logit_bias"):
+            if getattr(self, name):
+                raise ValueError(f"'{name}' is not supported")
         if isinstance(self.prompt, list) and self.prompt and not isinstance(self.prompt[0], int):
             if len(self.prompt) != 1:
                 raise ValueError("one prompt per request (a list of several is a batch)")

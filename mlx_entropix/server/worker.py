@@ -19,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 log = logging.getLogger("mlx_entropix.server")
@@ -177,9 +178,7 @@ class Worker(Generic[R]):
                 self._pending.remove(job)
             except ValueError:
                 return  # running or finished: the work sees should_stop()
-        job.status = "cancelled"
-        self._record(job)
-        _safe_emit(job, END)
+        self._end(job)
 
     def _retry_after(self) -> int:
         """A guess at when a place frees up: recent job durations times the queue ahead, shared
@@ -297,19 +296,20 @@ class Worker(Generic[R]):
             self._idle_work = True
         job._items = iter(())  # an unfinished work is freed (and closed) here, in this thread
         job.ended_at = time.monotonic()
-        job.status = "cancelled" if job.cancelled else "done"
         if job.started_at is not None:
             self._durations.append(job.ended_at - job.started_at)
-        self._record(job)
-        _safe_emit(job, END)
+        self._end(job)
 
-    def _record(self, job: Job) -> None:
+    def _end(self, job: Job) -> None:
+        """A job's end (run or dropped from the queue): counted, and its stream's END."""
+        job.status = "cancelled" if job.cancelled else "done"
         with self._cond:
             if job.status == "cancelled":
                 self.cancelled += 1
             else:
                 self.served += 1
             self.last_job = job.summary()
+        _safe_emit(job, END)
 
 
 def _safe_emit(job: Job, item: Any) -> None:
@@ -327,13 +327,9 @@ class JobStream:
     """
 
     def __init__(self, worker: Worker[Any], work: Work, timeout_s: float, label: str = ""):
-        loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._worker = worker
-
-        def emit(item: Any) -> None:
-            loop.call_soon_threadsafe(self._queue.put_nowait, item)
-
+        emit = partial(asyncio.get_running_loop().call_soon_threadsafe, self._queue.put_nowait)
         size = getattr(work, "size", 1)  # a work may say how many slots (batch rows) it takes
         job = Job(work=work, emit=emit, timeout_s=timeout_s, label=label, size=size)
         self.job = worker.submit(job)
