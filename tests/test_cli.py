@@ -13,7 +13,15 @@ import time
 from pathlib import Path
 
 from mlx_entropix.cli.plot import PNG_SIZE, plot_runs
-from mlx_entropix.cli.terminal import Style, compare_table, legend, rgb_to_256, summary, token_text
+from mlx_entropix.cli.terminal import (
+    Style,
+    compare_table,
+    legend,
+    prompts_table,
+    rgb_to_256,
+    summary,
+    token_text,
+)
 from mlx_entropix.config import SamplerConfig
 from mlx_entropix.events import STATE_INFO, STATES, DoneEvent, Metrics, SamplingParams, TokenEvent
 
@@ -387,6 +395,22 @@ def test_summary_and_compare_table_without_colour():
     table = compare_table([_done("entropix"), _done("normal")], Style())
     assert table.splitlines()[0].split() == ["entropix", "normal"]
     assert "\x1b[" not in text + table
+
+
+def test_prompts_table_without_decode_speed():
+    # One generated token each (--max-tokens 1) or a cancelled run: no decode speed to sum.
+    one = _done("entropix").model_copy(update={"generated_tokens": 1, "decode_tok_s": 0.0})
+    table = prompts_table([("p1", one), ("p2", one)], Style())
+    rows = [line.split() for line in table.splitlines()]
+    assert rows[1][:4] == ["p1", "entropix", "1", "-"] and rows[-1][:5] == [
+        "all",
+        "(2)",
+        "entropix",
+        "2",
+        "-",
+    ]
+    timed = prompts_table([("p1", one), ("p2", _done("entropix"))], Style())
+    assert timed.splitlines()[-1].split()[:5] == ["all", "(2)", "entropix", "6", "20.0"]
 
 
 def test_plot_has_a_fixed_size_for_any_run(tmp_path: Path):

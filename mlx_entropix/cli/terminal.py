@@ -207,12 +207,11 @@ def prompts_table(runs: Sequence[tuple[str, DoneEvent]], style: Style) -> str:
 
     def row(name: str, mode: str, dones: Sequence[DoneEvent]) -> list[str]:
         n = sum(d.generated_tokens for d in dones)
-        seconds = sum(d.generated_tokens / d.decode_tok_s for d in dones if d.decode_tok_s > 0)
-        speed = sum(d.generated_tokens for d in dones if d.decode_tok_s > 0) / seconds
+        timed = [d for d in dones if d.decode_tok_s > 0]  # none: one token each, or cancelled
+        seconds = sum(d.generated_tokens / d.decode_tok_s for d in timed)
+        speed = f"{sum(d.generated_tokens for d in timed) / seconds:.1f}" if seconds else "-"
         shares = [sum(d.state_counts.get(s, 0) for d in dones) / n if n else 0.0 for s in STATES]
-        return [name, mode, str(n), f"{speed:.1f}" if seconds else "-"] + [
-            f"{100 * x:.0f}%" for x in shares
-        ]
+        return [name, mode, str(n), speed] + [f"{100 * x:.0f}%" for x in shares]
 
     rows = [row(name, done.mode, [done]) for name, done in runs]
     modes = list(dict.fromkeys(d.mode for _, d in runs))
