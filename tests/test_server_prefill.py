@@ -120,3 +120,17 @@ def test_max_prompt_tokens_flag():
     assert settings_from(parse_args(["--max-prompt-tokens", "8192"])).max_prompt_tokens == 8192
     with pytest.raises(ValueError, match="--max-prompt-tokens must be at least 1"):
         settings_from(parse_args(["--max-prompt-tokens", "0"]))
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost"])
+def test_loopback_server_answers_only_loopback_host_headers(host):
+    """The DNS-rebinding guard, IPv6 included: a bracketed "[::1]:port" Host header passes."""
+    from mlx_entropix.server.guards import HostGuard
+    from mlx_entropix.server.main import parse_args, settings_from
+
+    allowed = settings_from(parse_args(["--host", host])).allowed_hosts
+    assert allowed is not None
+    guard = HostGuard(None, allowed)  # type: ignore[arg-type]  # allows() needs no app
+    assert all(guard.allows(h) for h in ("[::1]:8000", "127.0.0.1:8000", "localhost:8000"))
+    assert not any(guard.allows(h) for h in ("evil.example", "evil.example:8000", "[::2]:80", ""))
+    assert settings_from(parse_args(["--host", "0.0.0.0"])).allowed_hosts is None

@@ -125,11 +125,8 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         prompts_path=Path(args.prompts) if args.prompts else None,
         cors_origins=list(args.allow_origin),
         # A loopback server answers only loopback Host headers: a web page cannot reach it
-        # through DNS rebinding.
-        # (Not for IPv6: Starlette's check cannot parse a bracketed "[::1]:port" Host.)
-        allowed_hosts=list(LOOPBACK_HOSTS)
-        if _is_loopback(args.host) and ":" not in args.host
-        else None,
+        # through DNS rebinding (IPv6 too: ``guards.host_name`` reads "[::1]:port").
+        allowed_hosts=list(LOOPBACK_HOSTS) if _is_loopback(args.host) else None,
     )
 
 
