@@ -127,8 +127,7 @@ class Branch:
 
     def cue_answer(self) -> str:
         """What the model said after the cue, to its first line break ("" if nothing)."""
-        said = "".join(self.cue_texts).strip()
-        return said.split("\n")[0].strip()
+        return "".join(self.cue_texts).strip().split("\n")[0].strip()
 
     def add(self, values: list[float], margin: float) -> None:
         if int(values[TOKEN]) in self.tok.eos_token_ids:

@@ -59,8 +59,7 @@ class StopMatcher:
         """Index where the first stop string starts, or -1. ``text[:new]`` was searched
         before, so only a match that ends after it is new: scan the tail only."""
         start = max(0, new - max((len(s) for s in self.stops), default=1) + 1)
-        hits = [i for i in (text.find(s, start) for s in self.stops) if i >= 0]
-        return min(hits) if hits else -1
+        return min([i for i in (text.find(s, start) for s in self.stops) if i >= 0], default=-1)
 
     def safe_end(self, text: str) -> int:
         """How much of ``text`` can be released: none of its tail may start a stop string."""
@@ -168,14 +167,12 @@ class RowStream:
 
     def close(self) -> list[TokenEvent | ForkEvent]:
         """The held event (with the rest of the text) and anything queued behind it."""
-        out: list[TokenEvent | ForkEvent] = []
-        if self.held is not None:
-            self.held.text += self.text[self.emitted :]
+        held, self.held = self.held, None
+        if held is not None:
+            held.text += self.text[self.emitted :]
             self.emitted = len(self.text)
-            out = [self.held]
-            self.held = None
         self.text = self.text[: self.emitted]
-        return [*out, *self._drain()]
+        return self._drain() if held is None else [held, *self._drain()]
 
     def done(
         self,
