@@ -82,12 +82,9 @@ def boundary_span(text: str) -> tuple[int, int] | None:
     start = len(text) - len(text.lstrip())
     if start == len(text):
         return None
-    end = len(text)
     newline = text.find("\n", start)
-    if newline >= 0:
-        end = newline
-    m = _SENTENCE_END.search(text, start, end)
-    if m:
+    end = newline if newline >= 0 else len(text)
+    if m := _SENTENCE_END.search(text, start, end):
         end = m.start()
     end = len(text[:end].rstrip())
     return (start, end) if end > start else (start, start + 1)
@@ -95,9 +92,8 @@ def boundary_span(text: str) -> tuple[int, int] | None:
 
 def _number_span(text: str, start: int = 0) -> tuple[int, int] | None:
     for m in _NUMBER.finditer(text, start):
-        if m.group("int") is not None or m.group("dec") is not None:
-            if m.group("den") is not None and int(m.group("den")) == 0:
-                continue
+        read = m["int"] is not None or m["dec"] is not None
+        if read and (m["den"] is None or int(m["den"]) != 0):  # not over a zero
             return m.span()
     return None
 
@@ -122,9 +118,8 @@ def _choice_span(text: str, options: dict[str, str] | None) -> tuple[int, int] |
         return None
     said = normalize(text)
     named = [t for t in (options or {}).values() if normalize(t) and normalize(t) in said]
-    if len(named) == 1:
-        if m := re.search(re.escape(named[0]), text, flags=re.IGNORECASE):
-            return m.span()
+    if len(named) == 1 and (m := re.search(re.escape(named[0]), text, flags=re.IGNORECASE)):
+        return m.span()
     return None
 
 
@@ -138,9 +133,8 @@ def answer_span(
         span = _numeric_span(text)
     elif kind == "choice":
         span = _choice_span(text, options)
-    elif kind == "yesno":
-        m = _YESNO.search(text)
-        span = m.span() if m else None
+    elif kind == "yesno" and (m := _YESNO.search(text)):
+        span = m.span()
     elif kind is None and (line := boundary_span(text)) and "=" in text[line[0] : line[1]]:
         span = _number_span(text[: line[1]], text.rindex("=", *line) + 1)
     return span or boundary_span(text)
