@@ -302,8 +302,7 @@ def prefill_chunks(
     start = ends[len(blocks) - 1] if blocks else 0
     hot = prefix.take_hot(ids, start) if prefix is not None else None
     cache = hot or preloaded(blocks, len(model.layers))
-    if start:
-        progress(start)
+    progress(start)
     logits = scores = None
     passes = [(j, j + 1) for j in range(len(blocks), last)]
     for a, b in passes if whole_only else [*passes, (last, len(ends))]:
