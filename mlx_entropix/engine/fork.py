@@ -190,9 +190,8 @@ def explore(
         parents = [first] if cfg.fork_answer_from == "kept" else list(range(k))
         new = plan_answer_forks(tok, branches, spans, answers, parents, cfg, n_top, stop, limit)
         computed += yield from decode_forced(new, k, n_top, should_stop)
-        s2, a2, sp2 = _read_all(new, cfg, options)
-        scores, answers, spans = scores + s2, answers + a2, spans + sp2
         branches = [*branches, *new]
+        scores, answers, spans = _read_all(branches, cfg, options)  # pure: the first read again
     kept = select_branch(scores, answers, cfg.fork_aggregate)
     event = ForkEvent(
         mode="fork",
