@@ -93,7 +93,6 @@ class RowStream:
         self.signals: list[TokenSignal] = []
         self.detok = tok.detokenizer()
         self.stops = StopMatcher(stop)
-        self.eos = tok.eos_token_ids
         self.states: Counter[str] = Counter()
         self.actions: Counter[str] = Counter()
         self.text, self.emitted, self.n = "", 0, 0  # decoded text, how much events carried
@@ -106,7 +105,7 @@ class RowStream:
     def push(self, values: list[float]) -> list[TokenEvent | ForkEvent]:
         """The events ready after this step's values (none, or one, plus queued forks)."""
         token, state, action = (int(v) for v in values[:3])
-        if token in self.eos:
+        if token in self.tok.eos_token_ids:
             self.finish, self.finished = "stop", True
             return []
         searched = len(self.text)
