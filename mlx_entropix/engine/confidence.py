@@ -15,10 +15,8 @@ Three steps, all pure:
    logistic regression on standardized features or an isotonic map of one feature, chosen
    and fitted per model on dev by ``calibrate confidence`` (``eval/confidence_select.py``)
    and shipped in ``configs/confidence/<model>.json``; monotone in each feature. An answer
-   that fails a check on its own text (``answer_checks``: a false equation up to it, "7 + 7 =
-   12"; a number copied from its question where the question does not ask for one) is capped
-   at the accuracy such answers had on dev.
- With hidden sampled rows, their agreement (``agreement.py``) and its map.
+   that fails a check on its own text (``answer_checks``) is capped at the accuracy such
+   answers had on dev. With hidden sampled rows, their agreement (``agreement.py``) and its map.
 """
 
 from __future__ import annotations
