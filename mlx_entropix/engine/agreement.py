@@ -98,12 +98,10 @@ def with_agreement(
     ``RowStream``s, text and signals of every row)."""
     held: dict[int, Any] = {}
     for item in items:
-        if item is not None and item[0] >= n_user:
-            continue
-        if item is not None and item[1].type == "done":
+        if item is not None and item[0] < n_user and item[1].type == "done":
             held[item[0]] = item[1]
-            continue
-        yield item
+        elif item is None or item[0] < n_user:
+            yield item
     rows = [s.text for s in streams[n_user:]]
     for r in sorted(held):
         s, done = streams[r], held[r]

@@ -317,8 +317,7 @@ class BatchDecoder:
             if waiting and not any(p.short for p in self.prefills):
                 for r in waiting:
                     r.waiting = False
-                steps = prefill_short(self.lm.model, waiting)
-                self.prefills.append(Prefill(waiting, steps, True))
+                self.prefills.append(Prefill(waiting, prefill_short(self.lm.model, waiting), True))
             if not self.prefills:
                 return
             self.lm.work_phase(True)

@@ -43,8 +43,7 @@ class SlotRows:
         except StopIteration as end:
             return end.value
         if ids[0] in self.slots:  # the same batch: ended rows leave it, their slots freed
-            # but those ``explore`` holds until the choice (``keep``): a branch that ended at
-            # its budget, keepable, while another still reads its answer cue
+            # but those ``explore`` holds until the choice (``keep``; ``fork.Ask``)
             gone = [i for i in self.last if i not in ids and i not in held]
             self.shared.free([self.slots.pop(i) for i in gone])
         else:
@@ -55,11 +54,11 @@ class SlotRows:
         return [self.slots[i] for i in ids], [self.plan] * n, fed
 
     def keep(self, found: Explored) -> int:
-        """The kept row's slot, at its length (the fork's slot when the kept branch never had
-        one); every other slot is freed."""
+        """The kept row's slot (the fork's when the kept branch never had one), holding the
+        fork's cache and the branch's tokens but its last; every other slot is freed."""
         slot = self.slots.pop(found.kept, self.slot)
         self.shared.free([s for s in [self.slot, *self.slots.values()] if s != slot])
-        self.shared.lengths[slot] = self.base + found.depth
+        self.shared.lengths[slot] = self.base + len(found.rows) - 1
         self.slots = {}
         return slot
 
@@ -128,8 +127,7 @@ class Branch:
 
     def cue_answer(self) -> str:
         """What the model said after the cue, to its first line break ("" if nothing)."""
-        said = "".join(self.cue_texts).strip()
-        return said.split("\n")[0].strip()
+        return "".join(self.cue_texts).strip().split("\n")[0].strip()
 
     def add(self, values: list[float], margin: float) -> None:
         if int(values[TOKEN]) in self.tok.eos_token_ids:

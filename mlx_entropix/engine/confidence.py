@@ -15,10 +15,8 @@ Three steps, all pure:
    logistic regression on standardized features or an isotonic map of one feature, chosen
    and fitted per model on dev by ``calibrate confidence`` (``eval/confidence_select.py``)
    and shipped in ``configs/confidence/<model>.json``; monotone in each feature. An answer
-   that fails a check on its own text (``answer_checks``: a false equation up to it, "7 + 7 =
-   12"; a number copied from its question where the question does not ask for one) is capped
-   at the accuracy such answers had on dev.
- With hidden sampled rows, their agreement (``agreement.py``) and its map.
+   that fails a check on its own text (``answer_checks``) is capped at the accuracy such
+   answers had on dev. With hidden sampled rows, their agreement (``agreement.py``) and its map.
 """
 
 from __future__ import annotations
@@ -82,12 +80,9 @@ def boundary_span(text: str) -> tuple[int, int] | None:
     start = len(text) - len(text.lstrip())
     if start == len(text):
         return None
-    end = len(text)
     newline = text.find("\n", start)
-    if newline >= 0:
-        end = newline
-    m = _SENTENCE_END.search(text, start, end)
-    if m:
+    end = newline if newline >= 0 else len(text)
+    if m := _SENTENCE_END.search(text, start, end):
         end = m.start()
     end = len(text[:end].rstrip())
     return (start, end) if end > start else (start, start + 1)
@@ -95,9 +90,8 @@ def boundary_span(text: str) -> tuple[int, int] | None:
 
 def _number_span(text: str, start: int = 0) -> tuple[int, int] | None:
     for m in _NUMBER.finditer(text, start):
-        if m.group("int") is not None or m.group("dec") is not None:
-            if m.group("den") is not None and int(m.group("den")) == 0:
-                continue
+        read = m["int"] is not None or m["dec"] is not None
+        if read and (m["den"] is None or int(m["den"]) != 0):  # not over a zero
             return m.span()
     return None
 
@@ -122,9 +116,8 @@ def _choice_span(text: str, options: dict[str, str] | None) -> tuple[int, int] |
         return None
     said = normalize(text)
     named = [t for t in (options or {}).values() if normalize(t) and normalize(t) in said]
-    if len(named) == 1:
-        if m := re.search(re.escape(named[0]), text, flags=re.IGNORECASE):
-            return m.span()
+    if len(named) == 1 and (m := re.search(re.escape(named[0]), text, flags=re.IGNORECASE)):
+        return m.span()
     return None
 
 
@@ -138,9 +131,8 @@ def answer_span(
         span = _numeric_span(text)
     elif kind == "choice":
         span = _choice_span(text, options)
-    elif kind == "yesno":
-        m = _YESNO.search(text)
-        span = m.span() if m else None
+    elif kind == "yesno" and (m := _YESNO.search(text)):
+        span = m.span()
     elif kind is None and (line := boundary_span(text)) and "=" in text[line[0] : line[1]]:
         span = _number_span(text[: line[1]], text.rindex("=", *line) + 1)
     return span or boundary_span(text)

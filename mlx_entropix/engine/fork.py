@@ -136,7 +136,6 @@ class Explored:
     event: ForkEvent  # index is set by the engine
     rows: list[list[float]]  # the kept branch's packed values, one per token
     kept: int
-    depth: int  # the kept row holds the fork's cache and this many of the branch's tokens
     ended: bool  # the kept branch ended the generation (EOS or a stop string)
 
 
@@ -176,9 +175,7 @@ def explore(
         feed.append(branch.take(first, fork_margin))
     live = [j for j in range(k) if feed[j] is not None]  # branch of each row of the batch
     computed = 0
-    while live:
-        if should_stop():
-            break  # cancelled: the engine stops right after the fork
+    while live and not should_stop():  # cancelled: the engine stops right after the fork
         held = frozenset(j for j in range(k) if feed[j] is None and branches[j].end == "length")
         rows = yield live, [feed[j] for j in live], held  # type: ignore[misc]
         computed += len(live)
@@ -193,9 +190,8 @@ def explore(
         parents = [first] if cfg.fork_answer_from == "kept" else list(range(k))
         new = plan_answer_forks(tok, branches, spans, answers, parents, cfg, n_top, stop, limit)
         computed += yield from decode_forced(new, k, n_top, should_stop)
-        s2, a2, sp2 = _read_all(new, cfg, options)
-        scores, answers, spans = scores + s2, answers + a2, spans + sp2
         branches = [*branches, *new]
+        scores, answers, spans = _read_all(branches, cfg, options)  # pure: the first read again
     kept = select_branch(scores, answers, cfg.fork_aggregate)
     event = ForkEvent(
         mode="fork",
@@ -237,7 +233,7 @@ def explore(
         ],  # fmt: skip
     )
     chosen = branches[kept]
-    return Explored(event, chosen.rows, kept, len(chosen.rows) - 1, chosen.end != "length")
+    return Explored(event, chosen.rows, kept, chosen.end != "length")
 
 
 def kept_events(stream: RowStream, found: Explored) -> list[TokenEvent | ForkEvent]:

@@ -124,22 +124,13 @@ def decode_forced(
     on greedily to its end. Returns the tokens computed (a row holds all of its branch but the
     last token when the branch ended at the budget)."""
     live = [r for r, b in enumerate(new) if b.active]
-    tokens, pos, computed = [int(new[r].rows[0][TOKEN]) for r in live], 0, 0
-    while live:
-        if should_stop():
-            break
+    pos = computed = 0  # step ``pos`` feeds each row's token ``pos``
+    while live and not should_stop():
+        tokens = [int(new[r].rows[pos][TOKEN]) for r in live]
         values = yield [first_id + r for r in live], tokens, frozenset()  # all end together
-        computed += len(live)
-        following = []
+        computed, pos = computed + len(live), pos + 1
         for r, vals in zip(live, values, strict=True):
-            b = new[r]
-            if pos + 1 < len(b.rows):  # still re-reading the parent's tokens
-                following.append(int(b.rows[pos + 1][TOKEN]))
-            else:
-                b.add(vals, margin_of(vals, n_top))
-                following.append(int(vals[TOKEN]))
-        pos += 1
-        going = [i for i, r in enumerate(live) if new[r].active]
-        tokens = [following[i] for i in going]
-        live = [live[i] for i in going]
+            if pos >= len(new[r].rows):  # past the parent's tokens: the row's own
+                new[r].add(vals, margin_of(vals, n_top))
+        live = [r for r in live if new[r].active]
     return computed

@@ -284,26 +284,24 @@ def prefill_chunks(
     prefix: PrefixCache | None,
     turn_ends: TurnEnds = (),
     *,
-    count: bool = True,
     whole_only: bool = False,
     progress: Callable[[int], None] = lambda n: None,
 ) -> Generator[None, None, Chunked]:
     """The chunked prefill of ``ids`` (``chunk_ends``), a layer at a time (``layer_steps``),
     from the cached blocks on; each whole chunk enters ``prefix`` once all its layers are done
     (a cancel between layers leaves no part of a block). ``whole_only``: only the whole chunks
-    (filling the cache, no logits wanted). ``progress(n)``: n more tokens are in (the cached
-    ones, then each chunk). The same chunks with ``prefix`` None: the same bits."""
+    (filling the cache: no logits, no lookup counted). ``progress(n)``: n more tokens are in
+    (the cached ones, then each chunk). The same chunks with ``prefix`` None: the same bits."""
     ends = chunk_ends(ids, turn_ends)
     whole = complete(ids, ends, turn_ends)
     ends = ends[:whole] if whole_only else ends
     # the last pass (the last token's chunk, maybe with the one before) is always computed
     last = len(ends) if whole_only else final_pass(ends)
-    blocks = prefix.lookup(ids, ends[:last], count) if prefix is not None else []
+    blocks = prefix.lookup(ids, ends[:last], not whole_only) if prefix is not None else []
     start = ends[len(blocks) - 1] if blocks else 0
     hot = prefix.take_hot(ids, start) if prefix is not None else None
     cache = hot or preloaded(blocks, len(model.layers))
-    if start:
-        progress(start)
+    progress(start)
     logits = scores = None
     passes = [(j, j + 1) for j in range(len(blocks), last)]
     for a, b in passes if whole_only else [*passes, (last, len(ends))]:
@@ -358,7 +356,7 @@ class Extender:
                 return False
             ids = self.waiting.pop()  # the newest first: the likeliest next turn
             self.current = prefill_chunks(self.model, ids, self.prefix, self.turn_ends,
-                                          count=False, whole_only=True)  # fmt: skip
+                                          whole_only=True)  # fmt: skip
         try:
             next(self.current)
         except StopIteration:

@@ -59,8 +59,7 @@ class StopMatcher:
         """Index where the first stop string starts, or -1. ``text[:new]`` was searched
         before, so only a match that ends after it is new: scan the tail only."""
         start = max(0, new - max((len(s) for s in self.stops), default=1) + 1)
-        hits = [i for i in (text.find(s, start) for s in self.stops) if i >= 0]
-        return min(hits) if hits else -1
+        return min([i for i in (text.find(s, start) for s in self.stops) if i >= 0], default=-1)
 
     def safe_end(self, text: str) -> int:
         """How much of ``text`` can be released: none of its tail may start a stop string."""
@@ -94,7 +93,6 @@ class RowStream:
         self.signals: list[TokenSignal] = []
         self.detok = tok.detokenizer()
         self.stops = StopMatcher(stop)
-        self.eos = tok.eos_token_ids
         self.states: Counter[str] = Counter()
         self.actions: Counter[str] = Counter()
         self.text, self.emitted, self.n = "", 0, 0  # decoded text, how much events carried
@@ -107,7 +105,7 @@ class RowStream:
     def push(self, values: list[float]) -> list[TokenEvent | ForkEvent]:
         """The events ready after this step's values (none, or one, plus queued forks)."""
         token, state, action = (int(v) for v in values[:3])
-        if token in self.eos:
+        if token in self.tok.eos_token_ids:
             self.finish, self.finished = "stop", True
             return []
         searched = len(self.text)
@@ -168,14 +166,12 @@ class RowStream:
 
     def close(self) -> list[TokenEvent | ForkEvent]:
         """The held event (with the rest of the text) and anything queued behind it."""
-        out: list[TokenEvent | ForkEvent] = []
-        if self.held is not None:
-            self.held.text += self.text[self.emitted :]
+        held, self.held = self.held, None
+        if held is not None:
+            held.text += self.text[self.emitted :]
             self.emitted = len(self.text)
-            out = [self.held]
-            self.held = None
         self.text = self.text[: self.emitted]
-        return [*out, *self._drain()]
+        return self._drain() if held is None else [held, *self._drain()]
 
     def done(
         self,
