@@ -120,7 +120,8 @@ class Worker(Generic[R]):
         self._running: list[Job] = []  # in start order: the round-robin order
         self._closed = False
         self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._main, name="mlx-worker", daemon=True)
+        self._stopped = threading.Event()  # the thread's loop has ended (it stays, parked)
+        self._thread = threading.Thread(target=self._thread_main, name="mlx-worker", daemon=True)
         self._durations: deque[float] = deque(maxlen=16)
         self.resource: R | None = None
         # The resource's ``idle_step()`` (if it has one) has background work: a job ended
@@ -157,7 +158,12 @@ class Worker(Generic[R]):
             job.status = "cancelled"
             _safe_emit(job, END)
         if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+            self._stopped.wait(timeout)
+
+    @property
+    def stopped(self) -> bool:
+        """The thread has ended every job and closed its resource (after ``close``)."""
+        return self._stopped.is_set()
 
     # ------------------------------------------------------------------ queue
     def submit(self, job: Job) -> Job:
@@ -202,6 +208,17 @@ class Worker(Generic[R]):
             }
 
     # ------------------------------------------------------------------ the thread
+    def _thread_main(self) -> None:
+        try:
+            self._main()
+        finally:
+            self._stopped.set()
+        # The thread never returns: MLX 0.32 keeps each thread's mx.compile traces in a
+        # thread-local cache whose destructor takes the GIL when the thread exits, and a thread
+        # exiting while the interpreter shuts down aborts the process ("terminate called
+        # without an active exception"). Parked, a daemon, it holds nothing up.
+        threading.Event().wait()
+
     def _main(self) -> None:
         try:
             self.resource = self._loader()
