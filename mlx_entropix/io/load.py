@@ -153,11 +153,7 @@ def _load_gguf(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer]:
         raw, meta = mx.load(str(path), return_metadata=True)
     except Exception as err:  # mlx raises RuntimeError/ValueError with C++ messages
         raise ModelLoadError(f"cannot read GGUF file {path}: {err}") from err
-    weights = {}
-    for name, tensor in raw.items():
-        ours = gguf.map_name(name)
-        if ours is not None:
-            weights[ours] = tensor
+    weights = {ours: t for name, t in raw.items() if (ours := gguf.map_name(name)) is not None}
     config = gguf.config_from_metadata(meta, raw)
     return ModelArgs.from_dict(config), weights, gguf.tokenizer_from_metadata(meta)
 

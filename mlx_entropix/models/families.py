@@ -74,12 +74,9 @@ class FamilyModel(nn.Module):
     group = None
     head_group = None
 
-    def __init__(
-        self, inner: nn.Module, config: dict[str, Any] | None = None, any_family: bool = False
-    ):
+    def __init__(self, inner: nn.Module, config: dict[str, Any], any_family: bool = False):
         super().__init__()
         self.inner = inner
-        config = config or {}
         a = getattr(inner, "args", None)
         model_type = str(config.get("model_type") or getattr(a, "model_type", "unknown"))
         self.windows = _windows(inner, model_type)
@@ -210,7 +207,7 @@ class FamilyModel(nn.Module):
         return logits, scores, cache.keys, cache.values
 
 
-def family_model(inner: nn.Module, config: dict[str, Any] | None = None) -> FamilyModel:
+def family_model(inner: nn.Module, config: dict[str, Any]) -> FamilyModel:
     """``inner`` behind our contract, checked at load to join the shared batch
     (``ModelLoadError`` if it cannot: recurrent layers, attention sinks, ...)."""
     model = FamilyModel(inner, config)
