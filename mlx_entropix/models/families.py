@@ -67,8 +67,7 @@ def _config_value(args: Any, *names: str, default: Any = None) -> Any:
 
 
 class FamilyModel(nn.Module):
-    """An mlx-lm model with our ``Model``'s contracts (``protocol.py``); refuses a family whose
-    layers keep other than keys and values."""
+    """An mlx-lm model with our ``Model``'s contracts (``protocol.py``)."""
 
     # Tensor-parallel groups (runtime/distributed.py): family models are never split.
     group = None
@@ -117,8 +116,7 @@ class FamilyModel(nn.Module):
     def layer_steps(
         self, inputs: mx.array, cache: list[Any], last_only: bool = False, evaluate: bool = True
     ) -> Generator[None, None, Forward]:
-        """The plain pass with one yield before it (``LayerSteps``: prefills the server
-        interleaves, the prefix cache's chunks)."""
+        """The plain pass with one yield before it (``protocol.LayerSteps``)."""
         yield
         logits, scores = self(inputs, cache, last_only)
         if evaluate:

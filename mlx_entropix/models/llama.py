@@ -269,10 +269,8 @@ class Model(nn.Module):
     def layer_steps(
         self, inputs: mx.array, cache: list[KVCache], last_only: bool = False, evaluate: bool = True
     ) -> Generator[None, None, Forward]:
-        """The forward pass one layer at a time: yields before each layer (and before the head),
-        evaluating the previous one first when ``evaluate``; returns ``(logits, scores)``. The
-        operations are those of one lazy pass, so the results are too; only the head is left
-        lazy. A scheduler interleaves a long prefill with other work this way (``batch.py``)."""
+        """``protocol.LayerSteps``, a yield before the head too; ``evaluate``: each layer evaluated
+        before the next yield. One lazy pass's operations, so its results; only the head is lazy."""
         h = self.model.embed_tokens(inputs)
         # "causal" lets the fused kernel build the mask; a single query needs none.
         mask = "causal" if h.shape[1] > 1 else None
