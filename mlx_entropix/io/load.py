@@ -60,8 +60,7 @@ class ModelInfo:
     # False: the last attention cannot be observed; the four attention metrics are null.
     attention_metrics: bool = True
     sharding: ShardPlan | None = None  # under mlx.launch: what this rank holds
-    # Layers whose lone row's product is computed as two rows, faster with this BLAS
-    # (``models.two_rows``)
+    # Layers computing a lone row as two rows, faster so with this BLAS (``models.two_rows``)
     two_row_products: int = 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -77,8 +76,7 @@ class LoadedModel:
     default_config: SamplerConfig = field(default_factory=SamplerConfig)
     # Per-token functions under mx.compile (``runtime.device.compile_steps``; same results).
     compile_steps: bool = True
-    # Told before a prefill (True) or a decode step (False): the BLAS's threads for it
-    # (``runtime.device.blas_phase``); by default nothing.
+    # Told before a prefill (True) or a decode step (False): ``runtime.device.blas_phase``.
     work_phase: Callable[[bool], None] = field(default=lambda prefill: None)
 
 
@@ -329,8 +327,7 @@ def load(
         mx.eval(model.parameters())
         kind = {"sharding": plan}
         compile_steps = device.compile_steps()[0]
-    # ``models.two_rows`` for the shapes ``device.two_rows_rule`` picks (after sharding: its
-    # layers are other classes)
+    # After sharding: its layers are other classes, which ``models.two_rows`` leaves as they are
     rule = device.two_rows_rule(compute)
     two_rows = 0 if rule is None else two_row_products(model, rule)
     info = ModelInfo(

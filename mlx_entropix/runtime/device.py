@@ -171,8 +171,7 @@ class RuntimeInfo:
     platform: str
     compiled_steps: bool = False
     compile_note: str = ""
-    # Rows of a batched product bitwise equal to the same rows alone, as measured at start
-    # (``blas.batch_invariant``)
+    # Batched rows bitwise equal to the rows alone, measured at start (``blas.batch_invariant``)
     batch_invariant: bool = False
     # MLX's compiled CPU kernels: their folder and whether they are all built (``kernels``)
     kernel_cache: str = ""
