@@ -59,8 +59,7 @@ class Plan:
     n_samples: mx.array  # int32
 
     def arrays(self) -> list[mx.array]:
-        return [self.state, self.action, self.temperature, self.top_p, self.top_k, self.min_p,
-                self.n_samples]  # fmt: skip
+        return list(vars(self).values())  # in field order
 
 
 def classify(metrics: mx.array, cfg: SamplerConfig) -> mx.array:
