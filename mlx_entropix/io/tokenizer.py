@@ -100,11 +100,10 @@ class Tokenizer:
             return self.encode_text(text, add_special_tokens=True)
         text, spans = self._render(messages, add_generation_prompt)
         ids, offsets = self._rendered.encode(text)
-        control = self.control_ids
         forged = any(
             a < end and start < b
             for tid, (a, b) in zip(ids, offsets, strict=True)
-            if tid in control
+            if tid in self.control_ids
             for start, end in spans
         )
         if not forged:
