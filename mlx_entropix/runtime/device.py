@@ -183,18 +183,16 @@ class RuntimeInfo:
 
 
 def runtime_info() -> RuntimeInfo:
-    dev = mx.default_device()
     name = backend()
     if name == "cpu":
         device = f"{platform.processor() or platform.machine()} CPU ({os.cpu_count()} cores)"
     else:
         gpu = "Apple GPU" if name == "metal" else "CUDA GPU"
         device = str(mx.device_info().get("device_name", gpu))
-    blas_name = _blas.name if name == "cpu" else f"{_blas.name} (unused on {name})"
     return RuntimeInfo(
         backend=name,
-        device=f"{device} [{dev}]",
-        blas=blas_name,
+        device=f"{device} [{mx.default_device()}]",
+        blas=_blas.name if name == "cpu" else f"{_blas.name} (unused on {name})",
         blas_path=_blas.path,
         blas_note=_blas.note,
         mlx_version=mx.__version__,
