@@ -310,8 +310,7 @@ def load(
         compile_steps = True
     else:
         args, weights, tokenizer = _load_gguf(path) if fmt == "gguf" else _load_dir(path)
-        quantized = any(k.endswith(".scales") for k in weights)
-        want = dtype or device.compute_dtype(quantized)
+        want = dtype or device.compute_dtype(any(k.endswith(".scales") for k in weights))
         try:
             model, compute, stored = _build(args, weights, want)
         except (ValueError, KeyError) as err:

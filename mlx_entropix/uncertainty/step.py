@@ -161,8 +161,7 @@ def sample_step(
     if group is None:
         return step
     packed = from_rank0(step.packed, group)  # columns: token, state, action, ... (stream.py)
-    can = can_clarify & (packed[:, 2] != CLARIFY)
-    return Step(packed[:, 0].astype(mx.int32), can, packed)
+    return Step(packed[:, 0].astype(mx.int32), can_clarify & (packed[:, 2] != CLARIFY), packed)
 
 
 def plan_step(
