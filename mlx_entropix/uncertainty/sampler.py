@@ -17,8 +17,7 @@ Known bugs of the reference implementations that are deliberately *not* reproduc
   adaptive candidates are independent draws under it.
 - the MLX port capped the fork temperature with ``min(1, 5, x)`` (T <= 1.0): here it is
   ``min(1.5, x)`` as in the original.
-- the torch port's attention varentropy (wrong axis, always 0) and the zero-padded cache
-  (attention entropy ~12 bits) are handled in ``metrics.py`` / ``model.py``.
+- the torch port's attention varentropy (always 0) and zero-padded cache: see ``metrics.py``.
 """
 
 from __future__ import annotations
