@@ -60,7 +60,7 @@ class ModelInfo:
     # False: the last attention cannot be observed; the four attention metrics are null.
     attention_metrics: bool = True
     sharding: ShardPlan | None = None  # under mlx.launch: what this rank holds
-    # Layers computing a lone row as two rows, faster so with this BLAS (``models.two_rows``)
+    # Layers that compute a lone row as two rows, faster with this BLAS (``models.two_rows``)
     two_row_products: int = 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -326,7 +326,7 @@ def load(
         mx.eval(model.parameters())
         kind = {"sharding": plan}
         compile_steps = device.compile_steps()[0]
-    # After sharding: its layers are other classes, which ``models.two_rows`` leaves as they are
+    # After sharding: sharded layers are other classes, which ``models.two_rows`` leaves alone
     rule = device.two_rows_rule(compute)
     two_rows = 0 if rule is None else two_row_products(model, rule)
     info = ModelInfo(

@@ -268,8 +268,8 @@ class Model(nn.Module):
     def layer_steps(
         self, inputs: mx.array, cache: list[KVCache], last_only: bool = False, evaluate: bool = True
     ) -> Generator[None, None, Forward]:
-        """``protocol.LayerSteps``, a yield before the head too; ``evaluate``: each layer evaluated
-        before the next yield. One lazy pass's operations, so its results; only the head is lazy."""
+        """``protocol.LayerSteps`` plus a yield before the head; ``evaluate``: each layer evaluated
+        before the next yield. The ops of one lazy pass, so its results; only the head is lazy."""
         h = self.model.embed_tokens(inputs)
         # "causal" lets the fused kernel build the mask; a single query needs none.
         mask = "causal" if h.shape[1] > 1 else None
