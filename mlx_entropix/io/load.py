@@ -60,8 +60,7 @@ class ModelInfo:
     # False: the last attention cannot be observed; the four attention metrics are null.
     attention_metrics: bool = True
     sharding: ShardPlan | None = None  # under mlx.launch: what this rank holds
-    # Layers whose lone row's product is computed as two rows, faster with this BLAS
-    # (``models.two_rows``)
+    # Layers that compute a lone row as two rows, faster with this BLAS (``models.two_rows``)
     two_row_products: int = 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -77,8 +76,7 @@ class LoadedModel:
     default_config: SamplerConfig = field(default_factory=SamplerConfig)
     # Per-token functions under mx.compile (``runtime.device.compile_steps``; same results).
     compile_steps: bool = True
-    # Told before a prefill (True) or a decode step (False): the BLAS's threads for it
-    # (``runtime.device.blas_phase``); by default nothing.
+    # Told before a prefill (True) or a decode step (False): ``runtime.device.blas_phase``.
     work_phase: Callable[[bool], None] = field(default=lambda prefill: None)
 
 
@@ -153,11 +151,7 @@ def _load_gguf(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer]:
         raw, meta = mx.load(str(path), return_metadata=True)
     except Exception as err:  # mlx raises RuntimeError/ValueError with C++ messages
         raise ModelLoadError(f"cannot read GGUF file {path}: {err}") from err
-    weights = {}
-    for name, tensor in raw.items():
-        ours = gguf.map_name(name)
-        if ours is not None:
-            weights[ours] = tensor
+    weights = {ours: t for name, t in raw.items() if (ours := gguf.map_name(name)) is not None}
     config = gguf.config_from_metadata(meta, raw)
     return ModelArgs.from_dict(config), weights, gguf.tokenizer_from_metadata(meta)
 
@@ -316,8 +310,7 @@ def load(
         compile_steps = True
     else:
         args, weights, tokenizer = _load_gguf(path) if fmt == "gguf" else _load_dir(path)
-        quantized = any(k.endswith(".scales") for k in weights)
-        want = dtype or device.compute_dtype(quantized)
+        want = dtype or device.compute_dtype(any(k.endswith(".scales") for k in weights))
         try:
             model, compute, stored = _build(args, weights, want)
         except (ValueError, KeyError) as err:
@@ -333,8 +326,7 @@ def load(
         mx.eval(model.parameters())
         kind = {"sharding": plan}
         compile_steps = device.compile_steps()[0]
-    # ``models.two_rows`` for the shapes ``device.two_rows_rule`` picks (after sharding: its
-    # layers are other classes)
+    # After sharding: sharded layers are other classes, which ``models.two_rows`` leaves alone
     rule = device.two_rows_rule(compute)
     two_rows = 0 if rule is None else two_row_products(model, rule)
     info = ModelInfo(

@@ -23,19 +23,16 @@ class StreamingDetokenizer:
     one) and emit the difference; hold back while the text ends in an incomplete character.
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerFast):
+    def __init__(self, tokenizer: Tokenizer):
         self._tok = tokenizer
         self.ids: list[int] = []
         self._prefix = 0  # window start
         self._read = 0  # ids up to here are already emitted
 
-    def _decode(self, ids: list[int]) -> str:
-        return self._tok.decode(ids, skip_special_tokens=False)
-
     def add_token(self, token_id: int) -> str:
         self.ids.append(token_id)
-        before = self._decode(self.ids[self._prefix : self._read])
-        after = self._decode(self.ids[self._prefix :])
+        before = self._tok.decode(self.ids[self._prefix : self._read])
+        after = self._tok.decode(self.ids[self._prefix :])
         if after.endswith("\ufffd") or len(after) <= len(before):
             return ""  # wait for the rest of a multi-byte character
         self._prefix, self._read = self._read, len(self.ids)
@@ -43,8 +40,8 @@ class StreamingDetokenizer:
 
     def finalize(self) -> str:
         """The text still held back (an incomplete character at the very end)."""
-        before = self._decode(self.ids[self._prefix : self._read])
-        after = self._decode(self.ids[self._prefix :])
+        before = self._tok.decode(self.ids[self._prefix : self._read])
+        after = self._tok.decode(self.ids[self._prefix :])
         self._prefix = self._read = len(self.ids)
         return after[len(before) :]
 
@@ -103,11 +100,10 @@ class Tokenizer:
             return self.encode_text(text, add_special_tokens=True)
         text, spans = self._render(messages, add_generation_prompt)
         ids, offsets = self._rendered.encode(text)
-        control = self.control_ids
         forged = any(
             a < end and start < b
             for tid, (a, b) in zip(ids, offsets, strict=True)
-            if tid in control
+            if tid in self.control_ids
             for start, end in spans
         )
         if not forged:
@@ -172,7 +168,7 @@ class Tokenizer:
         return text
 
     def detokenizer(self) -> StreamingDetokenizer:
-        return StreamingDetokenizer(self.hf)
+        return StreamingDetokenizer(self)
 
 
 class _RenderedTexts:

@@ -120,10 +120,9 @@ def observe_last_attention(model: nn.Module, any_family: bool = False) -> _Obser
         return None
     if isinstance(existing := getattr(attn, "_entropix_observation", None), _Observation):
         return existing
-    if not any_family and type(attn).__module__.rsplit(".", 1)[-1] not in VERIFIED:
+    unverified = not any_family and type(attn).__module__.rsplit(".", 1)[-1] not in VERIFIED
+    if unverified or not route_sdpa(attn):  # route_sdpa False: its own attention (Gemma 2)
         return None
-    if not route_sdpa(attn):
-        return None  # the family computes attention its own way (e.g. Gemma 2's soft cap)
     cls = type(attn)
     if cls not in _SUBCLASSES:
         body = {"__call__": _observed_call, "__module__": cls.__module__}

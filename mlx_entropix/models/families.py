@@ -67,19 +67,15 @@ def _config_value(args: Any, *names: str, default: Any = None) -> Any:
 
 
 class FamilyModel(nn.Module):
-    """An mlx-lm model with our ``Model``'s contracts (``protocol.py``); refuses a family whose
-    layers keep other than keys and values."""
+    """An mlx-lm model with our ``Model``'s contracts (``protocol.py``)."""
 
     # Tensor-parallel groups (runtime/distributed.py): family models are never split.
     group = None
     head_group = None
 
-    def __init__(
-        self, inner: nn.Module, config: dict[str, Any] | None = None, any_family: bool = False
-    ):
+    def __init__(self, inner: nn.Module, config: dict[str, Any], any_family: bool = False):
         super().__init__()
         self.inner = inner
-        config = config or {}
         a = getattr(inner, "args", None)
         model_type = str(config.get("model_type") or getattr(a, "model_type", "unknown"))
         self.windows = _windows(inner, model_type)
@@ -120,8 +116,7 @@ class FamilyModel(nn.Module):
     def layer_steps(
         self, inputs: mx.array, cache: list[Any], last_only: bool = False, evaluate: bool = True
     ) -> Generator[None, None, Forward]:
-        """The plain pass with one yield before it (``LayerSteps``: prefills the server
-        interleaves, the prefix cache's chunks)."""
+        """The plain pass with one yield before it (``protocol.LayerSteps``)."""
         yield
         logits, scores = self(inputs, cache, last_only)
         if evaluate:
@@ -210,7 +205,7 @@ class FamilyModel(nn.Module):
         return logits, scores, cache.keys, cache.values
 
 
-def family_model(inner: nn.Module, config: dict[str, Any] | None = None) -> FamilyModel:
+def family_model(inner: nn.Module, config: dict[str, Any]) -> FamilyModel:
     """``inner`` behind our contract, checked at load to join the shared batch
     (``ModelLoadError`` if it cannot: recurrent layers, attention sinks, ...)."""
     model = FamilyModel(inner, config)

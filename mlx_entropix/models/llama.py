@@ -146,15 +146,15 @@ class Attention(nn.Module):
         k, v = cache.update_and_fetch(k, v)
 
         rep = self.n_heads // self.n_kv_heads
-        cpu = L == 1 and ONE_QK_ON_CPU and mx.default_device() == mx.cpu
-        fast = cpu and FAST_SOFTMAX_KEYS is not None and k.shape[2] >= FAST_SOFTMAX_KEYS
-        if cpu and (want_scores or fast):
+        on_cpu = mx.default_device() == mx.cpu
+        long_keys = on_cpu and FAST_SOFTMAX_KEYS is not None and k.shape[2] >= FAST_SOFTMAX_KEYS
+        if L == 1 and ONE_QK_ON_CPU and on_cpu and (want_scores or long_keys):
             # No fused attention kernel on the CPU: MLX's SDPA computes q.k^T itself, so a
             # decode step would compute it twice. Compute it once, as the fallback does; over
             # long contexts with a faster softmax than MLX's CPU one (``softmax_keys``).
             q1 = (q * self.scale).reshape(B, self.n_kv_heads, rep, 1, self.head_dim)
             scores = q1 @ k[:, :, None].swapaxes(-1, -2)  # (B, Hkv, rep, 1, K)
-            if fast:
+            if long_keys:
                 probs = compiled(softmax_keys, shapeless=True)(scores)
             else:
                 probs = mx.softmax(scores, axis=-1, precise=True)
@@ -163,8 +163,7 @@ class Attention(nn.Module):
             if not want_scores:
                 return out, None
             return out, scores.reshape(B, self.n_heads, -1).astype(mx.float32)
-        if (1 < L <= LONG_CONTEXT_CHUNK and FAST_SOFTMAX_KEYS is not None
-                and k.shape[2] >= FAST_SOFTMAX_KEYS and mx.default_device() == mx.cpu):  # fmt: skip
+        if 1 < L <= LONG_CONTEXT_CHUNK and long_keys:
             out, scores = prefill_attention(q, k, v, self.scale)
             return out, scores if want_scores else None
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
@@ -269,10 +268,8 @@ class Model(nn.Module):
     def layer_steps(
         self, inputs: mx.array, cache: list[KVCache], last_only: bool = False, evaluate: bool = True
     ) -> Generator[None, None, Forward]:
-        """The forward pass one layer at a time: yields before each layer (and before the head),
-        evaluating the previous one first when ``evaluate``; returns ``(logits, scores)``. The
-        operations are those of one lazy pass, so the results are too; only the head is left
-        lazy. A scheduler interleaves a long prefill with other work this way (``batch.py``)."""
+        """``protocol.LayerSteps`` plus a yield before the head; ``evaluate``: each layer evaluated
+        before the next yield. The ops of one lazy pass, so its results; only the head is lazy."""
         h = self.model.embed_tokens(inputs)
         # "causal" lets the fused kernel build the mask; a single query needs none.
         mask = "causal" if h.shape[1] > 1 else None

@@ -33,9 +33,8 @@ class BlasChoice:
 
 
 def _mkl_candidates() -> list[str]:
-    prefixes = {sys.prefix, sys.base_prefix, os.environ.get("CONDA_PREFIX", "")}
     found = []
-    for prefix in filter(None, prefixes):
+    for prefix in filter(None, {sys.prefix, sys.base_prefix, os.environ.get("CONDA_PREFIX", "")}):
         found += sorted(glob.glob(os.path.join(prefix, "lib", "libmkl_rt.so*")), reverse=True)
     return found
 
@@ -53,8 +52,7 @@ def _openblas_candidates() -> list[str]:
 
 def _try_load(path: str) -> bool:
     try:
-        lib = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
-        return hasattr(lib, "cblas_sgemm")
+        return hasattr(ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL), "cblas_sgemm")
     except OSError:
         return False
 
@@ -72,8 +70,7 @@ def preload() -> BlasChoice:
 
     if want in ("auto", "mkl", "openblas"):
         for name in ("mkl", "openblas") if want == "auto" else (want,):
-            paths = _mkl_candidates() if name == "mkl" else _openblas_candidates()
-            for path in paths:
+            for path in _mkl_candidates() if name == "mkl" else _openblas_candidates():
                 if _try_load(path):
                     return BlasChoice(name, path, "preloaded")
         note = f"no {'optimized BLAS' if want == 'auto' else want} found: reference BLAS (slow)"

@@ -66,8 +66,7 @@ def _compile_probe() -> tuple[bool, str]:
     """Compile and run a small fused graph once: (works, how)."""
     fused = backend() != "cpu" or shutil.which("g++") is not None
     try:
-        probe = mx.compile(lambda x: mx.exp(x * 0.5) + 1.0)
-        mx.eval(probe(mx.ones((4,))))
+        mx.eval(mx.compile(lambda x: mx.exp(x * 0.5) + 1.0)(mx.ones((4,))))
     except Exception as err:  # a compiler that is present but fails: run uncompiled
         return False, f"off: mx.compile failed here ({type(err).__name__}: {err})"
     if fused:
@@ -171,8 +170,7 @@ class RuntimeInfo:
     platform: str
     compiled_steps: bool = False
     compile_note: str = ""
-    # Rows of a batched product bitwise equal to the same rows alone, as measured at start
-    # (``blas.batch_invariant``)
+    # Batched rows bitwise equal to the rows alone, measured at start (``blas.batch_invariant``)
     batch_invariant: bool = False
     # MLX's compiled CPU kernels: their folder and whether they are all built (``kernels``)
     kernel_cache: str = ""
@@ -184,18 +182,16 @@ class RuntimeInfo:
 
 
 def runtime_info() -> RuntimeInfo:
-    dev = mx.default_device()
     name = backend()
     if name == "cpu":
         device = f"{platform.processor() or platform.machine()} CPU ({os.cpu_count()} cores)"
     else:
         gpu = "Apple GPU" if name == "metal" else "CUDA GPU"
         device = str(mx.device_info().get("device_name", gpu))
-    blas_name = _blas.name if name == "cpu" else f"{_blas.name} (unused on {name})"
     return RuntimeInfo(
         backend=name,
-        device=f"{device} [{dev}]",
-        blas=blas_name,
+        device=f"{device} [{mx.default_device()}]",
+        blas=_blas.name if name == "cpu" else f"{_blas.name} (unused on {name})",
         blas_path=_blas.path,
         blas_note=_blas.note,
         mlx_version=mx.__version__,

@@ -104,12 +104,9 @@ def plan_sharding(
 def shard_model(
     model: Any, group: mx.distributed.Group, attention: AttentionSharding = "auto"
 ) -> ShardPlan:
-    """Split ``model`` (our ``model.Model``) in place over ``group``, before its weights are
-    evaluated (lazy weights are sliced first, so each rank materializes only its share).
-
-    Sets ``model.group`` (every rank then continues with rank 0's token) and, when the heads
-    are split, ``model.head_group`` (the metrics combine the per-head statistics over it).
-    """
+    """Split ``model`` (our ``models.llama.Model``) in place over ``group``, before its weights
+    are evaluated (lazy weights are sliced first, so each rank materializes only its share).
+    Sets ``model.group`` and, when the heads are split, ``model.head_group`` (``protocol.py``)."""
     args = model.args
     n = group.size()
     plan = plan_sharding(

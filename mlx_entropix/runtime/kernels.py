@@ -100,13 +100,12 @@ class Warmup:
         args = [sys.executable, "-m", "mlx_entropix.cli.warm"]
         if model:
             args += ["--model", model]
-        log = kernel_dir().parent / "warm.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
+        self.log = kernel_dir().parent / "warm.log"
+        self.log.parent.mkdir(parents=True, exist_ok=True)
         self.started = time.monotonic()
-        with open(log, "a") as out:
+        with open(self.log, "a") as out:
             self.proc = subprocess.Popen(args, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
                                          start_new_session=True)  # fmt: skip
-        self.log = log
 
     def ready(self) -> bool:
         """True once the build has finished and the folder is warm."""

@@ -17,8 +17,7 @@ Known bugs of the reference implementations that are deliberately *not* reproduc
   adaptive candidates are independent draws under it.
 - the MLX port capped the fork temperature with ``min(1, 5, x)`` (T <= 1.0): here it is
   ``min(1.5, x)`` as in the original.
-- the torch port's attention varentropy (wrong axis, always 0) and the zero-padded cache
-  (attention entropy ~12 bits) are handled in ``metrics.py`` / ``model.py``.
+- the torch port's attention varentropy (always 0) and zero-padded cache: see ``metrics.py``.
 """
 
 from __future__ import annotations
@@ -59,8 +58,7 @@ class Plan:
     n_samples: mx.array  # int32
 
     def arrays(self) -> list[mx.array]:
-        return [self.state, self.action, self.temperature, self.top_p, self.top_k, self.min_p,
-                self.n_samples]  # fmt: skip
+        return list(vars(self).values())  # in field order
 
 
 def classify(metrics: mx.array, cfg: SamplerConfig) -> mx.array:

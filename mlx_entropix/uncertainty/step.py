@@ -35,10 +35,8 @@ def observe(
     entropy, varentropy, log_norm = compiled(logits_metrics, compile_steps)(last)
     if scores is None:  # a family model whose last attention cannot be observed: unavailable
         attention = [mx.full(entropy.shape, mx.nan, dtype=mx.float32)] * 4
-    elif head_group is not None:  # heads split over ranks: collectives, uncompiled
+    elif head_group is not None or scores.shape[-1] < 2:  # heads over ranks, or one key: below
         attention = attention_metrics(scores, head_group)
-    elif scores.shape[-1] < 2:  # one key (a one-token prompt): see below
-        attention = attention_metrics(scores)
     else:  # shapeless: the scores grow by one key per step, which must not retrace the graph.
         # Never with one key: MLX 0.32's shapeless graph then corrupts memory (a reduction
         # over a size-1 axis, traced or run), crashing the process.
@@ -163,8 +161,7 @@ def sample_step(
     if group is None:
         return step
     packed = from_rank0(step.packed, group)  # columns: token, state, action, ... (stream.py)
-    can = can_clarify & (packed[:, 2] != CLARIFY)
-    return Step(packed[:, 0].astype(mx.int32), can, packed)
+    return Step(packed[:, 0].astype(mx.int32), can_clarify & (packed[:, 2] != CLARIFY), packed)
 
 
 def plan_step(
