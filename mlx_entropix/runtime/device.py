@@ -66,7 +66,8 @@ def _compile_probe() -> tuple[bool, str]:
     """Compile and run a small fused graph once: (works, how)."""
     fused = backend() != "cpu" or shutil.which("g++") is not None
     try:
-        mx.eval(mx.compile(lambda x: mx.exp(x * 0.5) + 1.0)(mx.ones((4,))))
+        probe = mx.compile(lambda x: mx.exp(x * 0.5) + 1.0)
+        mx.eval(probe(mx.ones((4,))))
     except Exception as err:  # a compiler that is present but fails: run uncompiled
         return False, f"off: mx.compile failed here ({type(err).__name__}: {err})"
     if fused:
