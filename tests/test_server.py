@@ -390,6 +390,28 @@ def test_cli_errors_are_one_line(argv, needle, capsys, tmp_path):
     assert err.startswith("error:") and needle in err and "\n" not in err
 
 
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--port", "-1"], "--port must lie in [0, 65535] (got -1)"),
+        (["--port", "70000"], "--port must lie in [0, 65535] (got 70000)"),
+        (["--prefix-cache-mb", "nan"], "--prefix-cache-mb must be at least 0"),
+        (["--prefix-cache-mb", "inf"], "--prefix-cache-mb must be at least 0"),
+        (["--timeout", "nan"], "--timeout must be positive"),
+        (["--ping", "nan"], "--timeout must be positive and --ping non-negative"),
+    ],
+)
+def test_out_of_range_flags_are_refused_before_the_load(argv, needle):
+    """A port out of range was a traceback from uvicorn after the model's load, a NaN or
+    infinite --prefix-cache-mb one from the load; a NaN --timeout or --ping was taken (no time
+    limit at all). All are refused while the flags are read."""
+    from mlx_entropix.server.main import parse_args, settings_from
+
+    with pytest.raises(ValueError) as err:
+        settings_from(parse_args(argv))
+    assert needle in str(err.value)
+
+
 def test_cli_bad_sampler_config(capsys, tmp_path):
     import mlx_server
 

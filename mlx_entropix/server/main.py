@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import math
 import signal
 import sys
 import time
@@ -93,9 +94,13 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     if not 1 <= args.max_tokens <= 4096:
         raise ValueError("--max-tokens must lie in [1, 4096]")
-    if args.prefix_cache_mb < 0:
+    if not 0 <= args.port <= 65535:  # else uvicorn's OverflowError, after the model's load
+        raise ValueError(f"--port must lie in [0, 65535] (got {args.port})")
+    # Written so that NaN fails too (every comparison with NaN is false): a NaN megabyte
+    # count crashed the load, a NaN timeout meant no time limit at all.
+    if not 0 <= args.prefix_cache_mb < math.inf:
         raise ValueError("--prefix-cache-mb must be at least 0 (0 turns the prefix cache off)")
-    if args.timeout <= 0 or args.ping < 0:
+    if not (args.timeout > 0 and args.ping >= 0):
         raise ValueError("--timeout must be positive and --ping non-negative")
     if "*" in args.allow_origin:
         raise ValueError("--allow-origin '*' is not allowed: list the origins explicitly")
