@@ -113,3 +113,22 @@ def test_nan_and_infinities_are_named(client, path, template, field, expected):
     assert r.status_code in (400, 422)
     message = openai_message(r) if path.startswith("/v1/") else detail(r)
     assert message == expected
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "a\\ud800"}]}'),
+        ("/v1/completions", '{"prompt": "a\\ud800", "max_tokens": 2}'),
+        ("/api/generate", '{"messages": [{"role": "user", "content": "a\\ud800"}]}'),
+        ("/api/generate", '{"prompt": "hi", "system": "a\\udc80"}'),
+    ],
+)
+def test_a_lone_surrogate_in_the_prompt_is_a_400(client, path, body):
+    """JSON's "\\ud800" escape decodes to a lone surrogate, which the tokenizer refused with a
+    TypeError: a 500 "internal server error"."""
+    r = client.post(path, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    message = openai_message(r) if path.startswith("/v1/") else detail(r)
+    assert message.startswith("the prompt is not valid Unicode: a lone surrogate U+D")
+    assert message.endswith("at character 1")

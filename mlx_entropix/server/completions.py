@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from ..engine.request import check_unicode
 from ..errors import InvalidRequestError
 from ..events import DoneEvent, TokenEvent
 from .deps import engine_of, resolve_max_tokens, settings_of, streamed
@@ -89,6 +90,7 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     if isinstance(prompt, str):
         if not prompt:
             raise InvalidRequestError("the prompt is empty")
+        check_unicode(prompt)
         prompt = engine.checker.tokenizer.encode(prompt, add_special_tokens=True)
     stream = start_job(request, body, prompt, mode, max_tokens, body.logprobs, fmt="raw")
     build = TextChunks(engine.model_id, mode, body.logprobs is not None, body.wants_extension())
