@@ -142,3 +142,20 @@ def test_bad_requests_raise_bad_request_error(client, kwargs, needle):
     with pytest.raises(openai.BadRequestError) as info:
         client.completions.create(**args)
     assert needle in str(info.value)
+
+
+def test_default_max_tokens_is_16_and_within_the_servers_cap(live):
+    """A request without max_tokens (or with null) gets OpenAI's 16, or the server's cap if
+    lower: null gave the chat default (256, up to the cap) and, under a cap below 16, no
+    max_tokens at all was a 400 "max_tokens 16 is over this server's limit"."""
+    body = {"prompt": "Once upon a time", "temperature": 0}
+    with httpx.Client(base_url=live.url, timeout=60) as c:
+        r = c.post("/v1/completions", json=body | {"max_tokens": None})
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 16
+        limit, live.settings.max_tokens_limit = live.settings.max_tokens_limit, 3
+        try:
+            r = c.post("/v1/completions", json=body)
+        finally:
+            live.settings.max_tokens_limit = limit
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] == 3

@@ -27,7 +27,7 @@ from .openai_api import (
     usage,
     with_detail,
 )
-from .schemas import CompletionRequest
+from .schemas import COMPLETION_MAX_TOKENS, CompletionRequest
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -85,7 +85,7 @@ class TextChunks:
 )
 async def completions(body: CompletionRequest, request: Request) -> Any:
     engine, mode = engine_of(request), body.mode()
-    max_tokens = resolve_max_tokens(body.max_tokens, settings_of(request))
+    max_tokens = resolve_max_tokens(body.max_tokens, settings_of(request), COMPLETION_MAX_TOKENS)
     prompt = body.text_or_ids()
     if isinstance(prompt, str):
         if not prompt:

@@ -39,10 +39,13 @@ def settings_of(request: Request) -> ServerSettings:
     return request.app.state.settings
 
 
-def resolve_max_tokens(max_tokens: int | None, settings: ServerSettings) -> int:
-    """The request's max_tokens, or the default; over the server's cap is a 400."""
+def resolve_max_tokens(
+    max_tokens: int | None, settings: ServerSettings, default: int = DEFAULT_MAX_TOKENS
+) -> int:
+    """The request's max_tokens, or the default (at most the server's cap: a client that
+    sent none is not refused); a request's own over the cap is a 400."""
     if max_tokens is None:
-        return min(DEFAULT_MAX_TOKENS, settings.max_tokens_limit)
+        return min(default, settings.max_tokens_limit)
     if max_tokens > settings.max_tokens_limit:
         raise InvalidRequestError(
             f"max_tokens {max_tokens} is over this server's limit of {settings.max_tokens_limit}"
