@@ -380,12 +380,19 @@ def test_wildcard_cors_is_refused():
         (["--config", "/nonexistent.json"], "not found"),
         (["--max-queue", "0"], "max-queue"),
         (["--allow-origin", "*"], "explicitly"),
+        # a bad prompt CSV was taken, then /api/prompts answered 503
+        (["--prompts", "/nonexistent.csv"], "prompt CSV not found: /nonexistent.csv"),
+        (["--prompts", "{cols}"], "has no 'prompt' column (columns found: 'foo', 'bar')"),
+        (["--prompts", "{binary}"], "cannot read prompt CSV"),
     ],
 )
 def test_cli_errors_are_one_line(argv, needle, capsys, tmp_path):
     import mlx_server
 
-    assert mlx_server.main(argv) == 2
+    (tmp_path / "cols.csv").write_text("foo,bar\n1,2\n")
+    (tmp_path / "binary.csv").write_bytes(bytes(range(128, 256)))
+    files = {"cols": tmp_path / "cols.csv", "binary": tmp_path / "binary.csv"}
+    assert mlx_server.main([a.format(**files) for a in argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and needle in err and "\n" not in err
 

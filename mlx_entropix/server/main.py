@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from ..config import SamplerConfig, first_error
 from ..errors import EntropixError, first_line
+from ..io.prompts import load_prompts
 from .settings import DEFAULT_UI_DIR, LOOPBACK_HOSTS, ServerSettings
 
 
@@ -114,6 +115,8 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
             raise ValueError(f"bad sampler config {args.config}: {first_error(err)}") from None
         except Exception as err:  # JSON/TOML syntax, unreadable file
             raise ValueError(f"bad sampler config {args.config}: {first_line(err)}") from None
+    if args.prompts:  # a bad file is this one line, not a 503 when the UI first asks for it
+        load_prompts(Path(args.prompts))
     return ServerSettings(
         model=args.model,
         config=config,
