@@ -48,8 +48,13 @@ class TextChunks:
             out["tokens"].append(entry["token"])
             out["token_logprobs"].append(entry["logprob"])
             out["top_logprobs"].append({t["token"]: t["logprob"] for t in entry["top_logprobs"]})
-            out["text_offset"].append(self.offsets[row])
+            start = self.offsets[row]  # the text sent before this token
             self.offsets[row] += len(event.text)
+            # A token whose text the detokenizer holds back (a space before a word, part of a
+            # character) comes out with the next one's: that one starts after it.
+            if event.text:
+                start = max(start, self.offsets[row] - len(entry["token"]))
+            out["text_offset"].append(start)
         return out
 
     def choice(self, row: int, text: str, tokens: Tokens, done: DoneEvent | None) -> dict:
