@@ -345,6 +345,17 @@ def test_wrong_host_header_is_refused_when_configured():
         assert tc.get("/api/health", headers={"host": "evil.example"}).status_code == 400
 
 
+def test_the_no_ui_page_gives_the_readmes_build_command():
+    """It said ``npm ci``, which fails in ui/ (no package-lock.json: bun builds it)."""
+    from pathlib import Path
+
+    from mlx_entropix.server.app import NO_UI_PAGE
+
+    command = "cd ui && bun install --frozen-lockfile && bun run build"
+    assert command in " ".join(NO_UI_PAGE.split())
+    assert command in (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
 def test_static_ui_served_at_root(tmp_path):
     """The built UI is mounted last: / serves index.html and /api still routes to the API."""
     import asyncio
