@@ -395,6 +395,8 @@ def test_wildcard_cors_is_refused():
         (["--prompts", "/nonexistent.csv"], "prompt CSV not found: /nonexistent.csv"),
         (["--prompts", "{cols}"], "has no 'prompt' column (columns found: 'foo', 'bar')"),
         (["--prompts", "{binary}"], "cannot read prompt CSV"),
+        # a --ui folder without a built UI was served as "the UI is not built"
+        (["--ui", "{dir}"], "no index.html there"),
     ],
 )
 def test_cli_errors_are_one_line(argv, needle, capsys, tmp_path):
@@ -402,7 +404,7 @@ def test_cli_errors_are_one_line(argv, needle, capsys, tmp_path):
 
     (tmp_path / "cols.csv").write_text("foo,bar\n1,2\n")
     (tmp_path / "binary.csv").write_bytes(bytes(range(128, 256)))
-    files = {"cols": tmp_path / "cols.csv", "binary": tmp_path / "binary.csv"}
+    files = {"cols": tmp_path / "cols.csv", "binary": tmp_path / "binary.csv", "dir": tmp_path}
     assert mlx_server.main([a.format(**files) for a in argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and needle in err and "\n" not in err

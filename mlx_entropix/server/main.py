@@ -115,6 +115,10 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
             raise ValueError(f"bad sampler config {args.config}: {first_error(err)}") from None
         except Exception as err:  # JSON/TOML syntax, unreadable file
             raise ValueError(f"bad sampler config {args.config}: {first_line(err)}") from None
+    ui = Path(args.ui) if args.ui else None
+    if ui is not None and ui != DEFAULT_UI_DIR and not (ui / "index.html").is_file():
+        # (the default folder is empty until the UI is built: the server then says so at /)
+        raise ValueError(f"--ui {args.ui}: no index.html there (a built UI; '' = none)")
     if args.prompts:  # a bad file is this one line, not a 503 when the UI first asks for it
         load_prompts(Path(args.prompts))
     return ServerSettings(
@@ -129,7 +133,7 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         max_body_bytes=args.max_body,
         request_timeout_s=args.timeout,
         ping_s=args.ping,
-        ui_dir=Path(args.ui) if args.ui else None,
+        ui_dir=ui,
         prompts_path=Path(args.prompts) if args.prompts else None,
         cors_origins=list(args.allow_origin),
         # A loopback server answers only loopback Host headers: a web page cannot reach it
