@@ -391,6 +391,9 @@ def test_wildcard_cors_is_refused():
         (["--config", "/nonexistent.json"], "not found"),
         (["--max-queue", "0"], "max-queue"),
         (["--allow-origin", "*"], "explicitly"),
+        # an origin that no browser's Origin header matches was taken: CORS then refused all
+        (["--allow-origin", "http://localhost:5173/"], "without a path or trailing slash"),
+        (["--allow-origin", "localhost:5173"], "an origin is scheme://host[:port]"),
         # a bad prompt CSV was taken, then /api/prompts answered 503
         (["--prompts", "/nonexistent.csv"], "prompt CSV not found: /nonexistent.csv"),
         (["--prompts", "{cols}"], "has no 'prompt' column (columns found: 'foo', 'bar')"),

@@ -14,6 +14,7 @@ import argparse
 import ipaddress
 import logging
 import math
+import re
 import signal
 import sys
 import time
@@ -105,6 +106,12 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         raise ValueError("--timeout must be positive and --ping non-negative")
     if "*" in args.allow_origin:
         raise ValueError("--allow-origin '*' is not allowed: list the origins explicitly")
+    for origin in args.allow_origin:  # a browser's Origin header: no path, not even "/"
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s]+", origin):
+            raise ValueError(
+                f"--allow-origin {origin!r}: an origin is scheme://host[:port], without a path "
+                "or trailing slash, e.g. http://localhost:5173"
+            )
     config = None
     if args.config:
         try:
