@@ -39,6 +39,13 @@ def raw_ids(lm, text):
     return lm.tokenizer.encode(text, add_special_tokens=True)
 
 
+def points_at_tokens(text: str, tokens: list[str], offsets: list[int]) -> bool:
+    """text_offset: where each token's text starts in the returned text (non-decreasing; a
+    token cut by a stop string may lie past the end)."""
+    inside = [(t, o) for t, o in zip(tokens, offsets, strict=True) if o + len(t) <= len(text)]
+    return offsets == sorted(offsets) and all(text.startswith(t, o) for t, o in inside)
+
+
 def test_non_streaming_default_is_entropix_with_legacy_logprobs(client, embedded):
     r = client.completions.create(model="x", prompt=PROMPT, max_tokens=8, seed=5, logprobs=3)
     tokens, done = engine_run(embedded, raw_ids(embedded, PROMPT), "entropix", 5, 8)
@@ -50,12 +57,7 @@ def test_non_streaming_default_is_entropix_with_legacy_logprobs(client, embedded
     assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(tokens)
     assert lp.token_logprobs == pytest.approx([t.logprob for t in tokens], abs=1e-5)
     assert all(len(top) <= 3 and max(top.values()) <= 0 for top in lp.top_logprobs)
-    # text_offset: where each token's text starts in the returned text.
-    offsets, pos = [], 0
-    for t in tokens:
-        offsets.append(pos)
-        pos += len(t.text)
-    assert lp.text_offset == offsets
+    assert points_at_tokens(choice.text, lp.tokens, lp.text_offset)
     assert r.usage.prompt_tokens == len(raw_ids(embedded, PROMPT))
     assert r.usage.completion_tokens == len(tokens)
 
@@ -142,3 +144,40 @@ def test_bad_requests_raise_bad_request_error(client, kwargs, needle):
     with pytest.raises(openai.BadRequestError) as info:
         client.completions.create(**args)
     assert needle in str(info.value)
+
+
+def test_default_max_tokens_is_16_and_within_the_servers_cap(live):
+    """A request without max_tokens (or with null) gets OpenAI's 16, or the server's cap if
+    lower: null gave the chat default (256, up to the cap) and, under a cap below 16, no
+    max_tokens at all was a 400 "max_tokens 16 is over this server's limit"."""
+    body = {"prompt": "Once upon a time", "temperature": 0}
+    with httpx.Client(base_url=live.url, timeout=60) as c:
+        r = c.post("/v1/completions", json=body | {"max_tokens": None})
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 16
+        limit, live.settings.max_tokens_limit = live.settings.max_tokens_limit, 3
+        try:
+            r = c.post("/v1/completions", json=body)
+        finally:
+            live.settings.max_tokens_limit = limit
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] == 3
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_text_offset_after_a_held_back_token(live, stream):
+    """Greedy " 4, 5" with the stop string " 5": the " " before "4" is held (it may start the
+    stop) and comes out with "4"; "4" was given the offset of that space (0, not 1)."""
+    body = {"prompt": "1, 2, 3,", "max_tokens": 8, "temperature": 0, "stop": [" 5"],
+            "logprobs": 1, "stream": stream}  # fmt: skip
+    with httpx.Client(base_url=live.url, timeout=60) as c:
+        if stream:
+            with c.stream("POST", "/v1/completions", json=body) as r:
+                chunks = [json.loads(d) for _, d in read_sse(r).events if d != "[DONE]"]
+        else:
+            chunks = [c.post("/v1/completions", json=body).json()]
+    choices = [chunk["choices"][0] for chunk in chunks]
+    text = "".join(ch["text"] for ch in choices)
+    tokens = [t for ch in choices for t in ch["logprobs"]["tokens"]]
+    offsets = [o for ch in choices for o in ch["logprobs"]["text_offset"]]
+    assert text == " 4," and tokens[:3] == [" ", "4", ","]
+    assert offsets[:3] == [0, 1, 2] and points_at_tokens(text, tokens, offsets)

@@ -345,6 +345,17 @@ def test_wrong_host_header_is_refused_when_configured():
         assert tc.get("/api/health", headers={"host": "evil.example"}).status_code == 400
 
 
+def test_the_no_ui_page_gives_the_readmes_build_command():
+    """It said ``npm ci``, which fails in ui/ (no package-lock.json: bun builds it)."""
+    from pathlib import Path
+
+    from mlx_entropix.server.app import NO_UI_PAGE
+
+    command = "cd ui && bun install --frozen-lockfile && bun run build"
+    assert command in " ".join(NO_UI_PAGE.split())
+    assert command in (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
 def test_static_ui_served_at_root(tmp_path):
     """The built UI is mounted last: / serves index.html and /api still routes to the API."""
     import asyncio
@@ -380,14 +391,48 @@ def test_wildcard_cors_is_refused():
         (["--config", "/nonexistent.json"], "not found"),
         (["--max-queue", "0"], "max-queue"),
         (["--allow-origin", "*"], "explicitly"),
+        # an origin that no browser's Origin header matches was taken: CORS then refused all
+        (["--allow-origin", "http://localhost:5173/"], "without a path or trailing slash"),
+        (["--allow-origin", "localhost:5173"], "an origin is scheme://host[:port]"),
+        # a bad prompt CSV was taken, then /api/prompts answered 503
+        (["--prompts", "/nonexistent.csv"], "prompt CSV not found: /nonexistent.csv"),
+        (["--prompts", "{cols}"], "has no 'prompt' column (columns found: 'foo', 'bar')"),
+        (["--prompts", "{binary}"], "cannot read prompt CSV"),
+        # a --ui folder without a built UI was served as "the UI is not built"
+        (["--ui", "{dir}"], "no index.html there"),
     ],
 )
 def test_cli_errors_are_one_line(argv, needle, capsys, tmp_path):
     import mlx_server
 
-    assert mlx_server.main(argv) == 2
+    (tmp_path / "cols.csv").write_text("foo,bar\n1,2\n")
+    (tmp_path / "binary.csv").write_bytes(bytes(range(128, 256)))
+    files = {"cols": tmp_path / "cols.csv", "binary": tmp_path / "binary.csv", "dir": tmp_path}
+    assert mlx_server.main([a.format(**files) for a in argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and needle in err and "\n" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--port", "-1"], "--port must lie in [0, 65535] (got -1)"),
+        (["--port", "70000"], "--port must lie in [0, 65535] (got 70000)"),
+        (["--prefix-cache-mb", "nan"], "--prefix-cache-mb must be at least 0"),
+        (["--prefix-cache-mb", "inf"], "--prefix-cache-mb must be at least 0"),
+        (["--timeout", "nan"], "--timeout must be positive"),
+        (["--ping", "nan"], "--timeout must be positive and --ping non-negative"),
+    ],
+)
+def test_out_of_range_flags_are_refused_before_the_load(argv, needle):
+    """A port out of range was a traceback from uvicorn after the model's load, a NaN or
+    infinite --prefix-cache-mb one from the load; a NaN --timeout or --ping was taken (no time
+    limit at all). All are refused while the flags are read."""
+    from mlx_entropix.server.main import parse_args, settings_from
+
+    with pytest.raises(ValueError) as err:
+        settings_from(parse_args(argv))
+    assert needle in str(err.value)
 
 
 def test_cli_bad_sampler_config(capsys, tmp_path):

@@ -113,3 +113,50 @@ def test_nan_and_infinities_are_named(client, path, template, field, expected):
     assert r.status_code in (400, 422)
     message = openai_message(r) if path.startswith("/v1/") else detail(r)
     assert message == expected
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "a\\ud800"}]}'),
+        ("/v1/completions", '{"prompt": "a\\ud800", "max_tokens": 2}'),
+        ("/api/generate", '{"messages": [{"role": "user", "content": "a\\ud800"}]}'),
+        ("/api/generate", '{"prompt": "hi", "system": "a\\udc80"}'),
+    ],
+)
+def test_a_lone_surrogate_in_the_prompt_is_a_400(client, path, body):
+    """JSON's "\\ud800" escape decodes to a lone surrogate, which the tokenizer refused with a
+    TypeError: a 500 "internal server error"."""
+    r = client.post(path, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    message = openai_message(r) if path.startswith("/v1/") else detail(r)
+    assert message.startswith("the prompt is not valid Unicode: a lone surrogate U+D")
+    assert message.endswith("at character 1")
+
+
+NOT_JSON = "the request body was not read as JSON: send it with Content-Type: application/json"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "content_type", "status", "expected"),
+    [
+        ("/v1/chat/completions", CHAT % '"n": 1', "application/x-www-form-urlencoded", 400,
+         NOT_JSON),  # curl -d without -H
+        ("/v1/completions", '{"prompt": "x"}', None, 400, NOT_JSON),  # requests' data=
+        ("/api/generate", GEN % '"seed": 1', "text/plain", 400, NOT_JSON),
+        ("/v1/chat/completions", "[1, 2]", "application/json", 400,
+         "the request body must be a JSON object"),
+        ("/api/generate", "null", "application/json", 422,
+         "the request body must be a JSON object"),
+        ("/api/generate", "", "application/json", 422,
+         "the request body is empty: send a JSON object"),
+    ],
+)  # fmt: skip
+def test_a_body_that_is_not_a_json_object_is_named(client, path, body, content_type, status,
+                                                   expected):  # fmt: skip
+    """A JSON body under another Content-Type was "request body: Input should be a valid
+    dictionary or object to extract fields from" (FastAPI did not parse it): misleading."""
+    headers = {"content-type": content_type} if content_type else {}
+    r = client.post(path, content=body, headers=headers)
+    assert r.status_code == status, r.text
+    assert (openai_message(r) if path.startswith("/v1/") else detail(r)) == expected

@@ -436,3 +436,63 @@ def test_process_with_a_closed_engine_worker_exits_cleanly():
         run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              timeout=300)  # fmt: skip
         assert run.returncode == 0 and "terminate called" not in run.stderr, run.stderr[-2000:]
+
+
+def test_ctrl_c_ends_open_streams_with_their_last_events():
+    """Ctrl-C while streams are open: each stream ends as a time limit ends it (the /api
+    ``done`` event, finish_reason "cancelled"; OpenAI's last chunk and ``[DONE]``) and the
+    server exits 0 at once. sse_starlette cancelled the streams' tasks instead: the clients'
+    streams were cut mid-body and uvicorn logged "ASGI callable returned without completing
+    response"."""
+    import json
+    import signal
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "mlx_server.py", "--port", str(port), "--ui", "", "--log-level",
+           "warning"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=root, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=url, timeout=60) as c:
+            deadline = time.monotonic() + 240
+            while True:
+                assert proc.poll() is None and time.monotonic() < deadline, "no server"
+                try:
+                    if c.get("/api/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.5)
+            prompt = [{"role": "user", "content": "Write a long essay"}]
+            with (
+                c.stream("POST", "/api/generate", json={"messages": prompt, "max_tokens": 400})
+                as api,
+                c.stream("POST", "/v1/chat/completions",
+                         json={"messages": prompt, "max_tokens": 400, "stream": True}) as v1,
+            ):  # fmt: skip
+                api_lines, v1_lines = api.iter_lines(), v1.iter_lines()
+                assert next(line for line in api_lines if line.startswith("data:"))
+                assert next(line for line in v1_lines if line.startswith("data:"))
+                proc.send_signal(signal.SIGINT)
+                api_rest = [line for line in api_lines if line.startswith("data:")]
+                v1_rest = [line for line in v1_lines if line.startswith("data:")]
+        assert proc.wait(60) == 0
+        stderr = proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    done = json.loads(api_rest[-1].removeprefix("data:"))
+    assert done["type"] == "done" and done["finish_reason"] == "cancelled"
+    assert done["generated_tokens"] < 400
+    assert v1_rest[-1] == "data: [DONE]"
+    assert json.loads(v1_rest[-2].removeprefix("data:"))["choices"][0]["finish_reason"]
+    assert "without completing response" not in stderr, stderr[-2000:]

@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # the core never imports the loaders; they hand it a LoadedMo
     from .stream import RowStream
 
 __all__ = ["MODES", "PREFILL_CHUNK", "BatchRequest", "Prompt", "check_modes",
-           "prepare_prompt", "row_plan"]  # fmt: skip
+           "check_unicode", "prepare_prompt", "row_plan"]  # fmt: skip
 Event = TokenEvent | ForkEvent | DoneEvent | ErrorEvent
 Prompt = str | list[dict[str, Any]] | list[int]
 # A long prompt is prefilled in chunks of this many tokens, which bounds the prefill's peak
@@ -32,6 +32,18 @@ PREFILL_CHUNK = 128
 MODES: tuple[Mode, ...] = ("entropix", "normal", "greedy", "fork")
 MAX_TOP_LOGPROBS = 20
 ROLES = ("system", "user", "assistant")
+
+
+def check_unicode(text: str) -> None:
+    """A clear error for a prompt text the tokenizer cannot take: a lone surrogate (JSON's
+    ``"\\ud800"`` escape decodes to one) makes Hugging Face's tokenizer raise a TypeError."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise InvalidRequestError(
+            f"the prompt is not valid Unicode: a lone surrogate U+{ord(text[err.start]):04X} "
+            f"at character {err.start}"
+        ) from None
 
 
 def prepare_prompt(
@@ -56,6 +68,8 @@ def prepare_prompt(
             raise InvalidRequestError("the prompt is empty")
         if system and messages[0]["role"] != "system":
             messages.insert(0, {"role": "system", "content": system})
+        for m in messages:
+            check_unicode(m["content"])
         ids = lm.tokenizer.apply_chat_template(messages)
     elif prompt and all(isinstance(t, int) for t in prompt):
         ids = list(prompt)  # type: ignore[arg-type]

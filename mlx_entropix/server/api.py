@@ -15,10 +15,10 @@ from ..events import STATE_INFO, ErrorEvent
 from ..io.prompts import load_prompts
 from .deps import (
     INTERNAL_ERROR,
-    SEND_TIMEOUT_S,
     engine_of,
     resolve_max_tokens,
     settings_of,
+    sse_response,
     streamed,
 )
 from .engine import generation_work
@@ -64,9 +64,7 @@ def start_generation(
     stream = JobStream(
         request.app.state.worker, work, settings.request_timeout_s, label="/".join(modes)
     )
-    return EventSourceResponse(
-        sse_events(stream), ping=settings.ping_s, send_timeout=SEND_TIMEOUT_S
-    )
+    return sse_response(sse_events(stream), stream, settings)
 
 
 router = APIRouter(prefix="/api", tags=["entropix"])

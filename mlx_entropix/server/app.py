@@ -22,8 +22,9 @@ from .settings import ServerSettings
 from .worker import Worker
 
 NO_UI_PAGE = """<!doctype html><meta charset="utf-8"><title>mlx-entropix</title>
-<p>mlx-entropix server is running. The UI is not built (<code>cd ui && npm ci && npm run build
-</code>). API: <a href="/docs">/docs</a>, <a href="/api/info">/api/info</a>.</p>"""
+<p>mlx-entropix server is running. The UI is not built (<code>cd ui && bun install
+--frozen-lockfile && bun run build</code>, as in the README). API: <a href="/docs">/docs</a>,
+<a href="/api/info">/api/info</a>.</p>"""
 
 
 def make_worker(settings: ServerSettings) -> Worker[Engine]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from ..engine.request import check_unicode
 from ..errors import InvalidRequestError
 from ..events import DoneEvent, TokenEvent
 from .deps import engine_of, resolve_max_tokens, settings_of, streamed
@@ -26,7 +27,7 @@ from .openai_api import (
     usage,
     with_detail,
 )
-from .schemas import CompletionRequest
+from .schemas import COMPLETION_MAX_TOKENS, CompletionRequest
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -47,8 +48,13 @@ class TextChunks:
             out["tokens"].append(entry["token"])
             out["token_logprobs"].append(entry["logprob"])
             out["top_logprobs"].append({t["token"]: t["logprob"] for t in entry["top_logprobs"]})
-            out["text_offset"].append(self.offsets[row])
+            start = self.offsets[row]  # the text sent before this token
             self.offsets[row] += len(event.text)
+            # A token whose text the detokenizer holds back (a space before a word, part of a
+            # character) comes out with the next one's: that one starts after it.
+            if event.text:
+                start = max(start, self.offsets[row] - len(entry["token"]))
+            out["text_offset"].append(start)
         return out
 
     def choice(self, row: int, text: str, tokens: Tokens, done: DoneEvent | None) -> dict:
@@ -84,11 +90,12 @@ class TextChunks:
 )
 async def completions(body: CompletionRequest, request: Request) -> Any:
     engine, mode = engine_of(request), body.mode()
-    max_tokens = resolve_max_tokens(body.max_tokens, settings_of(request))
+    max_tokens = resolve_max_tokens(body.max_tokens, settings_of(request), COMPLETION_MAX_TOKENS)
     prompt = body.text_or_ids()
     if isinstance(prompt, str):
         if not prompt:
             raise InvalidRequestError("the prompt is empty")
+        check_unicode(prompt)
         prompt = engine.checker.tokenizer.encode(prompt, add_special_tokens=True)
     stream = start_job(request, body, prompt, mode, max_tokens, body.logprobs, fmt="raw")
     build = TextChunks(engine.model_id, mode, body.logprobs is not None, body.wants_extension())

@@ -27,6 +27,9 @@ def describe_validation(errors: list[Any]) -> tuple[str, bool]:
         if err.get("type") == "json_invalid":
             reason = (err.get("ctx") or {}).get("error", "invalid JSON")
             return f"malformed JSON body: {reason}", True
+        whole = _whole_body(err)
+        if whole is not None:
+            return whole
         loc = [str(p) for p in err.get("loc", ()) if p != "body"]
         msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
         if err.get("type") == "extra_forbidden":
@@ -40,6 +43,25 @@ def describe_validation(errors: list[Any]) -> tuple[str, bool]:
         return "invalid request", False
     extra = f" (and {len(parts) - 3} more errors)" if len(parts) > 3 else ""
     return "; ".join(parts[:3]) + extra, False
+
+
+def _whole_body(err: dict[str, Any]) -> tuple[str, bool] | None:
+    """What is wrong with a body that is not a JSON object at all, or None. FastAPI parses
+    the body as JSON only under a JSON Content-Type (curl's ``-d`` sends a form's; Python's
+    ``requests`` with ``data=`` none): the bytes it hands on read as "Input should be a valid
+    dictionary", for a body that may well be JSON."""
+    if tuple(err.get("loc", ())) != ("body",):
+        return None
+    if err.get("type") == "missing":
+        return "the request body is empty: send a JSON object", False
+    if err.get("type") not in ("model_attributes_type", "dict_type"):
+        return None
+    if isinstance(err.get("input"), bytes):
+        return (
+            "the request body was not read as JSON: send it with Content-Type: application/json",
+            True,
+        )
+    return "the request body must be a JSON object", False
 
 
 def error_body(path: str, status: int, message: str, code: str | None = None) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import math
+import re
 import signal
 import sys
 import time
@@ -22,6 +24,7 @@ from pydantic import ValidationError
 
 from ..config import SamplerConfig, first_error
 from ..errors import EntropixError, first_line
+from ..io.prompts import load_prompts
 from .settings import DEFAULT_UI_DIR, LOOPBACK_HOSTS, ServerSettings
 
 
@@ -93,12 +96,22 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     if not 1 <= args.max_tokens <= 4096:
         raise ValueError("--max-tokens must lie in [1, 4096]")
-    if args.prefix_cache_mb < 0:
+    if not 0 <= args.port <= 65535:  # else uvicorn's OverflowError, after the model's load
+        raise ValueError(f"--port must lie in [0, 65535] (got {args.port})")
+    # Written so that NaN fails too (every comparison with NaN is false): a NaN megabyte
+    # count crashed the load, a NaN timeout meant no time limit at all.
+    if not 0 <= args.prefix_cache_mb < math.inf:
         raise ValueError("--prefix-cache-mb must be at least 0 (0 turns the prefix cache off)")
-    if args.timeout <= 0 or args.ping < 0:
+    if not (args.timeout > 0 and args.ping >= 0):
         raise ValueError("--timeout must be positive and --ping non-negative")
     if "*" in args.allow_origin:
         raise ValueError("--allow-origin '*' is not allowed: list the origins explicitly")
+    for origin in args.allow_origin:  # a browser's Origin header: no path, not even "/"
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s]+", origin):
+            raise ValueError(
+                f"--allow-origin {origin!r}: an origin is scheme://host[:port], without a path "
+                "or trailing slash, e.g. http://localhost:5173"
+            )
     config = None
     if args.config:
         try:
@@ -109,6 +122,12 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
             raise ValueError(f"bad sampler config {args.config}: {first_error(err)}") from None
         except Exception as err:  # JSON/TOML syntax, unreadable file
             raise ValueError(f"bad sampler config {args.config}: {first_line(err)}") from None
+    ui = Path(args.ui) if args.ui else None
+    if ui is not None and ui != DEFAULT_UI_DIR and not (ui / "index.html").is_file():
+        # (the default folder is empty until the UI is built: the server then says so at /)
+        raise ValueError(f"--ui {args.ui}: no index.html there (a built UI; '' = none)")
+    if args.prompts:  # a bad file is this one line, not a 503 when the UI first asks for it
+        load_prompts(Path(args.prompts))
     return ServerSettings(
         model=args.model,
         config=config,
@@ -121,7 +140,7 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         max_body_bytes=args.max_body,
         request_timeout_s=args.timeout,
         ping_s=args.ping,
-        ui_dir=Path(args.ui) if args.ui else None,
+        ui_dir=ui,
         prompts_path=Path(args.prompts) if args.prompts else None,
         cors_origins=list(args.allow_origin),
         # A loopback server answers only loopback Host headers: a web page cannot reach it

@@ -19,17 +19,16 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sse_starlette import EventSourceResponse
 
 from .. import __version__
 from ..config import Mode
 from ..events import DoneEvent, ErrorEvent, Event, TokenEvent
 from .deps import (
     INTERNAL_ERROR,
-    SEND_TIMEOUT_S,
     engine_of,
     resolve_max_tokens,
     settings_of,
+    sse_response,
     streamed,
 )
 from .engine import Engine, generation_work
@@ -303,9 +302,7 @@ async def respond(request: Request, body: OpenAIFields, stream: JobStream, build
     ``n`` choices (or an error response). ``build``: ``ChatChunks`` or ``TextChunks``."""
     if body.stream:
         chunks = sse_chunks(stream, build, body.usage_chunk(), body.n)
-        return EventSourceResponse(
-            chunks, ping=settings_of(request).ping_s, send_timeout=SEND_TIMEOUT_S
-        )
+        return sse_response(chunks, stream, settings_of(request))
     items = await stream.collect(request.is_disconnected)
     message = next((m for m in map(_as_error, items) if m is not None), None)
     if message is not None:

@@ -17,6 +17,7 @@ from ..io.prompts import PromptItem
 
 MAX_TOKENS = 4096  # schema cap; the server may set a lower one (ServerSettings.max_tokens_limit)
 DEFAULT_MAX_TOKENS = 256  # when a request gives none (or the server cap, if lower)
+COMPLETION_MAX_TOKENS = 16  # /v1/completions' default, OpenAI's (or the server cap, if lower)
 MAX_SEED = 2**63 - 1
 MAX_MESSAGES = 256
 MAX_STOP = 16
@@ -322,7 +323,9 @@ class CompletionRequest(OpenAIFields):
     prompt: str | list[int] | list[str] | list[list[int]] = Field(
         description="Raw text or token ids (one prompt; a list of one is accepted)."
     )
-    max_tokens: int | None = Field(16, ge=1, le=MAX_TOKENS, description="OpenAI's default 16.")
+    max_tokens: int | None = Field(
+        None, ge=1, le=MAX_TOKENS, description="None: OpenAI's default 16 (or the server's cap)."
+    )
     logprobs: int | None = Field(None, ge=0, le=20, description="Alternatives per token.")
     echo: bool = Field(False, description="Only false.")
     best_of: int | None = Field(None, ge=1, le=1, description="Only 1.")

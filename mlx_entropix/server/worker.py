@@ -351,6 +351,10 @@ class JobStream:
         job = Job(work=work, emit=emit, timeout_s=timeout_s, label=label, size=size)
         self.job = worker.submit(job)
 
+    def cancel(self) -> None:
+        """Stop the job now: it ends as a time limit ends it (its last events, then the end)."""
+        self._worker.cancel(self.job)
+
     async def __aiter__(self) -> AsyncIterator[Any]:
         try:
             while True:
