@@ -209,6 +209,18 @@ def test_cli_bad_input_exits_2(tmp_path: Path, capsys):
     assert "unknown mode" in capsys.readouterr().err
 
 
+def test_too_long_prompt_fails_before_any_item_with_its_row(tmp_path: Path, capsys):
+    # It failed at its turn, after the items before it, whose results were then lost, and the
+    # message did not say which row.
+    rows = [{"prompt": "2 + 2 =", "answer": "4"}, {"prompt": "word " * 9000, "answer": "6"}]
+    path = _write_csv(tmp_path / "long.csv", rows)
+    out = tmp_path / "res"
+    rc = main([str(path), "--quiet", "--modes", "greedy", "--max-tokens", "2", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith(f"eval: error: {path}, row 3: the prompt is "), err
+    assert "the model's context is 8192 tokens" in err and "\n" not in err
+
+
 def test_raw_format_keeps_prompt_whitespace(tmp_path: Path):
     path = _write_csv(tmp_path / "raw.csv", [{"prompt": "1 + 1 = 2\n2 + 2 =", "answer": "4"}])
     (item,) = load_items(path, default_format="raw")

@@ -12,7 +12,15 @@ from typing import Any
 
 from ..config import Mode, SamplerConfig, apply_preset
 from ..errors import EntropixError, InvalidRequestError
-from .harness import KNOWN_MODES, MODES, Format, engine_generate_fn, evaluate, load_items
+from .harness import (
+    KNOWN_MODES,
+    MODES,
+    Format,
+    check_prompts,
+    engine_generate_fn,
+    evaluate,
+    load_items,
+)
 from .report import confidence_markdown, confidence_plot, plot, to_markdown
 
 
@@ -147,6 +155,11 @@ def _main(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise InvalidRequestError(str(err)) from err
     lm = load(args.model)
+    try:  # every prompt fits the context, before the first is generated
+        check_prompts(lm, items, max_tokens=args.max_tokens, system=args.system,
+                      fewshot=fewshot, chat_max_tokens=args.chat_max_tokens)  # fmt: skip
+    except EntropixError as err:
+        raise type(err)(f"{args.csv}, {err}") from err
     if args.preset:
         config = apply_preset(config or lm.default_config, args.preset)
     runtime = runtime_info()
