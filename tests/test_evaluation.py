@@ -209,6 +209,24 @@ def test_cli_bad_input_exits_2(tmp_path: Path, capsys):
     assert "unknown mode" in capsys.readouterr().err
 
 
+def test_bad_output_path_or_option_fails_before_the_load(tiny_csv: Path, tmp_path: Path, capsys):
+    # Found by use: these failed only after the whole run (a traceback, every result lost) or
+    # were taken silently (fork skips the engine's range check of --confidence-samples).
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    base = [str(tiny_csv), "--quiet", "--modes", "greedy", "--max-tokens", "2"]
+    for extra, needle in [
+        (["--out", str(blocker / "res")], f"cannot write the results {blocker / 'res'}.json"),
+        (["--png", str(tmp_path)], f"cannot write the PNG {tmp_path}: it is a directory"),
+        (["--modes", "fork", "--confidence-samples", "17"], "--confidence-samples must lie in"),
+    ]:
+        rc = main([*base, "--out", str(tmp_path / "r"), *extra, "--model", str(tmp_path / "no")])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and err.startswith("eval: error: ") and needle in err, err
+        assert "\n" not in err
+    assert not (tmp_path / "r.json").exists()
+
+
 def test_too_long_prompt_fails_before_any_item_with_its_row(tmp_path: Path, capsys):
     # It failed at its turn, after the items before it, whose results were then lost, and the
     # message did not say which row.

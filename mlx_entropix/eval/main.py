@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -111,6 +112,18 @@ def _at_least_1(name: str, value: int | None) -> None:
         raise InvalidRequestError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
 
 
+def _writable(path: Path, what: str) -> None:
+    """Fail before the run, not after it (its results would be lost), on an output path that
+    cannot be written: a parent that cannot be made, a directory in the file's place."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InvalidRequestError(f"cannot write {what} {path}: {err}") from err
+    if path.is_dir() or not os.access(path.parent, os.W_OK):
+        why = "it is a directory" if path.is_dir() else "its directory is not writable"
+        raise InvalidRequestError(f"cannot write {what} {path}: {why}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -132,6 +145,16 @@ def _main(args: argparse.Namespace) -> int:
     modes = _parse_modes(args.modes)
     for name in ("max_tokens", "chat_max_tokens", "sc_k", "limit"):
         _at_least_1(name, getattr(args, name))
+    from ..engine.agreement import MAX_SAMPLES
+
+    if not 0 <= args.confidence_samples <= MAX_SAMPLES:  # fork would skip the engine's check
+        raise InvalidRequestError(
+            f"--confidence-samples must lie in [0, {MAX_SAMPLES}] (got {args.confidence_samples})"
+        )
+    out = Path(args.out or f"benchmarks/results/eval_{Path(args.csv).stem}")
+    _writable(Path(f"{out}.json"), "the results")
+    if args.png:
+        _writable(Path(args.png), "the PNG")
     default_format: Format = "raw" if args.no_chat_template else "chat"
     if args.shots < 0:
         raise InvalidRequestError(f"--shots must be 0 or more (got {args.shots})")
@@ -202,8 +225,6 @@ def _main(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         meta=meta,
     )
-    out = Path(args.out or f"benchmarks/results/eval_{Path(args.csv).stem}")
-    out.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{out}.json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
     if not result["records"]:
         print(f"eval: interrupted before any item finished; wrote {out}.json", file=sys.stderr)
