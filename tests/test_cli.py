@@ -229,6 +229,11 @@ def _write(tmp_path: Path, name: str, text: str) -> str:
         (lambda t: ["--preset", "loud"], "unknown preset 'loud' (choose from precise"),
         (lambda t: ["--max-tokens", "ten"], "invalid int value: 'ten'"),
         (lambda t: ["--input", "a", "--prompts"], "not allowed with argument"),
+        # Found by use: --plot DIR was a traceback (exit 1) after the generation, and
+        # --confidence-samples was checked after the load (and the header), as another name.
+        (lambda t: ["--plot", str(t)], "it is a directory"),
+        (lambda t: ["--confidence-samples", "17"], "--confidence-samples must lie in [0, 16]"),
+        (lambda t: ["--confidence-samples", "-1", "--model", str(t / "no")], "(got -1)"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, make_args, needle: str):

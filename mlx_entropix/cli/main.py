@@ -1,9 +1,10 @@
 """``mlx_main.py``: prompt, compare and inspect entropix from the terminal.
 
 Exit status: 0 done; 2 bad input (argparse errors, missing/invalid CSV or config, empty prompt,
-``--max-tokens`` < 1, prompt longer than the context, model that cannot be loaded), printed as
-one ``mlx_main.py: error: ...`` line on stderr; 130 interrupted by Ctrl-C (SIGINT) after the
-summary of what was generated so far (``finish_reason`` "cancelled").
+``--max-tokens`` < 1, prompt longer than the context, model that cannot be loaded, a ``--plot``
+path that cannot be written), printed as one ``mlx_main.py: error: ...`` line on stderr; 130
+interrupted by Ctrl-C (SIGINT) after the summary of what was generated so far (``finish_reason``
+"cancelled").
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, TextIO
 from pydantic import ValidationError
 
 from ..config import PRESET_NAMES, Mode, SamplerConfig, apply_preset, first_error
+from ..engine.agreement import MAX_SAMPLES
 from ..engine.confidence import with_abstention
 from ..errors import EntropixError, InvalidRequestError, first_line
 from ..io.prompts import BUILTIN_PROMPTS_PATH, PromptItem, load_prompts
@@ -136,6 +138,19 @@ def select_prompts(args: argparse.Namespace) -> list[PromptItem]:
     return items
 
 
+def check_plot_path(path: Path) -> None:
+    """--plot's file can be written: checked before the load, not found after the generation
+    (a traceback, exit 1). Its directory is made here, as the plot would make it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InvalidRequestError(f"cannot write the plot {path}: {first_line(err)}") from err
+    if path.is_dir():
+        raise InvalidRequestError(f"cannot write the plot {path}: it is a directory")
+    if not os.access(path.parent, os.W_OK):
+        raise InvalidRequestError(f"cannot write the plot {path}: its directory is not writable")
+
+
 def read_config(args: argparse.Namespace, default: Callable[[], SamplerConfig]) -> SamplerConfig:
     """--config FILE (or the model's default), then the --temperature/... overrides."""
     if args.config:
@@ -216,6 +231,12 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         raise InvalidRequestError(f"--max-tokens must be at least 1 (got {args.max_tokens})")
     if not 0 <= args.top_logprobs <= 20:
         raise InvalidRequestError(f"--top-logprobs must lie in [0, 20] (got {args.top_logprobs})")
+    if args.confidence_samples is not None and not 0 <= args.confidence_samples <= MAX_SAMPLES:
+        raise InvalidRequestError(
+            f"--confidence-samples must lie in [0, {MAX_SAMPLES}] (got {args.confidence_samples})"
+        )
+    if args.plot:
+        check_plot_path(Path(args.plot))
     generating = not (args.info and args.input is None and not args.prompts and not args.prompt_csv)
     items = select_prompts(args) if generating else []
     if args.config or args.preset:  # fail on a bad file or name before the model load
@@ -309,7 +330,11 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             from .plot import plot_runs
 
             runs = [(m, [ev for ev in seen if ev.mode == m and ev.type == "token"]) for m in modes]
-            plot_runs(runs, cfg, path, title=f"{lm.info.name}: {title}")
+            try:  # checked before the load; the file system can still change meanwhile
+                plot_runs(runs, cfg, path, title=f"{lm.info.name}: {title}")
+            except OSError as err:
+                why = first_line(err)
+                raise InvalidRequestError(f"cannot write the plot {path}: {why}") from err
             if not args.json:
                 out.write(style.dim(f"plot: {path}") + "\n")
         if len(dones) > 1 and not args.json:
