@@ -258,6 +258,26 @@ def test_download_and_convert_to_quantized_mlx(tmp_path: Path, embedded):
     assert_one_error_line(again, "dl-mlx already exists", "--overwrite")
 
 
+def test_unusable_target_dirs_fail_before_the_download(tmp_path: Path):
+    # Found by use: an existing --mlx-dir was refused only after the whole download, and
+    # "--mlx-dir = --out-dir --overwrite" deleted the download before converting it.
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "old-mlx").mkdir()
+    (tmp_path / "w").mkdir()
+    cases = [
+        (["--out-dir", "a_file"], "a_file is a file, not a directory"),
+        (["--out-dir", "old", "--convert"], "old-mlx already exists", "--overwrite"),
+        (["--out-dir", "w", "--convert", "--mlx-dir", "w", "--overwrite"], "would hold the"),
+        (["--out-dir", "w/src", "--convert", "--mlx-dir", "w", "--overwrite"], "would hold the"),
+    ]
+    with FakeHub({"acme/tiny-llama": TINY_FILES}) as hub:
+        for args, *needles in cases:
+            proc = run(hub, tmp_path, "--model-id", "acme/tiny-llama", *args)
+            assert_one_error_line(proc, *needles)
+        assert hub.requests == []  # the hub was never asked
+    assert (tmp_path / "w").is_dir() and (tmp_path / "old-mlx").is_dir()
+
+
 @pytest.mark.parametrize("flag", ["--help"])
 def test_help(tmp_path: Path, flag: str):
     with FakeHub({}) as hub:
