@@ -154,6 +154,23 @@ def test_rerender_from_json(tiny_csv: Path, tmp_path: Path, capsys):
     assert "is not an evaluation result" in capsys.readouterr().err
 
 
+def test_rerender_names_the_files_it_wrote(tiny_csv: Path, tmp_path: Path, capsys):
+    # Found by use: it listed <out>.json, which a redraw does not write, and "--png fig" while
+    # matplotlib wrote fig.png; a JSON object of other keys was a KeyError traceback.
+    result = evaluate(load_items(tiny_csv), fake_generate, seeds=1, progress=False)
+    result["run"].update(csv="tiny.csv", model="fake", max_tokens=8)
+    saved = tmp_path / "res.json"
+    saved.write_text(json.dumps(result))
+    assert main([str(saved), "--out", str(tmp_path / "o"), "--png", str(tmp_path / "fig")]) == 0
+    wrote = capsys.readouterr().out.strip().splitlines()[-1].removeprefix("wrote ").split(", ")
+    assert wrote[:2] == [str(tmp_path / "o.md"), str(tmp_path / "fig.png")]
+    assert all(Path(p).is_file() for p in wrote)
+    (tmp_path / "other.json").write_text('{"summary": {}, "run": {}}')
+    assert main([str(tmp_path / "other.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("eval: error: ") and "is not an evaluation result" in err, err
+
+
 def test_interrupt_keeps_complete_items(tiny_csv: Path):
     def flaky(item: Item, mode: str, seed: int) -> Generation:
         if item.index == 2 and mode == "entropix":

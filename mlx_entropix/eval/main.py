@@ -229,7 +229,7 @@ def _main(args: argparse.Namespace) -> int:
     if not result["records"]:
         print(f"eval: interrupted before any item finished; wrote {out}.json", file=sys.stderr)
         return 130
-    _write_reports(result, out, args.png)
+    _write_reports(result, out, args.png, [f"{out}.json"])
     if result["run"]["interrupted"]:
         n = result["run"]["n_items"]
         print(f"eval: interrupted: results cover the first {n} complete items", file=sys.stderr)
@@ -237,13 +237,16 @@ def _main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_reports(result: dict[str, Any], out: Path, png: str | None) -> None:
+def _write_reports(result: dict[str, Any], out: Path, png: str | None, wrote: list[str]) -> None:
+    """The markdown table and the PNGs of ``result``; ``wrote``: the files written before."""
     table = to_markdown(result) + confidence_markdown(result)
     Path(f"{out}.md").write_text(table)
     png_path = Path(png) if png else Path(f"{out}.png")
+    if not png_path.suffix:  # matplotlib adds it: the file is named as it will be
+        png_path = png_path.with_suffix(".png")
     plot(result, png_path)
     conf_png = png_path.with_name(f"{png_path.stem}_confidence.png")
-    wrote = [f"{out}.json", f"{out}.md", str(png_path)]
+    wrote = [*wrote, f"{out}.md", str(png_path)]
     if confidence_plot(result, conf_png):
         wrote.append(str(conf_png))
     print(table)
@@ -256,5 +259,13 @@ def _rerender(path: Path, out: str | None, png: str | None) -> int:
         result["summary"], result["run"]  # noqa: B018  (a result file has both)
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise InvalidRequestError(f"{path} is not an evaluation result: {err}") from err
-    _write_reports(result, Path(out) if out else path.with_suffix(""), png)
+    prefix = Path(out) if out else path.with_suffix("")
+    _writable(Path(f"{prefix}.md"), "the table")
+    if png:
+        _writable(Path(png), "the PNG")
+    try:
+        _write_reports(result, prefix, png, [])  # the result file itself is not written again
+    except (KeyError, TypeError) as err:  # a JSON object with other contents
+        why = f"{type(err).__name__}: {err}"
+        raise InvalidRequestError(f"{path} is not an evaluation result: {why}") from err
     return 0
