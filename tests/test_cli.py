@@ -418,6 +418,24 @@ def test_prompts_table_without_decode_speed():
     assert timed.splitlines()[-1].split()[:5] == ["all", "(2)", "entropix", "6", "20.0"]
 
 
+def test_plot_paths_one_file_per_prompt(tmp_path: Path):
+    # Found by use: two prompts of one name (or of names that sanitize alike, "q 1" and "q_1")
+    # wrote the same file, the second plot over the first, while both 'plot:' lines named it.
+    csv = tmp_path / "twice.csv"
+    csv.write_text("name,prompt\nq,Say hello.\nq,Say bye.\n")
+    proc = cli("--prompt_csv", str(csv), "--plot", str(tmp_path / "p.png"), "--max-tokens", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in tmp_path.glob("p-*.png")) == ["p-q-2.png", "p-q.png"]
+
+    from mlx_entropix.cli.main import plot_paths
+
+    assert plot_paths(Path("out/p.png"), ["only"]) == [Path("out/p.png")]
+    got = plot_paths(Path("out/p.png"), ["q 1", "q_1", "x-4", "x", "x", "é/?"])
+    want = ["p-q_1", "p-q_1-2", "p-x-4", "p-x", "p-x-5", "p-é__"]
+    assert got == [Path(f"out/{w}.png") for w in want]
+    assert plot_paths(Path("p"), ["a", "b"]) == [Path("p-a.png"), Path("p-b.png")]
+
+
 def test_plot_has_a_fixed_size_for_any_run(tmp_path: Path):
     cfg = SamplerConfig()
     for name, runs in [

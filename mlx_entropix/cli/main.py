@@ -151,6 +151,23 @@ def check_plot_path(path: Path) -> None:
         raise InvalidRequestError(f"cannot write the plot {path}: its directory is not writable")
 
 
+def plot_paths(base: Path, names: Sequence[str]) -> list[Path]:
+    """--plot's file per prompt: ``base`` for one; for several, ``<stem>-<name><suffix>``, the
+    name made file-safe, and ``-<n>`` (1-based prompt number) after a name already taken, so
+    that no plot overwrites another's (names need not be unique, and two can sanitize alike)."""
+    if len(names) == 1:
+        return [base]
+    paths: list[Path] = []
+    for n, name in enumerate(names, 1):
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+        first = path = base.with_name(f"{base.stem}-{safe}{base.suffix or '.png'}")
+        k = n
+        while path in paths:  # another prompt's name could also end in -<n>
+            path, k = first.with_stem(f"{first.stem}-{k}"), k + 1
+        paths.append(path)
+    return paths
+
+
 def read_config(args: argparse.Namespace, default: Callable[[], SamplerConfig]) -> SamplerConfig:
     """--config FILE (or the model's default), then the --temperature/... overrides."""
     if args.config:
@@ -273,6 +290,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         if style.colour:
             out.write(legend(style, shutil.get_terminal_size().columns) + "\n")
     many = len(items) > 1
+    plots = plot_paths(Path(args.plot), [item.name for item in items]) if args.plot else []
     finished: list[tuple[str, Any]] = []  # (prompt name, DoneEvent) for the closing table
 
     def json_line(ev: Any, index: int) -> str:
@@ -323,10 +341,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         finished += [(item.name, d) for d in dones]
         if args.plot:
             title = item.prompt if len(item.prompt) < 100 else item.prompt[:97] + "..."
-            path = Path(args.plot)
-            if many:  # a file per prompt, named after it
-                safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in item.name)
-                path = path.with_name(f"{path.stem}-{safe}{path.suffix or '.png'}")
+            path = plots[index]
             from .plot import plot_runs
 
             runs = [(m, [ev for ev in seen if ev.mode == m and ev.type == "token"]) for m in modes]
