@@ -225,6 +225,8 @@ def _write(tmp_path: Path, name: str, text: str) -> str:
         (lambda t: ["--model", str(t / "nowhere")], "model path not found"),
         (lambda t: ["--config", str(t / "nope.json")], "config file not found"),
         (lambda t: ["--config", _write(t, "c.json", '{"bogus": 1}')], "bogus: Extra inputs"),
+        # Found by use: an AttributeError traceback (exit 1).
+        (lambda t: ["--config", _write(t, "l.json", "[1]")], "must be an object of name: value"),
         (lambda t: ["--temperature", "-1"], "invalid sampling parameter: temperature"),
         (lambda t: ["--preset", "loud"], "unknown preset 'loud' (choose from precise"),
         (lambda t: ["--max-tokens", "ten"], "invalid int value: 'ten'"),

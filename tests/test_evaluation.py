@@ -244,6 +244,20 @@ def test_bad_output_path_or_option_fails_before_the_load(tiny_csv: Path, tmp_pat
     assert not (tmp_path / "r.json").exists()
 
 
+def test_bad_config_is_one_line(tiny_csv: Path, tmp_path: Path, capsys):
+    # Found by use: a pydantic error of several lines, and a JSON list's AttributeError text.
+    for name, text, needle in [
+        ("t.json", '{"temperature": "hot"}', "temperature: Input should be a valid number"),
+        ("l.json", "[1]", "must be an object of name: value, not [1]"),
+        ("s.toml", "sampler = 5", "must be an object of name: value, not 5"),
+    ]:
+        (tmp_path / name).write_text(text)
+        assert main([str(tiny_csv), "--quiet", "--config", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("eval: error: cannot use sampler config") and needle in err, err
+        assert "\n" not in err
+
+
 def test_too_long_prompt_fails_before_any_item_with_its_row(tmp_path: Path, capsys):
     # It failed at its turn, after the items before it, whose results were then lost, and the
     # message did not say which row.

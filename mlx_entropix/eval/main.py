@@ -11,8 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import Mode, SamplerConfig, apply_preset
-from ..errors import EntropixError, InvalidRequestError
+from pydantic import ValidationError
+
+from ..config import Mode, SamplerConfig, apply_preset, first_error
+from ..errors import EntropixError, InvalidRequestError, first_line
 from .harness import (
     KNOWN_MODES,
     MODES,
@@ -170,8 +172,12 @@ def _main(args: argparse.Namespace) -> int:
     if args.config:
         try:
             config = SamplerConfig.from_file(args.config)
-        except Exception as err:  # OSError, JSON/TOML and validation errors alike
-            raise InvalidRequestError(f"cannot use sampler config {args.config}: {err}") from err
+        except ValidationError as err:  # pydantic's message spans several lines
+            why = first_error(err, "config")
+            raise InvalidRequestError(f"cannot use sampler config {args.config}: {why}") from err
+        except Exception as err:  # OSError, JSON/TOML syntax alike
+            why = first_line(err)
+            raise InvalidRequestError(f"cannot use sampler config {args.config}: {why}") from err
     if args.preset:
         try:
             apply_preset(SamplerConfig(), args.preset)  # a bad name fails before the load
