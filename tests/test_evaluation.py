@@ -189,6 +189,14 @@ def test_excel_bom_csv(tmp_path: Path):
     assert load_items(path)[0].answer == "4"
 
 
+def test_header_case_and_spaces_as_in_prompt_csvs(tmp_path: Path):
+    # Found by use: "Prompt, Answer" was refused as "missing: answer, prompt".
+    path = tmp_path / "caps.csv"
+    path.write_text("Prompt, Answer ,KIND\n2 + 2 =,4,exact\n")
+    (item,) = load_items(path)
+    assert (item.prompt, item.answer, item.kind) == ("2 + 2 =", "4", "exact")
+
+
 def test_same_seed_same_result_with_fake(tiny_csv: Path):
     items = load_items(tiny_csv)
     a = evaluate(items, fake_generate, seeds=2, base_seed=7, progress=False)

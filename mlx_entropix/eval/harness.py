@@ -77,7 +77,9 @@ def load_items(path: str | Path, default_format: Format = "chat") -> list[Item]:
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: Excel's BOM
             reader = csv.DictReader(f)
-            fields = set(reader.fieldnames or ())
+            # Header case and spacing as the prompt CSVs take them (io/prompts.py): "Prompt, Answer"
+            reader.fieldnames = [(h or "").strip().lower() for h in reader.fieldnames or ()]
+            fields = set(reader.fieldnames)
             rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise InvalidRequestError(f"cannot read evaluation CSV {path}: {err}") from err
