@@ -399,6 +399,10 @@ def test_summary_and_compare_table_without_colour():
     assert text.splitlines()[1].startswith("  speed:   20.0 tok/s decode")
     assert "first token 200 ms" in text and "seed 7" in text
     assert "Confident 1" in text and "argmax 0  sample 5  best_of_n 0  clarify 0" in text
+    assert "prefill 46 tokens at 230 tok/s · total 400 ms" in text
+    # Ctrl-C during the prefill: it said "prefill 3031 tokens at 3031000000000 tok/s".
+    cut = _done("entropix").model_copy(update={"prefill_tok_s": 0.0, "generated_tokens": 0})
+    assert "prefill 46 tokens not finished · total" in summary(cut, Style())
     table = compare_table([_done("entropix"), _done("normal")], Style())
     assert table.splitlines()[0].split() == ["entropix", "normal"]
     assert "\x1b[" not in text + table
