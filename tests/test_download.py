@@ -234,10 +234,12 @@ def test_unknown_repo_bad_id_and_unreachable_hub(tmp_path: Path):
     assert_one_error_line(offline, "cannot download acme/tiny from http://127.0.0.1")
 
 
-def test_quantize_needs_convert(tmp_path: Path):
+@pytest.mark.parametrize("args", [["--quantize"], ["--mlx-dir", "m"], ["--dtype", "float16"]])
+def test_conversion_flags_need_convert(tmp_path: Path, args: list[str]):
+    # Found by use: --mlx-dir and --dtype without --convert were ignored without a word.
     with FakeHub({}) as hub:
-        proc = run(hub, tmp_path, "--quantize")
-    assert proc.returncode == 2 and "--quantize needs --convert" in proc.stderr
+        proc = run(hub, tmp_path, *args)
+    assert proc.returncode == 2 and f"{args[0]} needs --convert" in proc.stderr
 
 
 def test_download_and_convert_to_quantized_mlx(tmp_path: Path, embedded):

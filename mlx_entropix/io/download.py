@@ -224,8 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of mlx_download_weights.py: exit 0 on success, 2 with one error line."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.quantize and not args.convert:
-        parser.error("--quantize needs --convert")
+    for flag, given in (("--quantize", args.quantize), ("--mlx-dir", args.mlx_dir),
+                        ("--dtype", args.dtype)):  # fmt: skip
+        if given and not args.convert:  # else silently ignored: no MLX copy, no word why
+            parser.error(f"{flag} needs --convert")
     out_dir = Path(args.out_dir or Path("weights") / args.model_id.rstrip("/").split("/")[-1])
     mlx_dir = Path(args.mlx_dir or f"{out_dir}-mlx") if args.convert else None
     try:
