@@ -8,7 +8,10 @@ import csv
 import importlib.util
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from mlx_entropix.eval.harness import (
@@ -169,6 +172,25 @@ def test_rerender_names_the_files_it_wrote(tiny_csv: Path, tmp_path: Path, capsy
     assert main([str(tmp_path / "other.json")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("eval: error: ") and "is not an evaluation result" in err, err
+
+
+def test_a_closed_stdout_pipe_is_quiet(tiny_csv: Path, tmp_path: Path):
+    # Found by use: `benchmarks/eval.py ... | head -1` ended in a BrokenPipeError traceback,
+    # exit 1 (the files were written); mlx_main.py stops quietly.
+    result = evaluate(load_items(tiny_csv), fake_generate, seeds=1, progress=False)
+    result["run"].update(csv="tiny.csv", model="fake", max_tokens=8)
+    (tmp_path / "res.json").write_text(json.dumps(result))
+    read, write = os.pipe()
+    os.close(read)  # no reader: the first write fails
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks/eval.py"), str(tmp_path / "res.json")],
+            stdout=write, stderr=subprocess.PIPE, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert (tmp_path / "res.md").is_file() and (tmp_path / "res.png").is_file()
 
 
 def test_interrupt_keeps_complete_items(tiny_csv: Path):

@@ -129,13 +129,19 @@ def _writable(path: Path, what: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _main(args)
+        code = _main(args)
+        sys.stdout.flush()  # a reader gone (`| head`) shows here, not as an error at exit
+        return code
     except EntropixError as err:
         print(f"eval: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # before the run started (a run saves what it finished)
         print("eval: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Only the table on stdout is cut: the files are written. Stop quietly, as mlx_main.py.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _main(args: argparse.Namespace) -> int:
