@@ -257,7 +257,7 @@ def test_cli_bad_input_exits_2(tmp_path: Path, capsys):
 
 
 def test_bad_output_path_or_option_fails_before_the_load(tiny_csv: Path, tmp_path: Path, capsys):
-    # Found by use: these failed only after the whole run (a traceback, every result lost) or
+    # Found by use: these failed only after the whole run (a traceback, results lost) or
     # were taken silently (fork skips the engine's range check of --confidence-samples).
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
@@ -265,6 +265,7 @@ def test_bad_output_path_or_option_fails_before_the_load(tiny_csv: Path, tmp_pat
     for extra, needle in [
         (["--out", str(blocker / "res")], f"cannot write the results {blocker / 'res'}.json"),
         (["--png", str(tmp_path)], f"cannot write the PNG {tmp_path}: it is a directory"),
+        (["--png", str(tmp_path / "f.v2")], "unknown image type .v2"),
         (["--modes", "fork", "--confidence-samples", "17"], "--confidence-samples must lie in"),
     ]:
         rc = main([*base, "--out", str(tmp_path / "r"), *extra, "--model", str(tmp_path / "no")])

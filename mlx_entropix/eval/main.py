@@ -126,6 +126,17 @@ def _writable(path: Path, what: str) -> None:
         raise InvalidRequestError(f"cannot write {what} {path}: {why}")
 
 
+def _check_png(png: str) -> None:
+    """--png: writable, and of a format matplotlib writes (its suffix picks the format)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    path = Path(png)
+    _writable(path, "the PNG")
+    kind = path.suffix.lstrip(".").lower()
+    if kind and kind not in FigureCanvasBase.get_supported_filetypes():
+        raise InvalidRequestError(f"cannot write the PNG {path}: unknown image type .{kind}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -162,7 +173,7 @@ def _main(args: argparse.Namespace) -> int:
     out = Path(args.out or f"benchmarks/results/eval_{Path(args.csv).stem}")
     _writable(Path(f"{out}.json"), "the results")
     if args.png:
-        _writable(Path(args.png), "the PNG")
+        _check_png(args.png)
     default_format: Format = "raw" if args.no_chat_template else "chat"
     if args.shots < 0:
         raise InvalidRequestError(f"--shots must be 0 or more (got {args.shots})")
@@ -274,7 +285,7 @@ def _rerender(path: Path, out: str | None, png: str | None) -> int:
     prefix = Path(out) if out else path.with_suffix("")
     _writable(Path(f"{prefix}.md"), "the table")
     if png:
-        _writable(Path(png), "the PNG")
+        _check_png(png)
     try:
         _write_reports(result, prefix, png, [])  # the result file itself is not written again
     except (KeyError, TypeError) as err:  # a JSON object with other contents
