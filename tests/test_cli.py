@@ -440,6 +440,9 @@ def test_plot_paths_one_file_per_prompt(tmp_path: Path):
     want = ["p-q_1", "p-q_1-2", "p-x-4", "p-x", "p-x-5", "p-é__"]
     assert got == [Path(f"out/{w}.png") for w in want]
     assert plot_paths(Path("p"), ["a", "b"]) == [Path("p-a.png"), Path("p-b.png")]
+    # A 300-character name: the save failed (file name too long) and the later prompts never ran.
+    long = plot_paths(Path("p.png"), ["é" * 300, "é" * 301])  # 2 bytes each: 50 of them kept
+    assert long == [Path(f"p-{'é' * 50}.png"), Path(f"p-{'é' * 50}-2.png")]
 
 
 def test_plot_has_a_fixed_size_for_any_run(tmp_path: Path):
