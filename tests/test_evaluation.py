@@ -143,6 +143,20 @@ def test_end_to_end_known_outcomes(tiny_csv: Path, tmp_path: Path):
     assert (tmp_path / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_without_greedy_no_mode_is_called_the_baseline(tiny_csv: Path):
+    # Found by use: "--modes entropix" (or normal,entropix) marked every mode "baseline" in
+    # the "Δ vs greedy" column, a comparison that was never made.
+    result = evaluate(
+        load_items(tiny_csv), fake_generate, modes=["normal", "entropix"], progress=False
+    )
+    result["run"].update(csv="tiny.csv", model="fake", max_tokens=8)
+    rows = [r.split("|") for r in to_markdown(result).splitlines() if r.startswith("| normal")]
+    assert rows and rows[0][4].strip() == "-" and "baseline" not in to_markdown(result)
+    with_greedy = evaluate(load_items(tiny_csv), fake_generate, progress=False)
+    with_greedy["run"].update(csv="tiny.csv", model="fake", max_tokens=8)
+    assert "| greedy |" in to_markdown(with_greedy) and "baseline" in to_markdown(with_greedy)
+
+
 def test_rerender_from_json(tiny_csv: Path, tmp_path: Path, capsys):
     result = evaluate(load_items(tiny_csv), fake_generate, seeds=1, progress=False)
     result["run"].update(csv="tiny.csv", model="fake", max_tokens=8)
