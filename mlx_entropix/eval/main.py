@@ -170,10 +170,6 @@ def _main(args: argparse.Namespace) -> int:
         raise InvalidRequestError(
             f"--confidence-samples must lie in [0, {MAX_SAMPLES}] (got {args.confidence_samples})"
         )
-    out = Path(args.out or f"benchmarks/results/eval_{Path(args.csv).stem}")
-    _writable(Path(f"{out}.json"), "the results")
-    if args.png:
-        _check_png(args.png)
     default_format: Format = "raw" if args.no_chat_template else "chat"
     if args.shots < 0:
         raise InvalidRequestError(f"--shots must be 0 or more (got {args.shots})")
@@ -200,6 +196,10 @@ def _main(args: argparse.Namespace) -> int:
             apply_preset(SamplerConfig(), args.preset)  # a bad name fails before the load
         except ValueError as err:
             raise InvalidRequestError(str(err)) from err
+    out = Path(args.out or f"benchmarks/results/eval_{Path(args.csv).stem}")
+    _writable(Path(f"{out}.json"), "the results")  # last: it makes the directory
+    if args.png:
+        _check_png(args.png)
     lm = load(args.model)
     try:  # every prompt fits the context, before the first is generated
         check_prompts(lm, items, max_tokens=args.max_tokens, system=args.system,
