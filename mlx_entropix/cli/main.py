@@ -254,12 +254,12 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         raise InvalidRequestError(
             f"--confidence-samples must lie in [0, {MAX_SAMPLES}] (got {args.confidence_samples})"
         )
-    if args.plot:
-        check_plot_path(Path(args.plot))
     generating = not (args.info and args.input is None and not args.prompts and not args.prompt_csv)
     items = select_prompts(args) if generating else []
     if args.config or args.preset:  # fail on a bad file or name before the model load
         read_config(args, SamplerConfig)
+    if args.plot and generating:  # last: it makes the plot's directory
+        check_plot_path(Path(args.plot))
 
     from ..engine.generate import generate_batch, prepare_prompt
     from ..io.load import load
