@@ -281,6 +281,7 @@ def test_bad_output_path_or_option_fails_before_the_load(tiny_csv: Path, tmp_pat
         (["--png", str(tmp_path)], f"cannot write the PNG {tmp_path}: it is a directory"),
         (["--png", str(tmp_path / "f.v2")], "unknown image type .v2"),
         (["--modes", "fork", "--confidence-samples", "17"], "--confidence-samples must lie in"),
+        (["--seeds", "0"], "--seeds must be at least 1 (got 0)"),  # was checked after the load
     ]:
         rc = main([*base, "--out", str(tmp_path / "r"), *extra, "--model", str(tmp_path / "no")])
         err = capsys.readouterr().err.strip()

@@ -162,7 +162,7 @@ def _main(args: argparse.Namespace) -> int:
     if str(args.csv).endswith(".json"):
         return _rerender(Path(args.csv), args.out, args.png)
     modes = _parse_modes(args.modes)
-    for name in ("max_tokens", "chat_max_tokens", "sc_k", "limit"):
+    for name in ("max_tokens", "chat_max_tokens", "sc_k", "limit", "seeds"):
         _at_least_1(name, getattr(args, name))
     from ..engine.agreement import MAX_SAMPLES
 
