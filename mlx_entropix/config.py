@@ -186,7 +186,9 @@ class SamplerConfig(BaseModel):
             path = shipped
         text = path.read_text()
         data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-        data = data.get("sampler", data)
+        data = data.get("sampler", data) if isinstance(data, dict) else data
+        if not isinstance(data, dict):  # e.g. a JSON list: the front ends' one-line ValueError
+            raise ValueError(f"the settings must be an object of name: value, not {data!r:.40}")
         return cls.model_validate({k: v for k, v in data.items() if k not in IGNORED_KEYS})
 
     def to_file(self, path: str | Path) -> None:

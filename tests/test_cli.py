@@ -225,10 +225,17 @@ def _write(tmp_path: Path, name: str, text: str) -> str:
         (lambda t: ["--model", str(t / "nowhere")], "model path not found"),
         (lambda t: ["--config", str(t / "nope.json")], "config file not found"),
         (lambda t: ["--config", _write(t, "c.json", '{"bogus": 1}')], "bogus: Extra inputs"),
+        # Found by use: an AttributeError traceback (exit 1).
+        (lambda t: ["--config", _write(t, "l.json", "[1]")], "must be an object of name: value"),
         (lambda t: ["--temperature", "-1"], "invalid sampling parameter: temperature"),
         (lambda t: ["--preset", "loud"], "unknown preset 'loud' (choose from precise"),
         (lambda t: ["--max-tokens", "ten"], "invalid int value: 'ten'"),
         (lambda t: ["--input", "a", "--prompts"], "not allowed with argument"),
+        # Found by use: --plot DIR was a traceback (exit 1) after the generation, and
+        # --confidence-samples was checked after the load (and the header), as another name.
+        (lambda t: ["--plot", str(t)], "it is a directory"),
+        (lambda t: ["--confidence-samples", "17"], "--confidence-samples must lie in [0, 16]"),
+        (lambda t: ["--confidence-samples", "-1", "--model", str(t / "no")], "(got -1)"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, make_args, needle: str):
@@ -392,6 +399,10 @@ def test_summary_and_compare_table_without_colour():
     assert text.splitlines()[1].startswith("  speed:   20.0 tok/s decode")
     assert "first token 200 ms" in text and "seed 7" in text
     assert "Confident 1" in text and "argmax 0  sample 5  best_of_n 0  clarify 0" in text
+    assert "prefill 46 tokens at 230 tok/s · total 400 ms" in text
+    # Ctrl-C during the prefill: it said "prefill 3031 tokens at 3031000000000 tok/s".
+    cut = _done("entropix").model_copy(update={"prefill_tok_s": 0.0, "generated_tokens": 0})
+    assert "prefill 46 tokens not finished · total" in summary(cut, Style())
     table = compare_table([_done("entropix"), _done("normal")], Style())
     assert table.splitlines()[0].split() == ["entropix", "normal"]
     assert "\x1b[" not in text + table
@@ -411,6 +422,27 @@ def test_prompts_table_without_decode_speed():
     ]
     timed = prompts_table([("p1", one), ("p2", _done("entropix"))], Style())
     assert timed.splitlines()[-1].split()[:5] == ["all", "(2)", "entropix", "6", "20.0"]
+
+
+def test_plot_paths_one_file_per_prompt(tmp_path: Path):
+    # Found by use: two prompts of one name (or of names that sanitize alike, "q 1" and "q_1")
+    # wrote the same file, the second plot over the first, while both 'plot:' lines named it.
+    csv = tmp_path / "twice.csv"
+    csv.write_text("name,prompt\nq,Say hello.\nq,Say bye.\n")
+    proc = cli("--prompt_csv", str(csv), "--plot", str(tmp_path / "p.png"), "--max-tokens", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in tmp_path.glob("p-*.png")) == ["p-q-2.png", "p-q.png"]
+
+    from mlx_entropix.cli.main import plot_paths
+
+    assert plot_paths(Path("out/p.png"), ["only"]) == [Path("out/p.png")]
+    got = plot_paths(Path("out/p.png"), ["q 1", "q_1", "x-4", "x", "x", "é/?"])
+    want = ["p-q_1", "p-q_1-2", "p-x-4", "p-x", "p-x-5", "p-é__"]
+    assert got == [Path(f"out/{w}.png") for w in want]
+    assert plot_paths(Path("p"), ["a", "b"]) == [Path("p-a.png"), Path("p-b.png")]
+    # A 300-character name: the save failed (file name too long) and the later prompts never ran.
+    long = plot_paths(Path("p.png"), ["é" * 300, "é" * 301])  # 2 bytes each: 50 of them kept
+    assert long == [Path(f"p-{'é' * 50}.png"), Path(f"p-{'é' * 50}-2.png")]
 
 
 def test_plot_has_a_fixed_size_for_any_run(tmp_path: Path):

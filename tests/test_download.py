@@ -234,10 +234,12 @@ def test_unknown_repo_bad_id_and_unreachable_hub(tmp_path: Path):
     assert_one_error_line(offline, "cannot download acme/tiny from http://127.0.0.1")
 
 
-def test_quantize_needs_convert(tmp_path: Path):
+@pytest.mark.parametrize("args", [["--quantize"], ["--mlx-dir", "m"], ["--dtype", "float16"]])
+def test_conversion_flags_need_convert(tmp_path: Path, args: list[str]):
+    # Found by use: --mlx-dir and --dtype without --convert were ignored without a word.
     with FakeHub({}) as hub:
-        proc = run(hub, tmp_path, "--quantize")
-    assert proc.returncode == 2 and "--quantize needs --convert" in proc.stderr
+        proc = run(hub, tmp_path, *args)
+    assert proc.returncode == 2 and f"{args[0]} needs --convert" in proc.stderr
 
 
 def test_download_and_convert_to_quantized_mlx(tmp_path: Path, embedded):
@@ -256,6 +258,26 @@ def test_download_and_convert_to_quantized_mlx(tmp_path: Path, embedded):
     lm = load(str(tmp_path / "dl-mlx"))
     assert lm.info.format == "mlx" and "4-bit" in lm.info.stored_as
     assert_one_error_line(again, "dl-mlx already exists", "--overwrite")
+
+
+def test_unusable_target_dirs_fail_before_the_download(tmp_path: Path):
+    # Found by use: an existing --mlx-dir was refused only after the whole download, and
+    # "--mlx-dir = --out-dir --overwrite" deleted the download before converting it.
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "old-mlx").mkdir()
+    (tmp_path / "w").mkdir()
+    cases = [
+        (["--out-dir", "a_file"], "a_file is a file, not a directory"),
+        (["--out-dir", "old", "--convert"], "old-mlx already exists", "--overwrite"),
+        (["--out-dir", "w", "--convert", "--mlx-dir", "w", "--overwrite"], "would hold the"),
+        (["--out-dir", "w/src", "--convert", "--mlx-dir", "w", "--overwrite"], "would hold the"),
+    ]
+    with FakeHub({"acme/tiny-llama": TINY_FILES}) as hub:
+        for args, *needles in cases:
+            proc = run(hub, tmp_path, "--model-id", "acme/tiny-llama", *args)
+            assert_one_error_line(proc, *needles)
+        assert hub.requests == []  # the hub was never asked
+    assert (tmp_path / "w").is_dir() and (tmp_path / "old-mlx").is_dir()
 
 
 @pytest.mark.parametrize("flag", ["--help"])

@@ -8,7 +8,10 @@ import csv
 import importlib.util
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from mlx_entropix.eval.harness import (
@@ -140,6 +143,20 @@ def test_end_to_end_known_outcomes(tiny_csv: Path, tmp_path: Path):
     assert (tmp_path / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_without_greedy_no_mode_is_called_the_baseline(tiny_csv: Path):
+    # Found by use: "--modes entropix" (or normal,entropix) marked every mode "baseline" in
+    # the "Δ vs greedy" column, a comparison that was never made.
+    result = evaluate(
+        load_items(tiny_csv), fake_generate, modes=["normal", "entropix"], progress=False
+    )
+    result["run"].update(csv="tiny.csv", model="fake", max_tokens=8)
+    rows = [r.split("|") for r in to_markdown(result).splitlines() if r.startswith("| normal")]
+    assert rows and rows[0][4].strip() == "-" and "baseline" not in to_markdown(result)
+    with_greedy = evaluate(load_items(tiny_csv), fake_generate, progress=False)
+    with_greedy["run"].update(csv="tiny.csv", model="fake", max_tokens=8)
+    assert "| greedy |" in to_markdown(with_greedy) and "baseline" in to_markdown(with_greedy)
+
+
 def test_rerender_from_json(tiny_csv: Path, tmp_path: Path, capsys):
     result = evaluate(load_items(tiny_csv), fake_generate, seeds=1, progress=False)
     result["run"].update(csv="tiny.csv", model="fake", max_tokens=8)
@@ -152,6 +169,42 @@ def test_rerender_from_json(tiny_csv: Path, tmp_path: Path, capsys):
     capsys.readouterr()
     assert main([str(tmp_path / "junk.json")]) == 2
     assert "is not an evaluation result" in capsys.readouterr().err
+
+
+def test_rerender_names_the_files_it_wrote(tiny_csv: Path, tmp_path: Path, capsys):
+    # Found by use: it listed <out>.json, which a redraw does not write, and "--png fig" while
+    # matplotlib wrote fig.png; a JSON object of other keys was a KeyError traceback.
+    result = evaluate(load_items(tiny_csv), fake_generate, seeds=1, progress=False)
+    result["run"].update(csv="tiny.csv", model="fake", max_tokens=8)
+    saved = tmp_path / "res.json"
+    saved.write_text(json.dumps(result))
+    assert main([str(saved), "--out", str(tmp_path / "o"), "--png", str(tmp_path / "fig")]) == 0
+    wrote = capsys.readouterr().out.strip().splitlines()[-1].removeprefix("wrote ").split(", ")
+    assert wrote[:2] == [str(tmp_path / "o.md"), str(tmp_path / "fig.png")]
+    assert all(Path(p).is_file() for p in wrote)
+    (tmp_path / "other.json").write_text('{"summary": {}, "run": {}}')
+    assert main([str(tmp_path / "other.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("eval: error: ") and "is not an evaluation result" in err, err
+
+
+def test_a_closed_stdout_pipe_is_quiet(tiny_csv: Path, tmp_path: Path):
+    # Found by use: `benchmarks/eval.py ... | head -1` ended in a BrokenPipeError traceback,
+    # exit 1 (the files were written); mlx_main.py stops quietly.
+    result = evaluate(load_items(tiny_csv), fake_generate, seeds=1, progress=False)
+    result["run"].update(csv="tiny.csv", model="fake", max_tokens=8)
+    (tmp_path / "res.json").write_text(json.dumps(result))
+    read, write = os.pipe()
+    os.close(read)  # no reader: the first write fails
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks/eval.py"), str(tmp_path / "res.json")],
+            stdout=write, stderr=subprocess.PIPE, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert (tmp_path / "res.md").is_file() and (tmp_path / "res.png").is_file()
 
 
 def test_interrupt_keeps_complete_items(tiny_csv: Path):
@@ -170,6 +223,14 @@ def test_excel_bom_csv(tmp_path: Path):
     path = tmp_path / "bom.csv"
     path.write_bytes("\ufeffprompt,answer\n2 + 2 =,4\n".encode())
     assert load_items(path)[0].answer == "4"
+
+
+def test_header_case_and_spaces_as_in_prompt_csvs(tmp_path: Path):
+    # Found by use: "Prompt, Answer" was refused as "missing: answer, prompt".
+    path = tmp_path / "caps.csv"
+    path.write_text("Prompt, Answer ,KIND\n2 + 2 =,4,exact\n")
+    (item,) = load_items(path)
+    assert (item.prompt, item.answer, item.kind) == ("2 + 2 =", "4", "exact")
 
 
 def test_same_seed_same_result_with_fake(tiny_csv: Path):
@@ -207,6 +268,52 @@ def test_cli_bad_input_exits_2(tmp_path: Path, capsys):
     assert err.startswith("eval: error: cannot read evaluation CSV") and "\n" not in err
     assert main([str(tmp_path / "missing.csv"), "--modes", "greedy,beam"]) == 2
     assert "unknown mode" in capsys.readouterr().err
+
+
+def test_bad_output_path_or_option_fails_before_the_load(tiny_csv: Path, tmp_path: Path, capsys):
+    # Found by use: these failed only after the whole run (a traceback, results lost) or
+    # were taken silently (fork skips the engine's range check of --confidence-samples).
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    base = [str(tiny_csv), "--quiet", "--modes", "greedy", "--max-tokens", "2"]
+    for extra, needle in [
+        (["--out", str(blocker / "res")], f"cannot write the results {blocker / 'res'}.json"),
+        (["--png", str(tmp_path)], f"cannot write the PNG {tmp_path}: it is a directory"),
+        (["--png", str(tmp_path / "f.v2")], "unknown image type .v2"),
+        (["--modes", "fork", "--confidence-samples", "17"], "--confidence-samples must lie in"),
+        (["--seeds", "0"], "--seeds must be at least 1 (got 0)"),  # was checked after the load
+    ]:
+        rc = main([*base, "--out", str(tmp_path / "r"), *extra, "--model", str(tmp_path / "no")])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and err.startswith("eval: error: ") and needle in err, err
+        assert "\n" not in err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_bad_config_is_one_line(tiny_csv: Path, tmp_path: Path, capsys):
+    # Found by use: a pydantic error of several lines, and a JSON list's AttributeError text.
+    for name, text, needle in [
+        ("t.json", '{"temperature": "hot"}', "temperature: Input should be a valid number"),
+        ("l.json", "[1]", "must be an object of name: value, not [1]"),
+        ("s.toml", "sampler = 5", "must be an object of name: value, not 5"),
+    ]:
+        (tmp_path / name).write_text(text)
+        assert main([str(tiny_csv), "--quiet", "--config", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("eval: error: cannot use sampler config") and needle in err, err
+        assert "\n" not in err
+
+
+def test_too_long_prompt_fails_before_any_item_with_its_row(tmp_path: Path, capsys):
+    # It failed at its turn, after the items before it, whose results were then lost, and the
+    # message did not say which row.
+    rows = [{"prompt": "2 + 2 =", "answer": "4"}, {"prompt": "word " * 9000, "answer": "6"}]
+    path = _write_csv(tmp_path / "long.csv", rows)
+    out = tmp_path / "res"
+    rc = main([str(path), "--quiet", "--modes", "greedy", "--max-tokens", "2", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith(f"eval: error: {path}, row 3: the prompt is "), err
+    assert "the model's context is 8192 tokens" in err and "\n" not in err
 
 
 def test_raw_format_keeps_prompt_whitespace(tmp_path: Path):

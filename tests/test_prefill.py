@@ -58,6 +58,7 @@ def test_cancel_during_prefill_stops_within_a_layer(embedded, small_chunks, afte
     [done] = events
     assert done.type == "done" and done.finish_reason == "cancelled"
     assert done.generated_tokens == 0 and done.prompt_tokens == len(prompt)
+    assert done.prefill_tok_s == 0.0  # it never ended (was prompt_tokens / 1e-9)
     assert len(calls) == after + 1  # stopped at the first true answer
 
 

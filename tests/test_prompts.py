@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 from mlx_entropix.errors import InvalidRequestError
@@ -58,3 +60,16 @@ def test_bad_files_raise_one_clear_line(tmp_path: Path, content, message):
 def test_directory_is_not_a_csv(tmp_path: Path):
     with pytest.raises(InvalidRequestError, match="is a directory"):
         load_prompts(tmp_path)
+
+
+def test_a_pipe_is_read(tmp_path: Path):
+    # Found by use: `... | mlx_main.py --prompt_csv /dev/stdin` (or a shell's <(...)) said
+    # "prompt CSV not found"; benchmarks/eval.py reads the same pipe.
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_text, args=("prompt\nSay hi\n",), daemon=True)
+    writer.start()
+    try:
+        assert [i.prompt for i in load_prompts(fifo)] == ["Say hi"]
+    finally:
+        writer.join(timeout=5)

@@ -1,9 +1,10 @@
 """``mlx_main.py``: prompt, compare and inspect entropix from the terminal.
 
 Exit status: 0 done; 2 bad input (argparse errors, missing/invalid CSV or config, empty prompt,
-``--max-tokens`` < 1, prompt longer than the context, model that cannot be loaded), printed as
-one ``mlx_main.py: error: ...`` line on stderr; 130 interrupted by Ctrl-C (SIGINT) after the
-summary of what was generated so far (``finish_reason`` "cancelled").
+``--max-tokens`` < 1, prompt longer than the context, model that cannot be loaded, a ``--plot``
+path that cannot be written), printed as one ``mlx_main.py: error: ...`` line on stderr; 130
+interrupted by Ctrl-C (SIGINT) after the summary of what was generated so far (``finish_reason``
+"cancelled").
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, TextIO
 from pydantic import ValidationError
 
 from ..config import PRESET_NAMES, Mode, SamplerConfig, apply_preset, first_error
+from ..engine.agreement import MAX_SAMPLES
 from ..engine.confidence import with_abstention
 from ..errors import EntropixError, InvalidRequestError, first_line
 from ..io.prompts import BUILTIN_PROMPTS_PATH, PromptItem, load_prompts
@@ -136,6 +138,38 @@ def select_prompts(args: argparse.Namespace) -> list[PromptItem]:
     return items
 
 
+def check_plot_path(path: Path) -> None:
+    """--plot's file can be written: checked before the load, not found after the generation
+    (a traceback, exit 1). Its directory is made here, as the plot would make it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InvalidRequestError(f"cannot write the plot {path}: {first_line(err)}") from err
+    if path.is_dir():
+        raise InvalidRequestError(f"cannot write the plot {path}: it is a directory")
+    if not os.access(path.parent, os.W_OK):
+        raise InvalidRequestError(f"cannot write the plot {path}: its directory is not writable")
+
+
+def plot_paths(base: Path, names: Sequence[str]) -> list[Path]:
+    """--plot's file per prompt: ``base`` for one; for several, ``<stem>-<name><suffix>``, the
+    name made file-safe and short, and ``-<n>`` (1-based prompt number) after a name already
+    taken, so that no plot overwrites another's (names need not be unique, and two can sanitize
+    alike)."""
+    if len(names) == 1:
+        return [base]
+    paths: list[Path] = []
+    for n, name in enumerate(names, 1):
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+        safe = safe.encode()[:100].decode(errors="ignore")  # a file name has 255 bytes at most
+        first = path = base.with_name(f"{base.stem}-{safe}{base.suffix or '.png'}")
+        k = n
+        while path in paths:  # another prompt's name could also end in -<n>
+            path, k = first.with_stem(f"{first.stem}-{k}"), k + 1
+        paths.append(path)
+    return paths
+
+
 def read_config(args: argparse.Namespace, default: Callable[[], SamplerConfig]) -> SamplerConfig:
     """--config FILE (or the model's default), then the --temperature/... overrides."""
     if args.config:
@@ -216,10 +250,16 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         raise InvalidRequestError(f"--max-tokens must be at least 1 (got {args.max_tokens})")
     if not 0 <= args.top_logprobs <= 20:
         raise InvalidRequestError(f"--top-logprobs must lie in [0, 20] (got {args.top_logprobs})")
+    if args.confidence_samples is not None and not 0 <= args.confidence_samples <= MAX_SAMPLES:
+        raise InvalidRequestError(
+            f"--confidence-samples must lie in [0, {MAX_SAMPLES}] (got {args.confidence_samples})"
+        )
     generating = not (args.info and args.input is None and not args.prompts and not args.prompt_csv)
     items = select_prompts(args) if generating else []
     if args.config or args.preset:  # fail on a bad file or name before the model load
         read_config(args, SamplerConfig)
+    if args.plot and generating:  # last: it makes the plot's directory
+        check_plot_path(Path(args.plot))
 
     from ..engine.generate import generate_batch, prepare_prompt
     from ..io.load import load
@@ -252,6 +292,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         if style.colour:
             out.write(legend(style, shutil.get_terminal_size().columns) + "\n")
     many = len(items) > 1
+    plots = plot_paths(Path(args.plot), [item.name for item in items]) if args.plot else []
     finished: list[tuple[str, Any]] = []  # (prompt name, DoneEvent) for the closing table
 
     def json_line(ev: Any, index: int) -> str:
@@ -302,14 +343,15 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         finished += [(item.name, d) for d in dones]
         if args.plot:
             title = item.prompt if len(item.prompt) < 100 else item.prompt[:97] + "..."
-            path = Path(args.plot)
-            if many:  # a file per prompt, named after it
-                safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in item.name)
-                path = path.with_name(f"{path.stem}-{safe}{path.suffix or '.png'}")
+            path = plots[index]
             from .plot import plot_runs
 
             runs = [(m, [ev for ev in seen if ev.mode == m and ev.type == "token"]) for m in modes]
-            plot_runs(runs, cfg, path, title=f"{lm.info.name}: {title}")
+            try:  # checked before the load; the file system can still change meanwhile
+                plot_runs(runs, cfg, path, title=f"{lm.info.name}: {title}")
+            except OSError as err:
+                why = first_line(err)
+                raise InvalidRequestError(f"cannot write the plot {path}: {why}") from err
             if not args.json:
                 out.write(style.dim(f"plot: {path}") + "\n")
         if len(dones) > 1 and not args.json:

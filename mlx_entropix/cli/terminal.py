@@ -111,12 +111,12 @@ def _fmt_s(seconds: float) -> str:
 
 def summary(done: DoneEvent, style: Style) -> str:
     """Tokens, speed, time to first token, count per quadrant and per sampler action."""
+    prefill = f"at {done.prefill_tok_s:.0f} tok/s" if done.prefill_tok_s else "not finished"
     head = (
         f"{style.paint(done.mode, bold=True)}: {done.generated_tokens} tokens "
         f"({done.finish_reason}), seed {done.seed}\n"
         f"  speed:   {done.decode_tok_s:.1f} tok/s decode · first token {_fmt_s(done.ttft_s)} · "
-        f"prefill {done.prompt_tokens} tokens at {done.prefill_tok_s:.0f} tok/s · "
-        f"total {_fmt_s(done.total_s)}"
+        f"prefill {done.prompt_tokens} tokens {prefill} · total {_fmt_s(done.total_s)}"
     )
     states = "  ".join(
         f"{style.state(s, STATE_INFO[s].label)} {done.state_counts.get(s, 0)}" for s in STATES

@@ -195,7 +195,8 @@ class RowStream:
             generated_tokens=n,
             ttft_s=(self.t_first - self.t0) if n else 0.0,
             total_s=t_end - self.t0,
-            prefill_tok_s=prompt_tokens / max(t_prefill - self.t0, 1e-9),
+            # 0: the prefill never ended (cancelled during it; t_prefill is still t0)
+            prefill_tok_s=prompt_tokens / (t_prefill - self.t0) if t_prefill > self.t0 else 0.0,
             decode_tok_s=(n - 1) / (t_end - t_first) if n > 1 and t_end > t_first else 0.0,
             state_counts={s: self.states.get(s, 0) for s in STATES},
             action_counts=dict(self.actions),

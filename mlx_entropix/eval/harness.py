@@ -77,7 +77,9 @@ def load_items(path: str | Path, default_format: Format = "chat") -> list[Item]:
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: Excel's BOM
             reader = csv.DictReader(f)
-            fields = set(reader.fieldnames or ())
+            # Header case and spacing as the prompt CSVs take them (io/prompts.py): "Prompt, Answer"
+            reader.fieldnames = [(h or "").strip().lower() for h in reader.fieldnames or ()]
+            fields = set(reader.fieldnames)
             rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise InvalidRequestError(f"cannot read evaluation CSV {path}: {err}") from err
@@ -199,6 +201,34 @@ def build_prompt(tokenizer: Any, item: Item, system: str | None, fewshot: Sequen
     return messages
 
 
+def budget_of(item: Item, max_tokens: int, chat_max_tokens: int | None) -> int:
+    """An item's token budget: ``chat_max_tokens`` for chat items if given, else ``max_tokens``."""
+    return chat_max_tokens if chat_max_tokens and item.format == "chat" else max_tokens
+
+
+def check_prompts(
+    lm: Any,
+    items: Sequence[Item],
+    *,
+    max_tokens: int,
+    system: str | None = None,
+    fewshot: Sequence[Item] = (),
+    chat_max_tokens: int | None = None,
+) -> None:
+    """Every item's prompt as ``engine_generate_fn`` builds it, checked before the run starts:
+    a prompt longer than the context fails here with its row, not after the items before it
+    (whose results would then be lost)."""
+    from ..engine.request import prepare_prompt
+    from ..errors import EntropixError
+
+    for item in items:
+        prompt = build_prompt(lm.tokenizer, item, system, fewshot)
+        try:
+            prepare_prompt(lm, prompt, None, budget_of(item, max_tokens, chat_max_tokens))
+        except EntropixError as err:
+            raise type(err)(f"row {item.index + 2}: {err}") from err  # +1 header, +1 one-based
+
+
 def engine_generate_fn(
     lm: Any,
     *,
@@ -230,7 +260,7 @@ def engine_generate_fn(
     def fn(item: Item, mode: Mode, seed: int) -> Generation:
         prompt = build_prompt(lm.tokenizer, item, system, fewshot)
         stops = tuple(stop) or item.stops or (("\n",) if item.format == "raw" else ())
-        budget = chat_max_tokens if chat_max_tokens and item.format == "chat" else max_tokens
+        budget = budget_of(item, max_tokens, chat_max_tokens)
         cfg = config or lm.default_config
         options = parse_options(item.prompt) if item.kind == "choice" else None
         if mode == "sc":

@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import Mode, SamplerConfig, apply_preset
-from ..errors import EntropixError, InvalidRequestError
-from .harness import KNOWN_MODES, MODES, Format, engine_generate_fn, evaluate, load_items
+from pydantic import ValidationError
+
+from ..config import Mode, SamplerConfig, apply_preset, first_error
+from ..errors import EntropixError, InvalidRequestError, first_line
+from .harness import (
+    KNOWN_MODES,
+    MODES,
+    Format,
+    check_prompts,
+    engine_generate_fn,
+    evaluate,
+    load_items,
+)
 from .report import confidence_markdown, confidence_plot, plot, to_markdown
 
 
@@ -103,16 +114,45 @@ def _at_least_1(name: str, value: int | None) -> None:
         raise InvalidRequestError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
 
 
+def _writable(path: Path, what: str) -> None:
+    """Fail before the run, not after it (its results would be lost), on an output path that
+    cannot be written: a parent that cannot be made, a directory in the file's place."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InvalidRequestError(f"cannot write {what} {path}: {err}") from err
+    if path.is_dir() or not os.access(path.parent, os.W_OK):
+        why = "it is a directory" if path.is_dir() else "its directory is not writable"
+        raise InvalidRequestError(f"cannot write {what} {path}: {why}")
+
+
+def _check_png(png: str) -> None:
+    """--png: writable, and of a format matplotlib writes (its suffix picks the format)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    path = Path(png)
+    _writable(path, "the PNG")
+    kind = path.suffix.lstrip(".").lower()
+    if kind and kind not in FigureCanvasBase.get_supported_filetypes():
+        raise InvalidRequestError(f"cannot write the PNG {path}: unknown image type .{kind}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _main(args)
+        code = _main(args)
+        sys.stdout.flush()  # a reader gone (`| head`) shows here, not as an error at exit
+        return code
     except EntropixError as err:
         print(f"eval: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # before the run started (a run saves what it finished)
         print("eval: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Only the table on stdout is cut: the files are written. Stop quietly, as mlx_main.py.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -122,8 +162,14 @@ def _main(args: argparse.Namespace) -> int:
     if str(args.csv).endswith(".json"):
         return _rerender(Path(args.csv), args.out, args.png)
     modes = _parse_modes(args.modes)
-    for name in ("max_tokens", "chat_max_tokens", "sc_k", "limit"):
+    for name in ("max_tokens", "chat_max_tokens", "sc_k", "limit", "seeds"):
         _at_least_1(name, getattr(args, name))
+    from ..engine.agreement import MAX_SAMPLES
+
+    if not 0 <= args.confidence_samples <= MAX_SAMPLES:  # fork would skip the engine's check
+        raise InvalidRequestError(
+            f"--confidence-samples must lie in [0, {MAX_SAMPLES}] (got {args.confidence_samples})"
+        )
     default_format: Format = "raw" if args.no_chat_template else "chat"
     if args.shots < 0:
         raise InvalidRequestError(f"--shots must be 0 or more (got {args.shots})")
@@ -139,14 +185,27 @@ def _main(args: argparse.Namespace) -> int:
     if args.config:
         try:
             config = SamplerConfig.from_file(args.config)
-        except Exception as err:  # OSError, JSON/TOML and validation errors alike
-            raise InvalidRequestError(f"cannot use sampler config {args.config}: {err}") from err
+        except ValidationError as err:  # pydantic's message spans several lines
+            why = first_error(err, "config")
+            raise InvalidRequestError(f"cannot use sampler config {args.config}: {why}") from err
+        except Exception as err:  # OSError, JSON/TOML syntax alike
+            why = first_line(err)
+            raise InvalidRequestError(f"cannot use sampler config {args.config}: {why}") from err
     if args.preset:
         try:
             apply_preset(SamplerConfig(), args.preset)  # a bad name fails before the load
         except ValueError as err:
             raise InvalidRequestError(str(err)) from err
+    out = Path(args.out or f"benchmarks/results/eval_{Path(args.csv).stem}")
+    _writable(Path(f"{out}.json"), "the results")  # last: it makes the directory
+    if args.png:
+        _check_png(args.png)
     lm = load(args.model)
+    try:  # every prompt fits the context, before the first is generated
+        check_prompts(lm, items, max_tokens=args.max_tokens, system=args.system,
+                      fewshot=fewshot, chat_max_tokens=args.chat_max_tokens)  # fmt: skip
+    except EntropixError as err:
+        raise type(err)(f"{args.csv}, {err}") from err
     if args.preset:
         config = apply_preset(config or lm.default_config, args.preset)
     runtime = runtime_info()
@@ -189,13 +248,11 @@ def _main(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         meta=meta,
     )
-    out = Path(args.out or f"benchmarks/results/eval_{Path(args.csv).stem}")
-    out.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{out}.json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
     if not result["records"]:
         print(f"eval: interrupted before any item finished; wrote {out}.json", file=sys.stderr)
         return 130
-    _write_reports(result, out, args.png)
+    _write_reports(result, out, args.png, [f"{out}.json"])
     if result["run"]["interrupted"]:
         n = result["run"]["n_items"]
         print(f"eval: interrupted: results cover the first {n} complete items", file=sys.stderr)
@@ -203,13 +260,16 @@ def _main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_reports(result: dict[str, Any], out: Path, png: str | None) -> None:
+def _write_reports(result: dict[str, Any], out: Path, png: str | None, wrote: list[str]) -> None:
+    """The markdown table and the PNGs of ``result``; ``wrote``: the files written before."""
     table = to_markdown(result) + confidence_markdown(result)
     Path(f"{out}.md").write_text(table)
     png_path = Path(png) if png else Path(f"{out}.png")
+    if not png_path.suffix:  # matplotlib adds it: the file is named as it will be
+        png_path = png_path.with_suffix(".png")
     plot(result, png_path)
     conf_png = png_path.with_name(f"{png_path.stem}_confidence.png")
-    wrote = [f"{out}.json", f"{out}.md", str(png_path)]
+    wrote = [*wrote, f"{out}.md", str(png_path)]
     if confidence_plot(result, conf_png):
         wrote.append(str(conf_png))
     print(table)
@@ -222,5 +282,13 @@ def _rerender(path: Path, out: str | None, png: str | None) -> int:
         result["summary"], result["run"]  # noqa: B018  (a result file has both)
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise InvalidRequestError(f"{path} is not an evaluation result: {err}") from err
-    _write_reports(result, Path(out) if out else path.with_suffix(""), png)
+    prefix = Path(out) if out else path.with_suffix("")
+    _writable(Path(f"{prefix}.md"), "the table")
+    if png:
+        _check_png(png)
+    try:
+        _write_reports(result, prefix, png, [])  # the result file itself is not written again
+    except (KeyError, TypeError) as err:  # a JSON object with other contents
+        why = f"{type(err).__name__}: {err}"
+        raise InvalidRequestError(f"{path} is not an evaluation result: {why}") from err
     return 0

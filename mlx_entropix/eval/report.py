@@ -30,7 +30,7 @@ def to_markdown(result: dict[str, Any]) -> str:
     ]
     for mode, s in summary.items():
         d = s.get("vs_greedy")
-        diff, wl = "baseline", "-"
+        diff, wl = ("baseline" if mode == "greedy" else "-"), "-"  # no greedy run: no Δ
         if d:
             diff = f"{100 * d['mean']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]"
             wl = f"{d['wins']} / {d['losses']}"

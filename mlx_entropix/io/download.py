@@ -171,6 +171,21 @@ def convert(
     return dst
 
 
+def check_targets(out_dir: Path, mlx_dir: Path | None, overwrite: bool) -> None:
+    """The directories can take the result: checked before the download, not after it (which
+    may take an hour). ``mlx_dir``: the conversion's (None: no conversion)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DownloadError(f"{out_dir} is a file, not a directory (choose another --out-dir)")
+    if mlx_dir is None:
+        return
+    if out_dir.resolve().is_relative_to(mlx_dir.resolve()):  # replacing it deletes the source
+        raise DownloadError(
+            f"--mlx-dir {mlx_dir} would hold the download ({out_dir}): choose another directory"
+        )
+    if mlx_dir.exists() and not overwrite:
+        raise DownloadError(f"{mlx_dir} already exists (pass --overwrite to replace it)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mlx_download_weights.py",
@@ -209,10 +224,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of mlx_download_weights.py: exit 0 on success, 2 with one error line."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.quantize and not args.convert:
-        parser.error("--quantize needs --convert")
+    for flag, given in (("--quantize", args.quantize), ("--mlx-dir", args.mlx_dir),
+                        ("--dtype", args.dtype)):  # fmt: skip
+        if given and not args.convert:  # else silently ignored: no MLX copy, no word why
+            parser.error(f"{flag} needs --convert")
     out_dir = Path(args.out_dir or Path("weights") / args.model_id.rstrip("/").split("/")[-1])
+    mlx_dir = Path(args.mlx_dir or f"{out_dir}-mlx") if args.convert else None
     try:
+        check_targets(out_dir, mlx_dir, args.overwrite)
         path = download(
             args.model_id,
             out_dir,
@@ -223,8 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(f"Downloaded to {path}")
         print(f"Run it: uv run mlx_main.py --model {path} --input 'Hello'")
-        if args.convert:
-            mlx_dir = Path(args.mlx_dir or f"{out_dir}-mlx")
+        if mlx_dir is not None:
             kind = f"{args.q_bits}-bit quantized " if args.quantize else ""
             print(f"Converting to {kind}MLX in {mlx_dir}")
             convert(

@@ -28,7 +28,7 @@ def load_prompts(path: str | Path | None = None) -> list[PromptItem]:
     path = Path(path) if path is not None else BUILTIN_PROMPTS_PATH
     if path.is_dir():
         raise InvalidRequestError(f"prompt CSV is a directory, not a file: {path}")
-    if not path.is_file():
+    if not path.exists():  # not is_file(): a pipe is read too (/dev/stdin, <(...) in a shell)
         raise InvalidRequestError(f"prompt CSV not found: {path}")
     try:
         # utf-8-sig: spreadsheets often save a BOM, which would otherwise rename the first column.
