@@ -96,6 +96,19 @@ def extract() -> None:
     print(f"{len(keep)} answers -> {STATES}")
 
 
+def _load() -> tuple[np.ndarray, list[dict], object]:
+    """The extracted states, their answers' metadata and the shipped confidence map."""
+    from mlx_entropix.engine.confidence import shipped_model
+
+    data = np.load(STATES)
+    return data["states"], json.loads(str(data["meta"])), shipped_model("SmolLM2-135M-Instruct")
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
 def _fit(x: np.ndarray, y: np.ndarray, k: int, l2: float):
     """Standardize, project on the first ``k`` principal components, logistic (l2)."""
     from mlx_entropix.eval.confidence_fit import fit_logistic
@@ -138,11 +151,8 @@ def _report(scores: np.ndarray, y: np.ndarray, cats: list[str]) -> tuple[float, 
 
 
 def dev() -> None:
-    from mlx_entropix.engine.confidence import shipped_model
 
-    data = np.load(STATES)
-    states, meta = data["states"], json.loads(str(data["meta"]))
-    shipped = shipped_model("SmolLM2-135M-Instruct")
+    states, meta, shipped = _load()
     lines = ["| format | layer | position | 8 components, l2 1 | 32 components, l2 10 |",
              "|---|---|---|---|---|"]  # fmt: skip
     for fmt in ("raw", "chat"):
@@ -171,47 +181,36 @@ def dev() -> None:
 
 def combined() -> None:
     """The probe's (nested) leave-one-category-out logit beside the shipped map's score."""
-    from mlx_entropix.engine.confidence import shipped_model
     from mlx_entropix.eval.confidence_fit import fit_logistic
 
-    data = np.load(STATES)
-    states, meta = data["states"], json.loads(str(data["meta"]))
-    shipped = shipped_model("SmolLM2-135M-Instruct")
-    lg = lambda p: np.log(np.clip(p, 1e-6, 1 - 1e-6) / (1 - np.clip(p, 1e-6, 1 - 1e-6)))  # noqa: E731
+    states, meta, shipped = _load()
     for fmt, layer in (("raw", 30), ("raw", 28), ("chat", 24), ("chat", 26)):
         ix = [i for i, m in enumerate(meta) if m["format"] == fmt and m["set"] in DEV]
         y = np.array([meta[i]["correct"] for i in ix])
         cats = [meta[i]["category"] for i in ix]
         x = states[ix, LAYERS.index(layer), 2]
-        base = lg(np.array([(shipped(meta[i]["features"], fmt) or 0.5) for i in ix]))
+        base = _logit(np.array([(shipped(meta[i]["features"], fmt) or 0.5) for i in ix]))
         out = np.full(len(y), np.nan)
         for c in sorted(set(cats)):
             te = np.array([ci == c for ci in cats])
             tr_cats = [ci for ci, t in zip(cats, te, strict=True) if not t]
             inner = _loco(x[~te], y[~te], tr_cats, 32, 10.0)
             ok = ~np.isnan(inner)
-            feats = np.stack([lg(inner[ok]), base[~te][ok]], 1)
+            feats = np.stack([_logit(inner[ok]), base[~te][ok]], 1)
             mu, sd = feats.mean(0), feats.std(0)
             w, b = fit_logistic((feats - mu) / sd, y[~te][ok], l2=1.0)
             probe = _fit(x[~te], y[~te], 32, 10.0)(x[te])
-            out[te] = ((np.stack([lg(probe), base[te]], 1) - mu) / sd) @ w + b
+            out[te] = ((np.stack([_logit(probe), base[te]], 1) - mu) / sd) @ w + b
         print(fmt, layer, "shipped", _report(base, y, cats), "with probe", _report(out, y, cats))
 
 
 def kfold() -> None:
     """In distribution: 5 folds over dev's answers (every kind on both sides): the probe alone
     and stacked with the shipped score's logit (the probe's inner out-of-fold logit beside it)."""
-    from mlx_entropix.engine.confidence import shipped_model
     from mlx_entropix.eval.confidence_fit import fit_logistic
 
-    data = np.load(STATES)
-    states, meta = data["states"], json.loads(str(data["meta"]))
-    shipped = shipped_model("SmolLM2-135M-Instruct")
+    states, meta, shipped = _load()
     rng = np.random.default_rng(0)
-
-    def logit(p: np.ndarray) -> np.ndarray:
-        p = np.clip(p, 1e-6, 1 - 1e-6)
-        return np.log(p / (1 - p))
 
     def oof(x: np.ndarray, y: np.ndarray, fold: np.ndarray) -> np.ndarray:
         out = np.zeros(len(y))
@@ -225,16 +224,16 @@ def kfold() -> None:
         y = np.array([meta[i]["correct"] for i in ix])
         cats = [meta[i]["category"] for i in ix]
         x = states[ix, LAYERS.index(layer), 2]
-        z = logit(np.array([(shipped(meta[i]["features"], fmt) or 0.5) for i in ix]))
+        z = _logit(np.array([(shipped(meta[i]["features"], fmt) or 0.5) for i in ix]))
         fold = rng.permutation(len(ix)) % 5
         probe, both = oof(x, y, fold), np.zeros(len(ix))
         for f in range(5):
             te = fold == f
             inner = oof(x[~te], y[~te], rng.permutation(int((~te).sum())) % 5)
-            feats = np.stack([logit(inner), z[~te]], 1)
+            feats = np.stack([_logit(inner), z[~te]], 1)
             mu, sd = feats.mean(0), feats.std(0)
             w, b = fit_logistic((feats - mu) / sd, y[~te], l2=1.0)
-            both[te] = ((np.stack([logit(probe[te]), z[te]], 1) - mu) / sd) @ w + b
+            both[te] = ((np.stack([_logit(probe[te]), z[te]], 1) - mu) / sd) @ w + b
         print(fmt, layer, "shipped (in sample)", _report(z, y, cats), "probe 5-fold",
               _report(probe, y, cats), "stacked", _report(both, y, cats))  # fmt: skip
 
@@ -242,23 +241,16 @@ def kfold() -> None:
 def test() -> None:
     """Chosen on dev (``kfold``, ``combined``): raw answers, the last layer at the answer's last
     token, stacked with the shipped score. Fitted on every dev raw answer, run once on core."""
-    from mlx_entropix.engine.confidence import shipped_model
     from mlx_entropix.eval.confidence_fit import fit_logistic
     from mlx_entropix.eval.confidence_stats import auroc, paired_bootstrap
 
-    data = np.load(STATES)
-    states, meta = data["states"], json.loads(str(data["meta"]))
-    shipped = shipped_model("SmolLM2-135M-Instruct")
+    states, meta, shipped = _load()
     rng = np.random.default_rng(0)
-
-    def logit(p: np.ndarray) -> np.ndarray:
-        p = np.clip(p, 1e-6, 1 - 1e-6)
-        return np.log(p / (1 - p))
 
     def part(sets: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
         ix = [i for i, m in enumerate(meta) if m["format"] == "raw" and m["set"] in sets]
         y = np.array([meta[i]["correct"] for i in ix])
-        z = logit(np.array([(shipped(meta[i]["features"], "raw") or 0.5) for i in ix]))
+        z = _logit(np.array([(shipped(meta[i]["features"], "raw") or 0.5) for i in ix]))
         return states[ix, LAYERS.index(30), 2], y, z, [meta[i]["category"] for i in ix]
 
     x, y, z, _ = part(DEV)
@@ -266,12 +258,12 @@ def test() -> None:
     for f in range(5):
         te = fold == f
         inner[te] = _fit(x[~te], y[~te], 32, 10.0)(x[te])
-    feats = np.stack([logit(inner), z], 1)
+    feats = np.stack([_logit(inner), z], 1)
     mu, sd = feats.mean(0), feats.std(0)
     w, b = fit_logistic((feats - mu) / sd, y, l2=1.0)
     probe = _fit(x, y, 32, 10.0)
     xt, yt, zt, ct = part(TEST)
-    st = ((np.stack([logit(probe(xt)), zt], 1) - mu) / sd) @ w + b
+    st = ((np.stack([_logit(probe(xt)), zt], 1) - mu) / sd) @ w + b
     print("stack weights (probe, score):", w, b)
     print("test raw", len(yt), "shipped", _report(zt, yt, ct), "stacked", _report(st, yt, ct))
     print("paired", paired_bootstrap(lambda s, c: auroc(list(s), list(c)), st, zt, yt))
