@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -398,6 +399,8 @@ def test_wildcard_cors_is_refused():
         (["--prompts", "/nonexistent.csv"], "prompt CSV not found: /nonexistent.csv"),
         (["--prompts", "{cols}"], "has no 'prompt' column (columns found: 'foo', 'bar')"),
         (["--prompts", "{binary}"], "cannot read prompt CSV"),
+        # a pipe was read once here, then /api/prompts blocked re-reading it
+        (["--prompts", "{fifo}"], "a file, not a pipe"),
         # a --ui folder without a built UI was served as "the UI is not built"
         (["--ui", "{dir}"], "no index.html there"),
     ],
@@ -407,7 +410,9 @@ def test_cli_errors_are_one_line(argv, needle, capsys, tmp_path):
 
     (tmp_path / "cols.csv").write_text("foo,bar\n1,2\n")
     (tmp_path / "binary.csv").write_bytes(bytes(range(128, 256)))
-    files = {"cols": tmp_path / "cols.csv", "binary": tmp_path / "binary.csv", "dir": tmp_path}
+    os.mkfifo(tmp_path / "fifo")
+    files = {"cols": tmp_path / "cols.csv", "binary": tmp_path / "binary.csv", "dir": tmp_path,
+             "fifo": tmp_path / "fifo"}  # fmt: skip
     assert mlx_server.main([a.format(**files) for a in argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and needle in err and "\n" not in err

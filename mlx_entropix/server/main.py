@@ -127,7 +127,10 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         # (the default folder is empty until the UI is built: the server then says so at /)
         raise ValueError(f"--ui {args.ui}: no index.html there (a built UI; '' = none)")
     if args.prompts:  # a bad file is this one line, not a 503 when the UI first asks for it
-        load_prompts(Path(args.prompts))
+        path = Path(args.prompts)
+        if path.exists() and not path.is_dir() and not path.is_file():  # a pipe: read once
+            raise ValueError(f"--prompts {path}: a file, not a pipe (read at every request)")
+        load_prompts(path)
     return ServerSettings(
         model=args.model,
         config=config,
