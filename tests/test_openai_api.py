@@ -38,6 +38,15 @@ def test_models(client, live):
     assert len(models) == 1 and models[0].id == live.worker.resource.model_id
 
 
+def test_models_retrieve(client, live):
+    """The client's ``models.retrieve`` (was a 404 for the served model too)."""
+    served = live.worker.resource.model_id
+    assert client.models.retrieve(served).id == served
+    with pytest.raises(openai.NotFoundError) as err:
+        client.models.retrieve("no-such/model")
+    assert err.value.body["code"] == "model_not_found" and served in err.value.body["message"]
+
+
 def test_non_streaming_with_logprobs(client, embedded):
     r = client.chat.completions.create(
         model="anything",

@@ -1,4 +1,4 @@
-"""OpenAI-compatible ``/v1/chat/completions`` (streaming and not) and ``/v1/models``.
+"""OpenAI-compatible ``/v1/chat/completions`` (streaming and not) and ``/v1/models[/{id}]``.
 
 Streams keep what clients rely on: ``logprobs.content`` in every token's chunk (mlx-lm drops
 them when streaming), ``finish_reason`` on the last content chunk, an optional usage chunk, then
@@ -32,7 +32,7 @@ from .deps import (
     streamed,
 )
 from .engine import Engine, generation_work
-from .errors import error_response
+from .errors import error_body, error_response
 from .schemas import ChatCompletionRequest, OpenAIFields, overrides_dict
 from .worker import IDLE, JobFailed, JobStream
 
@@ -313,15 +313,23 @@ async def respond(request: Request, body: OpenAIFields, stream: JobStream, build
     return JSONResponse(build.whole(choices))
 
 
+def _model_card(engine: Engine) -> dict[str, Any]:
+    return {"id": engine.model_id, "object": "model", "created": 0, "owned_by": "mlx-entropix"}
+
+
 @router.get("/models")
 async def models(request: Request) -> dict[str, Any]:
-    engine = engine_of(request)
-    return {
-        "object": "list",
-        "data": [
-            {"id": engine.model_id, "object": "model", "created": 0, "owned_by": "mlx-entropix"}
-        ],
-    }
+    return {"object": "list", "data": [_model_card(engine_of(request))]}
+
+
+@router.get("/models/{model_id:path}")
+async def model(model_id: str, request: Request) -> Any:
+    """The openai client's ``models.retrieve``: the served model, else OpenAI's 404."""
+    card = _model_card(engine_of(request))
+    if model_id != card["id"]:
+        message = f"The model {model_id!r} does not exist (this server serves {card['id']!r})"
+        return JSONResponse(error_body(request.url.path, 404, message, "model_not_found"), 404)
+    return card
 
 
 @router.post(
