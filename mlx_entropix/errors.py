@@ -1,5 +1,10 @@
 """User-facing errors: each carries one clear line; front ends print it without a traceback."""
 
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
 
 class EntropixError(Exception):
     """Base class: ``str(err)`` is a complete, user-readable one-line message."""
@@ -22,3 +27,17 @@ def first_line(err: BaseException) -> str:
     libraries' long messages as one of ours."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return lines[0] if lines else type(err).__name__
+
+
+def check_writable(path: Path, what: str) -> None:
+    """An output file that cannot be written fails before the work, not after it (its results
+    lost in a traceback): a parent that cannot be made (it is made here, as the writer would),
+    a directory in the file's place, a directory without write permission."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InvalidRequestError(f"cannot write {what} {path}: {first_line(err)}") from err
+    if path.is_dir():
+        raise InvalidRequestError(f"cannot write {what} {path}: it is a directory")
+    if not os.access(path.parent, os.W_OK):
+        raise InvalidRequestError(f"cannot write {what} {path}: its directory is not writable")

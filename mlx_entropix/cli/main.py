@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from ..config import PRESET_NAMES, Mode, SamplerConfig, apply_preset, first_error
 from ..engine.agreement import MAX_SAMPLES
 from ..engine.confidence import with_abstention
-from ..errors import EntropixError, InvalidRequestError, first_line
+from ..errors import EntropixError, InvalidRequestError, check_writable, first_line
 from ..io.prompts import BUILTIN_PROMPTS_PATH, PromptItem, load_prompts
 
 PROG = "mlx_main.py"
@@ -138,19 +138,6 @@ def select_prompts(args: argparse.Namespace) -> list[PromptItem]:
     return items
 
 
-def check_plot_path(path: Path) -> None:
-    """--plot's file can be written: checked before the load, not found after the generation
-    (a traceback, exit 1). Its directory is made here, as the plot would make it."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InvalidRequestError(f"cannot write the plot {path}: {first_line(err)}") from err
-    if path.is_dir():
-        raise InvalidRequestError(f"cannot write the plot {path}: it is a directory")
-    if not os.access(path.parent, os.W_OK):
-        raise InvalidRequestError(f"cannot write the plot {path}: its directory is not writable")
-
-
 def plot_paths(base: Path, names: Sequence[str]) -> list[Path]:
     """--plot's file per prompt: ``base`` for one; for several, ``<stem>-<name><suffix>``, the
     name made file-safe and short, and ``-<n>`` (1-based prompt number) after a name already
@@ -259,7 +246,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     if args.config or args.preset:  # fail on a bad file or name before the model load
         read_config(args, SamplerConfig)
     if args.plot and generating:  # last: it makes the plot's directory
-        check_plot_path(Path(args.plot))
+        check_writable(Path(args.plot), "the plot")
 
     from ..engine.generate import generate_batch, prepare_prompt
     from ..io.load import load

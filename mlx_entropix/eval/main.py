@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..config import Mode, SamplerConfig, apply_preset, first_error
-from ..errors import EntropixError, InvalidRequestError, first_line
+from ..errors import EntropixError, InvalidRequestError, check_writable, first_line
 from .harness import (
     KNOWN_MODES,
     MODES,
@@ -114,24 +114,12 @@ def _at_least_1(name: str, value: int | None) -> None:
         raise InvalidRequestError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
 
 
-def _writable(path: Path, what: str) -> None:
-    """Fail before the run, not after it (its results would be lost), on an output path that
-    cannot be written: a parent that cannot be made, a directory in the file's place."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InvalidRequestError(f"cannot write {what} {path}: {err}") from err
-    if path.is_dir() or not os.access(path.parent, os.W_OK):
-        why = "it is a directory" if path.is_dir() else "its directory is not writable"
-        raise InvalidRequestError(f"cannot write {what} {path}: {why}")
-
-
 def _check_png(png: str) -> None:
     """--png: writable, and of a format matplotlib writes (its suffix picks the format)."""
     from matplotlib.backend_bases import FigureCanvasBase
 
     path = Path(png)
-    _writable(path, "the PNG")
+    check_writable(path, "the PNG")
     kind = path.suffix.lstrip(".").lower()
     if kind and kind not in FigureCanvasBase.get_supported_filetypes():
         raise InvalidRequestError(f"cannot write the PNG {path}: unknown image type .{kind}")
@@ -197,7 +185,7 @@ def _main(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise InvalidRequestError(str(err)) from err
     out = Path(args.out or f"benchmarks/results/eval_{Path(args.csv).stem}")
-    _writable(Path(f"{out}.json"), "the results")  # last: it makes the directory
+    check_writable(Path(f"{out}.json"), "the results")  # last: it makes the directory
     if args.png:
         _check_png(args.png)
     lm = load(args.model)
@@ -283,7 +271,7 @@ def _rerender(path: Path, out: str | None, png: str | None) -> int:
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise InvalidRequestError(f"{path} is not an evaluation result: {err}") from err
     prefix = Path(out) if out else path.with_suffix("")
-    _writable(Path(f"{prefix}.md"), "the table")
+    check_writable(Path(f"{prefix}.md"), "the table")
     if png:
         _check_png(png)
     try:
