@@ -137,6 +137,26 @@ def _loco(x: np.ndarray, y: np.ndarray, cats: list[str], k: int, l2: float) -> n
     return out
 
 
+def _oof(x: np.ndarray, y: np.ndarray, fold: np.ndarray) -> np.ndarray:
+    """Each answer scored by the probe fitted on the other folds."""
+    out = np.zeros(len(y))
+    for f in set(fold):
+        te = fold == f
+        out[te] = _fit(x[~te], y[~te], 32, 10.0)(x[te])
+    return out
+
+
+def _stack(probe: np.ndarray, z: np.ndarray, y: np.ndarray):
+    """A logistic of (the probe's held-out logit, the shipped score's logit), fitted on ``y``;
+    returns it as a function of the two on other answers."""
+    from mlx_entropix.eval.confidence_fit import fit_logistic
+
+    feats = np.stack([_logit(probe), z], 1)
+    mu, sd = feats.mean(0), feats.std(0)
+    w, b = fit_logistic((feats - mu) / sd, y, l2=1.0)
+    return lambda p, zz: ((np.stack([_logit(p), zz], 1) - mu) / sd) @ w + b
+
+
 def _report(scores: np.ndarray, y: np.ndarray, cats: list[str]) -> tuple[float, float]:
     from mlx_entropix.eval.confidence_stats import auroc
 
@@ -181,7 +201,6 @@ def dev() -> None:
 
 def combined() -> None:
     """The probe's (nested) leave-one-category-out logit beside the shipped map's score."""
-    from mlx_entropix.eval.confidence_fit import fit_logistic
 
     states, meta, shipped = _load()
     for fmt, layer in (("raw", 30), ("raw", 28), ("chat", 24), ("chat", 26)):
@@ -196,28 +215,17 @@ def combined() -> None:
             tr_cats = [ci for ci, t in zip(cats, te, strict=True) if not t]
             inner = _loco(x[~te], y[~te], tr_cats, 32, 10.0)
             ok = ~np.isnan(inner)
-            feats = np.stack([_logit(inner[ok]), base[~te][ok]], 1)
-            mu, sd = feats.mean(0), feats.std(0)
-            w, b = fit_logistic((feats - mu) / sd, y[~te][ok], l2=1.0)
-            probe = _fit(x[~te], y[~te], 32, 10.0)(x[te])
-            out[te] = ((np.stack([_logit(probe), base[te]], 1) - mu) / sd) @ w + b
+            stack = _stack(inner[ok], base[~te][ok], y[~te][ok])
+            out[te] = stack(_fit(x[~te], y[~te], 32, 10.0)(x[te]), base[te])
         print(fmt, layer, "shipped", _report(base, y, cats), "with probe", _report(out, y, cats))
 
 
 def kfold() -> None:
     """In distribution: 5 folds over dev's answers (every kind on both sides): the probe alone
     and stacked with the shipped score's logit (the probe's inner out-of-fold logit beside it)."""
-    from mlx_entropix.eval.confidence_fit import fit_logistic
 
     states, meta, shipped = _load()
     rng = np.random.default_rng(0)
-
-    def oof(x: np.ndarray, y: np.ndarray, fold: np.ndarray) -> np.ndarray:
-        out = np.zeros(len(y))
-        for f in set(fold):
-            te = fold == f
-            out[te] = _fit(x[~te], y[~te], 32, 10.0)(x[te])
-        return out
 
     for fmt, layer in (("raw", 30), ("raw", 16), ("chat", 24), ("chat", 16)):
         ix = [i for i, m in enumerate(meta) if m["format"] == fmt and m["set"] in DEV]
@@ -226,14 +234,11 @@ def kfold() -> None:
         x = states[ix, LAYERS.index(layer), 2]
         z = _logit(np.array([(shipped(meta[i]["features"], fmt) or 0.5) for i in ix]))
         fold = rng.permutation(len(ix)) % 5
-        probe, both = oof(x, y, fold), np.zeros(len(ix))
+        probe, both = _oof(x, y, fold), np.zeros(len(ix))
         for f in range(5):
             te = fold == f
-            inner = oof(x[~te], y[~te], rng.permutation(int((~te).sum())) % 5)
-            feats = np.stack([_logit(inner), z[~te]], 1)
-            mu, sd = feats.mean(0), feats.std(0)
-            w, b = fit_logistic((feats - mu) / sd, y[~te], l2=1.0)
-            both[te] = ((np.stack([_logit(probe[te]), z[te]], 1) - mu) / sd) @ w + b
+            inner = _oof(x[~te], y[~te], rng.permutation(int((~te).sum())) % 5)
+            both[te] = _stack(inner, z[~te], y[~te])(probe[te], z[te])
         print(fmt, layer, "shipped (in sample)", _report(z, y, cats), "probe 5-fold",
               _report(probe, y, cats), "stacked", _report(both, y, cats))  # fmt: skip
 
@@ -241,7 +246,6 @@ def kfold() -> None:
 def test() -> None:
     """Chosen on dev (``kfold``, ``combined``): raw answers, the last layer at the answer's last
     token, stacked with the shipped score. Fitted on every dev raw answer, run once on core."""
-    from mlx_entropix.eval.confidence_fit import fit_logistic
     from mlx_entropix.eval.confidence_stats import auroc, paired_bootstrap
 
     states, meta, shipped = _load()
@@ -254,17 +258,9 @@ def test() -> None:
         return states[ix, LAYERS.index(30), 2], y, z, [meta[i]["category"] for i in ix]
 
     x, y, z, _ = part(DEV)
-    fold, inner = rng.permutation(len(y)) % 5, np.zeros(len(y))
-    for f in range(5):
-        te = fold == f
-        inner[te] = _fit(x[~te], y[~te], 32, 10.0)(x[te])
-    feats = np.stack([_logit(inner), z], 1)
-    mu, sd = feats.mean(0), feats.std(0)
-    w, b = fit_logistic((feats - mu) / sd, y, l2=1.0)
-    probe = _fit(x, y, 32, 10.0)
+    stack = _stack(_oof(x, y, rng.permutation(len(y)) % 5), z, y)
     xt, yt, zt, ct = part(TEST)
-    st = ((np.stack([_logit(probe(xt)), zt], 1) - mu) / sd) @ w + b
-    print("stack weights (probe, score):", w, b)
+    st = stack(_fit(x, y, 32, 10.0)(xt), zt)
     print("test raw", len(yt), "shipped", _report(zt, yt, ct), "stacked", _report(st, yt, ct))
     print("paired", paired_bootstrap(lambda s, c: auroc(list(s), list(c)), st, zt, yt))
 
