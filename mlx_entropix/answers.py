@@ -65,7 +65,7 @@ _PUNCT = re.compile(f"[{re.escape(string.punctuation)}\u2019\u2018\u201c\u201d]"
 Span = tuple[int, int]  # [start, end) characters of the response
 
 
-def _number_in(text: str, pos: int = 0) -> tuple[float, Span] | None:
+def number_in(text: str, pos: int = 0) -> tuple[float, Span] | None:
     """The value and span of the first well-formed number of ``text`` at or after ``pos``."""
     for m in _NUMBER.finditer(text, pos):
         if m.group("int") is None and m.group("dec") is None:
@@ -84,16 +84,16 @@ def _number_in(text: str, pos: int = 0) -> tuple[float, Span] | None:
 
 def parse_number(text: str) -> float | None:
     """The value of the first number in ``text`` (see the module docstring), or None."""
-    found = _number_in(text)
+    found = number_in(text)
     return None if found is None else found[0]
 
 
 def read_number(response: str) -> tuple[float, Span] | None:
     """The number a response commits to (the module docstring's rule) and where it stands."""
     markers = list(_MARKERS.finditer(response))
-    after_marker = _number_in(response, markers[-1].end()) if markers else None
-    after_equals = _number_in(response, response.rindex("=") + 1) if "=" in response else None
-    return after_marker or after_equals or _number_in(response)
+    after_marker = number_in(response, markers[-1].end()) if markers else None
+    after_equals = number_in(response, response.rindex("=") + 1) if "=" in response else None
+    return after_marker or after_equals or number_in(response)
 
 
 def extract_number(response: str) -> float | None:
@@ -133,14 +133,24 @@ def parse_options(prompt: str) -> dict[str, str]:
     return dict(re.findall(r"^\s*\(?([A-J])[).:]\s+(.+?)\s*$", prompt, flags=re.MULTILINE))
 
 
+def read_option(response: str, options: dict[str, str] | None) -> tuple[str, Span | None] | None:
+    """The one option whose text the response names (see the module docstring) and where that
+    text first stands (None: only its normalized form is there, e.g. across punctuation)."""
+    said = f" {normalize(response)} "
+    named = [k for k, t in (options or {}).items() if normalize(t) and f" {normalize(t)} " in said]
+    if len(named) != 1:
+        return None
+    where = re.search(re.escape(options[named[0]]), response, flags=re.IGNORECASE)  # type: ignore[index]
+    return named[0], where.span() if where else None
+
+
 def extract_choice_or_option(response: str, options: dict[str, str] | None) -> str | None:
     """A letter; else the one option whose text the response names (see the module docstring)."""
     letter = extract_choice(response)
     if letter is not None or not options:
         return letter
-    said = f" {normalize(response)} "
-    named = [k for k, text in options.items() if normalize(text) and f" {normalize(text)} " in said]
-    return named[0] if len(named) == 1 else None
+    named = read_option(response, options)
+    return None if named is None else named[0]
 
 
 def read_yesno(response: str) -> tuple[str, Span] | None:

@@ -85,6 +85,14 @@ def test_choice_span_from_option_text():
     assert span is not None and text[span[0] : span[1]] == "Ankara"
 
 
+def test_the_span_is_the_place_the_grader_reads_not_an_earlier_copy():
+    # The grader reads the letter after the marker, so the span is that "A", not the first one;
+    # an option text only as part of a longer word ("4" in "34") names no option.
+    text = "A) Tokyo\n\nThe answer is A."
+    assert answer_span(text, "choice") == (text.rindex("A"), text.rindex("A") + 1)
+    assert answer_span("The answer is 34.", "choice", {"A": "4", "B": "7"}) == (0, 16)
+
+
 def test_no_number_falls_back_to_the_boundary_and_empty_text_has_no_span():
     assert answer_span("I do not know. Sorry", "numeric") == (0, 13)
     assert boundary_span("   \n ") is None

@@ -31,7 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ..answers import _MARKERS, _NUMBER, Kind, extract_choice, normalize
+from ..answers import Kind, number_in, read_choice, read_number, read_option, read_yesno
 from ..config import CONFIG_DIR, shipped_file
 from .answer_checks import copied, failed, wrong_arithmetic
 
@@ -59,7 +59,6 @@ ATTENTION_FEATURES = ("attn_entropy", "attn_varentropy", "agreement", "interacti
 # The share of k sampled rows that gave this answer (agreement.py); "<fmt>+agreement": its map
 AGREEMENT_FEATURE, AGREEMENT_SUFFIX = "sc_agreement", "+agreement"
 _SENTENCE_END = re.compile(r"(?<!\d)[.!?](?=\s|$)|(?<=\d)[.!?](?!\d)")
-_YESNO = re.compile(r"\b(yes|true|correct|no|false|incorrect)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -88,37 +87,8 @@ def boundary_span(text: str) -> tuple[int, int] | None:
     return (start, end) if end > start else (start, start + 1)
 
 
-def _number_span(text: str, start: int = 0) -> tuple[int, int] | None:
-    for m in _NUMBER.finditer(text, start):
-        read = m["int"] is not None or m["dec"] is not None
-        if read and (m["den"] is None or int(m["den"]) != 0):  # not over a zero
-            return m.span()
-    return None
-
-
-def _numeric_span(text: str) -> tuple[int, int] | None:
-    """Where ``answers.extract_number`` reads its number (same order of rules)."""
-    markers = list(_MARKERS.finditer(text))
-    if markers and (span := _number_span(text, markers[-1].end())):
-        return span
-    if "=" in text and (span := _number_span(text, text.rindex("=") + 1)):
-        return span
-    return _number_span(text)
-
-
-def _choice_span(text: str, options: dict[str, str] | None) -> tuple[int, int] | None:
-    """The letter ``answers.extract_choice`` reads, else the one option text named."""
-    letter = extract_choice(text)
-    if letter is not None:
-        for pattern in (rf"\(({letter})\)", rf"(?<![\w'])({letter})(?![\w'])"):
-            if m := re.search(pattern, text, flags=re.IGNORECASE):
-                return m.span(1)
-        return None
-    said = normalize(text)
-    named = [t for t in (options or {}).values() if normalize(t) and normalize(t) in said]
-    if len(named) == 1 and (m := re.search(re.escape(named[0]), text, flags=re.IGNORECASE)):
-        return m.span()
-    return None
+def _place(found: tuple[Any, tuple[int, int] | None] | None) -> tuple[int, int] | None:
+    return None if found is None else found[1]  # a reader's (value, span): the span
 
 
 def answer_span(
@@ -128,13 +98,13 @@ def answer_span(
     None for an empty text."""
     span = None
     if kind == "numeric":
-        span = _numeric_span(text)
+        span = _place(read_number(text))
     elif kind == "choice":
-        span = _choice_span(text, options)
-    elif kind == "yesno" and (m := _YESNO.search(text)):
-        span = m.span()
+        span = read_choice(text) or _place(read_option(text, options))
+    elif kind == "yesno":
+        span = _place(read_yesno(text))
     elif kind is None and (line := boundary_span(text)) and "=" in text[line[0] : line[1]]:
-        span = _number_span(text[: line[1]], text.rindex("=", *line) + 1)
+        span = _place(number_in(text[: line[1]], text.rindex("=", *line) + 1))
     return span or boundary_span(text)
 
 
