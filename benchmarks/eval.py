@@ -5,7 +5,8 @@
         --fewshot my_gsm8k_train.csv --shots 8 --max-tokens 256
 
 All logic lives in ``mlx_entropix/eval/`` (see its docstring and benchmarks/README.md).
-Exit status: 0 done, 2 bad input (one ``eval: error: ...`` line), 130 interrupted.
+Exit status: 0 done, 2 bad input (one ``eval: error: ...`` line), 1 stdout could not be
+written (one line; the files are written), 130 interrupted.
 """
 
 from __future__ import annotations

@@ -207,6 +207,24 @@ def test_a_closed_stdout_pipe_is_quiet(tiny_csv: Path, tmp_path: Path):
     assert (tmp_path / "res.md").is_file() and (tmp_path / "res.png").is_file()
 
 
+def test_an_ascii_or_full_stdout_prints_or_is_one_line(tiny_csv: Path, tmp_path: Path):
+    # Found by review: PYTHONIOENCODING=ascii ended the redraw in a UnicodeEncodeError traceback
+    # at the table's 'Δ'; a stdout on a full disk in an OSError one.
+    result = evaluate(load_items(tiny_csv), fake_generate, seeds=1, progress=False)
+    result["run"].update(csv="tiny.csv", model="fake", max_tokens=8)
+    (tmp_path / "res.json").write_text(json.dumps(result))
+    cmd = [sys.executable, str(ROOT / "benchmarks/eval.py"), str(tmp_path / "res.json")]
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert "? vs greedy" in proc.stdout and "wrote " in proc.stdout
+    (tmp_path / "res.md").unlink()
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(cmd, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr == "eval: error: No space left on device\n"
+    assert "Δ vs greedy" in (tmp_path / "res.md").read_text(encoding="utf-8")  # files kept
+
+
 def test_interrupt_keeps_complete_items(tiny_csv: Path):
     def flaky(item: Item, mode: str, seed: int) -> Generation:
         if item.index == 2 and mode == "entropix":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -14,7 +13,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..config import Mode, SamplerConfig, apply_preset, first_error
-from ..errors import EntropixError, InvalidRequestError, check_writable, first_line
+from ..errors import (
+    EntropixError,
+    InvalidRequestError,
+    check_writable,
+    first_line,
+    lenient_stdout,
+    output_failed,
+)
 from .harness import (
     KNOWN_MODES,
     MODES,
@@ -126,6 +132,7 @@ def _check_png(png: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    lenient_stdout()
     args = build_parser().parse_args(argv)
     try:
         code = _main(args)
@@ -137,10 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # before the run started (a run saves what it finished)
         print("eval: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        # Only the table on stdout is cut: the files are written. Stop quietly, as mlx_main.py.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    except OSError as err:  # stdout (a full disk, a reader gone): the files are written
+        return output_failed("eval", err)
 
 
 def _main(args: argparse.Namespace) -> int:
