@@ -237,6 +237,55 @@ def test_interrupt_keeps_complete_items(tiny_csv: Path):
     assert result["summary"]["entropix"]["n_items"] == 2
 
 
+def test_an_error_mid_run_keeps_complete_items_and_names_it(tiny_csv: Path):
+    # Found by review: only Ctrl-C kept the finished items; an error on one item (out of
+    # memory, an MLX error, a bug) lost them all in a traceback.
+    def flaky(item: Item, mode: str, seed: int) -> Generation:
+        if item.index == 2 and mode == "entropix":
+            raise RuntimeError("[metal] out of memory\nmore detail")
+        return fake_generate(item, mode, seed)
+
+    result = evaluate(load_items(tiny_csv), flaky, seeds=2, base_seed=7, progress=False)
+    assert result["run"]["interrupted"] and result["run"]["n_items"] == 2
+    assert {r["item"] for r in result["records"]} == {0, 1}  # as on Ctrl-C
+    seed = item_seed(7, 2, 0)
+    want = f"RuntimeError: [metal] out of memory (item 2, mode entropix, seed {seed})"
+    assert result["run"]["error"] == want
+    assert "error" not in evaluate(load_items(tiny_csv), fake_generate, progress=False)["run"]
+
+
+def test_an_error_mid_run_writes_the_files_and_exits_1(
+    tiny_csv: Path, tmp_path: Path, embedded, monkeypatch, capsys
+):
+    import mlx_entropix.eval.main as eval_main
+    import mlx_entropix.io.load
+
+    real = eval_main.engine_generate_fn
+
+    def failing_on_item_1(*args, **kwargs):
+        gen = real(*args, **kwargs)
+
+        def fn(item: Item, mode: str, seed: int) -> Generation:
+            if item.index == 1:
+                raise ValueError("a bug on one item")
+            return gen(item, mode, seed)
+
+        return fn
+
+    monkeypatch.setattr(mlx_entropix.io.load, "load", lambda model=None: embedded)
+    monkeypatch.setattr(eval_main, "engine_generate_fn", failing_on_item_1)
+    out = tmp_path / "o"
+    args = [str(tiny_csv), "--modes", "greedy", "--max-tokens", "2", "--out", str(out), "--quiet"]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "eval: error: ValueError: a bug on one item (item 1, mode greedy, seed 7919); "\
+        "results cover the first 1 complete items", err  # fmt: skip
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["run"]["interrupted"] and saved["run"]["error"].startswith("ValueError")
+    assert [r["item"] for r in saved["records"]] == [0]
+    assert out.with_suffix(".md").is_file() and out.with_suffix(".png").is_file()
+
+
 def test_excel_bom_csv(tmp_path: Path):
     path = tmp_path / "bom.csv"
     path.write_bytes("\ufeffprompt,answer\n2 + 2 =,4\n".encode())

@@ -242,14 +242,17 @@ def _main(args: argparse.Namespace) -> int:
         meta=meta,
     )
     Path(f"{out}.json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    # Stopped by Ctrl-C (130) or by an error (1, named): the files hold the finished items.
+    error = result["run"].get("error")
+    stopped, code = (f"error: {error}", 1) if error else ("interrupted", 130)
     if not result["records"]:
-        print(f"eval: interrupted before any item finished; wrote {out}.json", file=sys.stderr)
-        return 130
+        print(f"eval: {stopped}; no item finished; wrote {out}.json", file=sys.stderr)
+        return code
     _write_reports(result, out, args.png, [f"{out}.json"])
     if result["run"]["interrupted"]:
         n = result["run"]["n_items"]
-        print(f"eval: interrupted: results cover the first {n} complete items", file=sys.stderr)
-        return 130
+        print(f"eval: {stopped}; results cover the first {n} complete items", file=sys.stderr)
+        return code
     return 0
 
 
