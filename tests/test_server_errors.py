@@ -87,6 +87,24 @@ def test_unknown_paths_are_json_404_and_the_ui_is_served(client):
     assert "entropix ui" in client.get("/").text
 
 
+def raw_path(client: httpx.Client, method: str, path: str) -> httpx.Response:
+    """``path`` sent as it is (httpx strips a relative path's leading slashes)."""
+    request = client.build_request(method, "/")
+    request.url = request.url.copy_with(raw_path=path.encode())
+    return client.send(request)
+
+
+@pytest.mark.parametrize("method", ["GET"])
+def test_leading_slashes_keep_the_path_family(client, method):
+    # Found by review: //v1/chat/completions (a base URL ending in "/" joined to "/v1/...")
+    # answered the /api shape, {"detail": ...}, which an OpenAI client does not show.
+    for path in ("//v1/chat/completions", "///v1/models"):
+        r = raw_path(client, method, path)
+        assert r.status_code == 404 and openai_message(r) == f"not found: {path}"
+    r = raw_path(client, method, "//api/generate")
+    assert r.status_code == 404 and detail(r) == "not found: //api/generate"
+
+
 CHAT = '{"messages": [{"role": "user", "content": "x"}], %s}'
 GEN = '{"prompt": "x", %s}'
 
