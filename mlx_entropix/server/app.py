@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -16,7 +15,7 @@ from . import errors
 from .api import router as api_router
 from .completions import router as completions_router
 from .engine import Engine
-from .guards import BodySizeLimit, HeadAsGet, HostGuard
+from .guards import BodySizeLimit, HeadAsGet, HostGuard, JsonCORS
 from .openai_api import router as openai_router
 from .settings import ServerSettings
 from .worker import Worker
@@ -73,7 +72,7 @@ def create_app(settings: ServerSettings | None = None, worker: Worker[Engine] | 
     app.add_middleware(HeadAsGet)
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware,
+            JsonCORS,
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST"],
             allow_headers=["content-type", "authorization"],
