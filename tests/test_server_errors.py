@@ -110,6 +110,21 @@ def test_a_refused_cors_preflight_answers_json(client, path):
     assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://ui.example"
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/v1/embeddings"), ("DELETE", "/v1/nope"), ("POST", "/api/nope"), ("PUT", "/api")],
+)
+def test_an_unknown_api_path_is_404_for_any_method_with_the_ui_served(client, method, path):
+    # Found by review: with the UI built, a POST to a path of the APIs that no route serves
+    # (an OpenAI client's /v1/embeddings) was the static files' 405 "allowed: GET, HEAD".
+    r = client.request(method, path)
+    assert r.status_code == 404, r.text
+    message = openai_message(r) if path.startswith("/v1/") else detail(r)
+    assert message == f"not found: {path}"
+    r = client.post("/nope.html")  # the UI's paths: the static files answer, as before
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
+
+
 def raw_path(client: httpx.Client, method: str, path: str) -> httpx.Response:
     """``path`` sent as it is (httpx strips a relative path's leading slashes)."""
     request = client.build_request(method, "/")
@@ -117,7 +132,7 @@ def raw_path(client: httpx.Client, method: str, path: str) -> httpx.Response:
     return client.send(request)
 
 
-@pytest.mark.parametrize("method", ["GET"])
+@pytest.mark.parametrize("method", ["GET", "POST"])
 def test_leading_slashes_keep_the_path_family(client, method):
     # Found by review: //v1/chat/completions (a base URL ending in "/" joined to "/v1/...")
     # answered the /api shape, {"detail": ...}, which an OpenAI client does not show.

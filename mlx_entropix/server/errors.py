@@ -64,12 +64,16 @@ def _whole_body(err: dict[str, Any]) -> tuple[str, bool] | None:
     return "the request body must be a JSON object", False
 
 
-def is_openai(path: str) -> bool:
-    """Whether ``path`` is the OpenAI API's (``/v1/...``), read with its leading slashes collapsed:
-    ``//v1/chat/completions`` (a base URL ending in "/" joined to "/v1/...") is an OpenAI
-    client's request, and its 404 must be in the shape that client shows."""
+def in_family(path: str, prefix: str) -> bool:
+    """Whether ``path`` is under ``prefix`` ("/v1", "/api"), read with its leading slashes
+    collapsed: ``//v1/chat/completions`` (a base URL ending in "/" joined to "/v1/...") is an
+    OpenAI client's request, and its 404 must be in the shape that client shows."""
     path = "/" + path.lstrip("/")
-    return path == "/v1" or path.startswith("/v1/")
+    return path == prefix or path.startswith(prefix + "/")
+
+
+def is_openai(path: str) -> bool:
+    return in_family(path, "/v1")
 
 
 def error_body(path: str, status: int, message: str, code: str | None = None) -> dict[str, Any]:
