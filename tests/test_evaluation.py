@@ -225,6 +225,21 @@ def test_an_ascii_or_full_stdout_prints_or_is_one_line(tiny_csv: Path, tmp_path:
     assert "Δ vs greedy" in (tmp_path / "res.md").read_text(encoding="utf-8")  # files kept
 
 
+def test_result_files_are_utf8_whatever_the_locale(tiny_csv: Path, tmp_path: Path):
+    # Found by review: in an ASCII locale (LC_ALL=C, PYTHONUTF8=0) the result JSON (a model's
+    # text), its table ('Δ') and a redraw's read used the locale's encoding: a traceback, and
+    # after a run the results lost.
+    result = evaluate(load_items(tiny_csv), fake_generate, seeds=1, progress=False)
+    result["run"].update(csv="tiny.csv", model="fake", max_tokens=8)
+    result["records"][0]["text"] = "réponse: 4"
+    (tmp_path / "res.json").write_text(json.dumps(result, ensure_ascii=False), encoding="utf-8")
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    cmd = [sys.executable, str(ROOT / "benchmarks/eval.py"), str(tmp_path / "res.json")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert "Δ vs greedy" in (tmp_path / "res.md").read_text(encoding="utf-8")
+
+
 def test_interrupt_keeps_complete_items(tiny_csv: Path):
     def flaky(item: Item, mode: str, seed: int) -> Generation:
         if item.index == 2 and mode == "entropix":

@@ -241,7 +241,8 @@ def _main(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         meta=meta,
     )
-    Path(f"{out}.json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    text = json.dumps(result, indent=1, ensure_ascii=False) + "\n"
+    Path(f"{out}.json").write_text(text, encoding="utf-8")  # not the locale's: ASCII would fail
     # Stopped by Ctrl-C (130) or by an error (1, named): the files hold the finished items.
     error = result["run"].get("error")
     stopped, code = (f"error: {error}", 1) if error else ("interrupted", 130)
@@ -259,7 +260,7 @@ def _main(args: argparse.Namespace) -> int:
 def _write_reports(result: dict[str, Any], out: Path, png: str | None, wrote: list[str]) -> None:
     """The markdown table and the PNGs of ``result``; ``wrote``: the files written before."""
     table = to_markdown(result) + confidence_markdown(result)
-    Path(f"{out}.md").write_text(table)
+    Path(f"{out}.md").write_text(table, encoding="utf-8")
     png_path = Path(png) if png else Path(f"{out}.png")
     if not png_path.suffix:  # matplotlib adds it: the file is named as it will be
         png_path = png_path.with_suffix(".png")
@@ -274,7 +275,7 @@ def _write_reports(result: dict[str, Any], out: Path, png: str | None, wrote: li
 
 def _rerender(path: Path, out: str | None, png: str | None) -> int:
     try:
-        result = json.loads(path.read_text())
+        result = json.loads(path.read_text(encoding="utf-8"))
         result["summary"], result["run"]  # noqa: B018  (a result file has both)
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise InvalidRequestError(f"{path} is not an evaluation result: {err}") from err
