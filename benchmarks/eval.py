@@ -5,7 +5,9 @@
         --fewshot my_gsm8k_train.csv --shots 8 --max-tokens 256
 
 All logic lives in ``mlx_entropix/eval/`` (see its docstring and benchmarks/README.md).
-Exit status: 0 done, 2 bad input (one ``eval: error: ...`` line), 130 interrupted.
+Exit status: 0 done, 2 bad input (one ``eval: error: ...`` line), 1 an error mid-run (named in
+one line and in the result's ``run.error``) or a stdout that cannot be written, 130 interrupted;
+stopped mid-run by Ctrl-C or an error, the files hold the items finished (``run.interrupted``).
 """
 
 from __future__ import annotations

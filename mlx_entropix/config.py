@@ -184,7 +184,7 @@ class SamplerConfig(BaseModel):
         shipped = CONFIG_DIR / f"{path.name}.json"
         if not path.suffix and not path.exists() and path.parent == Path(".") and shipped.exists():
             path = shipped
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")  # TOML is UTF-8, JSON too: not the locale's
         data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
         data = data.get("sampler", data) if isinstance(data, dict) else data
         if not isinstance(data, dict):  # e.g. a JSON list: the front ends' one-line ValueError
@@ -192,7 +192,7 @@ class SamplerConfig(BaseModel):
         return cls.model_validate({k: v for k, v in data.items() if k not in IGNORED_KEYS})
 
     def to_file(self, path: str | Path) -> None:
-        Path(path).write_text(self.model_dump_json(indent=2) + "\n")
+        Path(path).write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
 
 
 def first_error(err: ValidationError, whole: str = "") -> str:

@@ -310,6 +310,43 @@ def test_ctrl_c_stops_cleanly_with_a_summary_text():
     assert "── normal" not in out  # the comparison's second run never starts
 
 
+# --- stdout that cannot take the text -------------------------------------------------------
+
+CAFE = ("--greedy", "--max-tokens", "3", "--input", "Complete: café, crème, naï")  # says "Café"
+
+
+def test_an_ascii_stdout_prints_replaced_text_and_lossless_json():
+    # Found by review: PYTHONIOENCODING=ascii (or a C locale without Python's UTF-8 mode) ended
+    # in a UnicodeEncodeError traceback at the header's first '·'.
+    ascii_env = {"PYTHONIOENCODING": "ascii"}
+    text = cli(*CAFE, env=ascii_env)
+    assert text.returncode == 0 and "Traceback" not in text.stderr, text.stderr
+    assert "Caf?" in text.stdout and "greedy: 3 tokens" in text.stdout  # '?' for 'é', as tools do
+    escaped, plain = cli(*CAFE, "--json", env=ascii_env), cli(*CAFE, "--json")
+    assert escaped.returncode == 0 and escaped.stdout.isascii(), escaped.stderr
+    assert "\\u00e9" in escaped.stdout  # JSON keeps the text: escaped, not replaced
+    texts = [[ev.text for ev in events_of(r.stdout)] for r in (escaped, plain)]
+    assert texts[0] == texts[1] and texts[0][-1] == "Café"
+
+
+def test_a_full_stdout_is_one_line_and_a_closed_pipe_is_quiet():
+    # Found by review: `> /dev/full` ended in an OSError traceback (exit 1, and a second
+    # "Exception ignored" at exit); `| head -1` stops quietly, as before.
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, MAIN, *CAFE], stdout=full, stderr=subprocess.PIPE,
+                              text=True, cwd=ROOT, timeout=300)  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr == "mlx_main.py: error: No space left on device\n", proc.stderr
+    read, write = os.pipe()
+    os.close(read)  # no reader: the first write fails
+    try:
+        proc = subprocess.run([sys.executable, MAIN, *CAFE], stdout=write,
+                              stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=300)  # fmt: skip
+    finally:
+        os.close(write)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
 # --- renderer and plot on hand-made events ---------------------------------------------------
 
 

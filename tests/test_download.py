@@ -140,7 +140,8 @@ class FakeHub:
         return self.error(h, 404, "EntryNotFound", "not found", head)
 
 
-def run(hub: FakeHub, tmp_path: Path, *args: str, token: str | None = None):
+def run(hub: FakeHub, tmp_path: Path, *args: str, token: str | None = None, stdout=None,
+        env_extra: dict[str, str] | None = None):  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
     env |= {
         "HF_ENDPOINT": hub.url,
@@ -151,9 +152,11 @@ def run(hub: FakeHub, tmp_path: Path, *args: str, token: str | None = None):
     }
     if token:
         env["HF_TOKEN"] = token
+    env |= env_extra or {}
     return subprocess.run(
         [sys.executable, SCRIPT, *args],
-        capture_output=True,
+        stdout=subprocess.PIPE if stdout is None else stdout,
+        stderr=subprocess.PIPE,
         text=True,
         env=env,
         cwd=tmp_path,
@@ -188,6 +191,21 @@ def test_downloads_only_the_needed_files(tmp_path: Path):
     assert not any(p.endswith(("README.md", ".pth", ".bin", "params.json")) for p in fetched)
     assert "Downloading 8 files (0.0 MB) from acme/tiny-llama to w" in proc.stdout
     assert f"Downloaded to {out.resolve()}" in proc.stdout
+
+
+def test_an_ascii_or_full_stdout_is_no_traceback(tmp_path: Path):
+    # Found by review: PYTHONIOENCODING=ascii ended in a UnicodeEncodeError traceback at an
+    # --out-dir with an 'é'; a stdout on a full disk in "Exception ignored ... OSError", exit 120.
+    args = ("--model-id", "acme/tiny-llama", "--out-dir", "modèle", "--no-progress")
+    with FakeHub({"acme/tiny-llama": TINY_FILES}) as hub:
+        proc = run(hub, tmp_path, *args, env_extra={"PYTHONIOENCODING": "ascii"})
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+        assert "to mod?le" in proc.stdout
+        with open("/dev/full", "w") as full:
+            proc = run(hub, tmp_path, *args[:3], "full", stdout=full)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines()[-1] == "mlx_download_weights.py: error: No space left on device"
+    assert "Traceback" not in proc.stderr, proc.stderr
 
 
 def test_default_out_dir_and_include(tmp_path: Path):

@@ -207,6 +207,39 @@ def test_a_closed_stdout_pipe_is_quiet(tiny_csv: Path, tmp_path: Path):
     assert (tmp_path / "res.md").is_file() and (tmp_path / "res.png").is_file()
 
 
+def test_an_ascii_or_full_stdout_prints_or_is_one_line(tiny_csv: Path, tmp_path: Path):
+    # Found by review: PYTHONIOENCODING=ascii ended the redraw in a UnicodeEncodeError traceback
+    # at the table's 'Δ'; a stdout on a full disk in an OSError one.
+    result = evaluate(load_items(tiny_csv), fake_generate, seeds=1, progress=False)
+    result["run"].update(csv="tiny.csv", model="fake", max_tokens=8)
+    (tmp_path / "res.json").write_text(json.dumps(result))
+    cmd = [sys.executable, str(ROOT / "benchmarks/eval.py"), str(tmp_path / "res.json")]
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert "? vs greedy" in proc.stdout and "wrote " in proc.stdout
+    (tmp_path / "res.md").unlink()
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(cmd, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr == "eval: error: No space left on device\n"
+    assert "Δ vs greedy" in (tmp_path / "res.md").read_text(encoding="utf-8")  # files kept
+
+
+def test_result_files_are_utf8_whatever_the_locale(tiny_csv: Path, tmp_path: Path):
+    # Found by review: in an ASCII locale (LC_ALL=C, PYTHONUTF8=0) the result JSON (a model's
+    # text), its table ('Δ') and a redraw's read used the locale's encoding: a traceback, and
+    # after a run the results lost.
+    result = evaluate(load_items(tiny_csv), fake_generate, seeds=1, progress=False)
+    result["run"].update(csv="tiny.csv", model="fake", max_tokens=8)
+    result["records"][0]["text"] = "réponse: 4"
+    (tmp_path / "res.json").write_text(json.dumps(result, ensure_ascii=False), encoding="utf-8")
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    cmd = [sys.executable, str(ROOT / "benchmarks/eval.py"), str(tmp_path / "res.json")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert "Δ vs greedy" in (tmp_path / "res.md").read_text(encoding="utf-8")
+
+
 def test_interrupt_keeps_complete_items(tiny_csv: Path):
     def flaky(item: Item, mode: str, seed: int) -> Generation:
         if item.index == 2 and mode == "entropix":
@@ -217,6 +250,55 @@ def test_interrupt_keeps_complete_items(tiny_csv: Path):
     assert result["run"]["interrupted"] and result["run"]["n_items"] == 2
     assert {r["item"] for r in result["records"]} == {0, 1}  # item 2 was incomplete: dropped
     assert result["summary"]["entropix"]["n_items"] == 2
+
+
+def test_an_error_mid_run_keeps_complete_items_and_names_it(tiny_csv: Path):
+    # Found by review: only Ctrl-C kept the finished items; an error on one item (out of
+    # memory, an MLX error, a bug) lost them all in a traceback.
+    def flaky(item: Item, mode: str, seed: int) -> Generation:
+        if item.index == 2 and mode == "entropix":
+            raise RuntimeError("[metal] out of memory\nmore detail")
+        return fake_generate(item, mode, seed)
+
+    result = evaluate(load_items(tiny_csv), flaky, seeds=2, base_seed=7, progress=False)
+    assert result["run"]["interrupted"] and result["run"]["n_items"] == 2
+    assert {r["item"] for r in result["records"]} == {0, 1}  # as on Ctrl-C
+    seed = item_seed(7, 2, 0)
+    want = f"RuntimeError: [metal] out of memory (item 2, mode entropix, seed {seed})"
+    assert result["run"]["error"] == want
+    assert "error" not in evaluate(load_items(tiny_csv), fake_generate, progress=False)["run"]
+
+
+def test_an_error_mid_run_writes_the_files_and_exits_1(
+    tiny_csv: Path, tmp_path: Path, embedded, monkeypatch, capsys
+):
+    import mlx_entropix.eval.main as eval_main
+    import mlx_entropix.io.load
+
+    real = eval_main.engine_generate_fn
+
+    def failing_on_item_1(*args, **kwargs):
+        gen = real(*args, **kwargs)
+
+        def fn(item: Item, mode: str, seed: int) -> Generation:
+            if item.index == 1:
+                raise ValueError("a bug on one item")
+            return gen(item, mode, seed)
+
+        return fn
+
+    monkeypatch.setattr(mlx_entropix.io.load, "load", lambda model=None: embedded)
+    monkeypatch.setattr(eval_main, "engine_generate_fn", failing_on_item_1)
+    out = tmp_path / "o"
+    args = [str(tiny_csv), "--modes", "greedy", "--max-tokens", "2", "--out", str(out), "--quiet"]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "eval: error: ValueError: a bug on one item (item 1, mode greedy, seed 7919); "\
+        "results cover the first 1 complete items", err  # fmt: skip
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["run"]["interrupted"] and saved["run"]["error"].startswith("ValueError")
+    assert [r["item"] for r in saved["records"]] == [0]
+    assert out.with_suffix(".md").is_file() and out.with_suffix(".png").is_file()
 
 
 def test_excel_bom_csv(tmp_path: Path):

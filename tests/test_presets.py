@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
@@ -149,3 +152,22 @@ def test_openai_requests_validate_the_preset():
         ChatCompletionRequest(messages=msgs, preset="loud")
     with pytest.raises(ValidationError, match="unknown preset"):
         GenerationFields(prompt="hi", preset="Creative")  # names are exact
+
+
+def test_config_files_are_utf8_whatever_the_locale(tmp_path: Path):
+    # Found by review: in an ASCII locale (LC_ALL=C, PYTHONUTF8=0) a TOML with an accented
+    # comment was "invalid config: 'ascii' codec can't decode", and a config with a non-ASCII
+    # answer cue could not be saved.
+    (tmp_path / "c.toml").write_text("# réglages\nfork_answer_cue = 'Donc la réponse est'\n",
+                                     encoding="utf-8")  # fmt: skip
+    code = (
+        "import sys; from mlx_entropix.config import SamplerConfig as C; "
+        "c = C.from_file(sys.argv[1]); c.to_file(sys.argv[2]); "
+        "assert C.from_file(sys.argv[2]).fork_answer_cue == 'Donc la r\\xe9ponse est'"
+    )
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "c.toml"),
+                           str(tmp_path / "out.json")], capture_output=True, text=True, env=env,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "Donc la réponse est" in (tmp_path / "out.json").read_text(encoding="utf-8")

@@ -1,7 +1,8 @@
 """One error format everywhere: every error body is JSON (``{"detail": ...}``, OpenAI's
-``{"error": {...}}`` under /v1), the Host guard included; 405 with ``Allow`` on the API's routes
-even with the UI served; HEAD wherever GET is; precise messages for NaN and infinities.
-The real server on a loopback port, with a built UI and the loopback Host guard."""
+``{"error": {...}}`` under /v1), the Host guard and a refused CORS preflight included; 405 with
+``Allow`` on the API's routes even with the UI served; HEAD wherever GET is; precise messages
+for NaN and infinities. The real server on a loopback port, with a built UI, the loopback Host
+guard and one CORS origin."""
 
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ def live(tmp_path_factory):
     ui = tmp_path_factory.mktemp("ui")
     (ui / "index.html").write_text("<!doctype html><title>entropix ui</title>")
     settings = ServerSettings(
-        max_tokens_limit=8, ui_dir=ui, allowed_hosts=["127.0.0.1", "localhost"]
+        max_tokens_limit=8,
+        ui_dir=ui,
+        allowed_hosts=["127.0.0.1", "localhost"],
+        cors_origins=["http://ui.example"],
     )
     with LiveServer(settings) as server:
         yield server
@@ -85,6 +89,58 @@ def test_unknown_paths_are_json_404_and_the_ui_is_served(client):
     r = client.get("/v1/nope")
     assert r.status_code == 404 and openai_message(r) == "not found: /v1/nope"
     assert "entropix ui" in client.get("/").text
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/api/generate"])
+def test_a_refused_cors_preflight_answers_json(client, path):
+    # Found by review: Starlette's text/plain 400 "Disallowed CORS origin", the one error of
+    # the server that was not JSON in its route family's shape.
+    def preflight(origin: str, method: str) -> httpx.Response:
+        return client.options(path, headers={"origin": origin,
+                                             "access-control-request-method": method})  # fmt: skip
+
+    message = openai_message if path.startswith("/v1/") else detail
+    r = preflight("http://evil.example", "POST")
+    assert r.status_code == 400 and message(r) == "disallowed CORS origin"
+    assert "access-control-allow-origin" not in r.headers and "Origin" in r.headers["vary"]
+    r = preflight("http://ui.example", "PUT")
+    assert r.status_code == 400 and message(r) == "disallowed CORS method"
+    assert r.headers["access-control-allow-origin"] == "http://ui.example"
+    r = preflight("http://ui.example", "POST")  # allowed: as before
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://ui.example"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/v1/embeddings"), ("DELETE", "/v1/nope"), ("POST", "/api/nope"), ("PUT", "/api")],
+)
+def test_an_unknown_api_path_is_404_for_any_method_with_the_ui_served(client, method, path):
+    # Found by review: with the UI built, a POST to a path of the APIs that no route serves
+    # (an OpenAI client's /v1/embeddings) was the static files' 405 "allowed: GET, HEAD".
+    r = client.request(method, path)
+    assert r.status_code == 404, r.text
+    message = openai_message(r) if path.startswith("/v1/") else detail(r)
+    assert message == f"not found: {path}"
+    r = client.post("/nope.html")  # the UI's paths: the static files answer, as before
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
+
+
+def raw_path(client: httpx.Client, method: str, path: str) -> httpx.Response:
+    """``path`` sent as it is (httpx strips a relative path's leading slashes)."""
+    request = client.build_request(method, "/")
+    request.url = request.url.copy_with(raw_path=path.encode())
+    return client.send(request)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_leading_slashes_keep_the_path_family(client, method):
+    # Found by review: //v1/chat/completions (a base URL ending in "/" joined to "/v1/...")
+    # answered the /api shape, {"detail": ...}, which an OpenAI client does not show.
+    for path in ("//v1/chat/completions", "///v1/models"):
+        r = raw_path(client, method, path)
+        assert r.status_code == 404 and openai_message(r) == f"not found: {path}"
+    r = raw_path(client, method, "//api/generate")
+    assert r.status_code == 404 and detail(r) == "not found: //api/generate"
 
 
 CHAT = '{"messages": [{"role": "user", "content": "x"}], %s}'

@@ -2,7 +2,8 @@
 
 Exit status: 0 done; 2 bad input (argparse errors, missing/invalid CSV or config, empty prompt,
 ``--max-tokens`` < 1, prompt longer than the context, model that cannot be loaded, a ``--plot``
-path that cannot be written), printed as one ``mlx_main.py: error: ...`` line on stderr; 130
+path that cannot be written), printed as one ``mlx_main.py: error: ...`` line on stderr; 1 stdout
+could not be written (a full disk; a reader gone, ``| head``, is 0 and quiet), one line too; 130
 interrupted by Ctrl-C (SIGINT) after the summary of what was generated so far (``finish_reason``
 "cancelled").
 """
@@ -10,6 +11,7 @@ interrupted by Ctrl-C (SIGINT) after the summary of what was generated so far (`
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import shutil
@@ -24,7 +26,15 @@ from pydantic import ValidationError
 from ..config import PRESET_NAMES, Mode, SamplerConfig, apply_preset, first_error
 from ..engine.agreement import MAX_SAMPLES
 from ..engine.confidence import with_abstention
-from ..errors import EntropixError, InvalidRequestError, check_writable, first_line
+from ..errors import (
+    EntropixError,
+    InvalidRequestError,
+    check_writable,
+    encodes_unicode,
+    first_line,
+    lenient_stdout,
+    output_failed,
+)
 from ..io.prompts import BUILTIN_PROMPTS_PATH, PromptItem, load_prompts
 
 PROG = "mlx_main.py"
@@ -45,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Generate with entropix sampling: every token coloured by the model's "
         "uncertainty quadrant, with a summary per run. Exit status: 0 ok, 2 bad input, "
-        "130 interrupted (Ctrl-C; the summary of what was generated is still printed).",
+        "1 stdout not writable, 130 interrupted (Ctrl-C; the summary of what was generated is "
+        "still printed).",
     )
     src = p.add_argument_group("prompt (one of; default: the 9.9 vs 9.11 question)")
     one = src.add_mutually_exclusive_group()
@@ -282,8 +293,12 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     plots = plot_paths(Path(args.plot), [item.name for item in items]) if args.plot else []
     finished: list[tuple[str, Any]] = []  # (prompt name, DoneEvent) for the closing table
 
+    escape = not encodes_unicode(out)  # an ASCII stdout: \u escapes keep what '?' would lose
+
     def json_line(ev: Any, index: int) -> str:
         line = ev.model_dump_json()
+        if escape:
+            line = json.dumps(json.loads(line), separators=(",", ":"))
         if many:  # which prompt this event belongs to: one more key first
             line = f'{{"prompt_index":{index},' + line[1:]
         return line + "\n"
@@ -354,6 +369,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    lenient_stdout()
     args = build_parser().parse_args(argv)  # usage errors: argparse prints them and exits 2
     from ..runtime.distributed import rank
 
@@ -361,14 +377,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = sys.stdout if where == 0 else open(os.devnull, "w")  # noqa: SIM115
     prog = PROG if where == 0 else f"{PROG} (rank {where})"
     try:
-        return run(args, out)
+        code = run(args, out)
+        out.flush()  # the last text's write error shows here, not at exit
+        return code
     except EntropixError as err:
         print(f"{prog}: error: {first_line(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        # The reader went away (e.g. `| head`): stop quietly, without a flush error at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
+    except OSError as err:  # stdout: a reader gone (`| head`), a full disk
+        return output_failed(prog, err)

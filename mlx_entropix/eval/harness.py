@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from ..answers import KINDS, Kind, extracted, infer_kind, match, parse_options
 from ..config import PAPER_CUE, Mode
-from ..errors import InvalidRequestError
+from ..errors import InvalidRequestError, first_line
 from .stats import summarize
 
 Format = Literal["chat", "raw"]
@@ -144,7 +144,11 @@ def run_eval(
         for item in items:
             for mode, j in runs:
                 seed = item_seed(base_seed, item.index, j)
-                gen = generate_fn(item, mode, seed)
+                try:
+                    gen = generate_fn(item, mode, seed)
+                except Exception as err:
+                    err.add_note(f"item {item.index}, mode {mode}, seed {seed}")
+                    raise
                 options = parse_options(item.prompt) if item.kind == "choice" else None
                 ok = match(gen.text, item.answer, item.kind, options)
                 records.append(
@@ -355,18 +359,23 @@ def evaluate(
     progress: bool = True,
     meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run and summarize: the JSON-ready result (``run`` metadata, ``summary``, ``records``)."""
+    """Run and summarize: the JSON-ready result (``run`` metadata, ``summary``, ``records``).
+    Stopped by Ctrl-C or an error (out of memory, a bug on one item): the finished items,
+    ``run.interrupted``, and an error named in ``run.error`` (the caller writes, exits non-0)."""
     start = time.perf_counter()
-    interrupted = False
+    interrupted, error = False, None
     records: list[dict[str, Any]] = []
     try:
         records = run_eval(
             items, generate_fn, modes=modes, seeds=seeds, base_seed=base_seed, progress=progress,
             sink=records,
         )  # fmt: skip
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Exception) as err:
         # Keep what is complete: items every mode finished (pairing needs all of them).
         interrupted = True
+        if not isinstance(err, KeyboardInterrupt):
+            error = f"{type(err).__name__}: {first_line(err)}"
+            error += f" ({err.__notes__[-1]})" if getattr(err, "__notes__", None) else ""
         per_item = Counter(r["item"] for r in records)
         full = len(modes) + (seeds - 1) * sum(m not in DETERMINISTIC for m in modes)
         records = [r for r in records if per_item[r["item"]] == full]
@@ -374,6 +383,7 @@ def evaluate(
         "run": {
             **(meta or {}),
             "interrupted": interrupted,
+            **({"error": error} if error else {}),
             "n_items": len({r["item"] for r in records}),
             "modes": list(modes),
             "seeds": seeds,

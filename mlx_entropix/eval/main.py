@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -14,7 +13,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..config import Mode, SamplerConfig, apply_preset, first_error
-from ..errors import EntropixError, InvalidRequestError, check_writable, first_line
+from ..errors import (
+    EntropixError,
+    InvalidRequestError,
+    check_writable,
+    first_line,
+    lenient_stdout,
+    output_failed,
+)
 from .harness import (
     KNOWN_MODES,
     MODES,
@@ -126,6 +132,7 @@ def _check_png(png: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    lenient_stdout()
     args = build_parser().parse_args(argv)
     try:
         code = _main(args)
@@ -137,10 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # before the run started (a run saves what it finished)
         print("eval: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        # Only the table on stdout is cut: the files are written. Stop quietly, as mlx_main.py.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    except OSError as err:  # stdout (a full disk, a reader gone): the files are written
+        return output_failed("eval", err)
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -236,22 +241,26 @@ def _main(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         meta=meta,
     )
-    Path(f"{out}.json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    text = json.dumps(result, indent=1, ensure_ascii=False) + "\n"
+    Path(f"{out}.json").write_text(text, encoding="utf-8")  # not the locale's: ASCII would fail
+    # Stopped by Ctrl-C (130) or by an error (1, named): the files hold the finished items.
+    error = result["run"].get("error")
+    stopped, code = (f"error: {error}", 1) if error else ("interrupted", 130)
     if not result["records"]:
-        print(f"eval: interrupted before any item finished; wrote {out}.json", file=sys.stderr)
-        return 130
+        print(f"eval: {stopped}; no item finished; wrote {out}.json", file=sys.stderr)
+        return code
     _write_reports(result, out, args.png, [f"{out}.json"])
     if result["run"]["interrupted"]:
         n = result["run"]["n_items"]
-        print(f"eval: interrupted: results cover the first {n} complete items", file=sys.stderr)
-        return 130
+        print(f"eval: {stopped}; results cover the first {n} complete items", file=sys.stderr)
+        return code
     return 0
 
 
 def _write_reports(result: dict[str, Any], out: Path, png: str | None, wrote: list[str]) -> None:
     """The markdown table and the PNGs of ``result``; ``wrote``: the files written before."""
     table = to_markdown(result) + confidence_markdown(result)
-    Path(f"{out}.md").write_text(table)
+    Path(f"{out}.md").write_text(table, encoding="utf-8")
     png_path = Path(png) if png else Path(f"{out}.png")
     if not png_path.suffix:  # matplotlib adds it: the file is named as it will be
         png_path = png_path.with_suffix(".png")
@@ -266,7 +275,7 @@ def _write_reports(result: dict[str, Any], out: Path, png: str | None, wrote: li
 
 def _rerender(path: Path, out: str | None, png: str | None) -> int:
     try:
-        result = json.loads(path.read_text())
+        result = json.loads(path.read_text(encoding="utf-8"))
         result["summary"], result["run"]  # noqa: B018  (a result file has both)
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise InvalidRequestError(f"{path} is not an evaluation result: {err}") from err

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import EntropixError, first_line
+from ..errors import EntropixError, first_line, lenient_stdout, output_failed
 
 # What load.py reads from a checkpoint directory: config, weights, tokenizer, chat template.
 # Llama repos also carry the original Meta checkpoint under original/ (a second copy of the
@@ -221,7 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of mlx_download_weights.py: exit 0 on success, 2 with one error line."""
+    """Entry point of mlx_download_weights.py: exit 0 on success, 2 with one error line (1: stdout
+    could not be written, the files are kept)."""
+    lenient_stdout()
     parser = build_parser()
     args = parser.parse_args(argv)
     for flag, given in (("--quantize", args.quantize), ("--mlx-dir", args.mlx_dir),
@@ -256,10 +258,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             print(f"Converted to {mlx_dir}")
             print(f"Run it: uv run mlx_main.py --model {mlx_dir} --input 'Hello'")
+        sys.stdout.flush()  # a full disk shows here, not as an error at exit
     except EntropixError as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted (re-run to resume the download)", file=sys.stderr)
         return 130
+    except OSError as err:  # stdout: a full disk, a reader gone (`| head`)
+        return output_failed(parser.prog, err)
     return 0

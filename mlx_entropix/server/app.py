@@ -7,16 +7,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+from starlette.types import Receive, Scope, Send
 
 from .. import __version__
 from . import errors
 from .api import router as api_router
 from .completions import router as completions_router
 from .engine import Engine
-from .guards import BodySizeLimit, HeadAsGet, HostGuard
+from .guards import BodySizeLimit, HeadAsGet, HostGuard, JsonCORS
 from .openai_api import router as openai_router
 from .settings import ServerSettings
 from .worker import Worker
@@ -73,7 +74,7 @@ def create_app(settings: ServerSettings | None = None, worker: Worker[Engine] | 
     app.add_middleware(HeadAsGet)
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware,
+            JsonCORS,
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST"],
             allow_headers=["content-type", "authorization"],
@@ -86,7 +87,16 @@ def create_app(settings: ServerSettings | None = None, worker: Worker[Engine] | 
         # The UI answers what no route matches, as the router's default (html=True serves
         # index.html at /). Not a mount at "/": a mount matches every path, so a wrong method
         # on an API route would reach the static files (404) instead of the route (405).
-        app.router.default = StaticFiles(directory=ui_dir, html=True)
+        ui = StaticFiles(directory=ui_dir, html=True)
+
+        async def ui_or_404(scope: Scope, receive: Receive, send: Send) -> None:
+            # A path of the APIs no route matches is not found, whatever the method: the
+            # static files would answer a POST there 405 "allowed: GET, HEAD".
+            if errors.in_family(scope["path"], "/api") or errors.is_openai(scope["path"]):
+                raise HTTPException(404)
+            await ui(scope, receive, send)
+
+        app.router.default = ui_or_404
     else:
 
         @app.get("/", include_in_schema=False)

@@ -64,9 +64,21 @@ def _whole_body(err: dict[str, Any]) -> tuple[str, bool] | None:
     return "the request body must be a JSON object", False
 
 
+def in_family(path: str, prefix: str) -> bool:
+    """Whether ``path`` is under ``prefix`` ("/v1", "/api"), read with its leading slashes
+    collapsed: ``//v1/chat/completions`` (a base URL ending in "/" joined to "/v1/...") is an
+    OpenAI client's request, and its 404 must be in the shape that client shows."""
+    path = "/" + path.lstrip("/")
+    return path == prefix or path.startswith(prefix + "/")
+
+
+def is_openai(path: str) -> bool:
+    return in_family(path, "/v1")
+
+
 def error_body(path: str, status: int, message: str, code: str | None = None) -> dict[str, Any]:
     """``{"detail": message}``, or OpenAI's error object under ``/v1/``."""
-    if not path.startswith("/v1/"):
+    if not is_openai(path):
         return {"detail": message}
     kind = "invalid_request_error" if status < 500 else "server_error"
     if status == 503:
@@ -84,7 +96,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, malformed = describe_validation(list(exc.errors()))
-        status = 400 if malformed or request.url.path.startswith("/v1/") else 422
+        status = 400 if malformed or is_openai(request.url.path) else 422
         return error_response(request, status, message)
 
     @app.exception_handler(EntropixError)

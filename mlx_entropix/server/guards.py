@@ -3,6 +3,8 @@
 - ``BodySizeLimit``: the request body cap, a 413 before the body is parsed or buffered.
 - ``HostGuard``: the Host allow-list against DNS rebinding (Starlette's TrustedHostMiddleware
   rules, but its 400 is ``text/plain``; this one is ``{"detail": ...}`` or OpenAI's shape).
+- ``JsonCORS``: Starlette's CORS, but a refused preflight (its ``text/plain`` 400 "Disallowed CORS
+  origin") in the JSON error shape, same status and CORS headers.
 - ``HeadAsGet``: HEAD is answered wherever GET is (FastAPI routes take only the methods they
   declare; Starlette's own routes add HEAD to GET): the GET handler runs, the body is dropped.
 """
@@ -14,15 +16,19 @@ from collections.abc import Sequence
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import error_body
 
 
-async def send_json_error(scope: Scope, send: Send, status: int, message: str) -> None:
+async def send_json_error(
+    scope: Scope, send: Send, status: int, message: str, headers: Sequence[tuple[str, str]] = ()
+) -> None:
     """A JSON error response straight from middleware (before the app's handlers)."""
     raw = json.dumps(error_body(scope.get("path", ""), status, message)).encode()
     head = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
+    head += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
     await send({"type": "http.response.start", "status": status, "headers": head})
     await send({"type": "http.response.body", "body": raw})
 
@@ -56,6 +62,22 @@ class HostGuard:
             await send_json_error(scope, send, 400, "invalid Host header")
             return
         await self.app(scope, receive, send)
+
+
+class JsonCORS(CORSMiddleware):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = Headers(scope=scope) if scope["type"] == "http" else Headers()
+        preflight = "origin" in headers and "access-control-request-method" in headers
+        if not (preflight and scope["method"] == "OPTIONS"):
+            await super().__call__(scope, receive, send)
+            return
+        response = self.preflight_response(request_headers=headers)  # as CORSMiddleware
+        if response.status_code < 400:
+            await response(scope, receive, send)
+            return
+        text = response.body.decode()  # "Disallowed CORS origin, method"
+        cors = [(k, v) for k, v in response.headers.items() if k.startswith(("access-", "vary"))]
+        await send_json_error(scope, send, response.status_code, text[0].lower() + text[1:], cors)
 
 
 class HeadAsGet:
