@@ -218,7 +218,7 @@ class Preset(BaseModel):
 
 def load_presets() -> dict[str, Preset]:
     """The shipped presets, by name (each override validated against SamplerConfig)."""
-    data = json.loads(PRESETS_FILE.read_text())
+    data = json.loads(PRESETS_FILE.read_text(encoding="utf-8"))
     presets = {name: Preset.model_validate(p) for name, p in data.items()}
     for preset in presets.values():
         SamplerConfig().merged(preset.overrides)  # an unknown key or bad value fails here

@@ -194,3 +194,35 @@ def test_blas_is_reported_and_can_be_disabled():
             env={"PATH": "/usr/bin:/bin"},
         ).stdout.strip()
         assert auto in {"mkl", "openblas", "bundled"}
+
+
+def test_a_checkpoint_with_non_ascii_text_loads_in_an_ascii_locale(tmp_path, tiny_hf):
+    """config.json, generation_config.json and the chat template are UTF-8 whatever the locale
+    (Python reads a file in the locale's encoding unless told)."""
+    import shutil
+
+    path = shutil.copytree(tiny_hf, tmp_path / "tiny")
+    config = json.loads((path / "config.json").read_text()) | {"_name_or_path": "modèle"}
+    (path / "config.json").write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+    generation = {"eos_token_id": config["eos_token_id"], "_note": "café"}
+    (path / "generation_config.json").write_text(
+        json.dumps(generation, ensure_ascii=False), encoding="utf-8"
+    )
+    tok_config = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
+    tok_config.pop("chat_template", None)
+    (path / "tokenizer_config.json").write_text(json.dumps(tok_config), encoding="utf-8")
+    (path / "chat_template.jinja").write_text(
+        "{% for m in messages %}« {{ m['content'] }} »{% endfor %}", encoding="utf-8"
+    )
+    code = (
+        "import sys; from mlx_entropix.io.load import load; lm = load(sys.argv[1]); "
+        "ids = lm.tokenizer.apply_chat_template([{'role': 'user', 'content': 'x'}]); "
+        "print(ascii(lm.tokenizer.decode(ids)))"
+    )
+    env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0",
+           "PYTHONCOERCECLOCALE": "0", "HOME": str(tmp_path)}  # fmt: skip
+    root = Path(__file__).parents[1]
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                         text=True, env=env, timeout=300, cwd=root)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "\\xab x \\xbb" in out.stdout

@@ -285,7 +285,7 @@ class ConfidenceModel:
 
     @classmethod
     def from_file(cls, path: str | Path) -> ConfidenceModel:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
         maps: dict[str, Map] = {
             k: (IsotonicMap if v.get("type") == "isotonic" else LogisticMap).from_dict(v)
             for k, v in data["maps"].items()

@@ -245,7 +245,7 @@ def mix_jobs(lm, seed: int, per_category: int = 10, root: Path | None = None) ->
     root = root or Path(__file__).resolve().parents[2] / "data"
     cfg = lm.default_config
     texts = [p.prompt for p in load_prompts(None)]
-    with (root / "open" / "dev.csv").open(newline="") as f:
+    with (root / "open" / "dev.csv").open(newline="", encoding="utf-8") as f:
         texts += [r["prompt"] for r in csv.DictReader(f)]
     jobs = [Job(("chat", i), prepare_prompt(lm, t), cfg, "normal", (seed,))
             for i, t in enumerate(texts)]  # fmt: skip
@@ -317,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"calibrate: error: {err}", file=sys.stderr)
         return 2
     if args.metrics_out:
-        Path(args.metrics_out).write_text(json.dumps(metrics.round(4).tolist()) + "\n")
+        rows = json.dumps(metrics.round(4).tolist()) + "\n"
+        Path(args.metrics_out).write_text(rows, encoding="utf-8")
     try:
         if args.fit_thresholds:
             cfg = fit_thresholds(metrics)
@@ -360,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             "state_shares": shares,
             "quantiles": {"q_low": args.q_low, "q_med": args.q_med, "q_high": args.q_high},
         }
-        Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
+        Path(args.report).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return 0
 
 

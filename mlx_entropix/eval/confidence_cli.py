@@ -29,7 +29,7 @@ def _load_records(paths: Sequence[str], mode: str) -> list[dict[str, Any]]:
     out = []
     for p in paths:
         try:
-            recs = refeaturized(json.loads(Path(p).read_text()))
+            recs = refeaturized(json.loads(Path(p).read_text(encoding="utf-8")))
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise ValueError(f"{p} is not an evaluation result: {err}") from err
         out += [r for r in recs if r["mode"] == mode and "features" in r]
@@ -128,7 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         dev = _load_records(args.dev, args.mode)
         test = _load_records(args.test, args.mode) if args.test else []
-        name = json.loads(Path(args.dev[0]).read_text())["run"].get("model", "model")
+        first = json.loads(Path(args.dev[0]).read_text(encoding="utf-8"))
+        name = first["run"].get("model", "model")
         chosen, results, caps = select(dev)
         meta = {"model": name, "fitted_on": list(args.dev), "answers": len(dev),
                 "mode": args.mode, "selected_by": "leave one category out on dev"}  # fmt: skip
@@ -144,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model.maps.update(kept)
         for k in kept:
             print(f"calibrate confidence: kept {k!r} from {out} (refit: confidence_sc.py)")
-    out.write_text(model.to_json())
+    out.write_text(model.to_json(), encoding="utf-8")
     n_boot = min(args.boot, 1000)
     report: dict[str, Any] = {
         "chosen": {f: c.name for f, c in chosen.items()},
@@ -166,10 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.report:  # Markdown for a .md path, else JSON
         md = args.report.endswith(".md")
         text = selection_markdown(report) if md else json.dumps(report, indent=1) + "\n"
-        Path(args.report).write_text(text)
+        Path(args.report).write_text(text, encoding="utf-8")
     for path in args.test if args.rescore else ():  # each scored again by the new map
         target = Path(path).with_suffix(".confidence.json")
-        target.write_text(json.dumps(rescored(json.loads(Path(path).read_text()), model),
-                                     indent=1, ensure_ascii=False) + "\n")  # fmt: skip
+        result = rescored(json.loads(Path(path).read_text(encoding="utf-8")), model)
+        target.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         print(f"wrote {target}")
     return 0

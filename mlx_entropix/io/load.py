@@ -177,7 +177,7 @@ def _load_dir(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer]:
 def _eos_ids(path: Path, config: dict[str, Any]) -> set[int]:
     sources = [config]
     with contextlib.suppress(OSError, json.JSONDecodeError):  # no generation_config, or broken
-        sources.append(json.loads((path / "generation_config.json").read_text()))
+        sources.append(json.loads((path / "generation_config.json").read_text(encoding="utf-8")))
     ids: set[int] = set()
     for src in sources:
         value = src.get("eos_token_id")
@@ -199,7 +199,7 @@ def load_hf_tokenizer(path: Path, config: dict[str, Any]) -> Tokenizer:
     template = None
     jinja = path / "chat_template.jinja"
     if not getattr(hf, "chat_template", None) and jinja.exists():
-        template = jinja.read_text()
+        template = jinja.read_text(encoding="utf-8")
     return Tokenizer(hf, eos_token_ids=_eos_ids(path, config), chat_template=template)
 
 
@@ -248,7 +248,7 @@ def _from_hub(repo_id: str) -> Path:
 def _read_config(path: Path) -> dict[str, Any]:
     """A checkpoint directory's ``config.json``; unreadable: a ``ModelLoadError`` naming it."""
     try:
-        return json.loads((path / "config.json").read_text())
+        return json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise ModelLoadError(f"cannot read {path / 'config.json'}: {err}") from err
 

@@ -134,7 +134,7 @@ def measured_once(name: str, measure: Callable[[], bool | None], what: str = "")
     home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlx-entropix"
     path = home / f"{name}.json"
     try:
-        known = json.loads(path.read_text())
+        known = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         known = {}
     if key not in known:
@@ -144,7 +144,7 @@ def measured_once(name: str, measure: Callable[[], bool | None], what: str = "")
         known[key] = value
         try:
             home.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(known, indent=1))
+            path.write_text(json.dumps(known, indent=1), encoding="utf-8")
         except OSError:
             pass
     return bool(known[key])

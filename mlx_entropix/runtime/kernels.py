@@ -81,7 +81,7 @@ def is_warm() -> bool:
 
 def mark_warm() -> None:
     kernel_dir().mkdir(parents=True, exist_ok=True)
-    (kernel_dir() / MARKER).write_text(f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    (kernel_dir() / MARKER).write_text(f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n", encoding="utf-8")
 
 
 def needs_warmup(backend: str, compiling: bool) -> bool:
