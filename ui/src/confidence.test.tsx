@@ -19,6 +19,22 @@ describe("answer confidence", () => {
     expect(answerTokens(toks, null).size).toBe(0);
   });
 
+  test("spans count code points, as the server does: an emoji before the answer is one", () => {
+    // What the embedded model sent for a greedy "🙂" answer: the emoji's first token adds no text.
+    const text = "🙂 is 5, 🙂 🙂";
+    const toks = [token(0, ""), token(1, "🙂"), token(2, " is"), token(3, " 5"), token(4, ", 🙂"), token(5, " 🙂")];
+    expect([...answerTokens(toks, [0, 1])]).toEqual([1]);
+    expect([...answerTokens(toks, [5, 6])]).toEqual([3]);
+    expect([...answerTokens(toks, [10, 11])]).toEqual([5]);
+    const d = { ...done(), text, confidence: 0.5, answer_span: [5, 6] };
+    expect(renderToStaticMarkup(<ConfidenceBadge done={d} />)).toContain("<mark>5</mark>");
+    const first = renderToStaticMarkup(<ConfidenceBadge done={{ ...d, answer_span: [0, 1] }} />);
+    expect(first).toContain("<mark>🙂</mark>");
+    // A long answer is cut between characters, never inside an emoji.
+    const long = renderToStaticMarkup(<ConfidenceBadge done={{ ...d, text: "🙂".repeat(80), answer_span: [0, 80] }} />);
+    expect(long).toContain(`<mark>${"🙂".repeat(57)}...</mark>`);
+  });
+
   test("badge: reading, percentage, the answer marked, abstention", () => {
     const d = { ...done(), text: " Paris. It is", confidence: 0.83, answer_span: [1, 6] };
     const html = renderToStaticMarkup(<ConfidenceBadge done={d} />);

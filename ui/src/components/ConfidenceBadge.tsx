@@ -1,5 +1,5 @@
 import type { DoneEvent } from "../generated/events";
-import { confidenceReading } from "../confidence";
+import { clip, confidenceReading, spanText } from "../confidence";
 
 /** How likely the answer is right, in plain words, with the answer it was computed on, how
  * many hidden sampled answers agreed (a request's confidence_samples), and "abstained" when it
@@ -7,8 +7,7 @@ import { confidenceReading } from "../confidence";
 export function ConfidenceBadge({ done }: { done?: DoneEvent }) {
   if (!done || done.confidence == null) return null;
   const reading = confidenceReading(done.confidence);
-  const span = done.answer_span;
-  const answer = span && span.length === 2 ? done.text.slice(span[0], span[1]).trim() : "";
+  const answer = spanText(done.text, done.answer_span).trim();
   const pct = Math.round(100 * done.confidence);
   return (
     <div className="confidence" data-testid="confidence" data-reading={reading}>
@@ -17,7 +16,7 @@ export function ConfidenceBadge({ done }: { done?: DoneEvent }) {
       </span>
       {answer && (
         <span className="confidence-answer">
-          answer <mark>{answer.length > 60 ? `${answer.slice(0, 57)}...` : answer}</mark>
+          answer <mark>{clip(answer, 60)}</mark>
         </span>
       )}
       {done.confidence_samples > 0 && done.agreement != null && (
