@@ -25,7 +25,10 @@ export function samplerOverrides(defaults: SamplerConfig | null, edits: Edits): 
       if (JSON.stringify(value) !== JSON.stringify(def)) sampler[key] = value;
       continue;
     }
-    if (typeof def === "boolean") value = raw === "true";
+    // A field whose default is null (no answer reader, no cue) shows empty: emptied again, it is
+    // that default, not "" (which the server refuses as a reader, or would append as a cue).
+    if (def === null && (raw ?? "").trim() === "") value = null;
+    else if (typeof def === "boolean") value = raw === "true";
     else if (typeof def === "number") {
       const text = (raw ?? "").trim();
       const n = Number(text);

@@ -40,4 +40,11 @@ describe("sampler field labels", () => {
     expect(o.errors).toEqual({ fork_branches: "must be a whole number" });
     expect(samplerOverrides(defaults, { fork_aggregate: "false" }).sampler).toBeNull();
   });
+
+  test("a field with a null default, typed in then emptied, is its default again (not sent)", () => {
+    const defaults = { fork_answer_kind: null, fork_answer_cue: null, temperature: 0.7 } as unknown as SamplerConfig;
+    expect(samplerOverrides(defaults, { fork_answer_kind: "", fork_answer_cue: " " }).sampler).toBeNull();
+    const set = samplerOverrides(defaults, { fork_answer_kind: "numeric", fork_answer_cue: "So the answer is" });
+    expect(set.sampler).toEqual({ fork_answer_kind: "numeric", fork_answer_cue: "So the answer is" });
+  });
 });
