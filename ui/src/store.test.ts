@@ -12,6 +12,7 @@ describe("session reducer", () => {
     expect(s.runs.map((r) => r.tokens.map((t) => t.text).join(""))).toEqual(["AB", "a"]);
     expect(s.runs[1].done?.finish_reason).toBe("length");
     expect(s.status).toBe("running");
+    s = reducer(s, { type: "events", events: [done("entropix", 2)] });
     s = reducer(s, { type: "finished" });
     expect(s.status).toBe("done");
     expect(statusText(s)).toContain("3 tokens");
@@ -63,5 +64,21 @@ describe("session reducer", () => {
     expect(s.runs).toEqual([]);
     expect(s.status).toBe("error");
     expect(statusText(s)).toBe("Failed.");
+  });
+
+  test("an answer the server cut short is interrupted, with the reason, not done", () => {
+    // The server's time limit (--timeout) or its shutdown ends a stream with finish_reason
+    // "cancelled": the page never pressed Stop (Stop closes the stream, no done is read).
+    let s = reducer(initialSession, { type: "start", modes: ["entropix"] });
+    s = reducer(s, { type: "events", events: [token(0, "x"), { ...done("entropix", 1), finish_reason: "cancelled" }] });
+    s = reducer(s, { type: "finished" });
+    expect(s.status).toBe("interrupted");
+    expect(statusText(s)).toBe("Interrupted after 1 tokens: the server stopped the generation (its per-request time limit, or it shut down).");
+    // A stream that ended cleanly before a mode's done: that mode's answer is incomplete.
+    let c = reducer(initialSession, { type: "start", modes: ["entropix", "normal"] });
+    c = reducer(c, { type: "events", events: [token(0, "x"), done("entropix", 1), token(0, "y", "flowing", "normal")] });
+    c = reducer(c, { type: "finished" });
+    expect(c.status).toBe("interrupted");
+    expect(statusText(c)).toBe("Interrupted after 2 tokens: the stream ended before the answer was complete.");
   });
 });

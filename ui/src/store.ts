@@ -10,7 +10,7 @@ export interface Run {
   error?: string;
 }
 
-export type Status = "idle" | "running" | "done" | "stopped" | "error";
+export type Status = "idle" | "running" | "done" | "stopped" | "interrupted" | "error";
 
 export interface Session {
   status: Status;
@@ -27,6 +27,17 @@ export type Action =
   | { type: "rejected"; message: string }; // the request was never sent (invalid form)
 
 export const initialSession: Session = { status: "idle", runs: [] };
+
+/** Why a stream that ended by itself left an answer unfinished; undefined when every run ended
+ * (done or error). The page's Stop closes the stream and never reads a done, so a done saying
+ * "cancelled" is the server's own cut: its per-request time limit, or its shutdown. */
+export function cutShort(runs: readonly Run[]): string | undefined {
+  if (runs.some((r) => !r.error && r.done?.finish_reason === "cancelled")) {
+    return "the server stopped the generation (its per-request time limit, or it shut down).";
+  }
+  if (runs.some((r) => !r.done && !r.error)) return "the stream ended before the answer was complete.";
+  return undefined;
+}
 
 function applyEvent(runs: Run[], ev: StreamEvent, session: Session): [Run[], string | undefined] {
   if (ev.type === "error" && !ev.mode) return [runs, ev.message];
@@ -71,7 +82,7 @@ export function reducer(session: Session, action: Action): Session {
     }
     case "finished": {
       const failed = session.error || session.runs.some((r) => r.error);
-      return { ...session, status: failed ? "error" : "done" };
+      return { ...session, status: failed ? "error" : cutShort(session.runs) ? "interrupted" : "done" };
     }
     case "stopped":
       return { ...session, status: "stopped" };
@@ -103,6 +114,8 @@ export function statusText(session: Session): string {
     }
     case "stopped":
       return `Stopped after ${n} tokens.`;
+    case "interrupted":
+      return `Interrupted after ${n} tokens: ${cutShort(session.runs) ?? "the answer is incomplete."}`;
     case "error":
       return runsWithTokens(session) ? `Failed after ${n} tokens.` : "Failed.";
   }

@@ -91,6 +91,13 @@ describe("conversation store", () => {
     d = C.onRun(d, "a", { type: "events", events: [token(0, "x")] }, 2);
     d = C.onRun(d, "a", { type: "finished" }, 3);
     expect((d.turns[1] as C.AssistantTurn).status).toBe("interrupted");
+    // The server cut it short (its time limit, its shutdown): a done saying "cancelled".
+    let t = C.send(C.newConversation("t", 0), "Hi", ["u", "a"], settings(), 1);
+    t = C.onRun(t, "a", { type: "events", events: [token(0, "x"), { ...done("entropix", 1), finish_reason: "cancelled" }] }, 2);
+    t = C.onRun(t, "a", { type: "finished" }, 3);
+    const cut = t.turns[1] as C.AssistantTurn;
+    expect(cut.status).toBe("interrupted");
+    expect(C.turnStatusText(cut)).toContain("Interrupted after 1 tokens: The server stopped the generation (its per-request time limit");
     // Nothing arrived: a failed turn, left out of the history.
     let e = C.send(C.newConversation("e", 0), "Hi", ["u", "a"], settings(), 1);
     e = C.onRun(e, "a", { type: "failed", message: "Cannot reach the server" }, 2);

@@ -2,7 +2,7 @@
 // assistant turn with the runs (one per mode) that the single-prompt view shows, and the chat
 // history that the next request sends. Persistence and the network live elsewhere.
 import type { Mode, StreamEvent } from "../generated/events";
-import { reducer, type Run, type Session } from "../store";
+import { cutShort, reducer, type Run, type Session } from "../store";
 
 /** "interrupted": the stream broke off (server gone) or the page was closed mid-answer. */
 export type TurnStatus = "running" | "done" | "stopped" | "interrupted" | "error";
@@ -177,12 +177,13 @@ export function onRun(c: Conversation, turnId: string, action: RunAction, now: n
   let status: TurnStatus = turn.status;
   let error = next.error;
   if (action.type === "finished") {
-    // A stream that ended before every mode said done (or failed): the server went away.
-    const cut = next.runs.some((r) => !r.done && !r.error);
+    // A stream that ended before every mode said done (or failed): the server went away, or
+    // it cut the answer short (its time limit, its shutdown).
+    const cut = cutShort(next.runs);
     if (next.status === "error") status = "error";
     else if (cut) {
       status = "interrupted";
-      error = "The stream ended before the answer was complete.";
+      error = cut[0].toUpperCase() + cut.slice(1);
     } else status = "done";
   }
   else if (action.type === "stopped") status = "stopped";
