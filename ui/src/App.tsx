@@ -4,6 +4,7 @@ import type { ForkEvent, Mode, SamplerConfig, StreamEvent } from "./generated/ev
 import { countStates, stateTable } from "./format";
 import { effectiveConfig, samplerOverrides, type Edits } from "./sampler";
 import { buildRequest } from "./request";
+import { retryUntilLoaded } from "./retry";
 import { initialSession, reducer, statusText } from "./store";
 import { PromptForm, type FormValues } from "./components/PromptForm";
 import { SamplerPanel } from "./components/SamplerPanel";
@@ -46,16 +47,23 @@ export function App() {
   const [view, setView] = useView();
   const [chatBusy, setChatBusy] = useState(false); // leaving mid-answer would cut it off
 
+  // The server may start after the page (the load error says how): keep trying; once it
+  // answers, the error goes and the prompts, settings and model name fill in.
   useEffect(() => {
     let cancelled = false;
-    const fail = (err: unknown) => {
-      if (!cancelled) setLoadError(err instanceof Error ? err.message : String(err));
-    };
-    getConfig().then((c) => !cancelled && setConfig(c), fail);
-    getPrompts().then((p) => !cancelled && setPrompts(p), () => undefined);
-    getJSON<Info>("/api/info").then((i) => !cancelled && setInfo(i), () => undefined);
+    const stop = retryUntilLoaded(
+      getConfig,
+      (c) => {
+        setConfig(c);
+        setLoadError(null);
+        getPrompts().then((p) => !cancelled && setPrompts(p), () => undefined);
+        getJSON<Info>("/api/info").then((i) => !cancelled && setInfo(i), () => undefined);
+      },
+      (err) => setLoadError(err instanceof Error ? err.message : String(err)),
+    );
     return () => {
       cancelled = true;
+      stop();
     };
   }, []);
 
