@@ -737,8 +737,12 @@ test("normal mode's inspector says its parameters are fixed, entropix's adjusted
 test("phone: the token inspector follows the tokens, before the charts", async (page) => {
   await page.setViewportSize({ width: 390, height: 844 });
   try {
-    const toks = states(["Small", " screens", " need", " the", " details", " close", "."], "entropix", ["flowing", "adaptive", "exploring"]);
-    await mockStream(page, "/api/generate", [...toks, fakeDone("entropix", toks)]);
+    // An answer with no break in it (a URL) must wrap in its badge too, not widen the page.
+    const url = " https://example.com/a_long_answer_with_no_place_to_break_it_on_a_phone";
+    const toks = states(["Small", " screens", " need", " the", " details", " close", url], "entropix", ["flowing", "adaptive", "exploring"]);
+    const text = toks.map((t) => t.text).join("");
+    const span = [text.length - url.length + 1, text.length];
+    await mockStream(page, "/api/generate", [...toks, fakeDone("entropix", toks, { confidence: 0.5, answer_span: span })]);
     await setForm(page, { prompt: "Hello", maxTokens: 7, mode: "entropix" });
     await run(page);
     await waitDone(page);
@@ -753,6 +757,8 @@ test("phone: the token inspector follows the tokens, before the charts", async (
     assert(insp.y >= tokens.y + tokens.height - 1, `inspector (${insp.y}) below the tokens (${tokens.y + tokens.height})`);
     assert(insp.y + insp.height <= charts.y + 1, `inspector ends (${insp.y + insp.height}) before the charts (${charts.y})`);
     assert(insp.y - (tokens.y + tokens.height) < 40, "right after the tokens");
+    const [scroll, client] = await page.evaluate(() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]);
+    assert(scroll <= client, `no sideways scrolling (page ${scroll} px wide in ${client})`);
   } finally {
     await page.setViewportSize(VIEWPORT);
     await page.unroute("**/api/generate");
