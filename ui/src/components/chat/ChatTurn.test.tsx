@@ -47,6 +47,16 @@ describe("chat turns", () => {
     expect(render(turn(), true)).toContain('id="tok-a1-entropix-1"');
   });
 
+  test("an answer's marked span comes with its confidence badge, as in the single-prompt view", () => {
+    const d = { ...done("entropix", 2), text: "Hi!", confidence: 0.83, answer_span: [0, 2] };
+    const html = render(turn({ runs: [{ mode: "entropix", tokens: [token(0, "Hi"), token(1, "!")], done: d }] }), true);
+    expect(html).toContain("tok in-answer");
+    expect(html).toContain('data-testid="confidence"');
+    expect(html).toContain("likely right · 83%");
+    expect(html).toContain("<mark>Hi</mark>");
+    expect(render(turn(), true)).not.toContain('data-testid="confidence"'); // no confidence: no badge
+  });
+
   test("an interrupted answer says so and keeps its tokens", () => {
     const html = render(turn({ status: "interrupted", error: "The stream broke off" }), true);
     expect(html).toContain('data-status="interrupted"');

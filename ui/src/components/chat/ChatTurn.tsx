@@ -5,6 +5,7 @@ import type { ForkEvent, Mode, SamplerConfig } from "../../generated/events";
 import type { StateTable } from "../../format";
 import type { AssistantTurn, UserTurn } from "../../chat/conversation";
 import { StatsBar } from "../StatsBar";
+import { ConfidenceBadge } from "../ConfidenceBadge";
 import { TokenStream } from "../TokenStream";
 import { ForkView } from "../ForkView";
 import { Charts, type Selection } from "../Charts";
@@ -111,6 +112,7 @@ export const AssistantTurnView = memo(function AssistantTurnView(p: AssistantPro
               </div>
               {r.error && <p className="run-error">{r.error}</p>}
               <StatsBar run={r} table={table} />
+              <ConfidenceBadge done={r.done} />
               <TokenStream
                 run={r}
                 table={table}
