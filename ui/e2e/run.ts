@@ -292,6 +292,10 @@ test("keyboard: arrow keys move between tokens and inspect them", async (page) =
   await page.mouse.move(5, 5);
   const heading = await page.locator('[data-testid="inspector"] h2').textContent();
   assert(heading?.includes("Token #2") && heading.includes("pinned"), `inspector follows focus: ${heading}`);
+  await page.keyboard.press("Escape"); // unpins
+  const pressed = await page.locator('[data-testid="output-entropix"] .tok[aria-pressed="true"]').count();
+  const after = await page.locator(".right").textContent(); // the inspector's column
+  assert(pressed === 0 && !after?.includes("pinned"), `Escape unpins (${pressed} pressed; inspector: ${after?.slice(0, 80)})`);
   await page.keyboard.press("ArrowRight"); // leave a token focused for the screenshot
   await page.keyboard.press("ArrowRight");
   await page.keyboard.press("ArrowRight");

@@ -127,6 +127,10 @@ export function App() {
     } else setHovered({ mode, index });
   }, []);
   const onLeave = useCallback(() => setHovered(null), []);
+  const onUnpin = useCallback(() => {
+    setPinned(null);
+    setHovered(null);
+  }, []);
   const onToggleFork = useCallback((f: ForkEvent) => {
     setOpenFork((cur) => (cur && cur.mode === f.mode && cur.index === f.index ? null : { mode: f.mode, index: f.index }));
   }, []);
@@ -236,6 +240,7 @@ export function App() {
                     running={running}
                     onInspect={onInspect}
                     onLeave={onLeave}
+                    onUnpin={onUnpin}
                     openFork={openFork?.mode === r.mode ? openFork.index : null}
                     onToggleFork={onToggleFork}
                   />

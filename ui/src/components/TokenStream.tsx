@@ -16,6 +16,7 @@ interface Props {
   running: boolean;
   onInspect: (mode: Mode, index: number, pin: boolean) => void;
   onLeave: () => void;
+  onUnpin?: () => void; // Escape: forget the pinned token (the inspector goes back to hover)
   openFork?: number | null; // index of this run's open fork
   onToggleFork?: (fork: ForkEvent) => void;
   idPrefix?: string; // keeps element ids unique where several outputs of a mode are shown (chat)
@@ -25,7 +26,7 @@ interface Props {
  * The generated text as focusable tokens. One tab stop for the whole output (roving tabindex):
  * arrow keys move between tokens, Home/End jump, Escape unpins.
  */
-export function TokenStream({ run, table, selected, running, onInspect, onLeave, openFork = null, onToggleFork, idPrefix = "" }: Props) {
+export function TokenStream({ run, table, selected, running, onInspect, onLeave, onUnpin, openFork = null, onToggleFork, idPrefix = "" }: Props) {
   const ref = useRef<HTMLDivElement>(null);
   const inspect = useCallback(
     (index: number, pin: boolean) => onInspect(run.mode, index, pin),
@@ -53,7 +54,7 @@ export function TokenStream({ run, table, selected, running, onInspect, onLeave,
     else if (e.key === "Home") next = 0;
     else if (e.key === "End") next = n - 1;
     else if (e.key === "Escape") {
-      onLeave();
+      (onUnpin ?? onLeave)();
       return;
     }
     if (next === null) return;

@@ -73,6 +73,7 @@ interface AssistantProps {
   openFork: TurnSelection | null; // this turn's open fork, if any
   onInspect: (sel: TurnSelection, pin: boolean) => void;
   onLeave: () => void;
+  onUnpin?: () => void;
   onToggleFork: (sel: TurnSelection) => void;
   onRegenerate: () => void;
   onChoose: (turnId: string, mode: Mode) => void;
@@ -121,6 +122,7 @@ export const AssistantTurnView = memo(function AssistantTurnView(p: AssistantPro
                 running={running}
                 onInspect={onInspect}
                 onLeave={p.onLeave}
+                onUnpin={p.onUnpin}
                 openFork={openFork?.mode === r.mode ? openFork.index : null}
                 onToggleFork={onToggleFork}
               />

@@ -59,6 +59,10 @@ export function ChatView({ table, defaults, edits, overrides, thresholds, onEdit
     } else setHovered(sel);
   }, []);
   const onLeave = useCallback(() => setHovered(null), []);
+  const onUnpin = useCallback(() => {
+    setPinned(null);
+    setHovered(null);
+  }, []);
   const onToggleFork = useCallback((sel: TurnSelection) => setOpenFork((cur) => (same(cur, sel) ? null : sel)), []);
   // Stable callbacks (the turns are memoised) that call the chat's latest functions.
   const chatRef = useRef(chat);
@@ -159,6 +163,7 @@ export function ChatView({ table, defaults, edits, overrides, thresholds, onEdit
                 openFork={openFork?.turn === t.id ? openFork : null}
                 onInspect={onInspect}
                 onLeave={onLeave}
+                onUnpin={onUnpin}
                 onToggleFork={onToggleFork}
                 onRegenerate={onRegenerate}
                 onChoose={onChoose}
