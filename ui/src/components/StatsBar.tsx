@@ -7,9 +7,10 @@ import type { Run } from "../store";
 export function StatsBar({ run, table }: { run: Run; table: StateTable }) {
   const live = countStates(run.tokens);
   const counts = run.done ? { ...live, ...run.done.state_counts } : live;
-  const ttft = run.done?.ttft_s ?? run.tokens[0]?.elapsed_s;
-  const rate = run.done?.decode_tok_s ?? liveRate(run.tokens);
   const n = run.done?.generated_tokens ?? run.tokens.length;
+  // No token, no time to the first one (the done event says 0.0 then).
+  const ttft = n === 0 ? undefined : (run.done?.ttft_s ?? run.tokens[0]?.elapsed_s);
+  const rate = run.done?.decode_tok_s ?? liveRate(run.tokens);
   const work = forkWork(run.done);
   const forks = run.done?.forks ?? run.forks?.length ?? 0;
   return (
@@ -18,7 +19,7 @@ export function StatsBar({ run, table }: { run: Run; table: StateTable }) {
         <span className="stat-k">tokens</span> <span className="stat-v" data-testid="stat-tokens">{n}</span>
       </span>
       <span className="stat">
-        <span className="stat-k">TTFT</span> <span className="stat-v">{formatSeconds(ttft)}</span>
+        <span className="stat-k">TTFT</span> <span className="stat-v" data-testid="stat-ttft">{formatSeconds(ttft)}</span>
       </span>
       <span className="stat">
         <span className="stat-k">speed</span> <span className="stat-v">{formatRate(rate)}</span>

@@ -155,4 +155,12 @@ describe("forks", () => {
     expect(html).toContain("40 / 10 (4.0×)");
     expect(renderToStaticMarkup(<StatsBar run={{ mode: "entropix", tokens: [], done: done() }} table={table} />)).not.toContain("computed");
   });
+
+  test("stats bar: no first token, no time to it (the server's 0.0 is not '0 ms')", () => {
+    const empty = { ...done("entropix", 0), ttft_s: 0 };
+    const html = renderToStaticMarkup(<StatsBar run={{ mode: "entropix", tokens: [], done: empty }} table={table} />);
+    expect(html).toContain('data-testid="stat-ttft">–<');
+    const one = renderToStaticMarkup(<StatsBar run={{ mode: "entropix", tokens: [], done: { ...done("entropix", 1), ttft_s: 0.25 } }} table={table} />);
+    expect(one).toContain('data-testid="stat-ttft">250 ms<');
+  });
 });
