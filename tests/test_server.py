@@ -374,7 +374,10 @@ def test_static_ui_served_at_root(tmp_path):
 
     root, js, missing = asyncio.run(main())
     assert root.status_code == 200 and "entropix ui" in root.text
+    # The page names its hashed scripts: checked again on every load, never kept stale.
+    assert root.headers["cache-control"] == "no-cache"
     assert js.status_code == 200
+    assert "cache-control" not in js.headers
     assert missing.status_code == 404 and json.loads(missing.text)["detail"]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .. import __version__
@@ -26,6 +28,24 @@ NO_UI_PAGE = """<!doctype html><meta charset="utf-8"><title>mlx-entropix</title>
 <p>mlx-entropix server is running. The UI is not built (<code>cd ui && bun install
 --frozen-lockfile && bun run build</code>, as in the README). API: <a href="/docs">/docs</a>,
 <a href="/api/info">/api/info</a>.</p>"""
+
+
+class UiFiles(StaticFiles):
+    """The built UI. Its pages name their scripts by content hash, so a browser must check a
+    page again on each load (``no-cache``): kept by heuristic caching, an old page would ask,
+    after a rebuild, for scripts that are gone (a blank page) or cached (the old UI)."""
+
+    def file_response(
+        self,
+        full_path: str | os.PathLike[str],
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        if str(full_path).endswith(".html"):
+            response.headers["Cache-Control"] = "no-cache"
+        return response
 
 
 def make_worker(settings: ServerSettings) -> Worker[Engine]:
@@ -87,7 +107,7 @@ def create_app(settings: ServerSettings | None = None, worker: Worker[Engine] | 
         # The UI answers what no route matches, as the router's default (html=True serves
         # index.html at /). Not a mount at "/": a mount matches every path, so a wrong method
         # on an API route would reach the static files (404) instead of the route (405).
-        ui = StaticFiles(directory=ui_dir, html=True)
+        ui = UiFiles(directory=ui_dir, html=True)
 
         async def ui_or_404(scope: Scope, receive: Receive, send: Send) -> None:
             # A path of the APIs no route matches is not found, whatever the method: the
