@@ -489,3 +489,23 @@ def test_fork_mode_streams_fork_events(client, embedded):
     events = stream_generate(client, body, "/api/compare").json()
     assert sorted(e["mode"] for e in events if e["type"] == "done") == ["fork", "greedy"]
     assert [e["mode"] for e in events if e["type"] == "fork"] == ["fork"]
+
+
+def test_one_ctrl_c_is_one_sigint_even_when_uv_forwards_it():
+    """`uv run mlx_server.py` + Ctrl-C: the terminal's SIGINT reaches uv and the server, and uv
+    forwards it, so two come at once. uvicorn took the second as force quit (the open streams
+    cut mid-body, tracebacks); now it is the same Ctrl-C. A later one still forces the quit."""
+    import signal
+
+    from mlx_entropix.server.main import one_ctrl_c
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app=lambda: None))
+    one_ctrl_c(server, window_s=0.2)
+    server.handle_exit(signal.SIGINT, None)
+    server.handle_exit(signal.SIGINT, None)  # forwarded by uv
+    assert server.should_exit and not server.force_exit
+    time.sleep(0.3)
+    server.handle_exit(signal.SIGINT, None)  # the user presses Ctrl-C again: quit now
+    assert server.force_exit

@@ -19,6 +19,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -152,6 +153,29 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
     )
 
 
+SAME_CTRL_C_S = 0.5  # a second SIGINT this soon after the first is the same Ctrl-C
+
+
+def one_ctrl_c(server: Any, window_s: float = SAME_CTRL_C_S) -> None:
+    """Make a uvicorn server take one Ctrl-C as one. Under ``uv run`` (the README's command) a
+    terminal's Ctrl-C reaches both uv and this process, and uv forwards it: two SIGINTs at
+    once, and uvicorn took the second as "force quit", cutting the open streams mid-body
+    (clients: a network error, no done event; the log: tracebacks). A SIGINT later than
+    ``window_s`` still forces the quit."""
+    handle = server.handle_exit
+    first: list[float] = []
+
+    def handle_exit(sig: int, frame: Any) -> None:
+        if sig == signal.SIGINT:
+            now = time.monotonic()
+            if first and now - first[0] < window_s:
+                return
+            first[:] = first or [now]
+        handle(sig, frame)
+
+    server.handle_exit = handle_exit  # capture_signals installs server.handle_exit
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
@@ -204,8 +228,15 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     app = create_app(settings, worker=worker)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
-    return 0
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level)
+    )
+    one_ctrl_c(server)
+    try:  # as uvicorn.run: after its shutdown, uvicorn raises the signal it caught again
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    return 0 if server.started else 3  # 3: uvicorn's startup failure (e.g. the port is taken)
 
 
 if __name__ == "__main__":
