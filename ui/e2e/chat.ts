@@ -3,7 +3,7 @@
 // are slow); the others build a conversation through an import or mock a stream.
 
 import { readFileSync } from "node:fs";
-import type { Page, Request } from "playwright-core";
+import type { Page, Request, Route } from "playwright-core";
 import type { DoneEvent, Mode, State, TokenEvent } from "../src/generated/events";
 
 export interface Harness {
@@ -285,5 +285,34 @@ export function chatCases(h: Harness): void {
     assert(sent.length === 1 && sent[0].messages.at(-1).content === "Why blue?", "the edited message was sent");
     assert((await page.locator('[data-testid="turn-assistant"]').first().locator('[data-testid="choose-entropix"]').count()) === 0, "an earlier pick is fixed");
     await page.click('[data-testid="view-prompt"]'); // leave the page as the other cases expect it
+  });
+
+  test("chat: open in two tabs, the tab that missed the other's turn does not overwrite it", async (page) => {
+    await fresh(page, { maxTokens: 4, mode: "entropix" });
+    const answer = (route: Route) => {
+      const toks = [h.token(0, "Ok", "flowing")];
+      return route.fulfill({ status: 200, contentType: "text/event-stream", body: h.sseBody([...toks, h.done("entropix", toks)]) });
+    };
+    const other = await page.context().newPage();
+    try {
+      await page.route("**/api/generate", answer);
+      await other.route("**/api/generate", answer);
+      await say(page, "First");
+      await other.goto(`${new URL(page.url()).origin}/#chat`); // opens the same conversation
+      await waitFor("the other tab's thread", async () => (await turnCount(other)) === 2, 15_000);
+      await say(page, "Second, from the first tab");
+      await say(other, "Second, from the other tab");
+      const notice = await waitFor("the other tab's notice", async () => {
+        const el = other.locator('[data-testid="chat-alert"]');
+        return (await el.count()) ? el.textContent() : undefined;
+      }, 10_000);
+      assert(notice?.includes("changed in another tab"), `the other tab says why it did not save: ${notice}`);
+      await reloadChat(page, 4);
+      assert((await thread(page))[2].text === "Second, from the first tab", "the first tab's turn is kept");
+    } finally {
+      await other.close();
+      await page.unroute("**/api/generate");
+    }
+    await page.click('[data-testid="view-prompt"]');
   });
 }

@@ -136,4 +136,17 @@ describe("conversation store", () => {
     await s.remove("c1");
     expect(await s.load("c1")).toBeUndefined();
   });
+
+  test("a save built on an older stored version is refused: the other tab's turns are kept", async () => {
+    const s = memoryStorage();
+    const v1 = { ...finished(1), updated: 10 };
+    expect(await s.save(v1, null)).toBe(true); // new: nothing stored yet
+    const tabA = { ...finished(2), updated: 20 }; // tab A adds a turn to v1
+    const tabB = { ...finished(2), updated: 21, title: "B" }; // tab B, which saw only v1, too
+    expect(await s.save(tabA, 10)).toBe(true);
+    expect(await s.save(tabB, 10)).toBe(false);
+    expect(await s.load("c1")).toEqual(tabA);
+    expect(await s.save(v1, null)).toBe(false); // "none stored" no longer holds
+    expect(await s.save(tabB)).toBe(true); // unchecked
+  });
 });

@@ -15,12 +15,19 @@ export interface ChatStorage {
   readonly durable: boolean;
   list(): Promise<Summary[]>; // newest first
   load(id: string): Promise<Conversation | undefined>;
-  save(c: Conversation): Promise<void>;
+  /** Write `c`, unless another tab changed it: with `since` (the `updated` of the stored
+   * version `c` was built on; null: none stored), a stored version that differs is kept and
+   * false returned (nothing written). Without `since`, always written. */
+  save(c: Conversation, since?: number | null): Promise<boolean>;
   remove(id: string): Promise<void>;
 }
 
 export const summaryOf = (c: Conversation): Summary => ({ id: c.id, title: c.title, updated: c.updated, turns: c.turns.length });
 const newestFirst = (a: Summary, b: Summary) => b.updated - a.updated;
+
+/** May `c` overwrite what is stored (`stored`: its summary there, if any)? */
+const unchanged = (stored: Summary | undefined, since: number | null | undefined): boolean =>
+  since === undefined || (stored?.updated ?? null) === since;
 
 export function memoryStorage(): ChatStorage {
   const items = new Map<string, Conversation>();
@@ -31,7 +38,12 @@ export function memoryStorage(): ChatStorage {
       const c = items.get(id);
       return c && structuredClone(c);
     },
-    save: async (c) => void items.set(c.id, structuredClone(c)),
+    save: async (c, since) => {
+      const stored = items.get(c.id);
+      if (!unchanged(stored && summaryOf(stored), since)) return false;
+      items.set(c.id, structuredClone(c));
+      return true;
+    },
     remove: async (id) => void items.delete(id),
   };
 }
@@ -66,11 +78,20 @@ export async function indexedDbStorage(factory: IDBFactory = indexedDB): Promise
     durable: true,
     list: async () => ((await promised(db.transaction(SUMMARIES).objectStore(SUMMARIES).getAll())) as Summary[]).sort(newestFirst),
     load: async (id) => (await promised(db.transaction(FULL).objectStore(FULL).get(id))) as Conversation | undefined,
-    save: async (c) => {
+    save: async (c, since) => {
+      // Check and write in one transaction: another tab's save cannot come in between.
       const tx = db.transaction([FULL, SUMMARIES], "readwrite");
-      tx.objectStore(FULL).put(c);
-      tx.objectStore(SUMMARIES).put(summaryOf(c));
+      const summaries = tx.objectStore(SUMMARIES);
+      let written = false;
+      const get = summaries.get(c.id);
+      get.onsuccess = () => {
+        if (!unchanged(get.result as Summary | undefined, since)) return;
+        tx.objectStore(FULL).put(c);
+        summaries.put(summaryOf(c));
+        written = true;
+      };
       await done(tx);
+      return written;
     },
     remove: async (id) => {
       const tx = db.transaction([FULL, SUMMARIES], "readwrite");

@@ -51,6 +51,7 @@ export function useChat(values: ChatValues, sampler: Partial<SamplerConfig> | nu
       if (cancelled) return;
       setStorage(s);
       setList(saved);
+      if (loaded) base.current.set(loaded.id, loaded.updated);
       setConv(loaded ? C.settleRunning(loaded) : C.newConversation(newId(), Date.now()));
       if (!s.durable) setNotice("This browser does not let the page store data: conversations last until a reload.");
     })();
@@ -61,13 +62,26 @@ export function useChat(values: ChatValues, sampler: Partial<SamplerConfig> | nu
   }, []);
 
   // Save: at once when idle, throttled while an answer streams in; again when the page hides.
+  // `base`: per conversation, the `updated` of the stored version this tab's copy continues
+  // (set when loaded, and when a save is sent: this tab's saves run in order). A conversation
+  // open in two tabs is never overwritten by the one that did not see the other's turns.
   const saved = useRef<C.Conversation | null>(null);
+  const base = useRef(new Map<string, number>());
   const save = useCallback(
     (c: C.Conversation) => {
       if (!storage || saved.current === c || c.turns.length === 0) return;
       saved.current = c;
-      storage.save(c).then(
-        () => setList((l) => [summaryOf(c), ...l.filter((x) => x.id !== c.id)]),
+      const since = base.current.get(c.id) ?? null;
+      base.current.set(c.id, c.updated);
+      storage.save(c, since).then(
+        (written) => {
+          if (written) setList((l) => [summaryOf(c), ...l.filter((x) => x.id !== c.id)]);
+          else {
+            if (since === null) base.current.delete(c.id);
+            else base.current.set(c.id, since); // later saves from this tab are refused too
+            setNotice("This conversation was changed in another tab: the changes here are not saved (that tab's are kept). Export JSON to keep these, or reopen the conversation.");
+          }
+        },
         (err) => setNotice(`Could not save the conversation: ${err instanceof Error ? err.message : String(err)}. Export it to keep it.`),
       );
     },
@@ -189,7 +203,13 @@ export function useChat(values: ChatValues, sampler: Partial<SamplerConfig> | nu
     open: (id) => {
       if (!storage || (conv && C.isRunning(conv))) return;
       storage.load(id).then(
-        (c) => (c ? (setNotice(null), replaceConv(C.settleRunning(c))) : setNotice("That conversation is no longer saved.")),
+        (c) => {
+          if (!c) return setNotice("That conversation is no longer saved.");
+          base.current.set(c.id, c.updated);
+          saved.current = null;
+          setNotice(null);
+          replaceConv(C.settleRunning(c));
+        },
         (err) => setNotice(`Could not open the conversation: ${String(err)}`),
       );
     },
