@@ -771,7 +771,7 @@ test("phone: the token inspector follows the tokens, before the charts", async (
 
 test("answer confidence: a badge in plain words, the answer span marked, an abstention named", async (page) => {
   const toks = states([" Paris", ".", " It", " is"], "entropix", ["flowing", "flowing", "adaptive", "exploring"]);
-  const done = fakeDone("entropix", toks, { confidence: 0.31, answer_span: [1, 6], abstained: true });
+  const done = fakeDone("entropix", toks, { confidence: 0.31, answer_span: [1, 6], abstained: true, agreement: 0.5, confidence_samples: 4 });
   await mockStream(page, "/api/generate", [...toks, done]);
   await setForm(page, { prompt: "Capital of France?", maxTokens: 4, mode: "entropix" });
   await run(page);
@@ -783,6 +783,25 @@ test("answer confidence: a badge in plain words, the answer span marked, an abst
   const marked = await page.locator('[data-testid="output-entropix"] .tok.in-answer').allTextContents();
   assert(marked.length === 1 && marked[0].includes("Paris"), `span highlighted: ${marked}`);
   assert((await tokenCount(page, "entropix")) === 4, "the text is still shown");
+  // Every part of the badge readable (4.5:1, small text) in both colour schemes.
+  for (const scheme of ["dark", "light"] as const) {
+    await page.emulateMedia({ colorScheme: scheme });
+    const ratios = await badge.evaluate((el) => {
+      const lum = (c: string) => {
+        const [r, g, b] = c.match(/[\d.]+/g)!.slice(0, 3).map((v) => {
+          const x = Number(v) / 255;
+          return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4;
+        });
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+      };
+      const panel = getComputedStyle(el.closest(".panel")!).backgroundColor;
+      return [...el.children].map((c) => {
+        const [hi, lo] = [lum(getComputedStyle(c).color), lum(panel)].sort((a, b) => b - a);
+        return `${c.className} ${((hi + 0.05) / (lo + 0.05)).toFixed(2)}`;
+      });
+    });
+    assert(ratios.length === 4 && ratios.every((r) => Number(r.split(" ").at(-1)) >= 4.5), `${scheme}: contrast ${ratios.join(", ")}`);
+  }
   await shot(page, "confidence.png", false);
   await page.unroute("**/api/generate");
 });
