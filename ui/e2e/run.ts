@@ -769,6 +769,50 @@ test("phone: the token inspector follows the tokens, before the charts", async (
   }
 });
 
+test("a long answer: the box follows the newest token, unless the reader scrolled up", async (page) => {
+  const toks = states(Array.from({ length: 300 }, (_, i) => (i % 6 === 5 ? "\n" : ` word${i}`)), "entropix", ["flowing", "adaptive"]);
+  const chunks = [...toks, fakeDone("entropix", toks)].map((e) => sseBody([e]));
+  // A stream that arrives over time (page.route answers in one piece): fetch is stubbed in the page.
+  await page.evaluate((parts) => {
+    const real = window.fetch;
+    (window as unknown as { __realFetch: typeof fetch }).__realFetch = real;
+    window.fetch = (async (input: RequestInfo | URL, init?: RequestInit) => {
+      if (!String(input).includes("/api/generate")) return real(input, init);
+      const enc = new TextEncoder();
+      const body = new ReadableStream<Uint8Array>({
+        async start(c) {
+          for (const p of parts) {
+            c.enqueue(enc.encode(p));
+            await new Promise((r) => setTimeout(r, 4));
+          }
+          c.close();
+        },
+      });
+      return new Response(body, { status: 200, headers: { "content-type": "text/event-stream" } });
+    }) as typeof fetch;
+  }, chunks);
+  const box = page.locator('[data-testid="output-entropix"] .tokens');
+  const gap = () => box.evaluate((el) => el.scrollHeight - el.scrollTop - el.clientHeight);
+  try {
+    await setForm(page, { prompt: "Hello", maxTokens: 300, mode: "entropix" });
+    await run(page);
+    await waitFor("tokens past the box's height", async () => (await tokenCount(page, "entropix")) > 150, 20_000);
+    const over = await box.evaluate((el) => el.scrollHeight - el.clientHeight);
+    assert(over > 100 && (await gap()) < 30, `the box (${over} px too short) shows the newest token while streaming (${await gap()} px below)`);
+    await waitDone(page);
+    assert((await gap()) < 30, "and the last one at the end");
+    // Scrolled up to read: the stream leaves the view alone.
+    await run(page);
+    await waitFor("the new answer", async () => (await tokenCount(page, "entropix")) < 300, 10_000);
+    await waitFor("tokens past the box's height", async () => (await tokenCount(page, "entropix")) > 150, 20_000);
+    await box.evaluate((el) => (el.scrollTop = 0));
+    await waitDone(page);
+    assert((await box.evaluate((el) => el.scrollTop)) === 0, "the reader's place is kept");
+  } finally {
+    await page.evaluate(() => (window.fetch = (window as unknown as { __realFetch: typeof fetch }).__realFetch));
+  }
+});
+
 test("answer confidence: a badge in plain words, the answer span marked, an abstention named", async (page) => {
   const toks = states([" Paris", ".", " It", " is"], "entropix", ["flowing", "flowing", "adaptive", "exploring"]);
   const done = fakeDone("entropix", toks, { confidence: 0.31, answer_span: [1, 6], abstained: true, agreement: 0.5, confidence_samples: 4 });

@@ -1,4 +1,4 @@
-import { Fragment, useCallback, useEffect, useMemo, useRef, type KeyboardEvent } from "react";
+import { Fragment, useCallback, useEffect, useLayoutEffect, useMemo, useRef, type KeyboardEvent } from "react";
 import type { ForkEvent, Mode } from "../generated/events";
 import type { Run } from "../store";
 import type { StateTable } from "../format";
@@ -39,6 +39,18 @@ export function TokenStream({ run, table, selected, running, onInspect, onLeave,
   );
   const current = selected !== null && selected < n ? selected : 0;
   const answer = useMemo(() => answerTokens(run.tokens, run.done?.answer_span), [run.tokens, run.done]);
+
+  // As tokens stream in, follow the newest one (the box scrolls past its height) if the reader
+  // was at the end of what was there before: one who scrolled up is left where they are.
+  const seen = useRef(n); // tokens already shown (an answer shown again does not jump)
+  const height = useRef(0); // the box's content height before this update
+  useLayoutEffect(() => {
+    const el = ref.current;
+    if (!el) return;
+    if (n > seen.current && height.current - el.scrollTop - el.clientHeight < 24) el.scrollTop = el.scrollHeight;
+    seen.current = n;
+    height.current = el.scrollHeight;
+  }, [n]);
 
   // Keep the pinned token in view (e.g. after clicking its point in a chart).
   useEffect(() => {
