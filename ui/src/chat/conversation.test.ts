@@ -23,6 +23,9 @@ describe("conversation store", () => {
     const c = finished(3);
     expect(c.turns.map((t) => t.role)).toEqual(["user", "assistant", "user", "assistant", "user", "assistant"]);
     expect(c.title).toBe("Q0");
+    // A long first message: the title is cut between characters, never inside an emoji.
+    const long = C.send(C.newConversation("e", 0), `${"a".repeat(58)}🙂🙂 and more`, ["u", "a"], settings(), 1);
+    expect(long.title).toBe(`${"a".repeat(58)}🙂…`);
     expect(C.history(c)).toEqual([
       { role: "user", content: "Q0" },
       { role: "assistant", content: "A0" },

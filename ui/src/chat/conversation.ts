@@ -101,8 +101,9 @@ function assistantTurn(id: string, settings: TurnSettings): AssistantTurn {
 const titleOf = (c: Conversation): string => {
   const first = c.turns.find((t): t is UserTurn => t.role === "user");
   if (!first) return c.title;
-  const line = first.content.trim().replace(/\s+/g, " ");
-  return line.length > TITLE_CHARS ? `${line.slice(0, TITLE_CHARS - 1)}…` : line;
+  // Characters, not UTF-16 units: an emoji at the cut is kept whole or left out, never halved.
+  const chars = Array.from(first.content.trim().replace(/\s+/g, " "));
+  return chars.length > TITLE_CHARS ? `${chars.slice(0, TITLE_CHARS - 1).join("")}…` : chars.join("");
 };
 
 const touched = (c: Conversation, turns: Turn[], now: number): Conversation => {
