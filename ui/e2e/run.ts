@@ -799,8 +799,13 @@ test("a long answer: the box follows the newest token, unless the reader scrolle
     await waitFor("tokens past the box's height", async () => (await tokenCount(page, "entropix")) > 150, 20_000);
     const over = await box.evaluate((el) => el.scrollHeight - el.clientHeight);
     assert(over > 100 && (await gap()) < 30, `the box (${over} px too short) shows the newest token while streaming (${await gap()} px below)`);
+    // The screen reader's live region is not told every new count, only that it is generating.
+    const live = await page.locator('[role="status"]').first().textContent();
+    assert(live === "Generating…", `live region while streaming: ${live}`);
     await waitDone(page);
     assert((await gap()) < 30, "and the last one at the end");
+    const end = await page.locator('[role="status"]').first().textContent();
+    assert(end?.startsWith("Done") && end.includes("300 tokens"), `the end is announced: ${end}`);
     // Scrolled up to read: the stream leaves the view alone.
     await run(page);
     await waitFor("the new answer", async () => (await tokenCount(page, "entropix")) < 300, 10_000);

@@ -5,7 +5,7 @@ import { countStates, stateTable } from "./format";
 import { effectiveConfig, samplerOverrides, type Edits } from "./sampler";
 import { buildRequest } from "./request";
 import { retryUntilLoaded } from "./retry";
-import { initialSession, reducer, statusText } from "./store";
+import { initialSession, liveStatus, reducer, statusText } from "./store";
 import { PromptForm, type FormValues } from "./components/PromptForm";
 import { SamplerPanel } from "./components/SamplerPanel";
 import { Legend } from "./components/Legend";
@@ -204,8 +204,11 @@ export function App() {
 
         <section className="center" aria-label="Output">
           <div className="status-row">
-            <p className="status" role="status" aria-live="polite" data-testid="status" data-status={session.status}>
+            <p className="status" data-testid="status" data-status={session.status}>
               {statusText(session)}
+            </p>
+            <p className="sr-only" role="status" aria-live="polite">
+              {liveStatus(statusText(session), running)}
             </p>
             <Legend table={table} counts={session.runs.length ? countStates(allTokens) : undefined} />
           </div>

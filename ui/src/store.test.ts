@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { initialSession, reducer, statusText } from "./store";
+import { initialSession, liveStatus, reducer, statusText } from "./store";
 import { done, fork, token } from "./test/fixtures";
 
 describe("session reducer", () => {
@@ -80,5 +80,14 @@ describe("session reducer", () => {
     c = reducer(c, { type: "finished" });
     expect(c.status).toBe("interrupted");
     expect(statusText(c)).toBe("Interrupted after 2 tokens: the stream ended before the answer was complete.");
+  });
+
+  test("the live region hears 'Generating…' once, not every new count; then the end", () => {
+    let s = reducer(initialSession, { type: "start", modes: ["entropix"] });
+    s = reducer(s, { type: "events", events: [token(0, "x"), token(1, "y")] });
+    expect(statusText(s)).toBe("Generating… 2 tokens");
+    expect(liveStatus(statusText(s), true)).toBe("Generating…");
+    s = reducer(reducer(s, { type: "events", events: [done("entropix", 2)] }), { type: "finished" });
+    expect(liveStatus(statusText(s), false)).toBe(statusText(s));
   });
 });

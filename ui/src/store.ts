@@ -120,3 +120,7 @@ export function statusText(session: Session): string {
       return runsWithTokens(session) ? `Failed after ${n} tokens.` : "Failed.";
   }
 }
+
+/** What a screen reader is told: the status, but while generating only that (the count changes
+ * with every token: a live region announcing each change would never stop talking). */
+export const liveStatus = (text: string, running: boolean): string => (running ? "Generating…" : text);

@@ -4,6 +4,7 @@ import type { Mode, SamplerConfig } from "../../generated/events";
 import { countStates, type StateTable } from "../../format";
 import type { Edits, Overrides } from "../../sampler";
 import { lastTurn, turnStatusText, type AssistantTurn, type UserTurn } from "../../chat/conversation";
+import { liveStatus } from "../../store";
 import { exportFileName, exportJSON } from "../../chat/transfer";
 import type { ChatValues } from "../../chat/request";
 import { useChat } from "../../chat/useChat";
@@ -129,8 +130,11 @@ export function ChatView({ table, defaults, edits, overrides, thresholds, onEdit
 
       <section className="center" aria-label="Conversation">
         <div className="status-row">
-          <p className="status" role="status" aria-live="polite" data-testid="chat-status" data-status={lastAnswer?.status ?? "idle"}>
+          <p className="status" data-testid="chat-status" data-status={lastAnswer?.status ?? "idle"}>
             {conv ? turnStatusText(lastAnswer) : "Loading saved conversations…"}
+          </p>
+          <p className="sr-only" role="status" aria-live="polite">
+            {conv ? liveStatus(turnStatusText(lastAnswer), running) : "Loading saved conversations…"}
           </p>
           <Legend table={table} counts={allTokens.length ? countStates(allTokens) : undefined} />
         </div>
