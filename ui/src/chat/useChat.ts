@@ -73,16 +73,22 @@ export function useChat(values: ChatValues, sampler: Partial<SamplerConfig> | nu
       saved.current = c;
       const since = base.current.get(c.id) ?? null;
       base.current.set(c.id, c.updated);
+      const unsaved = () => {
+        if (since === null) base.current.delete(c.id);
+        else base.current.set(c.id, since); // what is stored is still that version
+      };
       storage.save(c, since).then(
         (written) => {
           if (written) setList((l) => [summaryOf(c), ...l.filter((x) => x.id !== c.id)]);
           else {
-            if (since === null) base.current.delete(c.id);
-            else base.current.set(c.id, since); // later saves from this tab are refused too
+            unsaved(); // later saves from this tab are refused too
             setNotice("This conversation was changed in another tab: the changes here are not saved (that tab's are kept). Export JSON to keep these, or reopen the conversation.");
           }
         },
-        (err) => setNotice(`Could not save the conversation: ${err instanceof Error ? err.message : String(err)}. Export it to keep it.`),
+        (err) => {
+          unsaved();
+          setNotice(`Could not save the conversation: ${err instanceof Error ? err.message : String(err)}. Export it to keep it.`);
+        },
       );
     },
     [storage],
