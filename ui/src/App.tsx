@@ -2,7 +2,7 @@ import { useCallback, useEffect, useMemo, useReducer, useRef, useState } from "r
 import { ApiError, getConfig, getJSON, getPrompts, isAbort, streamGeneration, type ApiConfig, type Prompt } from "./api";
 import type { ForkEvent, Mode, SamplerConfig, StreamEvent } from "./generated/events";
 import { countStates, stateTable } from "./format";
-import { effectiveConfig, samplerOverrides, type Edits } from "./sampler";
+import { effectiveConfig, presetBase, samplerOverrides, type Edits } from "./sampler";
 import { buildRequest } from "./request";
 import { retryUntilLoaded } from "./retry";
 import { initialSession, liveStatus, reducer, statusText } from "./store";
@@ -68,8 +68,12 @@ export function App() {
   }, []);
 
   const table = useMemo(() => stateTable(config?.states), [config]);
-  const defaults = config?.defaults ?? null;
+  // The sampler panel starts from the preset's values: it shows them, and sends what differs.
+  // (The chat sends no preset: its panel starts from the server's defaults.)
+  const serverDefaults = config?.defaults ?? null;
+  const defaults = useMemo(() => presetBase(serverDefaults, config?.presets, preset), [serverDefaults, config, preset]);
   const overrides = useMemo(() => samplerOverrides(defaults, edits), [defaults, edits]);
+  const chatOverrides = useMemo(() => samplerOverrides(serverDefaults, edits), [serverDefaults, edits]);
   const effective = effectiveConfig(defaults, overrides.sampler);
   const running = session.status === "running";
 
@@ -171,10 +175,10 @@ export function App() {
       {view === "chat" ? (
         <ChatView
           table={table}
-          defaults={defaults}
+          defaults={serverDefaults}
           edits={edits}
-          overrides={overrides}
-          thresholds={effective as SamplerConfig | null}
+          overrides={chatOverrides}
+          thresholds={effectiveConfig(serverDefaults, chatOverrides.sampler) as SamplerConfig | null}
           onEdit={(k, v) => setEdits((e) => ({ ...e, [k]: v }))}
           onReset={() => setEdits({})}
           onBusy={setChatBusy}

@@ -54,3 +54,15 @@ export function samplerOverrides(defaults: SamplerConfig | null, edits: Edits): 
 export function effectiveConfig(defaults: SamplerConfig | null, overrides: Partial<SamplerConfig> | null) {
   return defaults ? { ...defaults, ...(overrides ?? {}) } : null;
 }
+
+/** The settings a request starts from: the server's defaults, then the chosen preset's
+ * overrides (as the server applies them). The panel shows these and sends what differs, so a
+ * field set back to the default wins over the preset, as the panel promises. */
+export function presetBase(
+  defaults: SamplerConfig | null,
+  presets: Record<string, { overrides: Partial<SamplerConfig> }> | undefined,
+  preset: string,
+): SamplerConfig | null {
+  const chosen = preset ? presets?.[preset] : undefined;
+  return defaults && chosen ? { ...defaults, ...chosen.overrides } : defaults;
+}

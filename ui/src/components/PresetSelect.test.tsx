@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { renderToStaticMarkup } from "react-dom/server";
 import { PresetSelect } from "./PresetSelect";
 import { buildRequest } from "../request";
-import { samplerOverrides } from "../sampler";
+import { presetBase, samplerOverrides } from "../sampler";
 import type { SamplerConfig } from "../generated/events";
 
 const presets = {
@@ -43,5 +43,14 @@ describe("preset in the request", () => {
       greedy_states: ["exploring", "adaptive"],
     });
     expect(samplerOverrides(defaults, { greedy_states: " " }).sampler).toBeNull();
+  });
+
+  test("with a preset, a field set back to the server's default is sent: it wins over the preset", () => {
+    const defaults = { n_adaptive_samples: 1, mist_min_temperature: 0.6 } as unknown as SamplerConfig;
+    const base = presetBase(defaults, presets, "precise");
+    expect(base).toEqual({ n_adaptive_samples: 5, mist_min_temperature: 0.6 } as unknown as SamplerConfig); // the panel shows 5
+    expect(samplerOverrides(base, { n_adaptive_samples: "1" }).sampler).toEqual({ n_adaptive_samples: 1 });
+    expect(samplerOverrides(base, { n_adaptive_samples: "5" }).sampler).toBeNull(); // the preset's own value
+    expect(presetBase(defaults, presets, "")).toBe(defaults);
   });
 });
