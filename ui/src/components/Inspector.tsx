@@ -44,6 +44,13 @@ export function Inspector({
       <p className="insp-token">
         <code>{quoteToken(ev.text)}</code> <span className="muted small">id {ev.id}</span>
       </p>
+      {/* A character of several bytes (an emoji, most CJK) can take two tokens: the first adds no
+          text until the second completes it; alone, either decodes as "\ufffd". */}
+      {ev.text === "" && (
+        <p className="muted small" data-testid="insp-partial">
+          No text of its own: the first bytes of a character the next token completes.
+        </p>
+      )}
       <p className="insp-state">
         <span className="swatch" style={{ backgroundColor: colour }} aria-hidden="true" />
         <strong data-testid="insp-state">{stateLabel(ev.state, table)}</strong>{" "}
@@ -98,6 +105,11 @@ export function Inspector({
         <dd>{ev.params.n_samples}</dd>
       </dl>
       <h3>Top alternatives</h3>
+      {ev.top.some((t) => t.text.includes("\ufffd")) && (
+        <p className="muted small" data-testid="insp-top-partial">
+          Each alternative is one token decoded alone: � stands for part of a character.
+        </p>
+      )}
       {ev.top.length === 0 ? (
         <p className="muted small">None reported.</p>
       ) : (

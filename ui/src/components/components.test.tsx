@@ -54,6 +54,16 @@ describe("Legend", () => {
 });
 
 describe("Inspector", () => {
+  test("a token that is part of a character says so, and so do its alternatives", () => {
+    const first = { ...token(0, "", "flowing"), top: [{ id: 10813, text: "\ufffd", logprob: -1 }] };
+    const html = renderToStaticMarkup(<Inspector ev={first} table={table} pinned />);
+    expect(html).toContain('data-testid="insp-partial"');
+    expect(html).toContain('data-testid="insp-top-partial"');
+    const whole = renderToStaticMarkup(<Inspector ev={token(1, "Hi", "flowing")} table={table} pinned />);
+    expect(whole).not.toContain("insp-partial");
+    expect(whole).not.toContain("insp-top-partial");
+  });
+
   test("shows all six metrics, state, action, params and alternatives with probabilities", () => {
     const html = renderToStaticMarkup(<Inspector ev={token(1, "<b>x</b>", "adaptive")} table={table} pinned />);
     for (const label of [
