@@ -763,9 +763,18 @@ test("phone: the token inspector follows the tokens, before the charts", async (
     assert(insp.y - (tokens.y + tokens.height) < 40, "right after the tokens");
     const [scroll, client] = await page.evaluate(() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]);
     assert(scroll <= client, `no sideways scrolling (page ${scroll} px wide in ${client})`);
+    // Compare: the two answers one above the other, each the full width (as in the chat).
+    const both = [...toks, ...states(["Tiny", " columns"], "normal", ["flowing"])];
+    await mockStream(page, "/api/compare", [...both, fakeDone("entropix", toks), fakeDone("normal", both.slice(toks.length))]);
+    await setForm(page, { prompt: "Hello", maxTokens: 7, mode: "compare" });
+    await run(page);
+    await waitDone(page);
+    const widths = await page.$$eval(".outputs > .output", (els) => els.map((e) => e.getBoundingClientRect().width));
+    assert(widths.length === 2 && widths.every((w) => w > 300), `compare's answers full width on a phone: ${widths}`);
   } finally {
     await page.setViewportSize(VIEWPORT);
     await page.unroute("**/api/generate");
+    await page.unroute("**/api/compare");
   }
 });
 
