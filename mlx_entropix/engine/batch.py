@@ -274,10 +274,10 @@ class BatchDecoder:
         req.events.extend((0, e) for e in kept_events(s, found))
         req.generated[0] += [int(v[0]) for v in found.rows]
         req.index = req.emitted = req.index + len(found.rows) - 1  # the kept branch's last step
+        if s.finished or req.index + 1 >= req.budget:  # a kept EOS at once has no row at all
+            return self._end(req)
         last = mx.array(found.rows[-1:])
         req.plans, req.current = [plan], Step(last[:, 0].astype(mx.int32), at.can_clarify, last)
-        if s.finished or req.index + 1 >= req.budget:
-            self._end(req)
 
     def _close_row(self, req: BatchRequest, r: int) -> None:
         s = req.streams[r]
