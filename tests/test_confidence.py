@@ -322,6 +322,12 @@ def test_cli_summary_line_reads_the_confidence():
         ("6 x 4 = 24", 0.0),
         ("9 - 10 = -1", 0.0),
         ("10 / 4 = 2.5", 0.0),
+        ("10 / 3 = 3.33", 0.0),  # rounded where it is written: it holds
+        ("2 / 3 = 0.66", 0.0),  # or cut there
+        ("2.5 x 1.5 = 3.8", 0.0),
+        ("10 / 3 = 3", 1.0),  # no decimals: exact, as "7 + 7 = 12"
+        ("10 / 3 = 3.5", 1.0),
+        ("7 + 7 = 14.2", 1.0),
         ("5 / 0 = 3", 1.0),
         ("1,000 + 2 = 1,002", 0.0),  # not "000 + 2 = 1": a thousands separator, no equation
         ("Max - 8 = 10 - 8 = 1", 1.0),  # the chain's last step fails
