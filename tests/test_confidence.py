@@ -311,6 +311,12 @@ def test_cli_summary_line_reads_the_confidence():
     low = summary(done.model_copy(update={"confidence": 0.2, "abstained": True}), Style())
     assert "(likely wrong) · ABSTAINED" in low
     assert "confidence" not in summary(DoneEvent(**base), Style())
+    # cut, not rounded: below --min-confidence 1 it never reads 1.00, nor "unsure" 0.70
+    near = summary(done.model_copy(update={"confidence": 0.998178, "abstained": True}), Style())
+    assert "confidence 0.99 (likely right) · ABSTAINED" in near
+    for value, shown in ((0.6999, "0.69 (unsure)"), (0.29, "0.29 (likely wrong)")):
+        assert f"confidence {shown}" in summary(done.model_copy(update={"confidence": value}),
+                                                Style())  # fmt: skip
 
 
 @pytest.mark.parametrize(
