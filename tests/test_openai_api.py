@@ -157,6 +157,7 @@ def test_a_zero_knob_with_a_named_sampler_is_its_argmax(client, embedded, knob):
         ({"max_tokens": 0}, "max_tokens"),
         ({"max_tokens": 1000}, "limit"),
         ({"top_logprobs": 21, "logprobs": True}, "top_logprobs"),
+        ({"top_logprobs": 3}, "'top_logprobs' needs 'logprobs': true"),
         ({"n": 9}, "n"),
         ({"extra_body": {"sampler": "creative"}}, "sampler"),
         ({"extra_body": {"tools_please": 1}}, "tools_please"),
