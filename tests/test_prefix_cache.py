@@ -354,3 +354,22 @@ def test_a_fork_request_reuses_and_fills_the_cache_with_the_same_bits(embedded, 
     while decoder.idle_step():
         pass
     assert len(cache.blocks) > blocks  # its answer, filled while idle
+
+
+def test_an_answer_with_hidden_sampled_rows_is_cached_for_the_next_turn(embedded):
+    """confidence_samples: the hidden rows are cut once the answer is done (agreement.py), which
+    ends the request as cancelled; its answer (ended by itself) was not filled then."""
+    from mlx_entropix.engine.generate import generate_rows
+
+    tok = embedded.tokenizer
+    ids = tok.apply_chat_template([{"role": "system", "content": "Be brief. " * 40},
+                                   {"role": "user", "content": "What is 2+2?"}])  # fmt: skip
+    filled = {}
+    for k in (0, 4):
+        decoder = BatchDecoder(embedded, prefix_cache=PrefixCache(BIG))
+        items = list(generate_rows(embedded, ids, modes=["greedy"], seeds=[0], max_tokens=24,
+                                   decoder=decoder, confidence_samples=k))  # fmt: skip
+        while decoder.idle_step():
+            pass
+        filled[k] = (items[-1][1].text, len(decoder.prefix_cache.blocks))
+    assert filled[4] == filled[0] and filled[0][1] > 1
