@@ -311,6 +311,12 @@ def test_cli_summary_line_reads_the_confidence():
     low = summary(done.model_copy(update={"confidence": 0.2, "abstained": True}), Style())
     assert "(likely wrong) · ABSTAINED" in low
     assert "confidence" not in summary(DoneEvent(**base), Style())
+    # cut, not rounded: below --min-confidence 1 it never reads 1.00, nor "unsure" 0.70
+    near = summary(done.model_copy(update={"confidence": 0.998178, "abstained": True}), Style())
+    assert "confidence 0.99 (likely right) · ABSTAINED" in near
+    for value, shown in ((0.6999, "0.69 (unsure)"), (0.29, "0.29 (likely wrong)")):
+        assert f"confidence {shown}" in summary(done.model_copy(update={"confidence": value}),
+                                                Style())  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -322,6 +328,12 @@ def test_cli_summary_line_reads_the_confidence():
         ("6 x 4 = 24", 0.0),
         ("9 - 10 = -1", 0.0),
         ("10 / 4 = 2.5", 0.0),
+        ("10 / 3 = 3.33", 0.0),  # rounded where it is written: it holds
+        ("2 / 3 = 0.66", 0.0),  # or cut there
+        ("2.5 x 1.5 = 3.8", 0.0),
+        ("10 / 3 = 3", 1.0),  # no decimals: exact, as "7 + 7 = 12"
+        ("10 / 3 = 3.5", 1.0),
+        ("7 + 7 = 14.2", 1.0),
         ("5 / 0 = 3", 1.0),
         ("1,000 + 2 = 1,002", 0.0),  # not "000 + 2 = 1": a thousands separator, no equation
         ("Max - 8 = 10 - 8 = 1", 1.0),  # the chain's last step fails

@@ -244,3 +244,20 @@ def test_the_first_k_branches_of_a_wider_fork_are_a_k_branch_fork(embedded):
     assert [b.text for b in wide[:2]] == [b.text for b in narrow]
     assert [b.answer for b in wide[:2]] == [b.answer for b in narrow]
     assert [b.score for b in wide[:2]] == pytest.approx([b.score for b in narrow], abs=1e-4)
+
+
+def test_a_kept_branch_that_ends_at_its_first_token_ends_the_answer(embedded):
+    """The prompt's answer is complete: the model's top token is EOS, so one branch is EOS
+    alone (no token row). Scored by log-prob with no branch naming a number, it is kept
+    (score 0.0): the answer ends there, empty (it raised a ValueError, which in the server
+    fails every request of the shared batch)."""
+    tok = embedded.tokenizer
+    chat = tok.apply_chat_template([{"role": "user", "content": "Say hello."}])
+    ids = chat + tok.encode("Hello! How can I help you today?")
+    cfg = embedded.default_config.merged({"fork_score": "logprob", "fork_answer_kind": "numeric"})
+    events = list(generate(embedded, ids, mode="fork", config=cfg, max_tokens=8))
+    fork, done = events[0], events[-1]
+    kept = fork.branches[fork.kept]
+    assert kept.token.id in tok.eos_token_ids and kept.text == "" and kept.finish == "stop"
+    assert [e.type for e in events] == ["fork", "done"]
+    assert done.text == "" and done.finish_reason == "stop" and done.generated_tokens == 0

@@ -138,12 +138,26 @@ def test_temperature_zero_is_greedy_and_stop(client, embedded):
         assert r.choices[0].finish_reason == "stop"
 
 
+@pytest.mark.parametrize("knob", ["temperature", "top_p"])
+def test_a_zero_knob_with_a_named_sampler_is_its_argmax(client, embedded, knob):
+    """temperature 0 (or top_p 0) with the sampler named: normal sampling keeping only the top
+    token, so greedy's tokens (the 0 was dropped as unset: it sampled at the default T 0.666)."""
+    r = client.chat.completions.create(model="x", messages=MESSAGES, max_tokens=12, seed=1,
+                                       extra_body={"sampler": "normal"}, **{knob: 0})  # fmt: skip
+    ids, _ = engine_text(embedded, "greedy", None, 12)
+    params = [e["params"][knob] for e in r.model_extra["entropix"]["tokens"]]
+    assert params == [0.0] * len(ids)
+    assert r.system_fingerprint.endswith("normal")
+    assert r.choices[0].message.content == embedded.tokenizer.decode(ids)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
     [
         ({"max_tokens": 0}, "max_tokens"),
         ({"max_tokens": 1000}, "limit"),
         ({"top_logprobs": 21, "logprobs": True}, "top_logprobs"),
+        ({"top_logprobs": 3}, "'top_logprobs' needs 'logprobs': true"),
         ({"n": 9}, "n"),
         ({"extra_body": {"sampler": "creative"}}, "sampler"),
         ({"extra_body": {"tools_please": 1}}, "tools_please"),

@@ -330,3 +330,46 @@ def test_an_answer_cut_by_its_budget_is_filled_closed(embedded):
     ext.add([5, 6, closing])  # ended by itself
     assert list(ext.waiting) == [[5, 6, 7, closing], [5, 6, closing]]
     assert closing_token(object(), ends) is None  # no template: no guess
+
+
+def test_a_fork_request_reuses_and_fills_the_cache_with_the_same_bits(embedded, fresh):
+    """Fork mode's branches are rows of the shared batch, copies of its prompt's keys: a hit
+    changes none of its bits, and its kept answer is cached like any other (the README said
+    fork requests neither used nor filled the cache)."""
+    cache = PrefixCache(BIG)
+    decoder = BatchDecoder(embedded, prefix_cache=cache)
+    fork = (("fork", 0),)
+
+    def bits(events):  # the fork event whole, the tokens and done as everywhere
+        forks = [e.model_dump() for _, e in events if e.type == "fork"]
+        return forks, _bits([(r, e) for r, e in events if e.type != "fork"])
+
+    first = _serve(decoder, HISTORY, rows=fork, n=6)
+    assert bits(first) == bits(fresh(HISTORY, rows=fork, n=6))
+    follow = HISTORY + _ids(20, 7)
+    got = _serve(decoder, follow, rows=fork, n=6)
+    assert _done(got)[0].cached_tokens == 2 * BLOCK
+    assert bits(got) == bits(fresh(follow, rows=fork, n=6)) and bits(got)[0]
+    blocks = len(cache.blocks)
+    while decoder.idle_step():
+        pass
+    assert len(cache.blocks) > blocks  # its answer, filled while idle
+
+
+def test_an_answer_with_hidden_sampled_rows_is_cached_for_the_next_turn(embedded):
+    """confidence_samples: the hidden rows are cut once the answer is done (agreement.py), which
+    ends the request as cancelled; its answer (ended by itself) was not filled then."""
+    from mlx_entropix.engine.generate import generate_rows
+
+    tok = embedded.tokenizer
+    ids = tok.apply_chat_template([{"role": "system", "content": "Be brief. " * 40},
+                                   {"role": "user", "content": "What is 2+2?"}])  # fmt: skip
+    filled = {}
+    for k in (0, 4):
+        decoder = BatchDecoder(embedded, prefix_cache=PrefixCache(BIG))
+        items = list(generate_rows(embedded, ids, modes=["greedy"], seeds=[0], max_tokens=24,
+                                   decoder=decoder, confidence_samples=k))  # fmt: skip
+        while decoder.idle_step():
+            pass
+        filled[k] = (items[-1][1].text, len(decoder.prefix_cache.blocks))
+    assert filled[4] == filled[0] and filled[0][1] > 1

@@ -10,6 +10,7 @@ xterm 256 colours. No colour at all when the stream is not a TTY or ``NO_COLOR``
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -143,8 +144,11 @@ def confidence_line(done: DoneEvent) -> str:
     if done.agreement is not None:
         agreed = round(done.agreement * done.confidence_samples)
         agree = f" · {agreed}/{done.confidence_samples} samples agree"
+    # Two decimals cut, not rounded: 0.998 below a threshold of 1 (or 0.6999 read "unsure")
+    # must not show as 1.00 (0.70); the 1e-9 keeps 0.29 (28.999... x 100) at 0.29.
+    shown = math.floor(done.confidence * 100 + 1e-9) / 100
     return (
-        f"\n  answer:  {answer!r} · confidence {done.confidence:.2f} "
+        f"\n  answer:  {answer!r} · confidence {shown:.2f} "
         f"({reading(done.confidence)}){agree}{abstained}"
     )
 

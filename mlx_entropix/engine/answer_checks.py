@@ -33,11 +33,15 @@ _ALTERNATIVES = re.compile(r"\d\s*,?\s+or\s+-?\d")
 
 
 def wrong_arithmetic(text: str) -> float:
-    """1.0 when ``text`` states a one-operation equation that does not hold, else 0.0."""
+    """1.0 when ``text`` states a one-operation equation that does not hold, else 0.0. A
+    result written with decimals holds when it is the value rounded or cut there ("10 / 3 =
+    3.33"); one without must be exact ("10 / 3 = 3" does not hold)."""
     for m in _EQUATION.finditer(text):
         a, op, b, c = float(m[1]), m[2], float(m[3]), float(m[4])
         value = {"+": a + b, "-": a - b, "/": a / b if b else math.nan}.get(op, a * b)
-        if not math.isclose(value, c, rel_tol=1e-9, abs_tol=1e-9):
+        decimals = len(m[4].partition(".")[2])
+        last_place = 10.0**-decimals if decimals else 0.0
+        if not (math.isclose(value, c, rel_tol=1e-9, abs_tol=1e-9) or abs(value - c) < last_place):
             return 1.0
     return 0.0
 

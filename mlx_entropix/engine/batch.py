@@ -87,9 +87,11 @@ class BatchDecoder:
         top_logprobs: int = 5,
         should_stop: Callable[[], bool] = lambda: False,
         fmt: str = "chat",
+        shown: int | None = None,
     ) -> BatchRequest:
         """Queue a prompt (token ids, already checked: ``request.prepare_prompt``) and its
-        rows (mode, seed), each with its own events."""
+        rows (mode, seed), each with its own events. ``shown``: the first rows a client sees
+        (None: all); the others (hidden sampled rows) never enter the prefix cache."""
         check_modes([m for m, _ in rows], top_logprobs)
         lm, cfg = self.lm, config or self.lm.default_config
         clarify = lm.tokenizer.token_id(cfg.clarifying_token) if cfg.clarifying_token else None
@@ -113,6 +115,7 @@ class BatchDecoder:
                 for m, _ in rows
             ],
             remaining=len(ids),
+            shown=len(rows) if shown is None else shown,
             t_prefill=t0,
             plans=[row_plan(cfg, m, int(s), vocab, n_top, clarify) for m, s in rows],
         )
@@ -274,10 +277,10 @@ class BatchDecoder:
         req.events.extend((0, e) for e in kept_events(s, found))
         req.generated[0] += [int(v[0]) for v in found.rows]
         req.index = req.emitted = req.index + len(found.rows) - 1  # the kept branch's last step
+        if s.finished or req.index + 1 >= req.budget:  # a kept EOS at once has no row at all
+            return self._end(req)
         last = mx.array(found.rows[-1:])
         req.plans, req.current = [plan], Step(last[:, 0].astype(mx.int32), at.can_clarify, last)
-        if s.finished or req.index + 1 >= req.budget:
-            self._end(req)
 
     def _close_row(self, req: BatchRequest, r: int) -> None:
         s = req.streams[r]
@@ -294,7 +297,9 @@ class BatchDecoder:
                 s.finish, s.finished = "cancelled", True
             if r not in req.closed:
                 self._close_row(req, r)
-            if self.extender is not None and not cancelled:
+            # A shown row that ended by itself is a conversation's next history, also when
+            # the request is cut for its hidden rows (their early end, agreement.py)
+            if self.extender is not None and s.finish != "cancelled" and r < req.shown:
                 self.extender.add(req.ids + req.generated[r])
         self._drop(req)
 

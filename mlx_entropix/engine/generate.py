@@ -98,7 +98,7 @@ def generate_rows(
     # the one decode loop; a decoder of its own prefills a layer per item
     decoder = decoder or BatchDecoder(lm, prefill_slice_s=0.0)
     req = decoder.submit(ids, rows, config=cfg, max_tokens=max_tokens, stop=stop,
-                         top_logprobs=top_logprobs, fmt=fmt,
+                         top_logprobs=top_logprobs, fmt=fmt, shown=len(modes),
                          should_stop=lambda: stop_asked() or any(e() for e in early))  # fmt: skip
     items = decoder.pull(req)
     if k:

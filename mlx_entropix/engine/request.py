@@ -126,6 +126,7 @@ class BatchRequest:
     events: deque[tuple[int, Event]] = field(default_factory=deque)
     finished: bool = False
     closed: set[int] = field(default_factory=set)  # rows whose DoneEvent is out
+    shown: int = 1  # the first rows a client sees (the rest: hidden sampled rows)
     # decoder state
     waiting: bool = False  # a short prompt not yet in a prefill
     slots: list[int] = field(default_factory=list)  # its rows in the shared cache

@@ -12,6 +12,7 @@ and with ``n > 1`` the non-streaming extension sits in each choice.
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -269,10 +270,14 @@ def with_logprobs(work: Callable, n_top: int | None) -> Callable:
 
 def sampler_config(engine: Engine, mode: str, body: Any) -> Any:
     """The request's sampler config: OpenAI's temperature/top_p first (not for greedy), then
-    the explicit ``sampler_config`` extension, which wins."""
+    the explicit ``sampler_config`` extension, which wins. A 0 is a value, not "unset": with
+    a sampler named, temperature 0 is its argmax, and top_p 0 keeps the top token only (the
+    config takes no 0 mass: the smallest positive one keeps exactly that token)."""
     knobs = {} if mode == "greedy" else {"temperature": body.temperature, "top_p": body.top_p}
-    overrides = {k: v for k, v in knobs.items() if v} | overrides_dict(body.sampler_config)
-    return engine.config_for(overrides, body.preset)
+    if knobs.get("top_p") == 0.0:
+        knobs["top_p"] = math.ulp(0.0)
+    overrides = {k: v for k, v in knobs.items() if v is not None}
+    return engine.config_for(overrides | overrides_dict(body.sampler_config), body.preset)
 
 
 def start_job(

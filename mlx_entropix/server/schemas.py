@@ -302,6 +302,13 @@ class ChatCompletionRequest(OpenAIFields):
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
 
+    @model_validator(mode="after")
+    def _top_needs_logprobs(self) -> ChatCompletionRequest:
+        # As OpenAI (and vLLM): alternatives without logprobs were silently left out
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("'top_logprobs' needs 'logprobs': true")
+        return self
+
     def chat(self) -> list[dict[str, str]]:
         # The chat templates know system/user/assistant; "developer" is OpenAI's new "system".
         return [
