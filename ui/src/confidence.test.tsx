@@ -48,5 +48,9 @@ describe("answer confidence", () => {
     expect(low).toContain("likely wrong · 20%");
     expect(low).toContain("abstained");
     expect(renderToStaticMarkup(<ConfidenceBadge done={done()} />)).toBe("");
+    // cut, not rounded: just under a minimum of 1 is not 100%; 0.29 stays 29%
+    const under = renderToStaticMarkup(<ConfidenceBadge done={{ ...d, confidence: 0.998, abstained: true }} />);
+    expect(under).toContain("· 99%");
+    expect(renderToStaticMarkup(<ConfidenceBadge done={{ ...d, confidence: 0.29 }} />)).toContain("· 29%");
   });
 });

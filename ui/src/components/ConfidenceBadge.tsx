@@ -8,7 +8,9 @@ export function ConfidenceBadge({ done }: { done?: DoneEvent }) {
   if (!done || done.confidence == null) return null;
   const reading = confidenceReading(done.confidence);
   const answer = spanText(done.text, done.answer_span).trim();
-  const pct = Math.round(100 * done.confidence);
+  // Cut, not rounded (as the CLI): 0.998 under a minimum of 1 must not read 100% beside
+  // "abstained"; the 1e-9 keeps 0.29 (28.999... x 100) at 29.
+  const pct = Math.floor(100 * done.confidence + 1e-9);
   return (
     <div className="confidence" data-testid="confidence" data-reading={reading}>
       <span className={`confidence-badge ${reading.replace(" ", "-")}`} title={`Calibrated probability that the answer is right: ${pct}%`}>
