@@ -500,12 +500,18 @@ def test_one_ctrl_c_is_one_sigint_even_when_uv_forwards_it():
     from mlx_entropix.server.main import one_ctrl_c
 
     import uvicorn
+    from sse_starlette.sse import AppStatus
 
     server = uvicorn.Server(uvicorn.Config(app=lambda: None))
     one_ctrl_c(server, window_s=0.2)
-    server.handle_exit(signal.SIGINT, None)
-    server.handle_exit(signal.SIGINT, None)  # forwarded by uv
-    assert server.should_exit and not server.force_exit
-    time.sleep(0.3)
-    server.handle_exit(signal.SIGINT, None)  # the user presses Ctrl-C again: quit now
-    assert server.force_exit
+    try:
+        server.handle_exit(signal.SIGINT, None)
+        server.handle_exit(signal.SIGINT, None)  # forwarded by uv
+        assert server.should_exit and not server.force_exit
+        time.sleep(0.3)
+        server.handle_exit(signal.SIGINT, None)  # the user presses Ctrl-C again: quit now
+        assert server.force_exit
+    finally:
+        # sse_starlette's patch of uvicorn's handle_exit set its process-wide "shutting
+        # down" flag: every later SSE stream of this test process would end at once.
+        AppStatus.should_exit = False
