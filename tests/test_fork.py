@@ -142,6 +142,31 @@ def test_a_branch_is_not_cut_at_a_line_break():
     assert not budget.active and budget.end == "length" and len(budget.rows) == 3
 
 
+def test_a_branch_that_is_eos_at_once_is_scored_by_that_token():
+    """By log-prob or entropy, a branch that is EOS alone scored 0.0 (no tokens: the best
+    possible) and won whenever no branch had an answer; now by its one token, as the others."""
+    from mlx_entropix.config import SamplerConfig
+    from mlx_entropix.engine.fork import _read_all
+    from mlx_entropix.engine.stream import LOGPROB, METRICS
+
+    def values(token: int, logprob: float, entropy: float) -> list[float]:
+        v = _values(token)
+        v[LOGPROB], v[METRICS.start] = logprob, entropy
+        return v
+
+    said, empty = Branch(_Tok(), StopMatcher([]), limit=4), Branch(_Tok(), StopMatcher([]), limit=4)
+    for t in (1, 3):  # "Paris is", surely
+        said.add(values(t, -0.1, 0.3), 0.8)
+    empty.add(values(0, -2.5, 0.3), 0.8)  # EOS, an unlikely first token
+    for rule, kept in (("logprob", 0), ("entropy", 0), ("answer_margin", 0)):
+        cfg = SamplerConfig().merged({"fork_score": rule, "fork_answer_kind": "numeric"})
+        scores, answers, _ = _read_all([said, empty], cfg, None)
+        assert answers == [None, None]
+        assert select_branch(scores, answers, aggregate=False) == kept, rule
+    cfg = SamplerConfig().merged({"fork_score": "logprob"})
+    assert _read_all([said, empty], cfg, None)[0][1] == pytest.approx(-2.5)
+
+
 def test_fork_triggers():
     cfg = SamplerConfig(fork_trigger="first")
     assert fork_due(cfg, 0, 4) == "first" and fork_due(cfg, 3, 2) is None

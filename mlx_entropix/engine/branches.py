@@ -86,6 +86,8 @@ class Branch:
     parent: int | None = None  # an answer fork's branch: the branch it left, at token ``at``
     at: int | None = None
     signal: float | None = None  # the uncertainty that opened it there
+    # EOS at its first token: that token's values and margin (scored, never text or a row)
+    eos: tuple[list[float], float] | None = None
     # The answer cue (no reader): its tokens, fed once the branch ends; then up to
     # ``cue_limit`` tokens of what the model says after it (to a line break or a full stop).
     cue: list[int] | None = None
@@ -132,6 +134,7 @@ class Branch:
     def add(self, values: list[float], margin: float) -> None:
         if int(values[TOKEN]) in self.tok.eos_token_ids:
             self.active, self.end = False, "stop"
+            self.eos = None if self.rows else (values, margin)
             return
         before = "".join(self.texts)
         piece = self.detok.add_token(int(values[TOKEN]))

@@ -268,9 +268,12 @@ def _read_all(
         texts = b.visible()
         answer, span = read_branch(texts, cfg.fork_answer_kind, options)
         n = len(texts) or 1
-        ent = [v[METRICS][0] for v in b.rows][:n] or [0.0]
-        lp = [v[LOGPROB] for v in b.rows][:n] or [0.0]
-        scores.append(branch_score(cfg.fork_score, span, ent, lp, b.margins[:n] or [0.0]))
+        # A branch that is EOS at once is scored by that token (its log-prob, the fork's
+        # entropy and margin), not as 0.0: the best possible entropy or log-prob score.
+        rows, margins = ([b.eos[0]], [b.eos[1]]) if b.eos else (b.rows, b.margins)
+        ent = [v[METRICS][0] for v in rows][:n] or [0.0]
+        lp = [v[LOGPROB] for v in rows][:n] or [0.0]
+        scores.append(branch_score(cfg.fork_score, span, ent, lp, margins[:n] or [0.0]))
         if b.queue is not None:  # the cue was read: the answer is what followed it
             answer = normalize(b.cue_answer())[:80] or None
             if cfg.fork_score == "answer_margin":  # CoT-decoding: the answer's own margins
