@@ -26,9 +26,9 @@ s (5), and it finishes while the long prompt still prefills. Once it is done (at
 ``--wait`` s after sending it, at most ``--short-limit`` s) the long prompt's client
 disconnects; reports how soon the worker was free (``/api/health``'s cancelled count; goal:
 within 1 s) and whether the short stream equals the same request served alone. Writes
-``load_test_long_prefill.json`` (``--long-mode fork``: the long request in fork mode, which is
-prefilled outside the shared batch, a layer at a time). Both scenarios record the load average
-before and after.
+``load_test_long_prefill.json`` (``--long-mode fork``: the long request in fork mode, prefilled
+by the shared decoder like any other, its branches rows of the batch). Both scenarios record
+the load average before and after.
 """
 
 from __future__ import annotations
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         "--long-mode",
         default="greedy",
         choices=["greedy", "entropix", "fork"],
-        help="long-prefill: the long prompt's mode (fork: prefilled outside the shared batch)",
+        help="long-prefill: the long prompt's mode (fork: its branches are rows of the batch)",
     )
     p.add_argument("--timeout", type=float, default=600.0, help="per-request client timeout")
     p.add_argument("--out", default=None, help="JSON output path")

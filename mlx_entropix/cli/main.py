@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         const=str(BUILTIN_PROMPTS_PATH),
         metavar="PATH",
-        help="prompts from a CSV with a 'prompt' column (default: data/prompts.csv)",
+        help="prompts from a CSV with a 'prompt' column "
+        "(no PATH: the built-in set, mlx_entropix/data/prompts.csv)",
     )
     src.add_argument("--limit", type=int, metavar="N", help="only the first N prompts of a set")
     src.add_argument("--system", metavar="TEXT", help="system message")

@@ -237,6 +237,22 @@ def prompts_table(runs: Sequence[tuple[str, DoneEvent]], style: Style) -> str:
     return "\n".join(lines)
 
 
+def batch_rows_note(invariant: bool, strict_works: bool) -> str:
+    """``--info``'s batch rows line: the server asks MKL for strict mode only where that makes
+    the rows bitwise (``blas.strict_mode_works``: not on an AMD EPYC, never without MKL)."""
+    if invariant:
+        return "bitwise as alone (measured)"
+    if strict_works:
+        return "as alone up to the last bits (measured; the server asks MKL for strict mode)"
+    return "as alone up to the last bits (measured; no BLAS mode fixes that here)"
+
+
+def _strict_works() -> bool:
+    from ..runtime import blas
+
+    return blas.strict_mode_works()  # measured once per machine, then read from the cache
+
+
 def print_info(lm: Any, out: TextIO, as_json: bool) -> None:
     """``--info``: the device, BLAS, compilation, kernel cache and model, as text or JSON."""
     from ..runtime import device
@@ -253,12 +269,7 @@ def print_info(lm: Any, out: TextIO, as_json: bool) -> None:
         ("BLAS note", rt.blas_note),
         ("compiled", rt.compile_note),
         ("kernels", rt.kernel_note),
-        (
-            "batch rows",
-            "bitwise as alone (measured)"
-            if rt.batch_invariant
-            else "as alone up to the last bits (measured; the server asks MKL for strict mode)",
-        ),
+        ("batch rows", batch_rows_note(rt.batch_invariant, rt.batch_invariant or _strict_works())),
         (
             "one row",
             f"computed as two in {mi.two_row_products} layers (faster with this BLAS, same bits)"

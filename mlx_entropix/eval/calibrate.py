@@ -271,7 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", default=None, help="model path or id (default: embedded)")
-    parser.add_argument("--prompts", default=None, help="prompt CSV (default: data/prompts.csv)")
+    parser.add_argument(
+        "--prompts", default=None, help="prompt CSV (default: mlx_entropix/data/prompts.csv)"
+    )
     parser.add_argument(
         "--mix", action="store_true",
         help="the realistic mix: prompt set + open dev prompts + dev items (one batch)",
