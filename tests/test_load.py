@@ -129,6 +129,13 @@ def test_embedded_quantized_path_agrees_with_fp32(embedded):
     assert (mx.argmax(a, -1) == mx.argmax(b, -1)).all().item()
 
 
+def _dir(root: Path, files: dict[str, str]) -> Path:
+    (root / "d").mkdir()
+    for name, text in files.items():
+        (root / "d" / name).write_text(text)
+    return root / "d"
+
+
 @pytest.mark.parametrize(
     "make, message",
     [
@@ -143,6 +150,8 @@ def test_embedded_quantized_path_agrees_with_fp32(embedded):
             lambda p: ((p / "c").mkdir(), (p / "c" / "config.json").write_text("{"))[0] or p / "c",
             "cannot read",
         ),
+        (lambda p: _dir(p, {"config.json": "[]"}), "is not a JSON object"),
+        (lambda p: _dir(p, {"config.json": '{"hidden_size": 64}'}), "has no model_type"),
     ],
 )
 def test_bad_paths_raise_one_clear_line(tmp_path, make, message):

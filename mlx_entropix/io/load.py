@@ -248,9 +248,15 @@ def _from_hub(repo_id: str) -> Path:
 def _read_config(path: Path) -> dict[str, Any]:
     """A checkpoint directory's ``config.json``; unreadable: a ``ModelLoadError`` naming it."""
     try:
-        return json.loads((path / "config.json").read_text(encoding="utf-8"))
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise ModelLoadError(f"cannot read {path / 'config.json'}: {err}") from err
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{path / 'config.json'} is not a JSON object")
+    if not isinstance(config.get("model_type"), str):
+        # mlx-lm and transformers (the tokenizer) both need it: say so before they fail obscurely
+        raise ModelLoadError(f'{path / "config.json"} has no model_type (e.g. "llama")')
+    return config
 
 
 def _load_family(path: Path, dtype: str | None) -> tuple[FamilyModel, str, str, dict]:
@@ -290,7 +296,7 @@ def load(
     start = time.perf_counter()
     device.select_device()
     path, fmt = resolve(path_or_id)
-    model_type = "llama" if fmt == "gguf" else str(_read_config(path).get("model_type", "llama"))
+    model_type = "llama" if fmt == "gguf" else _read_config(path)["model_type"]
     if model_type != "llama":
         if group is not None and group.size() > 1:
             raise ModelLoadError(
