@@ -152,6 +152,7 @@ def _dir(root: Path, files: dict[str, str]) -> Path:
         ),
         (lambda p: _dir(p, {"config.json": "[]"}), "is not a JSON object"),
         (lambda p: _dir(p, {"config.json": '{"hidden_size": 64}'}), "has no model_type"),
+        (lambda p: _dir(p, {"a.gguf": "", "b.gguf": ""}), "2 .gguf files in"),
     ],
 )
 def test_bad_paths_raise_one_clear_line(tmp_path, make, message):

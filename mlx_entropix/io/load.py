@@ -226,6 +226,9 @@ def resolve(path_or_id: str | None) -> tuple[Path, str]:
     if (path / "config.json").exists():
         return path, "mlx" if "quantization" in _read_config(path) else "hf"
     ggufs = sorted(path.glob("*.gguf"))
+    if len(ggufs) > 1:  # e.g. two quantizations: taking the first by name would be a guess
+        names = ", ".join(g.name for g in ggufs)
+        raise ModelLoadError(f"{len(ggufs)} .gguf files in {path} ({names}): pass one of them")
     if ggufs:
         return ggufs[0], "gguf"
     raise ModelLoadError(
