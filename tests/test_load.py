@@ -152,6 +152,16 @@ def _dir(root: Path, files: dict[str, str]) -> Path:
         ),
         (lambda p: _dir(p, {"config.json": "[]"}), "is not a JSON object"),
         (lambda p: _dir(p, {"config.json": '{"hidden_size": 64}'}), "has no model_type"),
+        (
+            lambda p: _dir(
+                p,
+                {
+                    "config.json": '{"model_type": "llama", "hidden_size": "64"}',
+                    "model.safetensors": "",
+                },
+            ),
+            "has no integer hidden_size, num_hidden_layers",
+        ),
         (lambda p: _dir(p, {"a.gguf": "", "b.gguf": ""}), "2 .gguf files in"),
     ],
 )

