@@ -187,6 +187,23 @@ def test_a_directory_without_a_tokenizer_says_so_in_one_line(tmp_path, tiny_hf):
     assert "\n" not in str(err.value)
 
 
+def test_an_untied_checkpoint_without_its_head_names_it_in_one_line(tmp_path, tiny_hf):
+    """MLX's strict load puts the missing names on a line of their own."""
+    bad = tmp_path / "untied"
+    bad.mkdir()
+    for f in tiny_hf.iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    config = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": False}))
+    weights = mx.load(str(bad / "model.safetensors"))
+    weights.pop("lm_head.weight")
+    mx.save_safetensors(str(bad / "model.safetensors"), weights)
+    with pytest.raises(ModelLoadError) as err:
+        load(str(bad))
+    assert "do not fit a Llama model: Missing 1 parameters: lm_head.weight" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
 def test_truncated_gguf_is_caught_before_mlx_reads_it(tmp_path):
     from mlx_entropix.io.load import embedded_model_path
 

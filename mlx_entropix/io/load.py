@@ -334,7 +334,8 @@ def load(
         try:
             model, compute, stored = _build(args, weights, want)
         except (ValueError, KeyError) as err:
-            raise ModelLoadError(f"weights in {path} do not fit a Llama model: {err}") from err
+            why = " ".join(str(err).split())  # MLX lists the names on lines of their own
+            raise ModelLoadError(f"weights in {path} do not fit a Llama model: {why}") from err
         n_params = sum(v.size for _, v in tree_flatten(model.parameters()))  # the whole model's
         plan = None
         if group is not None and group.size() > 1:
