@@ -308,7 +308,11 @@ def load(
     its ranks, tensor parallel, before the weights are evaluated; ``ModelLoadError`` when the
     model's sizes do not divide by the number of ranks."""
     start = time.perf_counter()
-    device.select_device()
+    try:
+        device.select_device()
+        device.compute_dtype(False)  # MLX_ENTROPIX_DTYPE checked before any file is read
+    except ValueError as err:
+        raise ModelLoadError(str(err)) from err
     path, fmt = resolve(path_or_id)
     model_type = "llama" if fmt == "gguf" else _read_config(path)["model_type"]
     if model_type != "llama":
