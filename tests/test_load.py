@@ -204,6 +204,22 @@ def test_an_untied_checkpoint_without_its_head_names_it_in_one_line(tmp_path, ti
     assert "\n" not in str(err.value)
 
 
+def test_a_missing_local_path_shaped_like_a_repo_id_says_not_found(monkeypatch, tmp_path):
+    """``weights/1B`` before its download (or misspelt): not found here first, then why the
+    hub could not give it, not only "cannot download weights/1B"."""
+    from mlx_entropix.io import load as load_module
+
+    def offline(repo_id):
+        raise ModelLoadError(f"cannot download {repo_id}: no network")
+
+    monkeypatch.setattr(load_module, "_from_hub", offline)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelLoadError) as err:
+        resolve("weights/1B")
+    assert str(err.value).startswith("model path not found: weights/1B (as a Hugging Face")
+    assert "cannot download weights/1B: no network" in str(err.value)
+
+
 def test_truncated_gguf_is_caught_before_mlx_reads_it(tmp_path):
     from mlx_entropix.io.load import embedded_model_path
 

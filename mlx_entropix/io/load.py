@@ -221,7 +221,12 @@ def resolve(path_or_id: str | None) -> tuple[Path, str]:
     path = Path(path_or_id).expanduser()
     if not path.exists():
         if path_or_id.count("/") == 1 and not path_or_id.startswith((".", "/")):  # org/name
-            path = _from_hub(path_or_id)
+            try:
+                path = _from_hub(path_or_id)
+            except ModelLoadError as err:  # or a mistyped local path such as weights/1B
+                raise ModelLoadError(
+                    f"model path not found: {path_or_id} (as a Hugging Face repo id: {err})"
+                ) from err
         else:
             raise ModelLoadError(f"model path not found: {path_or_id}")
     if path.is_file():
