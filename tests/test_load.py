@@ -240,6 +240,15 @@ def test_a_shard_missing_from_the_index_is_named_not_every_parameter(tmp_path, t
     assert "Missing" not in str(err.value)
 
 
+def test_a_gguf_beside_a_config_json_without_safetensors_is_the_model(tmp_path):
+    """GGUF repos often carry the original config.json: before, 'no *.safetensors files'."""
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    (tmp_path / "model.Q4_1.gguf").write_bytes(b"")
+    assert resolve(str(tmp_path)) == (tmp_path / "model.Q4_1.gguf", "gguf")
+    (tmp_path / "model.safetensors").write_bytes(b"")  # both: the directory's safetensors
+    assert resolve(str(tmp_path)) == (tmp_path, "hf")
+
+
 def test_truncated_gguf_is_caught_before_mlx_reads_it(tmp_path):
     from mlx_entropix.io.load import embedded_model_path
 

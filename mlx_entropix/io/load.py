@@ -232,9 +232,10 @@ def resolve(path_or_id: str | None) -> tuple[Path, str]:
         raise ModelLoadError(
             f"unknown model format: {path} (expected a .gguf file or a checkpoint directory)"
         )
-    if (path / "config.json").exists():
-        return path, "mlx" if "quantization" in _read_config(path) else "hf"
     ggufs = sorted(path.glob("*.gguf"))
+    # A GGUF repo may carry a config.json too: without safetensors, the GGUF is the model
+    if (path / "config.json").exists() and (not ggufs or any(path.glob("*.safetensors"))):
+        return path, "mlx" if "quantization" in _read_config(path) else "hf"
     if len(ggufs) > 1:  # e.g. two quantizations: taking the first by name would be a guess
         names = ", ".join(g.name for g in ggufs)
         raise ModelLoadError(f"{len(ggufs)} .gguf files in {path} ({names}): pass one of them")
