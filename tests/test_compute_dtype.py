@@ -29,3 +29,25 @@ def test_the_variable_overrides_the_rule(monkeypatch):
     monkeypatch.setattr(device, "backend", lambda: "cuda")
     monkeypatch.setenv(device.ENV_DTYPE, "quantized")
     assert device.compute_dtype(True) == "quantized"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("ENV_DTYPE", "fp16"), ("ENV_DTYPE", "garbage"), ("ENV_DEVICE", "gpu0")]
+)
+def test_an_unknown_value_is_an_error_not_the_default(monkeypatch, name, value):
+    """Before: MLX_ENTROPIX_DTYPE=fp16 ran fp32 (Llama) or left the weights as stored (other
+    families) with "fp16" in the banner; MLX_ENTROPIX_DEVICE=gpu0 was ignored."""
+    from mlx_entropix.errors import ModelLoadError
+    from mlx_entropix.io.load import load
+
+    monkeypatch.setenv(getattr(device, name), value)
+    message = f"{getattr(device, name)}='{value}' is not one of"
+    with pytest.raises(ValueError, match=message):
+        device.select_device() if name == "ENV_DEVICE" else device.compute_dtype(True)
+    with pytest.raises(ModelLoadError, match=message):  # one line at the CLI and the server
+        load(None)
+
+
+def test_a_known_value_in_capitals_is_accepted(monkeypatch):
+    monkeypatch.setenv(device.ENV_DTYPE, "Float16")
+    assert device.compute_dtype(True) == "float16"

@@ -129,6 +129,13 @@ def test_embedded_quantized_path_agrees_with_fp32(embedded):
     assert (mx.argmax(a, -1) == mx.argmax(b, -1)).all().item()
 
 
+def _dir(root: Path, files: dict[str, str]) -> Path:
+    (root / "d").mkdir()
+    for name, text in files.items():
+        (root / "d" / name).write_text(text)
+    return root / "d"
+
+
 @pytest.mark.parametrize(
     "make, message",
     [
@@ -143,6 +150,21 @@ def test_embedded_quantized_path_agrees_with_fp32(embedded):
             lambda p: ((p / "c").mkdir(), (p / "c" / "config.json").write_text("{"))[0] or p / "c",
             "cannot read",
         ),
+        (lambda p: _dir(p, {"config.json": "[]"}), "is not a JSON object"),
+        (lambda p: _dir(p, {"config.json": '{"hidden_size": 64}'}), "has no model_type"),
+        (
+            lambda p: _dir(
+                p,
+                {
+                    "config.json": '{"model_type": "llama", "hidden_size": "64"}',
+                    "model.safetensors": "",
+                },
+            ),
+            "has no integer hidden_size, num_hidden_layers",
+        ),
+        (lambda p: _dir(p, {"a.gguf": "", "b.gguf": ""}), "2 .gguf files in"),
+        (lambda p: "", "the model path is empty"),
+        (lambda p: (p / "m.safetensors").write_bytes(b"x") and p / "m.safetensors", "pass its dir"),
     ],
 )
 def test_bad_paths_raise_one_clear_line(tmp_path, make, message):
@@ -153,6 +175,80 @@ def test_bad_paths_raise_one_clear_line(tmp_path, make, message):
         load(str(target))
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_a_directory_without_a_tokenizer_says_so_in_one_line(tmp_path, tiny_hf):
+    """transformers' own message spans several lines and names no file."""
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        (bare / f).write_bytes((tiny_hf / f).read_bytes())
+    with pytest.raises(ModelLoadError) as err:
+        load(str(bare))
+    assert "no tokenizer.json or tokenizer.model" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_an_untied_checkpoint_without_its_head_names_it_in_one_line(tmp_path, tiny_hf):
+    """MLX's strict load puts the missing names on a line of their own."""
+    bad = tmp_path / "untied"
+    bad.mkdir()
+    for f in tiny_hf.iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    config = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": False}))
+    weights = mx.load(str(bad / "model.safetensors"))
+    weights.pop("lm_head.weight")
+    mx.save_safetensors(str(bad / "model.safetensors"), weights)
+    with pytest.raises(ModelLoadError) as err:
+        load(str(bad))
+    assert "do not fit a Llama model: Missing 1 parameters: lm_head.weight" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_missing_local_path_shaped_like_a_repo_id_says_not_found(monkeypatch, tmp_path):
+    """``weights/1B`` before its download (or misspelt): not found here first, then why the
+    hub could not give it, not only "cannot download weights/1B"."""
+    from mlx_entropix.io import load as load_module
+
+    def offline(repo_id):
+        raise ModelLoadError(f"cannot download {repo_id}: no network")
+
+    monkeypatch.setattr(load_module, "_from_hub", offline)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelLoadError) as err:
+        resolve("weights/1B")
+    assert str(err.value).startswith("model path not found: weights/1B (as a Hugging Face")
+    assert "cannot download weights/1B: no network" in str(err.value)
+
+
+def test_a_shard_missing_from_the_index_is_named_not_every_parameter(tmp_path, tiny_hf):
+    """A download stopped between shards: MLX would list every parameter of the lost shard."""
+    part = tmp_path / "part"
+    part.mkdir()
+    for f in tiny_hf.iterdir():
+        if f.name != "model.safetensors":
+            (part / f.name).write_bytes(f.read_bytes())
+    weights = mx.load(str(tiny_hf / "model.safetensors"))
+    first = dict(list(weights.items())[: len(weights) // 2])
+    mx.save_safetensors(str(part / "model-00001-of-00002.safetensors"), first)
+    names = ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors")
+    index = {"weight_map": {k: names[k not in first] for k in weights}}
+    (part / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ModelLoadError) as err:
+        load(str(part))
+    assert "1 of the 2 weight files" in str(err.value)
+    assert "model-00002-of-00002.safetensors" in str(err.value)
+    assert "Missing" not in str(err.value)
+
+
+def test_a_gguf_beside_a_config_json_without_safetensors_is_the_model(tmp_path):
+    """GGUF repos often carry the original config.json: before, 'no *.safetensors files'."""
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    (tmp_path / "model.Q4_1.gguf").write_bytes(b"")
+    assert resolve(str(tmp_path)) == (tmp_path / "model.Q4_1.gguf", "gguf")
+    (tmp_path / "model.safetensors").write_bytes(b"")  # both: the directory's safetensors
+    assert resolve(str(tmp_path)) == (tmp_path, "hf")
 
 
 def test_truncated_gguf_is_caught_before_mlx_reads_it(tmp_path):

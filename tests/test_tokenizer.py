@@ -80,3 +80,26 @@ def test_streaming_pieces_concatenate_to_decode(embedded, text):
     pieces.append(detok.finalize())
     assert "".join(pieces) == tok.decode(ids) == text
     assert not any("\ufffd" in p for p in pieces)
+
+
+def test_a_template_that_refuses_the_messages_is_a_request_error():
+    """Gemma's template raises on a system message (and on roles out of turn): one line for
+    the CLI (exit 2) and a 400 for the server, not a jinja2 traceback / 500."""
+    from mlx_entropix.errors import InvalidRequestError
+    from mlx_entropix.io.gguf import tokenizer_from_metadata
+    from mlx_entropix.io.load import embedded_model_path
+
+    import mlx.core as mx
+
+    meta = mx.load(str(embedded_model_path()), return_metadata=True)[1]
+    tok = tokenizer_from_metadata(meta)
+    tok.hf.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}"
+        "<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}"
+    )
+    assert tok.apply_chat_template([{"role": "user", "content": "hi"}])  # allowed: renders
+    with pytest.raises(InvalidRequestError, match="refuses these messages: System role not"):
+        tok.apply_chat_template(
+            [{"role": "system", "content": "x"}, {"role": "user", "content": "hi"}]
+        )

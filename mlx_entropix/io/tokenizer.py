@@ -12,7 +12,10 @@ import secrets
 from collections import OrderedDict
 from typing import Any
 
+from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerFast
+
+from ..errors import InvalidRequestError, first_line
 
 
 class StreamingDetokenizer:
@@ -134,9 +137,14 @@ class Tokenizer:
         marked = [{**m, "content": mark} for m, mark in zip(messages, marks, strict=True)]
 
         def render(msgs: list[dict[str, Any]]) -> str:
-            return self.hf.apply_chat_template(
-                msgs, add_generation_prompt=add_generation_prompt, tokenize=False
-            )
+            try:
+                return self.hf.apply_chat_template(
+                    msgs, add_generation_prompt=add_generation_prompt, tokenize=False
+                )
+            except TemplateError as err:  # raise_exception(...): e.g. Gemma's, given a system
+                raise InvalidRequestError(
+                    f"the model's chat template refuses these messages: {first_line(err)}"
+                ) from err
 
         real = render(messages)
         # One short pattern (an alternation of every marker took 4 ms to compile at 20 turns)

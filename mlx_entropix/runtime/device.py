@@ -44,15 +44,25 @@ def backend() -> str:
 
 def select_device() -> str:
     """Apply ``MLX_ENTROPIX_DEVICE`` if set, then return the backend in use."""
-    want = os.environ.get(ENV_DEVICE, "").lower()
-    if want in ("cpu", "gpu"):
+    want = _env_choice(ENV_DEVICE, ("cpu", "gpu"))
+    if want:
         mx.set_default_device(getattr(mx, want))
     return backend()
 
 
+def _env_choice(name: str, allowed: tuple[str, ...]) -> str:
+    """The variable's value ("" unset); another value is an error, not silently the default
+    (a typo such as ``fp16`` would run in fp32 and the banner would show the typo).
+    ``io.load`` turns the ValueError into a ModelLoadError."""
+    want = os.environ.get(name, "").strip().lower()
+    if want and want not in allowed:
+        raise ValueError(f"{name}={want!r} is not one of {', '.join(allowed)}")
+    return want
+
+
 def compute_dtype(quantized: bool) -> str:
     """The weight format to run in on this device: "quantized" or a float dtype name."""
-    want = os.environ.get(ENV_DTYPE, "").lower()
+    want = _env_choice(ENV_DTYPE, ("float32", "float16", "bfloat16", "quantized"))
     if want:
         return want
     name = backend()
