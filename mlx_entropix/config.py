@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .answers import Kind
+from .errors import first_line
 
 # entropix: the uncertainty-driven sampler; normal: fixed T/top_p/top_k/min_p; greedy: argmax;
 # fork: greedy, but at a fork the top candidates are decoded as one batch and the most
@@ -200,6 +201,13 @@ def first_error(err: ValidationError, whole: str = "") -> str:
     named for an error of the whole object). The front ends' own wording goes around it."""
     first = err.errors()[0]
     return f"{'.'.join(str(p) for p in first['loc']) or whole}: {first['msg']}"
+
+
+def config_file_error(err: Exception) -> str:
+    """Why ``SamplerConfig.from_file`` failed, as one line for a front end's message: the first
+    rejected value (``first_error``), else the error's first line (JSON/TOML syntax, an
+    unreadable file)."""
+    return first_error(err, "config") if isinstance(err, ValidationError) else first_line(err)
 
 
 CONFIG_DIR = Path(__file__).parent / "configs"

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from ..config import PRESET_NAMES, Mode, SamplerConfig, apply_preset, first_error
+from ..config import PRESET_NAMES, Mode, SamplerConfig, apply_preset, config_file_error, first_error
 from ..engine.agreement import MAX_SAMPLES
 from ..engine.confidence import with_abstention
 from ..errors import (
@@ -176,11 +176,9 @@ def read_config(args: argparse.Namespace, default: Callable[[], SamplerConfig]) 
             cfg = SamplerConfig.from_file(args.config)
         except FileNotFoundError as err:
             raise InvalidRequestError(f"config file not found: {args.config}") from err
-        except ValidationError as err:
-            why = first_error(err, "config")
+        except (OSError, ValueError) as err:  # a rejected value, JSON/TOML syntax, unreadable
+            why = config_file_error(err)
             raise InvalidRequestError(f"invalid config {args.config}: {why}") from err
-        except (OSError, ValueError) as err:  # JSON/TOML syntax, an unreadable file
-            raise InvalidRequestError(f"invalid config {args.config}: {first_line(err)}") from err
     else:
         cfg = default()
     try:  # the preset's overrides, then the command line's

@@ -10,14 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from ..config import Mode, SamplerConfig, apply_preset, first_error
+from ..config import Mode, SamplerConfig, apply_preset, config_file_error
 from ..errors import (
     EntropixError,
     InvalidRequestError,
     check_writable,
-    first_line,
     lenient_stdout,
     output_failed,
 )
@@ -178,11 +175,8 @@ def _main(args: argparse.Namespace) -> int:
     if args.config:
         try:
             config = SamplerConfig.from_file(args.config)
-        except ValidationError as err:  # pydantic's message spans several lines
-            why = first_error(err, "config")
-            raise InvalidRequestError(f"cannot use sampler config {args.config}: {why}") from err
-        except Exception as err:  # OSError, JSON/TOML syntax alike
-            why = first_line(err)
+        except Exception as err:  # a rejected value, OSError, JSON/TOML syntax alike
+            why = config_file_error(err)
             raise InvalidRequestError(f"cannot use sampler config {args.config}: {why}") from err
     if args.preset:
         try:

@@ -21,10 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from ..config import SamplerConfig, first_error
-from ..errors import EntropixError, first_line
+from ..config import SamplerConfig, config_file_error
+from ..errors import EntropixError
 from ..io.prompts import load_prompts
 from .settings import DEFAULT_UI_DIR, LOOPBACK_HOSTS, ServerSettings
 
@@ -119,10 +117,10 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
             config = SamplerConfig.from_file(args.config)
         except FileNotFoundError:
             raise ValueError(f"sampler config not found: {args.config}") from None
-        except ValidationError as err:
-            raise ValueError(f"bad sampler config {args.config}: {first_error(err)}") from None
-        except Exception as err:  # JSON/TOML syntax, unreadable file
-            raise ValueError(f"bad sampler config {args.config}: {first_line(err)}") from None
+        except Exception as err:  # a rejected value, JSON/TOML syntax, unreadable file
+            raise ValueError(
+                f"bad sampler config {args.config}: {config_file_error(err)}"
+            ) from None
     ui = Path(args.ui) if args.ui else None
     if ui is not None and ui != DEFAULT_UI_DIR and not (ui / "index.html").is_file():
         # (the default folder is empty until the UI is built: the server then says so at /)
