@@ -73,9 +73,8 @@ def config_from_metadata(meta: dict[str, Any], weights: dict[str, mx.array]) -> 
         return _scalar(meta, f"llama.{key}", default)
 
     def need(key: str) -> int:  # a size the model cannot be built without
-        if (value := get(key)) is None:
-            raise ModelLoadError(f"GGUF metadata has no llama.{key} (an incomplete file?)")
-        return int(value)
+        _required(meta, f"llama.{key}")
+        return int(get(key))
 
     n_heads = need("attention.head_count")
     hidden = need("embedding_length")
