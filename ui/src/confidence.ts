@@ -18,10 +18,12 @@ export function spanText(text: string, span: readonly number[] | null | undefine
   return Array.from(text).slice(span[0], span[1]).join("");
 }
 
-/** At most `max` characters (code points, so an emoji is never cut in half), "..." if cut. */
-export function clip(text: string, max: number): string {
+/** At most `max` characters (code points, so an emoji is never cut in half), ending in
+ * `ellipsis` if cut (the chat's titles: "…"). */
+export function clip(text: string, max: number, ellipsis = "..."): string {
   const chars = Array.from(text);
-  return chars.length > max ? `${chars.slice(0, max - 3).join("")}...` : text;
+  if (chars.length <= max) return text;
+  return chars.slice(0, max - Array.from(ellipsis).length).join("") + ellipsis;
 }
 
 /** Indices of the tokens whose text overlaps the answer span [start, end) of the done text

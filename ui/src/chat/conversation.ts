@@ -2,6 +2,7 @@
 // assistant turn with the runs (one per mode) that the single-prompt view shows, and the chat
 // history that the next request sends. Persistence and the network live elsewhere.
 import type { Mode, StreamEvent } from "../generated/events";
+import { clip } from "../confidence";
 import { cutShort, reducer, type Run, type Session } from "../store";
 
 /** "interrupted": the stream broke off (server gone) or the page was closed mid-answer. */
@@ -101,9 +102,7 @@ function assistantTurn(id: string, settings: TurnSettings): AssistantTurn {
 const titleOf = (c: Conversation): string => {
   const first = c.turns.find((t): t is UserTurn => t.role === "user");
   if (!first) return c.title;
-  // Characters, not UTF-16 units: an emoji at the cut is kept whole or left out, never halved.
-  const chars = Array.from(first.content.trim().replace(/\s+/g, " "));
-  return chars.length > TITLE_CHARS ? `${chars.slice(0, TITLE_CHARS - 1).join("")}…` : chars.join("");
+  return clip(first.content.trim().replace(/\s+/g, " "), TITLE_CHARS, "…"); // an emoji kept whole
 };
 
 const touched = (c: Conversation, turns: Turn[], now: number): Conversation => {
