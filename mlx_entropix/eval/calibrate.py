@@ -55,18 +55,17 @@ THRESHOLDS = ("low_ent", "low_vent", "med_ent", "high_ent", "high_vent")
 
 def propose(
     metrics: np.ndarray,
-    base: SamplerConfig | None = None,
     q_low: float = DEFAULT_QUANTILES["q_low"],
     q_med: float = DEFAULT_QUANTILES["q_med"],
     q_high: float = DEFAULT_QUANTILES["q_high"],
 ) -> SamplerConfig:
-    """A config whose thresholds sit at quantiles of ``metrics`` (N, 6); all else from ``base``."""
+    """The default config with its thresholds at quantiles of ``metrics`` (N, 6)."""
     if not 0 < q_low < q_med < q_high < 1:
         raise ValueError("need 0 < q_low < q_med < q_high < 1")
     at = {"low_ent": (0, q_low), "low_vent": (1, q_low), "med_ent": (0, q_med),
           "high_ent": (0, q_high), "high_vent": (1, q_high)}  # fmt: skip
     quantiles = {k: round(float(np.quantile(metrics[:, i], q)), 4) for k, (i, q) in at.items()}
-    return (base or SamplerConfig()).merged(quantiles)
+    return SamplerConfig().merged(quantiles)
 
 
 def _adaptive_u(metrics: np.ndarray, base: SamplerConfig) -> np.ndarray:
@@ -130,18 +129,13 @@ DEFAULT_TARGETS = {"flowing": 0.30, "treading": 0.04, "exploring": 0.10, "resamp
                    "adaptive": 0.48}  # fmt: skip
 
 
-def fit_thresholds(
-    metrics: np.ndarray,
-    base: SamplerConfig | None = None,
-    targets: dict[str, float] | None = None,
-    min_share: float = 0.02,
-) -> SamplerConfig:
-    """Thresholds whose state shares on ``metrics`` (N, 6) come closest to ``targets`` (sum of
-    |log(share / target)|) with every state at ``min_share`` or more: a search over quantile
+def fit_thresholds(metrics: np.ndarray, min_share: float = 0.02) -> SamplerConfig:
+    """Thresholds whose state shares on ``metrics`` (N, 6) come closest to ``DEFAULT_TARGETS`` (the
+    sum of |log(share / target)|) with every state at ``min_share`` or more: a search over quantile
     grids of entropy and varentropy. Unlike ``propose``'s fixed quantiles this keeps each
     quadrant reachable on a model whose varentropy grows with its entropy (a flat distribution
     with a low varentropy, "treading", is then rare at any fixed low quantile). Pure."""
-    want = np.array([(targets or DEFAULT_TARGETS)[s] for s in STATES])
+    want = np.array([DEFAULT_TARGETS[s] for s in STATES])
     e, v = metrics[:, 0], metrics[:, 1]
     grid = lambda x, lo, hi, step: np.quantile(x, np.arange(lo, hi, step))  # noqa: E731
     med_ent = float(np.quantile(e, 0.6))
@@ -170,7 +164,7 @@ def fit_thresholds(
                     best = (float(loss[i]), (le, lv, me, he, float(hvs[i])))
     if best is None:
         raise ValueError(f"no thresholds give every state {min_share:.0%} of these tokens")
-    return (base or SamplerConfig()).merged(
+    return SamplerConfig().merged(
         {k: round(float(x), 4) for k, x in zip(THRESHOLDS, best[1], strict=True)}
     )
 
@@ -180,7 +174,6 @@ def heat_policy(
     base: SamplerConfig,
     heat: float,
     gate: float = 0.5,
-    n_samples: int = 1,
     adaptive_min_p: float = 0.1,
 ) -> SamplerConfig:
     """An entropix policy on one knob, ``heat``: the temperature of the uncertain states.
@@ -189,7 +182,7 @@ def heat_policy(
     of H + V over the adaptive tokens and reaches ``heat`` at their 90th percentile; the
     exploring and treading temperatures are ``heat`` at the median of their attention metric,
     the mist's floor is ``heat`` (the original's 2.0 is far hotter than this model bears).
-    ``n_samples`` > 1 keeps the likeliest of n draws (cooler). Thresholds from ``base``. Pure.
+    One adaptive draw per token. Thresholds from ``base``. Pure.
     """
     if heat <= 0 or not 0 <= gate < 0.9:
         raise ValueError("need heat > 0 and 0 <= gate < 0.9")
@@ -206,7 +199,7 @@ def heat_policy(
         {
             "ada_temp_offset": r(-gain * u_gate),
             "ada_temp_logits": r(gain),
-            "n_adaptive_samples": n_samples,
+            "n_adaptive_samples": 1,
             "lehv_interaction_strength_offset": r(0.8 * heat / t0),
             "lehv_interaction_strength_coef": r(0.2 * heat / t0 / med_ints),
             "helv_attn_ent_offset": r(0.8 * heat / t0),
@@ -236,13 +229,13 @@ def collect(lm, prompts: list[str], max_tokens: int, seed: int) -> np.ndarray:
     return np.array(rows, dtype=np.float64)
 
 
-def mix_jobs(lm, seed: int, per_category: int = 10, root: Path | None = None) -> list:
+def mix_jobs(lm, seed: int) -> list:
     """The realistic prompt mix: the built-in prompt set, the open dev prompts
-    (``data/open/dev.csv``) and the first ``per_category`` items of each category of the eval
-    dev split (``data/eval/dev.csv``), each one row of normal sampling."""
+    (``data/open/dev.csv``) and the first 10 items of each category of the eval dev split
+    (``data/eval/dev.csv``), each one row of normal sampling."""
     from ..engine.generate import prepare_prompt
 
-    root = root or Path(__file__).resolve().parents[2] / "data"
+    root = Path(__file__).resolve().parents[2] / "data"
     cfg = lm.default_config
     texts = [p.prompt for p in load_prompts(None)]
     with (root / "open" / "dev.csv").open(newline="", encoding="utf-8") as f:
@@ -251,7 +244,7 @@ def mix_jobs(lm, seed: int, per_category: int = 10, root: Path | None = None) ->
             for i, t in enumerate(texts)]  # fmt: skip
     taken: Counter[str] = Counter()
     for item in load_items(root / "eval" / "dev.csv"):
-        if taken[item.category] < per_category:
+        if taken[item.category] < 10:
             taken[item.category] += 1
             ids = prepare_prompt(lm, build_prompt(lm.tokenizer, item, None, ()))
             stop = ("\n",) if item.format == "raw" else ()
@@ -325,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.fit_thresholds:
             cfg = fit_thresholds(metrics)
         else:
-            cfg = propose(metrics, SamplerConfig(), args.q_low, args.q_med, args.q_high)
+            cfg = propose(metrics, args.q_low, args.q_med, args.q_high)
         if args.heat is not None:
             cfg = heat_policy(metrics, cfg, args.heat, adaptive_min_p=args.adaptive_min_p)
         elif not args.thresholds_only:
