@@ -144,15 +144,6 @@ def read_option(response: str, options: dict[str, str] | None) -> tuple[str, Spa
     return named[0], where.span() if where else None
 
 
-def extract_choice_or_option(response: str, options: dict[str, str] | None) -> str | None:
-    """A letter; else the one option whose text the response names (see the module docstring)."""
-    letter = extract_choice(response)
-    if letter is not None or not options:
-        return letter
-    named = read_option(response, options)
-    return None if named is None else named[0]
-
-
 def read_yesno(response: str) -> tuple[str, Span] | None:
     """'yes' or 'no' from the first yes/no-like word, and where that word stands."""
     for m in re.finditer(r"[a-z]+", response.lower()):
@@ -198,7 +189,7 @@ def _match_one(
         return got is not None and math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-9)
     if kind == "choice":
         letter = answer.strip().strip("()").upper()
-        return extract_choice_or_option(response, options) == letter
+        return read_answer(response, kind, options)[0] == letter
     if kind == "yesno":
         want = extract_yesno(answer)
         if want is None:
@@ -232,8 +223,11 @@ def read_answer(
     if kind == "numeric":
         number = read_number(response)
         return (None, None) if number is None else (f"{number[0]:g}", number[1])
-    if kind == "choice":  # the letter's span, if a letter was read (else an option's text)
-        return extract_choice_or_option(response, options), read_choice(response)
+    if kind == "choice":  # a letter and its span; else the one option named, by its text
+        letter = extract_choice(response)
+        if letter is None and options and (named := read_option(response, options)):
+            return named[0], None
+        return letter, read_choice(response)
     if kind == "yesno":
         word = read_yesno(response)
         return (None, None) if word is None else word
