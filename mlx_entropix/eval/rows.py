@@ -43,12 +43,7 @@ class RowResult:
 
 
 def run_jobs(
-    lm: Any,
-    jobs: Sequence[Job],
-    *,
-    max_tokens: int,
-    max_rows: int = 24,
-    progress: bool = True,
+    lm: Any, jobs: Sequence[Job], *, max_tokens: int, max_rows: int = 24
 ) -> list[RowResult]:
     """Decode every job's rows, ``max_rows`` rows in flight at most; results in job order,
     then seed order. Jobs join the batch as rows free up (continuous batching)."""
@@ -60,9 +55,7 @@ def run_jobs(
     results: list[list[RowResult]] = [[RowResult(j.key, s) for s in j.seeds] for j in jobs]
     pending = list(range(len(jobs)))[::-1]
     live: dict[Any, int] = {}  # BatchRequest -> job index
-    with tqdm(
-        total=len(jobs), unit="job", file=sys.stderr, dynamic_ncols=True, disable=not progress
-    ) as bar:
+    with tqdm(total=len(jobs), unit="job", file=sys.stderr, dynamic_ncols=True) as bar:
         while pending or live:
             rows = sum(len(jobs[i].seeds) for i in live.values())
             while pending and (not live or rows + len(jobs[pending[-1]].seeds) <= max(max_rows, 1)):

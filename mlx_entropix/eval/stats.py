@@ -67,12 +67,10 @@ def _item_scores(records: Iterable[dict[str, Any]], mode: str) -> dict[int, floa
     return {i: sum(h) / len(h) for i, h in sorted(hits.items())}
 
 
-def summarize(
-    records: Sequence[dict[str, Any]], modes: Sequence[Mode], baseline: Mode = "greedy"
-) -> dict[str, Any]:
-    """Accuracy with its 95% CI, paired difference vs ``baseline``, cost and states per mode."""
+def summarize(records: Sequence[dict[str, Any]], modes: Sequence[Mode]) -> dict[str, Any]:
+    """Accuracy with its 95% CI, paired difference vs greedy, cost and states per mode."""
     out: dict[str, Any] = {}
-    base = _item_scores(records, baseline) if baseline in modes else None
+    base = _item_scores(records, "greedy") if "greedy" in modes else None
     for mode in modes:
         recs = [r for r in records if r["mode"] == mode]
         scores = _item_scores(recs, mode)
@@ -110,9 +108,9 @@ def summarize(
         conf = summarize_confidence(recs)
         if conf is not None:  # the answers' confidence: AUROC, ECE, risk-coverage
             row["confidence"] = conf
-        if base is not None and mode != baseline:
+        if base is not None and mode != "greedy":
             common = sorted(set(scores) & set(base))
-            row[f"vs_{baseline}"] = paired_difference(
+            row["vs_greedy"] = paired_difference(
                 [scores[i] for i in common], [base[i] for i in common]
             )
         out[mode] = row
