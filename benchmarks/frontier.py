@@ -7,7 +7,7 @@
 Accuracy: questions with one answer (``data/eval/dev.csv``, first ``--items-per-category`` of
 each category; test: ``data/eval/core.csv``, all), ``--seeds`` seeds per item (greedy: one),
 scored as ``benchmarks/eval.py`` scores them. Diversity: open prompts (``data/open/{dev,test}
-.csv``), ``--open-seeds`` seeds each, ``eval/diversity.py`` (distinct word n-grams across the
+.csv``), ``--open-seeds`` seeds each, ``diversity.py`` (distinct word n-grams across the
 seeds' outputs, 0 = identical, 1 = nothing shared), with two gibberish guards beside it: the
 mean log p of the chosen tokens under the model and the within-output repetition rate.
 "differs" is the share of open prompts whose first seed's text differs from greedy's.
@@ -35,11 +35,11 @@ sys.path.insert(0, str(ROOT))
 import mlx_entropix  # noqa: E402, F401  (BLAS preload before mlx)
 from mlx_entropix.answers import match, parse_options  # noqa: E402
 from mlx_entropix.config import STATE_NAMES, SamplerConfig, apply_preset  # noqa: E402
-from mlx_entropix.eval.diversity import diversity, mean_logprob, repetition_rate  # noqa: E402
 from mlx_entropix.eval.harness import build_prompt, item_seed, load_items  # noqa: E402
 from mlx_entropix.eval.stats import paired_difference, wilson  # noqa: E402
 
 import numpy as np  # noqa: E402
+from diversity import diversity, mean_logprob, repetition_rate  # noqa: E402  (benchmarks/)
 
 DEV_SWEEP = ("greedy,topp_0.5,topp_0.7,topp_1.0,minp_0.05,minp_0.1,minp_0.2,preset:precise,"
              "heat_0.5,heat_0.8,heat_1.2")  # fmt: skip

@@ -1,8 +1,13 @@
-"""Diversity and gibberish guards (``eval/diversity.py``) on constructed texts."""
+"""Diversity and gibberish guards (``benchmarks/diversity.py``) on constructed texts."""
 
 from __future__ import annotations
 
-from mlx_entropix.eval.diversity import (
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import pytest
+from diversity import (  # noqa: E402  (a benchmark module, not a package module)
     distinct_across,
     diversity,
     mean_logprob,
@@ -10,8 +15,6 @@ from mlx_entropix.eval.diversity import (
     repetition_rate,
     words,
 )
-
-import pytest
 
 
 def test_identical_outputs_have_zero_diversity():
