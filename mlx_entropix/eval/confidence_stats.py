@@ -17,7 +17,7 @@ Pure functions on (confidence, correct) pairs:
 - ``top_half_accuracy``: accuracy of the most confident ceil(n/2) answers.
 - ``paired_bootstrap``: the difference of a statistic between two scorings of the same
   answers, with a percentile interval from resampling the answers (both scorings get the
-  same resample: the comparison is paired).
+  same resample: the comparison is paired). Seeded: the same answers give the same interval.
 """
 
 from __future__ import annotations
@@ -81,14 +81,12 @@ def ece(confidence: Sequence[float], correct: Sequence[bool], bins: int = 10) ->
     return float(sum(r["count"] * abs(r["accuracy"] - r["confidence"]) for r in rows) / n)
 
 
-def ece_floor(
-    confidence: Sequence[float], bins: int = 10, draws: int = 500, seed: int = 0
-) -> float:
+def ece_floor(confidence: Sequence[float]) -> float:
     c = np.asarray(confidence, float)
     if not len(c):
         return 0.0
-    rng = np.random.default_rng(seed)
-    return float(np.mean([ece(c, rng.random(len(c)) < c, bins) for _ in range(draws)]))
+    rng = np.random.default_rng(0)
+    return float(np.mean([ece(c, rng.random(len(c)) < c) for _ in range(500)]))
 
 
 def risk_coverage(scores: Sequence[float], correct: Sequence[bool]) -> list[tuple[float, float]]:
@@ -113,7 +111,6 @@ def paired_bootstrap(
     b: Sequence[float],
     correct: Sequence[bool],
     n_boot: int = 2000,
-    seed: int = 0,
 ) -> dict[str, Any]:
     """stat(a) - stat(b) and its 95% percentile interval over paired resamples of answers
     (a resample where the statistic is undefined, e.g. one class only, is skipped)."""
@@ -121,7 +118,7 @@ def paired_bootstrap(
     sa, sb = stat(a_, y), stat(b_, y)
     if sa is None or sb is None:
         return {"diff": None, "ci95": None, "n_boot": 0}
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(0)
     diffs = []
     for _ in range(n_boot):
         i = rng.integers(0, len(y), len(y))
