@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.confidence import AGREEMENT_SUFFIX, CONFIDENCE_DIR, ConfidenceModel
-from .confidence_fit import predict, refeaturized, rescored, scores_report
+from .confidence_fit import fmt_of, predict, refeaturized, rescored, scores_report
 from .confidence_select import attention_test, bootstrap, fit_chosen, held_out, select, with_format
 from .confidence_stats import ece_floor
 
@@ -98,7 +98,7 @@ def _figures(conf: list[float | None], recs: list[dict[str, Any]], n_boot: int) 
     """``scores_report`` per format and overall, each with bootstrap intervals."""
     out = scores_report(conf, recs)
     for fmt in out:
-        ix = [i for i, r in enumerate(recs) if fmt == "all" or r.get("format", "chat") == fmt]
+        ix = [i for i, r in enumerate(recs) if fmt == "all" or fmt_of(r) == fmt]
         out[fmt]["ci95"] = bootstrap([conf[i] for i in ix], [recs[i] for i in ix], n_boot)
         out[fmt]["ece_floor"] = ece_floor([c for i in ix if (c := conf[i]) is not None])
     return out
@@ -156,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if caps:
         report["dev, no cap"] = _figures(*held_out(dev, chosen)[::-1], n_boot)
     if test:
-        tests = [r for r in with_format(test) if r.get("format", "chat") in chosen]
+        tests = [r for r in with_format(test) if fmt_of(r) in chosen]
         report["test (fitted on dev)"] = _figures(predict(model, tests), tests, n_boot)
         if caps:
             plain = fit_chosen(dev, chosen, meta)  # the same maps fitted on every answer

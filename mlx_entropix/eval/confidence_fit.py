@@ -25,6 +25,11 @@ from .stats import summarize
 L2 = 1.0
 
 
+def fmt_of(record: dict[str, Any]) -> str:
+    """A record's prompt format (chat when it has none)."""
+    return record.get("format", "chat")
+
+
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = L2) -> tuple[np.ndarray, float]:
     """Coefficients and intercept maximizing the log-likelihood minus l2/2 |coef|^2 (the
     intercept is not penalized). ``x`` is (n, d), already standardized."""
@@ -73,14 +78,13 @@ def fit_model(
     records: Sequence[dict[str, Any]], features: Sequence[str], l2: float = L2, meta: Any = None
 ) -> ConfidenceModel:
     """One map per prompt format present in ``records``."""
-    formats = sorted({r.get("format", "chat") for r in records})
-    maps = {f: fit_map([r for r in records if r.get("format", "chat") == f], features, l2)
-            for f in formats}  # fmt: skip
+    formats = sorted({fmt_of(r) for r in records})
+    maps = {f: fit_map([r for r in records if fmt_of(r) == f], features, l2) for f in formats}
     return ConfidenceModel(maps, dict(meta or {}))
 
 
 def predict(model: ConfidenceModel, records: Sequence[dict[str, Any]]) -> list[float | None]:
-    return [model(r["features"], r.get("format", "chat")) for r in records]
+    return [model(r["features"], fmt_of(r)) for r in records]
 
 
 def out_of_fold(
@@ -93,7 +97,7 @@ def out_of_fold(
         model = fit_model(train, features, l2)
         for i, r in enumerate(records):
             if i % folds == k:
-                out[i] = model(r["features"], r.get("format", "chat"))
+                out[i] = model(r["features"], fmt_of(r))
     return out
 
 
@@ -117,10 +121,10 @@ def scores_report(
             "top_half_accuracy": top_half_accuracy(c, y),
         }
 
-    formats = sorted({r.get("format", "chat") for _, r in rows})
+    formats = sorted({fmt_of(r) for _, r in rows})
     return {
         "all": block(rows),
-        **{f: block([(c, r) for c, r in rows if r.get("format", "chat") == f]) for f in formats},
+        **{f: block([(c, r) for c, r in rows if fmt_of(r) == f]) for f in formats},
     }
 
 
@@ -157,7 +161,7 @@ def rescored(result: dict[str, Any], model: ConfidenceModel) -> dict[str, Any]:
     recomputed (the accuracy figures are unchanged)."""
     records = []
     for r in refeaturized(result):  # the features the fit saw (of the signals, if kept)
-        c = model(r["features"], r.get("format", "chat"))
+        c = model(r["features"], fmt_of(r))
         records.append(dict(r, confidence=None if c is None else round(c, 6)))
     run = dict(result["run"], confidence_map=model.meta)
     return {**result, "run": run, "summary": summarize(records, run["modes"]), "records": records}
@@ -181,7 +185,6 @@ def capped(
     a check, each category's cap fitted on ``pool``'s other categories."""
     caps = {k: check_cap([r for r in pool if r.get("category", "") != k])
             for k in {r.get("category", "") for r in recs}}  # fmt: skip
-    return [p if p is None or not failed(r["features"])
-            or r.get("format", "chat") not in formats
+    return [p if p is None or not failed(r["features"]) or fmt_of(r) not in formats
             or (cap := caps[r.get("category", "")]) is None else min(p, cap)
             for p, r in zip(preds, recs, strict=True)]  # fmt: skip

@@ -42,6 +42,7 @@ from .confidence_fit import (
     check_cap,
     fit_logistic,
     fit_map,
+    fmt_of,
     scores_report,
     usable,
 )
@@ -68,13 +69,9 @@ class Candidate:
     pooled: bool = False  # one map for both formats, with the format as a feature
 
 
-def _fmt(r: dict[str, Any]) -> str:
-    return r.get("format", "chat")
-
-
 def with_format(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Records whose features carry the format indicator (what ``ConfidenceModel`` adds)."""
-    return [dict(r, features={**r["features"], FORMAT_FEATURE: float(_fmt(r) == "raw")})
+    return [dict(r, features={**r["features"], FORMAT_FEATURE: float(fmt_of(r) == "raw")})
             for r in records]  # fmt: skip
 
 
@@ -159,8 +156,8 @@ def evaluate(
         held = leave_category_out(recs, c, capped_out=bool(caps))
         return scores_report(capped(held, recs, recs, caps), recs)
     out: dict[str, Any] = {}
-    for fmt in sorted({_fmt(r) for r in recs}):
-        sub = [r for r in recs if _fmt(r) == fmt]
+    for fmt in sorted({fmt_of(r) for r in recs}):
+        sub = [r for r in recs if fmt_of(r) == fmt]
         held = leave_category_out(sub, c, capped_out=fmt in caps)
         out[fmt] = scores_report(capped(held, sub, recs, caps), sub)[fmt]
     return out
@@ -282,7 +279,7 @@ def _format_records(
 ) -> list[dict[str, Any]]:
     """The records a candidate is fitted on for ``fmt``: that format's, or both when pooled."""
     recs = usable(with_format(records), c.features)
-    return recs if c.pooled else [r for r in recs if _fmt(r) == fmt]
+    return recs if c.pooled else [r for r in recs if fmt_of(r) == fmt]
 
 
 def select(
@@ -291,7 +288,7 @@ def select(
     """Every candidate's leave-one-category-out figures on dev and the choice per format; if
     the check cap does not lower the choice's ranking (``choose_caps``), again with it."""
     cands = list(cands or candidates())
-    formats = sorted({_fmt(r) for r in dev})
+    formats = sorted({fmt_of(r) for r in dev})
     results = {c.name: evaluate(dev, c) for c in cands}
     chosen = {f: choose(results, cands, f) for f in formats}
     caps = choose_caps(dev, chosen)
@@ -337,7 +334,7 @@ def attention_test(
         ok, tests = (usable(with_format(x), att.features) for x in (dev, test))
         (rs, pa), (_, pb) = held_out(ok, {fmt: base}, caps), held_out(ok, {fmt: att}, caps)
         splits = {"dev (leave one category out)": (rs, pa, pb)}
-        if tests := [r for r in tests if _fmt(r) == fmt]:  # each fitted as shipped
+        if tests := [r for r in tests if fmt_of(r) == fmt]:  # each fitted as shipped
             models = [fit_chosen(ok, {fmt: m}, {}, caps) for m in (base, att)]
             splits["test (fitted on dev)"] = (tests, *([m(r["features"], fmt) for r in tests]
                                                        for m in models))  # fmt: skip
@@ -364,7 +361,7 @@ def held_out(
     for fmt, c in chosen.items():
         rs = _format_records(dev, c, fmt)
         p = leave_category_out(rs, c, capped_out=fmt in caps)
-        keep = [i for i, r in enumerate(rs) if _fmt(r) == fmt]
+        keep = [i for i, r in enumerate(rs) if fmt_of(r) == fmt]
         mine = [rs[i] for i in keep]
         recs += mine
         preds += capped([p[i] for i in keep], mine, dev, caps)
