@@ -32,7 +32,6 @@ reference's gains were set by hand for Llama-3.2-1B; on a 135M model whose H + V
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from collections import Counter
@@ -237,9 +236,7 @@ def mix_jobs(lm, seed: int) -> list:
 
     root = Path(__file__).resolve().parents[2] / "data"
     cfg = lm.default_config
-    texts = [p.prompt for p in load_prompts(None)]
-    with (root / "open" / "dev.csv").open(newline="", encoding="utf-8") as f:
-        texts += [r["prompt"] for r in csv.DictReader(f)]
+    texts = [p.prompt for p in load_prompts(None) + load_prompts(root / "open" / "dev.csv")]
     jobs = [Job(("chat", i), prepare_prompt(lm, t), cfg, "normal", (seed,))
             for i, t in enumerate(texts)]  # fmt: skip
     taken: Counter[str] = Counter()
