@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from ..answers import KINDS, Kind, extracted, infer_kind, match, parse_options
 from ..config import PAPER_CUE, Mode
-from ..errors import InvalidRequestError, first_line
+from ..errors import EntropixError, InvalidRequestError, first_line
 from .stats import summarize
 
 Format = Literal["chat", "raw"]
@@ -223,7 +223,6 @@ def check_prompts(
     a prompt longer than the context fails here with its row, not after the items before it
     (whose results would then be lost)."""
     from ..engine.request import prepare_prompt
-    from ..errors import EntropixError
 
     for item in items:
         prompt = build_prompt(lm.tokenizer, item, system, fewshot)
