@@ -188,8 +188,7 @@ def _match_one(
             raise ValueError(f"numeric answer {answer!r} is not a number")
         return got is not None and math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-9)
     if kind == "choice":
-        letter = answer.strip().strip("()").upper()
-        return read_answer(response, kind, options)[0] == letter
+        return read_answer(response, kind, options)[0] == answer.strip().strip("()").upper()
     if kind == "yesno":
         want = extract_yesno(answer)
         if want is None:

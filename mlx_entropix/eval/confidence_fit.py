@@ -93,11 +93,8 @@ def out_of_fold(
     """Each record scored by a map fitted on the other folds (folds by item, interleaved)."""
     out: list[float | None] = [None] * len(records)
     for k in range(folds):
-        train = [r for i, r in enumerate(records) if i % folds != k]
-        model = fit_model(train, features, l2)
-        for i, r in enumerate(records):
-            if i % folds == k:
-                out[i] = model(r["features"], fmt_of(r))
+        model = fit_model([r for i, r in enumerate(records) if i % folds != k], features, l2)
+        out[k::folds] = predict(model, records[k::folds])
     return out
 
 

@@ -83,8 +83,7 @@ def load_items(path: str | Path, default_format: Format = "chat") -> list[Item]:
             rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise InvalidRequestError(f"cannot read evaluation CSV {path}: {err}") from err
-    missing = {"prompt", "answer"} - fields
-    if missing:
+    if missing := {"prompt", "answer"} - fields:
         raise InvalidRequestError(
             f"{path} needs the columns prompt and answer (missing: {', '.join(sorted(missing))})"
         )
