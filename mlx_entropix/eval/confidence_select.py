@@ -43,6 +43,7 @@ from .confidence_fit import (
     fit_logistic,
     fit_map,
     fmt_of,
+    predict,
     scores_report,
     usable,
 )
@@ -336,8 +337,7 @@ def attention_test(
         splits = {"dev (leave one category out)": (rs, pa, pb)}
         if tests := [r for r in tests if fmt_of(r) == fmt]:  # each fitted as shipped
             models = [fit_chosen(ok, {fmt: m}, {}, caps) for m in (base, att)]
-            splits["test (fitted on dev)"] = (tests, *([m(r["features"], fmt) for r in tests]
-                                                       for m in models))  # fmt: skip
+            splits["test (fitted on dev)"] = (tests, *(predict(m, tests) for m in models))
         for split, (recs, qa, qb) in splits.items():
             ix = [i for i in range(len(recs)) if qa[i] is not None and qb[i] is not None]
             y = [bool(recs[i]["correct"]) for i in ix]
