@@ -470,7 +470,7 @@ def test_plot_paths_one_file_per_prompt(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in tmp_path.glob("p-*.png")) == ["p-q-2.png", "p-q.png"]
 
-    from mlx_entropix.cli.main import plot_paths
+    from mlx_entropix.cli.plot import plot_paths
 
     assert plot_paths(Path("out/p.png"), ["only"]) == [Path("out/p.png")]
     got = plot_paths(Path("out/p.png"), ["q 1", "q_1", "x-4", "x", "x", "é/?"])

@@ -11,7 +11,6 @@ interrupted by Ctrl-C (SIGINT) after the summary of what was generated so far (`
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import shutil
@@ -70,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="prompts from a CSV with a 'prompt' column "
         "(no PATH: the built-in set, mlx_entropix/data/prompts.csv)",
+    )
+    one.add_argument(
+        "--chat", action="store_true", help="a conversation: each line typed is a user turn"
     )
     src.add_argument("--limit", type=int, metavar="N", help="only the first N prompts of a set")
     src.add_argument("--system", metavar="TEXT", help="system message")
@@ -150,25 +152,6 @@ def select_prompts(args: argparse.Namespace) -> list[PromptItem]:
     return items
 
 
-def plot_paths(base: Path, names: Sequence[str]) -> list[Path]:
-    """--plot's file per prompt: ``base`` for one; for several, ``<stem>-<name><suffix>``, the
-    name made file-safe and short, and ``-<n>`` (1-based prompt number) after a name already
-    taken, so that no plot overwrites another's (names need not be unique, and two can sanitize
-    alike)."""
-    if len(names) == 1:
-        return [base]
-    paths: list[Path] = []
-    for n, name in enumerate(names, 1):
-        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
-        safe = safe.encode()[:100].decode(errors="ignore")  # a file name has 255 bytes at most
-        first = path = base.with_name(f"{base.stem}-{safe}{base.suffix or '.png'}")
-        k = n
-        while path in paths:  # another prompt's name could also end in -<n>
-            path, k = first.with_stem(f"{first.stem}-{k}"), k + 1
-        paths.append(path)
-    return paths
-
-
 def read_config(args: argparse.Namespace, default: Callable[[], SamplerConfig]) -> SamplerConfig:
     """--config FILE (or the model's default), then the --temperature/... overrides."""
     if args.config:
@@ -200,48 +183,6 @@ def modes_for(args: argparse.Namespace) -> list[Mode]:
     return [next((m for m in ("normal", "greedy", "fork") if getattr(args, m)), "entropix")]
 
 
-def event_text(ev: Any, style: Any) -> str:
-    """How the terminal shows one event: a token's text, a fork's line, a run's summary."""
-    from .terminal import fork_line, summary, token_text
-
-    if ev.type == "token":
-        return token_text(ev, style)
-    if ev.type == "fork":
-        return "\n" + fork_line(ev, style) + "\n"
-    return "\n\n" + summary(ev, style) + "\n"
-
-
-class Interrupt:
-    """First Ctrl-C: ask the running generation to stop (it then reports 'cancelled').
-
-    A second Ctrl-C raises KeyboardInterrupt as usual, for a stuck prefill or model load.
-    Under ``mlx.launch`` the terminal's Ctrl-C reaches every rank, each at its own step: rank
-    0's decides (one collective per check), so all ranks stop at the same step; a rank that
-    stopped alone would leave the others waiting in a collective.
-    """
-
-    def __init__(self, group: Any = None) -> None:
-        self.requested = False  # this process saw Ctrl-C
-        self.stopped = False  # the answer of the last ``stop_now``: every rank's the same
-        self.group = group
-
-    def stop_now(self) -> bool:
-        if self.group is None:
-            self.stopped = self.requested
-        else:
-            import mlx.core as mx
-
-            from ..uncertainty.step import from_rank0
-
-            flag = from_rank0(mx.array([int(self.requested)]), self.group)
-            self.stopped = bool(flag.item())
-        return self.stopped
-
-    def __call__(self, signum: int, frame: Any) -> None:
-        self.requested = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
 def run(args: argparse.Namespace, out: TextIO) -> int:
     if args.max_tokens < 1:
         raise InvalidRequestError(f"--max-tokens must be at least 1 (got {args.max_tokens})")
@@ -251,8 +192,10 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         raise InvalidRequestError(
             f"--confidence-samples must lie in [0, {MAX_SAMPLES}] (got {args.confidence_samples})"
         )
-    generating = not (args.info and args.input is None and not args.prompts and not args.prompt_csv)
-    items = select_prompts(args) if generating else []
+    generating = args.chat or not (
+        args.info and args.input is None and not args.prompts and not args.prompt_csv
+    )
+    items = select_prompts(args) if generating and not args.chat else []
     if args.config or args.preset:  # fail on a bad file or name before the model load
         read_config(args, SamplerConfig)
     if args.plot and generating:  # last: it makes the plot's directory
@@ -262,16 +205,32 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     from ..io.load import load
     from ..io.warmup import FirstRun
     from ..runtime.distributed import init_group
-    from .terminal import Style, compare_table, header, legend, print_info, prompts_table
+    from .chat import chat, check_chat
+    from .interrupt import Interrupt
+    from .terminal import (
+        Style,
+        compare_table,
+        event_json,
+        event_text,
+        header,
+        legend,
+        print_info,
+        prompts_table,
+    )
 
     # Under mlx.launch every rank runs this same loop; only rank 0 writes (see main()).
     group = init_group()
+    if args.chat:
+        check_chat(args, group)
     lm = load(args.model, group=group, attention=args.shard_attention)
     if args.info:
         print_info(lm, out, args.json)
     if not generating:
         return EXIT_OK
     cfg = read_config(args, lambda: lm.default_config)
+    if args.chat:
+        style = Style.for_stream(out, args.color)
+        return chat(lm, args, cfg, modes_for(args)[0], out, style, FirstRun.start(lm, args.model))
     for item in items:  # every prompt is checked before anything is generated
         try:
             prepare_prompt(lm, item.prompt, args.system, args.max_tokens)
@@ -289,18 +248,17 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         if style.colour:
             out.write(legend(style, shutil.get_terminal_size().columns) + "\n")
     many = len(items) > 1
-    plots = plot_paths(Path(args.plot), [item.name for item in items]) if args.plot else []
+    plots = []
+    if args.plot:
+        from .plot import plot_paths
+
+        plots = plot_paths(Path(args.plot), [item.name for item in items])
     finished: list[tuple[str, Any]] = []  # (prompt name, DoneEvent) for the closing table
 
-    escape = not encodes_unicode(out)  # an ASCII stdout: \u escapes keep what '?' would lose
+    escape = not encodes_unicode(out)
 
-    def json_line(ev: Any, index: int) -> str:
-        line = ev.model_dump_json()
-        if escape:
-            line = json.dumps(json.loads(line), separators=(",", ":"))
-        if many:  # which prompt this event belongs to: one more key first
-            line = f'{{"prompt_index":{index},' + line[1:]
-        return line + "\n"
+    def json_line(ev: Any, index: int) -> str:  # several prompts: which one, a key first
+        return event_json(ev, escape, f'"prompt_index":{index},' if many else "")
 
     def heading(mode: str, item: PromptItem) -> None:
         out.write(f"\n{header(f'{mode} · {item.name}' if many else mode, style)}\n")

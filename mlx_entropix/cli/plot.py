@@ -134,3 +134,22 @@ def plot_runs(
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig).print_png(str(path))
     return path
+
+
+def plot_paths(base: Path, names: Sequence[str]) -> list[Path]:
+    """--plot's file per prompt: ``base`` for one; for several, ``<stem>-<name><suffix>``, the
+    name made file-safe and short, and ``-<n>`` (1-based prompt number) after a name already
+    taken, so that no plot overwrites another's (names need not be unique, and two can sanitize
+    alike)."""
+    if len(names) == 1:
+        return [base]
+    paths: list[Path] = []
+    for n, name in enumerate(names, 1):
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+        safe = safe.encode()[:100].decode(errors="ignore")  # a file name has 255 bytes at most
+        first = path = base.with_name(f"{base.stem}-{safe}{base.suffix or '.png'}")
+        k = n
+        while path in paths:  # another prompt's name could also end in -<n>
+            path, k = first.with_stem(f"{first.stem}-{k}"), k + 1
+        paths.append(path)
+    return paths

@@ -298,3 +298,21 @@ def print_info(lm: Any, out: TextIO, as_json: bool) -> None:
     for name, value in rows:
         if value:
             out.write(f"{name + ':':<11} {value}\n")
+
+
+def event_text(ev: Any, style: Any) -> str:
+    """How the terminal shows one event: a token's text, a fork's line, a run's summary."""
+    if ev.type == "token":
+        return token_text(ev, style)
+    if ev.type == "fork":
+        return "\n" + fork_line(ev, style) + "\n"
+    return "\n\n" + summary(ev, style) + "\n"
+
+
+def event_json(ev: Any, escape: bool, first: str = "") -> str:
+    """An event as its JSON line (wire schema); ``escape``: an ASCII stdout, where \\u escapes
+    keep what '?' would lose; ``first``: a key put before the event's own."""
+    line = ev.model_dump_json()
+    if escape:
+        line = json.dumps(json.loads(line), separators=(",", ":"))
+    return "{" + first + line[1:] + "\n"

@@ -1,0 +1,144 @@
+"""``mlx_main.py --chat``: a conversation in the terminal, each answer coloured as it streams.
+
+Every line typed is a user turn; the model answers with the whole conversation as its prompt
+(the chat template). The turns share one decoder with a prefix cache, as the server's chat
+does: a turn prefills only what is new since the last one (its answer and the new message).
+``/reset`` starts a new conversation, ``/exit`` or Ctrl-D ends it. Ctrl-C during an answer
+stops that answer (the part written stays in the conversation); at the prompt it drops the line.
+Without a terminal on stdin every line of stdin is a turn (scripts, tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import secrets
+import shutil
+import signal
+import sys
+from typing import Any, TextIO
+
+from ..config import Mode, SamplerConfig
+from ..engine.batch import BatchDecoder
+from ..engine.confidence import reading, with_abstention
+from ..engine.generate import generate_rows
+from ..engine.prefix_cache import PrefixCache
+from ..errors import EntropixError, InvalidRequestError, encodes_unicode, first_line
+from ..events import DoneEvent
+from .interrupt import Interrupt
+from .terminal import Style, event_json, event_text, legend
+
+PREFIX_CACHE_MB = 512  # as the server's default (--prefix-cache-mb)
+HELP = "/reset: a new conversation · /exit or Ctrl-D: quit · Ctrl-C: stop an answer"
+
+
+def turn_line(done: DoneEvent) -> str:
+    """One line after each answer: its length, speed, the prompt reused, its confidence."""
+    n = done.generated_tokens
+    parts = [f"{n} token{'' if n == 1 else 's'} ({done.finish_reason})",
+             f"{done.decode_tok_s:.1f} tok/s"]  # fmt: skip
+    if done.cached_tokens:
+        parts.append(f"{done.cached_tokens} of {done.prompt_tokens} prompt tokens reused")
+    if done.confidence is not None:  # cut, not rounded (as the summary's)
+        shown = math.floor(done.confidence * 100 + 1e-9) / 100
+        abstained = ", ABSTAINED" if done.abstained else ""
+        parts.append(f"confidence {shown:.2f} ({reading(done.confidence)}{abstained})")
+    return " · ".join(parts)
+
+
+def read_turn(inp: TextIO, out: TextIO, interactive: bool) -> str | None:
+    """The next line typed (None: end of input). At a terminal with a prompt and line editing;
+    Ctrl-C there drops the line being typed."""
+    if not interactive:
+        line = inp.readline()
+        return line.rstrip("\n") if line else None
+    import readline  # noqa: F401  (line editing and history for input())
+
+    while True:
+        try:
+            return input("\n> ")
+        except KeyboardInterrupt:
+            out.write("\n")
+        except EOFError:
+            out.write("\n")
+            return None
+
+
+def check_chat(args: argparse.Namespace, group: Any) -> None:
+    """The flags a conversation cannot take, refused before the model loads."""
+    for flag, given in (("--compare", args.compare), ("--plot", args.plot),
+                        ("--limit", args.limit is not None)):  # fmt: skip
+        if given:
+            raise InvalidRequestError(f"--chat takes no {flag} (one answer per turn)")
+    if group is not None:
+        raise InvalidRequestError("--chat reads the terminal in one process: not under mlx.launch")
+
+
+def chat(
+    lm: Any, args: argparse.Namespace, cfg: SamplerConfig, mode: Mode, out: TextIO,
+    style: Style, first_run: Any = None, inp: TextIO | None = None,
+) -> int:  # fmt: skip
+    """The conversation loop; exit status 0 when the input ends."""
+    inp = inp or sys.stdin
+    interactive = inp.isatty() and not args.json
+    decoder = BatchDecoder(lm, prefix_cache=PrefixCache(PREFIX_CACHE_MB * 2**20))
+    system = [{"role": "system", "content": args.system}] if args.system else []
+    history: list[dict[str, str]] = []
+    if not args.json:
+        out.write(style.dim(f"{lm.info.name} · {lm.info.compute_dtype} · {mode}") + "\n")
+    if interactive:
+        if style.colour:
+            out.write(legend(style, shutil.get_terminal_size().columns) + "\n")
+        out.write(style.dim(HELP) + "\n")
+    turn, escape = 0, not encodes_unicode(out)
+    while (text := read_turn(inp, out, interactive)) is not None:
+        if not text.strip():
+            continue
+        if text.strip() in ("/exit", "/quit"):
+            break
+        if text.strip() == "/reset":
+            history.clear()
+            if not args.json:
+                out.write(style.dim("(a new conversation)") + "\n")
+            continue
+        if first_run is not None:
+            first_run.resume_if_ready()
+        messages = [*system, *history, {"role": "user", "content": text}]
+        if not interactive and not args.json:  # what the answer answers (a terminal shows it)
+            out.write(style.dim("> " + text) + "\n")
+        seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+        interrupt = Interrupt()
+        signal.signal(signal.SIGINT, interrupt)
+        done: DoneEvent | None = None
+        try:
+            for _, ev in generate_rows(
+                lm, messages, modes=[mode], seeds=[seed], config=cfg,
+                max_tokens=args.max_tokens, stop=tuple(args.stop or ()),
+                top_logprobs=args.top_logprobs if args.json else 0,
+                should_stop=interrupt.stop_now, decoder=decoder,
+                confidence_samples=args.confidence_samples,
+            ):  # fmt: skip
+                if ev.type == "error":
+                    raise EntropixError(ev.message)
+                ev = with_abstention(ev, args.min_confidence)
+                if args.json:  # which turn the event belongs to: a key first
+                    out.write(event_json(ev, escape, f'"turn":{turn},'))
+                elif ev.type == "done":
+                    out.write("\n" + style.dim(turn_line(ev)) + "\n")
+                else:
+                    out.write(event_text(ev, style))
+                out.flush()
+                done = ev if ev.type == "done" else done
+        except EntropixError as err:  # e.g. the conversation outgrew the context: the turn only
+            out.flush()
+            print(f"error: {first_line(err)}" + (" (/reset starts anew)" if history else ""),
+                  file=sys.stderr)  # fmt: skip
+            continue
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        assert done is not None
+        history += [messages[-1], {"role": "assistant", "content": done.text}]
+        turn += 1
+        while decoder.idle_step():  # the answer's keys into the prefix cache, for the next turn
+            pass
+    return 0

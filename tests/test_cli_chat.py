@@ -1,0 +1,112 @@
+"""``mlx_main.py --chat``: a conversation read line by line (stdin not a terminal here), each
+turn's prompt the whole conversation so far, through one decoder with a prefix cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mlx_entropix.cli.interrupt import Interrupt
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MAIN = str(ROOT / "mlx_main.py")
+ENV = {**os.environ, "NO_COLOR": "1"}
+
+
+def chat(turns: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, MAIN, "--chat", *args], input=turns, capture_output=True, text=True,
+        env=ENV, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+
+
+def by_turn(stdout: str) -> dict[int, list[dict]]:
+    turns: dict[int, list[dict]] = {}
+    for line in stdout.splitlines():
+        event = json.loads(line)
+        turns.setdefault(event["turn"], []).append(event)
+    return turns
+
+
+def test_each_turn_answers_the_whole_conversation_and_reset_starts_anew():
+    ask = "What is the capital of France?"
+    got = chat(f"{ask}\nAnd of Italy?\n\n/reset\nAnd of Italy?\n/exit\nnever read\n",
+               "--json", "--greedy", "--max-tokens", "6")  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    turns = by_turn(got.stdout)
+    assert sorted(turns) == [0, 1, 2]  # the empty line is no turn; nothing after /exit
+    done = {t: events[-1] for t, events in turns.items()}
+    for t, events in turns.items():
+        assert done[t]["type"] == "done" and done[t]["mode"] == "greedy"
+        assert "".join(e["text"] for e in events if e["type"] == "token") == done[t]["text"]
+    # Turn 1 carries turn 0 (question and answer); after /reset the same line stands alone.
+    history = done[0]["prompt_tokens"] + done[0]["generated_tokens"]
+    assert done[1]["prompt_tokens"] > history
+    assert done[2]["prompt_tokens"] < done[0]["prompt_tokens"] + 3
+    assert done[2]["prompt_tokens"] < done[1]["prompt_tokens"] - done[0]["generated_tokens"]
+
+
+def test_a_turn_over_the_context_is_an_error_and_the_conversation_goes_on():
+    got = chat("word " * 9000 + "\nHi\n", "--greedy", "--max-tokens", "3")
+    assert got.returncode == 0, got.stderr
+    assert "error: the prompt is" in got.stderr and "Traceback" not in got.stderr
+    assert "> Hi\n" in got.stdout and "3 tokens (length)" in got.stdout
+
+
+@pytest.mark.parametrize("flag", [["--compare"], ["--plot", "p.png"], ["--limit", "2"]])
+def test_flags_a_conversation_cannot_take_are_one_line_exit_2(flag: list[str]):
+    got = chat("Hi\n", *flag)
+    assert got.returncode == 2
+    assert got.stderr.startswith("mlx_main.py: error: --chat takes no")
+    assert len(got.stderr.strip().splitlines()) == 1
+
+
+def test_ctrl_c_stops_the_answer_not_the_conversation():
+    proc = subprocess.Popen(
+        [sys.executable, MAIN, "--chat", "--json", "--max-tokens", "3000", "--seed", "4"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        proc.stdin.write(b"Write a very long story about a dragon.\n")
+        proc.stdin.flush()
+        got, deadline = b"", time.monotonic() + 240
+        while b'"index":2,' not in got:  # a few tokens are out
+            assert time.monotonic() < deadline, got
+            got += os.read(proc.stdout.fileno(), 4096)
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(b"Hi\n", timeout=240)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    turns = by_turn((got + rest).decode())
+    assert turns[0][-1]["finish_reason"] == "cancelled"
+    assert turns[1][-1]["type"] == "done" and turns[1][-1]["finish_reason"] != "cancelled"
+
+
+def test_one_ctrl_c_under_uv_run_is_two_signals_and_one_stop():
+    """uv forwards the terminal's SIGINT: the second, at once, is the same Ctrl-C; a later
+    one is a second Ctrl-C (KeyboardInterrupt, for a stuck prefill or load)."""
+    interrupt = Interrupt()
+    interrupt(signal.SIGINT, None)
+    interrupt(signal.SIGINT, None)  # the forwarded copy: no exception
+    assert interrupt.requested and interrupt.stop_now()
+    interrupt.at -= 1.0
+    with pytest.raises(KeyboardInterrupt):
+        interrupt(signal.SIGINT, None)
+
+
+def test_the_next_turn_reuses_the_conversation_from_the_prefix_cache():
+    long = "Summarise this: " + " ".join(["The quick brown fox jumps over the lazy dog."] * 20)
+    got = chat(f"{long}\nThanks.\n", "--json", "--greedy", "--max-tokens", "3")
+    assert got.returncode == 0, got.stderr
+    first, second = (events[-1] for events in by_turn(got.stdout).values())
+    assert first["cached_tokens"] == 0 and first["prompt_tokens"] > 200
+    # the whole first prompt and the answer (filled in after the turn) are reused
+    assert second["cached_tokens"] >= first["prompt_tokens"] - 16
