@@ -141,4 +141,6 @@ def chat(
         turn += 1
         while decoder.idle_step():  # the answer's keys into the prefix cache, for the next turn
             pass
+    if first_run is not None:
+        first_run.closing_note()
     return 0
