@@ -123,9 +123,7 @@ class FamilyModel(nn.Module):
             mx.eval(logits, scores, [c.state for c in cache])
         return logits, scores
 
-    # ------------------------------------------------------------------ the shared batch
     def shared_cache(self) -> SharedCache:
-        """An empty ``SharedCache`` shaped as this model's keys."""
         return SharedCache(*self._key_shape)
 
     @functools.cached_property
