@@ -92,7 +92,7 @@ class FamilyModel(nn.Module):
         self.args = FamilyArgs(
             model_type=model_type,
             vocab_size=int(config.get("vocab_size") or _config_value(a, "vocab_size") or 0),
-            num_hidden_layers=len(getattr(inner, "layers", []) or []),
+            num_hidden_layers=len(attentions),  # one per layer (None: no attention module)
             max_position_embeddings=int(
                 config.get("max_position_embeddings")
                 or _config_value(a, "max_position_embeddings", "n_positions", default=4096)
