@@ -75,7 +75,7 @@ def decode(lm, prefix: list[int], first: list[int] | None, budget: int, stop_nl:
     """Greedy continuation of ``prefix`` as one batch: one row per forced first token in
     ``first`` (None: one plain greedy row). Returns per row a list of steps
     (token, p1, p2, entropy, varentropy, logprob) and the metrics of every step."""
-    from mlx_entropix.uncertainty.metrics import compute_metrics, log_normaliser
+    from mlx_entropix.uncertainty.metrics import compute_metrics
 
     import mlx.core as mx
 
@@ -93,7 +93,7 @@ def decode(lm, prefix: list[int], first: list[int] | None, budget: int, stop_nl:
     texts = [""] * rows
     for t in range(budget):
         last = logits[:, -1].astype(mx.float32)
-        met = compute_metrics(last, scores, log_normaliser(last))
+        met = compute_metrics(last, scores)
         ids, probs, ent, vent = _step_stats(last)
         logp = last - mx.logsumexp(last, axis=-1, keepdims=True)
         if t == 0 and first is not None:

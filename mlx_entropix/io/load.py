@@ -9,7 +9,6 @@ Quantized weights run as ``device.compute_dtype`` says (CPU fp32, Metal quantize
 from __future__ import annotations
 
 import contextlib
-import glob
 import importlib.metadata
 import json
 import time
@@ -163,13 +162,13 @@ def _load_dir(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer]:
     lacking = [k for k in required if type(config.get(k)) is not int]  # the sizes; bool is none
     if lacking:  # else a TypeError from ModelArgs or from a shape computed with a string
         raise ModelLoadError(f"{path / 'config.json'} has no integer {', '.join(lacking)}")
-    files = sorted(glob.glob(str(path / "*.safetensors")))
+    files = sorted(path.glob("*.safetensors"))
     if not files:
         raise ModelLoadError(f"no *.safetensors files in {path}")
     weights: dict[str, mx.array] = {}
     for f in files:
         try:
-            weights.update(mx.load(f))
+            weights.update(mx.load(str(f)))
         except Exception as err:
             raise ModelLoadError(f"cannot read {f}: {err}") from err
     weights = {k: v for k, v in weights.items() if "rotary_emb.inv_freq" not in k}
@@ -336,6 +335,7 @@ def load(
     model_type = "llama" if fmt == "gguf" else _read_config(path)["model_type"]
     if fmt != "gguf":
         _check_shards(path)
+    plan, observed, compile_steps = None, True, True
     if model_type != "llama":
         if group is not None and group.size() > 1:
             raise ModelLoadError(
@@ -348,11 +348,7 @@ def load(
         args = model.args
         args.vocab_size = args.vocab_size or len(tokenizer.hf)
         n_params = sum(v.size for _, v in tree_flatten(model.parameters()))
-        kind: dict[str, Any] = {
-            "model_type": args.model_type,
-            "attention_metrics": args.attention_observed,
-        }
-        compile_steps = True
+        observed = args.attention_observed
     else:
         args, weights, tokenizer = _load_gguf(path) if fmt == "gguf" else _load_dir(path)
         want = dtype or device.compute_dtype(any(k.endswith(".scales") for k in weights))
@@ -362,7 +358,6 @@ def load(
             why = " ".join(str(err).split())  # MLX puts names on lines of their own
             raise ModelLoadError(f"weights in {path} do not fit a Llama model: {why}") from err
         n_params = sum(v.size for _, v in tree_flatten(model.parameters()))  # the whole model's
-        plan = None
         if group is not None and group.size() > 1:
             try:
                 plan = shard_model(model, group, attention)
@@ -370,7 +365,6 @@ def load(
             except ShardingError as err:
                 raise ModelLoadError(f"{path.name}: {err}") from err
         mx.eval(model.parameters())
-        kind = {"sharding": plan}
         compile_steps = device.compile_steps()[0]
     # After sharding: sharded layers are other classes, which ``models.two_rows`` leaves alone
     rule = device.two_rows_rule(compute)
@@ -386,8 +380,10 @@ def load(
         n_layers=args.num_hidden_layers,
         vocab_size=args.vocab_size,
         load_s=time.perf_counter() - start,
+        model_type=args.model_type,
+        attention_metrics=observed,
+        sharding=plan,
         two_row_products=two_rows,
-        **kind,
     )
     return LoadedModel(
         model=model,

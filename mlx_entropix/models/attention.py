@@ -32,7 +32,6 @@ from mlx_lm.models.cache import RotatingKVCache, make_prompt_cache
 
 from .shared_cache import SharedCache, SharedStep, masked_attention, window_mask
 
-__all__ = ["VERIFIED", "SharedLayer", "attention_of", "observe_last_attention", "route_sdpa"]
 # mlx-lm model modules (``mlx_lm.models.<name>``) whose observed scores the tests verify.
 VERIFIED = frozenset({"llama", "qwen2", "qwen3", "gemma", "gemma3_text", "phi3"})
 

@@ -92,7 +92,7 @@ class FamilyModel(nn.Module):
         self.args = FamilyArgs(
             model_type=model_type,
             vocab_size=int(config.get("vocab_size") or _config_value(a, "vocab_size") or 0),
-            num_hidden_layers=len(getattr(inner, "layers", []) or []),
+            num_hidden_layers=len(attentions),  # one per layer (None: no attention module)
             max_position_embeddings=int(
                 config.get("max_position_embeddings")
                 or _config_value(a, "max_position_embeddings", "n_positions", default=4096)
@@ -123,9 +123,7 @@ class FamilyModel(nn.Module):
             mx.eval(logits, scores, [c.state for c in cache])
         return logits, scores
 
-    # ------------------------------------------------------------------ the shared batch
     def shared_cache(self) -> SharedCache:
-        """An empty ``SharedCache`` shaped as this model's keys."""
         return SharedCache(*self._key_shape)
 
     @functools.cached_property
@@ -170,20 +168,16 @@ class FamilyModel(nn.Module):
         """``llama.Model.step_shared``'s contract; mlx-lm runs its layers as one call, so the
         pass yields once before it, not between layers."""
         tokens = tokens.reshape(tokens.shape[0], -1)
-        n, queries = tokens.shape
-        step = cache.begin_step(queries, counts)
+        step = cache.begin_step(tokens.shape[1], counts)
         yield
-        logits, scores = self._observed(tokens, self._layers_of(cache, step, n))
+        logits, scores = self._observed(tokens, self._layers_of(cache, step, tokens.shape[0]))
         if evaluate:
             mx.eval(logits, scores, cache.keys, cache.values)
         cache.end_step()
         yield
-        last = mx.array([c - 1 for c in counts]) if counts else mx.full((n,), queries - 1)
-        logits = mx.take_along_axis(logits, last[:, None, None], axis=1)
-        if scores is None:
-            return logits, None
-        scores = mx.take_along_axis(scores, last[:, None, None, None], axis=2)
-        return logits, scores[:, :, 0].astype(mx.float32)
+        if scores is not None:
+            scores = cache.at_last(scores, 2)[:, :, 0].astype(mx.float32)
+        return cache.at_last(logits, 1), scores
 
     def decode_shared(self, tokens: mx.array, cache: SharedCache, compile: bool = True) -> Forward:
         """``llama.Model.decode_shared``'s contract: mlx-lm's whole pass as one call."""

@@ -299,8 +299,7 @@ class Model(nn.Module):
         the keys it does not see at -inf. A row's results do not depend on the other rows
         (``shared_cache``; the dense layers': where the BLAS is batch-invariant, ``blas``)."""
         tokens = tokens.reshape(tokens.shape[0], -1)
-        n, queries = tokens.shape
-        step = cache.begin_step(queries, counts)
+        step = cache.begin_step(tokens.shape[1], counts)
         h = self.model.embed_tokens(tokens)
         scores = None
         for i, layer in enumerate(self.layers):
@@ -310,9 +309,7 @@ class Model(nn.Module):
                 mx.eval(h, cache.keys[i], cache.values[i])
         cache.end_step()
         yield
-        last = mx.array([c - 1 for c in counts]) if counts else mx.full((n,), queries - 1)
-        h = mx.take_along_axis(h, last[:, None, None], axis=1)  # (slots, 1, dim)
-        scores = mx.take_along_axis(scores, last[:, None, None, None], axis=2)  # type: ignore[arg-type]
+        h, scores = cache.at_last(h, 1), cache.at_last(scores, 2)  # type: ignore[arg-type]
         return self.head(h), scores[:, :, 0]
 
     def decode_shared(self, tokens: mx.array, cache: SharedCache, compile: bool = True) -> Forward:

@@ -157,6 +157,11 @@ class SharedCache:
         self.end_step()
         return logits, scores
 
+    def at_last(self, x: mx.array, axis: int) -> mx.array:
+        """``x`` at each row's last real query of the step (``axis``: the queries')."""
+        last = mx.array([c - 1 for c in self._counts])
+        return mx.take_along_axis(x, last.reshape(-1, *[1] * (x.ndim - 1)), axis=axis)
+
     def end_step(self) -> None:
         for i, n in enumerate(self.lengths):
             if n is not None:

@@ -55,9 +55,9 @@ def ranks_here(group: mx.distributed.Group) -> int:
     return int((names == mine).sum().item())
 
 
-def rank(group: mx.distributed.Group | None = None) -> int:
+def rank() -> int:
     """This process's rank (0 when not distributed)."""
-    return group.rank() if group is not None else mx.distributed.init().rank()
+    return mx.distributed.init().rank()
 
 
 def plan_sharding(

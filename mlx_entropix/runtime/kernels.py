@@ -67,7 +67,6 @@ def kernel_dir() -> Path:
 
 
 def kernels_built() -> int:
-    """Kernels in the folder now (shared libraries)."""
     try:
         return sum(1 for p in kernel_dir().iterdir() if p.suffix == ".so")
     except OSError:
@@ -108,7 +107,6 @@ class Warmup:
                                          start_new_session=True)  # fmt: skip
 
     def ready(self) -> bool:
-        """True once the build has finished and the folder is warm."""
         return self.proc.poll() is not None and is_warm()
 
     def running(self) -> bool:

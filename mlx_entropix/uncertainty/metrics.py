@@ -138,22 +138,16 @@ def _sharded_attention_metrics(
     )
 
 
-def compute_metrics(
-    logits: mx.array,
-    scores: mx.array | None,
-    normaliser: tuple[mx.array, mx.array] | None = None,
-    group: mx.distributed.Group | None = None,
-) -> mx.array:
-    """All six metrics stacked as (B, 6) float32 in ``METRIC_NAMES`` order (``group``: see
-    ``attention_metrics``; the logits are whole on every rank).
+def compute_metrics(logits: mx.array, scores: mx.array | None) -> mx.array:
+    """All six metrics stacked as (B, 6) float32 in ``METRIC_NAMES`` order.
 
     ``scores`` None (a model whose last attention cannot be observed, ``families.py``): the
     four attention metrics are NaN, reported as unavailable (null) in the events."""
-    entropy, varentropy = logits_entropy(logits, normaliser)
+    entropy, varentropy = logits_entropy(logits)
     if scores is None:
         unavailable = mx.full(entropy.shape, mx.nan, dtype=mx.float32)
         return mx.stack([entropy, varentropy, *[unavailable] * 4], axis=-1)
-    return mx.stack([entropy, varentropy, *attention_metrics(scores, group)], axis=-1)
+    return mx.stack([entropy, varentropy, *attention_metrics(scores)], axis=-1)
 
 
 def logits_metrics(logits: mx.array) -> tuple[mx.array, mx.array, mx.array]:
