@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from mlx_entropix.cli.interrupt import Interrupt
+from mlx_entropix.cli.interrupt import Interrupt, PromptInterrupt
 
 import pytest
 
@@ -110,3 +110,13 @@ def test_the_next_turn_reuses_the_conversation_from_the_prefix_cache():
     assert first["cached_tokens"] == 0 and first["prompt_tokens"] > 200
     # the whole first prompt and the answer (filled in after the turn) are reused
     assert second["cached_tokens"] >= first["prompt_tokens"] - 16
+
+
+def test_ctrl_c_at_the_prompt_drops_the_line_once_per_ctrl_c():
+    at_prompt = PromptInterrupt()
+    with pytest.raises(KeyboardInterrupt):
+        at_prompt(signal.SIGINT, None)
+    at_prompt(signal.SIGINT, None)  # uv's forwarded copy: ignored
+    at_prompt.at -= 1.0
+    with pytest.raises(KeyboardInterrupt):  # the next Ctrl-C
+        at_prompt(signal.SIGINT, None)

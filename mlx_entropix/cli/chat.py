@@ -25,7 +25,7 @@ from ..engine.generate import generate_rows
 from ..engine.prefix_cache import PrefixCache
 from ..errors import EntropixError, InvalidRequestError, encodes_unicode, first_line
 from ..events import DoneEvent
-from .interrupt import Interrupt
+from .interrupt import Interrupt, PromptInterrupt
 from .terminal import Style, event_json, event_text, legend
 
 PREFIX_CACHE_MB = 512  # as the server's default (--prefix-cache-mb)
@@ -54,6 +54,7 @@ def read_turn(inp: TextIO, out: TextIO, interactive: bool) -> str | None:
         return line.rstrip("\n") if line else None
     import readline  # noqa: F401  (line editing and history for input())
 
+    signal.signal(signal.SIGINT, PromptInterrupt())
     while True:
         try:
             return input("\n> ")

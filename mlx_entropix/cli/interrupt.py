@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -42,4 +43,18 @@ class Interrupt:
         if not self.requested:
             self.requested, self.at = True, now
         elif now - self.at > SAME_CTRL_C_S:
+            raise KeyboardInterrupt
+
+
+class PromptInterrupt:
+    """Ctrl-C at an input prompt: a ``KeyboardInterrupt`` (the line is dropped), once per
+    Ctrl-C: the copy ``uv run`` forwards within ``SAME_CTRL_C_S`` is ignored."""
+
+    def __init__(self) -> None:
+        self.at = -math.inf
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        now = time.monotonic()
+        if now - self.at > SAME_CTRL_C_S:
+            self.at = now
             raise KeyboardInterrupt
