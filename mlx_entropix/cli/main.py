@@ -3,7 +3,8 @@
 Exit status: 0 done; 2 bad input (argparse errors, missing/invalid CSV or config, empty prompt,
 ``--max-tokens`` < 1, prompt longer than the context, model that cannot be loaded, a ``--plot``
 path that cannot be written), printed as one ``mlx_main.py: error: ...`` line on stderr; 1 stdout
-could not be written (a full disk; a reader gone, ``| head``, is 0 and quiet), one line too; 130
+could not be written (a full disk; a reader gone, ``| head``, is 0 and quiet) or the model failed
+mid-generation (non-finite logits: the text so far, then the error), one line too; 130
 interrupted by Ctrl-C (SIGINT) after the summary of what was generated so far (``finish_reason``
 "cancelled").
 """
@@ -28,6 +29,7 @@ from ..engine.agreement import MAX_SAMPLES
 from ..engine.confidence import with_abstention
 from ..errors import (
     EntropixError,
+    GenerationError,
     InvalidRequestError,
     check_writable,
     encodes_unicode,
@@ -39,7 +41,7 @@ from ..io.prompts import BUILTIN_PROMPTS_PATH, PromptItem, load_prompts
 
 PROG = "mlx_main.py"
 DEFAULT_PROMPT = "Which number is larger, 9.9 or 9.11?"
-EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def probability(text: str) -> float:
@@ -55,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Generate with entropix sampling: every token coloured by the model's "
         "uncertainty quadrant, with a summary per run. Exit status: 0 ok, 2 bad input, "
-        "1 stdout not writable, 130 interrupted (Ctrl-C; the summary of what was generated is "
-        "still printed).",
+        "1 stdout not writable or the model failed (NaN/inf logits), 130 interrupted (Ctrl-C; "
+        "the summary of what was generated is still printed).",
     )
     src = p.add_argument_group("prompt (one of; default: the 9.9 vs 9.11 question)")
     one = src.add_mutually_exclusive_group()
@@ -379,6 +381,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = run(args, out)
         out.flush()  # the last text's write error shows here, not at exit
         return code
+    except GenerationError as err:  # the model's own failure, not the input's: after its text
+        if not args.json:
+            out.write("\n")
+            out.flush()
+        print(f"{prog}: error: {first_line(err)}", file=sys.stderr)
+        return EXIT_FAILED
     except EntropixError as err:
         print(f"{prog}: error: {first_line(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT

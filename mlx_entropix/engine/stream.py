@@ -10,12 +10,14 @@ then ``n_top`` candidate ids and their log-probabilities (descending).
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 from ..config import Mode
+from ..errors import GenerationError
 from ..events import (
     ACTIONS,
     STATES,
@@ -42,6 +44,13 @@ def params_of(values: list[float]) -> SamplingParams:
         min_p=round(min_p, 6),
         n_samples=int(n),
     )
+
+
+def check_finite(values: list[float], index: int) -> None:
+    """A row whose logits held a NaN or an infinity has a NaN entropy or varentropy (its draw is
+    then meaningless): ``GenerationError`` naming the token, for its request alone."""
+    if not all(math.isfinite(v) for v in values[METRICS][:2]):
+        raise GenerationError(f"non-finite logits (the model produced NaN/inf at token {index})")
 
 
 def top_of(values: list[float], n_top: int) -> tuple[list[int], list[float]]:
@@ -103,7 +112,9 @@ class RowStream:
         self.t0 = self.t_first = t0
 
     def push(self, values: list[float]) -> list[TokenEvent | ForkEvent]:
-        """The events ready after this step's values (none, or one, plus queued forks)."""
+        """The events ready after this step's values (none, or one, plus queued forks).
+        ``GenerationError`` where the model's logits were not finite."""
+        check_finite(values, self.n)
         token, state, action = (int(v) for v in values[:3])
         if token in self.tok.eos_token_ids:
             self.finish, self.finished = "stop", True

@@ -1,0 +1,121 @@
+"""A model whose logits turn NaN/inf: that request ends with one clear error (the CLI: exit 1
+and one line; the server: the stream's error event, /v1's error), the other requests of the
+batch go on untouched, and so does the next request in its slots. A tiny random Llama whose
+embedding of " zebra" is NaN: a prompt with that word poisons its row, the others are clean."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
+from mlx_entropix.engine.batch import BatchDecoder
+from mlx_entropix.engine.generate import generate, prepare_prompt
+from mlx_entropix.errors import GenerationError
+from mlx_entropix.io.load import load
+from mlx_entropix.server import ServerSettings
+
+import httpx
+import mlx.core as mx
+import pytest
+from conftest import drain
+
+from tests._live_server import LiveServer, iter_sse, read_sse
+from tests.test_load import write_tiny_hf
+
+ROOT = Path(__file__).resolve().parent.parent
+ZEBRA = 29106  # " zebra" in the embedded model's tokenizer
+BAD, CLEAN = "Tell me about the zebra.", "Name a colour."
+MESSAGE = "non-finite logits (the model produced NaN/inf at token 0)"
+
+
+@pytest.fixture(scope="module")
+def poisoned(tmp_path_factory, embedded) -> Path:
+    path = write_tiny_hf(tmp_path_factory.mktemp("ckpt") / "poisoned", embedded.tokenizer)
+    weights = mx.load(str(path / "model.safetensors"))
+    weights["model.embed_tokens.weight"][ZEBRA] = float("nan")
+    mx.save_safetensors(str(path / "model.safetensors"), weights)
+    return path
+
+
+@pytest.fixture(scope="module")
+def lm(poisoned):
+    return load(str(poisoned))
+
+
+def view(events) -> list:
+    return [(e.type, getattr(e, "id", None), e.text if e.type != "error" else e.message)
+            for _, e in events]  # fmt: skip
+
+
+def run(lm, prompts: list[tuple[str, list]], decoder: BatchDecoder | None = None) -> list:
+    decoder = decoder or BatchDecoder(lm)
+    reqs = [decoder.submit(prepare_prompt(lm, p, max_tokens=6), rows, max_tokens=6)
+            for p, rows in prompts]  # fmt: skip
+    out: dict[int, list] = {i: [] for i in range(len(reqs))}
+    drain({i: decoder.pull(r) for i, r in enumerate(reqs)}, out)
+    return [view(out[i]) for i in range(len(reqs))]
+
+
+def test_a_poisoned_request_ends_alone_and_leaves_clean_slots(lm):
+    assert ZEBRA in prepare_prompt(lm, BAD) and ZEBRA not in prepare_prompt(lm, CLEAN)
+    [alone] = run(lm, [(CLEAN, [("greedy", 0)])])
+    assert alone[-1][0] == "done" and len(alone) == 7
+    decoder = BatchDecoder(lm)
+    bad, clean = run(lm, [(BAD, [("entropix", 1), ("normal", 1)]), (CLEAN, [("greedy", 0)])],
+                     decoder)  # fmt: skip
+    assert bad == [("error", None, MESSAGE)] * 2  # one per row, no traceback
+    assert clean == alone  # the other request of the batch, untouched
+    assert decoder.requests == []
+    # the poisoned rows' slots (their keys hold NaN) serve the next request as new ones
+    [after] = run(lm, [(CLEAN, [("greedy", 0)])], decoder)
+    assert after == alone
+    with pytest.raises(GenerationError, match="at token 0"):  # the CLI's and the eval's door
+        list(generate(lm, BAD, mode="fork", max_tokens=4))
+
+
+def test_the_cli_exits_1_with_one_line(poisoned):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "mlx_main.py"), "--model", str(poisoned), "--input", BAD,
+         "--max-tokens", "3"], capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr == f"mlx_main.py: error: {MESSAGE}\n"
+
+
+def test_the_server_ends_that_stream_only(poisoned):
+    settings = ServerSettings(model=str(poisoned), max_tokens_limit=400, ui_dir=None)
+    clean = {"prompt": CLEAN, "mode": "greedy", "max_tokens": 400}
+    with LiveServer(settings) as live, httpx.Client(base_url=live.url, timeout=300) as c:
+        started = threading.Event()
+
+        def sse(body: dict) -> list[tuple[str, str | None, str]]:
+            out = []
+            with c.stream("POST", "/api/generate", json=body) as r:
+                for name, data in (x for x in iter_sse(r) if not isinstance(x, str)):
+                    e = json.loads(data)
+                    out.append((name, e.get("id"), e.get("text") or e.get("message")))
+                    started.set()
+            return out
+
+        alone = sse(clean)
+        assert alone[-1][0] == "done" and len(alone) == 401
+        started.clear()
+        with ThreadPoolExecutor(1) as pool:
+            ours = pool.submit(sse, clean)
+            started.wait(60)  # the clean stream runs: the poisoned one joins its batch
+            assert sse({"prompt": BAD, "mode": "entropix", "max_tokens": 4}) == [
+                ("error", None, MESSAGE)]  # fmt: skip
+            assert not ours.done()  # they overlapped
+            assert ours.result() == alone
+        assert sse(clean) == alone  # the slots it left
+        chat = {"model": "m", "messages": [{"role": "user", "content": BAD}], "max_tokens": 4}
+        r = c.post("/v1/chat/completions", json=chat)
+        assert r.status_code == 500 and r.json()["error"]["message"] == MESSAGE
+        with c.stream("POST", "/v1/chat/completions", json={**chat, "stream": True}) as r:
+            chunks = [e for e in read_sse(r).json() if "error" in e]
+        assert [e["error"]["message"] for e in chunks] == [MESSAGE]
