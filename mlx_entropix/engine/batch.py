@@ -263,7 +263,8 @@ class BatchDecoder:
         for r, (s, vals) in enumerate(zip(req.streams, values, strict=True)):
             if not s.finished:
                 req.generated[r].append(int(vals[0]))
-                req.events.extend((r, e) for e in s.push(vals))
+                last = req.index + 1 >= req.budget  # its held-back text joins its event
+                req.events.extend((r, e) for e in s.push(vals, last))
                 if s.finished:
                     self._close_row(req, r)
         req.emitted = req.index
@@ -278,7 +279,8 @@ class BatchDecoder:
         found, s = step, req.streams[0]
         req.slots, req.branches = [req.branches.keep(found)], None  # type: ignore[union-attr]
         req.forks, req.computed = req.forks + 1, req.computed + found.event.tokens_computed
-        req.events.extend((0, e) for e in kept_events(s, found))
+        last = req.index + len(found.rows) >= req.budget  # the budget ends with the branch
+        req.events.extend((0, e) for e in kept_events(s, found, last))
         req.generated[0] += [int(v[0]) for v in found.rows]
         req.index = req.emitted = req.index + len(found.rows) - 1  # the kept branch's last step
         if s.finished or req.index + 1 >= req.budget:  # a kept EOS at once has no row at all

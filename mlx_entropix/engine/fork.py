@@ -236,13 +236,16 @@ def explore(
     return Explored(event, chosen.rows, kept, chosen.end != "length")
 
 
-def kept_events(stream: RowStream, found: Explored) -> list[TokenEvent | ForkEvent]:
+def kept_events(
+    stream: RowStream, found: Explored, last: bool = False
+) -> list[TokenEvent | ForkEvent]:
     """The fork's event (at the stream's next token) and its kept branch's token events; the
-    stream finishes ("stop") if the kept branch ended the generation."""
+    stream finishes ("stop") if the kept branch ended the generation. ``last``: the branch's
+    last token is the generation's (``RowStream.push``)."""
     out: list[TokenEvent | ForkEvent] = []
     out += stream.add_fork(found.event.model_copy(update={"index": stream.n}))
-    for values in found.rows:
-        out += stream.push(values)
+    for i, values in enumerate(found.rows, 1):
+        out += stream.push(values, last and i == len(found.rows))
         if stream.finished:
             break
     if found.ended and not stream.finished:

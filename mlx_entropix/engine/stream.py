@@ -111,16 +111,18 @@ class RowStream:
         self.queued: list[ForkEvent] = []
         self.t0 = self.t_first = t0
 
-    def push(self, values: list[float]) -> list[TokenEvent | ForkEvent]:
+    def push(self, values: list[float], last: bool = False) -> list[TokenEvent | ForkEvent]:
         """The events ready after this step's values (none, or one, plus queued forks).
-        ``GenerationError`` where the model's logits were not finite."""
+        ``last``: the row's last token (its budget is spent): the detokenizer's held-back text
+        (a character cut in the middle, with a space before it) joins its event, as mlx-lm's
+        last response carries it. ``GenerationError`` where the model's logits were not finite."""
         check_finite(values, self.n)
         token, state, action = (int(v) for v in values[:3])
         if token in self.tok.eos_token_ids:
             self.finish, self.finished = "stop", True
             return []
         searched = len(self.text)
-        self.text += self.detok.add_token(token)
+        self.text += self.detok.add_token(token) + (self.detok.finalize() if last else "")
         cut = self.stops.find(self.text, searched) if self.stops.stops else -1
         if cut >= 0:
             self.text, self.finish, self.finished = self.text[:cut], "stop_string", True
@@ -176,9 +178,15 @@ class RowStream:
         return out
 
     def close(self) -> list[TokenEvent | ForkEvent]:
-        """The held event (with the rest of the text) and anything queued behind it."""
+        """The held event (with the rest of the text) and anything queued behind it. The held
+        event is still ours: the detokenizer's held-back text joins it (after EOS too; not
+        after a stop string, where the text ends). Without a held event (no stop strings), a
+        row that ends otherwise than by its budget (EOS, a cancel) loses that tail: at most an
+        incomplete character, whose token event is out already."""
         held, self.held = self.held, None
         if held is not None:
+            if self.finish != "stop_string":
+                self.text += self.detok.finalize()
             held.text += self.text[self.emitted :]
             self.emitted = len(self.text)
         self.text = self.text[: self.emitted]
