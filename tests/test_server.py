@@ -334,6 +334,23 @@ def test_request_time_limit(live, client):
     assert live.worker.status()["last_job"]["timed_out"]
 
 
+def test_v1_request_time_limit_is_length_with_cancelled_in_the_extension(live, client):
+    """OpenAI has no value for a cut request: "length" (llama.cpp's server at its time limit),
+    the extension's summary says "cancelled" (README)."""
+    wait_idle(live)
+    live.settings.request_timeout_s = 0.3
+    body = {"model": "m", "messages": [{"role": "user", "content": "Tell me a long story."}],
+            "max_tokens": 500, "temperature": 0, "entropix": True}  # fmt: skip
+    try:
+        r = client.post("/v1/chat/completions", json=body)
+    finally:
+        live.settings.request_timeout_s = 300.0
+    assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] == "length"
+    assert r.json()["entropix"]["summary"]["finish_reason"] == "cancelled"
+    assert r.json()["usage"]["completion_tokens"] < 500
+    assert live.worker.status()["last_job"]["timed_out"]
+
+
 def test_wrong_host_header_is_refused_when_configured():
     """The loopback guard against DNS rebinding (mlx_server.py sets it for 127.0.0.1)."""
     from mlx_entropix.server import create_app
