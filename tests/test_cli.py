@@ -440,6 +440,9 @@ def test_summary_and_compare_table_without_colour():
     # Ctrl-C during the prefill: it said "prefill 3031 tokens at 3031000000000 tok/s".
     cut = _done("entropix").model_copy(update={"prefill_tok_s": 0.0, "generated_tokens": 0})
     assert "prefill 46 tokens not finished · total" in summary(cut, Style())
+    one = _done("entropix").model_copy(update={"generated_tokens": 1, "prompt_tokens": 1})
+    assert summary(one, Style()).startswith("entropix: 1 token (length)")  # not "1 tokens"
+    assert "prefill 1 token at" in summary(one, Style())
     table = compare_table([_done("entropix"), _done("normal")], Style())
     assert table.splitlines()[0].split() == ["entropix", "normal"]
     assert "\x1b[" not in text + table
