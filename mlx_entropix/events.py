@@ -50,7 +50,7 @@ STATE_INFO: dict[State, StateInfo] = {
     "adaptive": StateInfo(
         label="In between",
         colour="#CC79A7",
-        description="Middle ground: parameters scaled by the metrics, best of n draws.",
+        description="Middle ground: parameters scaled by the metrics (best of n draws if n > 1).",
     ),
 }
 
