@@ -163,6 +163,7 @@ def _load_dir(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer]:
     lacking = [k for k in required if type(config.get(k)) is not int]  # the sizes; bool is none
     if lacking:  # else a TypeError from ModelArgs or from a shape computed with a string
         raise ModelLoadError(f"{path / 'config.json'} has no integer {', '.join(lacking)}")
+    _check_sizes(config, path / "config.json")
     files = sorted(glob.glob(str(path / "*.safetensors")))
     if not files:
         raise ModelLoadError(f"no *.safetensors files in {path}")
@@ -177,6 +178,25 @@ def _load_dir(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer]:
     if args.tie_word_embeddings:
         weights.pop("lm_head.weight", None)
     return args, weights, load_hf_tokenizer(path, config)
+
+
+def _check_sizes(config: dict[str, Any], where: Path) -> None:
+    """Sizes that make a Llama, checked before anything reads them: a zero head count was a
+    ZeroDivisionError, a negative size "math domain error", and a hidden size that the heads do
+    not divide an error of the tokenizer's load (transformers validates config.json there)."""
+    required = [k for k, f in ModelArgs.__dataclass_fields__.items() if f.default is MISSING]
+    if bad := [f"{k} {config[k]}" for k in required if config[k] < 1]:
+        raise ModelLoadError(f"{where}: {', '.join(bad)} (sizes must be positive)")
+    hidden, heads = config["hidden_size"], config["num_attention_heads"]
+    kv = config.get("num_key_value_heads") or heads
+    if hidden % heads:
+        raise ModelLoadError(
+            f"{where}: hidden_size {hidden} is not a multiple of num_attention_heads {heads}"
+        )
+    if type(kv) is not int or kv < 1 or heads % kv:
+        raise ModelLoadError(
+            f"{where}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv}"
+        )
 
 
 def _eos_ids(path: Path, config: dict[str, Any]) -> set[int]:
