@@ -180,11 +180,11 @@ def test_bad_paths_raise_one_clear_line(tmp_path, make, message):
 @pytest.mark.parametrize(
     ("sizes", "message"),
     [  # transformers' config check failed in the tokenizer's load; 0 heads divided by zero
-        ({"num_attention_heads": 5}, "hidden_size 64 is not a multiple of num_attention_heads 5"),
-        ({"num_key_value_heads": 3}, "num_attention_heads 4 is not a multiple of "
+        ({"num_attention_heads": 5}, "hidden_size 64, not a multiple of num_attention_heads 5"),
+        ({"num_key_value_heads": 3}, "num_attention_heads 4, not a multiple of "
                                      "num_key_value_heads 3"),
-        ({"num_attention_heads": 0}, "num_attention_heads 0 (sizes must be positive)"),
-        ({"hidden_size": -64}, "hidden_size -64 (sizes must be positive)"),
+        ({"num_attention_heads": 0}, "num_attention_heads 0: sizes must be positive"),
+        ({"hidden_size": -64}, "hidden_size -64: sizes must be positive"),
     ],
 )  # fmt: skip
 def test_sizes_that_make_no_llama_are_named(tmp_path, tiny_hf, sizes, message):
@@ -196,7 +196,7 @@ def test_sizes_that_make_no_llama_are_named(tmp_path, tiny_hf, sizes, message):
     (bad / "config.json").write_text(json.dumps(config | sizes))
     with pytest.raises(ModelLoadError) as err:
         load(str(bad))
-    assert str(err.value) == f"{bad / 'config.json'}: {message}"
+    assert str(err.value) == f"{bad / 'config.json'} has {message}"
 
 
 def test_a_directory_without_a_tokenizer_says_so_in_one_line(tmp_path, tiny_hf):

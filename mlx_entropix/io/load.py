@@ -14,7 +14,7 @@ import importlib.metadata
 import json
 import time
 from collections.abc import Callable
-from dataclasses import MISSING, asdict, dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from mlx.utils import tree_flatten
 from ..config import SamplerConfig, default_config_for
 from ..errors import ModelLoadError, first_line
 from ..models.families import FamilyModel, family_model
-from ..models.llama import Model, ModelArgs
+from ..models.llama import Model, ModelArgs, size_problem
 from ..models.two_rows import two_row_products
 from ..runtime import device
 from ..runtime.distributed import (
@@ -159,11 +159,8 @@ def _load_gguf(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer]:
 
 def _load_dir(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer]:
     config = _read_config(path)
-    required = (k for k, f in ModelArgs.__dataclass_fields__.items() if f.default is MISSING)
-    lacking = [k for k in required if type(config.get(k)) is not int]  # the sizes; bool is none
-    if lacking:  # else a TypeError from ModelArgs or from a shape computed with a string
-        raise ModelLoadError(f"{path / 'config.json'} has no integer {', '.join(lacking)}")
-    _check_sizes(config, path / "config.json")
+    if why := size_problem(config):  # before ModelArgs divides, and transformers re-reads it
+        raise ModelLoadError(f"{path / 'config.json'} {why}")
     files = sorted(glob.glob(str(path / "*.safetensors")))
     if not files:
         raise ModelLoadError(f"no *.safetensors files in {path}")
@@ -178,25 +175,6 @@ def _load_dir(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer]:
     if args.tie_word_embeddings:
         weights.pop("lm_head.weight", None)
     return args, weights, load_hf_tokenizer(path, config)
-
-
-def _check_sizes(config: dict[str, Any], where: Path) -> None:
-    """Sizes that make a Llama, checked before anything reads them: a zero head count was a
-    ZeroDivisionError, a negative size "math domain error", and a hidden size that the heads do
-    not divide an error of the tokenizer's load (transformers validates config.json there)."""
-    required = [k for k, f in ModelArgs.__dataclass_fields__.items() if f.default is MISSING]
-    if bad := [f"{k} {config[k]}" for k in required if config[k] < 1]:
-        raise ModelLoadError(f"{where}: {', '.join(bad)} (sizes must be positive)")
-    hidden, heads = config["hidden_size"], config["num_attention_heads"]
-    kv = config.get("num_key_value_heads") or heads
-    if hidden % heads:
-        raise ModelLoadError(
-            f"{where}: hidden_size {hidden} is not a multiple of num_attention_heads {heads}"
-        )
-    if type(kv) is not int or kv < 1 or heads % kv:
-        raise ModelLoadError(
-            f"{where}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv}"
-        )
 
 
 def _eos_ids(path: Path, config: dict[str, Any]) -> set[int]:
