@@ -532,3 +532,44 @@ def test_one_ctrl_c_is_one_sigint_even_when_uv_forwards_it():
         # sse_starlette's patch of uvicorn's handle_exit set its process-wide "shutting
         # down" flag: every later SSE stream of this test process would end at once.
         AppStatus.should_exit = False
+
+
+# A server whose model (the real one) is loaded, then its load "goes on": Ctrl-C lands there.
+SLOW_LOAD = """
+import sys, time
+import mlx_entropix
+from mlx_entropix.server import engine, main
+real = engine.Engine.load
+def slow(settings):
+    real(settings)  # MLX state on the loading thread, as a long load has
+    print("LOADING", file=sys.stderr, flush=True)
+    time.sleep(120)
+engine.Engine.load = slow
+sys.exit(main.main(["--port", "0"]))
+"""
+
+
+def test_ctrl_c_during_the_model_load_is_one_line_and_130():
+    """Found by use: a traceback, then "terminate called without an active exception" and
+    SIGABRT (the interpreter exited while the loading thread held MLX state)."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_LOAD], cwd=Path(__file__).resolve().parents[1],
+        stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        lines = [proc.stderr.readline()]
+        while "LOADING" not in lines[-1] and lines[-1]:
+            lines.append(proc.stderr.readline())
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=60)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, "".join(lines) + rest
+    assert rest.strip() == "interrupted while loading the model"
