@@ -338,6 +338,16 @@ class CompletionRequest(OpenAIFields):
     suffix: str | None = Field(None, description="Not supported.")
     logit_bias: dict[str, float] | None = Field(None, description="Not supported.")
 
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _integer_ids(cls, value: Any) -> Any:
+        """JSON true/false and 1.0 were taken as the ids 1, 0 and 1 (pydantic's lax ints)."""
+        one = value[0] if isinstance(value, list) and len(value) == 1 else None
+        ids = one if isinstance(one, list) else value
+        if isinstance(ids, list) and any(isinstance(t, bool | float) for t in ids):
+            raise ValueError("token ids must be integers (not true/false or 1.0)")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> CompletionRequest:
         if self.echo:
