@@ -78,6 +78,37 @@ def test_a_poisoned_request_ends_alone_and_leaves_clean_slots(lm):
         list(generate(lm, BAD, mode="fork", max_tokens=4))
 
 
+def test_a_fork_branch_turned_nan_leaves_clean_slots(lm, monkeypatch):
+    """A branch whose logits (and so its keys and values) turn NaN: the fork keeps a finite
+    one (a NaN branch ranks last), and the slots the branches free are zeroed, so the next
+    request's rows there are clean."""
+    three = [("normal", s) for s in (1, 2, 3)]
+    [alone] = run(lm, [(CLEAN, three)])
+    decoder = BatchDecoder(lm)
+    cfg = lm.default_config.merged({"fork_branches": 3, "fork_branch_tokens": 4})
+    fork = decoder.submit(prepare_prompt(lm, CLEAN), [("fork", 0)], config=cfg, max_tokens=5)
+    real, bad = lm.model.decode_shared, []
+
+    def one_branch_nan(tokens, shared, compile=True):
+        logits, scores = real(tokens, shared, compile)
+        if fork.branches is not None and len(fork.slots) > 1:  # a step of its branch rows
+            bad[:] = bad or [min(fork.slots)]
+            if bad[0] in fork.slots:
+                rows = slice(bad[0] * shared.n_kv, (bad[0] + 1) * shared.n_kv)
+                for values in shared.values:
+                    values[rows] = float("nan")
+                logits[bad[0]] = float("nan")
+        return logits, scores
+
+    monkeypatch.setattr(lm.model, "decode_shared", one_branch_nan)
+    events: dict[int, list] = {0: []}
+    drain({0: decoder.pull(fork)}, events)
+    monkeypatch.undo()
+    assert bad and events[0][-1][1].type == "done"  # the branch was poisoned, another kept
+    [after] = run(lm, [(CLEAN, three)], decoder)  # three slots: the branches' among them
+    assert after == alone
+
+
 def test_the_cli_exits_1_with_one_line(poisoned):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "mlx_main.py"), "--model", str(poisoned), "--input", BAD,

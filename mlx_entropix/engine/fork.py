@@ -29,6 +29,7 @@ tokens inside or just before their answer spans open more branches, which join t
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +40,7 @@ from ..events import AnswerGroup, ForkBranch, ForkEvent, Metrics, TokenEvent, To
 from ..uncertainty.sampler import EXPLORING
 from .branches import Branch, margin_of
 from .fork_answer import decode_forced, plan_answer_forks
-from .stream import LOGPROB, METRICS, TOKEN, RowStream, StopMatcher, top_of
+from .stream import LOGPROB, METRICS, TOKEN, RowStream, StopMatcher, finite, top_of
 
 
 def fork_due(
@@ -281,6 +282,8 @@ def _read_all(
             answer = normalize(b.cue_answer())[:80] or None
             if cfg.fork_score == "answer_margin":  # CoT-decoding: the answer's own margins
                 scores[-1] = sum(b.cue_margins) / len(b.cue_margins) if b.cue_margins else 0.0
+        if not all(finite(v) for v in b.rows):  # NaN logits: kept only if all are (an error)
+            scores[-1] = -math.inf
         answers.append(answer)
         spans.append(span)
     return scores, answers, spans

@@ -46,10 +46,16 @@ def params_of(values: list[float]) -> SamplingParams:
     )
 
 
+def finite(values: list[float]) -> bool:
+    """Whether a row's logits were finite: a NaN or an infinity makes the entropy or the
+    varentropy NaN (and its keys and values of that step, which a slot keeps, NaN too)."""
+    return all(math.isfinite(v) for v in values[METRICS][:2])
+
+
 def check_finite(values: list[float], index: int) -> None:
-    """A row whose logits held a NaN or an infinity has a NaN entropy or varentropy (its draw is
-    then meaningless): ``GenerationError`` naming the token, for its request alone."""
-    if not all(math.isfinite(v) for v in values[METRICS][:2]):
+    """``GenerationError`` naming the token where a row's logits were not finite (its draw is
+    then meaningless), for its request alone."""
+    if not finite(values):
         raise GenerationError(f"non-finite logits (the model produced NaN/inf at token {index})")
 
 
