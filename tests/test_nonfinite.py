@@ -110,12 +110,17 @@ def test_a_fork_branch_turned_nan_leaves_clean_slots(lm, monkeypatch):
 
 
 def test_the_cli_exits_1_with_one_line(poisoned):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "mlx_main.py"), "--model", str(poisoned), "--input", BAD,
-         "--max-tokens", "3"], capture_output=True, text=True, cwd=ROOT, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 1
-    assert proc.stderr == f"mlx_main.py: error: {MESSAGE}\n"
+    for json_out in (False, True):
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "mlx_main.py"), "--model", str(poisoned), "--input", BAD,
+             "--max-tokens", "3", *(["--json"] if json_out else [])],
+            capture_output=True, text=True, cwd=ROOT, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 1
+        assert proc.stderr == f"mlx_main.py: error: {MESSAGE}\n"
+        if json_out:  # the JSON lines end with the schema's error event
+            last = json.loads(proc.stdout.splitlines()[-1])
+            assert last == {"type": "error", "mode": None, "message": MESSAGE}
 
 
 def test_the_server_ends_that_stream_only(poisoned):

@@ -37,6 +37,7 @@ from ..errors import (
     lenient_stdout,
     output_failed,
 )
+from ..events import ErrorEvent
 from ..io.prompts import PromptItem, load_prompts
 from .args import PROG, build_parser
 
@@ -229,7 +230,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         seen: list[Any] = []  # every row's events; compare: the rows after the first print later
         if not args.json:
             heading(modes[0], item)
-        for ev in generate_batch(
+        events = generate_batch(
             lm,
             item.prompt,
             modes=modes,
@@ -241,12 +242,18 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             top_logprobs=args.top_logprobs if args.json else 0,
             should_stop=interrupt.stop_now,
             confidence_samples=args.confidence_samples,
-        ):
-            ev = with_abstention(ev, args.min_confidence)
-            seen.append(ev)
-            if ev.mode == modes[0]:  # compare: each row's events stay together, in order
-                out.write(json_line(ev, index) if args.json else event_text(ev, style))
-                out.flush()
+        )
+        try:
+            for ev in events:
+                ev = with_abstention(ev, args.min_confidence)
+                seen.append(ev)
+                if ev.mode == modes[0]:  # compare: each row's events stay together, in order
+                    out.write(json_line(ev, index) if args.json else event_text(ev, style))
+                    out.flush()
+        except GenerationError as err:  # --json ends with the schema's error event (then exit 1)
+            if args.json:
+                out.write(json_line(ErrorEvent(message=str(err)), index))
+            raise
         # Interrupted: the rows after the first were never shown, and stay unshown (as when
         # the modes ran one after another and Ctrl-C came during the first).
         for mode in modes[1:] if not interrupt.stopped else ():
