@@ -210,6 +210,7 @@ class RowStream:
         its kept branch in one burst after decoding all branches)."""
         t_end = time.perf_counter()
         n = self.n
+        prefilled = prompt_tokens - extra.get("cached_tokens", 0)  # the prefix cache's: not
         t_first = self.t_first if t_decode is None else t_decode
         scored = score(self.text, self.signals, self.confidence, self.fmt, prompt=self.prompt)
         return DoneEvent(
@@ -221,7 +222,7 @@ class RowStream:
             ttft_s=(self.t_first - self.t0) if n else 0.0,
             total_s=t_end - self.t0,
             # 0: the prefill never ended (cancelled during it; t_prefill is still t0)
-            prefill_tok_s=prompt_tokens / (t_prefill - self.t0) if t_prefill > self.t0 else 0.0,
+            prefill_tok_s=prefilled / (t_prefill - self.t0) if t_prefill > self.t0 else 0.0,
             decode_tok_s=(n - 1) / (t_end - t_first) if n > 1 and t_end > t_first else 0.0,
             state_counts={s: self.states.get(s, 0) for s in STATES},
             action_counts=dict(self.actions),

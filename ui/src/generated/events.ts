@@ -134,6 +134,7 @@ export interface DoneEvent {
   /** Time to first token (prefill + first step). */
   ttft_s: number;
   total_s: number;
+  /** Prompt tokens prefilled per second (those from the prefix cache not counted). */
   prefill_tok_s: number;
   /** Tokens/s after the first token. */
   decode_tok_s: number;
