@@ -109,6 +109,35 @@ def test_a_fork_branch_turned_nan_leaves_clean_slots(lm, monkeypatch):
     assert after == alone
 
 
+def test_an_ended_row_turned_nan_leaves_clean_slots(lm, monkeypatch):
+    """A row that ended (its stop string at its first token) idles along while its request's
+    other row runs; its values turning NaN then (no event reads them) zero its slot when the
+    request ends, so the next request's rows there are clean."""
+    two = [("greedy", 0), ("normal", 7)]
+    [alone] = run(lm, [(CLEAN, two)])
+    decoder = BatchDecoder(lm)
+    req = decoder.submit(prepare_prompt(lm, CLEAN), two, max_tokens=6, stop=["healthy"])
+    real = lm.model.decode_shared
+
+    def ended_row_nan(tokens, shared, compile=True):
+        logits, scores = real(tokens, shared, compile)
+        if req.streams[0].finished and not req.finished:
+            rows = slice(req.slots[0] * shared.n_kv, (req.slots[0] + 1) * shared.n_kv)
+            for values in shared.values:
+                values[rows] = float("nan")
+            logits[req.slots[0]] = float("nan")
+        return logits, scores
+
+    monkeypatch.setattr(lm.model, "decode_shared", ended_row_nan)
+    events: dict[int, list] = {0: []}
+    drain({0: decoder.pull(req)}, events)
+    monkeypatch.undo()
+    dones = [e for _, e in events[0] if e.type == "done"]
+    assert [d.finish_reason for d in dones] == ["stop_string", "length"]  # both rows fine
+    [after] = run(lm, [(CLEAN, two)], decoder)
+    assert after == alone
+
+
 def test_the_cli_exits_1_with_one_line(poisoned):
     for json_out in (False, True):
         proc = subprocess.run(

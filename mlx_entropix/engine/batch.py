@@ -40,7 +40,7 @@ from .fork import Explored, explore, fork_due, kept_events
 from .prefill import Prefill, Prefilled, prefill_long, prefill_short
 from .prefix_cache import Extender, PrefixCache, closing_token
 from .request import PREFILL_CHUNK, BatchRequest, Event, check_modes, row_plan
-from .stream import METRICS, STATE, RowStream, check_finite
+from .stream import METRICS, STATE, RowStream, check_finite, finite
 
 if TYPE_CHECKING:
     from ..io.load import LoadedModel
@@ -161,7 +161,7 @@ class BatchDecoder:
         if req in self.requests:
             self.requests.remove(req)
         held = req.branches.held() if req.branches else []
-        self.shared.free(req.slots + held, clear)  # clear: keys that may hold NaN
+        self.shared.free(req.slots + held, clear or req.dirty)  # keys that may hold NaN
         req.slots, req.finished = [], True
 
     # ------------------------------------------------------------------ one round
@@ -267,6 +267,8 @@ class BatchDecoder:
                 req.events.extend((r, e) for e in s.push(vals, last))
                 if s.finished:
                     self._close_row(req, r)
+            elif not finite(vals):
+                req.dirty = True
         req.emitted = req.index
 
     def _branch(self, req: BatchRequest, step: Branches | Explored) -> None:

@@ -137,6 +137,9 @@ class BatchRequest:
     cached: int = 0  # prompt tokens taken from the prefix cache
     generated: defaultdict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
     t_prefill: float = 0.0
+    # a row's values were not finite after its end (it idles along while the others run): its
+    # slot holds NaN keys, zeroed when freed (``SharedCache.free``)
+    dirty: bool = False
     plans: list[RowPlan] = field(default_factory=list)  # each row's (``request.row_plan``)
     # mode fork: choice options, a running fork's rows, the plan and step at it, forks, work
     options: dict[str, str] | None = None
