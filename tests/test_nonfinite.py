@@ -138,6 +138,38 @@ def test_an_ended_row_turned_nan_leaves_clean_slots(lm, monkeypatch):
     assert after == alone
 
 
+def test_a_request_cancelled_on_a_nan_step_leaves_clean_slots(lm, monkeypatch):
+    """Cancelled (a client gone) right after a step whose values turned NaN, before anyone
+    read them: its slots are zeroed when freed, so the next request's rows there are clean."""
+    two = [("greedy", 0), ("normal", 7)]
+    [alone] = run(lm, [(CLEAN, two)])
+    decoder = BatchDecoder(lm)
+    gone: list[bool] = []
+    req = decoder.submit(prepare_prompt(lm, CLEAN), two, max_tokens=8,
+                         should_stop=lambda: bool(gone))  # fmt: skip
+    real = lm.model.decode_shared
+
+    def nan_then_cancel(tokens, shared, compile=True):
+        logits, scores = real(tokens, shared, compile)
+        if req.index == 2:  # the step after it: NaN, and the client leaves
+            for slot in req.slots:
+                rows = slice(slot * shared.n_kv, (slot + 1) * shared.n_kv)
+                for values in shared.values:
+                    values[rows] = float("nan")
+                logits[slot] = float("nan")
+            gone.append(True)
+        return logits, scores
+
+    monkeypatch.setattr(lm.model, "decode_shared", nan_then_cancel)
+    events: dict[int, list] = {0: []}
+    drain({0: decoder.pull(req)}, events)
+    monkeypatch.undo()
+    dones = [e for _, e in events[0] if e.type == "done"]
+    assert [d.finish_reason for d in dones] == ["cancelled", "cancelled"]
+    [after] = run(lm, [(CLEAN, two)], decoder)
+    assert after == alone
+
+
 def test_the_cli_exits_1_with_one_line(poisoned):
     for json_out in (False, True):
         proc = subprocess.run(

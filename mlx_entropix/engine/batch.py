@@ -311,6 +311,10 @@ class BatchDecoder:
         req.closed.add(r)
 
     def _end(self, req: BatchRequest, cancelled: bool = False) -> None:
+        unread = req.current is not None and req.branches is None and req.emitted < req.index
+        if cancelled and unread:  # its keys are in the slots: NaN where its values are
+            values = req.current.packed.tolist()  # type: ignore[union-attr]
+            req.dirty = req.dirty or not all(finite(v) for v in values)
         for r, s in enumerate(req.streams):
             if cancelled and not s.finished:
                 s.finish, s.finished = "cancelled", True
