@@ -344,3 +344,25 @@ def test_a_checkpoint_with_non_ascii_text_loads_in_an_ascii_locale(tmp_path, tin
                          text=True, env=env, timeout=300, cwd=root)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     assert "\\xab x \\xbb" in out.stdout
+
+
+def test_a_tokenizer_past_the_models_vocabulary_is_refused_not_a_segfault(tmp_path, tiny_hf):
+    """Found by use: a checkpoint whose tokenizer gives ids past the model's embedding (1000
+    rows here) crashed the CLI with a segfault (exit 139: the CPU's gather reads past it)."""
+    from mlx_entropix.engine.generate import prepare_prompt
+    from mlx_entropix.errors import InvalidRequestError
+
+    small = tmp_path / "small-vocab"
+    small.mkdir()
+    for f in tiny_hf.iterdir():
+        (small / f.name).write_bytes(f.read_bytes())
+    config = json.loads((tiny_hf / "config.json").read_text())
+    (small / "config.json").write_text(json.dumps(config | {"vocab_size": 1000}))
+    weights = mx.load(str(tiny_hf / "model.safetensors"))
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        weights[name] = weights[name][:1000]
+    mx.save_safetensors(str(small / "model.safetensors"), weights)
+    lm = load(str(small))
+    with pytest.raises(InvalidRequestError, match="outside the model's vocabulary of 1000"):
+        prepare_prompt(lm, "Hi")
+    assert prepare_prompt(lm, [1, 2, 999]) == [1, 2, 999]  # ids it has

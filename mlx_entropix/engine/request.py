@@ -71,6 +71,11 @@ def prepare_prompt(
         for m in messages:
             check_unicode(m["content"])
         ids = lm.tokenizer.apply_chat_template(messages)
+        if (top := max(ids, default=0)) >= lm.info.vocab_size:  # the model would read past its
+            raise InvalidRequestError(  # embedding (a segfault on the CPU): a mismatched pair
+                f"the tokenizer gave token id {top}, outside the model's vocabulary of "
+                f"{lm.info.vocab_size}: this tokenizer does not belong to this model"
+            )
     elif prompt and all(isinstance(t, int) for t in prompt):
         ids = list(prompt)  # type: ignore[arg-type]
         if min(ids) < 0 or max(ids) >= lm.info.vocab_size:
