@@ -184,6 +184,20 @@ def test_the_cli_exits_1_with_one_line(poisoned):
             assert last == {"type": "error", "mode": None, "message": MESSAGE}
 
 
+def test_a_model_that_fails_its_warm_up_is_reported_at_the_start(tmp_path, embedded, caplog):
+    """A model whose logits are NaN for every prompt: the server still starts (each request
+    gets the error), but its log says so at once instead of staying silent."""
+    from mlx_entropix.server.engine import Engine
+
+    path = write_tiny_hf(tmp_path / "nan-head", embedded.tokenizer)
+    weights = mx.load(str(path / "model.safetensors"))
+    weights["lm_head.weight"] = weights["lm_head.weight"] * float("nan")
+    mx.save_safetensors(str(path / "model.safetensors"), weights)
+    with caplog.at_level("WARNING", logger="mlx_entropix.server"):
+        Engine.load(ServerSettings(model=str(path), ui_dir=None))
+    assert f"the warm-up (entropix, 'Hi') failed: {MESSAGE}" in caplog.text
+
+
 def test_the_server_ends_that_stream_only(poisoned):
     settings = ServerSettings(model=str(poisoned), max_tokens_limit=400, ui_dir=None)
     clean = {"prompt": CLEAN, "mode": "greedy", "max_tokens": 400}
