@@ -7,7 +7,11 @@ uv run mlx_main.py --help                    # (also installed as the `mlx-entro
 
 import sys
 
-from mlx_entropix.cli.main import main
+try:
+    from mlx_entropix.cli.main import main
+except KeyboardInterrupt:  # Ctrl-C while its modules load (seconds): a line, not a traceback
+    print("\ninterrupted", file=sys.stderr)
+    sys.exit(130)
 
 if __name__ == "__main__":
     sys.exit(main())

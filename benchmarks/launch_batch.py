@@ -82,7 +82,17 @@ def main(argv: list[str] | None = None) -> int:
            "--rounds", str(args.rounds), "--requests", str(args.requests),
            "--max-tokens", str(args.max_tokens)]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    subprocess.run(cmd, cwd=ROOT, env=env, check=True)
+    import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
+    from mlx_entropix.runtime.distributed import launch_status
+
+    with subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True) as proc:
+        lines = []
+        for line in proc.stderr:  # type: ignore[union-attr]  # shown as it comes, and kept
+            sys.stderr.write(line)
+            lines.append(line)
+    if status := proc.returncode or launch_status("".join(lines)):  # mlx.launch's own is 0
+        print(f"launch_batch.py: a rank failed (exit {status}), above", file=sys.stderr)
+        return status if status > 0 else 1
     found = json.loads(out.read_text())
     out.unlink()
     rounds = found["rounds"]

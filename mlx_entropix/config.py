@@ -21,6 +21,8 @@ from .errors import first_line
 # fork: greedy, but at a fork the top candidates are decoded as one batch and the most
 # confident branch is kept (CoT-decoding, Wang and Zhou 2024, at entropix's forks).
 Mode = Literal["entropix", "normal", "greedy", "fork"]
+# Seeds every front end takes, [0, MAX_SEED] (the server's schema, the CLI's --seed)
+MAX_SEED = 2**63 - 1
 ForkTrigger = Literal["first", "exploring", "both"]
 AnswerSites = Literal["max", "span", "each"]
 PAPER_CUE = "So the answer is"  # CoT-decoding's answer cue (``fork_answer_cue``)

@@ -23,6 +23,11 @@ class InvalidRequestError(EntropixError):
     """A request or argument that cannot be served as given (empty prompt, bad range...)."""
 
 
+class GenerationError(EntropixError):
+    """The model failed during a generation (its logits were NaN or infinite): that request
+    ends (an ``ErrorEvent``), the others in its batch go on."""
+
+
 def first_line(err: BaseException) -> str:
     """An exception's message cut to its first non-empty line (else the exception's type):
     libraries' long messages as one of ours."""

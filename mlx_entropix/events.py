@@ -50,7 +50,7 @@ STATE_INFO: dict[State, StateInfo] = {
     "adaptive": StateInfo(
         label="In between",
         colour="#CC79A7",
-        description="Middle ground: parameters scaled by the metrics, best of n draws.",
+        description="Middle ground: parameters scaled by the metrics (best of n draws if n > 1).",
     ),
 }
 
@@ -217,7 +217,9 @@ class DoneEvent(BaseModel):
     generated_tokens: int
     ttft_s: float = Field(description="Time to first token (prefill + first step).")
     total_s: float
-    prefill_tok_s: float
+    prefill_tok_s: float = Field(
+        description="Prompt tokens prefilled per second (those from the prefix cache not counted)."
+    )
     decode_tok_s: float = Field(description="Tokens/s after the first token.")
     state_counts: dict[str, int]
     action_counts: dict[str, int]

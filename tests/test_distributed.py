@@ -20,7 +20,7 @@ import mlx_entropix  # noqa: F401  (BLAS preload before mlx)
 from mlx_entropix.engine.generate import generate
 from mlx_entropix.errors import ModelLoadError
 from mlx_entropix.events import METRIC_NAMES
-from mlx_entropix.runtime.distributed import ShardingError, plan_sharding
+from mlx_entropix.runtime.distributed import ShardingError, launch_status, plan_sharding
 from mlx_entropix.uncertainty.metrics import _sharded_attention_metrics, attention_metrics
 
 import mlx.core as mx
@@ -56,10 +56,28 @@ def _free_ports(n: int) -> int:
 
 
 def _launch(n: int, *command: str, timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess:
+    """The launch, its returncode its ranks' (``launch_status``: mlx.launch's own is 0)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [str(LAUNCH), "-n", str(n), "--backend", "ring", "--starting-port",
            str(_free_ports(n)), "--python", sys.executable, *command]  # fmt: skip
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    done.returncode = done.returncode or launch_status(done.stderr)
+    return done
+
+
+def test_launch_status_reads_the_ranks_failures():
+    warn = "\x1b[33m[WARN] Node with rank {} exited with code {} \x1b[0m\n"
+    assert launch_status("2.0\n2.0\n") == 0  # every rank completed (no warning)
+    assert launch_status(warn.format(0, 2) + warn.format(1, -15)) == 2  # rank 0's own error
+    assert launch_status(warn.format(1, -15) + warn.format(0, 1)) == 1
+    assert launch_status("[WARN] Node with rank 1 was killed\n") == -9
+
+
+def test_a_failing_rank_fails_the_launch(two_local_ranks):
+    """mlx.launch exits 0 here (MLX's launcher); the ranks' status is 2, their error one line."""
+    done = _launch(2, "mlx_main.py", "--max-tokens", "0", timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "mlx_main.py: error: --max-tokens must be at least 1 (got 0)" in done.stderr
 
 
 @pytest.fixture(scope="module")

@@ -139,3 +139,18 @@ def test_a_single_token(embedded, mode):
     tokens, done = run(embedded, mode=mode, max_tokens=1, seed=0)
     assert len(tokens) == 1 and done.generated_tokens == 1 and done.finish_reason == "length"
     assert done.text == tokens[0].text == "To"
+
+
+def test_a_cut_in_the_middle_of_a_character_keeps_its_text(embedded):
+    """The 21st greedy token here is " \\xe7" (a space and a Chinese character's first byte),
+    which the detokenizer holds back: cut there by max_tokens, the space and the cut character
+    (as U+FFFD, as mlx-lm's last response) join the last token's event, with and without stop
+    strings (the held event's path), instead of being dropped."""
+    prompt = "Translate 'cat' to Chinese."
+    _, longer = run(embedded, prompt, mode="greedy", max_tokens=24)
+    for stop in ((), ("never said",)):
+        tokens, done = run(embedded, prompt, mode="greedy", max_tokens=21, stop=stop)
+        assert tokens[-1].id == 27709 and done.finish_reason == "length"
+        assert "".join(t.text for t in tokens) == done.text
+        assert done.text.endswith(" \ufffd") and tokens[-1].text == " \ufffd"
+        assert longer.text.startswith(done.text.removesuffix("\ufffd"))

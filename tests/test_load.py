@@ -177,6 +177,28 @@ def test_bad_paths_raise_one_clear_line(tmp_path, make, message):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("sizes", "message"),
+    [  # transformers' config check failed in the tokenizer's load; 0 heads divided by zero
+        ({"num_attention_heads": 5}, "hidden_size 64, not a multiple of num_attention_heads 5"),
+        ({"num_key_value_heads": 3}, "num_attention_heads 4, not a multiple of "
+                                     "num_key_value_heads 3"),
+        ({"num_attention_heads": 0}, "num_attention_heads 0: sizes must be positive"),
+        ({"hidden_size": -64}, "hidden_size -64: sizes must be positive"),
+    ],
+)  # fmt: skip
+def test_sizes_that_make_no_llama_are_named(tmp_path, tiny_hf, sizes, message):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in tiny_hf.iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    config = json.loads((tiny_hf / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps(config | sizes))
+    with pytest.raises(ModelLoadError) as err:
+        load(str(bad))
+    assert str(err.value) == f"{bad / 'config.json'} has {message}"
+
+
 def test_a_directory_without_a_tokenizer_says_so_in_one_line(tmp_path, tiny_hf):
     """transformers' own message spans several lines and names no file."""
     bare = tmp_path / "bare"
@@ -322,3 +344,25 @@ def test_a_checkpoint_with_non_ascii_text_loads_in_an_ascii_locale(tmp_path, tin
                          text=True, env=env, timeout=300, cwd=root)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     assert "\\xab x \\xbb" in out.stdout
+
+
+def test_a_tokenizer_past_the_models_vocabulary_is_refused_not_a_segfault(tmp_path, tiny_hf):
+    """Found by use: a checkpoint whose tokenizer gives ids past the model's embedding (1000
+    rows here) crashed the CLI with a segfault (exit 139: the CPU's gather reads past it)."""
+    from mlx_entropix.engine.generate import prepare_prompt
+    from mlx_entropix.errors import InvalidRequestError
+
+    small = tmp_path / "small-vocab"
+    small.mkdir()
+    for f in tiny_hf.iterdir():
+        (small / f.name).write_bytes(f.read_bytes())
+    config = json.loads((tiny_hf / "config.json").read_text())
+    (small / "config.json").write_text(json.dumps(config | {"vocab_size": 1000}))
+    weights = mx.load(str(tiny_hf / "model.safetensors"))
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        weights[name] = weights[name][:1000]
+    mx.save_safetensors(str(small / "model.safetensors"), weights)
+    lm = load(str(small))
+    with pytest.raises(InvalidRequestError, match="outside the model's vocabulary of 1000"):
+        prepare_prompt(lm, "Hi")
+    assert prepare_prompt(lm, [1, 2, 999]) == [1, 2, 999]  # ids it has

@@ -134,6 +134,9 @@ def test_raw_stream_shape(live, entropix):
         ({"prompt": ["a", "b"]}, "one prompt per request"),
         ({"prompt": ""}, "empty"),
         ({"prompt": [10**9]}, "token ids must lie in"),
+        # Found by use: true/false and 1.0 were completed as the ids 1, 0 and 1
+        ({"prompt": [True, False]}, "token ids must be integers"),
+        ({"prompt": [[1.0, 2.0]]}, "token ids must be integers"),
         ({"logprobs": 21}, "logprobs"),
         ({"max_tokens": 65}, "over this server's limit"),
         ({"extra_body": {"sampler_config": {"temperature": -1}}}, "sampler_config.temperature"),

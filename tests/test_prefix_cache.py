@@ -85,6 +85,9 @@ def test_a_hit_reuses_exactly_the_whole_cached_blocks_and_changes_no_bit(embedde
     got = _serve(decoder, follow, rows=(("entropix", 1), ("normal", 2)))
     assert _bits(got) == _bits(fresh(follow, rows=(("entropix", 1), ("normal", 2))))
     assert [d.cached_tokens for d in _done(got)] == [256, 256]
+    # its rate counts the 84 tokens prefilled, not the 340 (it claimed ~4x the speed)
+    done = _done(got)[0]
+    assert done.prefill_tok_s * done.ttft_s == pytest.approx(len(follow) - 256, rel=0.05)
     assert (cache.hits, cache.cached_tokens) == (1, 256)
     assert len(cache.blocks) == 2  # 340 tokens: still two whole blocks
 

@@ -334,6 +334,23 @@ def test_request_time_limit(live, client):
     assert live.worker.status()["last_job"]["timed_out"]
 
 
+def test_v1_request_time_limit_is_length_with_cancelled_in_the_extension(live, client):
+    """OpenAI has no value for a cut request: "length" (llama.cpp's server at its time limit),
+    the extension's summary says "cancelled" (README)."""
+    wait_idle(live)
+    live.settings.request_timeout_s = 0.3
+    body = {"model": "m", "messages": [{"role": "user", "content": "Tell me a long story."}],
+            "max_tokens": 500, "temperature": 0, "entropix": True}  # fmt: skip
+    try:
+        r = client.post("/v1/chat/completions", json=body)
+    finally:
+        live.settings.request_timeout_s = 300.0
+    assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] == "length"
+    assert r.json()["entropix"]["summary"]["finish_reason"] == "cancelled"
+    assert r.json()["usage"]["completion_tokens"] < 500
+    assert live.worker.status()["last_job"]["timed_out"]
+
+
 def test_wrong_host_header_is_refused_when_configured():
     """The loopback guard against DNS rebinding (mlx_server.py sets it for 127.0.0.1)."""
     from mlx_entropix.server import create_app
@@ -515,3 +532,44 @@ def test_one_ctrl_c_is_one_sigint_even_when_uv_forwards_it():
         # sse_starlette's patch of uvicorn's handle_exit set its process-wide "shutting
         # down" flag: every later SSE stream of this test process would end at once.
         AppStatus.should_exit = False
+
+
+# A server whose model (the real one) is loaded, then its load "goes on": Ctrl-C lands there.
+SLOW_LOAD = """
+import sys, time
+import mlx_entropix
+from mlx_entropix.server import engine, main
+real = engine.Engine.load
+def slow(settings):
+    real(settings)  # MLX state on the loading thread, as a long load has
+    print("LOADING", file=sys.stderr, flush=True)
+    time.sleep(120)
+engine.Engine.load = slow
+sys.exit(main.main(["--port", "0"]))
+"""
+
+
+def test_ctrl_c_during_the_model_load_is_one_line_and_130():
+    """Found by use: a traceback, then "terminate called without an active exception" and
+    SIGABRT (the interpreter exited while the loading thread held MLX state)."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_LOAD], cwd=Path(__file__).resolve().parents[1],
+        stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        lines = [proc.stderr.readline()]
+        while "LOADING" not in lines[-1] and lines[-1]:
+            lines.append(proc.stderr.readline())
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=60)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, "".join(lines) + rest
+    assert rest.strip() == "interrupted while loading the model"

@@ -3,7 +3,8 @@
 Exit status: 0 done; 2 bad input (argparse errors, missing/invalid CSV or config, empty prompt,
 ``--max-tokens`` < 1, prompt longer than the context, model that cannot be loaded, a ``--plot``
 path that cannot be written), printed as one ``mlx_main.py: error: ...`` line on stderr; 1 stdout
-could not be written (a full disk; a reader gone, ``| head``, is 0 and quiet), one line too; 130
+could not be written (a full disk; a reader gone, ``| head``, is 0 and quiet) or the model failed
+mid-generation (non-finite logits: the text so far, then the error), one line too; 130
 interrupted by Ctrl-C (SIGINT) after the summary of what was generated so far (``finish_reason``
 "cancelled").
 """
@@ -22,11 +23,12 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from ..config import PRESET_NAMES, Mode, SamplerConfig, apply_preset, config_file_error, first_error
+from ..config import MAX_SEED, Mode, SamplerConfig, apply_preset, config_file_error, first_error
 from ..engine.agreement import MAX_SAMPLES
 from ..engine.confidence import with_abstention
 from ..errors import (
     EntropixError,
+    GenerationError,
     InvalidRequestError,
     check_writable,
     encodes_unicode,
@@ -34,104 +36,12 @@ from ..errors import (
     lenient_stdout,
     output_failed,
 )
-from ..io.prompts import BUILTIN_PROMPTS_PATH, PromptItem, load_prompts
+from ..events import ErrorEvent
+from ..io.prompts import PromptItem, load_prompts
+from .args import PROG, build_parser
 
-PROG = "mlx_main.py"
 DEFAULT_PROMPT = "Which number is larger, 9.9 or 9.11?"
-EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
-
-
-def probability(text: str) -> float:
-    """A threshold in [0, 1] from a command line (argparse ``type``)."""
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{text} is not in [0, 1]")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=PROG,
-        description="Generate with entropix sampling: every token coloured by the model's "
-        "uncertainty quadrant, with a summary per run. Exit status: 0 ok, 2 bad input, "
-        "1 stdout not writable, 130 interrupted (Ctrl-C; the summary of what was generated is "
-        "still printed).",
-    )
-    src = p.add_argument_group("prompt (one of; default: the 9.9 vs 9.11 question)")
-    one = src.add_mutually_exclusive_group()
-    one.add_argument("--input", metavar="TEXT", help="one prompt (a user message)")
-    one.add_argument("--prompts", action="store_true", help="the built-in prompt set")
-    one.add_argument(
-        "--prompt_csv",
-        "--prompt-csv",
-        nargs="?",
-        const=str(BUILTIN_PROMPTS_PATH),
-        metavar="PATH",
-        help="prompts from a CSV with a 'prompt' column "
-        "(no PATH: the built-in set, mlx_entropix/data/prompts.csv)",
-    )
-    one.add_argument(
-        "--chat", action="store_true", help="a conversation: each line typed is a user turn"
-    )
-    src.add_argument("--limit", type=int, metavar="N", help="only the first N prompts of a set")
-    src.add_argument("--system", metavar="TEXT", help="system message")
-
-    mode = p.add_argument_group("sampling")
-    which = mode.add_mutually_exclusive_group()
-    which.add_argument("--normal", action="store_true", help="normal sampling (fixed T/top-p/k)")
-    which.add_argument("--greedy", action="store_true", help="greedy decoding (argmax)")
-    which.add_argument(
-        "--compare",
-        action="store_true",
-        help="entropix and normal as one batch of two rows, same prompt and seed",
-    )
-    which.add_argument(
-        "--fork",
-        action="store_true",
-        help="greedy, but explore the top candidates at forks and keep the most confident "
-        "branch (fork_* settings in --config)",
-    )
-    mode.add_argument("--model", metavar="PATH_OR_ID", help="GGUF file, HF/MLX dir or repo id")
-    mode.add_argument(
-        "--max-tokens", type=int, default=256, metavar="N", help="default: %(default)s"
-    )
-    mode.add_argument(
-        "--seed", type=int, metavar="N", help="default: random (reported in the summary)"
-    )
-    mode.add_argument("--config", metavar="FILE", help="SamplerConfig as JSON or TOML")
-    mode.add_argument("--preset", metavar="NAME", help="preset: " + ", ".join(PRESET_NAMES))
-    mode.add_argument("--temperature", type=float, metavar="T", help="base T (normal: fixed)")
-    mode.add_argument("--top-p", type=float, metavar="P", help="base top-p (normal: fixed)")
-    mode.add_argument("--top-k", type=int, metavar="K", help="base top-k (normal: fixed)")
-    mode.add_argument("--min-p", type=float, metavar="P", help="base min-p (normal: fixed)")
-    mode.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeatable)")
-    mode.add_argument(
-        "--shard-attention",
-        choices=("auto", "shard", "replicate"),
-        default="auto",
-        help="under mlx.launch (docs/DISTRIBUTED.md): split attention heads over the ranks "
-        "(auto: when the kv heads divide; shard: an error when they do not)",
-    )
-
-    out = p.add_argument_group("output")
-    out.add_argument(
-        "--json",
-        action="store_true",
-        help="one JSON event per line (wire schema); with several prompts each line also "
-        "carries 'prompt_index' (0-based)",
-    )
-    out.add_argument("--top-logprobs", type=int, default=5, metavar="N", help="alternatives (JSON)")
-    out.add_argument("--plot", metavar="PATH", help="PNG of entropy/varentropy per token")
-    out.add_argument("--min-confidence", type=probability, metavar="P",
-                     help="mark an answer with a confidence below P an abstention")  # fmt: skip
-    out.add_argument("--confidence-samples", type=int, metavar="K",
-                     help="K hidden rows sampled beside the answer: their agreement with it is "
-                     "reported (default 0; 4 measured: README)")  # fmt: skip
-    out.add_argument("--info", action="store_true", help="device, BLAS, dtype and model info")
-    out.add_argument(
-        "--color", choices=("auto", "always", "never"), default="auto", help="default: auto"
-    )
-    return p
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def select_prompts(args: argparse.Namespace) -> list[PromptItem]:
@@ -186,6 +96,10 @@ def modes_for(args: argparse.Namespace) -> list[Mode]:
 def run(args: argparse.Namespace, out: TextIO) -> int:
     if args.max_tokens < 1:
         raise InvalidRequestError(f"--max-tokens must be at least 1 (got {args.max_tokens})")
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:  # as the server's: -1 is no
+        raise InvalidRequestError(  # "random" here (it was a fixed seed the server refuses)
+            f"--seed must lie in [0, 2^63 - 1] (got {args.seed}; leave it out for a random one)"
+        )
     if not 0 <= args.top_logprobs <= 20:
         raise InvalidRequestError(f"--top-logprobs must lie in [0, 20] (got {args.top_logprobs})")
     if args.confidence_samples is not None and not 0 <= args.confidence_samples <= MAX_SAMPLES:
@@ -271,7 +185,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         seen: list[Any] = []  # every row's events; compare: the rows after the first print later
         if not args.json:
             heading(modes[0], item)
-        for ev in generate_batch(
+        events = generate_batch(
             lm,
             item.prompt,
             modes=modes,
@@ -283,12 +197,18 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             top_logprobs=args.top_logprobs if args.json else 0,
             should_stop=interrupt.stop_now,
             confidence_samples=args.confidence_samples,
-        ):
-            ev = with_abstention(ev, args.min_confidence)
-            seen.append(ev)
-            if ev.mode == modes[0]:  # compare: each row's events stay together, in order
-                out.write(json_line(ev, index) if args.json else event_text(ev, style))
-                out.flush()
+        )
+        try:
+            for ev in events:
+                ev = with_abstention(ev, args.min_confidence)
+                seen.append(ev)
+                if ev.mode == modes[0]:  # compare: each row's events stay together, in order
+                    out.write(json_line(ev, index) if args.json else event_text(ev, style))
+                    out.flush()
+        except GenerationError as err:  # --json ends with the schema's error event (then exit 1)
+            if args.json:
+                out.write(json_line(ErrorEvent(message=str(err)), index))
+            raise
         # Interrupted: the rows after the first were never shown, and stay unshown (as when
         # the modes ran one after another and Ctrl-C came during the first).
         for mode in modes[1:] if not interrupt.stopped else ():
@@ -337,6 +257,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = run(args, out)
         out.flush()  # the last text's write error shows here, not at exit
         return code
+    except GenerationError as err:  # the model's own failure, not the input's: after its text
+        if not args.json:
+            out.write("\n")
+            out.flush()
+        print(f"{prog}: error: {first_line(err)}", file=sys.stderr)
+        return EXIT_FAILED
     except EntropixError as err:
         print(f"{prog}: error: {first_line(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -110,14 +110,19 @@ def _fmt_s(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
+def count(n: int, noun: str, plural: str = "") -> str:
+    """A count and its noun, singular for exactly one ("1 token", "0 tokens"; the UI's count)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def summary(done: DoneEvent, style: Style) -> str:
     """Tokens, speed, time to first token, count per quadrant and per sampler action."""
     prefill = f"at {done.prefill_tok_s:.0f} tok/s" if done.prefill_tok_s else "not finished"
     head = (
-        f"{style.paint(done.mode, bold=True)}: {done.generated_tokens} tokens "
+        f"{style.paint(done.mode, bold=True)}: {count(done.generated_tokens, 'token')} "
         f"({done.finish_reason}), seed {done.seed}\n"
         f"  speed:   {done.decode_tok_s:.1f} tok/s decode · first token {_fmt_s(done.ttft_s)} · "
-        f"prefill {done.prompt_tokens} tokens {prefill} · total {_fmt_s(done.total_s)}"
+        f"prefill {count(done.prompt_tokens, 'token')} {prefill} · total {_fmt_s(done.total_s)}"
     )
     states = "  ".join(
         f"{style.state(s, STATE_INFO[s].label)} {done.state_counts.get(s, 0)}" for s in STATES
@@ -126,7 +131,7 @@ def summary(done: DoneEvent, style: Style) -> str:
     forks = ""
     if done.forks:
         forks = (
-            f"\n  forks:   {done.forks} · {done.tokens_computed} tokens computed for "
+            f"\n  forks:   {done.forks} · {count(done.tokens_computed, 'token')} computed for "
             f"{done.generated_tokens} emitted"
         )
     return f"{head}\n  states:  {states}\n  actions: {actions}{forks}{confidence_line(done)}"

@@ -29,6 +29,7 @@ import mlx.core as mx
 
 from ..answers import parse_options
 from ..config import Mode, SamplerConfig
+from ..errors import GenerationError
 from ..events import ErrorEvent
 from ..models.shared_cache import observed_keys
 from ..uncertainty.step import Step, observe, observe_requests, sample_rows
@@ -39,7 +40,7 @@ from .fork import Explored, explore, fork_due, kept_events
 from .prefill import Prefill, Prefilled, prefill_long, prefill_short
 from .prefix_cache import Extender, PrefixCache, closing_token
 from .request import PREFILL_CHUNK, BatchRequest, Event, check_modes, row_plan
-from .stream import METRICS, STATE, RowStream
+from .stream import METRICS, STATE, RowStream, check_finite, finite
 
 if TYPE_CHECKING:
     from ..io.load import LoadedModel
@@ -156,10 +157,11 @@ class BatchDecoder:
         """Drop a request (its consumer is gone): its rows leave the batch."""
         self._drop(req)
 
-    def _drop(self, req: BatchRequest) -> None:
+    def _drop(self, req: BatchRequest, clear: bool = False) -> None:
         if req in self.requests:
             self.requests.remove(req)
-        self.shared.free(req.slots + (req.branches.held() if req.branches else []))
+        held = req.branches.held() if req.branches else []
+        self.shared.free(req.slots + held, clear or req.dirty)  # keys that may hold NaN
         req.slots, req.finished = [], True
 
     # ------------------------------------------------------------------ one round
@@ -194,9 +196,10 @@ class BatchDecoder:
         if running:
             mx.eval([a for r in running for a in r.current.arrays()])  # type: ignore[union-attr]
         for req in running:
-            self._read(req, following.get(req))
+            self._guarded(req, lambda r=req: self._read(r, following.get(r)))
         for req in exploring:  # after the others' events: their step ran meanwhile
-            self._branch(req, req.branches.send(following[req].packed.tolist()))  # type: ignore[union-attr]
+            values = following[req].packed.tolist()
+            self._guarded(req, lambda r=req, v=values: self._branch(r, r.branches.send(v)))  # type: ignore[union-attr]
         waiting = sum(r.current is None for r in self.requests)
         self._prefill_slice(min(self.prefill_slice_s * waiting, PREFILL_SLICE_MAX_S))
 
@@ -245,6 +248,7 @@ class BatchDecoder:
         if req.index == 0:
             req.t_prefill = time.perf_counter()
         if req.rows[0][0] == "fork":
+            check_finite(values[0], req.index)  # before its branches start from a NaN
             req.computed += 1
             trigger = fork_due(req.cfg, req.index, int(values[0][STATE]), values[0][METRICS][0])
             if trigger is not None and req.forks < req.cfg.fork_max_forks:
@@ -259,9 +263,12 @@ class BatchDecoder:
         for r, (s, vals) in enumerate(zip(req.streams, values, strict=True)):
             if not s.finished:
                 req.generated[r].append(int(vals[0]))
-                req.events.extend((r, e) for e in s.push(vals))
+                last = req.index + 1 >= req.budget  # its held-back text joins its event
+                req.events.extend((r, e) for e in s.push(vals, last))
                 if s.finished:
                     self._close_row(req, r)
+            elif not finite(vals):
+                req.dirty = True
         req.emitted = req.index
 
     def _branch(self, req: BatchRequest, step: Branches | Explored) -> None:
@@ -274,13 +281,25 @@ class BatchDecoder:
         found, s = step, req.streams[0]
         req.slots, req.branches = [req.branches.keep(found)], None  # type: ignore[union-attr]
         req.forks, req.computed = req.forks + 1, req.computed + found.event.tokens_computed
-        req.events.extend((0, e) for e in kept_events(s, found))
+        last = req.index + len(found.rows) >= req.budget  # the budget ends with the branch
+        req.events.extend((0, e) for e in kept_events(s, found, last))
         req.generated[0] += [int(v[0]) for v in found.rows]
         req.index = req.emitted = req.index + len(found.rows) - 1  # the kept branch's last step
         if s.finished or req.index + 1 >= req.budget:  # a kept EOS at once has no row at all
             return self._end(req)
         last = mx.array(found.rows[-1:])
         req.plans, req.current = [plan], Step(last[:, 0].astype(mx.int32), at.can_clarify, last)
+
+    def _guarded(self, req: BatchRequest, work: Callable[[], None]) -> None:
+        """``work`` on ``req``'s events; where the model failed on one of its rows (non-finite
+        logits), ``req`` alone ends: an ``ErrorEvent`` on each row still open, its rows leave
+        the batch, the other requests go on."""
+        try:
+            work()
+        except GenerationError as err:
+            open_rows = [(r, m) for r, (m, _) in enumerate(req.rows) if r not in req.closed]
+            req.events.extend((r, ErrorEvent(mode=m, message=str(err))) for r, m in open_rows)
+            self._drop(req, clear=True)  # its NaN keys must not reach the slots' next rows
 
     def _close_row(self, req: BatchRequest, r: int) -> None:
         s = req.streams[r]
@@ -292,6 +311,10 @@ class BatchDecoder:
         req.closed.add(r)
 
     def _end(self, req: BatchRequest, cancelled: bool = False) -> None:
+        unread = req.current is not None and req.branches is None and req.emitted < req.index
+        if cancelled and unread:  # its keys are in the slots: NaN where its values are
+            values = req.current.packed.tolist()  # type: ignore[union-attr]
+            req.dirty = req.dirty or not all(finite(v) for v in values)
         for r, s in enumerate(req.streams):
             if cancelled and not s.finished:
                 s.finish, s.finished = "cancelled", True
@@ -356,6 +379,6 @@ class BatchDecoder:
         req.current = sample_rows(*forward, can, req.plans, 0, on, model.group)
         # The first token's events now, not after the next tick queued a decode step of the
         # batch (on the CPU queuing a step runs most of it: a first token waited for a step).
-        self._emit(req)
+        self._guarded(req, lambda: self._emit(req))
         if req.branches is None and not req.finished and all(s.finished for s in req.streams):
             self._end(req)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import mlx.core as mx
 
 from ..uncertainty.step import RowPlan, Step
-from .stream import TOKEN, StopMatcher, top_of
+from .stream import TOKEN, StopMatcher, finite, top_of
 
 if TYPE_CHECKING:
     from ..models.shared_cache import SharedCache
@@ -34,10 +34,14 @@ class SlotRows:
         self.plan = plan._replace(mode="greedy", seed=0, width=plan.n_top, n_max=1, clarify_id=None)
         self.slots: dict[int, int] = {}  # row id -> its slot
         self.last: list[int] = []  # the rows of the last step
+        # A branch's logits were not finite: its slot holds NaN keys, which a later row in the
+        # slot would read (0 * NaN in p @ V): the slots it frees from then on are zeroed
+        self.dirty = False
 
     def send(self, values: list[list[float]] | None = None) -> Branches | Explored:
         """The step's values in (None: before the first step): the next step of the branch
         rows, or the choice (at once if no row runs at all)."""
+        self.dirty = self.dirty or not all(finite(v) for v in values or [])
         try:
             ids, tokens, held = next(self.run) if values is None else self.run.send(values)
         except StopIteration as end:
@@ -45,7 +49,7 @@ class SlotRows:
         if ids[0] in self.slots:  # the same batch: ended rows leave it, their slots freed
             # but those ``explore`` holds until the choice (``keep``; ``fork.Ask``)
             gone = [i for i in self.last if i not in ids and i not in held]
-            self.shared.free([self.slots.pop(i) for i in gone])
+            self.shared.free([self.slots.pop(i) for i in gone], self.dirty)
         else:
             fresh = self.shared.add(self.shared.row(self.slot), self.base, len(ids))
             self.slots.update(zip(ids, fresh, strict=True))
@@ -57,7 +61,7 @@ class SlotRows:
         """The kept row's slot (the fork's when the kept branch never had one), holding the
         fork's cache and the branch's tokens but its last; every other slot is freed."""
         slot = self.slots.pop(found.kept, self.slot)
-        self.shared.free([s for s in [self.slot, *self.slots.values()] if s != slot])
+        self.shared.free([s for s in [self.slot, *self.slots.values()] if s != slot], self.dirty)
         self.shared.lengths[slot] = self.base + len(found.rows) - 1
         self.slots = {}
         return slot

@@ -29,6 +29,7 @@ tokens inside or just before their answer spans open more branches, which join t
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +40,7 @@ from ..events import AnswerGroup, ForkBranch, ForkEvent, Metrics, TokenEvent, To
 from ..uncertainty.sampler import EXPLORING
 from .branches import Branch, margin_of
 from .fork_answer import decode_forced, plan_answer_forks
-from .stream import LOGPROB, METRICS, TOKEN, RowStream, StopMatcher, top_of
+from .stream import LOGPROB, METRICS, TOKEN, RowStream, StopMatcher, finite, top_of
 
 
 def fork_due(
@@ -236,13 +237,16 @@ def explore(
     return Explored(event, chosen.rows, kept, chosen.end != "length")
 
 
-def kept_events(stream: RowStream, found: Explored) -> list[TokenEvent | ForkEvent]:
+def kept_events(
+    stream: RowStream, found: Explored, last: bool = False
+) -> list[TokenEvent | ForkEvent]:
     """The fork's event (at the stream's next token) and its kept branch's token events; the
-    stream finishes ("stop") if the kept branch ended the generation."""
+    stream finishes ("stop") if the kept branch ended the generation. ``last``: the branch's
+    last token is the generation's (``RowStream.push``)."""
     out: list[TokenEvent | ForkEvent] = []
     out += stream.add_fork(found.event.model_copy(update={"index": stream.n}))
-    for values in found.rows:
-        out += stream.push(values)
+    for i, values in enumerate(found.rows, 1):
+        out += stream.push(values, last and i == len(found.rows))
         if stream.finished:
             break
     if found.ended and not stream.finished:
@@ -278,6 +282,8 @@ def _read_all(
             answer = normalize(b.cue_answer())[:80] or None
             if cfg.fork_score == "answer_margin":  # CoT-decoding: the answer's own margins
                 scores[-1] = sum(b.cue_margins) / len(b.cue_margins) if b.cue_margins else 0.0
+        if not all(finite(v) for v in b.rows):  # NaN logits: kept only if all are (an error)
+            scores[-1] = -math.inf
         answers.append(answer)
         spans.append(span)
     return scores, answers, spans

@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..config import Mode, SamplerConfig
-from ..errors import InvalidRequestError
+from ..errors import GenerationError, InvalidRequestError
+from ..events import ErrorEvent
 from .agreement import HIDDEN_MODE, done_early, hidden_seeds, samples_for, with_agreement
 from .batch import BatchDecoder
 from .request import PREFILL_CHUNK, Event, Prompt, check_modes, prepare_prompt
@@ -36,7 +37,8 @@ def generate(
 ) -> Iterator[Event]:
     """Yield a ``TokenEvent`` per generated token (and a ``ForkEvent`` before the tokens of
     each explored fork, mode fork), then one ``DoneEvent``. Raises ``InvalidRequestError`` /
-    ``PromptTooLongError`` before the first event. Options: those of ``generate_rows``."""
+    ``PromptTooLongError`` before the first event, ``GenerationError`` where the model fails
+    (non-finite logits) after the events before it. Options: those of ``generate_rows``."""
     return generate_batch(lm, prompt, modes=[mode], seeds=[seed], **options)
 
 
@@ -47,9 +49,18 @@ def generate_batch(
     ``seeds[r]`` and gives exactly the events of ``generate`` with that mode and seed. Events
     of a step come in row order (each carries its ``mode``); each row ends with its own
     ``DoneEvent``. A missing seed is drawn once and shared by every row (the compare view).
-    Fork mode runs alone (its branches are the batch). Options: those of ``generate_rows``.
+    Fork mode runs alone (its branches are the batch). Raises as ``generate``. Options: those of
+    ``generate_rows``.
     """
-    return (event for _, event in generate_rows(lm, prompt, modes=modes, **options))
+    return raising(event for _, event in generate_rows(lm, prompt, modes=modes, **options))
+
+
+def raising(events: Iterator[Event]) -> Iterator[Event]:
+    """The events up to an ``ErrorEvent``, which is raised (``GenerationError``) instead."""
+    for event in events:
+        if isinstance(event, ErrorEvent):
+            raise GenerationError(event.message)
+        yield event
 
 
 def generate_rows(
@@ -77,7 +88,8 @@ def generate_rows(
     confidence, "chat" or "raw" (default: raw for token ids). ``decoder``: the shared batch to
     join (the server's); by default a decoder of its own. ``confidence_samples``: hidden rows
     whose answers' agreement is reported (``agreement.py``; None: the format's default).
-    Raises ``InvalidRequestError`` / ``PromptTooLongError`` before the first event."""
+    Raises ``InvalidRequestError`` / ``PromptTooLongError`` before the first event; where the
+    model fails (non-finite logits) the request's open rows end with an ``ErrorEvent`` each."""
     check_modes(modes, top_logprobs)
     ids = prepare_prompt(lm, prompt, system, max_tokens)
     cfg = config or lm.default_config

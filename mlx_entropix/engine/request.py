@@ -71,6 +71,11 @@ def prepare_prompt(
         for m in messages:
             check_unicode(m["content"])
         ids = lm.tokenizer.apply_chat_template(messages)
+        if (top := max(ids, default=0)) >= lm.info.vocab_size:  # the model would read past its
+            raise InvalidRequestError(  # embedding (a segfault on the CPU): a mismatched pair
+                f"the tokenizer gave token id {top}, outside the model's vocabulary of "
+                f"{lm.info.vocab_size}: this tokenizer does not belong to this model"
+            )
     elif prompt and all(isinstance(t, int) for t in prompt):
         ids = list(prompt)  # type: ignore[arg-type]
         if min(ids) < 0 or max(ids) >= lm.info.vocab_size:
@@ -137,6 +142,9 @@ class BatchRequest:
     cached: int = 0  # prompt tokens taken from the prefix cache
     generated: defaultdict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
     t_prefill: float = 0.0
+    # a row's values were not finite after its end (it idles along while the others run): its
+    # slot holds NaN keys, zeroed when freed (``SharedCache.free``)
+    dirty: bool = False
     plans: list[RowPlan] = field(default_factory=list)  # each row's (``request.row_plan``)
     # mode fork: choice options, a running fork's rows, the plan and step at it, forks, work
     options: dict[str, str] | None = None

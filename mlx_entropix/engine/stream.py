@@ -10,12 +10,14 @@ then ``n_top`` candidate ids and their log-probabilities (descending).
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 from ..config import Mode
+from ..errors import GenerationError
 from ..events import (
     ACTIONS,
     STATES,
@@ -42,6 +44,19 @@ def params_of(values: list[float]) -> SamplingParams:
         min_p=round(min_p, 6),
         n_samples=int(n),
     )
+
+
+def finite(values: list[float]) -> bool:
+    """Whether a row's logits were finite: a NaN or an infinity makes the entropy or the
+    varentropy NaN (and its keys and values of that step, which a slot keeps, NaN too)."""
+    return all(math.isfinite(v) for v in values[METRICS][:2])
+
+
+def check_finite(values: list[float], index: int) -> None:
+    """``GenerationError`` naming the token where a row's logits were not finite (its draw is
+    then meaningless), for its request alone."""
+    if not finite(values):
+        raise GenerationError(f"non-finite logits (the model produced NaN/inf at token {index})")
 
 
 def top_of(values: list[float], n_top: int) -> tuple[list[int], list[float]]:
@@ -102,14 +117,18 @@ class RowStream:
         self.queued: list[ForkEvent] = []
         self.t0 = self.t_first = t0
 
-    def push(self, values: list[float]) -> list[TokenEvent | ForkEvent]:
-        """The events ready after this step's values (none, or one, plus queued forks)."""
+    def push(self, values: list[float], last: bool = False) -> list[TokenEvent | ForkEvent]:
+        """The events ready after this step's values (none, or one, plus queued forks).
+        ``last``: the row's last token (its budget is spent): the detokenizer's held-back text
+        (a character cut in the middle, with a space before it) joins its event, as mlx-lm's
+        last response carries it. ``GenerationError`` where the model's logits were not finite."""
+        check_finite(values, self.n)
         token, state, action = (int(v) for v in values[:3])
         if token in self.tok.eos_token_ids:
             self.finish, self.finished = "stop", True
             return []
         searched = len(self.text)
-        self.text += self.detok.add_token(token)
+        self.text += self.detok.add_token(token) + (self.detok.finalize() if last else "")
         cut = self.stops.find(self.text, searched) if self.stops.stops else -1
         if cut >= 0:
             self.text, self.finish, self.finished = self.text[:cut], "stop_string", True
@@ -165,9 +184,15 @@ class RowStream:
         return out
 
     def close(self) -> list[TokenEvent | ForkEvent]:
-        """The held event (with the rest of the text) and anything queued behind it."""
+        """The held event (with the rest of the text) and anything queued behind it. The held
+        event is still ours: the detokenizer's held-back text joins it (after EOS too; not
+        after a stop string, where the text ends). Without a held event (no stop strings), a
+        row that ends otherwise than by its budget (EOS, a cancel) loses that tail: at most an
+        incomplete character, whose token event is out already."""
         held, self.held = self.held, None
         if held is not None:
+            if self.finish != "stop_string":
+                self.text += self.detok.finalize()
             held.text += self.text[self.emitted :]
             self.emitted = len(self.text)
         self.text = self.text[: self.emitted]
@@ -185,6 +210,7 @@ class RowStream:
         its kept branch in one burst after decoding all branches)."""
         t_end = time.perf_counter()
         n = self.n
+        prefilled = prompt_tokens - extra.get("cached_tokens", 0)  # the prefix cache's: not
         t_first = self.t_first if t_decode is None else t_decode
         scored = score(self.text, self.signals, self.confidence, self.fmt, prompt=self.prompt)
         return DoneEvent(
@@ -196,7 +222,7 @@ class RowStream:
             ttft_s=(self.t_first - self.t0) if n else 0.0,
             total_s=t_end - self.t0,
             # 0: the prefill never ended (cancelled during it; t_prefill is still t0)
-            prefill_tok_s=prompt_tokens / (t_prefill - self.t0) if t_prefill > self.t0 else 0.0,
+            prefill_tok_s=prefilled / (t_prefill - self.t0) if t_prefill > self.t0 else 0.0,
             decode_tok_s=(n - 1) / (t_end - t_first) if n > 1 and t_end > t_first else 0.0,
             state_counts={s: self.states.get(s, 0) for s in STATES},
             action_counts=dict(self.actions),

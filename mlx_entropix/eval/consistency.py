@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..engine.agreement import row_seeds
+from ..errors import GenerationError
 
 
 def vote(answers: Sequence[str | None]) -> int:
@@ -35,4 +36,6 @@ def sample_rows(
                               top_logprobs=0, confidence_samples=0):  # fmt: skip
         if item is not None and item[1].type == "done":
             dones[item[0]] = item[1]
+        elif item is not None and item[1].type == "error":  # NaN logits: as ``generate`` does
+            raise GenerationError(item[1].message)
     return dones

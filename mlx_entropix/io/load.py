@@ -13,7 +13,7 @@ import importlib.metadata
 import json
 import time
 from collections.abc import Callable
-from dataclasses import MISSING, asdict, dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from mlx.utils import tree_flatten
 from ..config import SamplerConfig, default_config_for
 from ..errors import ModelLoadError, first_line
 from ..models.families import FamilyModel, family_model
-from ..models.llama import Model, ModelArgs
+from ..models.llama import Model, ModelArgs, size_problem
 from ..models.two_rows import two_row_products
 from ..runtime import device
 from ..runtime.distributed import (
@@ -158,10 +158,8 @@ def _load_gguf(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer]:
 
 def _load_dir(path: Path) -> tuple[ModelArgs, dict[str, mx.array], Tokenizer]:
     config = _read_config(path)
-    required = (k for k, f in ModelArgs.__dataclass_fields__.items() if f.default is MISSING)
-    lacking = [k for k in required if type(config.get(k)) is not int]  # the sizes; bool is none
-    if lacking:  # else a TypeError from ModelArgs or from a shape computed with a string
-        raise ModelLoadError(f"{path / 'config.json'} has no integer {', '.join(lacking)}")
+    if why := size_problem(config):  # before ModelArgs divides, and transformers re-reads it
+        raise ModelLoadError(f"{path / 'config.json'} {why}")
     files = sorted(path.glob("*.safetensors"))
     if not files:
         raise ModelLoadError(f"no *.safetensors files in {path}")

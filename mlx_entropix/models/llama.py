@@ -12,7 +12,7 @@ query); every other layer keeps the fused attention kernel.
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass
 from typing import Any
 
 import mlx.core as mx
@@ -104,6 +104,25 @@ class ModelArgs:
     def from_dict(cls, config: dict[str, Any]) -> ModelArgs:
         known = set(cls.__dataclass_fields__)  # the rest of a config.json: not read
         return cls(**{k: v for k, v in config.items() if k in known and v is not None})
+
+
+def size_problem(config: dict[str, Any]) -> str | None:
+    """What a config.json's sizes lack to make a Llama ("has ..."), or None. Else a string
+    size was a TypeError, a zero head count a ZeroDivisionError, a negative size "math domain
+    error", and a hidden size the heads do not divide an error of the tokenizer's load
+    (transformers checks config.json there)."""
+    required = [k for k, f in ModelArgs.__dataclass_fields__.items() if f.default is MISSING]
+    if lacking := [k for k in required if type(config.get(k)) is not int]:  # bool is none
+        return f"has no integer {', '.join(lacking)}"
+    if bad := [f"{k} {config[k]}" for k in required if config[k] < 1]:
+        return f"has {', '.join(bad)}: sizes must be positive"
+    hidden, heads = config["hidden_size"], config["num_attention_heads"]
+    kv = config.get("num_key_value_heads") or heads
+    if hidden % heads:
+        return f"has hidden_size {hidden}, not a multiple of num_attention_heads {heads}"
+    if type(kv) is not int or kv < 1 or heads % kv:
+        return f"has num_attention_heads {heads}, not a multiple of num_key_value_heads {kv}"
+    return None
 
 
 class Attention(nn.Module):

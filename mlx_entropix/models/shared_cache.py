@@ -93,9 +93,17 @@ class SharedCache:
         rows_of = slice(slot * self.n_kv, (slot + 1) * self.n_kv)
         return [(k[rows_of], v[rows_of]) for k, v in zip(self.keys, self.values, strict=True)]
 
-    def free(self, slots: list[int]) -> None:
+    def free(self, slots: list[int], clear: bool = False) -> None:
+        """``clear``: zero their keys and values too. A slot's stale positions are masked
+        (an exact 0 in p @ V) for the row that takes it next, unless they hold a NaN or an
+        infinity (0 * NaN): what a row whose model output turned non-finite leaves behind."""
         for s in slots:
             self.lengths[s] = None
+            if clear:
+                rows_of = slice(s * self.n_kv, (s + 1) * self.n_kv)
+                for buffers in (self.keys, self.values):
+                    for layer in buffers:
+                        layer[rows_of] = 0
 
     def _free_slot(self) -> int:
         for i, n in enumerate(self.lengths):

@@ -17,6 +17,7 @@ This module reaches the model through its attribute names only (``layers[i].self
 
 from __future__ import annotations
 
+import re
 import socket
 import zlib
 from dataclasses import dataclass
@@ -131,3 +132,16 @@ def shard_model(
     model.group = group if n > 1 else None
     model.head_group = group if plan.attention else None
     return plan
+
+
+# mlx.launch's own line for a rank that failed: it exits 0 whatever its ranks did
+_RANK_EXIT = re.compile(r"Node with rank \d+ (?:exited with code (-?\d+)|was killed)")
+
+
+def launch_status(stderr: str) -> int:
+    """The exit status of an ``mlx.launch`` run, from its ranks': MLX's launcher exits 0 even
+    when every rank failed, and only warns "Node with rank R exited with code C" (or "was
+    killed") on its stderr. The first rank's own failure (C -15 is the launcher stopping the
+    other ranks after it), else 0."""
+    codes = [int(c) if c else -9 for c in _RANK_EXIT.findall(stderr)]
+    return next((c for c in codes if c != -15), codes[0] if codes else 0)

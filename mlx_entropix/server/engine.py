@@ -76,9 +76,10 @@ class Engine:
         # rank 0's (``follow``).
         leader = ranks is None or ranks.rank() == 0
         for modes in (["entropix"], ["fork"]) if leader else ():
-            for _ in generate_rows(lm, "Hi", modes=modes, seeds=[0], max_tokens=2,
-                                   top_logprobs=0, decoder=engine.decoder):  # fmt: skip
-                pass
+            for _, event in generate_rows(lm, "Hi", modes=modes, seeds=[0], max_tokens=2,
+                                          top_logprobs=0, decoder=engine.decoder):  # fmt: skip
+                if isinstance(event, ErrorEvent):  # a broken model (NaN logits): say so now
+                    log.warning("the warm-up (%s, 'Hi') failed: %s", modes[0], event.message)
         # After the warm-up (it counts for nothing). Under mlx.launch the followers start
         # theirs at rank 0's word (``ReplicatedDecoder.use_prefix_cache``).
         if prefix.max_bytes > 0 and leader:

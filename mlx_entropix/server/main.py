@@ -14,6 +14,7 @@ import argparse
 import ipaddress
 import logging
 import math
+import os
 import re
 import signal
 import sys
@@ -174,7 +175,12 @@ def one_ctrl_c(server: Any, window_s: float = SAME_CTRL_C_S) -> None:
     server.handle_exit = handle_exit  # capture_signals installs server.handle_exit
 
 
+EXIT_INTERRUPTED = 130
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 served and stopped, 2 bad flags or a model that cannot be loaded, 3 the
+    server could not start (the port is taken), 130 Ctrl-C before it served (imports, load)."""
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
     try:
@@ -182,7 +188,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, EntropixError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    try:
+        return serve(args, settings)
+    except KeyboardInterrupt:  # before uvicorn took the signals: one line, not a traceback
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
+
+def serve(args: argparse.Namespace, settings: ServerSettings) -> int:
+    """Load the model, then serve until Ctrl-C (uvicorn's own handling from then on)."""
     import uvicorn
 
     from ..runtime.blas import batch_invariant
@@ -214,6 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     except EntropixError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # The loading thread cannot be stopped, and an interpreter that exits while it runs
+        # MLX code aborts ("terminate called without an active exception", after a
+        # traceback): nothing is served yet, so leave at once.
+        print("\ninterrupted while loading the model", file=sys.stderr, flush=True)
+        os._exit(EXIT_INTERRUPTED)
     info = engine.lm.info
     print(
         f"loaded {info.name} ({info.compute_dtype}, context {info.context_length}) on "

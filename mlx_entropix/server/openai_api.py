@@ -39,6 +39,9 @@ from .worker import IDLE, JobFailed, JobStream
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
+# OpenAI's values. A request cut short (the server's --timeout, its shutdown) is a limit reached:
+# "length", as llama.cpp's server ends one at its time limit (vLLM's "abort" is no OpenAI value
+# and strict clients refuse it); the entropix extension's summary keeps "cancelled".
 FINISH = {"stop": "stop", "stop_string": "stop", "length": "length", "cancelled": "length"}
 Item = tuple[int, Event, dict[str, Any] | None]  # choice index, event, logprobs entry (if asked)
 Tokens = list[tuple[TokenEvent, dict[str, Any] | None]]

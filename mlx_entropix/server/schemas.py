@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
-from ..config import PRESET_NAMES, Mode, SamplerConfig, apply_preset
+from ..config import MAX_SEED, PRESET_NAMES, Mode, SamplerConfig, apply_preset
 from ..engine.agreement import MAX_SAMPLES
 from ..events import StateInfo
 from ..io.prompts import PromptItem
@@ -18,7 +18,6 @@ from ..io.prompts import PromptItem
 MAX_TOKENS = 4096  # schema cap; the server may set a lower one (ServerSettings.max_tokens_limit)
 DEFAULT_MAX_TOKENS = 256  # when a request gives none (or the server cap, if lower)
 COMPLETION_MAX_TOKENS = 16  # /v1/completions' default, OpenAI's (or the server cap, if lower)
-MAX_SEED = 2**63 - 1
 MAX_MESSAGES = 256
 MAX_STOP = 16
 MAX_CHOICES = 8  # OpenAI's n: rows of one batch
@@ -338,6 +337,16 @@ class CompletionRequest(OpenAIFields):
     best_of: int | None = Field(None, ge=1, le=1, description="Only 1.")
     suffix: str | None = Field(None, description="Not supported.")
     logit_bias: dict[str, float] | None = Field(None, description="Not supported.")
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _integer_ids(cls, value: Any) -> Any:
+        """JSON true/false and 1.0 were taken as the ids 1, 0 and 1 (pydantic's lax ints)."""
+        one = value[0] if isinstance(value, list) and len(value) == 1 else None
+        ids = one if isinstance(one, list) else value
+        if isinstance(ids, list) and any(isinstance(t, bool | float) for t in ids):
+            raise ValueError("token ids must be integers (not true/false or 1.0)")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> CompletionRequest:

@@ -158,7 +158,8 @@ def decide(
     min_p = _select(state, cfg.min_p, {ADAPTIVE: mx.clip(ada_min_p, 0.01, 0.5)})
     n_samples = mx.where(state == ADAPTIVE, cfg.n_adaptive_samples, 1).astype(mx.int32)
     clarify = (state == TREADING) & can_clarify
-    action = _select(state, SAMPLE, {FLOWING: zero + ARGMAX, ADAPTIVE: zero + BEST_OF_N})
+    # best of n only where there are n > 1 draws (the adaptive state's): one draw is a sample
+    action = mx.where(n_samples > 1, BEST_OF_N, _select(state, SAMPLE, {FLOWING: zero + ARGMAX}))
     # Ablation (``greedy_states``): bit ``state`` of the mask set -> argmax, no pause token.
     greedy = mx.remainder(mx.floor(cfg.greedy_mask / mx.power(2.0, state)), 2) > 0
     clarify = clarify & ~greedy

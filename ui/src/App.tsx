@@ -3,7 +3,7 @@ import { ApiError, getConfig, getJSON, getPrompts, isAbort, streamGeneration, ty
 import type { ForkEvent, Mode, SamplerConfig, StreamEvent } from "./generated/events";
 import { countStates, stateTable } from "./format";
 import { effectiveConfig, presetBase, samplerOverrides, type Edits } from "./sampler";
-import { buildRequest } from "./request";
+import { buildRequest, MAX_TOKENS, withTokenLimit } from "./request";
 import { retryUntilLoaded } from "./retry";
 import { initialSession, liveStatus, reducer, statusText } from "./store";
 import { PromptForm, type FormValues } from "./components/PromptForm";
@@ -21,6 +21,7 @@ import { useView, ViewSwitch } from "./components/chat/ViewSwitch";
 interface Info {
   model?: { name?: string; stored_as?: string };
   runtime?: { device?: string; backend?: string };
+  limits?: { max_tokens?: number };
 }
 
 const FLUSH_MS = 30; // batch streamed events into one render per frame-ish
@@ -67,6 +68,11 @@ export function App() {
     };
   }, []);
 
+  // A server's --max-tokens below the form's value: the form follows it (else every request
+  // with the default was a 400 there).
+  const tokenLimit = info?.limits?.max_tokens ?? MAX_TOKENS;
+  useEffect(() => setValues((v) => withTokenLimit(v, tokenLimit)), [tokenLimit]);
+
   const table = useMemo(() => stateTable(config?.states), [config]);
   // The sampler panel starts from the preset's values: it shows them, and sends what differs.
   // (The chat sends no preset: its panel starts from the server's defaults.)
@@ -85,7 +91,7 @@ export function App() {
       dispatch({ type: "rejected", message: "Fix the highlighted sampler settings first." });
       return;
     }
-    const built = buildRequest(values, overrides.sampler, preset);
+    const built = buildRequest(values, overrides.sampler, preset, tokenLimit);
     if (!built.ok) {
       dispatch({ type: "rejected", message: built.error });
       return;
@@ -120,7 +126,7 @@ export function App() {
     } finally {
       if (abortRef.current === ctrl) abortRef.current = null;
     }
-  }, [values, overrides, preset]);
+  }, [values, overrides, preset, tokenLimit]);
 
   const stop = useCallback(() => abortRef.current?.abort(), []);
 
@@ -182,6 +188,7 @@ export function App() {
           onEdit={(k, v) => setEdits((e) => ({ ...e, [k]: v }))}
           onReset={() => setEdits({})}
           onBusy={setChatBusy}
+          tokenLimit={tokenLimit}
         />
       ) : (
       <main className="layout">
@@ -193,6 +200,7 @@ export function App() {
             onChange={(patch) => setValues((v) => ({ ...v, ...patch }))}
             onRun={run}
             onStop={stop}
+            tokenLimit={tokenLimit}
           />
           <SamplerPanel
             defaults={defaults}

@@ -1,7 +1,7 @@
 // Pure helpers for fork events (mode "fork"): where they sit in the token stream, how to name
 // them, and the work they cost. No React here.
 import { STATE_INFO, type DoneEvent, type ForkBranch, type ForkEvent, type ForkTrigger } from "./generated/events";
-import { formatNumber, quoteToken } from "./format";
+import { count, formatNumber, quoteToken } from "./format";
 
 /** Forks by the index of the token they stand before (several at one index keep their order). */
 export function forksByIndex(forks: readonly ForkEvent[] | undefined): Map<number, ForkEvent[]> {
@@ -44,7 +44,7 @@ export function triggerLabel(trigger: string): string {
 export function forkSummary(fork: ForkEvent): string {
   const kept = keptBranch(fork);
   const keptText = kept ? `, kept ${quoteToken(kept.token.text)} (score ${formatNumber(kept.score)})` : "";
-  return `Fork before token #${fork.index}: ${fork.branches.length} branches${keptText}`;
+  return `Fork before token #${fork.index}: ${count(fork.branches.length, "branch", "branches")}${keptText}`;
 }
 
 /** Tokens computed vs emitted once a run with forks is done; undefined when there were none. */
@@ -59,5 +59,5 @@ export function forkWorkText(done: DoneEvent | undefined): string | undefined {
   const w = forkWork(done);
   if (!w) return undefined;
   const forks = done!.forks;
-  return `${w.computed} tokens computed for ${w.emitted} emitted (${w.ratio.toFixed(1)}×, ${forks} fork${forks === 1 ? "" : "s"})`;
+  return `${count(w.computed, "token")} computed for ${w.emitted} emitted (${w.ratio.toFixed(1)}×, ${count(forks, "fork")})`;
 }

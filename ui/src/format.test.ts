@@ -2,6 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { ACTION_INFO, STATE_INFO, STATES } from "./generated/events";
 import {
   actionLabel,
+  count,
   countStates,
   formatNumber,
   formatProb,
@@ -76,6 +77,12 @@ describe("metrics formatting", () => {
     expect(formatSeconds(undefined)).toBe("–");
     expect(formatRate(12.345)).toBe("12.3 tok/s");
     expect(formatRate(0)).toBe("–");
+  });
+
+  test("counts: the singular for exactly one, the plural else (zero too)", () => {
+    expect([0, 1, 2].map((n) => count(n, "token"))).toEqual(["0 tokens", "1 token", "2 tokens"]);
+    expect(count(1, "branch", "branches")).toBe("1 branch");
+    expect(count(3, "branch", "branches")).toBe("3 branches");
   });
 
   test("token text quoted for the inspector", () => {

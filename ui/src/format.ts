@@ -55,6 +55,11 @@ export function actionLabel(action: string, mode: Mode): string {
 
 export const METRIC_LABELS: Record<keyof Metrics, Label> = METRIC_INFO;
 
+/** "1 token", "0 tokens", "2 branches": a count with its noun, singular for exactly one. */
+export function count(n: number, noun: string, plural = `${noun}s`): string {
+  return `${n} ${n === 1 ? noun : plural}`;
+}
+
 /** A metric with 3 significant digits, fixed notation for ordinary magnitudes. */
 export function formatNumber(x: number | null | undefined, digits = 3): string {
   // null: a metric the model cannot report (attention not observable for its family).

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { buildRequest } from "./request";
+import { buildRequest, withTokenLimit } from "./request";
 import { samplerOverrides } from "./sampler";
 import type { SamplerConfig } from "./generated/events";
 
@@ -50,5 +50,17 @@ describe("samplerOverrides", () => {
     const o = samplerOverrides(defaults, { temperature: "abc", top_k: "2.5", low_ent: "" });
     expect(o.sampler).toBeNull();
     expect(o.errors).toEqual({ temperature: "not a number", top_k: "must be a whole number", low_ent: "not a number" });
+  });
+});
+
+describe("the server's max tokens limit", () => {
+  test("a value over it is refused naming the limit, and the form's value comes down to it", () => {
+    const r = buildRequest({ ...values, maxTokens: "96" }, null, "", 64);
+    expect(r).toEqual({ ok: false, error: "Max tokens must be a whole number from 1 to 64 (this server's limit)." });
+    expect(buildRequest({ ...values, maxTokens: "64" }, null, "", 64).ok).toBe(true);
+    expect(withTokenLimit({ ...values, maxTokens: "96" }, 64).maxTokens).toBe("64");
+    const under = { ...values, maxTokens: "24" };
+    expect(withTokenLimit(under, 64)).toBe(under); // unchanged: the same object (no re-render)
+    expect(withTokenLimit({ ...values, maxTokens: "" }, 64).maxTokens).toBe(""); // being typed
   });
 });

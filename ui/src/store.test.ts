@@ -33,7 +33,7 @@ describe("session reducer", () => {
     s = reducer(s, { type: "stopped" });
     expect(s.status).toBe("stopped");
     expect(s.runs[0].tokens).toHaveLength(1);
-    expect(statusText(s)).toBe("Stopped after 1 tokens.");
+    expect(statusText(s)).toBe("Stopped after 1 token.");
     s = reducer(s, { type: "failed", message: "down" });
     expect(s.error).toBe("down");
     s = reducer(s, { type: "start", modes: ["normal"] });
@@ -45,7 +45,7 @@ describe("session reducer", () => {
     s = reducer(s, { type: "events", events: [fork(0), token(0, "x", "flowing", "fork"), { ...done("fork", 1), forks: 1, tokens_computed: 15 }] });
     s = reducer(s, { type: "finished" });
     expect(s.runs[0].forks).toHaveLength(1);
-    expect(statusText(s)).toBe("Done (fork: length), 1 tokens; 15 tokens computed for 1 emitted (15.0×, 1 fork).");
+    expect(statusText(s)).toBe("Done (fork: length), 1 token; 15 tokens computed for 1 emitted (15.0×, 1 fork).");
   });
 
   test("a request rejected before sending clears the previous output and status", () => {
@@ -73,7 +73,7 @@ describe("session reducer", () => {
     s = reducer(s, { type: "events", events: [token(0, "x"), { ...done("entropix", 1), finish_reason: "cancelled" }] });
     s = reducer(s, { type: "finished" });
     expect(s.status).toBe("interrupted");
-    expect(statusText(s)).toBe("Interrupted after 1 tokens: the server stopped the generation (its per-request time limit, or it shut down).");
+    expect(statusText(s)).toBe("Interrupted after 1 token: the server stopped the generation (its per-request time limit, or it shut down).");
     // A stream that ended cleanly before a mode's done: that mode's answer is incomplete.
     let c = reducer(initialSession, { type: "start", modes: ["entropix", "normal"] });
     c = reducer(c, { type: "events", events: [token(0, "x"), done("entropix", 1), token(0, "y", "flowing", "normal")] });

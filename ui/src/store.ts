@@ -1,5 +1,6 @@
 // The state of one generation request (one mode, or several when comparing), as a pure reducer.
 import type { DoneEvent, ForkEvent, Mode, StreamEvent, TokenEvent } from "./generated/events";
+import { count } from "./format";
 import { forkWorkText } from "./forks";
 
 export interface Run {
@@ -106,18 +107,18 @@ export function statusText(session: Session): string {
     case "idle":
       return "Ready.";
     case "running":
-      return `Generating… ${n} tokens`;
+      return `Generating… ${count(n, "token")}`;
     case "done": {
       const reasons = session.runs.map((r) => `${r.mode}: ${r.done?.finish_reason ?? "ended"}`);
       const work = session.runs.map((r) => forkWorkText(r.done)).filter(Boolean);
-      return `Done (${reasons.join(", ")}), ${n} tokens${work.length ? `; ${work.join("; ")}` : ""}.`;
+      return `Done (${reasons.join(", ")}), ${count(n, "token")}${work.length ? `; ${work.join("; ")}` : ""}.`;
     }
     case "stopped":
-      return `Stopped after ${n} tokens.`;
+      return `Stopped after ${count(n, "token")}.`;
     case "interrupted":
-      return `Interrupted after ${n} tokens: ${cutShort(session.runs) ?? "the answer is incomplete."}`;
+      return `Interrupted after ${count(n, "token")}: ${cutShort(session.runs) ?? "the answer is incomplete."}`;
     case "error":
-      return runsWithTokens(session) ? `Failed after ${n} tokens.` : "Failed.";
+      return runsWithTokens(session) ? `Failed after ${count(n, "token")}.` : "Failed.";
   }
 }
 

@@ -100,7 +100,7 @@ describe("conversation store", () => {
     t = C.onRun(t, "a", { type: "finished" }, 3);
     const cut = t.turns[1] as C.AssistantTurn;
     expect(cut.status).toBe("interrupted");
-    expect(C.turnStatusText(cut)).toContain("Interrupted after 1 tokens: The server stopped the generation (its per-request time limit");
+    expect(C.turnStatusText(cut)).toContain("Interrupted after 1 token: The server stopped the generation (its per-request time limit");
     // Nothing arrived: a failed turn, left out of the history.
     let e = C.send(C.newConversation("e", 0), "Hi", ["u", "a"], settings(), 1);
     e = C.onRun(e, "a", { type: "failed", message: "Cannot reach the server" }, 2);

@@ -3,6 +3,7 @@
 // history that the next request sends. Persistence and the network live elsewhere.
 import type { Mode, StreamEvent } from "../generated/events";
 import { clip } from "../confidence";
+import { count } from "../format";
 import { cutShort, reducer, type Run, type Session } from "../store";
 
 /** "interrupted": the stream broke off (server gone) or the page was closed mid-answer. */
@@ -218,13 +219,13 @@ export function turnStatusText(turn: AssistantTurn | undefined): string {
   const n = turn.runs.reduce((acc, r) => acc + r.tokens.length, 0);
   switch (turn.status) {
     case "running":
-      return `Generating… ${n} tokens`;
+      return `Generating… ${count(n, "token")}`;
     case "done":
-      return `Done, ${n} tokens.`;
+      return `Done, ${count(n, "token")}.`;
     case "stopped":
-      return `Stopped after ${n} tokens.`;
+      return `Stopped after ${count(n, "token")}.`;
     case "interrupted":
-      return `Interrupted after ${n} tokens${turn.error ? `: ${turn.error}` : "."}`;
+      return `Interrupted after ${count(n, "token")}${turn.error ? `: ${turn.error}` : "."}`;
     case "error":
       return "Failed.";
   }

@@ -2,7 +2,7 @@
 // checked exactly as the single-prompt form checks them.
 import type { GenerateRequest } from "../api";
 import type { Mode, SamplerConfig } from "../generated/events";
-import { buildRequest } from "../request";
+import { buildRequest, MAX_TOKENS } from "../request";
 import type { FormValues } from "../components/PromptForm";
 import { history, type Conversation, type TurnSettings } from "./conversation";
 
@@ -11,8 +11,13 @@ export type ChatValues = Omit<FormValues, "prompt" | "system">;
 export type Checked = { ok: true; settings: TurnSettings; path: "/api/generate" | "/api/compare" } | { ok: false; error: string };
 
 /** Validate the settings (max tokens, seed, mode) before a turn is added. */
-export function checkSettings(values: ChatValues, system: string, sampler: Partial<SamplerConfig> | null): Checked {
-  const built = buildRequest({ ...values, prompt: "-", system }, sampler);
+export function checkSettings(
+  values: ChatValues,
+  system: string,
+  sampler: Partial<SamplerConfig> | null,
+  limit = MAX_TOKENS,
+): Checked {
+  const built = buildRequest({ ...values, prompt: "-", system }, sampler, "", limit);
   if (!built.ok) return built;
   const b = built.body;
   return {

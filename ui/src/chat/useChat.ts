@@ -5,6 +5,7 @@ import type { Mode, SamplerConfig, StreamEvent } from "../generated/events";
 import * as C from "./conversation";
 import { currentId, newId, openStorage, setCurrentId, summaryOf, type ChatStorage, type Summary } from "./persist";
 import { checkSettings, turnRequest, type ChatValues } from "./request";
+import { MAX_TOKENS } from "../request";
 import { importConversation } from "./transfer";
 
 const FLUSH_MS = 30; // streamed events: one render per batch
@@ -29,7 +30,12 @@ export interface ChatApi {
   clearNotice: () => void;
 }
 
-export function useChat(values: ChatValues, sampler: Partial<SamplerConfig> | null, samplerError: boolean): ChatApi {
+export function useChat(
+  values: ChatValues,
+  sampler: Partial<SamplerConfig> | null,
+  samplerError: boolean,
+  tokenLimit = MAX_TOKENS,
+): ChatApi {
   const [storage, setStorage] = useState<ChatStorage | null>(null);
   const [conv, setConv] = useState<C.Conversation | null>(null);
   const [list, setList] = useState<Summary[]>([]);
@@ -155,7 +161,7 @@ export function useChat(values: ChatValues, sampler: Partial<SamplerConfig> | nu
         setNotice("Fix the highlighted sampler settings first.");
         return false;
       }
-      const checked = checkSettings(values, c.system, sampler);
+      const checked = checkSettings(values, c.system, sampler, tokenLimit);
       if (!checked.ok) {
         setNotice(checked.error);
         return false;
@@ -174,7 +180,7 @@ export function useChat(values: ChatValues, sampler: Partial<SamplerConfig> | nu
       void stream(next, C.lastTurn(next)!.id);
       return true;
     },
-    [values, sampler, samplerError, stream],
+    [values, sampler, samplerError, stream, tokenLimit],
   );
 
   const replaceConv = (c: C.Conversation) => {

@@ -1,5 +1,5 @@
 import type { ForkEvent } from "../generated/events";
-import { formatNumber } from "../format";
+import { count, formatNumber } from "../format";
 
 /** The answers a fork's branches reached: summed score (CoT-decoding's aggregation), how many
  * branches, and which answer won, by how much over the next. */
@@ -22,7 +22,7 @@ export function AnswerGroups({ fork }: { fork: ForkEvent }) {
             <span className="group-bar" style={{ width: `${(100 * Math.max(g.score, 0)) / total}%` }} aria-hidden />
             <code className="group-answer">{g.answer}</code>{" "}
             <span className="small">
-              {formatNumber(g.score)} · {g.branches} branch{g.branches === 1 ? "" : "es"}
+              {formatNumber(g.score)} · {count(g.branches, "branch", "branches")}
             </span>
             {g.won && <strong className="kept-badge">won</strong>}
           </li>

@@ -15,7 +15,7 @@ import {
 } from "chart.js";
 import { Line, Scatter } from "react-chartjs-2";
 import type { Mode, SamplerConfig, TokenEvent } from "../generated/events";
-import { formatNumber, stateColour, stateLabel, type StateTable } from "../format";
+import { count, formatNumber, stateColour, stateLabel, type StateTable } from "../format";
 import type { Run } from "../store";
 import { useThemeColours } from "../theme";
 
@@ -256,9 +256,10 @@ export function Charts({ runs, table, thresholds, selected, onSelect }: Props) {
                   data={l.data}
                   options={lineOptions(l as (typeof lines)[number])}
                   role="img"
-                  aria-label={`Line chart of entropy and varentropy${l.mode ? ` for ${l.mode}` : ""}, ${
-                    runs.find((r) => r.mode === l.mode)?.tokens.length ?? 0
-                  } tokens; click a point to inspect its token.`}
+                  aria-label={`Line chart of entropy and varentropy${l.mode ? ` for ${l.mode}` : ""}, ${count(
+                    runs.find((r) => r.mode === l.mode)?.tokens.length ?? 0,
+                    "token",
+                  )}; click a point to inspect its token.`}
                 />
               </div>
             </div>
@@ -273,7 +274,7 @@ export function Charts({ runs, table, thresholds, selected, onSelect }: Props) {
             options={scatterOptions}
             plugins={[thresholdLabels]}
             role="img"
-            aria-label={`Scatter of ${n} tokens by entropy and varentropy with the state thresholds; click a point to inspect its token.`}
+            aria-label={`Scatter of ${count(n, "token")} by entropy and varentropy with the state thresholds; click a point to inspect its token.`}
           />
         </div>
       </figure>

@@ -1,5 +1,5 @@
 import type { ForkEvent } from "../generated/events";
-import { formatNumber, formatProb, quoteToken } from "../format";
+import { count, formatNumber, formatProb, quoteToken } from "../format";
 import { isKept, triggerLabel } from "../forks";
 import { AnswerGroups } from "./AnswerGroups";
 import { forkDomId } from "./ForkMarker";
@@ -34,8 +34,8 @@ export function ForkView({ fork, onClose }: Props) {
       </div>
       <p className="muted small" data-testid="fork-meta">
         Opened at {triggerLabel(fork.trigger)} (entropy {formatNumber(fork.metrics.entropy)} bits, varentropy{" "}
-        {formatNumber(fork.metrics.varentropy)} bits²). {fork.branches.length} branches scored by{" "}
-        <code>{fork.score}</code>; {fork.tokens_computed} tokens computed.
+        {formatNumber(fork.metrics.varentropy)} bits²). {count(fork.branches.length, "branch", "branches")} scored by{" "}
+        <code>{fork.score}</code>; {count(fork.tokens_computed, "token")} computed.
       </p>
       <AnswerGroups fork={fork} />
       <ol className="branches" data-testid="fork-branches">

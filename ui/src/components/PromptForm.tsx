@@ -18,6 +18,7 @@ interface Props {
   onChange: (patch: Partial<FormValues>) => void;
   onRun: () => void;
   onStop: () => void;
+  tokenLimit?: number; // the server's max_tokens limit
 }
 
 const MODES: { value: UiMode; label: string; hint: string }[] = [
@@ -28,7 +29,7 @@ const MODES: { value: UiMode; label: string; hint: string }[] = [
   { value: "fork", label: "fork", hint: "at a fork, try the top candidates as branches and keep the most confident" },
 ];
 
-export function PromptForm({ values, prompts, running, onChange, onRun, onStop }: Props) {
+export function PromptForm({ values, prompts, running, onChange, onRun, onStop, tokenLimit = 4096 }: Props) {
   const submit = (e: FormEvent) => {
     e.preventDefault();
     if (!running) onRun();
@@ -95,7 +96,7 @@ export function PromptForm({ values, prompts, running, onChange, onRun, onStop }
             id="max-tokens"
             type="number"
             min={1}
-            max={4096}
+            max={tokenLimit}
             step={1}
             value={values.maxTokens}
             onChange={(e) => onChange({ maxTokens: e.target.value })}

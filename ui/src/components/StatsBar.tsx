@@ -1,5 +1,5 @@
 import { STATES } from "../generated/events";
-import { countStates, formatRate, formatSeconds, liveRate, type StateTable } from "../format";
+import { count, countStates, formatRate, formatSeconds, liveRate, type StateTable } from "../format";
 import { forkWork } from "../forks";
 import type { Run } from "../store";
 
@@ -50,7 +50,7 @@ export function StatsBar({ run, table }: { run: Run; table: StateTable }) {
       )}
       <span className="stat-states">
         {STATES.map((s) => (
-          <span key={s} className="state-count" title={`${table[s].label}: ${counts[s] ?? 0} tokens`}>
+          <span key={s} className="state-count" title={`${table[s].label}: ${count(counts[s] ?? 0, "token")}`}>
             <span className="swatch" style={{ backgroundColor: table[s].colour }} aria-hidden="true" />
             <span className="sr-only">{table[s].label}: </span>
             {counts[s] ?? 0}

@@ -1,7 +1,7 @@
 import { Fragment, useCallback, useEffect, useLayoutEffect, useMemo, useRef, type KeyboardEvent } from "react";
 import type { ForkEvent, Mode } from "../generated/events";
 import type { Run } from "../store";
-import type { StateTable } from "../format";
+import { count, type StateTable } from "../format";
 import { forksByIndex, pendingForks } from "../forks";
 import { ForkMarker } from "./ForkMarker";
 import { Token } from "./Token";
@@ -79,7 +79,7 @@ export function TokenStream({ run, table, selected, running, onInspect, onLeave,
       ref={ref}
       className="tokens"
       role="group"
-      aria-label={`${run.mode} output, ${n} tokens. Arrow keys move between tokens to inspect them.`}
+      aria-label={`${run.mode} output, ${count(n, "token")}. Arrow keys move between tokens to inspect them.`}
       data-mode={run.mode}
       onKeyDown={onKeyDown}
       onMouseLeave={onLeave}

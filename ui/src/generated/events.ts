@@ -134,6 +134,7 @@ export interface DoneEvent {
   /** Time to first token (prefill + first step). */
   ttft_s: number;
   total_s: number;
+  /** Prompt tokens prefilled per second (those from the prefix cache not counted). */
   prefill_tok_s: number;
   /** Tokens/s after the first token. */
   decode_tok_s: number;
@@ -263,7 +264,7 @@ export const STATE_INFO: Record<State, StateInfo> = {
   treading: {"label": "Treading carefully", "colour": "#009E73", "description": "High entropy, low varentropy: unsure in a uniform way; pause or warm up."},
   exploring: {"label": "Fork in the path", "colour": "#E69F00", "description": "Low entropy, high varentropy: a few distinct options; explore among them."},
   resampling: {"label": "Lost in the mist", "colour": "#D55E00", "description": "High entropy, high varentropy: very unsure; sample hot with a tight nucleus."},
-  adaptive: {"label": "In between", "colour": "#CC79A7", "description": "Middle ground: parameters scaled by the metrics, best of n draws."},
+  adaptive: {"label": "In between", "colour": "#CC79A7", "description": "Middle ground: parameters scaled by the metrics (best of n draws if n > 1)."},
 };
 
 export const ACTIONS: readonly Action[] = ["argmax", "sample", "best_of_n", "clarify"];

@@ -18,6 +18,7 @@ interface Props {
   onDelete: (id: string) => void;
   onExport: () => void;
   onImport: (text: string) => void;
+  tokenLimit?: number; // the server's max_tokens limit
 }
 
 const MODES: { value: UiMode; hint: string }[] = [
@@ -100,7 +101,7 @@ export function ChatSidebar(p: Props) {
         <div className="row">
           <div className="field">
             <label htmlFor="chat-max-tokens">Max tokens</label>
-            <input id="chat-max-tokens" type="number" min={1} max={4096} step={1} value={p.values.maxTokens} onChange={(e) => p.onValues({ maxTokens: e.target.value })} />
+            <input id="chat-max-tokens" type="number" min={1} max={p.tokenLimit ?? 4096} step={1} value={p.values.maxTokens} onChange={(e) => p.onValues({ maxTokens: e.target.value })} />
           </div>
           <div className="field">
             <label htmlFor="chat-seed">Seed</label>

@@ -7,6 +7,7 @@ import { lastTurn, turnStatusText, type AssistantTurn, type UserTurn } from "../
 import { liveStatus } from "../../store";
 import { exportFileName, exportJSON } from "../../chat/transfer";
 import type { ChatValues } from "../../chat/request";
+import { MAX_TOKENS, withTokenLimit } from "../../request";
 import { useChat } from "../../chat/useChat";
 import { loadSettings, saveSettings } from "../../chat/persist";
 import { SamplerPanel } from "../SamplerPanel";
@@ -25,6 +26,7 @@ interface Props {
   onEdit: (key: keyof SamplerConfig, value: string | null) => void;
   onReset: () => void;
   onBusy?: (running: boolean) => void; // an answer is streaming (the page keeps the view)
+  tokenLimit?: number; // the server's max_tokens limit (/api/info)
 }
 
 const UI_MODES: UiMode[] = ["entropix", "normal", "compare", "greedy", "fork"];
@@ -39,7 +41,7 @@ function download(name: string, text: string): void {
   setTimeout(() => URL.revokeObjectURL(url), 1000);
 }
 
-export function ChatView({ table, defaults, edits, overrides, thresholds, onEdit, onReset, onBusy }: Props) {
+export function ChatView({ table, defaults, edits, overrides, thresholds, onEdit, onReset, onBusy, tokenLimit = MAX_TOKENS }: Props) {
   const [values, setValues] = useState<ChatValues>(() => {
     const fallback: ChatValues = { maxTokens: "96", seed: "", mode: "entropix" };
     const saved = loadSettings(fallback);
@@ -49,7 +51,7 @@ export function ChatView({ table, defaults, edits, overrides, thresholds, onEdit
   const [pinned, setPinned] = useState<TurnSelection | null>(null);
   const [hovered, setHovered] = useState<TurnSelection | null>(null);
   const [openFork, setOpenFork] = useState<TurnSelection | null>(null);
-  const chat = useChat(values, overrides.sampler, Object.keys(overrides.errors).length > 0);
+  const chat = useChat(values, overrides.sampler, Object.keys(overrides.errors).length > 0, tokenLimit);
   const { conv, running } = chat;
   const endRef = useRef<HTMLDivElement>(null);
 
@@ -77,6 +79,7 @@ export function ChatView({ table, defaults, edits, overrides, thresholds, onEdit
   };
 
   useEffect(() => saveSettings(values), [values]);
+  useEffect(() => setValues((v) => withTokenLimit(v, tokenLimit)), [tokenLimit]);
   useEffect(() => onBusy?.(running), [onBusy, running]);
   // A new turn or another conversation: the old selection points at nothing.
   const turnCount = conv?.turns.length ?? 0;
@@ -124,6 +127,7 @@ export function ChatView({ table, defaults, edits, overrides, thresholds, onEdit
           onDelete={chat.remove}
           onExport={() => conv && download(exportFileName(conv), exportJSON(conv))}
           onImport={chat.importText}
+          tokenLimit={tokenLimit}
         />
         <SamplerPanel defaults={defaults} edits={edits} overrides={overrides} onEdit={onEdit} onReset={onReset} />
       </aside>
