@@ -11,7 +11,6 @@ Without a terminal on stdin every line of stdin is a turn (scripts, tests).
 from __future__ import annotations
 
 import argparse
-import math
 import secrets
 import shutil
 import signal
@@ -20,13 +19,13 @@ from typing import Any, TextIO
 
 from ..config import Mode, SamplerConfig
 from ..engine.batch import BatchDecoder
-from ..engine.confidence import reading, with_abstention
+from ..engine.confidence import with_abstention
 from ..engine.generate import generate_rows
 from ..engine.prefix_cache import PrefixCache
 from ..errors import EntropixError, InvalidRequestError, encodes_unicode, first_line
 from ..events import DoneEvent
 from .interrupt import Interrupt, PromptInterrupt
-from .terminal import Style, event_json, event_text, legend
+from .terminal import Style, confidence_text, count, event_json, event_text, legend
 
 PREFIX_CACHE_MB = 512  # as the server's default (--prefix-cache-mb)
 HELP = "/reset: a new conversation · /exit or Ctrl-D: quit · Ctrl-C: stop an answer"
@@ -34,15 +33,13 @@ HELP = "/reset: a new conversation · /exit or Ctrl-D: quit · Ctrl-C: stop an a
 
 def turn_line(done: DoneEvent) -> str:
     """One line after each answer: its length, speed, the prompt reused, its confidence."""
-    n = done.generated_tokens
-    parts = [f"{n} token{'' if n == 1 else 's'} ({done.finish_reason})",
+    parts = [f"{count(done.generated_tokens, 'token')} ({done.finish_reason})",
              f"{done.decode_tok_s:.1f} tok/s"]  # fmt: skip
     if done.cached_tokens:
         parts.append(f"{done.cached_tokens} of {done.prompt_tokens} prompt tokens reused")
-    if done.confidence is not None:  # cut, not rounded (as the summary's)
-        shown = math.floor(done.confidence * 100 + 1e-9) / 100
-        abstained = ", ABSTAINED" if done.abstained else ""
-        parts.append(f"confidence {shown:.2f} ({reading(done.confidence)}{abstained})")
+    if done.confidence is not None:
+        abstained = " ABSTAINED" if done.abstained else ""
+        parts.append(f"confidence {confidence_text(done.confidence)}{abstained}")
     return " · ".join(parts)
 
 

@@ -149,13 +149,15 @@ def confidence_line(done: DoneEvent) -> str:
     if done.agreement is not None:
         agreed = round(done.agreement * done.confidence_samples)
         agree = f" · {agreed}/{done.confidence_samples} samples agree"
-    # Two decimals cut, not rounded: 0.998 below a threshold of 1 (or 0.6999 read "unsure")
-    # must not show as 1.00 (0.70); the 1e-9 keeps 0.29 (28.999... x 100) at 0.29.
-    shown = math.floor(done.confidence * 100 + 1e-9) / 100
     return (
-        f"\n  answer:  {answer!r} · confidence {shown:.2f} "
-        f"({reading(done.confidence)}){agree}{abstained}"
+        f"\n  answer:  {answer!r} · confidence {confidence_text(done.confidence)}{agree}{abstained}"
     )
+
+
+def confidence_text(confidence: float) -> str:
+    """``0.83 (likely right)``. Two decimals cut, not rounded: 0.998 below a threshold of 1 (or
+    0.6999 read "unsure") must not show as 1.00 (0.70); the 1e-9 keeps 0.29 (28.999... x 100)."""
+    return f"{math.floor(confidence * 100 + 1e-9) / 100:.2f} ({reading(confidence)})"
 
 
 def fork_line(event: ForkEvent, style: Style, width: int = 24) -> str:
