@@ -72,8 +72,11 @@ def test_flags_a_conversation_cannot_take_are_one_line_exit_2(flag: list[str]):
 
 
 def test_ctrl_c_stops_the_answer_not_the_conversation():
+    """(--max-tokens 300, not 3000: the next turn's answer depends on where the SIGINT cut the
+    story, which a busy machine moves; cut later, the 135M model's "Hi" answer can loop to the
+    limit, minutes at 3000 tokens, past the timeout.)"""
     proc = subprocess.Popen(
-        [sys.executable, MAIN, "--chat", "--json", "--max-tokens", "3000", "--seed", "4"],
+        [sys.executable, MAIN, "--chat", "--json", "--max-tokens", "300", "--seed", "4"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, cwd=ROOT,
     )  # fmt: skip
     try:
