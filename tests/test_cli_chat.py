@@ -3,6 +3,8 @@ turn's prompt the whole conversation so far, through one decoder with a prefix c
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -12,6 +14,7 @@ import time
 from pathlib import Path
 
 from mlx_entropix.cli.interrupt import Interrupt, PromptInterrupt
+from mlx_entropix.errors import EntropixError, InvalidRequestError
 
 import pytest
 
@@ -69,8 +72,11 @@ def test_flags_a_conversation_cannot_take_are_one_line_exit_2(flag: list[str]):
 
 
 def test_ctrl_c_stops_the_answer_not_the_conversation():
+    """(--max-tokens 300, not 3000: the next turn's answer depends on where the SIGINT cut the
+    story, which a busy machine moves; cut later, the 135M model's "Hi" answer can loop to the
+    limit, minutes at 3000 tokens, past the timeout.)"""
     proc = subprocess.Popen(
-        [sys.executable, MAIN, "--chat", "--json", "--max-tokens", "3000", "--seed", "4"],
+        [sys.executable, MAIN, "--chat", "--json", "--max-tokens", "300", "--seed", "4"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, cwd=ROOT,
     )  # fmt: skip
     try:
@@ -120,3 +126,79 @@ def test_ctrl_c_at_the_prompt_drops_the_line_once_per_ctrl_c():
     at_prompt.at -= 1.0
     with pytest.raises(KeyboardInterrupt):  # the next Ctrl-C
         at_prompt(signal.SIGINT, None)
+
+
+def chat_here(lm, turns: str | io.TextIOBase, *flags: str) -> tuple[int, str, str]:
+    """``chat`` in this process on ``turns`` (read as a pipe): its status, stdout, stderr."""
+    from mlx_entropix.cli.chat import chat as run_chat
+    from mlx_entropix.cli.chat import check_chat
+    from mlx_entropix.cli.main import build_parser, modes_for, read_config
+    from mlx_entropix.cli.terminal import Style
+
+    args = build_parser().parse_args(["--chat", "--greedy", "--max-tokens", "2", *flags])
+    inp = io.StringIO(turns) if isinstance(turns, str) else turns
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err):
+        check_chat(args, None)
+        cfg = read_config(args, lambda: lm.default_config)
+        code = run_chat(lm, args, cfg, modes_for(args)[0], out, Style(), inp=inp)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_ctrl_c_as_an_answer_ends_stops_the_cache_filling_not_the_conversation(
+    embedded, monkeypatch
+):
+    """After each answer the prefix cache is filled (seconds for a long conversation) before
+    the next prompt: a Ctrl-C then (the answer just ended) ended the whole conversation."""
+    from mlx_entropix.engine.batch import BatchDecoder
+
+    fill, calls = BatchDecoder.idle_step, []
+
+    def ctrl_c_during_the_fill(self):
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return fill(self)
+
+    monkeypatch.setattr(BatchDecoder, "idle_step", ctrl_c_during_the_fill)
+    before = signal.getsignal(signal.SIGINT)
+    code, out, _ = chat_here(embedded, "Hi\nAnd again?\n")
+    assert code == 0
+    assert out.count("2 tokens (length)") == 2  # both turns answered
+    assert len(calls) >= 2 and signal.getsignal(signal.SIGINT) is before  # handler given back
+
+
+def test_lines_not_utf8_are_a_turn_error_and_crlf_lines_lose_their_cr(embedded):
+    """Piped bytes that are not UTF-8: a clear error for that line (a strict stdin, macOS's
+    default, raised a UnicodeDecodeError traceback), UTF-8 read as such whatever the
+    locale's codec; a Windows line ending is no part of the message."""
+    raw = "H\xe9llo\n".encode("latin-1") + "caf\u00e9 \U0001f409\r\n/exit\r\nnever\n".encode()
+    for codec in ("utf-8", "ascii"):
+        inp = io.TextIOWrapper(io.BytesIO(raw), encoding=codec, errors="strict")
+        code, out, err = chat_here(embedded, inp, "--json")
+        assert code == 0
+        assert "error: the line is not valid UTF-8 (byte 0xE9 at byte 1)" in err, err
+        done = [json.loads(line) for line in out.splitlines()]
+        assert [e["turn"] for e in done] == [0, 0, 0] and done[-1]["type"] == "done"
+    code, out, _ = chat_here(embedded, "caf\u00e9 \U0001f409\r\n")
+    assert "> caf\u00e9 \U0001f409\n" in out
+
+
+def test_a_system_message_no_turn_can_take_is_refused_at_the_start(embedded):
+    """--system longer than the context (or not UTF-8) made every turn an error, exit 0;
+    now one error before the first turn (main: exit 2)."""
+    with pytest.raises(EntropixError, match="^--system: the prompt is 90"):
+        chat_here(embedded, "Hi\n", "--system", "word " * 9000)
+    with pytest.raises(InvalidRequestError, match=r"^--system is not valid UTF-8 \(byte 0xE9"):
+        chat_here(embedded, "Hi\n", "--system", os.fsdecode(b"\xe9t\xe9"))
+
+
+def test_the_reset_hint_only_when_the_line_alone_fits(embedded, monkeypatch):
+    """A line longer than the context by itself: /reset cannot help, so no hint to it."""
+    monkeypatch.setattr(embedded.info, "context_length", 80)  # a conversation soon outgrows it
+    _, out, err = chat_here(embedded, "Hi\n" + "word " * 100 + "\n")
+    assert "2 tokens (length)" in out
+    assert "error: the prompt is" in err and "/reset" not in err
+    _, out, err = chat_here(embedded, "Hi\n" + "word " * 40 + "\n/reset\n" + "word " * 40 + "\n")
+    assert "error: the prompt is" in err and "(/reset starts anew)" in err
+    assert out.count("2 tokens (length)") == 2  # after /reset the same line fits

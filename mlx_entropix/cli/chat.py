@@ -4,8 +4,9 @@ Every line typed is a user turn; the model answers with the whole conversation a
 (the chat template). The turns share one decoder with a prefix cache, as the server's chat
 does: a turn prefills only what is new since the last one (its answer and the new message).
 ``/reset`` starts a new conversation, ``/exit`` or Ctrl-D ends it. Ctrl-C during an answer
-stops that answer (the part written stays in the conversation); at the prompt it drops the line.
-Without a terminal on stdin every line of stdin is a turn (scripts, tests).
+stops that answer (the part written stays in the conversation); at the prompt it drops the line;
+between the two (the prefix cache's filling) it skips the filling. Without a terminal on stdin
+every line of stdin is a turn (scripts, tests). Lines are read as UTF-8, whatever the locale.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..engine.batch import BatchDecoder
 from ..engine.confidence import with_abstention
 from ..engine.generate import generate_rows
 from ..engine.prefix_cache import PrefixCache
+from ..engine.request import prepare_prompt
 from ..errors import EntropixError, InvalidRequestError, encodes_unicode, first_line
 from ..events import DoneEvent
 from .interrupt import Interrupt, PromptInterrupt
@@ -43,12 +45,27 @@ def turn_line(done: DoneEvent) -> str:
     return " · ".join(parts)
 
 
+def as_utf8(text: str, encoding: str, what: str = "the line") -> str:
+    """``text`` read with ``surrogateescape`` as UTF-8 (what terminals and files send, whatever
+    the locale's codec says), or a clear error naming the first byte that is not UTF-8."""
+    if not any("\udc80" <= c <= "\udcff" for c in text):
+        return text
+    raw = text.encode(encoding, "surrogateescape")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InvalidRequestError(
+            f"{what} is not valid UTF-8 (byte 0x{raw[err.start]:02X} at byte {err.start})"
+        ) from None
+
+
 def read_turn(inp: TextIO, out: TextIO, interactive: bool) -> str | None:
     """The next line typed (None: end of input). At a terminal with a prompt and line editing;
-    Ctrl-C there drops the line being typed."""
+    Ctrl-C there drops the line being typed. Piped, Ctrl-C ends the conversation."""
     if not interactive:
-        line = inp.readline()
-        return line.rstrip("\n") if line else None
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        line = inp.readline()  # a line ending, also Windows', is no part of the message
+        return line.removesuffix("\n").removesuffix("\r") if line else None
     import readline  # noqa: F401  (line editing and history for input())
 
     signal.signal(signal.SIGINT, PromptInterrupt())
@@ -70,6 +87,17 @@ def check_chat(args: argparse.Namespace, group: Any) -> None:
             raise InvalidRequestError(f"--chat takes no {flag} (one answer per turn)")
     if group is not None:
         raise InvalidRequestError("--chat reads the terminal in one process: not under mlx.launch")
+    if args.system:  # from argv: undecodable bytes are escaped as for a file name
+        as_utf8(args.system, sys.getfilesystemencoding(), "--system")
+
+
+def fits(lm: Any, messages: list[dict[str, str]]) -> bool:
+    """Whether ``messages`` make a prompt the model can take."""
+    try:
+        prepare_prompt(lm, messages, None, 1)
+    except EntropixError:
+        return False
+    return True
 
 
 def chat(
@@ -79,17 +107,43 @@ def chat(
     """The conversation loop; exit status 0 when the input ends."""
     inp = inp or sys.stdin
     interactive = inp.isatty() and not args.json
-    decoder = BatchDecoder(lm, prefix_cache=PrefixCache(PREFIX_CACHE_MB * 2**20))
     system = [{"role": "system", "content": args.system}] if args.system else []
-    history: list[dict[str, str]] = []
+    try:  # a system message no turn can take: one error now, not one per turn
+        prepare_prompt(lm, [*system, {"role": "user", "content": "?"}], None, 1)
+    except EntropixError as err:
+        raise type(err)(f"--system: {first_line(err)}") from err
+    if hasattr(inp, "reconfigure"):  # bytes that are not UTF-8: that line's error, no traceback
+        inp.reconfigure(errors="surrogateescape")
+    decoder = BatchDecoder(lm, prefix_cache=PrefixCache(PREFIX_CACHE_MB * 2**20))
     if not args.json:
         out.write(style.dim(f"{lm.info.name} · {lm.info.compute_dtype} · {mode}") + "\n")
     if interactive:
         if style.colour:
             out.write(legend(style, shutil.get_terminal_size().columns) + "\n")
         out.write(style.dim(HELP) + "\n")
+    given_back = signal.getsignal(signal.SIGINT)
+    try:
+        converse(lm, args, cfg, mode, out, style, first_run, inp, interactive, decoder, system)
+    finally:  # a caller's own Ctrl-C handling again (tests call this in process)
+        signal.signal(signal.SIGINT, given_back)
+    if first_run is not None:
+        first_run.closing_note()
+    return 0
+
+
+def converse(
+    lm: Any, args: argparse.Namespace, cfg: SamplerConfig, mode: Mode, out: TextIO,
+    style: Style, first_run: Any, inp: TextIO, interactive: bool, decoder: BatchDecoder,
+    system: list[dict[str, str]],
+) -> None:  # fmt: skip
+    """Turn after turn until the input ends or ``/exit``."""
+    history: list[dict[str, str]] = []
     turn, escape = 0, not encodes_unicode(out)
     while (text := read_turn(inp, out, interactive)) is not None:
+        # From here to the next prompt a Ctrl-C stops the answer (or the cache filling after
+        # it), never the conversation; a second one after SAME_CTRL_C_S raises, as ever.
+        interrupt = Interrupt()
+        signal.signal(signal.SIGINT, interrupt)
         if not text.strip():
             continue
         if text.strip() in ("/exit", "/quit"):
@@ -101,12 +155,19 @@ def chat(
             continue
         if first_run is not None:
             first_run.resume_if_ready()
-        messages = [*system, *history, {"role": "user", "content": text}]
+        try:
+            text, bad = as_utf8(text, inp.encoding or "utf-8"), None
+        except InvalidRequestError as err:
+            bad = err
         if not interactive and not args.json:  # what the answer answers (a terminal shows it)
             out.write(style.dim("> " + text) + "\n")
+        if bad is not None:
+            out.flush()
+            print(f"error: {bad}", file=sys.stderr)
+            continue
+        user = {"role": "user", "content": text}
+        messages = [*system, *history, user]
         seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
-        interrupt = Interrupt()
-        signal.signal(signal.SIGINT, interrupt)
         done: DoneEvent | None = None
         try:
             for _, ev in generate_rows(
@@ -129,16 +190,15 @@ def chat(
                 done = ev if ev.type == "done" else done
         except EntropixError as err:  # e.g. the conversation outgrew the context: the turn only
             out.flush()
-            print(f"error: {first_line(err)}" + (" (/reset starts anew)" if history else ""),
+            # /reset helps only where the line alone fits
+            hint = history and fits(lm, [*system, user])
+            print(f"error: {first_line(err)}" + (" (/reset starts anew)" if hint else ""),
                   file=sys.stderr)  # fmt: skip
             continue
-        finally:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
         assert done is not None
-        history += [messages[-1], {"role": "assistant", "content": done.text}]
+        history += [user, {"role": "assistant", "content": done.text}]
         turn += 1
-        while decoder.idle_step():  # the answer's keys into the prefix cache, for the next turn
+        # the answer's keys into the prefix cache, for the next turn (seconds, for a long
+        # conversation): a Ctrl-C meanwhile skips the rest of it
+        while not interrupt.requested and decoder.idle_step():
             pass
-    if first_run is not None:
-        first_run.closing_note()
-    return 0
