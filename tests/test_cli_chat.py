@@ -63,6 +63,15 @@ def test_a_turn_over_the_context_is_an_error_and_the_conversation_goes_on():
     assert "> Hi\n" in got.stdout and "3 tokens (length)" in got.stdout
 
 
+def test_with_json_a_failed_turn_is_its_lines_error_event():
+    got = chat("word " * 9000 + "\nHi\n", "--json", "--greedy", "--max-tokens", "2")
+    assert got.returncode == 0, got.stderr
+    turns = by_turn(got.stdout)
+    assert [e["type"] for e in turns[0]] == ["error"]  # the first line's turn
+    assert "the prompt is" in turns[0][0]["message"]
+    assert turns[1][-1]["type"] == "done"  # the second line is turn 1
+
+
 @pytest.mark.parametrize("flag", [["--compare"], ["--plot", "p.png"], ["--limit", "2"]])
 def test_flags_a_conversation_cannot_take_are_one_line_exit_2(flag: list[str]):
     got = chat("Hi\n", *flag)
@@ -179,7 +188,9 @@ def test_lines_not_utf8_are_a_turn_error_and_crlf_lines_lose_their_cr(embedded):
         assert code == 0
         assert "error: the line is not valid UTF-8 (byte 0xE9 at byte 1)" in err, err
         done = [json.loads(line) for line in out.splitlines()]
-        assert [e["turn"] for e in done] == [0, 0, 0] and done[-1]["type"] == "done"
+        # the bad line is turn 0 (its error event), the next line turn 1
+        assert [e["turn"] for e in done] == [0, 1, 1, 1]
+        assert done[0]["type"] == "error" and done[-1]["type"] == "done"
     code, out, _ = chat_here(embedded, "caf\u00e9 \U0001f409\r\n")
     assert "> caf\u00e9 \U0001f409\n" in out
 

@@ -25,7 +25,7 @@ from ..engine.generate import generate_rows
 from ..engine.prefix_cache import PrefixCache
 from ..engine.request import prepare_prompt
 from ..errors import EntropixError, InvalidRequestError, encodes_unicode, first_line
-from ..events import DoneEvent
+from ..events import DoneEvent, ErrorEvent
 from .interrupt import Interrupt, PromptInterrupt
 from .terminal import Style, confidence_text, count, event_json, event_text, legend
 
@@ -131,6 +131,16 @@ def chat(
     return 0
 
 
+def turn_error(message: str, out: TextIO, turn: int, as_json: bool, escape: bool) -> int:
+    """A turn that failed: one line on stderr, and with ``--json`` the schema's error event (a
+    script's turns stay those of its lines); the next turn's number."""
+    if as_json:
+        out.write(event_json(ErrorEvent(message=message), escape, f'"turn":{turn},'))
+    out.flush()
+    print(f"error: {message}", file=sys.stderr)
+    return turn + 1
+
+
 def converse(
     lm: Any, args: argparse.Namespace, cfg: SamplerConfig, mode: Mode, out: TextIO,
     style: Style, first_run: Any, inp: TextIO, interactive: bool, decoder: BatchDecoder,
@@ -162,8 +172,7 @@ def converse(
         if not interactive and not args.json:  # what the answer answers (a terminal shows it)
             out.write(style.dim("> " + text) + "\n")
         if bad is not None:
-            out.flush()
-            print(f"error: {bad}", file=sys.stderr)
+            turn = turn_error(str(bad), out, turn, args.json, escape)
             continue
         user = {"role": "user", "content": text}
         messages = [*system, *history, user]
@@ -189,11 +198,9 @@ def converse(
                 out.flush()
                 done = ev if ev.type == "done" else done
         except EntropixError as err:  # e.g. the conversation outgrew the context: the turn only
-            out.flush()
             # /reset helps only where the line alone fits
-            hint = history and fits(lm, [*system, user])
-            print(f"error: {first_line(err)}" + (" (/reset starts anew)" if hint else ""),
-                  file=sys.stderr)  # fmt: skip
+            hint = " (/reset starts anew)" if history and fits(lm, [*system, user]) else ""
+            turn = turn_error(first_line(err) + hint, out, turn, args.json, escape)
             continue
         assert done is not None
         history += [user, {"role": "assistant", "content": done.text}]
