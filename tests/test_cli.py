@@ -242,6 +242,9 @@ def _write(tmp_path: Path, name: str, text: str) -> str:
         (lambda t: ["--top-p", "inf"], "argument --top-p: invalid finite value: 'inf'"),
         (lambda t: ["--seed", "-1", "--model", str(t / "no")], "--seed must lie in [0, 2^63 - 1]"),
         (lambda t: ["--seed", str(2**63)], "--seed must lie in [0, 2^63 - 1] (got 922"),
+        # Found by use: "not valid Unicode: a lone surrogate U+DCE9" named no byte given.
+        (lambda t: ["--input", os.fsdecode(b"caf\xe9")], "--input is not valid UTF-8 (byte 0xE9"),
+        (lambda t: ["--system", os.fsdecode(b"\xff")], "--system is not valid UTF-8 (byte 0xFF"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, make_args, needle: str):

@@ -139,6 +139,7 @@ def test_ctrl_c_at_the_prompt_drops_the_line_once_per_ctrl_c():
 
 def chat_here(lm, turns: str | io.TextIOBase, *flags: str) -> tuple[int, str, str]:
     """``chat`` in this process on ``turns`` (read as a pipe): its status, stdout, stderr."""
+    from mlx_entropix.cli.args import argv_text
     from mlx_entropix.cli.chat import chat as run_chat
     from mlx_entropix.cli.chat import check_chat
     from mlx_entropix.cli.main import build_parser, modes_for, read_config
@@ -148,6 +149,7 @@ def chat_here(lm, turns: str | io.TextIOBase, *flags: str) -> tuple[int, str, st
     inp = io.StringIO(turns) if isinstance(turns, str) else turns
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stderr(err):
+        argv_text(args)  # as main.run, before check_chat
         check_chat(args, None)
         cfg = read_config(args, lambda: lm.default_config)
         code = run_chat(lm, args, cfg, modes_for(args)[0], out, Style(), inp=inp)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
 from ..config import PRESET_NAMES
+from ..errors import InvalidRequestError
 from ..io.prompts import BUILTIN_PROMPTS_PATH
 
 PROG = "mlx_main.py"
@@ -112,3 +114,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--color", choices=("auto", "always", "never"), default="auto", help="default: auto"
     )
     return p
+
+
+def as_utf8(text: str, encoding: str, what: str = "the line") -> str:
+    """``text`` read with ``surrogateescape`` as UTF-8 (what terminals and files send, whatever
+    the locale's codec says), or a clear error naming the first byte that is not UTF-8."""
+    if not any("\udc80" <= c <= "\udcff" for c in text):
+        return text
+    raw = text.encode(encoding, "surrogateescape")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InvalidRequestError(
+            f"{what} is not valid UTF-8 (byte 0x{raw[err.start]:02X} at byte {err.start})"
+        ) from None
+
+
+def argv_text(args: argparse.Namespace) -> None:
+    """``--input`` and ``--system`` as UTF-8: argv's bytes that are not (escaped as for a file
+    name) are one clear error naming the byte, not a "lone surrogate" deep in the engine."""
+    for flag in ("input", "system"):
+        if (value := getattr(args, flag)) is not None:
+            setattr(args, flag, as_utf8(value, sys.getfilesystemencoding(), f"--{flag}"))

@@ -26,6 +26,7 @@ from ..engine.prefix_cache import PrefixCache
 from ..engine.request import prepare_prompt
 from ..errors import EntropixError, InvalidRequestError, encodes_unicode, first_line
 from ..events import DoneEvent, ErrorEvent
+from .args import as_utf8
 from .interrupt import Interrupt, PromptInterrupt
 from .terminal import Style, confidence_text, count, event_json, event_text, legend
 
@@ -43,20 +44,6 @@ def turn_line(done: DoneEvent) -> str:
         abstained = " ABSTAINED" if done.abstained else ""
         parts.append(f"confidence {confidence_text(done.confidence)}{abstained}")
     return " · ".join(parts)
-
-
-def as_utf8(text: str, encoding: str, what: str = "the line") -> str:
-    """``text`` read with ``surrogateescape`` as UTF-8 (what terminals and files send, whatever
-    the locale's codec says), or a clear error naming the first byte that is not UTF-8."""
-    if not any("\udc80" <= c <= "\udcff" for c in text):
-        return text
-    raw = text.encode(encoding, "surrogateescape")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise InvalidRequestError(
-            f"{what} is not valid UTF-8 (byte 0x{raw[err.start]:02X} at byte {err.start})"
-        ) from None
 
 
 def read_turn(inp: TextIO, out: TextIO, interactive: bool) -> str | None:
@@ -87,8 +74,6 @@ def check_chat(args: argparse.Namespace, group: Any) -> None:
             raise InvalidRequestError(f"--chat takes no {flag} (one answer per turn)")
     if group is not None:
         raise InvalidRequestError("--chat reads the terminal in one process: not under mlx.launch")
-    if args.system:  # from argv: undecodable bytes are escaped as for a file name
-        as_utf8(args.system, sys.getfilesystemencoding(), "--system")
 
 
 def fits(lm: Any, messages: list[dict[str, str]]) -> bool:

@@ -38,7 +38,7 @@ from ..errors import (
 )
 from ..events import ErrorEvent
 from ..io.prompts import PromptItem, load_prompts
-from .args import PROG, build_parser
+from .args import PROG, argv_text, build_parser
 
 DEFAULT_PROMPT = "Which number is larger, 9.9 or 9.11?"
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -106,6 +106,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         raise InvalidRequestError(
             f"--confidence-samples must lie in [0, {MAX_SAMPLES}] (got {args.confidence_samples})"
         )
+    argv_text(args)
     generating = args.chat or not (
         args.info and args.input is None and not args.prompts and not args.prompt_csv
     )
