@@ -78,6 +78,14 @@ def test_a_poisoned_request_ends_alone_and_leaves_clean_slots(lm):
         list(generate(lm, BAD, mode="fork", max_tokens=4))
 
 
+def poison(shared, logits, slot: int) -> None:
+    """Slot ``slot``'s step gone non-finite: its logits and its values in the cache NaN."""
+    rows = slice(slot * shared.n_kv, (slot + 1) * shared.n_kv)
+    for values in shared.values:
+        values[rows] = float("nan")
+    logits[slot] = float("nan")
+
+
 def test_a_fork_branch_turned_nan_leaves_clean_slots(lm, monkeypatch):
     """A branch whose logits (and so its keys and values) turn NaN: the fork keeps a finite
     one (a NaN branch ranks last), and the slots the branches free are zeroed, so the next
@@ -94,10 +102,7 @@ def test_a_fork_branch_turned_nan_leaves_clean_slots(lm, monkeypatch):
         if fork.branches is not None and len(fork.slots) > 1:  # a step of its branch rows
             bad[:] = bad or [min(fork.slots)]
             if bad[0] in fork.slots:
-                rows = slice(bad[0] * shared.n_kv, (bad[0] + 1) * shared.n_kv)
-                for values in shared.values:
-                    values[rows] = float("nan")
-                logits[bad[0]] = float("nan")
+                poison(shared, logits, bad[0])
         return logits, scores
 
     monkeypatch.setattr(lm.model, "decode_shared", one_branch_nan)
@@ -122,10 +127,7 @@ def test_an_ended_row_turned_nan_leaves_clean_slots(lm, monkeypatch):
     def ended_row_nan(tokens, shared, compile=True):
         logits, scores = real(tokens, shared, compile)
         if req.streams[0].finished and not req.finished:
-            rows = slice(req.slots[0] * shared.n_kv, (req.slots[0] + 1) * shared.n_kv)
-            for values in shared.values:
-                values[rows] = float("nan")
-            logits[req.slots[0]] = float("nan")
+            poison(shared, logits, req.slots[0])
         return logits, scores
 
     monkeypatch.setattr(lm.model, "decode_shared", ended_row_nan)
@@ -153,10 +155,7 @@ def test_a_request_cancelled_on_a_nan_step_leaves_clean_slots(lm, monkeypatch):
         logits, scores = real(tokens, shared, compile)
         if req.index == 2:  # the step after it: NaN, and the client leaves
             for slot in req.slots:
-                rows = slice(slot * shared.n_kv, (slot + 1) * shared.n_kv)
-                for values in shared.values:
-                    values[rows] = float("nan")
-                logits[slot] = float("nan")
+                poison(shared, logits, slot)
             gone.append(True)
         return logits, scores
 
